@@ -1,0 +1,171 @@
+"""Parse an ONNX model and build a serialized engine with TensorRT or TensorRT-RTX.
+
+Why raw TensorRT calls instead of polygraphy's ``NetworkFromOnnxPath``/``CreateConfig`` here:
+parser failures must name the ONNX node (polygraphy only logs them and raises a generic
+error), the builder's log is kept per artifact (polygraphy routes it to its global logger and
+stdout), and builder settings are driven by one table of recipe field -> builder call.
+Polygraphy is used where it fits: running and comparing engines (``backend/run.py``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Protocol
+
+from trtforge.backend.loader import BackendInfo, import_backend
+from trtforge.errors import BuildError
+from trtforge.recipe import Recipe
+
+MIB = 1 << 20
+
+
+class ProgressSink(Protocol):
+    """Receives TensorRT's build phases; the CLI draws a progress bar from them."""
+
+    def phase_start(self, name: str, parent: str | None, steps: int) -> None: ...
+    def step(self, name: str, step: int) -> None: ...
+    def phase_finish(self, name: str) -> None: ...
+
+
+@dataclass
+class BuildOutput:
+    plan: Any  # IHostMemory (supports the buffer protocol) or bytes
+    seconds: float
+    log: list[dict[str, str]]
+    io_tensors: list[dict[str, Any]]
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def plan_view(self) -> memoryview:
+        return memoryview(self.plan).cast("B")
+
+
+def _make_logger(trt: ModuleType, records: list[dict[str, str]]) -> Any:
+    severities = {
+        trt.Logger.INTERNAL_ERROR: "internal_error",
+        trt.Logger.ERROR: "error",
+        trt.Logger.WARNING: "warning",
+    }
+
+    class CapturingLogger(trt.ILogger):  # type: ignore[name-defined,misc]
+        """Keeps warnings and errors for the artifact's build log; prints nothing."""
+
+        def __init__(self) -> None:
+            trt.ILogger.__init__(self)
+
+        def log(self, severity: Any, msg: str) -> None:
+            level = severities.get(severity)
+            if level is not None:
+                records.append({"level": level, "message": msg})
+
+    return CapturingLogger()
+
+
+def _make_progress_monitor(trt: ModuleType, sink: ProgressSink) -> Any:
+    class Monitor(trt.IProgressMonitor):  # type: ignore[name-defined,misc]
+        def __init__(self) -> None:
+            trt.IProgressMonitor.__init__(self)
+
+        def phase_start(self, phase_name: str, parent_phase: str | None, num_steps: int) -> None:
+            sink.phase_start(phase_name, parent_phase, num_steps)
+
+        def step_complete(self, phase_name: str, step: int) -> bool:
+            sink.step(phase_name, step)
+            return True
+
+        def phase_finish(self, phase_name: str) -> None:
+            sink.phase_finish(phase_name)
+
+    return Monitor()
+
+
+def _parse_errors(parser: Any) -> str:
+    parts = []
+    for index in range(parser.num_errors):
+        error = parser.get_error(index)
+        node_name = error.node_name() or f"#{error.node()}"
+        parts.append(f"node {node_name!r} ({error.node_operator()}): {error.desc()}")
+    return "; ".join(parts) or "the parser gave no details"
+
+
+def _dims(dims: Any) -> list[int]:
+    return [int(d) for d in dims]
+
+
+# Recipe field -> builder call. Each entry reads its value from the recipe and applies it to a
+# real IBuilderConfig; the applied value is recorded on the artifact.
+ConfigRule = Callable[[ModuleType, Any, Recipe], "tuple[str, Any] | None"]
+
+
+def _optimization_level(trt: ModuleType, config: Any, recipe: Recipe) -> tuple[str, Any]:
+    config.builder_optimization_level = recipe.build.optimization_level
+    return "optimization_level", config.builder_optimization_level
+
+
+def _workspace(trt: ModuleType, config: Any, recipe: Recipe) -> tuple[str, Any] | None:
+    if recipe.build.workspace_mib is None:
+        return None
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, recipe.build.workspace_mib * MIB)
+    return "workspace_mib", config.get_memory_pool_limit(trt.MemoryPoolType.WORKSPACE) // MIB
+
+
+CONFIG_RULES: tuple[ConfigRule, ...] = (_optimization_level, _workspace)
+
+
+def make_config(trt: ModuleType, builder: Any, network: Any, recipe: Recipe) -> tuple[Any, dict[str, Any]]:
+    """A real IBuilderConfig for the recipe, and the settings it ended up with."""
+    config = builder.create_builder_config()
+    settings: dict[str, Any] = {}
+    for rule in CONFIG_RULES:
+        applied = rule(trt, config, recipe)
+        if applied is not None:
+            settings[applied[0]] = applied[1]
+    for profile_spec in recipe.profiles:
+        profile = builder.create_optimization_profile()
+        for name, shapes in profile_spec.items():
+            profile.set_shape(name, shapes.min, shapes.opt, shapes.max)
+        config.add_optimization_profile(profile)
+    settings["profiles"] = len(recipe.profiles)
+    return config, settings
+
+
+def parse_network(trt: ModuleType, builder: Any, logger: Any, onnx_path: Path) -> tuple[Any, Any]:
+    """Network and parser for an ONNX file; parser errors name the failing node."""
+    network = builder.create_network(0)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_path)):
+        raise BuildError(f"ONNX parse failed at {_parse_errors(parser)}", hint=f"model: {onnx_path}")
+    return network, parser
+
+
+def build_plan(
+    backend: BackendInfo, recipe: Recipe, onnx_path: Path, progress: ProgressSink | None = None
+) -> BuildOutput:
+    """Build the recipe's engine; raises BuildError with the builder's last error on failure."""
+    trt = import_backend(backend)
+    records: list[dict[str, str]] = []
+    logger = _make_logger(trt, records)
+    started = time.perf_counter()
+    builder = trt.Builder(logger)
+    network, _parser = parse_network(trt, builder, logger, onnx_path)
+    config, settings = make_config(trt, builder, network, recipe)
+    if progress is not None:
+        config.progress_monitor = _make_progress_monitor(trt, progress)
+    io_tensors = [
+        {"name": t.name, "mode": mode, "dtype": str(t.dtype).rsplit(".", 1)[-1].lower(), "shape": _dims(t.shape)}
+        for mode, tensors in (
+            ("input", [network.get_input(i) for i in range(network.num_inputs)]),
+            ("output", [network.get_output(i) for i in range(network.num_outputs)]),
+        )
+        for t in tensors
+    ]
+    plan = builder.build_serialized_network(network, config)
+    if plan is None or plan.nbytes == 0:
+        errors = [r["message"] for r in records if r["level"] != "warning"]
+        detail = errors[-1] if errors else "no error was logged"
+        raise BuildError(f"{backend.label} failed to build the engine: {detail.splitlines()[0]}")
+    return BuildOutput(plan, time.perf_counter() - started, records, io_tensors, settings)

@@ -1,0 +1,53 @@
+"""`trtforge schema` and `trtforge doctor`."""
+
+from __future__ import annotations
+
+import json
+import platform
+import sys
+from typing import Any
+
+from rich.console import Console
+
+from trtforge.cli._errors import run
+from trtforge.cli._options import CatalogOpt, JsonOpt, StoreOpt
+from trtforge.cli._output import Output
+
+
+def schema(json_output: JsonOpt = False) -> None:
+    """Print the recipe JSON Schema (for editors and validation)."""
+    from trtforge.recipe import json_schema
+
+    sys.stdout.write(json.dumps(json_schema(), indent=2) + "\n")
+
+
+def doctor(store: StoreOpt = None, catalog: CatalogOpt = None, json_output: JsonOpt = False) -> None:
+    """What this machine offers: TensorRT flavors, GPUs, store and catalog."""
+    output = Output(json_output)
+
+    def body() -> None:
+        from trtforge.backend.loader import installed_backends
+        from trtforge.store import CATALOG_FILE, resolve_store_root
+        from trtforge.target import detect_gpus
+
+        root = resolve_store_root(store)
+        report: dict[str, Any] = {
+            "python": platform.python_version(),
+            "backends": [{"flavor": b.flavor, "version": b.version} for b in installed_backends()],
+            "gpus": [vars(g) for g in detect_gpus()],
+            "store": str(root),
+            "catalog": catalog or f"sqlite:///{root / CATALOG_FILE}",
+        }
+        output.result(report, lambda console: _render(console, report))
+
+    run(output, body)
+
+
+def _render(console: Console, report: dict[str, Any]) -> None:
+    console.print(f"python    {report['python']}")
+    backends = ", ".join(f"{b['flavor']} {b['version']}" for b in report["backends"]) or "none installed"
+    console.print(f"backends  {backends}")
+    gpus = ", ".join(f"{g['name']} (cc {g['compute_capability']})" for g in report["gpus"])
+    console.print(f"gpus      {gpus or 'none found (builds with TensorRT-RTX still work on the CPU)'}")
+    console.print(f"store     {report['store']}")
+    console.print(f"catalog   {report['catalog']}")

@@ -1,0 +1,73 @@
+"""Errors a user can cause, each with one clear line and a hint.
+
+The CLI prints ``error: <message>`` and ``hint: <hint>`` and exits with ``exit_code``;
+anything that is not a ``TrtforgeError`` is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class TrtforgeError(Exception):
+    """Base class: a one-line message, an optional hint, and the CLI exit code."""
+
+    exit_code: int = 2
+    default_hint: str | None = None
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint if hint is not None else self.default_hint
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class BadInputError(TrtforgeError):
+    """Something the user gave us is wrong (exit 2)."""
+
+
+class RecipeError(BadInputError):
+    """A recipe file is missing, unparsable or invalid."""
+
+    default_hint = "run `trtforge schema` for the recipe format"
+
+
+class ModelError(BadInputError):
+    """The ONNX model is missing, not ONNX, or does not match the recipe."""
+
+
+class StoreError(BadInputError):
+    """The store location is unusable."""
+
+    default_hint = "pass --store DIR or set TRTFORGE_STORE to a writable directory"
+
+
+class CatalogError(TrtforgeError):
+    """The catalog database cannot be used (schema too new, unreachable...)."""
+
+
+class NotFoundError(BadInputError):
+    """An artifact id, name or prefix matched nothing (or too much)."""
+
+
+class BackendUnavailableError(BadInputError):
+    """No TensorRT flavor that can do the requested work is installed."""
+
+    default_hint = "install one: pip install 'trtforge[rtx]' (CPU builds) or 'trtforge[tensorrt]'"
+
+
+class UnsupportedOptionError(BadInputError):
+    """The recipe asks for something the installed backend cannot do."""
+
+
+class BuildError(TrtforgeError):
+    """TensorRT failed to parse the model or build the engine (exit 1)."""
+
+    exit_code = 1
+
+
+class IntegrityError(TrtforgeError):
+    """Stored bytes do not match their recorded hash (exit 1)."""
+
+    exit_code = 1
+    default_hint = "run `trtforge fsck` to find and quarantine damaged blobs"

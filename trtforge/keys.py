@@ -1,0 +1,54 @@
+"""Canonical JSON and the hashes built from it: recipe fingerprint and BuildKey.
+
+Keys hash validated data in a canonical form (sorted keys, fixed separators), so YAML key
+order and free-text fields never change them, while anything that changes the engine does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from trtforge.recipe import Recipe
+from trtforge.target import BuildTarget
+
+# Bump when the meaning of a key changes, so old artifacts are not mistaken for new ones.
+KEY_SCHEMA = 1
+_CHUNK = 1 << 20
+
+
+def canonical_json(data: Any) -> str:
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def sha256_text(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def recipe_fingerprint(recipe: Recipe) -> str:
+    """Hash of the build-relevant recipe fields alone."""
+    return sha256_text(canonical_json(recipe.build_fields()))
+
+
+def build_key(recipe: Recipe, model_sha256: str, target: BuildTarget) -> str:
+    """Same key => same engine: recipe fields + model bytes + backend flavor/version + target."""
+    return sha256_text(
+        canonical_json(
+            {
+                "key_schema": KEY_SCHEMA,
+                "recipe": recipe_fingerprint(recipe),
+                "model_sha256": model_sha256,
+                "target": target.key_fields(),
+            }
+        )
+    )

@@ -1,0 +1,120 @@
+"""The ONNX model side of a recipe: hash it, read its inputs, check the profiles against them.
+
+These checks run before any build starts (and only on a cache miss, since they import onnx).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from trtforge.errors import ModelError
+from trtforge.keys import sha256_file
+from trtforge.recipe import LoadedRecipe
+
+Dim = int | str | None  # a fixed size, a named dynamic dim, or an unnamed dynamic dim
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    name: str
+    dtype: str
+    shape: tuple[Dim, ...]
+
+    @property
+    def is_dynamic(self) -> bool:
+        return any(not isinstance(d, int) or d <= 0 for d in self.shape)
+
+    def as_json(self) -> dict[str, object]:
+        return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape)}
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    path: Path
+    sha256: str
+    inputs: tuple[TensorInfo, ...]
+    outputs: tuple[TensorInfo, ...]
+
+
+def model_sha256(loaded: LoadedRecipe) -> str:
+    """Hash the recipe's model, enforcing its existence and the optional sha256 pin."""
+    path = loaded.model_path
+    if not path.is_file():
+        raise ModelError(
+            f"{loaded.path}: model file {loaded.recipe.model.onnx} not found (looked at {path})",
+            hint="model.onnx is relative to the recipe file",
+        )
+    digest = sha256_file(path)
+    pin = loaded.recipe.model.sha256
+    if pin is not None and pin != digest:
+        raise ModelError(
+            f"{loaded.path}: model {loaded.recipe.model.onnx} has sha256 {digest}, but the recipe pins {pin}",
+            hint="update model.sha256 if the new model is intended",
+        )
+    return digest
+
+
+def read_model(path: Path, sha256: str) -> ModelInfo:
+    """Inputs and outputs of an ONNX file (weights are not loaded)."""
+    import onnx  # lazy: ~0.2 s, needed only when a build will happen
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # onnx raises DecodeError, ValueError, ... for non-ONNX bytes
+        raise ModelError(f"{path}: not a readable ONNX model ({type(exc).__name__})") from None
+    graph = model.graph
+    if not graph.node and not graph.output:
+        raise ModelError(f"{path}: not an ONNX model (no graph)")
+    initializers = {init.name for init in graph.initializer}
+
+    def info(value: onnx.ValueInfoProto) -> TensorInfo:
+        ttype = value.type.tensor_type
+        dims: list[Dim] = []
+        for dim in ttype.shape.dim:
+            if dim.HasField("dim_value"):
+                dims.append(int(dim.dim_value))
+            else:
+                dims.append(dim.dim_param or None)
+        dtype = onnx.TensorProto.DataType.Name(ttype.elem_type).lower()
+        return TensorInfo(value.name, dtype, tuple(dims))
+
+    inputs = tuple(info(v) for v in graph.input if v.name not in initializers)
+    outputs = tuple(info(v) for v in graph.output)
+    return ModelInfo(path, sha256, inputs, outputs)
+
+
+def check_profiles(loaded: LoadedRecipe, model: ModelInfo) -> None:
+    """Profiles must name real inputs with the right rank and fixed dims, and cover dynamic ones."""
+    shown = f"{loaded.path.name}"
+    by_name = {t.name: t for t in model.inputs}
+    known = ", ".join(by_name) or "none"
+    for index, profile in enumerate(loaded.recipe.profiles):
+        for name, shapes in profile.items():
+            where = f"{shown} profiles[{index}].{name}"
+            tensor = by_name.get(name)
+            if tensor is None:
+                raise ModelError(f"{where}: the model has no input {name!r} (inputs: {known})")
+            if len(shapes.min) != len(tensor.shape):
+                raise ModelError(
+                    f"{where}: rank {len(shapes.min)} does not match the model input's rank "
+                    f"{len(tensor.shape)} {_fmt(tensor.shape)}"
+                )
+            for axis, fixed in enumerate(tensor.shape):
+                if isinstance(fixed, int) and fixed > 0:
+                    for point in ("min", "opt", "max"):
+                        if getattr(shapes, point)[axis] != fixed:
+                            raise ModelError(
+                                f"{where}.{point}: dimension {axis} is fixed to {fixed} in the model "
+                                f"{_fmt(tensor.shape)}"
+                            )
+        for tensor in model.inputs:
+            if tensor.is_dynamic and tensor.name not in profile:
+                raise ModelError(
+                    f"{shown} profiles[{index}]: dynamic input {tensor.name!r} {_fmt(tensor.shape)} has no shapes",
+                    hint="every optimization profile must give min/opt/max for every dynamic input",
+                )
+
+
+def _fmt(shape: tuple[Dim, ...]) -> str:
+    return "[" + ",".join("?" if d is None else str(d) for d in shape) + "]"

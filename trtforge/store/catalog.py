@@ -1,0 +1,275 @@
+"""The catalog: what was built, for which target, from what, and where its plan blob is.
+
+SQLAlchemy 2.x ORM; the schema is owned by Alembic migrations in ``migrations/``. Opening a
+catalog checks the schema revision with one plain query and imports Alembic only when the
+database must be created or upgraded, so a cache hit never pays for it. SQLite runs in WAL
+mode with a busy timeout; write transactions start with ``BEGIN IMMEDIATE`` so that
+read-then-write sequences of concurrent builders serialize instead of failing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    create_engine,
+    event,
+    select,
+    text,
+)
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+from trtforge.errors import CatalogError, NotFoundError
+
+# Every Alembic revision, oldest first. A database at a revision not listed here was written by
+# a newer trtforge; tests check this tuple against the migration scripts.
+SCHEMA_REVISIONS: tuple[str, ...] = ("0001_initial",)
+SCHEMA_HEAD = SCHEMA_REVISIONS[-1]
+MIN_ID_PREFIX = 6
+SQLITE_BUSY_TIMEOUT_MS = 60_000
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend (SQLite stores them naive)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("naive datetime given to the catalog")
+        return value.astimezone(timezone.utc) if value is not None else None
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=timezone.utc)
+        return value
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON, datetime: UTCDateTime}
+
+
+class Blob(Base):
+    """A stored blob. A row exists only once the blob file is complete."""
+
+    __tablename__ = "blobs"
+
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    kind: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Artifact(Base):
+    """One engine: its plan blob, how and for what it was built."""
+
+    __tablename__ = "artifacts"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), index=True)
+    build_key: Mapped[str] = mapped_column(String(64), index=True)
+    recipe_fingerprint: Mapped[str] = mapped_column(String(64))
+    model_sha256: Mapped[str] = mapped_column(String(64), index=True)
+    flavor: Mapped[str] = mapped_column(String(32))
+    trt_version: Mapped[str] = mapped_column(String(32))
+    gpu_name: Mapped[str | None] = mapped_column(String(128))
+    compute_capabilities: Mapped[list[Any]]
+    plan_sha256: Mapped[str] = mapped_column(String(64), ForeignKey("blobs.sha256"))
+    plan_size: Mapped[int] = mapped_column(BigInteger)
+    io_tensors: Mapped[list[Any]]
+    profiles: Mapped[list[Any]]
+    recipe: Mapped[dict[str, Any]]
+    recipe_path: Mapped[str | None] = mapped_column(Text)
+    build_seconds: Mapped[float] = mapped_column(Float)
+    build_log: Mapped[list[Any]]
+    details: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    status: Mapped[str] = mapped_column(String(16), default="unverified")
+
+    __table_args__ = (Index("ix_artifacts_name_flavor_version", "name", "flavor", "trt_version"),)
+
+    def summary(self) -> dict[str, Any]:
+        """The fields `list --json` promises."""
+        return {
+            "artifact_id": self.id,
+            "name": self.name,
+            "build_key": self.build_key,
+            "flavor": self.flavor,
+            "trt_version": self.trt_version,
+            "gpu_name": self.gpu_name,
+            "compute_capabilities": list(self.compute_capabilities),
+            "plan_sha256": self.plan_sha256,
+            "plan_size": self.plan_size,
+            "created_at": self.created_at.isoformat(),
+            "status": self.status,
+        }
+
+    def record(self) -> dict[str, Any]:
+        """Everything recorded, for `show --json`."""
+        return {
+            **self.summary(),
+            "recipe_fingerprint": self.recipe_fingerprint,
+            "model_sha256": self.model_sha256,
+            "recipe_path": self.recipe_path,
+            "recipe": self.recipe,
+            "io_tensors": self.io_tensors,
+            "profiles": self.profiles,
+            "build_seconds": self.build_seconds,
+            "build_log": self.build_log,
+            "details": self.details,
+        }
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # Let SQLAlchemy's "begin" hook, not the driver, decide how transactions start.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+    cursor.execute("PRAGMA journal_mode = WAL")
+    cursor.execute("PRAGMA synchronous = NORMAL")
+    cursor.execute("PRAGMA foreign_keys = ON")
+    cursor.close()
+
+
+def _sqlite_begin(conn: Connection) -> None:
+    immediate = conn.get_execution_options().get("trtforge_write", False)
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+class Catalog:
+    """A catalog database at a SQLAlchemy URL, at the current schema revision."""
+
+    def __init__(self, url: str, *, create: bool = True) -> None:
+        self.url = url
+        self.engine: Engine = create_engine(url, future=True)
+        if self.engine.dialect.name == "sqlite":
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+            event.listen(self.engine, "begin", _sqlite_begin)
+        self._write_engine = self.engine.execution_options(trtforge_write=True)
+        self._read = sessionmaker(self.engine, expire_on_commit=False)
+        self._write = sessionmaker(self._write_engine, expire_on_commit=False)
+        self._ensure_schema(create)
+
+    @classmethod
+    def sqlite(cls, path: Path, *, create: bool = True) -> Catalog:
+        return cls(f"sqlite:///{path}", create=create)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- schema ---------------------------------------------------------------------------
+
+    def current_revision(self) -> str | None:
+        try:
+            with self.engine.connect() as conn:
+                return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+        except OperationalError as exc:
+            if "no such table" in str(exc) or "does not exist" in str(exc):
+                return None
+            raise CatalogError(f"cannot open catalog {self.url}: {exc.orig}") from None
+        except DBAPIError as exc:
+            if "does not exist" in str(exc.orig):
+                return None
+            raise CatalogError(f"cannot open catalog {self.url}: {exc.orig}") from None
+
+    def _ensure_schema(self, create: bool) -> None:
+        revision = self.current_revision()
+        if revision == SCHEMA_HEAD:
+            return
+        if revision is not None and revision not in SCHEMA_REVISIONS:
+            raise CatalogError(
+                f"catalog schema {revision!r} is newer than this trtforge understands (up to {SCHEMA_HEAD!r})",
+                hint="upgrade trtforge; nothing was written to the catalog",
+            )
+        if not create:
+            raise CatalogError(f"catalog {self.url} is at schema {revision!r}, expected {SCHEMA_HEAD!r}")
+        self._upgrade()
+
+    def _upgrade(self) -> None:
+        from trtforge.store.migrations import upgrade  # lazy: imports alembic
+
+        with self._write_engine.connect() as conn:
+            upgrade(conn)
+            conn.commit()
+
+    # -- sessions -------------------------------------------------------------------------
+
+    @contextmanager
+    def reading(self) -> Iterator[Session]:
+        with self._read() as session:
+            yield session
+
+    @contextmanager
+    def writing(self) -> Iterator[Session]:
+        """A short write transaction (BEGIN IMMEDIATE on SQLite), committed on success."""
+        with self._write() as session, session.begin():
+            yield session
+
+    # -- queries --------------------------------------------------------------------------
+
+    def find_by_build_key(self, key: str) -> Artifact | None:
+        with self.reading() as session:
+            stmt = select(Artifact).where(Artifact.build_key == key).order_by(Artifact.created_at.desc()).limit(1)
+            return session.scalars(stmt).first()
+
+    def list_artifacts(self, name: str | None = None) -> list[Artifact]:
+        with self.reading() as session:
+            stmt = select(Artifact).order_by(Artifact.created_at.desc(), Artifact.id)
+            if name is not None:
+                stmt = stmt.where(Artifact.name == name)
+            return list(session.scalars(stmt))
+
+    def get_artifact(self, ref: str) -> Artifact:
+        """An artifact by id or by a unique id prefix of at least MIN_ID_PREFIX characters."""
+        ref = ref.strip().lower()
+        if len(ref) < MIN_ID_PREFIX or not all(c in "0123456789abcdef" for c in ref):
+            raise NotFoundError(
+                f"artifact id {ref[:40]!r} is not valid",
+                hint=f"use the id from `trtforge list` (at least {MIN_ID_PREFIX} hex characters)",
+            )
+        with self.reading() as session:
+            stmt = select(Artifact).where(Artifact.id.startswith(ref, autoescape=True)).limit(2)
+            found = list(session.scalars(stmt))
+        if not found:
+            raise NotFoundError(f"no artifact with id {ref}", hint="see `trtforge list`")
+        if len(found) > 1:
+            raise NotFoundError(f"artifact id prefix {ref} is ambiguous", hint="give more characters")
+        return found[0]
+
+    def add_artifact(self, artifact: Artifact, plan_blob: Blob) -> None:
+        """Record a built artifact; its plan blob must already be complete in the blob store."""
+        with self.writing() as session:
+            if session.get(Blob, plan_blob.sha256) is None:
+                session.add(plan_blob)
+                session.flush()  # the blob row first: the artifact's foreign key points at it
+            session.add(artifact)
