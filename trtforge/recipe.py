@@ -58,7 +58,7 @@ class InputShapes(_Strict):
         low = info.data.get("min")
         if low is not None:
             _check_rank("max", shape, "min", low)
-            if any(a < b for a, b in zip(shape, low)):
+            if any(a < b for a, b in zip(shape, low, strict=True)):
                 raise ValueError(f"max {_fmt(shape)} is below min {_fmt(low)}")
         return shape
 
@@ -68,11 +68,11 @@ class InputShapes(_Strict):
         low, high = info.data.get("min"), info.data.get("max")
         if low is not None:
             _check_rank("opt", shape, "min", low)
-            if any(a < b for a, b in zip(shape, low)):
+            if any(a < b for a, b in zip(shape, low, strict=True)):
                 raise ValueError(f"opt {_fmt(shape)} is below min {_fmt(low)}")
         if high is not None:
             _check_rank("opt", shape, "max", high)
-            if any(a > b for a, b in zip(shape, high)):
+            if any(a > b for a, b in zip(shape, high, strict=True)):
                 raise ValueError(f"opt {_fmt(shape)} exceeds max {_fmt(high)}")
         return shape
 
