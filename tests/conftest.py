@@ -1,0 +1,99 @@
+"""Shared fixtures: isolated stores, recipes with real ONNX models, the CLI in a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests import onnx_models
+
+REPO = Path(__file__).resolve().parents[1]
+
+MLP_RECIPE = """\
+name: {name}
+model:
+  onnx: {model}
+backend: tensorrt_rtx
+profiles:
+  - x: {{min: [1, 4], opt: [2, 4], max: [4, 4]}}
+build:
+  optimization_level: {level}
+"""
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No test reads the developer's store or catalog settings."""
+    monkeypatch.delenv("TRTFORGE_STORE", raising=False)
+    monkeypatch.delenv("TRTFORGE_CATALOG", raising=False)
+    monkeypatch.delenv("TRTFORGE_DEBUG", raising=False)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Path:
+    return tmp_path / "store"
+
+
+@pytest.fixture
+def example_recipe(tmp_path: Path) -> Path:
+    """A copy of recipes/example.yaml and its model in a temp dir."""
+    target = tmp_path / "recipes"
+    (target / "models").mkdir(parents=True)
+    (target / "example.yaml").write_text((REPO / "recipes" / "example.yaml").read_text())
+    (target / "models" / "example_cnn.onnx").write_bytes((REPO / "recipes" / "models" / "example_cnn.onnx").read_bytes())
+    return target / "example.yaml"
+
+
+@pytest.fixture
+def mlp_recipe(tmp_path: Path) -> Callable[..., Path]:
+    """Factory: a recipe for a tiny MLP (fast real builds). Returns the recipe path."""
+
+    def make(name: str = "mlp", *, seed: int = 0, level: int = 0, text: str | None = None) -> Path:
+        folder = tmp_path / "recipes"
+        model = onnx_models.save(onnx_models.mlp(seed), folder / "models" / f"{name}.onnx")
+        body = text if text is not None else MLP_RECIPE
+        path = folder / f"{name}.yaml"
+        path.write_text(body.format(name=name, model=model.relative_to(folder).as_posix(), level=level))
+        return path
+
+    return make
+
+
+class CliResult:
+    def __init__(self, proc: subprocess.CompletedProcess[str]) -> None:
+        self.code = proc.returncode
+        self.stdout = proc.stdout
+        self.stderr = proc.stderr
+
+    def json(self) -> Any:
+        return json.loads(self.stdout)
+
+    def __repr__(self) -> str:
+        return f"CliResult(code={self.code}, stdout={self.stdout[-2000:]!r}, stderr={self.stderr[-2000:]!r})"
+
+
+@pytest.fixture
+def cli(tmp_path: Path) -> Callable[..., CliResult]:
+    """Run the installed CLI (`python -m trtforge`) in a subprocess, like a user would."""
+
+    def run(*args: str | Path, env: dict[str, str] | None = None, cwd: Path | None = None) -> CliResult:
+        full_env = {k: v for k, v in os.environ.items() if not k.startswith("TRTFORGE_")}
+        full_env.update(env or {})
+        proc = subprocess.run(
+            [sys.executable, "-m", "trtforge", *map(str, args)],
+            capture_output=True,
+            text=True,
+            env=full_env,
+            cwd=cwd or tmp_path,
+            timeout=600,
+        )
+        return CliResult(proc)
+
+    return run

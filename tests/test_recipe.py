@@ -1,0 +1,103 @@
+"""Recipe validation: strict fields, file:line:field errors, JSON Schema."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from trtforge.errors import RecipeError
+from trtforge.recipe import json_schema, load_recipe, parse_recipe
+
+GOOD = """\
+name: net
+model:
+  onnx: models/net.onnx
+profiles:
+  - images: {min: [1, 3, 32, 32], opt: [4, 3, 32, 32], max: [8, 3, 32, 32]}
+"""
+
+
+def error_of(text: str) -> str:
+    with pytest.raises(RecipeError) as info:
+        parse_recipe(text, "r.yaml")
+    return str(info.value)
+
+
+def test_good_recipe_has_defaults() -> None:
+    recipe = parse_recipe(GOOD)
+    assert recipe.backend == "auto"
+    assert recipe.build.optimization_level == 3
+    assert recipe.profiles[0]["images"].opt == [4, 3, 32, 32]
+
+
+def test_opt_above_max_names_file_line_and_field() -> None:
+    text = GOOD + "  - images:\n      min: [1, 3, 32, 32]\n      opt: [64, 3, 32, 32]\n      max: [32, 3, 32, 32]\n"
+    assert error_of(text) == "r.yaml:8 profiles[1].images.opt: opt [64,3,32,32] exceeds max [32,3,32,32]"
+
+
+def test_min_above_opt() -> None:
+    text = GOOD.replace("min: [1, 3", "min: [6, 3")
+    assert error_of(text) == "r.yaml:5 profiles[0].images.opt: opt [4,3,32,32] is below min [6,3,32,32]"
+
+
+def test_rank_mismatch_and_non_positive_dims() -> None:
+    assert "has rank 3 but min" in error_of(GOOD.replace("max: [8, 3, 32, 32]", "max: [8, 3, 32]"))
+    assert "dimensions must be positive" in error_of(GOOD.replace("min: [1, 3", "min: [0, 3"))
+
+
+def test_unknown_field_points_at_its_line() -> None:
+    assert error_of(GOOD + "precison: fp16\n") == "r.yaml:6 precison: unknown field"
+
+
+def test_wrong_type_is_not_coerced() -> None:
+    message = error_of(GOOD + "build:\n  optimization_level: '3'\n")
+    assert message.startswith("r.yaml:7 build.optimization_level: Input should be a valid integer")
+
+
+def test_optimization_level_range() -> None:
+    assert "less than or equal to 5" in error_of(GOOD + "build:\n  optimization_level: 9\n")
+
+
+@pytest.mark.parametrize("name", ["a/b", "..", "a..b", "-x", "", "x" * 200, "sp ace"])
+def test_unsafe_names_are_refused(name: str) -> None:
+    assert "name" in error_of(GOOD.replace("name: net", f"name: {json.dumps(name)}"))
+
+
+@pytest.mark.parametrize("path", ["/abs/net.onnx", "../net.onnx", "models/../../net.onnx"])
+def test_model_path_must_stay_relative(path: str) -> None:
+    assert "model.onnx" in error_of(GOOD.replace("models/net.onnx", path))
+
+
+def test_sha256_pin_format() -> None:
+    assert "64 hexadecimal" in error_of(GOOD.replace("models/net.onnx", "m.onnx\n  sha256: abc"))
+
+
+def test_invalid_yaml_names_line() -> None:
+    assert error_of("name: [unclosed\nmodel: {}\n").startswith("r.yaml:2: invalid YAML")
+
+
+def test_python_tags_are_refused() -> None:
+    assert "invalid YAML" in error_of("name: !!python/object/apply:os.system ['true']\n")
+
+
+def test_not_a_mapping() -> None:
+    assert "a recipe is a mapping" in error_of("- just\n- a list\n")
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(RecipeError, match="recipe file not found"):
+        load_recipe(tmp_path / "nope.yaml")
+
+
+def test_model_path_resolves_against_recipe(tmp_path: Path) -> None:
+    (tmp_path / "r.yaml").write_text(GOOD)
+    assert load_recipe(tmp_path / "r.yaml").model_path == (tmp_path / "models" / "net.onnx").resolve()
+
+
+def test_json_schema_describes_fields() -> None:
+    schema = json_schema()
+    assert set(schema["required"]) == {"name", "model", "profiles"}
+    assert schema["additionalProperties"] is False
+    assert "build" in schema["properties"]

@@ -1,0 +1,132 @@
+"""Blob store atomicity and hash checks; catalog schema management and id lookup."""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from trtforge.errors import CatalogError, IntegrityError, NotFoundError, StoreError
+from trtforge.store import open_existing_store, open_store
+from trtforge.store.blobs import BlobStore
+from trtforge.store.catalog import SCHEMA_HEAD, SCHEMA_REVISIONS, Artifact, Blob, Catalog
+
+
+def test_blob_path_is_content_addressed(tmp_path: Path) -> None:
+    blobs = BlobStore(tmp_path)
+    data = b"plan bytes" * 1000
+    ref = blobs.put_bytes(data)
+    assert ref.sha256 == hashlib.sha256(data).hexdigest() and ref.size == len(data)
+    assert blobs.path_for(ref.sha256) == tmp_path / "blobs" / "sha256" / ref.sha256[:2] / ref.sha256
+    assert blobs.read_verified(ref.sha256) == data
+    assert list((tmp_path / "blobs" / "sha256" / ".incoming").iterdir()) == []
+
+
+def test_failed_write_leaves_nothing(tmp_path: Path) -> None:
+    blobs = BlobStore(tmp_path)
+
+    def chunks():
+        yield b"partial"
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        blobs.put_chunks(chunks())
+    files = [p for p in (tmp_path / "blobs").rglob("*") if p.is_file()]
+    assert files == []
+
+
+def test_corrupted_blob_is_detected(tmp_path: Path) -> None:
+    blobs = BlobStore(tmp_path)
+    ref = blobs.put_bytes(b"abc")
+    path = blobs.path_for(ref.sha256)
+    path.chmod(0o644)
+    path.write_bytes(b"abd")
+    assert not blobs.verify(ref.sha256)
+    with pytest.raises(IntegrityError, match="corrupted"):
+        blobs.read_verified(ref.sha256)
+
+
+def test_blob_names_are_validated(tmp_path: Path) -> None:
+    with pytest.raises(NotFoundError):
+        BlobStore(tmp_path).path_for("../../etc/passwd")
+
+
+def test_store_path_that_is_a_file(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(StoreError, match="not a directory"):
+        open_store(tmp_path / "file")
+
+
+def test_existing_store_is_not_created(tmp_path: Path) -> None:
+    assert open_existing_store(tmp_path / "nothing") is None
+    assert not (tmp_path / "nothing").exists()
+
+
+def test_schema_revisions_match_migration_scripts() -> None:
+    from alembic.script import ScriptDirectory
+
+    from trtforge.store.migrations import alembic_config
+
+    scripts = ScriptDirectory.from_config(alembic_config())
+    assert scripts.get_heads() == [SCHEMA_HEAD]
+    history = [s.revision for s in scripts.walk_revisions()][::-1]
+    assert tuple(history) == SCHEMA_REVISIONS
+
+
+def test_catalog_is_created_in_wal_mode(tmp_path: Path) -> None:
+    Catalog.sqlite(tmp_path / "c.sqlite").close()
+    with sqlite3.connect(tmp_path / "c.sqlite") as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchone()[0] == SCHEMA_HEAD
+
+
+def test_newer_schema_is_refused_without_writing(tmp_path: Path) -> None:
+    path = tmp_path / "c.sqlite"
+    Catalog.sqlite(path).close()
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE alembic_version SET version_num = '9999_future'")
+    before = path.read_bytes()
+    with pytest.raises(CatalogError, match="newer than this trtforge"):
+        Catalog.sqlite(path)
+    assert path.read_bytes() == before
+
+
+def _artifact(artifact_id: str, blob: str) -> Artifact:
+    return Artifact(
+        id=artifact_id,
+        name="n",
+        build_key="k" * 64,
+        recipe_fingerprint="f" * 64,
+        model_sha256="m" * 64,
+        flavor="tensorrt_rtx",
+        trt_version="1.7",
+        gpu_name=None,
+        compute_capabilities=[],
+        plan_sha256=blob,
+        plan_size=1,
+        io_tensors=[],
+        profiles=[],
+        recipe={},
+        recipe_path=None,
+        build_seconds=0.0,
+        build_log=[],
+        details={},
+    )
+
+
+def test_id_prefix_lookup(tmp_path: Path) -> None:
+    catalog = Catalog.sqlite(tmp_path / "c.sqlite")
+    blob = "b" * 64
+    catalog.add_artifact(_artifact("abcdef0011", blob), Blob(sha256=blob, size=1, kind="plan"))
+    catalog.add_artifact(_artifact("abcdef0022", blob), Blob(sha256=blob, size=1, kind="plan"))
+    assert catalog.get_artifact("abcdef001").id == "abcdef0011"
+    with pytest.raises(NotFoundError, match="ambiguous"):
+        catalog.get_artifact("abcdef")
+    with pytest.raises(NotFoundError, match="not valid"):
+        catalog.get_artifact("abc")
+    with pytest.raises(NotFoundError, match="not valid"):
+        catalog.get_artifact("abcdef%")
+    with pytest.raises(NotFoundError, match="no artifact"):
+        catalog.get_artifact("ffffff")
