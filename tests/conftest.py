@@ -47,7 +47,9 @@ def example_recipe(tmp_path: Path) -> Path:
     target = tmp_path / "recipes"
     (target / "models").mkdir(parents=True)
     (target / "example.yaml").write_text((REPO / "recipes" / "example.yaml").read_text())
-    (target / "models" / "example_cnn.onnx").write_bytes((REPO / "recipes" / "models" / "example_cnn.onnx").read_bytes())
+    (target / "models" / "example_cnn.onnx").write_bytes(
+        (REPO / "recipes" / "models" / "example_cnn.onnx").read_bytes()
+    )
     return target / "example.yaml"
 
 

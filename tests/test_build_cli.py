@@ -12,8 +12,17 @@ import pytest
 from tests import onnx_models
 
 BUILD_FIELDS = {"recipe", "name", "artifact_id", "build_key", "status", "plan_path", "plan_sha256", "seconds", "error"}
-LIST_FIELDS = {"artifact_id", "name", "build_key", "flavor", "trt_version", "plan_sha256", "plan_size", "created_at",
-               "status"}
+LIST_FIELDS = {
+    "artifact_id",
+    "name",
+    "build_key",
+    "flavor",
+    "trt_version",
+    "plan_sha256",
+    "plan_size",
+    "created_at",
+    "status",
+}
 
 
 def store_is_empty(store: Path) -> bool:
@@ -128,10 +137,11 @@ GOOD_PROFILE = "  - x: {min: [1, 4], opt: [2, 4], max: [4, 4]}\n"
         (lambda t: t.replace("opt: [2, 4]", "opt: [9, 4]"), "opt [9,4] exceeds max [4,4]"),
         (lambda t: t.replace("min: [1, 4]", "min: [3, 4]"), "opt [2,4] is below min [3,4]"),
         (lambda t: t.replace("  - x:", "  - ghost:"), "no input 'ghost'"),
-        (lambda t: t.replace("[1, 4], opt: [2, 4], max: [4, 4]", "[1, 4, 1], opt: [2, 4, 1], max: [4, 4, 1]"),
-         "does not match the model input's rank"),
-        (lambda t: t.replace("[1, 4], opt: [2, 4], max: [4, 4]", "[1, 5], opt: [2, 5], max: [4, 5]"),
-         "fixed to 4"),
+        (
+            lambda t: t.replace("[1, 4], opt: [2, 4], max: [4, 4]", "[1, 4, 1], opt: [2, 4, 1], max: [4, 4, 1]"),
+            "does not match the model input's rank",
+        ),
+        (lambda t: t.replace("[1, 4], opt: [2, 4], max: [4, 4]", "[1, 5], opt: [2, 5], max: [4, 5]"), "fixed to 4"),
         (lambda t: t.replace("name: mlp", "name: ../evil"), "name"),
         (lambda t: t.replace("name: mlp", "name: a/b"), "name"),
         (lambda t: t.replace("models/mlp.onnx", "models/missing.onnx"), "not found"),
