@@ -68,6 +68,13 @@ def mlp_recipe(tmp_path: Path) -> Callable[..., Path]:
     return make
 
 
+def subprocess_env() -> dict[str, str]:
+    """Environment for child processes: this checkout's trtforge first, no TRTFORGE_* settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRTFORGE_")}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    return env
+
+
 class CliResult:
     def __init__(self, proc: subprocess.CompletedProcess[str]) -> None:
         self.code = proc.returncode
@@ -86,7 +93,7 @@ def cli(tmp_path: Path) -> Callable[..., CliResult]:
     """Run the installed CLI (`python -m trtforge`) in a subprocess, like a user would."""
 
     def run(*args: str | Path, env: dict[str, str] | None = None, cwd: Path | None = None) -> CliResult:
-        full_env = {k: v for k, v in os.environ.items() if not k.startswith("TRTFORGE_")}
+        full_env = subprocess_env()
         full_env.update(env or {})
         proc = subprocess.run(
             [sys.executable, "-m", "trtforge", *map(str, args)],

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests import onnx_models
+from tests.conftest import subprocess_env
 
 BUILD_FIELDS = {"recipe", "name", "artifact_id", "build_key", "status", "plan_path", "plan_sha256", "seconds", "error"}
 LIST_FIELDS = {
@@ -78,7 +79,9 @@ def test_cache_hit_does_not_import_tensorrt(cli, example_recipe: Path, store: Pa
         "{'tensorrt', 'tensorrt_rtx', 'polygraphy', 'onnx', 'onnxruntime', 'alembic'})\n"
         "sys.stderr.write('MODULES=' + json.dumps(heavy) + '\\n')\n"
     )
-    proc = subprocess.run([sys.executable, str(probe)], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, str(probe)], capture_output=True, text=True, timeout=120, env=subprocess_env()
+    )
     assert json.loads(proc.stdout)[0]["status"] == "cached", proc
     [line] = [x for x in proc.stderr.splitlines() if x.startswith("MODULES=")]
     assert json.loads(line.removeprefix("MODULES=")) == []
