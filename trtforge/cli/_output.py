@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -11,13 +12,17 @@ from rich.console import Console
 
 from trtforge.errors import TrtforgeError
 
+PIPE_WIDTH = 200
+
 
 class Output:
     """Prints results as JSON (``--json``) or through a human renderer; errors go to stderr."""
 
     def __init__(self, json_mode: bool) -> None:
         self.json_mode = json_mode
-        self.out = Console(soft_wrap=True, highlight=False)
+        # Piped output is read by people too: don't squeeze tables into 80 columns.
+        width = None if sys.stdout.isatty() or "COLUMNS" in os.environ else PIPE_WIDTH
+        self.out = Console(soft_wrap=True, highlight=False, width=width)
         self.err = Console(stderr=True, soft_wrap=True, highlight=False)
 
     @property
