@@ -51,9 +51,9 @@ def gpu_runtime_for(artifact: Artifact, purpose: str = "verification") -> tuple[
         runtime = RuntimeInfo(gpu.name, gpu.compute_capability, artifact.flavor, version, gpu.driver_version)
         return BackendInfo(artifact.flavor, version), runtime  # type: ignore[arg-type]
     found_gpus = ", ".join(f"{g.name} (cc {g.compute_capability})" for g in gpus) or "no NVIDIA GPU"
-    runtimes = ", ".join(b.label for b in installed_backends()) or "no TensorRT runtime"
+    runtimes = "runtimes " + (", ".join(b.label for b in installed_backends()) or "none")
     raise VerificationUnavailableError(
-        f"{purpose} needs a CUDA GPU with {needed} runtime; found: {found_gpus}, {runtimes}",
+        f"{purpose} needs a CUDA GPU with {needed} runtime; found: {found_gpus}; {runtimes}",
         hint=f"run the {purpose} on a GPU machine with that runtime"
         + ("; `trtforge verify --reference-only` checks the spec without one" if purpose == "verification" else ""),
     )
