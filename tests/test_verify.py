@@ -8,12 +8,15 @@ second ONNX Runtime runner (same model, or one weight perturbed) takes its place
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from tests import onnx_models
+from tests.conftest import subprocess_env
 from trtforge.build import BuildStage
 from trtforge.errors import BadInputError, RecipeError
 from trtforge.keys import recipe_fingerprint
@@ -270,6 +273,8 @@ def test_per_layer_names_the_first_diverging_tensor(heads, store: Path) -> None:
 
 
 def test_reference_outputs_are_stored_and_reused(heads, store: Path, cli) -> None:
+    from polygraphy.comparator import RunResults
+
     recipe, model, _ = heads()
     first = cli("verify", recipe, "--reference-only", "--store", store, "--json")
     assert first.code == 0, first
@@ -280,8 +285,11 @@ def test_reference_outputs_are_stored_and_reused(heads, store: Path, cli) -> Non
         {"name": "y1", "shape": [1, 3], "dtype": "float32"},
         {"name": "y2", "shape": [1, 5], "dtype": "float32"},
     ]
-    again = cli("verify", recipe, "--reference-only", "--store", store, "--json").json()
+    saved = store.parent / "reference.json"
+    again = cli("verify", recipe, "--reference-only", "--store", store, "--json", "--save-results", saved).json()
     assert all(p["reference_reused"] for p in again["points"])
+    loaded = RunResults.load(str(saved))
+    assert list(loaded.keys()) == ["onnxrt-reference"] and len(loaded["onnxrt-reference"]) == 6
 
     # A later verification (here: of the built artifact) reuses them instead of recomputing.
     opened, subject = built_subject(recipe, store)
@@ -321,6 +329,29 @@ def test_verify_without_gpu_exits_2_and_stays_unverified(heads, store: Path, cli
         assert human.stderr.startswith("error: verification needs a CUDA GPU")
     shown = cli("show", artifact["artifact_id"], "--store", store, "--json").json()
     assert shown["status"] == "unverified" and shown["verifications"] == [] and shown["statuses"] == {}
+
+
+@pytest.mark.skipif(bool(detect_gpus()), reason="this machine has a GPU: the no-GPU path does not apply")
+def test_no_gpu_answer_imports_no_runtime(heads, store: Path, tmp_path: Path) -> None:
+    recipe, _, _ = heads()
+    stage = BuildStage(store)
+    artifact_id = stage.build_one(recipe).artifact_id
+    stage.close()
+    probe = tmp_path / "probe.py"
+    probe.write_text(
+        "import json, sys\n"
+        "from trtforge.cli import app\n"
+        f"sys.argv = ['trtforge', 'verify', {artifact_id!r}, '--store', {str(store)!r}, '--json']\n"
+        "try:\n    app()\nexcept SystemExit as exc:\n    sys.stderr.write(f'CODE={exc.code}\\n')\n"
+        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in "
+        "{'tensorrt', 'tensorrt_rtx', 'polygraphy', 'onnx', 'onnxruntime'})\n"
+        "sys.stderr.write('MODULES=' + json.dumps(heavy) + '\\n')\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, str(probe)], capture_output=True, text=True, timeout=120, env=subprocess_env()
+    )
+    assert "CODE=2" in proc.stderr.splitlines(), proc
+    assert "MODULES=[]" in proc.stderr.splitlines(), proc
 
 
 def test_verify_recipe_that_was_never_built(heads, store: Path, cli) -> None:
