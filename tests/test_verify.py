@@ -375,3 +375,29 @@ def test_read_model_outputs_match_the_two_heads(heads) -> None:
     info = read_model(model, "0" * 64)
     assert [t.name for t in info.outputs] == ["y1", "y2"]
     assert json.dumps([t.as_json() for t in info.inputs]) == '[{"name": "x", "dtype": "float", "shape": ["N", 4]}]'
+
+
+def test_plan_is_hash_checked_before_any_load(heads, store: Path) -> None:
+    from trtforge.backend.run import read_plan
+    from trtforge.errors import IntegrityError
+
+    recipe, _, _ = heads()
+    opened, subject = built_subject(recipe, store)
+    artifact = subject.artifact
+    assert len(read_plan(opened, artifact)) == artifact.plan_size
+    path = opened.blobs.path_for(artifact.plan_sha256)
+    path.chmod(0o644)
+    path.write_bytes(path.read_bytes()[:-1] + b"\0")
+    with pytest.raises(IntegrityError, match="corrupted"):
+        read_plan(opened, artifact)
+    opened.close()
+
+
+def test_layerwise_plan_builds_on_the_cpu(heads) -> None:
+    from trtforge.backend.loader import find_backend
+    from trtforge.backend.run import layerwise_plan
+
+    recipe, model, _ = heads()
+    loaded = load_recipe(recipe)
+    plan = layerwise_plan(find_backend("tensorrt_rtx"), loaded.recipe.model_dump(mode="json"), model)
+    assert len(plan) > 1000

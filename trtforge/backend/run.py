@@ -111,21 +111,28 @@ def refit_plan(backend: BackendInfo, plan: bytes, weights: Path) -> bytes:
     return bytes(memoryview(engine.serialize()).cast("B"))
 
 
-def _layerwise_engine(trt: ModuleType, recipe: Mapping[str, Any], onnx_path: Path, logger: Any) -> Any:
-    """An engine of the same recipe with every layer output marked (polygraphy's mark-all)."""
+def layerwise_plan(backend: BackendInfo, recipe: Mapping[str, Any], onnx_path: Path) -> bytes:
+    """A plan of the same recipe with every layer output marked (polygraphy's mark-all), for --per-layer.
+
+    Builds on the CPU with TensorRT-RTX; only running it needs the GPU.
+    """
     from polygraphy.backend.trt import util as trt_util
 
     from trtforge.backend.build import make_config, parse_network
+    from trtforge.backend.compare import quiet
     from trtforge.recipe import Recipe
 
+    trt = import_backend(backend)
+    logger = _logger(trt)
     builder = trt.Builder(logger)
     network, _parser = parse_network(trt, builder, logger, onnx_path)
-    trt_util.mark_layerwise(network)
+    with quiet():
+        trt_util.mark_layerwise(network)
     config, _settings = make_config(trt, builder, network, Recipe.model_validate(dict(recipe), strict=False))
     plan = builder.build_serialized_network(network, config)
-    if plan is None:
+    if plan is None or plan.nbytes == 0:
         raise VerificationUnavailableError("building the layer-wise engine for --per-layer failed")
-    return deserialize(trt, bytes(memoryview(plan).cast("B")), logger)
+    return bytes(memoryview(plan).cast("B"))
 
 
 @dataclass
@@ -146,7 +153,7 @@ class EngineCandidate:
         self.name = f"trt-{backend.flavor}"
         self.logger = _logger(self.trt)
         if per_layer:
-            self.engine = _layerwise_engine(self.trt, artifact.recipe, model_path, self.logger)
+            self.engine = deserialize(self.trt, layerwise_plan(backend, artifact.recipe, model_path), self.logger)
         else:
             self.engine = deserialize(self.trt, read_plan(store, artifact), self.logger)
             if _refit_mode(artifact.recipe) == "strip_weights":
@@ -201,6 +208,7 @@ class EngineCandidate:
 
     def _bind(self, profile: int, feed: Mapping[str, np.ndarray], cuda_graph: bool) -> _Bound:
         from polygraphy import cuda
+        from polygraphy.datatype import DataType
 
         trt, engine = self.trt, self.engine
         if cuda_graph and self.backend.flavor == "tensorrt_rtx":
@@ -214,7 +222,7 @@ class EngineCandidate:
         buffers = []
         for name, array in feed.items():
             context.set_input_shape(name, array.shape)
-            device = cuda.DeviceArray(shape=array.shape, dtype=array.dtype)
+            device = cuda.DeviceArray(shape=array.shape, dtype=DataType.from_dtype(array.dtype))
             device.copy_from(array, stream=stream)
             context.set_tensor_address(name, device.ptr)
             buffers.append(device)
@@ -222,7 +230,7 @@ class EngineCandidate:
             name = engine.get_tensor_name(index)
             if engine.get_tensor_mode(name) == trt.TensorIOMode.OUTPUT:
                 shape = tuple(context.get_tensor_shape(name))
-                device = cuda.DeviceArray(shape=shape, dtype=trt.nptype(engine.get_tensor_dtype(name)))
+                device = cuda.DeviceArray(shape=shape, dtype=DataType.from_dtype(engine.get_tensor_dtype(name)))
                 context.set_tensor_address(name, device.ptr)
                 buffers.append(device)
         stream.synchronize()
