@@ -7,6 +7,7 @@ second ONNX Runtime runner (same model, or one weight perturbed) takes its place
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
@@ -14,10 +15,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from rich.console import Console
 
 from tests import onnx_models
 from tests.conftest import subprocess_env
 from trtforge.build import BuildStage
+from trtforge.cli.verify import render_report
 from trtforge.errors import BadInputError, RecipeError
 from trtforge.keys import recipe_fingerprint
 from trtforge.model import read_model
@@ -127,6 +130,10 @@ def test_perturbed_weight_fails_naming_the_output(heads, store: Path, cli) -> No
         assert y2["mean_abs"] <= y2["max_abs"] and y2["elements"] == point.shapes["x"][0] * 5
     lines = list(iter_failures(report))
     assert len(lines) == 6 and all("y2" in line and "out of tolerance" in line for line in lines)
+    human = io.StringIO()
+    render_report(Console(file=human, width=200), report)
+    text = human.getvalue()
+    assert text.startswith("failed heads") and text.count("FAIL") == 6 and "perf profile 1 opt: median" in text
     assert opened.catalog.statuses(subject.artifact.id) == {RUNTIME.gpu_name: "failed"}
     opened.close()
 
