@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 from trtforge.errors import BadInputError, ModelError, NotFoundError
 from trtforge.keys import canonical_json, sha256_file, sha256_text
 from trtforge.model import ModelInfo, TensorInfo, check_profiles, model_sha256, read_model
-from trtforge.recipe import LoadedRecipe, Recipe, VerifySpec, load_recipe, shape_point_fits
+from trtforge.recipe import InputShapes, LoadedRecipe, Recipe, VerifySpec, load_recipe, shape_point_fits
 from trtforge.store import Store
 from trtforge.store.blobs import atomic_write
 from trtforge.store.catalog import Artifact, Blob, ReferenceOutput, Verification
@@ -167,9 +167,7 @@ def normalized_profiles(recipe: Recipe) -> list[dict[str, dict[str, list[int]]]]
     return [{name: shapes.model_dump() for name, shapes in profile.items()} for profile in recipe.profiles]
 
 
-def _as_point_profile(profile: Mapping[str, Mapping[str, list[int]]]) -> Any:
-    from trtforge.recipe import InputShapes
-
+def _as_point_profile(profile: Mapping[str, Mapping[str, list[int]]]) -> dict[str, InputShapes]:
     return {name: InputShapes.model_validate(shapes) for name, shapes in profile.items()}
 
 
@@ -474,7 +472,8 @@ def _check_case(
                  "elements": 0, "mismatches": 0, "max_abs": None, "mean_abs": None, "max_rel": None,
                  "mean_rel": None, "problem": "the candidate did not produce this output"}
             )  # fmt: skip
-    first = next((o["name"] for o in outputs if not o["passed"]), None)
+    per_layer = reference.per_layer
+    first = next((o["name"] for o in outputs if not o["passed"]), None) if per_layer else None
     return PointResult(
         profile=case.point.profile,
         label=case.point.label,
@@ -482,7 +481,7 @@ def _check_case(
         passed=all(o["passed"] for o in outputs if not o["intermediate"]),
         reference_reused=reused,
         outputs=outputs,
-        first_divergent=first if len(outputs) > len(model_outputs) else None,
+        first_divergent=first,
     )
 
 
