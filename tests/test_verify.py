@@ -408,3 +408,26 @@ def test_layerwise_plan_builds_on_the_cpu(heads) -> None:
     loaded = load_recipe(recipe)
     plan = layerwise_plan(find_backend("tensorrt_rtx"), loaded.recipe.model_dump(mode="json"), model)
     assert len(plan) > 1000
+
+
+def test_catalog_at_the_initial_schema_is_upgraded_in_place(tmp_path: Path) -> None:
+    """An existing store (schema 0001) gains the verification tables when it is opened."""
+    from sqlalchemy import create_engine, inspect, text
+
+    from trtforge.store.catalog import SCHEMA_HEAD, Catalog
+    from trtforge.store.migrations import upgrade
+
+    path = tmp_path / "old.sqlite"
+    engine = create_engine(f"sqlite:///{path}")
+    with engine.connect() as conn:
+        upgrade(conn, "0001_initial")
+        conn.commit()
+    assert "verifications" not in inspect(engine).get_table_names()
+    engine.dispose()
+    catalog = Catalog.sqlite(path)
+    assert catalog.current_revision() == SCHEMA_HEAD
+    with catalog.engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM verifications")).scalar() == 0
+        assert conn.execute(text("SELECT count(*) FROM reference_outputs")).scalar() == 0
+    assert catalog.statuses("0" * 32) == {}
+    catalog.close()
