@@ -140,6 +140,7 @@ class _Bound:
     context: Any
     stream: Any
     buffers: list[Any]
+    graph: Any = None
     graph_exec: Any = None
 
 
@@ -175,7 +176,7 @@ class EngineCandidate:
         try:
             if spec.cuda_graph and self.backend.flavor == "tensorrt":
                 for b in bound:
-                    b.graph_exec = _capture(cuda.wrapper().handle, b)
+                    _capture(cuda.wrapper().handle, b)
 
             def run_once() -> None:
                 for b in bound:
@@ -195,6 +196,10 @@ class EngineCandidate:
                 times.append(time.perf_counter() - started)
         finally:
             for b in bound:
+                if b.graph_exec is not None:
+                    cuda.wrapper().handle.cudaGraphExecDestroy(b.graph_exec)
+                if b.graph is not None:
+                    cuda.wrapper().handle.cudaGraphDestroy(b.graph)
                 for buffer in b.buffers:
                     buffer.free()
                 b.stream.free()
@@ -204,6 +209,7 @@ class EngineCandidate:
             "streams": spec.streams,
             **latency_summary(times, concurrency=spec.streams),
             "device_memory_bytes": int(self.engine.get_device_memory_size_for_profile_v2(profile)),
+            "engine_device_memory_bytes": int(self.engine.device_memory_size_v2),
         }
 
     def _bind(self, profile: int, feed: Mapping[str, np.ndarray], cuda_graph: bool) -> _Bound:
@@ -242,8 +248,9 @@ def _check(status: int) -> None:
         raise VerificationUnavailableError(f"CUDA runtime error {status} while timing with CUDA graphs")
 
 
-def _capture(cudart: Any, bound: _Bound) -> Any:
-    """Capture one enqueue of a TensorRT context into an instantiated CUDA graph."""
+def _capture(cudart: Any, bound: _Bound) -> None:
+    """Capture one enqueue of a TensorRT context into an instantiated CUDA graph (full TensorRT;
+    TensorRT-RTX captures by itself with ``CudaGraphStrategy.WHOLE_GRAPH_CAPTURE``)."""
     stream = ctypes.c_void_p(bound.stream.ptr)
     bound.context.execute_async_v3(bound.stream.ptr)  # TensorRT must run once before capture
     bound.stream.synchronize()
@@ -251,8 +258,9 @@ def _capture(cudart: Any, bound: _Bound) -> Any:
     _check(cudart.cudaStreamBeginCapture(stream, _CAPTURE_MODE_THREAD_LOCAL))
     bound.context.execute_async_v3(bound.stream.ptr)
     _check(cudart.cudaStreamEndCapture(stream, ctypes.byref(graph)))
+    bound.graph = graph
     _check(cudart.cudaGraphInstantiate(ctypes.byref(graph_exec), graph, ctypes.c_ulonglong(0)))
-    return graph_exec
+    bound.graph_exec = graph_exec
 
 
 def _refit_mode(recipe: Mapping[str, Any]) -> str:
