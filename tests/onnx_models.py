@@ -13,7 +13,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "recipes"))
 from make_models import example_cnn  # noqa: E402
 
-__all__ = ["example_cnn", "mlp", "save", "unsupported_op"]
+__all__ = ["example_cnn", "mlp", "perturbed", "save", "two_heads", "unsupported_op"]
 
 
 def mlp(seed: int = 0, width: int = 8, features: int = 4, batch: str | int = "N") -> onnx.ModelProto:
@@ -36,6 +36,51 @@ def mlp(seed: int = 0, width: int = 8, features: int = 4, batch: str | int = "N"
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     return model
+
+
+def two_heads(seed: int = 0, features: int = 4) -> onnx.ModelProto:
+    """x[N, features] -> MatMul(w1) -> y1[N, 3]  and  x -> MatMul(w2) -> Add(b2) -> Relu -> y2[N, 5].
+
+    Two outputs with separate weights, so perturbing one initializer changes exactly one output.
+    """
+    rng = np.random.default_rng(seed)
+    inits = [
+        numpy_helper.from_array(rng.normal(0, 0.5, (features, 3)).astype(np.float32), "w1"),
+        numpy_helper.from_array(rng.normal(0, 0.5, (features, 5)).astype(np.float32), "w2"),
+        numpy_helper.from_array(rng.normal(0, 0.1, (5,)).astype(np.float32), "b2"),
+    ]
+    nodes = [
+        helper.make_node("MatMul", ["x", "w1"], ["y1"], name="head1"),
+        helper.make_node("MatMul", ["x", "w2"], ["h2"], name="head2_matmul"),
+        helper.make_node("Add", ["h2", "b2"], ["h2b"], name="head2_bias"),
+        helper.make_node("Relu", ["h2b"], ["y2"], name="head2_relu"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "two_heads",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", features])],
+        [
+            helper.make_tensor_value_info("y1", TensorProto.FLOAT, ["N", 3]),
+            helper.make_tensor_value_info("y2", TensorProto.FLOAT, ["N", 5]),
+        ],
+        initializer=inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+def perturbed(model: onnx.ModelProto, initializer: str, delta: float = 0.5, index: int = 0) -> onnx.ModelProto:
+    """A copy of ``model`` with one element of one initializer shifted by ``delta``."""
+    changed = onnx.ModelProto()
+    changed.CopyFrom(model)
+    for position, init in enumerate(changed.graph.initializer):
+        if init.name == initializer:
+            values = numpy_helper.to_array(init).copy()
+            values.flat[index] += delta
+            changed.graph.initializer[position].CopyFrom(numpy_helper.from_array(values, initializer))
+            return changed
+    raise KeyError(initializer)
 
 
 def unsupported_op() -> onnx.ModelProto:

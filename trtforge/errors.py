@@ -71,3 +71,19 @@ class IntegrityError(TrtforgeError):
 
     exit_code = 1
     default_hint = "run `trtforge fsck` to find and quarantine damaged blobs"
+
+
+class VerificationUnavailableError(BadInputError):
+    """Running an engine needs a CUDA GPU and the engine's TensorRT runtime (exit 2)."""
+
+
+class NotRefittableError(BadInputError):
+    """The artifact was not built to take new weights (exit 2)."""
+
+    default_hint = "set `refit: refittable` in the recipe and rebuild"
+
+
+class RefitError(TrtforgeError):
+    """TensorRT could not refit the engine with the given weights (exit 1)."""
+
+    exit_code = 1

@@ -116,6 +116,91 @@ class BuildOptions(_Strict):
     )
 
 
+ShapePointName = Literal["min", "opt", "max"]
+
+
+def _float_text(value: Any) -> Any:
+    """YAML 1.1 reads ``1e-5`` as text; accept it as the number it plainly is."""
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
+class OutputTolerance(_Strict):
+    """Tolerances for one output; unset fields fall back to the spec's defaults."""
+
+    atol: float | None = Field(default=None, ge=0, description="Absolute tolerance for this output.")
+    rtol: float | None = Field(default=None, ge=0, description="Relative tolerance for this output.")
+
+    @field_validator("atol", "rtol", mode="before")
+    @classmethod
+    def _numbers(cls, value: Any) -> Any:
+        return _float_text(value)
+
+
+class InputData(_Strict):
+    """How generated values of one input are drawn (integers: whole numbers in [low, high])."""
+
+    distribution: Literal["uniform", "normal"] = "uniform"
+    low: float = Field(default=0.0, description="uniform: lowest value.")
+    high: float = Field(default=1.0, description="uniform: highest value.")
+    mean: float = Field(default=0.0, description="normal: mean.")
+    std: float = Field(default=1.0, ge=0, description="normal: standard deviation.")
+
+    @field_validator("low", "high", "mean", "std", mode="before")
+    @classmethod
+    def _numbers(cls, value: Any) -> Any:
+        return _float_text(value)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> InputData:
+        if self.high < self.low:
+            raise ValueError(f"high {self.high} is below low {self.low}")
+        return self
+
+
+class VerifySpec(_Strict):
+    """How `trtforge verify` checks an engine against ONNX Runtime; not part of the build key."""
+
+    atol: float = Field(default=1e-5, ge=0, description="Absolute tolerance (an element passes within atol OR rtol).")
+    rtol: float = Field(default=1e-5, ge=0, description="Relative tolerance, relative to the reference output.")
+    outputs: dict[str, OutputTolerance] = Field(default_factory=dict, description="Per-output tolerance overrides.")
+    shapes: list[ShapePointName | dict[str, Shape]] = Field(
+        default_factory=lambda: ["min", "opt", "max"],
+        min_length=1,
+        description="Shape points tested in every profile: min/opt/max, or explicit input -> shape maps "
+        "(tested in each profile that contains them).",
+    )
+    seed: int = Field(default=0, ge=0, description="Seed of the generated inputs.")
+    inputs: dict[str, InputData] = Field(default_factory=dict, description="Per-input value distributions.")
+    data: str | None = Field(
+        default=None,
+        description="User inputs instead of generated ones: .npz (one feed) or polygraphy inputs JSON "
+        "(`polygraphy run --save-inputs`), relative to the recipe file.",
+    )
+    iterations: int = Field(default=50, ge=0, description="Timed iterations per profile (0: no timing).")
+    warmup: int = Field(default=5, ge=0, description="Untimed iterations before timing.")
+    cuda_graph: bool = Field(default=False, description="Also time with CUDA graph capture (GPU).")
+    streams: int = Field(default=1, ge=1, le=16, description="Execution contexts/streams timed concurrently (GPU).")
+
+    @field_validator("atol", "rtol", mode="before")
+    @classmethod
+    def _numbers(cls, value: Any) -> Any:
+        return _float_text(value)
+
+    @field_validator("data")
+    @classmethod
+    def _relative_data(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not value.endswith((".npz", ".json")):
+            raise ValueError("must be a .npz file or a polygraphy inputs .json file")
+        return ModelSpec._relative(value)
+
+
 Backend = Literal["auto", "tensorrt", "tensorrt_rtx"]
 
 
@@ -128,6 +213,7 @@ class Recipe(_Strict):
     backend: Backend = "auto"
     profiles: list[Profile] = Field(min_length=1, description="Optimization profiles; each maps input -> shapes.")
     build: BuildOptions = BuildOptions()
+    verify: VerifySpec = VerifySpec()
 
     @field_validator("name")
     @classmethod
@@ -148,11 +234,32 @@ class Recipe(_Strict):
                     )
         return self
 
+    @model_validator(mode="after")
+    def _verify_points_fit(self) -> Recipe:
+        for index, point in enumerate(self.verify.shapes):
+            if isinstance(point, dict) and not any(shape_point_fits(point, p) for p in self.profiles):
+                shown = ", ".join(f"{n}: {_fmt(s)}" for n, s in point.items())
+                raise ValueError(f"verify.shapes[{index}] {{{shown}}} is inside no optimization profile")
+        return self
+
     def build_fields(self) -> dict[str, Any]:
-        """The fields that change the engine: everything but description and model location."""
-        data = self.model_dump(mode="json", exclude={"description"})
+        """The fields that change the engine: everything but description, verify and model location."""
+        data = self.model_dump(mode="json", exclude={"description", "verify"})
         data["model"] = {}
         return data
+
+
+def shape_point_fits(point: dict[str, Shape], profile: Profile) -> bool:
+    """Whether explicit shapes name exactly the profile's inputs and lie within its min/max."""
+    if set(point) != set(profile):
+        return False
+    for name, shape in point.items():
+        bounds = profile[name]
+        if len(shape) != len(bounds.min):
+            return False
+        if any(s < lo or s > hi for s, lo, hi in zip(shape, bounds.min, bounds.max, strict=True)):
+            return False
+    return True
 
 
 class LoadedRecipe(BaseModel):

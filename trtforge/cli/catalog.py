@@ -67,6 +67,8 @@ def show(
             raise NotFoundError(f"no artifact with id {artifact} (the store is empty)")
         record = opened.catalog.get_artifact(artifact).record()
         record["plan_path"] = str(opened.blobs.path_for(record["plan_sha256"]))
+        record["statuses"] = opened.catalog.statuses(record["artifact_id"])
+        record["verifications"] = [v.record() for v in opened.catalog.verifications(record["artifact_id"])]
         output.result(record, lambda console: _render_show(console, record))
 
     run(output, body)
@@ -107,8 +109,33 @@ def _render_show(console: Console, record: dict) -> None:
     console.print("[bold]builder settings[/]")
     for key, value in record["details"].get("settings", {}).items():
         console.print(f"  {key}: {value}")
+    _render_verifications(console, record)
     warnings = [r for r in record["build_log"] if r["level"] != "info"]
     if warnings:
         console.print(f"[bold]build log[/] ({len(warnings)} warnings/errors)")
         for entry in warnings[:20]:
             console.print(f"  {entry['level']}: {entry['message']}")
+
+
+def _render_verifications(console: Console, record: dict) -> None:
+    lineage = record["details"].get("lineage")
+    if lineage:
+        console.print(f"[bold]lineage[/] {lineage['operation']} of {lineage['parent']}")
+    verifications = record.get("verifications", [])
+    if not verifications:
+        console.print("[bold]verifications[/] none (unverified on every GPU)")
+        return
+    console.print(f"[bold]verifications[/] ({len(verifications)})")
+    for v in verifications:
+        checks = [o for point in v["checks"] for o in point["outputs"] if not o.get("intermediate")]
+        failed = sum(1 for o in checks if not o["passed"])
+        worst = max((o["max_abs"] for o in checks if o.get("max_abs") is not None), default=None)
+        line = (
+            f"  {v['status']:7} {v['gpu_name']} {v['runtime_flavor']} {v['runtime_version']} "
+            f"{v['created_at'][:19]}: {len(v['checks'])} points, {failed} failed outputs"
+        )
+        if worst is not None:
+            line += f", max abs error {worst:.3g}"
+        for perf in v["perf"]:
+            line += f"; profile {perf['profile']} median {perf['latency_ms']['median']:.3f} ms"
+        console.print(line)

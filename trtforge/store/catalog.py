@@ -39,7 +39,7 @@ from trtforge.errors import CatalogError, NotFoundError
 
 # Every Alembic revision, oldest first. A database at a revision not listed here was written by
 # a newer trtforge; tests check this tuple against the migration scripts.
-SCHEMA_REVISIONS: tuple[str, ...] = ("0001_initial",)
+SCHEMA_REVISIONS: tuple[str, ...] = ("0001_initial", "0003_verify")
 SCHEMA_HEAD = SCHEMA_REVISIONS[-1]
 MIN_ID_PREFIX = 6
 SQLITE_BUSY_TIMEOUT_MS = 60_000
@@ -148,6 +148,53 @@ class Artifact(Base):
             "build_log": self.build_log,
             "details": self.details,
         }
+
+
+class Verification(Base):
+    """One verification of an artifact on one GPU model with one runtime version."""
+
+    __tablename__ = "verifications"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    artifact_id: Mapped[str] = mapped_column(String(32), ForeignKey("artifacts.id"), index=True)
+    gpu_name: Mapped[str] = mapped_column(String(128))
+    compute_capability: Mapped[str | None] = mapped_column(String(16))
+    runtime_flavor: Mapped[str] = mapped_column(String(32))
+    runtime_version: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(16))
+    checks: Mapped[list[Any]]
+    perf: Mapped[list[Any]]
+    details: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (Index("ix_verifications_artifact_gpu_runtime", "artifact_id", "gpu_name", "runtime_version"),)
+
+    def record(self) -> dict[str, Any]:
+        return {
+            "verification_id": self.id,
+            "artifact_id": self.artifact_id,
+            "gpu_name": self.gpu_name,
+            "compute_capability": self.compute_capability,
+            "runtime_flavor": self.runtime_flavor,
+            "runtime_version": self.runtime_version,
+            "status": self.status,
+            "checks": self.checks,
+            "perf": self.perf,
+            "details": self.details,
+            "created_at": self.created_at.isoformat(),
+        }
+
+
+class ReferenceOutput(Base):
+    """ONNX Runtime outputs for one model and one set of inputs, stored as a blob for reuse."""
+
+    __tablename__ = "reference_outputs"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    model_sha256: Mapped[str] = mapped_column(String(64), index=True)
+    blob_sha256: Mapped[str] = mapped_column(String(64), ForeignKey("blobs.sha256"))
+    details: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -273,3 +320,47 @@ class Catalog:
                 session.add(plan_blob)
                 session.flush()  # the blob row first: the artifact's foreign key points at it
             session.add(artifact)
+
+    # -- verifications --------------------------------------------------------------------
+
+    def add_verification(self, verification: Verification) -> None:
+        """Record a verification; the artifact's own status follows its latest verification."""
+        with self.writing() as session:
+            artifact = session.get(Artifact, verification.artifact_id)
+            if artifact is None:
+                raise NotFoundError(f"no artifact with id {verification.artifact_id}")
+            session.add(verification)
+            artifact.status = verification.status
+
+    def verifications(self, artifact_id: str) -> list[Verification]:
+        """All verifications of an artifact, newest first."""
+        with self.reading() as session:
+            stmt = (
+                select(Verification)
+                .where(Verification.artifact_id == artifact_id)
+                .order_by(Verification.created_at.desc(), Verification.id)
+            )
+            return list(session.scalars(stmt))
+
+    def statuses(self, artifact_id: str) -> dict[str, str]:
+        """Status per GPU model: that of the newest verification on it (absent: unverified)."""
+        latest: dict[str, str] = {}
+        for verification in self.verifications(artifact_id):
+            latest.setdefault(verification.gpu_name, verification.status)
+        return latest
+
+    # -- reference outputs ----------------------------------------------------------------
+
+    def find_reference(self, key: str) -> ReferenceOutput | None:
+        with self.reading() as session:
+            return session.get(ReferenceOutput, key)
+
+    def add_reference(self, reference: ReferenceOutput, blob: Blob) -> None:
+        """Record stored reference outputs; the blob must already be complete. Re-adding is a no-op."""
+        with self.writing() as session:
+            if session.get(ReferenceOutput, reference.key) is not None:
+                return
+            if session.get(Blob, blob.sha256) is None:
+                session.add(blob)
+                session.flush()
+            session.add(reference)

@@ -1,0 +1,121 @@
+"""`trtforge refit`: everything before and after the GPU step, on real artifacts and real ONNX files.
+
+The refit itself (TensorRT's OnnxParserRefitter) needs a GPU and a REFIT build, which this
+machine cannot make; it is written in trtforge/backend/run.py and not executed here.
+"""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests import onnx_models
+from trtforge.build import BuildStage
+from trtforge.errors import ModelError, NotRefittableError
+from trtforge.refit import check_refittable, check_weights, record_refit, refit_mode
+from trtforge.store import open_existing_store
+from trtforge.store.catalog import Artifact, Blob
+from trtforge.target import detect_gpus
+from trtforge.verify import OnnxModelCandidate, RuntimeInfo, check, subject_from_artifact
+
+
+def build(recipe: Path, store: Path) -> str:
+    stage = BuildStage(store)
+    try:
+        result = stage.build_one(recipe)
+    finally:
+        stage.close()
+    assert result.status == "built", result
+    return result.artifact_id or ""
+
+
+def refittable_copy(store: Path, artifact_id: str, mode: str = "refittable") -> str:
+    """The same artifact recorded as if its recipe had asked for a refittable build."""
+    opened = open_existing_store(store)
+    assert opened is not None
+    parent = opened.catalog.get_artifact(artifact_id)
+    columns = {c.key: getattr(parent, c.key) for c in Artifact.__table__.columns}
+    columns.update(id=uuid.uuid4().hex, recipe={**parent.recipe, "refit": mode})
+    blob = Blob(sha256=parent.plan_sha256, size=parent.plan_size, kind="plan")
+    opened.catalog.add_artifact(Artifact(**columns), blob)
+    opened.close()
+    return columns["id"]
+
+
+def test_refit_mode_is_read_from_the_recorded_recipe() -> None:
+    assert refit_mode({}) == "none"
+    assert refit_mode({"refit": "strip_weights"}) == "strip_weights"
+    assert refit_mode({"build": {"refit": "refittable"}}) == "refittable"
+    assert refit_mode({"refit": {"mode": "refit_identical"}}) == "refit_identical"
+
+
+def test_refit_of_a_non_refittable_artifact_is_refused(cli, mlp_recipe, store: Path, tmp_path: Path) -> None:
+    artifact_id = build(mlp_recipe(), store)
+    weights = onnx_models.save(onnx_models.mlp(seed=1), tmp_path / "new.onnx")
+    result = cli("refit", artifact_id, "--weights", weights, "--store", store, "--json")
+    assert result.code == 2, result
+    assert "was built with refit mode 'none'" in result.json()["error"]
+    assert "refit: refittable" in result.json()["hint"]
+    assert len(cli("list", "--store", store, "--json").json()) == 1
+
+
+def test_refit_checks_the_weights_file(mlp_recipe, store: Path, tmp_path: Path) -> None:
+    artifact_id = build(mlp_recipe(), store)
+    opened = open_existing_store(store)
+    assert opened is not None
+    parent = opened.catalog.get_artifact(artifact_id)
+    opened.close()
+    with pytest.raises(NotRefittableError):
+        check_refittable(parent)
+    with pytest.raises(ModelError, match="not found"):
+        check_weights(parent, tmp_path / "absent.onnx")
+    other = onnx_models.save(onnx_models.two_heads(), tmp_path / "other.onnx")
+    with pytest.raises(ModelError, match=r"outputs \['y1', 'y2'\] differ from the engine's \['y'\]"):
+        check_weights(parent, other)
+    good = onnx_models.save(onnx_models.mlp(seed=1), tmp_path / "good.onnx")
+    assert len(check_weights(parent, good)) == 64
+
+
+@pytest.mark.skipif(bool(detect_gpus()), reason="this machine has a GPU: the no-GPU path does not apply")
+def test_refit_without_gpu_exits_2_before_touching_the_store(cli, mlp_recipe, store: Path, tmp_path: Path) -> None:
+    artifact_id = refittable_copy(store, build(mlp_recipe(), store))
+    weights = onnx_models.save(onnx_models.mlp(seed=1), tmp_path / "new.onnx")
+    result = cli("refit", artifact_id, "--weights", weights, "--store", store, "--json")
+    assert result.code == 2, result
+    assert result.json()["error"].startswith("refit needs a CUDA GPU with TensorRT-RTX ")
+    assert len(cli("list", "--store", store, "--json").json()) == 2
+
+
+def test_refitted_artifact_records_lineage_and_verifies_against_new_weights(
+    cli, mlp_recipe, store: Path, tmp_path: Path
+) -> None:
+    parent_id = build(mlp_recipe(), store)
+    weights = onnx_models.save(onnx_models.mlp(seed=1), tmp_path / "new.onnx")
+    opened = open_existing_store(store)
+    assert opened is not None
+    parent = opened.catalog.get_artifact(parent_id)
+    digest = check_weights(parent, weights)
+    # The plan bytes stand in for the refitted engine (the refit itself needs a GPU).
+    child = record_refit(opened, parent, opened.blobs.read_verified(parent.plan_sha256), weights, digest, 0.5)
+    assert child.id != parent.id and child.build_key != parent.build_key
+    assert child.details["lineage"] == {
+        "parent": parent.id,
+        "operation": "refit",
+        "weights_sha256": digest,
+        "weights_path": str(weights.resolve()),
+    }
+    assert child.model_sha256 == digest and child.status == "unverified"
+    assert opened.catalog.find_by_build_key(parent.build_key).id == parent.id  # recipe builds still hit the parent
+
+    subject = subject_from_artifact(opened.catalog.get_artifact(child.id))
+    assert subject.model_path == weights.resolve()
+    runtime = RuntimeInfo("stand-in", None, "onnxruntime", "test")
+    assert check(subject, OnnxModelCandidate(weights), runtime, store=opened).status == "passed"
+    old_model = Path(parent.details["model"]["path"])
+    assert check(subject, OnnxModelCandidate(old_model), runtime, store=opened).status == "failed"
+    opened.close()
+
+    shown = cli("show", child.id, "--store", store)
+    assert shown.code == 0 and f"lineage refit of {parent.id}" in shown.stdout

@@ -1,0 +1,172 @@
+"""`trtforge verify` and `trtforge refit`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from trtforge.cli._errors import run
+from trtforge.cli._options import ArtifactArg, CatalogOpt, JsonOpt, StoreOpt
+from trtforge.cli._output import Output
+from trtforge.refit import RefitResult
+from trtforge.verify import VerificationReport, iter_failures
+
+STATUS_STYLE = {"passed": "green", "failed": "red", "reference-only": "cyan"}
+
+
+def verify(
+    target: Annotated[str, typer.Argument(help="Artifact id (unique prefix) or recipe file.", show_default=False)],
+    save_results: Annotated[
+        Path | None,
+        typer.Option(
+            "--save-results", help="Write both sides' outputs as polygraphy RunResults JSON.", show_default=False
+        ),
+    ] = None,
+    per_layer: Annotated[
+        bool, typer.Option("--per-layer", help="Mark every intermediate tensor as an output on both sides.")
+    ] = False,
+    reference_only: Annotated[
+        bool,
+        typer.Option(
+            "--reference-only", help="Run only ONNX Runtime at every shape point (no GPU); store its outputs."
+        ),
+    ] = False,
+    inputs: Annotated[
+        Path | None,
+        typer.Option(
+            "--inputs", help="Inputs: .npz or polygraphy inputs JSON (overrides verify.data).", show_default=False
+        ),
+    ] = None,
+    store: StoreOpt = None,
+    catalog: CatalogOpt = None,
+    json_output: JsonOpt = False,
+) -> None:
+    """Check an engine against ONNX Runtime at every profile's shape points, and time it."""
+    from trtforge.verify import verify as verify_stage
+
+    output = Output(json_output)
+
+    def body() -> int:
+        report = verify_stage(
+            target,
+            store=store,
+            catalog=catalog,
+            per_layer=per_layer,
+            reference_only=reference_only,
+            save_results=save_results,
+            data=inputs,
+        )
+        output.result(report.as_json(), lambda console: render_report(console, report))
+        return 0 if report else 1
+
+    run(output, body)
+
+
+def render_report(console: Console, report: VerificationReport) -> None:
+    style = STATUS_STYLE[report.status]
+    where = (
+        f" on {report.runtime.gpu_name} ({report.runtime.flavor} {report.runtime.version})" if report.runtime else ""
+    )
+    console.print(f"[{style}]{report.status}[/] {report.name} {report.subject}{where}")
+    if report.status == "reference-only":
+        table = _reference_table(report)
+    else:
+        table = _check_table(console, report)
+    console.print(table)
+    for line in iter_failures(report):
+        console.print(f"[red]failed:[/] {line}")
+    for perf in report.perf:
+        lat = perf["latency_ms"]
+        rate = perf.get("throughput_per_s")
+        console.print(
+            f"perf profile {perf['profile']} {perf['label']}: median {lat['median']:.3f} ms, p90 {lat['p90']:.3f}, "
+            f"p99 {lat['p99']:.3f}, min {lat['min']:.3f}"
+            + (f", {rate:.1f}/s" if rate else "")
+            + (
+                f", device memory {perf['device_memory_bytes'] / 2**20:.1f} MiB"
+                if "device_memory_bytes" in perf
+                else ""
+            )
+        )
+    if report.saved_results:
+        console.print(f"results saved to {report.saved_results}")
+
+
+def _reference_table(report: VerificationReport) -> Table:
+    table = Table(box=None, header_style="bold")
+    for column in ("profile", "point", "shapes", "outputs", "reference"):
+        table.add_column(column)
+    for point in report.points:
+        outputs = " ".join(f"{o['name']}{o['shape']}" for o in point.outputs)
+        table.add_row(
+            str(point.profile),
+            point.label,
+            _shapes(point.shapes),
+            outputs,
+            "stored earlier" if point.reference_reused else "computed, stored",
+        )
+    return table
+
+
+def _check_table(console: Console, report: VerificationReport) -> Table:
+    table = Table(box=None, header_style="bold")
+    for column in ("profile", "point", "shapes", "output", "max abs", "max rel", "mismatches", "result"):
+        table.add_column(column)
+    for point in report.points:
+        for out in point.outputs:
+            if out["intermediate"] and out["passed"]:
+                continue
+            table.add_row(
+                str(point.profile),
+                point.label,
+                _shapes(point.shapes),
+                out["name"] + (" (layer)" if out["intermediate"] else ""),
+                _num(out.get("max_abs")),
+                _num(out.get("max_rel")),
+                f"{out['mismatches']}/{out['elements']}",
+                "[green]ok[/]" if out["passed"] else "[red]FAIL[/]",
+            )
+        if point.first_divergent:
+            console.print(f"profile {point.profile} {point.label}: first diverging tensor {point.first_divergent}")
+    return table
+
+
+def _shapes(shapes: dict[str, list[int]]) -> str:
+    return " ".join(f"{name}{shape}" for name, shape in shapes.items())
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3g}"
+
+
+def refit(
+    artifact: ArtifactArg,
+    weights: Annotated[Path, typer.Option("--weights", help="ONNX file with the new weights.", show_default=False)],
+    verify_after: Annotated[bool, typer.Option("--verify", help="Verify the refitted engine afterwards.")] = False,
+    store: StoreOpt = None,
+    catalog: CatalogOpt = None,
+    json_output: JsonOpt = False,
+) -> None:
+    """Refit a refittable engine with new weights (GPU); the result is a new artifact."""
+    from trtforge.refit import refit as refit_stage
+
+    output = Output(json_output)
+
+    def body() -> int:
+        result = refit_stage(artifact, weights, store=store, catalog=catalog, verify=verify_after)
+        output.result(result.as_json(), lambda console: _render_refit(console, result))
+        failed = result.verification is not None and result.verification["status"] == "failed"
+        return 1 if failed else 0
+
+    run(output, body)
+
+
+def _render_refit(console: Console, result: RefitResult) -> None:
+    console.print(f"refitted {result.parent_id[:12]} -> {result.artifact_id[:12]} with {result.weights}")
+    console.print(f"plan {result.plan_path}")
+    if result.verification is not None:
+        console.print(f"verification: {result.verification['status']}")
