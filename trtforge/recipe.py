@@ -17,6 +17,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from trtforge.denylist import DenyEntry, deny_key
 from trtforge.errors import RecipeError
 
 MAX_RECIPE_BYTES = 1 << 20
@@ -116,6 +117,27 @@ class BuildOptions(_Strict):
     )
 
 
+class Tactics(_Strict):
+    """Tactic policy. ``deny`` bans (layer, tactic) pairs; ``deny_file`` adds entries from a sidecar."""
+
+    deny: list[DenyEntry] = Field(default_factory=list, description="Banned (layer, tactic) pairs.")
+    deny_file: str | None = Field(
+        default=None, description="YAML file with more deny entries (`deny: [...]`), relative to the recipe."
+    )
+
+    @field_validator("deny_file")
+    @classmethod
+    def _relative(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        path = PurePosixPath(value.replace("\\", "/"))
+        if not value or path.is_absolute() or re.match(r"^[A-Za-z]:", value):
+            raise ValueError("must be a path relative to the recipe file")
+        if ".." in path.parts:
+            raise ValueError("must stay inside the recipe's directory (no '..')")
+        return value
+
+
 Backend = Literal["auto", "tensorrt", "tensorrt_rtx"]
 
 
@@ -128,6 +150,7 @@ class Recipe(_Strict):
     backend: Backend = "auto"
     profiles: list[Profile] = Field(min_length=1, description="Optimization profiles; each maps input -> shapes.")
     build: BuildOptions = BuildOptions()
+    tactics: Tactics = Tactics()
 
     @field_validator("name")
     @classmethod
@@ -152,6 +175,10 @@ class Recipe(_Strict):
         """The fields that change the engine: everything but description and model location."""
         data = self.model_dump(mode="json", exclude={"description"})
         data["model"] = {}
+        # Deny entries count by (layer, tactic) only; the sidecar's path does not count, its
+        # entries do (the build stage merges them in first, see denylist.with_deny_file).
+        data["tactics"]["deny"] = deny_key(self.tactics.deny)
+        data["tactics"].pop("deny_file", None)
         return data
 
 
