@@ -6,6 +6,7 @@ import typer
 
 from trtforge.cli import build as build_cmd
 from trtforge.cli import catalog as catalog_cmd
+from trtforge.cli import denylist as denylist_cmd
 from trtforge.cli import info as info_cmd
 
 app = typer.Typer(
@@ -20,6 +21,7 @@ app.command("list")(catalog_cmd.list_artifacts)
 app.command("show")(catalog_cmd.show)
 app.command("schema")(info_cmd.schema)
 app.command("doctor")(info_cmd.doctor)
+app.add_typer(denylist_cmd.app, name="denylist")
 
 
 def main() -> None:
