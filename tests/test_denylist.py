@@ -184,7 +184,7 @@ def test_sidecar_merged_and_checked(tmp_path: Path) -> None:
         with_deny_file(load_recipe(escaping))
 
 
-def test_unused_backend_info_is_importable_without_tensorrt() -> None:
+def test_build_stage_checks_deny_entries_without_importing_tensorrt() -> None:
     # The build stage checks enforceability before a build without importing TensorRT.
     import subprocess
     import sys

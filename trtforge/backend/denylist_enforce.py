@@ -372,7 +372,7 @@ def build_with_denylist(
     assert mechanism is not None  # entries are non-empty here
     report = EnforcementReport(mechanism, [e.model_dump(mode="json", exclude_none=True) for e in entries])
     if mechanism == "editable_timing_cache" and hasattr(trt.BuilderFlag, "EDITABLE_TIMING_CACHE"):
-        plan = _build_timing_cache(trt, builder, network, config, entries, verbose_log, report)
+        plan = build_timing_cache_path(trt, builder, network, config, entries, verbose_log, report)
     elif hasattr(trt, "IAlgorithmSelector"):
         report.mechanism = "algorithm_selector"
         plan = _build_selector(trt, builder, network, config, entries, report)
@@ -388,7 +388,7 @@ def _require_plan(plan: Any, what: str) -> Any:
     return plan
 
 
-def _build_timing_cache(
+def build_timing_cache_path(
     trt: ModuleType,
     builder: Any,
     network: Any,
@@ -409,15 +409,20 @@ def _build_timing_cache(
     edits = plan_cache_edits(ops, entries, engine_layers)
     if not edits:
         return first
+    apply_cache_edits(trt, cache, edits, report)
+    if hasattr(trt.BuilderFlag, "ERROR_ON_TIMING_CACHE_MISS"):
+        config.set_flag(trt.BuilderFlag.ERROR_ON_TIMING_CACHE_MISS)
+    return _require_plan(builder.build_serialized_network(network, config), "rebuild with the edited timing cache")
+
+
+def apply_cache_edits(trt: ModuleType, cache: Any, edits: Sequence[CacheEdit], report: EnforcementReport) -> None:
+    """Write each replacement into the editable timing cache (``ITimingCache.update``)."""
     for edit in edits:
         key = trt.TimingCacheKey.parse(edit.key)
         value = trt.TimingCacheValue(int(edit.replacement.tactic_hash, 16), float(edit.replacement.cost_ms))
         if not cache.update(key, value):
             raise BuildError(f"TensorRT refused the timing-cache edit for layer {edit.op!r} (key {edit.key})")
         report.removed.append(edit.as_json())
-    if hasattr(trt.BuilderFlag, "ERROR_ON_TIMING_CACHE_MISS"):
-        config.set_flag(trt.BuilderFlag.ERROR_ON_TIMING_CACHE_MISS)
-    return _require_plan(builder.build_serialized_network(network, config), "rebuild with the edited timing cache")
 
 
 def _build_selector(
