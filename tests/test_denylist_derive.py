@@ -77,6 +77,7 @@ def run_results(
     *,
     candidate: str = "trt-runner-N0-candidate",
     reference: str = "onnxrt-runner-N0-reference",
+    directory: bool = False,
 ) -> Path:
     """Real polygraphy RunResults: reference runs ``good``, the 'TensorRT' seat runs ``bad``."""
     from polygraphy import constants
@@ -88,11 +89,13 @@ def run_results(
         marked = ModifyOutputs(OnnxFromPath(str(path)), outputs=constants.MARK_ALL)
         return OnnxrtRunner(SessionFromOnnx(BytesFromOnnx(marked)), name=name)
 
-    results = Comparator.run(
-        [runner(good, reference), runner(bad, candidate)], data_loader=DataLoader(iterations=2, seed=3)
-    )
+    runners = [runner(good, reference), runner(bad, candidate)]
+    if directory:  # one JSON file per iteration, as `--save-results DIR` writes them
+        path = tmp_path / f"results-{candidate}"
+        Comparator.run(runners, data_loader=DataLoader(iterations=2, seed=3), save_outputs_path=str(path))
+        return path
     path = tmp_path / f"results-{candidate}.json"
-    results.save(str(path))
+    Comparator.run(runners, data_loader=DataLoader(iterations=2, seed=3)).save(str(path))
     return path
 
 
@@ -187,6 +190,13 @@ def test_injected_error_in_fused_layer_is_found(tmp_path: Path, models: dict[str
     assert entry.source is not None and entry.source.tensor == "h2"
     assert proposal.candidate == "trt-runner-N0-candidate"
     assert proposal.tensors_compared == 5 and proposal.tensors_exceeding >= 3
+
+
+def test_results_saved_per_iteration_in_a_directory(tmp_path: Path, models: dict[str, Path]) -> None:
+    results = run_results(tmp_path, models["good"], models["bad_fc2"], directory=True)
+    assert results.is_dir() and len(list(results.glob("*.json"))) == 2
+    proposal = derive_for(results, models["good"])
+    assert [(f.tensor, f.layer) for f in proposal.findings] == [("h2", "fc2 + bias2")]
 
 
 def test_injected_error_mapped_through_layer_output(tmp_path: Path, models: dict[str, Path]) -> None:

@@ -13,21 +13,33 @@ import io
 from pathlib import Path
 from typing import Any
 
-from trtforge.errors import BadInputError
+from trtforge.errors import BackendUnavailableError, BadInputError
 
 Iterations = list[dict[str, Any]]
 
 
 def load_run_results(path: Path) -> list[tuple[str, Iterations]]:
-    """Runners in file order with their per-iteration outputs; BadInputError if unreadable."""
-    if not path.is_file():
+    """Runners in file order with their per-iteration outputs; BadInputError if unreadable.
+
+    ``path`` is a RunResults JSON file, or a directory of per-iteration files (what
+    ``--save-results`` writes for a path without an extension).
+    """
+    if not path.exists():
         raise BadInputError(f"{path}: results file not found")
     chatter = io.StringIO()
     try:
         with contextlib.redirect_stdout(chatter), contextlib.redirect_stderr(chatter):
             from polygraphy.comparator import RunResults  # lazy: heavy
-
-            results = RunResults.load(str(path))
+    except ImportError:
+        raise BackendUnavailableError(
+            "reading run results needs polygraphy", hint="pip install 'trtforge[denylist]'"
+        ) from None
+    try:
+        with contextlib.redirect_stdout(chatter), contextlib.redirect_stderr(chatter):
+            if path.is_dir():
+                results = RunResults.concat(RunResults.load_streaming(str(path)))
+            else:
+                results = RunResults.load(str(path))
             runners = [
                 (str(name), [{str(k): v for k, v in iteration.items()} for iteration in iterations])
                 for name, iterations in results.items()
