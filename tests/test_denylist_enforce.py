@@ -31,7 +31,7 @@ from trtforge.backend.denylist_enforce import (
     plan_cache_edits,
 )
 from trtforge.backend.loader import BackendInfo, find_backend, import_backend
-from trtforge.denylist import DenyEntry
+from trtforge.denylist import DenyEntry, UnsatisfiableDenyError
 from trtforge.errors import BuildError, UnsupportedOptionError
 
 K32 = "sm80_xmma_gemm_f32f32_tf32f32_f32_nn_n_tilesize32x32x64_stage3_warpsize2x1x2_tensor16x8x8"
@@ -102,11 +102,12 @@ def test_entry_naming_the_engine_layer_reaches_its_op() -> None:
 
 def test_no_allowed_alternative_names_the_layer() -> None:
     ops = parse_autotuning_log(RECORDED_LOG)
-    with pytest.raises(BuildError, match="layer 'matMul2' without a tactic: all 2 candidates are denied"):
+    with pytest.raises(UnsatisfiableDenyError, match="layer 'matMul2' without a tactic: all 2 candidates are denied"):
         plan_cache_edits(ops, [entry("matMul2", "*")])
     only_selected = [AutotunedOp("conv", "0x1", [], "0xabc", 0.5)]
-    with pytest.raises(BuildError, match="'conv'"):
+    with pytest.raises(UnsatisfiableDenyError, match="'conv'") as info:
         plan_cache_edits(only_selected, [entry("conv", "0xabc")])
+    assert info.value.exit_code == 2
 
 
 def test_algorithm_selector_filter() -> None:

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from trtforge.errors import RecipeError
+from trtforge.errors import BadInputError, RecipeError
 
 if TYPE_CHECKING:
     from trtforge.recipe import LoadedRecipe
@@ -34,6 +34,10 @@ _HEX_ID = re.compile(r"^0[xX][0-9a-fA-F]+$")
 _DEC_ID = re.compile(r"^-?[0-9]+$")
 # TensorRT < 10 repeats layer and tensor names per optimization profile with this suffix.
 _PROFILE_SUFFIX = re.compile(r" \[profile \d+\]$")
+
+
+class UnsatisfiableDenyError(BadInputError):
+    """Deny entries leave a layer with no tactic at all (exit 2: the recipe must change)."""
 
 
 class DenySource(BaseModel):

@@ -12,6 +12,7 @@ deny entry whose reason carries the measured error.
 from __future__ import annotations
 
 import difflib
+import math
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -345,7 +346,7 @@ def derive(
 
 
 def _finite(value: float) -> float | None:
-    return value if value == value and value not in (float("inf"), float("-inf")) else None
+    return value if math.isfinite(value) else None
 
 
 # -- the command's library function ---------------------------------------------------------

@@ -33,6 +33,7 @@ from typing import Any, Literal
 from trtforge.backend.loader import BackendInfo
 from trtforge.denylist import (
     DenyEntry,
+    UnsatisfiableDenyError,
     entries_for_layer,
     first_hit,
     parse_layer_info,
@@ -230,7 +231,7 @@ def plan_cache_edits(
 ) -> list[CacheEdit]:
     """For each op whose selected tactic is denied, the fastest allowed candidate.
 
-    Raises BuildError naming the layer when every candidate of such an op is denied.
+    Raises UnsatisfiableDenyError naming the layer when every candidate of such an op is denied.
     """
     edits = []
     for op in ops:
@@ -247,7 +248,7 @@ def plan_cache_edits(
             continue
         allowed = [c for c in sorted(op.candidates, key=lambda c: c.cost_ms) if _denied_by(c, names, relevant) is None]
         if not allowed:
-            raise BuildError(
+            raise UnsatisfiableDenyError(
                 f"deny entries leave layer {op.name!r} without a tactic: "
                 f"all {len(op.candidates)} candidates are denied",
                 hint=f"narrow the entry for layer {entry.layer!r} (tactic {entry.tactic!r})",
@@ -433,7 +434,7 @@ def _build_selector(
     config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
     plan = _require_plan(builder.build_serialized_network(network, config), "algorithm-selector")
     if record.exhausted:
-        raise BuildError(
+        raise UnsatisfiableDenyError(
             f"deny entries leave layer {record.exhausted[0]!r} without a tactic: every choice is denied",
             hint="narrow the deny entry for that layer",
         )
