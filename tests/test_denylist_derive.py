@@ -252,7 +252,7 @@ def build_chain(cli, tmp_path: Path, store: Path) -> tuple[Path, str]:
     return recipe, built.json()[0]["artifact_id"]
 
 
-def attach_layer_info(store: Path, artifact_id: str, info: dict) -> None:
+def attach_layer_info(store: Path, artifact_id: str, info: dict, key: str = "layer_info") -> None:
     """What a GPU build records (engine inspector JSON); TensorRT-RTX has no inspector on CPU."""
     from trtforge.store import open_existing_store
     from trtforge.store.catalog import Artifact
@@ -261,7 +261,7 @@ def attach_layer_info(store: Path, artifact_id: str, info: dict) -> None:
     assert opened is not None
     with opened.catalog.writing() as session:
         artifact = session.get(Artifact, artifact_id)
-        artifact.details = {**artifact.details, "layer_info": info}
+        artifact.details = {**artifact.details, key: info}
     opened.close()
 
 
@@ -320,3 +320,21 @@ def test_cli_bad_inputs_exit_2(cli, tmp_path: Path, store: Path, models) -> None
     named = cli("denylist", "derive", results, "--artifact", artifact_id, "--store", store, "--reference", "nope")
     assert named.code == 2 and "reference runner 'nope' matches none" in named.stderr
     assert "Traceback" not in named.stderr
+
+
+def test_show_prints_the_enforcement_report(cli, tmp_path: Path, store: Path, models) -> None:
+    """The report a GPU build records (built here from the recorded autotuning log) is shown."""
+    from tests.test_denylist_enforce import K32, RECORDED_LOG
+    from trtforge.backend.denylist_enforce import EnforcementReport, parse_autotuning_log, plan_cache_edits
+    from trtforge.denylist import DenyEntry
+
+    _recipe, artifact_id = build_chain(cli, tmp_path, store)
+    entries = [DenyEntry(layer="matMul1", tactic=K32, reason="drift")]
+    report = EnforcementReport("editable_timing_cache", [e.model_dump(mode="json") for e in entries])
+    report.removed = [e.as_json() for e in plan_cache_edits(parse_autotuning_log(RECORDED_LOG), entries)]
+    attach_layer_info(store, artifact_id, report.as_json(), key="denylist")
+    shown = cli("show", artifact_id, "--store", store)
+    assert shown.code == 0, shown
+    assert "deny list (editable_timing_cache): 1 entries, 1 removals, 0 violations" in shown.stdout
+    assert f"removed {K32} from matMul1" in shown.stdout
+    assert cli("show", artifact_id, "--store", store, "--json").json()["details"]["denylist"]["removed"][0]["key"]
