@@ -118,10 +118,13 @@ def test_recipe_inline_entries_and_deny_file_path_rules() -> None:
 
 
 def test_sidecar_errors_name_file_line_and_field() -> None:
-    text = "deny:\n  - layer: a\n    tactic: '*'\n    reason: ok\n  - layer: b\n    tactic: 5\n    reason: x\n"
+    text = "deny:\n  - layer: a\n    tactic: '*'\n    reason: ok\n  - layer: b\n    tactic: [5]\n    reason: x\n"
     with pytest.raises(RecipeError) as info:
         parse_deny_file(text, "deny.yaml")
     assert str(info.value).startswith("deny.yaml:6 deny[1].tactic: Input should be a valid string")
+    # An unquoted id is read by YAML as an integer: still the same tactic id.
+    [unquoted] = parse_deny_file("deny:\n  - {layer: a, tactic: 0x1f, reason: x}\n", "deny.yaml")
+    assert unquoted.tactic == "31" and unquoted.key() == ("a", "0x1f")
     with pytest.raises(RecipeError, match=r"deny.yaml:3 deny\[0\].layr: unknown field"):
         parse_deny_file("deny:\n  - layer: a\n    layr: a\n    tactic: '*'\n    reason: x\n", "deny.yaml")
     with pytest.raises(RecipeError, match=r"deny.yaml:1: a deny file is a mapping"):

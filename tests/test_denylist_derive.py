@@ -225,6 +225,18 @@ def test_first_exceeding_skips_inherited_and_unmeasured(tmp_path: Path, models: 
     assert [o.tensor.name for o in first_exceeding(graph, errors)] == ["h1"]
 
 
+def test_errors_use_isclose_rule_and_shape_mismatch_is_infinite() -> None:
+    want = np.array([1.0, 100.0, np.nan], np.float32)
+    close = tensor_errors([{"t": want * (1 + 5e-4)}], [{"t": want}], atol=1e-3, rtol=1e-3)["t"]
+    assert not close.exceeds and close.max_abs == pytest.approx(0.05, rel=1e-3)
+    far = tensor_errors([{"t": want + 0.01}], [{"t": want}], atol=1e-3, rtol=1e-3)["t"]
+    assert far.exceeds
+    nan = tensor_errors([{"t": np.array([np.nan])}], [{"t": np.array([1.0])}], atol=1, rtol=1)["t"]
+    assert nan.exceeds and nan.max_abs == float("inf")
+    shape = tensor_errors([{"t": np.zeros(3)}], [{"t": np.zeros(4)}], atol=1, rtol=1)["t"]
+    assert shape.exceeds and shape.max_abs == float("inf") and shape.note == "shape [3] vs [4]"
+
+
 def test_bad_results_are_clear_errors(tmp_path: Path, models: dict[str, Path]) -> None:
     no_reference = run_results(tmp_path, models["good"], models["bad_fc2"], reference="trt-runner-N1-other")
     with pytest.raises(DeriveError, match="no reference runner"):

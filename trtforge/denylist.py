@@ -62,6 +62,14 @@ class DenyEntry(BaseModel):
     reason: str = Field(min_length=1, description="Why the tactic is banned (e.g. the measured error).")
     source: DenySource | None = None
 
+    @field_validator("tactic", mode="before")
+    @classmethod
+    def _id_as_text(cls, value: Any) -> Any:
+        # YAML reads an unquoted 0x1f or 31 as an integer; it is the same tactic id.
+        if isinstance(value, int) and not isinstance(value, bool):
+            return str(value)
+        return value
+
     @field_validator("layer", "tactic")
     @classmethod
     def _no_surrounding_space(cls, value: str) -> str:

@@ -115,8 +115,12 @@ class Graph:
 
 
 def read_graph(path: Path) -> Graph:
-    import onnx  # lazy
+    try:
+        import onnx  # lazy
+    except ImportError:
+        from trtforge.errors import BackendUnavailableError
 
+        raise BackendUnavailableError("reading the model needs onnx", hint="pip install 'trtforge[denylist]'") from None
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:
@@ -214,6 +218,9 @@ class Proposal:
 
     def as_json(self) -> dict[str, Any]:
         data = asdict(self)
+        for finding in data["findings"]:  # JSON has no infinity (a shape mismatch is infinitely wrong)
+            finding["max_abs_error"] = _finite(finding["max_abs_error"])
+            finding["max_rel_error"] = _finite(finding["max_rel_error"])
         data["entries"] = [e.model_dump(mode="json", exclude_none=True) for e in self.entries]
         data["already_denied"] = [e.model_dump(mode="json", exclude_none=True) for e in self.already_denied]
         return data

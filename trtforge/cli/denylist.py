@@ -72,9 +72,8 @@ def _render(console: Console, data: dict) -> None:
     for column in ("tensor", "node", "max abs", "max rel", "layer", "tactic"):
         table.add_column(column)
     for f in data["findings"]:
-        table.add_row(
-            f["tensor"], f["node"], f"{f['max_abs_error']:.3g}", f"{f['max_rel_error']:.3g}", f["layer"], f["tactic"]
-        )
+        errors = [("inf" if v is None else f"{v:.3g}") for v in (f["max_abs_error"], f["max_rel_error"])]
+        table.add_row(f["tensor"], f["node"], *errors, f["layer"], f["tactic"])
     console.print(table)
     for entry in data["already_denied"]:
         console.print(f"already denied: layer {entry['layer']} tactic {entry['tactic']}")
