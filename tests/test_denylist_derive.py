@@ -250,6 +250,12 @@ def test_bad_results_are_clear_errors(tmp_path: Path, models: dict[str, Path]) -
         derive_for(good, models["good"], info=None)
     with pytest.raises(DeriveError, match="names only"):
         derive_for(good, models["good"], info={"Layers": ["fc1", "fc2 + bias2"]})
+    without_fc2 = {"Layers": [layer for layer in layer_info()["Layers"] if "fc2" not in layer["Name"]]}
+    with pytest.raises(DeriveError, match="tensor 'h2' \\(node 'fc2'\\) comes from no layer"):
+        derive_for(good, models["good"], info=without_fc2)
+    # Runners named explicitly (here the roles swapped on purpose) are used as given.
+    swapped = derive_for(good, models["good"], candidate="onnxrt-runner", reference="trt-runner")
+    assert (swapped.candidate, swapped.reference) == ("onnxrt-runner-N0-reference", "trt-runner-N0-candidate")
 
 
 # -- CLI: real artifact, derive, write, rebuild -------------------------------------------
