@@ -175,10 +175,9 @@ class Recipe(_Strict):
         """The fields that change the engine: everything but description and model location."""
         data = self.model_dump(mode="json", exclude={"description"})
         data["model"] = {}
-        # Deny entries count by (layer, tactic) only; the sidecar's path does not count, its
-        # entries do (the build stage merges them in first, see denylist.with_deny_file).
+        # Deny entries count by (layer, tactic) only. The build stage merges the sidecar's entries
+        # in first (denylist.with_deny_file), which leaves deny_file empty.
         data["tactics"]["deny"] = deny_key(self.tactics.deny)
-        data["tactics"].pop("deny_file", None)
         return data
 
 
