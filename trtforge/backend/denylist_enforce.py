@@ -122,6 +122,8 @@ class AutotunedOp:
 #      3, 0.0112640, 1.00000, 0.50673, sm80_xmma_gemm_..., 0x665ded9abbf88,
 #   The selected tactic is (tactic hash, cost(in ms)):0x665ded9abbf88,  0.011264
 # Loggers may prefix lines ("[V] ", "[11/25/2026-12:00:00] [TRT] [V] "), so patterns search.
+# tests/test_denylist_enforce.py checks the parser against log text constructed from that
+# documented format, not captured from a GPU build (full TensorRT does not install there).
 _OP_LINE = re.compile(r"Autotuning op (?P<name>.+?)\(key: (?P<key>0x[0-9a-fA-F]+)\)")
 _TABLE_HEADER = re.compile(r"tactic_id\s*,.*tactic_hash")
 _SELECTED = re.compile(
