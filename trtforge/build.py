@@ -14,7 +14,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from trtforge.backend.denylist_enforce import check_enforceable
 from trtforge.backend.loader import find_backend
+from trtforge.denylist import with_deny_file
 from trtforge.errors import TrtforgeError
 from trtforge.keys import build_key, recipe_fingerprint
 from trtforge.model import check_profiles, model_sha256, read_model
@@ -109,6 +111,7 @@ class BuildStage:
         try:
             loaded = load_recipe(recipe_path)
             result.name = loaded.recipe.name
+            loaded = with_deny_file(loaded)  # sidecar deny entries count like inline ones
             self._build(loaded, result)
         except TrtforgeError as exc:
             result.status = "failed"
@@ -121,6 +124,7 @@ class BuildStage:
     def _build(self, loaded: LoadedRecipe, result: BuildResult) -> None:
         recipe = loaded.recipe
         backend = find_backend(recipe.backend)
+        check_enforceable(backend, recipe.tactics.deny)  # e.g. TensorRT-RTX: refused before any build
         target = build_target_for(backend)
         model_digest = model_sha256(loaded)
         key = build_key(recipe, model_digest, target)
@@ -164,6 +168,8 @@ class BuildStage:
                 "backend": backend.label,
                 "target": target.key_fields(),
                 "settings": output.settings,
+                **({"denylist": output.denylist} if output.denylist is not None else {}),
+                **({"layer_info": output.layer_info} if output.layer_info is not None else {}),
                 "model": {
                     "path": str(loaded.model_path),
                     "inputs": [t.as_json() for t in model.inputs],

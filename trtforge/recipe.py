@@ -17,6 +17,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from trtforge.denylist import DenyEntry, deny_key
 from trtforge.errors import RecipeError
 
 MAX_RECIPE_BYTES = 1 << 20
@@ -87,6 +88,16 @@ def _check_rank(name: str, shape: Shape, other_name: str, other: Shape) -> None:
 Profile = dict[str, InputShapes]
 
 
+def relative_path(value: str) -> str:
+    """A path from a recipe must be relative to the recipe file and stay inside its directory."""
+    path = PurePosixPath(value.replace("\\", "/"))
+    if not value or path.is_absolute() or re.match(r"^[A-Za-z]:", value):
+        raise ValueError("must be a path relative to the recipe file")
+    if ".." in path.parts:
+        raise ValueError("must stay inside the recipe's directory (no '..')")
+    return value
+
+
 class ModelSpec(_Strict):
     onnx: str = Field(description="Path of the ONNX model, relative to the recipe file.")
     sha256: str | None = Field(default=None, description="Optional pin: the build refuses another model.")
@@ -94,12 +105,7 @@ class ModelSpec(_Strict):
     @field_validator("onnx")
     @classmethod
     def _relative(cls, value: str) -> str:
-        path = PurePosixPath(value.replace("\\", "/"))
-        if not value or path.is_absolute() or re.match(r"^[A-Za-z]:", value):
-            raise ValueError("must be a path relative to the recipe file")
-        if ".." in path.parts:
-            raise ValueError("must stay inside the recipe's directory (no '..')")
-        return value
+        return relative_path(value)
 
     @field_validator("sha256")
     @classmethod
@@ -198,7 +204,21 @@ class VerifySpec(_Strict):
             return None
         if not value.endswith((".npz", ".json")):
             raise ValueError("must be a .npz file or a polygraphy inputs .json file")
-        return ModelSpec._relative(value)
+        return relative_path(value)
+
+
+class Tactics(_Strict):
+    """Tactic policy. ``deny`` bans (layer, tactic) pairs; ``deny_file`` adds entries from a sidecar."""
+
+    deny: list[DenyEntry] = Field(default_factory=list, description="Banned (layer, tactic) pairs.")
+    deny_file: str | None = Field(
+        default=None, description="YAML file with more deny entries (`deny: [...]`), relative to the recipe."
+    )
+
+    @field_validator("deny_file")
+    @classmethod
+    def _relative(cls, value: str | None) -> str | None:
+        return None if value is None else relative_path(value)
 
 
 Backend = Literal["auto", "tensorrt", "tensorrt_rtx"]
@@ -214,6 +234,7 @@ class Recipe(_Strict):
     profiles: list[Profile] = Field(min_length=1, description="Optimization profiles; each maps input -> shapes.")
     build: BuildOptions = BuildOptions()
     verify: VerifySpec = VerifySpec()
+    tactics: Tactics = Tactics()
 
     @field_validator("name")
     @classmethod
@@ -246,6 +267,9 @@ class Recipe(_Strict):
         """The fields that change the engine: everything but description, verify and model location."""
         data = self.model_dump(mode="json", exclude={"description", "verify"})
         data["model"] = {}
+        # Deny entries count by (layer, tactic) only. The build stage merges the sidecar's entries
+        # in first (denylist.with_deny_file), which leaves deny_file empty.
+        data["tactics"]["deny"] = deny_key(self.tactics.deny)
         return data
 
 

@@ -38,13 +38,15 @@ class BuildOutput:
     log: list[dict[str, str]]
     io_tensors: list[dict[str, Any]]
     settings: dict[str, Any] = field(default_factory=dict)
+    denylist: dict[str, Any] | None = None  # enforcement report when the recipe has deny entries
+    layer_info: dict[str, Any] | None = None  # engine inspector JSON, where an engine can be loaded (GPU)
 
     @property
     def plan_view(self) -> memoryview:
         return memoryview(self.plan).cast("B")
 
 
-def _make_logger(trt: ModuleType, records: list[dict[str, str]]) -> Any:
+def _make_logger(trt: ModuleType, records: list[dict[str, str]], verbose: list[str] | None = None) -> Any:
     severities = {
         trt.Logger.INTERNAL_ERROR: "internal_error",
         trt.Logger.ERROR: "error",
@@ -61,6 +63,8 @@ def _make_logger(trt: ModuleType, records: list[dict[str, str]]) -> Any:
             level = severities.get(severity)
             if level is not None:
                 records.append({"level": level, "message": msg})
+            elif verbose is not None:
+                verbose.append(msg)  # deny-list enforcement parses the autotuning log
 
     return CapturingLogger()
 
@@ -148,7 +152,9 @@ def build_plan(
     """Build the recipe's engine; raises BuildError with the builder's last error on failure."""
     trt = import_backend(backend)
     records: list[dict[str, str]] = []
-    logger = _make_logger(trt, records)
+    deny = recipe.tactics.deny
+    verbose: list[str] | None = [] if deny else None
+    logger = _make_logger(trt, records, verbose)
     started = time.perf_counter()
     builder = trt.Builder(logger)
     network, _parser = parse_network(trt, builder, logger, onnx_path)
@@ -163,9 +169,24 @@ def build_plan(
         )
         for t in tensors
     ]
-    plan = builder.build_serialized_network(network, config)
+    report = None
+    if backend.flavor == "tensorrt":
+        # Layer information (tactic per layer) is what deny lists are derived from and checked against.
+        config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
+    if verbose is not None:
+        from trtforge.backend.denylist_enforce import build_with_denylist
+
+        plan, enforcement = build_with_denylist(trt, backend, builder, network, config, deny, verbose)
+        report = enforcement.as_json()
+    else:
+        plan = builder.build_serialized_network(network, config)
     if plan is None or plan.nbytes == 0:
         errors = [r["message"] for r in records if r["level"] != "warning"]
         detail = errors[-1] if errors else "no error was logged"
         raise BuildError(f"{backend.label} failed to build the engine: {detail.splitlines()[0]}")
-    return BuildOutput(plan, time.perf_counter() - started, records, io_tensors, settings)
+    layer_info = None
+    if backend.flavor == "tensorrt":
+        from trtforge.backend.denylist_enforce import engine_layer_info
+
+        layer_info = engine_layer_info(trt, plan)
+    return BuildOutput(plan, time.perf_counter() - started, records, io_tensors, settings, report, layer_info)

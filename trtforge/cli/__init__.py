@@ -6,6 +6,7 @@ import typer
 
 from trtforge.cli import build as build_cmd
 from trtforge.cli import catalog as catalog_cmd
+from trtforge.cli import denylist as denylist_cmd
 from trtforge.cli import info as info_cmd
 from trtforge.cli import verify as verify_cmd
 
@@ -23,6 +24,7 @@ app.command("schema")(info_cmd.schema)
 app.command("doctor")(info_cmd.doctor)
 app.command("verify")(verify_cmd.verify)
 app.command("refit")(verify_cmd.refit)
+app.add_typer(denylist_cmd.app, name="denylist")
 
 
 def main() -> None:

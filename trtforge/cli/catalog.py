@@ -110,6 +110,15 @@ def _render_show(console: Console, record: dict) -> None:
     for key, value in record["details"].get("settings", {}).items():
         console.print(f"  {key}: {value}")
     _render_verifications(console, record)
+    denylist = record["details"].get("denylist")
+    if denylist:
+        console.print(
+            f"[bold]deny list[/] ({denylist['mechanism']}): {len(denylist['entries'])} entries, "
+            f"{len(denylist['removed'])} removals, {len(denylist['violations'])} violations"
+        )
+        for removed in denylist["removed"]:
+            tactic = removed.get("tactic") or removed["removed"].get("kernel_name") or removed["removed"]["tactic_hash"]
+            console.print(f"  removed {tactic} from {removed['layer']}")
     warnings = [r for r in record["build_log"] if r["level"] != "info"]
     if warnings:
         console.print(f"[bold]build log[/] ({len(warnings)} warnings/errors)")

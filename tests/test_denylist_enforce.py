@@ -1,0 +1,193 @@
+"""Deny-list enforcement: the decisions are pure and tested here; the TensorRT calls need a GPU.
+
+The autotuning log below is recorded text constructed from the format NVIDIA documents for the
+editable timing cache (TensorRT 10.8 ``sampleEditableTimingCache`` README: "Autotuning op
+<name>(key: 0x...)", the sorted tactic table, "The selected tactic is ..."), with the logger
+prefixes a Python ``ILogger`` or trtexec adds. It was not captured from a GPU build here: full
+TensorRT does not install on this machine. The timing-cache calls themselves
+(``TimingCacheKey.parse``, ``TimingCacheValue``, ``ITimingCache.update``, the builder flags) are
+exercised against the real nvinfer API of TensorRT-RTX, which shares those bindings.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests import onnx_models
+from trtforge.backend.denylist_enforce import (
+    AutotunedOp,
+    Candidate,
+    EnforcementReport,
+    apply_cache_edits,
+    build_timing_cache_path,
+    check_enforceable,
+    check_report,
+    filter_choices,
+    mechanism_for,
+    op_layer_names,
+    parse_autotuning_log,
+    plan_cache_edits,
+)
+from trtforge.backend.loader import BackendInfo, find_backend, import_backend
+from trtforge.denylist import DenyEntry, UnsatisfiableDenyError
+from trtforge.errors import BuildError, UnsupportedOptionError
+
+K32 = "sm80_xmma_gemm_f32f32_tf32f32_f32_nn_n_tilesize32x32x64_stage3_warpsize2x1x2_tensor16x8x8"
+K64S4 = "sm80_xmma_gemm_f32f32_tf32f32_f32_nn_n_tilesize64x32x64_stage4_warpsize2x1x2_tensor16x8x8"
+K64S5 = "sm80_xmma_gemm_f32f32_tf32f32_f32_nn_n_tilesize64x32x64_stage5_warpsize2x2x1_tensor16x8x8"
+
+RECORDED_LOG = [
+    "[11/25/2026-10:00:00] [TRT] [V] Global timing cache in use. Profiling results in this builder pass will be stored",
+    "[11/25/2026-10:00:01] [TRT] [V] Autotuning op matMul1(key: 0x1814870c44ff0f8574df6e3dda04cbd7):",
+    "[11/25/2026-10:00:01] [TRT] [V] Sorted table of all evaluated tactics:",
+    "[11/25/2026-10:00:01] [TRT] [V] tactic_id, cost(in ms), cost/fastest_cost, prediction_correlation, "
+    "kernel_name, tactic_hash, tunable_parameter",
+    f"[11/25/2026-10:00:01] [TRT] [V]    3, 0.0112640, 1.00000, 0.50673, {K32}, 0x665ded9abbf88,",
+    f"[11/25/2026-10:00:01] [TRT] [V]    5, 0.0118784, 1.05455, 0.51157, {K64S4}, 0x393e4ef8ad243,",
+    f"[11/25/2026-10:00:01] [TRT] [V]    6, 0.0123904, 1.10000, 0.50600, {K64S5}, 0x2ad3a182fb05c,",
+    "[11/25/2026-10:00:01] [TRT] [V] The selected tactic is (tactic hash, cost(in ms)):0x665ded9abbf88,  0.011264",
+    "[11/25/2026-10:00:01] [TRT] [V] Writing the best tactic (0x665ded9abbf88) to cache",
+    # One logger call may carry several lines, as trtexec prints them.
+    "Autotuning op matMul2(key: 0xb222b0832016f1115ff61116c094875a):\n"
+    "Sorted table of all evaluated tactics:\n"
+    "tactic_id, cost(in ms), cost/fastest_cost, prediction_correlation, kernel_name, tactic_hash, tunable_parameter\n"
+    f"   3, 0.0112640, 1.00000, 0.50673, {K32}, 0x665ded9abbf88,\n"
+    f"   6, 0.0123904, 1.10000, 0.50600, {K64S5}, 0x2ad3a182fb05c,\n"
+    "The selected tactic is (tactic hash, cost(in ms)):0x665ded9abbf88,  0.011264",
+    "[V] Engine generation completed in 0.5 seconds.",
+]
+
+
+def entry(layer: str, tactic: str) -> DenyEntry:
+    return DenyEntry(layer=layer, tactic=tactic, reason="drift")
+
+
+def test_parse_recorded_autotuning_log() -> None:
+    ops = parse_autotuning_log(RECORDED_LOG)
+    assert [(op.name, op.key) for op in ops] == [
+        ("matMul1", "0x1814870c44ff0f8574df6e3dda04cbd7"),
+        ("matMul2", "0xb222b0832016f1115ff61116c094875a"),
+    ]
+    first = ops[0]
+    assert [c.tactic_hash for c in first.candidates] == ["0x665ded9abbf88", "0x393e4ef8ad243", "0x2ad3a182fb05c"]
+    assert first.candidates[1] == Candidate("0x393e4ef8ad243", 0.0118784, K64S4, "5")
+    assert first.selected_hash == "0x665ded9abbf88" and first.selected is first.candidates[0]
+    assert len(ops[1].candidates) == 2
+    assert parse_autotuning_log(["[V] nothing to see", "tactic_id, tactic_hash"]) == []
+
+
+def test_denied_selection_is_replaced_by_fastest_allowed() -> None:
+    ops = parse_autotuning_log(RECORDED_LOG)
+    [edit] = plan_cache_edits(ops, [entry("matMul1", K32)])
+    assert (edit.op, edit.key) == ("matMul1", "0x1814870c44ff0f8574df6e3dda04cbd7")
+    assert edit.denied.kernel_name == K32 and edit.replacement.tactic_hash == "0x393e4ef8ad243"
+    # Deny the next one too (by hash): the third candidate is chosen.
+    [edit] = plan_cache_edits(ops, [entry("matMul1", K32), entry("matMul1", "0x393E4EF8AD243")])
+    assert edit.replacement.kernel_name == K64S5
+    # A glob over both ops edits both keys.
+    assert [e.op for e in plan_cache_edits(ops, [entry("matMul*", K32)])] == ["matMul1", "matMul2"]
+    # A denied tactic that was not selected needs no edit.
+    assert plan_cache_edits(ops, [entry("matMul1", K64S4)]) == []
+
+
+def test_entry_naming_the_engine_layer_reaches_its_op() -> None:
+    ops = parse_autotuning_log(RECORDED_LOG)
+    names = op_layer_names("matMul1", ["matMul1_myl0_0", "matMul10_myl0_4", "__myl_DivMul_myl0_2", "matMul1 + relu"])
+    assert names == ["matMul1", "matMul1_myl0_0", "matMul1 + relu"]
+    [edit] = plan_cache_edits(ops, [entry("matMul1_myl0_0", K32)], ["matMul1_myl0_0", "matMul2_myl0_3"])
+    assert edit.op == "matMul1" and edit.entry_layer == "matMul1_myl0_0"
+
+
+def test_no_allowed_alternative_names_the_layer() -> None:
+    ops = parse_autotuning_log(RECORDED_LOG)
+    with pytest.raises(UnsatisfiableDenyError, match="layer 'matMul2' without a tactic: all 2 candidates are denied"):
+        plan_cache_edits(ops, [entry("matMul2", "*")])
+    only_selected = [AutotunedOp("conv", "0x1", [], "0xabc", 0.5)]
+    with pytest.raises(UnsatisfiableDenyError, match="'conv'") as info:
+        plan_cache_edits(only_selected, [entry("conv", "0xabc")])
+    assert info.value.exit_code == 2
+
+
+def test_algorithm_selector_filter() -> None:
+    entries = [entry("conv1", "0x1f"), entry("conv*", "7"), entry("fc", "*")]
+    keep, removed = filter_choices(entries, "conv1", [31, 7, 8])
+    assert keep == [2] and [(t, e.tactic) for t, e in removed] == [(31, "0x1f"), (7, "7")]
+    assert filter_choices(entries, "conv2", [31, 8])[0] == [0, 1]
+    assert filter_choices(entries, "fc", [1, 2])[0] == []
+    assert filter_choices(entries, "other", [1, 2])[0] == [0, 1]
+
+
+def test_mechanism_per_backend_and_refusals() -> None:
+    assert mechanism_for(BackendInfo("tensorrt", "10.7.0.23")) == "algorithm_selector"
+    assert mechanism_for(BackendInfo("tensorrt", "10.8.0.43")) == "editable_timing_cache"
+    assert mechanism_for(BackendInfo("tensorrt", "11.0.0")) == "editable_timing_cache"
+    assert mechanism_for(BackendInfo("tensorrt_rtx", "1.7.1")) is None
+    assert check_enforceable(BackendInfo("tensorrt_rtx", "1.7.1"), []) is None
+    with pytest.raises(UnsupportedOptionError, match=r"TensorRT-RTX 1\.7\.1 cannot enforce tactics\.deny"):
+        check_enforceable(BackendInfo("tensorrt_rtx", "1.7.1"), [entry("a", "*")])
+    old = BackendInfo("tensorrt", "10.7.0")
+    assert check_enforceable(old, [entry("a", "0x1f"), entry("b", "*")]) == "algorithm_selector"
+    with pytest.raises(UnsupportedOptionError, match="sees tactic ids only"):
+        check_enforceable(old, [entry("a", K32)])
+
+
+def test_after_build_check_reports_violations() -> None:
+    entries = [entry("matMul1*", K32)]
+    report = EnforcementReport("editable_timing_cache", [])
+    check_report(report, entries, None)
+    assert report.checked_layers is None
+    clean = {"Layers": [{"Name": "matMul1_myl0_0", "TacticName": K64S4}, {"Name": "matMul2_myl0_3", "TacticName": K32}]}
+    check_report(report, entries, clean)
+    assert report.checked_layers == 2 and report.violations == []
+    dirty = {"Layers": [{"Name": "matMul1_myl0_0", "TacticName": K32}]}
+    with pytest.raises(BuildError, match="still runs denied tactic"):
+        check_report(report, entries, dirty)
+    assert report.violations[0]["layer"] == "matMul1_myl0_0"
+
+
+# -- the TensorRT calls, against the real nvinfer API of TensorRT-RTX ----------------------
+
+
+@pytest.fixture
+def rtx():
+    # TensorRT-RTX marks its no-op timing-cache calls deprecated; the warnings are expected here.
+    return import_backend(find_backend("tensorrt_rtx"))
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_timing_cache_edit_calls_real_api(rtx) -> None:
+    """TensorRT-RTX's timing cache is a no-op, so the key is unknown and ``update`` refuses: the
+    calls are the real ones, and a refused edit is a clear error naming the layer."""
+    config = rtx.Builder(rtx.Logger(rtx.Logger.ERROR)).create_builder_config()
+    cache = config.create_timing_cache(b"")
+    ops = parse_autotuning_log(RECORDED_LOG)
+    edits = plan_cache_edits(ops, [entry("matMul1", K32)])
+    report = EnforcementReport("editable_timing_cache", [])
+    with pytest.raises(BuildError, match="refused the timing-cache edit for layer 'matMul1'"):
+        apply_cache_edits(rtx, cache, edits, report)
+    assert report.removed == []
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_timing_cache_path_builds_with_real_builder(rtx, tmp_path: Path) -> None:
+    """The flags and calls of the timing-cache path run on a real builder; TensorRT-RTX logs no
+    autotuning (no timing), so there is nothing to edit and the first plan is returned."""
+    from trtforge.backend.build import _make_logger, parse_network
+
+    model = onnx_models.save(onnx_models.mlp(0, batch=2), tmp_path / "mlp.onnx")
+    records: list[dict[str, str]] = []
+    verbose: list[str] = []
+    logger = _make_logger(rtx, records, verbose)
+    builder = rtx.Builder(logger)
+    network, _parser = parse_network(rtx, builder, logger, model)
+    config = builder.create_builder_config()
+    config.builder_optimization_level = 0
+    report = EnforcementReport("editable_timing_cache", [])
+    plan = build_timing_cache_path(rtx, builder, network, config, [entry("matmul", "*")], verbose, report)
+    assert plan.nbytes > 0 and report.removed == []
+    assert report.notes == ["the builder logged no autotuned ops; only the after-build check applies"]
+    assert config.get_flag(rtx.BuilderFlag.EDITABLE_TIMING_CACHE)
+    assert config.profiling_verbosity == rtx.ProfilingVerbosity.DETAILED
+    assert verbose, "the VERBOSE/INFO log was captured for parsing"

@@ -1,0 +1,53 @@
+"""Read polygraphy run results (``polygraphy run --save-results``, ``Comparator.run(...).save``).
+
+Polygraphy owns the file format (JSON with its own array encoding, arrays read with
+``allow_pickle=False``), so its ``RunResults.load`` reads it; what leaves this module is plain
+data: runner name -> iterations -> tensor name -> numpy array. Polygraphy's logger prints
+to stdout, which would corrupt ``--json`` output, so its chatter is captured and dropped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from pathlib import Path
+from typing import Any
+
+from trtforge.errors import BackendUnavailableError, BadInputError
+
+Iterations = list[dict[str, Any]]
+
+
+def load_run_results(path: Path) -> list[tuple[str, Iterations]]:
+    """Runners in file order with their per-iteration outputs; BadInputError if unreadable.
+
+    ``path`` is a RunResults JSON file, or a directory of per-iteration files (what
+    ``--save-results`` writes for a path without an extension).
+    """
+    if not path.exists():
+        raise BadInputError(f"{path}: results file not found")
+    chatter = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(chatter), contextlib.redirect_stderr(chatter):
+            from polygraphy.comparator import RunResults  # lazy: heavy
+    except ImportError:
+        raise BackendUnavailableError(
+            "reading run results needs polygraphy", hint="pip install 'trtforge[denylist]'"
+        ) from None
+    try:
+        with contextlib.redirect_stdout(chatter), contextlib.redirect_stderr(chatter):
+            if path.is_dir():
+                results = RunResults.concat(RunResults.load_streaming(str(path)))
+            else:
+                results = RunResults.load(str(path))
+            runners = [
+                (str(name), [{str(k): v for k, v in iteration.items()} for iteration in iterations])
+                for name, iterations in results.items()
+            ]
+    except Exception as exc:  # polygraphy raises PolygraphyException, JSON and decode errors
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise BadInputError(
+            f"{path}: not polygraphy run results ({detail[:160]})",
+            hint="save them with `polygraphy run ... --save-results FILE` or `trtforge verify --save-results`",
+        ) from None
+    return runners
