@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from trtforge.backend.capabilities import check_recipe
 from trtforge.backend.loader import find_backend
 from trtforge.errors import TrtforgeError
 from trtforge.keys import build_key, recipe_fingerprint
@@ -89,6 +90,7 @@ class BuildStage:
         self.store = StoreHandle(store, catalog)
         self.force = force
         self.progress = progress
+        self.notes: list[str] = []  # capability notes, each said once per stage
 
     def close(self) -> None:
         self.store.close()
@@ -121,7 +123,10 @@ class BuildStage:
     def _build(self, loaded: LoadedRecipe, result: BuildResult) -> None:
         recipe = loaded.recipe
         backend = find_backend(recipe.backend)
-        target = build_target_for(backend)
+        for note in check_recipe(recipe, backend):
+            if note not in self.notes:
+                self.notes.append(note)
+        target = build_target_for(backend, recipe.compatibility.compute_capabilities)
         model_digest = model_sha256(loaded)
         key = build_key(recipe, model_digest, target)
         result.build_key = key
@@ -164,6 +169,8 @@ class BuildStage:
                 "backend": backend.label,
                 "target": target.key_fields(),
                 "settings": output.settings,
+                "refit": recipe.refit,
+                "weightless": recipe.refit == "strip_weights",  # must be refitted before use
                 "model": {
                     "path": str(loaded.model_path),
                     "inputs": [t.as_json() for t in model.inputs],

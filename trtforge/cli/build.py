@@ -49,6 +49,8 @@ def build(
                     results.append(stage.build_one(path))
         finally:
             stage.close()
+        for note in stage.notes:
+            output.info(f"note: {note}")
         output.result([r.as_json() for r in results], lambda console: _render(console, output, results))
         return exit_code_for(results)
 
