@@ -136,6 +136,12 @@ class BuildOptions(_Strict):
         "private: start empty, keep the result with the artifact only; off: disable the timing cache.",
     )
 
+    @field_validator("timing_cache", mode="before")
+    @classmethod
+    def _yaml_off(cls, value: Any) -> Any:
+        # YAML 1.1 reads a bare `off` as false; that is what the user meant.
+        return "off" if value is False else value
+
 
 # Weak-typing builder flags: the builder may pick these precisions for layers of a weakly typed
 # network. TensorRT 11 removed them (strongly typed networks only).

@@ -70,9 +70,13 @@ class OptionRule:
     tensorrt_rtx: Availability | None
     hint: str
     note: str = ""
+    rtx_hint: str | None = None  # when TensorRT-RTX needs different advice
 
     def availability(self, flavor: Flavor) -> Availability | None:
         return self.tensorrt if flavor == "tensorrt" else self.tensorrt_rtx
+
+    def hint_for(self, flavor: Flavor) -> str:
+        return self.rtx_hint if flavor == "tensorrt_rtx" and self.rtx_hint is not None else self.hint
 
 
 _WEAK_HINT = (
@@ -116,6 +120,7 @@ RULES: tuple[OptionRule, ...] = (
         None,  # [RTX-DG]
         hint=_WEAK_HINT,
         note="weakly typed networks",
+        rtx_hint=_RTX_WEAK_HINT,
     ),
     OptionRule("precision.tf32", Availability(TENSORRT_FLOOR), Availability(TENSORRT_RTX_FLOOR), hint=""),
     *(
@@ -125,6 +130,7 @@ RULES: tuple[OptionRule, ...] = (
             None,  # [RTX-DG]: BuilderFlag has no FP16/BF16/INT8/FP8 in TensorRT-RTX
             hint=_WEAK_HINT,
             note="weak typing",
+            rtx_hint=_RTX_WEAK_HINT,
         )
         for flag in WEAK_TYPING_FLAGS
     ),
@@ -278,13 +284,15 @@ def check_recipe(recipe: Recipe, backend: BackendInfo) -> list[str]:
     for option in requested_options(recipe):
         rule = _BY_OPTION[option]
         state = _state(rule, backend)
-        if state in ("never", "missing", "removed"):
-            why = {
-                "never": f"{backend.label} does not have it",
-                "missing": f"it needs {_flavor_name(backend.flavor)} >= {rule.availability(backend.flavor).since}",  # type: ignore[union-attr]
-                "removed": f"{backend.label} removed it (in {rule.availability(backend.flavor).removed})",  # type: ignore[union-attr]
-            }[state]
-            hint = rule.hint
+        availability = rule.availability(backend.flavor)
+        if availability is None or state in ("missing", "removed"):
+            if availability is None:
+                why = f"{backend.label} does not have it"
+            elif state == "missing":
+                why = f"it needs {_flavor_name(backend.flavor)} >= {availability.since} (found {backend.label})"
+            else:
+                why = f"{backend.label} removed it (in {availability.removed})"
+            hint = rule.hint_for(backend.flavor)
             if option.startswith("tactics.sources: "):
                 hint = f"valid tactic sources for {backend.label}: {', '.join(valid_tactic_sources(backend))}"
             raise UnsupportedOptionError(f"recipe option {option} is not available: {why}", hint=hint or None)
