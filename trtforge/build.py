@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from trtforge import timing_cache
 from trtforge.backend.capabilities import check_recipe
-from trtforge.backend.loader import find_backend
+from trtforge.backend.loader import BackendInfo, find_backend
 from trtforge.errors import TrtforgeError
 from trtforge.keys import build_key, recipe_fingerprint
 from trtforge.model import check_profiles, model_sha256, read_model
@@ -144,11 +145,23 @@ class BuildStage:
         check_profiles(loaded, model)
         from trtforge.backend.build import build_plan  # lazy: imports tensorrt
 
-        output = build_plan(backend, recipe, loaded.model_path, self.progress)
+        cache_start = timing_cache.start(self.store.existing(), recipe, target)
+        output = build_plan(
+            backend,
+            recipe,
+            loaded.model_path,
+            self.progress,
+            use_timing_cache=cache_start.active,
+            timing_cache=cache_start.data,
+        )
         store = self.store.ensure()
         blob = store.blobs.put_bytes(output.plan_view)
+        artifact_id = uuid.uuid4().hex
+        cache_record = timing_cache.finish(
+            store, cache_start, output.timing_cache, output.timing_cache_used, artifact_id, _combine_with(backend)
+        )
         artifact = Artifact(
-            id=uuid.uuid4().hex,
+            id=artifact_id,
             name=recipe.name,
             build_key=key,
             recipe_fingerprint=recipe_fingerprint(recipe),
@@ -171,6 +184,7 @@ class BuildStage:
                 "settings": output.settings,
                 "refit": recipe.refit,
                 "weightless": recipe.refit == "strip_weights",  # must be refitted before use
+                "timing_cache": cache_record,
                 "model": {
                     "path": str(loaded.model_path),
                     "inputs": [t.as_json() for t in model.inputs],
@@ -183,3 +197,15 @@ class BuildStage:
         result.artifact_id = artifact.id
         result.plan_sha256 = blob.sha256
         result.plan_path = str(store.blobs.path_for(blob.sha256))
+
+
+def _combine_with(backend: BackendInfo) -> Callable[[bytes | None, bytes], bytes]:
+    """ITimingCache.combine of the backend (imported only when a merge happens)."""
+
+    def merge(base: bytes | None, new: bytes) -> bytes:
+        from trtforge.backend.loader import import_backend
+        from trtforge.backend.timing_cache import combine
+
+        return combine(import_backend(backend), base, new)
+
+    return merge

@@ -18,6 +18,8 @@ from typing import Any, Protocol
 from trtforge.backend.capabilities import cpu_build_fails
 from trtforge.backend.config import make_config, network_flags
 from trtforge.backend.loader import BackendInfo, import_backend
+from trtforge.backend.timing_cache import attach as attach_timing_cache
+from trtforge.backend.timing_cache import serialized as serialized_timing_cache
 from trtforge.errors import BuildError
 from trtforge.recipe import Recipe
 
@@ -39,6 +41,8 @@ class BuildOutput:
     log: list[dict[str, str]]
     io_tensors: list[dict[str, Any]]
     settings: dict[str, Any] = field(default_factory=dict)
+    timing_cache: bytes | None = None  # serialized after the build (full TensorRT only)
+    timing_cache_used: bool = False  # the stored cache given to the build was accepted
 
     @property
     def plan_view(self) -> memoryview:
@@ -107,9 +111,19 @@ def parse_network(trt: ModuleType, builder: Any, logger: Any, onnx_path: Path, f
 
 
 def build_plan(
-    backend: BackendInfo, recipe: Recipe, onnx_path: Path, progress: ProgressSink | None = None
+    backend: BackendInfo,
+    recipe: Recipe,
+    onnx_path: Path,
+    progress: ProgressSink | None = None,
+    *,
+    use_timing_cache: bool = False,
+    timing_cache: bytes | None = None,
 ) -> BuildOutput:
-    """Build the recipe's engine; raises BuildError with the builder's last error on failure."""
+    """Build the recipe's engine; raises BuildError with the builder's last error on failure.
+
+    With ``use_timing_cache`` the build starts from ``timing_cache`` (or an empty cache) and the
+    output carries the cache with the entries this build added.
+    """
     trt = import_backend(backend)
     records: list[dict[str, str]] = []
     logger = _make_logger(trt, records)
@@ -119,6 +133,7 @@ def build_plan(
     config, settings = make_config(trt, builder, network, recipe)
     if progress is not None:
         config.progress_monitor = _make_progress_monitor(trt, progress)
+    cache_used = attach_timing_cache(trt, config, timing_cache, records) if use_timing_cache else False
     io_tensors = [
         {"name": t.name, "mode": mode, "dtype": str(t.dtype).rsplit(".", 1)[-1].lower(), "shape": _dims(t.shape)}
         for mode, tensors in (
@@ -139,4 +154,5 @@ def build_plan(
             else None
         )
         raise BuildError(f"{backend.label} failed to build the engine: {detail.splitlines()[0]}", hint=hint)
-    return BuildOutput(plan, time.perf_counter() - started, records, io_tensors, settings)
+    cache_out = serialized_timing_cache(config) if use_timing_cache else None
+    return BuildOutput(plan, time.perf_counter() - started, records, io_tensors, settings, cache_out, cache_used)
