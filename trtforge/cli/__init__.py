@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from trtforge.cli import build as build_cmd
+from trtforge.cli import cache as cache_cmd
 from trtforge.cli import catalog as catalog_cmd
 from trtforge.cli import info as info_cmd
 
@@ -20,6 +21,7 @@ app.command("list")(catalog_cmd.list_artifacts)
 app.command("show")(catalog_cmd.show)
 app.command("schema")(info_cmd.schema)
 app.command("doctor")(info_cmd.doctor)
+app.add_typer(cache_cmd.app, name="cache")
 
 
 def main() -> None:
