@@ -235,9 +235,28 @@ def test_artifact_records_settings_and_target(cli, mlp_recipe, store: Path) -> N
     assert record["compute_capabilities"] == ["8.9", "12.0"]
     assert sorted(record["details"]["target"]["compute_capabilities"]) == ["12.0", "8.9"]
     assert record["details"]["refit"] == "none" and record["details"]["weightless"] is False
+    envelope = record["details"]["compatibility"]
+    assert envelope["compute_capabilities"] == ["8.9", "12.0"] and envelope["runtime_versions"] == "same"
+    assert envelope["compute_capabilities_default"] is False
     assert "timing caches are no-ops" in built.stderr or built.stderr == ""
     human = cli("build", recipe, "--store", store)
     assert human.code == 0 and "cached" in human.stdout
     assert "note: TensorRT-RTX 1.7.1.116: timing caches are no-ops" in human.stderr
     shown = cli("show", result["artifact_id"], "--store", store)
     assert "tactic_sources: ['jit_convolutions']" in shown.stdout
+
+
+def test_example_rtx_recipe_builds(cli, store: Path, tmp_path: Path) -> None:
+    repo = Path(__file__).resolve().parents[1]
+    folder = tmp_path / "recipes"
+    (folder / "models").mkdir(parents=True)
+    (folder / "example_rtx.yaml").write_text((repo / "recipes" / "example_rtx.yaml").read_text())
+    model = repo / "recipes" / "models" / "example_cnn.onnx"
+    (folder / "models" / "example_cnn.onnx").write_bytes(model.read_bytes())
+    result = cli("build", folder / "example_rtx.yaml", "--store", store, "--json")
+    assert result.code == 0, result
+    record = cli("show", result.json()[0]["artifact_id"], "--store", store, "--json").json()
+    settings = record["details"]["settings"]
+    assert settings["tactic_sources"] == ["edge_mask_convolutions", "jit_convolutions"]
+    assert settings["compute_capabilities"] == ["8.6", "8.9", "12.0"] and "DISABLE_TIMING_CACHE" in settings["flags"]
+    assert any("Multi stream" in entry["message"] for entry in record["build_log"])  # the builder's own warnings

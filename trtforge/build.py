@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from trtforge import timing_cache
-from trtforge.backend.capabilities import check_recipe
+from trtforge.backend.capabilities import check_recipe, compatibility_envelope
 from trtforge.backend.loader import BackendInfo, find_backend
 from trtforge.errors import TrtforgeError
 from trtforge.keys import build_key, recipe_fingerprint
@@ -185,6 +185,7 @@ class BuildStage:
                 "refit": recipe.refit,
                 "weightless": recipe.refit == "strip_weights",  # must be refitted before use
                 "timing_cache": cache_record,
+                "compatibility": compatibility_envelope(recipe, target),
                 "model": {
                     "path": str(loaded.model_path),
                     "inputs": [t.as_json() for t in model.inputs],

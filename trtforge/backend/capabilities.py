@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from trtforge.backend.loader import BackendInfo, Flavor
 from trtforge.errors import UnsupportedOptionError
 from trtforge.recipe import LIBRARY_TACTIC_SOURCES, WEAK_TYPING_FLAGS, Recipe
+
+if TYPE_CHECKING:
+    from trtforge.target import BuildTarget
 
 Version = tuple[int, ...]
 
@@ -353,3 +356,28 @@ def capability_table(backend: BackendInfo) -> list[dict[str, Any]]:
                 }
             )
     return rows
+
+
+def compatibility_envelope(recipe: Recipe, target: BuildTarget) -> dict[str, Any]:
+    """Which targets may load the engine, as recorded on the artifact (lookup applies the rules).
+
+    TensorRT: the build GPU's compute capability, widened by the hardware level (AMPERE_PLUS:
+    cc >= 8.0; SAME_COMPUTE_CAPABILITY: any GPU of that cc), and by version compatibility to
+    newer runtimes of the same major version (TensorRT Developer Guide, "Version Compatibility").
+    TensorRT-RTX: the compute capabilities built for (the backend's default set when none given).
+    """
+    compat = recipe.compatibility
+    if target.flavor == "tensorrt_rtx":
+        ccs = list(compat.compute_capabilities or RTX_DEFAULT_COMPUTE_CAPABILITIES)
+    else:
+        ccs = list(target.compute_capabilities)
+    return {
+        "flavor": target.flavor,
+        "trt_version": target.trt_version,
+        "runtime_versions": "same major, >= build" if compat.version_compatible else "same",
+        "hardware": compat.hardware,
+        "compute_capabilities": ccs,
+        "compute_capabilities_default": target.flavor == "tensorrt_rtx" and compat.compute_capabilities is None,
+        "gpu_name": target.gpu_name,
+        "lean_runtime_in_plan": compat.version_compatible and not compat.exclude_lean_runtime,
+    }

@@ -107,6 +107,13 @@ def _render_show(console: Console, record: dict) -> None:
     console.print("[bold]builder settings[/]")
     for key, value in record["details"].get("settings", {}).items():
         console.print(f"  {key}: {value}")
+    for section in ("compatibility", "timing_cache"):
+        if record["details"].get(section):
+            console.print(f"[bold]{section.replace('_', ' ')}[/]")
+            for key, value in record["details"][section].items():
+                console.print(f"  {key}: {value}")
+    if record["details"].get("weightless"):
+        console.print("[bold yellow]weightless plan[/]: refit it with the model's weights before use")
     warnings = [r for r in record["build_log"] if r["level"] != "info"]
     if warnings:
         console.print(f"[bold]build log[/] ({len(warnings)} warnings/errors)")
