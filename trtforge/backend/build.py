@@ -16,14 +16,15 @@ from types import ModuleType
 from typing import Any, Protocol
 
 from trtforge.backend.capabilities import cpu_build_fails
-from trtforge.backend.config import make_config, network_flags
+from trtforge.backend.config import CONFIG_RULES, ConfigRule, make_config, network_flags
 from trtforge.backend.loader import BackendInfo, import_backend
 from trtforge.backend.timing_cache import attach as attach_timing_cache
 from trtforge.backend.timing_cache import serialized as serialized_timing_cache
 from trtforge.errors import BuildError
 from trtforge.recipe import Recipe
 
-__all__ = ["BuildOutput", "ProgressSink", "build_plan", "make_config", "parse_network"]
+# CONFIG_RULES and make_config live in backend/config.py; re-exported for existing imports.
+__all__ = ["CONFIG_RULES", "BuildOutput", "ConfigRule", "ProgressSink", "build_plan", "make_config", "parse_network"]
 
 
 class ProgressSink(Protocol):
