@@ -83,7 +83,7 @@ def test_compute_capabilities_from_yaml_numbers() -> None:
         ("build: {timing_cache: global}\n", "r.yaml:5 build.timing_cache: Input should be 'shared', 'private'"),
         (
             "compatibility: {hardware: ampere_plus}\ntactics: {sources: [cudnn, jit_convolutions]}\n",
-            "r.yaml:1 <recipe>: compatibility.hardware: ampere_plus disables cudnn tactics",
+            "r.yaml:6 tactics: compatibility.hardware: ampere_plus disables cudnn tactics",
         ),
     ],
 )

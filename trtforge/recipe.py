@@ -252,12 +252,12 @@ class Recipe(_Strict):
     backend: Backend = "auto"
     profiles: list[Profile] = Field(min_length=1, description="Optimization profiles; each maps input -> shapes.")
     precision: Precision = Precision()
-    tactics: Tactics = Tactics()
     refit: RefitMode = Field(
         default="none",
         description="none | refittable | refit_identical | strip_weights (weightless plan, refit before use).",
     )
     compatibility: Compatibility = Compatibility()
+    tactics: Tactics = Tactics()  # after compatibility: its check below reads compatibility
     build: BuildOptions = BuildOptions()
 
     @field_validator("name")
@@ -279,18 +279,20 @@ class Recipe(_Strict):
                     )
         return self
 
-    @model_validator(mode="after")
-    def _ampere_plus_excludes_library_tactics(self) -> Recipe:
+    @field_validator("tactics")
+    @classmethod
+    def _ampere_plus_excludes_library_tactics(cls, tactics: Tactics, info: Any) -> Tactics:
         # "Hardware compatibility ... disables cuBLAS, cuBLASLt and cuDNN tactics" (TensorRT
         # Developer Guide, Hardware Compatibility), so asking for both is a contradiction.
-        if self.compatibility.hardware == "ampere_plus" and self.tactics.sources:
-            asked = [s for s in self.tactics.sources if s in LIBRARY_TACTIC_SOURCES]
+        compatibility = info.data.get("compatibility")
+        if compatibility is not None and compatibility.hardware == "ampere_plus" and tactics.sources:
+            asked = [s for s in tactics.sources if s in LIBRARY_TACTIC_SOURCES]
             if asked:
                 raise ValueError(
                     f"compatibility.hardware: ampere_plus disables {', '.join(asked)} tactics; "
                     "remove them from tactics.sources or drop hardware compatibility"
                 )
-        return self
+        return tactics
 
     def build_fields(self) -> dict[str, Any]:
         """The fields that change the engine: everything but description and model location."""
