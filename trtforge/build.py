@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from trtforge import timing_cache
+from trtforge.backend.capabilities import check_recipe, compatibility_envelope
 from trtforge.backend.denylist_enforce import check_enforceable
-from trtforge.backend.loader import find_backend
+from trtforge.backend.loader import BackendInfo, find_backend
 from trtforge.denylist import with_deny_file
 from trtforge.errors import TrtforgeError
 from trtforge.keys import build_key, recipe_fingerprint
@@ -91,6 +93,7 @@ class BuildStage:
         self.store = StoreHandle(store, catalog)
         self.force = force
         self.progress = progress
+        self.notes: list[str] = []  # capability notes, each said once per stage
 
     def close(self) -> None:
         self.store.close()
@@ -124,8 +127,11 @@ class BuildStage:
     def _build(self, loaded: LoadedRecipe, result: BuildResult) -> None:
         recipe = loaded.recipe
         backend = find_backend(recipe.backend)
+        for note in check_recipe(recipe, backend):
+            if note not in self.notes:
+                self.notes.append(note)
         check_enforceable(backend, recipe.tactics.deny)  # e.g. TensorRT-RTX: refused before any build
-        target = build_target_for(backend)
+        target = build_target_for(backend, recipe.compatibility.compute_capabilities)
         model_digest = model_sha256(loaded)
         key = build_key(recipe, model_digest, target)
         result.build_key = key
@@ -143,11 +149,23 @@ class BuildStage:
         check_profiles(loaded, model)
         from trtforge.backend.build import build_plan  # lazy: imports tensorrt
 
-        output = build_plan(backend, recipe, loaded.model_path, self.progress)
+        cache_start = timing_cache.start(self.store.existing(), recipe, target)
+        output = build_plan(
+            backend,
+            recipe,
+            loaded.model_path,
+            self.progress,
+            use_timing_cache=cache_start.active,
+            timing_cache=cache_start.data,
+        )
         store = self.store.ensure()
         blob = store.blobs.put_bytes(output.plan_view)
+        artifact_id = uuid.uuid4().hex
+        cache_record = timing_cache.finish(
+            store, cache_start, output.timing_cache, output.timing_cache_used, artifact_id, _combine_with(backend)
+        )
         artifact = Artifact(
-            id=uuid.uuid4().hex,
+            id=artifact_id,
             name=recipe.name,
             build_key=key,
             recipe_fingerprint=recipe_fingerprint(recipe),
@@ -168,6 +186,10 @@ class BuildStage:
                 "backend": backend.label,
                 "target": target.key_fields(),
                 "settings": output.settings,
+                "refit": recipe.refit,
+                "weightless": recipe.refit == "strip_weights",  # must be refitted before use
+                "timing_cache": cache_record,
+                "compatibility": compatibility_envelope(recipe, target),
                 **({"denylist": output.denylist} if output.denylist is not None else {}),
                 **({"layer_info": output.layer_info} if output.layer_info is not None else {}),
                 "model": {
@@ -182,3 +204,15 @@ class BuildStage:
         result.artifact_id = artifact.id
         result.plan_sha256 = blob.sha256
         result.plan_path = str(store.blobs.path_for(blob.sha256))
+
+
+def _combine_with(backend: BackendInfo) -> Callable[[bytes | None, bytes], bytes]:
+    """ITimingCache.combine of the backend (imported only when a merge happens)."""
+
+    def merge(base: bytes | None, new: bytes) -> bytes:
+        from trtforge.backend.loader import import_backend
+        from trtforge.backend.timing_cache import combine
+
+        return combine(import_backend(backend), base, new)
+
+    return merge

@@ -115,11 +115,144 @@ class ModelSpec(_Strict):
         return value.lower() if value is not None else None
 
 
+TimingCachePolicy = Literal["shared", "private", "off"]
+TilingLevel = Literal["none", "fast", "moderate", "full"]
+
+
 class BuildOptions(_Strict):
     optimization_level: int = Field(default=3, ge=0, le=5, description="Builder optimization level 0-5.")
     workspace_mib: int | None = Field(
         default=None, gt=0, description="Workspace memory pool limit in MiB (default: the backend's)."
     )
+    tactic_dram_mib: int | None = Field(
+        default=None, gt=0, description="Tactic DRAM memory pool limit in MiB (default: the backend's)."
+    )
+    tactic_shared_memory_kib: int | None = Field(
+        default=None, gt=0, description="Tactic shared memory pool limit in KiB (default: the backend's)."
+    )
+    max_aux_streams: int | None = Field(
+        default=None, ge=0, description="Auxiliary CUDA streams the engine may use (0 = none; default: backend's)."
+    )
+    tiling_optimization_level: TilingLevel | None = Field(
+        default=None, description="How hard the builder searches for tiling strategies (default: backend's)."
+    )
+    timing_cache: TimingCachePolicy = Field(
+        default="shared",
+        description="shared: start from and merge into the catalog's cache for the target; "
+        "private: start empty, keep the result with the artifact only; off: disable the timing cache.",
+    )
+
+    @field_validator("timing_cache", mode="before")
+    @classmethod
+    def _yaml_off(cls, value: Any) -> Any:
+        # YAML 1.1 reads a bare `off` as false; that is what the user meant.
+        return "off" if value is False else value
+
+
+# Weak-typing builder flags: the builder may pick these precisions for layers of a weakly typed
+# network. TensorRT 11 removed them (strongly typed networks only).
+WEAK_TYPING_FLAGS: tuple[str, ...] = ("fp16", "bf16", "int8", "fp8")
+
+
+class Precision(_Strict):
+    strongly_typed: bool | None = Field(
+        default=None,
+        description="Build a strongly typed network (types come from the ONNX model). "
+        "Default: the backend's (TensorRT 10 weak, TensorRT 11 and TensorRT-RTX strong).",
+    )
+    tf32: bool | None = Field(default=None, description="Allow TF32 for FP32 math (default: the backend's).")
+    fp16: bool = Field(default=False, description="Weak typing: allow FP16 kernels (TensorRT 10 only).")
+    bf16: bool = Field(default=False, description="Weak typing: allow BF16 kernels (TensorRT 10 only).")
+    int8: bool = Field(default=False, description="Weak typing: allow INT8 kernels (TensorRT 10 only).")
+    fp8: bool = Field(default=False, description="Weak typing: allow FP8 kernels (TensorRT 10 only).")
+
+    @model_validator(mode="after")
+    def _strong_excludes_weak(self) -> Precision:
+        weak = self.weak_flags()
+        if self.strongly_typed and weak:
+            raise ValueError(
+                f"strongly_typed: true cannot be combined with weak-typing flags ({', '.join(weak)}); "
+                "a strongly typed network takes its precisions from the model"
+            )
+        return self
+
+    def weak_flags(self) -> list[str]:
+        return [name for name in WEAK_TYPING_FLAGS if getattr(self, name)]
+
+
+TacticSourceName = Literal["cublas", "cublas_lt", "cudnn", "edge_mask_convolutions", "jit_convolutions"]
+LIBRARY_TACTIC_SOURCES: tuple[str, ...] = ("cublas", "cublas_lt", "cudnn")
+
+
+class Tactics(_Strict):
+    """Tactic policy: allowed sources, and (layer, tactic) pairs banned inline or in a sidecar file."""
+
+    sources: list[TacticSourceName] | None = Field(
+        default=None, description="Allowed tactic sources (default: the backend's); [] allows only built-ins."
+    )
+    deny: list[DenyEntry] = Field(default_factory=list, description="Banned (layer, tactic) pairs.")
+    deny_file: str | None = Field(
+        default=None, description="YAML file with more deny entries (`deny: [...]`), relative to the recipe."
+    )
+
+    @field_validator("sources")
+    @classmethod
+    def _unique(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and len(set(value)) != len(value):
+            raise ValueError("tactic sources must not repeat")
+        return sorted(value) if value is not None else None
+
+    @field_validator("deny_file")
+    @classmethod
+    def _relative(cls, value: str | None) -> str | None:
+        return None if value is None else relative_path(value)
+
+
+RefitMode = Literal["none", "refittable", "refit_identical", "strip_weights"]
+HardwareLevel = Literal["none", "ampere_plus", "same_compute_capability"]
+_CC = re.compile(r"^[1-9][0-9]?\.[0-9]$")
+
+
+class Compatibility(_Strict):
+    hardware: HardwareLevel = Field(default="none", description="Which other GPUs may load the engine (TensorRT).")
+    version_compatible: bool = Field(
+        default=False, description="Engine loads on newer TensorRT runtimes of the same major version (lean runtime)."
+    )
+    exclude_lean_runtime: bool = Field(
+        default=False, description="With version_compatible: do not embed the lean runtime in the plan."
+    )
+    compute_capabilities: list[str] | None = Field(
+        default=None,
+        description="TensorRT-RTX: compute capabilities to build for, e.g. [8.6, 8.9, 12.0] (default: backend's).",
+    )
+
+    @field_validator("compute_capabilities", mode="before")
+    @classmethod
+    def _numbers_to_text(cls, value: Any) -> Any:
+        # YAML reads 8.6 as a float; keep the canonical "major.minor" text.
+        if isinstance(value, list):
+            return [str(item) if isinstance(item, float) else item for item in value]
+        return value
+
+    @field_validator("compute_capabilities")
+    @classmethod
+    def _capabilities(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return None
+        if not value:
+            raise ValueError("give at least one compute capability, or leave the field out")
+        for item in value:
+            if not _CC.match(item):
+                raise ValueError(f"{item!r} is not a compute capability like 8.6")
+        if len(set(value)) != len(value):
+            raise ValueError("compute capabilities must not repeat")
+        return sorted(value, key=lambda cc: tuple(int(p) for p in cc.split(".")))
+
+    @model_validator(mode="after")
+    def _lean_needs_version_compatible(self) -> Compatibility:
+        if self.exclude_lean_runtime and not self.version_compatible:
+            raise ValueError("exclude_lean_runtime needs version_compatible: true")
+        return self
 
 
 ShapePointName = Literal["min", "opt", "max"]
@@ -207,20 +340,6 @@ class VerifySpec(_Strict):
         return relative_path(value)
 
 
-class Tactics(_Strict):
-    """Tactic policy. ``deny`` bans (layer, tactic) pairs; ``deny_file`` adds entries from a sidecar."""
-
-    deny: list[DenyEntry] = Field(default_factory=list, description="Banned (layer, tactic) pairs.")
-    deny_file: str | None = Field(
-        default=None, description="YAML file with more deny entries (`deny: [...]`), relative to the recipe."
-    )
-
-    @field_validator("deny_file")
-    @classmethod
-    def _relative(cls, value: str | None) -> str | None:
-        return None if value is None else relative_path(value)
-
-
 Backend = Literal["auto", "tensorrt", "tensorrt_rtx"]
 
 
@@ -232,9 +351,15 @@ class Recipe(_Strict):
     model: ModelSpec
     backend: Backend = "auto"
     profiles: list[Profile] = Field(min_length=1, description="Optimization profiles; each maps input -> shapes.")
+    precision: Precision = Precision()
+    refit: RefitMode = Field(
+        default="none",
+        description="none | refittable | refit_identical | strip_weights (weightless plan, refit before use).",
+    )
+    compatibility: Compatibility = Compatibility()
+    tactics: Tactics = Tactics()  # after compatibility: its check below reads compatibility
     build: BuildOptions = BuildOptions()
     verify: VerifySpec = VerifySpec()
-    tactics: Tactics = Tactics()
 
     @field_validator("name")
     @classmethod
@@ -262,6 +387,21 @@ class Recipe(_Strict):
                 shown = ", ".join(f"{n}: {_fmt(s)}" for n, s in point.items())
                 raise ValueError(f"verify.shapes[{index}] {{{shown}}} is inside no optimization profile")
         return self
+
+    @field_validator("tactics")
+    @classmethod
+    def _ampere_plus_excludes_library_tactics(cls, tactics: Tactics, info: Any) -> Tactics:
+        # "Hardware compatibility ... disables cuBLAS, cuBLASLt and cuDNN tactics" (TensorRT
+        # Developer Guide, Hardware Compatibility), so asking for both is a contradiction.
+        compatibility = info.data.get("compatibility")
+        if compatibility is not None and compatibility.hardware == "ampere_plus" and tactics.sources:
+            asked = [s for s in tactics.sources if s in LIBRARY_TACTIC_SOURCES]
+            if asked:
+                raise ValueError(
+                    f"compatibility.hardware: ampere_plus disables {', '.join(asked)} tactics; "
+                    "remove them from tactics.sources or drop hardware compatibility"
+                )
+        return tactics
 
     def build_fields(self) -> dict[str, Any]:
         """The fields that change the engine: everything but description, verify and model location."""

@@ -7,6 +7,7 @@ compute capabilities. The target is part of the BuildKey.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -68,10 +69,14 @@ def detect_gpus() -> list[LocalGpu]:
         pynvml.nvmlShutdown()
 
 
-def build_target_for(backend: BackendInfo) -> BuildTarget:
-    """The target a build with ``backend`` on this machine produces an engine for."""
+def build_target_for(backend: BackendInfo, compute_capabilities: Sequence[str] | None = None) -> BuildTarget:
+    """The target a build with ``backend`` on this machine produces an engine for.
+
+    ``compute_capabilities`` (TensorRT-RTX, from the recipe) selects the ahead-of-time targets;
+    None keeps the backend's default set.
+    """
     if backend.flavor == "tensorrt_rtx":
-        return BuildTarget(backend.flavor, backend.version)
+        return BuildTarget(backend.flavor, backend.version, compute_capabilities=tuple(compute_capabilities or ()))
     gpus = detect_gpus()
     if not gpus:
         raise BackendUnavailableError(

@@ -10,17 +10,21 @@ Polygraphy is used where it fits: running and comparing engines (``backend/run.p
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Protocol
 
+from trtforge.backend.capabilities import cpu_build_fails
+from trtforge.backend.config import CONFIG_RULES, ConfigRule, make_config, network_flags
 from trtforge.backend.loader import BackendInfo, import_backend
+from trtforge.backend.timing_cache import attach as attach_timing_cache
+from trtforge.backend.timing_cache import serialized as serialized_timing_cache
 from trtforge.errors import BuildError
 from trtforge.recipe import Recipe
 
-MIB = 1 << 20
+# CONFIG_RULES and make_config live in backend/config.py; re-exported for existing imports.
+__all__ = ["CONFIG_RULES", "BuildOutput", "ConfigRule", "ProgressSink", "build_plan", "make_config", "parse_network"]
 
 
 class ProgressSink(Protocol):
@@ -38,6 +42,8 @@ class BuildOutput:
     log: list[dict[str, str]]
     io_tensors: list[dict[str, Any]]
     settings: dict[str, Any] = field(default_factory=dict)
+    timing_cache: bytes | None = None  # serialized after the build (full TensorRT only)
+    timing_cache_used: bool = False  # the stored cache given to the build was accepted
     denylist: dict[str, Any] | None = None  # enforcement report when the recipe has deny entries
     layer_info: dict[str, Any] | None = None  # engine inspector JSON, where an engine can be loaded (GPU)
 
@@ -100,46 +106,9 @@ def _dims(dims: Any) -> list[int]:
     return [int(d) for d in dims]
 
 
-# Recipe field -> builder call. Each entry reads its value from the recipe and applies it to a
-# real IBuilderConfig; the applied value is recorded on the artifact.
-ConfigRule = Callable[[ModuleType, Any, Recipe], "tuple[str, Any] | None"]
-
-
-def _optimization_level(trt: ModuleType, config: Any, recipe: Recipe) -> tuple[str, Any]:
-    config.builder_optimization_level = recipe.build.optimization_level
-    return "optimization_level", config.builder_optimization_level
-
-
-def _workspace(trt: ModuleType, config: Any, recipe: Recipe) -> tuple[str, Any] | None:
-    if recipe.build.workspace_mib is None:
-        return None
-    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, recipe.build.workspace_mib * MIB)
-    return "workspace_mib", config.get_memory_pool_limit(trt.MemoryPoolType.WORKSPACE) // MIB
-
-
-CONFIG_RULES: tuple[ConfigRule, ...] = (_optimization_level, _workspace)
-
-
-def make_config(trt: ModuleType, builder: Any, network: Any, recipe: Recipe) -> tuple[Any, dict[str, Any]]:
-    """A real IBuilderConfig for the recipe, and the settings it ended up with."""
-    config = builder.create_builder_config()
-    settings: dict[str, Any] = {}
-    for rule in CONFIG_RULES:
-        applied = rule(trt, config, recipe)
-        if applied is not None:
-            settings[applied[0]] = applied[1]
-    for profile_spec in recipe.profiles:
-        profile = builder.create_optimization_profile()
-        for name, shapes in profile_spec.items():
-            profile.set_shape(name, shapes.min, shapes.opt, shapes.max)
-        config.add_optimization_profile(profile)
-    settings["profiles"] = len(recipe.profiles)
-    return config, settings
-
-
-def parse_network(trt: ModuleType, builder: Any, logger: Any, onnx_path: Path) -> tuple[Any, Any]:
+def parse_network(trt: ModuleType, builder: Any, logger: Any, onnx_path: Path, flags: int = 0) -> tuple[Any, Any]:
     """Network and parser for an ONNX file; parser errors name the failing node."""
-    network = builder.create_network(0)
+    network = builder.create_network(flags)
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
         raise BuildError(f"ONNX parse failed at {_parse_errors(parser)}", hint=f"model: {onnx_path}")
@@ -147,9 +116,19 @@ def parse_network(trt: ModuleType, builder: Any, logger: Any, onnx_path: Path) -
 
 
 def build_plan(
-    backend: BackendInfo, recipe: Recipe, onnx_path: Path, progress: ProgressSink | None = None
+    backend: BackendInfo,
+    recipe: Recipe,
+    onnx_path: Path,
+    progress: ProgressSink | None = None,
+    *,
+    use_timing_cache: bool = False,
+    timing_cache: bytes | None = None,
 ) -> BuildOutput:
-    """Build the recipe's engine; raises BuildError with the builder's last error on failure."""
+    """Build the recipe's engine; raises BuildError with the builder's last error on failure.
+
+    With ``use_timing_cache`` the build starts from ``timing_cache`` (or an empty cache) and the
+    output carries the cache with the entries this build added.
+    """
     trt = import_backend(backend)
     records: list[dict[str, str]] = []
     deny = recipe.tactics.deny
@@ -157,10 +136,11 @@ def build_plan(
     logger = _make_logger(trt, records, verbose)
     started = time.perf_counter()
     builder = trt.Builder(logger)
-    network, _parser = parse_network(trt, builder, logger, onnx_path)
+    network, _parser = parse_network(trt, builder, logger, onnx_path, network_flags(trt, recipe))
     config, settings = make_config(trt, builder, network, recipe)
     if progress is not None:
         config.progress_monitor = _make_progress_monitor(trt, progress)
+    cache_used = attach_timing_cache(trt, config, timing_cache, records) if use_timing_cache else False
     io_tensors = [
         {"name": t.name, "mode": mode, "dtype": str(t.dtype).rsplit(".", 1)[-1].lower(), "shape": _dims(t.shape)}
         for mode, tensors in (
@@ -183,10 +163,27 @@ def build_plan(
     if plan is None or plan.nbytes == 0:
         errors = [r["message"] for r in records if r["level"] != "warning"]
         detail = errors[-1] if errors else "no error was logged"
-        raise BuildError(f"{backend.label} failed to build the engine: {detail.splitlines()[0]}")
+        gpu_only = cpu_build_fails(recipe, backend)
+        hint = (
+            f"{', '.join(gpu_only)} cannot be built on a CPU-only machine with {backend.label} "
+            "(REFIT/STRIP_PLAN need CUDA, VERSION_COMPATIBLE the lean runtime); build on a GPU machine"
+            if gpu_only
+            else None
+        )
+        raise BuildError(f"{backend.label} failed to build the engine: {detail.splitlines()[0]}", hint=hint)
     layer_info = None
     if backend.flavor == "tensorrt":
         from trtforge.backend.denylist_enforce import engine_layer_info
 
         layer_info = engine_layer_info(trt, plan)
-    return BuildOutput(plan, time.perf_counter() - started, records, io_tensors, settings, report, layer_info)
+    return BuildOutput(
+        plan,
+        time.perf_counter() - started,
+        records,
+        io_tensors,
+        settings,
+        timing_cache=serialized_timing_cache(config) if use_timing_cache else None,
+        timing_cache_used=cache_used,
+        denylist=report,
+        layer_info=layer_info,
+    )

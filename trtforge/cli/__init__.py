@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from trtforge.cli import build as build_cmd
+from trtforge.cli import cache as cache_cmd
 from trtforge.cli import catalog as catalog_cmd
 from trtforge.cli import denylist as denylist_cmd
 from trtforge.cli import info as info_cmd
@@ -25,6 +26,7 @@ app.command("doctor")(info_cmd.doctor)
 app.command("verify")(verify_cmd.verify)
 app.command("refit")(verify_cmd.refit)
 app.add_typer(denylist_cmd.app, name="denylist")
+app.add_typer(cache_cmd.app, name="cache")
 
 
 def main() -> None:

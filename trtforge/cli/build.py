@@ -4,17 +4,21 @@ from __future__ import annotations
 
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from trtforge.build import BuildResult, BuildStage
-from trtforge.cli._errors import run
+from trtforge.cli._errors import reported, run
 from trtforge.cli._options import CatalogOpt, JsonOpt, StoreOpt
 from trtforge.cli._output import Output
 from trtforge.cli._progress import BuildProgress
+from trtforge.errors import BadInputError
+
+if TYPE_CHECKING:
+    from trtforge.reproduce import ReproduceResult
 
 STATUS_STYLE = {"built": "green", "cached": "cyan", "failed": "red"}
 
@@ -28,14 +32,30 @@ def exit_code_for(results: list[BuildResult]) -> int:
 
 
 def build(
-    recipes: Annotated[list[Path], typer.Argument(help="Recipe YAML files.", show_default=False)],
+    recipes: Annotated[list[Path] | None, typer.Argument(help="Recipe YAML files.", show_default=False)] = None,
     store: StoreOpt = None,
     catalog: CatalogOpt = None,
     force: Annotated[bool, typer.Option("--force", help="Rebuild even when the build key is cached.")] = False,
+    reproduce_id: Annotated[
+        str | None,
+        typer.Option(
+            "--reproduce",
+            help="Rebuild this artifact from its recorded recipe, model and timing cache; "
+            "exit 0 if the plan bytes match, 1 if not.",
+            show_default=False,
+        ),
+    ] = None,
     json_output: JsonOpt = False,
 ) -> None:
     """Build engines from recipes; unchanged recipes are cache hits."""
     output = Output(json_output)
+    if reproduce_id is not None:
+        _reproduce(output, reproduce_id, recipes, store, catalog)
+        return
+    recipes = recipes or []
+    if not recipes:
+        with reported(output):
+            raise BadInputError("give one or more recipe files, or --reproduce ID")
 
     def body() -> int:
         progress = BuildProgress(output.err) if output.interactive else None
@@ -49,10 +69,35 @@ def build(
                     results.append(stage.build_one(path))
         finally:
             stage.close()
+        for note in stage.notes:
+            output.info(f"note: {note}")
         output.result([r.as_json() for r in results], lambda console: _render(console, output, results))
         return exit_code_for(results)
 
     run(output, body)
+
+
+def _reproduce(output: Output, ref: str, recipes: list[Path] | None, store: str | None, catalog: str | None) -> None:
+    def body() -> int:
+        if recipes:
+            raise BadInputError("--reproduce takes an artifact id, not recipe files")
+        from trtforge.reproduce import reproduce
+
+        result = reproduce(ref, store, catalog=catalog)
+        output.result(result.as_json(), lambda console: _render_reproduce(console, result))
+        return 0 if result else 1
+
+    run(output, body)
+
+
+def _render_reproduce(console: Console, result: ReproduceResult) -> None:
+    if result.identical:
+        console.print(f"[green]identical[/] {result.name} {result.artifact_id[:12]}: plan {result.rebuilt_sha256[:12]}")
+    else:
+        console.print(
+            f"[red]differs[/] {result.name} {result.artifact_id[:12]}: recorded {result.recorded_sha256[:12]} "
+            f"({result.recorded_size} bytes), rebuilt {result.rebuilt_sha256[:12]} ({result.rebuilt_size} bytes)"
+        )
 
 
 def _render(console: Console, output: Output, results: list[BuildResult]) -> None:

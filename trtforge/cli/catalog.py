@@ -119,6 +119,13 @@ def _render_show(console: Console, record: dict) -> None:
         for removed in denylist["removed"]:
             tactic = removed.get("tactic") or removed["removed"].get("kernel_name") or removed["removed"]["tactic_hash"]
             console.print(f"  removed {tactic} from {removed['layer']}")
+    for section in ("compatibility", "timing_cache"):
+        if record["details"].get(section):
+            console.print(f"[bold]{section.replace('_', ' ')}[/]")
+            for key, value in record["details"][section].items():
+                console.print(f"  {key}: {value}")
+    if record["details"].get("weightless"):
+        console.print("[bold yellow]weightless plan[/]: refit it with the model's weights before use")
     warnings = [r for r in record["build_log"] if r["level"] != "info"]
     if warnings:
         console.print(f"[bold]build log[/] ({len(warnings)} warnings/errors)")

@@ -8,6 +8,7 @@ import sys
 from typing import Any
 
 from rich.console import Console
+from rich.table import Table
 
 from trtforge.cli._errors import run
 from trtforge.cli._options import CatalogOpt, JsonOpt, StoreOpt
@@ -26,6 +27,7 @@ def doctor(store: StoreOpt = None, catalog: CatalogOpt = None, json_output: Json
     output = Output(json_output)
 
     def body() -> None:
+        from trtforge.backend.capabilities import capability_table
         from trtforge.backend.loader import installed_backends
         from trtforge.store import CATALOG_FILE, resolve_store_root
         from trtforge.target import detect_gpus
@@ -33,7 +35,10 @@ def doctor(store: StoreOpt = None, catalog: CatalogOpt = None, json_output: Json
         root = resolve_store_root(store)
         report: dict[str, Any] = {
             "python": platform.python_version(),
-            "backends": [{"flavor": b.flavor, "version": b.version} for b in installed_backends()],
+            "backends": [
+                {"flavor": b.flavor, "version": b.version, "capabilities": capability_table(b)}
+                for b in installed_backends()
+            ],
             "gpus": [vars(g) for g in detect_gpus()],
             "store": str(root),
             "catalog": catalog or f"sqlite:///{root / CATALOG_FILE}",
@@ -51,3 +56,24 @@ def _render(console: Console, report: dict[str, Any]) -> None:
     console.print(f"gpus      {gpus or 'none found (builds with TensorRT-RTX still work on the CPU)'}")
     console.print(f"store     {report['store']}")
     console.print(f"catalog   {report['catalog']}")
+    for backend in report["backends"]:
+        _render_capabilities(console, backend)
+
+
+STATE_STYLE = {"yes": "green", "deprecated": "yellow", "never": "red", "missing": "red", "removed": "red"}
+
+
+def _render_capabilities(console: Console, backend: dict[str, Any]) -> None:
+    table = Table(box=None, header_style="bold", title=f"{backend['flavor']} {backend['version']}: recipe options")
+    table.add_column("option", no_wrap=True)
+    for column in ("state", "since", "removed", "note"):
+        table.add_column(column)
+    for row in backend["capabilities"]:
+        note = row["note"]
+        if row["cpu_build_fails"]:
+            note = "; ".join(filter(None, ["fails in a CPU-only build", note]))
+        style = STATE_STYLE[row["state"]]
+        table.add_row(
+            row["option"], f"[{style}]{row['state']}[/]", row["since"] or "-", row["removed"] or "-", note or ""
+        )
+    console.print(table)

@@ -4,6 +4,7 @@ Layout (owned here, nowhere else)::
 
     <root>/catalog.sqlite            catalog (unless a --catalog URL is given)
     <root>/blobs/sha256/<aa>/<sha>   plan and cache blobs
+    <root>/locks/                    lock files (timing-cache merges, see store/timing_caches.py)
 """
 
 from __future__ import annotations

@@ -39,7 +39,7 @@ from trtforge.errors import CatalogError, NotFoundError
 
 # Every Alembic revision, oldest first. A database at a revision not listed here was written by
 # a newer trtforge; tests check this tuple against the migration scripts.
-SCHEMA_REVISIONS: tuple[str, ...] = ("0001_initial", "0003_verify")
+SCHEMA_REVISIONS: tuple[str, ...] = ("0001_initial", "0002_build_surface", "0003_verify")
 SCHEMA_HEAD = SCHEMA_REVISIONS[-1]
 MIN_ID_PREFIX = 6
 SQLITE_BUSY_TIMEOUT_MS = 60_000

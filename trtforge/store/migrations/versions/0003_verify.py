@@ -1,7 +1,7 @@
 """verifications and stored reference outputs
 
 Revision ID: 0003_verify
-Revises: 0001_initial
+Revises: 0002_build_surface
 Create Date: 2026-11-25
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0003_verify"
-down_revision = "0001_initial"
+down_revision = "0002_build_surface"
 branch_labels = None
 depends_on = None
 

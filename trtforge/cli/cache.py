@@ -1,0 +1,144 @@
+"""`trtforge cache list|export|import|prune`: timing caches per (flavor, TensorRT version, GPU)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from trtforge.cli._errors import run
+from trtforge.cli._options import CatalogOpt, JsonOpt, StoreOpt
+from trtforge.cli._output import Output
+from trtforge.errors import NotFoundError
+from trtforge.store import open_existing_store, open_store
+
+app = typer.Typer(help="Timing caches: one per TensorRT flavor, version and GPU, with history.", no_args_is_help=True)
+
+CacheIdArg = Annotated[str, typer.Argument(help="Timing cache id (or a unique prefix of at least 6 characters).")]
+
+
+@app.command("list")
+def list_caches(
+    all_versions: Annotated[bool, typer.Option("--all", help="Every version, not only the newest.")] = False,
+    store: StoreOpt = None,
+    catalog: CatalogOpt = None,
+    json_output: JsonOpt = False,
+) -> None:
+    """List timing caches (newest version of each, or --all versions)."""
+    output = Output(json_output)
+
+    def body() -> None:
+        from trtforge.store.timing_caches import TimingCaches
+
+        opened = open_existing_store(store, catalog=catalog)
+        rows = [r.summary() for r in TimingCaches(opened).list(all_versions=all_versions)] if opened else []
+        output.result(rows, lambda console: _render_list(console, rows))
+
+    run(output, body)
+
+
+def _render_list(console: Console, rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        console.print("no timing caches")
+        return
+    table = Table(box=None, header_style="bold")
+    for column in ("id", "backend", "gpu", "cc", "gen", "size", "source", "created"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(
+            row["cache_id"][:12],
+            f"{row['flavor']} {row['trt_version']}",
+            row["gpu_name"],
+            row["compute_capability"],
+            str(row["generation"]),
+            f"{row['size']} B",
+            row["source"],
+            row["created_at"][:19],
+        )
+    console.print(table)
+
+
+@app.command("export")
+def export(
+    cache_id: CacheIdArg,
+    dest: Annotated[Path, typer.Argument(help="File to write; its key goes to DEST.json.")],
+    store: StoreOpt = None,
+    catalog: CatalogOpt = None,
+    json_output: JsonOpt = False,
+) -> None:
+    """Write one timing cache version to a file (plus DEST.json naming its flavor, version and GPU)."""
+    output = Output(json_output)
+
+    def body() -> None:
+        from trtforge.timing_cache import export_cache
+
+        opened = open_existing_store(store, catalog=catalog)
+        if opened is None:
+            raise NotFoundError(f"no timing cache with id {cache_id} (the store is empty)")
+        info = export_cache(opened, cache_id, dest)
+        output.result(info, lambda console: console.print(f"exported {info['cache_id'][:12]} to {info['path']}"))
+
+    run(output, body)
+
+
+@app.command("import")
+def import_(
+    path: Annotated[Path, typer.Argument(help="A file written by `trtforge cache export`.")],
+    store: StoreOpt = None,
+    catalog: CatalogOpt = None,
+    json_output: JsonOpt = False,
+) -> None:
+    """Merge an exported timing cache into this machine's; refuses caches for another TensorRT or GPU."""
+    output = Output(json_output)
+
+    def body() -> None:
+        from trtforge.backend.loader import find_backend, import_backend
+        from trtforge.backend.timing_cache import combine
+        from trtforge.timing_cache import import_cache, local_cache_key, read_export
+
+        read_export(path)  # a malformed file is refused before anything else is looked at
+        local = local_cache_key()
+        trt = import_backend(find_backend(local.flavor))
+        opened = open_store(store, catalog=catalog)
+        row = import_cache(opened, path, local, lambda base, new: combine(trt, base, new))
+        summary = row.summary()
+        output.result(summary, lambda console: console.print(f"imported into {row.id[:12]} ({row.key.describe()})"))
+
+    run(output, body)
+
+
+@app.command("prune")
+def prune(
+    keep: Annotated[int, typer.Option("--keep", min=1, help="Versions to keep per cache.")] = 1,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would be deleted.")] = False,
+    store: StoreOpt = None,
+    catalog: CatalogOpt = None,
+    json_output: JsonOpt = False,
+) -> None:
+    """Delete old timing cache versions; blobs an artifact started from are kept."""
+    output = Output(json_output)
+
+    def body() -> None:
+        from trtforge.store.timing_caches import TimingCaches
+
+        opened = open_existing_store(store, catalog=catalog)
+        if opened is None:
+            output.result({"rows": [], "blobs": [], "freed_bytes": 0, "dry_run": dry_run}, lambda c: c.print("nothing"))
+            return
+        caches = TimingCaches(opened)
+        plan = caches.plan_prune(keep)
+        if not dry_run:
+            caches.execute_prune(plan)
+        data = {**plan.as_json(), "dry_run": dry_run}
+        verb = "would delete" if dry_run else "deleted"
+        output.result(
+            data,
+            lambda console: console.print(
+                f"{verb} {len(plan.rows)} cache versions and {len(plan.blobs)} blobs ({plan.freed_bytes} bytes)"
+            ),
+        )
+
+    run(output, body)

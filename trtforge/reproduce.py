@@ -1,0 +1,87 @@
+"""Rebuild an artifact from what the catalog recorded and say whether the plan bytes match.
+
+The rebuild uses the recorded recipe, the model file (which must still hash to the recorded
+digest), the same backend version, and the timing cache the original build started from. It
+writes nothing to the store. TensorRT does not promise bit-identical plans (tactic timing on a
+GPU varies between runs), so a difference is reported, not hidden.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from trtforge.backend.loader import find_backend
+from trtforge.errors import BackendUnavailableError, ModelError, NotFoundError
+from trtforge.keys import sha256_file
+from trtforge.recipe import Recipe
+from trtforge.store import open_existing_store
+
+
+@dataclass
+class ReproduceResult:
+    artifact_id: str
+    name: str
+    identical: bool
+    recorded_sha256: str
+    rebuilt_sha256: str
+    recorded_size: int
+    rebuilt_size: int
+    timing_cache: str | None
+    seconds: float
+
+    def __bool__(self) -> bool:
+        return self.identical
+
+    def as_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def reproduce(ref: str, store: str | Path | None = None, *, catalog: str | None = None) -> ReproduceResult:
+    opened = open_existing_store(store, catalog=catalog)
+    if opened is None:
+        raise NotFoundError(f"no artifact with id {ref} (the store is empty)")
+    try:
+        artifact = opened.catalog.get_artifact(ref)
+        recipe = Recipe.model_validate(artifact.recipe)
+        backend = find_backend(artifact.flavor)
+        if backend.version != artifact.trt_version:
+            raise BackendUnavailableError(
+                f"artifact {artifact.id[:12]} was built with {artifact.flavor} {artifact.trt_version}; "
+                f"installed is {backend.label}",
+                hint=f"install {artifact.flavor}=={artifact.trt_version} to reproduce it",
+            )
+        model_path = Path(artifact.details.get("model", {}).get("path", ""))
+        if not model_path.is_file():
+            raise ModelError(f"model {model_path} of artifact {artifact.id[:12]} is gone; cannot reproduce")
+        if sha256_file(model_path) != artifact.model_sha256:
+            raise ModelError(
+                f"model {model_path} changed since artifact {artifact.id[:12]} was built "
+                f"(recorded sha256 {artifact.model_sha256[:12]})"
+            )
+        cache_record = artifact.details.get("timing_cache") or {}
+        cache_sha = cache_record.get("started_from")
+        cache_data = opened.blobs.read_verified(cache_sha) if cache_sha else None
+        use_cache = bool(cache_record) and "skipped" not in cache_record
+        from trtforge.backend.build import build_plan  # lazy: imports tensorrt
+
+        started = time.perf_counter()
+        output = build_plan(backend, recipe, model_path, use_timing_cache=use_cache, timing_cache=cache_data)
+        view = output.plan_view
+        rebuilt = hashlib.sha256(view).hexdigest()
+        return ReproduceResult(
+            artifact_id=artifact.id,
+            name=artifact.name,
+            identical=rebuilt == artifact.plan_sha256,
+            recorded_sha256=artifact.plan_sha256,
+            rebuilt_sha256=rebuilt,
+            recorded_size=artifact.plan_size,
+            rebuilt_size=view.nbytes,
+            timing_cache=cache_sha,
+            seconds=round(time.perf_counter() - started, 4),
+        )
+    finally:
+        opened.close()
