@@ -145,9 +145,7 @@ class RuntimeTarget:
         return f"{gpu}(cc {self.compute_capability}) with {self.flavor} {self.trt_version}"
 
 
-def explicit_target(
-    *, gpu: str | None, cc: str | None, trt: str | None, flavor: str | None = None
-) -> RuntimeTarget:
+def explicit_target(*, gpu: str | None, cc: str | None, trt: str | None, flavor: str | None = None) -> RuntimeTarget:
     """A target from command-line values, validated; ``--cc`` and ``--trt`` are required."""
     missing = [flag for flag, value in (("--cc", cc), ("--trt", trt)) if not value]
     if missing:

@@ -7,6 +7,7 @@ import typer
 from trtforge.cli import build as build_cmd
 from trtforge.cli import catalog as catalog_cmd
 from trtforge.cli import info as info_cmd
+from trtforge.cli import lookup as lookup_cmd
 
 app = typer.Typer(
     name="trtforge",
@@ -18,6 +19,7 @@ app = typer.Typer(
 app.command("build")(build_cmd.build)
 app.command("list")(catalog_cmd.list_artifacts)
 app.command("show")(catalog_cmd.show)
+app.command("lookup")(lookup_cmd.lookup)
 app.command("schema")(info_cmd.schema)
 app.command("doctor")(info_cmd.doctor)
 
