@@ -13,13 +13,16 @@ if TYPE_CHECKING:
     from trtforge.lookup_stage import LookupResult
     from trtforge.target import RuntimeTarget
 
-__all__ = ["lookup", "target"]
+__all__ = ["lookup", "runtime_target"]
 
 
-def target(
+def runtime_target(
     gpu: str | None = None, cc: str | None = None, trt: str | None = None, flavor: str | None = None
 ) -> RuntimeTarget:
-    """An explicit target (``cc`` and ``trt`` required), or this machine's when all are None."""
+    """An explicit target (``cc`` and ``trt`` required), or this machine's when all are None.
+
+    (Not called ``target``: that is the :mod:`trtforge.target` module.)
+    """
     from trtforge.target import resolve_target
 
     return resolve_target(gpu=gpu, cc=cc, trt=trt, flavor=flavor)
