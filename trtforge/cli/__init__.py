@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from trtforge.cli import build as build_cmd
+from trtforge.cli import bundle as bundle_cmd
 from trtforge.cli import catalog as catalog_cmd
 from trtforge.cli import info as info_cmd
 from trtforge.cli import lookup as lookup_cmd
@@ -20,6 +21,8 @@ app.command("build")(build_cmd.build)
 app.command("list")(catalog_cmd.list_artifacts)
 app.command("show")(catalog_cmd.show)
 app.command("lookup")(lookup_cmd.lookup)
+app.command("export")(bundle_cmd.export)
+app.command("import")(bundle_cmd.import_)
 app.command("schema")(info_cmd.schema)
 app.command("doctor")(info_cmd.doctor)
 
