@@ -169,7 +169,7 @@ class Ranking:
 Rule = Callable[[Candidate, RuntimeTarget], str | None]
 
 
-def _same_release(built: str, running: str) -> bool:
+def same_release(built: str, running: str) -> bool:
     """Equal on every component both versions name (at least major.minor).
 
     ``10.13.3`` matches ``10.13.3.9``: a target given as MAJOR.MINOR.PATCH means that release.
@@ -194,7 +194,7 @@ def rule_flavor(c: Candidate, t: RuntimeTarget) -> str | None:
 def rule_rtx_version(c: Candidate, t: RuntimeTarget) -> str | None:
     # TensorRT-RTX documentation, "Engine Compatibility" > "Version Compatibility": engines are not
     # compatible between different TensorRT-RTX releases; a new runtime needs a rebuilt engine.
-    if c.flavor == "tensorrt_rtx" and not _same_release(c.trt_version, t.trt_version):
+    if c.flavor == "tensorrt_rtx" and not same_release(c.trt_version, t.trt_version):
         return f"TensorRT-RTX {c.trt_version} engine; runtime {t.trt_version} is a different release"
     return None
 
@@ -222,7 +222,7 @@ def rule_trt_version(c: Candidate, t: RuntimeTarget) -> str | None:
     # to the same major and a runtime at least as new as the builder.
     if c.flavor != "tensorrt":
         return None
-    if _same_release(c.trt_version, t.trt_version):
+    if same_release(c.trt_version, t.trt_version):
         return None
     if not c.envelope.version_compatible:
         return f"built with TensorRT {c.trt_version} without version compatibility; target runs {t.trt_version}"
@@ -242,7 +242,7 @@ def rule_lean_runtime(c: Candidate, t: RuntimeTarget) -> str | None:
     # and the runtime loaded for it must be the TensorRT version that built it. A target names
     # one runtime version, so only that exact release can load such a plan.
     if c.flavor == "tensorrt" and c.envelope.version_compatible and c.envelope.exclude_lean_runtime:
-        if not _same_release(c.trt_version, t.trt_version):
+        if not same_release(c.trt_version, t.trt_version):
             return f"plan excludes the lean runtime: it needs the TensorRT {c.trt_version} lean runtime"
     return None
 
@@ -304,7 +304,7 @@ def _envelope_width(c: Candidate) -> int:
 
 def _match(c: Candidate, t: RuntimeTarget) -> Match:
     same_gpu = t.gpu_name is not None and c.gpu_name == t.gpu_name
-    exact_version = _same_release(c.trt_version, t.trt_version)
+    exact_version = same_release(c.trt_version, t.trt_version)
     notes = []
     if c.flavor == "tensorrt" and not same_gpu and c.gpu_name:
         # TensorRT Developer Guide, "Hardware Compatibility": tactics are tuned on the build GPU;

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from trtforge.cli import adopt as adopt_cmd
 from trtforge.cli import build as build_cmd
 from trtforge.cli import bundle as bundle_cmd
 from trtforge.cli import catalog as catalog_cmd
@@ -23,6 +24,7 @@ app.command("show")(catalog_cmd.show)
 app.command("lookup")(lookup_cmd.lookup)
 app.command("export")(bundle_cmd.export)
 app.command("import")(bundle_cmd.import_)
+app.command("adopt")(adopt_cmd.adopt)
 app.command("schema")(info_cmd.schema)
 app.command("doctor")(info_cmd.doctor)
 
