@@ -10,6 +10,7 @@ from trtforge.cli import bundle as bundle_cmd
 from trtforge.cli import catalog as catalog_cmd
 from trtforge.cli import info as info_cmd
 from trtforge.cli import lookup as lookup_cmd
+from trtforge.cli import plan as plan_cmd
 
 app = typer.Typer(
     name="trtforge",
@@ -19,6 +20,7 @@ app = typer.Typer(
     add_completion=False,
 )
 app.command("build")(build_cmd.build)
+app.command("plan")(plan_cmd.plan)
 app.command("list")(catalog_cmd.list_artifacts)
 app.command("show")(catalog_cmd.show)
 app.command("lookup")(lookup_cmd.lookup)
