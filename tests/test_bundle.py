@@ -243,6 +243,9 @@ def test_not_a_bundle(cli, tmp_path: Path) -> None:
 def test_export_bad_input_and_damaged_store(cli, source: dict, tmp_path: Path) -> None:
     unknown = cli("export", "abcdef0123", "-o", tmp_path / "b.tar", "--store", source["store"])
     assert unknown.code == 2 and "no artifact with id" in unknown.stderr
+    (tmp_path / "a-file").write_text("not a directory")
+    unwritable = cli("export", *source["ids"], "-o", tmp_path / "a-file" / "b.tar", "--store", source["store"])
+    assert unwritable.code == 2 and "cannot write bundle" in unwritable.stderr
     assert not (tmp_path / "b.tar").exists()
 
     store = open_store(source["store"])

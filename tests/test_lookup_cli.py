@@ -160,6 +160,10 @@ def test_lookup_by_model_digest_and_output(cli, built_store: dict[str, str], tmp
     human = cli("lookup", "detector", *RTX_4090, "--trt", version, "--store", built_store["store"], "-o", tmp_path)
     assert human.code == 0, human
     assert (tmp_path / "detector.plan").is_file() and human.stdout.strip() == str(tmp_path / "detector.plan")
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a directory")
+    bad = cli("lookup", "detector", *RTX_4090, "--trt", version, "--store", built_store["store"], "-o", blocked / "x")
+    assert bad.code == 2 and "cannot write the plan" in bad.stderr
 
 
 def test_verified_only(cli, built_store: dict[str, str], tmp_path: Path) -> None:

@@ -135,6 +135,21 @@ def export_bundle(store: Store, refs: list[str], destination: Path) -> ExportRep
         "files": files,
     }
     destination = destination.absolute()
+    try:
+        _write_bundle(destination, manifest, records, plans, store, now)
+    except OSError as exc:
+        raise BadInputError(f"cannot write bundle {destination}: {exc.strerror or exc}") from None
+    return ExportReport(destination, sorted(artifacts), len(plans), destination.stat().st_size)
+
+
+def _write_bundle(
+    destination: Path,
+    manifest: dict[str, Any],
+    records: dict[str, bytes],
+    plans: list[str],
+    store: Store,
+    now: datetime,
+) -> None:
     with atomic_write(destination) as handle, tarfile.open(fileobj=handle, mode="w", format=tarfile.PAX_FORMAT) as tar:
         _add_bytes(tar, MANIFEST, json.dumps(manifest, indent=2, sort_keys=True).encode(), now.timestamp())
         for artifact_id, data in sorted(records.items()):
@@ -147,7 +162,6 @@ def export_bundle(store: Store, refs: list[str], destination: Path) -> ExportRep
             info.mtime = int(now.timestamp())
             with open(path, "rb") as plan:
                 tar.addfile(info, plan)
-    return ExportReport(destination, sorted(artifacts), len(plans), destination.stat().st_size)
 
 
 # -- import -------------------------------------------------------------------------------------

@@ -188,12 +188,8 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def materialize(store: Store, plan_sha256: str, destination: Path, *, default_name: str) -> Path:
-    """Put the plan at ``destination`` (hard link, else copy), then check the copy's hash."""
-    source = store.blobs.path_for(plan_sha256)
-    if not source.is_file():
-        raise IntegrityError(f"plan blob {plan_sha256[:12]} is missing from the store")
-    target = destination / f"{default_name}.plan" if destination.is_dir() else destination
+def _link_or_copy(source: Path, target: Path) -> None:
+    """Hard link when on the same file system (instant, no extra space), else an atomic copy."""
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=target.parent)
     os.close(fd)
@@ -209,6 +205,18 @@ def materialize(store: Store, plan_sha256: str, destination: Path, *, default_na
                     out.write(chunk)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def materialize(store: Store, plan_sha256: str, destination: Path, *, default_name: str) -> Path:
+    """Put the plan at ``destination`` (hard link, else copy), then check the copy's hash."""
+    source = store.blobs.path_for(plan_sha256)
+    if not source.is_file():
+        raise IntegrityError(f"plan blob {plan_sha256[:12]} is missing from the store")
+    target = destination / f"{default_name}.plan" if destination.is_dir() else destination
+    try:
+        _link_or_copy(source, target)
+    except OSError as exc:
+        raise BadInputError(f"cannot write the plan to {target}: {exc.strerror or exc}") from None
     actual = file_sha256(target)
     if actual != plan_sha256:
         target.unlink(missing_ok=True)
