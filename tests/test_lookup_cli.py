@@ -132,6 +132,9 @@ def test_tensorrt_targets(cli, built_store: dict[str, str]) -> None:
     assert rules[built_store["a10g"]] == "hardware" and rules[built_store["a100_wide"]] == "hardware"
 
     # An older runtime than every build: nothing, exit 1, and the reasons in human form.
+    rtx_only = cli("lookup", "--model-sha256", built_store["model_sha256"], "--cc", "8.6", "--trt", "10.13.3", *store)
+    assert rtx_only.code == 1 and "none was built for tensorrt" in rtx_only.stderr
+
     old = cli("lookup", "detector", "--cc", "8.6", "--trt", "10.7.0", *store, "--explain")
     assert old.code == 1, old
     assert "trt_version" in old.stdout and "no engine runs on" in old.stderr

@@ -262,8 +262,11 @@ def result_for(
     best: Match | None = ranking.best
     if best is None:
         rules = sorted({r.rule for r in ranking.rejected})
+        where = ranking.target.describe()
+        if not rules:  # rows of other flavors were filtered out in SQL
+            raise NoCompatibleEngineError(f"no engine runs on {where}: none was built for {ranking.target.flavor}")
         raise NoCompatibleEngineError(
-            f"no engine runs on {ranking.target.describe()}: {len(ranking.rejected)} rejected ({', '.join(rules)})"
+            f"no engine runs on {where}: {len(ranking.rejected)} rejected ({', '.join(rules)})"
         )
     candidate = best.candidate
     if output is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from trtforge.backend.loader import FLAVORS, BackendInfo, Flavor, installed_backends
@@ -96,6 +97,7 @@ class TargetError(BadInputError):
     default_hint = TARGET_HINT
 
 
+@lru_cache(maxsize=1024)
 def parse_version(text: str) -> tuple[int, ...]:
     """``"10.13.3.9"`` -> ``(10, 13, 3, 9)``; raises TargetError for anything else."""
     text = text.strip()
@@ -104,6 +106,7 @@ def parse_version(text: str) -> tuple[int, ...]:
     return tuple(int(part) for part in text.split("."))
 
 
+@lru_cache(maxsize=256)
 def parse_compute_capability(text: str) -> tuple[int, int]:
     """``"8.6"`` -> ``(8, 6)``; raises TargetError for anything else."""
     match = _CC.match(text.strip())
