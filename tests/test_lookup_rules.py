@@ -85,6 +85,9 @@ def rule_of(candidate: Candidate, tgt: RuntimeTarget) -> str | None:
         # TensorRT versions: exact by default
         (trt("10.13.3.9"), target(version="10.13.3"), None),
         (trt("10.13.3"), target(version="10.13.2"), "trt_version"),
+        (trt("10.13.3.9"), target(version="10.13.3.7"), "trt_version"),
+        (trt("10.13.3"), target(version="10.13"), "trt_version"),
+        (trt("10.13.0.35"), target(version="10.13"), None),
         (trt("10.13.3"), target(version="10.14.1"), "trt_version"),
         # version compatible: same major, runtime not older, both >= 8.6
         (trt("10.8.0", vc=True), target(version="10.13.3"), None),

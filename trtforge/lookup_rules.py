@@ -170,13 +170,14 @@ Rule = Callable[[Candidate, RuntimeTarget], str | None]
 
 
 def same_release(built: str, running: str) -> bool:
-    """Equal on every component both versions name (at least major.minor).
+    """Equal as releases: MAJOR.MINOR.PATCH always, the build number only when both name one.
 
-    ``10.13.3`` matches ``10.13.3.9``: a target given as MAJOR.MINOR.PATCH means that release.
+    ``10.13.3`` matches ``10.13.3.9`` (a target given as MAJOR.MINOR.PATCH means that release);
+    ``10.13`` means ``10.13.0`` and does not match ``10.13.3``.
     """
     a, b = parse_version(built), parse_version(running)
-    common = min(len(a), len(b))
-    return a[:common] == b[:common]
+    width = max(3, min(len(a), len(b)))
+    return (*a, 0, 0, 0)[:width] == (*b, 0, 0, 0)[:width]
 
 
 def _cc_set(candidate: Candidate) -> tuple[str, ...]:
