@@ -7,12 +7,14 @@ compute capabilities. The target is part of the BuildKey.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from functools import lru_cache
 from typing import Any
 
-from trtforge.backend.loader import BackendInfo
-from trtforge.errors import BackendUnavailableError
+from trtforge.backend.loader import FLAVORS, BackendInfo, Flavor, installed_backends
+from trtforge.errors import BackendUnavailableError, BadInputError
 
 
 @dataclass(frozen=True)
@@ -85,3 +87,109 @@ def build_target_for(backend: BackendInfo, compute_capabilities: Sequence[str] |
         )
     gpu = gpus[0]
     return BuildTarget(backend.flavor, backend.version, gpu.name, (gpu.compute_capability,))
+
+
+# -- runtime targets: where an engine is meant to run (lookup, adopt, plan) ------------------
+
+_CC = re.compile(r"^(\d{1,2})\.(\d)$")
+_VERSION = re.compile(r"^\d{1,3}(\.\d{1,6}){1,3}$")
+TARGET_HINT = 'give the target explicitly: --gpu "NVIDIA A10G" --cc 8.6 --trt 10.13.3 [--flavor tensorrt]'
+
+
+class TargetError(BadInputError):
+    """A target given on the command line is malformed, or none can be detected here."""
+
+    default_hint = TARGET_HINT
+
+
+@lru_cache(maxsize=1024)
+def parse_version(text: str) -> tuple[int, ...]:
+    """``"10.13.3.9"`` -> ``(10, 13, 3, 9)``; raises TargetError for anything else."""
+    text = text.strip()
+    if not _VERSION.match(text):
+        raise TargetError(f"TensorRT version {text[:40]!r} is not of the form MAJOR.MINOR[.PATCH[.BUILD]]")
+    return tuple(int(part) for part in text.split("."))
+
+
+@lru_cache(maxsize=256)
+def parse_compute_capability(text: str) -> tuple[int, int]:
+    """``"8.6"`` -> ``(8, 6)``; raises TargetError for anything else."""
+    match = _CC.match(text.strip())
+    if match is None:
+        raise TargetError(f"compute capability {text[:40]!r} is not of the form MAJOR.MINOR (e.g. 8.6)")
+    return int(match.group(1)), int(match.group(2))
+
+
+@dataclass(frozen=True)
+class RuntimeTarget:
+    """Where an engine should run: runtime flavor and version, GPU model and compute capability.
+
+    ``gpu_name`` may be None for an explicit target that only names a compute capability; then
+    no GPU-model preference or per-model verification status applies. ``detected`` is True when
+    the target describes this machine, which is the only case where the runtime's own validity
+    check can be asked.
+    """
+
+    flavor: Flavor
+    trt_version: str
+    compute_capability: str
+    gpu_name: str | None = None
+    driver_version: str | None = None
+    detected: bool = False
+
+    @property
+    def version_tuple(self) -> tuple[int, ...]:
+        return parse_version(self.trt_version)
+
+    @property
+    def cc_tuple(self) -> tuple[int, int]:
+        return parse_compute_capability(self.compute_capability)
+
+    def as_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def describe(self) -> str:
+        gpu = f"{self.gpu_name} " if self.gpu_name else ""
+        return f"{gpu}(cc {self.compute_capability}) with {self.flavor} {self.trt_version}"
+
+
+def explicit_target(*, gpu: str | None, cc: str | None, trt: str | None, flavor: str | None = None) -> RuntimeTarget:
+    """A target from command-line values, validated; ``--cc`` and ``--trt`` are required."""
+    missing = [flag for flag, value in (("--cc", cc), ("--trt", trt)) if not value]
+    if missing:
+        raise TargetError(f"an explicit target needs {' and '.join(missing)}")
+    chosen = flavor or "tensorrt"
+    if chosen not in FLAVORS:
+        raise TargetError(f"flavor {chosen[:40]!r} is not one of {', '.join(FLAVORS)}")
+    major, minor = parse_compute_capability(cc or "")
+    parse_version(trt or "")
+    name = gpu.strip() if gpu is not None else None
+    if name is not None and not (0 < len(name) <= 128 and name.isprintable()):
+        raise TargetError("GPU name must be 1-128 printable characters")
+    return RuntimeTarget(chosen, (trt or "").strip(), f"{major}.{minor}", name or None)  # type: ignore[arg-type]
+
+
+def detect_target(flavor: str | None = None) -> RuntimeTarget:
+    """This machine as a target: first NVML GPU plus the installed runtime (not imported)."""
+    gpus = detect_gpus()
+    if not gpus:
+        raise TargetError("no NVIDIA GPU detected on this machine (NVML found no driver or device)")
+    backends = [b for b in installed_backends() if flavor in (None, b.flavor)]
+    if not backends:
+        raise TargetError(
+            f"no {flavor or 'TensorRT'} runtime is installed here",
+            hint="install one, or " + TARGET_HINT,
+        )
+    gpu, backend = gpus[0], backends[0]
+    return RuntimeTarget(backend.flavor, backend.version, gpu.compute_capability, gpu.name, gpu.driver_version, True)
+
+
+def resolve_target(
+    *, gpu: str | None = None, cc: str | None = None, trt: str | None = None, flavor: str | None = None
+) -> RuntimeTarget:
+    """Explicit when any of gpu/cc/trt is given, else detected on this machine."""
+    if gpu is not None or cc is not None or trt is not None:
+        return explicit_target(gpu=gpu, cc=cc, trt=trt, flavor=flavor)
+    if flavor is not None and flavor not in FLAVORS:
+        raise TargetError(f"flavor {flavor[:40]!r} is not one of {', '.join(FLAVORS)}")
+    return detect_target(flavor)

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import typer
 
+from trtforge.cli import adopt as adopt_cmd
 from trtforge.cli import build as build_cmd
+from trtforge.cli import bundle as bundle_cmd
 from trtforge.cli import cache as cache_cmd
 from trtforge.cli import catalog as catalog_cmd
 from trtforge.cli import denylist as denylist_cmd
 from trtforge.cli import info as info_cmd
+from trtforge.cli import lookup as lookup_cmd
+from trtforge.cli import plan as plan_cmd
 from trtforge.cli import verify as verify_cmd
 
 app = typer.Typer(
@@ -19,8 +23,13 @@ app = typer.Typer(
     add_completion=False,
 )
 app.command("build")(build_cmd.build)
+app.command("plan")(plan_cmd.plan)
 app.command("list")(catalog_cmd.list_artifacts)
 app.command("show")(catalog_cmd.show)
+app.command("lookup")(lookup_cmd.lookup)
+app.command("export")(bundle_cmd.export)
+app.command("import")(bundle_cmd.import_)
+app.command("adopt")(adopt_cmd.adopt)
 app.command("schema")(info_cmd.schema)
 app.command("doctor")(info_cmd.doctor)
 app.command("verify")(verify_cmd.verify)

@@ -23,3 +23,12 @@ CatalogOpt = Annotated[
     ),
 ]
 ArtifactArg = Annotated[str, typer.Argument(help="Artifact id or a unique prefix of at least 6 characters.")]
+GpuOpt = Annotated[str | None, typer.Option("--gpu", help='Target GPU model, e.g. "NVIDIA A10G".', show_default=False)]
+CcOpt = Annotated[str | None, typer.Option("--cc", help="Target compute capability, e.g. 8.6.", show_default=False)]
+TrtOpt = Annotated[
+    str | None, typer.Option("--trt", help="Target TensorRT (or TensorRT-RTX) version.", show_default=False)
+]
+FlavorOpt = Annotated[
+    str | None,
+    typer.Option("--flavor", help="Target runtime: tensorrt (default) or tensorrt_rtx.", show_default=False),
+]

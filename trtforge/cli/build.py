@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from contextlib import nullcontext
-from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from trtforge.batch import UnmatchedPattern, expand_recipes
 from trtforge.build import BuildResult, BuildStage
 from trtforge.cli._errors import reported, run
 from trtforge.cli._options import CatalogOpt, JsonOpt, StoreOpt
@@ -32,10 +32,16 @@ def exit_code_for(results: list[BuildResult]) -> int:
 
 
 def build(
-    recipes: Annotated[list[Path] | None, typer.Argument(help="Recipe YAML files.", show_default=False)] = None,
+    recipes: Annotated[
+        list[str] | None,
+        typer.Argument(help="Recipe YAML files or glob patterns (quoted).", show_default=False),
+    ] = None,
     store: StoreOpt = None,
     catalog: CatalogOpt = None,
     force: Annotated[bool, typer.Option("--force", help="Rebuild even when the build key is cached.")] = False,
+    fail_fast: Annotated[
+        bool, typer.Option("--fail-fast", help="Stop at the first failure instead of building the rest.")
+    ] = False,
     reproduce_id: Annotated[
         str | None,
         typer.Option(
@@ -63,10 +69,16 @@ def build(
         results = []
         try:
             with progress if progress is not None else nullcontext():
-                for path in recipes:
-                    if progress is not None:
-                        progress.start_recipe(path.name)
-                    results.append(stage.build_one(path))
+                for item in expand_recipes(recipes):
+                    if isinstance(item, UnmatchedPattern):
+                        result = BuildResult(item.pattern, None, "failed", error="no recipe file matches", exit_code=2)
+                    else:
+                        if progress is not None:
+                            progress.start_recipe(item.name)
+                        result = stage.build_one(item)
+                    results.append(result)
+                    if fail_fast and not result:
+                        break
         finally:
             stage.close()
         for note in stage.notes:
@@ -77,7 +89,7 @@ def build(
     run(output, body)
 
 
-def _reproduce(output: Output, ref: str, recipes: list[Path] | None, store: str | None, catalog: str | None) -> None:
+def _reproduce(output: Output, ref: str, recipes: list[str] | None, store: str | None, catalog: str | None) -> None:
     def body() -> int:
         if recipes:
             raise BadInputError("--reproduce takes an artifact id, not recipe files")

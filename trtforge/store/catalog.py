@@ -34,6 +34,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy.sql import Select
 
 from trtforge.errors import CatalogError, NotFoundError
 
@@ -344,9 +345,19 @@ class Catalog:
 
     def statuses(self, artifact_id: str) -> dict[str, str]:
         """Status per GPU model: that of the newest verification on it (absent: unverified)."""
-        latest: dict[str, str] = {}
-        for verification in self.verifications(artifact_id):
-            latest.setdefault(verification.gpu_name, verification.status)
+        return self.statuses_of(select(Artifact.id).where(Artifact.id == artifact_id)).get(artifact_id, {})
+
+    def statuses_of(self, artifact_ids: Select[Any]) -> dict[str, dict[str, str]]:
+        """Status per GPU model for every artifact an id query selects, in one query."""
+        stmt = (
+            select(Verification.artifact_id, Verification.gpu_name, Verification.status)
+            .where(Verification.artifact_id.in_(artifact_ids.scalar_subquery()))
+            .order_by(Verification.created_at.desc(), Verification.id)
+        )
+        latest: dict[str, dict[str, str]] = {}
+        with self.reading() as session:
+            for artifact_id, gpu_name, status in session.execute(stmt):
+                latest.setdefault(artifact_id, {}).setdefault(gpu_name, status)
         return latest
 
     # -- reference outputs ----------------------------------------------------------------

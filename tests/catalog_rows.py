@@ -1,0 +1,79 @@
+"""Catalog rows describing artifacts built elsewhere (TensorRT on GPUs this machine lacks).
+
+Their plan blobs hold placeholder bytes: lookup reads the rows, never runs the plans.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from trtforge.store import Store
+from trtforge.store.catalog import Artifact, Blob, Verification
+
+BASE_TIME = datetime(2026, 1, 1, tzinfo=timezone.utc)
+
+
+def add_row(
+    store: Store,
+    *,
+    name: str = "detector",
+    flavor: str = "tensorrt",
+    trt_version: str = "10.13.3",
+    gpu_name: str | None = "NVIDIA A10G",
+    ccs: tuple[str, ...] = ("8.6",),
+    compatibility: dict[str, Any] | None = None,
+    verified_on: dict[str, str] | None = None,  # GPU model -> status, recorded as verification rows
+    age_minutes: int = 0,
+    model_sha256: str = "a" * 64,
+    origin: str | None = None,
+) -> str:
+    """Insert one artifact row plus a placeholder plan blob; returns the artifact id."""
+    artifact_id = uuid.uuid4().hex
+    blob = store.blobs.put_bytes(f"placeholder plan {artifact_id}".encode())
+    details: dict[str, Any] = {}
+    if compatibility is not None:
+        details["compatibility"] = compatibility
+    if origin is not None:
+        details["origin"] = origin
+    store.catalog.add_artifact(
+        Artifact(
+            id=artifact_id,
+            name=name,
+            build_key=uuid.uuid4().hex * 2,
+            recipe_fingerprint="f" * 64,
+            model_sha256=model_sha256,
+            flavor=flavor,
+            trt_version=trt_version,
+            gpu_name=gpu_name,
+            compute_capabilities=list(ccs),
+            plan_sha256=blob.sha256,
+            plan_size=blob.size,
+            io_tensors=[],
+            profiles=[],
+            recipe={},
+            recipe_path=None,
+            build_seconds=0.0,
+            build_log=[],
+            details=details,
+            created_at=BASE_TIME + timedelta(minutes=1000 - age_minutes),
+        ),
+        Blob(sha256=blob.sha256, size=blob.size, kind="plan"),
+    )
+    for gpu, status in (verified_on or {}).items():
+        store.catalog.add_verification(
+            Verification(
+                id=uuid.uuid4().hex,
+                artifact_id=artifact_id,
+                gpu_name=gpu,
+                compute_capability=ccs[0] if ccs else None,
+                runtime_flavor=flavor,
+                runtime_version=trt_version,
+                status=status,
+                checks=[],
+                perf=[],
+                details={},
+            )
+        )
+    return artifact_id

@@ -1,0 +1,278 @@
+"""Lookup end to end: a real TensorRT-RTX artifact plus rows for TensorRT engines built elsewhere."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.catalog_rows import add_row
+from tests.conftest import subprocess_env
+from trtforge.store import open_store
+
+RTX_4090 = ("--gpu", "NVIDIA GeForce RTX 4090", "--cc", "8.9", "--flavor", "tensorrt_rtx")
+
+
+@pytest.fixture(scope="module")
+def built_store(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """One real TensorRT-RTX build of a tiny MLP, then rows describing TensorRT engines."""
+    from tests import onnx_models
+
+    root = tmp_path_factory.mktemp("lookup")
+    model = onnx_models.save(onnx_models.mlp(0), root / "models" / "detector.onnx")
+    recipe = root / "detector.yaml"
+    recipe.write_text(
+        "name: detector\nmodel:\n  onnx: models/detector.onnx\nbackend: tensorrt_rtx\n"
+        "profiles:\n  - x: {min: [1, 4], opt: [2, 4], max: [4, 4]}\nbuild:\n  optimization_level: 0\n"
+    )
+    store_dir = root / "store"
+    proc = subprocess.run(
+        [sys.executable, "-m", "trtforge", "build", str(recipe), "--store", str(store_dir), "--json"],
+        capture_output=True,
+        text=True,
+        env=subprocess_env(),
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr
+    import json
+
+    [built] = json.loads(proc.stdout)
+    store = open_store(store_dir)
+    try:
+        rtx_version = store.catalog.get_artifact(built["artifact_id"]).trt_version
+        model_sha = store.catalog.get_artifact(built["artifact_id"]).model_sha256
+        ids = {
+            "rtx": built["artifact_id"],
+            "rtx_version": rtx_version,
+            "model_sha256": model_sha,
+            "rtx_old": add_row(store, flavor="tensorrt_rtx", trt_version="1.6.0", gpu_name=None, ccs=()),
+            "a10g": add_row(store, gpu_name="NVIDIA A10G", ccs=("8.6",), trt_version="10.13.3", age_minutes=30),
+            "a100_wide": add_row(
+                store,
+                gpu_name="NVIDIA A100-SXM4-80GB",
+                ccs=("8.0",),
+                trt_version="10.8.0",
+                compatibility={"hardware": "ampere_plus", "version_compatible": True},
+                age_minutes=10,
+            ),
+            "t4": add_row(store, gpu_name="Tesla T4", ccs=("7.5",), trt_version="10.13.3"),
+            "other_model": add_row(store, name="classifier", model_sha256="b" * 64),
+        }
+    finally:
+        store.close()
+    ids["store"] = str(store_dir)
+    ids["model"] = str(model)
+    return ids
+
+
+def rejected_rules(report: dict) -> dict[str, str]:
+    return {r["artifact_id"]: r["rule"] for r in report["rejected"]}
+
+
+def test_rtx_target_finds_the_real_build(cli, built_store: dict[str, str]) -> None:
+    version = built_store["rtx_version"].rsplit(".", 1)[0]  # a release given as MAJOR.MINOR.PATCH
+    result = cli(
+        "lookup", "detector", *RTX_4090, "--trt", version, "--store", built_store["store"], "--explain", "--json"
+    )
+    assert result.code == 0, result
+    report = result.json()
+    assert report["best"]["artifact_id"] == built_store["rtx"]
+    assert Path(report["best"]["path"]).is_file()
+    assert rejected_rules(report) == {
+        built_store["rtx_old"]: "rtx_version",
+        built_store["a10g"]: "flavor",
+        built_store["a100_wide"]: "flavor",
+        built_store["t4"]: "flavor",
+    }
+
+
+def test_rtx_build_refused_on_hopper_and_turing(cli, built_store: dict[str, str]) -> None:
+    for cc in ("9.0", "7.5"):
+        args = ("--gpu", "some gpu", "--cc", cc, "--flavor", "tensorrt_rtx", "--trt", built_store["rtx_version"])
+        result = cli("lookup", "detector", *args, "--store", built_store["store"], "--explain", "--json")
+        assert result.code == 1, result
+        report = result.json()
+        assert report["best"] is None and "no engine runs on" in report["error"]
+        assert rejected_rules(report)[built_store["rtx"]] == "rtx_compute_capability"
+
+
+def test_tensorrt_targets(cli, built_store: dict[str, str]) -> None:
+    store = ("--store", built_store["store"])
+    a10g = cli("lookup", "detector", "--gpu", "NVIDIA A10G", "--cc", "8.6", "--trt", "10.13.3", *store, "--json")
+    assert a10g.code == 0, a10g
+    report = a10g.json()
+    assert [m["artifact_id"] for m in report["matches"]] == [built_store["a10g"], built_store["a100_wide"]]
+    assert "rejected" not in report  # only with --explain
+
+    # Same capability, another GPU model: still the exact build first, with a note.
+    a6000 = cli("lookup", "detector", "--gpu", "NVIDIA RTX A6000", "--cc", "8.6", "--trt", "10.13.3", *store, "--json")
+    best = a6000.json()["best"]
+    assert best["artifact_id"] == built_store["a10g"] and any("may run slower" in n for n in best["notes"])
+
+    # Hopper on a newer 10.x runtime: only the Ampere+ version-compatible engine can run.
+    h100 = cli(
+        "lookup", "detector", "--gpu", "NVIDIA H100", "--cc", "9.0", "--trt", "10.14.1", *store, "--explain", "--json"
+    )
+    assert h100.code == 0, h100
+    report = h100.json()
+    assert report["best"]["artifact_id"] == built_store["a100_wide"]
+    rules = rejected_rules(report)
+    assert rules[built_store["a10g"]] == "trt_version" and rules[built_store["t4"]] == "trt_version"
+    assert rules[built_store["rtx"]] == "flavor"
+
+    # Turing with the build's runtime: only the T4 engine.
+    t4 = cli(
+        "lookup", "detector", "--gpu", "Tesla T4", "--cc", "7.5", "--trt", "10.13.3", *store, "--explain", "--json"
+    )
+    rules = rejected_rules(t4.json())
+    assert t4.json()["best"]["artifact_id"] == built_store["t4"]
+    assert rules[built_store["a10g"]] == "hardware" and rules[built_store["a100_wide"]] == "hardware"
+
+    # An older runtime than every build: nothing, exit 1, and the reasons in human form.
+    rtx_only = cli("lookup", "--model-sha256", built_store["model_sha256"], "--cc", "8.6", "--trt", "10.13.3", *store)
+    assert rtx_only.code == 1 and "none was built for tensorrt" in rtx_only.stderr
+
+    old = cli("lookup", "detector", "--cc", "8.6", "--trt", "10.7.0", *store, "--explain")
+    assert old.code == 1, old
+    assert "trt_version" in old.stdout and "no engine runs on" in old.stderr
+
+
+def test_lookup_by_model_digest_and_output(cli, built_store: dict[str, str], tmp_path: Path) -> None:
+    out = tmp_path / "deploy" / "detector.plan"
+    version = built_store["rtx_version"]
+    result = cli(
+        "lookup",
+        "--model-sha256",
+        built_store["model_sha256"],
+        *RTX_4090,
+        "--trt",
+        version,
+        "--store",
+        built_store["store"],
+        "--output",
+        out,
+        "--json",
+    )
+    assert result.code == 0, result
+    best = result.json()["best"]
+    assert best["path"] == str(out)
+    assert hashlib.sha256(out.read_bytes()).hexdigest() == best["plan_sha256"]
+    human = cli("lookup", "detector", *RTX_4090, "--trt", version, "--store", built_store["store"], "-o", tmp_path)
+    assert human.code == 0, human
+    assert (tmp_path / "detector.plan").is_file() and human.stdout.strip() == str(tmp_path / "detector.plan")
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a directory")
+    bad = cli("lookup", "detector", *RTX_4090, "--trt", version, "--store", built_store["store"], "-o", blocked / "x")
+    assert bad.code == 2 and "cannot write the plan" in bad.stderr
+
+
+def test_verified_only(cli, built_store: dict[str, str], tmp_path: Path) -> None:
+    store_dir = tmp_path / "store"
+    store = open_store(store_dir)
+    plain = add_row(store, age_minutes=0)
+    verified = add_row(store, age_minutes=100, verified_on={"NVIDIA A10G": "passed"})
+    failed = add_row(store, age_minutes=0, verified_on={"NVIDIA A10G": "failed"})
+    store.close()
+    target = ("--gpu", "NVIDIA A10G", "--cc", "8.6", "--trt", "10.13.3", "--store", store_dir)
+    ranked = cli("lookup", "detector", *target, "--explain", "--json").json()
+    assert [m["artifact_id"] for m in ranked["matches"]] == [verified, plain]
+    assert rejected_rules(ranked) == {failed: "verification"}
+    only = cli("lookup", "detector", *target, "--verified-only", "--explain", "--json").json()
+    assert [m["artifact_id"] for m in only["matches"]] == [verified]
+    assert rejected_rules(only) == {failed: "verification", plain: "verified_only"}
+
+
+def test_tampered_blob_is_not_handed_out(cli, tmp_path: Path) -> None:
+    store_dir = tmp_path / "store"
+    store = open_store(store_dir)
+    add_row(store)
+    [artifact] = store.catalog.list_artifacts()
+    blob = store.blobs.path_for(artifact.plan_sha256)
+    store.close()
+    blob.chmod(0o644)
+    blob.write_bytes(b"evil")
+    target = ("--cc", "8.6", "--trt", "10.13.3", "--store", store_dir)
+    assert cli("lookup", "detector", *target).code == 1
+    result = cli("lookup", "detector", *target, "--output", tmp_path / "x.plan")
+    assert result.code == 1 and "corrupted" in result.stderr
+    assert not (tmp_path / "x.plan").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("nope", "--cc", "8.6", "--trt", "10.13.3"), "no artifact named 'nope'"),
+        (("detector", "--cc", "86", "--trt", "10.13.3"), "compute capability '86'"),
+        (("detector", "--cc", "8.6", "--trt", "latest"), "TensorRT version 'latest'"),
+        (("detector", "--gpu", "NVIDIA A10G"), "needs --cc and --trt"),
+        (("detector", "--cc", "8.6", "--trt", "10.1", "--flavor", "onnx"), "flavor 'onnx'"),
+        (("--model-sha256", "xyz", "--cc", "8.6", "--trt", "10.1"), "not a lowercase hex sha256"),
+        (("--cc", "8.6", "--trt", "10.1"), "needs a name or --model-sha256"),
+        (("detector",), "no NVIDIA GPU detected"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(
+    cli, built_store: dict[str, str], args: tuple[str, ...], message: str
+) -> None:
+    result = cli("lookup", *args, "--store", built_store["store"])
+    assert result.code == 2, result
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert result.stderr.startswith("error: ")
+
+
+def test_empty_store_is_exit_2(cli, tmp_path: Path) -> None:
+    result = cli("lookup", "detector", "--cc", "8.6", "--trt", "10.13.3", "--store", tmp_path / "none")
+    assert result.code == 2 and "store is empty" in result.stderr
+    assert not (tmp_path / "none").exists()
+
+
+def test_python_api_imports_nothing_heavy(built_store: dict[str, str]) -> None:
+    code = f"""
+import sys, trtforge
+target = trtforge.runtime_target(gpu="NVIDIA A10G", cc="8.6", trt="10.13.3")
+found = trtforge.lookup("detector", target, store={built_store["store"]!r})
+heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("tensorrt", "tensorrt_rtx", "polygraphy", "onnx",
+    "onnxruntime", "alembic", "numpy"))
+print(found.artifact_id, found.path.is_file(), heavy)
+"""
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=subprocess_env(), timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == [built_store["a10g"], "True", "[]"]
+
+
+def test_python_api_errors(built_store: dict[str, str]) -> None:
+    import trtforge
+    from trtforge.errors import NotFoundError
+    from trtforge.lookup_stage import NoCompatibleEngineError
+
+    target = trtforge.runtime_target(cc="7.0", trt="10.13.3")
+    with pytest.raises(NoCompatibleEngineError):
+        trtforge.lookup("detector", target, store=built_store["store"])
+    with pytest.raises(NotFoundError):
+        trtforge.lookup("nope", target, store=built_store["store"])
+
+
+def test_runtime_validity_has_the_final_word_on_a_detected_target(built_store: dict[str, str]) -> None:
+    """The real TensorRT-RTX runtime judges the real plan. Without a GPU it answers INVALID, so
+    the rules' best match is dropped with rule ``runtime_validity``; on a GPU it would stay."""
+    from trtforge.lookup_stage import rank_in_store
+    from trtforge.store import open_existing_store
+    from trtforge.target import RuntimeTarget
+
+    here = RuntimeTarget("tensorrt_rtx", built_store["rtx_version"], "8.9", "NVIDIA GeForce RTX 4090", detected=True)
+    store = open_existing_store(built_store["store"])
+    assert store is not None
+    try:
+        unchecked = rank_in_store(store, here, name="detector", runtime_check=False)
+        assert unchecked.best is not None and unchecked.best.candidate.artifact_id == built_store["rtx"]
+        checked = rank_in_store(store, here, name="detector")
+    finally:
+        store.close()
+    assert checked.best is None
+    rejection = next(r for r in checked.rejected if r.candidate.artifact_id == built_store["rtx"])
+    assert rejection.rule == "runtime_validity" and "INVALID" in rejection.reason

@@ -1,0 +1,212 @@
+"""Every compatibility rule and the ranking, on explicit targets, one case per row."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+
+from trtforge.lookup_rules import Candidate, Envelope, first_failing_rule, rank
+from trtforge.target import RuntimeTarget, TargetError, explicit_target
+
+T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+
+
+def trt(
+    version: str = "10.13.3",
+    ccs: tuple[str, ...] = ("8.6",),
+    gpu: str | None = "NVIDIA A10G",
+    *,
+    hardware: str = "none",
+    vc: bool = False,
+    lean_excluded: bool = False,
+    ident: str = "t",
+    minutes: int = 0,
+    verified: dict[str, str] | None = None,
+) -> Candidate:
+    return Candidate(
+        artifact_id=ident,
+        name="detector",
+        flavor="tensorrt",
+        trt_version=version,
+        compute_capabilities=ccs,
+        plan_sha256="0" * 64,
+        created_at=T0 + timedelta(minutes=minutes),
+        gpu_name=gpu,
+        envelope=Envelope(hardware, vc, lean_excluded),
+        verified_on=verified or {},
+    )
+
+
+def rtx(version: str = "1.7.1.116", ccs: tuple[str, ...] = (), *, ident: str = "r", minutes: int = 0) -> Candidate:
+    return Candidate(
+        artifact_id=ident,
+        name="detector",
+        flavor="tensorrt_rtx",
+        trt_version=version,
+        compute_capabilities=ccs,
+        plan_sha256="0" * 64,
+        created_at=T0 + timedelta(minutes=minutes),
+    )
+
+
+def target(cc: str = "8.6", version: str = "10.13.3", gpu: str | None = "NVIDIA A10G", flavor: str = "tensorrt"):
+    return explicit_target(gpu=gpu, cc=cc, trt=version, flavor=flavor)
+
+
+def rule_of(candidate: Candidate, tgt: RuntimeTarget) -> str | None:
+    failing = first_failing_rule(candidate, tgt)
+    return failing[0] if failing else None
+
+
+@pytest.mark.parametrize(
+    ("candidate", "tgt", "rule"),
+    [
+        # flavor
+        (trt(), target(flavor="tensorrt_rtx", version="1.7.1"), "flavor"),
+        (rtx(), target(version="1.7.1"), "flavor"),
+        # TensorRT-RTX: same release only
+        (rtx("1.7.1.116"), target(version="1.7.1", flavor="tensorrt_rtx"), None),
+        (rtx("1.7.1.116"), target(version="1.7.1.116", flavor="tensorrt_rtx"), None),
+        (rtx("1.7.1.116"), target(version="1.7.2", flavor="tensorrt_rtx"), "rtx_version"),
+        (rtx("1.6.0"), target(version="1.7.1", flavor="tensorrt_rtx"), "rtx_version"),
+        # TensorRT-RTX: default compute capabilities 8.0, 8.6, 8.9, 12.x; not 7.5 unless asked; never 9.0
+        (rtx(), target("8.0", "1.7.1", flavor="tensorrt_rtx"), None),
+        (rtx(), target("8.6", "1.7.1", flavor="tensorrt_rtx"), None),
+        (rtx(), target("8.9", "1.7.1", flavor="tensorrt_rtx"), None),
+        (rtx(), target("12.0", "1.7.1", flavor="tensorrt_rtx"), None),
+        (rtx(), target("7.5", "1.7.1", flavor="tensorrt_rtx"), "rtx_compute_capability"),
+        (rtx(), target("9.0", "1.7.1", flavor="tensorrt_rtx"), "rtx_compute_capability"),
+        (rtx(ccs=("7.5",)), target("7.5", "1.7.1", flavor="tensorrt_rtx"), None),
+        (rtx(ccs=("7.5",)), target("8.6", "1.7.1", flavor="tensorrt_rtx"), "rtx_compute_capability"),
+        (rtx(ccs=("8.6", "8.9")), target("12.0", "1.7.1", flavor="tensorrt_rtx"), "rtx_compute_capability"),
+        (rtx(ccs=("9.0",)), target("9.0", "1.7.1", flavor="tensorrt_rtx"), "rtx_compute_capability"),
+        # TensorRT versions: exact by default
+        (trt("10.13.3.9"), target(version="10.13.3"), None),
+        (trt("10.13.3"), target(version="10.13.2"), "trt_version"),
+        (trt("10.13.3.9"), target(version="10.13.3.7"), "trt_version"),
+        (trt("10.13.3"), target(version="10.13"), "trt_version"),
+        (trt("10.13.0.35"), target(version="10.13"), None),
+        (trt("10.13.3"), target(version="10.14.1"), "trt_version"),
+        # version compatible: same major, runtime not older, both >= 8.6
+        (trt("10.8.0", vc=True), target(version="10.13.3"), None),
+        (trt("10.13.3", vc=True), target(version="10.8.0"), "trt_version"),
+        (trt("10.13.3", vc=True), target(version="11.0.0"), "trt_version"),
+        (trt("8.6.1", vc=True), target(version="8.6.3"), None),
+        (trt("8.5.3", vc=True), target(version="8.6.1"), "trt_version"),
+        # lean runtime excluded: only the build's own runtime version can load it
+        (trt("10.8.0", vc=True, lean_excluded=True), target(version="10.8.0"), None),
+        (trt("10.8.0", vc=True, lean_excluded=True), target(version="10.13.3"), "lean_runtime"),
+        (trt("10.8.0", vc=False, lean_excluded=True), target(version="10.13.3"), "trt_version"),
+        # hardware compatibility levels
+        (trt(ccs=("8.6",)), target("8.6", gpu="NVIDIA RTX A6000"), None),
+        (trt(ccs=("8.6",)), target("8.9"), "hardware"),
+        (trt(ccs=("8.6",), hardware="same_compute_capability"), target("8.6", gpu="NVIDIA A40"), None),
+        (trt(ccs=("8.6",), hardware="same_compute_capability"), target("8.0"), "hardware"),
+        (trt(ccs=("8.6",), hardware="ampere_plus"), target("8.0", gpu="NVIDIA A100"), None),
+        (trt(ccs=("8.6",), hardware="ampere_plus"), target("9.0", gpu="NVIDIA H100"), None),
+        (trt(ccs=("8.6",), hardware="ampere_plus"), target("12.0"), None),
+        (trt(ccs=("8.6",), hardware="ampere_plus"), target("7.5", gpu="Tesla T4"), "hardware"),
+        (trt(ccs=()), target("8.6"), "hardware"),
+        # hardware + version together: version is judged first
+        (trt("10.8.0", ccs=("8.0",), hardware="ampere_plus", vc=True), target("8.9", "10.13.3"), None),
+        (trt("10.8.0", ccs=("8.0",), hardware="ampere_plus", vc=True), target("7.5", "10.13.3"), "hardware"),
+        (trt("10.8.0", ccs=("8.0",), hardware="ampere_plus"), target("7.5", "10.13.3"), "trt_version"),
+        # verification on this GPU model
+        (trt(verified={"NVIDIA A10G": "failed"}), target(), "verification"),
+        (trt(verified={"NVIDIA A10G": "failed"}), target(gpu="NVIDIA RTX A6000"), None),
+        (trt(verified={"NVIDIA A10G": "passed"}), target(), None),
+    ],
+)
+def test_rule(candidate: Candidate, tgt: RuntimeTarget, rule: str | None) -> None:
+    assert rule_of(candidate, tgt) == rule
+
+
+def test_rejection_carries_one_rule_and_a_reason() -> None:
+    ranking = rank([trt("10.13.3", vc=True)], target(version="10.8.0"))
+    [rejection] = ranking.rejected
+    assert rejection.rule == "trt_version"
+    assert "newer runtimes only" in rejection.reason and "10.13.3" in rejection.reason
+    assert not ranking and ranking.best is None
+
+
+@pytest.mark.parametrize(
+    ("details", "expected"),
+    [
+        (None, Envelope("none", False, False)),
+        ({}, Envelope("none", False, False)),
+        ({"compatibility": None}, Envelope("none", False, False)),
+        ({"compatibility": "garbage"}, Envelope("none", False, False)),
+        ({"compatibility": {"hardware": "everything", "version_compatible": "yes"}}, Envelope("none", False, False)),
+        (
+            {"compatibility": {"hardware": "ampere_plus", "version_compatible": True, "exclude_lean_runtime": True}},
+            Envelope("ampere_plus", True, True),
+        ),
+        ({"compatibility": {"hardware": "same_compute_capability"}}, Envelope("same_compute_capability", False, False)),
+    ],
+)
+def test_envelope_defaults_are_the_most_restrictive(details: Any, expected: Envelope) -> None:
+    assert Envelope.from_details(details) == expected
+
+
+def test_ranking_order() -> None:
+    """verified here > exact version > same GPU model > narrower envelope > newer."""
+    candidates = [
+        trt("10.8.0", vc=True, ident="vc-old-runtime", minutes=50),
+        trt("10.13.3", gpu="NVIDIA RTX A6000", ident="other-gpu", minutes=40),
+        trt("10.13.3", hardware="ampere_plus", ident="wide", minutes=30),
+        trt("10.13.3", ident="exact-old", minutes=10),
+        trt("10.13.3", ident="exact-new", minutes=20),
+        trt("10.8.0", vc=True, ident="verified", minutes=0, verified={"NVIDIA A10G": "passed"}),
+    ]
+    ranking = rank(candidates, target())
+    assert [m.candidate.artifact_id for m in ranking.matches] == [
+        "verified",
+        "exact-new",
+        "exact-old",
+        "wide",
+        "other-gpu",
+        "vc-old-runtime",
+    ]
+    assert ranking.rejected == []
+    other = next(m for m in ranking.matches if m.candidate.artifact_id == "other-gpu")
+    assert any("may run slower" in note for note in other.notes)
+    vc = next(m for m in ranking.matches if m.candidate.artifact_id == "vc-old-runtime")
+    assert any("engine_host_code_allowed" in note for note in vc.notes)
+
+
+def test_rtx_ranking_prefers_the_narrower_list_then_newer() -> None:
+    candidates = [rtx(ident="default", minutes=30), rtx(ccs=("8.9",), ident="ada-only"), rtx(ident="older")]
+    ranking = rank(candidates, target("8.9", "1.7.1", flavor="tensorrt_rtx"))
+    assert [m.candidate.artifact_id for m in ranking.matches] == ["ada-only", "default", "older"]
+
+
+def test_verified_only_rejects_unverified_and_needs_a_gpu_model() -> None:
+    candidates = [trt(ident="plain"), trt(ident="ok", verified={"NVIDIA A10G": "passed"})]
+    ranking = rank(candidates, target(), verified_only=True)
+    assert [m.candidate.artifact_id for m in ranking.matches] == ["ok"]
+    assert [(r.candidate.artifact_id, r.rule) for r in ranking.rejected] == [("plain", "verified_only")]
+    no_model = rank(candidates, target(gpu=None), verified_only=True)
+    assert no_model.matches == [] and {r.rule for r in no_model.rejected} == {"verified_only"}
+    assert "no GPU model given" in no_model.rejected[0].reason
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"gpu": "x", "cc": "86", "trt": "10.1"}, "compute capability '86'"),
+        ({"gpu": "x", "cc": "8.6.1", "trt": "10.1"}, "compute capability"),
+        ({"gpu": "x", "cc": "8.6", "trt": "ten"}, "TensorRT version 'ten'"),
+        ({"gpu": "x", "cc": "8.6", "trt": "10"}, "TensorRT version"),
+        ({"gpu": "x", "cc": None, "trt": "10.1"}, "needs --cc"),
+        ({"gpu": "x", "cc": None, "trt": None}, "needs --cc and --trt"),
+        ({"gpu": "x", "cc": "8.6", "trt": "10.1", "flavor": "onnx"}, "flavor 'onnx'"),
+        ({"gpu": "", "cc": "8.6", "trt": "10.1"}, "GPU name"),
+        ({"gpu": "a\nb", "cc": "8.6", "trt": "10.1"}, "GPU name"),
+    ],
+)
+def test_malformed_targets(kwargs: dict[str, Any], message: str) -> None:
+    with pytest.raises(TargetError, match=message) as info:
+        explicit_target(**kwargs)
+    assert info.value.exit_code == 2 and "--cc" in (info.value.hint or "")

@@ -1,0 +1,329 @@
+"""Deployment bundles: artifacts (plans + catalog records) in one tar, checked on the way in.
+
+Layout of a bundle (a plain, uncompressed tar; plans do not compress much)::
+
+    manifest.json              format, version, artifact ids, sha256 + size of every other file
+    artifacts/<id>.json        the artifact's catalog record (every column) and its verifications
+    plans/<sha256>.plan        each plan once, named by its digest
+
+Import trusts nothing in the tar: members must be regular files at one of those names (no
+links, no absolute paths, no ``..``), extraction uses tarfile's ``data`` filter into a private
+directory, every file is hashed against the manifest and every plan against its name, and only
+then are blobs stored and all catalog rows added in one transaction. A refused bundle leaves
+the catalog untouched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import re
+import shutil
+import tarfile
+import tempfile
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from sqlalchemy.exc import SQLAlchemyError
+
+from trtforge.errors import BadInputError, IntegrityError
+from trtforge.store import Store
+from trtforge.store.blobs import atomic_write
+from trtforge.store.catalog import Artifact, Blob, Verification
+
+BUNDLE_FORMAT = "trtforge-bundle"
+BUNDLE_VERSION = 1
+MANIFEST = "manifest.json"
+MAX_JSON_BYTES = 64 << 20
+_PLAN_NAME = re.compile(r"^plans/([0-9a-f]{64})\.plan$")
+_RECORD_NAME = re.compile(r"^artifacts/([0-9a-f]{32})\.json$")
+_REQUIRED_RECORD_KEYS = ("id", "name", "flavor", "trt_version", "plan_sha256", "build_key", "model_sha256")
+
+
+class BundleError(BadInputError):
+    """A bundle is unreadable, malformed, unsafe or does not match its manifest (exit 2)."""
+
+    default_hint = "re-export the bundle from the source store; nothing was imported"
+
+
+@dataclass
+class ExportReport:
+    path: Path
+    artifacts: list[str]
+    plans: int
+    bytes: int
+
+    def as_json(self) -> dict[str, Any]:
+        return {"path": str(self.path), "artifacts": self.artifacts, "plans": self.plans, "bytes": self.bytes}
+
+
+@dataclass
+class ImportReport:
+    imported: list[str] = field(default_factory=list)
+    already_present: list[str] = field(default_factory=list)
+    plans: int = 0
+
+    def as_json(self) -> dict[str, Any]:
+        return {"imported": self.imported, "already_present": self.already_present, "plans": self.plans}
+
+
+# -- records ------------------------------------------------------------------------------------
+
+
+def _row_record(row: Artifact | Verification) -> dict[str, Any]:
+    """Every column of a row, JSON-ready (datetimes as ISO 8601)."""
+    record: dict[str, Any] = {}
+    for column in type(row).__table__.columns:
+        value = getattr(row, column.key)
+        record[column.key] = value.isoformat() if isinstance(value, datetime) else value
+    return record
+
+
+def _row_values(model: type[Artifact] | type[Verification], record: dict[str, Any]) -> dict[str, Any]:
+    """Column values from a record; columns this catalog does not have are ignored."""
+    values: dict[str, Any] = {}
+    for column in model.__table__.columns:
+        if column.key not in record:
+            continue
+        value = record[column.key]
+        if column.key == "created_at" and isinstance(value, str):
+            value = datetime.fromisoformat(value)
+            if value.tzinfo is None:
+                value = value.replace(tzinfo=timezone.utc)
+        values[column.key] = value
+    return values
+
+
+def artifact_record(artifact: Artifact, verifications: list[Verification] | None = None) -> dict[str, Any]:
+    """The artifact's row plus its verification rows, so `--verified-only` works offline."""
+    record = _row_record(artifact)
+    record["verifications"] = [_row_record(v) for v in verifications or []]
+    return record
+
+
+def artifact_from_record(record: dict[str, Any]) -> Artifact:
+    return Artifact(**_row_values(Artifact, record))
+
+
+def verifications_from_record(record: dict[str, Any]) -> list[Verification]:
+    rows = record.get("verifications") or []
+    if not isinstance(rows, list) or not all(isinstance(r, dict) and isinstance(r.get("id"), str) for r in rows):
+        raise BundleError(f"bundle record of artifact {record['id']} has malformed verifications")
+    return [Verification(**{**_row_values(Verification, r), "artifact_id": record["id"]}) for r in rows]
+
+
+# -- export -------------------------------------------------------------------------------------
+
+
+def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes, mtime: float) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    info.mode = 0o644
+    info.mtime = int(mtime)
+    tar.addfile(info, io.BytesIO(data))
+
+
+def export_bundle(store: Store, refs: list[str], destination: Path) -> ExportReport:
+    """Write the artifacts ``refs`` (ids or unique prefixes) and their plans to ``destination``."""
+    if not refs:
+        raise BadInputError("export needs at least one artifact id")
+    artifacts: dict[str, Artifact] = {}
+    for ref in refs:
+        artifact = store.catalog.get_artifact(ref)
+        artifacts[artifact.id] = artifact
+    files: dict[str, dict[str, Any]] = {}
+    records = {
+        a.id: json.dumps(artifact_record(a, store.catalog.verifications(a.id)), indent=2, sort_keys=True).encode()
+        for a in artifacts.values()
+    }
+    plans = sorted({a.plan_sha256 for a in artifacts.values()})
+    for sha in plans:
+        # Hash the blob before shipping it: a damaged store must not produce a "valid" bundle.
+        if not store.blobs.verify(sha):
+            raise IntegrityError(f"plan {sha[:12]} is missing or corrupted in the store; not exported")
+        files[f"plans/{sha}.plan"] = {"sha256": sha, "size": store.blobs.path_for(sha).stat().st_size}
+    for artifact_id, data in records.items():
+        files[f"artifacts/{artifact_id}.json"] = {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+    now = datetime.now(timezone.utc)
+    manifest = {
+        "format": BUNDLE_FORMAT,
+        "version": BUNDLE_VERSION,
+        "created_at": now.isoformat(),
+        "artifacts": sorted(artifacts),
+        "files": files,
+    }
+    destination = destination.absolute()
+    try:
+        _write_bundle(destination, manifest, records, plans, store, now)
+    except OSError as exc:
+        raise BadInputError(f"cannot write bundle {destination}: {exc.strerror or exc}") from None
+    return ExportReport(destination, sorted(artifacts), len(plans), destination.stat().st_size)
+
+
+def _write_bundle(
+    destination: Path,
+    manifest: dict[str, Any],
+    records: dict[str, bytes],
+    plans: list[str],
+    store: Store,
+    now: datetime,
+) -> None:
+    with atomic_write(destination) as handle, tarfile.open(fileobj=handle, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        _add_bytes(tar, MANIFEST, json.dumps(manifest, indent=2, sort_keys=True).encode(), now.timestamp())
+        for artifact_id, data in sorted(records.items()):
+            _add_bytes(tar, f"artifacts/{artifact_id}.json", data, now.timestamp())
+        for sha in plans:
+            path = store.blobs.path_for(sha)
+            info = tarfile.TarInfo(f"plans/{sha}.plan")
+            info.size = path.stat().st_size
+            info.mode = 0o644
+            info.mtime = int(now.timestamp())
+            with open(path, "rb") as plan:
+                tar.addfile(info, plan)
+
+
+# -- import -------------------------------------------------------------------------------------
+
+
+def _check_member(member: tarfile.TarInfo) -> str:
+    """The member's name if it is a regular file at an expected, confined path; else refuse."""
+    name = member.name
+    path = PurePosixPath(name)
+    if name.startswith(("/", "\\")) or path.is_absolute() or "\\" in name or ".." in path.parts or "" in path.parts:
+        raise BundleError(f"bundle member {name[:120]!r} has an unsafe path")
+    if not member.isreg():
+        kind = "link" if (member.issym() or member.islnk()) else "non-file"
+        raise BundleError(f"bundle member {name[:120]!r} is a {kind}; bundles hold regular files only")
+    if name != MANIFEST and not _PLAN_NAME.match(name) and not _RECORD_NAME.match(name):
+        raise BundleError(f"bundle member {name[:120]!r} is not part of the bundle format")
+    if name != MANIFEST and not name.endswith(".plan") and member.size > MAX_JSON_BYTES:
+        raise BundleError(f"bundle member {name[:120]!r} is too large for a record")
+    return name
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 22):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _confined(root: Path, name: str) -> Path:
+    """``root / name`` resolved, refusing anything that ends up outside ``root``."""
+    resolved = (root / name).resolve()
+    if not resolved.is_relative_to(root.resolve()):
+        raise BundleError(f"bundle member {name[:120]!r} escapes the extraction directory")
+    return resolved
+
+
+def _read_manifest(root: Path, names: set[str]) -> dict[str, Any]:
+    if MANIFEST not in names:
+        raise BundleError("not a trtforge bundle: manifest.json is missing")
+    try:
+        manifest = json.loads(_confined(root, MANIFEST).read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BundleError(f"bundle manifest is not valid JSON: {exc}") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != BUNDLE_FORMAT:
+        raise BundleError("not a trtforge bundle: manifest format is missing or wrong")
+    if manifest.get("version") != BUNDLE_VERSION:
+        raise BundleError(
+            f"bundle format version {manifest.get('version')!r} is not supported (this trtforge reads {BUNDLE_VERSION})"
+        )
+    if not isinstance(manifest.get("files"), dict) or not isinstance(manifest.get("artifacts"), list):
+        raise BundleError("bundle manifest lacks its file and artifact lists")
+    return manifest
+
+
+def _verify_contents(root: Path, names: set[str], manifest: dict[str, Any]) -> list[dict[str, Any]]:
+    """Hash every file against the manifest; return the artifact records, checked."""
+    listed = set(manifest["files"])
+    present = names - {MANIFEST}
+    if listed != present:
+        missing, extra = sorted(listed - present), sorted(present - listed)
+        raise BundleError(f"bundle does not match its manifest (missing: {missing[:3]}, unlisted: {extra[:3]})")
+    for name in sorted(present):
+        entry = manifest["files"][name]
+        path = _confined(root, name)
+        if not isinstance(entry, dict) or entry.get("size") != path.stat().st_size:
+            raise BundleError(f"bundle file {name} has the wrong size: tampered or truncated")
+        actual = _file_sha256(path)
+        if actual != entry.get("sha256"):
+            raise BundleError(f"bundle file {name} does not match its manifest sha256: tampered or damaged")
+        plan = _PLAN_NAME.match(name)
+        if plan and plan.group(1) != actual:
+            raise BundleError(f"bundle plan {name} does not hash to its name: tampered")
+    records = []
+    for artifact_id in manifest["artifacts"]:
+        name = f"artifacts/{artifact_id}.json" if isinstance(artifact_id, str) else ""
+        if name not in present:
+            raise BundleError(f"bundle manifest names artifact {str(artifact_id)[:40]!r} but has no record for it")
+        try:
+            record = json.loads(_confined(root, name).read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise BundleError(f"bundle record {name} is not valid JSON: {exc}") from None
+        if not isinstance(record, dict) or any(not isinstance(record.get(k), str) for k in _REQUIRED_RECORD_KEYS):
+            raise BundleError(f"bundle record {name} lacks required fields")
+        if record["id"] != artifact_id:
+            raise BundleError(f"bundle record {name} describes artifact {str(record['id'])[:40]!r}")
+        if f"plans/{record['plan_sha256']}.plan" not in present:
+            raise BundleError(f"bundle record {name} points at a plan the bundle does not hold")
+        records.append(record)
+    return records
+
+
+def import_bundle(store: Store, bundle: Path) -> ImportReport:
+    """Verify the whole bundle, then store its plans and add its rows in one transaction."""
+    if not bundle.is_file():
+        raise BundleError(f"bundle {bundle} does not exist or is not a file", hint="check the path")
+    workdir = Path(tempfile.mkdtemp(prefix=".import-", dir=store.root))
+    try:
+        try:
+            with tarfile.open(bundle, mode="r:*") as tar:
+                members = tar.getmembers()
+                names = [_check_member(m) for m in members]
+                if len(set(names)) != len(names):
+                    raise BundleError("bundle has duplicate members")
+                # Explicit checks above; the "data" filter refuses anything unsafe we missed.
+                tar.extractall(workdir, members=members, filter="data")
+        except (tarfile.TarError, EOFError, OSError) as exc:
+            raise BundleError(f"cannot read bundle {bundle.name}: {exc}") from None
+        name_set = set(names)
+        manifest = _read_manifest(workdir, name_set)
+        records = _verify_contents(workdir, name_set, manifest)
+        artifacts = [artifact_from_record(record) for record in records]
+        verifications = [v for record in records for v in verifications_from_record(record)]
+
+        report = ImportReport()
+        plan_sizes: dict[str, int] = {}
+        for sha in sorted({a.plan_sha256 for a in artifacts}):
+            ref = store.blobs.put_file(_confined(workdir, f"plans/{sha}.plan"))
+            if ref.sha256 != sha:  # the file changed between the check and the copy
+                raise BundleError(f"bundle plan {sha[:12]} changed while importing")
+            plan_sizes[sha] = ref.size
+        report.plans = len(plan_sizes)
+        try:
+            with store.catalog.writing() as session:
+                for sha, size in plan_sizes.items():
+                    if session.get(Blob, sha) is None:
+                        session.add(Blob(sha256=sha, size=size, kind="plan"))
+                session.flush()
+                for artifact in artifacts:
+                    if session.get(Artifact, artifact.id) is not None:
+                        report.already_present.append(artifact.id)
+                        continue
+                    session.add(artifact)
+                    report.imported.append(artifact.id)
+                session.flush()
+                for verification in verifications:  # results from the source store are kept too
+                    if session.get(Verification, verification.id) is None:
+                        session.add(verification)
+        except (SQLAlchemyError, TypeError, ValueError) as exc:
+            # The transaction rolled back: no row of this bundle is in the catalog.
+            raise BundleError(f"bundle records do not fit this catalog: {str(exc).splitlines()[0][:200]}") from None
+        return report
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)

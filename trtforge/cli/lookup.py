@@ -1,0 +1,111 @@
+"""`trtforge lookup`: which engine runs on this (or the given) target."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from trtforge.cli._errors import run
+from trtforge.cli._options import CatalogOpt, CcOpt, FlavorOpt, GpuOpt, JsonOpt, StoreOpt, TrtOpt
+from trtforge.cli._output import Output
+
+
+def lookup(
+    name: Annotated[str | None, typer.Argument(help="Recipe name of the engine.", show_default=False)] = None,
+    model_sha256: Annotated[
+        str | None, typer.Option("--model-sha256", help="Look up by ONNX model digest.", show_default=False)
+    ] = None,
+    gpu: GpuOpt = None,
+    cc: CcOpt = None,
+    trt: TrtOpt = None,
+    flavor: FlavorOpt = None,
+    verified_only: Annotated[
+        bool, typer.Option("--verified-only", help="Only engines verified on the target GPU model.")
+    ] = False,
+    output_path: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Put the plan here (hard link or copy, hash-checked).")
+    ] = None,
+    explain: Annotated[bool, typer.Option("--explain", help="Say which rule rejected each other artifact.")] = False,
+    store: StoreOpt = None,
+    catalog: CatalogOpt = None,
+    json_output: JsonOpt = False,
+) -> None:
+    """Find the best engine for a target (detected, or --gpu/--cc/--trt/--flavor)."""
+    output = Output(json_output)
+
+    def body() -> int:
+        from trtforge.errors import NotFoundError
+        from trtforge.lookup_stage import NoCompatibleEngineError, rank_in_store, result_for
+        from trtforge.store import open_existing_store
+        from trtforge.target import resolve_target
+
+        target = resolve_target(gpu=gpu, cc=cc, trt=trt, flavor=flavor)
+        opened = open_existing_store(store, catalog=catalog)
+        if opened is None:
+            raise NotFoundError("the store is empty: nothing to look up", hint="build or import artifacts first")
+        try:
+            ranking = rank_in_store(
+                opened, target, name=name, model_sha256=model_sha256, verified_only=verified_only, explain=explain
+            )
+            report: dict[str, Any] = {
+                "target": target.as_json(),
+                "matches": [m.as_json() for m in ranking.matches],
+            }
+            if explain:
+                report["rejected"] = [r.as_json() for r in ranking.rejected]
+            try:
+                result = result_for(opened, ranking, output=output_path)
+            except NoCompatibleEngineError as exc:
+                # One document on stdout even on failure: the rejections are the useful part.
+                report.update(best=None, error=exc.message)
+                if output.json_mode:
+                    output.result(report, lambda console: None)
+                else:
+                    if explain:
+                        _render(output.out, report)
+                    output.error(exc)
+                return exc.exit_code
+        finally:
+            opened.close()
+        report["best"] = result.as_json()
+        output.result(report, lambda console: _render(console, report))
+        return 0
+
+    run(output, body)
+
+
+def _render(console: Console, report: dict[str, Any]) -> None:
+    best = report.get("best")
+    if best is not None:
+        console.print(best["path"])
+        for note in best["notes"]:
+            console.print(f"[dim]note:[/] {note}")
+    if report["matches"] and (len(report["matches"]) > 1 or "rejected" in report):
+        table = Table(box=None, header_style="bold", title="compatible (best first)", title_justify="left")
+        for column in ("id", "backend", "built for", "verified here", "exact version", "same gpu"):
+            table.add_column(column)
+        for m in report["matches"]:
+            built_for = m["gpu_name"] or "cc " + (",".join(m["compute_capabilities"]) or "default")
+            table.add_row(
+                m["artifact_id"][:12],
+                f"{m['flavor']} {m['trt_version']}",
+                built_for,
+                "yes" if m["verified_here"] else "-",
+                "yes" if m["exact_version"] else "-",
+                "yes" if m["same_gpu_model"] else "-",
+            )
+        console.print(table)
+    if "rejected" in report:
+        if not report["rejected"]:
+            console.print("rejected: none")
+            return
+        table = Table(box=None, header_style="bold", title="rejected", title_justify="left")
+        for column in ("id", "rule", "reason"):
+            table.add_column(column)
+        for r in report["rejected"]:
+            table.add_row(r["artifact_id"][:12], r["rule"], r["reason"])
+        console.print(table)

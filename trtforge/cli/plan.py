@@ -1,0 +1,66 @@
+"""`trtforge plan`: what `build` would do, without building (for CI matrices)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from trtforge.cli._errors import run
+from trtforge.cli._options import CatalogOpt, JsonOpt, StoreOpt
+from trtforge.cli._output import Output
+
+STATUS_STYLE = {"build": "yellow", "cached": "cyan", "failed": "red"}
+
+
+def plan(
+    recipes: Annotated[
+        list[str], typer.Argument(help="Recipe YAML files or glob patterns (quoted).", show_default=False)
+    ],
+    target: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--target",
+            help="Build target 'flavor=F,trt=VERSION,cc=X.Y[,gpu=NAME]'; repeat for several (default: this machine).",
+            show_default=False,
+        ),
+    ] = None,
+    store: StoreOpt = None,
+    catalog: CatalogOpt = None,
+    json_output: JsonOpt = False,
+) -> None:
+    """Show each recipe's build key per target and whether it is already built."""
+    output = Output(json_output)
+
+    def body() -> int:
+        from trtforge.batch import exit_code_for, parse_target_spec, plan_builds
+
+        targets = [parse_target_spec(spec) for spec in target or []]
+        entries = plan_builds(recipes, targets or None, store=store, catalog=catalog)
+        rows = [e.as_json() for e in entries]
+        output.result(rows, lambda console: _render(console, output, rows))
+        return exit_code_for([e.exit_code for e in entries])
+
+    run(output, body)
+
+
+def _render(console: Console, output: Output, rows: list[dict[str, Any]]) -> None:
+    table = Table(box=None, header_style="bold")
+    for column in ("status", "name", "target", "build key", "artifact"):
+        table.add_column(column)
+    for row in rows:
+        t = row["target"] or {}
+        where = f"{t.get('flavor', '-')} {t.get('trt_version', '')} {t.get('gpu_name') or ''}".strip()
+        table.add_row(
+            f"[{STATUS_STYLE[row['status']]}]{row['status']}[/]",
+            row["name"] or row["recipe"],
+            where,
+            (row["build_key"] or "-")[:16],
+            (row["artifact_id"] or "-")[:12],
+        )
+    console.print(table)
+    for row in rows:
+        if row["error"]:
+            output.err.print(f"[bold red]error:[/] {row['recipe']}: {row['error']}")

@@ -1,0 +1,292 @@
+"""The lookup stage: catalog rows -> ranked compatible engines -> a verified local plan path.
+
+Imports neither tensorrt nor polygraphy: the rules are pure (:mod:`trtforge.lookup_rules`), and
+the runtime's own validity check is asked only when the target is this machine and it has a
+GPU, through :mod:`trtforge.backend.validity`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import tempfile
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+
+from trtforge.errors import BadInputError, IntegrityError, NotFoundError, TrtforgeError
+from trtforge.lookup_rules import Candidate, Envelope, Match, Ranking, Rejection, rank
+from trtforge.store import Store, open_existing_store
+from trtforge.store.blobs import TEMP_PREFIX, atomic_write
+from trtforge.store.catalog import Artifact
+from trtforge.target import RuntimeTarget, resolve_target
+
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+# Only the columns lookup reads: build logs and recipes stay in the database.
+_COLUMNS = (
+    Artifact.id,
+    Artifact.name,
+    Artifact.flavor,
+    Artifact.trt_version,
+    Artifact.gpu_name,
+    Artifact.compute_capabilities,
+    Artifact.plan_sha256,
+    Artifact.plan_size,
+    Artifact.model_sha256,
+    Artifact.created_at,
+    Artifact.details,
+)
+
+
+class NoCompatibleEngineError(TrtforgeError):
+    """Artifacts exist for the name, but none can run on the target (exit 1)."""
+
+    exit_code = 1
+    default_hint = "run `trtforge lookup ... --explain` to see the rule that rejected each artifact"
+
+
+def candidate_from_row(row: Any, verified: dict[str, str] | None = None) -> Candidate:
+    """A ranking candidate; ``verified`` is the status per GPU model from the verifications table."""
+    details = row.details or {}
+    verified = verified or {}
+    return Candidate(
+        artifact_id=row.id,
+        name=row.name,
+        flavor=row.flavor,
+        trt_version=row.trt_version,
+        gpu_name=row.gpu_name,
+        compute_capabilities=tuple(str(cc) for cc in row.compute_capabilities or ()),
+        plan_sha256=row.plan_sha256,
+        plan_size=row.plan_size,
+        model_sha256=row.model_sha256,
+        created_at=row.created_at,
+        envelope=Envelope.from_details(details),
+        origin=str(details.get("origin", "built")),
+        verified_on=dict(verified),
+    )
+
+
+def load_candidates(
+    store: Store, *, name: str | None, model_sha256: str | None, flavor: str | None = None
+) -> list[Candidate]:
+    """Rows for a name and/or model digest; ``flavor`` narrows them in SQL (indexed)."""
+    conditions = []
+    if name is not None:
+        conditions.append(Artifact.name == name)
+    if model_sha256 is not None:
+        conditions.append(Artifact.model_sha256 == model_sha256)
+    if flavor is not None:
+        conditions.append(Artifact.flavor == flavor)
+    statuses = store.catalog.statuses_of(select(Artifact.id).where(*conditions))
+    with store.catalog.reading() as session:
+        rows = session.execute(select(*_COLUMNS).where(*conditions))
+        return [candidate_from_row(row, statuses.get(row.id)) for row in rows]
+
+
+def _any_artifact(store: Store, name: str | None, model_sha256: str | None) -> bool:
+    stmt = select(Artifact.id).limit(1)
+    if name is not None:
+        stmt = stmt.where(Artifact.name == name)
+    if model_sha256 is not None:
+        stmt = stmt.where(Artifact.model_sha256 == model_sha256)
+    with store.catalog.reading() as session:
+        return session.execute(stmt).first() is not None
+
+
+def _apply_runtime_check(store: Store, ranking: Ranking) -> Ranking:
+    """On this machine with a GPU, the runtime's validity check has the final word.
+
+    The first match the runtime accepts wins; matches it refuses become rejections with rule
+    ``runtime_validity``. Runtimes without a validity API leave the ranking unchanged.
+    """
+    from trtforge.backend.loader import BackendInfo
+    from trtforge.backend.validity import engine_validity  # lazy: imports the runtime
+
+    backend = BackendInfo(ranking.target.flavor, ranking.target.trt_version)
+    matches = list(ranking.matches)
+    rejected = list(ranking.rejected)
+    while matches:
+        best = matches[0]
+        verdict = engine_validity(backend, store.blobs.path_for(best.candidate.plan_sha256))
+        if verdict is None or verdict.usable:
+            if verdict is not None and verdict.validity != "VALID":
+                matches[0] = replace(best, notes=(*best.notes, f"runtime says {verdict.describe()}"))
+            break
+        rejected.append(Rejection(best.candidate, "runtime_validity", f"the runtime says {verdict.describe()}"))
+        matches.pop(0)
+    return Ranking(ranking.target, matches, rejected)
+
+
+@dataclass
+class LookupResult:
+    """What an inference service needs: the plan's local path and what it is."""
+
+    path: Path
+    artifact_id: str
+    name: str
+    flavor: str
+    trt_version: str
+    plan_sha256: str
+    target: RuntimeTarget
+    notes: list[str] = field(default_factory=list)
+    metadata: dict[str, Any] = field(default_factory=dict)
+    ranking: Ranking | None = field(default=None, repr=False)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "path": str(self.path),
+            "artifact_id": self.artifact_id,
+            "name": self.name,
+            "flavor": self.flavor,
+            "trt_version": self.trt_version,
+            "plan_sha256": self.plan_sha256,
+            "target": self.target.as_json(),
+            "notes": self.notes,
+            "metadata": self.metadata,
+        }
+
+
+def rank_in_store(
+    store: Store,
+    target: RuntimeTarget,
+    *,
+    name: str | None = None,
+    model_sha256: str | None = None,
+    verified_only: bool = False,
+    explain: bool = False,
+    runtime_check: bool = True,
+) -> Ranking:
+    """Rank a store's artifacts for ``target``; raises when nothing matches the name/digest."""
+    if name is None and model_sha256 is None:
+        raise BadInputError("lookup needs a name or --model-sha256")
+    if model_sha256 is not None and not _SHA256.match(model_sha256):
+        raise BadInputError(f"--model-sha256 {model_sha256[:80]!r} is not a lowercase hex sha256 digest")
+    # Without --explain the other flavor's rows are never needed: filter in SQL on the index.
+    rows = load_candidates(store, name=name, model_sha256=model_sha256, flavor=None if explain else target.flavor)
+    if not rows and not _any_artifact(store, name, model_sha256):
+        query = _describe_query(name, model_sha256)
+        raise NotFoundError(f"no artifact {query} in the catalog", hint="see `trtforge list`")
+    ranking = rank(rows, target, verified_only=verified_only)
+    if runtime_check and target.detected and ranking.matches:
+        ranking = _apply_runtime_check(store, ranking)
+    return ranking
+
+
+def _describe_query(name: str | None, model_sha256: str | None) -> str:
+    parts = [f"named {name!r}"] if name is not None else []
+    if model_sha256 is not None:
+        parts.append(f"for model sha256 {model_sha256[:12]}")
+    return " ".join(parts)
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 22):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    """Hard link when on the same file system (instant, no extra space), else an atomic copy."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=target.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        tmp.unlink()
+        try:
+            os.link(source, tmp)
+            os.replace(tmp, target)
+        except OSError:
+            with atomic_write(target) as out, open(source, "rb") as src:
+                while chunk := src.read(1 << 22):
+                    out.write(chunk)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def materialize(store: Store, plan_sha256: str, destination: Path, *, default_name: str) -> Path:
+    """Put the plan at ``destination`` (hard link, else copy), then check the copy's hash."""
+    source = store.blobs.path_for(plan_sha256)
+    if not source.is_file():
+        raise IntegrityError(f"plan blob {plan_sha256[:12]} is missing from the store")
+    target = destination / f"{default_name}.plan" if destination.is_dir() else destination
+    try:
+        _link_or_copy(source, target)
+    except OSError as exc:
+        raise BadInputError(f"cannot write the plan to {target}: {exc.strerror or exc}") from None
+    actual = file_sha256(target)
+    if actual != plan_sha256:
+        target.unlink(missing_ok=True)
+        raise IntegrityError(f"plan {plan_sha256[:12]} is corrupted in the store (its bytes hash to {actual[:12]})")
+    return target
+
+
+def find_engine(
+    name: str | None = None,
+    target: RuntimeTarget | None = None,
+    *,
+    model_sha256: str | None = None,
+    store: str | Path | None = None,
+    catalog: str | None = None,
+    verified_only: bool = False,
+    output: str | Path | None = None,
+    verify_hash: bool = True,
+    runtime_check: bool = True,
+) -> LookupResult:
+    """The best engine for ``target`` (detected when None), as a hash-checked local path."""
+    chosen = target if target is not None else resolve_target()
+    opened = open_existing_store(store, catalog=catalog)
+    if opened is None:
+        raise NotFoundError(f"no artifact {_describe_query(name, model_sha256)} (the store is empty)")
+    try:
+        ranking = rank_in_store(
+            opened,
+            chosen,
+            name=name,
+            model_sha256=model_sha256,
+            verified_only=verified_only,
+            runtime_check=runtime_check,
+        )
+        return result_for(opened, ranking, output=output, verify_hash=verify_hash)
+    finally:
+        opened.close()
+
+
+def result_for(
+    store: Store, ranking: Ranking, *, output: str | Path | None = None, verify_hash: bool = True
+) -> LookupResult:
+    """The best match as a LookupResult; raises NoCompatibleEngineError when there is none."""
+    best: Match | None = ranking.best
+    if best is None:
+        rules = sorted({r.rule for r in ranking.rejected})
+        where = ranking.target.describe()
+        if not rules:  # rows of other flavors were filtered out in SQL
+            raise NoCompatibleEngineError(f"no engine runs on {where}: none was built for {ranking.target.flavor}")
+        raise NoCompatibleEngineError(
+            f"no engine runs on {where}: {len(ranking.rejected)} rejected ({', '.join(rules)})"
+        )
+    candidate = best.candidate
+    if output is not None:
+        path = materialize(store, candidate.plan_sha256, Path(output), default_name=candidate.name)
+    else:
+        path = store.blobs.path_for(candidate.plan_sha256)
+        if verify_hash and not store.blobs.verify(candidate.plan_sha256):
+            raise IntegrityError(f"plan {candidate.plan_sha256[:12]} is missing or corrupted in the store")
+    return LookupResult(
+        path=path,
+        artifact_id=candidate.artifact_id,
+        name=candidate.name,
+        flavor=candidate.flavor,
+        trt_version=candidate.trt_version,
+        plan_sha256=candidate.plan_sha256,
+        target=ranking.target,
+        notes=list(best.notes),
+        metadata=best.as_json(),
+        ranking=ranking,
+    )
