@@ -1,15 +1,20 @@
-"""One output object per command: human text (rich) or machine JSON on stdout."""
+"""One output object per command: human text (rich) or machine JSON on stdout.
+
+The rich consoles are created on first use: `--json` output and a cache hit never import rich.
+"""
 
 from __future__ import annotations
 
 import json
 import sys
 from collections.abc import Callable
-from typing import Any
-
-from rich.console import Console
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
 
 from trtforge.errors import TrtforgeError
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
 class Output:
@@ -17,8 +22,18 @@ class Output:
 
     def __init__(self, json_mode: bool) -> None:
         self.json_mode = json_mode
-        self.out = Console(soft_wrap=True, highlight=False)
-        self.err = Console(stderr=True, soft_wrap=True, highlight=False)
+
+    @cached_property
+    def out(self) -> Console:
+        from rich.console import Console
+
+        return Console(soft_wrap=True, highlight=False)
+
+    @cached_property
+    def err(self) -> Console:
+        from rich.console import Console
+
+        return Console(stderr=True, soft_wrap=True, highlight=False)
 
     @property
     def interactive(self) -> bool:

@@ -1,20 +1,24 @@
-"""`trtforge build`."""
+"""`trtforge build`.
+
+Rich and the build stage are imported inside the command, so `--help` and start-up stay light.
+"""
 
 from __future__ import annotations
 
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
-from trtforge.build import BuildResult, BuildStage
 from trtforge.cli._errors import run
 from trtforge.cli._options import CatalogOpt, JsonOpt, StoreOpt
 from trtforge.cli._output import Output
-from trtforge.cli._progress import BuildProgress
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from trtforge.build import BuildResult
 
 STATUS_STYLE = {"built": "green", "cached": "cyan", "failed": "red"}
 
@@ -38,7 +42,13 @@ def build(
     output = Output(json_output)
 
     def body() -> int:
-        progress = BuildProgress(output.err) if output.interactive else None
+        from trtforge.build import BuildStage
+
+        progress = None
+        if output.interactive:
+            from trtforge.cli._progress import BuildProgress  # rich: only for a person at a terminal
+
+            progress = BuildProgress(output.err)
         stage = BuildStage(store, catalog=catalog, force=force, progress=progress)
         results = []
         try:
@@ -56,6 +66,8 @@ def build(
 
 
 def _render(console: Console, output: Output, results: list[BuildResult]) -> None:
+    from rich.table import Table
+
     table = Table(box=None, show_header=True, header_style="bold")
     for column in ("status", "name", "artifact", "seconds", "plan"):
         table.add_column(column)

@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import platform
 import sys
-from typing import Any
-
-from rich.console import Console
+from typing import TYPE_CHECKING, Any
 
 from trtforge.cli._errors import run
 from trtforge.cli._options import CatalogOpt, JsonOpt, StoreOpt
 from trtforge.cli._output import Output
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
 def schema(json_output: JsonOpt = False) -> None:
