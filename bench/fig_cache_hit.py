@@ -36,10 +36,14 @@ sys.stderr.write("MODULES=" + json.dumps(loaded) + "\\n")
 
 
 def polygraphy_argv(model: BenchModel, output: Path) -> list[str | Path]:
-    exe = shutil.which("polygraphy")
-    if exe is None:
-        raise RuntimeError("polygraphy is not installed (pip install polygraphy)")
-    return [exe, "convert", *model.polygraphy_args(), "-o", output]
+    """`polygraphy convert`, run by this Python directly (a pyenv-style shim would add its own start-up)."""
+    script = Path(sys.executable).with_name("polygraphy")
+    if not script.is_file():
+        found = shutil.which("polygraphy")
+        if found is None:
+            raise RuntimeError("polygraphy is not installed (pip install polygraphy)")
+        script = Path(found)
+    return [sys.executable, script, "convert", *model.polygraphy_args(), "-o", output]
 
 
 POLYGRAPHY_ENV = {"POLYGRAPHY_USE_TENSORRT_RTX": "1"}
