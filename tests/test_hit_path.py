@@ -108,7 +108,7 @@ def test_sqlite_hit_query_answers_only_a_clean_yes(cli, example_recipe: Path, st
 
 
 @pytest.mark.parametrize("json_flag", [["--json"], []])
-def test_cache_hit_imports_neither_sqlalchemy_nor_rich_with_json(
+def test_cache_hit_skips_sqlalchemy_and_imports_rich_only_for_a_table(
     cli, example_recipe: Path, store: Path, tmp_path: Path, json_flag: list[str]
 ) -> None:
     assert cli("build", example_recipe, "--store", store).code == 0
