@@ -25,9 +25,12 @@ PROFILE = {"min": [1, 3, 224, 224], "opt": [8, 3, 224, 224], "max": [32, 3, 224,
 GPUS = (("NVIDIA A100-SXM4-80GB", "8.0"), ("NVIDIA GeForce RTX 4090", "8.9"), ("NVIDIA L4", "8.9"))
 
 
-def lookup_query(catalog: Any, name: str) -> int:
-    """THE in-process lookup being timed: all artifacts of one recipe name (indexed by name)."""
-    return len(catalog.list_artifacts(name))
+def lookup_query(store: Any, name: str) -> int:
+    """THE in-process lookup being timed: all artifacts of one recipe name (indexed by name).
+
+    ``store`` is an open :class:`trtforge.store.Store` (catalog + blobs).
+    """
+    return len(store.catalog.list_artifacts(name))
 
 
 def lookup_cli(store: Path, name: str) -> list[str | Path]:
@@ -99,7 +102,7 @@ def run(work: Path, cfg: Config) -> Figure:
     from trtforge.store import open_existing_store
 
     fig = Figure("lookup", "Lookup latency by catalog size (in process, p50/p99) and CLI wall time")
-    fig.notes.append(f"in process: {lookup_query.__doc__}")
+    fig.notes.append(f"in process: {(lookup_query.__doc__ or '').splitlines()[0]}")
     fig.notes.append(f"{ARTIFACTS_PER_NAME} artifacts per recipe name; random names, seeded")
     p50s: dict[int, float] = {}
     stores: dict[int, Path] = {}
@@ -112,11 +115,11 @@ def run(work: Path, cfg: Config) -> Figure:
         assert opened is not None
         rng = random.Random(1)
         names = max(1, size // ARTIFACTS_PER_NAME)
-        lookup_query(opened.catalog, name_of(0))  # warm-up: statement compilation, connection
+        lookup_query(opened, name_of(0))  # warm-up: statement compilation, connection
         series = fig.add(Series(f"{size} artifacts: in-process lookup", unit="ms"))
         for _ in range(cfg.lookup_queries):
             name = name_of(rng.randrange(names))
-            sample = timed_call(lambda name=name, opened=opened: lookup_query(opened.catalog, name))
+            sample = timed_call(lambda name=name, opened=opened: lookup_query(opened, name))
             sample.wall *= 1000
             sample.cpu = sample.cpu * 1000 if sample.cpu is not None else None
             series.add(sample)
