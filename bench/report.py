@@ -42,7 +42,7 @@ def markdown(results: dict[str, Any]) -> str:
         " (user + system), which is steadier on a busy machine.",
     ]
     for index, (key, fig) in enumerate(results["figures"].items(), start=1):
-        lines += ["", f"## {index}. {fig['title']}", ""]
+        lines += ["", f"## {fig.get('number', index)}. {fig['title']}", ""]
         if "error" in fig:
             lines.append(f"**failed**: {fig['error']}")
             continue

@@ -70,11 +70,12 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 figure = FIGURES[name](work / name, cfg)
                 figure.seconds = time.perf_counter() - fig_started
-                results["figures"][name] = figure.as_json()
+                results["figures"][name] = {"number": list(FIGURES).index(name) + 1, **figure.as_json()}
             except Exception as exc:  # a broken figure is reported, the others still run
                 failed = True
                 traceback.print_exc()
-                results["figures"][name] = {"title": name, "error": f"{type(exc).__name__}: {exc}"}
+                number = list(FIGURES).index(name) + 1
+                results["figures"][name] = {"number": number, "title": name, "error": f"{type(exc).__name__}: {exc}"}
             print(f"[bench] {name} done in {time.perf_counter() - fig_started:.0f} s", file=sys.stderr, flush=True)
     finally:
         if args.work is None:
