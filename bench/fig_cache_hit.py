@@ -15,10 +15,20 @@ from pathlib import Path
 from bench.config import Config
 from bench.figure import Figure
 from bench.models import BenchModel, example, mlp_family, save, wide_matmul
-from bench.timing import Sample, Series, child_env, interleave, run_timed, timed_call, trtforge_argv
+from bench.timing import (
+    Sample,
+    Series,
+    child_env,
+    interleave,
+    run_timed,
+    timed_call,
+    top_imports,
+    trtforge_argv,
+)
 
 HEAVY = ("tensorrt", "tensorrt_rtx", "polygraphy", "alembic", "onnx", "onnxruntime")
 REPORTED = (*HEAVY, "sqlalchemy", "rich")
+HIT_IMPORTS = ("site", "typer", "pydantic", "yaml", "trtforge.recipe", "trtforge.build", "sqlalchemy", "rich", "onnx")
 ONE_HIT_GOAL = 0.35
 MANY_HIT_GOAL = 2.5
 
@@ -99,6 +109,9 @@ def run(work: Path, cfg: Config) -> Figure:
     fig.ratios["hit / polygraphy convert"] = hit.median() / poly.median()
     fig.goal("one cached recipe, wall", f"< {ONE_HIT_GOAL} s", hit.median(), hit.median() < ONE_HIT_GOAL)
 
+    argv = [sys.executable, "-X", "importtime", "-m", "trtforge", "build", recipe, "--store", store, "--json"]
+    _, proc = run_timed(argv)
+    fig.facts["cache hit import time (ms, cumulative)"] = top_imports(proc.stderr, HIT_IMPORTS)
     loaded = modules_on_hit(recipe, store, work)
     fig.facts["modules imported on the hit path"] = loaded
     heavy = [m for m in loaded if m in HEAVY]

@@ -11,7 +11,7 @@ from bench.config import Config
 from bench.fig_cache_hit import POLYGRAPHY_ENV, build, polygraphy_argv
 from bench.figure import Figure
 from bench.models import BenchModel, cold_build_models
-from bench.timing import Sample, Series, child_env, interleave, run_timed, trtforge_argv
+from bench.timing import Sample, Series, child_env, interleave, run_timed, top_imports, trtforge_argv
 
 OVERHEAD_GOAL = 1.10
 
@@ -86,20 +86,8 @@ def _import_profile(fig: Figure, model: BenchModel, work: Path) -> None:
         _, proc = run_timed(
             [sys.executable, "-X", "importtime", "-m", "trtforge", "build", recipe, "--store", store, "--json", *args]
         )
-        fig.facts[f"cold build import time, {label} (ms, cumulative)"] = _top_imports(proc.stderr)
+        fig.facts[f"cold build import time, {label} (ms, cumulative)"] = top_imports(proc.stderr, IMPORTS)
     shutil.rmtree(store)
-
-
-def _top_imports(stderr: str) -> dict[str, float]:
-    found: dict[str, float] = {}
-    for line in stderr.splitlines():
-        if not line.startswith("import time:") or line.count("|") != 2:
-            continue
-        _, cumulative, name = line.split("|")
-        name = name.strip()
-        if name in IMPORTS and cumulative.strip().isdigit():
-            found[name] = round(int(cumulative) / 1000, 1)
-    return found
 
 
 def _compare(fig: Figure, model: BenchModel, work: Path, cfg: Config) -> None:

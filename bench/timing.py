@@ -121,3 +121,16 @@ def timed_call(fn: Callable[[], object]) -> Sample:
     cpu0, started = time.process_time(), time.perf_counter()
     fn()
     return Sample(time.perf_counter() - started, time.process_time() - cpu0)
+
+
+def top_imports(importtime_stderr: str, packages: Sequence[str]) -> dict[str, float]:
+    """Cumulative import time (ms) of ``packages`` from ``python -X importtime`` output."""
+    found: dict[str, float] = {}
+    for line in importtime_stderr.splitlines():
+        if not line.startswith("import time:") or line.count("|") != 2:
+            continue
+        _, cumulative, name = line.split("|")
+        name = name.strip()
+        if name in packages and name not in found and cumulative.strip().isdigit():
+            found[name] = round(int(cumulative) / 1000, 1)
+    return found
