@@ -1,8 +1,10 @@
 """The builder stage: recipe -> BuildKey -> catalog hit, or build -> blob -> catalog row.
 
-The hit path reads YAML, hashes the model and queries the catalog; it never imports
-tensorrt, polygraphy, onnx or alembic. Bad input is rejected before anything is written to
-the store, and a catalog row is added only after its plan blob is complete.
+The hit path reads YAML, hashes the model (or takes its digest from the stat-keyed digest
+cache) and queries the catalog; it never imports tensorrt, polygraphy, onnx or alembic, and
+with a local SQLite catalog not even SQLAlchemy (see ``store/sqlite_hits.py``). Bad input is
+rejected before anything is written to the store, and a catalog row is added only after its
+plan blob is complete.
 """
 
 from __future__ import annotations
@@ -14,17 +16,25 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from trtforge import timing_cache
 from trtforge.backend.capabilities import check_recipe, compatibility_envelope
 from trtforge.backend.denylist_enforce import check_enforceable
 from trtforge.backend.loader import BackendInfo, find_backend
 from trtforge.denylist import with_deny_file
-from trtforge.errors import TrtforgeError
+from trtforge.digests import DigestCache
+from trtforge.errors import StoreError, TrtforgeError
 from trtforge.keys import build_key, recipe_fingerprint
 from trtforge.model import check_profiles, model_sha256, read_model
 from trtforge.recipe import LoadedRecipe, load_recipe
-from trtforge.store import Store, open_existing_store, open_store
-from trtforge.store.catalog import Artifact, Blob
+from trtforge.store import (
+    DIGESTS_FILE,
+    Store,
+    open_existing_store,
+    open_store,
+    resolve_store_root,
+    sqlite_catalog_path,
+)
+from trtforge.store.blobs import BlobStore
+from trtforge.store.sqlite_hits import CachedPlan, find_cached_plan
 from trtforge.target import build_target_for
 
 BuildStatus = Literal["built", "cached", "failed"]
@@ -64,6 +74,22 @@ class StoreHandle:
         self._catalog = catalog
         self._store: Store | None = None
 
+    def digests(self) -> DigestCache:
+        """Model digests remembered in this store (nothing is written until the store exists)."""
+        try:
+            return DigestCache(resolve_store_root(self._location) / DIGESTS_FILE)
+        except StoreError:
+            return DigestCache(None)  # an unusable store is reported where the store is opened
+
+    def blobs(self) -> BlobStore:
+        return BlobStore(resolve_store_root(self._location))
+
+    def quick_hit(self, build_key: str) -> CachedPlan | None:
+        """A hit found without opening the catalog (local SQLite only); None means "ask the catalog"."""
+        db_path = sqlite_catalog_path(self._location, catalog=self._catalog)
+        found = find_cached_plan(db_path, build_key) if db_path is not None else None
+        return found if found is not None and self.blobs().exists(found.plan_sha256) else None
+
     def existing(self) -> Store | None:
         if self._store is None:
             self._store = open_existing_store(self._location, catalog=self._catalog)
@@ -94,8 +120,11 @@ class BuildStage:
         self.force = force
         self.progress = progress
         self.notes: list[str] = []  # capability notes, each said once per stage
+        self._digests: DigestCache | None = None
 
     def close(self) -> None:
+        if self._digests is not None:
+            self._digests.save()
         self.store.close()
 
     def build_all(self, recipes: Iterable[str | Path], *, fail_fast: bool = False) -> list[BuildResult]:
@@ -132,10 +161,18 @@ class BuildStage:
                 self.notes.append(note)
         check_enforceable(backend, recipe.tactics.deny)  # e.g. TensorRT-RTX: refused before any build
         target = build_target_for(backend, recipe.compatibility.compute_capabilities)
-        model_digest = model_sha256(loaded)
+        if self._digests is None:
+            self._digests = self.store.digests()
+        model_digest = model_sha256(loaded, self._digests)
         key = build_key(recipe, model_digest, target)
         result.build_key = key
 
+        if not self.force and (quick := self.store.quick_hit(key)) is not None:
+            result.status = "cached"
+            result.artifact_id = quick.artifact_id
+            result.plan_sha256 = quick.plan_sha256
+            result.plan_path = str(self.store.blobs().path_for(quick.plan_sha256))
+            return
         if not self.force and (store := self.store.existing()) is not None:
             hit = store.catalog.find_by_build_key(key)
             if hit is not None and store.blobs.exists(hit.plan_sha256):
@@ -147,7 +184,9 @@ class BuildStage:
 
         model = read_model(loaded.model_path, model_digest)
         check_profiles(loaded, model)
+        from trtforge import timing_cache  # lazy: SQLAlchemy, not needed on a hit
         from trtforge.backend.build import build_plan  # lazy: imports tensorrt
+        from trtforge.store.catalog import Artifact, Blob
 
         cache_start = timing_cache.start(self.store.existing(), recipe, target)
         output = build_plan(

@@ -8,8 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from trtforge.digests import DigestCache
 from trtforge.errors import ModelError
-from trtforge.keys import sha256_file
 from trtforge.recipe import LoadedRecipe
 
 Dim = int | str | None  # a fixed size, a named dynamic dim, or an unnamed dynamic dim
@@ -37,15 +37,15 @@ class ModelInfo:
     outputs: tuple[TensorInfo, ...]
 
 
-def model_sha256(loaded: LoadedRecipe) -> str:
-    """Hash the recipe's model, enforcing its existence and the optional sha256 pin."""
+def model_sha256(loaded: LoadedRecipe, digests: DigestCache | None = None) -> str:
+    """Hash the recipe's model (through ``digests`` when given), enforcing its existence and pin."""
     path = loaded.model_path
     if not path.is_file():
         raise ModelError(
             f"{loaded.path}: model file {loaded.recipe.model.onnx} not found (looked at {path})",
             hint="model.onnx is relative to the recipe file",
         )
-    digest = sha256_file(path)
+    digest = (digests or DigestCache(None)).sha256(path)
     pin = loaded.recipe.model.sha256
     if pin is not None and pin != digest:
         raise ModelError(

@@ -1,4 +1,7 @@
-"""One output object per command: human text (rich) or machine JSON on stdout."""
+"""One output object per command: human text (rich) or machine JSON on stdout.
+
+The rich consoles are created on first use: `--json` output and a cache hit never import rich.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +9,15 @@ import json
 import os
 import sys
 from collections.abc import Callable
-from typing import Any
-
-from rich.console import Console
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
 
 from trtforge.errors import TrtforgeError
 
 PIPE_WIDTH = 200
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
 class Output:
@@ -20,10 +25,20 @@ class Output:
 
     def __init__(self, json_mode: bool) -> None:
         self.json_mode = json_mode
+
+    @cached_property
+    def out(self) -> Console:
+        from rich.console import Console
+
         # Piped output is read by people too: don't squeeze tables into 80 columns.
         width = None if sys.stdout.isatty() or "COLUMNS" in os.environ else PIPE_WIDTH
-        self.out = Console(soft_wrap=True, highlight=False, width=width)
-        self.err = Console(stderr=True, soft_wrap=True, highlight=False)
+        return Console(soft_wrap=True, highlight=False, width=width)
+
+    @cached_property
+    def err(self) -> Console:
+        from rich.console import Console
+
+        return Console(stderr=True, soft_wrap=True, highlight=False)
 
     @property
     def interactive(self) -> bool:

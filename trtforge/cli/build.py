@@ -1,4 +1,7 @@
-"""`trtforge build`."""
+"""`trtforge build`.
+
+Rich and the build stage are imported inside the command, so `--help` and cache hits stay light.
+"""
 
 from __future__ import annotations
 
@@ -6,18 +9,16 @@ from contextlib import nullcontext
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
-from trtforge.batch import UnmatchedPattern, expand_recipes
-from trtforge.build import BuildResult, BuildStage
 from trtforge.cli._errors import reported, run
 from trtforge.cli._options import CatalogOpt, JsonOpt, StoreOpt
 from trtforge.cli._output import Output
-from trtforge.cli._progress import BuildProgress
 from trtforge.errors import BadInputError
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
+    from trtforge.build import BuildResult
     from trtforge.reproduce import ReproduceResult
 
 STATUS_STYLE = {"built": "green", "cached": "cyan", "failed": "red"}
@@ -64,7 +65,14 @@ def build(
             raise BadInputError("give one or more recipe files, or --reproduce ID")
 
     def body() -> int:
-        progress = BuildProgress(output.err) if output.interactive else None
+        from trtforge.batch import UnmatchedPattern, expand_recipes
+        from trtforge.build import BuildResult, BuildStage
+
+        progress = None
+        if output.interactive:
+            from trtforge.cli._progress import BuildProgress  # rich: only for a person at a terminal
+
+            progress = BuildProgress(output.err)
         stage = BuildStage(store, catalog=catalog, force=force, progress=progress)
         results = []
         try:
@@ -113,6 +121,8 @@ def _render_reproduce(console: Console, result: ReproduceResult) -> None:
 
 
 def _render(console: Console, output: Output, results: list[BuildResult]) -> None:
+    from rich.table import Table
+
     table = Table(box=None, show_header=True, header_style="bold")
     for column in ("status", "name", "artifact", "seconds", "plan"):
         table.add_column(column)

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from trtforge.cli._errors import run
 from trtforge.cli._options import CatalogOpt, JsonOpt, StoreOpt
 from trtforge.cli._output import Output
 from trtforge.errors import NotFoundError
 from trtforge.store import open_existing_store, open_store
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
 
 app = typer.Typer(help="Timing caches: one per TensorRT flavor, version and GPU, with history.", no_args_is_help=True)
 
@@ -41,6 +43,8 @@ def list_caches(
 
 
 def _render_list(console: Console, rows: list[dict[str, Any]]) -> None:
+    from rich.table import Table
+
     if not rows:
         console.print("no timing caches")
         return

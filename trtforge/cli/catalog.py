@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from trtforge.cli._errors import run
 from trtforge.cli._options import ArtifactArg, CatalogOpt, JsonOpt, StoreOpt
 from trtforge.cli._output import Output
 from trtforge.errors import NotFoundError
 from trtforge.store import open_existing_store
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
 def list_artifacts(
@@ -35,6 +36,8 @@ def list_artifacts(
 
 
 def _render_list(console: Console, rows: list[dict]) -> None:
+    from rich.table import Table
+
     if not rows:
         console.print("no artifacts")
         return
@@ -75,6 +78,8 @@ def show(
 
 
 def _render_show(console: Console, record: dict) -> None:
+    from rich.table import Table
+
     table = Table(box=None, show_header=False)
     table.add_column(style="bold")
     table.add_column()

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from trtforge.cli._errors import run
 from trtforge.cli._options import CatalogOpt, JsonOpt, StoreOpt
 from trtforge.cli._output import Output
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
 
 app = typer.Typer(help="Tactic deny lists: derive entries from accuracy diffs.", no_args_is_help=True)
 
@@ -61,6 +63,8 @@ def derive(
 
 
 def _render(console: Console, data: dict) -> None:
+    from rich.table import Table
+
     console.print(
         f"{data['tensors_compared']} tensors compared ({data['candidate']} vs {data['reference']}), "
         f"{data['tensors_exceeding']} beyond atol {data['atol']:g} / rtol {data['rtol']:g}"

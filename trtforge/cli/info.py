@@ -5,14 +5,14 @@ from __future__ import annotations
 import json
 import platform
 import sys
-from typing import Any
-
-from rich.console import Console
-from rich.table import Table
+from typing import TYPE_CHECKING, Any
 
 from trtforge.cli._errors import run
 from trtforge.cli._options import CatalogOpt, JsonOpt, StoreOpt
 from trtforge.cli._output import Output
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
 def schema(json_output: JsonOpt = False) -> None:
@@ -64,6 +64,8 @@ STATE_STYLE = {"yes": "green", "deprecated": "yellow", "never": "red", "missing"
 
 
 def _render_capabilities(console: Console, backend: dict[str, Any]) -> None:
+    from rich.table import Table
+
     table = Table(box=None, header_style="bold", title=f"{backend['flavor']} {backend['version']}: recipe options")
     table.add_column("option", no_wrap=True)
     for column in ("state", "since", "removed", "note"):

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from trtforge.cli._errors import run
 from trtforge.cli._options import CatalogOpt, CcOpt, FlavorOpt, GpuOpt, JsonOpt, StoreOpt, TrtOpt
 from trtforge.cli._output import Output
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
 def lookup(
@@ -79,6 +80,8 @@ def lookup(
 
 
 def _render(console: Console, report: dict[str, Any]) -> None:
+    from rich.table import Table
+
     best = report.get("best")
     if best is not None:
         console.print(best["path"])

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from trtforge.cli._errors import run
 from trtforge.cli._options import CatalogOpt, JsonOpt, StoreOpt
 from trtforge.cli._output import Output
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
 
 STATUS_STYLE = {"build": "yellow", "cached": "cyan", "failed": "red"}
 
@@ -47,6 +49,8 @@ def plan(
 
 
 def _render(console: Console, output: Output, rows: list[dict[str, Any]]) -> None:
+    from rich.table import Table
+
     table = Table(box=None, header_style="bold")
     for column in ("status", "name", "target", "build key", "artifact"):
         table.add_column(column)

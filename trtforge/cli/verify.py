@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from trtforge.cli._errors import run
 from trtforge.cli._options import ArtifactArg, CatalogOpt, JsonOpt, StoreOpt
 from trtforge.cli._output import Output
-from trtforge.refit import RefitResult
-from trtforge.verify import VerificationReport, iter_failures
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
+
+    from trtforge.refit import RefitResult
+    from trtforge.verify import VerificationReport
+
 
 STATUS_STYLE = {"passed": "green", "failed": "red", "reference-only": "cyan"}
 
@@ -77,6 +81,8 @@ def render_report(console: Console, report: VerificationReport) -> None:
     else:
         table = _check_table(console, report)
     console.print(table)
+    from trtforge.verify import iter_failures
+
     for line in iter_failures(report):
         console.print(f"[red]failed:[/] {line}")
     for perf in report.perf:
@@ -97,6 +103,8 @@ def render_report(console: Console, report: VerificationReport) -> None:
 
 
 def _reference_table(report: VerificationReport) -> Table:
+    from rich.table import Table
+
     table = Table(box=None, header_style="bold")
     for column in ("profile", "point", "shapes", "outputs", "reference"):
         table.add_column(column)
@@ -113,6 +121,8 @@ def _reference_table(report: VerificationReport) -> Table:
 
 
 def _check_table(console: Console, report: VerificationReport) -> Table:
+    from rich.table import Table
+
     table = Table(box=None, header_style="bold")
     for column in ("profile", "point", "shapes", "output", "max abs", "max rel", "mismatches", "result"):
         table.add_column(column)

@@ -1,0 +1,150 @@
+"""Figure 3: lookup latency (p50/p99) in catalogs of 1k, 10k and 100k artifacts, and CLI wall time.
+
+Catalogs are filled through the catalog ORM (bulk inserts). The query being timed is chosen
+here, in ONE place: :func:`lookup_query` for the in-process latency and :data:`LOOKUP_CLI` for
+the command line. Point both at ``trtforge.lookup`` / ``trtforge lookup`` once it exists.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import uuid
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+from bench.config import Config
+from bench.figure import Figure
+from bench.timing import Series, interleave, percentile, run_timed, timed_call, trtforge_argv
+
+P50_GOAL_MS = 5.0
+ARTIFACTS_PER_NAME = 10
+FLAVORS = (("tensorrt", "10.13.0"), ("tensorrt", "11.0.0"), ("tensorrt_rtx", "1.7.1"))
+PROFILE = {"min": [1, 3, 224, 224], "opt": [8, 3, 224, 224], "max": [32, 3, 224, 224]}
+GPUS = (("NVIDIA A100-SXM4-80GB", "8.0"), ("NVIDIA GeForce RTX 4090", "8.9"), ("NVIDIA L4", "8.9"))
+
+
+def lookup_query(store: Any, name: str) -> int:
+    """THE in-process lookup being timed: all artifacts of one recipe name (indexed by name).
+
+    ``store`` is an open :class:`trtforge.store.Store` (catalog + blobs).
+    """
+    return len(store.catalog.list_artifacts(name))
+
+
+def lookup_cli(store: Path, name: str) -> list[str | Path]:
+    """THE command-line lookup being timed."""
+    return trtforge_argv("list", "--name", name, "--store", store, "--json")
+
+
+LOOKUP_CLI = lookup_cli
+
+
+def name_of(index: int) -> str:
+    return f"model-{index:06d}"
+
+
+def populate(store: Path, artifacts: int, seed: int) -> None:
+    """A catalog of ``artifacts`` rows, ARTIFACTS_PER_NAME per recipe name, via the ORM."""
+    from sqlalchemy import insert
+
+    from trtforge.store import open_store
+    from trtforge.store.catalog import Artifact, Blob
+
+    rng = random.Random(seed)
+    opened = open_store(store)
+    plan = "ab" * 32
+    start = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    try:
+        with opened.catalog.writing() as session:
+            session.add(Blob(sha256=plan, size=1 << 20, kind="plan"))
+        batch: list[dict[str, Any]] = []
+        for index in range(artifacts):
+            flavor, version = FLAVORS[index % len(FLAVORS)]
+            gpu, cc = GPUS[rng.randrange(len(GPUS))]
+            batch.append(
+                {
+                    "id": uuid.UUID(int=rng.getrandbits(128)).hex,
+                    "name": name_of(index // ARTIFACTS_PER_NAME),
+                    "build_key": f"{rng.getrandbits(256):064x}",
+                    "recipe_fingerprint": f"{rng.getrandbits(256):064x}",
+                    "model_sha256": f"{rng.getrandbits(256):064x}",
+                    "flavor": flavor,
+                    "trt_version": version,
+                    "gpu_name": None if flavor == "tensorrt_rtx" else gpu,
+                    "compute_capabilities": [] if flavor == "tensorrt_rtx" else [cc],
+                    "plan_sha256": plan,
+                    "plan_size": 1 << 20,
+                    "io_tensors": [{"name": "images", "mode": "input", "dtype": "float", "shape": [-1, 3, 224, 224]}],
+                    "profiles": [{"images": PROFILE}],
+                    "recipe": {"name": name_of(index // ARTIFACTS_PER_NAME), "backend": flavor},
+                    "recipe_path": None,
+                    "build_seconds": 12.5,
+                    "build_log": [],
+                    "details": {},
+                    "created_at": start + timedelta(seconds=index),
+                    "status": "unverified",
+                }
+            )
+            if len(batch) == 10_000:
+                with opened.catalog.writing() as session:
+                    session.execute(insert(Artifact), batch)
+                batch = []
+        if batch:
+            with opened.catalog.writing() as session:
+                session.execute(insert(Artifact), batch)
+    finally:
+        opened.close()
+
+
+def run(work: Path, cfg: Config) -> Figure:
+    from trtforge.store import open_existing_store
+
+    fig = Figure("lookup", "Lookup latency by catalog size (in process, p50/p99) and CLI wall time")
+    fig.notes.append(f"in process: {(lookup_query.__doc__ or '').splitlines()[0]}")
+    fig.notes.append(f"{ARTIFACTS_PER_NAME} artifacts per recipe name; random names, seeded")
+    p50s: dict[int, float] = {}
+    stores: dict[int, Path] = {}
+    for size in cfg.lookup_sizes:
+        store = work / f"catalog-{size}"
+        timed = timed_call(lambda store=store, size=size: populate(store, size, seed=size))
+        fig.facts[f"{size} artifacts: populate via ORM bulk insert, s"] = round(timed.wall, 2)
+        stores[size] = store
+        opened = open_existing_store(store)
+        assert opened is not None
+        rng = random.Random(1)
+        names = max(1, size // ARTIFACTS_PER_NAME)
+        lookup_query(opened, name_of(0))  # warm-up: statement compilation, connection
+        series = fig.add(Series(f"{size} artifacts: in-process lookup", unit="ms"))
+        for _ in range(cfg.lookup_queries):
+            name = name_of(rng.randrange(names))
+            sample = timed_call(lambda name=name, opened=opened: lookup_query(opened, name))
+            sample.wall *= 1000
+            sample.cpu = sample.cpu * 1000 if sample.cpu is not None else None
+            series.add(sample)
+        opened.close()
+        ordered = sorted(series.walls)
+        p50s[size] = percentile(ordered, 50)
+        fig.facts[f"{size} artifacts: p50 / p99 ms"] = f"{p50s[size]:.3f} / {percentile(ordered, 99):.3f}"
+
+    cli_series = {size: fig.add(Series(f"{size} artifacts: CLI `trtforge list --name`")) for size in cfg.lookup_sizes}
+
+    def cli_step(size: int):  # type: ignore[no-untyped-def]
+        def step():  # type: ignore[no-untyped-def]
+            sample, _ = run_timed(LOOKUP_CLI(stores[size], name_of(0)))
+            return sample
+
+        return step
+
+    interleave(cfg.reps_fast, *((cli_series[s], cli_step(s)) for s in cfg.lookup_sizes))
+
+    largest, smallest = max(p50s), min(p50s)
+    growth = p50s[largest] / p50s[smallest]
+    log_growth = math.log(largest) / math.log(smallest) if smallest > 1 else float("inf")
+    fig.ratios[f"p50 {largest} / p50 {smallest}"] = growth
+    fig.ratios[f"log({largest}) / log({smallest}) (logarithmic growth)"] = log_growth
+    if largest >= 100_000:
+        fig.goal(f"p50 at {largest} artifacts", f"< {P50_GOAL_MS} ms", p50s[largest], p50s[largest] < P50_GOAL_MS)
+    fig.goal("p50 growth no worse than logarithmic", f"<= {log_growth:.2f}", growth, growth <= log_growth)
+    return fig

@@ -1,0 +1,130 @@
+"""The cache-hit path: stat-keyed model digests and the SQLite hit query without SQLAlchemy."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import subprocess_env
+from trtforge.digests import DigestCache
+from trtforge.store.sqlite_hits import find_cached_plan, known_revisions
+
+
+def _old(path: Path, seconds: float = 60.0) -> None:
+    """Move a file's mtime into the past, so its digest is not 'racy' and may be remembered."""
+    stamp = path.stat().st_mtime - seconds
+    os.utime(path, (stamp, stamp))
+
+
+def test_digest_is_remembered_by_stat_and_invalidated_by_change(tmp_path: Path) -> None:
+    model = tmp_path / "m.onnx"
+    model.write_bytes(b"a" * 1000)
+    _old(model)
+    cache_file = tmp_path / "store" / "cache" / "digests.json"
+    (tmp_path / "store").mkdir()
+    first = DigestCache(cache_file)
+    assert first.sha256(model) == hashlib.sha256(b"a" * 1000).hexdigest()
+    first.save()
+    stored = json.loads(cache_file.read_text())
+    [(path, entry)] = stored["entries"].items()
+    assert path == str(model.resolve()) and entry[0] == 1000
+
+    # The remembered digest is what a later process gets for an unchanged stat ...
+    entry[5] = "f" * 64
+    cache_file.write_text(json.dumps(stored))
+    assert DigestCache(cache_file).sha256(model) == "f" * 64
+    # ... and any change to the file (here: same size, new content and mtime) re-hashes it.
+    model.write_bytes(b"b" * 1000)
+    assert DigestCache(cache_file).sha256(model) == hashlib.sha256(b"b" * 1000).hexdigest()
+
+
+def test_recently_modified_file_is_hashed_but_not_remembered(tmp_path: Path) -> None:
+    (tmp_path / "store").mkdir()
+    model = tmp_path / "m.onnx"
+    model.write_bytes(b"fresh")
+    cache = DigestCache(tmp_path / "store" / "cache" / "digests.json")
+    assert cache.sha256(model) == hashlib.sha256(b"fresh").hexdigest()
+    cache.save()
+    assert not (tmp_path / "store" / "cache" / "digests.json").exists()
+
+
+def test_concurrent_savers_merge_and_damaged_cache_is_ignored(tmp_path: Path) -> None:
+    (tmp_path / "store").mkdir()
+    cache_file = tmp_path / "store" / "cache" / "digests.json"
+    a, b = tmp_path / "a.onnx", tmp_path / "b.onnx"
+    for path in (a, b):
+        path.write_bytes(path.name.encode())
+        _old(path)
+    first, second = DigestCache(cache_file), DigestCache(cache_file)
+    first.sha256(a)
+    second.sha256(b)
+    first.save()
+    second.save()
+    assert set(json.loads(cache_file.read_text())["entries"]) == {str(a.resolve()), str(b.resolve())}
+    cache_file.write_text("{not json")
+    assert DigestCache(cache_file).sha256(a) == hashlib.sha256(b"a.onnx").hexdigest()
+
+
+def test_no_store_no_cache_file(tmp_path: Path) -> None:
+    model = tmp_path / "m.onnx"
+    model.write_bytes(b"x")
+    _old(model)
+    cache = DigestCache(tmp_path / "absent-store" / "cache" / "digests.json")
+    cache.sha256(model)
+    cache.save()
+    assert not (tmp_path / "absent-store").exists()
+
+
+def test_migration_file_names_are_revision_ids() -> None:
+    from alembic.script import ScriptDirectory
+
+    from trtforge.store.migrations import alembic_config
+
+    scripts = ScriptDirectory.from_config(alembic_config())
+    assert {s.revision for s in scripts.walk_revisions()} == known_revisions()
+
+
+def test_sqlite_hit_query_answers_only_a_clean_yes(cli, example_recipe: Path, store: Path) -> None:
+    [built] = cli("build", example_recipe, "--store", store, "--json").json()
+    db = store / "catalog.sqlite"
+    hit = find_cached_plan(db, built["build_key"])
+    assert hit is not None and (hit.artifact_id, hit.plan_sha256) == (built["artifact_id"], built["plan_sha256"])
+    assert find_cached_plan(db, "0" * 64) is None
+    assert find_cached_plan(store / "missing.sqlite", built["build_key"]) is None
+    assert not (store / "missing.sqlite").exists()
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE alembic_version SET version_num = '9999_future'")
+    assert find_cached_plan(db, built["build_key"]) is None
+    # The full catalog path then decides: a newer schema is refused, as without the fast path.
+    refused = cli("build", example_recipe, "--store", store, "--json")
+    assert refused.code == 2 and "newer than this trtforge" in refused.json()[0]["error"], refused
+
+
+@pytest.mark.parametrize("json_flag", [["--json"], []])
+def test_cache_hit_skips_sqlalchemy_and_imports_rich_only_for_a_table(
+    cli, example_recipe: Path, store: Path, tmp_path: Path, json_flag: list[str]
+) -> None:
+    assert cli("build", example_recipe, "--store", store).code == 0
+    probe = tmp_path / "probe.py"
+    probe.write_text(
+        "import json, sys\n"
+        "from trtforge.cli import app\n"
+        f"sys.argv = ['trtforge', 'build', {str(example_recipe)!r}, '--store', {str(store)!r}, *{json_flag!r}]\n"
+        "try:\n    app()\nexcept SystemExit as exc:\n    code = exc.code\n"
+        "loaded = sorted({m.split('.')[0] for m in sys.modules} & {'sqlalchemy', 'rich', 'alembic', 'onnx'})\n"
+        "sys.stderr.write('MODULES=' + json.dumps(loaded) + '\\n')\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, str(probe)], capture_output=True, text=True, timeout=120, env=subprocess_env()
+    )
+    assert "cached" in proc.stdout, proc
+    [line] = [x for x in proc.stderr.splitlines() if x.startswith("MODULES=")]
+    expected = [] if json_flag else ["rich"]  # a person's table is drawn with rich
+    assert json.loads(line.removeprefix("MODULES=")) == expected
