@@ -1,8 +1,8 @@
 """Figure 3: lookup latency (p50/p99) in catalogs of 1k, 10k and 100k artifacts, and CLI wall time.
 
-Catalogs are filled through the catalog ORM (bulk inserts). The query being timed is chosen
+Catalogs are filled through the catalog ORM (bulk inserts). The lookup being timed is chosen
 here, in ONE place: :func:`lookup_query` for the in-process latency and :data:`LOOKUP_CLI` for
-the command line. Point both at ``trtforge.lookup`` / ``trtforge lookup`` once it exists.
+the command line.
 """
 
 from __future__ import annotations
@@ -25,17 +25,28 @@ PROFILE = {"min": [1, 3, 224, 224], "opt": [8, 3, 224, 224], "max": [32, 3, 224,
 GPUS = (("NVIDIA A100-SXM4-80GB", "8.0"), ("NVIDIA GeForce RTX 4090", "8.9"), ("NVIDIA L4", "8.9"))
 
 
-def lookup_query(store: Any, name: str) -> int:
-    """THE in-process lookup being timed: all artifacts of one recipe name (indexed by name).
+# A target every recipe name has engines for (TensorRT-RTX rows carry the default capabilities).
+TARGET = {"flavor": "tensorrt_rtx", "trt": "1.7.1", "cc": "8.9", "gpu": "NVIDIA L4"}
 
-    ``store`` is an open :class:`trtforge.store.Store` (catalog + blobs).
+
+def lookup_query(store: Any, name: str) -> int:
+    """THE in-process lookup being timed: trtforge's ranking of one name's artifacts for a target.
+
+    Indexed query + verification statuses + compatibility rules + ranking (what
+    ``trtforge.lookup`` does before it hash-checks the chosen plan). ``store`` is an open
+    :class:`trtforge.store.Store`.
     """
-    return len(store.catalog.list_artifacts(name))
+    from trtforge.lookup_stage import rank_in_store
+    from trtforge.target import explicit_target
+
+    ranking = rank_in_store(store, explicit_target(**TARGET), name=name, runtime_check=False)
+    return len(ranking.matches)
 
 
 def lookup_cli(store: Path, name: str) -> list[str | Path]:
     """THE command-line lookup being timed."""
-    return trtforge_argv("list", "--name", name, "--store", store, "--json")
+    flags = [f"--{key}={value}" for key, value in TARGET.items()]
+    return trtforge_argv("lookup", name, *flags, "--store", store, "--json")
 
 
 LOOKUP_CLI = lookup_cli
@@ -54,9 +65,10 @@ def populate(store: Path, artifacts: int, seed: int) -> None:
 
     rng = random.Random(seed)
     opened = open_store(store)
-    plan = "ab" * 32
     start = datetime(2026, 1, 1, tzinfo=timezone.utc)
     try:
+        # One real 1 MiB plan shared by every row: lookup hash-checks the plan it hands out.
+        plan = opened.blobs.put_bytes(rng.randbytes(1 << 20)).sha256
         with opened.catalog.writing() as session:
             session.add(Blob(sha256=plan, size=1 << 20, kind="plan"))
         batch: list[dict[str, Any]] = []
@@ -128,7 +140,7 @@ def run(work: Path, cfg: Config) -> Figure:
         p50s[size] = percentile(ordered, 50)
         fig.facts[f"{size} artifacts: p50 / p99 ms"] = f"{p50s[size]:.3f} / {percentile(ordered, 99):.3f}"
 
-    cli_series = {size: fig.add(Series(f"{size} artifacts: CLI `trtforge list --name`")) for size in cfg.lookup_sizes}
+    cli_series = {size: fig.add(Series(f"{size} artifacts: CLI `trtforge lookup`")) for size in cfg.lookup_sizes}
 
     def cli_step(size: int):  # type: ignore[no-untyped-def]
         def step():  # type: ignore[no-untyped-def]
