@@ -7,14 +7,16 @@ the store, and a catalog row is added only after its plan blob is complete.
 
 from __future__ import annotations
 
+import sys
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from trtforge.backend.loader import find_backend
+from trtforge.crashpoints import crashpoint, wrap_progress
 from trtforge.errors import TrtforgeError
 from trtforge.keys import build_key, recipe_fingerprint
 from trtforge.model import check_profiles, model_sha256, read_model
@@ -85,10 +87,12 @@ class BuildStage:
         catalog: str | None = None,
         force: bool = False,
         progress: Any = None,
+        notify: Callable[[str], None] | None = None,
     ) -> None:
         self.store = StoreHandle(store, catalog)
         self.force = force
         self.progress = progress
+        self.notify = notify or _to_stderr
 
     def close(self) -> None:
         self.store.close()
@@ -126,22 +130,36 @@ class BuildStage:
         key = build_key(recipe, model_digest, target)
         result.build_key = key
 
-        if not self.force and (store := self.store.existing()) is not None:
-            hit = store.catalog.find_by_build_key(key)
-            if hit is not None and store.blobs.exists(hit.plan_sha256):
-                result.status = "cached"
-                result.artifact_id = hit.id
-                result.plan_sha256 = hit.plan_sha256
-                result.plan_path = str(store.blobs.path_for(hit.plan_sha256))
-                return
+        if not self.force and (store := self.store.existing()) is not None and _use_hit(store, key, result):
+            return
 
         model = read_model(loaded.model_path, model_digest)
         check_profiles(loaded, model)
+        store = self.store.ensure()
+        # Single flight: whoever holds the key's lock builds; the others wait, then find its row.
+        with store.locks.hold(key, what=f"{recipe.name} ({key[:12]})", notify=self.notify):
+            if not self.force and _use_hit(store, key, result):
+                return
+            crashpoint("build-locked")
+            self._build_locked(store, loaded, backend, target, key, model_digest, model, result)
+
+    def _build_locked(
+        self,
+        store: Store,
+        loaded: LoadedRecipe,
+        backend: Any,
+        target: Any,
+        key: str,
+        model_digest: str,
+        model: Any,
+        result: BuildResult,
+    ) -> None:
+        recipe = loaded.recipe
         from trtforge.backend.build import build_plan  # lazy: imports tensorrt
 
-        output = build_plan(backend, recipe, loaded.model_path, self.progress)
-        store = self.store.ensure()
+        output = build_plan(backend, recipe, loaded.model_path, wrap_progress(self.progress))
         blob = store.blobs.put_bytes(output.plan_view)
+        crashpoint("blob-stored")
         artifact = Artifact(
             id=uuid.uuid4().hex,
             name=recipe.name,
@@ -176,3 +194,19 @@ class BuildStage:
         result.artifact_id = artifact.id
         result.plan_sha256 = blob.sha256
         result.plan_path = str(store.blobs.path_for(blob.sha256))
+
+
+def _use_hit(store: Store, key: str, result: BuildResult) -> bool:
+    """Fill ``result`` from a usable catalog hit (row present, blob present, not corrupt)."""
+    hit = store.catalog.find_by_build_key(key)
+    if hit is None or hit.status == "corrupt" or not store.blobs.exists(hit.plan_sha256):
+        return False
+    result.status = "cached"
+    result.artifact_id = hit.id
+    result.plan_sha256 = hit.plan_sha256
+    result.plan_path = str(store.blobs.path_for(hit.plan_sha256))
+    return True
+
+
+def _to_stderr(message: str) -> None:
+    print(f"trtforge: {message}", file=sys.stderr, flush=True)

@@ -4,6 +4,8 @@ Layout (owned here, nowhere else)::
 
     <root>/catalog.sqlite            catalog (unless a --catalog URL is given)
     <root>/blobs/sha256/<aa>/<sha>   plan and cache blobs
+    <root>/blobs/sha256/.incoming/   temp files being written (stale ones are removed on open)
+    <root>/locks/<build key>.lock    single-flight build locks
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from pathlib import Path
 from trtforge.errors import StoreError
 from trtforge.store.blobs import BlobStore
 from trtforge.store.catalog import Catalog
+from trtforge.store.fs import network_mount
+from trtforge.store.locks import LockDir
 
 DEFAULT_STORE = Path("cache_store")
 STORE_ENV = "TRTFORGE_STORE"
@@ -37,24 +41,46 @@ class Store:
     blobs: BlobStore
     catalog: Catalog
 
+    @property
+    def locks(self) -> LockDir:
+        return LockDir(self.root / "locks")
+
     def close(self) -> None:
         self.catalog.close()
 
 
 def _catalog_url(root: Path, catalog: str | None) -> str:
-    return catalog or os.environ.get(CATALOG_ENV) or f"sqlite:///{root / CATALOG_FILE}"
+    url = catalog or os.environ.get(CATALOG_ENV) or f"sqlite:///{root / CATALOG_FILE}"
+    if url.startswith("sqlite:///"):
+        _refuse_network_fs(Path(url.removeprefix("sqlite:///")))
+    return url
+
+
+def _refuse_network_fs(database: Path) -> None:
+    """SQLite's locking (and WAL's shared memory) is unsafe on network file systems."""
+    mount = network_mount(database.parent if not database.exists() else database)
+    if mount is not None:
+        raise StoreError(
+            f"the SQLite catalog {database} is on a network file system ({mount.fs_type} from {mount.source}), "
+            "where SQLite locking is unsafe",
+            hint="use a PostgreSQL catalog for a shared store: --catalog postgresql+psycopg://... "
+            "(or TRTFORGE_CATALOG); see 'Team setup' in README.md",
+        )
 
 
 def open_store(store: str | Path | None = None, *, catalog: str | None = None) -> Store:
     """Open (creating if needed) the store and its catalog."""
     root = resolve_store_root(store)
+    url = _catalog_url(root, catalog)  # refuses a network file system before creating anything
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise StoreError(f"cannot create store {root}: {exc.strerror}") from None
     if not os.access(root, os.W_OK | os.X_OK):
         raise StoreError(f"store {root} is not writable")
-    return Store(root, BlobStore(root), Catalog(_catalog_url(root, catalog)))
+    blobs = BlobStore(root)
+    blobs.clean_stale_temp()
+    return Store(root, blobs, Catalog(url))
 
 
 def open_existing_store(store: str | Path | None = None, *, catalog: str | None = None) -> Store | None:

@@ -10,17 +10,63 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import socket
 import tempfile
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from trtforge.crashpoints import crashpoint
 from trtforge.errors import IntegrityError, NotFoundError
+from trtforge.store.locks import pid_alive
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 TEMP_PREFIX = ".tmp-"
+STALE_TEMP_AGE_S = 30 * 60
+_TEMP_OWNER = re.compile(r"^\.tmp-(\d+)@([A-Za-z0-9._]*)-")
+
+
+def _owner_prefix() -> str:
+    """``.tmp-<pid>@<host>-``: lets a later command tell a dead writer's leftovers from live ones."""
+    host = re.sub(r"[^A-Za-z0-9._]", "_", socket.gethostname())[:64]
+    return f"{TEMP_PREFIX}{os.getpid()}@{host}-"
+
+
+@dataclass(frozen=True)
+class TempFile:
+    """A leftover temp file and why it may be removed."""
+
+    path: Path
+    age_s: float
+    owner_pid: int | None
+    owner_dead: bool
+
+
+def scan_temp_files(folder: Path, *, max_age_s: float = STALE_TEMP_AGE_S) -> list[TempFile]:
+    """Temp files in ``folder`` whose writer died on this host, or that are older than ``max_age_s``."""
+    here = re.sub(r"[^A-Za-z0-9._]", "_", socket.gethostname())[:64]
+    now = time.time()
+    stale = []
+    try:
+        entries = list(os.scandir(folder))
+    except FileNotFoundError:
+        return []
+    for entry in entries:
+        if not entry.name.startswith(TEMP_PREFIX) or not entry.is_file(follow_symlinks=False):
+            continue
+        try:
+            age = now - entry.stat(follow_symlinks=False).st_mtime
+        except FileNotFoundError:
+            continue
+        match = _TEMP_OWNER.match(entry.name)
+        pid = int(match.group(1)) if match else None
+        dead = match is not None and match.group(2) == here and pid != os.getpid() and not pid_alive(pid or 0)
+        if dead or age > max_age_s:
+            stale.append(TempFile(Path(entry.path), round(age, 1), pid, dead))
+    return stale
 
 
 @dataclass(frozen=True)
@@ -46,7 +92,7 @@ def _fsync_dir(path: Path) -> None:
 def atomic_write(target: Path) -> Iterator[BinaryIO]:
     """Write ``target`` all-or-nothing: temp file beside it, fsync, rename, cleanup on failure."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=target.parent)
+    fd, tmp_name = tempfile.mkstemp(prefix=_owner_prefix(), dir=target.parent)
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as handle:
@@ -79,7 +125,7 @@ class BlobStore:
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
         digest = hashlib.sha256()
         size = 0
-        fd, tmp_name = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=self.tmp_dir)
+        fd, tmp_name = tempfile.mkstemp(prefix=_owner_prefix(), dir=self.tmp_dir)
         tmp = Path(tmp_name)
         try:
             with os.fdopen(fd, "wb") as handle:
@@ -89,6 +135,7 @@ class BlobStore:
                     size += len(chunk)
                 handle.flush()
                 os.fsync(handle.fileno())
+            crashpoint("blob-temp-written")
             sha = digest.hexdigest()
             final = self.path_for(sha)
             if not final.is_file():
@@ -99,6 +146,17 @@ class BlobStore:
             return BlobRef(sha, size)
         finally:
             tmp.unlink(missing_ok=True)
+
+    def clean_stale_temp(self, *, max_age_s: float = STALE_TEMP_AGE_S) -> list[TempFile]:
+        """Remove temp files left by writers that died (or that are older than ``max_age_s``)."""
+        removed = []
+        for temp in scan_temp_files(self.tmp_dir, max_age_s=max_age_s):
+            try:
+                temp.path.unlink()
+            except FileNotFoundError:
+                continue
+            removed.append(temp)
+        return removed
 
     def put_bytes(self, data: bytes | memoryview) -> BlobRef:
         view = memoryview(data).cast("B")
