@@ -21,8 +21,9 @@ from trtforge.errors import TrtforgeError
 from trtforge.keys import build_key, recipe_fingerprint
 from trtforge.model import check_profiles, model_sha256, read_model
 from trtforge.recipe import LoadedRecipe, load_recipe
-from trtforge.store import Store, open_existing_store, open_store
+from trtforge.store import Store, open_existing_store, open_store, resolve_store_root
 from trtforge.store.catalog import Artifact, Blob
+from trtforge.store.locks import LockDir
 from trtforge.target import build_target_for
 
 BuildStatus = Literal["built", "cached", "failed"]
@@ -71,6 +72,10 @@ class StoreHandle:
         if self._store is None:
             self._store = open_store(self._location, catalog=self._catalog)
         return self._store
+
+    def locks(self) -> LockDir:
+        """The store's build locks, usable before (and without) opening the catalog."""
+        return LockDir(resolve_store_root(self._location) / "locks")
 
     def close(self) -> None:
         if self._store is not None:
@@ -135,17 +140,15 @@ class BuildStage:
 
         model = read_model(loaded.model_path, model_digest)
         check_profiles(loaded, model)
-        store = self.store.ensure()
         # Single flight: whoever holds the key's lock builds; the others wait, then find its row.
-        with store.locks.hold(key, what=f"{recipe.name} ({key[:12]})", notify=self.notify):
-            if not self.force and _use_hit(store, key, result):
+        with self.store.locks().hold(key, what=f"{recipe.name} ({key[:12]})", notify=self.notify):
+            if not self.force and (store := self.store.existing()) is not None and _use_hit(store, key, result):
                 return
             crashpoint("build-locked")
-            self._build_locked(store, loaded, backend, target, key, model_digest, model, result)
+            self._build_locked(loaded, backend, target, key, model_digest, model, result)
 
     def _build_locked(
         self,
-        store: Store,
         loaded: LoadedRecipe,
         backend: Any,
         target: Any,
@@ -158,6 +161,7 @@ class BuildStage:
         from trtforge.backend.build import build_plan  # lazy: imports tensorrt
 
         output = build_plan(backend, recipe, loaded.model_path, wrap_progress(self.progress))
+        store = self.store.ensure()
         blob = store.blobs.put_bytes(output.plan_view)
         crashpoint("blob-stored")
         artifact = Artifact(
