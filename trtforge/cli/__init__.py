@@ -7,6 +7,7 @@ import typer
 from trtforge.cli import build as build_cmd
 from trtforge.cli import catalog as catalog_cmd
 from trtforge.cli import info as info_cmd
+from trtforge.cli import maintenance as maintenance_cmd
 
 app = typer.Typer(
     name="trtforge",
@@ -20,6 +21,8 @@ app.command("list")(catalog_cmd.list_artifacts)
 app.command("show")(catalog_cmd.show)
 app.command("schema")(info_cmd.schema)
 app.command("doctor")(info_cmd.doctor)
+app.command("fsck")(maintenance_cmd.fsck)
+app.command("gc")(maintenance_cmd.gc)
 
 
 def main() -> None:

@@ -7,6 +7,7 @@ exactly the bytes its name promises. Reads for loading re-hash the bytes.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import re
@@ -33,6 +34,12 @@ def _owner_prefix() -> str:
     """``.tmp-<pid>@<host>-``: lets a later command tell a dead writer's leftovers from live ones."""
     host = re.sub(r"[^A-Za-z0-9._]", "_", socket.gethostname())[:64]
     return f"{TEMP_PREFIX}{os.getpid()}@{host}-"
+
+
+@dataclass(frozen=True)
+class BlobStat:
+    size: int
+    mtime: float
 
 
 @dataclass(frozen=True)
@@ -138,7 +145,7 @@ class BlobStore:
             crashpoint("blob-temp-written")
             sha = digest.hexdigest()
             final = self.path_for(sha)
-            if not final.is_file():
+            if not self.verify(sha):  # absent, or a damaged copy that this write repairs
                 final.parent.mkdir(parents=True, exist_ok=True)
                 os.chmod(tmp, 0o444)
                 os.replace(tmp, final)
@@ -167,25 +174,85 @@ class BlobStore:
         with open(path, "rb") as handle:
             return self.put_chunks(iter(lambda: handle.read(1 << 22), b""))
 
-    def read_verified(self, sha256: str) -> bytes:
-        """The blob's bytes, after checking they still hash to their name."""
+    def _open_checked(self, sha256: str) -> BinaryIO:
+        """Open a blob for reading, refusing symlinks anywhere below the blob root."""
         path = self.path_for(sha256)
+        shard = path.parent
+        if shard.is_symlink() or (shard.exists() and shard.resolve() != self.root.resolve() / sha256[:2]):
+            raise IntegrityError(f"blob {sha256[:12]} is behind a symlinked folder in the store")
         try:
-            data = path.read_bytes()
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
         except FileNotFoundError:
             raise IntegrityError(f"blob {sha256[:12]} is missing from the store") from None
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise IntegrityError(f"blob {sha256[:12]} is a symlink; the store only holds regular files") from None
+            raise
+        return os.fdopen(fd, "rb")
+
+    def read_verified(self, sha256: str) -> bytes:
+        """The blob's bytes, after checking they still hash to their name."""
+        with self._open_checked(sha256) as handle:
+            data = handle.read()
         actual = hashlib.sha256(data).hexdigest()
         if actual != sha256:
             raise IntegrityError(f"blob {sha256[:12]} is corrupted (its bytes hash to {actual[:12]})")
         return data
 
     def verify(self, sha256: str) -> bool:
-        path = self.path_for(sha256)
+        """True when the blob is a regular file in the store whose bytes hash to its name."""
         digest = hashlib.sha256()
         try:
-            with open(path, "rb") as handle:
+            with self._open_checked(sha256) as handle:
                 while chunk := handle.read(1 << 22):
                     digest.update(chunk)
-        except FileNotFoundError:
+        except IntegrityError:
             return False
         return digest.hexdigest() == sha256
+
+    def stat(self, sha256: str) -> BlobStat | None:
+        try:
+            info = self.path_for(sha256).stat()
+        except FileNotFoundError:
+            return None
+        return BlobStat(info.st_size, info.st_mtime)
+
+    def location(self, sha256: str) -> str:
+        return str(self.path_for(sha256))
+
+    def iter_digests(self) -> Iterator[str]:
+        """Names of the blob files present (by listing; contents are not checked)."""
+        if not self.root.is_dir():
+            return
+        for shard in sorted(self.root.iterdir()):
+            if not re.fullmatch(r"[0-9a-f]{2}", shard.name) or not shard.is_dir():
+                continue
+            for entry in sorted(shard.iterdir()):
+                if _SHA256.match(entry.name) and entry.name.startswith(shard.name):
+                    yield entry.name
+
+    def temp_files(self, *, max_age_s: float = STALE_TEMP_AGE_S) -> list[TempFile]:
+        """Stale temp files anywhere under the blob root (the incoming folder and shards)."""
+        folders = [self.tmp_dir]
+        if self.root.is_dir():
+            folders += [d for d in sorted(self.root.iterdir()) if d.is_dir() and d != self.tmp_dir]
+        return [t for folder in folders for t in scan_temp_files(folder, max_age_s=max_age_s)]
+
+    def delete(self, sha256: str) -> bool:
+        """Remove a blob file; False if it was already gone."""
+        try:
+            self.path_for(sha256).unlink()
+        except FileNotFoundError:
+            return False
+        return True
+
+    def quarantine(self, sha256: str, folder: Path) -> Path | None:
+        """Move a damaged blob out of the store's namespace (kept for inspection)."""
+        source = self.path_for(sha256)
+        folder.mkdir(parents=True, exist_ok=True)
+        target = folder / f"{sha256}.{int(time.time())}"
+        try:
+            os.replace(source, target)
+        except FileNotFoundError:
+            return None
+        return target
