@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 CRASHPOINT_ENV = "TRTFORGE_TEST_CRASHPOINT"
-POINTS = ("build-locked", "trt-building", "blob-temp-written", "blob-stored")
+POINTS = ("build-locked", "trt-building", "blob-temp-written", "blob-stored", "catalog-uncommitted")
 
 
 def armed(name: str) -> Path | None:

@@ -130,6 +130,7 @@ class BlobStore:
     def put_chunks(self, chunks: Iterable[bytes | memoryview]) -> BlobRef:
         """Store a stream of bytes; returns its digest. Existing identical blobs are kept."""
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        self.clean_stale_temp()  # writers that died mid-write leave their temp files here
         digest = hashlib.sha256()
         size = 0
         fd, tmp_name = tempfile.mkstemp(prefix=_owner_prefix(), dir=self.tmp_dir)

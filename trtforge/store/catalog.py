@@ -35,6 +35,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
+from trtforge.crashpoints import crashpoint
 from trtforge.errors import CatalogError, NotFoundError
 
 # Every Alembic revision, oldest first. A database at a revision not listed here was written by
@@ -273,3 +274,5 @@ class Catalog:
                 session.add(plan_blob)
                 session.flush()  # the blob row first: the artifact's foreign key points at it
             session.add(artifact)
+            session.flush()
+            crashpoint("catalog-uncommitted")
