@@ -62,8 +62,8 @@ def _damage(store: Store, sha: str, data: bytes = b"not the plan") -> None:
 
 
 @pytest.fixture
-def opened(tmp_path: Path) -> Store:
-    store = open_store(tmp_path / "store")
+def opened(tmp_path: Path, catalog_url: str) -> Store:
+    store = open_store(tmp_path / "store", catalog=catalog_url)
     yield store
     store.close()
 

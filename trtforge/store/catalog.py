@@ -44,6 +44,7 @@ SCHEMA_REVISIONS: tuple[str, ...] = ("0001_initial",)
 SCHEMA_HEAD = SCHEMA_REVISIONS[-1]
 MIN_ID_PREFIX = 6
 SQLITE_BUSY_TIMEOUT_MS = 60_000
+MIGRATION_LOCK_KEY = 0x7472_7466_6F72_6765 >> 1  # "trtforge", as a PostgreSQL advisory lock id
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -220,6 +221,10 @@ class Catalog:
         from trtforge.store.migrations import upgrade  # lazy: imports alembic
 
         with self._write_engine.connect() as conn:
+            if conn.dialect.name == "postgresql":
+                # Many CI jobs may open an empty database at once: migrate one at a time (the
+                # lock ends with the transaction; Alembic then sees the schema already at head).
+                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
             upgrade(conn)
             conn.commit()
 
