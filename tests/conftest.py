@@ -35,6 +35,7 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.delenv("TRTFORGE_STORE", raising=False)
     monkeypatch.delenv("TRTFORGE_CATALOG", raising=False)
     monkeypatch.delenv("TRTFORGE_DEBUG", raising=False)
+    monkeypatch.delenv("TRTFORGE_BLOBS", raising=False)
 
 
 @pytest.fixture

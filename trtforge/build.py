@@ -197,7 +197,7 @@ class BuildStage:
         result.status = "built"
         result.artifact_id = artifact.id
         result.plan_sha256 = blob.sha256
-        result.plan_path = str(store.blobs.path_for(blob.sha256))
+        result.plan_path = store.blobs.location(blob.sha256)
 
 
 def _use_hit(store: Store, key: str, result: BuildResult) -> bool:
@@ -208,7 +208,7 @@ def _use_hit(store: Store, key: str, result: BuildResult) -> bool:
     result.status = "cached"
     result.artifact_id = hit.id
     result.plan_sha256 = hit.plan_sha256
-    result.plan_path = str(store.blobs.path_for(hit.plan_sha256))
+    result.plan_path = store.blobs.location(hit.plan_sha256)
     return True
 
 

@@ -23,7 +23,6 @@ from trtforge.store.catalog import Artifact, Blob, utcnow
 
 VERIFIED_STATUS = "passed"
 CORRUPT_STATUS = "corrupt"
-QUARANTINE_DIR = "quarantine"
 ORPHAN_GRACE_S = STALE_TEMP_AGE_S  # a blob without a row may be a build about to record it
 
 Problem = Literal["corrupt", "missing", "orphan"]
@@ -130,9 +129,9 @@ def execute_repair(store: Store, repair: FsckRepair) -> dict[str, Any]:
             session.execute(delete(Blob).where(Blob.sha256.in_(set(repair.drop_blob_rows) - used)))
     moved = []
     for sha in repair.quarantine:
-        target = store.blobs.quarantine(sha, store.root / QUARANTINE_DIR)
+        target = store.blobs.quarantine(sha)
         if target is not None:
-            moved.append(str(target))
+            moved.append(target)
     removed = [p for p in repair.remove_temp if _unlink(Path(p))]
     return {
         "marked_corrupt": list(repair.mark_corrupt),

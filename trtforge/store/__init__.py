@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from trtforge.errors import StoreError
-from trtforge.store.blobs import BlobStore
+from trtforge.store.blobs import BlobBackend, BlobStore
 from trtforge.store.catalog import Catalog
 from trtforge.store.fs import network_mount
 from trtforge.store.locks import LockDir
@@ -24,6 +24,7 @@ DEFAULT_STORE = Path("cache_store")
 STORE_ENV = "TRTFORGE_STORE"
 CATALOG_ENV = "TRTFORGE_CATALOG"
 CATALOG_FILE = "catalog.sqlite"
+BLOBS_ENV = "TRTFORGE_BLOBS"
 
 
 def resolve_store_root(store: str | Path | None = None) -> Path:
@@ -38,7 +39,7 @@ def resolve_store_root(store: str | Path | None = None) -> Path:
 @dataclass
 class Store:
     root: Path
-    blobs: BlobStore
+    blobs: BlobBackend
     catalog: Catalog
 
     @property
@@ -78,9 +79,19 @@ def open_store(store: str | Path | None = None, *, catalog: str | None = None) -
         raise StoreError(f"cannot create store {root}: {exc.strerror}") from None
     if not os.access(root, os.W_OK | os.X_OK):
         raise StoreError(f"store {root} is not writable")
-    blobs = BlobStore(root)
+    blobs = _blob_backend(root)
     blobs.clean_stale_temp()
     return Store(root, blobs, Catalog(url))
+
+
+def _blob_backend(root: Path) -> BlobBackend:
+    """Blobs under the store root, or in the bucket named by ``$TRTFORGE_BLOBS`` (s3://bucket/prefix)."""
+    remote = os.environ.get(BLOBS_ENV)
+    if not remote:
+        return BlobStore(root)
+    from trtforge.store.s3 import S3BlobStore  # lazy: imports boto3
+
+    return S3BlobStore.from_url(remote)
 
 
 def open_existing_store(store: str | Path | None = None, *, catalog: str | None = None) -> Store | None:
@@ -89,4 +100,4 @@ def open_existing_store(store: str | Path | None = None, *, catalog: str | None 
     url = _catalog_url(root, catalog)
     if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).is_file():
         return None
-    return Store(root, BlobStore(root), Catalog(url))
+    return Store(root, _blob_backend(root), Catalog(url))

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 from trtforge.crashpoints import crashpoint
 from trtforge.errors import IntegrityError, NotFoundError
@@ -112,16 +112,51 @@ def atomic_write(target: Path) -> Iterator[BinaryIO]:
         tmp.unlink(missing_ok=True)
 
 
+class BlobBackend(Protocol):
+    """What the stages and maintenance need from a blob store (local directory or S3 bucket).
+
+    Every implementation hashes while writing, makes a blob visible only when complete, and
+    re-hashes on ``read_verified``/``verify``.
+    """
+
+    def exists(self, sha256: str) -> bool: ...
+    def put_chunks(self, chunks: Iterable[bytes | memoryview]) -> BlobRef: ...
+    def put_bytes(self, data: bytes | memoryview) -> BlobRef: ...
+    def put_file(self, path: Path) -> BlobRef: ...
+    def read_verified(self, sha256: str) -> bytes: ...
+    def verify(self, sha256: str) -> bool: ...
+    def location(self, sha256: str) -> str: ...
+    def stat(self, sha256: str) -> BlobStat | None: ...
+    def iter_digests(self) -> Iterator[str]: ...
+    def temp_files(self, *, max_age_s: float = STALE_TEMP_AGE_S) -> list[TempFile]: ...
+    def clean_stale_temp(self, *, max_age_s: float = STALE_TEMP_AGE_S) -> list[TempFile]: ...
+    def delete(self, sha256: str) -> bool: ...
+    def quarantine(self, sha256: str) -> str | None: ...
+
+
+def check_digest(sha256: str) -> str:
+    """A blob name must be a lowercase sha256 hex digest: nothing else reaches a path or key."""
+    if not _SHA256.match(sha256):
+        raise NotFoundError(f"not a sha256 digest: {sha256[:80]!r}")
+    return sha256
+
+
+def put_bytes_via(backend: BlobBackend, data: bytes | memoryview) -> BlobRef:
+    view = memoryview(data).cast("B")
+    step = 1 << 22
+    return backend.put_chunks(view[i : i + step] for i in range(0, len(view), step))
+
+
 class BlobStore:
     """Local directory of sha256-addressed blobs."""
 
     def __init__(self, root: Path) -> None:
         self.root = root / "blobs" / "sha256"
         self.tmp_dir = self.root / ".incoming"
+        self.quarantine_dir = root / "quarantine"
 
     def path_for(self, sha256: str) -> Path:
-        if not _SHA256.match(sha256):
-            raise NotFoundError(f"not a sha256 digest: {sha256[:80]!r}")
+        check_digest(sha256)
         return self.root / sha256[:2] / sha256
 
     def exists(self, sha256: str) -> bool:
@@ -167,9 +202,7 @@ class BlobStore:
         return removed
 
     def put_bytes(self, data: bytes | memoryview) -> BlobRef:
-        view = memoryview(data).cast("B")
-        step = 1 << 22
-        return self.put_chunks(view[i : i + step] for i in range(0, len(view), step))
+        return put_bytes_via(self, data)
 
     def put_file(self, path: Path) -> BlobRef:
         with open(path, "rb") as handle:
@@ -247,13 +280,13 @@ class BlobStore:
             return False
         return True
 
-    def quarantine(self, sha256: str, folder: Path) -> Path | None:
-        """Move a damaged blob out of the store's namespace (kept for inspection)."""
+    def quarantine(self, sha256: str) -> str | None:
+        """Move a damaged blob to ``<store>/quarantine/`` (kept for inspection); its new location."""
         source = self.path_for(sha256)
-        folder.mkdir(parents=True, exist_ok=True)
-        target = folder / f"{sha256}.{int(time.time())}"
+        self.quarantine_dir.mkdir(parents=True, exist_ok=True)
+        target = self.quarantine_dir / f"{sha256}.{int(time.time())}"
         try:
             os.replace(source, target)
         except FileNotFoundError:
             return None
-        return target
+        return str(target)
