@@ -157,3 +157,40 @@ def test_build_into_a_bucket_and_survive_a_kill(
     assert again.code == 0 and again.json()[0]["status"] == "cached"
     check = cli("fsck", "--store", store, "--json", env=env)
     assert check.code == 0 and check.json()["blobs_checked"] == 1, check
+
+
+RUNNERS = 4
+
+
+def test_team_setup_runners_share_one_catalog_and_bucket(
+    bucket: str, postgres_catalog: str, mlp_recipe: Callable[..., Path], tmp_path: Path
+) -> None:
+    """N runners, each with its own local store directory, one PostgreSQL and one bucket.
+
+    The first runner is stopped while holding the build; the others name it (pid, host, via
+    PostgreSQL), and once it is killed exactly one of them builds.
+    """
+    recipe = mlp_recipe("team")
+    env = {"TRTFORGE_BLOBS": f"s3://{bucket}/team"}
+
+    def runner(index: int, extra: dict[str, str] | None = None):
+        own_store = tmp_path / f"runner{index}"
+        args = ("--store", own_store, "--catalog", postgres_catalog, "--json")
+        return start_build(recipe, *args, env={**env, **(extra or {})})
+
+    crash = CrashPoint(tmp_path / "cp", "build-locked")
+    first = runner(0, crash.env)
+    first_pid = crash.wait_reached(first)
+    others = [runner(i) for i in range(1, RUNNERS)]
+    for other in others:
+        line = other.stderr.readline()
+        assert "waiting for build of team (" in line and f"by pid {first_pid} on host " in line, line
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    crash.close()
+    outcomes = [finish(o) for o in others]
+    assert all(code == 0 for code, _, _ in outcomes), [err for _, _, err in outcomes]
+    statuses = sorted(data[0]["status"] for _, data, _ in outcomes)
+    assert statuses == ["built"] + ["cached"] * (RUNNERS - 2)
+    assert len({data[0]["artifact_id"] for _, data, _ in outcomes}) == 1
+    assert len(_keys(bucket)) == 1

@@ -10,7 +10,8 @@ from __future__ import annotations
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -141,11 +142,23 @@ class BuildStage:
         model = read_model(loaded.model_path, model_digest)
         check_profiles(loaded, model)
         # Single flight: whoever holds the key's lock builds; the others wait, then find its row.
-        with self.store.locks().hold(key, what=f"{recipe.name} ({key[:12]})", notify=self.notify):
+        # The file lock covers processes sharing this store directory; a PostgreSQL catalog adds
+        # an advisory lock for runners on other machines.
+        what = f"{recipe.name} ({key[:12]})"
+        with self.store.locks().hold(key, what=what, notify=self.notify), self._catalog_lock(key, what):
             if not self.force and (store := self.store.existing()) is not None and _use_hit(store, key, result):
                 return
             crashpoint("build-locked")
             self._build_locked(loaded, backend, target, key, model_digest, model, result)
+
+    @contextmanager
+    def _catalog_lock(self, key: str, what: str) -> Iterator[None]:
+        store = self.store.existing()
+        if store is None:  # a new local SQLite catalog: nobody else can be using it yet
+            yield
+            return
+        with store.catalog.single_flight(key, what=what, notify=self.notify):
+            yield
 
     def _build_locked(
         self,

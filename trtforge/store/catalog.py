@@ -9,7 +9,7 @@ read-then-write sequences of concurrent builders serialize instead of failing.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -37,6 +37,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sess
 
 from trtforge.crashpoints import crashpoint
 from trtforge.errors import CatalogError, NotFoundError
+from trtforge.store.locks import advisory_lock, application_name
 
 # Every Alembic revision, oldest first. A database at a revision not listed here was written by
 # a newer trtforge; tests check this tuple against the migration scripts.
@@ -173,7 +174,8 @@ class Catalog:
 
     def __init__(self, url: str, *, create: bool = True) -> None:
         self.url = url
-        self.engine: Engine = create_engine(url, future=True)
+        connect_args = {"application_name": application_name()} if url.startswith("postgresql") else {}
+        self.engine: Engine = create_engine(url, future=True, connect_args=connect_args)
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
             event.listen(self.engine, "begin", _sqlite_begin)
@@ -227,6 +229,16 @@ class Catalog:
                 conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
             upgrade(conn)
             conn.commit()
+
+    @contextmanager
+    def single_flight(self, key: str, *, what: str, notify: Callable[[str], None]) -> Iterator[None]:
+        """Serialize builds of ``key`` across machines sharing this catalog (PostgreSQL only;
+        a SQLite catalog is local, and the store's file lock already covers its users)."""
+        if self.engine.dialect.name != "postgresql":
+            yield
+            return
+        with advisory_lock(self.engine, key, what=what, notify=notify):
+            yield
 
     # -- sessions -------------------------------------------------------------------------
 

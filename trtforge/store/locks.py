@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import hashlib
 import json
 import os
 import re
@@ -21,6 +22,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+from sqlalchemy import text
+from sqlalchemy.engine import Connection, Engine
 
 from trtforge.errors import StoreError
 
@@ -154,3 +158,58 @@ def _acquire(path: Path, what: str, notify: Callable[[str], None]) -> int:
                 notify(f"took over the lock for {what} left by crashed {previous.describe()}")
         _write_holder(fd)
         return fd
+
+
+# -- across machines: PostgreSQL advisory locks --------------------------------------------------
+
+APPLICATION_PREFIX = "trtforge "
+
+
+def application_name() -> str:
+    """How a trtforge session names itself to PostgreSQL, so waiters can say whom they wait for."""
+    return f"{APPLICATION_PREFIX}pid {os.getpid()} on host {socket.gethostname()}"[:63]
+
+
+def _advisory_id(key: str) -> int:
+    return int.from_bytes(hashlib.sha256(f"trtforge-build:{key}".encode()).digest()[:8], "big", signed=True)
+
+
+def _advisory_holder(conn: Connection, lock_id: int) -> str | None:
+    """The holder's application name, from pg_locks (a bigint lock is split into classid/objid)."""
+    unsigned = lock_id & 0xFFFF_FFFF_FFFF_FFFF
+    row = conn.execute(
+        text(
+            "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+            "WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 "
+            "AND l.classid = CAST(:hi AS oid) AND l.objid = CAST(:lo AS oid)"
+        ),
+        {"hi": unsigned >> 32, "lo": unsigned & 0xFFFF_FFFF},
+    ).first()
+    return row[0] if row is not None else None
+
+
+@contextmanager
+def advisory_lock(engine: Engine, key: str, *, what: str, notify: Callable[[str], None]) -> Iterator[None]:
+    """Hold a session-level advisory lock for ``key`` on the catalog's PostgreSQL server.
+
+    Runners on different machines share no file system for ``locks/``, but they share the
+    catalog. PostgreSQL releases the lock when the holder's session ends (process death closes
+    the connection), so a crashed runner does not block the others.
+    """
+    lock_id = _advisory_id(key)
+    with engine.connect() as conn:
+        conn.execution_options(isolation_level="AUTOCOMMIT")
+        announced = False
+        delay = POLL_FIRST_S
+        while not conn.execute(text("SELECT pg_try_advisory_lock(:id)"), {"id": lock_id}).scalar():
+            if not announced:
+                holder = _advisory_holder(conn, lock_id)
+                who = holder.removeprefix(APPLICATION_PREFIX) if holder else "another runner"
+                notify(f"waiting for build of {what} by {who}")
+                announced = True
+            time.sleep(delay)
+            delay = min(delay * 2, POLL_MAX_S)
+        try:
+            yield
+        finally:
+            conn.execute(text("SELECT pg_advisory_unlock(:id)"), {"id": lock_id})
