@@ -71,3 +71,10 @@ class IntegrityError(TrtforgeError):
 
     exit_code = 1
     default_hint = "run `trtforge fsck` to find and quarantine damaged blobs"
+
+
+class StoreWriteError(TrtforgeError):
+    """The store's disk is full or failing; nothing was recorded (exit 1)."""
+
+    exit_code = 1
+    default_hint = "free space in the store (or fix its disk) and run the command again; nothing was recorded"

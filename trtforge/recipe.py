@@ -20,6 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from trtforge.errors import RecipeError
 
 MAX_RECIPE_BYTES = 1 << 20
+MAX_RECIPE_VALUES = 100_000  # after YAML aliases are expanded; a real recipe has a few hundred
+MAX_RECIPE_DEPTH = 32
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -200,7 +202,10 @@ def parse_recipe(text: str, shown: str = "<recipe>") -> Recipe:
     """Validate recipe text; ``shown`` names the source in error messages."""
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
+        _check_bounds(root, shown)
         data = yaml.load(text, Loader=yaml.SafeLoader)
+    except RecursionError:
+        raise RecipeError(f"{shown}: YAML is nested too deeply (the limit is {MAX_RECIPE_DEPTH} levels)") from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = f":{mark.line + 1}" if mark is not None else ""
@@ -221,6 +226,40 @@ def parse_recipe(text: str, shown: str = "<recipe>") -> Recipe:
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
         where = f"{shown}:{line}" if line else shown
         raise RecipeError(f"{where} {_loc_text(loc)}: {message}{more}") from None
+
+
+def _check_bounds(root: yaml.Node | None, shown: str) -> None:
+    """Refuse alias bombs and deep nesting before anything walks the expanded data.
+
+    The composed YAML is a graph in which an alias is a shared node, so sizes are counted once
+    per node (memoized) and the check is linear in the text, whatever the expansion would be.
+    """
+    sizes: dict[int, int] = {}
+
+    def measure(node: yaml.Node, depth: int) -> int:
+        if depth > MAX_RECIPE_DEPTH:
+            line = node.start_mark.line + 1
+            raise RecipeError(f"{shown}:{line}: YAML is nested more than {MAX_RECIPE_DEPTH} levels deep")
+        known = sizes.get(id(node))
+        if known is not None:
+            return known
+        if isinstance(node, yaml.MappingNode):
+            children = [child for pair in node.value for child in pair]
+        elif isinstance(node, yaml.SequenceNode):
+            children = list(node.value)
+        else:
+            children = []
+        total = 1 + sum(measure(child, depth + 1) for child in children)
+        if total > MAX_RECIPE_VALUES:
+            raise RecipeError(
+                f"{shown}: recipe expands to more than {MAX_RECIPE_VALUES} values (YAML aliases?)",
+                hint="recipes are small; write the values out instead of nesting aliases",
+            )
+        sizes[id(node)] = total
+        return total
+
+    if root is not None:
+        measure(root, 0)
 
 
 def _loc_text(loc: tuple[Any, ...]) -> str:

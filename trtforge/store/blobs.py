@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import BinaryIO, Protocol
 
 from trtforge.crashpoints import crashpoint
-from trtforge.errors import IntegrityError, NotFoundError
+from trtforge.errors import IntegrityError, NotFoundError, StoreWriteError
 from trtforge.store.locks import pid_alive
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -93,6 +93,21 @@ def _fsync_dir(path: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+# Errors of the storage itself (full, over quota, file too large, read-only, failing disk).
+STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EIO})
+
+
+@contextmanager
+def store_write_errors() -> Iterator[None]:
+    """Turn a full or failing disk into one clean StoreWriteError (the caller cleans up)."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in STORAGE_ERRNOS:
+            raise
+        raise StoreWriteError(f"cannot write to the store: {exc.strerror}") from None
 
 
 @contextmanager
@@ -168,10 +183,11 @@ class BlobStore:
         self.clean_stale_temp()  # writers that died mid-write leave their temp files here
         digest = hashlib.sha256()
         size = 0
-        fd, tmp_name = tempfile.mkstemp(prefix=_owner_prefix(), dir=self.tmp_dir)
+        with store_write_errors():
+            fd, tmp_name = tempfile.mkstemp(prefix=_owner_prefix(), dir=self.tmp_dir)
         tmp = Path(tmp_name)
         try:
-            with os.fdopen(fd, "wb") as handle:
+            with store_write_errors(), os.fdopen(fd, "wb") as handle:
                 for chunk in chunks:
                     digest.update(chunk)
                     handle.write(chunk)
@@ -182,9 +198,10 @@ class BlobStore:
             sha = digest.hexdigest()
             final = self.path_for(sha)
             if not self.verify(sha):  # absent, or a damaged copy that this write repairs
-                final.parent.mkdir(parents=True, exist_ok=True)
-                os.chmod(tmp, 0o444)
-                os.replace(tmp, final)
+                with store_write_errors():
+                    final.parent.mkdir(parents=True, exist_ok=True)
+                    os.chmod(tmp, 0o444)
+                    os.replace(tmp, final)
                 _fsync_dir(final.parent)
             return BlobRef(sha, size)
         finally:

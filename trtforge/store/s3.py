@@ -28,6 +28,7 @@ from trtforge.store.blobs import (
     TempFile,
     check_digest,
     put_bytes_via,
+    store_write_errors,
 )
 
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
@@ -106,10 +107,12 @@ class S3BlobStore:
         digest = hashlib.sha256()
         size = 0
         with tempfile.TemporaryFile(prefix="trtforge-s3-") as spool:
-            for chunk in chunks:
-                digest.update(chunk)
-                spool.write(chunk)
-                size += len(chunk)
+            with store_write_errors():
+                for chunk in chunks:
+                    digest.update(chunk)
+                    spool.write(chunk)
+                    size += len(chunk)
+                spool.flush()
             crashpoint("blob-temp-written")
             sha = digest.hexdigest()
             head = self._head(sha)
