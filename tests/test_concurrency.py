@@ -52,6 +52,8 @@ def test_waiters_name_the_holder_and_take_over_when_it_dies(
     outcomes = [finish(w) for w in waiters]
     assert all(code == 0 for code, _, _ in outcomes), outcomes
     assert Counter(data[0]["status"] for _, data, _ in outcomes) == {"built": 1, "cached": 2}
+    takeovers = [err for _, _, err in outcomes if f"left by crashed pid {holder_pid} on host" in err]
+    assert len(takeovers) == 1, [err for _, _, err in outcomes]
     assert len(_artifact_rows(store)) == 1
     assert not list((store / "locks").glob("*.lock"))
 
