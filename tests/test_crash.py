@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import signal
 import sqlite3
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import subprocess_env
 from tests.procs import CrashPoint, finish, start_build
-from trtforge.crashpoints import POINTS
+from trtforge.crashpoints import BUILD_POINTS
+from trtforge.maintenance import GcPolicy, execute_gc, plan_gc
+from trtforge.store import open_store
 from trtforge.store.blobs import BlobStore
 
 
@@ -25,7 +30,7 @@ def _temp_files(store: Path) -> list[Path]:
     return [p for p in (store / "blobs").rglob(".tmp-*")] if (store / "blobs").exists() else []
 
 
-@pytest.mark.parametrize("point", POINTS)
+@pytest.mark.parametrize("point", BUILD_POINTS)
 def test_kill_at_crash_point_leaves_a_usable_store(
     point: str, mlp_recipe: Callable[..., Path], store: Path, tmp_path: Path, cli
 ) -> None:
@@ -50,3 +55,34 @@ def test_kill_at_crash_point_leaves_a_usable_store(
         assert blobs.verify(sha)
     check = cli("fsck", "--store", store, "--json")
     assert check.code == 0 and check.json()["ok"] and check.json()["missing"] == [], check
+
+
+def test_kill_gc_between_rows_and_files_leaves_only_unreferenced_blobs(
+    mlp_recipe: Callable[..., Path], store: Path, tmp_path: Path, cli
+) -> None:
+    built = cli("build", mlp_recipe("a"), mlp_recipe("b", seed=1), "--store", store, "--json")
+    assert built.code == 0, built
+    crash = CrashPoint(tmp_path / "cp", "gc-rows-deleted")
+    env = {**subprocess_env(), **crash.env}
+    victim = subprocess.Popen(
+        [sys.executable, "-m", "trtforge", "gc", "--keep-last", "0", "--store", str(store)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    crash.wait_reached(victim)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    crash.close()
+
+    assert _rows(store) == []  # the referrers went first...
+    check = cli("fsck", "--store", store, "--json").json()
+    assert check["ok"] and check["missing"] == [] and len(check["orphans"]) == 2  # ...so nothing dangles
+    opened = open_store(store)
+    try:
+        result = execute_gc(opened, plan_gc(opened, GcPolicy(orphan_grace_s=0)))
+    finally:
+        opened.close()
+    assert result["blob_files_removed"] == 2
+    assert cli("fsck", "--store", store, "--json").json()["blobs_checked"] == 0

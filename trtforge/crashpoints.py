@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 CRASHPOINT_ENV = "TRTFORGE_TEST_CRASHPOINT"
-POINTS = ("build-locked", "trt-building", "blob-temp-written", "blob-stored", "catalog-uncommitted")
+BUILD_POINTS = ("build-locked", "trt-building", "blob-temp-written", "blob-stored", "catalog-uncommitted")
+GC_POINTS = ("gc-rows-deleted",)
 
 
 def armed(name: str) -> Path | None:

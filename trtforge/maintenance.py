@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 from sqlalchemy import delete, select, update
 
+from trtforge.crashpoints import crashpoint
 from trtforge.store import Store
 from trtforge.store.blobs import STALE_TEMP_AGE_S
 from trtforge.store.catalog import Artifact, Blob, utcnow
@@ -284,6 +285,7 @@ def execute_gc(store: Store, plan: GcPlan) -> dict[str, int]:
         free_rows = [sha for sha in candidates if sha not in in_use]
         if free_rows:
             session.execute(delete(Blob).where(Blob.sha256.in_(free_rows)))
+    crashpoint("gc-rows-deleted")
     with store.catalog.reading() as session:  # re-read: a build may have recorded a blob since planning
         recorded = set(session.scalars(select(Blob.sha256).where(Blob.sha256.in_([b.sha256 for b in plan.blob_files]))))
     deleted = [b for b in plan.blob_files if b.sha256 not in recorded and store.blobs.delete(b.sha256)]
