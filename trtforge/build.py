@@ -16,16 +16,16 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from trtforge.backend.loader import find_backend
+from trtforge.backend.loader import BackendInfo, find_backend
 from trtforge.crashpoints import crashpoint, wrap_progress
 from trtforge.errors import TrtforgeError
 from trtforge.keys import build_key, recipe_fingerprint
-from trtforge.model import check_profiles, model_sha256, read_model
+from trtforge.model import ModelInfo, check_profiles, model_sha256, read_model
 from trtforge.recipe import LoadedRecipe, load_recipe
 from trtforge.store import Store, open_existing_store, open_store, resolve_store_root
 from trtforge.store.catalog import Artifact, Blob
 from trtforge.store.locks import LockDir
-from trtforge.target import build_target_for
+from trtforge.target import BuildTarget, build_target_for
 
 BuildStatus = Literal["built", "cached", "failed"]
 
@@ -163,11 +163,11 @@ class BuildStage:
     def _build_locked(
         self,
         loaded: LoadedRecipe,
-        backend: Any,
-        target: Any,
+        backend: BackendInfo,
+        target: BuildTarget,
         key: str,
         model_digest: str,
-        model: Any,
+        model: ModelInfo,
         result: BuildResult,
     ) -> None:
         recipe = loaded.recipe
