@@ -81,7 +81,7 @@ def test_kill_gc_between_rows_and_files_leaves_only_unreferenced_blobs(
     assert check["ok"] and check["missing"] == [] and len(check["orphans"]) == 2  # ...so nothing dangles
     opened = open_store(store)
     try:
-        result = execute_gc(opened, plan_gc(opened, GcPolicy(orphan_grace_s=0)))
+        result = execute_gc(opened, plan_gc(opened, GcPolicy(blob_grace_s=0)))
     finally:
         opened.close()
     assert result["blob_files_removed"] == 2

@@ -20,6 +20,7 @@ from trtforge.maintenance import (
     scan_store,
 )
 from trtforge.store import Store, open_store
+from trtforge.store.blobs import BlobStore
 from trtforge.store.catalog import Artifact, Blob, utcnow
 
 
@@ -48,6 +49,9 @@ def _add(store: Store, name: str, payload: bytes, *, age_days: float = 0, status
         status=status,
     )
     store.catalog.add_artifact(artifact, Blob(sha256=ref.sha256, size=ref.size, kind="plan"))
+    if age_days and isinstance(store.blobs, BlobStore):  # the plan was written when it was built
+        stamp = artifact.created_at.timestamp()
+        os.utime(store.blobs.path_for(ref.sha256), (stamp, stamp))
     return artifact
 
 
@@ -131,6 +135,17 @@ def test_gc_plan_then_execute_by_keep_last_and_age(opened: Store) -> None:
     assert _ids(opened) == {new.id, shared.id}
     assert opened.blobs.verify(new.plan_sha256)
     assert scan_store(opened).findings == ()
+
+
+def test_gc_keeps_a_blob_that_a_build_just_reused(opened: Store) -> None:
+    old = _add(opened, "det", b"same plan", age_days=40)
+    _add(opened, "det", b"newer plan", age_days=1)
+    opened.blobs.put_bytes(b"same plan")  # a build reuses the blob; its row is not recorded yet
+    plan = plan_gc(opened, GcPolicy(keep_last=1))
+    assert [a.artifact_id for a in plan.artifacts] == [old.id]
+    assert plan.blob_files == () and "reused recently" in plan.warnings[0]
+    execute_gc(opened, plan)
+    assert opened.blobs.verify(old.plan_sha256)  # still there for the build's row
 
 
 def test_gc_never_removes_the_only_verified_artifact_without_force(opened: Store) -> None:

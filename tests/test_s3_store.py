@@ -130,7 +130,7 @@ def test_fsck_and_gc_on_s3(bucket: str, tmp_path: Path, monkeypatch: pytest.Monk
         done = execute_repair(store, plan_repair(report))
         assert done["quarantined"][0].startswith(f"s3://{bucket}/ci/quarantine/")
         assert scan_store(store)
-        execute_gc(store, plan_gc(store, GcPolicy(keep_last=1)))
+        execute_gc(store, plan_gc(store, GcPolicy(keep_last=1, blob_grace_s=0)))
         assert [a.id for a in store.catalog.list_artifacts()] == [good.id]
         assert list(store.blobs.iter_digests()) == [good.plan_sha256]
     finally:

@@ -24,7 +24,9 @@ from trtforge.store.catalog import Artifact, Blob, utcnow
 
 VERIFIED_STATUS = "passed"
 CORRUPT_STATUS = "corrupt"
-ORPHAN_GRACE_S = STALE_TEMP_AGE_S  # a blob without a row may be a build about to record it
+# A blob written or reused this recently may belong to a build about to record it (writers touch
+# a blob they reuse), so gc leaves its file for a later run even when no row refers to it.
+BLOB_GRACE_S = STALE_TEMP_AGE_S
 
 Problem = Literal["corrupt", "missing", "orphan"]
 
@@ -202,7 +204,7 @@ class GcPolicy:
     keep_last: int | None = None
     older_than_days: float | None = None
     force: bool = False
-    orphan_grace_s: float = ORPHAN_GRACE_S
+    blob_grace_s: float = BLOB_GRACE_S
     now: datetime = field(default_factory=utcnow)
 
     @property
@@ -238,14 +240,17 @@ def plan_gc(store: Store, policy: GcPolicy) -> GcPlan:
         for sha, row in sorted(blob_rows.items())
         if row.kind == "plan" and sha not in still_used
     ]
-    dropped = {b.sha256 for b in rows_to_drop}
-    files = [BlobEntry(b.sha256, b.size, b.reason) for b in rows_to_drop if store.blobs.exists(b.sha256)]
+    dropped = {b.sha256: b for b in rows_to_drop}
+    files = []
     for sha in store.blobs.iter_digests():
-        if sha in blob_rows or sha in dropped:
+        if sha in blob_rows and sha not in dropped:
             continue
         info = store.blobs.stat(sha)
-        if info is not None and policy.now.timestamp() - info.mtime >= policy.orphan_grace_s:
-            files.append(BlobEntry(sha, info.size, "no catalog row"))
+        if info is None or policy.now.timestamp() - info.mtime < policy.blob_grace_s:
+            if sha in dropped:
+                warnings.append(f"blob {sha[:12]} was written or reused recently; a later gc removes it")
+            continue
+        files.append(BlobEntry(sha, info.size, dropped[sha].reason if sha in dropped else "no catalog row"))
     return GcPlan(tuple(doomed), tuple(rows_to_drop), tuple(files), tuple(kept), tuple(warnings))
 
 

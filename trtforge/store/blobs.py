@@ -82,6 +82,13 @@ class BlobRef:
     size: int
 
 
+def _touch(path: Path) -> None:
+    try:
+        os.utime(path)
+    except OSError:
+        pass  # a store shared read-only with us: gc there is someone else's job
+
+
 def _fsync_dir(path: Path) -> None:
     try:
         fd = os.open(path, os.O_RDONLY)
@@ -203,6 +210,8 @@ class BlobStore:
                     os.chmod(tmp, 0o444)
                     os.replace(tmp, final)
                 _fsync_dir(final.parent)
+            else:
+                _touch(final)  # reused: tell gc this blob is about to be referenced
             return BlobRef(sha, size)
         finally:
             tmp.unlink(missing_ok=True)
