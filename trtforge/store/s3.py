@@ -125,7 +125,16 @@ class S3BlobStore:
                     ContentLength=size,
                     ChecksumSHA256=base64.b64encode(digest.digest()).decode("ascii"),
                 )
+            else:
+                self._touch(sha)
         return BlobRef(sha, size)
+
+    def _touch(self, sha256: str) -> None:
+        """Refresh LastModified of a reused blob (a copy onto itself), so gc leaves it alone."""
+        key = self.key_for(sha256)
+        self.client.copy_object(
+            Bucket=self.bucket, Key=key, CopySource={"Bucket": self.bucket, "Key": key}, MetadataDirective="REPLACE"
+        )
 
     def put_bytes(self, data: bytes | memoryview) -> BlobRef:
         return put_bytes_via(self, data)
