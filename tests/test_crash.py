@@ -86,3 +86,34 @@ def test_kill_gc_between_rows_and_files_leaves_only_unreferenced_blobs(
         opened.close()
     assert result["blob_files_removed"] == 2
     assert cli("fsck", "--store", store, "--json").json()["blobs_checked"] == 0
+
+
+def test_builders_carry_on_while_others_are_killed_mid_build(
+    mlp_recipe: Callable[..., Path], store: Path, tmp_path: Path, cli
+) -> None:
+    """One victim per crash point holds a key (and, at catalog-uncommitted, SQLite's write lock)
+    while 8 builders work through overlapping recipes; the victims are killed; nothing is lost."""
+    recipes = [mlp_recipe(f"mix{i}", seed=200 + i) for i in range(10)]
+    victims = []
+    for index, point in enumerate(BUILD_POINTS):
+        crash = CrashPoint(tmp_path / f"cp{index}", point)
+        victim = start_build(recipes[index], "--store", store, "--json", env=crash.env)
+        crash.wait_reached(victim)
+        victims.append((victim, crash))
+    batches = [[recipes[(p + j) % len(recipes)] for j in range(5)] for p in range(8)]  # covers every recipe
+    builders = [start_build(*batch, "--store", store, "--json") for batch in batches]
+    for victim, crash in victims:
+        victim.send_signal(signal.SIGKILL)
+        assert victim.wait() == -signal.SIGKILL
+        crash.close()
+    outcomes = [finish(b) for b in builders]
+    assert all(code == 0 for code, _, _ in outcomes), [err[-2000:] for _, _, err in outcomes]
+
+    final = cli("build", *recipes, "--store", store, "--json")
+    assert final.code == 0 and all(r["status"] == "cached" for r in final.json()), final
+    rows = _rows(store)
+    assert len(rows) == len(recipes)  # one artifact per key: no duplicates, none lost
+    assert {r["artifact_id"] for r in final.json()} == {row_id for row_id, _ in rows}
+    assert _temp_files(store) == [] and list((store / "locks").glob("*.lock")) == []
+    check = cli("fsck", "--store", store, "--json")
+    assert check.code == 0 and check.json()["missing"] == [] and check.json()["corrupt"] == [], check
