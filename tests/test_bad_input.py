@@ -105,3 +105,12 @@ def test_disk_that_fills_mid_write_fails_cleanly_and_records_nothing(cli, mlp_re
         assert [r[0] for r in conn.execute("SELECT name FROM artifacts")] == ["fits"]
     files = [p for p in (store / "blobs").rglob("*") if p.is_file()]
     assert [p.name for p in files] == [first.json()[0]["plan_sha256"]]  # no partial blob, no temp file
+
+
+def test_unwritable_store_fails_cleanly(cli, mlp_recipe, tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    store.mkdir()
+    (store / "locks").write_text("not a folder")
+    result = cli("build", mlp_recipe("blocked"), "--store", store, "--json")
+    assert result.code == 2 and "Traceback" not in result.stderr, result
+    assert "cannot take the build lock" in result.json()[0]["error"]

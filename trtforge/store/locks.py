@@ -109,8 +109,11 @@ class LockDir:
     ) -> Iterator[None]:
         """Hold the lock for ``key``; ``notify`` hears once whom we wait for, and takeovers."""
         path = self.path_for(key)
-        self.root.mkdir(parents=True, exist_ok=True)
-        fd = _acquire(path, what or key, notify or (lambda _message: None))
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            fd = _acquire(path, what or key, notify or (lambda _message: None))
+        except OSError as exc:
+            raise StoreError(f"cannot take the build lock in {self.root}: {exc.strerror}") from None
         try:
             yield
         finally:
