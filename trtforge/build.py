@@ -25,6 +25,7 @@ from trtforge.recipe import LoadedRecipe, load_recipe
 from trtforge.store import Store, open_existing_store, open_store, resolve_store_root
 from trtforge.store.catalog import Artifact, Blob
 from trtforge.store.locks import LockDir
+from trtforge.store.plans import CORRUPT_STATUS
 from trtforge.target import BuildTarget, build_target_for
 
 BuildStatus = Literal["built", "cached", "failed"]
@@ -216,7 +217,7 @@ class BuildStage:
 def _use_hit(store: Store, key: str, result: BuildResult) -> bool:
     """Fill ``result`` from a usable catalog hit (row present, blob present, not corrupt)."""
     hit = store.catalog.find_by_build_key(key)
-    if hit is None or hit.status == "corrupt" or not store.blobs.exists(hit.plan_sha256):
+    if hit is None or hit.status == CORRUPT_STATUS or not store.blobs.exists(hit.plan_sha256):
         return False
     result.status = "cached"
     result.artifact_id = hit.id

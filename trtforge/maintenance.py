@@ -21,9 +21,9 @@ from trtforge.crashpoints import crashpoint
 from trtforge.store import Store
 from trtforge.store.blobs import STALE_TEMP_AGE_S
 from trtforge.store.catalog import Artifact, Blob, utcnow
+from trtforge.store.plans import CORRUPT_STATUS
 
 VERIFIED_STATUS = "passed"
-CORRUPT_STATUS = "corrupt"
 # A blob written or reused this recently may belong to a build about to record it (writers touch
 # a blob they reuse), so gc leaves its file for a later run even when no row refers to it.
 BLOB_GRACE_S = STALE_TEMP_AGE_S

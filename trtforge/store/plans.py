@@ -14,7 +14,7 @@ from trtforge.store import Store
 from trtforge.store.blobs import atomic_write
 from trtforge.store.catalog import Artifact
 
-CORRUPT_STATUS = "corrupt"
+CORRUPT_STATUS = "corrupt"  # artifacts.status set by `fsck --repair`: never a cache hit, never handed out
 
 
 def read_verified_plan(store: Store, artifact: Artifact) -> bytes:
