@@ -6,7 +6,8 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.delenv("TRTFORGE_STORE", raising=False)
     monkeypatch.delenv("TRTFORGE_CATALOG", raising=False)
     monkeypatch.delenv("TRTFORGE_DEBUG", raising=False)
+    monkeypatch.delenv("TRTFORGE_BLOBS", raising=False)
 
 
 @pytest.fixture
@@ -106,3 +108,39 @@ def cli(tmp_path: Path) -> Callable[..., CliResult]:
         return CliResult(proc)
 
     return run
+
+
+POSTGRES_ENV = "TRTFORGE_TEST_POSTGRES_URL"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def catalog_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty catalog database: SQLite in tmp_path, or a new database on the test PostgreSQL."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'catalog.sqlite'}"
+        return
+    yield from _fresh_postgres_database()
+
+
+@pytest.fixture
+def postgres_catalog() -> Iterator[str]:
+    """A fresh database on the test PostgreSQL server (team-setup tests)."""
+    yield from _fresh_postgres_database()
+
+
+def _fresh_postgres_database() -> Iterator[str]:
+    base = os.environ.get(POSTGRES_ENV)
+    if not base:
+        pytest.skip(f"{POSTGRES_ENV} is not set (.ci/run starts a PostgreSQL server and sets it)")
+    from sqlalchemy import create_engine, make_url, text
+
+    name = f"trtforge_{uuid.uuid4().hex[:16]}"
+    admin = create_engine(base, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(base).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()

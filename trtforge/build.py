@@ -9,9 +9,11 @@ plan blob is complete.
 
 from __future__ import annotations
 
+import sys
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -19,13 +21,15 @@ from typing import Any, Literal
 from trtforge.backend.capabilities import check_recipe, compatibility_envelope
 from trtforge.backend.denylist_enforce import check_enforceable
 from trtforge.backend.loader import BackendInfo, find_backend
+from trtforge.crashpoints import crashpoint, wrap_progress
 from trtforge.denylist import with_deny_file
 from trtforge.digests import DigestCache
 from trtforge.errors import StoreError, TrtforgeError
 from trtforge.keys import build_key, recipe_fingerprint
-from trtforge.model import check_profiles, model_sha256, read_model
+from trtforge.model import ModelInfo, check_profiles, model_sha256, read_model
 from trtforge.recipe import LoadedRecipe, load_recipe
 from trtforge.store import (
+    CORRUPT_STATUS,
     DIGESTS_FILE,
     Store,
     open_existing_store,
@@ -34,8 +38,9 @@ from trtforge.store import (
     sqlite_catalog_path,
 )
 from trtforge.store.blobs import BlobStore
+from trtforge.store.locks import LockDir
 from trtforge.store.sqlite_hits import CachedPlan, find_cached_plan
-from trtforge.target import build_target_for
+from trtforge.target import BuildTarget, build_target_for
 
 BuildStatus = Literal["built", "cached", "failed"]
 
@@ -100,6 +105,10 @@ class StoreHandle:
             self._store = open_store(self._location, catalog=self._catalog)
         return self._store
 
+    def locks(self) -> LockDir:
+        """The store's build locks, usable before (and without) opening the catalog."""
+        return LockDir(resolve_store_root(self._location) / "locks")
+
     def close(self) -> None:
         if self._store is not None:
             self._store.close()
@@ -115,10 +124,12 @@ class BuildStage:
         catalog: str | None = None,
         force: bool = False,
         progress: Any = None,
+        notify: Callable[[str], None] | None = None,
     ) -> None:
         self.store = StoreHandle(store, catalog)
         self.force = force
         self.progress = progress
+        self.notify = notify or _to_stderr
         self.notes: list[str] = []  # capability notes, each said once per stage
         self._digests: DigestCache | None = None
 
@@ -173,17 +184,41 @@ class BuildStage:
             result.plan_sha256 = quick.plan_sha256
             result.plan_path = str(self.store.blobs().path_for(quick.plan_sha256))
             return
-        if not self.force and (store := self.store.existing()) is not None:
-            hit = store.catalog.find_by_build_key(key)
-            if hit is not None and store.blobs.exists(hit.plan_sha256):
-                result.status = "cached"
-                result.artifact_id = hit.id
-                result.plan_sha256 = hit.plan_sha256
-                result.plan_path = str(store.blobs.path_for(hit.plan_sha256))
-                return
+        if not self.force and (store := self.store.existing()) is not None and _use_hit(store, key, result):
+            return
 
         model = read_model(loaded.model_path, model_digest)
         check_profiles(loaded, model)
+        # Single flight: whoever holds the key's lock builds; the others wait, then find its row.
+        # The file lock covers processes sharing this store directory; a PostgreSQL catalog adds
+        # an advisory lock for runners on other machines.
+        what = f"{recipe.name} ({key[:12]})"
+        with self.store.locks().hold(key, what=what, notify=self.notify), self._catalog_lock(key, what):
+            if not self.force and (store := self.store.existing()) is not None and _use_hit(store, key, result):
+                return
+            crashpoint("build-locked")
+            self._build_locked(loaded, backend, target, key, model_digest, model, result)
+
+    @contextmanager
+    def _catalog_lock(self, key: str, what: str) -> Iterator[None]:
+        store = self.store.existing()
+        if store is None:  # a new local SQLite catalog: nobody else can be using it yet
+            yield
+            return
+        with store.catalog.single_flight(key, what=what, notify=self.notify):
+            yield
+
+    def _build_locked(
+        self,
+        loaded: LoadedRecipe,
+        backend: BackendInfo,
+        target: BuildTarget,
+        key: str,
+        model_digest: str,
+        model: ModelInfo,
+        result: BuildResult,
+    ) -> None:
+        recipe = loaded.recipe
         from trtforge import timing_cache  # lazy: SQLAlchemy, not needed on a hit
         from trtforge.backend.build import build_plan  # lazy: imports tensorrt
         from trtforge.store.catalog import Artifact, Blob
@@ -193,12 +228,13 @@ class BuildStage:
             backend,
             recipe,
             loaded.model_path,
-            self.progress,
+            wrap_progress(self.progress),
             use_timing_cache=cache_start.active,
             timing_cache=cache_start.data,
         )
         store = self.store.ensure()
         blob = store.blobs.put_bytes(output.plan_view)
+        crashpoint("blob-stored")
         artifact_id = uuid.uuid4().hex
         cache_record = timing_cache.finish(
             store, cache_start, output.timing_cache, output.timing_cache_used, artifact_id, _combine_with(backend)
@@ -242,7 +278,7 @@ class BuildStage:
         result.status = "built"
         result.artifact_id = artifact.id
         result.plan_sha256 = blob.sha256
-        result.plan_path = str(store.blobs.path_for(blob.sha256))
+        result.plan_path = store.blobs.location(blob.sha256)
 
 
 def _combine_with(backend: BackendInfo) -> Callable[[bytes | None, bytes], bytes]:
@@ -255,3 +291,19 @@ def _combine_with(backend: BackendInfo) -> Callable[[bytes | None, bytes], bytes
         return combine(import_backend(backend), base, new)
 
     return merge
+
+
+def _use_hit(store: Store, key: str, result: BuildResult) -> bool:
+    """Fill ``result`` from a usable catalog hit (row present, blob present, not corrupt)."""
+    hit = store.catalog.find_by_build_key(key)
+    if hit is None or hit.status == CORRUPT_STATUS or not store.blobs.exists(hit.plan_sha256):
+        return False
+    result.status = "cached"
+    result.artifact_id = hit.id
+    result.plan_sha256 = hit.plan_sha256
+    result.plan_path = store.blobs.location(hit.plan_sha256)
+    return True
+
+
+def _to_stderr(message: str) -> None:
+    print(f"trtforge: {message}", file=sys.stderr, flush=True)

@@ -87,3 +87,10 @@ class RefitError(TrtforgeError):
     """TensorRT could not refit the engine with the given weights (exit 1)."""
 
     exit_code = 1
+
+
+class StoreWriteError(TrtforgeError):
+    """The store's disk is full or failing; nothing was recorded (exit 1)."""
+
+    exit_code = 1
+    default_hint = "free space in the store (or fix its disk) and run the command again; nothing was recorded"

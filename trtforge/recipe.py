@@ -21,6 +21,8 @@ from trtforge.denylist import DenyEntry, deny_key
 from trtforge.errors import RecipeError
 
 MAX_RECIPE_BYTES = 1 << 20
+MAX_RECIPE_VALUES = 100_000  # after YAML aliases are expanded; a real recipe has a few hundred
+MAX_RECIPE_DEPTH = 32
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 # libyaml parses a recipe several times faster; the result is the same as SafeLoader's.
@@ -476,6 +478,9 @@ def parse_recipe(text: str, shown: str = "<recipe>") -> Recipe:
             data = yaml.load(text, Loader=_FAST_LOADER)  # noqa: S506 - CSafeLoader is the safe loader
         except yaml.YAMLError:
             data = yaml.load(text, Loader=yaml.SafeLoader)  # the pure-Python loader's messages and marks
+        _check_bounds(data, shown)
+    except RecursionError:
+        raise RecipeError(f"{shown}: YAML is nested too deeply (the limit is {MAX_RECIPE_DEPTH} levels)") from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = f":{mark.line + 1}" if mark is not None else ""
@@ -496,6 +501,38 @@ def parse_recipe(text: str, shown: str = "<recipe>") -> Recipe:
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
         where = f"{shown}:{line}" if line else shown
         raise RecipeError(f"{where} {_loc_text(loc)}: {message}{more}") from None
+
+
+def _check_bounds(data: Any, shown: str) -> None:
+    """Refuse alias bombs and deep nesting before anything walks the expanded data.
+
+    Loaded YAML is a graph in which an alias is a shared object, so sizes are counted once per
+    object (memoized by identity) and the check is linear in the text, whatever the expansion.
+    """
+    sizes: dict[int, int] = {}
+
+    def measure(value: Any, depth: int) -> int:
+        if depth > MAX_RECIPE_DEPTH:
+            raise RecipeError(f"{shown}: YAML is nested more than {MAX_RECIPE_DEPTH} levels deep")
+        if isinstance(value, dict):
+            children: list[Any] = [child for pair in value.items() for child in pair]
+        elif isinstance(value, list):
+            children = value
+        else:
+            return 1
+        known = sizes.get(id(value))
+        if known is not None:
+            return known
+        total = 1 + sum(measure(child, depth + 1) for child in children)
+        if total > MAX_RECIPE_VALUES:
+            raise RecipeError(
+                f"{shown}: recipe expands to more than {MAX_RECIPE_VALUES} values (YAML aliases?)",
+                hint="recipes are small; write the values out instead of nesting aliases",
+            )
+        sizes[id(value)] = total
+        return total
+
+    measure(data, 0)
 
 
 def _loc_text(loc: tuple[Any, ...]) -> str:

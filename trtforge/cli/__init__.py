@@ -12,6 +12,7 @@ from trtforge.cli import catalog as catalog_cmd
 from trtforge.cli import denylist as denylist_cmd
 from trtforge.cli import info as info_cmd
 from trtforge.cli import lookup as lookup_cmd
+from trtforge.cli import maintenance as maintenance_cmd
 from trtforge.cli import plan as plan_cmd
 from trtforge.cli import verify as verify_cmd
 
@@ -36,6 +37,8 @@ app.command("verify")(verify_cmd.verify)
 app.command("refit")(verify_cmd.refit)
 app.add_typer(denylist_cmd.app, name="denylist")
 app.add_typer(cache_cmd.app, name="cache")
+app.command("fsck")(maintenance_cmd.fsck)
+app.command("gc")(maintenance_cmd.gc)
 
 
 def main() -> None:

@@ -69,7 +69,7 @@ def show(
         if opened is None:
             raise NotFoundError(f"no artifact with id {artifact} (the store is empty)")
         record = opened.catalog.get_artifact(artifact).record()
-        record["plan_path"] = str(opened.blobs.path_for(record["plan_sha256"]))
+        record["plan_path"] = opened.blobs.location(record["plan_sha256"])
         record["statuses"] = opened.catalog.statuses(record["artifact_id"])
         record["verifications"] = [v.record() for v in opened.catalog.verifications(record["artifact_id"])]
         output.result(record, lambda console: _render_show(console, record))

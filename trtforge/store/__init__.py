@@ -4,7 +4,9 @@ Layout (owned here, nowhere else)::
 
     <root>/catalog.sqlite            catalog (unless a --catalog URL is given)
     <root>/blobs/sha256/<aa>/<sha>   plan and cache blobs
-    <root>/locks/                    lock files (timing-cache merges, see store/timing_caches.py)
+    <root>/blobs/sha256/.incoming/   temp files being written (stale ones are removed on open)
+    <root>/locks/<build key>.lock    single-flight build locks
+    <root>/locks/                    also timing-cache merge locks (see store/timing_caches.py)
     <root>/cache/digests.json        stat-keyed sha256 of model files (see trtforge.digests)
 
 Importing this package is cheap: the catalog (SQLAlchemy) is imported when a store is opened.
@@ -18,7 +20,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from trtforge.errors import StoreError
-from trtforge.store.blobs import BlobStore
+from trtforge.store.blobs import BlobBackend, BlobStore
+from trtforge.store.fs import network_mount
+from trtforge.store.locks import LockDir
 
 if TYPE_CHECKING:
     from trtforge.store.catalog import Catalog
@@ -28,6 +32,8 @@ STORE_ENV = "TRTFORGE_STORE"
 CATALOG_ENV = "TRTFORGE_CATALOG"
 CATALOG_FILE = "catalog.sqlite"
 DIGESTS_FILE = Path("cache") / "digests.json"
+BLOBS_ENV = "TRTFORGE_BLOBS"
+CORRUPT_STATUS = "corrupt"  # artifacts.status set by `fsck --repair`: never a cache hit, never handed out
 
 
 def resolve_store_root(store: str | Path | None = None) -> Path:
@@ -42,15 +48,34 @@ def resolve_store_root(store: str | Path | None = None) -> Path:
 @dataclass
 class Store:
     root: Path
-    blobs: BlobStore
+    blobs: BlobBackend
     catalog: Catalog
+
+    @property
+    def locks(self) -> LockDir:
+        return LockDir(self.root / "locks")
 
     def close(self) -> None:
         self.catalog.close()
 
 
 def _catalog_url(root: Path, catalog: str | None) -> str:
-    return catalog or os.environ.get(CATALOG_ENV) or f"sqlite:///{root / CATALOG_FILE}"
+    url = catalog or os.environ.get(CATALOG_ENV) or f"sqlite:///{root / CATALOG_FILE}"
+    if url.startswith("sqlite:///"):
+        _refuse_network_fs(Path(url.removeprefix("sqlite:///")))
+    return url
+
+
+def _refuse_network_fs(database: Path) -> None:
+    """SQLite's locking (and WAL's shared memory) is unsafe on network file systems."""
+    mount = network_mount(database.parent if not database.exists() else database)
+    if mount is not None:
+        raise StoreError(
+            f"the SQLite catalog {database} is on a network file system ({mount.fs_type} from {mount.source}), "
+            "where SQLite locking is unsafe",
+            hint="use a PostgreSQL catalog for a shared store: --catalog postgresql+psycopg://... "
+            "(or TRTFORGE_CATALOG); see 'Team setup' in README.md",
+        )
 
 
 def sqlite_catalog_path(store: str | Path | None = None, *, catalog: str | None = None) -> Path | None:
@@ -62,6 +87,7 @@ def sqlite_catalog_path(store: str | Path | None = None, *, catalog: str | None 
 def open_store(store: str | Path | None = None, *, catalog: str | None = None) -> Store:
     """Open (creating if needed) the store and its catalog."""
     root = resolve_store_root(store)
+    url = _catalog_url(root, catalog)  # refuses a network file system before creating anything
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -70,7 +96,19 @@ def open_store(store: str | Path | None = None, *, catalog: str | None = None) -
         raise StoreError(f"store {root} is not writable")
     from trtforge.store.catalog import Catalog  # lazy: SQLAlchemy is most of a cache hit's start-up
 
-    return Store(root, BlobStore(root), Catalog(_catalog_url(root, catalog)))
+    blobs = _blob_backend(root)
+    blobs.clean_stale_temp()
+    return Store(root, blobs, Catalog(url))
+
+
+def _blob_backend(root: Path) -> BlobBackend:
+    """Blobs under the store root, or in the bucket named by ``$TRTFORGE_BLOBS`` (s3://bucket/prefix)."""
+    remote = os.environ.get(BLOBS_ENV)
+    if not remote:
+        return BlobStore(root)
+    from trtforge.store.s3 import S3BlobStore  # lazy: imports boto3
+
+    return S3BlobStore.from_url(remote)
 
 
 def open_existing_store(store: str | Path | None = None, *, catalog: str | None = None) -> Store | None:
@@ -81,4 +119,4 @@ def open_existing_store(store: str | Path | None = None, *, catalog: str | None 
         return None
     from trtforge.store.catalog import Catalog
 
-    return Store(root, BlobStore(root), Catalog(url))
+    return Store(root, _blob_backend(root), Catalog(url))

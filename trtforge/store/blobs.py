@@ -7,26 +7,86 @@ exactly the bytes its name promises. Reads for loading re-hash the bytes.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import re
+import socket
 import tempfile
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
-from trtforge.errors import IntegrityError, NotFoundError
+from trtforge.crashpoints import crashpoint
+from trtforge.errors import IntegrityError, NotFoundError, StoreWriteError
+from trtforge.store.locks import pid_alive
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 TEMP_PREFIX = ".tmp-"
+STALE_TEMP_AGE_S = 30 * 60
+_TEMP_OWNER = re.compile(r"^\.tmp-(\d+)@([A-Za-z0-9._]*)-")
+
+
+def _owner_prefix() -> str:
+    """``.tmp-<pid>@<host>-``: lets a later command tell a dead writer's leftovers from live ones."""
+    host = re.sub(r"[^A-Za-z0-9._]", "_", socket.gethostname())[:64]
+    return f"{TEMP_PREFIX}{os.getpid()}@{host}-"
+
+
+@dataclass(frozen=True)
+class BlobStat:
+    size: int
+    mtime: float
+
+
+@dataclass(frozen=True)
+class TempFile:
+    """A leftover temp file and why it may be removed."""
+
+    path: Path
+    age_s: float
+    owner_pid: int | None
+    owner_dead: bool
+
+
+def scan_temp_files(folder: Path, *, max_age_s: float = STALE_TEMP_AGE_S) -> list[TempFile]:
+    """Temp files in ``folder`` whose writer died on this host, or that are older than ``max_age_s``."""
+    here = re.sub(r"[^A-Za-z0-9._]", "_", socket.gethostname())[:64]
+    now = time.time()
+    stale = []
+    try:
+        entries = list(os.scandir(folder))
+    except FileNotFoundError:
+        return []
+    for entry in entries:
+        if not entry.name.startswith(TEMP_PREFIX) or not entry.is_file(follow_symlinks=False):
+            continue
+        try:
+            age = now - entry.stat(follow_symlinks=False).st_mtime
+        except FileNotFoundError:
+            continue
+        match = _TEMP_OWNER.match(entry.name)
+        pid = int(match.group(1)) if match else None
+        dead = match is not None and match.group(2) == here and pid != os.getpid() and not pid_alive(pid or 0)
+        if dead or age > max_age_s:
+            stale.append(TempFile(Path(entry.path), round(age, 1), pid, dead))
+    return stale
 
 
 @dataclass(frozen=True)
 class BlobRef:
     sha256: str
     size: int
+
+
+def _touch(path: Path) -> None:
+    try:
+        os.utime(path)
+    except OSError:
+        pass  # a store shared read-only with us: gc there is someone else's job
 
 
 def _fsync_dir(path: Path) -> None:
@@ -42,11 +102,26 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+# Errors of the storage itself (full, over quota, file too large, read-only, failing disk).
+STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EIO})
+
+
+@contextmanager
+def store_write_errors() -> Iterator[None]:
+    """Turn a full or failing disk into one clean StoreWriteError (the caller cleans up)."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in STORAGE_ERRNOS:
+            raise
+        raise StoreWriteError(f"cannot write to the store: {exc.strerror}") from None
+
+
 @contextmanager
 def atomic_write(target: Path) -> Iterator[BinaryIO]:
     """Write ``target`` all-or-nothing: temp file beside it, fsync, rename, cleanup on failure."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=target.parent)
+    fd, tmp_name = tempfile.mkstemp(prefix=_owner_prefix(), dir=target.parent)
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as handle:
@@ -59,16 +134,51 @@ def atomic_write(target: Path) -> Iterator[BinaryIO]:
         tmp.unlink(missing_ok=True)
 
 
+class BlobBackend(Protocol):
+    """What the stages and maintenance need from a blob store (local directory or S3 bucket).
+
+    Every implementation hashes while writing, makes a blob visible only when complete, and
+    re-hashes on ``read_verified``/``verify``.
+    """
+
+    def exists(self, sha256: str) -> bool: ...
+    def put_chunks(self, chunks: Iterable[bytes | memoryview]) -> BlobRef: ...
+    def put_bytes(self, data: bytes | memoryview) -> BlobRef: ...
+    def put_file(self, path: Path) -> BlobRef: ...
+    def read_verified(self, sha256: str) -> bytes: ...
+    def verify(self, sha256: str) -> bool: ...
+    def location(self, sha256: str) -> str: ...
+    def stat(self, sha256: str) -> BlobStat | None: ...
+    def iter_digests(self) -> Iterator[str]: ...
+    def temp_files(self, *, max_age_s: float = STALE_TEMP_AGE_S) -> list[TempFile]: ...
+    def clean_stale_temp(self, *, max_age_s: float = STALE_TEMP_AGE_S) -> list[TempFile]: ...
+    def delete(self, sha256: str) -> bool: ...
+    def quarantine(self, sha256: str) -> str | None: ...
+
+
+def check_digest(sha256: str) -> str:
+    """A blob name must be a lowercase sha256 hex digest: nothing else reaches a path or key."""
+    if not _SHA256.match(sha256):
+        raise NotFoundError(f"not a sha256 digest: {sha256[:80]!r}")
+    return sha256
+
+
+def put_bytes_via(backend: BlobBackend, data: bytes | memoryview) -> BlobRef:
+    view = memoryview(data).cast("B")
+    step = 1 << 22
+    return backend.put_chunks(view[i : i + step] for i in range(0, len(view), step))
+
+
 class BlobStore:
     """Local directory of sha256-addressed blobs."""
 
     def __init__(self, root: Path) -> None:
         self.root = root / "blobs" / "sha256"
         self.tmp_dir = self.root / ".incoming"
+        self.quarantine_dir = root / "quarantine"
 
     def path_for(self, sha256: str) -> Path:
-        if not _SHA256.match(sha256):
-            raise NotFoundError(f"not a sha256 digest: {sha256[:80]!r}")
+        check_digest(sha256)
         return self.root / sha256[:2] / sha256
 
     def exists(self, sha256: str) -> bool:
@@ -77,57 +187,132 @@ class BlobStore:
     def put_chunks(self, chunks: Iterable[bytes | memoryview]) -> BlobRef:
         """Store a stream of bytes; returns its digest. Existing identical blobs are kept."""
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        self.clean_stale_temp()  # writers that died mid-write leave their temp files here
         digest = hashlib.sha256()
         size = 0
-        fd, tmp_name = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=self.tmp_dir)
+        with store_write_errors():
+            fd, tmp_name = tempfile.mkstemp(prefix=_owner_prefix(), dir=self.tmp_dir)
         tmp = Path(tmp_name)
         try:
-            with os.fdopen(fd, "wb") as handle:
+            with store_write_errors(), os.fdopen(fd, "wb") as handle:
                 for chunk in chunks:
                     digest.update(chunk)
                     handle.write(chunk)
                     size += len(chunk)
                 handle.flush()
                 os.fsync(handle.fileno())
+            crashpoint("blob-temp-written")
             sha = digest.hexdigest()
             final = self.path_for(sha)
-            if not final.is_file():
-                final.parent.mkdir(parents=True, exist_ok=True)
-                os.chmod(tmp, 0o444)
-                os.replace(tmp, final)
+            if not self.verify(sha):  # absent, or a damaged copy that this write repairs
+                with store_write_errors():
+                    final.parent.mkdir(parents=True, exist_ok=True)
+                    os.chmod(tmp, 0o444)
+                    os.replace(tmp, final)
                 _fsync_dir(final.parent)
+            else:
+                _touch(final)  # reused: tell gc this blob is about to be referenced
             return BlobRef(sha, size)
         finally:
             tmp.unlink(missing_ok=True)
 
+    def clean_stale_temp(self, *, max_age_s: float = STALE_TEMP_AGE_S) -> list[TempFile]:
+        """Remove temp files left by writers that died (or that are older than ``max_age_s``)."""
+        removed = []
+        for temp in scan_temp_files(self.tmp_dir, max_age_s=max_age_s):
+            try:
+                temp.path.unlink()
+            except FileNotFoundError:
+                continue
+            removed.append(temp)
+        return removed
+
     def put_bytes(self, data: bytes | memoryview) -> BlobRef:
-        view = memoryview(data).cast("B")
-        step = 1 << 22
-        return self.put_chunks(view[i : i + step] for i in range(0, len(view), step))
+        return put_bytes_via(self, data)
 
     def put_file(self, path: Path) -> BlobRef:
         with open(path, "rb") as handle:
             return self.put_chunks(iter(lambda: handle.read(1 << 22), b""))
 
-    def read_verified(self, sha256: str) -> bytes:
-        """The blob's bytes, after checking they still hash to their name."""
+    def _open_checked(self, sha256: str) -> BinaryIO:
+        """Open a blob for reading, refusing symlinks anywhere below the blob root."""
         path = self.path_for(sha256)
+        shard = path.parent
+        if shard.is_symlink() or (shard.exists() and shard.resolve() != self.root.resolve() / sha256[:2]):
+            raise IntegrityError(f"blob {sha256[:12]} is behind a symlinked folder in the store")
         try:
-            data = path.read_bytes()
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
         except FileNotFoundError:
             raise IntegrityError(f"blob {sha256[:12]} is missing from the store") from None
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise IntegrityError(f"blob {sha256[:12]} is a symlink; the store only holds regular files") from None
+            raise
+        return os.fdopen(fd, "rb")
+
+    def read_verified(self, sha256: str) -> bytes:
+        """The blob's bytes, after checking they still hash to their name."""
+        with self._open_checked(sha256) as handle:
+            data = handle.read()
         actual = hashlib.sha256(data).hexdigest()
         if actual != sha256:
             raise IntegrityError(f"blob {sha256[:12]} is corrupted (its bytes hash to {actual[:12]})")
         return data
 
     def verify(self, sha256: str) -> bool:
-        path = self.path_for(sha256)
+        """True when the blob is a regular file in the store whose bytes hash to its name."""
         digest = hashlib.sha256()
         try:
-            with open(path, "rb") as handle:
+            with self._open_checked(sha256) as handle:
                 while chunk := handle.read(1 << 22):
                     digest.update(chunk)
-        except FileNotFoundError:
+        except IntegrityError:
             return False
         return digest.hexdigest() == sha256
+
+    def stat(self, sha256: str) -> BlobStat | None:
+        try:
+            info = self.path_for(sha256).stat()
+        except FileNotFoundError:
+            return None
+        return BlobStat(info.st_size, info.st_mtime)
+
+    def location(self, sha256: str) -> str:
+        return str(self.path_for(sha256))
+
+    def iter_digests(self) -> Iterator[str]:
+        """Names of the blob files present (by listing; contents are not checked)."""
+        if not self.root.is_dir():
+            return
+        for shard in sorted(self.root.iterdir()):
+            if not re.fullmatch(r"[0-9a-f]{2}", shard.name) or not shard.is_dir():
+                continue
+            for entry in sorted(shard.iterdir()):
+                if _SHA256.match(entry.name) and entry.name.startswith(shard.name):
+                    yield entry.name
+
+    def temp_files(self, *, max_age_s: float = STALE_TEMP_AGE_S) -> list[TempFile]:
+        """Stale temp files anywhere under the blob root (the incoming folder and shards)."""
+        folders = [self.tmp_dir]
+        if self.root.is_dir():
+            folders += [d for d in sorted(self.root.iterdir()) if d.is_dir() and d != self.tmp_dir]
+        return [t for folder in folders for t in scan_temp_files(folder, max_age_s=max_age_s)]
+
+    def delete(self, sha256: str) -> bool:
+        """Remove a blob file; False if it was already gone."""
+        try:
+            self.path_for(sha256).unlink()
+        except FileNotFoundError:
+            return False
+        return True
+
+    def quarantine(self, sha256: str) -> str | None:
+        """Move a damaged blob to ``<store>/quarantine/`` (kept for inspection); its new location."""
+        source = self.path_for(sha256)
+        self.quarantine_dir.mkdir(parents=True, exist_ok=True)
+        target = self.quarantine_dir / f"{sha256}.{int(time.time())}"
+        try:
+            os.replace(source, target)
+        except FileNotFoundError:
+            return None
+        return str(target)

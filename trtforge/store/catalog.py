@@ -9,7 +9,7 @@ read-then-write sequences of concurrent builders serialize instead of failing.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -36,7 +36,9 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 from sqlalchemy.sql import Select
 
+from trtforge.crashpoints import crashpoint
 from trtforge.errors import CatalogError, NotFoundError
+from trtforge.store.locks import advisory_lock, application_name
 
 # Every Alembic revision, oldest first. A database at a revision not listed here was written by
 # a newer trtforge; tests check this tuple against the migration scripts.
@@ -44,6 +46,7 @@ SCHEMA_REVISIONS: tuple[str, ...] = ("0001_initial", "0002_build_surface", "0003
 SCHEMA_HEAD = SCHEMA_REVISIONS[-1]
 MIN_ID_PREFIX = 6
 SQLITE_BUSY_TIMEOUT_MS = 60_000
+MIGRATION_LOCK_KEY = 0x7472_7466_6F72_6765 >> 1  # "trtforge", as a PostgreSQL advisory lock id
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -219,7 +222,8 @@ class Catalog:
 
     def __init__(self, url: str, *, create: bool = True) -> None:
         self.url = url
-        self.engine: Engine = create_engine(url, future=True)
+        connect_args = {"application_name": application_name()} if url.startswith("postgresql") else {}
+        self.engine: Engine = create_engine(url, future=True, connect_args=connect_args)
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
             event.listen(self.engine, "begin", _sqlite_begin)
@@ -267,8 +271,22 @@ class Catalog:
         from trtforge.store.migrations import upgrade  # lazy: imports alembic
 
         with self._write_engine.connect() as conn:
+            if conn.dialect.name == "postgresql":
+                # Many CI jobs may open an empty database at once: migrate one at a time (the
+                # lock ends with the transaction; Alembic then sees the schema already at head).
+                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
             upgrade(conn)
             conn.commit()
+
+    @contextmanager
+    def single_flight(self, key: str, *, what: str, notify: Callable[[str], None]) -> Iterator[None]:
+        """Serialize builds of ``key`` across machines sharing this catalog (PostgreSQL only;
+        a SQLite catalog is local, and the store's file lock already covers its users)."""
+        if self.engine.dialect.name != "postgresql":
+            yield
+            return
+        with advisory_lock(self.engine, key, what=what, notify=notify):
+            yield
 
     # -- sessions -------------------------------------------------------------------------
 
@@ -321,6 +339,8 @@ class Catalog:
                 session.add(plan_blob)
                 session.flush()  # the blob row first: the artifact's foreign key points at it
             session.add(artifact)
+            session.flush()
+            crashpoint("catalog-uncommitted")
 
     # -- verifications --------------------------------------------------------------------
 

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
+from trtforge.store import CORRUPT_STATUS
+
 MIGRATIONS = Path(__file__).resolve().parent / "migrations" / "versions"
 
 
@@ -46,11 +48,13 @@ def find_cached_plan(db_path: Path, build_key: str) -> CachedPlan | None:
         if revision is None or revision[0] not in known_revisions():
             return None
         row = conn.execute(
-            "SELECT id, plan_sha256 FROM artifacts WHERE build_key = ? ORDER BY created_at DESC LIMIT 1",
+            "SELECT id, plan_sha256, status FROM artifacts WHERE build_key = ? ORDER BY created_at DESC LIMIT 1",
             (build_key,),
         ).fetchone()
     except sqlite3.Error:
         return None
     finally:
         conn.close()
-    return CachedPlan(row[0], row[1]) if row is not None else None
+    if row is None or row[2] == CORRUPT_STATUS:  # a quarantined plan is never a hit
+        return None
+    return CachedPlan(row[0], row[1])

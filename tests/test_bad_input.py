@@ -1,0 +1,116 @@
+"""Hostile or broken input: traversal, symlinks, YAML bombs, huge recipes, a disk that fills up."""
+
+from __future__ import annotations
+
+import resource
+import signal
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import subprocess_env
+from trtforge.errors import IntegrityError, RecipeError, StoreError
+from trtforge.recipe import MAX_RECIPE_BYTES, parse_recipe
+from trtforge.store.blobs import BlobStore
+from trtforge.store.locks import LockDir
+
+HEADER = "name: n\nmodel: {onnx: m.onnx}\nprofiles: [{x: {min: [1], opt: [1], max: [1]}}]\n"
+
+
+def _alias_bomb(levels: int = 9) -> str:
+    lines = ['l0: &l0 ["x", "x", "x", "x", "x", "x", "x", "x", "x"]']
+    lines += [f"l{i}: &l{i} [" + ", ".join([f"*l{i - 1}"] * 9) + "]" for i in range(1, levels)]
+    return "name: n\nmodel: {onnx: m.onnx}\n" + "\n".join(lines) + f"\nprofiles: *l{levels - 1}\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (_alias_bomb(), "expands to more than 100000 values"),
+        (HEADER + "description: " + "[" * 40 + "]" * 40 + "\n", "nested more than 32 levels"),
+        (HEADER + "description: " + "[" * 20000 + "]" * 20000 + "\n", "nested too deeply"),
+        (HEADER + 'description: !!python/object/apply:os.system ["touch pwned"]\n', "could not determine"),
+        ("name: ../../etc/cron.d/x\nmodel: {onnx: m.onnx}\nprofiles: []\n", "name"),
+        ("name: n\nmodel: {onnx: ../../secret.onnx}\nprofiles: []\n", "no '..'"),
+        ("name: n\nmodel: {onnx: /etc/passwd}\nprofiles: []\n", "relative"),
+    ],
+    ids=["alias-bomb", "deep-nesting", "very-deep-nesting", "python-tag", "name-traversal", "model-up", "model-abs"],
+)
+def test_hostile_recipes_are_refused_cleanly(text: str, message: str) -> None:
+    with pytest.raises(RecipeError, match=message):
+        parse_recipe(text)
+
+
+def test_huge_recipe_is_refused_by_the_cli(cli, tmp_path: Path) -> None:
+    huge = tmp_path / "huge.yaml"
+    huge.write_text(HEADER + "description: '" + "x" * MAX_RECIPE_BYTES + "'\n")
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text(_alias_bomb(12))
+    result = cli("build", huge, bomb, "--store", tmp_path / "store", "--json")
+    assert result.code == 2, result
+    errors = [r["error"] for r in result.json()]
+    assert "the limit is 1048576" in errors[0] and "expands to more than" in errors[1]
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "store").exists()
+
+
+def test_ids_and_names_cannot_leave_the_store(cli, tmp_path: Path) -> None:
+    for bad in ("../../etc/passwd", "abcdef/../../x", "%2e%2e%2fabc"):
+        result = cli("show", bad, "--store", tmp_path / "store", "--json")
+        assert result.code == 2 and "Traceback" not in result.stderr, result
+    with pytest.raises(StoreError):
+        LockDir(tmp_path).path_for("../outside")
+    with pytest.raises(StoreError):
+        LockDir(tmp_path).path_for("a/b")
+
+
+def test_symlinked_shard_folder_is_refused(tmp_path: Path) -> None:
+    blobs = BlobStore(tmp_path / "store")
+    ref = blobs.put_bytes(b"plan")
+    shard = blobs.path_for(ref.sha256).parent
+    elsewhere = tmp_path / "elsewhere"
+    shard.rename(elsewhere)
+    shard.symlink_to(elsewhere, target_is_directory=True)
+    with pytest.raises(IntegrityError, match="symlinked folder"):
+        blobs.read_verified(ref.sha256)
+    assert not blobs.verify(ref.sha256)
+
+
+def _limit_file_size(limit: int) -> None:
+    # Writes beyond `limit` bytes fail with EFBIG (instead of SIGXFSZ killing the process).
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+
+def test_disk_that_fills_mid_write_fails_cleanly_and_records_nothing(cli, mlp_recipe, store: Path) -> None:
+    first = cli("build", mlp_recipe("fits"), "--store", store, "--json")
+    assert first.code == 0, first
+    plan_size = Path(first.json()[0]["plan_path"]).stat().st_size
+    recipe = mlp_recipe("overflows", seed=1)
+    proc = subprocess.run(
+        [sys.executable, "-m", "trtforge", "build", str(recipe), "--store", str(store), "--json"],
+        capture_output=True,
+        text=True,
+        env=subprocess_env(),
+        preexec_fn=lambda: _limit_file_size(plan_size // 2),
+        timeout=600,
+    )
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "cannot write to the store: File too large" in proc.stdout
+    with sqlite3.connect(store / "catalog.sqlite") as conn:
+        assert [r[0] for r in conn.execute("SELECT name FROM artifacts")] == ["fits"]
+    files = [p for p in (store / "blobs").rglob("*") if p.is_file()]
+    assert [p.name for p in files] == [first.json()[0]["plan_sha256"]]  # no partial blob, no temp file
+
+
+def test_unwritable_store_fails_cleanly(cli, mlp_recipe, tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    store.mkdir()
+    (store / "locks").write_text("not a folder")
+    result = cli("build", mlp_recipe("blocked"), "--store", store, "--json")
+    assert result.code == 2 and "Traceback" not in result.stderr, result
+    assert "cannot take the build lock" in result.json()[0]["error"]

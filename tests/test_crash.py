@@ -1,0 +1,119 @@
+"""SIGKILL a real build at each crash point: nothing partial is visible, the next run just works."""
+
+from __future__ import annotations
+
+import signal
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import subprocess_env
+from tests.procs import CrashPoint, finish, start_build
+from trtforge.crashpoints import BUILD_POINTS
+from trtforge.maintenance import GcPolicy, execute_gc, plan_gc
+from trtforge.store import open_store
+from trtforge.store.blobs import BlobStore
+
+
+def _rows(store: Path) -> list[tuple[str, str]]:
+    if not (store / "catalog.sqlite").exists():
+        return []
+    with sqlite3.connect(store / "catalog.sqlite") as conn:
+        return conn.execute("SELECT id, plan_sha256 FROM artifacts").fetchall()
+
+
+def _temp_files(store: Path) -> list[Path]:
+    return [p for p in (store / "blobs").rglob(".tmp-*")] if (store / "blobs").exists() else []
+
+
+@pytest.mark.parametrize("point", BUILD_POINTS)
+def test_kill_at_crash_point_leaves_a_usable_store(
+    point: str, mlp_recipe: Callable[..., Path], store: Path, tmp_path: Path, cli
+) -> None:
+    recipe = mlp_recipe("crashy")
+    crash = CrashPoint(tmp_path / "cp", point)
+    victim = start_build(recipe, "--store", store, "--json", env=crash.env)
+    crash.wait_reached(victim)
+    victim.send_signal(signal.SIGKILL)
+    assert victim.wait() == -signal.SIGKILL
+    crash.close()
+
+    assert _rows(store) == []  # no artifact is visible from a build that did not finish
+    if point == "blob-temp-written":
+        assert len(_temp_files(store)) == 1  # the dead writer's partial file, until the next command
+
+    code, data, err = finish(start_build(recipe, "--store", store, "--json"))
+    assert code == 0 and data[0]["status"] == "built", err
+    assert _temp_files(store) == []
+    assert list((store / "locks").glob("*.lock")) == []
+    blobs = BlobStore(store)
+    for _artifact_id, sha in _rows(store):
+        assert blobs.verify(sha)
+    check = cli("fsck", "--store", store, "--json")
+    assert check.code == 0 and check.json()["ok"] and check.json()["missing"] == [], check
+
+
+def test_kill_gc_between_rows_and_files_leaves_only_unreferenced_blobs(
+    mlp_recipe: Callable[..., Path], store: Path, tmp_path: Path, cli
+) -> None:
+    built = cli("build", mlp_recipe("a"), mlp_recipe("b", seed=1), "--store", store, "--json")
+    assert built.code == 0, built
+    crash = CrashPoint(tmp_path / "cp", "gc-rows-deleted")
+    env = {**subprocess_env(), **crash.env}
+    victim = subprocess.Popen(
+        [sys.executable, "-m", "trtforge", "gc", "--keep-last", "0", "--store", str(store)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    crash.wait_reached(victim)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    crash.close()
+
+    assert _rows(store) == []  # the referrers went first...
+    check = cli("fsck", "--store", store, "--json").json()
+    assert check["ok"] and check["missing"] == [] and len(check["orphans"]) == 2  # ...so nothing dangles
+    opened = open_store(store)
+    try:
+        result = execute_gc(opened, plan_gc(opened, GcPolicy(blob_grace_s=0)))
+    finally:
+        opened.close()
+    assert result["blob_files_removed"] == 2
+    assert cli("fsck", "--store", store, "--json").json()["blobs_checked"] == 0
+
+
+def test_builders_carry_on_while_others_are_killed_mid_build(
+    mlp_recipe: Callable[..., Path], store: Path, tmp_path: Path, cli
+) -> None:
+    """One victim per crash point holds a key (and, at catalog-uncommitted, SQLite's write lock)
+    while 8 builders work through overlapping recipes; the victims are killed; nothing is lost."""
+    recipes = [mlp_recipe(f"mix{i}", seed=200 + i) for i in range(10)]
+    victims = []
+    for index, point in enumerate(BUILD_POINTS):
+        crash = CrashPoint(tmp_path / f"cp{index}", point)
+        victim = start_build(recipes[index], "--store", store, "--json", env=crash.env)
+        crash.wait_reached(victim)
+        victims.append((victim, crash))
+    batches = [[recipes[(p + j) % len(recipes)] for j in range(5)] for p in range(8)]  # covers every recipe
+    builders = [start_build(*batch, "--store", store, "--json") for batch in batches]
+    for victim, crash in victims:
+        victim.send_signal(signal.SIGKILL)
+        assert victim.wait() == -signal.SIGKILL
+        crash.close()
+    outcomes = [finish(b) for b in builders]
+    assert all(code == 0 for code, _, _ in outcomes), [err[-2000:] for _, _, err in outcomes]
+
+    final = cli("build", *recipes, "--store", store, "--json")
+    assert final.code == 0 and all(r["status"] == "cached" for r in final.json()), final
+    rows = _rows(store)
+    assert len(rows) == len(recipes)  # one artifact per key: no duplicates, none lost
+    assert {r["artifact_id"] for r in final.json()} == {row_id for row_id, _ in rows}
+    assert _temp_files(store) == [] and list((store / "locks").glob("*.lock")) == []
+    check = cli("fsck", "--store", store, "--json")
+    assert check.code == 0 and check.json()["missing"] == [] and check.json()["corrupt"] == [], check

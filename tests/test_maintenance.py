@@ -1,0 +1,204 @@
+"""fsck and gc: plans first, referrers deleted before blobs, verified artifacts protected."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+import uuid
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from trtforge.maintenance import (
+    GcPolicy,
+    execute_gc,
+    execute_repair,
+    plan_gc,
+    plan_repair,
+    scan_store,
+)
+from trtforge.store import Store, open_store
+from trtforge.store.blobs import BlobStore
+from trtforge.store.catalog import Artifact, Blob, utcnow
+
+
+def _add(store: Store, name: str, payload: bytes, *, age_days: float = 0, status: str = "unverified") -> Artifact:
+    ref = store.blobs.put_bytes(payload)
+    artifact = Artifact(
+        id=uuid.uuid4().hex,
+        name=name,
+        build_key=uuid.uuid4().hex * 2,
+        recipe_fingerprint="f" * 64,
+        model_sha256="m" * 64,
+        flavor="tensorrt_rtx",
+        trt_version="1.7",
+        gpu_name=None,
+        compute_capabilities=[],
+        plan_sha256=ref.sha256,
+        plan_size=ref.size,
+        io_tensors=[],
+        profiles=[],
+        recipe={},
+        recipe_path=None,
+        build_seconds=0.0,
+        build_log=[],
+        details={},
+        created_at=utcnow() - timedelta(days=age_days),
+        status=status,
+    )
+    store.catalog.add_artifact(artifact, Blob(sha256=ref.sha256, size=ref.size, kind="plan"))
+    if age_days and isinstance(store.blobs, BlobStore):  # the plan was written when it was built
+        stamp = artifact.created_at.timestamp()
+        os.utime(store.blobs.path_for(ref.sha256), (stamp, stamp))
+    return artifact
+
+
+def _ids(store: Store) -> set[str]:
+    return {a.id for a in store.catalog.list_artifacts()}
+
+
+def _damage(store: Store, sha: str, data: bytes = b"not the plan") -> None:
+    path = store.blobs.path_for(sha)
+    path.chmod(0o644)
+    path.write_bytes(data)
+
+
+@pytest.fixture
+def opened(tmp_path: Path, catalog_url: str) -> Store:
+    store = open_store(tmp_path / "store", catalog=catalog_url)
+    yield store
+    store.close()
+
+
+def test_clean_store_is_ok(opened: Store) -> None:
+    _add(opened, "a", b"plan-a")
+    report = scan_store(opened)
+    assert report and report.blobs_checked == 1 and report.artifacts_checked == 1 and report.findings == ()
+
+
+def test_fsck_finds_each_kind_of_damage_and_repair_quarantines(opened: Store) -> None:
+    good = _add(opened, "good", b"good")
+    bad = _add(opened, "bad", b"bad")
+    gone = _add(opened, "gone", b"gone")
+    _damage(opened, bad.plan_sha256)
+    opened.blobs.path_for(gone.plan_sha256).unlink()
+    orphan = opened.blobs.put_bytes(b"orphan")
+    stale = opened.blobs.tmp_dir / ".tmp-999999999@elsewhere-x"
+    stale.write_bytes(b"half")
+    os.utime(stale, (time.time() - 7200, time.time() - 7200))
+
+    report = scan_store(opened)
+    assert not report
+    assert [(f.sha256, f.artifact_ids) for f in report.of("corrupt")] == [(bad.plan_sha256, (bad.id,))]
+    assert [(f.sha256, f.artifact_ids) for f in report.of("missing")] == [(gone.plan_sha256, (gone.id,))]
+    assert [f.sha256 for f in report.of("orphan")] == [orphan.sha256]
+    assert report.stale_temp == (str(stale),)
+
+    repair = plan_repair(report)
+    assert set(repair.mark_corrupt) == {bad.id, gone.id} and repair.quarantine == (bad.plan_sha256,)
+    done = execute_repair(opened, repair)
+    assert len(done["quarantined"]) == 1 and Path(done["quarantined"][0]).read_bytes() == b"not the plan"
+    assert not opened.blobs.path_for(bad.plan_sha256).exists() and not stale.exists()
+    statuses = {a.id: a.status for a in opened.catalog.list_artifacts()}
+    assert statuses == {good.id: "unverified", bad.id: "corrupt", gone.id: "corrupt"}
+    after = scan_store(opened)
+    assert after, after  # repaired: only the orphan (for gc) and a note remain
+    assert [f.problem for f in after.findings] == ["orphan"]
+
+
+def test_blob_replaced_by_a_different_file_or_a_symlink_is_corrupt(opened: Store, tmp_path: Path) -> None:
+    one = _add(opened, "one", b"one")
+    two = _add(opened, "two", b"two")
+    _damage(opened, one.plan_sha256, b"two")  # a valid-looking plan with another name
+    outside = tmp_path / "outside"
+    outside.write_bytes(b"two")
+    path = opened.blobs.path_for(two.plan_sha256)
+    path.unlink()
+    path.symlink_to(outside)
+    assert {f.sha256 for f in scan_store(opened).of("corrupt")} == {one.plan_sha256, two.plan_sha256}
+
+
+def test_gc_plan_then_execute_by_keep_last_and_age(opened: Store) -> None:
+    old = [_add(opened, "det", f"old{i}".encode(), age_days=30 + i) for i in range(3)]
+    new = _add(opened, "det", b"new", age_days=1)
+    shared = _add(opened, "other", b"new", age_days=40)  # same plan bytes as `new`
+    plan = plan_gc(opened, GcPolicy(keep_last=1, older_than_days=7))
+    assert {a.artifact_id for a in plan.artifacts} == {a.id for a in old}
+    assert {b.sha256 for b in plan.blob_files} == {a.plan_sha256 for a in old}
+    assert plan.expected_freed_bytes == sum(a.plan_size for a in old)
+    assert _ids(opened) == {a.id for a in [*old, new, shared]}  # planning changed nothing
+
+    result = execute_gc(opened, plan)
+    assert result == {"artifacts_removed": 3, "blob_rows_removed": 3, "blob_files_removed": 3, "bytes_freed": 12}
+    assert _ids(opened) == {new.id, shared.id}
+    assert opened.blobs.verify(new.plan_sha256)
+    assert scan_store(opened).findings == ()
+
+
+def test_gc_keeps_a_blob_that_a_build_just_reused(opened: Store) -> None:
+    old = _add(opened, "det", b"same plan", age_days=40)
+    _add(opened, "det", b"newer plan", age_days=1)
+    opened.blobs.put_bytes(b"same plan")  # a build reuses the blob; its row is not recorded yet
+    plan = plan_gc(opened, GcPolicy(keep_last=1))
+    assert [a.artifact_id for a in plan.artifacts] == [old.id]
+    assert plan.blob_files == () and "reused recently" in plan.warnings[0]
+    execute_gc(opened, plan)
+    assert opened.blobs.verify(old.plan_sha256)  # still there for the build's row
+
+
+def test_gc_never_removes_the_only_verified_artifact_without_force(opened: Store) -> None:
+    verified = _add(opened, "det", b"verified", age_days=20, status="passed")
+    newer = _add(opened, "det", b"newer", age_days=10)
+    plan = plan_gc(opened, GcPolicy(older_than_days=5))
+    assert [a.artifact_id for a in plan.artifacts] == [newer.id]
+    assert [k.artifact_id for k in plan.kept] == [verified.id]
+    assert "only verified artifact of det" in plan.warnings[0]
+    forced = plan_gc(opened, GcPolicy(older_than_days=5, force=True))
+    assert {a.artifact_id for a in forced.artifacts} == {verified.id, newer.id}
+
+
+def test_gc_removes_old_orphans_and_corrupt_artifacts_but_not_fresh_orphans(opened: Store) -> None:
+    keep = _add(opened, "keep", b"keep")
+    bad = _add(opened, "bad", b"bad")
+    _damage(opened, bad.plan_sha256)
+    execute_repair(opened, plan_repair(scan_store(opened)))
+    fresh = opened.blobs.put_bytes(b"a build is about to record me")
+    old = opened.blobs.put_bytes(b"left by a crash")
+    path = opened.blobs.path_for(old.sha256)
+    os.utime(path, (time.time() - 7200, time.time() - 7200))
+    plan = plan_gc(opened, GcPolicy())
+    assert [a.artifact_id for a in plan.artifacts] == [bad.id]
+    assert {b.sha256 for b in plan.blob_files} == {old.sha256}
+    execute_gc(opened, plan)
+    assert _ids(opened) == {keep.id}
+    assert opened.blobs.exists(fresh.sha256) and not opened.blobs.exists(old.sha256)
+
+
+def test_cli_fsck_repair_then_rebuild(cli, mlp_recipe, store: Path) -> None:
+    recipe = mlp_recipe("fix")
+    first = cli("build", recipe, "--store", store, "--json")
+    assert first.code == 0, first
+    [built] = first.json()
+    plan = Path(built["plan_path"])
+    plan.chmod(0o644)
+    with open(plan, "r+b") as handle:  # flip one byte in the middle of the engine
+        handle.seek(plan.stat().st_size // 2)
+        byte = handle.read(1)
+        handle.seek(-1, os.SEEK_CUR)
+        handle.write(bytes([byte[0] ^ 0xFF]))
+    check = cli("fsck", "--store", store, "--json")
+    assert check.code == 1 and check.json()["corrupt"][0]["artifact_ids"] == [built["artifact_id"]], check
+    repaired = cli("fsck", "--repair", "--store", store, "--json")
+    assert repaired.code == 0 and repaired.json()["repair"]["marked_corrupt"] == [built["artifact_id"]]
+    again = cli("build", recipe, "--store", store, "--json")
+    assert again.code == 0 and again.json()[0]["status"] == "built", again  # a corrupt hit is not reused
+    assert cli("fsck", "--store", store, "--json").code == 0
+    dry = cli("gc", "--dry-run", "--store", store, "--json")
+    assert dry.code == 0 and [a["artifact_id"] for a in dry.json()["plan"]["artifacts"]] == [built["artifact_id"]]
+    with sqlite3.connect(store / "catalog.sqlite") as conn:
+        assert conn.execute("SELECT count(*) FROM artifacts").fetchone()[0] == 2  # dry run changed nothing
+    assert cli("gc", "--store", store).code == 0
+    listed = cli("list", "--store", store, "--json").json()
+    assert [row["artifact_id"] for row in listed] == [again.json()[0]["artifact_id"]]

@@ -1,0 +1,196 @@
+"""The S3 blob store against a real S3-protocol server (moto_server on a loopback port)."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.procs import CrashPoint, finish, start_build
+from trtforge.errors import IntegrityError, NotFoundError, StoreError
+from trtforge.maintenance import GcPolicy, execute_gc, execute_repair, plan_gc, plan_repair, scan_store
+from trtforge.store import open_store
+from trtforge.store.s3 import S3BlobStore, parse_s3_url
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    if shutil.which("moto_server") is None:
+        pytest.fail("moto_server is not installed (pip install 'moto[server]'; .ci/run installs the test extra)")
+    port = _free_port()
+    proc = subprocess.Popen(
+        ["moto_server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert proc.stdout is not None
+    for line in proc.stdout:  # the server says when it listens
+        if "Running on" in line:
+            break
+    else:
+        pytest.fail(f"moto_server exited with {proc.wait()}")
+    threading.Thread(target=lambda: [None for _ in proc.stdout], daemon=True).start()  # drain its request log
+    yield f"http://127.0.0.1:{port}"
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+@pytest.fixture
+def bucket(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A new, empty bucket; boto3 (here and in child processes) talks to the test server."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_endpoint)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    import boto3
+
+    name = f"trtforge-{uuid.uuid4().hex[:12]}"
+    boto3.client("s3").create_bucket(Bucket=name)
+    return name
+
+
+def _keys(bucket: str) -> list[str]:
+    import boto3
+
+    listed = boto3.client("s3").list_objects_v2(Bucket=bucket)
+    return sorted(item["Key"] for item in listed.get("Contents", []))
+
+
+def test_roundtrip_is_content_addressed(bucket: str) -> None:
+    blobs = S3BlobStore(bucket, "team/")
+    data = b"plan" * 100_000
+    ref = blobs.put_bytes(data)
+    assert blobs.location(ref.sha256) == f"s3://{bucket}/team/blobs/sha256/{ref.sha256[:2]}/{ref.sha256}"
+    assert blobs.read_verified(ref.sha256) == data and blobs.verify(ref.sha256)
+    assert blobs.put_bytes(data) == ref and list(blobs.iter_digests()) == [ref.sha256]
+    assert blobs.stat(ref.sha256).size == len(data)
+    assert blobs.delete(ref.sha256) and not blobs.exists(ref.sha256) and _keys(bucket) == []
+
+
+def test_failed_write_leaves_nothing_in_the_bucket(bucket: str) -> None:
+    def chunks() -> Iterator[bytes]:
+        yield b"partial"
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        S3BlobStore(bucket).put_chunks(chunks())
+    assert _keys(bucket) == []
+
+
+def test_replaced_object_is_detected_and_rewritten(bucket: str) -> None:
+    import boto3
+
+    blobs = S3BlobStore(bucket)
+    ref = blobs.put_bytes(b"the real plan")
+    boto3.client("s3").put_object(Bucket=bucket, Key=blobs.key_for(ref.sha256), Body=b"another file!")
+    assert not blobs.verify(ref.sha256)
+    with pytest.raises(IntegrityError, match="corrupted"):
+        blobs.read_verified(ref.sha256)
+    blobs.put_bytes(b"the real plan")  # writing the same content again repairs it
+    assert blobs.verify(ref.sha256)
+
+
+def test_bad_names_and_locations_are_refused(bucket: str) -> None:
+    with pytest.raises(NotFoundError):
+        S3BlobStore(bucket).key_for("../../etc/passwd")
+    for url in ("s3://Bad_Bucket/x", "s3://ok-bucket/../x", "file:///tmp/x"):
+        with pytest.raises(StoreError):
+            parse_s3_url(url)
+    with pytest.raises(StoreError, match="cannot use S3 bucket"):
+        S3BlobStore("no-such-bucket-here")
+
+
+def test_fsck_and_gc_on_s3(bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, catalog_url: str) -> None:
+    import boto3
+
+    from tests.test_maintenance import _add
+
+    monkeypatch.setenv("TRTFORGE_BLOBS", f"s3://{bucket}/ci")
+    store = open_store(tmp_path / "store", catalog=catalog_url)
+    try:
+        good = _add(store, "det", b"good", age_days=10)
+        bad = _add(store, "det", b"bad", age_days=20)
+        boto3.client("s3").put_object(Bucket=bucket, Key=store.blobs.key_for(bad.plan_sha256), Body=b"evil")
+        report = scan_store(store)
+        assert [f.sha256 for f in report.of("corrupt")] == [bad.plan_sha256]
+        done = execute_repair(store, plan_repair(report))
+        assert done["quarantined"][0].startswith(f"s3://{bucket}/ci/quarantine/")
+        assert scan_store(store)
+        execute_gc(store, plan_gc(store, GcPolicy(keep_last=1, blob_grace_s=0)))
+        assert [a.id for a in store.catalog.list_artifacts()] == [good.id]
+        assert list(store.blobs.iter_digests()) == [good.plan_sha256]
+    finally:
+        store.close()
+
+
+def test_build_into_a_bucket_and_survive_a_kill(
+    bucket: str, mlp_recipe: Callable[..., Path], store: Path, tmp_path: Path, cli
+) -> None:
+    recipe = mlp_recipe("remote")
+    env = {"TRTFORGE_BLOBS": f"s3://{bucket}/runners"}
+    crash = CrashPoint(tmp_path / "cp", "blob-temp-written")
+    victim = start_build(recipe, "--store", store, "--json", env={**env, **crash.env})
+    crash.wait_reached(victim)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    crash.close()
+    assert _keys(bucket) == []  # nothing half-uploaded
+
+    code, data, err = finish(start_build(recipe, "--store", store, "--json", env=env))
+    assert code == 0 and data[0]["status"] == "built", err
+    assert data[0]["plan_path"].startswith(f"s3://{bucket}/runners/blobs/sha256/")
+    again = cli("build", recipe, "--store", store, "--json", env=env)
+    assert again.code == 0 and again.json()[0]["status"] == "cached"
+    check = cli("fsck", "--store", store, "--json", env=env)
+    assert check.code == 0 and check.json()["blobs_checked"] == 1, check
+
+
+RUNNERS = 4
+
+
+def test_team_setup_runners_share_one_catalog_and_bucket(
+    bucket: str, postgres_catalog: str, mlp_recipe: Callable[..., Path], tmp_path: Path
+) -> None:
+    """N runners, each with its own local store directory, one PostgreSQL and one bucket.
+
+    The first runner is stopped while holding the build; the others name it (pid, host, via
+    PostgreSQL), and once it is killed exactly one of them builds.
+    """
+    recipe = mlp_recipe("team")
+    env = {"TRTFORGE_BLOBS": f"s3://{bucket}/team"}
+
+    def runner(index: int, extra: dict[str, str] | None = None):
+        own_store = tmp_path / f"runner{index}"
+        args = ("--store", own_store, "--catalog", postgres_catalog, "--json")
+        return start_build(recipe, *args, env={**env, **(extra or {})})
+
+    crash = CrashPoint(tmp_path / "cp", "build-locked")
+    first = runner(0, crash.env)
+    first_pid = crash.wait_reached(first)
+    others = [runner(i) for i in range(1, RUNNERS)]
+    for other in others:
+        line = other.stderr.readline()
+        assert "waiting for build of team (" in line and f"by pid {first_pid} on host " in line, line
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    crash.close()
+    outcomes = [finish(o) for o in others]
+    assert all(code == 0 for code, _, _ in outcomes), [err for _, _, err in outcomes]
+    statuses = sorted(data[0]["status"] for _, data, _ in outcomes)
+    assert statuses == ["built"] + ["cached"] * (RUNNERS - 2)
+    assert len({data[0]["artifact_id"] for _, data, _ in outcomes}) == 1
+    assert len(_keys(bucket)) == 1

@@ -1,0 +1,123 @@
+"""`trtforge fsck` and `trtforge gc`: check and tidy a store (plan first, then act)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from trtforge.cli._errors import run
+from trtforge.cli._options import CatalogOpt, JsonOpt, StoreOpt
+from trtforge.cli._output import Output
+from trtforge.errors import NotFoundError
+from trtforge.maintenance import GcPolicy, execute_gc, execute_repair, plan_gc, plan_repair, scan_store
+from trtforge.store import Store, open_existing_store
+
+DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Print what would be done; change nothing.")]
+
+
+def _open(store: str | None, catalog: str | None) -> Store:
+    opened = open_existing_store(store, catalog=catalog)
+    if opened is None:
+        raise NotFoundError("there is no store here yet", hint="pass --store DIR or build something first")
+    return opened
+
+
+def fsck(
+    repair: Annotated[
+        bool, typer.Option("--repair", help="Quarantine corrupt blobs, mark their artifacts, remove stale temp files.")
+    ] = False,
+    store: StoreOpt = None,
+    catalog: CatalogOpt = None,
+    json_output: JsonOpt = False,
+) -> None:
+    """Re-hash every blob and cross-check blobs with the catalog (exit 1 if damage remains)."""
+    output = Output(json_output)
+
+    def body() -> int:
+        opened = _open(store, catalog)
+        try:
+            report = scan_store(opened)
+            data: dict[str, Any] = report.as_json()
+            if repair:
+                data["repair"] = execute_repair(opened, plan_repair(report))
+                data["ok"] = True
+        finally:
+            opened.close()
+        output.result(data, lambda console: _render_fsck(console, data))
+        return 0 if data["ok"] else 1
+
+    run(output, body)
+
+
+def _render_fsck(console: Console, data: dict[str, Any]) -> None:
+    console.print(f"checked {data['blobs_checked']} blobs and {data['artifacts_checked']} artifacts")
+    for problem in ("corrupt", "missing"):
+        for item in data[problem]:
+            users = ", ".join(item["artifact_ids"]) or "-"
+            console.print(f"[red]{problem}[/] blob {item['sha256'][:12]} (artifacts: {users})")
+    for sha in data["orphans"]:
+        console.print(f"[yellow]orphan[/] blob {sha[:12]} has no catalog row (`trtforge gc` removes it)")
+    for path in data["stale_temp"]:
+        console.print(f"[yellow]stale temp file[/] {path}")
+    for warning in data["warnings"]:
+        console.print(f"[yellow]warning:[/] {warning}")
+    if "repair" in data:
+        done = data["repair"]
+        console.print(
+            f"repaired: {len(done['marked_corrupt'])} artifacts marked corrupt, {len(done['quarantined'])} blobs "
+            f"quarantined, {len(done['removed_temp'])} temp files removed"
+        )
+    console.print("[green]ok[/]" if data["ok"] else "[red]damaged[/]: run `trtforge fsck --repair`")
+
+
+def gc(
+    keep_last: Annotated[
+        int | None, typer.Option("--keep-last", min=0, help="Keep the newest N artifacts of each name.")
+    ] = None,
+    older_than: Annotated[
+        float | None, typer.Option("--older-than", min=0, help="Only remove artifacts older than DAYS.")
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Also remove the only verified artifact of a name.")] = False,
+    dry_run: DryRunOpt = False,
+    store: StoreOpt = None,
+    catalog: CatalogOpt = None,
+    json_output: JsonOpt = False,
+) -> None:
+    """Remove unreferenced blobs, corrupt artifacts, and artifacts selected by policy."""
+    output = Output(json_output)
+
+    def body() -> None:
+        opened = _open(store, catalog)
+        try:
+            plan = plan_gc(opened, GcPolicy(keep_last=keep_last, older_than_days=older_than, force=force))
+            data: dict[str, Any] = {"dry_run": dry_run, "plan": plan.as_json()}
+            if not dry_run:
+                data["result"] = execute_gc(opened, plan)
+        finally:
+            opened.close()
+        output.result(data, lambda console: _render_gc(console, data))
+
+    run(output, body)
+
+
+def _render_gc(console: Console, data: dict[str, Any]) -> None:
+    plan = data["plan"]
+    verb = "would remove" if data["dry_run"] else "removing"
+    for item in plan["artifacts"]:
+        console.print(f"{verb} artifact {item['artifact_id'][:12]} {item['name']} ({item['reason']})")
+    for item in plan["blob_files"]:
+        console.print(f"{verb} blob {item['sha256'][:12]} {item['size']} bytes ({item['reason']})")
+    for warning in plan["warnings"]:
+        console.print(f"[yellow]warning:[/] {warning}")
+    mib = plan["expected_freed_bytes"] / (1 << 20)
+    if data["dry_run"]:
+        counts = f"{len(plan['artifacts'])} artifacts and {len(plan['blob_files'])} blobs"
+        console.print(f"dry run: would remove {counts} ({mib:.1f} MiB)")
+    else:
+        result = data["result"]
+        console.print(
+            f"removed {result['artifacts_removed']} artifacts and {result['blob_files_removed']} blobs "
+            f"({result['bytes_freed'] / (1 << 20):.1f} MiB)"
+        )

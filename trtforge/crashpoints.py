@@ -1,0 +1,61 @@
+"""Test-only crash points: stop a process at a precise step so a test can SIGKILL it there.
+
+Armed by ``TRTFORGE_TEST_CRASHPOINT=<name>:<dir>``, where ``<dir>`` holds two FIFOs made by the
+test. At the named point the process writes its pid to ``<dir>/reached`` (the test is blocked
+reading it) and then blocks opening ``<dir>/hold`` for reading, which nobody ever writes: the
+test kills it there. Unarmed (always, outside tests) each point is one environment lookup.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+CRASHPOINT_ENV = "TRTFORGE_TEST_CRASHPOINT"
+BUILD_POINTS = ("build-locked", "trt-building", "blob-temp-written", "blob-stored", "catalog-uncommitted")
+GC_POINTS = ("gc-rows-deleted",)
+
+
+def armed(name: str) -> Path | None:
+    spec = os.environ.get(CRASHPOINT_ENV)
+    if not spec:
+        return None
+    point, _, folder = spec.partition(":")
+    return Path(folder) if point == name and folder else None
+
+
+def crashpoint(name: str) -> None:
+    """Block forever at ``name`` if a test armed it; otherwise return at once."""
+    folder = armed(name)
+    if folder is None:
+        return
+    with open(folder / "reached", "w") as fifo:
+        fifo.write(f"{name} {os.getpid()}\n")
+    with open(folder / "hold") as fifo:  # blocks: the test never opens it for writing
+        fifo.read()
+    raise SystemExit(f"crash point {name} was released; tests must kill the process here")
+
+
+class CrashingProgress:
+    """Forwards TensorRT build progress and stops at the first step, inside the build."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    def phase_start(self, name: str, parent: str | None, steps: int) -> None:
+        if self.inner is not None:
+            self.inner.phase_start(name, parent, steps)
+
+    def step(self, name: str, step: int) -> None:
+        crashpoint("trt-building")
+        if self.inner is not None:
+            self.inner.step(name, step)
+
+    def phase_finish(self, name: str) -> None:
+        if self.inner is not None:
+            self.inner.phase_finish(name)
+
+
+def wrap_progress(progress: Any) -> Any:
+    return CrashingProgress(progress) if armed("trt-building") is not None else progress
