@@ -31,7 +31,7 @@ def _alias_bomb(levels: int = 9) -> str:
     [
         (_alias_bomb(), "expands to more than 100000 values"),
         (HEADER + "description: " + "[" * 40 + "]" * 40 + "\n", "nested more than 32 levels"),
-        (HEADER + "description: " + "[" * 20000 + "]" * 20000 + "\n", "nested too deeply"),
+        (HEADER + "description: " + "[" * 20000 + "]" * 20000 + "\n", "YAML is nested"),
         (HEADER + 'description: !!python/object/apply:os.system ["touch pwned"]\n', "could not determine"),
         ("name: ../../etc/cron.d/x\nmodel: {onnx: m.onnx}\nprofiles: []\n", "name"),
         ("name: n\nmodel: {onnx: ../../secret.onnx}\nprofiles: []\n", "no '..'"),

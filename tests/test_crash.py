@@ -117,3 +117,35 @@ def test_builders_carry_on_while_others_are_killed_mid_build(
     assert _temp_files(store) == [] and list((store / "locks").glob("*.lock")) == []
     check = cli("fsck", "--store", store, "--json")
     assert check.code == 0 and check.json()["missing"] == [] and check.json()["corrupt"] == [], check
+
+
+@pytest.mark.parametrize("point", ["import-blobs-stored", "import-uncommitted"])
+def test_kill_import_leaves_nothing_half_imported(point: str, cli, example_recipe: Path, tmp_path: Path) -> None:
+    source = tmp_path / "source"
+    [built] = cli("build", example_recipe, "--store", source, "--json").json()
+    bundle = tmp_path / "engines.tar"
+    assert cli("export", built["artifact_id"], "-o", bundle, "--store", source).code == 0
+    target = tmp_path / "target"
+    assert cli("list", "--store", target, "--json").json() == []  # an empty catalog already exists
+
+    crash = CrashPoint(tmp_path / "cp", point)
+    env = {**subprocess_env(), **crash.env}
+    victim = subprocess.Popen(
+        [sys.executable, "-m", "trtforge", "import", str(bundle), "--store", str(target), "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    crash.wait_reached(victim)
+    victim.send_signal(signal.SIGKILL)
+    assert victim.wait() == -signal.SIGKILL
+    crash.close()
+
+    assert _rows(target) == []  # the transaction never committed: no artifact is visible
+    again = cli("import", bundle, "--store", target, "--json")
+    assert again.code == 0 and again.json()["imported"] == [built["artifact_id"]], again
+    assert _rows(target) == [(built["artifact_id"], built["plan_sha256"])]
+    assert not list((target / "tmp").iterdir())  # the dead import's work dir is gone too
+    check = cli("fsck", "--store", target, "--json")
+    assert check.code == 0 and check.json()["ok"], check

@@ -21,7 +21,6 @@ import json
 import re
 import shutil
 import tarfile
-import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
@@ -29,6 +28,7 @@ from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from trtforge.crashpoints import crashpoint
 from trtforge.errors import BadInputError, IntegrityError
 from trtforge.store import Store
 from trtforge.store.blobs import atomic_write
@@ -279,7 +279,7 @@ def import_bundle(store: Store, bundle: Path) -> ImportReport:
     """Verify the whole bundle, then store its plans and add its rows in one transaction."""
     if not bundle.is_file():
         raise BundleError(f"bundle {bundle} does not exist or is not a file", hint="check the path")
-    workdir = Path(tempfile.mkdtemp(prefix=".import-", dir=store.root))
+    workdir = store.work_dir()
     try:
         try:
             with tarfile.open(bundle, mode="r:*") as tar:
@@ -305,6 +305,7 @@ def import_bundle(store: Store, bundle: Path) -> ImportReport:
                 raise BundleError(f"bundle plan {sha[:12]} changed while importing")
             plan_sizes[sha] = ref.size
         report.plans = len(plan_sizes)
+        crashpoint("import-blobs-stored")
         try:
             with store.catalog.writing() as session:
                 for sha, size in plan_sizes.items():
@@ -321,6 +322,8 @@ def import_bundle(store: Store, bundle: Path) -> ImportReport:
                 for verification in verifications:  # results from the source store are kept too
                     if session.get(Verification, verification.id) is None:
                         session.add(verification)
+                session.flush()
+                crashpoint("import-uncommitted")
         except (SQLAlchemyError, TypeError, ValueError) as exc:
             # The transaction rolled back: no row of this bundle is in the catalog.
             raise BundleError(f"bundle records do not fit this catalog: {str(exc).splitlines()[0][:200]}") from None

@@ -131,7 +131,7 @@ def refit(
 
         backend, _runtime = gpu_runtime_for(parent, purpose="refit")
         started = time.perf_counter()
-        plan = refit_plan(backend, read_plan(opened, parent), weights)
+        plan = refit_plan(backend, read_plan(opened, parent), weights, verified=parent)
         child = record_refit(opened, parent, plan, weights, weights_sha256, time.perf_counter() - started)
         result = RefitResult(
             parent_id=parent.id,

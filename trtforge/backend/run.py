@@ -10,6 +10,7 @@ back from the store and re-hashed against the sha256 the catalog recorded for th
 from __future__ import annotations
 
 import ctypes
+import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -75,8 +76,37 @@ def read_plan(store: Store, artifact: Artifact) -> bytes:
     return data
 
 
-def deserialize(trt: ModuleType, plan: bytes, logger: Any) -> Any:
-    engine = trt.Runtime(logger).deserialize_cuda_engine(plan)
+def needs_host_code(artifact: Artifact) -> bool:
+    """Version-compatible plans embed the lean runtime, i.e. host code the runtime must execute.
+
+    TensorRT refuses to run it unless ``IRuntime.engine_host_code_allowed`` is set (TensorRT
+    Developer Guide, "Version Compatibility"; NVIDIA's security guidance: a plan is code).
+    """
+    return bool((artifact.details or {}).get("compatibility", {}).get("version_compatible"))
+
+
+def runtime_for(trt: ModuleType, logger: Any, artifact: Artifact | None = None, notify: Any = None) -> Any:
+    """A runtime that runs host code only for a catalog artifact whose plan was verified first.
+
+    Callers pass ``artifact`` only after ``read_plan`` checked the bytes against the catalog.
+    """
+    runtime = trt.Runtime(logger)
+    if artifact is not None and needs_host_code(artifact):
+        runtime.engine_host_code_allowed = True
+        (notify or _to_stderr)(
+            f"allowing host code for version-compatible plan {artifact.plan_sha256[:12]} of artifact "
+            f"{artifact.id[:12]} (its sha256 matches the catalog)"
+        )
+    return runtime
+
+
+def _to_stderr(message: str) -> None:
+    print(f"trtforge: {message}", file=sys.stderr, flush=True)
+
+
+def deserialize(trt: ModuleType, plan: bytes, logger: Any, verified: Artifact | None = None) -> Any:
+    """Load plan bytes; ``verified`` is the artifact whose hash-checked plan these bytes are."""
+    engine = runtime_for(trt, logger, verified).deserialize_cuda_engine(plan)
     if engine is None:
         raise VerificationUnavailableError("the TensorRT runtime could not load the plan on this GPU")
     return engine
@@ -102,11 +132,11 @@ def refit_from_onnx(trt: ModuleType, engine: Any, onnx_path: Path, logger: Any) 
         raise RefitError(f"TensorRT rejected the weights from {onnx_path.name}")
 
 
-def refit_plan(backend: BackendInfo, plan: bytes, weights: Path) -> bytes:
+def refit_plan(backend: BackendInfo, plan: bytes, weights: Path, verified: Artifact | None = None) -> bytes:
     """A new plan: ``plan`` with the weights of ``weights`` (an ONNX file of the same graph)."""
     trt = import_backend(backend)
     logger = _logger(trt)
-    engine = deserialize(trt, plan, logger)
+    engine = deserialize(trt, plan, logger, verified)
     refit_from_onnx(trt, engine, weights, logger)
     return bytes(memoryview(engine.serialize()).cast("B"))
 
@@ -156,7 +186,7 @@ class EngineCandidate:
         if per_layer:
             self.engine = deserialize(self.trt, layerwise_plan(backend, artifact.recipe, model_path), self.logger)
         else:
-            self.engine = deserialize(self.trt, read_plan(store, artifact), self.logger)
+            self.engine = deserialize(self.trt, read_plan(store, artifact), self.logger, verified=artifact)
             if _refit_mode(artifact.recipe) == "strip_weights":
                 # A weight-stripped plan computes garbage until it gets the model's weights back.
                 refit_from_onnx(self.trt, self.engine, model_path, self.logger)

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
 
 from trtforge.cli._errors import run
 from trtforge.cli._options import CatalogOpt, JsonOpt, StoreOpt
 from trtforge.cli._output import Output
 from trtforge.errors import NotFoundError
-from trtforge.maintenance import GcPolicy, execute_gc, execute_repair, plan_gc, plan_repair, scan_store
 from trtforge.store import Store, open_existing_store
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Print what would be done; change nothing.")]
 
@@ -38,6 +39,8 @@ def fsck(
     def body() -> int:
         opened = _open(store, catalog)
         try:
+            from trtforge.maintenance import execute_repair, plan_repair, scan_store  # lazy: SQLAlchemy
+
             report = scan_store(opened)
             data: dict[str, Any] = report.as_json()
             if repair:
@@ -91,6 +94,8 @@ def gc(
     def body() -> None:
         opened = _open(store, catalog)
         try:
+            from trtforge.maintenance import GcPolicy, execute_gc, plan_gc  # lazy: SQLAlchemy
+
             plan = plan_gc(opened, GcPolicy(keep_last=keep_last, older_than_days=older_than, force=force))
             data: dict[str, Any] = {"dry_run": dry_run, "plan": plan.as_json()}
             if not dry_run:

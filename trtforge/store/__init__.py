@@ -8,6 +8,7 @@ Layout (owned here, nowhere else)::
     <root>/locks/<build key>.lock    single-flight build locks
     <root>/locks/                    also timing-cache merge locks (see store/timing_caches.py)
     <root>/cache/digests.json        stat-keyed sha256 of model files (see trtforge.digests)
+    <root>/tmp/.tmp-<pid>@<host>-*/  work directories (bundle imports); a dead owner's are removed
 
 Importing this package is cheap: the catalog (SQLAlchemy) is imported when a store is opened.
 """
@@ -15,12 +16,14 @@ Importing this package is cheap: the catalog (SQLAlchemy) is imported when a sto
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from trtforge.errors import StoreError
-from trtforge.store.blobs import BlobBackend, BlobStore
+from trtforge.store.blobs import BlobBackend, BlobStore, owner_prefix, scan_temp_files
 from trtforge.store.fs import network_mount
 from trtforge.store.locks import LockDir
 
@@ -33,6 +36,7 @@ CATALOG_ENV = "TRTFORGE_CATALOG"
 CATALOG_FILE = "catalog.sqlite"
 DIGESTS_FILE = Path("cache") / "digests.json"
 BLOBS_ENV = "TRTFORGE_BLOBS"
+WORK_DIR = "tmp"
 CORRUPT_STATUS = "corrupt"  # artifacts.status set by `fsck --repair`: never a cache hit, never handed out
 
 
@@ -54,6 +58,12 @@ class Store:
     @property
     def locks(self) -> LockDir:
         return LockDir(self.root / "locks")
+
+    def work_dir(self) -> Path:
+        """A private directory for multi-file work (bundle import); the caller removes it."""
+        parent = self.root / WORK_DIR
+        parent.mkdir(exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=owner_prefix(), dir=parent))
 
     def close(self) -> None:
         self.catalog.close()
@@ -98,6 +108,8 @@ def open_store(store: str | Path | None = None, *, catalog: str | None = None) -
 
     blobs = _blob_backend(root)
     blobs.clean_stale_temp()
+    for stale in scan_temp_files(root / WORK_DIR, include_dirs=True):
+        shutil.rmtree(stale.path, ignore_errors=True)
     return Store(root, blobs, Catalog(url))
 
 

@@ -30,7 +30,7 @@ STALE_TEMP_AGE_S = 30 * 60
 _TEMP_OWNER = re.compile(r"^\.tmp-(\d+)@([A-Za-z0-9._]*)-")
 
 
-def _owner_prefix() -> str:
+def owner_prefix() -> str:
     """``.tmp-<pid>@<host>-``: lets a later command tell a dead writer's leftovers from live ones."""
     host = re.sub(r"[^A-Za-z0-9._]", "_", socket.gethostname())[:64]
     return f"{TEMP_PREFIX}{os.getpid()}@{host}-"
@@ -52,8 +52,9 @@ class TempFile:
     owner_dead: bool
 
 
-def scan_temp_files(folder: Path, *, max_age_s: float = STALE_TEMP_AGE_S) -> list[TempFile]:
-    """Temp files in ``folder`` whose writer died on this host, or that are older than ``max_age_s``."""
+def scan_temp_files(folder: Path, *, max_age_s: float = STALE_TEMP_AGE_S, include_dirs: bool = False) -> list[TempFile]:
+    """Temp files (and with ``include_dirs`` temp directories) in ``folder`` whose writer died on
+    this host, or that are older than ``max_age_s``."""
     here = re.sub(r"[^A-Za-z0-9._]", "_", socket.gethostname())[:64]
     now = time.time()
     stale = []
@@ -62,7 +63,9 @@ def scan_temp_files(folder: Path, *, max_age_s: float = STALE_TEMP_AGE_S) -> lis
     except FileNotFoundError:
         return []
     for entry in entries:
-        if not entry.name.startswith(TEMP_PREFIX) or not entry.is_file(follow_symlinks=False):
+        if not entry.name.startswith(TEMP_PREFIX):
+            continue
+        if not (entry.is_file(follow_symlinks=False) or (include_dirs and entry.is_dir(follow_symlinks=False))):
             continue
         try:
             age = now - entry.stat(follow_symlinks=False).st_mtime
@@ -121,7 +124,7 @@ def store_write_errors() -> Iterator[None]:
 def atomic_write(target: Path) -> Iterator[BinaryIO]:
     """Write ``target`` all-or-nothing: temp file beside it, fsync, rename, cleanup on failure."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=_owner_prefix(), dir=target.parent)
+    fd, tmp_name = tempfile.mkstemp(prefix=owner_prefix(), dir=target.parent)
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as handle:
@@ -191,7 +194,7 @@ class BlobStore:
         digest = hashlib.sha256()
         size = 0
         with store_write_errors():
-            fd, tmp_name = tempfile.mkstemp(prefix=_owner_prefix(), dir=self.tmp_dir)
+            fd, tmp_name = tempfile.mkstemp(prefix=owner_prefix(), dir=self.tmp_dir)
         tmp = Path(tmp_name)
         try:
             with store_write_errors(), os.fdopen(fd, "wb") as handle:

@@ -22,11 +22,12 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-
-from sqlalchemy import text
-from sqlalchemy.engine import Connection, Engine
+from typing import TYPE_CHECKING
 
 from trtforge.errors import StoreError
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection, Engine
 
 _KEY = re.compile(r"^[0-9A-Za-z_.-]{1,128}$")
 POLL_FIRST_S = 0.02
@@ -179,6 +180,8 @@ def _advisory_id(key: str) -> int:
 
 def _advisory_holder(conn: Connection, lock_id: int) -> str | None:
     """The holder's application name, from pg_locks (a bigint lock is split into classid/objid)."""
+    from sqlalchemy import text  # lazy: only PostgreSQL catalogs take advisory locks
+
     unsigned = lock_id & 0xFFFF_FFFF_FFFF_FFFF
     row = conn.execute(
         text(
@@ -199,6 +202,8 @@ def advisory_lock(engine: Engine, key: str, *, what: str, notify: Callable[[str]
     catalog. PostgreSQL releases the lock when the holder's session ends (process death closes
     the connection), so a crashed runner does not block the others.
     """
+    from sqlalchemy import text  # lazy: only PostgreSQL catalogs take advisory locks
+
     lock_id = _advisory_id(key)
     with engine.connect() as conn:
         conn.execution_options(isolation_level="AUTOCOMMIT")
