@@ -276,3 +276,27 @@ def test_runtime_validity_has_the_final_word_on_a_detected_target(built_store: d
     assert checked.best is None
     rejection = next(r for r in checked.rejected if r.candidate.artifact_id == built_store["rtx"])
     assert rejection.rule == "runtime_validity" and "INVALID" in rejection.reason
+
+
+def test_a_corrupt_plan_is_never_handed_out(cli, tmp_path: Path) -> None:
+    """A damaged newest plan fails the hash check; after `fsck --repair` lookup takes the next one."""
+    store_dir = tmp_path / "store"
+    store = open_store(store_dir)
+    try:
+        older = add_row(store, name="cam", age_minutes=60)
+        newer = add_row(store, name="cam", age_minutes=0)
+        damaged = store.blobs.path_for(store.catalog.get_artifact(newer).plan_sha256)
+    finally:
+        store.close()
+    damaged.chmod(0o644)
+    damaged.write_bytes(b"tampered")
+    target = ("--gpu", "NVIDIA A10G", "--cc", "8.6", "--trt", "10.13.3", "--store", store_dir)
+
+    refused = cli("lookup", "cam", *target, "--output", tmp_path / "out.plan", "--json")
+    assert refused.code == 1 and "corrupted" in refused.json()["error"], refused
+    assert not (tmp_path / "out.plan").exists()
+
+    assert cli("fsck", "--repair", "--store", store_dir, "--json").code == 0
+    found = cli("lookup", "cam", *target, "--output", tmp_path / "out.plan", "--json")
+    assert found.code == 0 and found.json()["best"]["artifact_id"] == older, found
+    assert hashlib.sha256((tmp_path / "out.plan").read_bytes()).hexdigest() == found.json()["best"]["plan_sha256"]

@@ -30,6 +30,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from trtforge.crashpoints import crashpoint
 from trtforge.errors import BadInputError, IntegrityError
+from trtforge.keys import sha256_file
 from trtforge.store import Store
 from trtforge.store.blobs import atomic_write
 from trtforge.store.catalog import Artifact, Blob, Verification
@@ -204,14 +205,6 @@ def _check_member(member: tarfile.TarInfo) -> str:
     return name
 
 
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 22):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _confined(root: Path, name: str) -> Path:
     """``root / name`` resolved, refusing anything that ends up outside ``root``."""
     resolved = (root / name).resolve()
@@ -250,7 +243,7 @@ def _verify_contents(root: Path, names: set[str], manifest: dict[str, Any]) -> l
         path = _confined(root, name)
         if not isinstance(entry, dict) or entry.get("size") != path.stat().st_size:
             raise BundleError(f"bundle file {name} has the wrong size: tampered or truncated")
-        actual = _file_sha256(path)
+        actual = sha256_file(path)
         if actual != entry.get("sha256"):
             raise BundleError(f"bundle file {name} does not match its manifest sha256: tampered or damaged")
         plan = _PLAN_NAME.match(name)

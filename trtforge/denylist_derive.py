@@ -27,7 +27,7 @@ from trtforge.denylist import (
     read_deny_file,
     render_deny_file,
 )
-from trtforge.errors import BadInputError, ModelError, NotFoundError
+from trtforge.errors import BadInputError, ModelError
 
 DEFAULT_ATOL = 1e-3
 DEFAULT_RTOL = 1e-3
@@ -382,11 +382,11 @@ def derive_from_store(
     """`trtforge denylist derive`: load everything, derive, optionally append to the sidecar."""
     from trtforge.backend.run_results import load_run_results
     from trtforge.recipe import LoadedRecipe, load_recipe
-    from trtforge.store import open_existing_store
+    from trtforge.store import require_existing_store
 
-    opened = open_existing_store(store, catalog=catalog)
-    if opened is None:
-        raise NotFoundError(f"no artifact with id {artifact_ref} (the store is empty)")
+    opened = require_existing_store(
+        store, catalog=catalog, missing=f"no artifact with id {artifact_ref} (the store is empty)"
+    )
     try:
         artifact = opened.catalog.get_artifact(artifact_ref)
     finally:

@@ -9,10 +9,11 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
+from typing import IO, TYPE_CHECKING, Any
 
-from trtforge.recipe import Recipe
-from trtforge.target import BuildTarget
+if TYPE_CHECKING:  # annotations only: hashing files must stay import-light (store, lookup)
+    from trtforge.recipe import Recipe
+    from trtforge.target import BuildTarget
 
 # Bump when the meaning of a key changes, so old artifacts are not mistaken for new ones.
 KEY_SCHEMA = 1
@@ -27,12 +28,16 @@ def sha256_text(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def sha256_file(path: Path) -> str:
+def sha256_stream(handle: IO[bytes]) -> str:
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            digest.update(chunk)
+    while chunk := handle.read(_CHUNK):
+        digest.update(chunk)
     return digest.hexdigest()
+
+
+def sha256_file(path: Path) -> str:
+    with open(path, "rb") as handle:
+        return sha256_stream(handle)
 
 
 def recipe_fingerprint(recipe: Recipe) -> str:

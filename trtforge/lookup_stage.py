@@ -7,7 +7,6 @@ GPU, through :mod:`trtforge.backend.validity`.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import tempfile
@@ -18,8 +17,9 @@ from typing import Any
 from sqlalchemy import select
 
 from trtforge.errors import BadInputError, IntegrityError, NotFoundError, TrtforgeError
+from trtforge.keys import sha256_file
 from trtforge.lookup_rules import Candidate, Envelope, Match, Ranking, Rejection, rank
-from trtforge.store import Store, open_existing_store
+from trtforge.store import CORRUPT_STATUS, Store, require_existing_store
 from trtforge.store.blobs import TEMP_PREFIX, atomic_write
 from trtforge.store.catalog import Artifact
 from trtforge.target import RuntimeTarget, resolve_target
@@ -74,7 +74,7 @@ def load_candidates(
     store: Store, *, name: str | None, model_sha256: str | None, flavor: str | None = None
 ) -> list[Candidate]:
     """Rows for a name and/or model digest; ``flavor`` narrows them in SQL (indexed)."""
-    conditions = []
+    conditions = [Artifact.status != CORRUPT_STATUS]  # `fsck --repair` quarantined its plan
     if name is not None:
         conditions.append(Artifact.name == name)
     if model_sha256 is not None:
@@ -183,14 +183,6 @@ def _describe_query(name: str | None, model_sha256: str | None) -> str:
     return " ".join(parts)
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 22):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _link_or_copy(source: Path, target: Path) -> None:
     """Hard link when on the same file system (instant, no extra space), else an atomic copy."""
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -220,7 +212,7 @@ def materialize(store: Store, plan_sha256: str, destination: Path, *, default_na
         _link_or_copy(source, target)
     except OSError as exc:
         raise BadInputError(f"cannot write the plan to {target}: {exc.strerror or exc}") from None
-    actual = file_sha256(target)
+    actual = sha256_file(target)
     if actual != plan_sha256:
         target.unlink(missing_ok=True)
         raise IntegrityError(f"plan {plan_sha256[:12]} is corrupted in the store (its bytes hash to {actual[:12]})")
@@ -241,9 +233,9 @@ def find_engine(
 ) -> LookupResult:
     """The best engine for ``target`` (detected when None), as a hash-checked local path."""
     chosen = target if target is not None else resolve_target()
-    opened = open_existing_store(store, catalog=catalog)
-    if opened is None:
-        raise NotFoundError(f"no artifact {_describe_query(name, model_sha256)} (the store is empty)")
+    opened = require_existing_store(
+        store, catalog=catalog, missing=f"no artifact {_describe_query(name, model_sha256)} (the store is empty)"
+    )
     try:
         ranking = rank_in_store(
             opened,

@@ -15,10 +15,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from trtforge.errors import ModelError, NotFoundError, NotRefittableError
+from trtforge.errors import ModelError, NotRefittableError
 from trtforge.keys import canonical_json, sha256_file, sha256_text
 from trtforge.model import read_model
-from trtforge.store import Store, open_existing_store
+from trtforge.store import Store, require_existing_store
 from trtforge.store.catalog import Artifact, Blob
 
 REFITTABLE_MODES = ("refittable", "refit_identical", "strip_weights")
@@ -120,9 +120,7 @@ def refit(
     verify: bool = False,
 ) -> RefitResult:
     """`trtforge refit`: input checks on the CPU, the refit on the GPU, then an optional verify."""
-    opened = open_existing_store(store, catalog=catalog)
-    if opened is None:
-        raise NotFoundError(f"no artifact with id {ref} (the store is empty)")
+    opened = require_existing_store(store, catalog=catalog, missing=f"no artifact with id {ref} (the store is empty)")
     try:
         parent = opened.catalog.get_artifact(ref)
         check_refittable(parent)

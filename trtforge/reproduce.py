@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from trtforge.backend.loader import find_backend
-from trtforge.errors import BackendUnavailableError, ModelError, NotFoundError
+from trtforge.errors import BackendUnavailableError, ModelError
 from trtforge.keys import sha256_file
 from trtforge.recipe import Recipe
-from trtforge.store import open_existing_store
+from trtforge.store import require_existing_store
 
 
 @dataclass
@@ -41,9 +41,7 @@ class ReproduceResult:
 
 
 def reproduce(ref: str, store: str | Path | None = None, *, catalog: str | None = None) -> ReproduceResult:
-    opened = open_existing_store(store, catalog=catalog)
-    if opened is None:
-        raise NotFoundError(f"no artifact with id {ref} (the store is empty)")
+    opened = require_existing_store(store, catalog=catalog, missing=f"no artifact with id {ref} (the store is empty)")
     try:
         artifact = opened.catalog.get_artifact(ref)
         recipe = Recipe.model_validate(artifact.recipe)

@@ -24,12 +24,9 @@ def export(
 
     def body() -> None:
         from trtforge.bundle import export_bundle
-        from trtforge.errors import NotFoundError
-        from trtforge.store import open_existing_store
+        from trtforge.store import require_existing_store
 
-        opened = open_existing_store(store, catalog=catalog)
-        if opened is None:
-            raise NotFoundError("the store is empty: nothing to export")
+        opened = require_existing_store(store, catalog=catalog, missing="the store is empty: nothing to export")
         try:
             report = export_bundle(opened, artifacts, output_path)
         finally:

@@ -10,8 +10,7 @@ import typer
 from trtforge.cli._errors import run
 from trtforge.cli._options import CatalogOpt, JsonOpt, StoreOpt
 from trtforge.cli._output import Output
-from trtforge.errors import NotFoundError
-from trtforge.store import open_existing_store, open_store
+from trtforge.store import open_existing_store, open_store, require_existing_store
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -79,9 +78,9 @@ def export(
     def body() -> None:
         from trtforge.timing_cache import export_cache
 
-        opened = open_existing_store(store, catalog=catalog)
-        if opened is None:
-            raise NotFoundError(f"no timing cache with id {cache_id} (the store is empty)")
+        opened = require_existing_store(
+            store, catalog=catalog, missing=f"no timing cache with id {cache_id} (the store is empty)"
+        )
         info = export_cache(opened, cache_id, dest)
         output.result(info, lambda console: console.print(f"exported {info['cache_id'][:12]} to {info['path']}"))
 

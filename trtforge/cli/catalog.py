@@ -10,8 +10,7 @@ import typer
 from trtforge.cli._errors import run
 from trtforge.cli._options import ArtifactArg, CatalogOpt, JsonOpt, StoreOpt
 from trtforge.cli._output import Output
-from trtforge.errors import NotFoundError
-from trtforge.store import open_existing_store
+from trtforge.store import open_existing_store, require_existing_store
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -65,9 +64,9 @@ def show(
     output = Output(json_output)
 
     def body() -> None:
-        opened = open_existing_store(store, catalog=catalog)
-        if opened is None:
-            raise NotFoundError(f"no artifact with id {artifact} (the store is empty)")
+        opened = require_existing_store(
+            store, catalog=catalog, missing=f"no artifact with id {artifact} (the store is empty)"
+        )
         record = opened.catalog.get_artifact(artifact).record()
         record["plan_path"] = opened.blobs.location(record["plan_sha256"])
         record["statuses"] = opened.catalog.statuses(record["artifact_id"])

@@ -39,15 +39,12 @@ def lookup(
     output = Output(json_output)
 
     def body() -> int:
-        from trtforge.errors import NotFoundError
         from trtforge.lookup_stage import NoCompatibleEngineError, rank_in_store, result_for
-        from trtforge.store import open_existing_store
+        from trtforge.store import require_existing_store
         from trtforge.target import resolve_target
 
         target = resolve_target(gpu=gpu, cc=cc, trt=trt, flavor=flavor)
-        opened = open_existing_store(store, catalog=catalog)
-        if opened is None:
-            raise NotFoundError("the store is empty: nothing to look up", hint="build or import artifacts first")
+        opened = require_existing_store(store, catalog=catalog, missing="the store is empty: nothing to look up")
         try:
             ranking = rank_in_store(
                 opened, target, name=name, model_sha256=model_sha256, verified_only=verified_only, explain=explain

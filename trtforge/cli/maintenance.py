@@ -9,8 +9,7 @@ import typer
 from trtforge.cli._errors import run
 from trtforge.cli._options import CatalogOpt, JsonOpt, StoreOpt
 from trtforge.cli._output import Output
-from trtforge.errors import NotFoundError
-from trtforge.store import Store, open_existing_store
+from trtforge.store import Store, require_existing_store
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -19,10 +18,7 @@ DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Print what would be 
 
 
 def _open(store: str | None, catalog: str | None) -> Store:
-    opened = open_existing_store(store, catalog=catalog)
-    if opened is None:
-        raise NotFoundError("there is no store here yet", hint="pass --store DIR or build something first")
-    return opened
+    return require_existing_store(store, catalog=catalog, missing="there is no store here yet")
 
 
 def fsck(

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from trtforge.errors import StoreError
+from trtforge.errors import NotFoundError, StoreError
 from trtforge.store.blobs import BlobBackend, BlobStore, owner_prefix, scan_temp_files
 from trtforge.store.fs import network_mount
 from trtforge.store.locks import LockDir
@@ -121,6 +121,16 @@ def _blob_backend(root: Path) -> BlobBackend:
     from trtforge.store.s3 import S3BlobStore  # lazy: imports boto3
 
     return S3BlobStore.from_url(remote)
+
+
+def require_existing_store(store: str | Path | None = None, *, catalog: str | None = None, missing: str) -> Store:
+    """The existing store, or NotFoundError(``missing``): commands that only read never create one."""
+    opened = open_existing_store(store, catalog=catalog)
+    if opened is None:
+        raise NotFoundError(
+            missing, hint=f"no catalog at {resolve_store_root(store)}: pass --store DIR, or build or import first"
+        )
+    return opened
 
 
 def open_existing_store(store: str | Path | None = None, *, catalog: str | None = None) -> Store | None:

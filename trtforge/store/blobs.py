@@ -22,6 +22,7 @@ from typing import BinaryIO, Protocol
 
 from trtforge.crashpoints import crashpoint
 from trtforge.errors import IntegrityError, NotFoundError, StoreWriteError
+from trtforge.keys import sha256_stream
 from trtforge.store.locks import pid_alive
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -264,14 +265,11 @@ class BlobStore:
 
     def verify(self, sha256: str) -> bool:
         """True when the blob is a regular file in the store whose bytes hash to its name."""
-        digest = hashlib.sha256()
         try:
             with self._open_checked(sha256) as handle:
-                while chunk := handle.read(1 << 22):
-                    digest.update(chunk)
+                return sha256_stream(handle) == sha256
         except IntegrityError:
             return False
-        return digest.hexdigest() == sha256
 
     def stat(self, sha256: str) -> BlobStat | None:
         try:
