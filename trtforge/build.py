@@ -21,6 +21,7 @@ from typing import Any, Literal
 from trtforge.backend.capabilities import check_recipe, compatibility_envelope
 from trtforge.backend.denylist_enforce import check_enforceable
 from trtforge.backend.loader import BackendInfo, find_backend
+from trtforge.batch import UnmatchedPattern
 from trtforge.crashpoints import crashpoint, wrap_progress
 from trtforge.denylist import with_deny_file
 from trtforge.digests import DigestCache
@@ -138,10 +139,26 @@ class BuildStage:
             self._digests.save()
         self.store.close()
 
-    def build_all(self, recipes: Iterable[str | Path], *, fail_fast: bool = False) -> list[BuildResult]:
+    def build_all(
+        self,
+        items: Iterable[str | Path | UnmatchedPattern],
+        *,
+        fail_fast: bool = False,
+        on_start: Callable[[str], None] | None = None,
+    ) -> list[BuildResult]:
+        """Build recipes in order (the rest after a failure unless ``fail_fast``).
+
+        A glob that matched no file is a failed result (bad input), not silently dropped;
+        ``on_start`` hears each recipe's file name before it builds (the progress bar).
+        """
         results = []
-        for path in recipes:
-            result = self.build_one(path)
+        for item in items:
+            if isinstance(item, UnmatchedPattern):
+                result = BuildResult(item.pattern, None, "failed", error="no recipe file matches", exit_code=2)
+            else:
+                if on_start is not None:
+                    on_start(Path(item).name)
+                result = self.build_one(item)
             results.append(result)
             if fail_fast and not result:
                 break

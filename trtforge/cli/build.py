@@ -65,8 +65,8 @@ def build(
             raise BadInputError("give one or more recipe files, or --reproduce ID")
 
     def body() -> int:
-        from trtforge.batch import UnmatchedPattern, expand_recipes
-        from trtforge.build import BuildResult, BuildStage
+        from trtforge.batch import expand_recipes
+        from trtforge.build import BuildStage
 
         progress = None
         if output.interactive:
@@ -74,19 +74,13 @@ def build(
 
             progress = BuildProgress(output.err)
         stage = BuildStage(store, catalog=catalog, force=force, progress=progress)
-        results = []
         try:
             with progress if progress is not None else nullcontext():
-                for item in expand_recipes(recipes):
-                    if isinstance(item, UnmatchedPattern):
-                        result = BuildResult(item.pattern, None, "failed", error="no recipe file matches", exit_code=2)
-                    else:
-                        if progress is not None:
-                            progress.start_recipe(item.name)
-                        result = stage.build_one(item)
-                    results.append(result)
-                    if fail_fast and not result:
-                        break
+                results = stage.build_all(
+                    expand_recipes(recipes),
+                    fail_fast=fail_fast,
+                    on_start=progress.start_recipe if progress is not None else None,
+                )
         finally:
             stage.close()
         for note in stage.notes:
