@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from trtforge.errors import BadInputError, RecipeError
 
@@ -246,51 +246,27 @@ class DenyFile(BaseModel):
 
 def parse_deny_file(text: str, shown: str) -> list[DenyEntry]:
     """Validate sidecar text; errors name ``shown``, the line and the field."""
-    from trtforge.recipe import _clean_message, _line_of, _loc_text
+    from trtforge.recipe import load_yaml, validate_yaml
 
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.load(text, Loader=yaml.SafeLoader)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = f":{mark.line + 1}" if mark is not None else ""
-        raise RecipeError(f"{shown}{line}: invalid YAML: {exc.problem or exc.context or 'invalid YAML'}") from None
-    except yaml.YAMLError as exc:
-        raise RecipeError(f"{shown}: invalid YAML: {exc}") from None
+    data = load_yaml(text, shown)
     if data is None:
         return []
     if not isinstance(data, dict):
         raise RecipeError(f"{shown}:1: a deny file is a mapping with a 'deny' list", hint=DENY_FILE_HINT)
-    try:
-        return list(DenyFile.model_validate(data).deny)
-    except ValidationError as exc:
-        errors = exc.errors(include_url=False)
-        loc = tuple(errors[0]["loc"])
-        line = _line_of(root, loc)
-        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-        where = f"{shown}:{line}" if line else shown
-        raise RecipeError(f"{where} {_loc_text(loc)}: {_clean_message(errors[0])}{more}", hint=DENY_FILE_HINT) from None
+    return list(validate_yaml(DenyFile, data, text, shown, hint=DENY_FILE_HINT).deny)
 
 
 DENY_FILE_HINT = "each entry needs layer, tactic and reason (see `trtforge schema`, tactics.deny)"
 
 
 def read_deny_file(path: Path, shown: str | None = None) -> list[DenyEntry]:
+    from trtforge.recipe import read_text_file
+
     shown = shown or str(path)
-    try:
-        size = path.stat().st_size
-        if size > MAX_SIDECAR_BYTES:
-            raise RecipeError(f"{shown}: deny file is {size} bytes; the limit is {MAX_SIDECAR_BYTES}")
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise RecipeError(f"{shown}: deny file not found", hint="tactics.deny_file is relative to the recipe") from None
-    except IsADirectoryError:
-        raise RecipeError(f"{shown}: is a directory, not a deny file") from None
-    except UnicodeDecodeError:
-        raise RecipeError(f"{shown}: deny file is not UTF-8 text") from None
-    except OSError as exc:
-        raise RecipeError(f"{shown}: cannot read deny file ({exc.strerror})") from None
-    return parse_deny_file(text, shown)
+    hint = "tactics.deny_file is relative to the recipe"
+    return parse_deny_file(
+        read_text_file(path, shown, what="deny file", limit=MAX_SIDECAR_BYTES, missing_hint=hint), shown
+    )
 
 
 def deny_file_path(loaded: LoadedRecipe) -> Path | None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path, PurePosixPath
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -451,28 +451,40 @@ def json_schema() -> dict[str, Any]:
     return schema
 
 
+def read_text_file(path: Path, shown: str, *, what: str, limit: int, missing_hint: str) -> str:
+    """A small UTF-8 file a user pointed at (recipe, deny file); every failure is one RecipeError."""
+    try:
+        if path.is_dir():
+            raise RecipeError(f"{shown}: is a directory, not a {what}")
+        size = path.stat().st_size
+        if size > limit:
+            raise RecipeError(f"{shown}: {what} is {size} bytes; the limit is {limit}")
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise RecipeError(f"{shown}: {what} not found", hint=missing_hint) from None
+    except UnicodeDecodeError:
+        raise RecipeError(f"{shown}: {what} is not UTF-8 text") from None
+    except OSError as exc:
+        raise RecipeError(f"{shown}: cannot read {what} ({exc.strerror})") from None
+
+
 def load_recipe(path: str | Path) -> LoadedRecipe:
     """Read and validate a recipe; every failure is a one-line RecipeError naming file:line field."""
     path = Path(path)
-    shown = str(path)
-    try:
-        if path.is_dir():
-            raise RecipeError(f"{shown}: is a directory, not a recipe file")
-        size = path.stat().st_size
-        if size > MAX_RECIPE_BYTES:
-            raise RecipeError(f"{shown}: recipe is {size} bytes; the limit is {MAX_RECIPE_BYTES}")
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise RecipeError(f"{shown}: recipe file not found", hint="check the path") from None
-    except UnicodeDecodeError:
-        raise RecipeError(f"{shown}: recipe is not UTF-8 text") from None
-    except OSError as exc:
-        raise RecipeError(f"{shown}: cannot read recipe ({exc.strerror})") from None
-    return LoadedRecipe(recipe=parse_recipe(text, shown), path=path.resolve())
+    text = read_text_file(path, str(path), what="recipe file", limit=MAX_RECIPE_BYTES, missing_hint="check the path")
+    return LoadedRecipe(recipe=parse_recipe(text, str(path)), path=path.resolve())
 
 
 def parse_recipe(text: str, shown: str = "<recipe>") -> Recipe:
     """Validate recipe text; ``shown`` names the source in error messages."""
+    data = load_yaml(text, shown)
+    if not isinstance(data, dict):
+        raise RecipeError(f"{shown}:1: a recipe is a mapping of fields (name, model, profiles, ...)")
+    return validate_yaml(Recipe, data, text, shown)
+
+
+def load_yaml(text: str, shown: str) -> Any:
+    """Safe, bounded YAML: no tags, no alias bombs, no deep nesting; errors name the line."""
     try:
         try:
             data = yaml.load(text, Loader=_FAST_LOADER)  # noqa: S506 - CSafeLoader is the safe loader
@@ -488,10 +500,16 @@ def parse_recipe(text: str, shown: str = "<recipe>") -> Recipe:
         raise RecipeError(f"{shown}{line}: invalid YAML: {problem}") from None
     except yaml.YAMLError as exc:
         raise RecipeError(f"{shown}: invalid YAML: {exc}") from None
-    if not isinstance(data, dict):
-        raise RecipeError(f"{shown}:1: a recipe is a mapping of fields (name, model, profiles, ...)")
+    return data
+
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+def validate_yaml(model: type[ModelT], data: dict[str, Any], text: str, shown: str, hint: str | None = None) -> ModelT:
+    """Validate loaded YAML; the first error names ``shown``, its line and the field."""
     try:
-        return Recipe.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as exc:
         errors = exc.errors(include_url=False)
         first = errors[0]
@@ -500,7 +518,7 @@ def parse_recipe(text: str, shown: str = "<recipe>") -> Recipe:
         message = _clean_message(first)
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
         where = f"{shown}:{line}" if line else shown
-        raise RecipeError(f"{where} {_loc_text(loc)}: {message}{more}") from None
+        raise RecipeError(f"{where} {_loc_text(loc)}: {message}{more}", hint=hint) from None
 
 
 def _check_bounds(data: Any, shown: str) -> None:
