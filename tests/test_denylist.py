@@ -202,3 +202,13 @@ def test_build_stage_checks_deny_entries_without_importing_tensorrt() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=subprocess_env())
     assert out.stdout.strip() == "[]", out
     assert BackendInfo("tensorrt", "10.8.0").label == "TensorRT 10.8.0"
+
+
+def test_deny_file_refuses_alias_bombs() -> None:
+    from trtforge.denylist import parse_deny_file
+    from trtforge.errors import RecipeError
+
+    lines = ['l0: &l0 ["x", "x", "x", "x", "x", "x", "x", "x", "x"]']
+    lines += [f"l{i}: &l{i} [" + ", ".join([f"*l{i - 1}"] * 9) + "]" for i in range(1, 9)]
+    with pytest.raises(RecipeError, match="expands to more than"):
+        parse_deny_file("\n".join(lines) + "\ndeny: *l8\n", "deny.yaml")
