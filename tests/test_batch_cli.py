@@ -141,3 +141,21 @@ def test_plan_reports_bad_recipes_and_imports_nothing_heavy(recipes: Path, store
     assert report["heavy"] == []
     bad = next(e for e in report["entries"] if e["recipe"].endswith("bad.yaml"))
     assert bad["status"] == "failed" and "bad.yaml" in bad["error"]
+
+
+def test_plan_refuses_what_the_target_backend_cannot_build(cli, recipes: Path, store: Path) -> None:
+    recipe = recipes / "a.yaml"
+    recipe.write_text(
+        recipe.read_text().replace("backend: tensorrt_rtx", "backend: auto") + "tactics: {sources: [cudnn]}\n"
+    )
+    targets = (
+        "--target", "flavor=tensorrt_rtx,trt=1.7.1,cc=8.9",
+        "--target", "flavor=tensorrt,trt=10.13.3,cc=8.6,gpu=NVIDIA A10G",
+        "--target", "flavor=tensorrt,trt=11.0.0,cc=8.6,gpu=NVIDIA A10G",
+    )  # fmt: skip
+    result = cli("plan", recipe, *targets, "--store", store, "--json")
+    assert result.code == 2, result
+    rows = result.json()
+    assert [row["status"] for row in rows] == ["failed", "build", "failed"]
+    assert "tactics.sources: cudnn is not available: TensorRT-RTX 1.7.1 does not have it" in rows[0]["error"]
+    assert "TensorRT 11.0.0 removed it" in rows[2]["error"]

@@ -112,14 +112,15 @@ def test_compute_capabilities_are_tensorrt_rtx_only() -> None:
         ("precision: {fp16: true}\n", "precision.fp16", "always strongly typed"),
         ("precision: {strongly_typed: false}\n", "precision.strongly_typed: false", "always strongly typed"),
         ("tactics: {sources: [cudnn]}\n", "tactics.sources: cudnn", "edge_mask_convolutions, jit_convolutions"),
+        ("tactics: {sources: [cublass]}\n", "tactics.sources: cublass is not a tactic source", "jit_convolutions"),
         ("compatibility: {hardware: ampere_plus}\n", "compatibility.hardware: ampere_plus", "compute_capabilities"),
         ("compatibility: {compute_capabilities: [9.0]}\n", "9.0 is not a TensorRT-RTX", "Hopper"),
     ],
 )
 def test_tensorrt_rtx_refusals(extra: str, message: str, hint: str) -> None:
     error = refusal(extra, RTX)
-    assert message in error.message and "TensorRT-RTX 1.7.1.116" in error.message
-    assert hint in error.hint
+    assert message in error.message
+    assert hint in error.hint and "TensorRT-RTX 1.7.1.116" in error.message + error.hint
 
 
 def test_tensorrt_rtx_timing_cache_note_only_when_asked() -> None:
@@ -201,3 +202,12 @@ def test_doctor_prints_the_table(cli, store) -> None:
     human = cli("doctor", "--store", store, env={"COLUMNS": "200"})
     assert human.code == 0 and "tactics.sources: jit_convolutions" in human.stdout
     assert "fails in a CPU-only build" in human.stdout
+
+
+def test_unknown_tactic_source_lists_the_valid_ones_for_each_backend() -> None:
+    rtx = refusal("tactics: {sources: [jit_convolution]}\n", RTX)
+    assert rtx.hint == "valid tactic sources for TensorRT-RTX 1.7.1.116: edge_mask_convolutions, jit_convolutions"
+    trt11 = refusal("tactics: {sources: [jit_convolution]}\n", TRT_11)
+    assert "cublas" not in trt11.hint and "jit_convolutions" in trt11.hint
+    trt10 = refusal("tactics: {sources: [jit_convolution]}\n", TRT_10_13)
+    assert "cublas, cublas_lt, cudnn" in trt10.hint

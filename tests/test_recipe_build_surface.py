@@ -61,7 +61,7 @@ def test_compute_capabilities_from_yaml_numbers() -> None:
             "precision: {strongly_typed: true, fp16: true}\n",
             "r.yaml:5 precision: strongly_typed: true cannot be combined with weak-typing flags (fp16)",
         ),
-        ("tactics: {sources: [cublas, cuda_graphs]}\n", "r.yaml:5 tactics.sources[1]: Input should be 'cublas'"),
+        ("tactics: {sources: [cublas, cublas]}\n", "r.yaml:5 tactics.sources: tactic sources must not repeat"),
         ("tactics: {sources: [cudnn, cudnn]}\n", "r.yaml:5 tactics.sources: tactic sources must not repeat"),
         ("refit: sometimes\n", "r.yaml:5 refit: Input should be 'none', 'refittable'"),
         ("compatibility: {hardware: turing_plus}\n", "r.yaml:5 compatibility.hardware: Input should be 'none'"),

@@ -98,6 +98,8 @@ def plan_builds(
     catalog: str | None = None,
 ) -> list[PlanEntry]:
     """For every recipe x target: its BuildKey and whether the catalog already has it."""
+    from trtforge.backend.capabilities import check_recipe
+    from trtforge.backend.denylist_enforce import check_enforceable
     from trtforge.backend.loader import BackendInfo, find_backend
     from trtforge.keys import build_key
     from trtforge.model import model_sha256
@@ -138,6 +140,11 @@ def plan_builds(
                         backend: BackendInfo = find_backend(recipe.backend)
                         build_target = build_target_for(backend, recipe.compatibility.compute_capabilities)
                     entry.target = build_target.key_fields()
+                    # The same refusals a build gives before it starts (unsupported options, deny
+                    # entries the backend cannot enforce): a plan never promises an impossible build.
+                    planned_backend = BackendInfo(build_target.flavor, build_target.trt_version)  # type: ignore[arg-type]
+                    check_recipe(recipe, planned_backend)
+                    check_enforceable(planned_backend, recipe.tactics.deny)
                     entry.build_key = build_key(recipe, digest, build_target)
                 except TrtforgeError as exc:
                     entry.status, entry.error, entry.exit_code = "failed", exc.message, exc.exit_code

@@ -184,15 +184,19 @@ class Precision(_Strict):
         return [name for name in WEAK_TYPING_FLAGS if getattr(self, name)]
 
 
-TacticSourceName = Literal["cublas", "cublas_lt", "cudnn", "edge_mask_convolutions", "jit_convolutions"]
+# Every tactic source name any backend knows; which ones the installed backend has is the
+# capability table's call (it names the valid ones for that backend when a recipe asks for another).
+TACTIC_SOURCE_NAMES: tuple[str, ...] = ("cublas", "cublas_lt", "cudnn", "edge_mask_convolutions", "jit_convolutions")
 LIBRARY_TACTIC_SOURCES: tuple[str, ...] = ("cublas", "cublas_lt", "cudnn")
 
 
 class Tactics(_Strict):
     """Tactic policy: allowed sources, and (layer, tactic) pairs banned inline or in a sidecar file."""
 
-    sources: list[TacticSourceName] | None = Field(
-        default=None, description="Allowed tactic sources (default: the backend's); [] allows only built-ins."
+    sources: list[str] | None = Field(
+        default=None,
+        description="Allowed tactic sources (default: the backend's); [] allows only built-ins.",
+        json_schema_extra={"items": {"type": "string", "enum": list(TACTIC_SOURCE_NAMES)}},
     )
     deny: list[DenyEntry] = Field(default_factory=list, description="Banned (layer, tactic) pairs.")
     deny_file: str | None = Field(

@@ -285,7 +285,12 @@ def check_recipe(recipe: Recipe, backend: BackendInfo) -> list[str]:
     """
     notes: list[str] = []
     for option in requested_options(recipe):
-        rule = _BY_OPTION[option]
+        rule = _BY_OPTION.get(option)
+        if rule is None:  # a tactic source name no backend has (the recipe model accepts any string)
+            raise UnsupportedOptionError(
+                f"recipe option {option} is not a tactic source",
+                hint=f"valid tactic sources for {backend.label}: {', '.join(valid_tactic_sources(backend))}",
+            )
         state = _state(rule, backend)
         availability = rule.availability(backend.flavor)
         if availability is None or state in ("missing", "removed"):
