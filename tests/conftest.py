@@ -70,6 +70,22 @@ def mlp_recipe(tmp_path: Path) -> Callable[..., Path]:
     return make
 
 
+class RecordingSink:
+    """A build ProgressSink that keeps every TensorRT progress callback, in order."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str]] = []
+
+    def phase_start(self, name: str, parent: str | None, steps: int) -> None:
+        self.events.append(("start", name))
+
+    def step(self, name: str, step: int) -> None:
+        self.events.append(("step", name))
+
+    def phase_finish(self, name: str) -> None:
+        self.events.append(("finish", name))
+
+
 def subprocess_env() -> dict[str, str]:
     """Environment for child processes: this checkout's trtforge first, no TRTFORGE_* settings."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRTFORGE_")}

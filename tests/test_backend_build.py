@@ -11,25 +11,11 @@ from pathlib import Path
 import pytest
 
 from tests import onnx_models
-from tests.conftest import subprocess_env
+from tests.conftest import RecordingSink, subprocess_env
 from trtforge.backend.build import build_plan
 from trtforge.backend.loader import find_backend, installed_version
 from trtforge.errors import BackendUnavailableError, BuildError
 from trtforge.recipe import load_recipe
-
-
-class RecordingSink:
-    def __init__(self) -> None:
-        self.events: list[tuple[str, str]] = []
-
-    def phase_start(self, name: str, parent: str | None, steps: int) -> None:
-        self.events.append(("start", name))
-
-    def step(self, name: str, step: int) -> None:
-        self.events.append(("step", name))
-
-    def phase_finish(self, name: str) -> None:
-        self.events.append(("finish", name))
 
 
 def test_progress_monitor_receives_phases(mlp_recipe) -> None:

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from tests import onnx_models
+from tests.conftest import RecordingSink
 from trtforge.backend.build import build_plan, parse_network
 from trtforge.backend.config import make_config, network_flags
 from trtforge.backend.loader import find_backend, import_backend
@@ -54,22 +55,6 @@ def with_options(base: str, options: str) -> Recipe:
     if "build:" not in options:
         text += "build: {optimization_level: 0}\n"
     return parse_recipe(text)
-
-
-class Recorder:
-    """A ProgressSink that keeps every callback."""
-
-    def __init__(self) -> None:
-        self.events: list[tuple[str, str]] = []
-
-    def phase_start(self, name: str, parent: str | None, steps: int) -> None:
-        self.events.append(("start", name))
-
-    def step(self, name: str, step: int) -> None:
-        self.events.append(("step", name))
-
-    def phase_finish(self, name: str) -> None:
-        self.events.append(("finish", name))
 
 
 @pytest.mark.parametrize(
@@ -126,7 +111,7 @@ def test_options_change_the_plan(backend, models) -> None:
 
 
 def test_progress_monitor_receives_phases(backend, models) -> None:
-    recorder = Recorder()
+    recorder = RecordingSink()
     build_plan(backend, with_options(MLP, ""), models["mlp"], recorder)
     kinds = {kind for kind, _ in recorder.events}
     assert kinds == {"start", "step", "finish"}
