@@ -130,3 +130,54 @@ def test_id_prefix_lookup(tmp_path: Path) -> None:
         catalog.get_artifact("abcdef%")
     with pytest.raises(NotFoundError, match="no artifact"):
         catalog.get_artifact("ffffff")
+
+
+def _schema_differences(engine_url: str) -> list[object]:
+    """What Alembic's autogenerate sees between a database and the ORM models (empty: identical)."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+    from sqlalchemy import create_engine
+
+    import trtforge.store.timing_caches  # noqa: F401 - registers its table
+    from trtforge.store.catalog import Base
+
+    engine = create_engine(engine_url)
+    try:
+        with engine.connect() as conn:
+            return list(compare_metadata(MigrationContext.configure(conn), Base.metadata))
+    finally:
+        engine.dispose()
+
+
+def test_migrations_produce_exactly_the_models(tmp_path: Path) -> None:
+    """A new catalog is created from the models, so the migrations must build the same schema."""
+    from sqlalchemy import create_engine
+
+    from trtforge.store.migrations import upgrade
+
+    url = f"sqlite:///{tmp_path / 'migrated.sqlite'}"
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        upgrade(conn)
+        conn.commit()
+    engine.dispose()
+    assert _schema_differences(url) == []
+
+
+def test_new_catalog_is_created_at_head_without_alembic(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from tests.conftest import subprocess_env
+
+    path = tmp_path / "new.sqlite"
+    probe = (
+        "import sys\nfrom pathlib import Path\nfrom trtforge.store.catalog import Catalog\n"
+        f"Catalog.sqlite(Path({str(path)!r})).close()\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'alembic'))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=subprocess_env())
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
+    assert Catalog.sqlite(path).current_revision() == SCHEMA_HEAD
+    assert _schema_differences(f"sqlite:///{path}") == []
