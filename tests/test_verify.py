@@ -431,3 +431,21 @@ def test_catalog_at_the_initial_schema_is_upgraded_in_place(tmp_path: Path) -> N
         assert conn.execute(text("SELECT count(*) FROM reference_outputs")).scalar() == 0
     assert catalog.statuses("0" * 32) == {}
     catalog.close()
+
+
+def test_missing_verify_dependencies_are_one_clear_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without the `verify` extra the command names what to install (simulated: both are installed here)."""
+    import importlib.util
+
+    from trtforge.backend import compare
+    from trtforge.errors import BackendUnavailableError
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        compare.importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "onnxruntime" else real_find_spec(name, *a),
+    )
+    with pytest.raises(BackendUnavailableError, match="verification needs onnxruntime") as info:
+        compare.require_verify_deps()
+    assert info.value.hint == "pip install 'trtforge[verify]'" and info.value.exit_code == 2

@@ -734,8 +734,10 @@ def verify(
     Without a usable GPU and runtime this raises VerificationUnavailableError before anything is
     run or recorded: the artifact stays unverified. ``reference_only`` needs no GPU and no build.
     """
+    from trtforge.backend.compare import require_verify_deps
     from trtforge.build import StoreHandle
 
+    require_verify_deps()
     handle = StoreHandle(store, catalog)
     try:
         if reference_only:
