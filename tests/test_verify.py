@@ -385,8 +385,8 @@ def test_read_model_outputs_match_the_two_heads(heads) -> None:
 
 
 def test_plan_is_hash_checked_before_any_load(heads, store: Path) -> None:
-    from trtforge.backend.run import read_plan
     from trtforge.errors import IntegrityError
+    from trtforge.store.plans import read_verified_plan as read_plan
 
     recipe, _, _ = heads()
     opened, subject = built_subject(recipe, store)

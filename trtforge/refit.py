@@ -125,11 +125,12 @@ def refit(
         parent = opened.catalog.get_artifact(ref)
         check_refittable(parent)
         weights_sha256 = check_weights(parent, weights)
-        from trtforge.backend.run import gpu_runtime_for, read_plan, refit_plan
+        from trtforge.backend.run import gpu_runtime_for, refit_plan
+        from trtforge.store.plans import read_verified_plan
 
         backend, _runtime = gpu_runtime_for(parent, purpose="refit")
         started = time.perf_counter()
-        plan = refit_plan(backend, read_plan(opened, parent), weights, verified=parent)
+        plan = refit_plan(backend, read_verified_plan(opened, parent), weights, verified=parent)
         child = record_refit(opened, parent, plan, weights, weights_sha256, time.perf_counter() - started)
         result = RefitResult(
             parent_id=parent.id,

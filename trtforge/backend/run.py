@@ -19,7 +19,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from trtforge.backend.loader import BackendInfo, import_backend, installed_backends, installed_version
-from trtforge.errors import IntegrityError, NotRefittableError, RefitError, VerificationUnavailableError
+from trtforge.errors import NotRefittableError, RefitError, VerificationUnavailableError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -66,16 +66,6 @@ def _logger(trt: ModuleType) -> Any:
     return _make_logger(trt, [])
 
 
-def read_plan(store: Store, artifact: Artifact) -> bytes:
-    """The artifact's plan bytes, re-hashed against the catalog before anything loads them."""
-    data = store.blobs.read_verified(artifact.plan_sha256)
-    if len(data) != artifact.plan_size:
-        raise IntegrityError(
-            f"plan of artifact {artifact.id[:12]} has {len(data)} bytes, catalog says {artifact.plan_size}"
-        )
-    return data
-
-
 def needs_host_code(artifact: Artifact) -> bool:
     """Version-compatible plans embed the lean runtime, i.e. host code the runtime must execute.
 
@@ -88,7 +78,7 @@ def needs_host_code(artifact: Artifact) -> bool:
 def runtime_for(trt: ModuleType, logger: Any, artifact: Artifact | None = None, notify: Any = None) -> Any:
     """A runtime that runs host code only for a catalog artifact whose plan was verified first.
 
-    Callers pass ``artifact`` only after ``read_plan`` checked the bytes against the catalog.
+    Callers pass ``artifact`` only after ``read_verified_plan`` checked the bytes against the catalog.
     """
     runtime = trt.Runtime(logger)
     if artifact is not None and needs_host_code(artifact):
@@ -186,7 +176,9 @@ class EngineCandidate:
         if per_layer:
             self.engine = deserialize(self.trt, layerwise_plan(backend, artifact.recipe, model_path), self.logger)
         else:
-            self.engine = deserialize(self.trt, read_plan(store, artifact), self.logger, verified=artifact)
+            from trtforge.store.plans import read_verified_plan  # checks the catalog hash and status
+
+            self.engine = deserialize(self.trt, read_verified_plan(store, artifact), self.logger, verified=artifact)
             if _refit_mode(artifact.recipe) == "strip_weights":
                 # A weight-stripped plan computes garbage until it gets the model's weights back.
                 refit_from_onnx(self.trt, self.engine, model_path, self.logger)

@@ -1,17 +1,15 @@
 """Handing out a plan: only bytes that hash to what the catalog recorded, never a `corrupt` one.
 
 Loading a TensorRT plan runs native code (NVIDIA's security guidance), so every path that gives a
-plan to a loader or writes it for a user goes through here: the artifact must not be marked
-corrupt, and the bytes must hash to the catalog's ``plan_sha256`` and have its size.
+plan to a loader goes through here: the artifact must not be marked corrupt, and the bytes must
+hash to the catalog's ``plan_sha256`` and have its size. (`lookup --output` hard-links the blob
+and hash-checks the link, and never ranks a corrupt artifact; see ``lookup_stage``.)
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from trtforge.errors import IntegrityError
 from trtforge.store import CORRUPT_STATUS, Store
-from trtforge.store.blobs import atomic_write
 from trtforge.store.catalog import Artifact
 
 __all__ = ["CORRUPT_STATUS"]  # re-exported: callers that load plans check it
@@ -28,11 +26,3 @@ def read_verified_plan(store: Store, artifact: Artifact) -> bytes:
     if len(data) != artifact.plan_size:
         raise IntegrityError(f"plan of {artifact.id[:12]} has {len(data)} bytes; the catalog says {artifact.plan_size}")
     return data
-
-
-def write_verified_plan(store: Store, artifact: Artifact, destination: Path) -> Path:
-    """Write the verified plan to ``destination`` atomically (nothing is written if it fails)."""
-    data = read_verified_plan(store, artifact)
-    with atomic_write(destination) as handle:
-        handle.write(data)
-    return destination
