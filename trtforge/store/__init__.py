@@ -6,6 +6,7 @@ Layout (owned here, nowhere else)::
     <root>/blobs/sha256/<aa>/<sha>   plan and cache blobs
     <root>/blobs/sha256/.incoming/   temp files being written (stale ones are removed on open)
     <root>/locks/<build key>.lock    single-flight build locks
+    <root>/locks/.acquire-guard      held for a moment around each lock attempt (store/locks.py)
     <root>/locks/                    also timing-cache merge locks (see store/timing_caches.py)
     <root>/cache/digests.json        stat-keyed sha256 of model files (see trtforge.digests)
     <root>/tmp/.tmp-<pid>@<host>-*/  work directories (bundle imports); a dead owner's are removed

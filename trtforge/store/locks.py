@@ -32,6 +32,8 @@ if TYPE_CHECKING:
 _KEY = re.compile(r"^[0-9A-Za-z_.-]{1,128}$")
 POLL_FIRST_S = 0.02
 POLL_MAX_S = 0.5
+GUARD_NAME = ".acquire-guard"
+_RETRY = object()  # an attempt found the file retired or replaced: try again at once
 
 
 @dataclass(frozen=True)
@@ -131,37 +133,61 @@ def _acquire(path: Path, what: str, notify: Callable[[str], None]) -> int:
     announced = False
     delay = POLL_FIRST_S
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            if exc.errno not in (errno.EAGAIN, errno.EACCES):
-                os.close(fd)
-                raise
-            holder = _read_holder(fd)
-            if holder is not None and holder.is_dead_here() and _same_file(fd, path):
-                # The holder is gone but its descriptor lives on elsewhere: retire that file.
-                notify(f"taking over the lock for {what} from {holder.describe()}, which is no longer running")
-                path.unlink(missing_ok=True)
-                os.close(fd)
-                continue
-            if not announced:
-                who = holder.describe() if holder is not None else "another process"
-                notify(f"waiting for build of {what} by {who}")
-                announced = True
-            os.close(fd)
-            time.sleep(delay)
-            delay = min(delay * 2, POLL_MAX_S)
+        with _guard(path.parent):
+            fd, holder = _try_acquire(path, what, notify)
+        if fd is not None:
+            return fd
+        if holder is _RETRY:
             continue
-        if not _same_file(fd, path):
-            os.close(fd)
-            continue
-        previous = _read_holder(fd)
-        if previous is not None and previous.pid != os.getpid() and not pid_alive(previous.pid):
-            if previous.host == socket.gethostname():
-                notify(f"took over the lock for {what} left by crashed {previous.describe()}")
-        _write_holder(fd)
-        return fd
+        if not announced:
+            who = holder.describe() if isinstance(holder, LockHolder) else "another process"
+            notify(f"waiting for build of {what} by {who}")
+            announced = True
+        time.sleep(delay)
+        delay = min(delay * 2, POLL_MAX_S)
+
+
+@contextmanager
+def _guard(root: Path) -> Iterator[None]:
+    """Serialise lock attempts in one store, so a takeover never unlinks a file just taken.
+
+    Without it, a waiter that saw a dead holder could unlink the lock file moments after another
+    waiter acquired it, and both would build. The guard is held for a few syscalls only.
+    """
+    fd = os.open(root / GUARD_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _try_acquire(path: Path, what: str, notify: Callable[[str], None]) -> tuple[int | None, object]:
+    """One attempt, under the guard: the held descriptor, or None and the holder (or _RETRY)."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        holder = _read_holder(fd) if exc.errno in (errno.EAGAIN, errno.EACCES) else None
+        stale = holder is not None and holder.is_dead_here() and _same_file(fd, path)
+        os.close(fd)
+        if exc.errno not in (errno.EAGAIN, errno.EACCES):
+            raise
+        if stale and holder is not None:
+            # The holder is gone but its descriptor lives on elsewhere (e.g. a forked child):
+            # retire that file; the guard makes sure nobody acquired it since we looked.
+            notify(f"taking over the lock for {what} from {holder.describe()}, which is no longer running")
+            path.unlink(missing_ok=True)
+            return None, _RETRY
+        return None, holder
+    if not _same_file(fd, path):  # its last holder unlinked it on release: use the new file
+        os.close(fd)
+        return None, _RETRY
+    previous = _read_holder(fd)
+    if previous is not None and previous.pid != os.getpid() and previous.is_dead_here():
+        notify(f"took over the lock for {what} left by crashed {previous.describe()}")
+    _write_holder(fd)
+    return fd, None
 
 
 # -- across machines: PostgreSQL advisory locks --------------------------------------------------
