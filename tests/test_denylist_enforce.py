@@ -78,6 +78,32 @@ def test_parse_recorded_autotuning_log() -> None:
     assert parse_autotuning_log(["[V] nothing to see", "tactic_id, tactic_hash"]) == []
 
 
+# As printed by a real TensorRT 10 build in NVIDIA's cookbook (trt-samples-for-hackathon-cn,
+# cookbook/02-API/TimingCache README, case_force_tactic), kernel names shortened there: newer
+# releases append the ONNX layer after the key, and the table is elided with "...".
+COOKBOOK_LOG = """\
+Autotuning op node_linear(key: 0xe5c222cd6b9e29cbe66c8bec07cb6a07): [ONNX Layer: node_linear]
+Sorted table of all evaluated tactics:
+tactic_id, cost(in ms), cost/fastest_cost, prediction_correlation, kernel_name, tactic_hash, tunable_parameter
+   4, 0.0126784, 1.00000, 0.84378, sm80_xmma_gemm_f32f32_tf32f32_f32_tn_n_tilesize32x32x64_..., 0x2c80ce2f5c4a6,
+  34, 0.0130784, 1.03155, 0.92579, sm86_xmma_gemm_f32f32_tf32f32_f32_tn_n_tilesize64x64x64_..., 0x650de5b566787,
+  ...
+The selected tactic is (tactic hash, cost(in ms)):0x2c80ce2f5c4a6, 0.0126784
+"""
+
+
+def test_parse_log_with_onnx_layer_suffix_and_elided_rows() -> None:
+    [op] = parse_autotuning_log([COOKBOOK_LOG])
+    assert (op.name, op.key) == ("node_linear", "0xe5c222cd6b9e29cbe66c8bec07cb6a07")
+    assert [(c.tactic_id, c.tactic_hash, c.cost_ms) for c in op.candidates] == [
+        ("4", "0x2c80ce2f5c4a6", 0.0126784),
+        ("34", "0x650de5b566787", 0.0130784),
+    ]
+    assert op.selected is op.candidates[0]
+    [edit] = plan_cache_edits([op], [entry("node_linear", "0x2c80ce2f5c4a6")])
+    assert edit.replacement.tactic_hash == "0x650de5b566787"  # the tactic that cookbook run forced
+
+
 def test_denied_selection_is_replaced_by_fastest_allowed() -> None:
     ops = parse_autotuning_log(RECORDED_LOG)
     [edit] = plan_cache_edits(ops, [entry("matMul1", K32)])

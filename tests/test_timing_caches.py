@@ -26,7 +26,7 @@ from trtforge.recipe import parse_recipe
 from trtforge.store import open_store
 from trtforge.store.timing_caches import CacheKey, TimingCaches
 from trtforge.target import BuildTarget
-from trtforge.timing_cache import RTX_NO_OP, export_cache, finish, import_cache, read_export, start
+from trtforge.timing_cache import DENY_ISOLATED, RTX_NO_OP, export_cache, finish, import_cache, read_export, start
 
 KEY = CacheKey("tensorrt", "10.13.3.9", "NVIDIA A10G", "8.6")
 OTHER_GPU = CacheKey("tensorrt", "10.13.3.9", "NVIDIA L4", "8.9")
@@ -137,6 +137,28 @@ def test_build_records_the_cache_it_started_from(store: Path, rtx_cache_bytes: b
 
     off = start(opened, parse_recipe(RECIPE + "build: {timing_cache: off}\n"), TARGET)
     assert not off.active and off.skipped == "timing_cache: off"
+
+
+DENY = "tactics:\n  deny: [{layer: 'conv*', tactic: '0x665ded9abbf88', reason: 'drifts 3e-2 from ONNX Runtime'}]\n"
+
+
+@pytest.mark.parametrize("policy", ["shared", "private"])
+def test_deny_list_builds_neither_read_nor_write_the_shared_cache(store: Path, policy: str) -> None:
+    """An edited (deny-enforcing) cache merged into the shared one would impose it on other recipes."""
+    opened = open_store(store)
+    shared = TimingCaches(opened).merge_in(KEY, b"shared-entries", union)
+    recipe = parse_recipe(RECIPE + DENY + f"build: {{timing_cache: {policy}}}\n")
+    begun = start(opened, recipe, TARGET)
+    assert begun.active and begun.data is None and begun.blob_sha256 is None
+    record = finish(opened, begun, b"edited-entries", False, "5" * 32, union)
+    assert record["isolated"] == DENY_ISOLATED and record["started_from"] is None
+    assert opened.blobs.read_verified(record["produced"]) == b"edited-entries"  # kept on the artifact
+    assert "merged_into" not in record
+    assert TimingCaches(opened).latest(KEY).id == shared.id
+    assert [r.generation for r in TimingCaches(opened).history(KEY)] == [shared.generation]
+
+    off = start(opened, parse_recipe(RECIPE + DENY + "build: {timing_cache: off}\n"), TARGET)
+    assert not off.active  # off still means no cache at all
 
 
 def test_corrupt_cache_is_logged_and_skipped(store: Path, rtx_cache_bytes: bytes, caplog) -> None:

@@ -8,6 +8,13 @@ entries go afterwards.
 
 TensorRT-RTX has no timing cache (its calls are no-ops), so nothing is loaded or stored there.
 Each artifact records the cache blob it started from in ``details.timing_cache``.
+
+A recipe with deny entries never touches the shared cache, whatever its policy: enforcement
+needs every layer autotuned (a cached key is not re-timed, so its candidates never reach the
+log), and its cache is built in editable mode, where NVIDIA's sampleEditableTimingCache notes
+that each layer gets its own tactics, and then edited to hold tactics that are not the
+fastest. Merged into the shared cache, those entries would impose one recipe's deny list on
+every other build for the same GPU. Such a build starts empty and keeps its cache private.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from trtforge.target import BuildTarget
 log = logging.getLogger(__name__)
 
 RTX_NO_OP = "TensorRT-RTX timing caches are no-ops"
+DENY_ISOLATED = "deny-list enforcement: starts empty and keeps its edited cache private"
 
 
 def cache_key_for(target: BuildTarget) -> CacheKey | None:
@@ -48,6 +56,7 @@ class CacheStart:
     blob_sha256: str | None = None
     data: bytes | None = None
     skipped: str | None = None  # why no cache work is done at all
+    isolated: str | None = None  # why the shared cache is neither read nor written
 
     @property
     def active(self) -> bool:
@@ -63,6 +72,8 @@ def start(store: Store | None, recipe: Recipe, target: BuildTarget) -> CacheStar
     key = cache_key_for(target)
     if key is None:
         return CacheStart(policy, skipped="the build target names no single GPU")
+    if recipe.tactics.deny:
+        return CacheStart(policy, key, isolated=DENY_ISOLATED)
     if policy == "private" or store is None:
         return CacheStart(policy, key)
     row = TimingCaches(store).latest(key)
@@ -87,11 +98,13 @@ def finish(
     if begun.skipped:
         record["skipped"] = begun.skipped
         return record
+    if begun.isolated:
+        record["isolated"] = begun.isolated
     if begun.blob_sha256 and not used:
         record["rejected"] = begun.blob_sha256
     if cache_out and begun.key is not None:
         caches = TimingCaches(store)
-        if begun.policy == "shared":
+        if begun.policy == "shared" and not begun.isolated:
             row = caches.merge_in(begun.key, cache_out, merge, artifact_id=artifact_id)
             record["merged_into_id"] = row.id
             record["merged_into"] = row.blob_sha256
