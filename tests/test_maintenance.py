@@ -101,6 +101,10 @@ def test_fsck_finds_each_kind_of_damage_and_repair_quarantines(opened: Store) ->
     done = execute_repair(opened, repair)
     assert len(done["quarantined"]) == 1 and Path(done["quarantined"][0]).read_bytes() == b"not the plan"
     assert not opened.blobs.path_for(bad.plan_sha256).exists() and not stale.exists()
+    outsider = opened.root / ".tmp-1@h-not-in-blobs"  # a repair plan names only temp files of the blob store
+    outsider.write_bytes(b"keep")
+    assert not opened.blobs.remove_temp(str(outsider)) and outsider.exists()
+    assert not opened.blobs.remove_temp(str(opened.blobs.path_for(good.plan_sha256)))
     statuses = {a.id: a.status for a in opened.catalog.list_artifacts()}
     assert statuses == {good.id: "unverified", bad.id: "corrupt", gone.id: "corrupt"}
     after = scan_store(opened)

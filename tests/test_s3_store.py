@@ -6,6 +6,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -17,7 +18,7 @@ from tests.procs import CrashPoint, finish, start_build
 from trtforge.errors import IntegrityError, NotFoundError, StoreError
 from trtforge.maintenance import GcPolicy, execute_gc, execute_repair, plan_gc, plan_repair, scan_store
 from trtforge.store import open_store
-from trtforge.store.s3 import S3BlobStore, parse_s3_url
+from trtforge.store.s3 import MAX_PARTS, S3BlobStore, parse_s3_url, part_size_for
 
 
 def _free_port() -> int:
@@ -112,6 +113,109 @@ def test_bad_names_and_locations_are_refused(bucket: str) -> None:
             parse_s3_url(url)
     with pytest.raises(StoreError, match="cannot use S3 bucket"):
         S3BlobStore("no-such-bucket-here")
+
+
+PART = 5 << 20  # S3's smallest part: blobs above it exercise the multipart path
+BIG = b"".join(bytes([i % 251]) * 65536 for i in range(190))  # 11.9 MiB: three parts
+
+
+def _pending_uploads(bucket: str) -> list[str]:
+    import boto3
+
+    listed = boto3.client("s3").list_multipart_uploads(Bucket=bucket)
+    return [u["Key"] for u in listed.get("Uploads", [])]
+
+
+def test_part_sizes_respect_s3_limits() -> None:
+    assert part_size_for(100, 64 << 20) == 64 << 20
+    five_tib = 5 << 40
+    size = part_size_for(five_tib, 64 << 20)
+    assert size % (1 << 20) == 0 and -(-five_tib // size) <= MAX_PARTS and size <= 5 << 30
+    with pytest.raises(StoreError, match="below S3's minimum"):
+        S3BlobStore("any-bucket", client=object(), part_size=1 << 20)
+
+
+def test_large_blob_goes_up_in_parts_and_is_checked_like_any_other(bucket: str) -> None:
+    import boto3
+
+    blobs = S3BlobStore(bucket, "big/", part_size=PART)
+    ref = blobs.put_bytes(BIG)
+    head = boto3.client("s3").head_object(Bucket=bucket, Key=blobs.key_for(ref.sha256))
+    assert head["ETag"].strip('"').endswith("-3")  # S3's ETag of a three-part upload
+    assert blobs.read_verified(ref.sha256) == BIG and blobs.stat(ref.sha256).size == len(BIG)
+    before = blobs.stat(ref.sha256).mtime
+    assert blobs.put_bytes(BIG) == ref  # reuse: a multipart copy onto itself refreshes the date
+    assert blobs.stat(ref.sha256).mtime >= before and blobs.verify(ref.sha256)
+    moved = blobs.quarantine(ref.sha256)
+    assert moved is not None and moved.startswith(f"s3://{bucket}/big/quarantine/{ref.sha256}.")
+    assert not blobs.exists(ref.sha256) and _pending_uploads(bucket) == []
+
+
+class FailingSecondPart:
+    """The real client, except that the second part upload fails as a dropped connection would."""
+
+    def __init__(self, client: object) -> None:
+        self._client = client
+        self.parts = 0
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._client, name)
+
+    def upload_part(self, **kwargs: object) -> object:
+        self.parts += 1
+        if self.parts == 2:
+            raise ConnectionError("connection reset by peer")
+        return self._client.upload_part(**kwargs)
+
+
+def test_failed_multipart_upload_is_aborted_and_leaves_nothing(bucket: str) -> None:
+    import boto3
+
+    client = FailingSecondPart(boto3.client("s3"))
+    with pytest.raises(ConnectionError):
+        S3BlobStore(bucket, client=client, part_size=PART).put_bytes(BIG)
+    assert client.parts == 2 and _keys(bucket) == [] and _pending_uploads(bucket) == []
+
+
+KILLED_UPLOAD = """
+import sys
+from trtforge.store.s3 import S3BlobStore
+S3BlobStore(sys.argv[1], part_size=5 << 20).put_bytes(bytes(12 << 20))
+"""
+
+
+def test_killed_multipart_upload_stays_invisible_until_fsck_repair_aborts_it(
+    bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, catalog_url: str
+) -> None:
+    from tests.conftest import subprocess_env
+
+    crash = CrashPoint(tmp_path / "cp", "s3-part-uploaded")
+    victim = subprocess.Popen(
+        [sys.executable, "-c", KILLED_UPLOAD, bucket],
+        env={**subprocess_env(), **crash.env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    crash.wait_reached(victim)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    crash.close()
+    assert _keys(bucket) == [] and len(_pending_uploads(bucket)) == 1  # one part sent, no object
+
+    monkeypatch.setenv("TRTFORGE_BLOBS", f"s3://{bucket}")
+    store = open_store(tmp_path / "store", catalog=catalog_url)
+    try:
+        # Age decides (S3 cannot say whether the writer lives); moto dates every upload 2010-11-10.
+        assert scan_store(store, temp_age_s=1e10).stale_temp == ()
+        report = scan_store(store, temp_age_s=0)
+        [stale] = report.stale_temp
+        assert stale.startswith(f"s3://{bucket}/blobs/sha256/") and "?uploadId=" in stale
+        assert not store.blobs.remove_temp("s3://other-bucket/blobs/x?uploadId=1")
+        assert execute_repair(store, plan_repair(report))["removed_temp"] == [stale]
+    finally:
+        store.close()
+    assert _pending_uploads(bucket) == [] and _keys(bucket) == []
 
 
 def test_fsck_and_gc_on_s3(bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, catalog_url: str) -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any, Literal
 
 from sqlalchemy import delete, select, update
@@ -71,7 +70,7 @@ class FsckReport:
         }
 
 
-def scan_store(store: Store, *, temp_age_s: float = STALE_TEMP_AGE_S) -> FsckReport:
+def scan_store(store: Store, *, temp_age_s: float | None = None) -> FsckReport:
     """Re-hash every blob and compare the blob store with the catalog. Changes nothing."""
     with store.catalog.reading() as session:
         rows = session.execute(select(Artifact.id, Artifact.plan_sha256, Artifact.status)).all()
@@ -95,7 +94,9 @@ def scan_store(store: Store, *, temp_age_s: float = STALE_TEMP_AGE_S) -> FsckRep
             continue
         findings.append(BlobFinding(sha, "missing", ids))
     warnings = [f"{known} blob(s) quarantined earlier; their artifacts stay marked {CORRUPT_STATUS}"] if known else []
-    stale = tuple(str(t.path) for t in store.blobs.temp_files(max_age_s=temp_age_s))
+    # Each store has its own default age (local files: 30 min or a dead writer; S3 uploads: a day).
+    temps = store.blobs.temp_files() if temp_age_s is None else store.blobs.temp_files(max_age_s=temp_age_s)
+    stale = tuple(t.location for t in temps)
     return FsckReport(len(on_disk), len(rows), tuple(findings), stale, tuple(warnings))
 
 
@@ -134,21 +135,13 @@ def execute_repair(store: Store, repair: FsckRepair) -> dict[str, Any]:
         target = store.blobs.quarantine(sha)
         if target is not None:
             moved.append(target)
-    removed = [p for p in repair.remove_temp if _unlink(Path(p))]
+    removed = [p for p in repair.remove_temp if store.blobs.remove_temp(p)]
     return {
         "marked_corrupt": list(repair.mark_corrupt),
         "quarantined": moved,
         "dropped_blob_rows": list(repair.drop_blob_rows),
         "removed_temp": removed,
     }
-
-
-def _unlink(path: Path) -> bool:
-    try:
-        path.unlink()
-    except FileNotFoundError:
-        return False
-    return True
 
 
 # -- gc ------------------------------------------------------------------------------------

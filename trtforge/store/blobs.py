@@ -45,12 +45,16 @@ class BlobStat:
 
 @dataclass(frozen=True)
 class TempFile:
-    """A leftover temp file and why it may be removed."""
+    """A leftover temp file (or unfinished S3 upload) and why it may be removed."""
 
-    path: Path
+    location: str  # a local path, or s3://bucket/key?uploadId=... for an S3 store
     age_s: float
     owner_pid: int | None
     owner_dead: bool
+
+    @property
+    def path(self) -> Path:
+        return Path(self.location)
 
 
 def scan_temp_files(folder: Path, *, max_age_s: float = STALE_TEMP_AGE_S, include_dirs: bool = False) -> list[TempFile]:
@@ -76,7 +80,7 @@ def scan_temp_files(folder: Path, *, max_age_s: float = STALE_TEMP_AGE_S, includ
         pid = int(match.group(1)) if match else None
         dead = match is not None and match.group(2) == here and pid != os.getpid() and not pid_alive(pid or 0)
         if dead or age > max_age_s:
-            stale.append(TempFile(Path(entry.path), round(age, 1), pid, dead))
+            stale.append(TempFile(entry.path, round(age, 1), pid, dead))
     return stale
 
 
@@ -156,6 +160,7 @@ class BlobBackend(Protocol):
     def iter_digests(self) -> Iterator[str]: ...
     def temp_files(self, *, max_age_s: float = STALE_TEMP_AGE_S) -> list[TempFile]: ...
     def clean_stale_temp(self, *, max_age_s: float = STALE_TEMP_AGE_S) -> list[TempFile]: ...
+    def remove_temp(self, location: str) -> bool: ...
     def delete(self, sha256: str) -> bool: ...
     def quarantine(self, sha256: str) -> str | None: ...
 
@@ -230,6 +235,17 @@ class BlobStore:
                 continue
             removed.append(temp)
         return removed
+
+    def remove_temp(self, location: str) -> bool:
+        """Remove one temp file that ``temp_files`` listed; anything else is left alone."""
+        path = Path(location)
+        if not path.name.startswith(TEMP_PREFIX) or not path.resolve().is_relative_to(self.root.resolve()):
+            return False
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return False
+        return True
 
     def put_bytes(self, data: bytes | memoryview) -> BlobRef:
         return put_bytes_via(self, data)

@@ -1,11 +1,17 @@
 """Blobs in an S3-compatible bucket (AWS S3, MinIO, Ceph RGW...) through boto3.
 
 Same contract as the local store: key ``<prefix>blobs/sha256/<aa>/<sha256>``, hashed while
-written, visible only when complete (an S3 PUT creates the object whole or not at all, and the
-request carries the SHA-256 checksum so the server rejects bytes damaged in transit), and
-re-hashed on every verified read. The bytes are spooled to a local temp file first, because
-the digest (and so the key) is known only at the end. The endpoint comes from boto3's usual
-configuration (``AWS_ENDPOINT_URL``, profiles, instance roles).
+written, visible only when complete, and re-hashed on every verified read. The bytes are
+spooled to a local temp file first, because the digest (and so the key) is known only at the
+end. The endpoint comes from boto3's usual configuration (``AWS_ENDPOINT_URL``, profiles,
+instance roles).
+
+A blob up to ``part_size`` goes up in one PUT; a larger one (a single PUT stops at 5 GiB, and
+engines of large language models pass that) as a multipart upload, which S3 makes visible only
+when it is completed. Every request carries the SHA-256 of its bytes, so the server rejects
+bytes damaged in transit. An upload whose writer died stays invisible and is listed as a stale
+temp file by ``fsck`` (``--repair`` aborts it); a bucket lifecycle rule
+(AbortIncompleteMultipartUpload) is the belt to that.
 """
 
 from __future__ import annotations
@@ -17,12 +23,11 @@ import tempfile
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from trtforge.crashpoints import crashpoint
 from trtforge.errors import IntegrityError, StoreError
 from trtforge.store.blobs import (
-    STALE_TEMP_AGE_S,
     BlobRef,
     BlobStat,
     TempFile,
@@ -34,6 +39,19 @@ from trtforge.store.blobs import (
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _KEY_TAIL = re.compile(r"blobs/sha256/([0-9a-f]{2})/([0-9a-f]{64})$")
 CHUNK = 1 << 22
+MIB = 1 << 20
+# S3's limits (Amazon S3 User Guide, "Amazon S3 multipart upload limits"): parts of 5 MiB to
+# 5 GiB except the last, at most 10,000 parts; one PUT or CopyObject of at most 5 GiB.
+MIN_PART = 5 * MIB
+MAX_PARTS = 10_000
+DEFAULT_PART = 64 * MIB
+STALE_UPLOAD_AGE_S = 24 * 3600  # an unfinished upload this old is not coming back
+
+
+def part_size_for(size: int, preferred: int) -> int:
+    """The part size for a ``size``-byte upload: ``preferred``, grown (in MiB) to fit 10,000 parts."""
+    needed = -(-size // MAX_PARTS)
+    return max(preferred, MIN_PART, -(-needed // MIB) * MIB)
 
 
 def parse_s3_url(url: str) -> tuple[str, str]:
@@ -48,17 +66,24 @@ def parse_s3_url(url: str) -> tuple[str, str]:
     return bucket, f"{prefix}/" if prefix else ""
 
 
+def _b64(digest: bytes) -> str:
+    return base64.b64encode(digest).decode("ascii")
+
+
 class S3BlobStore:
     """sha256-addressed blobs in one bucket under one prefix."""
 
-    def __init__(self, bucket: str, prefix: str = "", *, client: Any = None) -> None:
+    def __init__(self, bucket: str, prefix: str = "", *, client: Any = None, part_size: int = DEFAULT_PART) -> None:
         if client is None:
             import boto3  # lazy: only S3 stores pay for it
 
             client = boto3.client("s3")
+        if part_size < MIN_PART:
+            raise StoreError(f"S3 part size {part_size} is below S3's minimum of {MIN_PART} bytes")
         self.client = client
         self.bucket = bucket
         self.prefix = prefix
+        self.part_size = part_size
         self._check_bucket()
 
     @classmethod
@@ -118,23 +143,73 @@ class S3BlobStore:
             head = self._head(sha)
             if head is None or int(head["ContentLength"]) != size or not self.verify(sha):
                 spool.seek(0)
-                self.client.put_object(
-                    Bucket=self.bucket,
-                    Key=self.key_for(sha),
-                    Body=spool,
-                    ContentLength=size,
-                    ChecksumSHA256=base64.b64encode(digest.digest()).decode("ascii"),
-                )
+                if size > self.part_size:
+                    self._put_multipart(spool, self.key_for(sha), size)
+                else:
+                    self.client.put_object(
+                        Bucket=self.bucket,
+                        Key=self.key_for(sha),
+                        Body=spool,
+                        ContentLength=size,
+                        ChecksumSHA256=_b64(digest.digest()),
+                    )
             else:
                 self._touch(sha)
         return BlobRef(sha, size)
 
+    def _put_multipart(self, spool: BinaryIO, key: str, size: int) -> None:
+        """Upload ``size`` bytes from ``spool`` in parts; the object appears only on completion."""
+        step = part_size_for(size, self.part_size)
+        upload = self.client.create_multipart_upload(Bucket=self.bucket, Key=key, ChecksumAlgorithm="SHA256")
+        upload_id = upload["UploadId"]
+        try:
+            parts = []
+            for number in range(1, -(-size // step) + 1):
+                body = spool.read(step)
+                checksum = _b64(hashlib.sha256(body).digest())
+                sent = self.client.upload_part(
+                    Bucket=self.bucket,
+                    Key=key,
+                    UploadId=upload_id,
+                    PartNumber=number,
+                    Body=body,
+                    ContentLength=len(body),
+                    ChecksumAlgorithm="SHA256",
+                    ChecksumSHA256=checksum,
+                )
+                parts.append({"PartNumber": number, "ETag": sent["ETag"], "ChecksumSHA256": checksum})
+                crashpoint("s3-part-uploaded")
+            self.client.complete_multipart_upload(
+                Bucket=self.bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}
+            )
+        except BaseException:
+            self._abort(key, upload_id)
+            raise
+
+    def _abort(self, key: str, upload_id: str) -> bool:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchUpload", "404"):
+                return False
+            raise
+        except BotoCoreError:
+            return False  # unreachable now; fsck --repair or the lifecycle rule gets it later
+        return True
+
+    def _copy(self, source_key: str, key: str, **extra: str) -> None:
+        """Server-side copy; above ``part_size`` a multipart copy (CopyObject stops at 5 GiB)."""
+        from boto3.s3.transfer import TransferConfig
+
+        config = TransferConfig(multipart_threshold=self.part_size, multipart_chunksize=self.part_size)
+        self.client.copy({"Bucket": self.bucket, "Key": source_key}, self.bucket, key, ExtraArgs=extra, Config=config)
+
     def _touch(self, sha256: str) -> None:
         """Refresh LastModified of a reused blob (a copy onto itself), so gc leaves it alone."""
         key = self.key_for(sha256)
-        self.client.copy_object(
-            Bucket=self.bucket, Key=key, CopySource={"Bucket": self.bucket, "Key": key}, MetadataDirective="REPLACE"
-        )
+        self._copy(key, key, MetadataDirective="REPLACE")
 
     def put_bytes(self, data: bytes | memoryview) -> BlobRef:
         return put_bytes_via(self, data)
@@ -183,11 +258,34 @@ class S3BlobStore:
                 if match and match.group(2).startswith(match.group(1)):
                     yield match.group(2)
 
-    def temp_files(self, *, max_age_s: float = STALE_TEMP_AGE_S) -> list[TempFile]:
-        return []  # PUTs are whole-object; the spool file lives in the local temp dir
+    def temp_files(self, *, max_age_s: float = STALE_UPLOAD_AGE_S) -> list[TempFile]:
+        """Multipart uploads under this store's blobs started more than ``max_age_s`` ago.
 
-    def clean_stale_temp(self, *, max_age_s: float = STALE_TEMP_AGE_S) -> list[TempFile]:
-        return []
+        S3 cannot say whether their writer is alive, so age alone decides; the default leaves
+        a day for the slowest upload of a large engine.
+        """
+        now = time.time()
+        stale = []
+        pages = self.client.get_paginator("list_multipart_uploads").paginate(
+            Bucket=self.bucket, Prefix=f"{self.prefix}blobs/sha256/"
+        )
+        for page in pages:
+            for upload in page.get("Uploads", []):
+                age = now - upload["Initiated"].timestamp()
+                if age > max_age_s:
+                    location = f"s3://{self.bucket}/{upload['Key']}?uploadId={upload['UploadId']}"
+                    stale.append(TempFile(location, round(age, 1), None, False))
+        return stale
+
+    def clean_stale_temp(self, *, max_age_s: float = STALE_UPLOAD_AGE_S) -> list[TempFile]:
+        return []  # a listing per command is not worth it: fsck --repair and lifecycle rules do this
+
+    def remove_temp(self, location: str) -> bool:
+        """Abort one unfinished upload that ``temp_files`` listed."""
+        match = re.fullmatch(r"s3://([^/]+)/(.+)\?uploadId=(.+)", location)
+        if match is None or match.group(1) != self.bucket or not match.group(2).startswith(f"{self.prefix}blobs/"):
+            return False
+        return self._abort(match.group(2), match.group(3))
 
     def delete(self, sha256: str) -> bool:
         if not self.exists(sha256):
@@ -200,8 +298,6 @@ class S3BlobStore:
         if not self.exists(sha256):
             return None
         target = f"{self.prefix}quarantine/{sha256}.{int(time.time())}"
-        self.client.copy_object(
-            Bucket=self.bucket, Key=target, CopySource={"Bucket": self.bucket, "Key": self.key_for(sha256)}
-        )
+        self._copy(self.key_for(sha256), target)
         self.client.delete_object(Bucket=self.bucket, Key=self.key_for(sha256))
         return f"s3://{self.bucket}/{target}"
