@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import select
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -16,17 +17,30 @@ from trtforge.crashpoints import CRASHPOINT_ENV
 WAIT_LIMIT_S = 300.0
 
 
-def start_build(*args: str | Path, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.Popen[str]:
+def trtforge_argv(*args: str | Path) -> list[str]:
+    return [sys.executable, "-m", "trtforge", *map(str, args)]
+
+
+def start(argv: list[str], env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.Popen[str]:
     full_env = subprocess_env()
     full_env.update(env or {})
-    return subprocess.Popen(
-        [sys.executable, "-m", "trtforge", "build", *map(str, args)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=full_env,
-        cwd=cwd,
-    )
+    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=full_env, cwd=cwd)
+
+
+def start_build(*args: str | Path, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.Popen[str]:
+    return start(trtforge_argv("build", *args), env, cwd)
+
+
+def kill_at(point: str, folder: Path, argv: list[str], env: dict[str, str] | None = None) -> None:
+    """Run ``argv`` until it reaches crash point ``point``, then SIGKILL it."""
+    crash = CrashPoint(folder, point)
+    try:
+        victim = start(argv, {**(env or {}), **crash.env})
+        crash.wait_reached(victim)
+        victim.send_signal(signal.SIGKILL)
+        assert victim.wait() == -signal.SIGKILL
+    finally:
+        crash.close()
 
 
 def finish(proc: subprocess.Popen[str]) -> tuple[int, Any, str]:

@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import signal
 import sqlite3
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import subprocess_env
-from tests.procs import CrashPoint, finish, start_build
+from tests.procs import CrashPoint, finish, kill_at, start_build, trtforge_argv
 from trtforge.crashpoints import BUILD_POINTS
 from trtforge.maintenance import GcPolicy, execute_gc, plan_gc
 from trtforge.store import open_store
@@ -35,12 +32,7 @@ def test_kill_at_crash_point_leaves_a_usable_store(
     point: str, mlp_recipe: Callable[..., Path], store: Path, tmp_path: Path, cli
 ) -> None:
     recipe = mlp_recipe("crashy")
-    crash = CrashPoint(tmp_path / "cp", point)
-    victim = start_build(recipe, "--store", store, "--json", env=crash.env)
-    crash.wait_reached(victim)
-    victim.send_signal(signal.SIGKILL)
-    assert victim.wait() == -signal.SIGKILL
-    crash.close()
+    kill_at(point, tmp_path / "cp", trtforge_argv("build", recipe, "--store", store, "--json"))
 
     assert _rows(store) == []  # no artifact is visible from a build that did not finish
     if point == "blob-temp-written":
@@ -62,19 +54,7 @@ def test_kill_gc_between_rows_and_files_leaves_only_unreferenced_blobs(
 ) -> None:
     built = cli("build", mlp_recipe("a"), mlp_recipe("b", seed=1), "--store", store, "--json")
     assert built.code == 0, built
-    crash = CrashPoint(tmp_path / "cp", "gc-rows-deleted")
-    env = {**subprocess_env(), **crash.env}
-    victim = subprocess.Popen(
-        [sys.executable, "-m", "trtforge", "gc", "--keep-last", "0", "--store", str(store)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    crash.wait_reached(victim)
-    victim.send_signal(signal.SIGKILL)
-    victim.wait()
-    crash.close()
+    kill_at("gc-rows-deleted", tmp_path / "cp", trtforge_argv("gc", "--keep-last", "0", "--store", store))
 
     assert _rows(store) == []  # the referrers went first...
     check = cli("fsck", "--store", store, "--json").json()
@@ -128,19 +108,7 @@ def test_kill_import_leaves_nothing_half_imported(point: str, cli, example_recip
     target = tmp_path / "target"
     assert cli("list", "--store", target, "--json").json() == []  # an empty catalog already exists
 
-    crash = CrashPoint(tmp_path / "cp", point)
-    env = {**subprocess_env(), **crash.env}
-    victim = subprocess.Popen(
-        [sys.executable, "-m", "trtforge", "import", str(bundle), "--store", str(target), "--json"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
-    crash.wait_reached(victim)
-    victim.send_signal(signal.SIGKILL)
-    assert victim.wait() == -signal.SIGKILL
-    crash.close()
+    kill_at(point, tmp_path / "cp", trtforge_argv("import", bundle, "--store", target, "--json"))
 
     assert _rows(target) == []  # the transaction never committed: no artifact is visible
     again = cli("import", bundle, "--store", target, "--json")

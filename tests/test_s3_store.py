@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.procs import CrashPoint, finish, start_build
+from tests.procs import CrashPoint, finish, kill_at, start_build, trtforge_argv
 from trtforge.errors import IntegrityError, NotFoundError, StoreError
 from trtforge.maintenance import GcPolicy, execute_gc, execute_repair, plan_gc, plan_repair, scan_store
 from trtforge.store import open_store
@@ -187,20 +187,7 @@ S3BlobStore(sys.argv[1], part_size=5 << 20).put_bytes(bytes(12 << 20))
 def test_killed_multipart_upload_stays_invisible_until_fsck_repair_aborts_it(
     bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, catalog_url: str
 ) -> None:
-    from tests.conftest import subprocess_env
-
-    crash = CrashPoint(tmp_path / "cp", "s3-part-uploaded")
-    victim = subprocess.Popen(
-        [sys.executable, "-c", KILLED_UPLOAD, bucket],
-        env={**subprocess_env(), **crash.env},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    crash.wait_reached(victim)
-    victim.send_signal(signal.SIGKILL)
-    victim.wait()
-    crash.close()
+    kill_at("s3-part-uploaded", tmp_path / "cp", [sys.executable, "-c", KILLED_UPLOAD, bucket])
     assert _keys(bucket) == [] and len(_pending_uploads(bucket)) == 1  # one part sent, no object
 
     monkeypatch.setenv("TRTFORGE_BLOBS", f"s3://{bucket}")
@@ -246,12 +233,7 @@ def test_build_into_a_bucket_and_survive_a_kill(
 ) -> None:
     recipe = mlp_recipe("remote")
     env = {"TRTFORGE_BLOBS": f"s3://{bucket}/runners"}
-    crash = CrashPoint(tmp_path / "cp", "blob-temp-written")
-    victim = start_build(recipe, "--store", store, "--json", env={**env, **crash.env})
-    crash.wait_reached(victim)
-    victim.send_signal(signal.SIGKILL)
-    victim.wait()
-    crash.close()
+    kill_at("blob-temp-written", tmp_path / "cp", trtforge_argv("build", recipe, "--store", store, "--json"), env)
     assert _keys(bucket) == []  # nothing half-uploaded
 
     code, data, err = finish(start_build(recipe, "--store", store, "--json", env=env))
