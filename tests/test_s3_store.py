@@ -71,15 +71,18 @@ def _keys(bucket: str) -> list[str]:
     return sorted(item["Key"] for item in listed.get("Contents", []))
 
 
-def test_roundtrip_is_content_addressed(bucket: str) -> None:
-    blobs = S3BlobStore(bucket, "team/")
+def test_roundtrip_is_content_addressed(bucket: str, tmp_path: Path) -> None:
+    blobs = S3BlobStore(bucket, "team/", cache_dir=tmp_path / "copies")
     data = b"plan" * 100_000
     ref = blobs.put_bytes(data)
     assert blobs.location(ref.sha256) == f"s3://{bucket}/team/blobs/sha256/{ref.sha256[:2]}/{ref.sha256}"
     assert blobs.read_verified(ref.sha256) == data and blobs.verify(ref.sha256)
     assert blobs.put_bytes(data) == ref and list(blobs.iter_digests()) == [ref.sha256]
     assert blobs.stat(ref.sha256).size == len(data)
+    local = blobs.local_file(ref.sha256)
+    assert local.read_bytes() == data and blobs.local_file(ref.sha256) == local
     assert blobs.delete(ref.sha256) and not blobs.exists(ref.sha256) and _keys(bucket) == []
+    assert not local.exists()  # gc of a remote blob drops its local copy too
 
 
 def test_failed_write_leaves_nothing_in_the_bucket(bucket: str) -> None:
@@ -243,6 +246,59 @@ def test_build_into_a_bucket_and_survive_a_kill(
     assert again.code == 0 and again.json()[0]["status"] == "cached"
     check = cli("fsck", "--store", store, "--json", env=env)
     assert check.code == 0 and check.json()["blobs_checked"] == 1, check
+
+
+def test_lookup_and_export_hand_out_local_hash_checked_copies_of_s3_plans(
+    bucket: str, mlp_recipe: Callable[..., Path], store: Path, tmp_path: Path, cli
+) -> None:
+    """An inference service on the team setup gets a local file, never a half-download or bad bytes."""
+    import boto3
+
+    import trtforge
+    from trtforge.backend.loader import installed_version
+
+    env = {"TRTFORGE_BLOBS": f"s3://{bucket}/team"}
+    [built] = cli("build", mlp_recipe("served"), "--store", store, "--json", env=env).json()
+    sha = built["plan_sha256"]
+    key = f"team/blobs/sha256/{sha[:2]}/{sha}"
+    plan = boto3.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read()
+    target = ("--gpu", "NVIDIA GeForce RTX 4090", "--cc", "8.9", "--flavor", "tensorrt_rtx", "--trt")
+    version = installed_version("tensorrt_rtx")
+    assert version is not None
+    where = (*target, version, "--store", store, "--json")
+
+    found = cli("lookup", "served", *where, env=env)
+    assert found.code == 0, found
+    local = Path(found.json()["best"]["path"])
+    assert local == store / "cache" / "blobs" / sha[:2] / sha and local.read_bytes() == plan
+    out = cli("lookup", "served", *where, "--output", tmp_path / "served.plan", env=env)
+    assert out.code == 0 and (tmp_path / "served.plan").read_bytes() == plan, out
+
+    local.chmod(0o644)
+    local.write_bytes(b"damaged local copy")  # fetched again, not handed out
+    again = cli("lookup", "served", *where, env=env)
+    assert again.code == 0 and local.read_bytes() == plan, again
+
+    bundle = tmp_path / "served.tar"
+    assert cli("export", built["artifact_id"], "-o", bundle, "--store", store, env=env).code == 0
+    assert cli("import", bundle, "--store", tmp_path / "offline").code == 0  # a plain local store
+
+    boto3.client("s3").put_object(Bucket=bucket, Key=key, Body=b"tampered in the bucket")
+    local.unlink()
+    bad = cli("lookup", "served", *where, env=env)
+    assert bad.code != 0 and "corrupted" in bad.stderr and "Traceback" not in bad.stderr, bad
+    assert not local.exists() and not list(local.parent.glob(".tmp-*"))
+    assert cli("lookup", "served", *where, "--output", tmp_path / "x.plan", env=env).code != 0
+    assert not (tmp_path / "x.plan").exists()
+    monkeypatched = {**env, "TRTFORGE_STORE": str(store)}
+    with pytest.MonkeyPatch.context() as mp:
+        for name, value in monkeypatched.items():
+            mp.setenv(name, value)
+        with pytest.raises(IntegrityError, match="corrupted"):
+            trtforge.lookup(
+                "served",
+                trtforge.runtime_target("NVIDIA GeForce RTX 4090", "8.9", version, "tensorrt_rtx"),
+            )
 
 
 RUNNERS = 4

@@ -140,12 +140,14 @@ def export_bundle(store: Store, refs: list[str], destination: Path) -> ExportRep
         a.id: json.dumps(artifact_record(a, store.catalog.verifications(a.id)), indent=2, sort_keys=True).encode()
         for a in artifacts.values()
     }
-    plans = sorted({a.plan_sha256 for a in artifacts.values()})
-    for sha in plans:
+    plans: dict[str, Path] = {}
+    for sha in sorted({a.plan_sha256 for a in artifacts.values()}):
         # Hash the blob before shipping it: a damaged store must not produce a "valid" bundle.
-        if not store.blobs.verify(sha):
-            raise IntegrityError(f"plan {sha[:12]} is missing or corrupted in the store; not exported")
-        files[f"plans/{sha}.plan"] = {"sha256": sha, "size": store.blobs.path_for(sha).stat().st_size}
+        try:
+            plans[sha] = store.blobs.local_file(sha)
+        except IntegrityError:
+            raise IntegrityError(f"plan {sha[:12]} is missing or corrupted in the store; not exported") from None
+        files[f"plans/{sha}.plan"] = {"sha256": sha, "size": plans[sha].stat().st_size}
     for artifact_id, data in records.items():
         files[f"artifacts/{artifact_id}.json"] = {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
     now = datetime.now(timezone.utc)
@@ -158,7 +160,7 @@ def export_bundle(store: Store, refs: list[str], destination: Path) -> ExportRep
     }
     destination = destination.absolute()
     try:
-        _write_bundle(destination, manifest, records, plans, store, now)
+        _write_bundle(destination, manifest, records, plans, now)
     except OSError as exc:
         raise BadInputError(f"cannot write bundle {destination}: {exc.strerror or exc}") from None
     return ExportReport(destination, sorted(artifacts), len(plans), destination.stat().st_size)
@@ -168,16 +170,14 @@ def _write_bundle(
     destination: Path,
     manifest: dict[str, Any],
     records: dict[str, bytes],
-    plans: list[str],
-    store: Store,
+    plans: dict[str, Path],
     now: datetime,
 ) -> None:
     with atomic_write(destination) as handle, tarfile.open(fileobj=handle, mode="w", format=tarfile.PAX_FORMAT) as tar:
         _add_bytes(tar, MANIFEST, json.dumps(manifest, indent=2, sort_keys=True).encode(), now.timestamp())
         for artifact_id, data in sorted(records.items()):
             _add_bytes(tar, f"artifacts/{artifact_id}.json", data, now.timestamp())
-        for sha in plans:
-            path = store.blobs.path_for(sha)
+        for sha, path in plans.items():
             info = tarfile.TarInfo(f"plans/{sha}.plan")
             info.size = path.stat().st_size
             info.mode = 0o644

@@ -111,7 +111,7 @@ def _apply_runtime_check(store: Store, ranking: Ranking) -> Ranking:
     rejected = list(ranking.rejected)
     while matches:
         best = matches[0]
-        verdict = engine_validity(backend, store.blobs.path_for(best.candidate.plan_sha256))
+        verdict = engine_validity(backend, store.blobs.local_file(best.candidate.plan_sha256))
         if verdict is None or verdict.usable:
             if verdict is not None and verdict.validity != "VALID":
                 matches[0] = replace(best, notes=(*best.notes, f"runtime says {verdict.describe()}"))
@@ -204,9 +204,7 @@ def _link_or_copy(source: Path, target: Path) -> None:
 
 def materialize(store: Store, plan_sha256: str, destination: Path, *, default_name: str) -> Path:
     """Put the plan at ``destination`` (hard link, else copy), then check the copy's hash."""
-    source = store.blobs.path_for(plan_sha256)
-    if not source.is_file():
-        raise IntegrityError(f"plan blob {plan_sha256[:12]} is missing from the store")
+    source = store.blobs.local_file(plan_sha256, verify=False)  # the copy is hashed below
     target = destination / f"{default_name}.plan" if destination.is_dir() else destination
     try:
         _link_or_copy(source, target)
@@ -267,9 +265,7 @@ def result_for(
     if output is not None:
         path = materialize(store, candidate.plan_sha256, Path(output), default_name=candidate.name)
     else:
-        path = store.blobs.path_for(candidate.plan_sha256)
-        if verify_hash and not store.blobs.verify(candidate.plan_sha256):
-            raise IntegrityError(f"plan {candidate.plan_sha256[:12]} is missing or corrupted in the store")
+        path = store.blobs.local_file(candidate.plan_sha256, verify=verify_hash)
     return LookupResult(
         path=path,
         artifact_id=candidate.artifact_id,

@@ -136,7 +136,7 @@ def refit(
             parent_id=parent.id,
             artifact_id=child.id,
             plan_sha256=child.plan_sha256,
-            plan_path=str(opened.blobs.path_for(child.plan_sha256)),
+            plan_path=opened.blobs.location(child.plan_sha256),
             weights=str(weights),
             weights_sha256=weights_sha256,
             seconds=child.build_seconds,

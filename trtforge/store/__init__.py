@@ -9,6 +9,7 @@ Layout (owned here, nowhere else)::
     <root>/locks/.acquire-guard      held for a moment around each lock attempt (store/locks.py)
     <root>/locks/                    also timing-cache merge locks (see store/timing_caches.py)
     <root>/cache/digests.json        stat-keyed sha256 of model files (see trtforge.digests)
+    <root>/cache/blobs/<aa>/<sha>    local copies of blobs kept in S3 (TRTFORGE_BLOBS), for loaders
     <root>/tmp/.tmp-<pid>@<host>-*/  work directories (bundle imports); a dead owner's are removed
 
 Importing this package is cheap: the catalog (SQLAlchemy) is imported when a store is opened.
@@ -37,6 +38,7 @@ CATALOG_ENV = "TRTFORGE_CATALOG"
 CATALOG_FILE = "catalog.sqlite"
 DIGESTS_FILE = Path("cache") / "digests.json"
 BLOBS_ENV = "TRTFORGE_BLOBS"
+REMOTE_BLOB_CACHE = "cache/blobs"  # local copies of S3 blobs (plans a loader needs as a file)
 WORK_DIR = "tmp"
 CORRUPT_STATUS = "corrupt"  # artifacts.status set by `fsck --repair`: never a cache hit, never handed out
 
@@ -121,7 +123,7 @@ def _blob_backend(root: Path) -> BlobBackend:
         return BlobStore(root)
     from trtforge.store.s3 import S3BlobStore  # lazy: imports boto3
 
-    return S3BlobStore.from_url(remote)
+    return S3BlobStore.from_url(remote, cache_dir=root / REMOTE_BLOB_CACHE)
 
 
 def require_existing_store(store: str | Path | None = None, *, catalog: str | None = None, missing: str) -> Store:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import os
 import re
 import tempfile
 import time
@@ -27,10 +28,12 @@ from typing import Any, BinaryIO
 
 from trtforge.crashpoints import crashpoint
 from trtforge.errors import IntegrityError, StoreError
+from trtforge.keys import sha256_file
 from trtforge.store.blobs import (
     BlobRef,
     BlobStat,
     TempFile,
+    atomic_write,
     check_digest,
     put_bytes_via,
     store_write_errors,
@@ -73,7 +76,15 @@ def _b64(digest: bytes) -> str:
 class S3BlobStore:
     """sha256-addressed blobs in one bucket under one prefix."""
 
-    def __init__(self, bucket: str, prefix: str = "", *, client: Any = None, part_size: int = DEFAULT_PART) -> None:
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str = "",
+        *,
+        client: Any = None,
+        part_size: int = DEFAULT_PART,
+        cache_dir: Path | None = None,
+    ) -> None:
         if client is None:
             import boto3  # lazy: only S3 stores pay for it
 
@@ -84,12 +95,13 @@ class S3BlobStore:
         self.bucket = bucket
         self.prefix = prefix
         self.part_size = part_size
+        self.cache_dir = cache_dir  # local copies of blobs, for loaders that want a path
         self._check_bucket()
 
     @classmethod
-    def from_url(cls, url: str) -> S3BlobStore:
+    def from_url(cls, url: str, *, cache_dir: Path | None = None) -> S3BlobStore:
         bucket, prefix = parse_s3_url(url)
-        return cls(bucket, prefix)
+        return cls(bucket, prefix, cache_dir=cache_dir)
 
     def _check_bucket(self) -> None:
         from botocore.exceptions import BotoCoreError, ClientError
@@ -248,6 +260,27 @@ class S3BlobStore:
             return False
         return digest.hexdigest() == sha256
 
+    def local_file(self, sha256: str, *, verify: bool = True) -> Path:
+        """A local copy of the blob (downloaded once into ``cache_dir``, hashed while written).
+
+        An inference service or ``lookup --output`` needs a file; the copy is re-hashed on
+        every call with ``verify`` and fetched again when it does not match.
+        """
+        if self.cache_dir is None:
+            raise StoreError("this S3 blob store has no local cache directory for plan files")
+        path = self.cache_dir / sha256[:2] / check_digest(sha256)
+        if path.is_file() and (not verify or sha256_file(path) == sha256):
+            return path
+        digest = hashlib.sha256()
+        with store_write_errors(), atomic_write(path) as handle:
+            for chunk in self._stream(sha256):
+                digest.update(chunk)
+                handle.write(chunk)
+            if digest.hexdigest() != sha256:  # raising here leaves no file behind
+                raise IntegrityError(f"blob {sha256[:12]} is corrupted (its bytes hash to {digest.hexdigest()[:12]})")
+        os.chmod(path, 0o444)
+        return path
+
     def iter_digests(self) -> Iterator[str]:
         pages = self.client.get_paginator("list_objects_v2").paginate(
             Bucket=self.bucket, Prefix=f"{self.prefix}blobs/sha256/"
@@ -288,13 +321,19 @@ class S3BlobStore:
         return self._abort(match.group(2), match.group(3))
 
     def delete(self, sha256: str) -> bool:
+        self._drop_local_copy(sha256)
         if not self.exists(sha256):
             return False
         self.client.delete_object(Bucket=self.bucket, Key=self.key_for(sha256))
         return True
 
+    def _drop_local_copy(self, sha256: str) -> None:
+        if self.cache_dir is not None:
+            (self.cache_dir / sha256[:2] / check_digest(sha256)).unlink(missing_ok=True)
+
     def quarantine(self, sha256: str) -> str | None:
         """Copy the damaged object to ``<prefix>quarantine/`` and remove it from the blob namespace."""
+        self._drop_local_copy(sha256)
         if not self.exists(sha256):
             return None
         target = f"{self.prefix}quarantine/{sha256}.{int(time.time())}"

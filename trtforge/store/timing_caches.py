@@ -292,7 +292,7 @@ class TimingCaches:
             if plan.blobs:
                 session.execute(delete(Blob).where(Blob.sha256.in_(plan.blobs)))
         for sha in plan.blobs:
-            self.store.blobs.path_for(sha).unlink(missing_ok=True)
+            self.store.blobs.delete(sha)
 
     def _blobs_artifacts_started_from(self) -> set[str]:
         """Cache blobs artifacts record (so `build --reproduce` keeps working after a prune)."""
