@@ -1,6 +1,7 @@
 """The ONNX model side of a recipe: hash it, read its inputs, check the profiles against them.
 
-These checks run before any build starts (and only on a cache miss, since they import onnx).
+These checks run before any build starts, on a cache miss only; the model is read with
+trtforge.onnx_proto, which imports nothing (not even onnx) and skips the weights.
 """
 
 from __future__ import annotations
@@ -56,32 +57,23 @@ def model_sha256(loaded: LoadedRecipe, digests: DigestCache | None = None) -> st
 
 
 def read_model(path: Path, sha256: str) -> ModelInfo:
-    """Inputs and outputs of an ONNX file (weights are not loaded)."""
-    import onnx  # lazy: ~0.2 s, needed only when a build will happen
+    """Inputs and outputs of an ONNX file, read from its protobuf without loading the weights."""
+    from trtforge.onnx_proto import ProtoError, read_graph_io
 
     try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:  # onnx raises DecodeError, ValueError, ... for non-ONNX bytes
-        raise ModelError(f"{path}: not a readable ONNX model ({type(exc).__name__})") from None
-    graph = model.graph
-    if not graph.node and not graph.output:
-        raise ModelError(f"{path}: not an ONNX model (no graph)")
-    initializers = {init.name for init in graph.initializer}
-
-    def info(value: onnx.ValueInfoProto) -> TensorInfo:
-        ttype = value.type.tensor_type
-        dims: list[Dim] = []
-        for dim in ttype.shape.dim:
-            if dim.HasField("dim_value"):
-                dims.append(int(dim.dim_value))
-            else:
-                dims.append(dim.dim_param or None)
-        dtype = onnx.TensorProto.DataType.Name(ttype.elem_type).lower()
-        return TensorInfo(value.name, dtype, tuple(dims))
-
-    inputs = tuple(info(v) for v in graph.input if v.name not in initializers)
-    outputs = tuple(info(v) for v in graph.output)
-    return ModelInfo(path, sha256, inputs, outputs)
+        graph = read_graph_io(path)
+    except ProtoError as exc:
+        raise ModelError(f"{path}: not a readable ONNX model ({exc})") from None
+    except OSError as exc:
+        raise ModelError(f"{path}: cannot read the model ({exc.strerror or exc})") from None
+    if not graph.has_graph or not graph.outputs:
+        raise ModelError(f"{path}: not an ONNX model (no graph outputs)")
+    return ModelInfo(
+        path,
+        sha256,
+        tuple(TensorInfo(v.name, v.dtype, v.shape) for v in graph.inputs),
+        tuple(TensorInfo(v.name, v.dtype, v.shape) for v in graph.outputs),
+    )
 
 
 def check_profiles(loaded: LoadedRecipe, model: ModelInfo) -> None:
