@@ -35,6 +35,7 @@ from trtforge.store import (
     Store,
     open_existing_store,
     open_store,
+    preload_catalog_modules,
     resolve_store_root,
     sqlite_catalog_path,
 )
@@ -206,6 +207,7 @@ class BuildStage:
 
         model = read_model(loaded.model_path, model_digest)
         check_profiles(loaded, model)
+        preload_catalog_modules()  # a build will happen: import the catalog side behind it
         # Single flight: whoever holds the key's lock builds; the others wait, then find its row.
         # The file lock covers processes sharing this store directory; a PostgreSQL catalog adds
         # an advisory lock for runners on other machines.
@@ -236,9 +238,8 @@ class BuildStage:
         result: BuildResult,
     ) -> None:
         recipe = loaded.recipe
-        from trtforge import timing_cache  # lazy: SQLAlchemy, not needed on a hit
+        from trtforge import timing_cache
         from trtforge.backend.build import build_plan  # lazy: imports tensorrt
-        from trtforge.store.catalog import Artifact, Blob
 
         cache_start = timing_cache.start(self.store.existing(), recipe, target)
         output = build_plan(
@@ -249,6 +250,8 @@ class BuildStage:
             use_timing_cache=cache_start.active,
             timing_cache=cache_start.data,
         )
+        from trtforge.store.catalog import Artifact, Blob  # after the build: see preload_catalog_modules
+
         store = self.store.ensure()
         blob = store.blobs.put_bytes(output.plan_view)
         crashpoint("blob-stored")

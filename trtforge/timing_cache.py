@@ -24,14 +24,16 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from trtforge.errors import BackendUnavailableError, BadInputError, IntegrityError
 from trtforge.recipe import Recipe
 from trtforge.store import Store
 from trtforge.store.blobs import atomic_write
-from trtforge.store.timing_caches import CacheKey, MergeFn, TimingCacheRow, TimingCaches
 from trtforge.target import BuildTarget
+
+if TYPE_CHECKING:  # the catalog side imports SQLAlchemy: only builds that use a cache pay for it
+    from trtforge.store.timing_caches import CacheKey, MergeFn, TimingCacheRow
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +45,8 @@ def cache_key_for(target: BuildTarget) -> CacheKey | None:
     """The cache a build for ``target`` shares, or None when the target has no single GPU."""
     if target.flavor == "tensorrt_rtx" or not target.gpu_name or len(target.compute_capabilities) != 1:
         return None
+    from trtforge.store.timing_caches import CacheKey
+
     return CacheKey(target.flavor, target.trt_version, target.gpu_name, target.compute_capabilities[0])
 
 
@@ -76,6 +80,8 @@ def start(store: Store | None, recipe: Recipe, target: BuildTarget) -> CacheStar
         return CacheStart(policy, key, isolated=DENY_ISOLATED)
     if policy == "private" or store is None:
         return CacheStart(policy, key)
+    from trtforge.store.timing_caches import TimingCaches
+
     row = TimingCaches(store).latest(key)
     if row is None:
         return CacheStart(policy, key)
@@ -103,6 +109,8 @@ def finish(
     if begun.blob_sha256 and not used:
         record["rejected"] = begun.blob_sha256
     if cache_out and begun.key is not None:
+        from trtforge.store.timing_caches import TimingCaches
+
         caches = TimingCaches(store)
         if begun.policy == "shared" and not begun.isolated:
             row = caches.merge_in(begun.key, cache_out, merge, artifact_id=artifact_id)
@@ -131,11 +139,15 @@ def local_cache_key() -> CacheKey:
     gpus = detect_gpus()
     if not gpus:
         raise BackendUnavailableError(f"TensorRT {version} is installed but no NVIDIA GPU was found")
+    from trtforge.store.timing_caches import CacheKey
+
     return CacheKey("tensorrt", version, gpus[0].name, gpus[0].compute_capability)
 
 
 def export_cache(store: Store, ref: str, dest: Path) -> dict[str, Any]:
     """Write the cache bytes to ``dest`` and its key to ``dest.json`` (both atomically)."""
+    from trtforge.store.timing_caches import TimingCaches
+
     caches = TimingCaches(store)
     row = caches.get(ref)
     data = store.blobs.read_verified(row.blob_sha256)
@@ -162,6 +174,8 @@ def read_export(path: Path) -> tuple[CacheKey, bytes]:
         raise BadInputError(f"{meta_path}: unreadable timing-cache metadata ({exc})") from None
     if not isinstance(meta, dict) or meta.get("format") != EXPORT_FORMAT:
         raise BadInputError(f"{meta_path}: not a trtforge timing-cache export (format {EXPORT_FORMAT})")
+    from trtforge.store.timing_caches import CacheKey
+
     try:
         key = CacheKey(
             str(meta["flavor"]), str(meta["trt_version"]), str(meta["gpu_name"]), str(meta["compute_capability"])
@@ -186,6 +200,8 @@ def import_cache(store: Store, path: Path, local: CacheKey, merge: MergeFn) -> T
             f"timing cache {path.name} belongs to {key.describe()}, not this machine: {'; '.join(different)}",
             hint="a timing cache only helps builds for the same TensorRT version and GPU; import it there",
         )
+    from trtforge.store.timing_caches import TimingCaches
+
     return TimingCaches(store).merge_in(local, data, merge, source="import")
 
 
