@@ -17,6 +17,7 @@ temp file by ``fsck`` (``--repair`` aborts it); a bucket lifecycle rule
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import os
 import re
@@ -195,7 +196,8 @@ class S3BlobStore:
                 Bucket=self.bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}
             )
         except BaseException:
-            self._abort(key, upload_id)
+            with contextlib.suppress(Exception):  # the upload's own error is the one to report
+                self._abort(key, upload_id)
             raise
 
     def _abort(self, key: str, upload_id: str) -> bool:
