@@ -14,7 +14,7 @@ import pytest
 
 from tests.conftest import subprocess_env
 from trtforge.digests import DigestCache
-from trtforge.store.sqlite_hits import find_cached_plan, known_revisions
+from trtforge.store.sqlite_hits import UNANSWERED, Probe, find_cached_plan, known_revisions, probe_cached_plan
 
 
 def _old(path: Path, seconds: float = 60.0) -> None:
@@ -102,9 +102,55 @@ def test_sqlite_hit_query_answers_only_a_clean_yes(cli, example_recipe: Path, st
     with sqlite3.connect(db) as conn:
         conn.execute("UPDATE alembic_version SET version_num = '9999_future'")
     assert find_cached_plan(db, built["build_key"]) is None
+    assert probe_cached_plan(db, built["build_key"]) == UNANSWERED  # uncertain: not a miss either
     # The full catalog path then decides: a newer schema is refused, as without the fast path.
     refused = cli("build", example_recipe, "--store", store, "--json")
     assert refused.code == 2 and "newer than this trtforge" in refused.json()[0]["error"], refused
+
+
+def test_sqlite_probe_is_certain_only_where_the_orm_would_agree(cli, example_recipe: Path, store: Path) -> None:
+    """A certain miss lets a build skip the ORM before TensorRT runs; every other case defers."""
+    from trtforge.build import StoreHandle
+
+    handle = StoreHandle(store, None)
+    assert handle.quick_probe("0" * 64) == Probe(answered=True)  # no catalog yet
+    [built] = cli("build", example_recipe, "--store", store, "--json").json()
+    hit = handle.quick_probe(built["build_key"])
+    assert hit.plan is not None and hit.plan.artifact_id == built["artifact_id"]
+    assert handle.quick_probe("0" * 64) == Probe(answered=True)  # known schema, no row
+    Path(built["plan_path"]).unlink()
+    assert handle.quick_probe(built["build_key"]) == UNANSWERED  # row without its blob: the ORM path decides
+    with sqlite3.connect(store / "catalog.sqlite") as conn:
+        conn.execute("UPDATE artifacts SET status = 'corrupt'")
+    assert handle.quick_probe(built["build_key"]) == Probe(answered=True)  # never a hit
+    assert StoreHandle(store, "sqlite:////elsewhere/x.sqlite").quick_probe("0" * 64) == Probe(answered=True)
+    assert StoreHandle(store, "postgresql+psycopg://u@h/db").quick_probe("0" * 64) == UNANSWERED
+
+
+def test_a_miss_into_an_existing_store_imports_the_catalog_off_the_main_thread(
+    cli, example_recipe: Path, mlp_recipe, store: Path, tmp_path: Path
+) -> None:
+    """The ORM import overlaps the TensorRT build: the main thread reaches TensorRT without it."""
+    assert cli("build", example_recipe, "--store", store).code == 0
+    probe = tmp_path / "probe.py"
+    probe.write_text(
+        "import trtforge.store as store_module\n"
+        "import trtforge.backend.build as backend_build\n"
+        "seen = {}\n"
+        "real = backend_build.build_plan\n"
+        "def spy(*args, **kwargs):\n"
+        "    seen['preloading'] = store_module._preload is not None  # started only if main had not imported it\n"
+        "    return real(*args, **kwargs)\n"
+        "backend_build.build_plan = spy\n"
+        "from trtforge.build import BuildStage\n"
+        f"[result] = BuildStage({str(store)!r}).build_all([{str(mlp_recipe('second'))!r}])\n"
+        "print(result.status, seen)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, str(probe)], capture_output=True, text=True, timeout=300, env=subprocess_env()
+    )
+    assert proc.stdout.split()[0] == "built", proc
+    assert "'preloading': True" in proc.stdout, proc
 
 
 @pytest.mark.parametrize("json_flag", [["--json"], []])

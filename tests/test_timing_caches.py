@@ -115,27 +115,27 @@ def test_concurrent_writers_lose_no_entries(store: Path, tmp_path: Path) -> None
 def test_build_records_the_cache_it_started_from(store: Path, rtx_cache_bytes: bytes) -> None:
     opened = open_store(store)
     recipe = parse_recipe(RECIPE)
-    empty = start(opened, recipe, TARGET)
+    empty = start(lambda: opened, recipe, TARGET)
     assert empty.active and empty.data is None
     first = finish(opened, empty, rtx_cache_bytes, False, "1" * 32, union)
     assert first["started_from"] is None and first["merged_into"]
 
-    begun = start(opened, recipe, TARGET)
+    begun = start(lambda: opened, recipe, TARGET)
     assert begun.data == rtx_cache_bytes and begun.blob_sha256 == first["merged_into"]
     second = finish(opened, begun, b"new-entry", True, "2" * 32, union)
     assert second["started_from"] == first["merged_into"] and second["merged_into"] != first["merged_into"]
 
-    rejected = finish(opened, start(opened, recipe, TARGET), b"x", False, "3" * 32, union)
+    rejected = finish(opened, start(lambda: opened, recipe, TARGET), b"x", False, "3" * 32, union)
     assert rejected["started_from"] is None and rejected["rejected"] == second["merged_into"]
 
     private = parse_recipe(RECIPE + "build: {timing_cache: private}\n")
-    begun = start(opened, private, TARGET)
+    begun = start(lambda: opened, private, TARGET)
     assert begun.data is None
     record = finish(opened, begun, b"private-entries", False, "4" * 32, union)
     assert opened.blobs.read_verified(record["produced"]) == b"private-entries"
     assert TimingCaches(opened).latest(KEY).blob_sha256 == rejected["merged_into"]  # shared cache untouched
 
-    off = start(opened, parse_recipe(RECIPE + "build: {timing_cache: off}\n"), TARGET)
+    off = start(lambda: opened, parse_recipe(RECIPE + "build: {timing_cache: off}\n"), TARGET)
     assert not off.active and off.skipped == "timing_cache: off"
 
 
@@ -148,7 +148,7 @@ def test_deny_list_builds_neither_read_nor_write_the_shared_cache(store: Path, p
     opened = open_store(store)
     shared = TimingCaches(opened).merge_in(KEY, b"shared-entries", union)
     recipe = parse_recipe(RECIPE + DENY + f"build: {{timing_cache: {policy}}}\n")
-    begun = start(opened, recipe, TARGET)
+    begun = start(lambda: opened, recipe, TARGET)
     assert begun.active and begun.data is None and begun.blob_sha256 is None
     record = finish(opened, begun, b"edited-entries", False, "5" * 32, union)
     assert record["isolated"] == DENY_ISOLATED and record["started_from"] is None
@@ -157,7 +157,7 @@ def test_deny_list_builds_neither_read_nor_write_the_shared_cache(store: Path, p
     assert TimingCaches(opened).latest(KEY).id == shared.id
     assert [r.generation for r in TimingCaches(opened).history(KEY)] == [shared.generation]
 
-    off = start(opened, parse_recipe(RECIPE + DENY + "build: {timing_cache: off}\n"), TARGET)
+    off = start(lambda: opened, parse_recipe(RECIPE + DENY + "build: {timing_cache: off}\n"), TARGET)
     assert not off.active  # off still means no cache at all
 
 
@@ -168,7 +168,7 @@ def test_corrupt_cache_is_logged_and_skipped(store: Path, rtx_cache_bytes: bytes
     os.chmod(path, 0o644)
     path.write_bytes(b"flipped bits")
     with caplog.at_level(logging.WARNING):
-        begun = start(opened, parse_recipe(RECIPE), TARGET)
+        begun = start(lambda: opened, parse_recipe(RECIPE), TARGET)
     assert begun.active and begun.data is None and begun.blob_sha256 is None
     assert "skipped" in caplog.text and "corrupted" in caplog.text
 

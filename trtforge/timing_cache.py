@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -67,7 +68,8 @@ class CacheStart:
         return self.skipped is None
 
 
-def start(store: Store | None, recipe: Recipe, target: BuildTarget) -> CacheStart:
+def start(open_store: Callable[[], Store | None], recipe: Recipe, target: BuildTarget) -> CacheStart:
+    """The cache a build starts from; ``open_store`` is called only when the shared cache is read."""
     policy = recipe.build.timing_cache
     if policy == "off":
         return CacheStart(policy, skipped="timing_cache: off")
@@ -78,7 +80,7 @@ def start(store: Store | None, recipe: Recipe, target: BuildTarget) -> CacheStar
         return CacheStart(policy, skipped="the build target names no single GPU")
     if recipe.tactics.deny:
         return CacheStart(policy, key, isolated=DENY_ISOLATED)
-    if policy == "private" or store is None:
+    if policy == "private" or (store := open_store()) is None:
         return CacheStart(policy, key)
     from trtforge.store.timing_caches import TimingCaches
 

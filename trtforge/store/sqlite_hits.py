@@ -2,10 +2,11 @@
 
 Importing SQLAlchemy's ORM takes longer than everything else a cache hit does together, so
 `build` first asks "is there an artifact with this build key?" through ``sqlite3``. The
-answer is trusted only when it is a clean yes: the database is at a schema revision this
-trtforge knows and the row names a plan blob. Every other case (no file, no row, unknown or
-missing schema, a locked or damaged database) returns None and the caller takes the full
-catalog path, which behaves exactly as before (creating, upgrading or refusing the schema).
+answer is trusted only when it is certain: no database file yet (nothing was built), or a
+database at a schema revision this trtforge knows, with or without a usable row. Every other
+case (unknown or missing schema, a locked or damaged database) is UNANSWERED and the caller
+takes the full catalog path, which behaves exactly as before (creating, upgrading or refusing
+the schema).
 """
 
 from __future__ import annotations
@@ -34,27 +35,47 @@ def known_revisions() -> frozenset[str]:
     return frozenset(p.stem for p in MIGRATIONS.glob("*.py") if not p.stem.startswith("_"))
 
 
-def find_cached_plan(db_path: Path, build_key: str) -> CachedPlan | None:
-    """The newest artifact with ``build_key``, or None when the full catalog path must decide."""
+@dataclass(frozen=True)
+class Probe:
+    """What the local SQLite catalog says about a build key.
+
+    ``answered`` is True only for a certain answer: a usable row (``plan``) or, at a known
+    schema, no usable row at all (``plan`` None). Anything uncertain is left to the full path.
+    """
+
+    answered: bool
+    plan: CachedPlan | None = None
+
+
+UNANSWERED = Probe(answered=False)
+
+
+def probe_cached_plan(db_path: Path, build_key: str) -> Probe:
+    """The newest usable artifact with ``build_key``, a certain "none", or UNANSWERED."""
     if not db_path.is_file():
-        return None
+        return Probe(answered=True)  # no catalog yet: nothing was ever built into this store
     uri = f"file:{quote(str(db_path))}?mode=rw"  # never creates a database
     try:
         conn = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None)
     except sqlite3.Error:
-        return None
+        return UNANSWERED
     try:
         revision = conn.execute("SELECT version_num FROM alembic_version").fetchone()
         if revision is None or revision[0] not in known_revisions():
-            return None
+            return UNANSWERED
         row = conn.execute(
             "SELECT id, plan_sha256, status FROM artifacts WHERE build_key = ? ORDER BY created_at DESC LIMIT 1",
             (build_key,),
         ).fetchone()
     except sqlite3.Error:
-        return None
+        return UNANSWERED
     finally:
         conn.close()
     if row is None or row[2] == CORRUPT_STATUS:  # a quarantined plan is never a hit
-        return None
-    return CachedPlan(row[0], row[1])
+        return Probe(answered=True)
+    return Probe(answered=True, plan=CachedPlan(row[0], row[1]))
+
+
+def find_cached_plan(db_path: Path, build_key: str) -> CachedPlan | None:
+    """The newest usable artifact with ``build_key``, or None when the full catalog path must decide."""
+    return probe_cached_plan(db_path, build_key).plan
