@@ -10,9 +10,11 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+import queue
 import re
 import socket
 import tempfile
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -114,6 +116,38 @@ def _fsync_dir(path: Path) -> None:
 STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EIO})
 
 
+class ParallelDigest:
+    """sha256 of a byte stream, computed on a helper thread while the caller writes it.
+
+    hashlib and file writes both release the GIL on large buffers, so hashing a plan and
+    writing it take the longer of the two instead of their sum (~0.1 s per 256 MB here).
+    Chunks must not change after ``update``: bytes, or views of memory nobody writes to.
+    """
+
+    def __init__(self) -> None:
+        self._digest = hashlib.sha256()
+        self._chunks: queue.Queue[bytes | memoryview | None] = queue.Queue(maxsize=8)
+        self._thread = threading.Thread(target=self._run, name="trtforge-sha256", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (chunk := self._chunks.get()) is not None:
+            self._digest.update(chunk)
+
+    def update(self, chunk: bytes | memoryview) -> None:
+        self._chunks.put(chunk)
+
+    def close(self) -> None:
+        """Stop the helper (idempotent); the digest so far stays readable."""
+        if self._thread.is_alive():
+            self._chunks.put(None)
+            self._thread.join()
+
+    def hexdigest(self) -> str:
+        self.close()
+        return self._digest.hexdigest()
+
+
 @contextmanager
 def store_write_errors() -> Iterator[None]:
     """Turn a full or failing disk into one clean StoreWriteError (the caller cleans up)."""
@@ -198,11 +232,11 @@ class BlobStore:
         """Store a stream of bytes; returns its digest. Existing identical blobs are kept."""
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
         self.clean_stale_temp()  # writers that died mid-write leave their temp files here
-        digest = hashlib.sha256()
         size = 0
         with store_write_errors():
             fd, tmp_name = tempfile.mkstemp(prefix=owner_prefix(), dir=self.tmp_dir)
         tmp = Path(tmp_name)
+        digest = ParallelDigest()
         try:
             with store_write_errors(), os.fdopen(fd, "wb") as handle:
                 for chunk in chunks:
@@ -224,6 +258,7 @@ class BlobStore:
                 _touch(final)  # reused: tell gc this blob is about to be referenced
             return BlobRef(sha, size)
         finally:
+            digest.close()
             tmp.unlink(missing_ok=True)
 
     def clean_stale_temp(self, *, max_age_s: float = STALE_TEMP_AGE_S) -> list[TempFile]:
