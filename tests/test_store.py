@@ -181,3 +181,21 @@ def test_new_catalog_is_created_at_head_without_alembic(tmp_path: Path) -> None:
     assert proc.stdout.strip() == "[]"
     assert Catalog.sqlite(path).current_revision() == SCHEMA_HEAD
     assert _schema_differences(f"sqlite:///{path}") == []
+
+
+def test_parallel_digest_matches_hashlib_and_always_stops() -> None:
+    import hashlib
+
+    from trtforge.store.blobs import ParallelDigest
+
+    chunks = [bytes([i]) * (i * 4099 + 1) for i in range(40)]
+    digest = ParallelDigest()
+    for chunk in chunks:
+        digest.update(memoryview(chunk))
+    assert digest.hexdigest() == hashlib.sha256(b"".join(chunks)).hexdigest()
+    assert digest.hexdigest() == hashlib.sha256(b"".join(chunks)).hexdigest()  # readable again
+    abandoned = ParallelDigest()
+    abandoned.update(b"partial")
+    abandoned.close()  # a failed write stops the helper thread
+    abandoned.close()
+    assert not abandoned._thread.is_alive()
