@@ -92,3 +92,16 @@ def test_takeover_never_unlinks_a_lock_another_waiter_just_took(tmp_path: Path) 
     assert not a.is_alive() and not b.is_alive()
     assert most_inside == 1
     assert not path.exists()
+
+
+def test_an_exited_unreaped_holder_counts_as_dead() -> None:
+    """Its flock is gone the moment it exits; waiting for its parent to reap it must not matter."""
+    from trtforge.store.locks import pid_alive
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    status = os.waitid(os.P_PID, child.pid, os.WEXITED | os.WNOWAIT)  # exited, left a zombie
+    assert status is not None and status.si_pid == child.pid
+    assert not pid_alive(child.pid)
+    child.wait()
+    assert not pid_alive(child.pid)
+    assert pid_alive(os.getpid())

@@ -53,6 +53,11 @@ class LockHolder:
 
 
 def pid_alive(pid: int) -> bool:
+    """True while process ``pid`` runs on this host; a zombie (exited, not yet reaped) is dead.
+
+    A killed lock holder stays a zombie until its parent reaps it, and its locks are already
+    released by then; treating it as alive would hide the takeover from the waiters' report.
+    """
     if pid <= 0:
         return False
     try:
@@ -61,7 +66,12 @@ def pid_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return True  # no /proc here: signal 0 is all we know
+    state = stat[stat.rfind(b")") + 2 : stat.rfind(b")") + 3]  # the field after "(comm)"
+    return state not in (b"Z", b"X")
 
 
 def _read_holder(fd: int) -> LockHolder | None:
