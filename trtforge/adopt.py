@@ -106,7 +106,7 @@ def adopt_plan(request: AdoptRequest, store: str | Path | None = None, *, catalo
         major, minor = parse_compute_capability(request.compute_capability)
         ccs = [f"{major}.{minor}"]
     model_digest = sha256_file(request.model)
-    from trtforge.model import read_model  # lazy: imports onnx
+    from trtforge.model import read_model
 
     model = read_model(request.model, model_digest)
     plan_digest = sha256_file(request.plan)
