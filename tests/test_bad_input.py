@@ -114,3 +114,16 @@ def test_unwritable_store_fails_cleanly(cli, mlp_recipe, tmp_path: Path) -> None
     result = cli("build", mlp_recipe("blocked"), "--store", store, "--json")
     assert result.code == 2 and "Traceback" not in result.stderr, result
     assert "cannot take the build lock" in result.json()[0]["error"]
+
+
+def test_bracketed_text_in_errors_is_printed_as_given(cli, mlp_recipe, tmp_path: Path) -> None:
+    """Paths and hints such as `trtforge[verify]` reach the terminal verbatim (rich markup is off)."""
+    folder = tmp_path / "a[" / "b] [bold]c"  # the full path holds "[/b]", a closing tag to rich
+    folder.mkdir(parents=True)
+    recipe = mlp_recipe()
+    moved = folder / "r.yaml"
+    moved.write_text(recipe.read_text())  # its model path is now wrong: an error naming the folder
+    for args in (["build", moved], ["plan", moved]):
+        result = cli(*args, "--store", tmp_path / "store")
+        assert result.code == 2, result
+        assert "Traceback" not in result.stderr and "a[/b] [bold]c" in result.stderr, result

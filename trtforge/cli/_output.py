@@ -1,6 +1,9 @@
 """One output object per command: human text (rich) or machine JSON on stdout.
 
 The rich consoles are created on first use: `--json` output and a cache hit never import rich.
+They never read markup: messages carry paths, shapes and hints such as `trtforge[verify]`,
+which rich would swallow as style tags (or fail on, for `[/...]`). Styles are applied with
+:func:`styled` instead.
 """
 
 from __future__ import annotations
@@ -18,6 +21,14 @@ PIPE_WIDTH = 200
 
 if TYPE_CHECKING:
     from rich.console import Console
+    from rich.text import Text
+
+
+def styled(*parts: str | tuple[str, str]) -> Text:
+    """One line from plain strings and (text, style) pairs; no part is parsed as markup."""
+    from rich.text import Text
+
+    return Text.assemble(*parts)
 
 
 class Output:
@@ -32,13 +43,13 @@ class Output:
 
         # Piped output is read by people too: don't squeeze tables into 80 columns.
         width = None if sys.stdout.isatty() or "COLUMNS" in os.environ else PIPE_WIDTH
-        return Console(soft_wrap=True, highlight=False, width=width)
+        return Console(soft_wrap=True, highlight=False, markup=False, width=width)
 
     @cached_property
     def err(self) -> Console:
         from rich.console import Console
 
-        return Console(stderr=True, soft_wrap=True, highlight=False)
+        return Console(stderr=True, soft_wrap=True, highlight=False, markup=False)
 
     @property
     def interactive(self) -> bool:
@@ -56,10 +67,14 @@ class Output:
         if not self.json_mode:
             self.err.print(message)
 
+    def error_lines(self, message: str, hint: str | None = None) -> None:
+        """``error: message`` and ``hint: ...`` on stderr, exactly as given."""
+        self.err.print(styled(("error:", "bold red"), " ", message))
+        if hint:
+            self.err.print(styled(("hint:", "dim"), " ", hint))
+
     def error(self, exc: TrtforgeError) -> None:
-        self.err.print(f"[bold red]error:[/] {exc.message}", markup=True, highlight=False)
-        if exc.hint:
-            self.err.print(f"[dim]hint:[/] {exc.hint}", markup=True, highlight=False)
+        self.error_lines(exc.message, exc.hint)
         if self.json_mode:
             payload = {"error": exc.message, "hint": exc.hint, "exit_code": exc.exit_code}
             sys.stdout.write(json.dumps(payload) + "\n")

@@ -11,7 +11,7 @@ class BuildProgress:
 
     def __init__(self, console: Console) -> None:
         self._progress = Progress(
-            TextColumn("[bold]{task.fields[recipe]}"),
+            TextColumn("{task.fields[recipe]}", style="bold", markup=False),
             BarColumn(),
             TextColumn("{task.description}"),
             TimeElapsedColumn(),

@@ -12,7 +12,7 @@ import typer
 
 from trtforge.cli._errors import reported, run
 from trtforge.cli._options import CatalogOpt, JsonOpt, StoreOpt
-from trtforge.cli._output import Output
+from trtforge.cli._output import Output, styled
 from trtforge.errors import BadInputError
 
 if TYPE_CHECKING:
@@ -106,11 +106,18 @@ def _reproduce(output: Output, ref: str, recipes: list[str] | None, store: str |
 
 def _render_reproduce(console: Console, result: ReproduceResult) -> None:
     if result.identical:
-        console.print(f"[green]identical[/] {result.name} {result.artifact_id[:12]}: plan {result.rebuilt_sha256[:12]}")
+        console.print(
+            styled(
+                ("identical", "green"), f" {result.name} {result.artifact_id[:12]}: plan {result.rebuilt_sha256[:12]}"
+            )
+        )
     else:
         console.print(
-            f"[red]differs[/] {result.name} {result.artifact_id[:12]}: recorded {result.recorded_sha256[:12]} "
-            f"({result.recorded_size} bytes), rebuilt {result.rebuilt_sha256[:12]} ({result.rebuilt_size} bytes)"
+            styled(
+                ("differs", "red"),
+                f" {result.name} {result.artifact_id[:12]}: recorded {result.recorded_sha256[:12]} "
+                f"({result.recorded_size} bytes), rebuilt {result.rebuilt_sha256[:12]} ({result.rebuilt_size} bytes)",
+            )
         )
 
 
@@ -123,7 +130,7 @@ def _render(console: Console, output: Output, results: list[BuildResult]) -> Non
     for r in results:
         style = STATUS_STYLE[r.status]
         table.add_row(
-            f"[{style}]{r.status}[/]",
+            styled((r.status, style)),
             r.name or "-",
             (r.artifact_id or "-")[:12],
             f"{r.seconds:.2f}",
@@ -132,6 +139,4 @@ def _render(console: Console, output: Output, results: list[BuildResult]) -> Non
     console.print(table)
     for r in results:
         if r.error:
-            output.err.print(f"[bold red]error:[/] {r.recipe}: {r.error}")
-            if r.hint:
-                output.err.print(f"[dim]hint:[/] {r.hint}")
+            output.error_lines(f"{r.recipe}: {r.error}", r.hint)

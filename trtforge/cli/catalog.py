@@ -9,7 +9,7 @@ import typer
 
 from trtforge.cli._errors import run
 from trtforge.cli._options import ArtifactArg, CatalogOpt, JsonOpt, StoreOpt
-from trtforge.cli._output import Output
+from trtforge.cli._output import Output, styled
 from trtforge.store import open_existing_store, require_existing_store
 
 if TYPE_CHECKING:
@@ -103,36 +103,39 @@ def _render_show(console: Console, record: dict) -> None:
         value = record.get(key)
         table.add_row(key, json.dumps(value) if isinstance(value, (list, dict)) else str(value))
     console.print(table)
-    console.print("[bold]io tensors[/]")
+    console.print(styled(("io tensors", "bold")))
     for tensor in record["io_tensors"]:
         console.print(f"  {tensor['mode']:6} {tensor['name']} {tensor['dtype']} {tensor['shape']}")
-    console.print("[bold]profiles[/]")
+    console.print(styled(("profiles", "bold")))
     for index, profile in enumerate(record["profiles"]):
         for name, shapes in profile.items():
             console.print(f"  [{index}] {name}: min {shapes['min']} opt {shapes['opt']} max {shapes['max']}")
-    console.print("[bold]builder settings[/]")
+    console.print(styled(("builder settings", "bold")))
     for key, value in record["details"].get("settings", {}).items():
         console.print(f"  {key}: {value}")
     _render_verifications(console, record)
     denylist = record["details"].get("denylist")
     if denylist:
         console.print(
-            f"[bold]deny list[/] ({denylist['mechanism']}): {len(denylist['entries'])} entries, "
-            f"{len(denylist['removed'])} removals, {len(denylist['violations'])} violations"
+            styled(
+                ("deny list", "bold"),
+                f" ({denylist['mechanism']}): {len(denylist['entries'])} entries, "
+                f"{len(denylist['removed'])} removals, {len(denylist['violations'])} violations",
+            )
         )
         for removed in denylist["removed"]:
             tactic = removed.get("tactic") or removed["removed"].get("kernel_name") or removed["removed"]["tactic_hash"]
             console.print(f"  removed {tactic} from {removed['layer']}")
     for section in ("compatibility", "timing_cache"):
         if record["details"].get(section):
-            console.print(f"[bold]{section.replace('_', ' ')}[/]")
+            console.print(styled((section.replace("_", " "), "bold")))
             for key, value in record["details"][section].items():
                 console.print(f"  {key}: {value}")
     if record["details"].get("weightless"):
-        console.print("[bold yellow]weightless plan[/]: refit it with the model's weights before use")
+        console.print(styled(("weightless plan", "bold yellow"), ": refit it with the model's weights before use"))
     warnings = [r for r in record["build_log"] if r["level"] != "info"]
     if warnings:
-        console.print(f"[bold]build log[/] ({len(warnings)} warnings/errors)")
+        console.print(styled(("build log", "bold"), f" ({len(warnings)} warnings/errors)"))
         for entry in warnings[:20]:
             console.print(f"  {entry['level']}: {entry['message']}")
 
@@ -140,12 +143,12 @@ def _render_show(console: Console, record: dict) -> None:
 def _render_verifications(console: Console, record: dict) -> None:
     lineage = record["details"].get("lineage")
     if lineage:
-        console.print(f"[bold]lineage[/] {lineage['operation']} of {lineage['parent']}")
+        console.print(styled(("lineage", "bold"), f" {lineage['operation']} of {lineage['parent']}"))
     verifications = record.get("verifications", [])
     if not verifications:
-        console.print("[bold]verifications[/] none (unverified on every GPU)")
+        console.print(styled(("verifications", "bold"), " none (unverified on every GPU)"))
         return
-    console.print(f"[bold]verifications[/] ({len(verifications)})")
+    console.print(styled(("verifications", "bold"), f" ({len(verifications)})"))
     for v in verifications:
         checks = [o for point in v["checks"] for o in point["outputs"] if not o.get("intermediate")]
         failed = sum(1 for o in checks if not o["passed"])

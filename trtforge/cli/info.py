@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from trtforge.cli._errors import run
 from trtforge.cli._options import CatalogOpt, JsonOpt, StoreOpt
-from trtforge.cli._output import Output
+from trtforge.cli._output import Output, styled
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -76,6 +76,6 @@ def _render_capabilities(console: Console, backend: dict[str, Any]) -> None:
             note = "; ".join(filter(None, ["fails in a CPU-only build", note]))
         style = STATE_STYLE[row["state"]]
         table.add_row(
-            row["option"], f"[{style}]{row['state']}[/]", row["since"] or "-", row["removed"] or "-", note or ""
+            row["option"], styled((row["state"], style)), row["since"] or "-", row["removed"] or "-", note or ""
         )
     console.print(table)

@@ -9,7 +9,7 @@ import typer
 
 from trtforge.cli._errors import run
 from trtforge.cli._options import CatalogOpt, CcOpt, FlavorOpt, GpuOpt, JsonOpt, StoreOpt, TrtOpt
-from trtforge.cli._output import Output
+from trtforge.cli._output import Output, styled
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -83,7 +83,7 @@ def _render(console: Console, report: dict[str, Any]) -> None:
     if best is not None:
         console.print(best["path"])
         for note in best["notes"]:
-            console.print(f"[dim]note:[/] {note}")
+            console.print(styled(("note:", "dim"), f" {note}"))
     if report["matches"] and (len(report["matches"]) > 1 or "rejected" in report):
         table = Table(box=None, header_style="bold", title="compatible (best first)", title_justify="left")
         for column in ("id", "backend", "built for", "verified here", "exact version", "same gpu"):

@@ -8,7 +8,7 @@ import typer
 
 from trtforge.cli._errors import run
 from trtforge.cli._options import CatalogOpt, JsonOpt, StoreOpt
-from trtforge.cli._output import Output
+from trtforge.cli._output import Output, styled
 from trtforge.store import Store, require_existing_store
 
 if TYPE_CHECKING:
@@ -55,20 +55,22 @@ def _render_fsck(console: Console, data: dict[str, Any]) -> None:
     for problem in ("corrupt", "missing"):
         for item in data[problem]:
             users = ", ".join(item["artifact_ids"]) or "-"
-            console.print(f"[red]{problem}[/] blob {item['sha256'][:12]} (artifacts: {users})")
+            console.print(styled((problem, "red"), f" blob {item['sha256'][:12]} (artifacts: {users})"))
     for sha in data["orphans"]:
-        console.print(f"[yellow]orphan[/] blob {sha[:12]} has no catalog row (`trtforge gc` removes it)")
+        console.print(styled(("orphan", "yellow"), f" blob {sha[:12]} has no catalog row (`trtforge gc` removes it)"))
     for path in data["stale_temp"]:
-        console.print(f"[yellow]stale temp file[/] {path}")
+        console.print(styled(("stale temp file", "yellow"), f" {path}"))
     for warning in data["warnings"]:
-        console.print(f"[yellow]warning:[/] {warning}")
+        console.print(styled(("warning:", "yellow"), f" {warning}"))
     if "repair" in data:
         done = data["repair"]
         console.print(
             f"repaired: {len(done['marked_corrupt'])} artifacts marked corrupt, {len(done['quarantined'])} blobs "
             f"quarantined, {len(done['removed_temp'])} temp files removed"
         )
-    console.print("[green]ok[/]" if data["ok"] else "[red]damaged[/]: run `trtforge fsck --repair`")
+    console.print(
+        styled(("ok", "green")) if data["ok"] else styled(("damaged", "red"), ": run `trtforge fsck --repair`")
+    )
 
 
 def gc(
@@ -111,7 +113,7 @@ def _render_gc(console: Console, data: dict[str, Any]) -> None:
     for item in plan["blob_files"]:
         console.print(f"{verb} blob {item['sha256'][:12]} {item['size']} bytes ({item['reason']})")
     for warning in plan["warnings"]:
-        console.print(f"[yellow]warning:[/] {warning}")
+        console.print(styled(("warning:", "yellow"), f" {warning}"))
     mib = plan["expected_freed_bytes"] / (1 << 20)
     if data["dry_run"]:
         counts = f"{len(plan['artifacts'])} artifacts and {len(plan['blob_files'])} blobs"

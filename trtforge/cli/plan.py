@@ -8,7 +8,7 @@ import typer
 
 from trtforge.cli._errors import run
 from trtforge.cli._options import CatalogOpt, JsonOpt, StoreOpt
-from trtforge.cli._output import Output
+from trtforge.cli._output import Output, styled
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -58,7 +58,7 @@ def _render(console: Console, output: Output, rows: list[dict[str, Any]]) -> Non
         t = row["target"] or {}
         where = f"{t.get('flavor', '-')} {t.get('trt_version', '')} {t.get('gpu_name') or ''}".strip()
         table.add_row(
-            f"[{STATUS_STYLE[row['status']]}]{row['status']}[/]",
+            styled((row["status"], STATUS_STYLE[row["status"]])),
             row["name"] or row["recipe"],
             where,
             (row["build_key"] or "-")[:16],
@@ -67,4 +67,4 @@ def _render(console: Console, output: Output, rows: list[dict[str, Any]]) -> Non
     console.print(table)
     for row in rows:
         if row["error"]:
-            output.err.print(f"[bold red]error:[/] {row['recipe']}: {row['error']}")
+            output.error_lines(f"{row['recipe']}: {row['error']}")

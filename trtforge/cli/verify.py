@@ -9,7 +9,7 @@ import typer
 
 from trtforge.cli._errors import run
 from trtforge.cli._options import ArtifactArg, CatalogOpt, JsonOpt, StoreOpt
-from trtforge.cli._output import Output
+from trtforge.cli._output import Output, styled
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -75,7 +75,7 @@ def render_report(console: Console, report: VerificationReport) -> None:
     where = (
         f" on {report.runtime.gpu_name} ({report.runtime.flavor} {report.runtime.version})" if report.runtime else ""
     )
-    console.print(f"[{style}]{report.status}[/] {report.name} {report.subject}{where}")
+    console.print(styled((report.status, style), f" {report.name} {report.subject}{where}"))
     if report.status == "reference-only":
         table = _reference_table(report)
     else:
@@ -84,7 +84,7 @@ def render_report(console: Console, report: VerificationReport) -> None:
     from trtforge.verify import iter_failures
 
     for line in iter_failures(report):
-        console.print(f"[red]failed:[/] {line}")
+        console.print(styled(("failed:", "red"), f" {line}"))
     for perf in report.perf:
         lat = perf["latency_ms"]
         rate = perf.get("throughput_per_s")
@@ -138,7 +138,7 @@ def _check_table(console: Console, report: VerificationReport) -> Table:
                 _num(out.get("max_abs")),
                 _num(out.get("max_rel")),
                 f"{out['mismatches']}/{out['elements']}",
-                "[green]ok[/]" if out["passed"] else "[red]FAIL[/]",
+                styled(("ok", "green")) if out["passed"] else styled(("FAIL", "red")),
             )
         if point.first_divergent:
             console.print(f"profile {point.profile} {point.label}: first diverging tensor {point.first_divergent}")
