@@ -234,7 +234,8 @@ def test_not_a_bundle(cli, tmp_path: Path) -> None:
     junk = tmp_path / "junk.tar"
     junk.write_bytes(b"this is not a tar file" * 100)
     result = cli("import", junk, "--store", tmp_path / "s")
-    assert result.code == 2 and "cannot read bundle" in result.stderr
+    assert result.code == 2 and "cannot read bundle junk.tar: not a tar archive" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 2, result.stderr  # one error line, one hint
     missing = cli("import", tmp_path / "missing.tar", "--store", tmp_path / "s2")
     assert missing.code == 2 and "does not exist" in missing.stderr
     assert not (tmp_path / "s2").exists()

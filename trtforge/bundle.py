@@ -282,8 +282,11 @@ def import_bundle(store: Store, bundle: Path) -> ImportReport:
                     raise BundleError("bundle has duplicate members")
                 # Explicit checks above; the "data" filter refuses anything unsafe we missed.
                 tar.extractall(workdir, members=members, filter="data")
+        except tarfile.ReadError:
+            raise BundleError(f"cannot read bundle {bundle.name}: not a tar archive, or a truncated one") from None
         except (tarfile.TarError, EOFError, OSError) as exc:
-            raise BundleError(f"cannot read bundle {bundle.name}: {exc}") from None
+            detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise BundleError(f"cannot read bundle {bundle.name}: {detail}") from None
         name_set = set(names)
         manifest = _read_manifest(workdir, name_set)
         records = _verify_contents(workdir, name_set, manifest)
