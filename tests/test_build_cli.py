@@ -165,6 +165,20 @@ def test_bad_input_exits_2_and_writes_nothing(cli, mlp_recipe, store: Path, edit
     assert human.code == 2 and "Traceback" not in human.stderr and "error:" in human.stderr
 
 
+def test_every_recipe_error_is_listed_in_one_run(cli, mlp_recipe, store: Path) -> None:
+    recipe = mlp_recipe()
+    recipe.write_text(recipe.read_text() + "build: {optimization_level: 9, timing_cache: maybe}\nextra: 1\n")
+    [failed] = cli("build", recipe, "--store", store, "--json").json()
+    assert failed["error"].endswith("(and 2 more)") and len(failed["more_errors"]) == 2, failed
+    assert all(line.startswith(f"{recipe}:") for line in [failed["error"], *failed["more_errors"]])
+    human = cli("build", recipe, "--store", store)
+    errors = [line for line in human.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 3 and not errors[0].startswith(f"error: {recipe}: {recipe}"), human.stderr
+    planned = cli("plan", recipe, "--store", store, "--json")
+    assert planned.code == 2 and len(planned.json()[0]["more_errors"]) == 2, planned
+    assert store_is_empty(store)
+
+
 def test_missing_recipe_and_not_onnx(cli, mlp_recipe, store: Path, tmp_path: Path) -> None:
     missing = cli("build", tmp_path / "absent.yaml", "--store", store, "--json")
     assert missing.code == 2 and "recipe file not found" in missing.json()[0]["error"]

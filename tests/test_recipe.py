@@ -37,6 +37,21 @@ def test_opt_above_max_names_file_line_and_field() -> None:
     assert error_of(text) == "r.yaml:8 profiles[1].images.opt: opt [64,3,32,32] exceeds max [32,3,32,32]"
 
 
+def test_every_error_is_reported_with_its_line() -> None:
+    text = GOOD.replace("name: net", "name: bad name!") + "build: {optimization_level: 9}\nextra: 1\n"
+    with pytest.raises(RecipeError) as info:
+        parse_recipe(text, "r.yaml")
+    assert info.value.message.startswith("r.yaml:1 name: ") and info.value.message.endswith("(and 2 more)")
+    assert info.value.more == (
+        "r.yaml:6 build.optimization_level: Input should be less than or equal to 5",
+        "r.yaml:7 extra: unknown field",
+    )
+    many = GOOD + "".join(f"x{i}: 1\n" for i in range(30))
+    with pytest.raises(RecipeError) as capped:
+        parse_recipe(many, "r.yaml")
+    assert len(capped.value.more) == 20 and capped.value.more[-1] == "r.yaml: 10 more errors not shown"
+
+
 def test_min_above_opt() -> None:
     text = GOOD.replace("min: [1, 3", "min: [6, 3")
     assert error_of(text) == "r.yaml:5 profiles[0].images.opt: opt [4,3,32,32] is below min [6,3,32,32]"

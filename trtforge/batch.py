@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import glob
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -82,6 +82,7 @@ class PlanEntry:
     build_key: str | None = None
     artifact_id: str | None = None
     error: str | None = None
+    more_errors: list[str] = field(default_factory=list)
     exit_code: int = 0
 
     def as_json(self) -> dict[str, Any]:
@@ -120,7 +121,17 @@ def plan_builds(
                 loaded = load_recipe(item)
                 digest = model_sha256(loaded)
             except TrtforgeError as exc:
-                entries.append(PlanEntry(str(item), None, None, "failed", error=exc.message, exit_code=exc.exit_code))
+                entries.append(
+                    PlanEntry(
+                        str(item),
+                        None,
+                        None,
+                        "failed",
+                        error=exc.message,
+                        more_errors=list(exc.more),
+                        exit_code=exc.exit_code,
+                    )
+                )
                 continue
             recipe = loaded.recipe
             chosen: list[BuildTarget | None]

@@ -14,7 +14,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -60,6 +60,7 @@ class BuildResult:
     plan_sha256: str | None = None
     seconds: float = 0.0
     error: str | None = None
+    more_errors: list[str] = field(default_factory=list)  # further problems of the same recipe
     hint: str | None = None
     exit_code: int = 0
 
@@ -188,6 +189,7 @@ class BuildStage:
         except TrtforgeError as exc:
             result.status = "failed"
             result.error = exc.message
+            result.more_errors = list(exc.more)
             result.hint = exc.hint
             result.exit_code = exc.exit_code
         result.seconds = round(time.perf_counter() - started, 4)

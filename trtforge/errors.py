@@ -13,10 +13,11 @@ class TrtforgeError(Exception):
     exit_code: int = 2
     default_hint: str | None = None
 
-    def __init__(self, message: str, *, hint: str | None = None) -> None:
+    def __init__(self, message: str, *, hint: str | None = None, more: tuple[str, ...] = ()) -> None:
         super().__init__(message)
         self.message = message
         self.hint = hint if hint is not None else self.default_hint
+        self.more = more  # further problems of the same input, one line each (e.g. every recipe error)
 
     def __str__(self) -> str:
         return self.message

@@ -510,19 +510,31 @@ def load_yaml(text: str, shown: str) -> Any:
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
+MAX_REPORTED_ERRORS = 20
+
+
 def validate_yaml(model: type[ModelT], data: dict[str, Any], text: str, shown: str, hint: str | None = None) -> ModelT:
-    """Validate loaded YAML; the first error names ``shown``, its line and the field."""
+    """Validate loaded YAML; every error (up to 20) names ``shown``, its line and the field.
+
+    The first is the message; the others ride along in ``more``, so one run lists all of them.
+    """
     try:
         return model.model_validate(data)
     except ValidationError as exc:
         errors = exc.errors(include_url=False)
-        first = errors[0]
-        loc = tuple(first["loc"])
-        line = _line_of(yaml.compose(text, Loader=yaml.SafeLoader), loc)  # composed only to name the line
-        message = _clean_message(first)
+        tree = yaml.compose(text, Loader=yaml.SafeLoader)  # composed only to name the lines
+        lines = [_error_line(error, tree, shown) for error in errors[:MAX_REPORTED_ERRORS]]
+        if len(errors) > MAX_REPORTED_ERRORS:
+            lines.append(f"{shown}: {len(errors) - MAX_REPORTED_ERRORS} more errors not shown")
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-        where = f"{shown}:{line}" if line else shown
-        raise RecipeError(f"{where} {_loc_text(loc)}: {message}{more}", hint=hint) from None
+        raise RecipeError(lines[0] + more, hint=hint, more=tuple(lines[1:])) from None
+
+
+def _error_line(error: Any, tree: yaml.Node | None, shown: str) -> str:
+    loc = tuple(error["loc"])
+    line = _line_of(tree, loc)
+    where = f"{shown}:{line}" if line else shown
+    return f"{where} {_loc_text(loc)}: {_clean_message(error)}"
 
 
 def _check_bounds(data: Any, shown: str) -> None:

@@ -24,6 +24,11 @@ if TYPE_CHECKING:
     from rich.text import Text
 
 
+def naming(source: str, message: str) -> str:
+    """``message`` prefixed with the file it is about, unless it already starts with it."""
+    return message if message.startswith(source) else f"{source}: {message}"
+
+
 def styled(*parts: str | tuple[str, str]) -> Text:
     """One line from plain strings and (text, style) pairs; no part is parsed as markup."""
     from rich.text import Text
@@ -67,14 +72,17 @@ class Output:
         if not self.json_mode:
             self.err.print(message)
 
-    def error_lines(self, message: str, hint: str | None = None) -> None:
-        """``error: message`` and ``hint: ...`` on stderr, exactly as given."""
-        self.err.print(styled(("error:", "bold red"), " ", message))
+    def error_lines(self, message: str, hint: str | None = None, more: tuple[str, ...] | list[str] = ()) -> None:
+        """``error: message`` (and one line per further problem), then ``hint: ...``, on stderr as given."""
+        for line in (message, *more):
+            self.err.print(styled(("error:", "bold red"), " ", line))
         if hint:
             self.err.print(styled(("hint:", "dim"), " ", hint))
 
     def error(self, exc: TrtforgeError) -> None:
-        self.error_lines(exc.message, exc.hint)
+        self.error_lines(exc.message, exc.hint, exc.more)
         if self.json_mode:
             payload = {"error": exc.message, "hint": exc.hint, "exit_code": exc.exit_code}
+            if exc.more:
+                payload["more_errors"] = list(exc.more)
             sys.stdout.write(json.dumps(payload) + "\n")

@@ -12,7 +12,7 @@ import typer
 
 from trtforge.cli._errors import reported, run
 from trtforge.cli._options import CatalogOpt, JsonOpt, StoreOpt
-from trtforge.cli._output import Output, styled
+from trtforge.cli._output import Output, naming, styled
 from trtforge.errors import BadInputError
 
 if TYPE_CHECKING:
@@ -139,4 +139,4 @@ def _render(console: Console, output: Output, results: list[BuildResult]) -> Non
     console.print(table)
     for r in results:
         if r.error:
-            output.error_lines(f"{r.recipe}: {r.error}", r.hint)
+            output.error_lines(naming(r.recipe, r.error), r.hint, r.more_errors)

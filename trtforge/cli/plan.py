@@ -8,7 +8,7 @@ import typer
 
 from trtforge.cli._errors import run
 from trtforge.cli._options import CatalogOpt, JsonOpt, StoreOpt
-from trtforge.cli._output import Output, styled
+from trtforge.cli._output import Output, naming, styled
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -67,4 +67,4 @@ def _render(console: Console, output: Output, rows: list[dict[str, Any]]) -> Non
     console.print(table)
     for row in rows:
         if row["error"]:
-            output.error_lines(f"{row['recipe']}: {row['error']}")
+            output.error_lines(naming(row["recipe"], row["error"]), more=row.get("more_errors", []))
