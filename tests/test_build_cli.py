@@ -12,7 +12,18 @@ import pytest
 from tests import onnx_models
 from tests.conftest import subprocess_env
 
-BUILD_FIELDS = {"recipe", "name", "artifact_id", "build_key", "status", "plan_path", "plan_sha256", "seconds", "error"}
+BUILD_FIELDS = {
+    "recipe",
+    "name",
+    "artifact_id",
+    "build_key",
+    "status",
+    "plan_path",
+    "plan_sha256",
+    "seconds",
+    "error",
+    "more_errors",
+}
 LIST_FIELDS = {
     "artifact_id",
     "name",
