@@ -190,6 +190,15 @@ def test_every_recipe_error_is_listed_in_one_run(cli, mlp_recipe, store: Path) -
     assert store_is_empty(store)
 
 
+def test_checks_against_the_model_name_file_and_line(cli, mlp_recipe, store: Path) -> None:
+    recipe = mlp_recipe()
+    text = recipe.read_text()
+    line = 1 + text.splitlines().index(next(t for t in text.splitlines() if t.startswith("  - x:")))
+    recipe.write_text(text.replace("  - x:", "  - ghost:"))
+    [failed] = cli("build", recipe, "--store", store, "--json").json()
+    assert failed["error"].startswith(f"{recipe}:{line} profiles[0].ghost: the model has no input 'ghost'"), failed
+
+
 def test_missing_recipe_and_not_onnx(cli, mlp_recipe, store: Path, tmp_path: Path) -> None:
     missing = cli("build", tmp_path / "absent.yaml", "--store", store, "--json")
     assert missing.code == 2 and "recipe file not found" in missing.json()[0]["error"]

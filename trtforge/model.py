@@ -78,12 +78,11 @@ def read_model(path: Path, sha256: str) -> ModelInfo:
 
 def check_profiles(loaded: LoadedRecipe, model: ModelInfo) -> None:
     """Profiles must name real inputs with the right rank and fixed dims, and cover dynamic ones."""
-    shown = f"{loaded.path.name}"
     by_name = {t.name: t for t in model.inputs}
     known = ", ".join(by_name) or "none"
     for index, profile in enumerate(loaded.recipe.profiles):
         for name, shapes in profile.items():
-            where = f"{shown} profiles[{index}].{name}"
+            where = f"{loaded.where('profiles', index, name)} profiles[{index}].{name}"
             tensor = by_name.get(name)
             if tensor is None:
                 raise ModelError(f"{where}: the model has no input {name!r} (inputs: {known})")
@@ -97,13 +96,14 @@ def check_profiles(loaded: LoadedRecipe, model: ModelInfo) -> None:
                     for point in ("min", "opt", "max"):
                         if getattr(shapes, point)[axis] != fixed:
                             raise ModelError(
-                                f"{where}.{point}: dimension {axis} is fixed to {fixed} in the model "
-                                f"{_fmt(tensor.shape)}"
+                                f"{loaded.where('profiles', index, name, point)} profiles[{index}].{name}.{point}: "
+                                f"dimension {axis} is fixed to {fixed} in the model {_fmt(tensor.shape)}"
                             )
         for tensor in model.inputs:
             if tensor.is_dynamic and tensor.name not in profile:
                 raise ModelError(
-                    f"{shown} profiles[{index}]: dynamic input {tensor.name!r} {_fmt(tensor.shape)} has no shapes",
+                    f"{loaded.where('profiles', index)} profiles[{index}]: "
+                    f"dynamic input {tensor.name!r} {_fmt(tensor.shape)} has no shapes",
                     hint="every optimization profile must give min/opt/max for every dynamic input",
                 )
 

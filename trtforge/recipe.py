@@ -441,10 +441,21 @@ class LoadedRecipe(BaseModel):
 
     recipe: Recipe
     path: Path
+    shown: str = ""  # the path as the user gave it, for messages
+    text: str = ""  # the YAML as read, so later checks can name a line
 
     @property
     def model_path(self) -> Path:
         return (self.path.parent / self.recipe.model.onnx).resolve()
+
+    def where(self, *loc: str | int) -> str:
+        """``file:line`` of the field at ``loc`` (``file`` alone when the line is unknown)."""
+        shown = self.shown or str(self.path)
+        try:
+            line = _line_of(yaml.compose(self.text, Loader=yaml.SafeLoader), loc) if self.text else None
+        except yaml.YAMLError:
+            line = None
+        return f"{shown}:{line}" if line else shown
 
 
 def json_schema() -> dict[str, Any]:
@@ -476,7 +487,7 @@ def load_recipe(path: str | Path) -> LoadedRecipe:
     """Read and validate a recipe; every failure is a one-line RecipeError naming file:line field."""
     path = Path(path)
     text = read_text_file(path, str(path), what="recipe file", limit=MAX_RECIPE_BYTES, missing_hint="check the path")
-    return LoadedRecipe(recipe=parse_recipe(text, str(path)), path=path.resolve())
+    return LoadedRecipe(recipe=parse_recipe(text, str(path)), path=path.resolve(), shown=str(path), text=text)
 
 
 def parse_recipe(text: str, shown: str = "<recipe>") -> Recipe:
