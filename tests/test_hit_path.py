@@ -82,6 +82,15 @@ def test_no_store_no_cache_file(tmp_path: Path) -> None:
     assert not (tmp_path / "absent-store").exists()
 
 
+def run_script(folder: Path, code: str) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` as a script in a fresh interpreter (imports start from nothing)."""
+    script = folder / "probe.py"
+    script.write_text(code)
+    return subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=300, env=subprocess_env()
+    )
+
+
 def test_migration_file_names_are_revision_ids() -> None:
     from alembic.script import ScriptDirectory
 
@@ -132,8 +141,8 @@ def test_a_miss_into_an_existing_store_imports_the_catalog_off_the_main_thread(
 ) -> None:
     """The ORM import overlaps the TensorRT build: the main thread reaches TensorRT without it."""
     assert cli("build", example_recipe, "--store", store).code == 0
-    probe = tmp_path / "probe.py"
-    probe.write_text(
+    proc = run_script(
+        tmp_path,
         "import trtforge.store as store_module\n"
         "import trtforge.backend.build as backend_build\n"
         "seen = {}\n"
@@ -144,10 +153,7 @@ def test_a_miss_into_an_existing_store_imports_the_catalog_off_the_main_thread(
         "backend_build.build_plan = spy\n"
         "from trtforge.build import BuildStage\n"
         f"[result] = BuildStage({str(store)!r}).build_all([{str(mlp_recipe('second'))!r}])\n"
-        "print(result.status, seen)\n"
-    )
-    proc = subprocess.run(
-        [sys.executable, str(probe)], capture_output=True, text=True, timeout=300, env=subprocess_env()
+        "print(result.status, seen)\n",
     )
     assert proc.stdout.split()[0] == "built", proc
     assert "'preloading': True" in proc.stdout, proc
@@ -158,17 +164,14 @@ def test_cache_hit_skips_sqlalchemy_and_imports_rich_only_for_a_table(
     cli, example_recipe: Path, store: Path, tmp_path: Path, json_flag: list[str]
 ) -> None:
     assert cli("build", example_recipe, "--store", store).code == 0
-    probe = tmp_path / "probe.py"
-    probe.write_text(
+    proc = run_script(
+        tmp_path,
         "import json, sys\n"
         "from trtforge.cli import app\n"
         f"sys.argv = ['trtforge', 'build', {str(example_recipe)!r}, '--store', {str(store)!r}, *{json_flag!r}]\n"
         "try:\n    app()\nexcept SystemExit as exc:\n    code = exc.code\n"
         "loaded = sorted({m.split('.')[0] for m in sys.modules} & {'sqlalchemy', 'rich', 'alembic', 'onnx'})\n"
-        "sys.stderr.write('MODULES=' + json.dumps(loaded) + '\\n')\n"
-    )
-    proc = subprocess.run(
-        [sys.executable, str(probe)], capture_output=True, text=True, timeout=120, env=subprocess_env()
+        "sys.stderr.write('MODULES=' + json.dumps(loaded) + '\\n')\n",
     )
     assert "cached" in proc.stdout, proc
     [line] = [x for x in proc.stderr.splitlines() if x.startswith("MODULES=")]
