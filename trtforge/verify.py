@@ -244,7 +244,12 @@ def load_user_feeds(path: Path) -> list[dict[str, np.ndarray]]:
 
             return load_inputs_json(path)
     except Exception as exc:  # numpy/zipfile/json raise many types for bad files
-        raise BadInputError(f"{path}: not readable input data ({type(exc).__name__}: {exc})") from None
+        expected = "an .npz archive of arrays" if path.suffix == ".npz" else "polygraphy inputs JSON"
+        detail = str(exc).split(". ")[0].splitlines()[0] if str(exc) else type(exc).__name__
+        raise BadInputError(
+            f"{path}: not readable as {expected} ({detail})",
+            hint="write inputs with numpy.savez (arrays only, no pickled objects) or polygraphy's --save-inputs",
+        ) from None
     raise BadInputError(f"{path}: input data must be .npz or polygraphy inputs .json")
 
 
