@@ -244,8 +244,6 @@ def test_user_inputs_from_npz_and_polygraphy_json(heads, store: Path, tmp_path: 
         check(subject, OnnxModelCandidate(model), RUNTIME, store=opened, data=tmp_path / "big.npz")
     (tmp_path / "junk.npz").write_text("not a zip")
     with pytest.raises(BadInputError, match=r"junk.npz: not readable as an .npz archive of arrays \(This file"):
-        BadInputError, match=r"junk.npz: not readable as an .npz archive of arrays \(This file contains pickled"
-    ):
         check(subject, OnnxModelCandidate(model), RUNTIME, store=opened, data=tmp_path / "junk.npz")
     opened.close()
 
