@@ -248,6 +248,26 @@ def test_build_into_a_bucket_and_survive_a_kill(
     assert check.code == 0 and check.json()["blobs_checked"] == 1, check
 
 
+def test_timing_cache_prune_deletes_from_the_bucket(
+    bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, catalog_url: str
+) -> None:
+    from trtforge.store.timing_caches import CacheKey, TimingCaches
+
+    monkeypatch.setenv("TRTFORGE_BLOBS", f"s3://{bucket}/caches")
+    store = open_store(tmp_path / "store", catalog=catalog_url)
+    try:
+        caches = TimingCaches(store)
+        key = CacheKey("tensorrt", "10.13.3.9", "NVIDIA A10G", "8.6")
+        old = caches.merge_in(key, b"first entries", lambda base, new: new)
+        newest = caches.merge_in(key, b"second entries", lambda base, new: new)
+        plan = caches.plan_prune(keep=1)
+        assert plan.blobs == (old.blob_sha256,)
+        caches.execute_prune(plan)
+        assert not store.blobs.exists(old.blob_sha256) and store.blobs.exists(newest.blob_sha256)
+    finally:
+        store.close()
+
+
 def test_lookup_and_export_hand_out_local_hash_checked_copies_of_s3_plans(
     bucket: str, mlp_recipe: Callable[..., Path], store: Path, tmp_path: Path, cli
 ) -> None:
