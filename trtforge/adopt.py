@@ -171,11 +171,7 @@ def _record(
             "adopted": {"plan_path": str(request.plan.absolute()), "target_source": result.target_source},
             "target": target,
             "compatibility": compatibility,
-            "model": {
-                "path": str(request.model.absolute()),
-                "inputs": [t.as_json() for t in model.inputs],
-                "outputs": [t.as_json() for t in model.outputs],
-            },
+            "model": model.as_json(),
         },
     )
     store.catalog.add_artifact(artifact, Blob(sha256=blob.sha256, size=blob.size, kind="plan"))

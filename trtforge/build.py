@@ -309,11 +309,7 @@ class BuildStage:
                 "compatibility": compatibility_envelope(recipe, target),
                 **({"denylist": output.denylist} if output.denylist is not None else {}),
                 **({"layer_info": output.layer_info} if output.layer_info is not None else {}),
-                "model": {
-                    "path": str(loaded.model_path),
-                    "inputs": [t.as_json() for t in model.inputs],
-                    "outputs": [t.as_json() for t in model.outputs],
-                },
+                "model": model.as_json(),
             },
         )
         store.catalog.add_artifact(artifact, Blob(sha256=blob.sha256, size=blob.size, kind="plan"))

@@ -37,6 +37,14 @@ class ModelInfo:
     inputs: tuple[TensorInfo, ...]
     outputs: tuple[TensorInfo, ...]
 
+    def as_json(self) -> dict[str, object]:
+        """What an artifact records of its model (``details.model``); refit checks new weights against it."""
+        return {
+            "path": str(self.path.absolute()),
+            "inputs": [t.as_json() for t in self.inputs],
+            "outputs": [t.as_json() for t in self.outputs],
+        }
+
 
 def model_sha256(loaded: LoadedRecipe, digests: DigestCache | None = None) -> str:
     """Hash the recipe's model (through ``digests`` when given), enforcing its existence and pin."""
