@@ -33,6 +33,7 @@ from trtforge.keys import sha256_file
 from trtforge.store.blobs import (
     BlobRef,
     BlobStat,
+    ParallelDigest,
     TempFile,
     atomic_write,
     check_digest,
@@ -142,15 +143,18 @@ class S3BlobStore:
         return BlobStat(int(head["ContentLength"]), head["LastModified"].timestamp())
 
     def put_chunks(self, chunks: Iterable[bytes | memoryview]) -> BlobRef:
-        digest = hashlib.sha256()
         size = 0
+        digest = ParallelDigest()
         with tempfile.TemporaryFile(prefix="trtforge-s3-") as spool:
-            with store_write_errors():
-                for chunk in chunks:
-                    digest.update(chunk)
-                    spool.write(chunk)
-                    size += len(chunk)
-                spool.flush()
+            try:
+                with store_write_errors():
+                    for chunk in chunks:
+                        digest.update(chunk)
+                        spool.write(chunk)
+                        size += len(chunk)
+                    spool.flush()
+            finally:
+                digest.close()
             crashpoint("blob-temp-written")
             sha = digest.hexdigest()
             head = self._head(sha)
@@ -164,7 +168,7 @@ class S3BlobStore:
                         Key=self.key_for(sha),
                         Body=spool,
                         ContentLength=size,
-                        ChecksumSHA256=_b64(digest.digest()),
+                        ChecksumSHA256=_b64(bytes.fromhex(sha)),
                     )
             else:
                 self._touch(sha)
