@@ -139,22 +139,34 @@ class LockDir:
                 os.close(fd)
 
 
+class _Waiter:
+    """Between lock attempts: say once whom we wait for, then sleep with exponential backoff."""
+
+    def __init__(self, what: str, notify: Callable[[str], None]) -> None:
+        self.what = what
+        self.notify = notify
+        self.announced = False
+        self.delay = POLL_FIRST_S
+
+    def wait(self, who: Callable[[], str]) -> None:
+        if not self.announced:
+            self.notify(f"waiting for build of {self.what} by {who()}")
+            self.announced = True
+        time.sleep(self.delay)
+        self.delay = min(self.delay * 2, POLL_MAX_S)
+
+
 def _acquire(path: Path, what: str, notify: Callable[[str], None]) -> int:
-    announced = False
-    delay = POLL_FIRST_S
+    waiter = _Waiter(what, notify)
     while True:
         with _guard(path.parent):
             fd, holder = _try_acquire(path, what, notify)
         if fd is not None:
             return fd
-        if holder is _RETRY:
-            continue
-        if not announced:
-            who = holder.describe() if isinstance(holder, LockHolder) else "another process"
-            notify(f"waiting for build of {what} by {who}")
-            announced = True
-        time.sleep(delay)
-        delay = min(delay * 2, POLL_MAX_S)
+        if isinstance(holder, LockHolder):
+            waiter.wait(holder.describe)
+        elif holder is not _RETRY:
+            waiter.wait(lambda: "another process")
 
 
 @contextmanager
@@ -243,16 +255,14 @@ def advisory_lock(engine: Engine, key: str, *, what: str, notify: Callable[[str]
     lock_id = _advisory_id(key)
     with engine.connect() as conn:
         conn.execution_options(isolation_level="AUTOCOMMIT")
-        announced = False
-        delay = POLL_FIRST_S
+        waiter = _Waiter(what, notify)
+
+        def who() -> str:
+            holder = _advisory_holder(conn, lock_id)
+            return holder.removeprefix(APPLICATION_PREFIX) if holder else "another runner"
+
         while not conn.execute(text("SELECT pg_try_advisory_lock(:id)"), {"id": lock_id}).scalar():
-            if not announced:
-                holder = _advisory_holder(conn, lock_id)
-                who = holder.removeprefix(APPLICATION_PREFIX) if holder else "another runner"
-                notify(f"waiting for build of {what} by {who}")
-                announced = True
-            time.sleep(delay)
-            delay = min(delay * 2, POLL_MAX_S)
+            waiter.wait(who)
         try:
             yield
         finally:
