@@ -15,6 +15,31 @@ from trtforge.store.catalog import Artifact, Blob, Verification
 BASE_TIME = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
 
+def placeholder_artifact(**fields: Any) -> Artifact:
+    """An artifact row for tests: ``fields`` as given, every other column a placeholder."""
+    values: dict[str, Any] = {
+        "id": uuid.uuid4().hex,
+        "name": "n",
+        "build_key": uuid.uuid4().hex * 2,
+        "recipe_fingerprint": "f" * 64,
+        "model_sha256": "m" * 64,
+        "flavor": "tensorrt_rtx",
+        "trt_version": "1.7",
+        "gpu_name": None,
+        "compute_capabilities": [],
+        "plan_size": 1,
+        "io_tensors": [],
+        "profiles": [],
+        "recipe": {},
+        "recipe_path": None,
+        "build_seconds": 0.0,
+        "build_log": [],
+        "details": {},
+    }
+    values.update(fields)
+    return Artifact(**values)
+
+
 def add_row(
     store: Store,
     *,
@@ -38,11 +63,9 @@ def add_row(
     if origin is not None:
         details["origin"] = origin
     store.catalog.add_artifact(
-        Artifact(
+        placeholder_artifact(
             id=artifact_id,
             name=name,
-            build_key=uuid.uuid4().hex * 2,
-            recipe_fingerprint="f" * 64,
             model_sha256=model_sha256,
             flavor=flavor,
             trt_version=trt_version,
@@ -50,12 +73,6 @@ def add_row(
             compute_capabilities=list(ccs),
             plan_sha256=blob.sha256,
             plan_size=blob.size,
-            io_tensors=[],
-            profiles=[],
-            recipe={},
-            recipe_path=None,
-            build_seconds=0.0,
-            build_log=[],
             details=details,
             created_at=BASE_TIME + timedelta(minutes=1000 - age_minutes),
         ),

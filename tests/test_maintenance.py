@@ -5,12 +5,12 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
-import uuid
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
+from tests.catalog_rows import placeholder_artifact
 from trtforge.maintenance import (
     GcPolicy,
     execute_gc,
@@ -26,25 +26,10 @@ from trtforge.store.catalog import Artifact, Blob, utcnow
 
 def _add(store: Store, name: str, payload: bytes, *, age_days: float = 0, status: str = "unverified") -> Artifact:
     ref = store.blobs.put_bytes(payload)
-    artifact = Artifact(
-        id=uuid.uuid4().hex,
+    artifact = placeholder_artifact(
         name=name,
-        build_key=uuid.uuid4().hex * 2,
-        recipe_fingerprint="f" * 64,
-        model_sha256="m" * 64,
-        flavor="tensorrt_rtx",
-        trt_version="1.7",
-        gpu_name=None,
-        compute_capabilities=[],
         plan_sha256=ref.sha256,
         plan_size=ref.size,
-        io_tensors=[],
-        profiles=[],
-        recipe={},
-        recipe_path=None,
-        build_seconds=0.0,
-        build_log=[],
-        details={},
         created_at=utcnow() - timedelta(days=age_days),
         status=status,
     )

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.catalog_rows import placeholder_artifact
 from trtforge.errors import CatalogError, IntegrityError, NotFoundError, StoreError
 from trtforge.store import open_existing_store, open_store
 from trtforge.store.blobs import BlobStore
@@ -94,26 +95,7 @@ def test_newer_schema_is_refused_without_writing(tmp_path: Path) -> None:
 
 
 def _artifact(artifact_id: str, blob: str) -> Artifact:
-    return Artifact(
-        id=artifact_id,
-        name="n",
-        build_key="k" * 64,
-        recipe_fingerprint="f" * 64,
-        model_sha256="m" * 64,
-        flavor="tensorrt_rtx",
-        trt_version="1.7",
-        gpu_name=None,
-        compute_capabilities=[],
-        plan_sha256=blob,
-        plan_size=1,
-        io_tensors=[],
-        profiles=[],
-        recipe={},
-        recipe_path=None,
-        build_seconds=0.0,
-        build_log=[],
-        details={},
-    )
+    return placeholder_artifact(id=artifact_id, build_key="k" * 64, plan_sha256=blob)
 
 
 def test_id_prefix_lookup(tmp_path: Path) -> None:
