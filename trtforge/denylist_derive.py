@@ -28,6 +28,7 @@ from trtforge.denylist import (
     render_deny_file,
 )
 from trtforge.errors import BadInputError, ModelError
+from trtforge.keys import sha256_file
 
 DEFAULT_ATOL = 1e-3
 DEFAULT_RTOL = 1e-3
@@ -359,12 +360,6 @@ def _finite(value: float) -> float | None:
 # -- the command's library function ---------------------------------------------------------
 
 
-def _sha256(path: Path) -> str:
-    from trtforge.keys import sha256_file
-
-    return sha256_file(path)
-
-
 def derive_from_store(
     results_path: Path,
     artifact_ref: str,
@@ -397,7 +392,7 @@ def derive_from_store(
         raise DeriveError(
             f"artifact {artifact.id[:12]}'s model {model_path} is missing", hint="pass --model PATH to its ONNX file"
         )
-    if _sha256(model_path) != artifact.model_sha256:
+    if sha256_file(model_path) != artifact.model_sha256:
         raise DeriveError(
             f"{model_path} is not the model artifact {artifact.id[:12]} was built from (sha256 differs)",
             hint="pass --model PATH to the ONNX file the artifact was built from",
@@ -427,7 +422,7 @@ def derive_from_store(
         artifact.details.get("layer_info"),
         artifact_id=artifact.id,
         results_path=results_path,
-        results_sha256=_sha256(results_path),
+        results_sha256=sha256_file(results_path),
         atol=atol,
         rtol=rtol,
         candidate=candidate,
