@@ -14,7 +14,7 @@ import pytest
 
 from tests.conftest import subprocess_env
 from trtforge.digests import DigestCache
-from trtforge.store.sqlite_hits import UNANSWERED, Probe, find_cached_plan, known_revisions, probe_cached_plan
+from trtforge.store.sqlite_hits import UNANSWERED, Probe, known_revisions, probe_cached_plan
 
 
 def _old(path: Path, seconds: float = 60.0) -> None:
@@ -103,14 +103,14 @@ def test_migration_file_names_are_revision_ids() -> None:
 def test_sqlite_hit_query_answers_only_a_clean_yes(cli, example_recipe: Path, store: Path) -> None:
     [built] = cli("build", example_recipe, "--store", store, "--json").json()
     db = store / "catalog.sqlite"
-    hit = find_cached_plan(db, built["build_key"])
+    hit = probe_cached_plan(db, built["build_key"]).plan
     assert hit is not None and (hit.artifact_id, hit.plan_sha256) == (built["artifact_id"], built["plan_sha256"])
-    assert find_cached_plan(db, "0" * 64) is None
-    assert find_cached_plan(store / "missing.sqlite", built["build_key"]) is None
+    assert probe_cached_plan(db, "0" * 64).plan is None
+    assert probe_cached_plan(store / "missing.sqlite", built["build_key"]).plan is None
     assert not (store / "missing.sqlite").exists()
     with sqlite3.connect(db) as conn:
         conn.execute("UPDATE alembic_version SET version_num = '9999_future'")
-    assert find_cached_plan(db, built["build_key"]) is None
+    assert probe_cached_plan(db, built["build_key"]).plan is None
     assert probe_cached_plan(db, built["build_key"]) == UNANSWERED  # uncertain: not a miss either
     # The full catalog path then decides: a newer schema is refused, as without the fast path.
     refused = cli("build", example_recipe, "--store", store, "--json")

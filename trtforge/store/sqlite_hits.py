@@ -74,8 +74,3 @@ def probe_cached_plan(db_path: Path, build_key: str) -> Probe:
     if row is None or row[2] == CORRUPT_STATUS:  # a quarantined plan is never a hit
         return Probe(answered=True)
     return Probe(answered=True, plan=CachedPlan(row[0], row[1]))
-
-
-def find_cached_plan(db_path: Path, build_key: str) -> CachedPlan | None:
-    """The newest usable artifact with ``build_key``, or None when the full catalog path must decide."""
-    return probe_cached_plan(db_path, build_key).plan
