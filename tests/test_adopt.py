@@ -11,7 +11,7 @@ import pytest
 
 from tests import onnx_models
 from tests.conftest import MLP_RECIPE, subprocess_env
-from trtforge.backend.loader import installed_version
+from trtforge.flavors import installed_version
 from trtforge.plan_header import read_plan_header
 
 

@@ -13,8 +13,8 @@ import pytest
 from tests import onnx_models
 from tests.conftest import RecordingSink, subprocess_env
 from trtforge.backend.build import build_plan
-from trtforge.backend.loader import find_backend, installed_version
 from trtforge.errors import BackendUnavailableError, BuildError
+from trtforge.flavors import find_backend, installed_version
 from trtforge.recipe import load_recipe
 
 

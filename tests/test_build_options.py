@@ -12,7 +12,8 @@ from tests import onnx_models
 from tests.conftest import RecordingSink
 from trtforge.backend.build import build_plan, parse_network
 from trtforge.backend.config import make_config, network_flags
-from trtforge.backend.loader import find_backend, import_backend
+from trtforge.backend.loader import import_backend
+from trtforge.flavors import find_backend
 from trtforge.recipe import Recipe, parse_recipe
 from trtforge.target import detect_gpus
 

@@ -16,7 +16,8 @@ import pytest
 from tests import onnx_models
 from tests.catalog_rows import add_row
 from tests.conftest import MLP_RECIPE, subprocess_env
-from trtforge.bundle import BundleError, export_bundle, import_bundle
+from trtforge.bundle import export_bundle, import_bundle
+from trtforge.errors import BundleError
 from trtforge.store import open_existing_store, open_store
 
 

@@ -5,18 +5,19 @@ from __future__ import annotations
 
 import pytest
 
-from trtforge.backend.capabilities import (
+from trtforge.backend.config import TACTIC_SOURCE_ENUM, compute_capability_text
+from trtforge.backend.loader import import_backend
+from trtforge.capabilities import (
     RTX_COMPUTE_CAPABILITIES,
     RULES,
     capability_table,
     check_recipe,
-    parse_version,
+    release,
     requested_options,
     valid_tactic_sources,
 )
-from trtforge.backend.config import TACTIC_SOURCE_ENUM, compute_capability_text
-from trtforge.backend.loader import BackendInfo, find_backend, import_backend
 from trtforge.errors import UnsupportedOptionError
+from trtforge.flavors import BackendInfo, find_backend
 from trtforge.recipe import parse_recipe
 
 BASE = """\
@@ -44,9 +45,9 @@ def states(backend: BackendInfo) -> dict[str, str]:
 
 
 def test_parse_version() -> None:
-    assert parse_version("10.13.3.9") == (10, 13, 3, 9)
-    assert parse_version("11.0.0rc1") == (11, 0, 0)
-    assert parse_version("1.7.1.116") > parse_version("1.7")
+    assert release("10.13.3.9") == (10, 13, 3, 9)
+    assert release("11.0.0rc1") == (11, 0, 0)
+    assert release("1.7.1.116") > release("1.7")
 
 
 def test_tensorrt_10_table() -> None:

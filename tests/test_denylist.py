@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 
-from trtforge.backend.loader import BackendInfo
 from trtforge.denylist import (
     DenyEntry,
     entry_hits,
@@ -15,11 +14,11 @@ from trtforge.denylist import (
     parse_layer_info,
     tactic_matches,
     violations_in,
-    with_deny_file,
 )
 from trtforge.errors import RecipeError
+from trtforge.flavors import BackendInfo
 from trtforge.keys import build_key
-from trtforge.recipe import load_recipe, parse_recipe
+from trtforge.recipe import load_recipe, parse_recipe, with_deny_file
 from trtforge.target import BuildTarget
 
 KERNEL = "sm80_xmma_gemm_f32f32_tf32f32_f32_nn_n_tilesize32x32x64_stage3_warpsize2x1x2_tensor16x8x8"

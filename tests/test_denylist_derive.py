@@ -20,7 +20,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 from tests import onnx_models
 from trtforge.backend.run_results import load_run_results
-from trtforge.denylist_derive import DeriveError, derive, first_exceeding, read_graph, tensor_errors
+from trtforge.denylist_derive import derive, first_exceeding, read_graph, tensor_errors
+from trtforge.errors import DeriveError
 
 BAD_TACTIC = "sm80_xmma_gemm_f32f32_f32f32_f32_nn_n_tilesize64x32x64_stage4_warpsize2x1x2"
 

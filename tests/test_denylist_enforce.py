@@ -22,17 +22,17 @@ from trtforge.backend.denylist_enforce import (
     EnforcementReport,
     apply_cache_edits,
     build_timing_cache_path,
-    check_enforceable,
     check_report,
     filter_choices,
-    mechanism_for,
     op_layer_names,
     parse_autotuning_log,
     plan_cache_edits,
 )
-from trtforge.backend.loader import BackendInfo, find_backend, import_backend
-from trtforge.denylist import DenyEntry, UnsatisfiableDenyError
-from trtforge.errors import BuildError, UnsupportedOptionError
+from trtforge.backend.loader import import_backend
+from trtforge.capabilities import check_enforceable, mechanism_for
+from trtforge.denylist import DenyEntry
+from trtforge.errors import BuildError, UnsatisfiableDenyError, UnsupportedOptionError
+from trtforge.flavors import BackendInfo, find_backend
 
 K32 = "sm80_xmma_gemm_f32f32_tf32f32_f32_nn_n_tilesize32x32x64_stage3_warpsize2x1x2_tensor16x8x8"
 K64S4 = "sm80_xmma_gemm_f32f32_tf32f32_f32_nn_n_tilesize64x32x64_stage4_warpsize2x1x2_tensor16x8x8"

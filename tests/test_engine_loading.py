@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from trtforge.backend.loader import find_backend, import_backend
+from trtforge.backend.loader import import_backend
 from trtforge.backend.run import needs_host_code, runtime_for
+from trtforge.flavors import find_backend
 from trtforge.store.catalog import Artifact
 
 

@@ -247,8 +247,7 @@ print(found.artifact_id, found.path.is_file(), heavy)
 
 def test_python_api_errors(built_store: dict[str, str]) -> None:
     import trtforge
-    from trtforge.errors import NotFoundError
-    from trtforge.lookup_stage import NoCompatibleEngineError
+    from trtforge.errors import NoCompatibleEngineError, NotFoundError
 
     target = trtforge.runtime_target(cc="7.0", trt="10.13.3")
     with pytest.raises(NoCompatibleEngineError):

@@ -7,8 +7,9 @@ from typing import Any
 
 import pytest
 
+from trtforge.errors import TargetError
 from trtforge.lookup_rules import Candidate, Envelope, first_failing_rule, rank
-from trtforge.target import RuntimeTarget, TargetError, explicit_target
+from trtforge.target import RuntimeTarget, explicit_target
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 

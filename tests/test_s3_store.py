@@ -275,7 +275,7 @@ def test_lookup_and_export_hand_out_local_hash_checked_copies_of_s3_plans(
     import boto3
 
     import trtforge
-    from trtforge.backend.loader import installed_version
+    from trtforge.flavors import installed_version
 
     env = {"TRTFORGE_BLOBS": f"s3://{bucket}/team"}
     [built] = cli("build", mlp_recipe("served"), "--store", store, "--json", env=env).json()

@@ -9,7 +9,8 @@ import pytest
 
 import trtforge
 from tests.conftest import subprocess_env
-from trtforge.target import RuntimeTarget, TargetError, detect_gpus, resolve_target
+from trtforge.errors import TargetError
+from trtforge.target import RuntimeTarget, detect_gpus, resolve_target
 
 
 def test_detection_without_a_gpu_says_so() -> None:

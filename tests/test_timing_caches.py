@@ -20,8 +20,9 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import subprocess_env
-from trtforge.backend.loader import find_backend, import_backend
+from trtforge.backend.loader import import_backend
 from trtforge.errors import BadInputError, IntegrityError
+from trtforge.flavors import find_backend
 from trtforge.recipe import parse_recipe
 from trtforge.store import open_store
 from trtforge.store.timing_caches import CacheKey, TimingCaches

@@ -25,6 +25,7 @@ from trtforge.errors import BadInputError, RecipeError
 from trtforge.keys import recipe_fingerprint
 from trtforge.model import read_model
 from trtforge.recipe import load_recipe, parse_recipe
+from trtforge.resolve import resolve
 from trtforge.store import open_existing_store, open_store
 from trtforge.target import detect_gpus
 from trtforge.verify import (
@@ -303,7 +304,7 @@ def test_reference_outputs_are_stored_and_reused(heads, store: Path, cli) -> Non
     report = check(subject, OnnxModelCandidate(model), RUNTIME, store=opened)
     assert report.status == "passed" and all(p.reference_reused for p in report.points)
     # Different inputs are a different key.
-    reseeded = subject_from_recipe(load_recipe(recipe))
+    reseeded = subject_from_recipe(resolve(recipe))
     reseeded.spec = reseeded.spec.model_copy(update={"seed": 9})
     fresh = run_reference_only(reseeded, store=opened)
     assert not any(p.reference_reused for p in fresh.points)
@@ -401,8 +402,8 @@ def test_plan_is_hash_checked_before_any_load(heads, store: Path) -> None:
 
 
 def test_layerwise_plan_builds_on_the_cpu(heads) -> None:
-    from trtforge.backend.loader import find_backend
     from trtforge.backend.run import layerwise_plan
+    from trtforge.flavors import find_backend
 
     recipe, model, _ = heads()
     loaded = load_recipe(recipe)

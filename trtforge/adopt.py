@@ -14,14 +14,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from trtforge.errors import BadInputError, ModelError
+from trtforge.errors import BadInputError, ModelError, TargetError
+from trtforge.flavors import parse_version, same_release
 from trtforge.keys import canonical_json, sha256_file, sha256_text
-from trtforge.lookup_rules import HARDWARE_LEVELS, same_release
+from trtforge.lookup_rules import HARDWARE_LEVELS
 from trtforge.plan_header import read_plan_header
 from trtforge.recipe import NAME_PATTERN
 from trtforge.store import Store, open_store
 from trtforge.store.catalog import Artifact, Blob
-from trtforge.target import TargetError, parse_compute_capability, parse_version
+from trtforge.target import parse_compute_capability
 
 if TYPE_CHECKING:
     from trtforge.model import ModelInfo

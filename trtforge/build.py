@@ -12,39 +12,32 @@ from __future__ import annotations
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from trtforge.backend.capabilities import check_recipe, compatibility_envelope
-from trtforge.backend.denylist_enforce import check_enforceable
-from trtforge.backend.loader import BackendInfo, find_backend
-from trtforge.batch import UnmatchedPattern
+from trtforge.batch import UnmatchedPattern, expand_recipes
 from trtforge.crashpoints import crashpoint, wrap_progress
-from trtforge.denylist import with_deny_file
 from trtforge.digests import DigestCache
-from trtforge.errors import StoreError, TrtforgeError
-from trtforge.keys import build_key, recipe_fingerprint
-from trtforge.model import ModelInfo, check_profiles, model_sha256, read_model
-from trtforge.recipe import LoadedRecipe, load_recipe
+from trtforge.errors import TrtforgeError
+from trtforge.flavors import BackendInfo
+from trtforge.keys import recipe_fingerprint
+from trtforge.lookup_rules import Envelope
+from trtforge.model import ModelInfo, check_profiles, read_model
+from trtforge.recipe import LoadedRecipe
+from trtforge.resolve import Resolution, load_effective, resolve
 from trtforge.store import (
     CORRUPT_STATUS,
-    DIGESTS_FILE,
     Store,
-    open_existing_store,
-    open_store,
     preload_catalog_modules,
-    resolve_store_root,
-    sqlite_catalog_path,
 )
-from trtforge.store.blobs import BlobStore
-from trtforge.store.locks import LockDir
-from trtforge.store.sqlite_hits import UNANSWERED, Probe, probe_cached_plan
-from trtforge.target import BuildTarget, build_target_for
+from trtforge.store.handle import StoreHandle
+from trtforge.target import RuntimeTarget
 
-BuildStatus = Literal["built", "cached", "failed"]
+NO_MATCH = "no recipe file matches"
+BuildStatus = Literal["built", "cached", "build", "failed"]  # "build": a dry run (plan) would build
 
 
 @dataclass
@@ -56,6 +49,7 @@ class BuildResult:
     status: BuildStatus
     artifact_id: str | None = None
     build_key: str | None = None
+    target: dict[str, Any] | None = None  # the build target's key fields, once resolved
     plan_path: str | None = None
     plan_sha256: str | None = None
     seconds: float = 0.0
@@ -72,60 +66,6 @@ class BuildResult:
         data.pop("hint")
         data.pop("exit_code")
         return data
-
-
-class StoreHandle:
-    """Opens the store only when needed, so bad input never creates or touches it."""
-
-    def __init__(self, store: str | Path | None, catalog: str | None) -> None:
-        self._location = store
-        self._catalog = catalog
-        self._store: Store | None = None
-
-    def digests(self) -> DigestCache:
-        """Model digests remembered in this store (nothing is written until the store exists)."""
-        try:
-            return DigestCache(resolve_store_root(self._location) / DIGESTS_FILE)
-        except StoreError:
-            return DigestCache(None)  # an unusable store is reported where the store is opened
-
-    def blobs(self) -> BlobStore:
-        return BlobStore(resolve_store_root(self._location))
-
-    def quick_probe(self, build_key: str) -> Probe:
-        """Hit or certain miss, found without SQLAlchemy (local SQLite catalog and local blobs only).
-
-        UNANSWERED sends the caller to the full catalog path: other catalogs, an unknown schema,
-        or a row whose blob is not in the local blob directory (an S3 store, a missing blob).
-        """
-        db_path = sqlite_catalog_path(self._location, catalog=self._catalog)
-        if db_path is None:
-            return UNANSWERED
-        probe = probe_cached_plan(db_path, build_key)
-        if probe.plan is not None and not self.blobs().exists(probe.plan.plan_sha256):
-            return UNANSWERED
-        return probe
-
-    def is_local_sqlite(self) -> bool:
-        return sqlite_catalog_path(self._location, catalog=self._catalog) is not None
-
-    def existing(self) -> Store | None:
-        if self._store is None:
-            self._store = open_existing_store(self._location, catalog=self._catalog)
-        return self._store
-
-    def ensure(self) -> Store:
-        if self._store is None:
-            self._store = open_store(self._location, catalog=self._catalog)
-        return self._store
-
-    def locks(self) -> LockDir:
-        """The store's build locks, usable before (and without) opening the catalog."""
-        return LockDir(resolve_store_root(self._location) / "locks")
-
-    def close(self) -> None:
-        if self._store is not None:
-            self._store.close()
 
 
 class BuildStage:
@@ -167,7 +107,7 @@ class BuildStage:
         results = []
         for item in items:
             if isinstance(item, UnmatchedPattern):
-                result = BuildResult(item.pattern, None, "failed", error="no recipe file matches", exit_code=2)
+                result = BuildResult(item.pattern, None, "failed", error=NO_MATCH, exit_code=2)
             else:
                 if on_start is not None:
                     on_start(Path(item).name)
@@ -178,52 +118,68 @@ class BuildStage:
         return results
 
     def build_one(self, recipe_path: str | Path) -> BuildResult:
-        """Build (or find) one recipe; user-caused failures become a failed result."""
-        started = time.perf_counter()
-        result = BuildResult(recipe=str(recipe_path), name=None, status="failed")
-        try:
-            loaded = load_recipe(recipe_path)
-            result.name = loaded.recipe.name
-            loaded = with_deny_file(loaded)  # sidecar deny entries count like inline ones
-            self._build(loaded, result)
-        except TrtforgeError as exc:
-            result.status = "failed"
-            result.error = exc.message
-            result.more_errors = list(exc.more)
-            result.hint = exc.hint
-            result.exit_code = exc.exit_code
-        result.seconds = round(time.perf_counter() - started, 4)
-        return result
+        """Build (or find) one recipe on this machine; user-caused failures become a failed result."""
+        return self.run(recipe_path)[0]
 
-    def _build(self, loaded: LoadedRecipe, result: BuildResult) -> None:
-        recipe = loaded.recipe
-        backend = find_backend(recipe.backend)
-        for note in check_recipe(recipe, backend):
-            if note not in self.notes:
-                self.notes.append(note)
-        check_enforceable(backend, recipe.tactics.deny)  # e.g. TensorRT-RTX: refused before any build
-        target = build_target_for(backend, recipe.compatibility.compute_capabilities)
+    def run(
+        self, recipe_path: str | Path, targets: Sequence[RuntimeTarget | None] = (None,), *, dry_run: bool = False
+    ) -> list[BuildResult]:
+        """One result per target (None: this machine). ``dry_run`` stops before building: `plan`.
+
+        A target whose flavor the recipe's ``backend`` excludes is skipped; when that leaves none,
+        the recipe fails with that reason.
+        """
+        started = time.perf_counter()
+        try:
+            loaded = load_effective(recipe_path)
+        except TrtforgeError as exc:
+            return [_failed(BuildResult(str(recipe_path), None, "failed"), exc, started)]
+        wanted = [t for t in targets if t is None or loaded.recipe.backend in ("auto", t.flavor)]
+        if not wanted:
+            message = f"recipe backend {loaded.recipe.backend} matches none of the given targets"
+            failed = BuildResult(str(recipe_path), loaded.recipe.name, "failed", error=message, exit_code=2)
+            return [failed]
+        results = []
+        for target in wanted:
+            result = BuildResult(recipe=str(recipe_path), name=loaded.recipe.name, status="failed")
+            try:
+                self._build(loaded, target, result, dry_run=dry_run)
+            except TrtforgeError as exc:
+                _failed(result, exc, started)
+            result.seconds = round(time.perf_counter() - started, 4)
+            results.append(result)
+            started = time.perf_counter()
+        return results
+
+    def _build(self, loaded: LoadedRecipe, target: RuntimeTarget | None, result: BuildResult, *, dry_run: bool) -> None:
         if self._digests is None:
             self._digests = self.store.digests()
-        model_digest = model_sha256(loaded, self._digests)
-        key = build_key(recipe, model_digest, target)
-        result.build_key = key
+        resolution = resolve(loaded, target=target, digests=self._digests)
+        result.build_key = resolution.build_key  # reported even when the recipe is refused below
+        result.target = resolution.target.key_fields()
+        for note in resolution.check_buildable():
+            if note not in self.notes:
+                self.notes.append(note)
+        key = resolution.build_key
 
         if not self.force and self._find_hit(key, result):
             return
+        if dry_run:
+            result.status = "build"
+            return
 
-        model = read_model(loaded.model_path, model_digest)
-        check_profiles(loaded, model)
+        model = read_model(resolution.loaded.model_path, resolution.model_sha256)
+        check_profiles(resolution.loaded, model)
         preload_catalog_modules()  # a build will happen: import the catalog side behind it
         # Single flight: whoever holds the key's lock builds; the others wait, then find its row.
         # The file lock covers processes sharing this store directory; a PostgreSQL catalog adds
         # an advisory lock for runners on other machines.
-        what = f"{recipe.name} ({key[:12]})"
+        what = f"{resolution.recipe.name} ({key[:12]})"
         with self.store.locks().hold(key, what=what, notify=self.notify), self._catalog_lock(key, what):
             if not self.force and self._find_hit(key, result):  # built while we waited
                 return
             crashpoint("build-locked")
-            self._build_locked(loaded, backend, target, key, model_digest, model, result)
+            self._build_locked(resolution, model, result)
 
     def _find_hit(self, key: str, result: BuildResult) -> bool:
         """Fill ``result`` from a usable hit; a certain answer from SQLite skips the ORM (~0.15 s)."""
@@ -249,17 +205,8 @@ class BuildStage:
         with store.catalog.single_flight(key, what=what, notify=self.notify):
             yield
 
-    def _build_locked(
-        self,
-        loaded: LoadedRecipe,
-        backend: BackendInfo,
-        target: BuildTarget,
-        key: str,
-        model_digest: str,
-        model: ModelInfo,
-        result: BuildResult,
-    ) -> None:
-        recipe = loaded.recipe
+    def _build_locked(self, resolution: Resolution, model: ModelInfo, result: BuildResult) -> None:
+        recipe, backend, target, key = resolution.recipe, resolution.backend, resolution.target, resolution.build_key
         from trtforge import timing_cache
         from trtforge.backend.build import build_plan  # lazy: imports tensorrt
 
@@ -267,7 +214,7 @@ class BuildStage:
         output = build_plan(
             backend,
             recipe,
-            loaded.model_path,
+            resolution.loaded.model_path,
             wrap_progress(self.progress),
             use_timing_cache=cache_start.active,
             timing_cache=cache_start.data,
@@ -286,7 +233,7 @@ class BuildStage:
             name=recipe.name,
             build_key=key,
             recipe_fingerprint=recipe_fingerprint(recipe),
-            model_sha256=model_digest,
+            model_sha256=resolution.model_sha256,
             flavor=target.flavor,
             trt_version=target.trt_version,
             gpu_name=target.gpu_name,
@@ -296,7 +243,7 @@ class BuildStage:
             io_tensors=output.io_tensors,
             profiles=[{n: s.model_dump() for n, s in p.items()} for p in recipe.profiles],
             recipe=recipe.model_dump(mode="json"),
-            recipe_path=str(loaded.path),
+            recipe_path=str(resolution.loaded.path),
             build_seconds=round(output.seconds, 4),
             build_log=output.log,
             details={
@@ -306,7 +253,7 @@ class BuildStage:
                 "refit": recipe.refit,
                 "weightless": recipe.refit == "strip_weights",  # must be refitted before use
                 "timing_cache": cache_record,
-                "compatibility": compatibility_envelope(recipe, target),
+                "compatibility": Envelope.of(recipe.compatibility).record(target),
                 **({"denylist": output.denylist} if output.denylist is not None else {}),
                 **({"layer_info": output.layer_info} if output.layer_info is not None else {}),
                 "model": model.as_json(),
@@ -341,6 +288,77 @@ def _use_hit(store: Store, key: str, result: BuildResult) -> bool:
     result.plan_sha256 = hit.plan_sha256
     result.plan_path = store.blobs.location(hit.plan_sha256)
     return True
+
+
+@dataclass
+class PlanEntry:
+    """One recipe x target of `plan --json`: what `build` would do there."""
+
+    recipe: str
+    name: str | None
+    target: dict[str, Any] | None
+    status: Literal["cached", "build", "failed"]
+    build_key: str | None = None
+    artifact_id: str | None = None
+    error: str | None = None
+    more_errors: list[str] = field(default_factory=list)
+    exit_code: int = 0
+
+    @classmethod
+    def of(cls, result: BuildResult) -> PlanEntry:
+        status = result.status if result.status != "built" else "build"
+        return cls(
+            result.recipe,
+            result.name,
+            result.target,
+            status,
+            result.build_key,
+            result.artifact_id,
+            result.error,
+            result.more_errors,
+            result.exit_code,
+        )
+
+    def as_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.pop("exit_code")
+        return data
+
+
+def plan_builds(
+    arguments: list[str],
+    targets: Sequence[RuntimeTarget] | None = None,
+    *,
+    store: str | Path | None = None,
+    catalog: str | None = None,
+) -> list[PlanEntry]:
+    """For every recipe x target: the build key and whether the store has it (``build`` stopped early).
+
+    Nothing is built, TensorRT is not imported and no store is created: a CI job can turn the
+    JSON into a build matrix (only the ``build`` entries need a runner).
+    """
+    stage = BuildStage(store, catalog=catalog)
+    entries: list[PlanEntry] = []
+    try:
+        for item in expand_recipes(arguments):
+            if isinstance(item, UnmatchedPattern):
+                entries.append(PlanEntry(item.pattern, None, None, "failed", error=NO_MATCH, exit_code=2))
+                continue
+            chosen: Sequence[RuntimeTarget | None] = targets or (None,)
+            entries.extend(PlanEntry.of(r) for r in stage.run(item, chosen, dry_run=True))
+    finally:
+        stage.close()
+    return entries
+
+
+def _failed(result: BuildResult, exc: TrtforgeError, started: float) -> BuildResult:
+    result.status = "failed"
+    result.error = exc.message
+    result.more_errors = list(exc.more)
+    result.hint = exc.hint
+    result.exit_code = exc.exit_code
+    result.seconds = round(time.perf_counter() - started, 4)
+    return result
 
 
 def _to_stderr(message: str) -> None:

@@ -29,7 +29,7 @@ from typing import Any
 from sqlalchemy.exc import SQLAlchemyError
 
 from trtforge.crashpoints import crashpoint
-from trtforge.errors import BadInputError, IntegrityError
+from trtforge.errors import BadInputError, BundleError, IntegrityError
 from trtforge.keys import sha256_file
 from trtforge.store import Store
 from trtforge.store.blobs import atomic_write
@@ -43,11 +43,6 @@ _PLAN_NAME = re.compile(r"^plans/([0-9a-f]{64})\.plan$")
 _RECORD_NAME = re.compile(r"^artifacts/([0-9a-f]{32})\.json$")
 _REQUIRED_RECORD_KEYS = ("id", "name", "flavor", "trt_version", "plan_sha256", "build_key", "model_sha256")
 
-
-class BundleError(BadInputError):
-    """A bundle is unreadable, malformed, unsafe or does not match its manifest (exit 2)."""
-
-    default_hint = "re-export the bundle from the source store; nothing was imported"
 
 
 @dataclass

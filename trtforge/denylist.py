@@ -18,15 +18,13 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from trtforge.errors import BadInputError, RecipeError
-
-if TYPE_CHECKING:
-    from trtforge.recipe import LoadedRecipe
+from trtforge.errors import RecipeError
+from trtforge.yamlfile import load_yaml, read_text_file, validate_yaml
 
 ANY_TACTIC = "*"
 MAX_SIDECAR_BYTES = 1 << 20
@@ -35,9 +33,6 @@ _DEC_ID = re.compile(r"^-?[0-9]+$")
 # TensorRT < 10 repeats layer and tensor names per optimization profile with this suffix.
 _PROFILE_SUFFIX = re.compile(r" \[profile \d+\]$")
 
-
-class UnsatisfiableDenyError(BadInputError):
-    """Deny entries leave a layer with no tactic at all (exit 2: the recipe must change)."""
 
 
 class DenySource(BaseModel):
@@ -246,8 +241,6 @@ class DenyFile(BaseModel):
 
 def parse_deny_file(text: str, shown: str) -> list[DenyEntry]:
     """Validate sidecar text; errors name ``shown``, the line and the field."""
-    from trtforge.recipe import load_yaml, validate_yaml
-
     data = load_yaml(text, shown)
     if data is None:
         return []
@@ -260,42 +253,11 @@ DENY_FILE_HINT = "each entry needs layer, tactic and reason (see `trtforge schem
 
 
 def read_deny_file(path: Path, shown: str | None = None) -> list[DenyEntry]:
-    from trtforge.recipe import read_text_file
-
     shown = shown or str(path)
     hint = "tactics.deny_file is relative to the recipe"
     return parse_deny_file(
         read_text_file(path, shown, what="deny file", limit=MAX_SIDECAR_BYTES, missing_hint=hint), shown
     )
-
-
-def deny_file_path(loaded: LoadedRecipe) -> Path | None:
-    """Where the recipe's sidecar is; it must stay inside the recipe's directory."""
-    relative = loaded.recipe.tactics.deny_file
-    if relative is None:
-        return None
-    base = loaded.path.parent.resolve()
-    path = (base / relative).resolve()
-    if not path.is_relative_to(base):
-        raise RecipeError(f"{loaded.path}: tactics.deny_file {relative} leaves the recipe's directory")
-    return path
-
-
-def with_deny_file(loaded: LoadedRecipe) -> LoadedRecipe:
-    """The recipe with its sidecar's entries appended to the inline ones (sidecar read and checked).
-
-    The build key and the artifact record use this effective recipe, so an edit to the sidecar
-    is a different build, and where the entries were written does not matter.
-    """
-    path = deny_file_path(loaded)
-    if path is None:
-        return loaded
-    shown = str(loaded.path.parent / (loaded.recipe.tactics.deny_file or ""))
-    extra = read_deny_file(path, shown)
-    merged = [*loaded.recipe.tactics.deny, *extra]
-    tactics = loaded.recipe.tactics.model_copy(update={"deny": merged, "deny_file": None})
-    recipe = loaded.recipe.model_copy(update={"tactics": tactics})
-    return loaded.model_copy(update={"recipe": recipe})
 
 
 def render_deny_file(entries: Sequence[DenyEntry]) -> str:

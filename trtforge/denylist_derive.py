@@ -27,7 +27,7 @@ from trtforge.denylist import (
     read_deny_file,
     render_deny_file,
 )
-from trtforge.errors import BadInputError, ModelError
+from trtforge.errors import DeriveError, ModelError
 from trtforge.keys import sha256_file
 
 DEFAULT_ATOL = 1e-3
@@ -35,9 +35,6 @@ DEFAULT_RTOL = 1e-3
 _CANDIDATE_HINTS = ("trt", "tensorrt")
 _REFERENCE_HINTS = ("onnxrt", "onnx", "reference", "ref")
 
-
-class DeriveError(BadInputError):
-    """The diff, the artifact or the model cannot yield deny entries."""
 
 
 # -- errors per tensor ----------------------------------------------------------------------
@@ -436,7 +433,7 @@ def derive_from_store(
 
 def write_deny_file(loaded: Any, proposal: Proposal) -> None:
     """Append the proposal's new entries to the recipe's sidecar (atomic write) and keep the diff."""
-    from trtforge.denylist import deny_file_path
+    from trtforge.recipe import deny_file_path
     from trtforge.store.blobs import atomic_write
 
     path = deny_file_path(loaded)

@@ -95,3 +95,33 @@ class StoreWriteError(TrtforgeError):
 
     exit_code = 1
     default_hint = "free space in the store (or fix its disk) and run the command again; nothing was recorded"
+
+
+TARGET_HINT = 'give the target explicitly: --gpu "NVIDIA A10G" --cc 8.6 --trt 10.13.3 [--flavor tensorrt]'
+
+
+class TargetError(BadInputError):
+    """A target given on the command line is malformed, or none can be detected here."""
+
+    default_hint = TARGET_HINT
+
+
+class NoCompatibleEngineError(TrtforgeError):
+    """Artifacts exist for the name, but none can run on the target (exit 1)."""
+
+    exit_code = 1
+    default_hint = "run `trtforge lookup ... --explain` to see the rule that rejected each artifact"
+
+
+class UnsatisfiableDenyError(BadInputError):
+    """Deny entries leave a layer with no tactic at all (exit 2: the recipe must change)."""
+
+
+class DeriveError(BadInputError):
+    """The diff, the artifact or the model cannot yield deny entries."""
+
+
+class BundleError(BadInputError):
+    """A bundle is unreadable, malformed, unsafe or does not match its manifest (exit 2)."""
+
+    default_hint = "re-export the bundle from the source store; nothing was imported"

@@ -12,8 +12,10 @@ fields still answer correctly:
 - ``version_compatible``: bool, default False
 - ``exclude_lean_runtime``: bool, default False
 
-The GPUs it was built for are the row's ``compute_capabilities`` (for TensorRT-RTX: the list
-given to the builder, empty meaning the builder's default set).
+The GPUs it was built for are the row's ``compute_capabilities``. For TensorRT-RTX that is the
+list given to the builder, which trtforge always sets explicitly; rows recorded before it did
+(an empty list) are read as :data:`trtforge.flavors.RTX_DEFAULT_COMPUTE_CAPABILITIES`, and
+``--explain`` says so.
 """
 
 from __future__ import annotations
@@ -21,16 +23,17 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from trtforge.target import RuntimeTarget, parse_compute_capability, parse_version
+from trtforge.flavors import RTX_DEFAULT_COMPUTE_CAPABILITIES, parse_version, same_release
+from trtforge.target import RuntimeTarget, parse_compute_capability
+
+if TYPE_CHECKING:
+    from trtforge.recipe import Compatibility
+    from trtforge.target import BuildTarget
 
 HARDWARE_LEVELS = ("none", "ampere_plus", "same_compute_capability")
 
-# TensorRT-RTX documentation, "CPU-Only AOT and TensorRT-RTX Engines" > "Compute Capability":
-# by default an engine runs on compute capability 8.0, 8.6, 8.9, 12.0 and later; Turing (7.5)
-# only when asked for explicitly.
-RTX_DEFAULT_CCS = ("8.0", "8.6", "8.9", "12.0", "12.1")
 # TensorRT-RTX Support Matrix: data-center Hopper (9.0) is not a supported device, whatever the
 # engine's list says.
 RTX_UNSUPPORTED_CCS = ("9.0",)
@@ -43,22 +46,57 @@ VERSION_COMPATIBLE_SINCE = (8, 6)
 
 @dataclass(frozen=True)
 class Envelope:
-    """Which targets may load an engine beyond the one it was built for."""
+    """Which targets may load an engine beyond the one it was built for.
+
+    The one definition of the envelope: builds, refits and adopted plans write it with
+    :meth:`record`, lookup reads it back with :meth:`from_details`.
+    """
 
     hardware: str = "none"
     version_compatible: bool = False
     exclude_lean_runtime: bool = False
 
     @classmethod
+    def of(cls, compatibility: Compatibility) -> Envelope:
+        return cls(compatibility.hardware, compatibility.version_compatible, compatibility.exclude_lean_runtime)
+
+    def record(self, target: BuildTarget) -> dict[str, Any]:
+        """``details["compatibility"]`` of an artifact: the envelope plus where it was built, for people.
+
+        TensorRT: the build GPU's compute capability, widened by the hardware level (AMPERE_PLUS:
+        cc >= 8.0; SAME_COMPUTE_CAPABILITY: any GPU of that cc), and by version compatibility to
+        newer runtimes of the same major version (TensorRT Developer Guide, "Version Compatibility").
+        TensorRT-RTX: the compute capabilities built for (always an explicit list, see resolve).
+        """
+        return {
+            "hardware": self.hardware,
+            "version_compatible": self.version_compatible,
+            "exclude_lean_runtime": self.exclude_lean_runtime,
+            "flavor": target.flavor,
+            "trt_version": target.trt_version,
+            "gpu_name": target.gpu_name,
+            "compute_capabilities": list(target.compute_capabilities),
+            "runtime_versions": "same major, >= build" if self.version_compatible else "same",
+            "lean_runtime_in_plan": self.version_compatible and not self.exclude_lean_runtime,
+        }
+
+    @classmethod
     def from_details(cls, details: Mapping[str, Any] | None) -> Envelope:
+        """The most restrictive reading wherever a value is absent (rows written by older versions)."""
         raw = (details or {}).get("compatibility") or {}
         if not isinstance(raw, Mapping):
             return cls()
         hardware = raw.get("hardware", "none")
+        version_compatible = raw.get("version_compatible") is True
+        if "version_compatible" not in raw:  # written by builds before the envelope had one writer
+            version_compatible = raw.get("runtime_versions") == "same major, >= build"
+        exclude_lean = raw.get("exclude_lean_runtime") is True
+        if "exclude_lean_runtime" not in raw and version_compatible:
+            exclude_lean = raw.get("lean_runtime_in_plan") is not True
         return cls(
             hardware=hardware if hardware in HARDWARE_LEVELS else "none",
-            version_compatible=raw.get("version_compatible") is True,
-            exclude_lean_runtime=raw.get("exclude_lean_runtime") is True,
+            version_compatible=version_compatible,
+            exclude_lean_runtime=exclude_lean,
         )
 
 
@@ -169,19 +207,16 @@ class Ranking:
 Rule = Callable[[Candidate, RuntimeTarget], str | None]
 
 
-def same_release(built: str, running: str) -> bool:
-    """Equal as releases: MAJOR.MINOR.PATCH always, the build number only when both name one.
-
-    ``10.13.3`` matches ``10.13.3.9`` (a target given as MAJOR.MINOR.PATCH means that release);
-    ``10.13`` means ``10.13.0`` and does not match ``10.13.3``.
-    """
-    a, b = parse_version(built), parse_version(running)
-    width = max(3, min(len(a), len(b)))
-    return (*a, 0, 0, 0)[:width] == (*b, 0, 0, 0)[:width]
-
 
 def _cc_set(candidate: Candidate) -> tuple[str, ...]:
-    return candidate.compute_capabilities or RTX_DEFAULT_CCS
+    """The recorded list; old TensorRT-RTX rows without one fall back to the documented default."""
+    return candidate.compute_capabilities or RTX_DEFAULT_COMPUTE_CAPABILITIES
+
+
+UNRECORDED_CCS_NOTE = (
+    "compute capabilities not recorded (built before trtforge set them explicitly); "
+    "assumed TensorRT-RTX's default " + ", ".join(RTX_DEFAULT_COMPUTE_CAPABILITIES)
+)
 
 
 def rule_flavor(c: Candidate, t: RuntimeTarget) -> str | None:
@@ -210,7 +245,7 @@ def rule_rtx_compute_capability(c: Candidate, t: RuntimeTarget) -> str | None:
         return f"TensorRT-RTX does not run on compute capability {t.compute_capability}"
     ccs = _cc_set(c)
     if t.compute_capability not in ccs:
-        which = "default set" if not c.compute_capabilities else "list"
+        which = "assumed default set, not recorded" if not c.compute_capabilities else "recorded list"
         return f"built for compute capability {', '.join(ccs)} ({which}); target is {t.compute_capability}"
     return None
 
@@ -317,6 +352,8 @@ def _match(c: Candidate, t: RuntimeTarget) -> Match:
         notes.append("version-compatible plan: load with engine_host_code_allowed (it embeds host code)")
     if c.origin == "adopted":
         notes.append("adopted: built outside trtforge")
+    if c.flavor == "tensorrt_rtx" and not c.compute_capabilities:
+        notes.append(UNRECORDED_CCS_NOTE)
     verified_here = t.gpu_name is not None and c.verified_on.get(t.gpu_name) == "passed"
     return Match(c, verified_here, exact_version, same_gpu, _envelope_width(c), tuple(notes))
 

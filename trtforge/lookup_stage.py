@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from trtforge.errors import BadInputError, IntegrityError, NotFoundError, TrtforgeError
+from trtforge.errors import BadInputError, IntegrityError, NoCompatibleEngineError, NotFoundError
 from trtforge.keys import sha256_file
 from trtforge.lookup_rules import Candidate, Envelope, Match, Ranking, Rejection, rank
 from trtforge.store import CORRUPT_STATUS, Store, require_existing_store
@@ -41,12 +41,6 @@ _COLUMNS = (
     Artifact.details,
 )
 
-
-class NoCompatibleEngineError(TrtforgeError):
-    """Artifacts exist for the name, but none can run on the target (exit 1)."""
-
-    exit_code = 1
-    default_hint = "run `trtforge lookup ... --explain` to see the rule that rejected each artifact"
 
 
 def candidate_from_row(row: Any, verified: dict[str, str] | None = None) -> Candidate:
@@ -103,8 +97,8 @@ def _apply_runtime_check(store: Store, ranking: Ranking) -> Ranking:
     The first match the runtime accepts wins; matches it refuses become rejections with rule
     ``runtime_validity``. Runtimes without a validity API leave the ranking unchanged.
     """
-    from trtforge.backend.loader import BackendInfo
     from trtforge.backend.validity import engine_validity  # lazy: imports the runtime
+    from trtforge.flavors import BackendInfo
 
     backend = BackendInfo(ranking.target.flavor, ranking.target.trt_version)
     matches = list(ranking.matches)

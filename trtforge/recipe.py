@@ -9,24 +9,20 @@ importing ``onnx``.
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path, PurePosixPath
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from trtforge.denylist import DenyEntry, deny_key
+from trtforge.denylist import DenyEntry, deny_key, read_deny_file
 from trtforge.errors import RecipeError
+from trtforge.yamlfile import line_of, load_yaml, read_text_file, validate_yaml
 
 MAX_RECIPE_BYTES = 1 << 20
-MAX_RECIPE_VALUES = 100_000  # after YAML aliases are expanded; a real recipe has a few hundred
-MAX_RECIPE_DEPTH = 32
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
-# libyaml parses a recipe several times faster; the result is the same as SafeLoader's.
-_FAST_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 Shape = list[int]
 
@@ -452,7 +448,7 @@ class LoadedRecipe(BaseModel):
         """``file:line`` of the field at ``loc`` (``file`` alone when the line is unknown)."""
         shown = self.shown or str(self.path)
         try:
-            line = _line_of(yaml.compose(self.text, Loader=yaml.SafeLoader), loc) if self.text else None
+            line = line_of(yaml.compose(self.text, Loader=yaml.SafeLoader), loc) if self.text else None
         except yaml.YAMLError:
             line = None
         return f"{shown}:{line}" if line else shown
@@ -464,23 +460,6 @@ def json_schema() -> dict[str, Any]:
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "trtforge recipe"
     return schema
-
-
-def read_text_file(path: Path, shown: str, *, what: str, limit: int, missing_hint: str) -> str:
-    """A small UTF-8 file a user pointed at (recipe, deny file); every failure is one RecipeError."""
-    try:
-        if path.is_dir():
-            raise RecipeError(f"{shown}: is a directory, not a {what}")
-        size = path.stat().st_size
-        if size > limit:
-            raise RecipeError(f"{shown}: {what} is {size} bytes; the limit is {limit}")
-        return path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise RecipeError(f"{shown}: {what} not found", hint=missing_hint) from None
-    except UnicodeDecodeError:
-        raise RecipeError(f"{shown}: {what} is not UTF-8 text") from None
-    except OSError as exc:
-        raise RecipeError(f"{shown}: cannot read {what} ({exc.strerror})") from None
 
 
 def load_recipe(path: str | Path) -> LoadedRecipe:
@@ -498,128 +477,30 @@ def parse_recipe(text: str, shown: str = "<recipe>") -> Recipe:
     return validate_yaml(Recipe, data, text, shown)
 
 
-def load_yaml(text: str, shown: str) -> Any:
-    """Safe, bounded YAML: no tags, no alias bombs, no deep nesting; errors name the line."""
-    try:
-        try:
-            data = yaml.load(text, Loader=_FAST_LOADER)  # noqa: S506 - CSafeLoader is the safe loader
-        except yaml.YAMLError:
-            data = yaml.load(text, Loader=yaml.SafeLoader)  # the pure-Python loader's messages and marks
-        _check_bounds(data, shown)
-    except RecursionError:
-        raise RecipeError(f"{shown}: YAML is nested too deeply (the limit is {MAX_RECIPE_DEPTH} levels)") from None
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = f":{mark.line + 1}" if mark is not None else ""
-        problem = exc.problem or exc.context or "invalid YAML"
-        raise RecipeError(f"{shown}{line}: invalid YAML: {problem}") from None
-    except yaml.YAMLError as exc:
-        raise RecipeError(f"{shown}: invalid YAML: {exc}") from None
-    return data
-
-
-ModelT = TypeVar("ModelT", bound=BaseModel)
-
-
-MAX_REPORTED_ERRORS = 20
-
-
-def validate_yaml(model: type[ModelT], data: dict[str, Any], text: str, shown: str, hint: str | None = None) -> ModelT:
-    """Validate loaded YAML; every error (up to 20) names ``shown``, its line and the field.
-
-    The first is the message; the others ride along in ``more``, so one run lists all of them.
-    """
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        errors = exc.errors(include_url=False)
-        tree = yaml.compose(text, Loader=yaml.SafeLoader)  # composed only to name the lines
-        lines = [_error_line(error, tree, shown) for error in errors[:MAX_REPORTED_ERRORS]]
-        if len(errors) > MAX_REPORTED_ERRORS:
-            lines.append(f"{shown}: {len(errors) - MAX_REPORTED_ERRORS} more errors not shown")
-        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-        raise RecipeError(lines[0] + more, hint=hint, more=tuple(lines[1:])) from None
-
-
-def _error_line(error: Any, tree: yaml.Node | None, shown: str) -> str:
-    loc = tuple(error["loc"])
-    line = _line_of(tree, loc)
-    where = f"{shown}:{line}" if line else shown
-    return f"{where} {_loc_text(loc)}: {_clean_message(error)}"
-
-
-def _check_bounds(data: Any, shown: str) -> None:
-    """Refuse alias bombs and deep nesting before anything walks the expanded data.
-
-    Loaded YAML is a graph in which an alias is a shared object, so sizes are counted once per
-    object (memoized by identity) and the check is linear in the text, whatever the expansion.
-    """
-    sizes: dict[int, int] = {}
-
-    def measure(value: Any, depth: int) -> int:
-        if depth > MAX_RECIPE_DEPTH:
-            raise RecipeError(f"{shown}: YAML is nested more than {MAX_RECIPE_DEPTH} levels deep")
-        if isinstance(value, dict):
-            children: list[Any] = [child for pair in value.items() for child in pair]
-        elif isinstance(value, list):
-            children = value
-        else:
-            return 1
-        known = sizes.get(id(value))
-        if known is not None:
-            return known
-        total = 1 + sum(measure(child, depth + 1) for child in children)
-        if total > MAX_RECIPE_VALUES:
-            raise RecipeError(
-                f"{shown}: recipe expands to more than {MAX_RECIPE_VALUES} values (YAML aliases?)",
-                hint="recipes are small; write the values out instead of nesting aliases",
-            )
-        sizes[id(value)] = total
-        return total
-
-    measure(data, 0)
-
-
-def _loc_text(loc: tuple[Any, ...]) -> str:
-    text = ""
-    for part in loc:
-        if isinstance(part, int):
-            text += f"[{part}]"
-        else:
-            text += f".{part}" if text else str(part)
-    return text or "<recipe>"
-
-
-def _clean_message(error: dict[str, Any]) -> str:
-    kind, message = error["type"], error["msg"]
-    if kind == "value_error":
-        return message.removeprefix("Value error, ")
-    if kind == "extra_forbidden":
-        return "unknown field"
-    if kind == "missing":
-        return "field required"
-    if "input" in error and kind.endswith("_type"):
-        return f"{message} (got {json.dumps(error['input'], default=str)[:60]})"
-    return message
-
-
-def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
-    """1-based line of the deepest YAML node that ``loc`` reaches."""
-    if node is None:
+def deny_file_path(loaded: LoadedRecipe) -> Path | None:
+    """Where the recipe's sidecar is; it must stay inside the recipe's directory."""
+    relative = loaded.recipe.tactics.deny_file
+    if relative is None:
         return None
-    line = node.start_mark.line + 1
-    for part in loc:
-        child: yaml.Node | None = None
-        if isinstance(node, yaml.MappingNode):
-            for key, value in node.value:
-                if isinstance(key, yaml.ScalarNode) and key.value == str(part):
-                    child = value
-                    line = key.start_mark.line + 1
-                    break
-        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
-            child = node.value[part]
-            line = child.start_mark.line + 1
-        if child is None:
-            break
-        node = child
-    return line
+    base = loaded.path.parent.resolve()
+    path = (base / relative).resolve()
+    if not path.is_relative_to(base):
+        raise RecipeError(f"{loaded.path}: tactics.deny_file {relative} leaves the recipe's directory")
+    return path
+
+
+def with_deny_file(loaded: LoadedRecipe) -> LoadedRecipe:
+    """The recipe with its sidecar's entries appended to the inline ones (sidecar read and checked).
+
+    The build key and the artifact record use this effective recipe, so an edit to the sidecar
+    is a different build, and where the entries were written does not matter.
+    """
+    path = deny_file_path(loaded)
+    if path is None:
+        return loaded
+    shown = str(loaded.path.parent / (loaded.recipe.tactics.deny_file or ""))
+    extra = read_deny_file(path, shown)
+    merged = [*loaded.recipe.tactics.deny, *extra]
+    tactics = loaded.recipe.tactics.model_copy(update={"deny": merged, "deny_file": None})
+    recipe = loaded.recipe.model_copy(update={"tactics": tactics})
+    return loaded.model_copy(update={"recipe": recipe})

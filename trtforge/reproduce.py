@@ -14,11 +14,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from trtforge.backend.loader import find_backend
-from trtforge.errors import BackendUnavailableError, ModelError
-from trtforge.keys import sha256_file
+from trtforge.errors import BackendUnavailableError, ModelError, NotFoundError
+from trtforge.flavors import find_backend
+from trtforge.keys import build_key, sha256_file
 from trtforge.recipe import Recipe
-from trtforge.store import require_existing_store
+from trtforge.resolve import artifact_for, looks_like_recipe, resolve
+from trtforge.store.catalog import Artifact
+from trtforge.store.handle import StoreHandle
+from trtforge.target import BuildTarget
 
 
 @dataclass
@@ -32,6 +35,8 @@ class ReproduceResult:
     rebuilt_size: int
     timing_cache: str | None
     seconds: float
+    build_key: str
+    record_key_matches: bool  # the recorded recipe, model digest and target still give the row's key
 
     def __bool__(self) -> bool:
         return self.identical
@@ -41,9 +46,17 @@ class ReproduceResult:
 
 
 def reproduce(ref: str, store: str | Path | None = None, *, catalog: str | None = None) -> ReproduceResult:
-    opened = require_existing_store(store, catalog=catalog, missing=f"no artifact with id {ref} (the store is empty)")
+    """Rebuild an artifact (an id, or a recipe: the artifact its build key names) and compare bytes."""
+    handle = StoreHandle(store, catalog)
     try:
-        artifact = opened.catalog.get_artifact(ref)
+        opened = handle.existing()
+        if looks_like_recipe(ref):
+            artifact = artifact_for(resolve(ref, digests=handle.digests()), opened)
+        elif opened is None:
+            raise NotFoundError(f"no artifact with id {ref} (the store is empty)")
+        else:
+            artifact = opened.catalog.get_artifact(ref)
+        assert opened is not None  # an artifact was found in it
         recipe = Recipe.model_validate(artifact.recipe)
         backend = find_backend(artifact.flavor)
         if backend.version != artifact.trt_version:
@@ -80,6 +93,29 @@ def reproduce(ref: str, store: str | Path | None = None, *, catalog: str | None 
             rebuilt_size=view.nbytes,
             timing_cache=cache_sha,
             seconds=round(time.perf_counter() - started, 4),
+            build_key=artifact.build_key,
+            record_key_matches=recorded_key(artifact) == artifact.build_key,
         )
     finally:
-        opened.close()
+        handle.close()
+
+
+def recorded_key(artifact: Artifact) -> str | None:
+    """The build key the artifact's own record (recipe, model digest, target) computes to.
+
+    A record whose fields no longer give its key was not built from what it says (or was
+    written by another key schema); reproduce reports it instead of trusting the row.
+    """
+    target = artifact.details.get("target")
+    if not isinstance(target, dict):
+        return None
+    try:
+        build_target = BuildTarget(
+            target["flavor"],
+            target["trt_version"],
+            target.get("gpu_name"),
+            tuple(target.get("compute_capabilities") or ()),
+        )
+        return build_key(Recipe.model_validate(artifact.recipe), artifact.model_sha256, build_target)
+    except (KeyError, TypeError, ValueError):
+        return None

@@ -13,16 +13,17 @@ from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from typing import Any
 
-from trtforge.backend.loader import FLAVORS, BackendInfo, Flavor, installed_backends
-from trtforge.errors import BackendUnavailableError, BadInputError
+from trtforge.errors import TARGET_HINT, BackendUnavailableError, TargetError
+from trtforge.flavors import FLAVORS, BackendInfo, Flavor, installed_backends, parse_version
 
 
 @dataclass(frozen=True)
 class BuildTarget:
     """What an engine is built for.
 
-    ``compute_capabilities`` is empty when the backend's default set is used (TensorRT-RTX
-    ahead-of-time builds); ``gpu_name`` is None when the build does not depend on a GPU.
+    ``compute_capabilities``: the GPU's for TensorRT, the ahead-of-time list for TensorRT-RTX
+    (empty only in rows recorded before trtforge set it explicitly); ``gpu_name`` is None when
+    the build does not depend on a GPU.
     """
 
     flavor: str
@@ -71,14 +72,19 @@ def detect_gpus() -> list[LocalGpu]:
         pynvml.nvmlShutdown()
 
 
-def build_target_for(backend: BackendInfo, compute_capabilities: Sequence[str] | None = None) -> BuildTarget:
-    """The target a build with ``backend`` on this machine produces an engine for.
+def build_target_for(
+    backend: BackendInfo, compute_capabilities: Sequence[str] | None = None, runtime: RuntimeTarget | None = None
+) -> BuildTarget:
+    """The target a build with ``backend`` produces an engine for.
 
-    ``compute_capabilities`` (TensorRT-RTX, from the recipe) selects the ahead-of-time targets;
-    None keeps the backend's default set.
+    TensorRT-RTX builds ahead of time, on any machine, for ``compute_capabilities`` (the explicit
+    list :mod:`trtforge.resolve` always gives). TensorRT builds on, and for, one GPU: the
+    ``runtime`` target's when given (``plan --target``), else this machine's.
     """
     if backend.flavor == "tensorrt_rtx":
         return BuildTarget(backend.flavor, backend.version, compute_capabilities=tuple(compute_capabilities or ()))
+    if runtime is not None:
+        return BuildTarget(backend.flavor, backend.version, runtime.gpu_name, (runtime.compute_capability,))
     gpus = detect_gpus()
     if not gpus:
         raise BackendUnavailableError(
@@ -92,23 +98,8 @@ def build_target_for(backend: BackendInfo, compute_capabilities: Sequence[str] |
 # -- runtime targets: where an engine is meant to run (lookup, adopt, plan) ------------------
 
 _CC = re.compile(r"^(\d{1,2})\.(\d)$")
-_VERSION = re.compile(r"^\d{1,3}(\.\d{1,6}){1,3}$")
-TARGET_HINT = 'give the target explicitly: --gpu "NVIDIA A10G" --cc 8.6 --trt 10.13.3 [--flavor tensorrt]'
 
 
-class TargetError(BadInputError):
-    """A target given on the command line is malformed, or none can be detected here."""
-
-    default_hint = TARGET_HINT
-
-
-@lru_cache(maxsize=1024)
-def parse_version(text: str) -> tuple[int, ...]:
-    """``"10.13.3.9"`` -> ``(10, 13, 3, 9)``; raises TargetError for anything else."""
-    text = text.strip()
-    if not _VERSION.match(text):
-        raise TargetError(f"TensorRT version {text[:40]!r} is not of the form MAJOR.MINOR[.PATCH[.BUILD]]")
-    return tuple(int(part) for part in text.split("."))
 
 
 @lru_cache(maxsize=256)

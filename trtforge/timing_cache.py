@@ -130,7 +130,7 @@ EXPORT_FORMAT = "trtforge-timing-cache/1"
 
 def local_cache_key() -> CacheKey:
     """The cache key of this machine: installed full TensorRT and the first GPU."""
-    from trtforge.backend.loader import installed_version
+    from trtforge.flavors import installed_version
     from trtforge.target import detect_gpus
 
     version = installed_version("tensorrt")

@@ -29,11 +29,13 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from trtforge.errors import BadInputError, ModelError, NotFoundError
 from trtforge.keys import canonical_json, sha256_file, sha256_text
-from trtforge.model import ModelInfo, TensorInfo, check_profiles, model_sha256, read_model
-from trtforge.recipe import InputShapes, LoadedRecipe, Recipe, VerifySpec, load_recipe, shape_point_fits
+from trtforge.model import ModelInfo, TensorInfo, check_profiles, read_model
+from trtforge.recipe import InputShapes, Recipe, VerifySpec, shape_point_fits
+from trtforge.resolve import Resolution, artifact_for, looks_like_recipe, resolve
 from trtforge.store import Store
 from trtforge.store.blobs import atomic_write
 from trtforge.store.catalog import Artifact, Blob, ReferenceOutput, Verification
+from trtforge.store.handle import StoreHandle
 
 if TYPE_CHECKING:
     import numpy as np
@@ -635,17 +637,13 @@ def _record(store: Store, subject: Subject, report: VerificationReport, seconds:
 # -- finding what to verify ----------------------------------------------------------------
 
 
-def looks_like_recipe(ref: str) -> bool:
-    return ref.endswith((".yaml", ".yml")) or Path(ref).is_file()
-
-
-def subject_from_recipe(loaded: LoadedRecipe, artifact: Artifact | None = None) -> Subject:
-    digest = model_sha256(loaded)
+def subject_from_recipe(resolution: Resolution, artifact: Artifact | None = None) -> Subject:
+    loaded = resolution.loaded
     return Subject(
         label=str(loaded.path),
         name=loaded.recipe.name,
         model_path=loaded.model_path,
-        model_sha256=digest,
+        model_sha256=resolution.model_sha256,
         profiles=normalized_profiles(loaded.recipe),
         spec=loaded.recipe.verify,
         base_dir=loaded.path.parent,
@@ -679,35 +677,23 @@ def subject_from_artifact(artifact: Artifact) -> Subject:
     )
 
 
-def resolve_subject(ref: str, store: Store | None, *, need_artifact: bool) -> Subject:
-    """An artifact id (prefix) or a recipe path; a recipe maps to its built artifact via the build key."""
+def resolve_subject(ref: str, store: StoreHandle, *, need_artifact: bool) -> Subject:
+    """An artifact id (prefix) or a recipe path; a recipe maps to its built artifact via the build key.
+
+    The key comes from :func:`trtforge.resolve.resolve`, the same path `build` and `plan` take.
+    """
+    opened = store.existing()
     if not looks_like_recipe(ref):
-        if store is None:
+        if opened is None:
             raise NotFoundError(f"no artifact with id {ref} (the store is empty)")
-        return subject_from_artifact(store.catalog.get_artifact(ref))
-    loaded = load_recipe(ref)
+        return subject_from_artifact(opened.catalog.get_artifact(ref))
+    resolution = resolve(ref, digests=store.digests())
     artifact = None
     if need_artifact:
-        artifact = _artifact_for_recipe(loaded, store)
+        artifact = artifact_for(resolution, opened)
     else:
-        check_profiles(loaded, read_model(loaded.model_path, model_sha256(loaded)))
-    return subject_from_recipe(loaded, artifact)
-
-
-def _artifact_for_recipe(loaded: LoadedRecipe, store: Store | None) -> Artifact:
-    from trtforge.backend.loader import find_backend
-    from trtforge.keys import build_key
-    from trtforge.target import build_target_for
-
-    backend = find_backend(loaded.recipe.backend)
-    key = build_key(loaded.recipe, model_sha256(loaded), build_target_for(backend))
-    hit = store.catalog.find_by_build_key(key) if store is not None else None
-    if hit is None:
-        raise NotFoundError(
-            f"{loaded.path.name}: no engine is built for this recipe here",
-            hint=f"run `trtforge build {loaded.path}` first",
-        )
-    return hit
+        check_profiles(resolution.loaded, read_model(resolution.loaded.model_path, resolution.model_sha256))
+    return subject_from_recipe(resolution, artifact)
 
 
 def iter_failures(report: VerificationReport) -> Iterator[str]:
@@ -740,17 +726,16 @@ def verify(
     run or recorded: the artifact stays unverified. ``reference_only`` needs no GPU and no build.
     """
     from trtforge.backend.compare import require_verify_deps
-    from trtforge.build import StoreHandle
 
     require_verify_deps()
     handle = StoreHandle(store, catalog)
     try:
         if reference_only:
-            subject = resolve_subject(ref, handle.existing(), need_artifact=False)
+            subject = resolve_subject(ref, handle, need_artifact=False)
             return run_reference_only(
                 subject, store=handle.ensure(), per_layer=per_layer, data=data, save_results=save_results
             )
-        subject = resolve_subject(ref, handle.existing(), need_artifact=True)
+        subject = resolve_subject(ref, handle, need_artifact=True)
         assert subject.artifact is not None
         from trtforge.backend.run import gpu_runtime_for  # does not import TensorRT
 

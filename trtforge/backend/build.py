@@ -15,12 +15,13 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Protocol
 
-from trtforge.backend.capabilities import cpu_build_fails
 from trtforge.backend.config import CONFIG_RULES, ConfigRule, make_config, network_flags
-from trtforge.backend.loader import BackendInfo, import_backend
+from trtforge.backend.loader import import_backend
 from trtforge.backend.timing_cache import attach as attach_timing_cache
 from trtforge.backend.timing_cache import serialized as serialized_timing_cache
+from trtforge.capabilities import cpu_build_fails
 from trtforge.errors import BuildError
+from trtforge.flavors import BackendInfo
 from trtforge.recipe import Recipe
 
 # CONFIG_RULES and make_config live in backend/config.py; re-exported for existing imports.

@@ -28,9 +28,9 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from types import ModuleType
-from typing import Any, Literal
+from typing import Any
 
-from trtforge.backend.loader import BackendInfo
+from trtforge.capabilities import Mechanism, check_enforceable
 from trtforge.denylist import (
     DenyEntry,
     UnsatisfiableDenyError,
@@ -41,46 +41,7 @@ from trtforge.denylist import (
     violations_in,
 )
 from trtforge.errors import BuildError, UnsupportedOptionError
-
-Mechanism = Literal["editable_timing_cache", "algorithm_selector"]
-_TIMING_CACHE_SINCE = (10, 8)
-
-
-def _version_tuple(version: str) -> tuple[int, int]:
-    parts = re.findall(r"\d+", version)
-    return (int(parts[0]) if parts else 0, int(parts[1]) if len(parts) > 1 else 0)
-
-
-def mechanism_for(backend: BackendInfo) -> Mechanism | None:
-    """How ``backend`` can enforce deny entries (from its flavor and version; nothing imported)."""
-    if backend.flavor == "tensorrt_rtx":
-        return None
-    if _version_tuple(backend.version) >= _TIMING_CACHE_SINCE:
-        return "editable_timing_cache"
-    return "algorithm_selector"
-
-
-def check_enforceable(backend: BackendInfo, entries: Sequence[DenyEntry]) -> Mechanism | None:
-    """Refuse, before any build starts, deny entries the backend has no way to enforce."""
-    if not entries:
-        return None
-    mechanism = mechanism_for(backend)
-    if mechanism is None:
-        raise UnsupportedOptionError(
-            f"{backend.label} cannot enforce tactics.deny ({len(entries)} entries): it has no timing cache "
-            "and no algorithm selector",
-            hint="build this recipe with full TensorRT (backend: tensorrt), or remove the deny entries",
-        )
-    if mechanism == "algorithm_selector":
-        named = [e for e in entries if e.tactic != "*" and tactic_id_of(e.tactic) is None]
-        if named:
-            raise UnsupportedOptionError(
-                f"{backend.label} enforces deny entries with IAlgorithmSelector, which sees tactic ids only; "
-                f"entry for layer {named[0].layer!r} names tactic {named[0].tactic!r}",
-                hint="give the tactic id (TacticValue, 0x...) or build with TensorRT >= 10.8 (editable timing cache)",
-            )
-    return mechanism
-
+from trtforge.flavors import BackendInfo
 
 # -- editable timing cache: the builder's autotuning log ----------------------------------
 

@@ -1,91 +1,16 @@
-"""Find the installed TensorRT flavor and its version without importing it.
+"""Import the TensorRT module of a flavor: the heavy import, on paths that build or run engines.
 
-Importing TensorRT costs time and needs its native libraries; a cache hit, ``lookup`` and
-``list`` must work without it. So the version comes from package metadata, and the module is
-imported only by :func:`import_backend`, on paths that build or run engines.
+Which flavor is installed, and its version, is known without importing it (:mod:`trtforge.flavors`).
 """
 
 from __future__ import annotations
 
 import importlib
-import importlib.metadata
-import importlib.util
 import os
-from dataclasses import dataclass
 from types import ModuleType
-from typing import Literal
 
 from trtforge.errors import BackendUnavailableError
-
-Flavor = Literal["tensorrt", "tensorrt_rtx"]
-FLAVORS: tuple[Flavor, ...] = ("tensorrt", "tensorrt_rtx")
-
-# Distributions that install each module, most specific first. The metadata version is the
-# one trtforge records everywhere, so a cache hit (metadata) and a build (module) agree.
-_DISTRIBUTIONS: dict[Flavor, tuple[str, ...]] = {
-    "tensorrt": (
-        "tensorrt-cu13",
-        "tensorrt-cu12",
-        "tensorrt-cu11",
-        "tensorrt",
-        "tensorrt-cu13-bindings",
-        "tensorrt-cu12-bindings",
-    ),
-    "tensorrt_rtx": (
-        "tensorrt-rtx-cu13",
-        "tensorrt-rtx-cu12",
-        "tensorrt-rtx",
-        "tensorrt-rtx-cu13-bindings",
-        "tensorrt-rtx-cu12-bindings",
-    ),
-}
-
-
-@dataclass(frozen=True)
-class BackendInfo:
-    """An installed TensorRT flavor: its module name and version."""
-
-    flavor: Flavor
-    version: str
-
-    @property
-    def module_name(self) -> str:
-        return self.flavor
-
-    @property
-    def label(self) -> str:
-        return f"{'TensorRT-RTX' if self.flavor == 'tensorrt_rtx' else 'TensorRT'} {self.version}"
-
-
-def installed_version(flavor: Flavor) -> str | None:
-    """Version of an installed flavor, or None; never imports the module."""
-    if importlib.util.find_spec(flavor) is None:
-        return None
-    for dist in _DISTRIBUTIONS[flavor]:
-        try:
-            version = importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-        # The PyPI "tensorrt" download stub has metadata but no working module; treat a
-        # version without a release number as absent.
-        if version and version[0].isdigit():
-            return version
-    return None
-
-
-def installed_backends() -> list[BackendInfo]:
-    return [BackendInfo(f, v) for f in FLAVORS if (v := installed_version(f)) is not None]
-
-
-def find_backend(requested: str = "auto") -> BackendInfo:
-    """The flavor a recipe builds with: ``auto`` prefers full TensorRT, else TensorRT-RTX."""
-    wanted: tuple[Flavor, ...] = FLAVORS if requested == "auto" else (requested,)  # type: ignore[assignment]
-    for flavor in wanted:
-        version = installed_version(flavor)
-        if version is not None:
-            return BackendInfo(flavor, version)
-    found = ", ".join(b.label for b in installed_backends()) or "none"
-    raise BackendUnavailableError(f"backend {requested!r} is not installed (installed: {found})")
+from trtforge.flavors import BackendInfo
 
 
 def import_backend(info: BackendInfo) -> ModuleType:

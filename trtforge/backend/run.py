@@ -18,8 +18,9 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from trtforge.backend.loader import BackendInfo, import_backend, installed_backends, installed_version
+from trtforge.backend.loader import import_backend
 from trtforge.errors import NotRefittableError, RefitError, VerificationUnavailableError
+from trtforge.flavors import BackendInfo, installed_backends, installed_version
 
 if TYPE_CHECKING:
     import numpy as np
@@ -32,9 +33,6 @@ if TYPE_CHECKING:
 _CAPTURE_MODE_THREAD_LOCAL = 1  # cudaStreamCaptureModeThreadLocal
 
 
-def _label(flavor: str, version: str) -> str:
-    return f"{'TensorRT-RTX' if flavor == 'tensorrt_rtx' else 'TensorRT'} {version}"
-
 
 def gpu_runtime_for(artifact: Artifact, purpose: str = "verification") -> tuple[BackendInfo, RuntimeInfo]:
     """The local GPU and runtime that can run ``artifact``; one clear line when there is none.
@@ -44,7 +42,7 @@ def gpu_runtime_for(artifact: Artifact, purpose: str = "verification") -> tuple[
     from trtforge.target import detect_gpus
     from trtforge.verify import RuntimeInfo
 
-    needed = _label(artifact.flavor, artifact.trt_version)
+    needed = BackendInfo(artifact.flavor, artifact.trt_version).label
     gpus = detect_gpus()
     version = installed_version(artifact.flavor)  # type: ignore[arg-type]
     if gpus and version == artifact.trt_version:

@@ -13,7 +13,8 @@ import mmap
 from dataclasses import dataclass
 from pathlib import Path
 
-from trtforge.backend.loader import BackendInfo, import_backend
+from trtforge.backend.loader import import_backend
+from trtforge.flavors import BackendInfo
 
 
 @dataclass(frozen=True)

@@ -47,8 +47,8 @@ def build(
         str | None,
         typer.Option(
             "--reproduce",
-            help="Rebuild this artifact from its recorded recipe, model and timing cache; "
-            "exit 0 if the plan bytes match, 1 if not.",
+            help="Rebuild this artifact (an id, or a recipe: the artifact its build key names) from its "
+            "recorded recipe, model and timing cache; exit 0 if the plan bytes match, 1 if not.",
             show_default=False,
         ),
     ] = None,
@@ -94,7 +94,7 @@ def build(
 def _reproduce(output: Output, ref: str, recipes: list[str] | None, store: str | None, catalog: str | None) -> None:
     def body() -> int:
         if recipes:
-            raise BadInputError("--reproduce takes an artifact id, not recipe files")
+            raise BadInputError("--reproduce takes one artifact id or recipe file, not recipe arguments")
         from trtforge.reproduce import reproduce
 
         result = reproduce(ref, store, catalog=catalog)

@@ -53,7 +53,8 @@ def import_(
     output = Output(json_output)
 
     def body() -> None:
-        from trtforge.bundle import BundleError, import_bundle
+        from trtforge.bundle import import_bundle
+        from trtforge.errors import BundleError
         from trtforge.store import open_store
 
         if not bundle.is_file():

@@ -98,8 +98,9 @@ def import_(
     output = Output(json_output)
 
     def body() -> None:
-        from trtforge.backend.loader import find_backend, import_backend
+        from trtforge.backend.loader import import_backend
         from trtforge.backend.timing_cache import combine
+        from trtforge.flavors import find_backend
         from trtforge.timing_cache import import_cache, local_cache_key, read_export
 
         read_export(path)  # a malformed file is refused before anything else is looked at

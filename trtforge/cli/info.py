@@ -27,8 +27,8 @@ def doctor(store: StoreOpt = None, catalog: CatalogOpt = None, json_output: Json
     output = Output(json_output)
 
     def body() -> None:
-        from trtforge.backend.capabilities import capability_table
-        from trtforge.backend.loader import installed_backends
+        from trtforge.capabilities import capability_table
+        from trtforge.flavors import installed_backends
         from trtforge.store import CATALOG_FILE, resolve_store_root
         from trtforge.target import detect_gpus
 

@@ -39,7 +39,8 @@ def lookup(
     output = Output(json_output)
 
     def body() -> int:
-        from trtforge.lookup_stage import NoCompatibleEngineError, rank_in_store, result_for
+        from trtforge.errors import NoCompatibleEngineError
+        from trtforge.lookup_stage import rank_in_store, result_for
         from trtforge.store import require_existing_store
         from trtforge.target import resolve_target
 

@@ -39,11 +39,25 @@ DEFAULT_STORE = Path("cache_store")
 STORE_ENV = "TRTFORGE_STORE"
 CATALOG_ENV = "TRTFORGE_CATALOG"
 CATALOG_FILE = "catalog.sqlite"
-DIGESTS_FILE = Path("cache") / "digests.json"
 BLOBS_ENV = "TRTFORGE_BLOBS"
 REMOTE_BLOB_CACHE = "cache/blobs"  # local copies of S3 blobs (plans a loader needs as a file)
 WORK_DIR = "tmp"
+LOCKS_DIR = "locks"
+DIGESTS_FILE = Path("cache") / "digests.json"
 CORRUPT_STATUS = "corrupt"  # artifacts.status set by `fsck --repair`: never a cache hit, never handed out
+
+
+def locks_dir(root: Path) -> Path:
+    return root / LOCKS_DIR
+
+
+def digests_path(root: Path) -> Path:
+    return root / DIGESTS_FILE
+
+
+def catalog_url(root: Path, catalog: str | None = None) -> str:
+    """The catalog's URL: ``--catalog``, else ``$TRTFORGE_CATALOG``, else the store's SQLite file."""
+    return catalog or os.environ.get(CATALOG_ENV) or f"sqlite:///{root / CATALOG_FILE}"
 
 
 def resolve_store_root(store: str | Path | None = None) -> Path:
@@ -63,7 +77,7 @@ class Store:
 
     @property
     def locks(self) -> LockDir:
-        return LockDir(self.root / "locks")
+        return LockDir(locks_dir(self.root))
 
     def work_dir(self) -> Path:
         """A private directory for multi-file work (bundle import); the caller removes it."""
@@ -76,7 +90,7 @@ class Store:
 
 
 def _catalog_url(root: Path, catalog: str | None) -> str:
-    url = catalog or os.environ.get(CATALOG_ENV) or f"sqlite:///{root / CATALOG_FILE}"
+    url = catalog_url(root, catalog)
     if url.startswith("sqlite:///"):
         _refuse_network_fs(Path(url.removeprefix("sqlite:///")))
     return url
@@ -145,8 +159,7 @@ def preload_catalog_modules() -> None:
 
     def work() -> None:
         with contextlib.suppress(Exception):  # the main thread's import raises it again, where handled
-            import trtforge.store.catalog
-            import trtforge.store.timing_caches  # noqa: F401
+            import trtforge.store.catalog  # noqa: F401
 
     # Not a daemon: exiting while a module is half-imported on another thread is not clean.
     _preload = threading.Thread(target=work, name="trtforge-preload-catalog")

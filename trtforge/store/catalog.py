@@ -9,8 +9,10 @@ read-then-write sequences of concurrent builders serialize instead of failing.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -22,10 +24,12 @@ from sqlalchemy import (
     Float,
     ForeignKey,
     Index,
+    Integer,
     MetaData,
     String,
     Text,
     TypeDecorator,
+    UniqueConstraint,
     create_engine,
     event,
     inspect,
@@ -219,8 +223,6 @@ def _sqlite_begin(conn: Connection) -> None:
 
 
 def _all_tables() -> set[str]:
-    import trtforge.store.timing_caches  # noqa: F401 - its model registers the timing_caches table
-
     return set(Base.metadata.tables)
 
 
@@ -246,6 +248,72 @@ def _create_at_head(conn: Connection) -> None:
         )
     )
     conn.execute(text("INSERT INTO alembic_version (version_num) VALUES (:head)"), {"head": SCHEMA_HEAD})
+
+
+@dataclass(frozen=True)
+class CacheKey:
+    """Which builds may share a timing cache: same flavor, TensorRT version and GPU."""
+
+    flavor: str
+    trt_version: str
+    gpu_name: str
+    compute_capability: str
+
+    @property
+    def digest(self) -> str:
+        text = "\x1f".join((self.flavor, self.trt_version, self.gpu_name, self.compute_capability))
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+    def describe(self) -> str:
+        return f"{self.flavor} {self.trt_version} on {self.gpu_name} (cc {self.compute_capability})"
+
+    def as_json(self) -> dict[str, str]:
+        return {
+            "flavor": self.flavor,
+            "trt_version": self.trt_version,
+            "gpu_name": self.gpu_name,
+            "compute_capability": self.compute_capability,
+        }
+
+
+class TimingCacheRow(Base):
+    """One version of one timing cache; its blob is complete before the row exists."""
+
+    __tablename__ = "timing_caches"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    cache_key: Mapped[str] = mapped_column(String(64), index=True)
+    flavor: Mapped[str] = mapped_column(String(32))
+    trt_version: Mapped[str] = mapped_column(String(32))
+    gpu_name: Mapped[str] = mapped_column(String(128))
+    compute_capability: Mapped[str] = mapped_column(String(16))
+    generation: Mapped[int] = mapped_column(Integer)
+    blob_sha256: Mapped[str] = mapped_column(String(64), ForeignKey("blobs.sha256"))
+    size: Mapped[int] = mapped_column(BigInteger)
+    parent_id: Mapped[str | None] = mapped_column(String(32))
+    source: Mapped[str] = mapped_column(String(16))
+    artifact_id: Mapped[str | None] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (UniqueConstraint("cache_key", "generation", name="uq_timing_caches_key_generation"),)
+
+    @property
+    def key(self) -> CacheKey:
+        return CacheKey(self.flavor, self.trt_version, self.gpu_name, self.compute_capability)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "cache_id": self.id,
+            **self.key.as_json(),
+            "generation": self.generation,
+            "blob_sha256": self.blob_sha256,
+            "size": self.size,
+            "parent_id": self.parent_id,
+            "source": self.source,
+            "artifact_id": self.artifact_id,
+            "created_at": self.created_at.isoformat(),
+        }
+
 
 
 class Catalog:

@@ -18,88 +18,20 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, ForeignKey, Integer, String, UniqueConstraint, delete, select
+from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError as SqlIntegrityError
-from sqlalchemy.orm import Mapped, mapped_column
 
 from trtforge.errors import IntegrityError, NotFoundError
-from trtforge.store import Store
-from trtforge.store.catalog import MIN_ID_PREFIX, Artifact, Base, Blob, utcnow
+from trtforge.store import Store, locks_dir
+from trtforge.store.catalog import MIN_ID_PREFIX, Artifact, Blob, CacheKey, TimingCacheRow
 
 log = logging.getLogger(__name__)
 
 CACHE_BLOB_KIND = "timing_cache"
-LOCKS_DIR = "locks"
 # Merge(base bytes or None, new bytes) -> merged bytes. The backend supplies ITimingCache.combine.
 MergeFn = Callable[[bytes | None, bytes], bytes]
-
-
-@dataclass(frozen=True)
-class CacheKey:
-    """Which builds may share a timing cache: same flavor, TensorRT version and GPU."""
-
-    flavor: str
-    trt_version: str
-    gpu_name: str
-    compute_capability: str
-
-    @property
-    def digest(self) -> str:
-        text = "\x1f".join((self.flavor, self.trt_version, self.gpu_name, self.compute_capability))
-        return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-    def describe(self) -> str:
-        return f"{self.flavor} {self.trt_version} on {self.gpu_name} (cc {self.compute_capability})"
-
-    def as_json(self) -> dict[str, str]:
-        return {
-            "flavor": self.flavor,
-            "trt_version": self.trt_version,
-            "gpu_name": self.gpu_name,
-            "compute_capability": self.compute_capability,
-        }
-
-
-class TimingCacheRow(Base):
-    """One version of one timing cache; its blob is complete before the row exists."""
-
-    __tablename__ = "timing_caches"
-
-    id: Mapped[str] = mapped_column(String(32), primary_key=True)
-    cache_key: Mapped[str] = mapped_column(String(64), index=True)
-    flavor: Mapped[str] = mapped_column(String(32))
-    trt_version: Mapped[str] = mapped_column(String(32))
-    gpu_name: Mapped[str] = mapped_column(String(128))
-    compute_capability: Mapped[str] = mapped_column(String(16))
-    generation: Mapped[int] = mapped_column(Integer)
-    blob_sha256: Mapped[str] = mapped_column(String(64), ForeignKey("blobs.sha256"))
-    size: Mapped[int] = mapped_column(BigInteger)
-    parent_id: Mapped[str | None] = mapped_column(String(32))
-    source: Mapped[str] = mapped_column(String(16))
-    artifact_id: Mapped[str | None] = mapped_column(String(32))
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
-
-    __table_args__ = (UniqueConstraint("cache_key", "generation", name="uq_timing_caches_key_generation"),)
-
-    @property
-    def key(self) -> CacheKey:
-        return CacheKey(self.flavor, self.trt_version, self.gpu_name, self.compute_capability)
-
-    def summary(self) -> dict[str, Any]:
-        return {
-            "cache_id": self.id,
-            **self.key.as_json(),
-            "generation": self.generation,
-            "blob_sha256": self.blob_sha256,
-            "size": self.size,
-            "parent_id": self.parent_id,
-            "source": self.source,
-            "artifact_id": self.artifact_id,
-            "created_at": self.created_at.isoformat(),
-        }
 
 
 @contextmanager
@@ -199,7 +131,7 @@ class TimingCaches:
     # -- writing --------------------------------------------------------------------------
 
     def lock(self, key: CacheKey) -> Any:
-        return _file_lock(self.store.root / LOCKS_DIR / f"timing-cache-{key.digest[:32]}.lock")
+        return _file_lock(locks_dir(self.store.root) / f"timing-cache-{key.digest[:32]}.lock")
 
     def put_blob(self, data: bytes) -> str:
         """Store cache bytes as a blob with its catalog row (for private caches kept per artifact)."""

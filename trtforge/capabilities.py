@@ -8,42 +8,20 @@ TensorRT-RTX >= 1.0; entries older than that floor are listed from the floor.
 
 from __future__ import annotations
 
-import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
-from trtforge.backend.loader import BackendInfo, Flavor
+from trtforge.denylist import DenyEntry, tactic_id_of
 from trtforge.errors import UnsupportedOptionError
+from trtforge.flavors import RTX_COMPUTE_CAPABILITIES, BackendInfo, Flavor, Version, flavor_name, release
 from trtforge.recipe import LIBRARY_TACTIC_SOURCES, WEAK_TYPING_FLAGS, Recipe
 
 if TYPE_CHECKING:
-    from trtforge.target import BuildTarget
-
-Version = tuple[int, ...]
+    pass
 
 TENSORRT_FLOOR = "10.0"
 TENSORRT_RTX_FLOOR = "1.0"
-
-# TensorRT-RTX ComputeCapability targets (C++ enum nvinfer1::ComputeCapability, TensorRT-RTX
-# API reference; observed in tensorrt_rtx 1.7: SM75, SM80, SM86, SM89, SM120, SM121). The
-# default when none is set is 8.6, 8.9 and 12.0 (TensorRT-RTX Support Matrix, note under
-# "Hardware and Precision"). Hopper (9.0) is not a TensorRT-RTX target.
-RTX_COMPUTE_CAPABILITIES: tuple[str, ...] = ("7.5", "8.0", "8.6", "8.9", "12.0", "12.1")
-RTX_DEFAULT_COMPUTE_CAPABILITIES: tuple[str, ...] = ("8.6", "8.9", "12.0")
-
-
-def parse_version(text: str) -> Version:
-    """Leading numeric release parts: '10.13.3.9' -> (10, 13, 3, 9), '11.0.0rc1' -> (11, 0, 0)."""
-    parts = []
-    for piece in text.split("."):
-        match = re.match(r"\d+", piece)
-        if match is None:
-            break
-        parts.append(int(match.group()))
-        if match.end() != len(piece):
-            break
-    return tuple(parts)
-
 
 @dataclass(frozen=True)
 class Availability:
@@ -55,11 +33,11 @@ class Availability:
     cpu_build_fails: bool = False
 
     def state(self, version: Version) -> str:
-        if version < parse_version(self.since):
+        if version < release(self.since):
             return "missing"
-        if self.removed is not None and version >= parse_version(self.removed):
+        if self.removed is not None and version >= release(self.removed):
             return "removed"
-        if self.deprecated is not None and version >= parse_version(self.deprecated):
+        if self.deprecated is not None and version >= release(self.deprecated):
             return "deprecated"
         return "yes"
 
@@ -263,7 +241,7 @@ def requested_options(recipe: Recipe) -> list[str]:
 
 
 def valid_tactic_sources(backend: BackendInfo) -> list[str]:
-    version = parse_version(backend.version)
+    version = release(backend.version)
     names = []
     for rule in RULES:
         if rule.option.startswith("tactics.sources: "):
@@ -275,7 +253,7 @@ def valid_tactic_sources(backend: BackendInfo) -> list[str]:
 
 def _state(rule: OptionRule, backend: BackendInfo) -> str:
     availability = rule.availability(backend.flavor)
-    return "never" if availability is None else availability.state(parse_version(backend.version))
+    return "never" if availability is None else availability.state(release(backend.version))
 
 
 def check_recipe(recipe: Recipe, backend: BackendInfo) -> list[str]:
@@ -297,7 +275,7 @@ def check_recipe(recipe: Recipe, backend: BackendInfo) -> list[str]:
             if availability is None:
                 why = f"{backend.label} does not have it"
             elif state == "missing":
-                why = f"it needs {_flavor_name(backend.flavor)} >= {availability.since} (found {backend.label})"
+                why = f"it needs {flavor_name(backend.flavor)} >= {availability.since} (found {backend.label})"
             else:
                 why = f"{backend.label} removed it (in {availability.removed})"
             hint = rule.hint_for(backend.flavor)
@@ -307,6 +285,7 @@ def check_recipe(recipe: Recipe, backend: BackendInfo) -> list[str]:
         if state == "deprecated":
             notes.append(f"{option} is deprecated in {backend.label}")
     _check_compute_capabilities(recipe, backend)
+    check_enforceable(backend, recipe.tactics.deny)  # e.g. TensorRT-RTX: refused before any build
     if backend.flavor == "tensorrt_rtx" and "timing_cache" in recipe.build.model_fields_set:
         # Said only when the recipe asks for a cache explicitly; the default policy stays quiet.
         if recipe.build.timing_cache != "off":
@@ -337,9 +316,6 @@ def cpu_build_fails(recipe: Recipe, backend: BackendInfo) -> list[str]:
     return needs
 
 
-def _flavor_name(flavor: Flavor) -> str:
-    return "TensorRT-RTX" if flavor == "tensorrt_rtx" else "TensorRT"
-
 
 def capability_table(backend: BackendInfo) -> list[dict[str, Any]]:
     """Rows for `doctor`: every option and feature, and its state with this backend."""
@@ -363,26 +339,38 @@ def capability_table(backend: BackendInfo) -> list[dict[str, Any]]:
     return rows
 
 
-def compatibility_envelope(recipe: Recipe, target: BuildTarget) -> dict[str, Any]:
-    """Which targets may load the engine, as recorded on the artifact (lookup applies the rules).
+# -- deny entries: how a backend can enforce them -----------------------------------------
 
-    TensorRT: the build GPU's compute capability, widened by the hardware level (AMPERE_PLUS:
-    cc >= 8.0; SAME_COMPUTE_CAPABILITY: any GPU of that cc), and by version compatibility to
-    newer runtimes of the same major version (TensorRT Developer Guide, "Version Compatibility").
-    TensorRT-RTX: the compute capabilities built for (the backend's default set when none given).
-    """
-    compat = recipe.compatibility
-    if target.flavor == "tensorrt_rtx":
-        ccs = list(compat.compute_capabilities or RTX_DEFAULT_COMPUTE_CAPABILITIES)
-    else:
-        ccs = list(target.compute_capabilities)
-    return {
-        "flavor": target.flavor,
-        "trt_version": target.trt_version,
-        "runtime_versions": "same major, >= build" if compat.version_compatible else "same",
-        "hardware": compat.hardware,
-        "compute_capabilities": ccs,
-        "compute_capabilities_default": target.flavor == "tensorrt_rtx" and compat.compute_capabilities is None,
-        "gpu_name": target.gpu_name,
-        "lean_runtime_in_plan": compat.version_compatible and not compat.exclude_lean_runtime,
-    }
+Mechanism = Literal["editable_timing_cache", "algorithm_selector"]
+_TIMING_CACHE_SINCE = (10, 8)
+
+
+def mechanism_for(backend: BackendInfo) -> Mechanism | None:
+    """How ``backend`` can enforce deny entries (from its flavor and version; nothing imported)."""
+    if backend.flavor == "tensorrt_rtx":
+        return None
+    if release(backend.version)[:2] >= _TIMING_CACHE_SINCE:
+        return "editable_timing_cache"
+    return "algorithm_selector"
+
+
+def check_enforceable(backend: BackendInfo, entries: Sequence[DenyEntry]) -> Mechanism | None:
+    """Refuse, before any build starts, deny entries the backend has no way to enforce."""
+    if not entries:
+        return None
+    mechanism = mechanism_for(backend)
+    if mechanism is None:
+        raise UnsupportedOptionError(
+            f"{backend.label} cannot enforce tactics.deny ({len(entries)} entries): it has no timing cache "
+            "and no algorithm selector",
+            hint="build this recipe with full TensorRT (backend: tensorrt), or remove the deny entries",
+        )
+    if mechanism == "algorithm_selector":
+        named = [e for e in entries if e.tactic != "*" and tactic_id_of(e.tactic) is None]
+        if named:
+            raise UnsupportedOptionError(
+                f"{backend.label} enforces deny entries with IAlgorithmSelector, which sees tactic ids only; "
+                f"entry for layer {named[0].layer!r} names tactic {named[0].tactic!r}",
+                hint="give the tactic id (TacticValue, 0x...) or build with TensorRT >= 10.8 (editable timing cache)",
+            )
+    return mechanism

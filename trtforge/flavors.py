@@ -1,0 +1,141 @@
+"""TensorRT flavors: their names, how their versions compare, and which one is installed.
+
+One home for these rules, used by the capability table, targets, lookup and the backend. Nothing
+here imports TensorRT: the installed version comes from package metadata, so a cache hit,
+``lookup`` and ``list`` can ask for it where TensorRT's libraries are absent or slow to load.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Literal
+
+from trtforge.errors import BackendUnavailableError, TargetError
+
+Flavor = Literal["tensorrt", "tensorrt_rtx"]
+FLAVORS: tuple[Flavor, ...] = ("tensorrt", "tensorrt_rtx")
+Version = tuple[int, ...]
+
+# Distributions that install each module, most specific first. The metadata version is the
+# one trtforge records everywhere, so a cache hit (metadata) and a build (module) agree.
+_DISTRIBUTIONS: dict[Flavor, tuple[str, ...]] = {
+    "tensorrt": (
+        "tensorrt-cu13",
+        "tensorrt-cu12",
+        "tensorrt-cu11",
+        "tensorrt",
+        "tensorrt-cu13-bindings",
+        "tensorrt-cu12-bindings",
+    ),
+    "tensorrt_rtx": (
+        "tensorrt-rtx-cu13",
+        "tensorrt-rtx-cu12",
+        "tensorrt-rtx",
+        "tensorrt-rtx-cu13-bindings",
+        "tensorrt-rtx-cu12-bindings",
+    ),
+}
+_VERSION = re.compile(r"^\d{1,3}(\.\d{1,6}){1,3}$")
+
+# TensorRT-RTX ComputeCapability targets (C++ enum nvinfer1::ComputeCapability, TensorRT-RTX
+# API reference; observed in tensorrt_rtx 1.7: SM75, SM80, SM86, SM89, SM120, SM121). Hopper
+# (9.0) is not a TensorRT-RTX target.
+RTX_COMPUTE_CAPABILITIES: tuple[str, ...] = ("7.5", "8.0", "8.6", "8.9", "12.0", "12.1")
+# What a recipe without compatibility.compute_capabilities builds for. NVIDIA's pages disagree on
+# the builder's own default ("CPU-Only AOT and TensorRT-RTX Engines" > "Compute Capability": 8.0,
+# 8.6, 8.9, 12.0 and later; the Support Matrix note: 8.6, 8.9, 12.0), so trtforge never relies on
+# it: every TensorRT-RTX build sets this list explicitly (see trtforge.resolve), the artifact
+# records it, and lookup reads only the recorded list. It is the first list's named releases.
+RTX_DEFAULT_COMPUTE_CAPABILITIES: tuple[str, ...] = ("8.0", "8.6", "8.9", "12.0")
+
+
+def flavor_name(flavor: str) -> str:
+    """The product name users know: 'TensorRT-RTX' or 'TensorRT'."""
+    return "TensorRT-RTX" if flavor == "tensorrt_rtx" else "TensorRT"
+
+
+def release(text: str) -> Version:
+    """Leading numeric release parts: '10.13.3.9' -> (10, 13, 3, 9), '11.0.0rc1' -> (11, 0, 0).
+
+    Lenient, for versions that come from package metadata and the capability table.
+    """
+    parts = []
+    for piece in text.split("."):
+        match = re.match(r"\d+", piece)
+        if match is None:
+            break
+        parts.append(int(match.group()))
+        if match.end() != len(piece):
+            break
+    return tuple(parts)
+
+
+@lru_cache(maxsize=1024)
+def parse_version(text: str) -> Version:
+    """A version a user typed: ``"10.13.3.9"`` -> ``(10, 13, 3, 9)``; TargetError for anything else."""
+    text = text.strip()
+    if not _VERSION.match(text):
+        raise TargetError(f"TensorRT version {text[:40]!r} is not of the form MAJOR.MINOR[.PATCH[.BUILD]]")
+    return release(text)
+
+
+def same_release(built: str, running: str) -> bool:
+    """Equal as releases: MAJOR.MINOR.PATCH always, the build number only when both name one.
+
+    ``10.13.3`` matches ``10.13.3.9`` (a target given as MAJOR.MINOR.PATCH means that release);
+    ``10.13`` means ``10.13.0`` and does not match ``10.13.3``.
+    """
+    a, b = release(built), release(running)
+    width = max(3, min(len(a), len(b)))
+    return (*a, 0, 0, 0)[:width] == (*b, 0, 0, 0)[:width]
+
+
+@dataclass(frozen=True)
+class BackendInfo:
+    """A TensorRT flavor and version: installed here, or named by a target."""
+
+    flavor: Flavor
+    version: str
+
+    @property
+    def module_name(self) -> str:
+        return self.flavor
+
+    @property
+    def label(self) -> str:
+        return f"{flavor_name(self.flavor)} {self.version}"
+
+
+def installed_version(flavor: Flavor) -> str | None:
+    """Version of an installed flavor, or None; never imports the module."""
+    if importlib.util.find_spec(flavor) is None:
+        return None
+    for dist in _DISTRIBUTIONS[flavor]:
+        try:
+            version = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+        # The PyPI "tensorrt" download stub has metadata but no working module; treat a
+        # version without a release number as absent.
+        if version and version[0].isdigit():
+            return version
+    return None
+
+
+def installed_backends() -> list[BackendInfo]:
+    return [BackendInfo(f, v) for f in FLAVORS if (v := installed_version(f)) is not None]
+
+
+def find_backend(requested: str = "auto") -> BackendInfo:
+    """The flavor a recipe builds with: ``auto`` prefers full TensorRT, else TensorRT-RTX."""
+    wanted: tuple[Flavor, ...] = FLAVORS if requested == "auto" else (requested,)  # type: ignore[assignment]
+    for flavor in wanted:
+        version = installed_version(flavor)
+        if version is not None:
+            return BackendInfo(flavor, version)
+    found = ", ".join(b.label for b in installed_backends()) or "none"
+    raise BackendUnavailableError(f"backend {requested!r} is not installed (installed: {found})")

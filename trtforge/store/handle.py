@@ -1,0 +1,78 @@
+"""Open a store only when a command needs it, so bad input never creates or touches one.
+
+The build stage asks for a cache hit first (a local SQLite catalog answers through sqlite3, no
+SQLAlchemy), and opens or creates the catalog only on the paths that need it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from trtforge.digests import DigestCache
+from trtforge.errors import StoreError
+from trtforge.store import (
+    Store,
+    digests_path,
+    locks_dir,
+    open_existing_store,
+    open_store,
+    resolve_store_root,
+    sqlite_catalog_path,
+)
+from trtforge.store.blobs import BlobStore
+from trtforge.store.locks import LockDir
+from trtforge.store.sqlite_hits import UNANSWERED, Probe, probe_cached_plan
+
+
+class StoreHandle:
+    """Opens the store only when needed, so bad input never creates or touches it."""
+
+    def __init__(self, store: str | Path | None, catalog: str | None) -> None:
+        self._location = store
+        self._catalog = catalog
+        self._store: Store | None = None
+
+    def digests(self) -> DigestCache:
+        """Model digests remembered in this store (nothing is written until the store exists)."""
+        try:
+            return DigestCache(digests_path(resolve_store_root(self._location)))
+        except StoreError:
+            return DigestCache(None)  # an unusable store is reported where the store is opened
+
+    def blobs(self) -> BlobStore:
+        return BlobStore(resolve_store_root(self._location))
+
+    def quick_probe(self, build_key: str) -> Probe:
+        """Hit or certain miss, found without SQLAlchemy (local SQLite catalog and local blobs only).
+
+        UNANSWERED sends the caller to the full catalog path: other catalogs, an unknown schema,
+        or a row whose blob is not in the local blob directory (an S3 store, a missing blob).
+        """
+        db_path = sqlite_catalog_path(self._location, catalog=self._catalog)
+        if db_path is None:
+            return UNANSWERED
+        probe = probe_cached_plan(db_path, build_key)
+        if probe.plan is not None and not self.blobs().exists(probe.plan.plan_sha256):
+            return UNANSWERED
+        return probe
+
+    def is_local_sqlite(self) -> bool:
+        return sqlite_catalog_path(self._location, catalog=self._catalog) is not None
+
+    def existing(self) -> Store | None:
+        if self._store is None:
+            self._store = open_existing_store(self._location, catalog=self._catalog)
+        return self._store
+
+    def ensure(self) -> Store:
+        if self._store is None:
+            self._store = open_store(self._location, catalog=self._catalog)
+        return self._store
+
+    def locks(self) -> LockDir:
+        """The store's build locks, usable before (and without) opening the catalog."""
+        return LockDir(locks_dir(resolve_store_root(self._location)))
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
