@@ -304,6 +304,14 @@ def _check_compute_capabilities(recipe: Recipe, backend: BackendInfo) -> None:
             hint=f"valid compute capabilities: {', '.join(RTX_COMPUTE_CAPABILITIES)}"
             + ("; for Hopper (9.0) build with full TensorRT" if "9.0" in unknown else ""),
         )
+    if recipe.refit == "refittable" and len(wanted) > 1:
+        # Observed with TensorRT-RTX 1.7.1: a REFIT build for several targets stops in the kernel
+        # generator (MyelinCheckException "CHECK(sm_vers_.size() == 1)"); one target gets past it.
+        raise UnsupportedOptionError(
+            f"refit: refittable: {backend.label} builds a refittable engine for one compute capability, "
+            f"and this build targets {', '.join(wanted)}",
+            hint="set compatibility.compute_capabilities to the one GPU generation it runs on, e.g. [8.6]",
+        )
 
 
 def cpu_build_fails(recipe: Recipe, backend: BackendInfo) -> list[str]:

@@ -6,6 +6,8 @@ anything that is not a ``TrtforgeError`` is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class TrtforgeError(Exception):
     """Base class: a one-line message, an optional hint, and the CLI exit code."""
@@ -13,11 +15,14 @@ class TrtforgeError(Exception):
     exit_code: int = 2
     default_hint: str | None = None
 
-    def __init__(self, message: str, *, hint: str | None = None, more: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, message: str, *, hint: str | None = None, more: tuple[str, ...] = (), detail: dict[str, Any] | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.hint = hint if hint is not None else self.default_hint
         self.more = more  # further problems of the same input, one line each (e.g. every recipe error)
+        self.detail = detail or {}  # machine-readable context for `--json` (`error_detail`), never printed
 
     def __str__(self) -> str:
         return self.message

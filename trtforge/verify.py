@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-from trtforge.errors import BadInputError, ModelError, NotFoundError
+from trtforge.errors import BadInputError, ModelError, NotFoundError, VerificationUnavailableError
 from trtforge.keys import canonical_json, sha256_file, sha256_text
 from trtforge.model import ModelInfo, TensorInfo, check_profiles, read_model
 from trtforge.recipe import InputShapes, Recipe, VerifySpec, shape_point_fits
@@ -739,7 +739,11 @@ def verify(
         assert subject.artifact is not None
         from trtforge.backend.run import gpu_runtime_for  # does not import TensorRT
 
-        backend, runtime = gpu_runtime_for(subject.artifact)
+        try:
+            backend, runtime = gpu_runtime_for(subject.artifact)
+        except VerificationUnavailableError as exc:  # say which engine it would have checked
+            exc.detail.update(artifact_id=subject.artifact.id, build_key=subject.artifact.build_key)
+            raise
         from trtforge.backend.run import EngineCandidate
 
         opened = handle.ensure()

@@ -33,14 +33,13 @@ from typing import Any
 from trtforge.capabilities import Mechanism, check_enforceable
 from trtforge.denylist import (
     DenyEntry,
-    UnsatisfiableDenyError,
     entries_for_layer,
     first_hit,
     parse_layer_info,
     tactic_id_of,
     violations_in,
 )
-from trtforge.errors import BuildError, UnsupportedOptionError
+from trtforge.errors import BuildError, UnsatisfiableDenyError, UnsupportedOptionError
 from trtforge.flavors import BackendInfo
 
 # -- editable timing cache: the builder's autotuning log ----------------------------------

@@ -85,4 +85,6 @@ class Output:
             payload = {"error": exc.message, "hint": exc.hint, "exit_code": exc.exit_code}
             if exc.more:
                 payload["more_errors"] = list(exc.more)
+            if exc.detail:
+                payload["error_detail"] = exc.detail
             sys.stdout.write(json.dumps(payload) + "\n")
