@@ -14,7 +14,8 @@ import pytest
 from tests import onnx_models
 from trtforge.build import BuildStage
 from trtforge.errors import ModelError, NotRefittableError
-from trtforge.refit import check_refittable, check_weights, record_refit, refit_mode
+from trtforge.recipe import refit_mode
+from trtforge.refit import check_refittable, check_weights, record_refit
 from trtforge.store import open_existing_store
 from trtforge.store.catalog import Artifact, Blob
 from trtforge.target import detect_gpus

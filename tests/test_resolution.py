@@ -21,11 +21,12 @@ from tests.conftest import MLP_RECIPE
 from trtforge.flavors import RTX_COMPUTE_CAPABILITIES, find_backend
 
 MODEL_DIR = "models"
+PROFILE = "profiles:\n  - x: {min: [1, 4], opt: [2, 4], max: [4, 4]}\n"
 
 # name -> recipe body after `name:` and `model:`; together they use every field of the recipe format.
 RECIPES: dict[str, str] = {
     # Builds on TensorRT-RTX on a CPU.
-    "plain": "profiles:\n  - x: {min: [1, 4], opt: [2, 4], max: [4, 4]}\n",
+    "plain": PROFILE,
     "every-build-option": """\
 description: free text, not part of the key
 backend: tensorrt_rtx
@@ -60,7 +61,7 @@ verify:
   cuda_graph: false
   streams: 1
 """,
-    "pinned-model": "model_pin: true\nprofiles:\n  - x: {min: [1, 4], opt: [2, 4], max: [4, 4]}\n",
+    "pinned-model": "model_pin: true\n" + PROFILE,
     # Refused on TensorRT-RTX before the build (exit 2), with the key reported.
     "sidecar-deny": """\
 profiles:
@@ -70,8 +71,8 @@ tactics:
     - {layer: "gemm*", tactic: "*", reason: inline}
   deny_file: deny.yaml
 """,
-    "ampere-plus": "profiles:\n  - x: {min: [1, 4], opt: [2, 4], max: [4, 4]}\ncompatibility: {hardware: ampere_plus}\n",
-    "refittable": "profiles:\n  - x: {min: [1, 4], opt: [2, 4], max: [4, 4]}\nrefit: refittable\n",
+    "ampere-plus": PROFILE + "compatibility: {hardware: ampere_plus}\n",
+    "refittable": PROFILE + "refit: refittable\n",
     # Refused by the CPU build itself (exit 1): these need a GPU with TensorRT-RTX.
     "refittable-one-target": """\
 profiles:
@@ -79,8 +80,8 @@ profiles:
 refit: refittable
 compatibility: {compute_capabilities: [8.6]}
 """,
-    "refit-identical": "profiles:\n  - x: {min: [1, 4], opt: [2, 4], max: [4, 4]}\nrefit: refit_identical\n",
-    "strip-weights": "profiles:\n  - x: {min: [1, 4], opt: [2, 4], max: [4, 4]}\nrefit: strip_weights\n",
+    "refit-identical": PROFILE + "refit: refit_identical\n",
+    "strip-weights": PROFILE + "refit: strip_weights\n",
     "version-compatible-with-lean-runtime": """\
 profiles:
   - x: {min: [1, 4], opt: [2, 4], max: [4, 4]}
@@ -188,9 +189,8 @@ def test_rtx_default_capabilities_are_what_show_records_and_lookup_accepts(
     version = find_backend("tensorrt_rtx").version
     accepted = set()
     for cc in sorted({*RTX_COMPUTE_CAPABILITIES, "9.0", "10.0"}):
-        found = cli(
-            "lookup", "default-ccs", "--flavor", "tensorrt_rtx", "--trt", version, "--cc", cc, "--store", store, "--json"
-        )
+        target = ("--flavor", "tensorrt_rtx", "--trt", version, "--cc", cc)
+        found = cli("lookup", "default-ccs", *target, "--store", store, "--json")
         assert found.code in (0, 1), found
         if found.code == 0:
             accepted.add(cc)

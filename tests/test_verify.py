@@ -24,7 +24,7 @@ from trtforge.cli.verify import render_report
 from trtforge.errors import BadInputError, RecipeError
 from trtforge.keys import recipe_fingerprint
 from trtforge.model import read_model
-from trtforge.recipe import load_recipe, parse_recipe
+from trtforge.recipe import parse_recipe
 from trtforge.resolve import resolve
 from trtforge.store import open_existing_store, open_store
 from trtforge.target import detect_gpus
@@ -280,6 +280,19 @@ def test_per_layer_names_the_first_diverging_tensor(heads, store: Path) -> None:
     assert {o["name"] for _, o in report.failures} == {"y2"}  # only model outputs decide the verdict
 
 
+def test_a_per_layer_run_is_a_diagnostic_never_recorded_on_the_artifact(heads, store: Path) -> None:
+    """Regression (issue 12, item 5): on 55eb6bf a --per-layer run, which checks another engine (every
+    tensor marked), recorded pass/fail as the artifact's verification."""
+    recipe, model, _ = heads()
+    opened, subject = built_subject(recipe, store)
+    report = check(subject, OnnxModelCandidate(model, per_layer=True), RUNTIME, store=opened, per_layer=True)
+    assert report.status == "passed" and report.verification_id is None
+    assert "diagnostic" in report.as_json()["engine"]
+    assert opened.catalog.verifications(subject.artifact.id) == []
+    assert opened.catalog.statuses(subject.artifact.id) == {}
+    opened.close()
+
+
 def test_reference_outputs_are_stored_and_reused(heads, store: Path, cli) -> None:
     from polygraphy.comparator import RunResults
 
@@ -401,14 +414,20 @@ def test_plan_is_hash_checked_before_any_load(heads, store: Path) -> None:
     opened.close()
 
 
-def test_layerwise_plan_builds_on_the_cpu(heads) -> None:
+def test_the_per_layer_engine_is_built_with_the_artifacts_settings(heads, store: Path) -> None:
+    """The diagnostic engine differs from the stored plan only by its marked tensors: it is built from
+    the recorded recipe, with the builder settings the artifact records (read back from real configs)."""
     from trtforge.backend.run import layerwise_plan
     from trtforge.flavors import find_backend
+    from trtforge.recipe import Recipe
 
-    recipe, model, _ = heads()
-    loaded = load_recipe(recipe)
-    plan = layerwise_plan(find_backend("tensorrt_rtx"), loaded.recipe.model_dump(mode="json"), model)
-    assert len(plan) > 1000
+    recipe, model, _ = heads("compatibility:\n  compute_capabilities: [8.6]\n")
+    opened, subject = built_subject(recipe, store)
+    artifact = subject.artifact
+    opened.close()
+    diagnostic = layerwise_plan(find_backend("tensorrt_rtx"), Recipe.model_validate(artifact.recipe), model)
+    assert len(diagnostic.plan) > 1000 and diagnostic.plan != b""
+    assert diagnostic.settings == artifact.details["settings"]
 
 
 def test_catalog_at_the_initial_schema_is_upgraded_in_place(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ importing ``onnx``.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
@@ -504,3 +505,11 @@ def with_deny_file(loaded: LoadedRecipe) -> LoadedRecipe:
     tactics = loaded.recipe.tactics.model_copy(update={"deny": merged, "deny_file": None})
     recipe = loaded.recipe.model_copy(update={"tactics": tactics})
     return loaded.model_copy(update={"recipe": recipe})
+
+
+def refit_mode(recipe: Mapping[str, Any]) -> str:
+    """The refit mode a recorded recipe asked for (``refit:`` at the top or under ``build:``)."""
+    value = recipe.get("refit", (recipe.get("build") or {}).get("refit", "none"))
+    if isinstance(value, Mapping):
+        value = value.get("mode", "none")
+    return str(value or "none")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -18,18 +17,11 @@ from typing import Any
 from trtforge.errors import ModelError, NotRefittableError
 from trtforge.keys import canonical_json, sha256_file, sha256_text
 from trtforge.model import read_model
+from trtforge.recipe import refit_mode
 from trtforge.store import Store, require_existing_store
 from trtforge.store.catalog import Artifact, Blob
 
 REFITTABLE_MODES = ("refittable", "refit_identical", "strip_weights")
-
-
-def refit_mode(recipe: Mapping[str, Any]) -> str:
-    """The refit mode a recorded recipe asked for (``refit:`` at the top or under ``build:``)."""
-    value = recipe.get("refit", (recipe.get("build") or {}).get("refit", "none"))
-    if isinstance(value, Mapping):
-        value = value.get("mode", "none")
-    return str(value or "none")
 
 
 @dataclass
@@ -126,11 +118,12 @@ def refit(
         check_refittable(parent)
         weights_sha256 = check_weights(parent, weights)
         from trtforge.backend.run import gpu_runtime_for, refit_plan
-        from trtforge.store.plans import read_verified_plan
+        from trtforge.store.plans import plan_for_loading
 
-        backend, _runtime = gpu_runtime_for(parent, purpose="refit")
+        backend, _runtime = gpu_runtime_for(parent.flavor, parent.trt_version, purpose="refit")  # type: ignore[arg-type]
         started = time.perf_counter()
-        plan = refit_plan(backend, read_verified_plan(opened, parent), weights, verified=parent)
+        verified = plan_for_loading(opened, parent)
+        plan = refit_plan(backend, verified.data, weights, allow_host_code=verified.allow_host_code, why=verified.why)
         child = record_refit(opened, parent, plan, weights, weights_sha256, time.perf_counter() - started)
         result = RefitResult(
             parent_id=parent.id,

@@ -1,10 +1,11 @@
-"""GPU-only glue: load a verified plan, run it with polygraphy's TrtRunner, time it, refit it.
+"""GPU-only glue: load plan bytes, run them with polygraphy's TrtRunner, time them, refit them.
 
 Kept thin on purpose: what to run and what the results mean lives in :mod:`trtforge.verify` and
 :mod:`trtforge.refit`, which are tested on the CPU. Nothing here runs without a CUDA GPU.
 
-Loading a plan runs native code, so a plan is only ever deserialized from bytes that were read
-back from the store and re-hashed against the sha256 the catalog recorded for the artifact.
+This module takes bytes and settings and never reads the store: the stages hand it plans that
+:func:`trtforge.store.plans.plan_for_loading` checked against the catalog, together with the
+decision whether their embedded host code may run.
 """
 
 from __future__ import annotations
@@ -20,35 +21,41 @@ from typing import TYPE_CHECKING, Any
 
 from trtforge.backend.loader import import_backend
 from trtforge.errors import NotRefittableError, RefitError, VerificationUnavailableError
-from trtforge.flavors import BackendInfo, installed_backends, installed_version
+from trtforge.flavors import BackendInfo, Flavor, installed_backends, installed_version
+from trtforge.target import detect_gpus
 
 if TYPE_CHECKING:
     import numpy as np
 
-    from trtforge.recipe import VerifySpec
-    from trtforge.store import Store
-    from trtforge.store.catalog import Artifact
-    from trtforge.verify import RuntimeInfo
+    from trtforge.recipe import Recipe, VerifySpec
 
 _CAPTURE_MODE_THREAD_LOCAL = 1  # cudaStreamCaptureModeThreadLocal
 
 
 
-def gpu_runtime_for(artifact: Artifact, purpose: str = "verification") -> tuple[BackendInfo, RuntimeInfo]:
-    """The local GPU and runtime that can run ``artifact``; one clear line when there is none.
+@dataclass(frozen=True)
+class RuntimeInfo:
+    """Where an engine ran: one GPU model and one runtime (flavor + version)."""
+
+    gpu_name: str
+    compute_capability: str | None
+    flavor: str
+    version: str
+    driver: str | None = None
+
+
+def gpu_runtime_for(flavor: Flavor, trt_version: str, purpose: str = "verification") -> tuple[BackendInfo, RuntimeInfo]:
+    """The local GPU and runtime that can run a plan built by ``flavor`` ``trt_version``; one clear line when none.
 
     Checked without importing TensorRT: NVML lists the GPUs, package metadata the runtime.
     """
-    from trtforge.target import detect_gpus
-    from trtforge.verify import RuntimeInfo
-
-    needed = BackendInfo(artifact.flavor, artifact.trt_version).label
+    needed = BackendInfo(flavor, trt_version).label
     gpus = detect_gpus()
-    version = installed_version(artifact.flavor)  # type: ignore[arg-type]
-    if gpus and version == artifact.trt_version:
+    version = installed_version(flavor)
+    if gpus and version == trt_version:
         gpu = gpus[0]
-        runtime = RuntimeInfo(gpu.name, gpu.compute_capability, artifact.flavor, version, gpu.driver_version)
-        return BackendInfo(artifact.flavor, version), runtime  # type: ignore[arg-type]
+        runtime = RuntimeInfo(gpu.name, gpu.compute_capability, flavor, version, gpu.driver_version)
+        return BackendInfo(flavor, version), runtime
     found_gpus = ", ".join(f"{g.name} (cc {g.compute_capability})" for g in gpus) or "no NVIDIA GPU"
     runtimes = "runtimes " + (", ".join(b.label for b in installed_backends()) or "none")
     raise VerificationUnavailableError(
@@ -64,27 +71,14 @@ def _logger(trt: ModuleType) -> Any:
     return _make_logger(trt, [])
 
 
-def needs_host_code(artifact: Artifact) -> bool:
-    """Version-compatible plans embed the lean runtime, i.e. host code the runtime must execute.
-
-    TensorRT refuses to run it unless ``IRuntime.engine_host_code_allowed`` is set (TensorRT
-    Developer Guide, "Version Compatibility"; NVIDIA's security guidance: a plan is code).
-    """
-    return bool((artifact.details or {}).get("compatibility", {}).get("version_compatible"))
-
-
-def runtime_for(trt: ModuleType, logger: Any, artifact: Artifact | None = None, notify: Any = None) -> Any:
-    """A runtime that runs host code only for a catalog artifact whose plan was verified first.
-
-    Callers pass ``artifact`` only after ``read_verified_plan`` checked the bytes against the catalog.
-    """
+def runtime_for(
+    trt: ModuleType, logger: Any, *, allow_host_code: bool = False, why: str = "", notify: Any = None
+) -> Any:
+    """A runtime that runs a plan's host code only when the caller says the plan was verified for it."""
     runtime = trt.Runtime(logger)
-    if artifact is not None and needs_host_code(artifact):
+    if allow_host_code:
         runtime.engine_host_code_allowed = True
-        (notify or _to_stderr)(
-            f"allowing host code for version-compatible plan {artifact.plan_sha256[:12]} of artifact "
-            f"{artifact.id[:12]} (its sha256 matches the catalog)"
-        )
+        (notify or _to_stderr)(f"allowing host code for {why}")
     return runtime
 
 
@@ -92,9 +86,9 @@ def _to_stderr(message: str) -> None:
     print(f"trtforge: {message}", file=sys.stderr, flush=True)
 
 
-def deserialize(trt: ModuleType, plan: bytes, logger: Any, verified: Artifact | None = None) -> Any:
-    """Load plan bytes; ``verified`` is the artifact whose hash-checked plan these bytes are."""
-    engine = runtime_for(trt, logger, verified).deserialize_cuda_engine(plan)
+def deserialize(trt: ModuleType, plan: bytes, logger: Any, *, allow_host_code: bool = False, why: str = "") -> Any:
+    """Load plan bytes (host code only when ``allow_host_code``: a plan verified for it)."""
+    engine = runtime_for(trt, logger, allow_host_code=allow_host_code, why=why).deserialize_cuda_engine(plan)
     if engine is None:
         raise VerificationUnavailableError("the TensorRT runtime could not load the plan on this GPU")
     return engine
@@ -120,37 +114,48 @@ def refit_from_onnx(trt: ModuleType, engine: Any, onnx_path: Path, logger: Any) 
         raise RefitError(f"TensorRT rejected the weights from {onnx_path.name}")
 
 
-def refit_plan(backend: BackendInfo, plan: bytes, weights: Path, verified: Artifact | None = None) -> bytes:
+def refit_plan(
+    backend: BackendInfo, plan: bytes, weights: Path, *, allow_host_code: bool = False, why: str = ""
+) -> bytes:
     """A new plan: ``plan`` with the weights of ``weights`` (an ONNX file of the same graph)."""
     trt = import_backend(backend)
     logger = _logger(trt)
-    engine = deserialize(trt, plan, logger, verified)
+    engine = deserialize(trt, plan, logger, allow_host_code=allow_host_code, why=why)
     refit_from_onnx(trt, engine, weights, logger)
     return bytes(memoryview(engine.serialize()).cast("B"))
 
 
-def layerwise_plan(backend: BackendInfo, recipe: Mapping[str, Any], onnx_path: Path) -> bytes:
-    """A plan of the same recipe with every layer output marked (polygraphy's mark-all), for --per-layer.
+@dataclass(frozen=True)
+class LayerwisePlan:
+    """The per-layer diagnostic engine: the artifact's recipe and builder settings, every tensor marked."""
 
+    plan: bytes
+    settings: dict[str, Any]  # read back from the real IBuilderConfig, as a build records them
+
+
+def layerwise_plan(backend: BackendInfo, recipe: Recipe, onnx_path: Path) -> LayerwisePlan:
+    """A plan of the same recipe, with the same network flags and builder settings as its build, and
+    every layer output marked (polygraphy's mark-all), for ``--per-layer``.
+
+    Marking outputs changes fusion, so this is another engine than the stored plan: a diagnostic.
     Builds on the CPU with TensorRT-RTX; only running it needs the GPU.
     """
     from polygraphy.backend.trt import util as trt_util
 
-    from trtforge.backend.build import make_config, parse_network
+    from trtforge.backend.build import make_config, network_flags, parse_network
     from trtforge.backend.compare import quiet
-    from trtforge.recipe import Recipe
 
     trt = import_backend(backend)
     logger = _logger(trt)
     builder = trt.Builder(logger)
-    network, _parser = parse_network(trt, builder, logger, onnx_path)
+    network, _parser = parse_network(trt, builder, logger, onnx_path, network_flags(trt, recipe))
     with quiet():
         trt_util.mark_layerwise(network)
-    config, _settings = make_config(trt, builder, network, Recipe.model_validate(dict(recipe), strict=False))
+    config, settings = make_config(trt, builder, network, recipe)
     plan = builder.build_serialized_network(network, config)
     if plan is None or plan.nbytes == 0:
         raise VerificationUnavailableError("building the layer-wise engine for --per-layer failed")
-    return bytes(memoryview(plan).cast("B"))
+    return LayerwisePlan(bytes(memoryview(plan).cast("B")), settings)
 
 
 @dataclass
@@ -163,23 +168,28 @@ class _Bound:
 
 
 class EngineCandidate:
-    """A TensorRT engine in the verifier's candidate seat."""
+    """A TensorRT engine in the verifier's candidate seat, loaded from plan bytes.
 
-    def __init__(self, store: Store, artifact: Artifact, backend: BackendInfo, *, model_path: Path,
-                 per_layer: bool = False) -> None:  # fmt: skip
+    ``refit_weights``: an ONNX file whose weights go back into a weight-stripped plan before it
+    runs (it computes garbage without them).
+    """
+
+    def __init__(
+        self,
+        plan: bytes,
+        backend: BackendInfo,
+        *,
+        allow_host_code: bool = False,
+        why: str = "",
+        refit_weights: Path | None = None,
+    ) -> None:
         self.trt = import_backend(backend)
         self.backend = backend
         self.name = f"trt-{backend.flavor}"
         self.logger = _logger(self.trt)
-        if per_layer:
-            self.engine = deserialize(self.trt, layerwise_plan(backend, artifact.recipe, model_path), self.logger)
-        else:
-            from trtforge.store.plans import read_verified_plan  # checks the catalog hash and status
-
-            self.engine = deserialize(self.trt, read_verified_plan(store, artifact), self.logger, verified=artifact)
-            if _refit_mode(artifact.recipe) == "strip_weights":
-                # A weight-stripped plan computes garbage until it gets the model's weights back.
-                refit_from_onnx(self.trt, self.engine, model_path, self.logger)
+        self.engine = deserialize(self.trt, plan, self.logger, allow_host_code=allow_host_code, why=why)
+        if refit_weights is not None:
+            refit_from_onnx(self.trt, self.engine, refit_weights, self.logger)
 
     def runner(self, profile: int) -> Any:
         from polygraphy.backend.trt import TrtRunner
@@ -190,7 +200,7 @@ class EngineCandidate:
         """Latency and throughput of ``spec.streams`` contexts on as many streams, optionally as CUDA graphs."""
         from polygraphy import cuda
 
-        from trtforge.verify import latency_summary
+        from trtforge.backend.compare import latency_summary
 
         bound = [self._bind(profile, feed, spec.cuda_graph) for _ in range(spec.streams)]
         try:
@@ -281,9 +291,3 @@ def _capture(cudart: Any, bound: _Bound) -> None:
     bound.graph = graph
     _check(cudart.cudaGraphInstantiate(ctypes.byref(graph_exec), graph, ctypes.c_ulonglong(0)))
     bound.graph_exec = graph_exec
-
-
-def _refit_mode(recipe: Mapping[str, Any]) -> str:
-    from trtforge.refit import refit_mode
-
-    return refit_mode(recipe)

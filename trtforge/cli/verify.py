@@ -76,6 +76,8 @@ def render_report(console: Console, report: VerificationReport) -> None:
         f" on {report.runtime.gpu_name} ({report.runtime.flavor} {report.runtime.version})" if report.runtime else ""
     )
     console.print(styled((report.status, style), f" {report.name} {report.subject}{where}"))
+    if report.engine is not None:
+        console.print(f"engine: {report.engine}")
     if report.status == "reference-only":
         table = _reference_table(report)
     else:

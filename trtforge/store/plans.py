@@ -2,17 +2,41 @@
 
 Loading a TensorRT plan runs native code (NVIDIA's security guidance), so every path that gives a
 plan to a loader goes through here: the artifact must not be marked corrupt, and the bytes must
-hash to the catalog's ``plan_sha256`` and have its size. (`lookup --output` hard-links the blob
-and hash-checks the link, and never ranks a corrupt artifact; see ``lookup_stage``.)
+hash to the catalog's ``plan_sha256`` and have its size. Whether the loader may also run the
+plan's embedded host code is decided here too, from the verified artifact's record.
+(`lookup --output` hands out a hash-checked file and never ranks a corrupt artifact; see ``lookup_stage``.)
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from trtforge.errors import IntegrityError
+from trtforge.lookup_rules import Envelope
+from trtforge.recipe import refit_mode
 from trtforge.store import CORRUPT_STATUS, Store
 from trtforge.store.catalog import Artifact
 
 __all__ = ["CORRUPT_STATUS"]  # re-exported: callers that load plans check it
+
+
+@dataclass(frozen=True)
+class VerifiedPlan:
+    """Plan bytes checked against the catalog, and whether their host code may run."""
+
+    data: bytes
+    allow_host_code: bool
+    why: str  # said when host code is allowed, naming the plan and the artifact
+    weightless: bool  # built with strip_weights: refit it with the model's weights before it runs
+
+
+def needs_host_code(artifact: Artifact) -> bool:
+    """Version-compatible plans embed the lean runtime, i.e. host code the runtime must execute.
+
+    TensorRT refuses to run it unless ``IRuntime.engine_host_code_allowed`` is set (TensorRT
+    Developer Guide, "Version Compatibility"; NVIDIA's security guidance: a plan is code).
+    """
+    return Envelope.from_details(artifact.details).version_compatible
 
 
 def read_verified_plan(store: Store, artifact: Artifact) -> bytes:
@@ -26,3 +50,13 @@ def read_verified_plan(store: Store, artifact: Artifact) -> bytes:
     if len(data) != artifact.plan_size:
         raise IntegrityError(f"plan of {artifact.id[:12]} has {len(data)} bytes; the catalog says {artifact.plan_size}")
     return data
+
+
+def plan_for_loading(store: Store, artifact: Artifact) -> VerifiedPlan:
+    """What a loader gets: verified bytes, and host code allowed only for a version-compatible record."""
+    data = read_verified_plan(store, artifact)
+    why = (
+        f"version-compatible plan {artifact.plan_sha256[:12]} of artifact {artifact.id[:12]} "
+        "(its sha256 matches the catalog)"
+    )
+    return VerifiedPlan(data, needs_host_code(artifact), why, refit_mode(artifact.recipe) == "strip_weights")
