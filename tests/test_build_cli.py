@@ -17,6 +17,7 @@ BUILD_FIELDS = {
     "name",
     "artifact_id",
     "build_key",
+    "target",
     "status",
     "plan_path",
     "plan_sha256",

@@ -1,7 +1,8 @@
 """trtforge: TensorRT engine recipes, builds, catalog and lookup.
 
 The public Python API. Importing ``trtforge`` imports nothing heavy: each function imports the
-stage it needs when called, and lookup never imports tensorrt.
+stage it needs when called, and lookup never imports tensorrt. Every error a user can cause is
+a :class:`trtforge.TrtforgeError` subclass, re-exported here.
 """
 
 from __future__ import annotations
@@ -9,11 +10,57 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from trtforge.errors import (
+    BackendUnavailableError,
+    BadInputError,
+    BuildError,
+    BundleError,
+    CatalogError,
+    DeriveError,
+    IntegrityError,
+    ModelError,
+    NoCompatibleEngineError,
+    NotFoundError,
+    NotRefittableError,
+    RecipeError,
+    RefitError,
+    StoreError,
+    StoreWriteError,
+    TargetError,
+    TrtforgeError,
+    UnsatisfiableDenyError,
+    UnsupportedOptionError,
+    VerificationUnavailableError,
+)
+
 if TYPE_CHECKING:
     from trtforge.lookup_stage import LookupResult
     from trtforge.target import RuntimeTarget
 
-__all__ = ["lookup", "runtime_target"]
+__all__ = [
+    "BackendUnavailableError",
+    "BadInputError",
+    "BuildError",
+    "BundleError",
+    "CatalogError",
+    "DeriveError",
+    "IntegrityError",
+    "ModelError",
+    "NoCompatibleEngineError",
+    "NotFoundError",
+    "NotRefittableError",
+    "RecipeError",
+    "RefitError",
+    "StoreError",
+    "StoreWriteError",
+    "TargetError",
+    "TrtforgeError",
+    "UnsatisfiableDenyError",
+    "UnsupportedOptionError",
+    "VerificationUnavailableError",
+    "lookup",
+    "runtime_target",
+]
 
 
 def runtime_target(
@@ -40,8 +87,8 @@ def lookup(
 ) -> LookupResult:
     """The best engine for ``target`` (this machine when None) as a hash-checked local plan path.
 
-    Raises ``trtforge.errors.NotFoundError`` for an unknown name and
-    ``trtforge.lookup_stage.NoCompatibleEngineError`` when no artifact can run on the target.
+    Raises ``trtforge.NotFoundError`` for an unknown name and ``trtforge.NoCompatibleEngineError``
+    when no artifact can run on the target (every error is a ``trtforge.TrtforgeError``).
     """
     from trtforge.lookup_stage import find_engine
 
