@@ -172,7 +172,11 @@ def test_tactic_sources_and_pools_read_back(models) -> None:
 @pytest.mark.skipif(bool(detect_gpus()), reason="on a GPU machine these builds complete")
 @pytest.mark.parametrize(
     "options",
-    ["refit: refittable\n", "refit: strip_weights\n", "compatibility: {version_compatible: true}\n"],
+    [
+        "refit: refittable\ncompatibility: {compute_capabilities: [8.6]}\n",
+        "refit: strip_weights\n",
+        "compatibility: {version_compatible: true}\n",
+    ],
 )
 def test_cpu_only_build_reports_a_clear_error(cli, mlp_recipe, store: Path, options: str) -> None:
     recipe = mlp_recipe()
@@ -184,6 +188,18 @@ def test_cpu_only_build_reports_a_clear_error(cli, mlp_recipe, store: Path, opti
     human = cli("build", recipe, "--store", store)
     assert human.code == 1 and "cannot be built on a CPU-only machine" in human.stderr, human
     assert "Traceback" not in human.stderr
+
+
+def test_a_refittable_rtx_build_targets_one_compute_capability(cli, mlp_recipe, store: Path) -> None:
+    """TensorRT-RTX 1.7's kernel generator stops a REFIT build for several targets (observed on the
+    CPU: CHECK(sm_vers_.size() == 1)); the default list has four, so it is refused before the build."""
+    recipe = mlp_recipe()
+    recipe.write_text(recipe.read_text() + "refit: refittable\n")
+    result = cli("build", recipe, "--store", store, "--json")
+    assert result.code == 2, result
+    [failed] = result.json()
+    assert "refittable engine for one compute capability" in failed["error"] and failed["build_key"]
+    assert not store.exists()  # refused before anything is written
 
 
 def test_unsupported_option_is_refused_before_the_build(cli, mlp_recipe, store: Path) -> None:
@@ -223,7 +239,7 @@ def test_artifact_records_settings_and_target(cli, mlp_recipe, store: Path) -> N
     assert record["details"]["refit"] == "none" and record["details"]["weightless"] is False
     envelope = record["details"]["compatibility"]
     assert envelope["compute_capabilities"] == ["8.9", "12.0"] and envelope["runtime_versions"] == "same"
-    assert envelope["compute_capabilities_default"] is False
+    assert envelope["version_compatible"] is False and envelope["hardware"] == "none"
     assert "timing caches are no-ops" in built.stderr or built.stderr == ""
     human = cli("build", recipe, "--store", store)
     assert human.code == 0 and "cached" in human.stdout

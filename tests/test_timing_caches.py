@@ -257,4 +257,4 @@ def test_reproduce_reports_identical_plans(cli, mlp_recipe, store: Path) -> None
     changed = cli("build", "--reproduce", built["artifact_id"], "--store", store, "--json")
     assert changed.code == 2 and "changed since artifact" in changed.json()["error"], changed
     both = cli("build", recipe, "--reproduce", built["artifact_id"], "--store", store)
-    assert both.code == 2 and "not recipe files" in both.stderr
+    assert both.code == 2 and "not recipe arguments" in both.stderr

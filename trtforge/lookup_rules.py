@@ -91,8 +91,8 @@ class Envelope:
         if "version_compatible" not in raw:  # written by builds before the envelope had one writer
             version_compatible = raw.get("runtime_versions") == "same major, >= build"
         exclude_lean = raw.get("exclude_lean_runtime") is True
-        if "exclude_lean_runtime" not in raw and version_compatible:
-            exclude_lean = raw.get("lean_runtime_in_plan") is not True
+        if "exclude_lean_runtime" not in raw and "lean_runtime_in_plan" in raw:  # idem
+            exclude_lean = version_compatible and raw.get("lean_runtime_in_plan") is not True
         return cls(
             hardware=hardware if hardware in HARDWARE_LEVELS else "none",
             version_compatible=version_compatible,
