@@ -33,13 +33,14 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 from sqlalchemy.sql import Select
 
 from trtforge.crashpoints import crashpoint
 from trtforge.errors import CatalogError, NotFoundError
 from trtforge.store.locks import advisory_lock, application_name
+from trtforge.store.redact import redact, redact_url, remember
 
 # Every Alembic revision, oldest first. A database at a revision not listed here was written by
 # a newer trtforge; tests check this tuple against the migration scripts.
@@ -253,8 +254,15 @@ class Catalog:
 
     def __init__(self, url: str, *, create: bool = True) -> None:
         self.url = url
+        remember(url)  # any later message that repeats its password is cleaned
         connect_args = {"application_name": application_name()} if url.startswith("postgresql") else {}
-        self.engine: Engine = create_engine(url, future=True, connect_args=connect_args)
+        try:
+            self.engine: Engine = create_engine(url, future=True, connect_args=connect_args)
+        except (ArgumentError, ImportError) as exc:  # a malformed URL, an unknown or missing driver
+            raise CatalogError(
+                redact(f"cannot open catalog {url}: {exc}", url),
+                hint="give a SQLAlchemy URL such as postgresql+psycopg://user@host/db or sqlite:////path/catalog.sqlite",
+            ) from None
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
             event.listen(self.engine, "begin", _sqlite_begin)
@@ -270,6 +278,11 @@ class Catalog:
     def close(self) -> None:
         self.engine.dispose()
 
+    @property
+    def display_url(self) -> str:
+        """The URL as shown to people: password and secret parameters hidden."""
+        return redact_url(self.url)
+
     # -- schema ---------------------------------------------------------------------------
 
     def current_revision(self) -> str | None:
@@ -279,11 +292,11 @@ class Catalog:
         except OperationalError as exc:
             if "no such table" in str(exc) or "does not exist" in str(exc):
                 return None
-            raise CatalogError(f"cannot open catalog {self.url}: {exc.orig}") from None
+            raise CatalogError(redact(f"cannot open catalog {self.url}: {exc.orig}", self.url)) from None
         except DBAPIError as exc:
             if "does not exist" in str(exc.orig):
                 return None
-            raise CatalogError(f"cannot open catalog {self.url}: {exc.orig}") from None
+            raise CatalogError(redact(f"cannot open catalog {self.url}: {exc.orig}", self.url)) from None
 
     def _ensure_schema(self, create: bool) -> None:
         revision = self.current_revision()
@@ -295,7 +308,7 @@ class Catalog:
                 hint="upgrade trtforge; nothing was written to the catalog",
             )
         if not create:
-            raise CatalogError(f"catalog {self.url} is at schema {revision!r}, expected {SCHEMA_HEAD!r}")
+            raise CatalogError(f"catalog {self.display_url} is at schema {revision!r}, expected {SCHEMA_HEAD!r}")
         self._upgrade()
 
     def _upgrade(self) -> None:
