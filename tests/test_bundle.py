@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import uuid
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ from tests.catalog_rows import add_row
 from tests.conftest import MLP_RECIPE, subprocess_env
 from trtforge.bundle import BundleError, export_bundle, import_bundle
 from trtforge.store import open_existing_store, open_store
+from trtforge.store.catalog import Verification
 
 
 def read_tar(path: Path) -> dict[str, bytes]:
@@ -46,26 +48,65 @@ def catalog_ids(store_dir: Path) -> list[str]:
         store.close()
 
 
+RTX_4090 = ("--gpu", "NVIDIA GeForce RTX 4090", "--cc", "8.9", "--flavor", "tensorrt_rtx")
+
+
+def add_verification(store_dir: Path, artifact_id: str, gpu: str, cc: str, status: str = "passed") -> None:
+    """The row `trtforge verify` records on a GPU machine (verification needs a GPU; this one has none)."""
+    store = open_store(store_dir)
+    try:
+        artifact = store.catalog.get_artifact(artifact_id)
+        store.catalog.add_verification(
+            Verification(
+                id=uuid.uuid4().hex,
+                artifact_id=artifact.id,
+                gpu_name=gpu,
+                compute_capability=cc,
+                runtime_flavor=artifact.flavor,
+                runtime_version=artifact.trt_version,
+                status=status,
+                checks=[],
+                perf=[],
+                details={},
+            )
+        )
+    finally:
+        store.close()
+
+
 @pytest.fixture(scope="module")
 def built_source(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
-    """A store with one real TensorRT-RTX artifact and one TensorRT row (built once per module)."""
+    """A store with two real TensorRT-RTX artifacts of one name (the older one verified on an
+    RTX 4090) and one TensorRT row verified on an A10G (built once per module)."""
     root = tmp_path_factory.mktemp("bundle")
-    onnx_models.save(onnx_models.mlp(0), root / "models" / "detector.onnx")
-    recipe = root / "detector.yaml"
-    recipe.write_text(MLP_RECIPE.format(name="detector", model="models/detector.onnx", level=0))
+    recipes = []
+    for version in (1, 2):  # two versions of the model, built in this order
+        onnx_models.save(onnx_models.mlp(version), root / "models" / f"detector-v{version}.onnx")
+        recipe = root / f"detector-v{version}.yaml"
+        recipe.write_text(MLP_RECIPE.format(name="detector", model=f"models/detector-v{version}.onnx", level=0))
+        recipes.append(str(recipe))
     store_dir = root / "source"
     proc = subprocess.run(
-        [sys.executable, "-m", "trtforge", "build", str(recipe), "--store", str(store_dir), "--json"],
+        [sys.executable, "-m", "trtforge", "build", *recipes, "--store", str(store_dir), "--json"],
         capture_output=True,
         text=True,
         env=subprocess_env(),
         timeout=600,
     )
     assert proc.returncode == 0, proc.stderr
+    older, newer = (r["artifact_id"] for r in json.loads(proc.stdout))
+    add_verification(store_dir, older, "NVIDIA GeForce RTX 4090", "8.9")
     store = open_store(store_dir)
     other = add_row(store, compatibility={"hardware": "ampere_plus"}, verified_on={"NVIDIA A10G": "passed"})
+    rtx_version = store.catalog.get_artifact(older).trt_version
     store.close()
-    return {"store": store_dir, "ids": sorted([json.loads(proc.stdout)[0]["artifact_id"], other])}
+    return {
+        "store": store_dir,
+        "ids": sorted([older, newer, other]),
+        "rtx": [older, newer],  # built in this order: `newer` has the later created_at
+        "rtx_version": rtx_version,
+        "root": root,
+    }
 
 
 @pytest.fixture
@@ -73,39 +114,120 @@ def source(built_source: dict[str, object], tmp_path: Path) -> dict[str, object]
     """A private copy of the built store, so a test may damage it."""
     copy = tmp_path / "source"
     shutil.copytree(built_source["store"], copy)  # type: ignore[arg-type]
-    return {"store": copy, "ids": built_source["ids"]}
+    return {**built_source, "store": copy}
 
 
-def test_round_trip_then_offline_lookup(cli, source: dict, tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Two Ed25519 key pairs, made with openssl as a team would (PEM private, PEM public)."""
+    root = tmp_path_factory.mktemp("keys")
+    made: dict[str, Path] = {}
+    for who in ("ci", "stranger"):
+        private, public = root / f"{who}.pem", root / f"{who}.pub"
+        subprocess.run(["openssl", "genpkey", "-algorithm", "ed25519", "-out", private], check=True)
+        subprocess.run(["openssl", "pkey", "-in", private, "-pubout", "-out", public], check=True)
+        made[who], made[f"{who}.pub"] = private, public
+    return made
+
+
+def _without_trust(record: dict) -> dict:
+    """A `show --json` record minus what differs by design on the importing side."""
+    record = dict(record)
+    record.pop("plan_path")
+    record["verifications"] = [{**v, "trust": None, "signer": None} for v in record["verifications"]]
+    return record
+
+
+def test_signed_round_trip_is_the_readme_deployment_flow(cli, source: dict, keys: dict, tmp_path: Path) -> None:
+    """README "Deploying with bundles": export --sign on the build side; import --trust
+    --require-signature on the serving machine; lookup --verified-only finds the verified engine."""
     bundle = tmp_path / "out" / "bundle.tar"
-    exported = cli("export", *[i[:8] for i in source["ids"]], "-o", bundle, "--store", source["store"], "--json")
+    exported = cli(
+        "export",
+        *[i[:8] for i in source["ids"]],
+        "-o",
+        bundle,
+        "--sign",
+        keys["ci"],
+        "--store",
+        source["store"],
+        "--json",
+    )
     assert exported.code == 0, exported
-    assert exported.json()["artifacts"] == source["ids"] and exported.json()["plans"] == 2
+    assert exported.json()["artifacts"] == source["ids"] and exported.json()["plans"] == 3
+    assert len(exported.json()["signed_by"]) == 64
 
     files = read_tar(bundle)
     manifest = json.loads(files["manifest.json"])
-    assert set(manifest["files"]) == set(files) - {"manifest.json"}
+    assert set(manifest["files"]) == set(files) - {"manifest.json", "manifest.sig"}
     for name, entry in manifest["files"].items():
         assert hashlib.sha256(files[name]).hexdigest() == entry["sha256"] and len(files[name]) == entry["size"]
 
     target = tmp_path / "deploy"
-    imported = cli("import", bundle, "--store", target, "--json")
+    imported = cli("import", bundle, "--trust", keys["ci.pub"], "--require-signature", "--store", target, "--json")
     assert imported.code == 0, imported
-    assert sorted(imported.json()["imported"]) == source["ids"]
+    report = imported.json()
+    assert sorted(report["imported"]) == source["ids"]
+    assert report["signer"] == {"key_id": exported.json()["signed_by"], "trusted": True}
+    assert (report["verifications"], report["claims"]) == (2, 0)
     for artifact_id in source["ids"]:
         before = cli("show", artifact_id, "--store", source["store"], "--json").json()
         after = cli("show", artifact_id, "--store", target, "--json").json()
-        before.pop("plan_path"), after.pop("plan_path")
-        assert before == after
+        assert _without_trust(before) == _without_trust(after)
+        assert {v["trust"] for v in after["verifications"]} <= {"signed"}
 
-    rtx_version = cli("show", source["ids"][0], "--store", target, "--json").json()["trt_version"]
-    found = cli("lookup", "detector", "--cc", "8.9", "--trt", "10.13.3", "--gpu", "NVIDIA A10G", "--store", target)
+    older = source["rtx"][0]
+    rtx = (*RTX_4090, "--trt", source["rtx_version"], "--store", target, "--json")
+    found = cli("lookup", "detector", *rtx, "--verified-only")
     assert found.code == 0, found
-    assert rtx_version  # both flavors came across
-    again = cli("import", bundle, "--store", target, "--json")
+    assert found.json()["best"]["artifact_id"] == older  # verified on this GPU model beats newer
+    trt = ("--cc", "8.9", "--trt", "10.13.3", "--gpu", "NVIDIA A10G", "--store", target)
+    assert cli("lookup", "detector", *trt, "--verified-only").code == 0
+    again = cli("import", bundle, "--trust", keys["ci.pub"], "--store", target, "--json")
+    assert again.code == 0 and again.json()["imported"] == []
+    assert sorted(again.json()["already_present"]) == source["ids"]
+
+
+def test_unsigned_verifications_are_only_claims(cli, source: dict, keys: dict, tmp_path: Path) -> None:
+    """Fails on 55eb6bf: an unsigned bundle's "passed" rows made its engine verified and first."""
+    older, newer = source["rtx"]
+    rtx = (*RTX_4090, "--trt", source["rtx_version"], "--json")
+    unsigned = tmp_path / "unsigned.tar"
+    assert cli("export", older, newer, "-o", unsigned, "--store", source["store"]).code == 0
+    signed_by_stranger = tmp_path / "stranger.tar"
     assert (
-        again.code == 0 and again.json()["imported"] == [] and sorted(again.json()["already_present"]) == source["ids"]
+        cli(
+            "export", older, newer, "-o", signed_by_stranger, "--sign", keys["stranger"], "--store", source["store"]
+        ).code
+        == 0
     )
+
+    for bundle, trust in (
+        (unsigned, ()),
+        (unsigned, ("--trust", keys["ci.pub"])),
+        (signed_by_stranger, ("--trust", keys["ci.pub"])),
+    ):
+        target = tmp_path / f"deploy-{bundle.stem}-{len(trust)}"
+        imported = cli("import", bundle, *trust, "--store", target, "--json")
+        assert imported.code == 0, imported
+        assert (imported.json()["verifications"], imported.json()["claims"]) == (0, 1)
+        shown = cli("show", older, "--store", target, "--json").json()
+        assert shown["status"] == "unverified" and shown["statuses"] == {}
+        assert [v["trust"] for v in shown["verifications"]] == ["claimed"]
+        only = cli("lookup", "detector", *rtx, "--verified-only", "--store", target)
+        assert only.code == 1, only  # a claim does not satisfy --verified-only
+        ranked = cli("lookup", "detector", *rtx, "--store", target).json()
+        assert ranked["best"]["artifact_id"] == newer  # nor does it raise the older engine above the newer
+        assert [m["verified_here"] for m in ranked["matches"]] == [False, False]
+
+    required = cli(
+        "import", signed_by_stranger, "--trust", keys["ci.pub"], "--require-signature", "--store", tmp_path / "r"
+    )
+    assert required.code == 2 and "not trusted here" in required.stderr, required
+    assert catalog_ids(tmp_path / "r") == []
+    required = cli("import", unsigned, "--trust", keys["ci.pub"], "--require-signature", "--store", tmp_path / "r")
+    assert required.code == 2 and "bundle is not signed" in required.stderr, required
+    assert catalog_ids(tmp_path / "r") == []
 
 
 def exported_files(source: dict, tmp_path: Path) -> dict[str, bytes]:

@@ -44,7 +44,7 @@ from trtforge.store.redact import redact, redact_url, remember
 
 # Every Alembic revision, oldest first. A database at a revision not listed here was written by
 # a newer trtforge; tests check this tuple against the migration scripts.
-SCHEMA_REVISIONS: tuple[str, ...] = ("0001_initial", "0002_build_surface", "0003_verify")
+SCHEMA_REVISIONS: tuple[str, ...] = ("0001_initial", "0002_build_surface", "0003_verify", "0005_verification_claims")
 SCHEMA_HEAD = SCHEMA_REVISIONS[-1]
 MIN_ID_PREFIX = 6
 SQLITE_BUSY_TIMEOUT_MS = 60_000
@@ -156,6 +156,15 @@ class Artifact(Base):
         }
 
 
+# Who vouches for a verification result (verifications.trust). Only ``local`` and ``signed``
+# results count (statuses, lookup's ranking and --verified-only); a ``claimed`` one is what an
+# unsigned or untrusted bundle said, kept for people to read.
+TRUST_LOCAL = "local"  # run by `trtforge verify` against this catalog
+TRUST_SIGNED = "signed"  # imported from a bundle signed by a key given to `import --trust`
+TRUST_CLAIMED = "claimed"  # imported without a trusted signature: the exporter's word only
+COUNTED_TRUST = (TRUST_LOCAL, TRUST_SIGNED)
+
+
 class Verification(Base):
     """One verification of an artifact on one GPU model with one runtime version."""
 
@@ -172,6 +181,8 @@ class Verification(Base):
     perf: Mapped[list[Any]]
     details: Mapped[dict[str, Any]]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    trust: Mapped[str] = mapped_column(String(16), default=TRUST_LOCAL, server_default=TRUST_LOCAL)
+    signer: Mapped[str | None] = mapped_column(String(64))  # key id of the bundle signature it came with
 
     __table_args__ = (Index("ix_verifications_artifact_gpu_runtime", "artifact_id", "gpu_name", "runtime_version"),)
 
@@ -188,6 +199,8 @@ class Verification(Base):
             "perf": self.perf,
             "details": self.details,
             "created_at": self.created_at.isoformat(),
+            "trust": self.trust,
+            "signer": self.signer,
         }
 
 
@@ -400,6 +413,17 @@ class Catalog:
             session.add(verification)
             artifact.status = verification.status
 
+    @staticmethod
+    def latest_counted_status(session: Session, artifact_id: str) -> str | None:
+        """The status of the artifact's newest verification that counts (run here or signed)."""
+        stmt = (
+            select(Verification.status)
+            .where(Verification.artifact_id == artifact_id, Verification.trust.in_(COUNTED_TRUST))
+            .order_by(Verification.created_at.desc(), Verification.id)
+            .limit(1)
+        )
+        return session.scalars(stmt).first()
+
     def verifications(self, artifact_id: str) -> list[Verification]:
         """All verifications of an artifact, newest first."""
         with self.reading() as session:
@@ -415,10 +439,15 @@ class Catalog:
         return self.statuses_of(select(Artifact.id).where(Artifact.id == artifact_id)).get(artifact_id, {})
 
     def statuses_of(self, artifact_ids: Select[Any]) -> dict[str, dict[str, str]]:
-        """Status per GPU model for every artifact an id query selects, in one query."""
+        """Status per GPU model for every artifact an id query selects, in one query.
+
+        Only results run here or imported under a trusted signature count: a bundle's unsigned
+        claims neither satisfy ``--verified-only`` nor raise an artifact in lookup's ranking.
+        """
         stmt = (
             select(Verification.artifact_id, Verification.gpu_name, Verification.status)
             .where(Verification.artifact_id.in_(artifact_ids.scalar_subquery()))
+            .where(Verification.trust.in_(COUNTED_TRUST))
             .order_by(Verification.created_at.desc(), Verification.id)
         )
         latest: dict[str, dict[str, str]] = {}
