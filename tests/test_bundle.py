@@ -18,6 +18,7 @@ from tests import onnx_models
 from tests.catalog_rows import add_row
 from tests.conftest import MLP_RECIPE, subprocess_env
 from trtforge.bundle import BundleError, export_bundle, import_bundle
+from trtforge.errors import SignatureError
 from trtforge.store import open_existing_store, open_store
 from trtforge.store.catalog import Verification
 
@@ -194,31 +195,29 @@ def test_unsigned_verifications_are_only_claims(cli, source: dict, keys: dict, t
     rtx = (*RTX_4090, "--trt", source["rtx_version"], "--json")
     unsigned = tmp_path / "unsigned.tar"
     assert cli("export", older, newer, "-o", unsigned, "--store", source["store"]).code == 0
-    signed_by_stranger = tmp_path / "stranger.tar"
-    assert (
-        cli(
-            "export", older, newer, "-o", signed_by_stranger, "--sign", keys["stranger"], "--store", source["store"]
-        ).code
-        == 0
-    )
 
-    for bundle, trust in (
-        (unsigned, ()),
-        (unsigned, ("--trust", keys["ci.pub"])),
-        (signed_by_stranger, ("--trust", keys["ci.pub"])),
-    ):
+    def imported_as_claims(bundle: Path, *trust: str | Path) -> None:
         target = tmp_path / f"deploy-{bundle.stem}-{len(trust)}"
         imported = cli("import", bundle, *trust, "--store", target, "--json")
         assert imported.code == 0, imported
-        assert (imported.json()["verifications"], imported.json()["claims"]) == (0, 1)
-        shown = cli("show", older, "--store", target, "--json").json()
-        assert shown["status"] == "unverified" and shown["statuses"] == {}
-        assert [v["trust"] for v in shown["verifications"]] == ["claimed"]
         only = cli("lookup", "detector", *rtx, "--verified-only", "--store", target)
         assert only.code == 1, only  # a claim does not satisfy --verified-only
         ranked = cli("lookup", "detector", *rtx, "--store", target).json()
         assert ranked["best"]["artifact_id"] == newer  # nor does it raise the older engine above the newer
         assert [m["verified_here"] for m in ranked["matches"]] == [False, False]
+        shown = cli("show", older, "--store", target, "--json").json()
+        assert shown["status"] == "unverified" and shown["statuses"] == {}
+        assert [v["trust"] for v in shown["verifications"]] == ["claimed"]  # kept, for people to read
+        assert (imported.json()["verifications"], imported.json()["claims"]) == (0, 1)
+
+    imported_as_claims(unsigned)
+    imported_as_claims(unsigned, "--trust", keys["ci.pub"])
+    signed_by_stranger = tmp_path / "stranger.tar"
+    exported = cli(
+        "export", older, newer, "-o", signed_by_stranger, "--sign", keys["stranger"], "--store", source["store"]
+    )
+    assert exported.code == 0, exported
+    imported_as_claims(signed_by_stranger, "--trust", keys["ci.pub"])
 
     required = cli(
         "import", signed_by_stranger, "--trust", keys["ci.pub"], "--require-signature", "--store", tmp_path / "r"
@@ -230,22 +229,32 @@ def test_unsigned_verifications_are_only_claims(cli, source: dict, keys: dict, t
     assert catalog_ids(tmp_path / "r") == []
 
 
-def exported_files(source: dict, tmp_path: Path) -> dict[str, bytes]:
+def exported_files(source: dict, tmp_path: Path, ids: list[str] | None = None) -> dict[str, bytes]:
     bundle = tmp_path / "good.tar"
     store = open_store(source["store"])
     try:
-        export_bundle(store, source["ids"], bundle)
+        export_bundle(store, ids or source["ids"], bundle)
     finally:
         store.close()
     return read_tar(bundle)
 
 
-def import_refused(bundle: Path, target: Path) -> str:
+def import_refused(
+    bundle: Path,
+    target: Path,
+    *,
+    trust: list[Path] | None = None,
+    require_signature: bool = False,
+    error: type[Exception] = BundleError,
+) -> str:
     """Import in-process; the error message. Checks that nothing reached the catalog."""
     store = open_store(target)
     try:
-        with pytest.raises(BundleError) as info:
-            import_bundle(store, bundle)
+        options = (
+            {"trust": trust, "require_signature": True} if require_signature else {"trust": trust} if trust else {}
+        )
+        with pytest.raises(error) as info:
+            import_bundle(store, bundle, **options)
         assert info.value.exit_code == 2
         assert store.catalog.list_artifacts() == []
     finally:
@@ -314,6 +323,200 @@ def test_tampered_bundle_is_refused_and_nothing_is_imported(source: dict, tmp_pa
     tamper(files)
     bundle = write_tar(tmp_path / "bad.tar", files)
     assert message in import_refused(bundle, tmp_path / "deploy")
+
+
+def rewrite_record(files: dict[str, bytes], artifact_id: str, change) -> None:
+    """Rewrite a record the way an attacker would: the manifest is updated to match."""
+    name = f"artifacts/{artifact_id}.json"
+    record = json.loads(files[name])
+    change(record)
+    files[name] = json.dumps(record).encode()
+    rewrite_manifest(files, **{name: {"sha256": hashlib.sha256(files[name]).hexdigest(), "size": len(files[name])}})
+
+
+def _other_key(r: dict) -> None:
+    r.update(status="passed", build_key="ab" * 32)
+
+
+def _plan_size(r: dict) -> None:
+    r["plan_size"] += 1
+
+
+def _release(r: dict) -> None:
+    r["trt_version"] = r["details"]["target"]["trt_version"] = "1.6.0.50"
+
+
+def _flavor(r: dict) -> None:
+    r["flavor"] = r["details"]["target"]["flavor"] = "tensorrt"
+
+
+def _column_only(r: dict) -> None:
+    r["compute_capabilities"] = ["8.9"]
+
+
+def _recipe(r: dict) -> None:
+    r["recipe"]["build"]["optimization_level"] = 5
+
+
+def _recipe_and_fingerprint(r: dict) -> None:
+    from trtforge.keys import recipe_fingerprint
+    from trtforge.recipe import Recipe
+
+    r["recipe"]["build"]["optimization_level"] = 5
+    r["recipe_fingerprint"] = recipe_fingerprint(Recipe.model_validate(r["recipe"]))
+
+
+def _model(r: dict) -> None:
+    r["model_sha256"] = "cd" * 32
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (_other_key, "its build key is not the one its recipe, model and target give"),
+        (_plan_size, "but the plan has"),
+        (_release, "the plan's header tensorrt_rtx 1.7"),
+        (_flavor, "the plan's header tensorrt_rtx"),
+        (_column_only, "compute_capabilities differ from the build target"),
+        (_recipe, "recipe fingerprint is not the one its recipe gives"),
+        (_recipe_and_fingerprint, "its build key is not the one"),
+        (_model, "its build key is not the one"),
+    ],
+)
+def test_rewritten_record_with_matching_manifest_is_refused(
+    source: dict, tmp_path: Path, keys: dict, change, message: str
+) -> None:
+    """Fails on 55eb6bf, which imported such records as they were. A trusted signature does not
+    excuse a mismatch either: what can be recomputed is checked whoever signed."""
+    rtx = source["rtx"][0]
+    files = exported_files(source, tmp_path, [rtx])
+    rewrite_record(files, rtx, change)
+    assert message in import_refused(write_tar(tmp_path / "bad.tar", files), tmp_path / "deploy")
+    signed = tmp_path / "signed.tar"
+    write_signed(files, keys["ci"], signed)
+    assert message in import_refused(signed, tmp_path / "deploy2", trust=[keys["ci.pub"]])
+
+
+def test_rewritten_status_is_recomputed(cli, source: dict, tmp_path: Path) -> None:
+    """Fails on 55eb6bf: a record saying "passed" (and no verification) was imported as passed."""
+    newer = source["rtx"][1]
+    files = exported_files(source, tmp_path, [newer])
+    rewrite_record(files, newer, lambda r: r.update(status="passed"))
+    imported = cli("import", write_tar(tmp_path / "b.tar", files), "--store", tmp_path / "deploy", "--json")
+    assert imported.code == 0, imported
+    assert cli("show", newer, "--store", tmp_path / "deploy", "--json").json()["status"] == "unverified"
+
+
+def test_unrecomputable_build_key_needs_a_trusted_signature(cli, source: dict, keys: dict, tmp_path: Path) -> None:
+    """The TensorRT row of the fixture has no recipe or target: its key is the exporter's word."""
+    trt = next(i for i in source["ids"] if i not in source["rtx"])
+    unsigned, signed = tmp_path / "unsigned.tar", tmp_path / "signed.tar"
+    assert cli("export", trt, "-o", unsigned, "--store", source["store"]).code == 0
+    assert cli("export", trt, "-o", signed, "--sign", keys["ci"], "--store", source["store"]).code == 0
+    refused = cli("import", unsigned, "--store", tmp_path / "a")
+    assert refused.code == 2 and "cannot be recomputed here" in refused.stderr and "--trust" in refused.stderr
+    assert catalog_ids(tmp_path / "a") == []
+    untrusted = cli("import", signed, "--trust", keys["stranger.pub"], "--store", tmp_path / "b")
+    assert untrusted.code == 2 and "cannot be recomputed here" in untrusted.stderr
+    trusted = cli("import", signed, "--trust", keys["ci.pub"], "--store", tmp_path / "c", "--json")
+    assert trusted.code == 0 and trusted.json()["imported"] == [trt], trusted
+
+
+def write_signed(files: dict[str, bytes], key: Path, path: Path) -> Path:
+    """The files with a fresh signature over their (possibly rewritten) manifest: the exporter's own."""
+    from trtforge.signing import load_private_key, sign_manifest
+
+    signature = sign_manifest(files["manifest.json"], load_private_key(key))
+    return write_tar(path, {**files, "manifest.sig": signature})
+
+
+def test_signature_covers_every_member(cli, source: dict, keys: dict, tmp_path: Path) -> None:
+    """A change after signing, even one recomputation cannot see (a verification's status), is refused."""
+    older = source["rtx"][0]
+    bundle = tmp_path / "signed.tar"
+    assert cli("export", older, "-o", bundle, "--sign", keys["ci"], "--store", source["store"]).code == 0
+    files = read_tar(bundle)
+
+    def fail(r: dict) -> None:
+        r["verifications"][0]["status"] = "failed"
+
+    rewrite_record(files, older, fail)
+    tampered = write_tar(tmp_path / "tampered.tar", files)
+    for trust in ([keys["ci.pub"]], []):  # refused whether or not the key is trusted here
+        message = import_refused(tampered, tmp_path / f"deploy{len(trust)}", trust=trust, error=SignatureError)
+        assert "does not match its manifest: tampered after signing" in message
+    files["manifest.sig"] = b'{"format": "trtforge-bundle-signature"}'
+    malformed = write_tar(tmp_path / "malformed.tar", files)
+    assert "malformed" in import_refused(malformed, tmp_path / "deploy3", error=SignatureError)
+    del files["manifest.sig"]
+    stripped = write_tar(tmp_path / "stripped.tar", files)
+    message = import_refused(
+        stripped, tmp_path / "deploy4", trust=[keys["ci.pub"]], require_signature=True, error=SignatureError
+    )
+    assert "not signed" in message
+    resigned = write_signed(files, keys["stranger"], tmp_path / "resigned.tar")
+    message = import_refused(
+        resigned, tmp_path / "deploy5", trust=[keys["ci.pub"]], require_signature=True, error=SignatureError
+    )
+    assert "not trusted here" in message
+
+
+def test_keys_from_keygen_and_ssh_keygen(cli, source: dict, tmp_path: Path) -> None:
+    made = cli("keygen", tmp_path / "team.key", "--json")
+    assert made.code == 0, made
+    assert (tmp_path / "team.key").stat().st_mode & 0o077 == 0  # private key readable by its owner only
+    assert cli("keygen", tmp_path / "team.key").code == 2  # never overwrites a key
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", tmp_path / "ssh"], check=True)
+    older = source["rtx"][0]
+    for private, public, key_id in (
+        (tmp_path / "team.key", tmp_path / "team.key.pub", made.json()["key_id"]),
+        (tmp_path / "ssh", tmp_path / "ssh.pub", None),
+    ):
+        bundle = tmp_path / f"{private.name}.tar"
+        exported = cli("export", older, "-o", bundle, "--sign", private, "--store", source["store"], "--json")
+        assert exported.code == 0, exported
+        assert key_id in (None, exported.json()["signed_by"])
+        target = tmp_path / f"deploy-{private.name}"
+        imported = cli("import", bundle, "--trust", public, "--require-signature", "--store", target, "--json")
+        assert imported.code == 0 and imported.json()["verifications"] == 1, imported
+
+
+@pytest.mark.parametrize(
+    ("flag", "content", "message"),
+    [
+        ("--trust", b"not a key", "is not a PEM or OpenSSH public key"),
+        ("--trust", None, "cannot read trusted key"),
+        ("--trust", "private", "is a private key"),
+        (
+            "--sign",
+            b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+            "is not a PEM or OpenSSH private key",
+        ),
+        ("--sign", "rsa", "not an Ed25519 key"),
+    ],
+)
+def test_bad_key_files_are_one_line_errors(
+    cli, source: dict, keys: dict, tmp_path: Path, flag, content, message
+) -> None:
+    key = tmp_path / "key"
+    if content == "private":
+        key = keys["ci"]
+    elif content == "rsa":
+        subprocess.run(
+            ["openssl", "genpkey", "-algorithm", "rsa", "-pkeyopt", "rsa_keygen_bits:1024", "-out", key], check=True
+        )
+    elif content is not None:
+        key.write_bytes(content)
+    bundle = tmp_path / "b.tar"
+    if flag == "--sign":
+        result = cli("export", source["rtx"][0], "-o", bundle, "--sign", key, "--store", source["store"])
+        assert not bundle.exists()
+    else:
+        assert cli("export", source["rtx"][0], "-o", bundle, "--store", source["store"]).code == 0
+        result = cli("import", bundle, "--trust", key, "--store", tmp_path / "deploy")
+        assert not (tmp_path / "deploy").exists()
+    assert result.code == 2 and message in result.stderr and "Traceback" not in result.stderr, result
+    assert len(result.stderr.strip().splitlines()) == 2, result.stderr  # one error line, one hint
 
 
 def test_tampered_bundle_cli_exit_2(cli, source: dict, tmp_path: Path) -> None:
