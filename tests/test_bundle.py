@@ -583,3 +583,33 @@ def test_export_bad_input_and_damaged_store(cli, source: dict, tmp_path: Path) -
     damaged = cli("export", *source["ids"], "-o", tmp_path / "b.tar", "--store", source["store"])
     assert damaged.code == 1 and "corrupted" in damaged.stderr
     assert not (tmp_path / "b.tar").exists()
+
+
+def test_verifications_before_0005_still_count(tmp_path: Path) -> None:
+    """Rows written before migration 0005 were run by `trtforge verify` (or imported when every
+    bundle was trusted): the upgrade makes them `local`, and lookup keeps counting them."""
+    from sqlalchemy import create_engine, text
+
+    from trtforge.store.migrations import upgrade
+
+    url = f"sqlite:///{tmp_path / 'catalog.sqlite'}"
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        upgrade(conn, "0003_verify")
+        conn.execute(text("INSERT INTO blobs VALUES ('" + "b" * 64 + "', 1, 'plan', '2026-01-01')"))
+        values = "'a1', 'n', 'k', 'f', 'm', 'tensorrt', '10.13.3', NULL, '[]', '" + "b" * 64 + "', 1, '[]', '[]', '{}'"
+        conn.execute(text(f"INSERT INTO artifacts VALUES ({values}, NULL, 0, '[]', '{{}}', '2026-01-01', 'passed')"))
+        conn.execute(
+            text(
+                "INSERT INTO verifications VALUES ('v1', 'a1', 'NVIDIA A10G', '8.6', 'tensorrt', '10.13.3', "
+                "'passed', '[]', '[]', '{}', '2026-01-01')"
+            )
+        )
+        conn.commit()
+    engine.dispose()
+    store = open_store(tmp_path, catalog=url)
+    try:
+        assert store.catalog.statuses("a1") == {"NVIDIA A10G": "passed"}
+        assert [v.trust for v in store.catalog.verifications("a1")] == ["local"]
+    finally:
+        store.close()
