@@ -613,3 +613,69 @@ def test_verifications_before_0005_still_count(tmp_path: Path) -> None:
         assert [v.trust for v in store.catalog.verifications("a1")] == ["local"]
     finally:
         store.close()
+
+
+def test_claims_stay_claims_when_exported_again(cli, source: dict, keys: dict, tmp_path: Path) -> None:
+    """A store that received a claim cannot turn it into a counted result by signing it onward."""
+    older = source["rtx"][0]
+    unsigned, resigned = tmp_path / "unsigned.tar", tmp_path / "resigned.tar"
+    assert cli("export", older, "-o", unsigned, "--store", source["store"]).code == 0
+    assert cli("import", unsigned, "--store", tmp_path / "middle").code == 0
+    assert cli("export", older, "-o", resigned, "--sign", keys["ci"], "--store", tmp_path / "middle").code == 0
+    imported = cli("import", resigned, "--trust", keys["ci.pub"], "--store", tmp_path / "end", "--json")
+    assert imported.code == 0 and (imported.json()["verifications"], imported.json()["claims"]) == (0, 1), imported
+    shown = cli("show", older, "--store", tmp_path / "end", "--json").json()
+    assert [v["trust"] for v in shown["verifications"]] == ["claimed"] and shown["statuses"] == {}
+
+
+def test_adopted_plan_key_is_recomputed(cli, source: dict, tmp_path: Path) -> None:
+    """An adopted TensorRT-RTX plan (a real one) travels unsigned; its key comes from the plan."""
+    store = open_store(source["store"])
+    plan = store.blobs.local_file(store.catalog.get_artifact(source["rtx"][0]).plan_sha256)
+    store.close()
+    model = source["root"] / "models" / "detector-v1.onnx"
+    adopted = cli(
+        "adopt",
+        plan,
+        "--name",
+        "adopted",
+        "--model",
+        model,
+        "--flavor",
+        "tensorrt_rtx",
+        "--store",
+        source["store"],
+        "--json",
+    )
+    assert adopted.code == 0, adopted
+    artifact_id = adopted.json()["artifact_id"]
+    files = exported_files(source, tmp_path, [artifact_id])
+    assert cli("import", write_tar(tmp_path / "good.tar", files), "--store", tmp_path / "ok").code == 0
+    rewrite_record(files, artifact_id, lambda r: r["details"]["compatibility"].update(hardware="ampere_plus"))
+    message = import_refused(write_tar(tmp_path / "bad.tar", files), tmp_path / "deploy")
+    assert "its build key is not the one" in message
+
+
+def test_refit_key_is_recomputed_from_the_parent(tmp_path: Path) -> None:
+    """A refit's key is its parent's key and the new weights' digest (refit needs a GPU to make
+    one, so the record is written here; the rule under test is pure)."""
+    from trtforge.bundle import check_record
+    from trtforge.keys import refit_key
+
+    weights = "c" * 64
+    record = {
+        "id": "1" * 32,
+        "build_key": refit_key("p" * 64, weights),
+        "model_sha256": weights,
+        "plan_sha256": "0" * 64,
+        "plan_size": 5,
+        "flavor": "tensorrt",
+        "trt_version": "10.13.3",
+        "details": {"lineage": {"operation": "refit", "parent": "2" * 32, "weights_sha256": weights}},
+    }
+    plan = tmp_path / "placeholder.plan"  # a full TensorRT plan's header says nothing trtforge reads
+    plan.write_bytes(b"plan!")
+    assert check_record(record, plan, {"2" * 32: "p" * 64}) == ""
+    assert "refit parent" in check_record(record, plan, {})
+    with pytest.raises(BundleError, match="its build key is not the one"):
+        check_record(record, plan, {"2" * 32: "q" * 64})

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import platform
 import sys
 from typing import TYPE_CHECKING, Any
@@ -30,7 +29,7 @@ def doctor(store: StoreOpt = None, catalog: CatalogOpt = None, json_output: Json
     def body() -> None:
         from trtforge.backend.capabilities import capability_table
         from trtforge.backend.loader import installed_backends
-        from trtforge.store import CATALOG_ENV, CATALOG_FILE, resolve_store_root
+        from trtforge.store import CATALOG_FILE, resolve_store_root
         from trtforge.store.redact import redact_url
         from trtforge.target import detect_gpus
 
@@ -43,7 +42,7 @@ def doctor(store: StoreOpt = None, catalog: CatalogOpt = None, json_output: Json
             ],
             "gpus": [vars(g) for g in detect_gpus()],
             "store": str(root),
-            "catalog": redact_url(catalog or os.environ.get(CATALOG_ENV) or f"sqlite:///{root / CATALOG_FILE}"),
+            "catalog": redact_url(catalog or f"sqlite:///{root / CATALOG_FILE}"),
         }
         output.result(report, lambda console: _render(console, report))
 
