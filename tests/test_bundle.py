@@ -671,7 +671,14 @@ def test_refit_key_is_recomputed_from_the_parent(tmp_path: Path) -> None:
         "plan_size": 5,
         "flavor": "tensorrt",
         "trt_version": "10.13.3",
-        "details": {"lineage": {"operation": "refit", "parent": "2" * 32, "weights_sha256": weights}},
+        "details": {  # copied from an adopted parent, then the lineage added (refit.record_refit)
+            "origin": "adopted",
+            "compatibility": {"hardware": "none"},
+            "target": {"flavor": "tensorrt", "trt_version": "10.13.3", "gpu_name": None, "compute_capabilities": []},
+            "lineage": {"operation": "refit", "parent": "2" * 32, "weights_sha256": weights},
+        },
+        "gpu_name": None,
+        "compute_capabilities": [],
     }
     plan = tmp_path / "placeholder.plan"  # a full TensorRT plan's header says nothing trtforge reads
     plan.write_bytes(b"plan!")

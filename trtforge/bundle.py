@@ -321,12 +321,8 @@ def _expected_build_key(
 ) -> tuple[str | None, str]:
     """The build key the record's own inputs give, or (None, why it cannot be recomputed here)."""
     target = details.get("target")
-    if details.get("origin") == "adopted":
-        compat = details.get("compatibility")
-        if not isinstance(target, dict) or not isinstance(compat, dict):
-            return None, "the adopted plan's target is not recorded"
-        return adopted_key(record["plan_sha256"], record["model_sha256"], target, compat), ""
     lineage = details.get("lineage")
+    # A refit copies its parent's details (an adopted parent's origin too): lineage comes first.
     if isinstance(lineage, dict) and lineage.get("operation") == "refit":
         parent_key = known_keys.get(str(lineage.get("parent")))
         if parent_key is None:
@@ -334,6 +330,11 @@ def _expected_build_key(
         if lineage.get("weights_sha256") != record["model_sha256"]:
             raise _refuse(record, "the refit's weights digest differs from its model digest")
         return refit_key(parent_key, record["model_sha256"]), ""
+    if details.get("origin") == "adopted":
+        compat = details.get("compatibility")
+        if not isinstance(target, dict) or not isinstance(compat, dict):
+            return None, "the adopted plan's target is not recorded"
+        return adopted_key(record["plan_sha256"], record["model_sha256"], target, compat), ""
     if not isinstance(target, dict):
         return None, "its build target is not recorded"
     from pydantic import ValidationError
