@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import uuid
 from pathlib import Path
 
 import pytest
@@ -17,8 +18,9 @@ from tests import onnx_models
 from tests.catalog_rows import add_row
 from tests.conftest import MLP_RECIPE, subprocess_env
 from trtforge.bundle import export_bundle, import_bundle
-from trtforge.errors import BundleError
+from trtforge.errors import BundleError, SignatureError
 from trtforge.store import open_existing_store, open_store
+from trtforge.store.catalog import Verification
 
 
 def read_tar(path: Path) -> dict[str, bytes]:
@@ -47,26 +49,65 @@ def catalog_ids(store_dir: Path) -> list[str]:
         store.close()
 
 
+RTX_4090 = ("--gpu", "NVIDIA GeForce RTX 4090", "--cc", "8.9", "--flavor", "tensorrt_rtx")
+
+
+def add_verification(store_dir: Path, artifact_id: str, gpu: str, cc: str, status: str = "passed") -> None:
+    """The row `trtforge verify` records on a GPU machine (verification needs a GPU; this one has none)."""
+    store = open_store(store_dir)
+    try:
+        artifact = store.catalog.get_artifact(artifact_id)
+        store.catalog.add_verification(
+            Verification(
+                id=uuid.uuid4().hex,
+                artifact_id=artifact.id,
+                gpu_name=gpu,
+                compute_capability=cc,
+                runtime_flavor=artifact.flavor,
+                runtime_version=artifact.trt_version,
+                status=status,
+                checks=[],
+                perf=[],
+                details={},
+            )
+        )
+    finally:
+        store.close()
+
+
 @pytest.fixture(scope="module")
 def built_source(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
-    """A store with one real TensorRT-RTX artifact and one TensorRT row (built once per module)."""
+    """A store with two real TensorRT-RTX artifacts of one name (the older one verified on an
+    RTX 4090) and one TensorRT row verified on an A10G (built once per module)."""
     root = tmp_path_factory.mktemp("bundle")
-    onnx_models.save(onnx_models.mlp(0), root / "models" / "detector.onnx")
-    recipe = root / "detector.yaml"
-    recipe.write_text(MLP_RECIPE.format(name="detector", model="models/detector.onnx", level=0))
+    recipes = []
+    for version in (1, 2):  # two versions of the model, built in this order
+        onnx_models.save(onnx_models.mlp(version), root / "models" / f"detector-v{version}.onnx")
+        recipe = root / f"detector-v{version}.yaml"
+        recipe.write_text(MLP_RECIPE.format(name="detector", model=f"models/detector-v{version}.onnx", level=0))
+        recipes.append(str(recipe))
     store_dir = root / "source"
     proc = subprocess.run(
-        [sys.executable, "-m", "trtforge", "build", str(recipe), "--store", str(store_dir), "--json"],
+        [sys.executable, "-m", "trtforge", "build", *recipes, "--store", str(store_dir), "--json"],
         capture_output=True,
         text=True,
         env=subprocess_env(),
         timeout=600,
     )
     assert proc.returncode == 0, proc.stderr
+    older, newer = (r["artifact_id"] for r in json.loads(proc.stdout))
+    add_verification(store_dir, older, "NVIDIA GeForce RTX 4090", "8.9")
     store = open_store(store_dir)
     other = add_row(store, compatibility={"hardware": "ampere_plus"}, verified_on={"NVIDIA A10G": "passed"})
+    rtx_version = store.catalog.get_artifact(older).trt_version
     store.close()
-    return {"store": store_dir, "ids": sorted([json.loads(proc.stdout)[0]["artifact_id"], other])}
+    return {
+        "store": store_dir,
+        "ids": sorted([older, newer, other]),
+        "rtx": [older, newer],  # built in this order: `newer` has the later created_at
+        "rtx_version": rtx_version,
+        "root": root,
+    }
 
 
 @pytest.fixture
@@ -74,57 +115,146 @@ def source(built_source: dict[str, object], tmp_path: Path) -> dict[str, object]
     """A private copy of the built store, so a test may damage it."""
     copy = tmp_path / "source"
     shutil.copytree(built_source["store"], copy)  # type: ignore[arg-type]
-    return {"store": copy, "ids": built_source["ids"]}
+    return {**built_source, "store": copy}
 
 
-def test_round_trip_then_offline_lookup(cli, source: dict, tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Two Ed25519 key pairs, made with openssl as a team would (PEM private, PEM public)."""
+    root = tmp_path_factory.mktemp("keys")
+    made: dict[str, Path] = {}
+    for who in ("ci", "stranger"):
+        private, public = root / f"{who}.pem", root / f"{who}.pub"
+        subprocess.run(["openssl", "genpkey", "-algorithm", "ed25519", "-out", private], check=True)
+        subprocess.run(["openssl", "pkey", "-in", private, "-pubout", "-out", public], check=True)
+        made[who], made[f"{who}.pub"] = private, public
+    return made
+
+
+def _without_trust(record: dict) -> dict:
+    """A `show --json` record minus what differs by design on the importing side."""
+    record = dict(record)
+    record.pop("plan_path")
+    record["verifications"] = [{**v, "trust": None, "signer": None} for v in record["verifications"]]
+    return record
+
+
+def test_signed_round_trip_is_the_readme_deployment_flow(cli, source: dict, keys: dict, tmp_path: Path) -> None:
+    """README "Deploying with bundles": export --sign on the build side; import --trust
+    --require-signature on the serving machine; lookup --verified-only finds the verified engine."""
     bundle = tmp_path / "out" / "bundle.tar"
-    exported = cli("export", *[i[:8] for i in source["ids"]], "-o", bundle, "--store", source["store"], "--json")
+    exported = cli(
+        "export",
+        *[i[:8] for i in source["ids"]],
+        "-o",
+        bundle,
+        "--sign",
+        keys["ci"],
+        "--store",
+        source["store"],
+        "--json",
+    )
     assert exported.code == 0, exported
-    assert exported.json()["artifacts"] == source["ids"] and exported.json()["plans"] == 2
+    assert exported.json()["artifacts"] == source["ids"] and exported.json()["plans"] == 3
+    assert len(exported.json()["signed_by"]) == 64
 
     files = read_tar(bundle)
     manifest = json.loads(files["manifest.json"])
-    assert set(manifest["files"]) == set(files) - {"manifest.json"}
+    assert set(manifest["files"]) == set(files) - {"manifest.json", "manifest.sig"}
     for name, entry in manifest["files"].items():
         assert hashlib.sha256(files[name]).hexdigest() == entry["sha256"] and len(files[name]) == entry["size"]
 
     target = tmp_path / "deploy"
-    imported = cli("import", bundle, "--store", target, "--json")
+    imported = cli("import", bundle, "--trust", keys["ci.pub"], "--require-signature", "--store", target, "--json")
     assert imported.code == 0, imported
-    assert sorted(imported.json()["imported"]) == source["ids"]
+    report = imported.json()
+    assert sorted(report["imported"]) == source["ids"]
+    assert report["signer"] == {"key_id": exported.json()["signed_by"], "trusted": True}
+    assert (report["verifications"], report["claims"]) == (2, 0)
     for artifact_id in source["ids"]:
         before = cli("show", artifact_id, "--store", source["store"], "--json").json()
         after = cli("show", artifact_id, "--store", target, "--json").json()
-        before.pop("plan_path"), after.pop("plan_path")
-        assert before == after
+        assert _without_trust(before) == _without_trust(after)
+        assert {v["trust"] for v in after["verifications"]} <= {"signed"}
 
-    rtx_version = cli("show", source["ids"][0], "--store", target, "--json").json()["trt_version"]
-    found = cli("lookup", "detector", "--cc", "8.9", "--trt", "10.13.3", "--gpu", "NVIDIA A10G", "--store", target)
+    older = source["rtx"][0]
+    rtx = (*RTX_4090, "--trt", source["rtx_version"], "--store", target, "--json")
+    found = cli("lookup", "detector", *rtx, "--verified-only")
     assert found.code == 0, found
-    assert rtx_version  # both flavors came across
-    again = cli("import", bundle, "--store", target, "--json")
-    assert (
-        again.code == 0 and again.json()["imported"] == [] and sorted(again.json()["already_present"]) == source["ids"]
+    assert found.json()["best"]["artifact_id"] == older  # verified on this GPU model beats newer
+    trt = ("--cc", "8.9", "--trt", "10.13.3", "--gpu", "NVIDIA A10G", "--store", target)
+    assert cli("lookup", "detector", *trt, "--verified-only").code == 0
+    again = cli("import", bundle, "--trust", keys["ci.pub"], "--store", target, "--json")
+    assert again.code == 0 and again.json()["imported"] == []
+    assert sorted(again.json()["already_present"]) == source["ids"]
+
+
+def test_unsigned_verifications_are_only_claims(cli, source: dict, keys: dict, tmp_path: Path) -> None:
+    """Fails on 55eb6bf: an unsigned bundle's "passed" rows made its engine verified and first."""
+    older, newer = source["rtx"]
+    rtx = (*RTX_4090, "--trt", source["rtx_version"], "--json")
+    unsigned = tmp_path / "unsigned.tar"
+    assert cli("export", older, newer, "-o", unsigned, "--store", source["store"]).code == 0
+
+    def imported_as_claims(bundle: Path, *trust: str | Path) -> None:
+        target = tmp_path / f"deploy-{bundle.stem}-{len(trust)}"
+        imported = cli("import", bundle, *trust, "--store", target, "--json")
+        assert imported.code == 0, imported
+        only = cli("lookup", "detector", *rtx, "--verified-only", "--store", target)
+        assert only.code == 1, only  # a claim does not satisfy --verified-only
+        ranked = cli("lookup", "detector", *rtx, "--store", target).json()
+        assert ranked["best"]["artifact_id"] == newer  # nor does it raise the older engine above the newer
+        assert [m["verified_here"] for m in ranked["matches"]] == [False, False]
+        shown = cli("show", older, "--store", target, "--json").json()
+        assert shown["status"] == "unverified" and shown["statuses"] == {}
+        assert [v["trust"] for v in shown["verifications"]] == ["claimed"]  # kept, for people to read
+        assert (imported.json()["verifications"], imported.json()["claims"]) == (0, 1)
+
+    imported_as_claims(unsigned)
+    imported_as_claims(unsigned, "--trust", keys["ci.pub"])
+    signed_by_stranger = tmp_path / "stranger.tar"
+    exported = cli(
+        "export", older, newer, "-o", signed_by_stranger, "--sign", keys["stranger"], "--store", source["store"]
     )
+    assert exported.code == 0, exported
+    imported_as_claims(signed_by_stranger, "--trust", keys["ci.pub"])
+
+    required = cli(
+        "import", signed_by_stranger, "--trust", keys["ci.pub"], "--require-signature", "--store", tmp_path / "r"
+    )
+    assert required.code == 2 and "not trusted here" in required.stderr, required
+    assert catalog_ids(tmp_path / "r") == []
+    required = cli("import", unsigned, "--trust", keys["ci.pub"], "--require-signature", "--store", tmp_path / "r")
+    assert required.code == 2 and "bundle is not signed" in required.stderr, required
+    assert catalog_ids(tmp_path / "r") == []
 
 
-def exported_files(source: dict, tmp_path: Path) -> dict[str, bytes]:
+def exported_files(source: dict, tmp_path: Path, ids: list[str] | None = None) -> dict[str, bytes]:
     bundle = tmp_path / "good.tar"
     store = open_store(source["store"])
     try:
-        export_bundle(store, source["ids"], bundle)
+        export_bundle(store, ids or source["ids"], bundle)
     finally:
         store.close()
     return read_tar(bundle)
 
 
-def import_refused(bundle: Path, target: Path) -> str:
+def import_refused(
+    bundle: Path,
+    target: Path,
+    *,
+    trust: list[Path] | None = None,
+    require_signature: bool = False,
+    error: type[Exception] = BundleError,
+) -> str:
     """Import in-process; the error message. Checks that nothing reached the catalog."""
     store = open_store(target)
     try:
-        with pytest.raises(BundleError) as info:
-            import_bundle(store, bundle)
+        options = (
+            {"trust": trust, "require_signature": True} if require_signature else {"trust": trust} if trust else {}
+        )
+        with pytest.raises(error) as info:
+            import_bundle(store, bundle, **options)
         assert info.value.exit_code == 2
         assert store.catalog.list_artifacts() == []
     finally:
@@ -195,6 +325,200 @@ def test_tampered_bundle_is_refused_and_nothing_is_imported(source: dict, tmp_pa
     assert message in import_refused(bundle, tmp_path / "deploy")
 
 
+def rewrite_record(files: dict[str, bytes], artifact_id: str, change) -> None:
+    """Rewrite a record the way an attacker would: the manifest is updated to match."""
+    name = f"artifacts/{artifact_id}.json"
+    record = json.loads(files[name])
+    change(record)
+    files[name] = json.dumps(record).encode()
+    rewrite_manifest(files, **{name: {"sha256": hashlib.sha256(files[name]).hexdigest(), "size": len(files[name])}})
+
+
+def _other_key(r: dict) -> None:
+    r.update(status="passed", build_key="ab" * 32)
+
+
+def _plan_size(r: dict) -> None:
+    r["plan_size"] += 1
+
+
+def _release(r: dict) -> None:
+    r["trt_version"] = r["details"]["target"]["trt_version"] = "1.6.0.50"
+
+
+def _flavor(r: dict) -> None:
+    r["flavor"] = r["details"]["target"]["flavor"] = "tensorrt"
+
+
+def _column_only(r: dict) -> None:
+    r["compute_capabilities"] = ["8.9"]
+
+
+def _recipe(r: dict) -> None:
+    r["recipe"]["build"]["optimization_level"] = 5
+
+
+def _recipe_and_fingerprint(r: dict) -> None:
+    from trtforge.keys import recipe_fingerprint
+    from trtforge.recipe import Recipe
+
+    r["recipe"]["build"]["optimization_level"] = 5
+    r["recipe_fingerprint"] = recipe_fingerprint(Recipe.model_validate(r["recipe"]))
+
+
+def _model(r: dict) -> None:
+    r["model_sha256"] = "cd" * 32
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (_other_key, "its build key is not the one its recipe, model and target give"),
+        (_plan_size, "but the plan has"),
+        (_release, "the plan's header tensorrt_rtx 1.7"),
+        (_flavor, "the plan's header tensorrt_rtx"),
+        (_column_only, "compute_capabilities differ from the build target"),
+        (_recipe, "recipe fingerprint is not the one its recipe gives"),
+        (_recipe_and_fingerprint, "its build key is not the one"),
+        (_model, "its build key is not the one"),
+    ],
+)
+def test_rewritten_record_with_matching_manifest_is_refused(
+    source: dict, tmp_path: Path, keys: dict, change, message: str
+) -> None:
+    """Fails on 55eb6bf, which imported such records as they were. A trusted signature does not
+    excuse a mismatch either: what can be recomputed is checked whoever signed."""
+    rtx = source["rtx"][0]
+    files = exported_files(source, tmp_path, [rtx])
+    rewrite_record(files, rtx, change)
+    assert message in import_refused(write_tar(tmp_path / "bad.tar", files), tmp_path / "deploy")
+    signed = tmp_path / "signed.tar"
+    write_signed(files, keys["ci"], signed)
+    assert message in import_refused(signed, tmp_path / "deploy2", trust=[keys["ci.pub"]])
+
+
+def test_rewritten_status_is_recomputed(cli, source: dict, tmp_path: Path) -> None:
+    """Fails on 55eb6bf: a record saying "passed" (and no verification) was imported as passed."""
+    newer = source["rtx"][1]
+    files = exported_files(source, tmp_path, [newer])
+    rewrite_record(files, newer, lambda r: r.update(status="passed"))
+    imported = cli("import", write_tar(tmp_path / "b.tar", files), "--store", tmp_path / "deploy", "--json")
+    assert imported.code == 0, imported
+    assert cli("show", newer, "--store", tmp_path / "deploy", "--json").json()["status"] == "unverified"
+
+
+def test_unrecomputable_build_key_needs_a_trusted_signature(cli, source: dict, keys: dict, tmp_path: Path) -> None:
+    """The TensorRT row of the fixture has no recipe or target: its key is the exporter's word."""
+    trt = next(i for i in source["ids"] if i not in source["rtx"])
+    unsigned, signed = tmp_path / "unsigned.tar", tmp_path / "signed.tar"
+    assert cli("export", trt, "-o", unsigned, "--store", source["store"]).code == 0
+    assert cli("export", trt, "-o", signed, "--sign", keys["ci"], "--store", source["store"]).code == 0
+    refused = cli("import", unsigned, "--store", tmp_path / "a")
+    assert refused.code == 2 and "cannot be recomputed here" in refused.stderr and "--trust" in refused.stderr
+    assert catalog_ids(tmp_path / "a") == []
+    untrusted = cli("import", signed, "--trust", keys["stranger.pub"], "--store", tmp_path / "b")
+    assert untrusted.code == 2 and "cannot be recomputed here" in untrusted.stderr
+    trusted = cli("import", signed, "--trust", keys["ci.pub"], "--store", tmp_path / "c", "--json")
+    assert trusted.code == 0 and trusted.json()["imported"] == [trt], trusted
+
+
+def write_signed(files: dict[str, bytes], key: Path, path: Path) -> Path:
+    """The files with a fresh signature over their (possibly rewritten) manifest: the exporter's own."""
+    from trtforge.signing import load_private_key, sign_manifest
+
+    signature = sign_manifest(files["manifest.json"], load_private_key(key))
+    return write_tar(path, {**files, "manifest.sig": signature})
+
+
+def test_signature_covers_every_member(cli, source: dict, keys: dict, tmp_path: Path) -> None:
+    """A change after signing, even one recomputation cannot see (a verification's status), is refused."""
+    older = source["rtx"][0]
+    bundle = tmp_path / "signed.tar"
+    assert cli("export", older, "-o", bundle, "--sign", keys["ci"], "--store", source["store"]).code == 0
+    files = read_tar(bundle)
+
+    def fail(r: dict) -> None:
+        r["verifications"][0]["status"] = "failed"
+
+    rewrite_record(files, older, fail)
+    tampered = write_tar(tmp_path / "tampered.tar", files)
+    for trust in ([keys["ci.pub"]], []):  # refused whether or not the key is trusted here
+        message = import_refused(tampered, tmp_path / f"deploy{len(trust)}", trust=trust, error=SignatureError)
+        assert "does not match its manifest: tampered after signing" in message
+    files["manifest.sig"] = b'{"format": "trtforge-bundle-signature"}'
+    malformed = write_tar(tmp_path / "malformed.tar", files)
+    assert "malformed" in import_refused(malformed, tmp_path / "deploy3", error=SignatureError)
+    del files["manifest.sig"]
+    stripped = write_tar(tmp_path / "stripped.tar", files)
+    message = import_refused(
+        stripped, tmp_path / "deploy4", trust=[keys["ci.pub"]], require_signature=True, error=SignatureError
+    )
+    assert "not signed" in message
+    resigned = write_signed(files, keys["stranger"], tmp_path / "resigned.tar")
+    message = import_refused(
+        resigned, tmp_path / "deploy5", trust=[keys["ci.pub"]], require_signature=True, error=SignatureError
+    )
+    assert "not trusted here" in message
+
+
+def test_keys_from_keygen_and_ssh_keygen(cli, source: dict, tmp_path: Path) -> None:
+    made = cli("keygen", tmp_path / "team.key", "--json")
+    assert made.code == 0, made
+    assert (tmp_path / "team.key").stat().st_mode & 0o077 == 0  # private key readable by its owner only
+    assert cli("keygen", tmp_path / "team.key").code == 2  # never overwrites a key
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", tmp_path / "ssh"], check=True)
+    older = source["rtx"][0]
+    for private, public, key_id in (
+        (tmp_path / "team.key", tmp_path / "team.key.pub", made.json()["key_id"]),
+        (tmp_path / "ssh", tmp_path / "ssh.pub", None),
+    ):
+        bundle = tmp_path / f"{private.name}.tar"
+        exported = cli("export", older, "-o", bundle, "--sign", private, "--store", source["store"], "--json")
+        assert exported.code == 0, exported
+        assert key_id in (None, exported.json()["signed_by"])
+        target = tmp_path / f"deploy-{private.name}"
+        imported = cli("import", bundle, "--trust", public, "--require-signature", "--store", target, "--json")
+        assert imported.code == 0 and imported.json()["verifications"] == 1, imported
+
+
+@pytest.mark.parametrize(
+    ("flag", "content", "message"),
+    [
+        ("--trust", b"not a key", "is not a PEM or OpenSSH public key"),
+        ("--trust", None, "cannot read trusted key"),
+        ("--trust", "private", "is a private key"),
+        (
+            "--sign",
+            b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+            "is not a PEM or OpenSSH private key",
+        ),
+        ("--sign", "rsa", "not an Ed25519 key"),
+    ],
+)
+def test_bad_key_files_are_one_line_errors(
+    cli, source: dict, keys: dict, tmp_path: Path, flag, content, message
+) -> None:
+    key = tmp_path / "key"
+    if content == "private":
+        key = keys["ci"]
+    elif content == "rsa":
+        subprocess.run(
+            ["openssl", "genpkey", "-algorithm", "rsa", "-pkeyopt", "rsa_keygen_bits:1024", "-out", key], check=True
+        )
+    elif content is not None:
+        key.write_bytes(content)
+    bundle = tmp_path / "b.tar"
+    if flag == "--sign":
+        result = cli("export", source["rtx"][0], "-o", bundle, "--sign", key, "--store", source["store"])
+        assert not bundle.exists()
+    else:
+        assert cli("export", source["rtx"][0], "-o", bundle, "--store", source["store"]).code == 0
+        result = cli("import", bundle, "--trust", key, "--store", tmp_path / "deploy")
+        assert not (tmp_path / "deploy").exists()
+    assert result.code == 2 and message in result.stderr and "Traceback" not in result.stderr, result
+    assert len(result.stderr.strip().splitlines()) == 2, result.stderr  # one error line, one hint
+
+
 def test_tampered_bundle_cli_exit_2(cli, source: dict, tmp_path: Path) -> None:
     files = exported_files(source, tmp_path)
     tamper_plan_bytes(files)
@@ -259,3 +583,106 @@ def test_export_bad_input_and_damaged_store(cli, source: dict, tmp_path: Path) -
     damaged = cli("export", *source["ids"], "-o", tmp_path / "b.tar", "--store", source["store"])
     assert damaged.code == 1 and "corrupted" in damaged.stderr
     assert not (tmp_path / "b.tar").exists()
+
+
+def test_verifications_before_0005_still_count(tmp_path: Path) -> None:
+    """Rows written before migration 0005 were run by `trtforge verify` (or imported when every
+    bundle was trusted): the upgrade makes them `local`, and lookup keeps counting them."""
+    from sqlalchemy import create_engine, text
+
+    from trtforge.store.migrations import upgrade
+
+    url = f"sqlite:///{tmp_path / 'catalog.sqlite'}"
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        upgrade(conn, "0003_verify")
+        conn.execute(text("INSERT INTO blobs VALUES ('" + "b" * 64 + "', 1, 'plan', '2026-01-01')"))
+        values = "'a1', 'n', 'k', 'f', 'm', 'tensorrt', '10.13.3', NULL, '[]', '" + "b" * 64 + "', 1, '[]', '[]', '{}'"
+        conn.execute(text(f"INSERT INTO artifacts VALUES ({values}, NULL, 0, '[]', '{{}}', '2026-01-01', 'passed')"))
+        conn.execute(
+            text(
+                "INSERT INTO verifications VALUES ('v1', 'a1', 'NVIDIA A10G', '8.6', 'tensorrt', '10.13.3', "
+                "'passed', '[]', '[]', '{}', '2026-01-01')"
+            )
+        )
+        conn.commit()
+    engine.dispose()
+    store = open_store(tmp_path, catalog=url)
+    try:
+        assert store.catalog.statuses("a1") == {"NVIDIA A10G": "passed"}
+        assert [v.trust for v in store.catalog.verifications("a1")] == ["local"]
+    finally:
+        store.close()
+
+
+def test_claims_stay_claims_when_exported_again(cli, source: dict, keys: dict, tmp_path: Path) -> None:
+    """A store that received a claim cannot turn it into a counted result by signing it onward."""
+    older = source["rtx"][0]
+    unsigned, resigned = tmp_path / "unsigned.tar", tmp_path / "resigned.tar"
+    assert cli("export", older, "-o", unsigned, "--store", source["store"]).code == 0
+    assert cli("import", unsigned, "--store", tmp_path / "middle").code == 0
+    assert cli("export", older, "-o", resigned, "--sign", keys["ci"], "--store", tmp_path / "middle").code == 0
+    imported = cli("import", resigned, "--trust", keys["ci.pub"], "--store", tmp_path / "end", "--json")
+    assert imported.code == 0 and (imported.json()["verifications"], imported.json()["claims"]) == (0, 1), imported
+    shown = cli("show", older, "--store", tmp_path / "end", "--json").json()
+    assert [v["trust"] for v in shown["verifications"]] == ["claimed"] and shown["statuses"] == {}
+
+
+def test_adopted_plan_key_is_recomputed(cli, source: dict, tmp_path: Path) -> None:
+    """An adopted TensorRT-RTX plan (a real one) travels unsigned; its key comes from the plan."""
+    store = open_store(source["store"])
+    plan = store.blobs.local_file(store.catalog.get_artifact(source["rtx"][0]).plan_sha256)
+    store.close()
+    model = source["root"] / "models" / "detector-v1.onnx"
+    adopted = cli(
+        "adopt",
+        plan,
+        "--name",
+        "adopted",
+        "--model",
+        model,
+        "--flavor",
+        "tensorrt_rtx",
+        "--store",
+        source["store"],
+        "--json",
+    )
+    assert adopted.code == 0, adopted
+    artifact_id = adopted.json()["artifact_id"]
+    files = exported_files(source, tmp_path, [artifact_id])
+    assert cli("import", write_tar(tmp_path / "good.tar", files), "--store", tmp_path / "ok").code == 0
+    rewrite_record(files, artifact_id, lambda r: r["details"]["compatibility"].update(hardware="ampere_plus"))
+    message = import_refused(write_tar(tmp_path / "bad.tar", files), tmp_path / "deploy")
+    assert "its build key is not the one" in message
+
+
+def test_refit_key_is_recomputed_from_the_parent(tmp_path: Path) -> None:
+    """A refit's key is its parent's key and the new weights' digest (refit needs a GPU to make
+    one, so the record is written here; the rule under test is pure)."""
+    from trtforge.bundle import check_record
+    from trtforge.keys import refit_key
+
+    weights = "c" * 64
+    record = {
+        "id": "1" * 32,
+        "build_key": refit_key("p" * 64, weights),
+        "model_sha256": weights,
+        "plan_sha256": "0" * 64,
+        "plan_size": 5,
+        "flavor": "tensorrt",
+        "trt_version": "10.13.3",
+        "details": {  # copied from an adopted parent, then the lineage added (refit.record_refit)
+            "origin": "adopted",
+            "compatibility": {"hardware": "none"},
+            "target": {"flavor": "tensorrt", "trt_version": "10.13.3", "gpu_name": None, "compute_capabilities": []},
+            "lineage": {"operation": "refit", "parent": "2" * 32, "weights_sha256": weights},
+        },
+        "gpu_name": None,
+        "compute_capabilities": [],
+    }
+    plan = tmp_path / "placeholder.plan"  # a full TensorRT plan's header says nothing trtforge reads
+    plan.write_bytes(b"plan!")
+    assert check_record(record, plan, {"2" * 32: "p" * 64}) == ""
+    assert "refit parent" in check_record(record, plan, {})
+    with pytest.raises(BundleError, match="its build key is not the one"):
+        check_record(record, plan, {"2" * 32: "q" * 64})

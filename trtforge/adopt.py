@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from trtforge.errors import BadInputError, ModelError, TargetError
 from trtforge.flavors import parse_version, same_release
-from trtforge.keys import canonical_json, sha256_file, sha256_text
+from trtforge.keys import adopted_key, sha256_file
 from trtforge.lookup_rules import HARDWARE_LEVELS
 from trtforge.plan_header import read_plan_header
 from trtforge.recipe import NAME_PATTERN
@@ -117,11 +117,7 @@ def adopt_plan(request: AdoptRequest, store: str | Path | None = None, *, catalo
         "exclude_lean_runtime": request.exclude_lean_runtime,
     }
     target = {"flavor": flavor, "trt_version": version, "gpu_name": request.gpu_name, "compute_capabilities": ccs}
-    key = sha256_text(
-        canonical_json(
-            {"adopted_plan": plan_digest, "model_sha256": model_digest, "target": target, "compat": compatibility}
-        )
-    )
+    key = adopted_key(plan_digest, model_digest, target, compatibility)
     result = AdoptResult("", "adopted", request.name, flavor, version, ccs, plan_digest, source)
     opened = open_store(store, catalog=catalog)
     try:

@@ -3,6 +3,7 @@
 Layout of a bundle (a plain, uncompressed tar; plans do not compress much)::
 
     manifest.json              format, version, artifact ids, sha256 + size of every other file
+    manifest.sig               optional: Ed25519 signature over manifest.json (trtforge.signing)
     artifacts/<id>.json        the artifact's catalog record (every column) and its verifications
     plans/<sha256>.plan        each plan once, named by its digest
 
@@ -11,6 +12,15 @@ links, no absolute paths, no ``..``), extraction uses tarfile's ``data`` filter 
 directory, every file is hashed against the manifest and every plan against its name, and only
 then are blobs stored and all catalog rows added in one transaction. A refused bundle leaves
 the catalog untouched.
+
+A record is not taken at its word either: what can be recomputed is, and a mismatch refuses the
+bundle. The plan's size; the flavor and release its header names (TensorRT-RTX plans); the
+build target in ``details`` against the columns lookup reads; the recipe fingerprint and the
+build key (from recipe + model digest + target, from the plan for adopted plans, from the
+parent's key for refits). A build key that cannot be recomputed here is accepted only under a
+trusted signature. The artifact's status is recomputed from the verifications that count, and
+verification results arrive as ``claimed`` unless the bundle is signed by a key the importer
+trusts (``--trust``): claims are kept for people to read, but lookup does not count them.
 """
 
 from __future__ import annotations
@@ -29,15 +39,21 @@ from typing import Any
 from sqlalchemy.exc import SQLAlchemyError
 
 from trtforge.crashpoints import crashpoint
-from trtforge.errors import BadInputError, BundleError, IntegrityError
-from trtforge.keys import sha256_file
-from trtforge.store import Store
+from trtforge.errors import BadInputError, BundleError, IntegrityError, SignatureError, TrtforgeError
+from trtforge.flavors import same_release
+from trtforge.keys import adopted_key, build_key, recipe_fingerprint, refit_key, sha256_file
+from trtforge.plan_header import read_plan_header
+from trtforge.signing import Signer, check_signature, load_private_key, load_public_key, sign_manifest
+from trtforge.store import CORRUPT_STATUS, Store
 from trtforge.store.blobs import atomic_write
-from trtforge.store.catalog import Artifact, Blob, Verification
+from trtforge.store.catalog import TRUST_CLAIMED, TRUST_SIGNED, Artifact, Blob, Catalog, Verification
+from trtforge.target import BuildTarget
 
 BUNDLE_FORMAT = "trtforge-bundle"
 BUNDLE_VERSION = 1
 MANIFEST = "manifest.json"
+SIGNATURE = "manifest.sig"
+UNVERIFIED = "unverified"
 MAX_JSON_BYTES = 64 << 20
 _PLAN_NAME = re.compile(r"^plans/([0-9a-f]{64})\.plan$")
 _RECORD_NAME = re.compile(r"^artifacts/([0-9a-f]{32})\.json$")
@@ -51,9 +67,16 @@ class ExportReport:
     artifacts: list[str]
     plans: int
     bytes: int
+    signed_by: str | None = None  # key id of the signing key
 
     def as_json(self) -> dict[str, Any]:
-        return {"path": str(self.path), "artifacts": self.artifacts, "plans": self.plans, "bytes": self.bytes}
+        return {
+            "path": str(self.path),
+            "artifacts": self.artifacts,
+            "plans": self.plans,
+            "bytes": self.bytes,
+            "signed_by": self.signed_by,
+        }
 
 
 @dataclass
@@ -61,9 +84,19 @@ class ImportReport:
     imported: list[str] = field(default_factory=list)
     already_present: list[str] = field(default_factory=list)
     plans: int = 0
+    signer: Signer | None = None  # a valid signature's key, trusted or not; None: unsigned
+    verifications: int = 0  # results added that count (trusted signature)
+    claims: int = 0  # results added as the exporter's claims only
 
     def as_json(self) -> dict[str, Any]:
-        return {"imported": self.imported, "already_present": self.already_present, "plans": self.plans}
+        return {
+            "imported": self.imported,
+            "already_present": self.already_present,
+            "plans": self.plans,
+            "signer": self.signer.as_json() if self.signer else None,
+            "verifications": self.verifications,
+            "claims": self.claims,
+        }
 
 
 # -- records ------------------------------------------------------------------------------------
@@ -122,10 +155,12 @@ def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes, mtime: float) -> No
     tar.addfile(info, io.BytesIO(data))
 
 
-def export_bundle(store: Store, refs: list[str], destination: Path) -> ExportReport:
-    """Write the artifacts ``refs`` (ids or unique prefixes) and their plans to ``destination``."""
+def export_bundle(store: Store, refs: list[str], destination: Path, *, sign: Path | None = None) -> ExportReport:
+    """Write the artifacts ``refs`` (ids or unique prefixes) and their plans to ``destination``,
+    signed with the Ed25519 private key file ``sign`` when given."""
     if not refs:
         raise BadInputError("export needs at least one artifact id")
+    key = load_private_key(sign) if sign is not None else None  # a bad key fails before any work
     artifacts: dict[str, Artifact] = {}
     for ref in refs:
         artifact = store.catalog.get_artifact(ref)
@@ -153,23 +188,29 @@ def export_bundle(store: Store, refs: list[str], destination: Path) -> ExportRep
         "artifacts": sorted(artifacts),
         "files": files,
     }
+    manifest_bytes = json.dumps(manifest, indent=2, sort_keys=True).encode()
+    signature = sign_manifest(manifest_bytes, key) if key is not None else None
     destination = destination.absolute()
     try:
-        _write_bundle(destination, manifest, records, plans, now)
+        _write_bundle(destination, manifest_bytes, signature, records, plans, now)
     except OSError as exc:
         raise BadInputError(f"cannot write bundle {destination}: {exc.strerror or exc}") from None
-    return ExportReport(destination, sorted(artifacts), len(plans), destination.stat().st_size)
+    signed_by = json.loads(signature)["key_id"] if signature is not None else None
+    return ExportReport(destination, sorted(artifacts), len(plans), destination.stat().st_size, signed_by)
 
 
 def _write_bundle(
     destination: Path,
-    manifest: dict[str, Any],
+    manifest: bytes,
+    signature: bytes | None,
     records: dict[str, bytes],
     plans: dict[str, Path],
     now: datetime,
 ) -> None:
     with atomic_write(destination) as handle, tarfile.open(fileobj=handle, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        _add_bytes(tar, MANIFEST, json.dumps(manifest, indent=2, sort_keys=True).encode(), now.timestamp())
+        _add_bytes(tar, MANIFEST, manifest, now.timestamp())
+        if signature is not None:
+            _add_bytes(tar, SIGNATURE, signature, now.timestamp())
         for artifact_id, data in sorted(records.items()):
             _add_bytes(tar, f"artifacts/{artifact_id}.json", data, now.timestamp())
         for sha, path in plans.items():
@@ -181,7 +222,7 @@ def _write_bundle(
                 tar.addfile(info, plan)
 
 
-# -- import -------------------------------------------------------------------------------------
+# -- import: reading the tar ------------------------------------------------------------------
 
 
 def _check_member(member: tarfile.TarInfo) -> str:
@@ -193,7 +234,7 @@ def _check_member(member: tarfile.TarInfo) -> str:
     if not member.isreg():
         kind = "link" if (member.issym() or member.islnk()) else "non-file"
         raise BundleError(f"bundle member {name[:120]!r} is a {kind}; bundles hold regular files only")
-    if name != MANIFEST and not _PLAN_NAME.match(name) and not _RECORD_NAME.match(name):
+    if name not in (MANIFEST, SIGNATURE) and not _PLAN_NAME.match(name) and not _RECORD_NAME.match(name):
         raise BundleError(f"bundle member {name[:120]!r} is not part of the bundle format")
     if name != MANIFEST and not name.endswith(".plan") and member.size > MAX_JSON_BYTES:
         raise BundleError(f"bundle member {name[:120]!r} is too large for a record")
@@ -229,7 +270,7 @@ def _read_manifest(root: Path, names: set[str]) -> dict[str, Any]:
 def _verify_contents(root: Path, names: set[str], manifest: dict[str, Any]) -> list[dict[str, Any]]:
     """Hash every file against the manifest; return the artifact records, checked."""
     listed = set(manifest["files"])
-    present = names - {MANIFEST}
+    present = names - {MANIFEST, SIGNATURE}
     if listed != present:
         missing, extra = sorted(listed - present), sorted(present - listed)
         raise BundleError(f"bundle does not match its manifest (missing: {missing[:3]}, unlisted: {extra[:3]})")
@@ -263,8 +304,136 @@ def _verify_contents(root: Path, names: set[str], manifest: dict[str, Any]) -> l
     return records
 
 
-def import_bundle(store: Store, bundle: Path) -> ImportReport:
-    """Verify the whole bundle, then store its plans and add its rows in one transaction."""
+# -- recomputation: a record is checked against what its plan and its own inputs give ----------
+
+
+def _refuse(record: dict[str, Any], what: str) -> BundleError:
+    return BundleError(f"bundle record artifacts/{record['id']}.json: {what}: tampered or damaged")
+
+
+def _expected_build_key(
+    record: dict[str, Any], details: dict[str, Any], known_keys: dict[str, str]
+) -> tuple[str | None, str]:
+    """The build key the record's own inputs give, or (None, why it cannot be recomputed here)."""
+    target = details.get("target")
+    lineage = details.get("lineage")
+    # A refit copies its parent's details (an adopted parent's origin too): lineage comes first.
+    if isinstance(lineage, dict) and lineage.get("operation") == "refit":
+        parent_key = known_keys.get(str(lineage.get("parent")))
+        if parent_key is None:
+            return None, "its refit parent is neither in the bundle nor in this catalog"
+        if lineage.get("weights_sha256") != record["model_sha256"]:
+            raise _refuse(record, "the refit's weights digest differs from its model digest")
+        return refit_key(parent_key, record["model_sha256"]), ""
+    if details.get("origin") == "adopted":
+        compat = details.get("compatibility")
+        if not isinstance(target, dict) or not isinstance(compat, dict):
+            return None, "the adopted plan's target is not recorded"
+        return adopted_key(record["plan_sha256"], record["model_sha256"], target, compat), ""
+    if not isinstance(target, dict):
+        return None, "its build target is not recorded"
+    from pydantic import ValidationError
+
+    from trtforge.recipe import Recipe
+
+    try:
+        recipe = Recipe.model_validate(record.get("recipe"))
+        build_target = BuildTarget(
+            flavor=str(target.get("flavor")),
+            trt_version=str(target.get("trt_version")),
+            gpu_name=target.get("gpu_name"),
+            compute_capabilities=tuple(str(cc) for cc in target.get("compute_capabilities") or ()),
+        )
+    except (ValidationError, TypeError, ValueError):
+        return None, "its recipe does not validate in this trtforge"
+    if recipe_fingerprint(recipe) != record.get("recipe_fingerprint"):
+        raise _refuse(record, "the recipe fingerprint is not the one its recipe gives")
+    return build_key(recipe, record["model_sha256"], build_target), ""
+
+
+def check_record(record: dict[str, Any], plan: Path, known_keys: dict[str, str]) -> str:
+    """Refuse a record whose recomputable fields disagree with its plan or its own inputs.
+
+    Returns "" when the build key was recomputed and matches, else why it could not be.
+    """
+    size = plan.stat().st_size
+    if record.get("plan_size") != size:
+        raise _refuse(record, f"plan_size {record.get('plan_size')!r} but the plan has {size} bytes")
+    header = read_plan_header(plan)
+    if header is not None:
+        try:
+            same = record["flavor"] == header.flavor and same_release(record["trt_version"], header.version)
+        except TrtforgeError:  # an unparsable version
+            same = False
+        if not same:
+            raise _refuse(
+                record,
+                f"it says {record['flavor']} {record['trt_version'][:40]}, "
+                f"the plan's header {header.flavor} {header.version}",
+            )
+    details = record.get("details")
+    details = details if isinstance(details, dict) else {}
+    target = details.get("target")
+    if isinstance(target, dict):
+        for column in ("flavor", "trt_version", "gpu_name"):
+            if target.get(column) != record.get(column):
+                raise _refuse(record, f"{column} differs from the build target recorded in its details")
+        ccs = record.get("compute_capabilities")
+        if not isinstance(ccs, list) or sorted(map(str, ccs)) != sorted(
+            map(str, target.get("compute_capabilities") or [])
+        ):
+            raise _refuse(record, "compute_capabilities differ from the build target recorded in its details")
+    expected, why_not = _expected_build_key(record, details, known_keys)
+    if expected is not None and expected != record["build_key"]:
+        raise _refuse(record, "its build key is not the one its recipe, model and target give")
+    return why_not
+
+
+def _known_build_keys(store: Store, records: list[dict[str, Any]]) -> dict[str, str]:
+    """Build keys of the bundle's artifacts and of refit parents already in this catalog."""
+    keys = {r["id"]: r["build_key"] for r in records}
+    parents = {
+        str(r["details"]["lineage"].get("parent"))
+        for r in records
+        if isinstance(r.get("details"), dict) and isinstance(r["details"].get("lineage"), dict)
+    } - set(keys)
+    if parents:
+        from sqlalchemy import select
+
+        with store.catalog.reading() as session:
+            keys.update(session.execute(select(Artifact.id, Artifact.build_key).where(Artifact.id.in_(parents))).all())
+    return keys
+
+
+def _signer(root: Path, names: set[str], trusted: list[Any], require: bool) -> Signer | None:
+    """The bundle's signer (its signature checked over the exact manifest bytes), or None."""
+    signer = None
+    if SIGNATURE in names:
+        signature = _confined(root, SIGNATURE).read_bytes()
+        signer = check_signature(signature, _confined(root, MANIFEST).read_bytes(), trusted)
+    if require and (signer is None or not signer.trusted):
+        who = "not signed" if signer is None else f"signed by key {signer.key_id[:16]}, which is not trusted here"
+        raise SignatureError(
+            f"bundle is {who} and --require-signature was given",
+            hint="pass the exporter's public key with --trust PUBKEY; nothing was imported",
+        )
+    return signer
+
+
+# -- import: check everything, then one transaction -----------------------------------------
+
+
+def import_bundle(
+    store: Store, bundle: Path, *, trust: list[Path] | tuple[Path, ...] = (), require_signature: bool = False
+) -> ImportReport:
+    """Verify the whole bundle, then store its plans and add its rows in one transaction.
+
+    ``trust``: public key files; verification results count only from a bundle signed by one
+    of them. ``require_signature``: refuse a bundle without such a signature.
+    """
+    if require_signature and not trust:
+        raise BadInputError("--require-signature needs at least one --trust PUBKEY")
+    trusted = [load_public_key(path) for path in trust]  # a bad key file fails before any work
     if not bundle.is_file():
         raise BundleError(f"bundle {bundle} does not exist or is not a file", hint="check the path")
     workdir = store.work_dir()
@@ -284,11 +453,29 @@ def import_bundle(store: Store, bundle: Path) -> ImportReport:
             raise BundleError(f"cannot read bundle {bundle.name}: {detail}") from None
         name_set = set(names)
         manifest = _read_manifest(workdir, name_set)
+        signer = _signer(workdir, name_set, trusted, require_signature)
         records = _verify_contents(workdir, name_set, manifest)
+        vouched = signer is not None and signer.trusted
+        known_keys = _known_build_keys(store, records)
+        for record in records:
+            why_not = check_record(record, _confined(workdir, f"plans/{record['plan_sha256']}.plan"), known_keys)
+            if why_not and not vouched:
+                raise BundleError(
+                    f"bundle record artifacts/{record['id']}.json: its build key cannot be recomputed here "
+                    f"({why_not}), and the bundle has no trusted signature",
+                    hint="import it with --trust PUBKEY of the exporter's signing key (export --sign KEY)",
+                )
         artifacts = [artifact_from_record(record) for record in records]
         verifications = [v for record in records for v in verifications_from_record(record)]
+        claimed_at_source = {
+            str(v.get("id")) for r in records for v in r.get("verifications") or [] if v.get("trust") == TRUST_CLAIMED
+        }
+        for verification in verifications:
+            counts = vouched and verification.id not in claimed_at_source
+            verification.trust = TRUST_SIGNED if counts else TRUST_CLAIMED
+            verification.signer = signer.key_id if signer is not None else None
 
-        report = ImportReport()
+        report = ImportReport(signer=signer)
         plan_sizes: dict[str, int] = {}
         for sha in sorted({a.plan_sha256 for a in artifacts}):
             ref = store.blobs.put_file(_confined(workdir, f"plans/{sha}.plan"))
@@ -307,12 +494,23 @@ def import_bundle(store: Store, bundle: Path) -> ImportReport:
                     if session.get(Artifact, artifact.id) is not None:
                         report.already_present.append(artifact.id)
                         continue
+                    artifact.status = UNVERIFIED  # the record's word is not taken: recomputed below
                     session.add(artifact)
                     report.imported.append(artifact.id)
                 session.flush()
-                for verification in verifications:  # results from the source store are kept too
+                for verification in verifications:  # results from the source store, as claims unless signed
                     if session.get(Verification, verification.id) is None:
                         session.add(verification)
+                        if verification.trust == TRUST_CLAIMED:
+                            report.claims += 1
+                        else:
+                            report.verifications += 1
+                session.flush()
+                for artifact_id in {v.artifact_id for v in verifications if v.trust != TRUST_CLAIMED}:
+                    row = session.get(Artifact, artifact_id)
+                    status = Catalog.latest_counted_status(session, artifact_id)
+                    if row is not None and status is not None and row.status != CORRUPT_STATUS:
+                        row.status = status
                 session.flush()
                 crashpoint("import-uncommitted")
         except (SQLAlchemyError, TypeError, ValueError) as exc:

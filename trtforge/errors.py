@@ -130,3 +130,15 @@ class BundleError(BadInputError):
     """A bundle is unreadable, malformed, unsafe or does not match its manifest (exit 2)."""
 
     default_hint = "re-export the bundle from the source store; nothing was imported"
+
+
+class SigningKeyError(BadInputError):
+    """A signing or trusted key file is missing, unreadable or not an Ed25519 key (exit 2)."""
+
+    default_hint = "make a key pair with `trtforge keygen KEY` or `openssl genpkey -algorithm ed25519 -out KEY`"
+
+
+class SignatureError(BadInputError):
+    """A bundle's signature is invalid, or a trusted one is required and missing (exit 2)."""
+
+    default_hint = "get the bundle again from its exporter, or the exporter's public key; nothing was imported"

@@ -57,3 +57,17 @@ def build_key(recipe: Recipe, model_sha256: str, target: BuildTarget) -> str:
             }
         )
     )
+
+
+def refit_key(parent_build_key: str, weights_sha256: str) -> str:
+    """A refitted engine's key: never equal to a recipe build's (another shape of input)."""
+    return sha256_text(canonical_json({"refit_of": parent_build_key, "weights_sha256": weights_sha256}))
+
+
+def adopted_key(plan_sha256: str, model_sha256: str, target: dict[str, Any], compatibility: dict[str, Any]) -> str:
+    """An adopted plan's key: the plan, its model, the target and envelope it was adopted for."""
+    return sha256_text(
+        canonical_json(
+            {"adopted_plan": plan_sha256, "model_sha256": model_sha256, "target": target, "compat": compatibility}
+        )
+    )

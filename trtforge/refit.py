@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from trtforge.errors import ModelError, NotRefittableError
-from trtforge.keys import canonical_json, sha256_file, sha256_text
+from trtforge.keys import refit_key, sha256_file
 from trtforge.model import read_model
 from trtforge.recipe import refit_mode
 from trtforge.store import Store, require_existing_store
@@ -82,7 +82,7 @@ def record_refit(
     child = Artifact(
         id=uuid.uuid4().hex,
         name=parent.name,
-        build_key=sha256_text(canonical_json({"refit_of": parent.build_key, "weights_sha256": weights_sha256})),
+        build_key=refit_key(parent.build_key, weights_sha256),
         recipe_fingerprint=parent.recipe_fingerprint,
         model_sha256=weights_sha256,
         flavor=parent.flavor,

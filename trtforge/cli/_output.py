@@ -80,11 +80,15 @@ class Output:
             self.err.print(styled(("hint:", "dim"), " ", hint))
 
     def error(self, exc: TrtforgeError) -> None:
-        self.error_lines(exc.message, exc.hint, exc.more)
+        from trtforge.store.redact import redact  # belt: no password of an opened catalog is printed
+
+        message, more = redact(exc.message), tuple(redact(line) for line in exc.more)
+        hint = redact(exc.hint) if exc.hint else exc.hint
+        self.error_lines(message, hint, more)
         if self.json_mode:
-            payload = {"error": exc.message, "hint": exc.hint, "exit_code": exc.exit_code}
-            if exc.more:
-                payload["more_errors"] = list(exc.more)
+            payload = {"error": message, "hint": hint, "exit_code": exc.exit_code}
+            if more:
+                payload["more_errors"] = list(more)
             if exc.detail:
                 payload["error_detail"] = exc.detail
             sys.stdout.write(json.dumps(payload) + "\n")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -11,10 +11,17 @@ from trtforge.cli._errors import run
 from trtforge.cli._options import CatalogOpt, JsonOpt, StoreOpt
 from trtforge.cli._output import Output
 
+if TYPE_CHECKING:
+    from trtforge.bundle import ImportReport
+
 
 def export(
     artifacts: Annotated[list[str], typer.Argument(help="Artifact ids (or unique prefixes).", show_default=False)],
     output_path: Annotated[Path, typer.Option("--output", "-o", help="Bundle file to write (.tar).")],
+    sign: Annotated[
+        Path | None,
+        typer.Option("--sign", help="Sign with this Ed25519 private key (PEM or OpenSSH).", show_default=False),
+    ] = None,
     store: StoreOpt = None,
     catalog: CatalogOpt = None,
     json_output: JsonOpt = False,
@@ -28,7 +35,7 @@ def export(
 
         opened = require_existing_store(store, catalog=catalog, missing="the store is empty: nothing to export")
         try:
-            report = export_bundle(opened, artifacts, output_path)
+            report = export_bundle(opened, artifacts, output_path, sign=sign)
         finally:
             opened.close()
         data = report.as_json()
@@ -37,6 +44,7 @@ def export(
             lambda console: console.print(
                 f"exported {len(report.artifacts)} artifact(s), {report.plans} plan(s), "
                 f"{report.bytes / 1024:.0f} KiB -> {report.path}"
+                + (f" (signed by key {report.signed_by[:16]})" if report.signed_by else " (unsigned)")
             ),
         )
 
@@ -45,30 +53,83 @@ def export(
 
 def import_(
     bundle: Annotated[Path, typer.Argument(help="Bundle written by `trtforge export`.", show_default=False)],
+    trust: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--trust",
+            help="Public key (PEM or OpenSSH) whose signature makes the bundle's verification results count. "
+            "Repeatable.",
+            show_default=False,
+        ),
+    ] = None,
+    require_signature: Annotated[
+        bool, typer.Option("--require-signature", help="Refuse a bundle not signed by a --trust key.")
+    ] = False,
     store: StoreOpt = None,
     catalog: CatalogOpt = None,
     json_output: JsonOpt = False,
 ) -> None:
-    """Import a bundle into this store, all or nothing, after checking every hash."""
+    """Import a bundle into this store, all or nothing, after checking every hash.
+
+    Verification results in the bundle count here only when it is signed by a --trust key;
+    otherwise they are kept as the exporter's claims, which lookup does not count.
+    """
     output = Output(json_output)
 
     def body() -> None:
         from trtforge.bundle import import_bundle
-        from trtforge.errors import BundleError
+        from trtforge.errors import BadInputError, BundleError
+        from trtforge.signing import load_public_key
         from trtforge.store import open_store
 
+        keys = list(trust or [])
+        if require_signature and not keys:
+            raise BadInputError("--require-signature needs at least one --trust PUBKEY")
+        for key in keys:  # bad key files are refused before a store is created
+            load_public_key(key)
         if not bundle.is_file():
             raise BundleError(f"bundle {bundle} does not exist or is not a file", hint="check the path")
         opened = open_store(store, catalog=catalog)
         try:
-            report = import_bundle(opened, bundle)
+            report = import_bundle(opened, bundle, trust=keys, require_signature=require_signature)
         finally:
             opened.close()
+        output.result(report.as_json(), lambda console: console.print(_describe_import(report)))
+
+    run(output, body)
+
+
+def _describe_import(report: ImportReport) -> str:
+    line = (
+        f"imported {len(report.imported)} artifact(s) ({len(report.already_present)} already present), "
+        f"{report.plans} plan(s)"
+    )
+    if report.signer is None:
+        signed = "unsigned"
+    else:
+        signed = f"signed by key {report.signer.key_id[:16]} ({'trusted' if report.signer.trusted else 'not trusted'})"
+    results = f"{report.verifications} verification result(s) counted"
+    if report.claims:
+        results += f", {report.claims} kept as the exporter's claims (not counted by lookup)"
+    return f"{line}; {signed}; {results}"
+
+
+def keygen(
+    key: Annotated[Path, typer.Argument(help="Private key file to write; the public key goes to KEY.pub.")],
+    json_output: JsonOpt = False,
+) -> None:
+    """Make an Ed25519 key pair (PEM) for `export --sign` and `import --trust`."""
+    output = Output(json_output)
+
+    def body() -> None:
+        from trtforge.signing import generate_key_pair
+
+        public, key_id = generate_key_pair(key)
+        data = {"private_key": str(key), "public_key": str(public), "key_id": key_id}
         output.result(
-            report.as_json(),
+            data,
             lambda console: console.print(
-                f"imported {len(report.imported)} artifact(s) ({len(report.already_present)} already present), "
-                f"{report.plans} plan(s)"
+                f"wrote {key} (private: keep it secret) and {public} (public: give it to importers); key {key_id[:16]}"
             ),
         )
 

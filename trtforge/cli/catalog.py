@@ -161,4 +161,8 @@ def _render_verifications(console: Console, record: dict) -> None:
             line += f", max abs error {worst:.3g}"
         for perf in v["perf"]:
             line += f"; profile {perf['profile']} median {perf['latency_ms']['median']:.3f} ms"
+        if v.get("trust") == "claimed":
+            line += "  [claimed by an unsigned or untrusted bundle: not counted]"
+        elif v.get("trust") == "signed":
+            line += f"  [imported, signed by key {str(v.get('signer'))[:16]}]"
         console.print(line)

@@ -30,6 +30,7 @@ def doctor(store: StoreOpt = None, catalog: CatalogOpt = None, json_output: Json
         from trtforge.capabilities import capability_table
         from trtforge.flavors import installed_backends
         from trtforge.store import CATALOG_FILE, resolve_store_root
+        from trtforge.store.redact import redact_url
         from trtforge.target import detect_gpus
 
         root = resolve_store_root(store)
@@ -41,7 +42,7 @@ def doctor(store: StoreOpt = None, catalog: CatalogOpt = None, json_output: Json
             ],
             "gpus": [vars(g) for g in detect_gpus()],
             "store": str(root),
-            "catalog": catalog or f"sqlite:///{root / CATALOG_FILE}",
+            "catalog": redact_url(catalog or f"sqlite:///{root / CATALOG_FILE}"),
         }
         output.result(report, lambda console: _render(console, report))
 

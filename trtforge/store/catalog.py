@@ -37,17 +37,18 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 from sqlalchemy.sql import Select
 
 from trtforge.crashpoints import crashpoint
 from trtforge.errors import CatalogError, NotFoundError
 from trtforge.store.locks import advisory_lock, application_name
+from trtforge.store.redact import redact, redact_url, remember
 
 # Every Alembic revision, oldest first. A database at a revision not listed here was written by
 # a newer trtforge; tests check this tuple against the migration scripts.
-SCHEMA_REVISIONS: tuple[str, ...] = ("0001_initial", "0002_build_surface", "0003_verify")
+SCHEMA_REVISIONS: tuple[str, ...] = ("0001_initial", "0002_build_surface", "0003_verify", "0005_verification_claims")
 SCHEMA_HEAD = SCHEMA_REVISIONS[-1]
 MIN_ID_PREFIX = 6
 SQLITE_BUSY_TIMEOUT_MS = 60_000
@@ -159,6 +160,15 @@ class Artifact(Base):
         }
 
 
+# Who vouches for a verification result (verifications.trust). Only ``local`` and ``signed``
+# results count (statuses, lookup's ranking and --verified-only); a ``claimed`` one is what an
+# unsigned or untrusted bundle said, kept for people to read.
+TRUST_LOCAL = "local"  # run by `trtforge verify` against this catalog
+TRUST_SIGNED = "signed"  # imported from a bundle signed by a key given to `import --trust`
+TRUST_CLAIMED = "claimed"  # imported without a trusted signature: the exporter's word only
+COUNTED_TRUST = (TRUST_LOCAL, TRUST_SIGNED)
+
+
 class Verification(Base):
     """One verification of an artifact on one GPU model with one runtime version."""
 
@@ -175,6 +185,8 @@ class Verification(Base):
     perf: Mapped[list[Any]]
     details: Mapped[dict[str, Any]]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    trust: Mapped[str] = mapped_column(String(16), default=TRUST_LOCAL, server_default=TRUST_LOCAL)
+    signer: Mapped[str | None] = mapped_column(String(64))  # key id of the bundle signature it came with
 
     __table_args__ = (Index("ix_verifications_artifact_gpu_runtime", "artifact_id", "gpu_name", "runtime_version"),)
 
@@ -191,6 +203,8 @@ class Verification(Base):
             "perf": self.perf,
             "details": self.details,
             "created_at": self.created_at.isoformat(),
+            "trust": self.trust,
+            "signer": self.signer,
         }
 
 
@@ -321,8 +335,15 @@ class Catalog:
 
     def __init__(self, url: str, *, create: bool = True) -> None:
         self.url = url
+        remember(url)  # any later message that repeats its password is cleaned
         connect_args = {"application_name": application_name()} if url.startswith("postgresql") else {}
-        self.engine: Engine = create_engine(url, future=True, connect_args=connect_args)
+        try:
+            self.engine: Engine = create_engine(url, future=True, connect_args=connect_args)
+        except (ArgumentError, ImportError) as exc:  # a malformed URL, an unknown or missing driver
+            raise CatalogError(
+                redact(f"cannot open catalog {url}: {exc}", url),
+                hint="give a SQLAlchemy URL such as postgresql+psycopg://user@host/db or sqlite:////path/catalog.sqlite",
+            ) from None
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
             event.listen(self.engine, "begin", _sqlite_begin)
@@ -338,6 +359,11 @@ class Catalog:
     def close(self) -> None:
         self.engine.dispose()
 
+    @property
+    def display_url(self) -> str:
+        """The URL as shown to people: password and secret parameters hidden."""
+        return redact_url(self.url)
+
     # -- schema ---------------------------------------------------------------------------
 
     def current_revision(self) -> str | None:
@@ -347,11 +373,11 @@ class Catalog:
         except OperationalError as exc:
             if "no such table" in str(exc) or "does not exist" in str(exc):
                 return None
-            raise CatalogError(f"cannot open catalog {self.url}: {exc.orig}") from None
+            raise CatalogError(redact(f"cannot open catalog {self.url}: {exc.orig}", self.url)) from None
         except DBAPIError as exc:
             if "does not exist" in str(exc.orig):
                 return None
-            raise CatalogError(f"cannot open catalog {self.url}: {exc.orig}") from None
+            raise CatalogError(redact(f"cannot open catalog {self.url}: {exc.orig}", self.url)) from None
 
     def _ensure_schema(self, create: bool) -> None:
         revision = self.current_revision()
@@ -363,7 +389,7 @@ class Catalog:
                 hint="upgrade trtforge; nothing was written to the catalog",
             )
         if not create:
-            raise CatalogError(f"catalog {self.url} is at schema {revision!r}, expected {SCHEMA_HEAD!r}")
+            raise CatalogError(f"catalog {self.display_url} is at schema {revision!r}, expected {SCHEMA_HEAD!r}")
         self._upgrade()
 
     def _upgrade(self) -> None:
@@ -455,6 +481,17 @@ class Catalog:
             session.add(verification)
             artifact.status = verification.status
 
+    @staticmethod
+    def latest_counted_status(session: Session, artifact_id: str) -> str | None:
+        """The status of the artifact's newest verification that counts (run here or signed)."""
+        stmt = (
+            select(Verification.status)
+            .where(Verification.artifact_id == artifact_id, Verification.trust.in_(COUNTED_TRUST))
+            .order_by(Verification.created_at.desc(), Verification.id)
+            .limit(1)
+        )
+        return session.scalars(stmt).first()
+
     def verifications(self, artifact_id: str) -> list[Verification]:
         """All verifications of an artifact, newest first."""
         with self.reading() as session:
@@ -470,10 +507,15 @@ class Catalog:
         return self.statuses_of(select(Artifact.id).where(Artifact.id == artifact_id)).get(artifact_id, {})
 
     def statuses_of(self, artifact_ids: Select[Any]) -> dict[str, dict[str, str]]:
-        """Status per GPU model for every artifact an id query selects, in one query."""
+        """Status per GPU model for every artifact an id query selects, in one query.
+
+        Only results run here or imported under a trusted signature count: a bundle's unsigned
+        claims neither satisfy ``--verified-only`` nor raise an artifact in lookup's ranking.
+        """
         stmt = (
             select(Verification.artifact_id, Verification.gpu_name, Verification.status)
             .where(Verification.artifact_id.in_(artifact_ids.scalar_subquery()))
+            .where(Verification.trust.in_(COUNTED_TRUST))
             .order_by(Verification.created_at.desc(), Verification.id)
         )
         latest: dict[str, dict[str, str]] = {}

@@ -40,6 +40,7 @@ from trtforge.store.blobs import (
     put_bytes_via,
     store_write_errors,
 )
+from trtforge.store.redact import redact
 
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _KEY_TAIL = re.compile(r"blobs/sha256/([0-9a-f]{2})/([0-9a-f]{64})$")
@@ -64,7 +65,7 @@ def parse_s3_url(url: str) -> tuple[str, str]:
     rest = url.removeprefix("s3://")
     bucket, _, prefix = rest.partition("/")
     if not url.startswith("s3://") or not _BUCKET.match(bucket):
-        raise StoreError(f"not an S3 location: {url[:120]!r}", hint="use s3://<bucket>[/<prefix>]")
+        raise StoreError(f"not an S3 location: {redact(url, url)[:120]!r}", hint="use s3://<bucket>[/<prefix>]")
     prefix = prefix.strip("/")
     if any(part in ("", ".", "..") for part in prefix.split("/")) and prefix:
         raise StoreError(f"S3 prefix {prefix!r} has empty, '.' or '..' parts")
@@ -112,7 +113,7 @@ class S3BlobStore:
             self.client.head_bucket(Bucket=self.bucket)
         except (ClientError, BotoCoreError) as exc:
             raise StoreError(
-                f"cannot use S3 bucket {self.bucket}: {exc}",
+                redact(f"cannot use S3 bucket {self.bucket}: {exc}", os.environ.get("AWS_ENDPOINT_URL", "")),
                 hint="create the bucket and check AWS_ENDPOINT_URL and credentials",
             ) from None
 
