@@ -81,30 +81,32 @@ FORK_AND_HOLD = (
     "from pathlib import Path\n"
     "from trtforge.store.locks import LockDir\n"
     "with LockDir(Path(sys.argv[1])).hold('k'):\n"
-    "    child = os.fork()\n"
-    "    if child == 0:\n"
+    "    if os.fork() == 0:\n"
     "        print('forked', flush=True)\n"
-    "        sys.stdin.read()\n"
-    "        os._exit(0)\n"
-    "    os.kill(os.getpid(), 9)\n"
+    "        sys.stdin.read()\n"  # until the test says so; then unwind through hold(), as a parent would
+    "    else:\n"
+    "        os.kill(os.getpid(), 9)\n"
+    "os._exit(0)\n"
 )
 
 
-def test_a_child_forked_by_a_holder_does_not_keep_its_lock(tmp_path: Path) -> None:
-    """A holder that forked (without exec) and then died: its lock is free although the child
-    still runs. The child closed its copy of the lock at fork; no takeover by pid is needed."""
+def test_a_child_forked_by_a_holder_neither_keeps_nor_releases_its_lock(tmp_path: Path) -> None:
+    """A holder forked (without exec) and died: its lock is free although the child runs on (the
+    child closed its copy at fork), and the child leaving ``hold`` later does not unlink the file
+    of the lock's next holder."""
     from tests.conftest import subprocess_env
 
+    path = LockDir(tmp_path / "locks").path_for("k")
     proc = subprocess.Popen(
-        [sys.executable, "-c", FORK_AND_HOLD, str(tmp_path / "locks")],
+        [sys.executable, "-c", FORK_AND_HOLD, str(path.parent)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
         env=subprocess_env(),
     )
-    assert proc.stdout is not None and proc.stdout.readline() == "forked\n"
-    assert proc.wait() == -signal.SIGKILL  # the holder is dead; its forked child lives on (stdin open)
-    assert proc.stdin is not None
+    assert proc.stdin is not None and proc.stdout is not None
+    assert proc.stdout.readline() == "forked\n"
+    assert proc.wait() == -signal.SIGKILL  # the holder is dead; its forked child lives on
     messages: list[str] = []
 
     def notify(message: str) -> None:
@@ -112,10 +114,11 @@ def test_a_child_forked_by_a_holder_does_not_keep_its_lock(tmp_path: Path) -> No
         if message.startswith("waiting for build"):  # the child kept the lock: let it go, then fail
             proc.stdin.close()
 
-    with LockDir(tmp_path / "locks").hold("k", what="k", notify=notify):
-        pass
-    if not proc.stdin.closed:
-        proc.stdin.close()
+    with LockDir(path.parent).hold("k", what="k", notify=notify):
+        if not proc.stdin.closed:
+            proc.stdin.close()  # the child now unwinds through its copy of hold()
+        assert proc.stdout.read() == ""  # EOF: the child has exited
+        assert path.exists() and json.loads(path.read_text())["pid"] == os.getpid()  # still ours
     assert len(messages) == 1 and messages[0].startswith("took over the lock for k left by crashed pid"), messages
 
 

@@ -95,16 +95,30 @@ def _forget_held_in_child() -> None:
 os.register_at_fork(after_in_child=_forget_held_in_child)
 
 
-def _release(fd: int) -> None:
+def _release(fd: int) -> bool:
+    """Close a lock we hold; False in a child forked while it was held (the parent's, closed at fork)."""
+    if fd not in _HELD:
+        return False
     _HELD.discard(fd)
     os.close(fd)
+    return True
+
+
+# flock is not available on this file system (some network mounts): fall back to age.
+_NO_FLOCK = frozenset({errno.EBADF, errno.ENOLCK, errno.EOPNOTSUPP, errno.EINVAL})
 
 
 def lock_created(fd: int, path: Path) -> bool:
     """Lock a temp file (or directory) we just created at ``path``, for as long as ``fd`` (or a
     dup of it) stays open. False (and ``fd`` closed) when cleanup removed it before we got the
     lock: the caller makes another. The wait is only for a cleaner holding it for a moment."""
-    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    except OSError as exc:
+        if exc.errno in _NO_FLOCK:
+            return True  # unlockable here: cleanup cannot open a lock either, and goes by age
+        os.close(fd)
+        raise
     if _same_file(fd, path):
         return True
     os.close(fd)
@@ -130,9 +144,7 @@ def unheld(path: Path) -> Iterator[bool | None]:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
-            if exc.errno not in (errno.EAGAIN, errno.EACCES):
-                raise
-            yield False
+            yield False if exc.errno in (errno.EAGAIN, errno.EACCES) else None
             return
         yield _same_file(fd, path)
     finally:
@@ -169,12 +181,14 @@ class LockDir:
             yield
         finally:
             # Unlink while still holding the lock: a waiter that then gets the old inode sees
-            # it is no longer the file at `path` and retries on a fresh one.
-            try:
-                if _same_file(fd, path):
-                    path.unlink()
-            finally:
-                _release(fd)
+            # it is no longer the file at `path` and retries on a fresh one. A child forked while
+            # we held it (and unwinding here) leaves both alone: the lock is still its parent's.
+            if fd in _HELD:
+                try:
+                    if _same_file(fd, path):
+                        path.unlink()
+                finally:
+                    _release(fd)
 
 
 class _Waiter:
@@ -245,13 +259,13 @@ def _fence(root: Path, mode: int, waiting: Callable[[int], str], notify: Callabl
         fd = os.open(root / FENCE_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     except OSError as exc:
         raise StoreError(f"cannot take the gc fence in {root}: {exc.strerror}") from None
+    _HELD.add(fd)
     try:
         try:
             fcntl.flock(fd, mode | fcntl.LOCK_NB)
         except BlockingIOError:
             notify(waiting(fd))
             fcntl.flock(fd, mode)  # the other side holds it for a catalog commit or a few deletes
-        _HELD.add(fd)
         yield fd
     finally:
         _release(fd)
