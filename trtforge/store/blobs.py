@@ -96,7 +96,7 @@ def remove_if_unheld(path: Path, *, max_age_s: float = STALE_TEMP_AGE_S) -> bool
                 shutil.rmtree(path)
             else:
                 path.unlink()
-        except FileNotFoundError:
+        except OSError:  # gone already, or not ours to remove: a leftover is not worth failing for
             return False
         return True
 
