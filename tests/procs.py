@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import select
+import shlex
 import signal
 import subprocess
 import sys
@@ -12,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.conftest import subprocess_env
-from trtforge.crashpoints import CRASHPOINT_ENV
+from trtforge.crashpoints import CRASHPOINT_ENV, RESUME
 
 WAIT_LIMIT_S = 300.0
 
@@ -81,5 +82,57 @@ class CrashPoint:
         assert name == self.name
         return int(pid)
 
+    def resume(self) -> None:
+        """Let the child (which reported the point) go on past it, instead of killing it there."""
+        with open(self.folder / "hold", "w") as fifo:
+            fifo.write(RESUME)
+
     def close(self) -> None:
         os.close(self._fd)
+
+
+def unshare_refusal() -> str | None:
+    """Why processes cannot be started in their own pid namespace here (needs root), or None."""
+    try:
+        probe = subprocess.run(
+            ["unshare", "--pid", "--fork", "--mount-proc", "true"], capture_output=True, text=True, timeout=60
+        )
+    except OSError as exc:
+        return f"unshare is not available: {exc}"
+    return None if probe.returncode == 0 else f"unshare --pid is not permitted: {probe.stderr.strip()[:200]}"
+
+
+def in_pid_namespace(argv: list[str], *, burn: int = 0) -> list[str]:
+    """``argv`` in a fresh pid namespace with the same hostname (a container on host networking).
+
+    Its pid there is ``2 + burn``: bash is pid 1, ``burn`` short-lived processes come first, and
+    the trailing ``true`` keeps bash from exec'ing it (so it is not the namespace's init).
+    Killing the returned process (unshare) kills the whole namespace (``--kill-child``).
+    """
+    script = "; ".join(["/bin/true"] * burn + [shlex.join(argv), "true"])
+    return ["unshare", "--pid", "--fork", "--kill-child", "--mount-proc", "bash", "-c", script]
+
+
+HOLD_FOREVER = (
+    "import fcntl, os, sys\n"
+    "fds = [os.open(path, os.O_RDONLY) for path in sys.argv[1:]]\n"
+    "for fd in fds:\n"
+    "    fcntl.flock(fd, fcntl.LOCK_EX)\n"
+    "print('held', flush=True)\n"
+    "sys.stdin.read()\n"
+)
+
+
+def hold_in_child(*paths: Path) -> subprocess.Popen[str]:
+    """A child process holding flocks on ``paths`` until its stdin is closed."""
+    child = subprocess.Popen(
+        [sys.executable, "-c", HOLD_FOREVER, *map(str, paths)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert child.stdout is not None and child.stdout.readline() == "held\n"
+    return child
+
+
+def release(child: subprocess.Popen[str]) -> None:
+    assert child.stdin is not None
+    child.stdin.close()
+    assert child.wait() == 0

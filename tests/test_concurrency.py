@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import socket
 import sqlite3
 import subprocess
 from collections import Counter
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.procs import CrashPoint, finish, start_build
+from tests.procs import CrashPoint, finish, hold_in_child, release, start_build
 from trtforge.errors import StoreError
 from trtforge.store import fs, open_store
 
@@ -104,20 +105,37 @@ def test_mountinfo_parsing_picks_the_deepest_mount(tmp_path: Path) -> None:
 
 
 def test_a_running_build_is_not_disturbed_by_a_concurrent_open(store: Path) -> None:
-    """Temp files of a live writer are not stale; a dead writer's are removed on open."""
+    """Temp files and work directories whose writer holds their lock are live, whatever pid their
+    name carries (a writer in another pid namespace); unlocked ones are a dead writer's, removed on open.
+
+    Fails on 55eb6bf: liveness came from the pid in the name, so the held file named by a pid
+    that is dead here was removed and the unlocked one named by pid 1 was kept.
+    """
     from trtforge.store.blobs import scan_temp_files
 
     open_store(store).close()
     incoming = store / "blobs" / "sha256" / ".incoming"
     incoming.mkdir(parents=True, exist_ok=True)
+    work = store / "tmp"
+    work.mkdir(exist_ok=True)
     dead = subprocess.Popen(["true"])
     dead.wait()
-    import socket
-
     host = socket.gethostname().replace("-", "_")
-    (incoming / f".tmp-{dead.pid}@{host}-abc").write_bytes(b"partial")
-    live = incoming / f".tmp-1@{host}-xyz"  # pid 1 is alive
+    live = incoming / f".tmp-{dead.pid}@{host}-abc"  # named by a dead pid, held by a live writer
     live.write_bytes(b"partial")
-    assert [t.path.name for t in scan_temp_files(incoming)] == [f".tmp-{dead.pid}@{host}-abc"]
-    open_store(store).close()
-    assert sorted(p.name for p in incoming.iterdir()) == [live.name]
+    live_dir = work / f".tmp-{dead.pid}@{host}-import"
+    live_dir.mkdir()
+    leftover = incoming / f".tmp-1@{host}-xyz"  # pid 1 is alive, but nobody holds the file
+    leftover.write_bytes(b"partial")
+    leftover_dir = work / f".tmp-1@{host}-import"
+    leftover_dir.mkdir()
+    writer = hold_in_child(live, live_dir)
+    try:
+        assert [t.path.name for t in scan_temp_files(incoming)] == [leftover.name]
+        open_store(store).close()
+        assert sorted(p.name for p in incoming.iterdir()) == [live.name]
+        assert sorted(p.name for p in work.iterdir()) == [live_dir.name]
+    finally:
+        release(writer)
+    open_store(store).close()  # the writer is gone: now its leftovers go too
+    assert list(incoming.iterdir()) == [] and list(work.iterdir()) == []

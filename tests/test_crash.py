@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import sqlite3
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from tests.procs import CrashPoint, finish, kill_at, start_build, trtforge_argv
+from tests.procs import CrashPoint, finish, kill_at, start, start_build, trtforge_argv
 from trtforge.crashpoints import BUILD_POINTS
 from trtforge.maintenance import GcPolicy, execute_gc, plan_gc
 from trtforge.store import open_store
@@ -117,3 +119,43 @@ def test_kill_import_leaves_nothing_half_imported(point: str, cli, example_recip
     assert not list((target / "tmp").iterdir())  # the dead import's work dir is gone too
     check = cli("fsck", "--store", target, "--json")
     assert check.code == 0 and check.json()["ok"], check
+
+
+def test_gc_and_a_build_reusing_its_blob_interleaved_never_lose_the_plan(
+    mlp_recipe: Callable[..., Path], store: Path, tmp_path: Path, cli
+) -> None:
+    """gc stops right after its last look at the blob rows; a build of the same plan then reuses
+    the blob gc is about to delete. Whatever the order after that, the build's row must end up
+    pointing at a blob that exists.
+
+    Fails on 55eb6bf: the build reused (touched) the blob and committed its row while gc was past
+    its re-check, then gc deleted the file: fsck reported the new artifact's plan missing.
+    """
+    recipe = mlp_recipe("reuse")
+    first = cli("build", recipe, "--store", store, "--json")
+    assert first.code == 0, first
+    plan = Path(first.json()[0]["plan_path"])
+    long_ago = time.time() - 7200  # built long ago: past gc's grace for recently used blobs
+    os.utime(plan, (long_ago, long_ago))
+
+    point = CrashPoint(tmp_path / "cp", "gc-blobs-rechecked")
+    gc = start(trtforge_argv("gc", "--keep-last", "0", "--store", store, "--json"), point.env)
+    point.wait_reached(gc)  # the artifact and blob rows are gone; the plan file is next
+    builder = start_build(recipe, "--store", store, "--json")  # a miss now; builds the same bytes
+    said = []
+    while line := builder.stderr.readline():  # until it waits for gc, or (unfenced) has finished
+        said.append(line)
+        if "waiting for gc" in line:
+            break
+    point.resume()
+    gc_code, gc_data, gc_err = finish(gc)
+    point.close()
+    code, data, err = finish(builder)
+    assert gc_code == 0 and code == 0, (gc_err, err)
+    assert gc_data["result"]["artifacts_removed"] == 1
+    [rebuilt] = data
+    assert rebuilt["status"] == "built" and rebuilt["plan_sha256"] == first.json()[0]["plan_sha256"]
+    check = cli("fsck", "--store", store, "--json")
+    assert check.code == 0 and check.json()["missing"] == [], check  # the new row's plan is there
+    assert BlobStore(store).verify(rebuilt["plan_sha256"])
+    assert any("waiting for gc" in line for line in said), said  # the build met gc inside its window

@@ -33,6 +33,7 @@ from trtforge.capabilities import check_enforceable, mechanism_for
 from trtforge.denylist import DenyEntry
 from trtforge.errors import BuildError, UnsatisfiableDenyError, UnsupportedOptionError
 from trtforge.flavors import BackendInfo, find_backend
+from trtforge.target import detect_gpus
 
 K32 = "sm80_xmma_gemm_f32f32_tf32f32_f32_nn_n_tilesize32x32x64_stage3_warpsize2x1x2_tensor16x8x8"
 K64S4 = "sm80_xmma_gemm_f32f32_tf32f32_f32_nn_n_tilesize64x32x64_stage4_warpsize2x1x2_tensor16x8x8"
@@ -162,8 +163,6 @@ def test_mechanism_per_backend_and_refusals() -> None:
 def test_after_build_check_reports_violations() -> None:
     entries = [entry("matMul1*", K32)]
     report = EnforcementReport("editable_timing_cache", [])
-    check_report(report, entries, None)
-    assert report.checked_layers is None
     clean = {"Layers": [{"Name": "matMul1_myl0_0", "TacticName": K64S4}, {"Name": "matMul2_myl0_3", "TacticName": K32}]}
     check_report(report, entries, clean)
     assert report.checked_layers == 2 and report.violations == []
@@ -171,6 +170,27 @@ def test_after_build_check_reports_violations() -> None:
     with pytest.raises(BuildError, match="still runs denied tactic"):
         check_report(report, entries, dirty)
     assert report.violations[0]["layer"] == "matMul1_myl0_0"
+
+
+@pytest.mark.parametrize(
+    ("layer_info", "why"),
+    [
+        (None, "layer information is unavailable"),
+        ({"Layers": ["matMul1_myl0_0", "matMul2_myl0_3"]}, "names no tactics"),  # LAYER_NAMES_ONLY
+        ({"Bindings": []}, "unreadable"),
+    ],
+)
+def test_after_build_check_fails_closed_when_it_cannot_confirm(layer_info: object, why: str) -> None:
+    """Enforcement that cannot be confirmed fails the build (exit 1) instead of storing the plan.
+
+    Fails on 55eb6bf: no layer information returned quietly, names-only information "passed"
+    the check, and unreadable information raised a bare ValueError (a traceback).
+    """
+    report = EnforcementReport("editable_timing_cache", [])
+    with pytest.raises(BuildError, match=f"cannot confirm that the deny entries were enforced: .*{why}") as info:
+        check_report(report, [entry("matMul1*", K32)], layer_info)
+    assert info.value.exit_code == 1 and "nothing was stored" in (info.value.hint or "")
+    assert report.checked_layers is None and report.violations == []
 
 
 # -- the TensorRT calls, against the real nvinfer API of TensorRT-RTX ----------------------
@@ -217,3 +237,30 @@ def test_timing_cache_path_builds_with_real_builder(rtx, tmp_path: Path) -> None
     assert config.get_flag(rtx.BuilderFlag.EDITABLE_TIMING_CACHE)
     assert config.profiling_verbosity == rtx.ProfilingVerbosity.DETAILED
     assert verbose, "the VERBOSE/INFO log was captured for parsing"
+
+
+@pytest.mark.skipif(bool(detect_gpus()), reason="on a GPU the runtime may load the engine, and the check can run")
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_unconfirmable_enforcement_fails_instead_of_returning_the_plan(rtx, tmp_path: Path) -> None:
+    """The whole enforcement path on a real builder, where the built engine cannot be inspected
+    (no GPU): the build fails with exit 1 and no plan comes back to be stored.
+
+    TensorRT-RTX's nvinfer bindings stand in for full TensorRT >= 10.8 (the same API; full TensorRT
+    does not install here), so the backend is described as that TensorRT. Fails on 55eb6bf: the
+    plan came back with the note "the after-build check was skipped", and the build stored it.
+    """
+    from trtforge.backend.build import _make_logger, parse_network
+    from trtforge.backend.denylist_enforce import build_with_denylist
+
+    model = onnx_models.save(onnx_models.mlp(0, batch=2), tmp_path / "mlp.onnx")
+    records: list[dict[str, str]] = []
+    verbose: list[str] = []
+    logger = _make_logger(rtx, records, verbose)
+    builder = rtx.Builder(logger)
+    network, _parser = parse_network(rtx, builder, logger, model)
+    config = builder.create_builder_config()
+    config.builder_optimization_level = 0
+    full_trt = BackendInfo("tensorrt", "10.8.0.43")
+    with pytest.raises(BuildError, match="cannot confirm that the deny entries were enforced") as info:
+        build_with_denylist(rtx, full_trt, builder, network, config, [entry("matmul", "*")], verbose)
+    assert info.value.exit_code == 1

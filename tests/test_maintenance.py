@@ -191,3 +191,38 @@ def test_cli_fsck_repair_then_rebuild(cli, mlp_recipe, store: Path) -> None:
     assert cli("gc", "--store", store).code == 0
     listed = cli("list", "--store", store, "--json").json()
     assert [row["artifact_id"] for row in listed] == [again.json()[0]["artifact_id"]]
+
+
+def test_gc_fence_spans_runners_sharing_a_postgresql_catalog(postgres_catalog: str) -> None:
+    """Runners share the catalog and the bucket but not ``locks/``: on PostgreSQL the fence is an
+    advisory lock. Builds (shared) do not wait for each other; gc (exclusive) waits for them."""
+    import threading
+
+    from trtforge.store.catalog import Catalog
+
+    runner_a, runner_b, runner_gc = Catalog(postgres_catalog), Catalog(postgres_catalog), Catalog(postgres_catalog)
+    heard: list[str] = []
+    waiting, inside = threading.Event(), threading.Event()
+
+    def notify(message: str) -> None:
+        heard.append(message)
+        waiting.set()
+
+    def gc() -> None:
+        with runner_gc.gc_fence(exclusive=True, notify=notify):
+            inside.set()
+
+    try:
+        with runner_a.gc_fence(exclusive=False, notify=notify):
+            with runner_b.gc_fence(exclusive=False, notify=notify):
+                assert heard == []  # two builds recording blobs at once
+            thread = threading.Thread(target=gc)
+            thread.start()
+            assert waiting.wait(timeout=60)
+            assert heard == ["waiting for builds to record their blobs (another runner)"]
+            assert not inside.is_set()
+        thread.join(timeout=60)
+        assert inside.is_set()
+    finally:
+        for catalog in (runner_a, runner_b, runner_gc):
+            catalog.close()

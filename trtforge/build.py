@@ -222,44 +222,46 @@ class BuildStage:
         from trtforge.store.catalog import Artifact, Blob  # after the build: see preload_catalog_modules
 
         store = self.store.ensure()
-        blob = store.blobs.put_bytes(output.plan_view)
-        crashpoint("blob-stored")
-        artifact_id = uuid.uuid4().hex
-        cache_record = timing_cache.finish(
-            store, cache_start, output.timing_cache, output.timing_cache_used, artifact_id, _combine_with(backend)
-        )
-        artifact = Artifact(
-            id=artifact_id,
-            name=recipe.name,
-            build_key=key,
-            recipe_fingerprint=recipe_fingerprint(recipe),
-            model_sha256=resolution.model_sha256,
-            flavor=target.flavor,
-            trt_version=target.trt_version,
-            gpu_name=target.gpu_name,
-            compute_capabilities=list(target.compute_capabilities),
-            plan_sha256=blob.sha256,
-            plan_size=blob.size,
-            io_tensors=output.io_tensors,
-            profiles=[{n: s.model_dump() for n, s in p.items()} for p in recipe.profiles],
-            recipe=recipe.model_dump(mode="json"),
-            recipe_path=str(resolution.loaded.path),
-            build_seconds=round(output.seconds, 4),
-            build_log=output.log,
-            details={
-                "backend": backend.label,
-                "target": target.key_fields(),
-                "settings": output.settings,
-                "refit": recipe.refit,
-                "weightless": recipe.refit == "strip_weights",  # must be refitted before use
-                "timing_cache": cache_record,
-                "compatibility": Envelope.of(recipe.compatibility).record(target),
-                **({"denylist": output.denylist} if output.denylist is not None else {}),
-                **({"layer_info": output.layer_info} if output.layer_info is not None else {}),
-                "model": model.as_json(),
-            },
-        )
-        store.catalog.add_artifact(artifact, Blob(sha256=blob.sha256, size=blob.size, kind="plan"))
+        # From writing (or reusing) the plan blob until its row commits, gc must not delete it.
+        with store.recording_blobs(self.notify):
+            blob = store.blobs.put_bytes(output.plan_view)
+            crashpoint("blob-stored")
+            artifact_id = uuid.uuid4().hex
+            cache_record = timing_cache.finish(
+                store, cache_start, output.timing_cache, output.timing_cache_used, artifact_id, _combine_with(backend)
+            )
+            artifact = Artifact(
+                id=artifact_id,
+                name=recipe.name,
+                build_key=key,
+                recipe_fingerprint=recipe_fingerprint(recipe),
+                model_sha256=resolution.model_sha256,
+                flavor=target.flavor,
+                trt_version=target.trt_version,
+                gpu_name=target.gpu_name,
+                compute_capabilities=list(target.compute_capabilities),
+                plan_sha256=blob.sha256,
+                plan_size=blob.size,
+                io_tensors=output.io_tensors,
+                profiles=[{n: s.model_dump() for n, s in p.items()} for p in recipe.profiles],
+                recipe=recipe.model_dump(mode="json"),
+                recipe_path=str(resolution.loaded.path),
+                build_seconds=round(output.seconds, 4),
+                build_log=output.log,
+                details={
+                    "backend": backend.label,
+                    "target": target.key_fields(),
+                    "settings": output.settings,
+                    "refit": recipe.refit,
+                    "weightless": recipe.refit == "strip_weights",  # must be refitted before use
+                    "timing_cache": cache_record,
+                    "compatibility": Envelope.of(recipe.compatibility).record(target),
+                    **({"denylist": output.denylist} if output.denylist is not None else {}),
+                    **({"layer_info": output.layer_info} if output.layer_info is not None else {}),
+                    "model": model.as_json(),
+                },
+            )
+            store.catalog.add_artifact(artifact, Blob(sha256=blob.sha256, size=blob.size, kind="plan"))
         result.status = "built"
         result.artifact_id = artifact.id
         result.plan_sha256 = blob.sha256

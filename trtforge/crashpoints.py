@@ -2,8 +2,9 @@
 
 Armed by ``TRTFORGE_TEST_CRASHPOINT=<name>:<dir>``, where ``<dir>`` holds two FIFOs made by the
 test. At the named point the process writes its pid to ``<dir>/reached`` (the test is blocked
-reading it) and then blocks opening ``<dir>/hold`` for reading, which nobody ever writes: the
-test kills it there. Unarmed (always, outside tests) each point is one environment lookup.
+reading it) and then blocks opening ``<dir>/hold`` for reading: the test kills it there, or
+writes RESUME to ``hold`` to let it go on (to interleave two processes at a precise step).
+Unarmed (always, outside tests) each point is one environment lookup.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ from pathlib import Path
 from typing import Any
 
 CRASHPOINT_ENV = "TRTFORGE_TEST_CRASHPOINT"
+RESUME = "resume\n"  # written to <dir>/hold by a test that wants the process to go on
 BUILD_POINTS = ("build-locked", "trt-building", "blob-temp-written", "blob-stored", "catalog-uncommitted")
-GC_POINTS = ("gc-rows-deleted",)
+GC_POINTS = ("gc-rows-deleted", "gc-blobs-rechecked")
 
 
 def armed(name: str) -> Path | None:
@@ -26,14 +28,15 @@ def armed(name: str) -> Path | None:
 
 
 def crashpoint(name: str) -> None:
-    """Block forever at ``name`` if a test armed it; otherwise return at once."""
+    """Block at ``name`` if a test armed it (until killed, or resumed); otherwise return at once."""
     folder = armed(name)
     if folder is None:
         return
     with open(folder / "reached", "w") as fifo:
         fifo.write(f"{name} {os.getpid()}\n")
-    with open(folder / "hold") as fifo:  # blocks: the test never opens it for writing
-        fifo.read()
+    with open(folder / "hold") as fifo:  # blocks until the test opens it for writing, if ever
+        if fifo.read() == RESUME:
+            return  # the test interleaves another process here, then lets this one go on
     raise SystemExit(f"crash point {name} was released; tests must kill the process here")
 
 

@@ -10,6 +10,7 @@ missing blob.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
@@ -270,8 +271,13 @@ def _entry(artifact: Artifact, reason: str) -> ArtifactEntry:
     )
 
 
-def execute_gc(store: Store, plan: GcPlan) -> dict[str, int]:
-    """Delete in referrer-first order; blobs a concurrent build started using again are kept."""
+def execute_gc(store: Store, plan: GcPlan, *, notify: Callable[[str], None] | None = None) -> dict[str, int]:
+    """Delete in referrer-first order; blobs a concurrent build started using again are kept.
+
+    The blob files go under the store's gc fence: a build holds it (shared) from writing or
+    reusing a blob until the row naming it commits, so between gc's re-read of the blob rows and
+    its deletes no build can reuse a blob and record it unseen.
+    """
     removed_rows = 0
     with store.catalog.writing() as session:
         if plan.artifacts:
@@ -283,9 +289,12 @@ def execute_gc(store: Store, plan: GcPlan) -> dict[str, int]:
         if free_rows:
             session.execute(delete(Blob).where(Blob.sha256.in_(free_rows)))
     crashpoint("gc-rows-deleted")
-    with store.catalog.reading() as session:  # re-read: a build may have recorded a blob since planning
-        recorded = set(session.scalars(select(Blob.sha256).where(Blob.sha256.in_([b.sha256 for b in plan.blob_files]))))
-    deleted = [b for b in plan.blob_files if b.sha256 not in recorded and store.blobs.delete(b.sha256)]
+    with store.collecting_blobs(notify or (lambda _message: None)):
+        with store.catalog.reading() as session:  # re-read: a build may have recorded a blob since planning
+            wanted = [b.sha256 for b in plan.blob_files]
+            recorded = set(session.scalars(select(Blob.sha256).where(Blob.sha256.in_(wanted))))
+        crashpoint("gc-blobs-rechecked")
+        deleted = [b for b in plan.blob_files if b.sha256 not in recorded and store.blobs.delete(b.sha256)]
     return {
         "artifacts_removed": removed_rows,
         "blob_rows_removed": len(free_rows),

@@ -298,21 +298,46 @@ class EnforcementReport:
 def engine_layer_info(trt: ModuleType, plan: Any) -> dict[str, Any] | None:
     """Inspector JSON of a built plan, or None where no engine can be deserialized (no GPU)."""
     try:
-        runtime = trt.Runtime(trt.Logger(trt.Logger.ERROR))
-        engine = runtime.deserialize_cuda_engine(plan)
-        if engine is None:
-            return None
-        inspector = engine.create_engine_inspector()
-        return json.loads(inspector.get_engine_information(trt.LayerInformationFormat.JSON))
+        return inspect_engine(trt, plan)
     except Exception:  # no CUDA device/driver: layer information is unavailable, not an error
         return None
 
 
+def inspect_engine(trt: ModuleType, plan: Any) -> dict[str, Any] | None:
+    """Inspector JSON of a built plan; None when the runtime cannot deserialize it. Raises what
+    TensorRT raises: deny-list enforcement must see that, not a silent "no information"."""
+    runtime = trt.Runtime(trt.Logger(trt.Logger.ERROR))
+    engine = runtime.deserialize_cuda_engine(plan)
+    if engine is None:
+        return None
+    inspector = engine.create_engine_inspector()
+    return json.loads(inspector.get_engine_information(trt.LayerInformationFormat.JSON))
+
+
+_UNCONFIRMED_HINT = (
+    "deny entries are enforced only where the built engine can be loaded and inspected "
+    "(full TensorRT on a CUDA GPU); nothing was stored"
+)
+
+
+def _unconfirmed(why: str) -> BuildError:
+    return BuildError(f"cannot confirm that the deny entries were enforced: {why}", hint=_UNCONFIRMED_HINT)
+
+
 def check_report(report: EnforcementReport, entries: Sequence[DenyEntry], layer_info: Any) -> None:
-    """After the build: no layer of the engine may run a denied tactic."""
+    """After the build: no layer of the engine may run a denied tactic.
+
+    This check is what confirms enforcement, so it fails closed: without layer information that
+    names tactics, the build fails (BuildError, exit 1) rather than storing an unchecked plan.
+    """
     if layer_info is None:
-        return
-    layers = parse_layer_info(layer_info)
+        raise _unconfirmed("the built engine's layer information is unavailable (engine not loadable here)")
+    try:
+        layers = parse_layer_info(layer_info)
+    except ValueError as exc:
+        raise _unconfirmed(f"the built engine's layer information is unreadable ({exc})") from None
+    if not any(layer.tactic_name or layer.tactic_value for layer in layers):
+        raise _unconfirmed(f"the layer information of the built engine names no tactics ({len(layers)} layers)")
     report.checked_layers = len(layers)
     report.violations = [v.as_json() for v in violations_in(entries, layers)]
     if report.violations:
@@ -346,9 +371,11 @@ def build_with_denylist(
         plan = _build_selector(trt, builder, network, config, entries, report)
     else:
         raise UnsupportedOptionError(f"{backend.label} offers neither an editable timing cache nor IAlgorithmSelector")
-    info = engine_layer_info(trt, plan)
-    if info is None:
-        report.notes.append("no layer information (engine not loadable here): the after-build check was skipped")
+    try:
+        info = inspect_engine(trt, plan)
+    except Exception as exc:  # whatever TensorRT raised: enforcement is not confirmed, nothing is stored
+        detail = (str(exc).strip().splitlines() or [""])[0]
+        raise _unconfirmed(f"inspecting the built engine failed ({type(exc).__name__}: {detail})") from None
     check_report(report, entries, info)
     return plan, report
 

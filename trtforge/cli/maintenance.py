@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -97,7 +98,7 @@ def gc(
             plan = plan_gc(opened, GcPolicy(keep_last=keep_last, older_than_days=older_than, force=force))
             data: dict[str, Any] = {"dry_run": dry_run, "plan": plan.as_json()}
             if not dry_run:
-                data["result"] = execute_gc(opened, plan)
+                data["result"] = execute_gc(opened, plan, notify=_to_stderr)
         finally:
             opened.close()
         output.result(data, lambda console: _render_gc(console, data))
@@ -124,3 +125,8 @@ def _render_gc(console: Console, data: dict[str, Any]) -> None:
             f"removed {result['artifacts_removed']} artifacts and {result['blob_files_removed']} blobs "
             f"({result['bytes_freed'] / (1 << 20):.1f} MiB)"
         )
+
+
+def _to_stderr(message: str) -> None:
+    """Waits (for builds recording blobs) are said on stderr, like a build's waits."""
+    print(f"trtforge: {message}", file=sys.stderr, flush=True)

@@ -6,7 +6,7 @@ Layout (owned here, nowhere else)::
     <root>/blobs/sha256/<aa>/<sha>   plan and cache blobs
     <root>/blobs/sha256/.incoming/   temp files being written (stale ones are removed on open)
     <root>/locks/<build key>.lock    single-flight build locks
-    <root>/locks/.acquire-guard      held for a moment around each lock attempt (store/locks.py)
+    <root>/locks/.blob-fence         shared by builds recording blobs, exclusive for gc deleting them
     <root>/locks/                    also timing-cache merge locks (see store/timing_caches.py)
     <root>/cache/digests.json        stat-keyed sha256 of model files (see trtforge.digests)
     <root>/cache/blobs/<aa>/<sha>    local copies of blobs kept in S3 (TRTFORGE_BLOBS), for loaders
@@ -19,18 +19,18 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import sys
-import tempfile
 import threading
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from trtforge.errors import NotFoundError, StoreError
-from trtforge.store.blobs import BlobBackend, BlobStore, owner_prefix, scan_temp_files
+from trtforge.store.blobs import BlobBackend, BlobStore, make_temp, remove_if_unheld, scan_temp_files
 from trtforge.store.fs import network_mount
-from trtforge.store.locks import LockDir
+from trtforge.store.locks import LockDir, collecting_blobs, recording_blobs
 
 if TYPE_CHECKING:
     from trtforge.store.catalog import Catalog
@@ -74,19 +74,39 @@ class Store:
     root: Path
     blobs: BlobBackend
     catalog: Catalog
+    _work_locks: list[int] = field(default_factory=list, repr=False)
 
     @property
     def locks(self) -> LockDir:
         return LockDir(locks_dir(self.root))
 
     def work_dir(self) -> Path:
-        """A private directory for multi-file work (bundle import); the caller removes it."""
+        """A private directory for multi-file work (bundle import); the caller removes it.
+
+        Its flock is held until the store is closed, so another command's cleanup leaves it alone.
+        """
         parent = self.root / WORK_DIR
         parent.mkdir(exist_ok=True)
-        return Path(tempfile.mkdtemp(prefix=owner_prefix(), dir=parent))
+        fd, path = make_temp(parent, directory=True)
+        self._work_locks.append(fd)
+        return path
+
+    @contextmanager
+    def recording_blobs(self, notify: Callable[[str], None]) -> Iterator[None]:
+        """Held from writing or reusing blobs until the rows naming them commit: gc waits."""
+        with recording_blobs(locks_dir(self.root), notify), self.catalog.gc_fence(exclusive=False, notify=notify):
+            yield
+
+    @contextmanager
+    def collecting_blobs(self, notify: Callable[[str], None]) -> Iterator[None]:
+        """Held by gc from its last look at the catalog until its blob files are deleted."""
+        with collecting_blobs(locks_dir(self.root), notify), self.catalog.gc_fence(exclusive=True, notify=notify):
+            yield
 
     def close(self) -> None:
         self.catalog.close()
+        while self._work_locks:
+            os.close(self._work_locks.pop())
 
 
 def _catalog_url(root: Path, catalog: str | None) -> str:
@@ -129,7 +149,7 @@ def open_store(store: str | Path | None = None, *, catalog: str | None = None) -
     blobs = _blob_backend(root)
     blobs.clean_stale_temp()
     for stale in scan_temp_files(root / WORK_DIR, include_dirs=True):
-        shutil.rmtree(stale.path, ignore_errors=True)
+        remove_if_unheld(stale.path)
     return Store(root, blobs, Catalog(url))
 
 

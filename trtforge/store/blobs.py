@@ -12,6 +12,7 @@ import hashlib
 import os
 import queue
 import re
+import shutil
 import socket
 import tempfile
 import threading
@@ -25,7 +26,7 @@ from typing import BinaryIO, Protocol
 from trtforge.crashpoints import crashpoint
 from trtforge.errors import IntegrityError, NotFoundError, StoreWriteError
 from trtforge.keys import sha256_stream
-from trtforge.store.locks import pid_alive
+from trtforge.store.locks import lock_created, unheld
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 TEMP_PREFIX = ".tmp-"
@@ -34,7 +35,8 @@ _TEMP_OWNER = re.compile(r"^\.tmp-(\d+)@([A-Za-z0-9._]*)-")
 
 
 def owner_prefix() -> str:
-    """``.tmp-<pid>@<host>-``: lets a later command tell a dead writer's leftovers from live ones."""
+    """``.tmp-<pid>@<host>-``: says who wrote a leftover; whether that writer lives is the flock's
+    to say (pids repeat across pid namespaces and containers that share a hostname)."""
     host = re.sub(r"[^A-Za-z0-9._]", "_", socket.gethostname())[:64]
     return f"{TEMP_PREFIX}{os.getpid()}@{host}-"
 
@@ -51,18 +53,58 @@ class TempFile:
 
     location: str  # a local path, or s3://bucket/key?uploadId=... for an S3 store
     age_s: float
-    owner_pid: int | None
-    owner_dead: bool
+    owner_pid: int | None  # from the name: informational only
+    owner_dead: bool  # no live writer holds its lock
 
     @property
     def path(self) -> Path:
         return Path(self.location)
 
 
+def make_temp(folder: Path, *, directory: bool = False) -> tuple[int, Path]:
+    """A new temp file (or directory) in ``folder`` and a descriptor holding its flock.
+
+    The lock is held while that descriptor (or a dup) stays open; it is what tells cleanup that
+    the writer is alive. For a directory the descriptor is read-only and only holds the lock.
+    """
+    while True:
+        if directory:
+            path = Path(tempfile.mkdtemp(prefix=owner_prefix(), dir=folder))
+            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        else:
+            fd, name = tempfile.mkstemp(prefix=owner_prefix(), dir=folder)
+            path = Path(name)
+        if lock_created(fd, path):
+            return fd, path
+        # cleanup found it unlocked (before our flock) and removed it: make another
+
+
+def remove_if_unheld(path: Path, *, max_age_s: float = STALE_TEMP_AGE_S) -> bool:
+    """Remove a temp file or directory unless a live writer holds its lock; one we cannot open
+    to tell (another user's) only once older than ``max_age_s``. True if removed."""
+    with unheld(path) as free:
+        if free is False:
+            return False
+        if free is None:
+            try:
+                if time.time() - path.lstat().st_mtime <= max_age_s:
+                    return False
+            except FileNotFoundError:
+                return False
+        try:
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+        except OSError:  # gone already, or not ours to remove: a leftover is not worth failing for
+            return False
+        return True
+
+
 def scan_temp_files(folder: Path, *, max_age_s: float = STALE_TEMP_AGE_S, include_dirs: bool = False) -> list[TempFile]:
-    """Temp files (and with ``include_dirs`` temp directories) in ``folder`` whose writer died on
-    this host, or that are older than ``max_age_s``."""
-    here = re.sub(r"[^A-Za-z0-9._]", "_", socket.gethostname())[:64]
+    """Temp files (and with ``include_dirs`` temp directories) in ``folder`` that no live writer
+    holds: their flock can be taken (or, where we cannot open them to tell, they are older than
+    ``max_age_s``). The pid and host in a name decide nothing."""
     now = time.time()
     stale = []
     try:
@@ -80,9 +122,9 @@ def scan_temp_files(folder: Path, *, max_age_s: float = STALE_TEMP_AGE_S, includ
             continue
         match = _TEMP_OWNER.match(entry.name)
         pid = int(match.group(1)) if match else None
-        dead = match is not None and match.group(2) == here and pid != os.getpid() and not pid_alive(pid or 0)
-        if dead or age > max_age_s:
-            stale.append(TempFile(entry.path, round(age, 1), pid, dead))
+        with unheld(Path(entry.path)) as free:
+            if free or (free is None and age > max_age_s):
+                stale.append(TempFile(entry.path, round(age, 1), pid, bool(free)))
     return stale
 
 
@@ -163,8 +205,8 @@ def store_write_errors() -> Iterator[None]:
 def atomic_write(target: Path) -> Iterator[BinaryIO]:
     """Write ``target`` all-or-nothing: temp file beside it, fsync, rename, cleanup on failure."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=owner_prefix(), dir=target.parent)
-    tmp = Path(tmp_name)
+    fd, tmp = make_temp(target.parent)
+    lock = os.dup(fd)  # keeps the temp file's lock until it is renamed or removed
     try:
         with os.fdopen(fd, "wb") as handle:
             yield handle
@@ -174,6 +216,7 @@ def atomic_write(target: Path) -> Iterator[BinaryIO]:
         _fsync_dir(target.parent)
     finally:
         tmp.unlink(missing_ok=True)
+        os.close(lock)
 
 
 class BlobBackend(Protocol):
@@ -234,8 +277,8 @@ class BlobStore:
         self.clean_stale_temp()  # writers that died mid-write leave their temp files here
         size = 0
         with store_write_errors():
-            fd, tmp_name = tempfile.mkstemp(prefix=owner_prefix(), dir=self.tmp_dir)
-        tmp = Path(tmp_name)
+            fd, tmp = make_temp(self.tmp_dir)
+        lock = os.dup(fd)  # the temp file's lock outlives the write handle, until the rename
         digest = ParallelDigest()
         try:
             with store_write_errors(), os.fdopen(fd, "wb") as handle:
@@ -260,28 +303,19 @@ class BlobStore:
         finally:
             digest.close()
             tmp.unlink(missing_ok=True)
+            os.close(lock)
 
     def clean_stale_temp(self, *, max_age_s: float = STALE_TEMP_AGE_S) -> list[TempFile]:
-        """Remove temp files left by writers that died (or that are older than ``max_age_s``)."""
-        removed = []
-        for temp in scan_temp_files(self.tmp_dir, max_age_s=max_age_s):
-            try:
-                temp.path.unlink()
-            except FileNotFoundError:
-                continue
-            removed.append(temp)
-        return removed
+        """Remove temp files whose writer is gone (no one holds their lock)."""
+        scanned = scan_temp_files(self.tmp_dir, max_age_s=max_age_s)
+        return [temp for temp in scanned if remove_if_unheld(temp.path, max_age_s=max_age_s)]
 
     def remove_temp(self, location: str) -> bool:
         """Remove one temp file that ``temp_files`` listed; anything else is left alone."""
         path = Path(location)
         if not path.name.startswith(TEMP_PREFIX) or not path.resolve().is_relative_to(self.root.resolve()):
             return False
-        try:
-            path.unlink()
-        except FileNotFoundError:
-            return False
-        return True
+        return remove_if_unheld(path)  # re-checked: listed a while ago, its lock decides now
 
     def put_bytes(self, data: bytes | memoryview) -> BlobRef:
         return put_bytes_via(self, data)

@@ -43,7 +43,7 @@ from sqlalchemy.sql import Select
 
 from trtforge.crashpoints import crashpoint
 from trtforge.errors import CatalogError, NotFoundError
-from trtforge.store.locks import advisory_lock, application_name
+from trtforge.store.locks import advisory_fence, advisory_lock, application_name
 from trtforge.store.redact import redact, redact_url, remember
 
 # Every Alembic revision, oldest first. A database at a revision not listed here was written by
@@ -414,6 +414,16 @@ class Catalog:
             yield
             return
         with advisory_lock(self.engine, key, what=what, notify=notify):
+            yield
+
+    @contextmanager
+    def gc_fence(self, *, exclusive: bool, notify: Callable[[str], None]) -> Iterator[None]:
+        """gc (exclusive) against builds recording blobs (shared), across machines sharing this
+        catalog (PostgreSQL only; a SQLite catalog is local, and the store's fence file covers it)."""
+        if self.engine.dialect.name != "postgresql":
+            yield
+            return
+        with advisory_fence(self.engine, exclusive=exclusive, notify=notify):
             yield
 
     # -- sessions -------------------------------------------------------------------------

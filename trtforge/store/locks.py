@@ -1,11 +1,16 @@
 """Single-flight build locks: one process builds a BuildKey, the others wait and reuse it.
 
-A lock is an ``fcntl.flock`` on ``<store>/locks/<key>.lock``. The kernel drops the lock when
-its holder dies, so a crashed builder never blocks the others; the holder's pid, host and
-start time are written into the file so waiters can say whom they wait for, and so a lock left
-behind by a dead process (e.g. its descriptor survived in a forked child) is recognised and
-taken over. Locks only save duplicate work: the atomic blob rename and the catalog re-check
-after acquiring are what keep the store correct.
+A lock is an ``fcntl.flock`` on ``<store>/locks/<key>.lock``. Liveness comes from the kernel
+lock alone: while it is held its holder is alive, whatever pid namespace or container it runs in
+(two containers may share a hostname and reuse each other's pids, so pids prove nothing); the
+kernel drops it when the holder dies, so a crashed builder never blocks the others. The holder's
+pid, host and start time are written into the file only so waiters can say whom they wait for.
+Locks only save duplicate work: the atomic blob rename and the catalog re-check after acquiring
+are what keep the store correct.
+
+The same rule tells a temp file (or work directory) being written from a dead writer's leftover:
+its writer holds an flock on it while writing (:func:`lock_created`), and cleanup removes only
+what it can lock itself (:func:`unheld`).
 """
 
 from __future__ import annotations
@@ -32,46 +37,19 @@ if TYPE_CHECKING:
 _KEY = re.compile(r"^[0-9A-Za-z_.-]{1,128}$")
 POLL_FIRST_S = 0.02
 POLL_MAX_S = 0.5
-GUARD_NAME = ".acquire-guard"
 _RETRY = object()  # an attempt found the file retired or replaced: try again at once
 
 
 @dataclass(frozen=True)
 class LockHolder:
-    """Who holds (or last held) a lock, as written in the lock file."""
+    """Who holds (or last held) a lock, as written in the lock file: for messages only."""
 
     pid: int
     host: str
     started: float
 
-    def is_dead_here(self) -> bool:
-        """True only when the holder ran on this host and its process no longer exists."""
-        return self.host == socket.gethostname() and not pid_alive(self.pid)
-
     def describe(self) -> str:
         return f"pid {self.pid} on host {self.host}"
-
-
-def pid_alive(pid: int) -> bool:
-    """True while process ``pid`` runs on this host; a zombie (exited, not yet reaped) is dead.
-
-    A killed lock holder stays a zombie until its parent reaps it, and its locks are already
-    released by then; treating it as alive would hide the takeover from the waiters' report.
-    """
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_bytes()
-    except OSError:
-        return True  # no /proc here: signal 0 is all we know
-    state = stat[stat.rfind(b")") + 2 : stat.rfind(b")") + 3]  # the field after "(comm)"
-    return state not in (b"Z", b"X")
 
 
 def _read_holder(fd: int) -> LockHolder | None:
@@ -99,6 +77,78 @@ def _same_file(fd: int, path: Path) -> bool:
         return False
     held = os.fstat(fd)
     return (on_disk.st_dev, on_disk.st_ino) == (held.st_dev, held.st_ino)
+
+
+_HELD: set[int] = set()  # descriptors of locks this process holds (closed in forked children)
+
+
+def _forget_held_in_child() -> None:
+    """A child forked (without exec) while we hold a lock must not keep it alive after we die."""
+    for fd in list(_HELD):
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _HELD.clear()
+
+
+os.register_at_fork(after_in_child=_forget_held_in_child)
+
+
+def _release(fd: int) -> bool:
+    """Close a lock we hold; False in a child forked while it was held (the parent's, closed at fork)."""
+    if fd not in _HELD:
+        return False
+    _HELD.discard(fd)
+    os.close(fd)
+    return True
+
+
+# flock is not available on this file system (some network mounts): fall back to age.
+_NO_FLOCK = frozenset({errno.EBADF, errno.ENOLCK, errno.EOPNOTSUPP, errno.EINVAL})
+
+
+def lock_created(fd: int, path: Path) -> bool:
+    """Lock a temp file (or directory) we just created at ``path``, for as long as ``fd`` (or a
+    dup of it) stays open. False (and ``fd`` closed) when cleanup removed it before we got the
+    lock: the caller makes another. The wait is only for a cleaner holding it for a moment."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    except OSError as exc:
+        if exc.errno in _NO_FLOCK:
+            return True  # unlockable here: cleanup cannot open a lock either, and goes by age
+        os.close(fd)
+        raise
+    if _same_file(fd, path):
+        return True
+    os.close(fd)
+    return False
+
+
+@contextmanager
+def unheld(path: Path) -> Iterator[bool | None]:
+    """Hold ``path``'s flock while nobody else does, to remove a dead writer's temp entry safely.
+
+    Yields True while we hold it (no live writer: safe to remove), False when a live process
+    holds it or the path is gone, None when it cannot be opened to tell (e.g. another user's).
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        yield False
+        return
+    except OSError:
+        yield None
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            yield False if exc.errno in (errno.EAGAIN, errno.EACCES) else None
+            return
+        yield _same_file(fd, path)
+    finally:
+        os.close(fd)
 
 
 class LockDir:
@@ -131,12 +181,14 @@ class LockDir:
             yield
         finally:
             # Unlink while still holding the lock: a waiter that then gets the old inode sees
-            # it is no longer the file at `path` and retries on a fresh one.
-            try:
-                if _same_file(fd, path):
-                    path.unlink()
-            finally:
-                os.close(fd)
+            # it is no longer the file at `path` and retries on a fresh one. A child forked while
+            # we held it (and unwinding here) leaves both alone: the lock is still its parent's.
+            if fd in _HELD:
+                try:
+                    if _same_file(fd, path):
+                        path.unlink()
+                finally:
+                    _release(fd)
 
 
 class _Waiter:
@@ -159,8 +211,7 @@ class _Waiter:
 def _acquire(path: Path, what: str, notify: Callable[[str], None]) -> int:
     waiter = _Waiter(what, notify)
     while True:
-        with _guard(path.parent):
-            fd, holder = _try_acquire(path, what, notify)
+        fd, holder = _try_acquire(path, what, notify)
         if fd is not None:
             return fd
         if isinstance(holder, LockHolder):
@@ -169,47 +220,78 @@ def _acquire(path: Path, what: str, notify: Callable[[str], None]) -> int:
             waiter.wait(lambda: "another process")
 
 
-@contextmanager
-def _guard(root: Path) -> Iterator[None]:
-    """Serialise lock attempts in one store, so a takeover never unlinks a file just taken.
-
-    Without it, a waiter that saw a dead holder could unlink the lock file moments after another
-    waiter acquired it, and both would build. The guard is held for a few syscalls only.
-    """
-    fd = os.open(root / GUARD_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
-
-
 def _try_acquire(path: Path, what: str, notify: Callable[[str], None]) -> tuple[int | None, object]:
-    """One attempt, under the guard: the held descriptor, or None and the holder (or _RETRY)."""
+    """One attempt: the held descriptor, or None and the holder (or _RETRY).
+
+    A held lock is never taken over, whatever the pid in the file says: only the kernel knows
+    whether its holder lives (its pid may belong to another pid namespace, or be reused).
+    """
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as exc:
         holder = _read_holder(fd) if exc.errno in (errno.EAGAIN, errno.EACCES) else None
-        stale = holder is not None and holder.is_dead_here() and _same_file(fd, path)
         os.close(fd)
         if exc.errno not in (errno.EAGAIN, errno.EACCES):
             raise
-        if stale and holder is not None:
-            # The holder is gone but its descriptor lives on elsewhere (e.g. a forked child):
-            # retire that file; the guard makes sure nobody acquired it since we looked.
-            notify(f"taking over the lock for {what} from {holder.describe()}, which is no longer running")
-            path.unlink(missing_ok=True)
-            return None, _RETRY
         return None, holder
     if not _same_file(fd, path):  # its last holder unlinked it on release: use the new file
         os.close(fd)
         return None, _RETRY
+    _HELD.add(fd)
     previous = _read_holder(fd)
-    if previous is not None and previous.pid != os.getpid() and previous.is_dead_here():
+    if previous is not None:  # a holder that released would have unlinked the file: it died
         notify(f"took over the lock for {what} left by crashed {previous.describe()}")
     _write_holder(fd)
     return fd, None
+
+
+# -- gc against builds: a store-wide fence ---------------------------------------------------
+
+FENCE_NAME = ".blob-fence"
+
+
+@contextmanager
+def _fence(root: Path, mode: int, waiting: Callable[[int], str], notify: Callable[[str], None]) -> Iterator[int]:
+    """The store's fence file, flocked in ``mode`` (LOCK_SH or LOCK_EX); says once if it waits."""
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(root / FENCE_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        raise StoreError(f"cannot take the gc fence in {root}: {exc.strerror}") from None
+    _HELD.add(fd)
+    try:
+        try:
+            fcntl.flock(fd, mode | fcntl.LOCK_NB)
+        except BlockingIOError:
+            notify(waiting(fd))
+            fcntl.flock(fd, mode)  # the other side holds it for a catalog commit or a few deletes
+        yield fd
+    finally:
+        _release(fd)
+
+
+@contextmanager
+def recording_blobs(root: Path, notify: Callable[[str], None]) -> Iterator[None]:
+    """Shared side of the fence: held by a build from writing (or reusing) its blobs until its
+    catalog rows commit, so gc never deletes a blob between its last look at the catalog and
+    that commit. Builds do not wait for each other."""
+
+    def waiting(fd: int) -> str:
+        holder = _read_holder(fd)
+        return f"waiting for gc ({holder.describe() if holder else 'another process'}) to finish deleting blobs"
+
+    with _fence(root, fcntl.LOCK_SH, waiting, notify):
+        yield
+
+
+@contextmanager
+def collecting_blobs(root: Path, notify: Callable[[str], None]) -> Iterator[None]:
+    """Exclusive side of the fence: held by gc from its last look at the catalog until its blob
+    files are deleted; it waits for builds that are between a blob write and their commit."""
+    with _fence(root, fcntl.LOCK_EX, lambda _fd: "waiting for builds to record their blobs", notify) as fd:
+        _write_holder(fd)
+        yield
 
 
 # -- across machines: PostgreSQL advisory locks --------------------------------------------------
@@ -267,3 +349,23 @@ def advisory_lock(engine: Engine, key: str, *, what: str, notify: Callable[[str]
             yield
         finally:
             conn.execute(text("SELECT pg_advisory_unlock(:id)"), {"id": lock_id})
+
+
+@contextmanager
+def advisory_fence(engine: Engine, *, exclusive: bool, notify: Callable[[str], None]) -> Iterator[None]:
+    """The gc fence on the catalog's PostgreSQL server: shared for builds recording blobs,
+    exclusive for gc deleting them (runners share the bucket and the catalog, not ``locks/``)."""
+    from sqlalchemy import text  # lazy: only PostgreSQL catalogs take advisory locks
+
+    lock_id = _advisory_id(".blob-fence")  # a build key is hex: no build lock has this id
+    mode = "" if exclusive else "_shared"
+    with engine.connect() as conn:
+        conn.execution_options(isolation_level="AUTOCOMMIT")
+        if not conn.execute(text(f"SELECT pg_try_advisory_lock{mode}(:id)"), {"id": lock_id}).scalar():
+            waiting = "builds to record their blobs" if exclusive else "gc to finish deleting blobs"
+            notify(f"waiting for {waiting} (another runner)")
+            conn.execute(text(f"SELECT pg_advisory_lock{mode}(:id)"), {"id": lock_id})
+        try:
+            yield
+        finally:
+            conn.execute(text(f"SELECT pg_advisory_unlock{mode}(:id)"), {"id": lock_id})
