@@ -30,7 +30,6 @@ from trtforge.keys import build_key, recipe_fingerprint
 from trtforge.model import ModelInfo, check_profiles, model_sha256, read_model
 from trtforge.recipe import LoadedRecipe, load_recipe
 from trtforge.store import (
-    CORRUPT_STATUS,
     DIGESTS_FILE,
     Store,
     open_existing_store,
@@ -334,7 +333,7 @@ def _combine_with(backend: BackendInfo) -> Callable[[bytes | None, bytes], bytes
 def _use_hit(store: Store, key: str, result: BuildResult) -> bool:
     """Fill ``result`` from a usable catalog hit (row present, blob present, not corrupt)."""
     hit = store.catalog.find_by_build_key(key)
-    if hit is None or hit.status == CORRUPT_STATUS or not store.blobs.exists(hit.plan_sha256):
+    if hit is None or hit.corrupt or not store.blobs.exists(hit.plan_sha256):
         return False
     result.status = "cached"
     result.artifact_id = hit.id

@@ -74,7 +74,7 @@ def load_candidates(
     store: Store, *, name: str | None, model_sha256: str | None, flavor: str | None = None
 ) -> list[Candidate]:
     """Rows for a name and/or model digest; ``flavor`` narrows them in SQL (indexed)."""
-    conditions = [Artifact.status != CORRUPT_STATUS]  # `fsck --repair` quarantined its plan
+    conditions = [Artifact.integrity != CORRUPT_STATUS]  # `fsck --repair` quarantined its plan
     if name is not None:
         conditions.append(Artifact.name == name)
     if model_sha256 is not None:

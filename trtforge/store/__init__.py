@@ -43,7 +43,10 @@ DIGESTS_FILE = Path("cache") / "digests.json"
 BLOBS_ENV = "TRTFORGE_BLOBS"
 REMOTE_BLOB_CACHE = "cache/blobs"  # local copies of S3 blobs (plans a loader needs as a file)
 WORK_DIR = "tmp"
-CORRUPT_STATUS = "corrupt"  # artifacts.status set by `fsck --repair`: never a cache hit, never handed out
+# artifacts.integrity: "corrupt" is set by `fsck --repair` (never a cache hit, never handed out,
+# whatever verifications say); every other artifact is "ok".
+CORRUPT_STATUS = "corrupt"
+INTEGRITY_OK = "ok"
 
 
 def resolve_store_root(store: str | Path | None = None) -> Path:

@@ -17,7 +17,7 @@ __all__ = ["CORRUPT_STATUS"]  # re-exported: callers that load plans check it
 
 def read_verified_plan(store: Store, artifact: Artifact) -> bytes:
     """The artifact's plan bytes, checked against the catalog."""
-    if artifact.status == CORRUPT_STATUS:
+    if artifact.corrupt:
         raise IntegrityError(
             f"artifact {artifact.id[:12]} is marked corrupt; its plan is not handed out",
             hint="rebuild it (`trtforge build`), then `trtforge gc` removes the corrupt record",
