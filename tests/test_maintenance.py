@@ -284,3 +284,46 @@ def test_cli_fsck_repair_then_rebuild(cli, mlp_recipe, store: Path) -> None:
     assert cli("gc", "--store", store).code == 0
     listed = cli("list", "--store", store, "--json").json()
     assert [row["artifact_id"] for row in listed] == [again.json()[0]["artifact_id"]]
+
+
+def test_a_verification_after_fsck_repair_never_makes_a_corrupt_artifact_usable(cli, mlp_recipe, store: Path) -> None:
+    """Integrity and verification are separate facts (fails on 55eb6bf: the verification set the
+    artifact's one status column to "passed", so it was a cache hit and shown as passed again)."""
+    from trtforge.store.sqlite_hits import probe_cached_plan
+    from trtforge.verify import OnnxModelCandidate, RuntimeInfo, check, subject_from_artifact
+
+    recipe = mlp_recipe("late")
+    [built] = cli("build", recipe, "--store", store, "--json").json()
+    plan = Path(built["plan_path"])
+    plan.chmod(0o644)
+    plan.write_bytes(b"damaged on disk")
+    assert cli("fsck", "--repair", "--store", store, "--json").json()["repair"]["marked_corrupt"] == [
+        built["artifact_id"]
+    ]
+    opened = open_store(store)
+    try:  # a verification that was already running records its (real, ONNX Runtime) result afterwards
+        artifact = opened.catalog.get_artifact(built["artifact_id"])
+        runtime = RuntimeInfo("NVIDIA GeForce RTX 4090", "8.9", "tensorrt_rtx", artifact.trt_version)
+        subject = subject_from_artifact(artifact)
+        assert check(subject, OnnxModelCandidate(subject.model_path), runtime, store=opened).status == "passed"
+        assert opened.catalog.statuses(artifact.id) == {runtime.gpu_name: "passed"}
+        assert opened.catalog.get_artifact(artifact.id).integrity == "corrupt"
+        assert opened.catalog.find_by_build_key(built["build_key"]) is None
+    finally:
+        opened.close()
+    assert probe_cached_plan(store / "catalog.sqlite", built["build_key"]).plan is None  # the hit path agrees
+
+    [listed] = cli("list", "--store", store, "--json").json()
+    assert (listed["status"], listed["integrity"]) == ("corrupt", "corrupt"), listed
+    target = ("--gpu", runtime.gpu_name, "--cc", "8.9", "--flavor", "tensorrt_rtx", "--trt", artifact.trt_version)
+    found = cli("lookup", "late", *target, "--store", store, "--explain", "--json")
+    assert found.code == 1 and found.json()["matches"] == [] and found.json()["best"] is None, found
+
+    rebuilt = cli("build", recipe, "--store", store, "--json").json()[0]
+    assert rebuilt["status"] == "built" and rebuilt["artifact_id"] != built["artifact_id"], rebuilt
+    gc = cli("gc", "--store", store, "--json")  # no --force needed: corrupt is never "the only verified"
+    assert gc.code == 0 and [a["artifact_id"] for a in gc.json()["plan"]["artifacts"]] == [built["artifact_id"]], gc
+    assert gc.json()["plan"]["artifacts"][0]["status"] == "corrupt"
+    check_after = cli("fsck", "--store", store, "--json")
+    assert check_after.code == 0 and check_after.json()["warnings"] == [], check_after
+    assert [row["artifact_id"] for row in cli("list", "--store", store, "--json").json()] == [rebuilt["artifact_id"]]

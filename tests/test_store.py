@@ -181,3 +181,56 @@ def test_parallel_digest_matches_hashlib_and_always_stops() -> None:
     abandoned.close()  # a failed write stops the helper thread
     abandoned.close()
     assert not abandoned._thread.is_alive()
+
+
+def test_rows_marked_corrupt_before_0004_keep_their_integrity_mark(tmp_path: Path) -> None:
+    """Before 0004 `fsck --repair` wrote "corrupt" into status; after the upgrade that is integrity,
+    and status is what the newest verification said (or "unverified")."""
+    from sqlalchemy import create_engine, text
+
+    from trtforge.store.migrations import upgrade
+
+    path = tmp_path / "old.sqlite"
+    engine = create_engine(f"sqlite:///{path}")
+    with engine.connect() as conn:
+        upgrade(conn, "0003_verify")
+        conn.execute(text("INSERT INTO blobs VALUES ('b', 1, 'plan', '2026-01-01 00:00:00')"))
+        columns = (
+            "id, name, build_key, recipe_fingerprint, model_sha256, flavor, trt_version, compute_capabilities, "
+            "plan_sha256, plan_size, io_tensors, profiles, recipe, build_seconds, build_log, details, "
+            "created_at, status"
+        )
+        for artifact_id, status in (("c0", "corrupt"), ("c1", "corrupt"), ("ok", "passed")):
+            conn.execute(
+                text(
+                    f"INSERT INTO artifacts ({columns}) VALUES (:id, 'n', 'k', 'f', 'm', 'tensorrt', '10.13.3', "
+                    "'[]', 'b', 1, '[]', '[]', '{}', 0, '[]', '{}', '2026-01-01 00:00:00', :status)"
+                ),
+                {"id": artifact_id, "status": status},
+            )
+        for ident, artifact_id, when, status in (
+            ("v1", "c1", "2026-01-02 00:00:00", "failed"),
+            ("v2", "c1", "2026-01-03 00:00:00", "passed"),  # recorded after the corrupt mark
+            ("v3", "ok", "2026-01-02 00:00:00", "passed"),
+        ):
+            conn.execute(
+                text(
+                    "INSERT INTO verifications VALUES (:id, :a, 'GPU', '8.6', 'tensorrt', '10.13.3', :s, "
+                    "'[]', '[]', '{}', :t)"
+                ),
+                {"id": ident, "a": artifact_id, "s": status, "t": when},
+            )
+        conn.commit()
+    engine.dispose()
+    catalog = Catalog.sqlite(path)  # upgrades to the head revision
+    try:
+        assert catalog.current_revision() == SCHEMA_HEAD
+        rows = {a.id: (a.integrity, a.status, a.summary()["status"]) for a in catalog.list_artifacts()}
+        assert rows == {
+            "c0": ("corrupt", "unverified", "corrupt"),
+            "c1": ("corrupt", "passed", "corrupt"),
+            "ok": ("ok", "passed", "passed"),
+        }
+        assert catalog.find_by_build_key("k").id == "ok"
+    finally:
+        catalog.close()
