@@ -222,6 +222,9 @@ def test_rows_marked_corrupt_before_0004_keep_their_integrity_mark(tmp_path: Pat
             )
         conn.commit()
     engine.dispose()
+    from trtforge.store.sqlite_hits import UNANSWERED, probe_cached_plan
+
+    assert probe_cached_plan(path, "k") == UNANSWERED  # the hit probe leaves an old schema to the full path
     catalog = Catalog.sqlite(path)  # upgrades to the head revision
     try:
         assert catalog.current_revision() == SCHEMA_HEAD
