@@ -42,24 +42,36 @@ def built_store(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     [built] = json.loads(proc.stdout)
     store = open_store(store_dir)
     try:
-        rtx_version = store.catalog.get_artifact(built["artifact_id"]).trt_version
-        model_sha = store.catalog.get_artifact(built["artifact_id"]).model_sha256
+        real = store.catalog.get_artifact(built["artifact_id"])
+        rtx_version, model_sha = real.trt_version, real.model_sha256
+        # Rows of the same model and recipe, built elsewhere (the newest build defines the model).
+        same = {"model_sha256": model_sha, "recipe_fingerprint": real.recipe_fingerprint}
         ids = {
             "rtx": built["artifact_id"],
             "rtx_version": rtx_version,
             "model_sha256": model_sha,
-            "rtx_old": add_row(store, flavor="tensorrt_rtx", trt_version="1.6.0", gpu_name=None, ccs=()),
-            "a10g": add_row(store, gpu_name="NVIDIA A10G", ccs=("8.6",), trt_version="10.13.3", age_minutes=30),
+            "rtx_old": add_row(store, flavor="tensorrt_rtx", trt_version="1.6.0", gpu_name=None, ccs=(), **same),
+            "a10g": add_row(store, gpu_name="NVIDIA A10G", ccs=("8.6",), trt_version="10.13.3", age_minutes=30, **same),
             "a100_wide": add_row(
                 store,
+                **same,
                 gpu_name="NVIDIA A100-SXM4-80GB",
                 ccs=("8.0",),
                 trt_version="10.8.0",
                 compatibility={"hardware": "ampere_plus", "version_compatible": True},
                 age_minutes=10,
             ),
-            "t4": add_row(store, gpu_name="Tesla T4", ccs=("7.5",), trt_version="10.13.3"),
+            "t4": add_row(store, gpu_name="Tesla T4", ccs=("7.5",), trt_version="10.13.3", **same),
             "other_model": add_row(store, name="classifier", model_sha256="b" * 64),
+            "rtx_only_model": add_row(
+                store,
+                name="segmenter",
+                flavor="tensorrt_rtx",
+                trt_version="1.6.0",
+                gpu_name=None,
+                ccs=(),
+                model_sha256="c" * 64,
+            ),
         }
     finally:
         store.close()
@@ -132,7 +144,7 @@ def test_tensorrt_targets(cli, built_store: dict[str, str]) -> None:
     assert rules[built_store["a10g"]] == "hardware" and rules[built_store["a100_wide"]] == "hardware"
 
     # An older runtime than every build: nothing, exit 1, and the reasons in human form.
-    rtx_only = cli("lookup", "--model-sha256", built_store["model_sha256"], "--cc", "8.6", "--trt", "10.13.3", *store)
+    rtx_only = cli("lookup", "--model-sha256", "c" * 64, "--cc", "8.6", "--trt", "10.13.3", *store)
     assert rtx_only.code == 1 and "none was built for tensorrt" in rtx_only.stderr
 
     old = cli("lookup", "detector", "--cc", "8.6", "--trt", "10.7.0", *store, "--explain")
