@@ -237,3 +237,49 @@ def test_rows_marked_corrupt_before_0004_keep_their_integrity_mark(tmp_path: Pat
         assert catalog.find_by_build_key("k").id == "ok"
     finally:
         catalog.close()
+
+
+def test_checked_copy_is_private_atomic_and_hash_checked(tmp_path: Path) -> None:
+    from trtforge.store.fs import checked_copy
+
+    blobs = BlobStore(tmp_path)
+    data = bytes(range(256)) * 40_000  # ~10 MB: several chunks on every copy path
+    ref = blobs.put_bytes(data)
+    source = blobs.path_for(ref.sha256)
+    out = tmp_path / "out" / "engine.plan"
+    how = checked_copy(source, out, ref.sha256, temp_prefix=".tmp-test-")
+    assert how in ("reflink", "copy_file_range", "copy")
+    assert out.read_bytes() == data and not out.samefile(source) and source.stat().st_nlink == 1
+    out.write_bytes(b"changed")  # the copy is the caller's own file
+    assert blobs.verify(ref.sha256)
+
+    with pytest.raises(IntegrityError, match="corrupted"):
+        checked_copy(source, tmp_path / "out" / "other.plan", "0" * 64, temp_prefix=".tmp-test-")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["engine.plan"]  # nothing else appeared
+
+
+def test_checked_copy_falls_back_to_a_plain_copy_after_a_partial_fast_copy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file system without reflink whose copy_file_range stops part-way (EXDEV): a plain copy from the start."""
+    import errno
+    import os
+
+    from trtforge.store import fs
+
+    real = os.copy_file_range
+    calls = []
+
+    def partial(src: int, dst: int, count: int) -> int:
+        if calls:
+            raise OSError(errno.EXDEV, "cross-device")
+        calls.append(count)
+        return real(src, dst, 1000)
+
+    monkeypatch.setattr(fs.os, "copy_file_range", partial)
+    data = b"0123456789" * 100_000
+    source = tmp_path / "src"
+    source.write_bytes(data)
+    out = tmp_path / "dst"
+    assert fs.checked_copy(source, out, hashlib.sha256(data).hexdigest(), temp_prefix=".tmp-") == "copy"
+    assert out.read_bytes() == data and calls
