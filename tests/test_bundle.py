@@ -63,9 +63,11 @@ def built_source(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     )
     assert proc.returncode == 0, proc.stderr
     store = open_store(store_dir)
-    other = add_row(store, compatibility={"hardware": "ampere_plus"}, verified_on={"NVIDIA A10G": "passed"})
+    built = store.catalog.get_artifact(json.loads(proc.stdout)[0]["artifact_id"])
+    same = {"model_sha256": built.model_sha256, "recipe_fingerprint": built.recipe_fingerprint}  # one model
+    other = add_row(store, compatibility={"hardware": "ampere_plus"}, verified_on={"NVIDIA A10G": "passed"}, **same)
     store.close()
-    return {"store": store_dir, "ids": sorted([json.loads(proc.stdout)[0]["artifact_id"], other])}
+    return {"store": store_dir, "ids": sorted([built.id, other])}
 
 
 @pytest.fixture
@@ -258,3 +260,32 @@ def test_export_bad_input_and_damaged_store(cli, source: dict, tmp_path: Path) -
     damaged = cli("export", *source["ids"], "-o", tmp_path / "b.tar", "--store", source["store"])
     assert damaged.code == 1 and "corrupted" in damaged.stderr
     assert not (tmp_path / "b.tar").exists()
+
+
+def test_pins_and_integrity_marks_stay_with_their_store(cli, source: dict, tmp_path: Path) -> None:
+    """A pin protects a local service's file and integrity is the local copy's state: neither travels."""
+    pinned, other = source["ids"]
+    assert cli("pin", pinned, "--store", source["store"]).code == 0
+    bundle = tmp_path / "b.tar"
+    assert cli("export", *source["ids"], "-o", bundle, "--store", source["store"]).code == 0
+    target = tmp_path / "deploy"
+    assert cli("import", bundle, "--store", target).code == 0
+    rows = {r["artifact_id"]: (r["pinned"], r["integrity"]) for r in cli("list", "--store", target, "--json").json()}
+    assert rows == {pinned: (False, "ok"), other: (False, "ok")}
+
+    store = open_store(source["store"])
+    try:
+        blob = store.blobs.path_for(store.catalog.get_artifact(other).plan_sha256)
+    finally:
+        store.close()
+    blob.chmod(0o644)
+    blob.write_bytes(b"rot")
+    assert cli("fsck", "--repair", "--store", source["store"]).code == 0
+    store = open_store(source["store"])
+    try:  # the same bytes written again (a rebuild): the blob is whole, the old row stays marked
+        store.blobs.put_bytes(read_tar(bundle)[f"plans/{store.catalog.get_artifact(other).plan_sha256}.plan"])
+    finally:
+        store.close()
+    refused = cli("export", other, "-o", tmp_path / "c.tar", "--store", source["store"])
+    assert refused.code == 1 and "marked corrupt" in refused.stderr, refused
+    assert not (tmp_path / "c.tar").exists()
