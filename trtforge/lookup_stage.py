@@ -114,8 +114,10 @@ def choose_model(store: Store, *, name: str | None, model_sha256: str | None) ->
     return ModelChoice(newest.model_sha256, newest.recipe_fingerprint, why)
 
 
-def _any_artifact(store: Store, name: str | None, model_sha256: str | None) -> bool:
+def _any_artifact(store: Store, name: str | None, model_sha256: str | None, *, intact: bool = False) -> bool:
     stmt = select(Artifact.id).limit(1)
+    if intact:
+        stmt = stmt.where(Artifact.integrity != CORRUPT_STATUS)
     if name is not None:
         stmt = stmt.where(Artifact.name == name)
     if model_sha256 is not None:
@@ -205,6 +207,11 @@ def rank_in_store(
     if not rows and not _any_artifact(store, name, model_sha256):
         query = _describe_query(name, model_sha256)
         raise NotFoundError(f"no artifact {query} in the catalog", hint="see `trtforge list`")
+    if not rows and not _any_artifact(store, name, model_sha256, intact=True):
+        raise NoCompatibleEngineError(
+            f"every artifact {_describe_query(name, model_sha256)} is marked corrupt (`fsck --repair`)",
+            hint="rebuild it with `trtforge build`; `trtforge gc` then removes the corrupt records",
+        )
     model = None if any_model else choose_model(store, name=name, model_sha256=model_sha256)
     ranking = rank(rows, target, verified_only=verified_only, allow_weightless=allow_weightless, model=model)
     if runtime_check and target.detected and ranking.matches:
