@@ -370,6 +370,7 @@ def test_weight_stripped_plans_are_handed_out_only_when_asked(cli, tmp_path: Pat
     target = trtforge.runtime_target(gpu="NVIDIA A10G", cc="8.6", trt="10.13.3")
     assert trtforge.lookup("detector", target, store=store_dir).artifact_id == full
     assert trtforge.lookup("lite", target, store=store_dir, allow_weightless=True).artifact_id == only_stripped
+    assert cli("fsck", "--store", store_dir).code == 0  # lookups leave the store as they found it
 
 
 def test_a_name_means_its_newest_model(cli, tmp_path: Path) -> None:
@@ -421,3 +422,4 @@ def test_a_name_means_its_newest_model(cli, tmp_path: Path) -> None:
     target = trtforge.runtime_target(gpu="NVIDIA A10G", cc="8.6", trt="10.13.3")
     assert trtforge.lookup("detector", target, store=store_dir).artifact_id == new
     assert trtforge.lookup("detector", target, store=store_dir, any_model=True).artifact_id == old_verified
+    assert cli("fsck", "--store", store_dir).code == 0
