@@ -52,7 +52,9 @@ def add_row(
     verified_on: dict[str, str] | None = None,  # GPU model -> status, recorded as verification rows
     age_minutes: int = 0,
     model_sha256: str = "a" * 64,
+    recipe_fingerprint: str = "f" * 64,
     origin: str | None = None,
+    weightless: bool = False,
 ) -> str:
     """Insert one artifact row plus a placeholder plan blob; returns the artifact id."""
     artifact_id = uuid.uuid4().hex
@@ -62,11 +64,14 @@ def add_row(
         details["compatibility"] = compatibility
     if origin is not None:
         details["origin"] = origin
+    if weightless:  # as a build of a recipe with refit: strip_weights records it
+        details.update(refit="strip_weights", weightless=True)
     store.catalog.add_artifact(
         placeholder_artifact(
             id=artifact_id,
             name=name,
             model_sha256=model_sha256,
+            recipe_fingerprint=recipe_fingerprint,
             flavor=flavor,
             trt_version=trt_version,
             gpu_name=gpu_name,

@@ -98,13 +98,16 @@ def built_source(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     older, newer = (r["artifact_id"] for r in json.loads(proc.stdout))
     add_verification(store_dir, older, "NVIDIA GeForce RTX 4090", "8.9")
     store = open_store(store_dir)
-    other = add_row(store, compatibility={"hardware": "ampere_plus"}, verified_on={"NVIDIA A10G": "passed"})
+    newest = store.catalog.get_artifact(newer)
+    same = {"model_sha256": newest.model_sha256, "recipe_fingerprint": newest.recipe_fingerprint}  # newest model
+    other = add_row(store, compatibility={"hardware": "ampere_plus"}, verified_on={"NVIDIA A10G": "passed"}, **same)
     rtx_version = store.catalog.get_artifact(older).trt_version
     store.close()
     return {
         "store": store_dir,
         "ids": sorted([older, newer, other]),
         "rtx": [older, newer],  # built in this order: `newer` has the later created_at
+        "other": other,  # the TensorRT row
         "rtx_version": rtx_version,
         "root": root,
     }
@@ -686,3 +689,32 @@ def test_refit_key_is_recomputed_from_the_parent(tmp_path: Path) -> None:
     assert "refit parent" in check_record(record, plan, {})
     with pytest.raises(BundleError, match="its build key is not the one"):
         check_record(record, plan, {"2" * 32: "q" * 64})
+
+
+def test_pins_and_integrity_marks_stay_with_their_store(cli, source: dict, tmp_path: Path) -> None:
+    """A pin protects a local service's file and integrity is the local copy's state: neither travels."""
+    pinned, other = source["rtx"][1], source["other"]
+    assert cli("pin", pinned, "--store", source["store"]).code == 0
+    bundle = tmp_path / "b.tar"
+    assert cli("export", *source["ids"], "-o", bundle, "--store", source["store"]).code == 0
+    target = tmp_path / "deploy"
+    assert cli("import", bundle, "--store", target).code == 0
+    rows = {r["artifact_id"]: (r["pinned"], r["integrity"]) for r in cli("list", "--store", target, "--json").json()}
+    assert rows == {a: (False, "ok") for a in source["ids"]}
+
+    store = open_store(source["store"])
+    try:
+        blob = store.blobs.path_for(store.catalog.get_artifact(other).plan_sha256)
+    finally:
+        store.close()
+    blob.chmod(0o644)
+    blob.write_bytes(b"rot")
+    assert cli("fsck", "--repair", "--store", source["store"]).code == 0
+    store = open_store(source["store"])
+    try:  # the same bytes written again (a rebuild): the blob is whole, the old row stays marked
+        store.blobs.put_bytes(read_tar(bundle)[f"plans/{store.catalog.get_artifact(other).plan_sha256}.plan"])
+    finally:
+        store.close()
+    refused = cli("export", other, "-o", tmp_path / "c.tar", "--store", source["store"])
+    assert refused.code == 1 and "marked corrupt" in refused.stderr, refused
+    assert not (tmp_path / "c.tar").exists()

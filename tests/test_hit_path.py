@@ -130,7 +130,7 @@ def test_sqlite_probe_is_certain_only_where_the_orm_would_agree(cli, example_rec
     Path(built["plan_path"]).unlink()
     assert handle.quick_probe(built["build_key"]) == UNANSWERED  # row without its blob: the ORM path decides
     with sqlite3.connect(store / "catalog.sqlite") as conn:
-        conn.execute("UPDATE artifacts SET status = 'corrupt'")
+        conn.execute("UPDATE artifacts SET integrity = 'corrupt'")
     assert handle.quick_probe(built["build_key"]) == Probe(answered=True)  # never a hit
     assert StoreHandle(store, "sqlite:////elsewhere/x.sqlite").quick_probe("0" * 64) == Probe(answered=True)
     assert StoreHandle(store, "postgresql+psycopg://u@h/db").quick_probe("0" * 64) == UNANSWERED

@@ -42,24 +42,36 @@ def built_store(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     [built] = json.loads(proc.stdout)
     store = open_store(store_dir)
     try:
-        rtx_version = store.catalog.get_artifact(built["artifact_id"]).trt_version
-        model_sha = store.catalog.get_artifact(built["artifact_id"]).model_sha256
+        real = store.catalog.get_artifact(built["artifact_id"])
+        rtx_version, model_sha = real.trt_version, real.model_sha256
+        # Rows of the same model and recipe, built elsewhere (the newest build defines the model).
+        same = {"model_sha256": model_sha, "recipe_fingerprint": real.recipe_fingerprint}
         ids = {
             "rtx": built["artifact_id"],
             "rtx_version": rtx_version,
             "model_sha256": model_sha,
-            "rtx_old": add_row(store, flavor="tensorrt_rtx", trt_version="1.6.0", gpu_name=None, ccs=()),
-            "a10g": add_row(store, gpu_name="NVIDIA A10G", ccs=("8.6",), trt_version="10.13.3", age_minutes=30),
+            "rtx_old": add_row(store, flavor="tensorrt_rtx", trt_version="1.6.0", gpu_name=None, ccs=(), **same),
+            "a10g": add_row(store, gpu_name="NVIDIA A10G", ccs=("8.6",), trt_version="10.13.3", age_minutes=30, **same),
             "a100_wide": add_row(
                 store,
+                **same,
                 gpu_name="NVIDIA A100-SXM4-80GB",
                 ccs=("8.0",),
                 trt_version="10.8.0",
                 compatibility={"hardware": "ampere_plus", "version_compatible": True},
                 age_minutes=10,
             ),
-            "t4": add_row(store, gpu_name="Tesla T4", ccs=("7.5",), trt_version="10.13.3"),
+            "t4": add_row(store, gpu_name="Tesla T4", ccs=("7.5",), trt_version="10.13.3", **same),
             "other_model": add_row(store, name="classifier", model_sha256="b" * 64),
+            "rtx_only_model": add_row(
+                store,
+                name="segmenter",
+                flavor="tensorrt_rtx",
+                trt_version="1.6.0",
+                gpu_name=None,
+                ccs=(),
+                model_sha256="c" * 64,
+            ),
         }
     finally:
         store.close()
@@ -132,7 +144,7 @@ def test_tensorrt_targets(cli, built_store: dict[str, str]) -> None:
     assert rules[built_store["a10g"]] == "hardware" and rules[built_store["a100_wide"]] == "hardware"
 
     # An older runtime than every build: nothing, exit 1, and the reasons in human form.
-    rtx_only = cli("lookup", "--model-sha256", built_store["model_sha256"], "--cc", "8.6", "--trt", "10.13.3", *store)
+    rtx_only = cli("lookup", "--model-sha256", "c" * 64, "--cc", "8.6", "--trt", "10.13.3", *store)
     assert rtx_only.code == 1 and "none was built for tensorrt" in rtx_only.stderr
 
     old = cli("lookup", "detector", "--cc", "8.6", "--trt", "10.7.0", *store, "--explain")
@@ -299,3 +311,114 @@ def test_a_corrupt_plan_is_never_handed_out(cli, tmp_path: Path) -> None:
     found = cli("lookup", "cam", *target, "--output", tmp_path / "out.plan", "--json")
     assert found.code == 0 and found.json()["best"]["artifact_id"] == older, found
     assert hashlib.sha256((tmp_path / "out.plan").read_bytes()).hexdigest() == found.json()["best"]["plan_sha256"]
+
+
+A10G = ("--gpu", "NVIDIA A10G", "--cc", "8.6", "--trt", "10.13.3")
+
+
+def test_output_is_a_private_copy_so_writing_to_it_cannot_damage_the_store(
+    cli, built_store: dict[str, str], tmp_path: Path
+) -> None:
+    """Fails on 55eb6bf: --output hard-linked the blob, so a deploy script writing to the file (root
+    ignores the blob's 0444 mode) rewrote the store's plan."""
+    out = tmp_path / "deploy" / "detector.plan"
+    store = ("--store", built_store["store"])
+    target = (*RTX_4090, "--trt", built_store["rtx_version"])
+    result = cli("lookup", "detector", *target, *store, "--output", out, "--json")
+    assert result.code == 0, result
+    sha = result.json()["best"]["plan_sha256"]
+    blob = Path(built_store["store"]) / "blobs" / "sha256" / sha[:2] / sha
+    assert not out.samefile(blob) and blob.stat().st_nlink == 1
+    assert out.stat().st_mode & 0o200  # an ordinary file of its owner, not a read-only blob
+    out.chmod(0o644)
+    out.write_bytes(b"overwritten by a deploy script")
+    assert hashlib.sha256(blob.read_bytes()).hexdigest() == sha
+    again = cli("lookup", "detector", *target, *store, "--output", out, "--json")  # replaces it atomically
+    assert again.code == 0 and hashlib.sha256(out.read_bytes()).hexdigest() == sha
+    assert list(out.parent.iterdir()) == [out]  # no temp file left behind
+    check = cli("fsck", *store, "--json")
+    assert check.code == 0 and check.json()["corrupt"] == [], check
+
+
+def test_weight_stripped_plans_are_handed_out_only_when_asked(cli, tmp_path: Path) -> None:
+    """Fails on 55eb6bf: lookup returned a strip_weights plan like any other (only `show` warned)."""
+    import trtforge
+
+    store_dir = tmp_path / "store"
+    store = open_store(store_dir)
+    try:
+        full = add_row(store, age_minutes=60)
+        stripped = add_row(store, age_minutes=0, weightless=True, verified_on={"NVIDIA A10G": "passed"})
+        only_stripped = add_row(store, name="lite", weightless=True)
+    finally:
+        store.close()
+    found = cli("lookup", "detector", *A10G, "--store", store_dir, "--explain", "--json")
+    assert found.code == 0 and found.json()["best"]["artifact_id"] == full, found
+    [rejection] = found.json()["rejected"]
+    assert rejection["artifact_id"] == stripped and rejection["rule"] == "weightless"
+    assert "--allow-weightless" in rejection["reason"]
+    human = cli("lookup", "detector", *A10G, "--store", store_dir, "--explain")
+    assert "weightless" in human.stdout and "weight-stripped plan" in human.stdout
+
+    allowed = cli("lookup", "detector", *A10G, "--store", store_dir, "--allow-weightless", "--json").json()["best"]
+    assert allowed["artifact_id"] == stripped and any("refit" in note for note in allowed["notes"])
+    assert allowed["metadata"]["weightless"] is True
+
+    none = cli("lookup", "lite", *A10G, "--store", store_dir)
+    assert none.code == 1 and "(weightless)" in none.stderr, none
+    target = trtforge.runtime_target(gpu="NVIDIA A10G", cc="8.6", trt="10.13.3")
+    assert trtforge.lookup("detector", target, store=store_dir).artifact_id == full
+    assert trtforge.lookup("lite", target, store=store_dir, allow_weightless=True).artifact_id == only_stripped
+    assert cli("fsck", "--store", store_dir).code == 0  # lookups leave the store as they found it
+
+
+def test_a_name_means_its_newest_model(cli, tmp_path: Path) -> None:
+    """Fails on 55eb6bf: "verified on this GPU" ranked before "newest", so after a model update a
+    service kept receiving the old model's verified engine."""
+    import trtforge
+
+    old_model, new_model = "a" * 64, "d" * 64
+    store_dir = tmp_path / "store"
+    store = open_store(store_dir)
+    try:
+        old_verified = add_row(store, model_sha256=old_model, age_minutes=600, verified_on={"NVIDIA A10G": "passed"})
+        old_plain = add_row(store, model_sha256=old_model, age_minutes=500)
+        new = add_row(store, model_sha256=new_model, age_minutes=0)
+        # "cam": the new model is built only for another GPU so far
+        cam_old = add_row(store, name="cam", model_sha256=old_model, age_minutes=100)
+        add_row(store, name="cam", model_sha256=new_model, gpu_name="NVIDIA L4", ccs=("8.9",), age_minutes=0)
+        # "seg": same model digest, a changed recipe (e.g. new profiles) is a new model too
+        add_row(store, name="seg", recipe_fingerprint="1" * 64, age_minutes=100, verified_on={"NVIDIA A10G": "passed"})
+        seg_new = add_row(store, name="seg", recipe_fingerprint="2" * 64, age_minutes=0)
+    finally:
+        store.close()
+    where = (*A10G, "--store", store_dir)
+
+    found = cli("lookup", "detector", *where, "--explain", "--json")
+    assert found.code == 0, found
+    report = found.json()
+    assert report["best"]["artifact_id"] == new
+    assert report["model"]["model_sha256"] == new_model and "newest build of 'detector'" in report["model"]["why"]
+    assert rejected_rules(report) == {old_verified: "other_model", old_plain: "other_model"}
+    assert len(report["warnings"]) == 1 and "span 2 models" in report["warnings"][0]
+    human = cli("lookup", "detector", *where, "--explain")
+    assert f"model: model sha256 {new_model[:12]}" in human.stdout and "newest build" in human.stdout
+    assert "warning: the candidates span 2 models" in human.stderr
+
+    asked = cli("lookup", "detector", "--model-sha256", old_model, *where, "--explain", "--json").json()
+    assert asked["best"]["artifact_id"] == old_verified and "--model-sha256" in asked["model"]["why"]
+    assert rejected_rules(asked) == {}  # --model-sha256 selects the rows in SQL: only that model's
+    anything = cli("lookup", "detector", "--any-model", *where, "--json").json()
+    assert anything["model"] is None and anything["best"]["artifact_id"] == old_verified
+    assert "not of the newest" in anything["warnings"][0]
+
+    cam = cli("lookup", "cam", *where)
+    assert cam.code == 1 and "other_model" in cam.stderr, cam
+    assert f"--model-sha256 {old_model}" in cam.stderr and "--any-model" in cam.stderr
+    assert cli("lookup", "cam", "--any-model", *where, "--json").json()["best"]["artifact_id"] == cam_old
+    assert cli("lookup", "seg", *where, "--json").json()["best"]["artifact_id"] == seg_new
+
+    target = trtforge.runtime_target(gpu="NVIDIA A10G", cc="8.6", trt="10.13.3")
+    assert trtforge.lookup("detector", target, store=store_dir).artifact_id == new
+    assert trtforge.lookup("detector", target, store=store_dir, any_model=True).artifact_id == old_verified
+    assert cli("fsck", "--store", store_dir).code == 0

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
 
 from trtforge.errors import TargetError
-from trtforge.lookup_rules import Candidate, Envelope, first_failing_rule, rank
+from trtforge.lookup_rules import Candidate, Envelope, ModelChoice, first_failing_rule, rank
 from trtforge.target import RuntimeTarget, explicit_target
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
@@ -191,6 +192,53 @@ def test_verified_only_rejects_unverified_and_needs_a_gpu_model() -> None:
     no_model = rank(candidates, target(gpu=None), verified_only=True)
     assert no_model.matches == [] and {r.rule for r in no_model.rejected} == {"verified_only"}
     assert "no GPU model given" in no_model.rejected[0].reason
+
+
+def _of_model(candidate: Candidate, model: str, recipe: str = "r") -> Candidate:
+    return replace(candidate, model_sha256=model, recipe_fingerprint=recipe)
+
+
+def test_a_chosen_model_outranks_verification_of_another() -> None:
+    """Verified-here ranks first only within the chosen model; the others get rule other_model."""
+    old = _of_model(trt(ident="old-verified", verified={"NVIDIA A10G": "passed"}), "old")
+    new = _of_model(trt(ident="new", minutes=10), "new")
+    recipe_changed = _of_model(trt(ident="new-recipe", minutes=5), "new", "r2")
+    choice = ModelChoice("new", "r", "the newest build")
+    ranking = rank([old, new, recipe_changed], target(), model=choice)
+    assert [m.candidate.artifact_id for m in ranking.matches] == ["new"]
+    assert [(r.candidate.artifact_id, r.rule) for r in ranking.rejected] == [
+        ("old-verified", "other_model"),
+        ("new-recipe", "other_model"),
+    ]
+    assert "the newest build" in ranking.rejected[0].reason and ranking.model == choice
+    assert ranking.warnings == ("the candidates span 3 models; only the chosen one is considered: "
+                                "model sha256 new with recipe r",)  # fmt: skip
+    anything = rank([old, new], target())
+    assert [m.candidate.artifact_id for m in anything.matches] == ["old-verified", "new"]
+    assert "not of the newest" in anything.warnings[0]
+    one_model = rank([new, _of_model(trt(ident="same"), "new")], target(), model=choice)
+    assert one_model.warnings == () and len(one_model.matches) == 2
+
+
+def test_no_engine_of_the_chosen_model_names_the_model_that_has_one() -> None:
+    old = _of_model(trt(ident="old"), "o" * 64)
+    new = _of_model(trt(ccs=("8.9",), ident="new", minutes=10), "n" * 64)
+    ranking = rank([old, new], target(), model=ModelChoice("n" * 64, "r", "the newest build"))
+    assert ranking.matches == []
+    assert f"--model-sha256 {'o' * 64} or --any-model" in ranking.warnings[0]
+
+
+def test_weightless_plans_need_allow_weightless_and_carry_a_note() -> None:
+    stripped = replace(trt(ident="stripped", minutes=10), weightless=True)
+    full = trt(ident="full")
+    ranking = rank([stripped, full], target())
+    assert [m.candidate.artifact_id for m in ranking.matches] == ["full"]
+    assert [(r.candidate.artifact_id, r.rule) for r in ranking.rejected] == [("stripped", "weightless")]
+    allowed = rank([stripped, full], target(), allow_weightless=True)
+    assert [m.candidate.artifact_id for m in allowed.matches] == ["stripped", "full"]
+    assert any("refit" in note for note in allowed.matches[0].notes)
+    incompatible = rank([replace(stripped, compute_capabilities=("7.5",))], target())
+    assert [r.rule for r in incompatible.rejected] == ["hardware"]  # the compatibility rule is named first
 
 
 @pytest.mark.parametrize(

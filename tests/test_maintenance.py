@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
+import uuid
 from datetime import timedelta
 from pathlib import Path
 
@@ -21,17 +22,16 @@ from trtforge.maintenance import (
 )
 from trtforge.store import Store, open_store
 from trtforge.store.blobs import BlobStore
-from trtforge.store.catalog import Artifact, Blob, utcnow
+from trtforge.store.catalog import Artifact, Blob, Verification, utcnow
 
 
-def _add(store: Store, name: str, payload: bytes, *, age_days: float = 0, status: str = "unverified") -> Artifact:
+def _add(store: Store, name: str, payload: bytes, *, age_days: float = 0) -> Artifact:
     ref = store.blobs.put_bytes(payload)
     artifact = placeholder_artifact(
         name=name,
         plan_sha256=ref.sha256,
         plan_size=ref.size,
         created_at=utcnow() - timedelta(days=age_days),
-        status=status,
     )
     store.catalog.add_artifact(artifact, Blob(sha256=ref.sha256, size=ref.size, kind="plan"))
     if age_days and isinstance(store.blobs, BlobStore):  # the plan was written when it was built
@@ -90,8 +90,8 @@ def test_fsck_finds_each_kind_of_damage_and_repair_quarantines(opened: Store) ->
     outsider.write_bytes(b"keep")
     assert not opened.blobs.remove_temp(str(outsider)) and outsider.exists()
     assert not opened.blobs.remove_temp(str(opened.blobs.path_for(good.plan_sha256)))
-    statuses = {a.id: a.status for a in opened.catalog.list_artifacts()}
-    assert statuses == {good.id: "unverified", bad.id: "corrupt", gone.id: "corrupt"}
+    integrity = {a.id: (a.integrity, a.summary()["status"]) for a in opened.catalog.list_artifacts()}
+    assert integrity == {good.id: ("ok", "unverified"), bad.id: ("corrupt", "corrupt"), gone.id: ("corrupt", "corrupt")}
     after = scan_store(opened)
     assert after, after  # repaired: only the orphan (for gc) and a note remain
     assert [f.problem for f in after.findings] == ["orphan"]
@@ -137,15 +137,108 @@ def test_gc_keeps_a_blob_that_a_build_just_reused(opened: Store) -> None:
     assert opened.blobs.verify(old.plan_sha256)  # still there for the build's row
 
 
+def _verify(store: Store, artifact_id: str, gpu: str, status: str) -> None:
+    """A verification row as `trtforge verify` records it."""
+    store.catalog.add_verification(
+        Verification(
+            id=uuid.uuid4().hex,
+            artifact_id=artifact_id,
+            gpu_name=gpu,
+            compute_capability="8.6",
+            runtime_flavor="tensorrt",
+            runtime_version="10.13.3",
+            status=status,
+            checks=[],
+            perf=[],
+            details={},
+        )
+    )
+
+
 def test_gc_never_removes_the_only_verified_artifact_without_force(opened: Store) -> None:
-    verified = _add(opened, "det", b"verified", age_days=20, status="passed")
+    """ "Verified" means: the newest verification on some GPU model passed. With --force it goes,
+    with its verification rows (fails on 55eb6bf: execute_gc raised a foreign-key IntegrityError)."""
+    verified = _add(opened, "det", b"verified", age_days=20)
+    _verify(opened, verified.id, "NVIDIA A10G", "passed")
+    _verify(opened, verified.id, "NVIDIA L4", "failed")
     newer = _add(opened, "det", b"newer", age_days=10)
     plan = plan_gc(opened, GcPolicy(older_than_days=5))
     assert [a.artifact_id for a in plan.artifacts] == [newer.id]
     assert [k.artifact_id for k in plan.kept] == [verified.id]
-    assert "only verified artifact of det" in plan.warnings[0]
+    assert "the only artifact of det verified on any GPU model (passed on NVIDIA A10G)" in plan.warnings[0]
     forced = plan_gc(opened, GcPolicy(older_than_days=5, force=True))
     assert {a.artifact_id for a in forced.artifacts} == {verified.id, newer.id}
+    assert execute_gc(opened, forced)["artifacts_removed"] == 2
+    assert _ids(opened) == set() and opened.catalog.verifications(verified.id) == []
+    assert scan_store(opened).findings == ()
+
+
+def test_a_later_failed_verification_is_not_verified_for_gc(opened: Store) -> None:
+    old = _add(opened, "det", b"old", age_days=20)
+    _verify(opened, old.id, "NVIDIA A10G", "passed")
+    _verify(opened, old.id, "NVIDIA A10G", "failed")  # the newest result on that GPU model decides
+    plan = plan_gc(opened, GcPolicy(older_than_days=5))
+    assert [a.artifact_id for a in plan.artifacts] == [old.id] and plan.kept == ()
+    execute_gc(opened, plan)
+    assert _ids(opened) == set()
+
+
+def test_gc_removes_verified_artifacts_with_their_verifications(cli, tmp_path: Path) -> None:
+    """Fails on 55eb6bf: `gc` died with a foreign-key IntegrityError traceback on verified artifacts."""
+    store_dir = tmp_path / "store"
+    opened = open_store(store_dir)
+    try:
+        old = [_add(opened, "det", f"plan{i}".encode(), age_days=30 + i) for i in range(2)]
+        keep = _add(opened, "det", b"newest", age_days=1)
+        for artifact in [*old, keep]:
+            _verify(opened, artifact.id, "NVIDIA A10G", "passed")
+    finally:
+        opened.close()
+    result = cli("gc", "--keep-last", "1", "--store", store_dir, "--json")
+    assert result.code == 0 and "Traceback" not in result.stderr, result
+    assert result.json()["result"]["artifacts_removed"] == 2
+    with sqlite3.connect(store_dir / "catalog.sqlite") as conn:
+        assert conn.execute("SELECT DISTINCT artifact_id FROM verifications").fetchall() == [(keep.id,)]
+    assert [row["artifact_id"] for row in cli("list", "--store", store_dir, "--json").json()] == [keep.id]
+    check = cli("fsck", "--store", store_dir, "--json")
+    assert check.code == 0 and check.json()["corrupt"] == check.json()["missing"] == [], check
+
+
+def test_pinned_artifacts_survive_gc_even_forced_and_when_pinned_after_planning(cli, tmp_path: Path) -> None:
+    store_dir = tmp_path / "store"
+    opened = open_store(store_dir)
+    try:
+        old = _add(opened, "det", b"old", age_days=30)
+        late = _add(opened, "det", b"late", age_days=20)
+        _add(opened, "det", b"newest", age_days=1)
+        _verify(opened, old.id, "NVIDIA A10G", "passed")
+    finally:
+        opened.close()
+    pinned = cli("pin", old.id[:8], "--store", store_dir, "--json")
+    assert pinned.code == 0 and pinned.json() == {"artifact_id": old.id, "pinned": True, "changed": True}, pinned
+    assert cli("pin", old.id, "--store", store_dir, "--json").json()["changed"] is False
+    assert cli("list", "--store", store_dir, "--json").json()[-1]["pinned"] is True
+
+    dry = cli("gc", "--keep-last", "1", "--force", "--dry-run", "--store", store_dir, "--json").json()["plan"]
+    assert [a["artifact_id"] for a in dry["artifacts"]] == [late.id]
+    assert [(k["artifact_id"], k["reason"]) for k in dry["kept"]] == [(old.id, "pinned")]
+    assert any("pinned" in w and "trtforge unpin" in w for w in dry["warnings"])
+
+    opened = open_store(store_dir)
+    try:
+        plan = plan_gc(opened, GcPolicy(keep_last=1, force=True))
+        opened.catalog.set_pinned(late.id, True)  # a service pins it between planning and deleting
+        assert execute_gc(opened, plan)["artifacts_removed"] == 0
+        assert opened.blobs.verify(late.plan_sha256) and late.id in _ids(opened)
+    finally:
+        opened.close()
+
+    assert cli("unpin", old.id, "--store", store_dir, "--json").json()["pinned"] is False
+    assert cli("unpin", late.id, "--store", store_dir).code == 0
+    removed = cli("gc", "--keep-last", "1", "--force", "--store", store_dir, "--json")
+    assert removed.code == 0 and removed.json()["result"]["artifacts_removed"] == 2, removed
+    missing = cli("pin", "abcdef123456", "--store", store_dir)
+    assert missing.code == 2 and missing.stderr.startswith("error: no artifact"), missing
 
 
 def test_gc_removes_old_orphans_and_corrupt_artifacts_but_not_fresh_orphans(opened: Store) -> None:
@@ -226,3 +319,45 @@ def test_gc_fence_spans_runners_sharing_a_postgresql_catalog(postgres_catalog: s
     finally:
         for catalog in (runner_a, runner_b, runner_gc):
             catalog.close()
+
+
+def test_a_verification_after_fsck_repair_never_makes_a_corrupt_artifact_usable(cli, mlp_recipe, store: Path) -> None:
+    """Integrity and verification are separate facts (fails on 55eb6bf: the verification set the
+    artifact's one status column to "passed", so it was a cache hit and shown as passed again)."""
+    from trtforge.store.sqlite_hits import probe_cached_plan
+    from trtforge.verify import OnnxModelCandidate, RuntimeInfo, check, subject_from_artifact
+
+    recipe = mlp_recipe("late")
+    [built] = cli("build", recipe, "--store", store, "--json").json()
+    plan = Path(built["plan_path"])
+    plan.chmod(0o644)
+    plan.write_bytes(b"damaged on disk")
+    assert cli("fsck", "--repair", "--store", store, "--json").json()["repair"]["marked_corrupt"] == [
+        built["artifact_id"]
+    ]
+    opened = open_store(store)
+    try:  # a verification that was already running records its (real, ONNX Runtime) result afterwards
+        artifact = opened.catalog.get_artifact(built["artifact_id"])
+        runtime = RuntimeInfo("NVIDIA GeForce RTX 4090", "8.9", "tensorrt_rtx", artifact.trt_version)
+        subject = subject_from_artifact(artifact)
+        assert check(subject, OnnxModelCandidate(subject.model_path), runtime, store=opened).status == "passed"
+        assert opened.catalog.statuses(artifact.id) == {runtime.gpu_name: "passed"}
+        assert opened.catalog.find_by_build_key(built["build_key"]) is None  # not a cache hit
+    finally:
+        opened.close()
+    assert probe_cached_plan(store / "catalog.sqlite", built["build_key"]).plan is None  # the hit path agrees
+
+    [listed] = cli("list", "--store", store, "--json").json()
+    assert (listed["status"], listed["integrity"]) == ("corrupt", "corrupt"), listed
+    target = ("--gpu", runtime.gpu_name, "--cc", "8.9", "--flavor", "tensorrt_rtx", "--trt", artifact.trt_version)
+    found = cli("lookup", "late", *target, "--store", store, "--explain", "--json")
+    assert found.code == 1 and "marked corrupt" in found.json()["error"], found
+
+    rebuilt = cli("build", recipe, "--store", store, "--json").json()[0]
+    assert rebuilt["status"] == "built" and rebuilt["artifact_id"] != built["artifact_id"], rebuilt
+    gc = cli("gc", "--store", store, "--json")  # no --force needed: corrupt is never "the only verified"
+    assert gc.code == 0 and [a["artifact_id"] for a in gc.json()["plan"]["artifacts"]] == [built["artifact_id"]], gc
+    assert gc.json()["plan"]["artifacts"][0]["status"] == "corrupt"
+    check_after = cli("fsck", "--store", store, "--json")
+    assert check_after.code == 0 and check_after.json()["warnings"] == [], check_after
+    assert [row["artifact_id"] for row in cli("list", "--store", store, "--json").json()] == [rebuilt["artifact_id"]]

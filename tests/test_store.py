@@ -181,3 +181,105 @@ def test_parallel_digest_matches_hashlib_and_always_stops() -> None:
     abandoned.close()  # a failed write stops the helper thread
     abandoned.close()
     assert not abandoned._thread.is_alive()
+
+
+def test_rows_marked_corrupt_before_0004_keep_their_integrity_mark(tmp_path: Path) -> None:
+    """Before 0004 `fsck --repair` wrote "corrupt" into status; after the upgrade that is integrity,
+    and status is what the newest verification said (or "unverified")."""
+    from sqlalchemy import create_engine, text
+
+    from trtforge.store.migrations import upgrade
+
+    path = tmp_path / "old.sqlite"
+    engine = create_engine(f"sqlite:///{path}")
+    with engine.connect() as conn:
+        upgrade(conn, "0003_verify")
+        conn.execute(text("INSERT INTO blobs VALUES ('b', 1, 'plan', '2026-01-01 00:00:00')"))
+        columns = (
+            "id, name, build_key, recipe_fingerprint, model_sha256, flavor, trt_version, compute_capabilities, "
+            "plan_sha256, plan_size, io_tensors, profiles, recipe, build_seconds, build_log, details, "
+            "created_at, status"
+        )
+        for artifact_id, status in (("c0", "corrupt"), ("c1", "corrupt"), ("ok", "passed")):
+            conn.execute(
+                text(
+                    f"INSERT INTO artifacts ({columns}) VALUES (:id, 'n', 'k', 'f', 'm', 'tensorrt', '10.13.3', "
+                    "'[]', 'b', 1, '[]', '[]', '{}', 0, '[]', '{}', '2026-01-01 00:00:00', :status)"
+                ),
+                {"id": artifact_id, "status": status},
+            )
+        for ident, artifact_id, when, status in (
+            ("v1", "c1", "2026-01-02 00:00:00", "failed"),
+            ("v2", "c1", "2026-01-03 00:00:00", "passed"),  # recorded after the corrupt mark
+            ("v3", "ok", "2026-01-02 00:00:00", "passed"),
+        ):
+            conn.execute(
+                text(
+                    "INSERT INTO verifications VALUES (:id, :a, 'GPU', '8.6', 'tensorrt', '10.13.3', :s, "
+                    "'[]', '[]', '{}', :t)"
+                ),
+                {"id": ident, "a": artifact_id, "s": status, "t": when},
+            )
+        conn.commit()
+    engine.dispose()
+    from trtforge.store.sqlite_hits import UNANSWERED, probe_cached_plan
+
+    assert probe_cached_plan(path, "k") == UNANSWERED  # the hit probe leaves an old schema to the full path
+    catalog = Catalog.sqlite(path)  # upgrades to the head revision
+    try:
+        assert catalog.current_revision() == SCHEMA_HEAD
+        rows = {a.id: (a.integrity, a.status, a.summary()["status"]) for a in catalog.list_artifacts()}
+        assert rows == {
+            "c0": ("corrupt", "unverified", "corrupt"),
+            "c1": ("corrupt", "passed", "corrupt"),
+            "ok": ("ok", "passed", "passed"),
+        }
+        assert catalog.find_by_build_key("k").id == "ok"
+    finally:
+        catalog.close()
+
+
+def test_checked_copy_is_private_atomic_and_hash_checked(tmp_path: Path) -> None:
+    from trtforge.store.fs import checked_copy
+
+    blobs = BlobStore(tmp_path)
+    data = bytes(range(256)) * 40_000  # ~10 MB: several chunks on every copy path
+    ref = blobs.put_bytes(data)
+    source = blobs.path_for(ref.sha256)
+    out = tmp_path / "out" / "engine.plan"
+    how = checked_copy(source, out, ref.sha256, temp_prefix=".tmp-test-")
+    assert how in ("reflink", "copy_file_range", "copy")
+    assert out.read_bytes() == data and not out.samefile(source) and source.stat().st_nlink == 1
+    out.write_bytes(b"changed")  # the copy is the caller's own file
+    assert blobs.verify(ref.sha256)
+
+    with pytest.raises(IntegrityError, match="corrupted"):
+        checked_copy(source, tmp_path / "out" / "other.plan", "0" * 64, temp_prefix=".tmp-test-")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["engine.plan"]  # nothing else appeared
+
+
+def test_checked_copy_falls_back_to_a_plain_copy_after_a_partial_fast_copy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file system without reflink whose copy_file_range stops part-way (EXDEV): a plain copy from the start."""
+    import errno
+    import os
+
+    from trtforge.store import fs
+
+    real = os.copy_file_range
+    calls = []
+
+    def partial(src: int, dst: int, count: int) -> int:
+        if calls:
+            raise OSError(errno.EXDEV, "cross-device")
+        calls.append(count)
+        return real(src, dst, 1000)
+
+    monkeypatch.setattr(fs.os, "copy_file_range", partial)
+    data = b"0123456789" * 100_000
+    source = tmp_path / "src"
+    source.write_bytes(data)
+    out = tmp_path / "dst"
+    assert fs.checked_copy(source, out, hashlib.sha256(data).hexdigest(), temp_prefix=".tmp-") == "copy"
+    assert out.read_bytes() == data and calls

@@ -59,7 +59,9 @@ __all__ = [
     "UnsupportedOptionError",
     "VerificationUnavailableError",
     "lookup",
+    "pin",
     "runtime_target",
+    "unpin",
 ]
 
 
@@ -84,8 +86,15 @@ def lookup(
     catalog: str | None = None,
     verified_only: bool = False,
     output: str | Path | None = None,
+    allow_weightless: bool = False,
+    any_model: bool = False,
 ) -> LookupResult:
     """The best engine for ``target`` (this machine when None) as a hash-checked local plan path.
+
+    A name means its newest model (``any_model`` lifts that; ``model_sha256`` picks one);
+    weight-stripped plans only with ``allow_weightless``. Without ``output`` the path is inside
+    the store: `trtforge pin` the artifact (or pass ``output`` for a private copy) so that
+    `trtforge gc` cannot remove it under a running service.
 
     Raises ``trtforge.NotFoundError`` for an unknown name and ``trtforge.NoCompatibleEngineError``
     when no artifact can run on the target (every error is a ``trtforge.TrtforgeError``).
@@ -100,4 +109,26 @@ def lookup(
         catalog=catalog,
         verified_only=verified_only,
         output=output,
+        allow_weightless=allow_weightless,
+        any_model=any_model,
     )
+
+
+def pin(artifact_id: str, *, store: str | Path | None = None, catalog: str | None = None) -> bool:
+    """Pin an artifact so that `trtforge gc` never removes it; True if it was not pinned before."""
+    return _set_pinned(artifact_id, True, store, catalog)
+
+
+def unpin(artifact_id: str, *, store: str | Path | None = None, catalog: str | None = None) -> bool:
+    """Let `trtforge gc` remove the artifact again; True if it was pinned."""
+    return _set_pinned(artifact_id, False, store, catalog)
+
+
+def _set_pinned(artifact_id: str, pinned: bool, store: str | Path | None, catalog: str | None) -> bool:
+    from trtforge.store import require_existing_store
+
+    opened = require_existing_store(store, catalog=catalog, missing=f"no artifact with id {artifact_id}")
+    try:
+        return opened.catalog.set_pinned(artifact_id, pinned)[1]
+    finally:
+        opened.close()

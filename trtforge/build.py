@@ -29,7 +29,6 @@ from trtforge.model import ModelInfo, check_profiles, read_model
 from trtforge.recipe import LoadedRecipe
 from trtforge.resolve import Resolution, load_effective, resolve
 from trtforge.store import (
-    CORRUPT_STATUS,
     Store,
     preload_catalog_modules,
 )
@@ -283,7 +282,7 @@ def _combine_with(backend: BackendInfo) -> Callable[[bytes | None, bytes], bytes
 def _use_hit(store: Store, key: str, result: BuildResult) -> bool:
     """Fill ``result`` from a usable catalog hit (row present, blob present, not corrupt)."""
     hit = store.catalog.find_by_build_key(key)
-    if hit is None or hit.status == CORRUPT_STATUS or not store.blobs.exists(hit.plan_sha256):
+    if hit is None or hit.corrupt or not store.blobs.exists(hit.plan_sha256):
         return False
     result.status = "cached"
     result.artifact_id = hit.id

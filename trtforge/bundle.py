@@ -44,9 +44,10 @@ from trtforge.flavors import same_release
 from trtforge.keys import adopted_key, build_key, recipe_fingerprint, refit_key, sha256_file
 from trtforge.plan_header import read_plan_header
 from trtforge.signing import Signer, check_signature, load_private_key, load_public_key, sign_manifest
-from trtforge.store import CORRUPT_STATUS, Store
+from trtforge.store import Store
 from trtforge.store.blobs import atomic_write
 from trtforge.store.catalog import TRUST_CLAIMED, TRUST_SIGNED, Artifact, Blob, Catalog, Verification
+from trtforge.store.integrity import CORRUPT_STATUS
 from trtforge.target import BuildTarget
 
 BUNDLE_FORMAT = "trtforge-bundle"
@@ -126,15 +127,21 @@ def _row_values(model: type[Artifact] | type[Verification], record: dict[str, An
     return values
 
 
+# Facts about one store's copy, not about the artifact: the importing store decides them itself
+# (its copy is hash-checked on import; a pin protects a local service's file).
+_LOCAL_COLUMNS = frozenset({"integrity", "pinned_at"})
+
+
 def artifact_record(artifact: Artifact, verifications: list[Verification] | None = None) -> dict[str, Any]:
     """The artifact's row plus its verification rows, so `--verified-only` works offline."""
-    record = _row_record(artifact)
+    record = {k: v for k, v in _row_record(artifact).items() if k not in _LOCAL_COLUMNS}
     record["verifications"] = [_row_record(v) for v in verifications or []]
     return record
 
 
 def artifact_from_record(record: dict[str, Any]) -> Artifact:
-    return Artifact(**_row_values(Artifact, record))
+    values = {k: v for k, v in _row_values(Artifact, record).items() if k not in _LOCAL_COLUMNS}
+    return Artifact(**values)
 
 
 def verifications_from_record(record: dict[str, Any]) -> list[Verification]:
@@ -164,6 +171,11 @@ def export_bundle(store: Store, refs: list[str], destination: Path, *, sign: Pat
     artifacts: dict[str, Artifact] = {}
     for ref in refs:
         artifact = store.catalog.get_artifact(ref)
+        if artifact.corrupt:
+            raise IntegrityError(
+                f"artifact {artifact.id[:12]} is marked corrupt; it is not exported",
+                hint="rebuild it (`trtforge build`), then export the new artifact",
+            )
         artifacts[artifact.id] = artifact
     files: dict[str, dict[str, Any]] = {}
     records = {

@@ -118,6 +118,14 @@ class Candidate:
     origin: str = "built"
     # GPU model name -> "passed" | "failed" (verification results on that model).
     verified_on: Mapping[str, str] = field(default_factory=dict)
+    recipe_fingerprint: str = ""
+    # A weight-stripped plan (refit: strip_weights): it computes nothing useful until refitted.
+    weightless: bool = False
+
+    @property
+    def model_key(self) -> tuple[str, str]:
+        """What "one model" means for lookup: the model digest and the recipe fingerprint."""
+        return (self.model_sha256, self.recipe_fingerprint)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -130,8 +138,10 @@ class Candidate:
             "plan_sha256": self.plan_sha256,
             "plan_size": self.plan_size,
             "model_sha256": self.model_sha256,
+            "recipe_fingerprint": self.recipe_fingerprint,
             "created_at": self.created_at.isoformat(),
             "origin": self.origin,
+            "weightless": self.weightless,
             "compatibility": {
                 "hardware": self.envelope.hardware,
                 "version_compatible": self.envelope.version_compatible,
@@ -187,12 +197,29 @@ class Match:
 
 
 @dataclass(frozen=True)
+class ModelChoice:
+    """The one model a lookup considers (model digest + recipe fingerprint), and why that one."""
+
+    model_sha256: str
+    recipe_fingerprint: str
+    why: str
+
+    def describe(self) -> str:
+        return f"model sha256 {self.model_sha256[:12]} with recipe {self.recipe_fingerprint[:12]}"
+
+    def as_json(self) -> dict[str, Any]:
+        return {"model_sha256": self.model_sha256, "recipe_fingerprint": self.recipe_fingerprint, "why": self.why}
+
+
+@dataclass(frozen=True)
 class Ranking:
     """All compatible artifacts, best first, and every rejected one with its rule."""
 
     target: RuntimeTarget
     matches: list[Match]
     rejected: list[Rejection]
+    model: ModelChoice | None = None  # None: every model (--any-model)
+    warnings: tuple[str, ...] = ()
 
     @property
     def best(self) -> Match | None:
@@ -354,18 +381,41 @@ def _match(c: Candidate, t: RuntimeTarget) -> Match:
         notes.append("adopted: built outside trtforge")
     if c.flavor == "tensorrt_rtx" and not c.compute_capabilities:
         notes.append(UNRECORDED_CCS_NOTE)
+    if c.weightless:
+        notes.append("weight-stripped plan: refit it with the model's weights before use")
     verified_here = t.gpu_name is not None and c.verified_on.get(t.gpu_name) == "passed"
     return Match(c, verified_here, exact_version, same_gpu, _envelope_width(c), tuple(notes))
 
 
-def rank(candidates: Iterable[Candidate], target: RuntimeTarget, *, verified_only: bool = False) -> Ranking:
-    """Split candidates into ranked matches and rejections (each with its one rule)."""
+def rank(
+    candidates: Iterable[Candidate],
+    target: RuntimeTarget,
+    *,
+    verified_only: bool = False,
+    allow_weightless: bool = False,
+    model: ModelChoice | None = None,
+) -> Ranking:
+    """Split candidates into ranked matches and rejections (each with its one rule).
+
+    With ``model``, artifacts of any other model are rejected first (rule ``other_model``): a
+    GPU-model verification of an old model must never outrank the model a name now means.
+    Weight-stripped plans are rejected (rule ``weightless``) unless ``allow_weightless``.
+    """
+    candidates = list(candidates)
     matches: list[Match] = []
     rejected: list[Rejection] = []
     for candidate in candidates:
+        if model is not None and candidate.model_key != (model.model_sha256, model.recipe_fingerprint):
+            other = f"model sha256 {candidate.model_sha256[:12]} with recipe {candidate.recipe_fingerprint[:12]}"
+            rejected.append(Rejection(candidate, "other_model", f"{other} is not the chosen model ({model.why})"))
+            continue
         failing = first_failing_rule(candidate, target)
         if failing is not None:
             rejected.append(Rejection(candidate, *failing))
+            continue
+        if candidate.weightless and not allow_weightless:
+            reason = "weight-stripped plan: it runs only after a refit with the model's weights (--allow-weightless)"
+            rejected.append(Rejection(candidate, "weightless", reason))
             continue
         match = _match(candidate, target)
         if verified_only and not match.verified_here:
@@ -374,4 +424,35 @@ def rank(candidates: Iterable[Candidate], target: RuntimeTarget, *, verified_onl
             continue
         matches.append(match)
     matches.sort(key=Match.sort_key)
-    return Ranking(target, matches, rejected)
+    return Ranking(target, matches, rejected, model, _model_warnings(candidates, target, matches, model))
+
+
+def _model_warnings(
+    candidates: list[Candidate], target: RuntimeTarget, matches: list[Match], model: ModelChoice | None
+) -> tuple[str, ...]:
+    """One warning when the candidates span several models, naming what was done about it."""
+    models = {c.model_key for c in candidates}
+    if len(models) < 2:
+        return ()
+    if model is None:
+        if len({m.candidate.model_key for m in matches}) < 2:
+            return ()
+        best = matches[0].candidate
+        newest = max(candidates, key=lambda c: (c.created_at, c.artifact_id))
+        text = (
+            f"compatible engines span {len({m.candidate.model_key for m in matches})} models (--any-model); "
+            f"the best is of model sha256 {best.model_sha256[:12]}"
+        )
+        if best.model_key != newest.model_key:
+            text += f", not of the newest (model sha256 {newest.model_sha256[:12]})"
+        return (text,)
+    text = f"the candidates span {len(models)} models; only the chosen one is considered: {model.describe()}"
+    chosen = (model.model_sha256, model.recipe_fingerprint)
+    others = [c for c in candidates if c.model_key != chosen and first_failing_rule(c, target) is None]
+    if not matches and others:
+        other = max(others, key=lambda c: (c.created_at, c.artifact_id))
+        text += (
+            f"; model sha256 {other.model_sha256[:12]} has an engine for this target "
+            f"(--model-sha256 {other.model_sha256} or --any-model)"
+        )
+    return (text,)

@@ -7,21 +7,20 @@ GPU, through :mod:`trtforge.backend.validity`.
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
 
-from trtforge.errors import BadInputError, IntegrityError, NoCompatibleEngineError, NotFoundError
-from trtforge.keys import sha256_file
-from trtforge.lookup_rules import Candidate, Envelope, Match, Ranking, Rejection, rank
-from trtforge.store import CORRUPT_STATUS, Store, require_existing_store
-from trtforge.store.blobs import TEMP_PREFIX, atomic_write
+from trtforge.errors import BadInputError, NoCompatibleEngineError, NotFoundError
+from trtforge.lookup_rules import Candidate, Envelope, Match, ModelChoice, Ranking, Rejection, rank
+from trtforge.store import Store, require_existing_store
+from trtforge.store.blobs import owner_prefix
 from trtforge.store.catalog import Artifact
+from trtforge.store.fs import checked_copy
+from trtforge.store.integrity import CORRUPT_STATUS
 from trtforge.target import RuntimeTarget, resolve_target
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -37,6 +36,7 @@ _COLUMNS = (
     Artifact.plan_sha256,
     Artifact.plan_size,
     Artifact.model_sha256,
+    Artifact.recipe_fingerprint,
     Artifact.created_at,
     Artifact.details,
 )
@@ -61,6 +61,8 @@ def candidate_from_row(row: Any, verified: dict[str, str] | None = None) -> Cand
         envelope=Envelope.from_details(details),
         origin=str(details.get("origin", "built")),
         verified_on=dict(verified),
+        recipe_fingerprint=row.recipe_fingerprint,
+        weightless=details.get("weightless") is True or details.get("refit") == "strip_weights",
     )
 
 
@@ -68,7 +70,7 @@ def load_candidates(
     store: Store, *, name: str | None, model_sha256: str | None, flavor: str | None = None
 ) -> list[Candidate]:
     """Rows for a name and/or model digest; ``flavor`` narrows them in SQL (indexed)."""
-    conditions = [Artifact.status != CORRUPT_STATUS]  # `fsck --repair` quarantined its plan
+    conditions = [Artifact.integrity != CORRUPT_STATUS]  # `fsck --repair` quarantined its plan
     if name is not None:
         conditions.append(Artifact.name == name)
     if model_sha256 is not None:
@@ -81,8 +83,36 @@ def load_candidates(
         return [candidate_from_row(row, statuses.get(row.id)) for row in rows]
 
 
-def _any_artifact(store: Store, name: str | None, model_sha256: str | None) -> bool:
+def choose_model(store: Store, *, name: str | None, model_sha256: str | None) -> ModelChoice | None:
+    """The model a lookup means: that of the newest intact build matching the name (and digest).
+
+    A name means its newest model, so a service never keeps receiving an old model's engine
+    just because that one was verified on its GPU; --model-sha256 picks an older model digest
+    (with the recipe of its newest build). None when nothing intact matches.
+    """
+    conditions = [Artifact.integrity != CORRUPT_STATUS]
+    if name is not None:
+        conditions.append(Artifact.name == name)
+    if model_sha256 is not None:
+        conditions.append(Artifact.model_sha256 == model_sha256)
+    columns = (Artifact.id, Artifact.name, Artifact.model_sha256, Artifact.recipe_fingerprint, Artifact.created_at)
+    stmt = select(*columns).where(*conditions).order_by(Artifact.created_at.desc(), Artifact.id).limit(1)
+    with store.catalog.reading() as session:
+        newest = session.execute(stmt).first()
+    if newest is None:
+        return None
+    built = f"artifact {newest.id[:12]}, built {newest.created_at:%Y-%m-%d %H:%M} UTC"
+    if model_sha256 is not None:
+        why = f"--model-sha256 {model_sha256[:12]}, with the recipe of its newest build ({built})"
+    else:
+        why = f"the newest build of {newest.name!r} ({built})"
+    return ModelChoice(newest.model_sha256, newest.recipe_fingerprint, why)
+
+
+def _any_artifact(store: Store, name: str | None, model_sha256: str | None, *, intact: bool = False) -> bool:
     stmt = select(Artifact.id).limit(1)
+    if intact:
+        stmt = stmt.where(Artifact.integrity != CORRUPT_STATUS)
     if name is not None:
         stmt = stmt.where(Artifact.name == name)
     if model_sha256 is not None:
@@ -112,7 +142,7 @@ def _apply_runtime_check(store: Store, ranking: Ranking) -> Ranking:
             break
         rejected.append(Rejection(best.candidate, "runtime_validity", f"the runtime says {verdict.describe()}"))
         matches.pop(0)
-    return Ranking(ranking.target, matches, rejected)
+    return replace(ranking, matches=matches, rejected=rejected)
 
 
 @dataclass
@@ -129,6 +159,7 @@ class LookupResult:
     notes: list[str] = field(default_factory=list)
     metadata: dict[str, Any] = field(default_factory=dict)
     ranking: Ranking | None = field(default=None, repr=False)
+    warnings: list[str] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -141,6 +172,7 @@ class LookupResult:
             "target": self.target.as_json(),
             "notes": self.notes,
             "metadata": self.metadata,
+            "warnings": self.warnings,
         }
 
 
@@ -153,8 +185,14 @@ def rank_in_store(
     verified_only: bool = False,
     explain: bool = False,
     runtime_check: bool = True,
+    allow_weightless: bool = False,
+    any_model: bool = False,
 ) -> Ranking:
-    """Rank a store's artifacts for ``target``; raises when nothing matches the name/digest."""
+    """Rank a store's artifacts for ``target``; raises when nothing matches the name/digest.
+
+    Only the newest model of the name (see :func:`choose_model`) is considered unless
+    ``any_model``; weight-stripped plans only with ``allow_weightless``.
+    """
     if name is None and model_sha256 is None:
         raise BadInputError("lookup needs a name or --model-sha256")
     if model_sha256 is not None and not _SHA256.match(model_sha256):
@@ -164,7 +202,13 @@ def rank_in_store(
     if not rows and not _any_artifact(store, name, model_sha256):
         query = _describe_query(name, model_sha256)
         raise NotFoundError(f"no artifact {query} in the catalog", hint="see `trtforge list`")
-    ranking = rank(rows, target, verified_only=verified_only)
+    if not rows and not _any_artifact(store, name, model_sha256, intact=True):
+        raise NoCompatibleEngineError(
+            f"every artifact {_describe_query(name, model_sha256)} is marked corrupt (`fsck --repair`)",
+            hint="rebuild it with `trtforge build`; `trtforge gc` then removes the corrupt records",
+        )
+    model = None if any_model else choose_model(store, name=name, model_sha256=model_sha256)
+    ranking = rank(rows, target, verified_only=verified_only, allow_weightless=allow_weightless, model=model)
     if runtime_check and target.detected and ranking.matches:
         ranking = _apply_runtime_check(store, ranking)
     return ranking
@@ -177,37 +221,14 @@ def _describe_query(name: str | None, model_sha256: str | None) -> str:
     return " ".join(parts)
 
 
-def _link_or_copy(source: Path, target: Path) -> None:
-    """Hard link when on the same file system (instant, no extra space), else an atomic copy."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=target.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        tmp.unlink()
-        try:
-            os.link(source, tmp)
-            os.replace(tmp, target)
-        except OSError:
-            with atomic_write(target) as out, open(source, "rb") as src:
-                while chunk := src.read(1 << 22):
-                    out.write(chunk)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def materialize(store: Store, plan_sha256: str, destination: Path, *, default_name: str) -> Path:
-    """Put the plan at ``destination`` (hard link, else copy), then check the copy's hash."""
-    source = store.blobs.local_file(plan_sha256, verify=False)  # the copy is hashed below
+    """Put a private, hash-checked copy of the plan at ``destination`` (never a link to the blob)."""
+    source = store.blobs.local_file(plan_sha256, verify=False)  # the copy is hashed before it appears
     target = destination / f"{default_name}.plan" if destination.is_dir() else destination
     try:
-        _link_or_copy(source, target)
+        checked_copy(source, target, plan_sha256, temp_prefix=owner_prefix())
     except OSError as exc:
         raise BadInputError(f"cannot write the plan to {target}: {exc.strerror or exc}") from None
-    actual = sha256_file(target)
-    if actual != plan_sha256:
-        target.unlink(missing_ok=True)
-        raise IntegrityError(f"plan {plan_sha256[:12]} is corrupted in the store (its bytes hash to {actual[:12]})")
     return target
 
 
@@ -222,6 +243,8 @@ def find_engine(
     output: str | Path | None = None,
     verify_hash: bool = True,
     runtime_check: bool = True,
+    allow_weightless: bool = False,
+    any_model: bool = False,
 ) -> LookupResult:
     """The best engine for ``target`` (detected when None), as a hash-checked local path."""
     chosen = target if target is not None else resolve_target()
@@ -236,6 +259,8 @@ def find_engine(
             model_sha256=model_sha256,
             verified_only=verified_only,
             runtime_check=runtime_check,
+            allow_weightless=allow_weightless,
+            any_model=any_model,
         )
         return result_for(opened, ranking, output=output, verify_hash=verify_hash)
     finally:
@@ -250,10 +275,13 @@ def result_for(
     if best is None:
         rules = sorted({r.rule for r in ranking.rejected})
         where = ranking.target.describe()
+        hint = ranking.warnings[-1] if ranking.warnings else None  # e.g. another model has an engine
         if not rules:  # rows of other flavors were filtered out in SQL
-            raise NoCompatibleEngineError(f"no engine runs on {where}: none was built for {ranking.target.flavor}")
+            raise NoCompatibleEngineError(
+                f"no engine runs on {where}: none was built for {ranking.target.flavor}", hint=hint
+            )
         raise NoCompatibleEngineError(
-            f"no engine runs on {where}: {len(ranking.rejected)} rejected ({', '.join(rules)})"
+            f"no engine runs on {where}: {len(ranking.rejected)} rejected ({', '.join(rules)})", hint=hint
         )
     candidate = best.candidate
     if output is not None:
@@ -271,4 +299,5 @@ def result_for(
         notes=list(best.notes),
         metadata=best.as_json(),
         ranking=ranking,
+        warnings=list(ranking.warnings),
     )

@@ -18,11 +18,12 @@ from typing import Any, Literal
 from sqlalchemy import delete, select, update
 
 from trtforge.crashpoints import crashpoint
-from trtforge.store import CORRUPT_STATUS, Store
+from trtforge.store import Store
 from trtforge.store.blobs import STALE_TEMP_AGE_S
-from trtforge.store.catalog import Artifact, Blob, utcnow
+from trtforge.store.catalog import Artifact, Blob, Catalog, utcnow
+from trtforge.store.integrity import CORRUPT_STATUS
 
-VERIFIED_STATUS = "passed"
+VERIFIED_STATUS = "passed"  # the newest verification on some GPU model says so
 # A blob written or reused this recently may belong to a build about to record it (writers touch
 # a blob they reuse), so gc leaves its file for a later run even when no row refers to it.
 BLOB_GRACE_S = STALE_TEMP_AGE_S
@@ -74,13 +75,13 @@ class FsckReport:
 def scan_store(store: Store, *, temp_age_s: float | None = None) -> FsckReport:
     """Re-hash every blob and compare the blob store with the catalog. Changes nothing."""
     with store.catalog.reading() as session:
-        rows = session.execute(select(Artifact.id, Artifact.plan_sha256, Artifact.status)).all()
+        rows = session.execute(select(Artifact.id, Artifact.plan_sha256, Artifact.integrity)).all()
         blob_rows = set(session.scalars(select(Blob.sha256)))
     users: dict[str, list[str]] = defaultdict(list)
     for artifact_id, sha, _status in rows:
         users[sha].append(artifact_id)
     on_disk = set(store.blobs.iter_digests())
-    already = {artifact_id for artifact_id, _sha, status in rows if status == CORRUPT_STATUS}
+    already = {artifact_id for artifact_id, _sha, integrity in rows if integrity == CORRUPT_STATUS}
     findings = []
     known = 0
     for sha in sorted(on_disk):
@@ -124,7 +125,8 @@ def execute_repair(store: Store, repair: FsckRepair) -> dict[str, Any]:
     """Mark artifacts first (so no lookup hands out a bad plan), then move blobs aside."""
     if repair.mark_corrupt:
         with store.catalog.writing() as session:
-            session.execute(update(Artifact).where(Artifact.id.in_(repair.mark_corrupt)).values(status=CORRUPT_STATUS))
+            marked = Artifact.id.in_(repair.mark_corrupt)
+            session.execute(update(Artifact).where(marked).values(integrity=CORRUPT_STATUS))
     if repair.drop_blob_rows:
         with store.catalog.writing() as session:
             used = set(
@@ -206,10 +208,15 @@ class GcPolicy:
 
 
 def plan_gc(store: Store, policy: GcPolicy) -> GcPlan:
-    """Decide what gc would delete. Changes nothing."""
+    """Decide what gc would delete. Changes nothing.
+
+    Never planned for removal: a pinned artifact (not even with --force), and without --force
+    the newest intact artifact of a name verified on any GPU model when all such would go.
+    """
     with store.catalog.reading() as session:
         artifacts = list(session.scalars(select(Artifact).order_by(Artifact.created_at.desc(), Artifact.id)))
         blob_rows = {b.sha256: b for b in session.scalars(select(Blob))}
+    passed_on = _passed_on(store.catalog)
     by_name: dict[str, list[Artifact]] = defaultdict(list)
     for artifact in artifacts:
         by_name[artifact.name].append(artifact)
@@ -219,12 +226,21 @@ def plan_gc(store: Store, policy: GcPolicy) -> GcPlan:
     for name, group in by_name.items():  # newest first within each group
         chosen = [(a, _why_remove(a, index, policy)) for index, a in enumerate(group)]
         going = [(a, why) for a, why in chosen if why is not None]
-        verified = [a for a in group if a.status == VERIFIED_STATUS]
-        if verified and all(a in [g for g, _ in going] for a in verified) and not policy.force:
+        for artifact in [a for a, _ in going if a.pinned_at is not None]:
+            kept.append(_entry(artifact, "pinned"))
+            warnings.append(f"kept {artifact.id[:12]} of {name}: pinned (`trtforge unpin` lets gc remove it)")
+        going = [(a, why) for a, why in going if a.pinned_at is None]
+        verified = [a for a in group if passed_on.get(a.id) and not a.corrupt]
+        going_ids = {a.id for a, _ in going}
+        if verified and all(a.id in going_ids for a in verified) and not policy.force:
             keep = verified[0]
             going = [(a, why) for a, why in going if a is not keep]
-            kept.append(_entry(keep, "only verified artifact of its name"))
-            warnings.append(f"kept {keep.id[:12]}: the only verified artifact of {name} (use --force to remove it)")
+            gpus = ", ".join(passed_on[keep.id])
+            kept.append(_entry(keep, "only artifact of its name verified on any GPU model"))
+            warnings.append(
+                f"kept {keep.id[:12]}: the only artifact of {name} verified on any GPU model "
+                f"(passed on {gpus}); use --force to remove it"
+            )
         doomed += [_entry(a, why) for a, why in going]
     doomed_ids = {d.artifact_id for d in doomed}
     still_used = {a.plan_sha256 for a in artifacts if a.id not in doomed_ids}
@@ -247,8 +263,17 @@ def plan_gc(store: Store, policy: GcPolicy) -> GcPlan:
     return GcPlan(tuple(doomed), tuple(rows_to_drop), tuple(files), tuple(kept), tuple(warnings))
 
 
+def _passed_on(catalog: Catalog) -> dict[str, list[str]]:
+    """Artifact id -> the GPU models whose newest verification of it passed."""
+    statuses = catalog.statuses_of(select(Artifact.id))
+    return {
+        artifact_id: sorted(gpu for gpu, status in per_gpu.items() if status == VERIFIED_STATUS)
+        for artifact_id, per_gpu in statuses.items()
+    }
+
+
 def _why_remove(artifact: Artifact, newest_index: int, policy: GcPolicy) -> str | None:
-    if artifact.status == CORRUPT_STATUS:
+    if artifact.corrupt:
         return "marked corrupt by fsck"
     if not policy.selects_artifacts:
         return None
@@ -267,22 +292,20 @@ def _why_remove(artifact: Artifact, newest_index: int, policy: GcPolicy) -> str 
 
 def _entry(artifact: Artifact, reason: str) -> ArtifactEntry:
     return ArtifactEntry(
-        artifact.id, artifact.name, artifact.status, artifact.created_at.isoformat(), artifact.plan_sha256, reason
+        artifact.id, artifact.name, artifact.shown_status, artifact.created_at.isoformat(), artifact.plan_sha256, reason
     )
 
 
 def execute_gc(store: Store, plan: GcPlan, *, notify: Callable[[str], None] | None = None) -> dict[str, int]:
     """Delete in referrer-first order; blobs a concurrent build started using again are kept.
 
+    Artifacts go with their verification rows in one transaction; one pinned since planning stays.
     The blob files go under the store's gc fence: a build holds it (shared) from writing or
     reusing a blob until the row naming it commits, so between gc's re-read of the blob rows and
     its deletes no build can reuse a blob and record it unseen.
     """
-    removed_rows = 0
     with store.catalog.writing() as session:
-        if plan.artifacts:
-            ids = [a.artifact_id for a in plan.artifacts]
-            removed_rows = session.execute(delete(Artifact).where(Artifact.id.in_(ids))).rowcount or 0
+        removed_rows = Catalog.delete_artifacts(session, [a.artifact_id for a in plan.artifacts])
         candidates = [b.sha256 for b in plan.blob_rows]
         in_use = set(session.scalars(select(Artifact.plan_sha256).where(Artifact.plan_sha256.in_(candidates))))
         free_rows = [sha for sha in candidates if sha not in in_use]

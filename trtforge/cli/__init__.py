@@ -40,6 +40,8 @@ app.add_typer(denylist_cmd.app, name="denylist")
 app.add_typer(cache_cmd.app, name="cache")
 app.command("fsck")(maintenance_cmd.fsck)
 app.command("gc")(maintenance_cmd.gc)
+app.command("pin")(maintenance_cmd.pin)
+app.command("unpin")(maintenance_cmd.unpin)
 
 
 def main() -> None:

@@ -86,6 +86,8 @@ def _render_show(console: Console, record: dict) -> None:
         "artifact_id",
         "name",
         "status",
+        "integrity",
+        "pinned",
         "flavor",
         "trt_version",
         "gpu_name",

@@ -18,8 +18,17 @@ if TYPE_CHECKING:
 def lookup(
     name: Annotated[str | None, typer.Argument(help="Recipe name of the engine.", show_default=False)] = None,
     model_sha256: Annotated[
-        str | None, typer.Option("--model-sha256", help="Look up by ONNX model digest.", show_default=False)
+        str | None,
+        typer.Option("--model-sha256", help="Look up by ONNX model digest (also an older model).", show_default=False),
     ] = None,
+    any_model: Annotated[
+        bool,
+        typer.Option("--any-model", help="Rank engines of every model of the name, not only the newest model."),
+    ] = False,
+    allow_weightless: Annotated[
+        bool,
+        typer.Option("--allow-weightless", help="Also hand out weight-stripped plans (they need a refit to run)."),
+    ] = False,
     gpu: GpuOpt = None,
     cc: CcOpt = None,
     trt: TrtOpt = None,
@@ -28,9 +37,12 @@ def lookup(
         bool, typer.Option("--verified-only", help="Only engines verified on the target GPU model.")
     ] = False,
     output_path: Annotated[
-        Path | None, typer.Option("--output", "-o", help="Put the plan here (hard link or copy, hash-checked).")
+        Path | None,
+        typer.Option("--output", "-o", help="Put a private copy of the plan here (reflink or copy, hash-checked)."),
     ] = None,
-    explain: Annotated[bool, typer.Option("--explain", help="Say which rule rejected each other artifact.")] = False,
+    explain: Annotated[
+        bool, typer.Option("--explain", help="Say which model was chosen and which rule rejected each other artifact.")
+    ] = False,
     store: StoreOpt = None,
     catalog: CatalogOpt = None,
     json_output: JsonOpt = False,
@@ -48,14 +60,26 @@ def lookup(
         opened = require_existing_store(store, catalog=catalog, missing="the store is empty: nothing to look up")
         try:
             ranking = rank_in_store(
-                opened, target, name=name, model_sha256=model_sha256, verified_only=verified_only, explain=explain
+                opened,
+                target,
+                name=name,
+                model_sha256=model_sha256,
+                verified_only=verified_only,
+                explain=explain,
+                allow_weightless=allow_weightless,
+                any_model=any_model,
             )
             report: dict[str, Any] = {
                 "target": target.as_json(),
+                "model": ranking.model.as_json() if ranking.model is not None else None,
                 "matches": [m.as_json() for m in ranking.matches],
+                "warnings": list(ranking.warnings),
             }
             if explain:
                 report["rejected"] = [r.as_json() for r in ranking.rejected]
+            if not output.json_mode:
+                for warning in ranking.warnings:
+                    output.err.print(styled(("warning:", "yellow"), f" {warning}"))
             try:
                 result = result_for(opened, ranking, output=output_path)
             except NoCompatibleEngineError as exc:
@@ -85,6 +109,13 @@ def _render(console: Console, report: dict[str, Any]) -> None:
         console.print(best["path"])
         for note in best["notes"]:
             console.print(styled(("note:", "dim"), f" {note}"))
+    if "rejected" in report:
+        model = report["model"]
+        if model is None:
+            console.print("model: any (--any-model)")
+        else:
+            digests = f"model sha256 {model['model_sha256'][:12]}, recipe {model['recipe_fingerprint'][:12]}"
+            console.print(f"model: {digests}, chosen as {model['why']}")
     if report["matches"] and (len(report["matches"]) > 1 or "rejected" in report):
         table = Table(box=None, header_style="bold", title="compatible (best first)", title_justify="left")
         for column in ("id", "backend", "built for", "verified here", "exact version", "same gpu"):

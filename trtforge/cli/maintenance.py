@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from trtforge.cli._errors import run
-from trtforge.cli._options import CatalogOpt, JsonOpt, StoreOpt
+from trtforge.cli._options import ArtifactArg, CatalogOpt, JsonOpt, StoreOpt
 from trtforge.cli._output import Output, styled
 from trtforge.store import Store, require_existing_store
 
@@ -130,3 +130,36 @@ def _render_gc(console: Console, data: dict[str, Any]) -> None:
 def _to_stderr(message: str) -> None:
     """Waits (for builds recording blobs) are said on stderr, like a build's waits."""
     print(f"trtforge: {message}", file=sys.stderr, flush=True)
+
+
+def _set_pin(artifact: str, pinned: bool, store: str | None, catalog: str | None, json_output: bool) -> None:
+    output = Output(json_output)
+
+    def body() -> None:
+        opened = require_existing_store(
+            store, catalog=catalog, missing=f"no artifact with id {artifact} (the store is empty)"
+        )
+        try:
+            found, changed = opened.catalog.set_pinned(artifact, pinned)
+        finally:
+            opened.close()
+        data = {"artifact_id": found.id, "pinned": pinned, "changed": changed}
+        state = "pinned" if pinned else "unpinned"
+        news = "" if changed else f" (was already {state})"
+        output.result(data, lambda console: console.print(f"{state} {found.id[:12]} {found.name}{news}"))
+
+    run(output, body)
+
+
+def pin(
+    artifact: ArtifactArg, store: StoreOpt = None, catalog: CatalogOpt = None, json_output: JsonOpt = False
+) -> None:
+    """Pin an artifact: gc never removes it (for services that load its plan from the store)."""
+    _set_pin(artifact, True, store, catalog, json_output)
+
+
+def unpin(
+    artifact: ArtifactArg, store: StoreOpt = None, catalog: CatalogOpt = None, json_output: JsonOpt = False
+) -> None:
+    """Unpin an artifact: gc may remove it again under its policy."""
+    _set_pin(artifact, False, store, catalog, json_output)

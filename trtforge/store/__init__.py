@@ -44,7 +44,6 @@ REMOTE_BLOB_CACHE = "cache/blobs"  # local copies of S3 blobs (plans a loader ne
 WORK_DIR = "tmp"
 LOCKS_DIR = "locks"
 DIGESTS_FILE = Path("cache") / "digests.json"
-CORRUPT_STATUS = "corrupt"  # artifacts.status set by `fsck --repair`: never a cache hit, never handed out
 
 
 def locks_dir(root: Path) -> Path:

@@ -31,6 +31,7 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
     create_engine,
+    delete,
     event,
     inspect,
     select,
@@ -43,12 +44,19 @@ from sqlalchemy.sql import Select
 
 from trtforge.crashpoints import crashpoint
 from trtforge.errors import CatalogError, NotFoundError
+from trtforge.store.integrity import CORRUPT_STATUS, INTEGRITY_OK
 from trtforge.store.locks import advisory_fence, advisory_lock, application_name
 from trtforge.store.redact import redact, redact_url, remember
 
 # Every Alembic revision, oldest first. A database at a revision not listed here was written by
 # a newer trtforge; tests check this tuple against the migration scripts.
-SCHEMA_REVISIONS: tuple[str, ...] = ("0001_initial", "0002_build_surface", "0003_verify", "0005_verification_claims")
+SCHEMA_REVISIONS: tuple[str, ...] = (
+    "0001_initial",
+    "0002_build_surface",
+    "0003_verify",
+    "0004_integrity_pins",
+    "0005_verification_claims",
+)
 SCHEMA_HEAD = SCHEMA_REVISIONS[-1]
 MIN_ID_PREFIX = 6
 SQLITE_BUSY_TIMEOUT_MS = 60_000
@@ -124,9 +132,24 @@ class Artifact(Base):
     build_log: Mapped[list[Any]]
     details: Mapped[dict[str, Any]]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # The newest verification's result on any GPU model (unverified | passed | failed); per GPU
+    # model see Catalog.statuses. Never "corrupt": that is ``integrity``, a separate fact.
     status: Mapped[str] = mapped_column(String(16), default="unverified")
+    # ok | corrupt: set to corrupt only by `fsck --repair`; no verification changes it back.
+    integrity: Mapped[str] = mapped_column(String(16), default=INTEGRITY_OK, server_default=text("'ok'"))
+    # Set by `trtforge pin`: gc never removes a pinned artifact (a service may be using its blob).
+    pinned_at: Mapped[datetime | None] = mapped_column(default=None)
 
     __table_args__ = (Index("ix_artifacts_name_flavor_version", "name", "flavor", "trt_version"),)
+
+    @property
+    def corrupt(self) -> bool:
+        return self.integrity == CORRUPT_STATUS
+
+    @property
+    def shown_status(self) -> str:
+        """What `list`/`show` call its status: corrupt wins over any verification result."""
+        return CORRUPT_STATUS if self.corrupt else self.status
 
     def summary(self) -> dict[str, Any]:
         """The fields `list --json` promises."""
@@ -141,7 +164,9 @@ class Artifact(Base):
             "plan_sha256": self.plan_sha256,
             "plan_size": self.plan_size,
             "created_at": self.created_at.isoformat(),
-            "status": self.status,
+            "status": self.shown_status,
+            "integrity": self.integrity,
+            "pinned": self.pinned_at is not None,
         }
 
     def record(self) -> dict[str, Any]:
@@ -442,8 +467,14 @@ class Catalog:
     # -- queries --------------------------------------------------------------------------
 
     def find_by_build_key(self, key: str) -> Artifact | None:
+        """The newest intact artifact with ``key``: a corrupt one is never a cache hit."""
         with self.reading() as session:
-            stmt = select(Artifact).where(Artifact.build_key == key).order_by(Artifact.created_at.desc()).limit(1)
+            stmt = (
+                select(Artifact)
+                .where(Artifact.build_key == key, Artifact.integrity != CORRUPT_STATUS)
+                .order_by(Artifact.created_at.desc())
+                .limit(1)
+            )
             return session.scalars(stmt).first()
 
     def list_artifacts(self, name: str | None = None) -> list[Artifact]:
@@ -483,7 +514,10 @@ class Catalog:
     # -- verifications --------------------------------------------------------------------
 
     def add_verification(self, verification: Verification) -> None:
-        """Record a verification; the artifact's own status follows its latest verification."""
+        """Record a verification; the artifact's verification summary follows its latest one.
+
+        Integrity is a separate fact: a verification never makes a corrupt artifact usable.
+        """
         with self.writing() as session:
             artifact = session.get(Artifact, verification.artifact_id)
             if artifact is None:
@@ -501,6 +535,35 @@ class Catalog:
             .limit(1)
         )
         return session.scalars(stmt).first()
+
+    # -- pins and removal -----------------------------------------------------------------
+
+    def set_pinned(self, ref: str, pinned: bool) -> tuple[Artifact, bool]:
+        """Pin (gc never removes it) or unpin an artifact; returns it and whether that changed."""
+        artifact_id = self.get_artifact(ref).id
+        with self.writing() as session:
+            artifact = session.get(Artifact, artifact_id)
+            if artifact is None:  # removed by a concurrent gc since get_artifact
+                raise NotFoundError(f"no artifact with id {ref}", hint="see `trtforge list`")
+            changed = (artifact.pinned_at is not None) != pinned
+            if changed:
+                artifact.pinned_at = utcnow() if pinned else None
+            return artifact, changed
+
+    @staticmethod
+    def delete_artifacts(session: Session, ids: list[str]) -> int:
+        """Delete artifacts and what hangs off them (verifications) in the caller's transaction.
+
+        Pinned artifacts are skipped, so a pin taken after gc planned still holds.
+        """
+        if not ids:
+            return 0
+        unpinned = select(Artifact.id).where(Artifact.id.in_(ids), Artifact.pinned_at.is_(None))
+        going = list(session.scalars(unpinned))
+        if not going:
+            return 0
+        session.execute(delete(Verification).where(Verification.artifact_id.in_(going)))
+        return session.execute(delete(Artifact).where(Artifact.id.in_(going))).rowcount or 0
 
     def verifications(self, artifact_id: str) -> list[Verification]:
         """All verifications of an artifact, newest first."""

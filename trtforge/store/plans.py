@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from trtforge.errors import IntegrityError
 from trtforge.lookup_rules import Envelope
 from trtforge.recipe import refit_mode
-from trtforge.store import CORRUPT_STATUS, Store
+from trtforge.store import Store
 from trtforge.store.catalog import Artifact
+from trtforge.store.integrity import CORRUPT_STATUS
 
 __all__ = ["CORRUPT_STATUS"]  # re-exported: callers that load plans check it
 
@@ -41,7 +42,7 @@ def needs_host_code(artifact: Artifact) -> bool:
 
 def read_verified_plan(store: Store, artifact: Artifact) -> bytes:
     """The artifact's plan bytes, checked against the catalog."""
-    if artifact.status == CORRUPT_STATUS:
+    if artifact.corrupt:
         raise IntegrityError(
             f"artifact {artifact.id[:12]} is marked corrupt; its plan is not handed out",
             hint="rebuild it (`trtforge build`), then `trtforge gc` removes the corrupt record",

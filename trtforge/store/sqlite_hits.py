@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
-from trtforge.store import CORRUPT_STATUS
+from trtforge.store.integrity import CORRUPT_STATUS
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations" / "versions"
 
@@ -63,14 +63,17 @@ def probe_cached_plan(db_path: Path, build_key: str) -> Probe:
         revision = conn.execute("SELECT version_num FROM alembic_version").fetchone()
         if revision is None or revision[0] not in known_revisions():
             return UNANSWERED
+        # A quarantined (corrupt) plan is never a hit, whatever its verifications say. A catalog
+        # older than the integrity column fails here and is left to the full path, which upgrades it.
         row = conn.execute(
-            "SELECT id, plan_sha256, status FROM artifacts WHERE build_key = ? ORDER BY created_at DESC LIMIT 1",
-            (build_key,),
+            "SELECT id, plan_sha256 FROM artifacts WHERE build_key = ? AND integrity != ? "
+            "ORDER BY created_at DESC LIMIT 1",
+            (build_key, CORRUPT_STATUS),
         ).fetchone()
     except sqlite3.Error:
         return UNANSWERED
     finally:
         conn.close()
-    if row is None or row[2] == CORRUPT_STATUS:  # a quarantined plan is never a hit
+    if row is None:
         return Probe(answered=True)
     return Probe(answered=True, plan=CachedPlan(row[0], row[1]))

@@ -1,7 +1,7 @@
 """verifications: who vouches for each result (run here, imported signed, or only claimed)
 
 Revision ID: 0005_verification_claims
-Revises: 0003_verify
+Revises: 0004_integrity_pins
 Create Date: 2026-11-30
 
 Rows that exist before this revision were written by ``trtforge verify`` or by an import that
@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0005_verification_claims"
-down_revision = "0003_verify"
+down_revision = "0004_integrity_pins"
 branch_labels = None
 depends_on = None
 
