@@ -182,7 +182,7 @@ def test_signed_round_trip_is_the_readme_deployment_flow(cli, source: dict, keys
 
     older = source["rtx"][0]
     rtx = (*RTX_4090, "--trt", source["rtx_version"], "--store", target, "--json")
-    found = cli("lookup", "detector", *rtx, "--verified-only")
+    found = cli("lookup", "detector", *rtx, "--verified-only", "--any-model")  # v1 was verified, v2 not yet
     assert found.code == 0, found
     assert found.json()["best"]["artifact_id"] == older  # verified on this GPU model beats newer
     trt = ("--cc", "8.9", "--trt", "10.13.3", "--gpu", "NVIDIA A10G", "--store", target)
@@ -203,9 +203,10 @@ def test_unsigned_verifications_are_only_claims(cli, source: dict, keys: dict, t
         target = tmp_path / f"deploy-{bundle.stem}-{len(trust)}"
         imported = cli("import", bundle, *trust, "--store", target, "--json")
         assert imported.code == 0, imported
-        only = cli("lookup", "detector", *rtx, "--verified-only", "--store", target)
+        # --any-model: the claimed (older) engine is of the model before the newest one.
+        only = cli("lookup", "detector", *rtx, "--verified-only", "--any-model", "--store", target)
         assert only.code == 1, only  # a claim does not satisfy --verified-only
-        ranked = cli("lookup", "detector", *rtx, "--store", target).json()
+        ranked = cli("lookup", "detector", *rtx, "--any-model", "--store", target).json()
         assert ranked["best"]["artifact_id"] == newer  # nor does it raise the older engine above the newer
         assert [m["verified_here"] for m in ranked["matches"]] == [False, False]
         shown = cli("show", older, "--store", target, "--json").json()
@@ -693,14 +694,14 @@ def test_refit_key_is_recomputed_from_the_parent(tmp_path: Path) -> None:
 
 def test_pins_and_integrity_marks_stay_with_their_store(cli, source: dict, tmp_path: Path) -> None:
     """A pin protects a local service's file and integrity is the local copy's state: neither travels."""
-    pinned, other = source["rtx"][1], source["other"]
+    other, pinned = source["rtx"]
     assert cli("pin", pinned, "--store", source["store"]).code == 0
     bundle = tmp_path / "b.tar"
-    assert cli("export", *source["ids"], "-o", bundle, "--store", source["store"]).code == 0
+    assert cli("export", *source["rtx"], "-o", bundle, "--store", source["store"]).code == 0
     target = tmp_path / "deploy"
     assert cli("import", bundle, "--store", target).code == 0
     rows = {r["artifact_id"]: (r["pinned"], r["integrity"]) for r in cli("list", "--store", target, "--json").json()}
-    assert rows == {a: (False, "ok") for a in source["ids"]}
+    assert rows == {pinned: (False, "ok"), other: (False, "ok")}
 
     store = open_store(source["store"])
     try:
