@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from trtforge import digests
 from trtforge.errors import BadInputError, ModelError
 from trtforge.keys import canonical_json, sha256_file, sha256_text
 from trtforge.lookup_rules import HARDWARE_LEVELS, same_release
@@ -105,7 +106,7 @@ def adopt_plan(request: AdoptRequest, store: str | Path | None = None, *, catalo
     if request.compute_capability is not None:
         major, minor = parse_compute_capability(request.compute_capability)
         ccs = [f"{major}.{minor}"]
-    model_digest = sha256_file(request.model)
+    model_digest = digests.model_digest(request.model)  # composite with external data
     from trtforge.model import read_model
 
     model = read_model(request.model, model_digest)

@@ -15,8 +15,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from trtforge.digests import model_digest
 from trtforge.errors import ModelError, NotRefittableError
-from trtforge.keys import canonical_json, sha256_file, sha256_text
+from trtforge.keys import canonical_json, sha256_text
 from trtforge.model import read_model
 from trtforge.store import Store, require_existing_store
 from trtforge.store.catalog import Artifact, Blob
@@ -61,7 +62,7 @@ def check_weights(artifact: Artifact, weights: Path) -> str:
     """The new weights must be ONNX with the parent's inputs and outputs; returns their sha256."""
     if not weights.is_file():
         raise ModelError(f"weights file {weights} not found")
-    digest = sha256_file(weights)
+    digest = model_digest(weights)
     model = read_model(weights, digest)
     recorded = artifact.details.get("model", {})
     for side, tensors in (("inputs", model.inputs), ("outputs", model.outputs)):

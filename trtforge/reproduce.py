@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from trtforge.backend.loader import find_backend
+from trtforge.digests import model_digest
 from trtforge.errors import BackendUnavailableError, ModelError
-from trtforge.keys import sha256_file
 from trtforge.recipe import Recipe
 from trtforge.store import require_existing_store
 
@@ -55,7 +55,7 @@ def reproduce(ref: str, store: str | Path | None = None, *, catalog: str | None 
         model_path = Path(artifact.details.get("model", {}).get("path", ""))
         if not model_path.is_file():
             raise ModelError(f"model {model_path} of artifact {artifact.id[:12]} is gone; cannot reproduce")
-        if sha256_file(model_path) != artifact.model_sha256:
+        if model_digest(model_path) != artifact.model_sha256:
             raise ModelError(
                 f"model {model_path} changed since artifact {artifact.id[:12]} was built "
                 f"(recorded sha256 {artifact.model_sha256[:12]})"

@@ -27,8 +27,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
+from trtforge.digests import model_digest
 from trtforge.errors import BadInputError, ModelError, NotFoundError
-from trtforge.keys import canonical_json, sha256_file, sha256_text
+from trtforge.keys import canonical_json, sha256_text
 from trtforge.model import ModelInfo, TensorInfo, check_profiles, model_sha256, read_model
 from trtforge.recipe import InputShapes, LoadedRecipe, Recipe, VerifySpec, load_recipe, shape_point_fits
 from trtforge.store import Store
@@ -661,7 +662,7 @@ def subject_from_artifact(artifact: Artifact) -> Subject:
             f"artifact {artifact.id[:12]}: its model {model_path} is gone",
             hint="verify the recipe instead: trtforge verify RECIPE.yaml",
         )
-    if sha256_file(model_path) != artifact.model_sha256:
+    if model_digest(model_path) != artifact.model_sha256:
         raise ModelError(
             f"artifact {artifact.id[:12]}: {model_path} changed since the engine was built",
             hint="rebuild, or restore the model the engine was built from",
