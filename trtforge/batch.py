@@ -161,8 +161,12 @@ def plan_builds(
                     entry.status, entry.error, entry.exit_code = "failed", exc.message, exc.exit_code
                     entries.append(entry)
                     continue
-                hit = opened.catalog.find_by_build_key(entry.build_key) if opened is not None else None
-                if hit is not None and opened is not None and opened.blobs.exists(hit.plan_sha256):
+                hit = (
+                    opened.catalog.find_by_build_key(entry.build_key, intact=opened.blobs.exists)
+                    if opened is not None
+                    else None
+                )
+                if hit is not None:
                     entry.status, entry.artifact_id = "cached", hit.id
                 entries.append(entry)
     finally:

@@ -29,6 +29,7 @@ from sqlalchemy import (
     create_engine,
     event,
     inspect,
+    or_,
     select,
     text,
 )
@@ -39,6 +40,7 @@ from sqlalchemy.sql import Select
 
 from trtforge.crashpoints import crashpoint
 from trtforge.errors import CatalogError, NotFoundError
+from trtforge.store import CORRUPT_STATUS
 from trtforge.store.locks import advisory_lock, application_name
 
 # Every Alembic revision, oldest first. A database at a revision not listed here was written by
@@ -337,10 +339,19 @@ class Catalog:
 
     # -- queries --------------------------------------------------------------------------
 
-    def find_by_build_key(self, key: str) -> Artifact | None:
+    def find_by_build_key(self, key: str, *, intact: Callable[[str], bool] | None = None) -> Artifact | None:
+        """The newest artifact with ``key`` that is not quarantined and whose plan blob passes
+        ``intact`` (e.g. the blob store's ``exists``); several artifacts can share one key."""
         with self.reading() as session:
-            stmt = select(Artifact).where(Artifact.build_key == key).order_by(Artifact.created_at.desc()).limit(1)
-            return session.scalars(stmt).first()
+            stmt = (
+                select(Artifact)
+                .where(Artifact.build_key == key, or_(Artifact.status.is_(None), Artifact.status != CORRUPT_STATUS))
+                .order_by(Artifact.created_at.desc(), Artifact.id.desc())
+            )
+            for artifact in session.scalars(stmt):
+                if intact is None or intact(artifact.plan_sha256):
+                    return artifact
+            return None
 
     def list_artifacts(self, name: str | None = None) -> list[Artifact]:
         with self.reading() as session:
