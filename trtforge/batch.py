@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from trtforge.errors import TrtforgeError
-from trtforge.target import BuildTarget, RuntimeTarget, TargetError, explicit_target
+from trtforge.target import BuildTarget, RuntimeTarget, TargetError, explicit_target, this_platform
 
 PlanStatus = Literal["cached", "build", "failed"]
 _GLOB_CHARS = set("*?[")
@@ -48,29 +48,44 @@ def expand_recipes(arguments: list[str]) -> list[Path | UnmatchedPattern]:
 
 
 def parse_target_spec(spec: str) -> RuntimeTarget:
-    """``flavor=tensorrt,trt=10.13.3,cc=8.6,gpu=NVIDIA A10G`` -> a validated target."""
+    """``flavor=tensorrt,trt=10.13.3,cc=8.6,gpu=NVIDIA A10G[,os=linux,arch=x86_64]`` -> a validated target."""
     fields: dict[str, str] = {}
     for part in spec.split(","):
         key, sep, value = part.partition("=")
         key = key.strip()
-        if not sep or key not in ("flavor", "trt", "cc", "gpu") or key in fields:
+        if not sep or key not in ("flavor", "trt", "cc", "gpu", "os", "arch") or key in fields:
             raise TargetError(
-                f"target {spec[:80]!r} is not of the form flavor=F,trt=VERSION,cc=X.Y[,gpu=NAME]",
+                f"target {spec[:80]!r} is not of the form flavor=F,trt=VERSION,cc=X.Y[,gpu=NAME][,os=OS,arch=ARCH]",
                 hint="e.g. --target 'flavor=tensorrt,trt=10.13.3.9,cc=8.6,gpu=NVIDIA A10G'",
             )
         fields[key] = value.strip()
     return explicit_target(
-        gpu=fields.get("gpu"), cc=fields.get("cc"), trt=fields.get("trt"), flavor=fields.get("flavor")
+        gpu=fields.get("gpu"),
+        cc=fields.get("cc"),
+        trt=fields.get("trt"),
+        flavor=fields.get("flavor"),
+        os=fields.get("os"),
+        arch=fields.get("arch"),
     )
 
 
 def build_target_of(target: RuntimeTarget, compute_capabilities: Sequence[str] | None = None) -> BuildTarget:
     """The BuildTarget a build for ``target`` would record (same rule as ``build_target_for``):
     TensorRT-RTX builds ahead of time for the recipe's compute capabilities, independent of the GPU;
-    TensorRT builds on, and for, one GPU."""
+    TensorRT builds on, and for, one GPU. The platform is the target's, else this machine's; the
+    CUDA variant is the installed backend's when it is the same release, else unknown."""
+    from trtforge.backend.loader import installed_backend
+
+    this_os, this_arch = this_platform()
+    os_name, arch = target.os or this_os, target.arch or this_arch
+    installed = installed_backend(target.flavor)
+    cuda = installed.cuda if installed is not None and installed.version == target.trt_version else None
     if target.flavor == "tensorrt_rtx":
-        return BuildTarget(target.flavor, target.trt_version, compute_capabilities=tuple(compute_capabilities or ()))
-    return BuildTarget(target.flavor, target.trt_version, target.gpu_name, (target.compute_capability,))
+        ccs = tuple(compute_capabilities or ())
+        return BuildTarget(target.flavor, target.trt_version, None, ccs, os_name, arch, cuda)
+    return BuildTarget(
+        target.flavor, target.trt_version, target.gpu_name, (target.compute_capability,), os_name, arch, cuda
+    )
 
 
 @dataclass

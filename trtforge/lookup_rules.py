@@ -13,7 +13,10 @@ fields still answer correctly:
 - ``exclude_lean_runtime``: bool, default False
 
 The GPUs it was built for are the row's ``compute_capabilities`` (for TensorRT-RTX: the list
-given to the builder, empty meaning the builder's default set).
+given to the builder, empty meaning the builder's default set). The platform it was built on is
+``details["target"]["os"/"arch"]``; rows written before key schema 2 do not record it, and an
+unknown platform (on either side) passes the platform rule with a note, so older artifacts stay
+reachable (see rule_platform).
 """
 
 from __future__ import annotations
@@ -78,6 +81,8 @@ class Candidate:
     plan_size: int = 0
     envelope: Envelope = field(default_factory=Envelope)
     origin: str = "built"
+    os: str | None = None  # build platform; None for rows that predate recording it
+    arch: str | None = None
     # GPU model name -> "passed" | "failed" (verification results on that model).
     verified_on: Mapping[str, str] = field(default_factory=dict)
 
@@ -94,6 +99,8 @@ class Candidate:
             "model_sha256": self.model_sha256,
             "created_at": self.created_at.isoformat(),
             "origin": self.origin,
+            "os": self.os,
+            "arch": self.arch,
             "compatibility": {
                 "hardware": self.envelope.hardware,
                 "version_compatible": self.envelope.version_compatible,
@@ -268,6 +275,20 @@ def rule_hardware(c: Candidate, t: RuntimeTarget) -> str | None:
     return None
 
 
+def rule_platform(c: Candidate, t: RuntimeTarget) -> str | None:
+    # TensorRT Support Matrix, "Engine Portability": serialized engines are not portable across
+    # platforms (Linux, Windows) nor, being native code for one CPU, across CPU architectures. The
+    # TensorRT-RTX product page: its engines are portable across OS (and it ships for x86-64 only).
+    # Where either side's platform is unknown (rows from before key schema 2, a target given
+    # without --os/--arch) the rule passes and the match carries a note.
+    if c.flavor != "tensorrt":
+        return None
+    for label, built, running in (("OS", c.os, t.os), ("CPU architecture", c.arch, t.arch)):
+        if built is not None and running is not None and built != running:
+            return f"built on {label} {built}; the target runs {running}"
+    return None
+
+
 def rule_verification(c: Candidate, t: RuntimeTarget) -> str | None:
     # trtforge's own rule: an engine that failed verification on this GPU model is never offered.
     if t.gpu_name is not None and c.verified_on.get(t.gpu_name) == "failed":
@@ -282,6 +303,7 @@ RULES: tuple[tuple[str, Rule], ...] = (
     ("trt_version", rule_trt_version),
     ("lean_runtime", rule_lean_runtime),
     ("hardware", rule_hardware),
+    ("platform", rule_platform),
     ("verification", rule_verification),
 )
 
@@ -317,6 +339,9 @@ def _match(c: Candidate, t: RuntimeTarget) -> Match:
         notes.append("version-compatible plan: load with engine_host_code_allowed (it embeds host code)")
     if c.origin == "adopted":
         notes.append("adopted: built outside trtforge")
+    if c.flavor == "tensorrt" and None in (c.os, c.arch, t.os, t.arch):
+        built = f"{c.os}/{c.arch}" if c.os and c.arch else "not recorded"
+        notes.append(f"platform not checked (built on: {built}; target: {t.os or '?'}/{t.arch or '?'})")
     verified_here = t.gpu_name is not None and c.verified_on.get(t.gpu_name) == "passed"
     return Match(c, verified_here, exact_version, same_gpu, _envelope_width(c), tuple(notes))
 

@@ -14,11 +14,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from trtforge.backend.loader import find_backend
+from trtforge.backend.loader import BackendInfo, find_backend
 from trtforge.digests import model_digest
 from trtforge.errors import BackendUnavailableError, ModelError
 from trtforge.recipe import Recipe
 from trtforge.store import require_existing_store
+from trtforge.target import this_platform
 
 
 @dataclass
@@ -52,6 +53,7 @@ def reproduce(ref: str, store: str | Path | None = None, *, catalog: str | None 
                 f"installed is {backend.label}",
                 hint=f"install {artifact.flavor}=={artifact.trt_version} to reproduce it",
             )
+        _check_same_build_machine(artifact.id, artifact.details.get("target"), backend)
         model_path = Path(artifact.details.get("model", {}).get("path", ""))
         if not model_path.is_file():
             raise ModelError(f"model {model_path} of artifact {artifact.id[:12]} is gone; cannot reproduce")
@@ -83,3 +85,20 @@ def reproduce(ref: str, store: str | Path | None = None, *, catalog: str | None 
         )
     finally:
         opened.close()
+
+
+def _check_same_build_machine(artifact_id: str, recorded: Any, backend: BackendInfo) -> None:
+    """The keyed platform and CUDA variant must be this machine's, or the rebuild is another build.
+
+    Rows from before key schema 2 record neither; for them only the version is checked.
+    """
+    recorded = recorded if isinstance(recorded, dict) else {}
+    os_name, arch = this_platform()
+    here = {"os": os_name, "arch": arch, "cuda": backend.cuda}
+    for field, label in (("os", "OS"), ("arch", "CPU architecture"), ("cuda", "CUDA variant")):
+        built = recorded.get(field)
+        if built is not None and built != here[field]:
+            raise BackendUnavailableError(
+                f"artifact {artifact_id[:12]} was built with {label} {built}; this machine has {here[field]}",
+                hint="reproduce it where it was built: the build key names the platform and the CUDA variant",
+            )

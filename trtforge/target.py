@@ -7,7 +7,9 @@ compute capabilities. The target is part of the BuildKey.
 
 from __future__ import annotations
 
+import platform
 import re
+import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
@@ -23,12 +25,18 @@ class BuildTarget:
 
     ``compute_capabilities`` is empty when the backend's default set is used (TensorRT-RTX
     ahead-of-time builds); ``gpu_name`` is None when the build does not depend on a GPU.
+    ``os``/``arch`` are the build machine's platform (full TensorRT plans do not move across
+    either) and ``cuda`` the backend wheel's CUDA variant (cu12/cu13); all three are keyed, None
+    where unknown (targets planned for another machine).
     """
 
     flavor: str
     trt_version: str
     gpu_name: str | None = None
     compute_capabilities: tuple[str, ...] = field(default_factory=tuple)
+    os: str | None = None
+    arch: str | None = None
+    cuda: str | None = None
 
     def key_fields(self) -> dict[str, Any]:
         data = asdict(self)
@@ -38,7 +46,30 @@ class BuildTarget:
     def describe(self) -> str:
         ccs = ",".join(self.compute_capabilities) or "default"
         gpu = f" on {self.gpu_name}" if self.gpu_name else ""
-        return f"{self.flavor} {self.trt_version}{gpu} (cc {ccs})"
+        where = f", {self.os}/{self.arch}" if self.os and self.arch else ""
+        return f"{self.flavor} {self.trt_version}{gpu} (cc {ccs}{where})"
+
+
+# Platform names as recorded in targets and given to `lookup --os/--arch`.
+_OS_ALIASES = {"linux": "linux", "win32": "windows", "windows": "windows", "cygwin": "windows", "darwin": "macos"}
+_ARCH_ALIASES = {"x86_64": "x86_64", "amd64": "x86_64", "x64": "x86_64", "aarch64": "aarch64", "arm64": "aarch64"}
+
+
+def normalize_os(name: str) -> str:
+    """``win32``/``Windows`` -> ``windows``, ``Linux`` -> ``linux``; other names lowercased."""
+    lowered = name.strip().lower()
+    return _OS_ALIASES.get(lowered, lowered)
+
+
+def normalize_arch(name: str) -> str:
+    """``AMD64`` -> ``x86_64``, ``arm64`` -> ``aarch64``; other names lowercased."""
+    lowered = name.strip().lower()
+    return _ARCH_ALIASES.get(lowered, lowered)
+
+
+def this_platform() -> tuple[str, str]:
+    """(os, arch) of this machine, normalized: e.g. ("linux", "x86_64")."""
+    return normalize_os(sys.platform), normalize_arch(platform.machine())
 
 
 @dataclass(frozen=True)
@@ -77,8 +108,10 @@ def build_target_for(backend: BackendInfo, compute_capabilities: Sequence[str] |
     ``compute_capabilities`` (TensorRT-RTX, from the recipe) selects the ahead-of-time targets;
     None keeps the backend's default set.
     """
+    os_name, arch = this_platform()
     if backend.flavor == "tensorrt_rtx":
-        return BuildTarget(backend.flavor, backend.version, compute_capabilities=tuple(compute_capabilities or ()))
+        ccs = tuple(compute_capabilities or ())
+        return BuildTarget(backend.flavor, backend.version, None, ccs, os_name, arch, backend.cuda)
     gpus = detect_gpus()
     if not gpus:
         raise BackendUnavailableError(
@@ -86,12 +119,15 @@ def build_target_for(backend: BackendInfo, compute_capabilities: Sequence[str] |
             hint="build on a GPU machine, or use `backend: tensorrt_rtx` for CPU ahead-of-time builds",
         )
     gpu = gpus[0]
-    return BuildTarget(backend.flavor, backend.version, gpu.name, (gpu.compute_capability,))
+    return BuildTarget(
+        backend.flavor, backend.version, gpu.name, (gpu.compute_capability,), os_name, arch, backend.cuda
+    )
 
 
 # -- runtime targets: where an engine is meant to run (lookup, adopt, plan) ------------------
 
 _CC = re.compile(r"^(\d{1,2})\.(\d)$")
+_PLATFORM_NAME = re.compile(r"^[a-z0-9_]{1,32}$")
 _VERSION = re.compile(r"^\d{1,3}(\.\d{1,6}){1,3}$")
 TARGET_HINT = 'give the target explicitly: --gpu "NVIDIA A10G" --cc 8.6 --trt 10.13.3 [--flavor tensorrt]'
 
@@ -127,7 +163,8 @@ class RuntimeTarget:
     ``gpu_name`` may be None for an explicit target that only names a compute capability; then
     no GPU-model preference or per-model verification status applies. ``detected`` is True when
     the target describes this machine, which is the only case where the runtime's own validity
-    check can be asked.
+    check can be asked. ``os``/``arch`` (this machine's when detected) are None when not given:
+    lookup's platform rule then does not apply.
     """
 
     flavor: Flavor
@@ -136,6 +173,8 @@ class RuntimeTarget:
     gpu_name: str | None = None
     driver_version: str | None = None
     detected: bool = False
+    os: str | None = None
+    arch: str | None = None
 
     @property
     def version_tuple(self) -> tuple[int, ...]:
@@ -150,11 +189,21 @@ class RuntimeTarget:
 
     def describe(self) -> str:
         gpu = f"{self.gpu_name} " if self.gpu_name else ""
-        return f"{gpu}(cc {self.compute_capability}) with {self.flavor} {self.trt_version}"
+        where = f" on {self.os or '?'}/{self.arch or '?'}" if self.os or self.arch else ""
+        return f"{gpu}(cc {self.compute_capability}) with {self.flavor} {self.trt_version}{where}"
 
 
-def explicit_target(*, gpu: str | None, cc: str | None, trt: str | None, flavor: str | None = None) -> RuntimeTarget:
-    """A target from command-line values, validated; ``--cc`` and ``--trt`` are required."""
+def explicit_target(
+    *,
+    gpu: str | None,
+    cc: str | None,
+    trt: str | None,
+    flavor: str | None = None,
+    os: str | None = None,
+    arch: str | None = None,
+) -> RuntimeTarget:
+    """A target from command-line values, validated; ``--cc`` and ``--trt`` are required,
+    ``--os``/``--arch`` optional (unknown when left out)."""
     missing = [flag for flag, value in (("--cc", cc), ("--trt", trt)) if not value]
     if missing:
         raise TargetError(f"an explicit target needs {' and '.join(missing)}")
@@ -166,7 +215,19 @@ def explicit_target(*, gpu: str | None, cc: str | None, trt: str | None, flavor:
     name = gpu.strip() if gpu is not None else None
     if name is not None and not (0 < len(name) <= 128 and name.isprintable()):
         raise TargetError("GPU name must be 1-128 printable characters")
-    return RuntimeTarget(chosen, (trt or "").strip(), f"{major}.{minor}", name or None)  # type: ignore[arg-type]
+    platform_names = []
+    for label, value, normalize in (("OS", os, normalize_os), ("architecture", arch, normalize_arch)):
+        if value is not None and not _PLATFORM_NAME.match(normalize(value)):
+            raise TargetError(f"{label} {value[:40]!r} is not a platform name (e.g. linux, windows, x86_64, aarch64)")
+        platform_names.append(normalize(value) if value is not None else None)
+    return RuntimeTarget(
+        chosen,  # type: ignore[arg-type]
+        (trt or "").strip(),
+        f"{major}.{minor}",
+        name or None,
+        os=platform_names[0],
+        arch=platform_names[1],
+    )
 
 
 def detect_target(flavor: str | None = None) -> RuntimeTarget:
@@ -181,15 +242,32 @@ def detect_target(flavor: str | None = None) -> RuntimeTarget:
             hint="install one, or " + TARGET_HINT,
         )
     gpu, backend = gpus[0], backends[0]
-    return RuntimeTarget(backend.flavor, backend.version, gpu.compute_capability, gpu.name, gpu.driver_version, True)
+    os_name, arch = this_platform()
+    return RuntimeTarget(
+        backend.flavor, backend.version, gpu.compute_capability, gpu.name, gpu.driver_version, True, os_name, arch
+    )
 
 
 def resolve_target(
-    *, gpu: str | None = None, cc: str | None = None, trt: str | None = None, flavor: str | None = None
+    *,
+    gpu: str | None = None,
+    cc: str | None = None,
+    trt: str | None = None,
+    flavor: str | None = None,
+    os: str | None = None,
+    arch: str | None = None,
 ) -> RuntimeTarget:
-    """Explicit when any of gpu/cc/trt is given, else detected on this machine."""
+    """Explicit when any of gpu/cc/trt is given, else detected on this machine (whose platform
+    ``os``/``arch`` must then not contradict)."""
     if gpu is not None or cc is not None or trt is not None:
-        return explicit_target(gpu=gpu, cc=cc, trt=trt, flavor=flavor)
+        return explicit_target(gpu=gpu, cc=cc, trt=trt, flavor=flavor, os=os, arch=arch)
+    mine_os, mine_arch = this_platform()
+    for label, value, normalize, mine in (("os", os, normalize_os, mine_os), ("arch", arch, normalize_arch, mine_arch)):
+        if value is not None and normalize(value) != mine:
+            raise TargetError(
+                f"--{label} {value[:40]} is not this machine ({mine})",
+                hint="give the whole target for another machine: --gpu/--cc/--trt with --os/--arch",
+            )
     if flavor is not None and flavor not in FLAVORS:
         raise TargetError(f"flavor {flavor[:40]!r} is not one of {', '.join(FLAVORS)}")
     return detect_target(flavor)
