@@ -185,3 +185,18 @@ def test_builder_module_of_another_release_than_the_key_refuses_to_build(mlp_rec
     with pytest.raises(BuildError, match="package metadata"):
         build_plan(claimed, loaded.recipe, loaded.model_path)
     assert build_plan(real, loaded.recipe, loaded.model_path).plan_view.nbytes > 0
+
+
+def test_builder_environment_variables_are_keyed(cli, mlp_recipe: Callable[..., Path], store: Path) -> None:
+    """NVRTC_APPEND_FLAGS / TRT_INTERNAL_OPTIONS configure the builder's code generation: set, they
+    are part of the key and of the recorded target; reproduce refuses a different value."""
+    recipe = mlp_recipe()
+    [built] = cli("build", recipe, "--store", store, "--json").json()
+    shown = cli("show", built["artifact_id"], "--store", store, "--json").json()
+    assert shown["details"]["target"]["env"] == {}
+    [planned] = cli("plan", recipe, "--store", store, "--json", env={"NVRTC_APPEND_FLAGS": "-lineinfo"}).json()
+    assert planned["status"] == "build" and planned["build_key"] != built["build_key"]
+    assert planned["target"]["env"] == {"NVRTC_APPEND_FLAGS": "-lineinfo"}
+    refused = cli("build", "--reproduce", built["artifact_id"], "--store", store, "--json",
+                  env={"TRT_INTERNAL_OPTIONS": "x"})  # fmt: skip
+    assert refused.code == 2 and "build environment" in refused.stderr + refused.stdout, refused

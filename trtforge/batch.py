@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from trtforge.errors import TrtforgeError
-from trtforge.target import BuildTarget, RuntimeTarget, TargetError, explicit_target, this_platform
+from trtforge.target import BuildTarget, RuntimeTarget, TargetError, build_env, explicit_target, this_platform
 
 PlanStatus = Literal["cached", "build", "failed"]
 _GLOB_CHARS = set("*?[")
@@ -73,7 +73,8 @@ def build_target_of(target: RuntimeTarget, compute_capabilities: Sequence[str] |
     """The BuildTarget a build for ``target`` would record (same rule as ``build_target_for``):
     TensorRT-RTX builds ahead of time for the recipe's compute capabilities, independent of the GPU;
     TensorRT builds on, and for, one GPU. The platform is the target's, else this machine's; the
-    CUDA variant is the installed backend's when it is the same release, else unknown."""
+    CUDA variant is the installed backend's when it is the same release, else unknown; the build
+    environment (target.BUILD_ENV) is this process's."""
     from trtforge.backend.loader import installed_backend
 
     this_os, this_arch = this_platform()
@@ -82,10 +83,9 @@ def build_target_of(target: RuntimeTarget, compute_capabilities: Sequence[str] |
     cuda = installed.cuda if installed is not None and installed.version == target.trt_version else None
     if target.flavor == "tensorrt_rtx":
         ccs = tuple(compute_capabilities or ())
-        return BuildTarget(target.flavor, target.trt_version, None, ccs, os_name, arch, cuda)
-    return BuildTarget(
-        target.flavor, target.trt_version, target.gpu_name, (target.compute_capability,), os_name, arch, cuda
-    )
+        return BuildTarget(target.flavor, target.trt_version, None, ccs, os_name, arch, cuda, build_env())
+    ccs = (target.compute_capability,)
+    return BuildTarget(target.flavor, target.trt_version, target.gpu_name, ccs, os_name, arch, cuda, build_env())
 
 
 @dataclass

@@ -19,7 +19,7 @@ from trtforge.digests import model_digest
 from trtforge.errors import BackendUnavailableError, ModelError
 from trtforge.recipe import Recipe
 from trtforge.store import require_existing_store
-from trtforge.target import this_platform
+from trtforge.target import build_env, this_platform
 
 
 @dataclass
@@ -88,17 +88,19 @@ def reproduce(ref: str, store: str | Path | None = None, *, catalog: str | None 
 
 
 def _check_same_build_machine(artifact_id: str, recorded: Any, backend: BackendInfo) -> None:
-    """The keyed platform and CUDA variant must be this machine's, or the rebuild is another build.
+    """The keyed platform, CUDA variant and build environment must be this machine's, or the
+    rebuild is another build.
 
     Rows from before key schema 2 record neither; for them only the version is checked.
     """
     recorded = recorded if isinstance(recorded, dict) else {}
     os_name, arch = this_platform()
-    here = {"os": os_name, "arch": arch, "cuda": backend.cuda}
-    for field, label in (("os", "OS"), ("arch", "CPU architecture"), ("cuda", "CUDA variant")):
+    here: dict[str, Any] = {"os": os_name, "arch": arch, "cuda": backend.cuda, "env": dict(sorted(build_env()))}
+    fields = (("os", "OS"), ("arch", "CPU architecture"), ("cuda", "CUDA variant"), ("env", "build environment"))
+    for field, label in fields:
         built = recorded.get(field)
         if built is not None and built != here[field]:
             raise BackendUnavailableError(
                 f"artifact {artifact_id[:12]} was built with {label} {built}; this machine has {here[field]}",
-                hint="reproduce it where it was built: the build key names the platform and the CUDA variant",
+                hint="reproduce it where (and as) it was built: the build key names these",
             )

@@ -7,6 +7,7 @@ compute capabilities. The target is part of the BuildKey.
 
 from __future__ import annotations
 
+import os as _os
 import platform
 import re
 import sys
@@ -27,7 +28,8 @@ class BuildTarget:
     ahead-of-time builds); ``gpu_name`` is None when the build does not depend on a GPU.
     ``os``/``arch`` are the build machine's platform (full TensorRT plans do not move across
     either) and ``cuda`` the backend wheel's CUDA variant (cu12/cu13); all three are keyed, None
-    where unknown (targets planned for another machine).
+    where unknown (targets planned for another machine). ``env`` holds the BUILD_ENV variables
+    that are set, by name and value.
     """
 
     flavor: str
@@ -37,10 +39,12 @@ class BuildTarget:
     os: str | None = None
     arch: str | None = None
     cuda: str | None = None
+    env: tuple[tuple[str, str], ...] = ()
 
     def key_fields(self) -> dict[str, Any]:
         data = asdict(self)
         data["compute_capabilities"] = sorted(self.compute_capabilities)
+        data["env"] = dict(sorted(self.env))
         return data
 
     def describe(self) -> str:
@@ -65,6 +69,17 @@ def normalize_arch(name: str) -> str:
     """``AMD64`` -> ``x86_64``, ``arm64`` -> ``aarch64``; other names lowercased."""
     lowered = name.strip().lower()
     return _ARCH_ALIASES.get(lowered, lowered)
+
+
+# Environment variables the TensorRT / TensorRT-RTX builder libraries read that configure code
+# generation (named in libtensorrt_rtx's own strings): keyed by value when set. Variables that only
+# change loading or logging (CUDA_MODULE_LOADING, CUDA_CACHE_*) are not; see README, "What the key covers".
+BUILD_ENV = ("NVRTC_APPEND_FLAGS", "TRT_INTERNAL_OPTIONS")
+
+
+def build_env() -> tuple[tuple[str, str], ...]:
+    """The BUILD_ENV variables set in this process, by name and value."""
+    return tuple((name, _os.environ[name]) for name in BUILD_ENV if name in _os.environ)
 
 
 def this_platform() -> tuple[str, str]:
@@ -111,7 +126,7 @@ def build_target_for(backend: BackendInfo, compute_capabilities: Sequence[str] |
     os_name, arch = this_platform()
     if backend.flavor == "tensorrt_rtx":
         ccs = tuple(compute_capabilities or ())
-        return BuildTarget(backend.flavor, backend.version, None, ccs, os_name, arch, backend.cuda)
+        return BuildTarget(backend.flavor, backend.version, None, ccs, os_name, arch, backend.cuda, build_env())
     gpus = detect_gpus()
     if not gpus:
         raise BackendUnavailableError(
@@ -120,7 +135,7 @@ def build_target_for(backend: BackendInfo, compute_capabilities: Sequence[str] |
         )
     gpu = gpus[0]
     return BuildTarget(
-        backend.flavor, backend.version, gpu.name, (gpu.compute_capability,), os_name, arch, backend.cuda
+        backend.flavor, backend.version, gpu.name, (gpu.compute_capability,), os_name, arch, backend.cuda, build_env()
     )
 
 
