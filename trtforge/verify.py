@@ -702,7 +702,7 @@ def _artifact_for_recipe(loaded: LoadedRecipe, store: Store | None) -> Artifact:
 
     backend = find_backend(loaded.recipe.backend)
     key = build_key(loaded.recipe, model_sha256(loaded), build_target_for(backend))
-    hit = store.catalog.find_by_build_key(key) if store is not None else None
+    hit = store.catalog.find_by_build_key(key, intact=store.blobs.exists) if store is not None else None
     if hit is None:
         raise NotFoundError(
             f"{loaded.path.name}: no engine is built for this recipe here",
