@@ -71,9 +71,9 @@ def normalize_arch(name: str) -> str:
     return _ARCH_ALIASES.get(lowered, lowered)
 
 
-# Environment variables the TensorRT / TensorRT-RTX builder libraries read that configure code
-# generation (named in libtensorrt_rtx's own strings): keyed by value when set. Variables that only
-# change loading or logging (CUDA_MODULE_LOADING, CUDA_CACHE_*) are not; see README, "What the key covers".
+# Environment variables named in the TensorRT-RTX builder library (libtensorrt_rtx's strings) that
+# may steer code generation: keyed by value when set, conservatively. Variables that change loading
+# only (CUDA_MODULE_LOADING, CUDA_CACHE_*) are not; see README, "What is a cache hit".
 BUILD_ENV = ("NVRTC_APPEND_FLAGS", "TRT_INTERNAL_OPTIONS")
 
 
