@@ -200,3 +200,23 @@ def test_builder_environment_variables_are_keyed(cli, mlp_recipe: Callable[..., 
     refused = cli("build", "--reproduce", built["artifact_id"], "--store", store, "--json",
                   env={"TRT_INTERNAL_OPTIONS": "x"})  # fmt: skip
     assert refused.code == 2 and "build environment" in refused.stderr + refused.stdout, refused
+
+
+def test_adopted_tensorrt_plan_records_the_platform_given(cli, tmp_path: Path) -> None:
+    from tests import onnx_models
+
+    model = onnx_models.save(onnx_models.mlp(0), tmp_path / "m.onnx")
+    plan = tmp_path / "trtexec.engine"
+    plan.write_bytes(b"a plan serialized by trtexec on Windows (not readable here)")
+    store = ("--store", tmp_path / "store")
+    adopted = cli("adopt", plan, "--name", "detector", "--model", model, *A10G, "--os", "Windows", "--arch", "AMD64",
+                  *store, "--json")  # fmt: skip
+    assert adopted.code == 0, adopted
+    shown = cli("show", adopted.json()["artifact_id"], *store, "--json").json()
+    assert (shown["details"]["target"]["os"], shown["details"]["target"]["arch"]) == ("windows", "x86_64")
+    linux = cli("lookup", "detector", *A10G, "--os", "linux", "--arch", "x86_64", "--explain", *store, "--json")
+    assert linux.code == 1 and linux.json()["rejected"][0]["rule"] == "platform", linux
+    windows = cli("lookup", "detector", *A10G, "--os", "windows", *store, "--json")
+    assert windows.code == 0 and windows.json()["best"]["artifact_id"] == adopted.json()["artifact_id"]
+    bad = cli("adopt", plan, "--name", "detector", "--model", model, *A10G, "--arch", "x86 64", *store)
+    assert bad.code == 2 and "architecture" in bad.stderr, bad

@@ -22,7 +22,7 @@ from trtforge.plan_header import read_plan_header
 from trtforge.recipe import NAME_PATTERN
 from trtforge.store import Store, open_store
 from trtforge.store.catalog import Artifact, Blob
-from trtforge.target import TargetError, parse_compute_capability, parse_version
+from trtforge.target import TargetError, parse_compute_capability, parse_platform, parse_version
 
 if TYPE_CHECKING:
     from trtforge.model import ModelInfo
@@ -58,6 +58,8 @@ class AdoptRequest:
     hardware: str = "none"
     version_compatible: bool = False
     exclude_lean_runtime: bool = False
+    os: str | None = None  # the platform it was built on; unknown when not given
+    arch: str | None = None
 
 
 def _resolve_target(request: AdoptRequest) -> tuple[str, str, str]:
@@ -116,7 +118,15 @@ def adopt_plan(request: AdoptRequest, store: str | Path | None = None, *, catalo
         "version_compatible": request.version_compatible,
         "exclude_lean_runtime": request.exclude_lean_runtime,
     }
-    target = {"flavor": flavor, "trt_version": version, "gpu_name": request.gpu_name, "compute_capabilities": ccs}
+    target: dict[str, Any] = {
+        "flavor": flavor,
+        "trt_version": version,
+        "gpu_name": request.gpu_name,
+        "compute_capabilities": ccs,
+    }
+    os_name, arch = parse_platform(request.os, request.arch)
+    # Only when given, so re-adopting a plan adopted before platforms were recorded stays a no-op.
+    target.update({k: v for k, v in (("os", os_name), ("arch", arch)) if v is not None})
     key = sha256_text(
         canonical_json(
             {"adopted_plan": plan_digest, "model_sha256": model_digest, "target": target, "compat": compatibility}

@@ -208,6 +208,16 @@ class RuntimeTarget:
         return f"{gpu}(cc {self.compute_capability}) with {self.flavor} {self.trt_version}{where}"
 
 
+def parse_platform(os: str | None, arch: str | None) -> tuple[str | None, str | None]:
+    """Validated, normalized ``--os``/``--arch`` values (None stays None: unknown)."""
+    names: list[str | None] = []
+    for label, value, normalize in (("OS", os, normalize_os), ("architecture", arch, normalize_arch)):
+        if value is not None and not _PLATFORM_NAME.match(normalize(value)):
+            raise TargetError(f"{label} {value[:40]!r} is not a platform name (e.g. linux, windows, x86_64, aarch64)")
+        names.append(normalize(value) if value is not None else None)
+    return names[0], names[1]
+
+
 def explicit_target(
     *,
     gpu: str | None,
@@ -230,11 +240,7 @@ def explicit_target(
     name = gpu.strip() if gpu is not None else None
     if name is not None and not (0 < len(name) <= 128 and name.isprintable()):
         raise TargetError("GPU name must be 1-128 printable characters")
-    platform_names = []
-    for label, value, normalize in (("OS", os, normalize_os), ("architecture", arch, normalize_arch)):
-        if value is not None and not _PLATFORM_NAME.match(normalize(value)):
-            raise TargetError(f"{label} {value[:40]!r} is not a platform name (e.g. linux, windows, x86_64, aarch64)")
-        platform_names.append(normalize(value) if value is not None else None)
+    platform_names = parse_platform(os, arch)
     return RuntimeTarget(
         chosen,  # type: ignore[arg-type]
         (trt or "").strip(),
