@@ -175,6 +175,13 @@ def test_reproduce_refuses_another_platform_or_cuda_variant(cli, mlp_recipe: Cal
     refused = cli("build", "--reproduce", built["artifact_id"], "--store", store, "--json")
     assert refused.code == 2 and other_cuda in refused.stderr + refused.stdout, refused
 
+    changed["target"]["cuda"] = installed_rtx_cuda()
+    changed["target"]["gpu_name"] = "NVIDIA A10G"  # every recorded target field is compared
+    with sqlite3.connect(store / "catalog.sqlite") as conn:
+        conn.execute("UPDATE artifacts SET details = ? WHERE id = ?", (json.dumps(changed), built["artifact_id"]))
+    refused = cli("build", "--reproduce", built["artifact_id"], "--store", store, "--json")
+    assert refused.code == 2 and "GPU NVIDIA A10G" in refused.stderr + refused.stdout, refused
+
 
 def test_builder_module_of_another_release_than_the_key_refuses_to_build(mlp_recipe: Callable[..., Path]) -> None:
     from trtforge.backend.build import build_plan

@@ -19,7 +19,7 @@ from trtforge.digests import model_digest
 from trtforge.errors import BackendUnavailableError, ModelError
 from trtforge.recipe import Recipe
 from trtforge.store import require_existing_store
-from trtforge.target import build_env, this_platform
+from trtforge.target import build_target_for
 
 
 @dataclass
@@ -53,7 +53,7 @@ def reproduce(ref: str, store: str | Path | None = None, *, catalog: str | None 
                 f"installed is {backend.label}",
                 hint=f"install {artifact.flavor}=={artifact.trt_version} to reproduce it",
             )
-        _check_same_build_machine(artifact.id, artifact.details.get("target"), backend)
+        _check_same_build_machine(artifact.id, artifact.details.get("target"), backend, recipe)
         model_path = Path(artifact.details.get("model", {}).get("path", ""))
         if not model_path.is_file():
             raise ModelError(f"model {model_path} of artifact {artifact.id[:12]} is gone; cannot reproduce")
@@ -87,20 +87,28 @@ def reproduce(ref: str, store: str | Path | None = None, *, catalog: str | None 
         opened.close()
 
 
-def _check_same_build_machine(artifact_id: str, recorded: Any, backend: BackendInfo) -> None:
-    """The keyed platform, CUDA variant and build environment must be this machine's, or the
-    rebuild is another build.
+def _check_same_build_machine(artifact_id: str, recorded: Any, backend: BackendInfo, recipe: Recipe) -> None:
+    """Every recorded build-target field (flavor, version, GPU, compute capabilities, platform,
+    CUDA variant, build environment) must be this machine's, or the rebuild is another build.
 
-    Rows from before key schema 2 record neither; for them only the version is checked.
+    Rows from before key schema 2 record fewer fields; only the recorded ones are compared.
     """
     recorded = recorded if isinstance(recorded, dict) else {}
-    os_name, arch = this_platform()
-    here: dict[str, Any] = {"os": os_name, "arch": arch, "cuda": backend.cuda, "env": dict(sorted(build_env()))}
-    fields = (("os", "OS"), ("arch", "CPU architecture"), ("cuda", "CUDA variant"), ("env", "build environment"))
-    for field, label in fields:
-        built = recorded.get(field)
-        if built is not None and built != here[field]:
+    here = build_target_for(backend, recipe.compatibility.compute_capabilities).key_fields()
+    for field, built in recorded.items():
+        if field in here and built is not None and built != here[field]:
+            label = _LABELS.get(field, field)
             raise BackendUnavailableError(
                 f"artifact {artifact_id[:12]} was built with {label} {built}; this machine has {here[field]}",
-                hint="reproduce it where (and as) it was built: the build key names these",
+                hint="reproduce it where (and as) it was built: the build key names the build target",
             )
+
+
+_LABELS = {
+    "os": "OS",
+    "arch": "CPU architecture",
+    "cuda": "CUDA variant",
+    "env": "build environment",
+    "gpu_name": "GPU",
+    "compute_capabilities": "compute capabilities",
+}
