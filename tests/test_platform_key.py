@@ -227,3 +227,11 @@ def test_adopted_tensorrt_plan_records_the_platform_given(cli, tmp_path: Path) -
     assert windows.code == 0 and windows.json()["best"]["artifact_id"] == adopted.json()["artifact_id"]
     bad = cli("adopt", plan, "--name", "detector", "--model", model, *A10G, "--arch", "x86 64", *store)
     assert bad.code == 2 and "architecture" in bad.stderr, bad
+
+
+def test_doctor_names_platform_and_cuda_variant(cli, store: Path) -> None:
+    """What `plan --target` and the keys need to know about a runner, as doctor prints it."""
+    report = cli("doctor", "--store", store, "--json").json()
+    assert (report["platform"]["os"], report["platform"]["arch"]) == this_machine()
+    rtx = [b for b in report["backends"] if b["flavor"] == "tensorrt_rtx"]
+    assert [b["cuda"] for b in rtx] == [installed_rtx_cuda()]
