@@ -66,7 +66,13 @@ __all__ = [
 
 
 def runtime_target(
-    gpu: str | None = None, cc: str | None = None, trt: str | None = None, flavor: str | None = None
+    gpu: str | None = None,
+    cc: str | None = None,
+    trt: str | None = None,
+    flavor: str | None = None,
+    *,
+    os: str | None = None,
+    arch: str | None = None,
 ) -> RuntimeTarget:
     """An explicit target (``cc`` and ``trt`` required), or this machine's when all are None.
 
@@ -74,7 +80,7 @@ def runtime_target(
     """
     from trtforge.target import resolve_target
 
-    return resolve_target(gpu=gpu, cc=cc, trt=trt, flavor=flavor)
+    return resolve_target(gpu=gpu, cc=cc, trt=trt, flavor=flavor, os=os, arch=arch)
 
 
 def lookup(

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from trtforge import digests
 from trtforge.errors import BadInputError, ModelError, TargetError
 from trtforge.flavors import parse_version, same_release
 from trtforge.keys import adopted_key, sha256_file
@@ -22,7 +23,7 @@ from trtforge.plan_header import read_plan_header
 from trtforge.recipe import NAME_PATTERN
 from trtforge.store import Store, open_store
 from trtforge.store.catalog import Artifact, Blob
-from trtforge.target import parse_compute_capability
+from trtforge.target import parse_compute_capability, parse_platform
 
 if TYPE_CHECKING:
     from trtforge.model import ModelInfo
@@ -58,6 +59,8 @@ class AdoptRequest:
     hardware: str = "none"
     version_compatible: bool = False
     exclude_lean_runtime: bool = False
+    os: str | None = None  # the platform it was built on; unknown when not given
+    arch: str | None = None
 
 
 def _resolve_target(request: AdoptRequest) -> tuple[str, str, str]:
@@ -106,7 +109,7 @@ def adopt_plan(request: AdoptRequest, store: str | Path | None = None, *, catalo
     if request.compute_capability is not None:
         major, minor = parse_compute_capability(request.compute_capability)
         ccs = [f"{major}.{minor}"]
-    model_digest = sha256_file(request.model)
+    model_digest = digests.model_digest(request.model)  # composite with external data
     from trtforge.model import read_model
 
     model = read_model(request.model, model_digest)
@@ -116,7 +119,15 @@ def adopt_plan(request: AdoptRequest, store: str | Path | None = None, *, catalo
         "version_compatible": request.version_compatible,
         "exclude_lean_runtime": request.exclude_lean_runtime,
     }
-    target = {"flavor": flavor, "trt_version": version, "gpu_name": request.gpu_name, "compute_capabilities": ccs}
+    target: dict[str, Any] = {
+        "flavor": flavor,
+        "trt_version": version,
+        "gpu_name": request.gpu_name,
+        "compute_capabilities": ccs,
+    }
+    os_name, arch = parse_platform(request.os, request.arch)
+    # Only when given, so re-adopting a plan adopted before platforms were recorded stays a no-op.
+    target.update({k: v for k, v in (("os", os_name), ("arch", arch)) if v is not None})
     key = adopted_key(plan_digest, model_digest, target, compatibility)
     result = AdoptResult("", "adopted", request.name, flavor, version, ccs, plan_digest, source)
     opened = open_store(store, catalog=catalog)

@@ -45,19 +45,24 @@ def expand_recipes(arguments: list[str]) -> list[Path | UnmatchedPattern]:
 
 
 def parse_target_spec(spec: str) -> RuntimeTarget:
-    """``flavor=tensorrt,trt=10.13.3,cc=8.6,gpu=NVIDIA A10G`` -> a validated target."""
+    """``flavor=tensorrt,trt=10.13.3,cc=8.6,gpu=NVIDIA A10G[,os=linux,arch=x86_64]`` -> a validated target."""
     fields: dict[str, str] = {}
     for part in spec.split(","):
         key, sep, value = part.partition("=")
         key = key.strip()
-        if not sep or key not in ("flavor", "trt", "cc", "gpu") or key in fields:
+        if not sep or key not in ("flavor", "trt", "cc", "gpu", "os", "arch") or key in fields:
             raise TargetError(
-                f"target {spec[:80]!r} is not of the form flavor=F,trt=VERSION,cc=X.Y[,gpu=NAME]",
+                f"target {spec[:80]!r} is not of the form flavor=F,trt=VERSION,cc=X.Y[,gpu=NAME][,os=OS,arch=ARCH]",
                 hint="e.g. --target 'flavor=tensorrt,trt=10.13.3.9,cc=8.6,gpu=NVIDIA A10G'",
             )
         fields[key] = value.strip()
     return explicit_target(
-        gpu=fields.get("gpu"), cc=fields.get("cc"), trt=fields.get("trt"), flavor=fields.get("flavor")
+        gpu=fields.get("gpu"),
+        cc=fields.get("cc"),
+        trt=fields.get("trt"),
+        flavor=fields.get("flavor"),
+        os=fields.get("os"),
+        arch=fields.get("arch"),
     )
 
 

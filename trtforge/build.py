@@ -280,9 +280,10 @@ def _combine_with(backend: BackendInfo) -> Callable[[bytes | None, bytes], bytes
 
 
 def _use_hit(store: Store, key: str, result: BuildResult) -> bool:
-    """Fill ``result`` from a usable catalog hit (row present, blob present, not corrupt)."""
-    hit = store.catalog.find_by_build_key(key)
-    if hit is None or hit.corrupt or not store.blobs.exists(hit.plan_sha256):
+    """Fill ``result`` from a usable catalog hit: the newest artifact of the key that is not
+    quarantined and whose blob is present."""
+    hit = store.catalog.find_by_build_key(key, intact=store.blobs.exists)
+    if hit is None:
         return False
     result.status = "cached"
     result.artifact_id = hit.id

@@ -27,6 +27,7 @@ from trtforge.denylist import (
     read_deny_file,
     render_deny_file,
 )
+from trtforge.digests import model_digest
 from trtforge.errors import DeriveError, ModelError
 from trtforge.keys import sha256_file
 
@@ -389,7 +390,7 @@ def derive_from_store(
         raise DeriveError(
             f"artifact {artifact.id[:12]}'s model {model_path} is missing", hint="pass --model PATH to its ONNX file"
         )
-    if sha256_file(model_path) != artifact.model_sha256:
+    if model_digest(model_path) != artifact.model_sha256:
         raise DeriveError(
             f"{model_path} is not the model artifact {artifact.id[:12]} was built from (sha256 differs)",
             hint="pass --model PATH to the ONNX file the artifact was built from",

@@ -94,12 +94,27 @@ def same_release(built: str, running: str) -> bool:
     return (*a, 0, 0, 0)[:width] == (*b, 0, 0, 0)[:width]
 
 
+_CUDA_VARIANT = re.compile(r"-(cu\d+)(?:-|$)")
+
+
+def cuda_variant(distribution: str) -> str | None:
+    """``tensorrt-rtx-cu12`` -> ``cu12``; None for a distribution that does not name one."""
+    match = _CUDA_VARIANT.search(distribution)
+    return match.group(1) if match else None
+
+
 @dataclass(frozen=True)
 class BackendInfo:
-    """A TensorRT flavor and version: installed here, or named by a target."""
+    """A TensorRT flavor and version: installed here, or named by a target.
+
+    ``cuda`` is the variant of the wheel (``cu12``/``cu13``, from its distribution name): the same
+    version exists built against different CUDA majors, and plans follow their builder's CUDA
+    libraries, so it is part of the build target. None where no distribution names it.
+    """
 
     flavor: Flavor
     version: str
+    cuda: str | None = None
 
     @property
     def module_name(self) -> str:
@@ -112,6 +127,12 @@ class BackendInfo:
 
 def installed_version(flavor: Flavor) -> str | None:
     """Version of an installed flavor, or None; never imports the module."""
+    found = installed_backend(flavor)
+    return found.version if found is not None else None
+
+
+def installed_backend(flavor: Flavor) -> BackendInfo | None:
+    """The installed flavor (version and CUDA variant from package metadata), or None; never imports it."""
     if importlib.util.find_spec(flavor) is None:
         return None
     for dist in _DISTRIBUTIONS[flavor]:
@@ -122,20 +143,20 @@ def installed_version(flavor: Flavor) -> str | None:
         # The PyPI "tensorrt" download stub has metadata but no working module; treat a
         # version without a release number as absent.
         if version and version[0].isdigit():
-            return version
+            return BackendInfo(flavor, version, cuda_variant(dist))
     return None
 
 
 def installed_backends() -> list[BackendInfo]:
-    return [BackendInfo(f, v) for f in FLAVORS if (v := installed_version(f)) is not None]
+    return [b for f in FLAVORS if (b := installed_backend(f)) is not None]
 
 
 def find_backend(requested: str = "auto") -> BackendInfo:
     """The flavor a recipe builds with: ``auto`` prefers full TensorRT, else TensorRT-RTX."""
     wanted: tuple[Flavor, ...] = FLAVORS if requested == "auto" else (requested,)  # type: ignore[assignment]
     for flavor in wanted:
-        version = installed_version(flavor)
-        if version is not None:
-            return BackendInfo(flavor, version)
+        found = installed_backend(flavor)
+        if found is not None:
+            return found
     found = ", ".join(b.label for b in installed_backends()) or "none"
     raise BackendUnavailableError(f"backend {requested!r} is not installed (installed: {found})")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -16,7 +17,11 @@ if TYPE_CHECKING:  # annotations only: hashing files must stay import-light (sto
     from trtforge.target import BuildTarget
 
 # Bump when the meaning of a key changes, so old artifacts are not mistaken for new ones.
-KEY_SCHEMA = 1
+# 2: the model digest covers external data files; the target names OS, CPU architecture and
+#    the CUDA variant of the backend package (artifacts built before are cache misses).
+KEY_SCHEMA = 2
+# First line of the text a composite model digest hashes (README: "Model digest").
+MODEL_DIGEST_SCHEME = "trtforge-model-digest/1"
 _CHUNK = 1 << 20
 
 
@@ -38,6 +43,20 @@ def sha256_stream(handle: IO[bytes]) -> str:
 def sha256_file(path: Path) -> str:
     with open(path, "rb") as handle:
         return sha256_stream(handle)
+
+
+def composite_model_digest(onnx_sha256: str, external: Mapping[str, str]) -> str:
+    """The model digest: the .onnx file's sha256, or with external data a hash over all files.
+
+    With external data files ({location as written in the model: sha256 of that file}) it is the
+    sha256 of the UTF-8 text ``trtforge-model-digest/1\n<onnx sha256>\n`` followed by one line
+    ``<file sha256>  <location>\n`` per file, sorted by location: the names and bytes of every
+    file TensorRT reads, computable with ``sha256sum`` (see README, "Model digest").
+    """
+    if not external:
+        return onnx_sha256
+    lines = [MODEL_DIGEST_SCHEME, onnx_sha256, *(f"{external[loc]}  {loc}" for loc in sorted(external))]
+    return sha256_text("".join(line + "\n" for line in lines))
 
 
 def recipe_fingerprint(recipe: Recipe) -> str:

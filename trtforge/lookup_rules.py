@@ -16,6 +16,9 @@ The GPUs it was built for are the row's ``compute_capabilities``. For TensorRT-R
 list given to the builder, which trtforge always sets explicitly; rows recorded before it did
 (an empty list) are read as :data:`trtforge.flavors.RTX_DEFAULT_COMPUTE_CAPABILITIES`, and
 ``--explain`` says so.
+The platform it was built on is ``details["target"]["os"/"arch"]``; rows written before key
+schema 2 do not record it, and an unknown platform (on either side) passes the platform rule
+with a note, so older artifacts stay reachable (see rule_platform).
 """
 
 from __future__ import annotations
@@ -116,6 +119,8 @@ class Candidate:
     plan_size: int = 0
     envelope: Envelope = field(default_factory=Envelope)
     origin: str = "built"
+    os: str | None = None  # build platform; None for rows that predate recording it
+    arch: str | None = None
     # GPU model name -> "passed" | "failed" (verification results on that model).
     verified_on: Mapping[str, str] = field(default_factory=dict)
     recipe_fingerprint: str = ""
@@ -142,6 +147,8 @@ class Candidate:
             "created_at": self.created_at.isoformat(),
             "origin": self.origin,
             "weightless": self.weightless,
+            "os": self.os,
+            "arch": self.arch,
             "compatibility": {
                 "hardware": self.envelope.hardware,
                 "version_compatible": self.envelope.version_compatible,
@@ -330,6 +337,20 @@ def rule_hardware(c: Candidate, t: RuntimeTarget) -> str | None:
     return None
 
 
+def rule_platform(c: Candidate, t: RuntimeTarget) -> str | None:
+    # TensorRT Support Matrix, "Engine Portability": serialized engines are not portable across
+    # platforms (Linux, Windows) nor, being native code for one CPU, across CPU architectures. The
+    # TensorRT-RTX product page: its engines are portable across OS (and it ships for x86-64 only).
+    # Where either side's platform is unknown (rows from before key schema 2, a target given
+    # without --os/--arch) the rule passes and the match carries a note.
+    if c.flavor != "tensorrt":
+        return None
+    for label, built, running in (("OS", c.os, t.os), ("CPU architecture", c.arch, t.arch)):
+        if built is not None and running is not None and built != running:
+            return f"built on {label} {built}; the target runs {running}"
+    return None
+
+
 def rule_verification(c: Candidate, t: RuntimeTarget) -> str | None:
     # trtforge's own rule: an engine that failed verification on this GPU model is never offered.
     if t.gpu_name is not None and c.verified_on.get(t.gpu_name) == "failed":
@@ -344,6 +365,7 @@ RULES: tuple[tuple[str, Rule], ...] = (
     ("trt_version", rule_trt_version),
     ("lean_runtime", rule_lean_runtime),
     ("hardware", rule_hardware),
+    ("platform", rule_platform),
     ("verification", rule_verification),
 )
 
@@ -383,6 +405,9 @@ def _match(c: Candidate, t: RuntimeTarget) -> Match:
         notes.append(UNRECORDED_CCS_NOTE)
     if c.weightless:
         notes.append("weight-stripped plan: refit it with the model's weights before use")
+    if c.flavor == "tensorrt" and None in (c.os, c.arch, t.os, t.arch):
+        built = f"{c.os}/{c.arch}" if c.os and c.arch else "not recorded"
+        notes.append(f"platform not checked (built on: {built}; target: {t.os or '?'}/{t.arch or '?'})")
     verified_here = t.gpu_name is not None and c.verified_on.get(t.gpu_name) == "passed"
     return Match(c, verified_here, exact_version, same_gpu, _envelope_width(c), tuple(notes))
 

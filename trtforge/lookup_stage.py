@@ -47,6 +47,7 @@ def candidate_from_row(row: Any, verified: dict[str, str] | None = None) -> Cand
     """A ranking candidate; ``verified`` is the status per GPU model from the verifications table."""
     details = row.details or {}
     verified = verified or {}
+    built_on = details.get("target") if isinstance(details.get("target"), dict) else {}
     return Candidate(
         artifact_id=row.id,
         name=row.name,
@@ -60,10 +61,16 @@ def candidate_from_row(row: Any, verified: dict[str, str] | None = None) -> Cand
         created_at=row.created_at,
         envelope=Envelope.from_details(details),
         origin=str(details.get("origin", "built")),
+        os=_text_or_none(built_on.get("os")),
+        arch=_text_or_none(built_on.get("arch")),
         verified_on=dict(verified),
         recipe_fingerprint=row.recipe_fingerprint,
         weightless=details.get("weightless") is True or details.get("refit") == "strip_weights",
     )
+
+
+def _text_or_none(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
 
 
 def load_candidates(

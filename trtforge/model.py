@@ -47,19 +47,24 @@ class ModelInfo:
 
 
 def model_sha256(loaded: LoadedRecipe, digests: DigestCache | None = None) -> str:
-    """Hash the recipe's model (through ``digests`` when given), enforcing its existence and pin."""
+    """The recipe's model digest (through ``digests`` when given), enforcing its existence and pin.
+
+    The digest is the .onnx file's sha256, or with external data the composite digest over it
+    and its external files (keys.composite_model_digest); a missing external file is a ModelError.
+    """
     path = loaded.model_path
     if not path.is_file():
         raise ModelError(
             f"{loaded.path}: model file {loaded.recipe.model.onnx} not found (looked at {path})",
             hint="model.onnx is relative to the recipe file",
         )
-    digest = (digests or DigestCache(None)).sha256(path)
+    digest = (digests or DigestCache(None)).model_digest(path)
     pin = loaded.recipe.model.sha256
     if pin is not None and pin != digest:
         raise ModelError(
-            f"{loaded.path}: model {loaded.recipe.model.onnx} has sha256 {digest}, but the recipe pins {pin}",
-            hint="update model.sha256 if the new model is intended",
+            f"{loaded.path}: model {loaded.recipe.model.onnx} has digest {digest}, but the recipe pins {pin}",
+            hint="update model.sha256 if the new model is intended (with external data it is the composite "
+            "digest: see README, Model digest)",
         )
     return digest
 

@@ -28,6 +28,20 @@ TENSOR_TYPE_SHAPE = 2
 SHAPE_DIM = 1
 DIM_VALUE = 1
 DIM_PARAM = 2
+# where tensors (and so external data references) can live
+MODEL_FUNCTIONS = 25
+GRAPH_NODE = 1
+GRAPH_SPARSE_INITIALIZER = 15
+NODE_ATTRIBUTE = 5
+FUNCTION_NODE = 7
+FUNCTION_ATTRIBUTE_PROTO = 11
+ATTR_T, ATTR_G, ATTR_TENSORS, ATTR_GRAPHS, ATTR_SPARSE_TENSOR, ATTR_SPARSE_TENSORS = 5, 6, 10, 11, 22, 23
+SPARSE_VALUES, SPARSE_INDICES = 1, 2
+TENSOR_EXTERNAL_DATA = 13
+TENSOR_DATA_LOCATION = 14
+DATA_LOCATION_EXTERNAL = 1
+ENTRY_KEY, ENTRY_VALUE = 1, 2
+MAX_NESTING = 64  # subgraphs inside subgraphs; a deeper model is refused rather than recursed into
 
 VARINT, FIXED64, LENGTH, FIXED32 = 0, 1, 2, 5
 
@@ -184,6 +198,106 @@ def _graph_io(buf: memoryview) -> GraphIO:
             initializers.add(_initializer_name(buf, *_span(value)))
     kept = tuple(v for v in inputs if v.name not in initializers)
     return GraphIO(kept, tuple(outputs), has_graph=True)
+
+
+def _tensor_location(buf: memoryview, start: int, end: int) -> str | None:
+    """The external-data ``location`` of a TensorProto whose data_location is EXTERNAL, else None."""
+    external = False
+    location: str | None = None
+    for field, wire, value in _fields(buf, start, end):  # raw_data and *_data are stepped over
+        if field == TENSOR_DATA_LOCATION and wire == VARINT:
+            external = value == DATA_LOCATION_EXTERNAL
+        elif field == TENSOR_EXTERNAL_DATA and wire == LENGTH:
+            key = text = None
+            for entry_field, entry_wire, entry_value in _fields(buf, *_span(value)):
+                if entry_field == ENTRY_KEY and entry_wire == LENGTH:
+                    key = _text(buf, entry_value)
+                elif entry_field == ENTRY_VALUE and entry_wire == LENGTH:
+                    text = _text(buf, entry_value)
+            if key == "location":
+                location = text
+    if not external:
+        return None
+    if not location:
+        raise ProtoError(f"tensor {_initializer_name(buf, start, end)!r} has external data without a location")
+    return location
+
+
+def _sparse_locations(buf: memoryview, start: int, end: int, found: set[str]) -> None:
+    for field, wire, value in _fields(buf, start, end):
+        if field in (SPARSE_VALUES, SPARSE_INDICES) and wire == LENGTH:
+            if (location := _tensor_location(buf, *_span(value))) is not None:
+                found.add(location)
+
+
+def _attribute_locations(buf: memoryview, start: int, end: int, found: set[str], depth: int) -> None:
+    for field, wire, value in _fields(buf, start, end):
+        if wire != LENGTH:
+            continue
+        if field in (ATTR_T, ATTR_TENSORS):
+            if (location := _tensor_location(buf, *_span(value))) is not None:
+                found.add(location)
+        elif field in (ATTR_SPARSE_TENSOR, ATTR_SPARSE_TENSORS):
+            _sparse_locations(buf, *_span(value), found)
+        elif field in (ATTR_G, ATTR_GRAPHS):
+            _graph_locations(buf, *_span(value), found, depth + 1)
+
+
+def _nodes_locations(
+    buf: memoryview, start: int, end: int, found: set[str], depth: int, node_field: int, attribute_field: int
+) -> None:
+    """Tensors in the attributes of a graph's (or a function's) nodes."""
+    if depth > MAX_NESTING:
+        raise ProtoError(f"subgraphs nested deeper than {MAX_NESTING} levels")
+    for field, wire, value in _fields(buf, start, end):
+        if field == node_field and wire == LENGTH:
+            for node_field_no, node_wire, node_value in _fields(buf, *_span(value)):
+                if node_field_no == NODE_ATTRIBUTE and node_wire == LENGTH:
+                    _attribute_locations(buf, *_span(node_value), found, depth)
+        elif field == attribute_field and wire == LENGTH:  # FunctionProto.attribute_proto defaults
+            _attribute_locations(buf, *_span(value), found, depth)
+
+
+def _graph_locations(buf: memoryview, start: int, end: int, found: set[str], depth: int) -> None:
+    _nodes_locations(buf, start, end, found, depth, GRAPH_NODE, -1)
+    for field, wire, value in _fields(buf, start, end):
+        if field == GRAPH_INITIALIZER and wire == LENGTH:
+            if (location := _tensor_location(buf, *_span(value))) is not None:
+                found.add(location)
+        elif field == GRAPH_SPARSE_INITIALIZER and wire == LENGTH:
+            _sparse_locations(buf, *_span(value), found)
+
+
+def _external_locations(buf: memoryview) -> tuple[str, ...]:
+    found: set[str] = set()
+    graph: tuple[int, int] | None = None
+    for field, wire, value in _fields(buf, 0, len(buf)):
+        if field == MODEL_GRAPH and wire == LENGTH:
+            graph = _span(value)  # the last occurrence wins, as in protobuf's own parser
+        elif field == MODEL_FUNCTIONS and wire == LENGTH:
+            _nodes_locations(buf, *_span(value), found, 0, FUNCTION_NODE, FUNCTION_ATTRIBUTE_PROTO)
+    if graph is not None:
+        _graph_locations(buf, *graph, found, 0)
+    return tuple(sorted(found))
+
+
+def external_data_locations(path: Path) -> tuple[str, ...]:
+    """Every external-data ``location`` the ONNX file at ``path`` refers to, sorted, each once.
+
+    Covers what ``onnx.load`` and the TensorRT ONNX parser read from outside the file: tensors
+    with ``data_location: EXTERNAL`` among graph initializers, sparse initializers and node
+    attributes (subgraphs included) and in model-local functions. Locations are as written in
+    the model (relative to its directory). Raises ProtoError / OSError like read_graph_io.
+    """
+    with open(path, "rb") as handle:
+        if handle.seek(0, 2) == 0:
+            raise ProtoError("empty file")
+        with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+            view = memoryview(mapped)
+            try:
+                return _external_locations(view)
+            finally:
+                view.release()
 
 
 def read_graph_io(path: Path) -> GraphIO:

@@ -14,8 +14,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from trtforge.digests import model_digest
 from trtforge.errors import ModelError, NotRefittableError
-from trtforge.keys import refit_key, sha256_file
+from trtforge.keys import refit_key
 from trtforge.model import read_model
 from trtforge.recipe import refit_mode
 from trtforge.store import Store, require_existing_store
@@ -53,7 +54,7 @@ def check_weights(artifact: Artifact, weights: Path) -> str:
     """The new weights must be ONNX with the parent's inputs and outputs; returns their sha256."""
     if not weights.is_file():
         raise ModelError(f"weights file {weights} not found")
-    digest = sha256_file(weights)
+    digest = model_digest(weights)
     model = read_model(weights, digest)
     recorded = artifact.details.get("model", {})
     for side, tensors in (("inputs", model.inputs), ("outputs", model.outputs)):

@@ -14,14 +14,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from trtforge.digests import model_digest
 from trtforge.errors import BackendUnavailableError, ModelError, NotFoundError
-from trtforge.flavors import find_backend
-from trtforge.keys import build_key, sha256_file
+from trtforge.flavors import BackendInfo, find_backend
+from trtforge.keys import build_key
 from trtforge.recipe import Recipe
 from trtforge.resolve import artifact_for, looks_like_recipe, resolve
 from trtforge.store.catalog import Artifact
 from trtforge.store.handle import StoreHandle
-from trtforge.target import BuildTarget
+from trtforge.target import BuildTarget, build_target_for
 
 
 @dataclass
@@ -65,10 +66,11 @@ def reproduce(ref: str, store: str | Path | None = None, *, catalog: str | None 
                 f"installed is {backend.label}",
                 hint=f"install {artifact.flavor}=={artifact.trt_version} to reproduce it",
             )
+        _check_same_build_machine(artifact.id, artifact.details.get("target"), backend, recipe)
         model_path = Path(artifact.details.get("model", {}).get("path", ""))
         if not model_path.is_file():
             raise ModelError(f"model {model_path} of artifact {artifact.id[:12]} is gone; cannot reproduce")
-        if sha256_file(model_path) != artifact.model_sha256:
+        if model_digest(model_path) != artifact.model_sha256:
             raise ModelError(
                 f"model {model_path} changed since artifact {artifact.id[:12]} was built "
                 f"(recorded sha256 {artifact.model_sha256[:12]})"
@@ -110,12 +112,34 @@ def recorded_key(artifact: Artifact) -> str | None:
     if not isinstance(target, dict):
         return None
     try:
-        build_target = BuildTarget(
-            target["flavor"],
-            target["trt_version"],
-            target.get("gpu_name"),
-            tuple(target.get("compute_capabilities") or ()),
-        )
+        build_target = BuildTarget.from_key_fields(target)
         return build_key(Recipe.model_validate(artifact.recipe), artifact.model_sha256, build_target)
     except (KeyError, TypeError, ValueError):
         return None
+
+
+def _check_same_build_machine(artifact_id: str, recorded: Any, backend: BackendInfo, recipe: Recipe) -> None:
+    """Every recorded build-target field (flavor, version, GPU, compute capabilities, platform,
+    CUDA variant, build environment) must be this machine's, or the rebuild is another build.
+
+    Rows from before key schema 2 record fewer fields; only the recorded ones are compared.
+    """
+    recorded = recorded if isinstance(recorded, dict) else {}
+    here = build_target_for(backend, recipe.compatibility.compute_capabilities).key_fields()
+    for field, built in recorded.items():
+        if field in here and built is not None and built != here[field]:
+            label = _LABELS.get(field, field)
+            raise BackendUnavailableError(
+                f"artifact {artifact_id[:12]} was built with {label} {built}; this machine has {here[field]}",
+                hint="reproduce it where (and as) it was built: the build key names the build target",
+            )
+
+
+_LABELS = {
+    "os": "OS",
+    "arch": "CPU architecture",
+    "cuda": "CUDA variant",
+    "env": "build environment",
+    "gpu_name": "GPU",
+    "compute_capabilities": "compute capabilities",
+}

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from trtforge.capabilities import check_recipe
 from trtforge.digests import DigestCache
 from trtforge.errors import BadInputError, NotFoundError
-from trtforge.flavors import RTX_DEFAULT_COMPUTE_CAPABILITIES, BackendInfo, find_backend
+from trtforge.flavors import RTX_DEFAULT_COMPUTE_CAPABILITIES, BackendInfo, find_backend, installed_backend
 from trtforge.keys import build_key
 from trtforge.model import model_sha256
 from trtforge.recipe import LoadedRecipe, Recipe, load_recipe, with_deny_file
@@ -77,7 +77,10 @@ def _backend_for(recipe: Recipe, target: RuntimeTarget | None) -> BackendInfo:
         return find_backend(recipe.backend)
     if recipe.backend not in ("auto", target.flavor):
         raise BadInputError(f"recipe backend {recipe.backend} does not build for a {target.flavor} target")
-    return BackendInfo(target.flavor, target.trt_version)
+    # The CUDA variant is the installed backend's when it is the same release, else unknown.
+    installed = installed_backend(target.flavor)
+    cuda = installed.cuda if installed is not None and installed.version == target.trt_version else None
+    return BackendInfo(target.flavor, target.trt_version, cuda)
 
 
 def _with_explicit_capabilities(loaded: LoadedRecipe, backend: BackendInfo) -> LoadedRecipe:
@@ -94,7 +97,7 @@ def looks_like_recipe(ref: str) -> bool:
 
 def artifact_for(resolution: Resolution, store: Store | None) -> Artifact:
     """The artifact `build` stored for this resolved recipe (its build key), or NotFoundError."""
-    hit = store.catalog.find_by_build_key(resolution.build_key) if store is not None else None
+    hit = None if store is None else store.catalog.find_by_build_key(resolution.build_key, intact=store.blobs.exists)
     if hit is None:
         raise NotFoundError(
             f"{resolution.loaded.path.name}: no engine is built for this recipe here "

@@ -7,7 +7,10 @@ compute capabilities. The target is part of the BuildKey.
 
 from __future__ import annotations
 
+import os as _os
+import platform
 import re
+import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
@@ -24,22 +27,79 @@ class BuildTarget:
     ``compute_capabilities``: the GPU's for TensorRT, the ahead-of-time list for TensorRT-RTX
     (empty only in rows recorded before trtforge set it explicitly); ``gpu_name`` is None when
     the build does not depend on a GPU.
+    ``os``/``arch`` are the build machine's platform (full TensorRT plans do not move across
+    either) and ``cuda`` the backend wheel's CUDA variant (cu12/cu13); all three are keyed, None
+    where unknown (targets planned for another machine). ``env`` holds the BUILD_ENV variables
+    that are set, by name and value.
     """
 
     flavor: str
     trt_version: str
     gpu_name: str | None = None
     compute_capabilities: tuple[str, ...] = field(default_factory=tuple)
+    os: str | None = None
+    arch: str | None = None
+    cuda: str | None = None
+    env: tuple[tuple[str, str], ...] = ()
+
+    @classmethod
+    def from_key_fields(cls, data: dict[str, Any]) -> BuildTarget:
+        """The target a record's ``details.target`` (``key_fields()``) names; KeyError/TypeError if malformed."""
+        return cls(
+            data["flavor"],
+            data["trt_version"],
+            data.get("gpu_name"),
+            tuple(data.get("compute_capabilities") or ()),
+            data.get("os"),
+            data.get("arch"),
+            data.get("cuda"),
+            tuple(sorted((data.get("env") or {}).items())),
+        )
 
     def key_fields(self) -> dict[str, Any]:
         data = asdict(self)
         data["compute_capabilities"] = sorted(self.compute_capabilities)
+        data["env"] = dict(sorted(self.env))
         return data
 
     def describe(self) -> str:
         ccs = ",".join(self.compute_capabilities) or "default"
         gpu = f" on {self.gpu_name}" if self.gpu_name else ""
-        return f"{self.flavor} {self.trt_version}{gpu} (cc {ccs})"
+        where = f", {self.os}/{self.arch}" if self.os and self.arch else ""
+        return f"{self.flavor} {self.trt_version}{gpu} (cc {ccs}{where})"
+
+
+# Platform names as recorded in targets and given to `lookup --os/--arch`.
+_OS_ALIASES = {"linux": "linux", "win32": "windows", "windows": "windows", "cygwin": "windows", "darwin": "macos"}
+_ARCH_ALIASES = {"x86_64": "x86_64", "amd64": "x86_64", "x64": "x86_64", "aarch64": "aarch64", "arm64": "aarch64"}
+
+
+def normalize_os(name: str) -> str:
+    """``win32``/``Windows`` -> ``windows``, ``Linux`` -> ``linux``; other names lowercased."""
+    lowered = name.strip().lower()
+    return _OS_ALIASES.get(lowered, lowered)
+
+
+def normalize_arch(name: str) -> str:
+    """``AMD64`` -> ``x86_64``, ``arm64`` -> ``aarch64``; other names lowercased."""
+    lowered = name.strip().lower()
+    return _ARCH_ALIASES.get(lowered, lowered)
+
+
+# Environment variables named in the TensorRT-RTX builder library (libtensorrt_rtx's strings) that
+# may steer code generation: keyed by value when set, conservatively. Variables that change loading
+# only (CUDA_MODULE_LOADING, CUDA_CACHE_*) are not; see README, "What is a cache hit".
+BUILD_ENV = ("NVRTC_APPEND_FLAGS", "TRT_INTERNAL_OPTIONS")
+
+
+def build_env() -> tuple[tuple[str, str], ...]:
+    """The BUILD_ENV variables set in this process, by name and value."""
+    return tuple((name, _os.environ[name]) for name in BUILD_ENV if name in _os.environ)
+
+
+def this_platform() -> tuple[str, str]:
+    """(os, arch) of this machine, normalized: e.g. ("linux", "x86_64")."""
+    return normalize_os(sys.platform), normalize_arch(platform.machine())
 
 
 @dataclass(frozen=True)
@@ -81,10 +141,17 @@ def build_target_for(
     list :mod:`trtforge.resolve` always gives). TensorRT builds on, and for, one GPU: the
     ``runtime`` target's when given (``plan --target``), else this machine's.
     """
+    os_name, arch = this_platform()
+    os_name, arch = (runtime.os, runtime.arch) if runtime is not None else (None, None)
+    if os_name is None or arch is None:  # a runtime target without a platform: this machine's
+        this_os, this_arch = this_platform()
+        os_name, arch = os_name or this_os, arch or this_arch
     if backend.flavor == "tensorrt_rtx":
-        return BuildTarget(backend.flavor, backend.version, compute_capabilities=tuple(compute_capabilities or ()))
+        ccs = tuple(compute_capabilities or ())
+        return BuildTarget(backend.flavor, backend.version, None, ccs, os_name, arch, backend.cuda, build_env())
     if runtime is not None:
-        return BuildTarget(backend.flavor, backend.version, runtime.gpu_name, (runtime.compute_capability,))
+        gpu, ccs = runtime.gpu_name, (runtime.compute_capability,)
+        return BuildTarget(backend.flavor, backend.version, gpu, ccs, os_name, arch, backend.cuda, build_env())
     gpus = detect_gpus()
     if not gpus:
         raise BackendUnavailableError(
@@ -92,12 +159,15 @@ def build_target_for(
             hint="build on a GPU machine, or use `backend: tensorrt_rtx` for CPU ahead-of-time builds",
         )
     gpu = gpus[0]
-    return BuildTarget(backend.flavor, backend.version, gpu.name, (gpu.compute_capability,))
+    return BuildTarget(
+        backend.flavor, backend.version, gpu.name, (gpu.compute_capability,), os_name, arch, backend.cuda, build_env()
+    )
 
 
 # -- runtime targets: where an engine is meant to run (lookup, adopt, plan) ------------------
 
 _CC = re.compile(r"^(\d{1,2})\.(\d)$")
+_PLATFORM_NAME = re.compile(r"^[a-z0-9_]{1,32}$")
 
 
 
@@ -118,7 +188,8 @@ class RuntimeTarget:
     ``gpu_name`` may be None for an explicit target that only names a compute capability; then
     no GPU-model preference or per-model verification status applies. ``detected`` is True when
     the target describes this machine, which is the only case where the runtime's own validity
-    check can be asked.
+    check can be asked. ``os``/``arch`` (this machine's when detected) are None when not given:
+    lookup's platform rule then does not apply.
     """
 
     flavor: Flavor
@@ -127,6 +198,8 @@ class RuntimeTarget:
     gpu_name: str | None = None
     driver_version: str | None = None
     detected: bool = False
+    os: str | None = None
+    arch: str | None = None
 
     @property
     def version_tuple(self) -> tuple[int, ...]:
@@ -141,11 +214,31 @@ class RuntimeTarget:
 
     def describe(self) -> str:
         gpu = f"{self.gpu_name} " if self.gpu_name else ""
-        return f"{gpu}(cc {self.compute_capability}) with {self.flavor} {self.trt_version}"
+        where = f" on {self.os or '?'}/{self.arch or '?'}" if self.os or self.arch else ""
+        return f"{gpu}(cc {self.compute_capability}) with {self.flavor} {self.trt_version}{where}"
 
 
-def explicit_target(*, gpu: str | None, cc: str | None, trt: str | None, flavor: str | None = None) -> RuntimeTarget:
-    """A target from command-line values, validated; ``--cc`` and ``--trt`` are required."""
+def parse_platform(os: str | None, arch: str | None) -> tuple[str | None, str | None]:
+    """Validated, normalized ``--os``/``--arch`` values (None stays None: unknown)."""
+    names: list[str | None] = []
+    for label, value, normalize in (("OS", os, normalize_os), ("architecture", arch, normalize_arch)):
+        if value is not None and not _PLATFORM_NAME.match(normalize(value)):
+            raise TargetError(f"{label} {value[:40]!r} is not a platform name (e.g. linux, windows, x86_64, aarch64)")
+        names.append(normalize(value) if value is not None else None)
+    return names[0], names[1]
+
+
+def explicit_target(
+    *,
+    gpu: str | None,
+    cc: str | None,
+    trt: str | None,
+    flavor: str | None = None,
+    os: str | None = None,
+    arch: str | None = None,
+) -> RuntimeTarget:
+    """A target from command-line values, validated; ``--cc`` and ``--trt`` are required,
+    ``--os``/``--arch`` optional (unknown when left out)."""
     missing = [flag for flag, value in (("--cc", cc), ("--trt", trt)) if not value]
     if missing:
         raise TargetError(f"an explicit target needs {' and '.join(missing)}")
@@ -157,7 +250,15 @@ def explicit_target(*, gpu: str | None, cc: str | None, trt: str | None, flavor:
     name = gpu.strip() if gpu is not None else None
     if name is not None and not (0 < len(name) <= 128 and name.isprintable()):
         raise TargetError("GPU name must be 1-128 printable characters")
-    return RuntimeTarget(chosen, (trt or "").strip(), f"{major}.{minor}", name or None)  # type: ignore[arg-type]
+    platform_names = parse_platform(os, arch)
+    return RuntimeTarget(
+        chosen,  # type: ignore[arg-type]
+        (trt or "").strip(),
+        f"{major}.{minor}",
+        name or None,
+        os=platform_names[0],
+        arch=platform_names[1],
+    )
 
 
 def detect_target(flavor: str | None = None) -> RuntimeTarget:
@@ -172,15 +273,32 @@ def detect_target(flavor: str | None = None) -> RuntimeTarget:
             hint="install one, or " + TARGET_HINT,
         )
     gpu, backend = gpus[0], backends[0]
-    return RuntimeTarget(backend.flavor, backend.version, gpu.compute_capability, gpu.name, gpu.driver_version, True)
+    os_name, arch = this_platform()
+    return RuntimeTarget(
+        backend.flavor, backend.version, gpu.compute_capability, gpu.name, gpu.driver_version, True, os_name, arch
+    )
 
 
 def resolve_target(
-    *, gpu: str | None = None, cc: str | None = None, trt: str | None = None, flavor: str | None = None
+    *,
+    gpu: str | None = None,
+    cc: str | None = None,
+    trt: str | None = None,
+    flavor: str | None = None,
+    os: str | None = None,
+    arch: str | None = None,
 ) -> RuntimeTarget:
-    """Explicit when any of gpu/cc/trt is given, else detected on this machine."""
+    """Explicit when any of gpu/cc/trt is given, else detected on this machine (whose platform
+    ``os``/``arch`` must then not contradict)."""
     if gpu is not None or cc is not None or trt is not None:
-        return explicit_target(gpu=gpu, cc=cc, trt=trt, flavor=flavor)
+        return explicit_target(gpu=gpu, cc=cc, trt=trt, flavor=flavor, os=os, arch=arch)
+    mine_os, mine_arch = this_platform()
+    for label, value, normalize, mine in (("os", os, normalize_os, mine_os), ("arch", arch, normalize_arch, mine_arch)):
+        if value is not None and normalize(value) != mine:
+            raise TargetError(
+                f"--{label} {value[:40]} is not this machine ({mine})",
+                hint="give the whole target for another machine: --gpu/--cc/--trt with --os/--arch",
+            )
     if flavor is not None and flavor not in FLAVORS:
         raise TargetError(f"flavor {flavor[:40]!r} is not one of {', '.join(FLAVORS)}")
     return detect_target(flavor)

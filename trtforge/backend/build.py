@@ -116,6 +116,21 @@ def parse_network(trt: ModuleType, builder: Any, logger: Any, onnx_path: Path, f
     return network, parser
 
 
+def check_builder_version(trt: ModuleType, backend: BackendInfo) -> None:
+    """The imported builder must be the release the build key names (package metadata), in full.
+
+    The key is computed without importing TensorRT; a second copy of the module on sys.path or
+    a stale install could otherwise build a plan under another release's key.
+    """
+    loaded = str(getattr(trt, "__version__", "") or "unknown")
+    if loaded != backend.version:
+        raise BuildError(
+            f"the imported {backend.module_name} module is version {loaded}, "
+            f"but its package metadata (the build key) says {backend.version}",
+            hint=f"reinstall {backend.module_name} so that one copy is installed (check sys.path)",
+        )
+
+
 def build_plan(
     backend: BackendInfo,
     recipe: Recipe,
@@ -131,6 +146,7 @@ def build_plan(
     output carries the cache with the entries this build added.
     """
     trt = import_backend(backend)
+    check_builder_version(trt, backend)
     records: list[dict[str, str]] = []
     deny = recipe.tactics.deny
     verbose: list[str] | None = [] if deny else None

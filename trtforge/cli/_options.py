@@ -28,6 +28,16 @@ CcOpt = Annotated[str | None, typer.Option("--cc", help="Target compute capabili
 TrtOpt = Annotated[
     str | None, typer.Option("--trt", help="Target TensorRT (or TensorRT-RTX) version.", show_default=False)
 ]
+OsOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--os", help="Target OS, e.g. linux or windows (default: unknown; detected: this one).", show_default=False
+    ),
+]
+ArchOpt = Annotated[
+    str | None,
+    typer.Option("--arch", help="Target CPU architecture, e.g. x86_64 or aarch64.", show_default=False),
+]
 FlavorOpt = Annotated[
     str | None,
     typer.Option("--flavor", help="Target runtime: tensorrt (default) or tensorrt_rtx.", show_default=False),

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from trtforge.cli._errors import run
-from trtforge.cli._options import CatalogOpt, CcOpt, FlavorOpt, GpuOpt, JsonOpt, StoreOpt, TrtOpt
+from trtforge.cli._options import ArchOpt, CatalogOpt, CcOpt, FlavorOpt, GpuOpt, JsonOpt, OsOpt, StoreOpt, TrtOpt
 from trtforge.cli._output import Output
 
 
@@ -20,6 +20,8 @@ def adopt(
     gpu: GpuOpt = None,
     cc: CcOpt = None,
     flavor: FlavorOpt = None,
+    os_name: OsOpt = None,
+    arch: ArchOpt = None,
     hardware: Annotated[
         str,
         typer.Option(
@@ -53,6 +55,8 @@ def adopt(
             hardware=hardware,
             version_compatible=version_compatible,
             exclude_lean_runtime=exclude_lean_runtime,
+            os=os_name,
+            arch=arch,
         )
         result = adopt_plan(request, store, catalog=catalog)
         output.result(

@@ -31,13 +31,14 @@ def doctor(store: StoreOpt = None, catalog: CatalogOpt = None, json_output: Json
         from trtforge.flavors import installed_backends
         from trtforge.store import CATALOG_FILE, resolve_store_root
         from trtforge.store.redact import redact_url
-        from trtforge.target import detect_gpus
+        from trtforge.target import detect_gpus, this_platform
 
         root = resolve_store_root(store)
         report: dict[str, Any] = {
             "python": platform.python_version(),
+            "platform": dict(zip(("os", "arch"), this_platform(), strict=True)),
             "backends": [
-                {"flavor": b.flavor, "version": b.version, "capabilities": capability_table(b)}
+                {"flavor": b.flavor, "version": b.version, "cuda": b.cuda, "capabilities": capability_table(b)}
                 for b in installed_backends()
             ],
             "gpus": [vars(g) for g in detect_gpus()],
@@ -51,8 +52,11 @@ def doctor(store: StoreOpt = None, catalog: CatalogOpt = None, json_output: Json
 
 def _render(console: Console, report: dict[str, Any]) -> None:
     console.print(f"python    {report['python']}")
-    backends = ", ".join(f"{b['flavor']} {b['version']}" for b in report["backends"]) or "none installed"
-    console.print(f"backends  {backends}")
+    console.print(f"platform  {report['platform']['os']}/{report['platform']['arch']}")
+    backends = ", ".join(
+        f"{b['flavor']} {b['version']}" + (f" ({b['cuda']})" if b["cuda"] else "") for b in report["backends"]
+    )
+    console.print(f"backends  {backends or 'none installed'}")
     gpus = ", ".join(f"{g['name']} (cc {g['compute_capability']})" for g in report["gpus"])
     console.print(f"gpus      {gpus or 'none found (builds with TensorRT-RTX still work on the CPU)'}")
     console.print(f"store     {report['store']}")

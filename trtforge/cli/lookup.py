@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from trtforge.cli._errors import run
-from trtforge.cli._options import CatalogOpt, CcOpt, FlavorOpt, GpuOpt, JsonOpt, StoreOpt, TrtOpt
+from trtforge.cli._options import ArchOpt, CatalogOpt, CcOpt, FlavorOpt, GpuOpt, JsonOpt, OsOpt, StoreOpt, TrtOpt
 from trtforge.cli._output import Output, styled
 
 if TYPE_CHECKING:
@@ -33,6 +33,8 @@ def lookup(
     cc: CcOpt = None,
     trt: TrtOpt = None,
     flavor: FlavorOpt = None,
+    os_name: OsOpt = None,
+    arch: ArchOpt = None,
     verified_only: Annotated[
         bool, typer.Option("--verified-only", help="Only engines verified on the target GPU model.")
     ] = False,
@@ -56,7 +58,7 @@ def lookup(
         from trtforge.store import require_existing_store
         from trtforge.target import resolve_target
 
-        target = resolve_target(gpu=gpu, cc=cc, trt=trt, flavor=flavor)
+        target = resolve_target(gpu=gpu, cc=cc, trt=trt, flavor=flavor, os=os_name, arch=arch)
         opened = require_existing_store(store, catalog=catalog, missing="the store is empty: nothing to look up")
         try:
             ranking = rank_in_store(

@@ -25,7 +25,8 @@ def plan(
         list[str] | None,
         typer.Option(
             "--target",
-            help="Build target 'flavor=F,trt=VERSION,cc=X.Y[,gpu=NAME]'; repeat for several (default: this machine).",
+            help="Build target 'flavor=F,trt=VERSION,cc=X.Y[,gpu=NAME][,os=OS,arch=ARCH]'; repeat for several "
+            "(default: this machine; os/arch default to this machine's).",
             show_default=False,
         ),
     ] = None,

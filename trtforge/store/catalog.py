@@ -466,16 +466,19 @@ class Catalog:
 
     # -- queries --------------------------------------------------------------------------
 
-    def find_by_build_key(self, key: str) -> Artifact | None:
-        """The newest intact artifact with ``key``: a corrupt one is never a cache hit."""
+    def find_by_build_key(self, key: str, *, intact: Callable[[str], bool] | None = None) -> Artifact | None:
+        """The newest artifact with ``key`` whose integrity is ok and whose plan blob passes
+        ``intact`` (e.g. the blob store's ``exists``); several artifacts can share one key."""
         with self.reading() as session:
             stmt = (
                 select(Artifact)
                 .where(Artifact.build_key == key, Artifact.integrity != CORRUPT_STATUS)
-                .order_by(Artifact.created_at.desc())
-                .limit(1)
+                .order_by(Artifact.created_at.desc(), Artifact.id.desc())
             )
-            return session.scalars(stmt).first()
+            for artifact in session.scalars(stmt):
+                if intact is None or intact(artifact.plan_sha256):
+                    return artifact
+            return None
 
     def list_artifacts(self, name: str | None = None) -> list[Artifact]:
         with self.reading() as session:

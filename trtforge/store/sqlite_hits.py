@@ -51,7 +51,13 @@ UNANSWERED = Probe(answered=False)
 
 
 def probe_cached_plan(db_path: Path, build_key: str) -> Probe:
-    """The newest usable artifact with ``build_key``, a certain "none", or UNANSWERED."""
+    """The newest artifact with ``build_key`` that is not quarantined, a certain "none", or UNANSWERED.
+
+    Several artifacts can share a key (full TensorRT need not give the same bytes twice; `--force`
+    adds one): the newest intact one is the hit. Quarantined rows are skipped here; whether the
+    blob is present is the caller's check (a missing one sends it to the full path, which walks
+    on to older rows).
+    """
     if not db_path.is_file():
         return Probe(answered=True)  # no catalog yet: nothing was ever built into this store
     uri = f"file:{quote(str(db_path))}?mode=rw"  # never creates a database
@@ -67,13 +73,13 @@ def probe_cached_plan(db_path: Path, build_key: str) -> Probe:
         # older than the integrity column fails here and is left to the full path, which upgrades it.
         row = conn.execute(
             "SELECT id, plan_sha256 FROM artifacts WHERE build_key = ? AND integrity != ? "
-            "ORDER BY created_at DESC LIMIT 1",
+            "ORDER BY created_at DESC, id DESC LIMIT 1",
             (build_key, CORRUPT_STATUS),
         ).fetchone()
     except sqlite3.Error:
         return UNANSWERED
     finally:
         conn.close()
-    if row is None:
+    if row is None:  # none, or only quarantined plans: never a hit
         return Probe(answered=True)
     return Probe(answered=True, plan=CachedPlan(row[0], row[1]))

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from trtforge.digests import model_digest
 from trtforge.errors import ModelError, NotFoundError
-from trtforge.keys import sha256_file
 from trtforge.model import check_profiles, read_model
 from trtforge.recipe import VerifySpec
 from trtforge.resolve import Resolution, artifact_for, looks_like_recipe, resolve
@@ -51,7 +51,7 @@ def subject_from_artifact(artifact: Artifact) -> Subject:
             f"artifact {artifact.id[:12]}: its model {model_path} is gone",
             hint="verify the recipe instead: trtforge verify RECIPE.yaml",
         )
-    if sha256_file(model_path) != artifact.model_sha256:
+    if model_digest(model_path) != artifact.model_sha256:
         raise ModelError(
             f"artifact {artifact.id[:12]}: {model_path} changed since the engine was built",
             hint="rebuild, or restore the model the engine was built from",
