@@ -41,14 +41,13 @@ from sqlalchemy.exc import SQLAlchemyError
 from trtforge.crashpoints import crashpoint
 from trtforge.errors import BadInputError, BundleError, IntegrityError, SignatureError, TrtforgeError
 from trtforge.flavors import same_release
-from trtforge.keys import adopted_key, build_key, recipe_fingerprint, refit_key, sha256_file
+from trtforge.keys import adopted_key, recipe_fingerprint, recorded_build_key, refit_key, sha256_file
 from trtforge.plan_header import read_plan_header
 from trtforge.signing import Signer, check_signature, load_private_key, load_public_key, sign_manifest
 from trtforge.store import Store
 from trtforge.store.blobs import atomic_write
 from trtforge.store.catalog import TRUST_CLAIMED, TRUST_SIGNED, Artifact, Blob, Catalog, Verification
 from trtforge.store.integrity import CORRUPT_STATUS
-from trtforge.target import BuildTarget
 
 BUNDLE_FORMAT = "trtforge-bundle"
 BUNDLE_VERSION = 1
@@ -350,17 +349,12 @@ def _expected_build_key(
 
     try:
         recipe = Recipe.model_validate(record.get("recipe"))
-        build_target = BuildTarget(
-            flavor=str(target.get("flavor")),
-            trt_version=str(target.get("trt_version")),
-            gpu_name=target.get("gpu_name"),
-            compute_capabilities=tuple(str(cc) for cc in target.get("compute_capabilities") or ()),
-        )
-    except (ValidationError, TypeError, ValueError):
-        return None, "its recipe does not validate in this trtforge"
+        expected = recorded_build_key(record.get("recipe") or {}, record["model_sha256"], target)
+    except (ValidationError, KeyError, TypeError, ValueError):
+        return None, "its recipe or build target does not validate in this trtforge"
     if recipe_fingerprint(recipe) != record.get("recipe_fingerprint"):
         raise _refuse(record, "the recipe fingerprint is not the one its recipe gives")
-    return build_key(recipe, record["model_sha256"], build_target), ""
+    return expected, ""
 
 
 def check_record(record: dict[str, Any], plan: Path, known_keys: dict[str, str]) -> str:

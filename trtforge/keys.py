@@ -90,3 +90,16 @@ def adopted_key(plan_sha256: str, model_sha256: str, target: dict[str, Any], com
             {"adopted_plan": plan_sha256, "model_sha256": model_sha256, "target": target, "compat": compatibility}
         )
     )
+
+
+def recorded_build_key(recipe: Mapping[str, Any], model_sha256: str, target: Mapping[str, Any]) -> str:
+    """The build key a stored record's own fields give: its recipe, model digest and target.
+
+    ``target`` is the record's ``details.target`` (``BuildTarget.key_fields()``). A record whose
+    fields do not give its key was not built from what it says. Raises ValueError (pydantic's
+    ValidationError is one), KeyError or TypeError when the fields are malformed.
+    """
+    from trtforge.recipe import Recipe
+    from trtforge.target import BuildTarget
+
+    return build_key(Recipe.model_validate(recipe), model_sha256, BuildTarget.from_key_fields(dict(target)))

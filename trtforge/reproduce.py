@@ -17,12 +17,12 @@ from typing import Any
 from trtforge.digests import model_digest
 from trtforge.errors import BackendUnavailableError, ModelError, NotFoundError
 from trtforge.flavors import BackendInfo, find_backend
-from trtforge.keys import build_key
+from trtforge.keys import recorded_build_key
 from trtforge.recipe import Recipe
 from trtforge.resolve import artifact_for, looks_like_recipe, resolve
 from trtforge.store.catalog import Artifact
 from trtforge.store.handle import StoreHandle
-from trtforge.target import BuildTarget, build_target_for
+from trtforge.target import build_target_for
 
 
 @dataclass
@@ -103,7 +103,7 @@ def reproduce(ref: str, store: str | Path | None = None, *, catalog: str | None 
 
 
 def recorded_key(artifact: Artifact) -> str | None:
-    """The build key the artifact's own record (recipe, model digest, target) computes to.
+    """The build key the artifact's own record (recipe, model digest, target) computes to, if it can.
 
     A record whose fields no longer give its key was not built from what it says (or was
     written by another key schema); reproduce reports it instead of trusting the row.
@@ -112,8 +112,7 @@ def recorded_key(artifact: Artifact) -> str | None:
     if not isinstance(target, dict):
         return None
     try:
-        build_target = BuildTarget.from_key_fields(target)
-        return build_key(Recipe.model_validate(artifact.recipe), artifact.model_sha256, build_target)
+        return recorded_build_key(artifact.recipe, artifact.model_sha256, target)
     except (KeyError, TypeError, ValueError):
         return None
 
