@@ -240,7 +240,7 @@ def test_rows_marked_corrupt_before_0004_keep_their_integrity_mark(tmp_path: Pat
 
 
 def test_checked_copy_is_private_atomic_and_hash_checked(tmp_path: Path) -> None:
-    from trtforge.store.fs import checked_copy
+    from trtforge.fsutil import checked_copy
 
     blobs = BlobStore(tmp_path)
     data = bytes(range(256)) * 40_000  # ~10 MB: several chunks on every copy path

@@ -41,11 +41,11 @@ from sqlalchemy.exc import SQLAlchemyError
 from trtforge.crashpoints import crashpoint
 from trtforge.errors import BadInputError, BundleError, IntegrityError, SignatureError, TrtforgeError
 from trtforge.flavors import same_release
+from trtforge.fsutil import atomic_write
 from trtforge.keys import adopted_key, recipe_fingerprint, recorded_build_key, refit_key, sha256_file
 from trtforge.plan_header import read_plan_header
 from trtforge.signing import Signer, check_signature, load_private_key, load_public_key, sign_manifest
 from trtforge.store import Store
-from trtforge.store.blobs import atomic_write
 from trtforge.store.catalog import TRUST_CLAIMED, TRUST_SIGNED, Artifact, Blob, Catalog, Verification
 from trtforge.store.integrity import CORRUPT_STATUS
 

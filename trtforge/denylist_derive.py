@@ -434,8 +434,8 @@ def derive_from_store(
 
 def write_deny_file(loaded: Any, proposal: Proposal) -> None:
     """Append the proposal's new entries to the recipe's sidecar (atomic write) and keep the diff."""
+    from trtforge.fsutil import atomic_write
     from trtforge.recipe import deny_file_path
-    from trtforge.store.blobs import atomic_write
 
     path = deny_file_path(loaded)
     assert path is not None  # checked by the caller

@@ -114,7 +114,7 @@ class DigestCache:
             "version": CACHE_VERSION,
             "entries": {k: [*s, d] if x is None else [*s, d, x] for k, (s, d, x) in entries.items()},
         }
-        from trtforge.store.blobs import atomic_write
+        from trtforge.fsutil import atomic_write
 
         try:
             with atomic_write(self.path) as handle:

@@ -15,11 +15,10 @@ from typing import Any
 from sqlalchemy import select
 
 from trtforge.errors import BadInputError, NoCompatibleEngineError, NotFoundError
+from trtforge.fsutil import checked_copy, owner_prefix
 from trtforge.lookup_rules import Candidate, Envelope, Match, ModelChoice, Ranking, Rejection, rank
 from trtforge.store import Store, require_existing_store
-from trtforge.store.blobs import owner_prefix
 from trtforge.store.catalog import Artifact
-from trtforge.store.fs import checked_copy
 from trtforge.store.integrity import CORRUPT_STATUS
 from trtforge.target import RuntimeTarget, resolve_target
 

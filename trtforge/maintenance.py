@@ -18,8 +18,8 @@ from typing import Any, Literal
 from sqlalchemy import delete, select, update
 
 from trtforge.crashpoints import crashpoint
+from trtforge.fsutil import STALE_TEMP_AGE_S
 from trtforge.store import Store
-from trtforge.store.blobs import STALE_TEMP_AGE_S
 from trtforge.store.catalog import Artifact, Blob, Catalog, utcnow
 from trtforge.store.integrity import CORRUPT_STATUS
 

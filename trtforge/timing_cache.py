@@ -28,9 +28,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from trtforge.errors import BackendUnavailableError, BadInputError, IntegrityError
+from trtforge.fsutil import atomic_write
 from trtforge.recipe import Recipe
 from trtforge.store import Store
-from trtforge.store.blobs import atomic_write
 from trtforge.target import BuildTarget
 
 if TYPE_CHECKING:  # the catalog side imports SQLAlchemy: only builds that use a cache pay for it

@@ -28,7 +28,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from trtforge.errors import NotFoundError, StoreError
-from trtforge.store.blobs import BlobBackend, BlobStore, make_temp, remove_if_unheld, scan_temp_files
+from trtforge.fsutil import make_temp, remove_if_unheld
+from trtforge.store.blobs import BlobBackend, BlobStore, scan_temp_files
 from trtforge.store.fs import network_mount
 from trtforge.store.locks import LockDir, collecting_blobs, recording_blobs
 

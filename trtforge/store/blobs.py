@@ -12,9 +12,6 @@ import hashlib
 import os
 import queue
 import re
-import shutil
-import socket
-import tempfile
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -25,20 +22,18 @@ from typing import BinaryIO, Protocol
 
 from trtforge.crashpoints import crashpoint
 from trtforge.errors import IntegrityError, NotFoundError, StoreWriteError
+from trtforge.fsutil import (
+    STALE_TEMP_AGE_S,
+    TEMP_PREFIX,
+    fsync_dir,
+    make_temp,
+    remove_if_unheld,
+    unheld,
+)
 from trtforge.keys import sha256_stream
-from trtforge.store.locks import lock_created, unheld
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
-TEMP_PREFIX = ".tmp-"
-STALE_TEMP_AGE_S = 30 * 60
 _TEMP_OWNER = re.compile(r"^\.tmp-(\d+)@([A-Za-z0-9._]*)-")
-
-
-def owner_prefix() -> str:
-    """``.tmp-<pid>@<host>-``: says who wrote a leftover; whether that writer lives is the flock's
-    to say (pids repeat across pid namespaces and containers that share a hostname)."""
-    host = re.sub(r"[^A-Za-z0-9._]", "_", socket.gethostname())[:64]
-    return f"{TEMP_PREFIX}{os.getpid()}@{host}-"
 
 
 @dataclass(frozen=True)
@@ -59,46 +54,6 @@ class TempFile:
     @property
     def path(self) -> Path:
         return Path(self.location)
-
-
-def make_temp(folder: Path, *, directory: bool = False) -> tuple[int, Path]:
-    """A new temp file (or directory) in ``folder`` and a descriptor holding its flock.
-
-    The lock is held while that descriptor (or a dup) stays open; it is what tells cleanup that
-    the writer is alive. For a directory the descriptor is read-only and only holds the lock.
-    """
-    while True:
-        if directory:
-            path = Path(tempfile.mkdtemp(prefix=owner_prefix(), dir=folder))
-            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        else:
-            fd, name = tempfile.mkstemp(prefix=owner_prefix(), dir=folder)
-            path = Path(name)
-        if lock_created(fd, path):
-            return fd, path
-        # cleanup found it unlocked (before our flock) and removed it: make another
-
-
-def remove_if_unheld(path: Path, *, max_age_s: float = STALE_TEMP_AGE_S) -> bool:
-    """Remove a temp file or directory unless a live writer holds its lock; one we cannot open
-    to tell (another user's) only once older than ``max_age_s``. True if removed."""
-    with unheld(path) as free:
-        if free is False:
-            return False
-        if free is None:
-            try:
-                if time.time() - path.lstat().st_mtime <= max_age_s:
-                    return False
-            except FileNotFoundError:
-                return False
-        try:
-            if path.is_dir() and not path.is_symlink():
-                shutil.rmtree(path)
-            else:
-                path.unlink()
-        except OSError:  # gone already, or not ours to remove: a leftover is not worth failing for
-            return False
-        return True
 
 
 def scan_temp_files(folder: Path, *, max_age_s: float = STALE_TEMP_AGE_S, include_dirs: bool = False) -> list[TempFile]:
@@ -139,19 +94,6 @@ def _touch(path: Path) -> None:
         os.utime(path)
     except OSError:
         pass  # a store shared read-only with us: gc there is someone else's job
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 # Errors of the storage itself (full, over quota, file too large, read-only, failing disk).
@@ -199,24 +141,6 @@ def store_write_errors() -> Iterator[None]:
         if exc.errno not in STORAGE_ERRNOS:
             raise
         raise StoreWriteError(f"cannot write to the store: {exc.strerror}") from None
-
-
-@contextmanager
-def atomic_write(target: Path) -> Iterator[BinaryIO]:
-    """Write ``target`` all-or-nothing: temp file beside it, fsync, rename, cleanup on failure."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = make_temp(target.parent)
-    lock = os.dup(fd)  # keeps the temp file's lock until it is renamed or removed
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
-        _fsync_dir(target.parent)
-    finally:
-        tmp.unlink(missing_ok=True)
-        os.close(lock)
 
 
 class BlobBackend(Protocol):
@@ -296,7 +220,7 @@ class BlobStore:
                     final.parent.mkdir(parents=True, exist_ok=True)
                     os.chmod(tmp, 0o444)
                     os.replace(tmp, final)
-                _fsync_dir(final.parent)
+                fsync_dir(final.parent)
             else:
                 _touch(final)  # reused: tell gc this blob is about to be referenced
             return BlobRef(sha, size)

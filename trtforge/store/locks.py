@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from trtforge.errors import StoreError
+from trtforge.fsutil import same_file
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, Engine
@@ -69,16 +70,6 @@ def _write_holder(fd: int) -> None:
     os.pwrite(fd, json.dumps(me).encode("utf-8"), 0)
 
 
-def _same_file(fd: int, path: Path) -> bool:
-    """The lock we hold is still the file at ``path`` (not one unlinked by its last holder)."""
-    try:
-        on_disk = os.stat(path)
-    except FileNotFoundError:
-        return False
-    held = os.fstat(fd)
-    return (on_disk.st_dev, on_disk.st_ino) == (held.st_dev, held.st_ino)
-
-
 _HELD: set[int] = set()  # descriptors of locks this process holds (closed in forked children)
 
 
@@ -102,53 +93,6 @@ def _release(fd: int) -> bool:
     _HELD.discard(fd)
     os.close(fd)
     return True
-
-
-# flock is not available on this file system (some network mounts): fall back to age.
-_NO_FLOCK = frozenset({errno.EBADF, errno.ENOLCK, errno.EOPNOTSUPP, errno.EINVAL})
-
-
-def lock_created(fd: int, path: Path) -> bool:
-    """Lock a temp file (or directory) we just created at ``path``, for as long as ``fd`` (or a
-    dup of it) stays open. False (and ``fd`` closed) when cleanup removed it before we got the
-    lock: the caller makes another. The wait is only for a cleaner holding it for a moment."""
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-    except OSError as exc:
-        if exc.errno in _NO_FLOCK:
-            return True  # unlockable here: cleanup cannot open a lock either, and goes by age
-        os.close(fd)
-        raise
-    if _same_file(fd, path):
-        return True
-    os.close(fd)
-    return False
-
-
-@contextmanager
-def unheld(path: Path) -> Iterator[bool | None]:
-    """Hold ``path``'s flock while nobody else does, to remove a dead writer's temp entry safely.
-
-    Yields True while we hold it (no live writer: safe to remove), False when a live process
-    holds it or the path is gone, None when it cannot be opened to tell (e.g. another user's).
-    """
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except FileNotFoundError:
-        yield False
-        return
-    except OSError:
-        yield None
-        return
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            yield False if exc.errno in (errno.EAGAIN, errno.EACCES) else None
-            return
-        yield _same_file(fd, path)
-    finally:
-        os.close(fd)
 
 
 class LockDir:
@@ -185,7 +129,7 @@ class LockDir:
             # we held it (and unwinding here) leaves both alone: the lock is still its parent's.
             if fd in _HELD:
                 try:
-                    if _same_file(fd, path):
+                    if same_file(fd, path):
                         path.unlink()
                 finally:
                     _release(fd)
@@ -235,7 +179,7 @@ def _try_acquire(path: Path, what: str, notify: Callable[[str], None]) -> tuple[
         if exc.errno not in (errno.EAGAIN, errno.EACCES):
             raise
         return None, holder
-    if not _same_file(fd, path):  # its last holder unlinked it on release: use the new file
+    if not same_file(fd, path):  # its last holder unlinked it on release: use the new file
         os.close(fd)
         return None, _RETRY
     _HELD.add(fd)

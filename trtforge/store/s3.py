@@ -29,13 +29,13 @@ from typing import Any, BinaryIO
 
 from trtforge.crashpoints import crashpoint
 from trtforge.errors import IntegrityError, StoreError
+from trtforge.fsutil import atomic_write
 from trtforge.keys import sha256_file
 from trtforge.store.blobs import (
     BlobRef,
     BlobStat,
     ParallelDigest,
     TempFile,
-    atomic_write,
     check_digest,
     put_bytes_via,
     store_write_errors,

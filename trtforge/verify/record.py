@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from trtforge.errors import BadInputError
+from trtforge.fsutil import atomic_write
 from trtforge.store import Store
-from trtforge.store.blobs import atomic_write
 from trtforge.store.catalog import Verification
 from trtforge.verify.reference import REFERENCE_NAME
 from trtforge.verify.report import VerificationReport
