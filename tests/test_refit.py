@@ -101,7 +101,7 @@ def test_refitted_artifact_records_lineage_and_verifies_against_new_weights(
     # The plan bytes stand in for the refitted engine (the refit itself needs a GPU).
     child = record_refit(opened, parent, opened.blobs.read_verified(parent.plan_sha256), weights, digest, 0.5)
     assert child.id != parent.id and child.build_key != parent.build_key
-    assert child.details["lineage"] == {
+    assert child.details.lineage is not None and child.details.lineage.model_dump() == {
         "parent": parent.id,
         "operation": "refit",
         "weights_sha256": digest,
@@ -114,7 +114,7 @@ def test_refitted_artifact_records_lineage_and_verifies_against_new_weights(
     assert subject.model_path == weights.resolve()
     runtime = RuntimeInfo("stand-in", None, "onnxruntime", "test")
     assert check(subject, OnnxModelCandidate(weights), runtime, store=opened).status == "passed"
-    old_model = Path(parent.details["model"]["path"])
+    old_model = parent.details.model_path
     assert check(subject, OnnxModelCandidate(old_model), runtime, store=opened).status == "failed"
     opened.close()
 

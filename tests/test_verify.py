@@ -427,7 +427,7 @@ def test_the_per_layer_engine_is_built_with_the_artifacts_settings(heads, store:
     opened.close()
     diagnostic = layerwise_plan(find_backend("tensorrt_rtx"), Recipe.model_validate(artifact.recipe), model)
     assert len(diagnostic.plan) > 1000 and diagnostic.plan != b""
-    assert diagnostic.settings == artifact.details["settings"]
+    assert diagnostic.settings == artifact.details.settings
 
 
 def test_catalog_at_the_initial_schema_is_upgraded_in_place(tmp_path: Path) -> None:

@@ -21,6 +21,7 @@ from trtforge.keys import adopted_key, sha256_file
 from trtforge.lookup_rules import HARDWARE_LEVELS
 from trtforge.plan_header import read_plan_header
 from trtforge.recipe import NAME_PATTERN
+from trtforge.record import Adopted, ArtifactDetails
 from trtforge.store import Store, open_store
 from trtforge.store.catalog import Artifact, Blob
 from trtforge.target import parse_compute_capability, parse_platform
@@ -174,13 +175,13 @@ def _record(
         recipe_path=None,
         build_seconds=0.0,
         build_log=[],
-        details={
-            "origin": "adopted",
-            "adopted": {"plan_path": str(request.plan.absolute()), "target_source": result.target_source},
-            "target": target,
-            "compatibility": compatibility,
-            "model": model.as_json(),
-        },
+        details=ArtifactDetails(
+            origin="adopted",
+            adopted=Adopted(plan_path=str(request.plan.absolute()), target_source=result.target_source),
+            target=target,
+            compatibility=compatibility,
+            model=model.record(),
+        ),
     )
     store.catalog.add_artifact(artifact, Blob(sha256=blob.sha256, size=blob.size, kind="plan"))
     result.artifact_id = artifact.id

@@ -27,6 +27,7 @@ from trtforge.keys import recipe_fingerprint
 from trtforge.lookup_rules import Envelope
 from trtforge.model import ModelInfo, check_profiles, read_model
 from trtforge.recipe import LoadedRecipe
+from trtforge.record import ArtifactDetails
 from trtforge.resolve import Resolution, load_effective, resolve
 from trtforge.store import (
     Store,
@@ -247,18 +248,18 @@ class BuildStage:
                 recipe_path=str(resolution.loaded.path),
                 build_seconds=round(output.seconds, 4),
                 build_log=output.log,
-                details={
-                    "backend": backend.label,
-                    "target": target.key_fields(),
-                    "settings": output.settings,
-                    "refit": recipe.refit,
-                    "weightless": recipe.refit == "strip_weights",  # must be refitted before use
-                    "timing_cache": cache_record,
-                    "compatibility": Envelope.of(recipe.compatibility).record(target),
-                    **({"denylist": output.denylist} if output.denylist is not None else {}),
-                    **({"layer_info": output.layer_info} if output.layer_info is not None else {}),
-                    "model": model.as_json(),
-                },
+                details=ArtifactDetails(
+                    backend=backend.label,
+                    target=target.key_fields(),
+                    settings=output.settings,
+                    refit=recipe.refit,
+                    weightless=recipe.refit == "strip_weights",  # must be refitted before use
+                    timing_cache=cache_record,
+                    compatibility=Envelope.of(recipe.compatibility).record(target),
+                    denylist=output.denylist,
+                    layer_info=output.layer_info,
+                    model=model.record(),
+                ),
             )
             store.catalog.add_artifact(artifact, Blob(sha256=blob.sha256, size=blob.size, kind="plan"))
         result.status = "built"

@@ -44,6 +44,7 @@ from trtforge.flavors import same_release
 from trtforge.fsutil import atomic_write
 from trtforge.keys import adopted_key, recipe_fingerprint, recorded_build_key, refit_key, sha256_file
 from trtforge.plan_header import read_plan_header
+from trtforge.record import ArtifactDetails, read_details
 from trtforge.signing import Signer, check_signature, load_private_key, load_public_key, sign_manifest
 from trtforge.store import Store
 from trtforge.store.catalog import TRUST_CLAIMED, TRUST_SIGNED, Artifact, Blob, Catalog, Verification
@@ -322,26 +323,34 @@ def _refuse(record: dict[str, Any], what: str) -> BundleError:
     return BundleError(f"bundle record artifacts/{record['id']}.json: {what}: tampered or damaged")
 
 
+def _details_of(record: dict[str, Any]) -> ArtifactDetails:
+    """The record's details through the catalog's one reader; a malformed one refuses the bundle."""
+    from pydantic import ValidationError
+
+    try:
+        return read_details(record.get("details"))
+    except ValidationError:
+        raise _refuse(record, "its details do not validate") from None
+
+
 def _expected_build_key(
-    record: dict[str, Any], details: dict[str, Any], known_keys: dict[str, str]
+    record: dict[str, Any], details: ArtifactDetails, known_keys: dict[str, str]
 ) -> tuple[str | None, str]:
     """The build key the record's own inputs give, or (None, why it cannot be recomputed here)."""
-    target = details.get("target")
-    lineage = details.get("lineage")
+    target, lineage = details.target, details.lineage
     # A refit copies its parent's details (an adopted parent's origin too): lineage comes first.
-    if isinstance(lineage, dict) and lineage.get("operation") == "refit":
-        parent_key = known_keys.get(str(lineage.get("parent")))
+    if lineage is not None and lineage.operation == "refit":
+        parent_key = known_keys.get(lineage.parent)
         if parent_key is None:
             return None, "its refit parent is neither in the bundle nor in this catalog"
-        if lineage.get("weights_sha256") != record["model_sha256"]:
+        if lineage.weights_sha256 != record["model_sha256"]:
             raise _refuse(record, "the refit's weights digest differs from its model digest")
         return refit_key(parent_key, record["model_sha256"]), ""
-    if details.get("origin") == "adopted":
-        compat = details.get("compatibility")
-        if not isinstance(target, dict) or not isinstance(compat, dict):
+    if details.origin == "adopted":
+        if target is None or not details.compatibility:
             return None, "the adopted plan's target is not recorded"
-        return adopted_key(record["plan_sha256"], record["model_sha256"], target, compat), ""
-    if not isinstance(target, dict):
+        return adopted_key(record["plan_sha256"], record["model_sha256"], target, details.compatibility), ""
+    if target is None:
         return None, "its build target is not recorded"
     from pydantic import ValidationError
 
@@ -377,10 +386,9 @@ def check_record(record: dict[str, Any], plan: Path, known_keys: dict[str, str])
                 f"it says {record['flavor']} {record['trt_version'][:40]}, "
                 f"the plan's header {header.flavor} {header.version}",
             )
-    details = record.get("details")
-    details = details if isinstance(details, dict) else {}
-    target = details.get("target")
-    if isinstance(target, dict):
+    details = _details_of(record)
+    target = details.target
+    if target is not None:
         for column in ("flavor", "trt_version", "gpu_name"):
             if target.get(column) != record.get(column):
                 raise _refuse(record, f"{column} differs from the build target recorded in its details")
@@ -398,11 +406,8 @@ def check_record(record: dict[str, Any], plan: Path, known_keys: dict[str, str])
 def _known_build_keys(store: Store, records: list[dict[str, Any]]) -> dict[str, str]:
     """Build keys of the bundle's artifacts and of refit parents already in this catalog."""
     keys = {r["id"]: r["build_key"] for r in records}
-    parents = {
-        str(r["details"]["lineage"].get("parent"))
-        for r in records
-        if isinstance(r.get("details"), dict) and isinstance(r["details"].get("lineage"), dict)
-    } - set(keys)
+    lineages = (_details_of(r).lineage for r in records)
+    parents = {lineage.parent for lineage in lineages if lineage is not None} - set(keys)
     if parents:
         from sqlalchemy import select
 

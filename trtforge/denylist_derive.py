@@ -385,7 +385,7 @@ def derive_from_store(
     finally:
         opened.close()
 
-    model_path = model or Path(artifact.details.get("model", {}).get("path", ""))
+    model_path = model or artifact.details.model_path
     if not model_path.is_file():
         raise DeriveError(
             f"artifact {artifact.id[:12]}'s model {model_path} is missing", hint="pass --model PATH to its ONNX file"
@@ -417,7 +417,7 @@ def derive_from_store(
     proposal = derive(
         runners,
         read_graph(model_path),
-        artifact.details.get("layer_info"),
+        artifact.details.layer_info,
         artifact_id=artifact.id,
         results_path=results_path,
         results_sha256=sha256_file(results_path),

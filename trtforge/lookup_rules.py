@@ -33,6 +33,7 @@ from trtforge.target import RuntimeTarget, parse_compute_capability
 
 if TYPE_CHECKING:
     from trtforge.recipe import Compatibility
+    from trtforge.record import ArtifactDetails
     from trtforge.target import BuildTarget
 
 HARDWARE_LEVELS = ("none", "ampere_plus", "same_compute_capability")
@@ -84,11 +85,9 @@ class Envelope:
         }
 
     @classmethod
-    def from_details(cls, details: Mapping[str, Any] | None) -> Envelope:
+    def from_details(cls, details: ArtifactDetails) -> Envelope:
         """The most restrictive reading wherever a value is absent (rows written by older versions)."""
-        raw = (details or {}).get("compatibility") or {}
-        if not isinstance(raw, Mapping):
-            return cls()
+        raw = details.compatibility
         hardware = raw.get("hardware", "none")
         version_compatible = raw.get("version_compatible") is True
         if "version_compatible" not in raw:  # written by builds before the envelope had one writer

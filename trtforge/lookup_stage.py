@@ -17,6 +17,7 @@ from sqlalchemy import select
 from trtforge.errors import BadInputError, NoCompatibleEngineError, NotFoundError
 from trtforge.fsutil import checked_copy, owner_prefix
 from trtforge.lookup_rules import Candidate, Envelope, Match, ModelChoice, Ranking, Rejection, rank
+from trtforge.record import read_details
 from trtforge.store import Store, require_existing_store
 from trtforge.store.catalog import Artifact
 from trtforge.store.integrity import CORRUPT_STATUS
@@ -44,9 +45,9 @@ _COLUMNS = (
 
 def candidate_from_row(row: Any, verified: dict[str, str] | None = None) -> Candidate:
     """A ranking candidate; ``verified`` is the status per GPU model from the verifications table."""
-    details = row.details or {}
+    details = read_details(row.details)
     verified = verified or {}
-    built_on = details.get("target") if isinstance(details.get("target"), dict) else {}
+    built_on = details.target or {}
     return Candidate(
         artifact_id=row.id,
         name=row.name,
@@ -59,12 +60,12 @@ def candidate_from_row(row: Any, verified: dict[str, str] | None = None) -> Cand
         model_sha256=row.model_sha256,
         created_at=row.created_at,
         envelope=Envelope.from_details(details),
-        origin=str(details.get("origin", "built")),
+        origin=details.origin,
         os=_text_or_none(built_on.get("os")),
         arch=_text_or_none(built_on.get("arch")),
         verified_on=dict(verified),
         recipe_fingerprint=row.recipe_fingerprint,
-        weightless=details.get("weightless") is True or details.get("refit") == "strip_weights",
+        weightless=details.needs_weights,
     )
 
 

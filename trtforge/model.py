@@ -12,6 +12,7 @@ from pathlib import Path
 from trtforge.digests import DigestCache
 from trtforge.errors import ModelError
 from trtforge.recipe import LoadedRecipe
+from trtforge.record import ModelRecord
 
 Dim = int | str | None  # a fixed size, a named dynamic dim, or an unnamed dynamic dim
 
@@ -37,13 +38,13 @@ class ModelInfo:
     inputs: tuple[TensorInfo, ...]
     outputs: tuple[TensorInfo, ...]
 
-    def as_json(self) -> dict[str, object]:
+    def record(self) -> ModelRecord:
         """What an artifact records of its model (``details.model``); refit checks new weights against it."""
-        return {
-            "path": str(self.path.absolute()),
-            "inputs": [t.as_json() for t in self.inputs],
-            "outputs": [t.as_json() for t in self.outputs],
-        }
+        return ModelRecord(
+            path=str(self.path.absolute()),
+            inputs=[t.as_json() for t in self.inputs],
+            outputs=[t.as_json() for t in self.outputs],
+        )
 
 
 def model_sha256(loaded: LoadedRecipe, digests: DigestCache | None = None) -> str:

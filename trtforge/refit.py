@@ -19,6 +19,7 @@ from trtforge.errors import ModelError, NotRefittableError
 from trtforge.keys import refit_key
 from trtforge.model import read_model
 from trtforge.recipe import refit_mode
+from trtforge.record import DETAILS_VERSION, Lineage
 from trtforge.store import Store, require_existing_store
 from trtforge.store.catalog import Artifact, Blob
 
@@ -56,7 +57,7 @@ def check_weights(artifact: Artifact, weights: Path) -> str:
         raise ModelError(f"weights file {weights} not found")
     digest = model_digest(weights)
     model = read_model(weights, digest)
-    recorded = artifact.details.get("model", {})
+    recorded = artifact.details.model.model_dump()
     for side, tensors in (("inputs", model.inputs), ("outputs", model.outputs)):
         expected = sorted(t["name"] for t in recorded.get(side, []))
         if expected and sorted(t.name for t in tensors) != expected:
@@ -72,14 +73,11 @@ def record_refit(
 ) -> Artifact:
     """Store a refitted plan as a new artifact; its build key never collides with a recipe build."""
     blob = store.blobs.put_bytes(plan)
-    details = dict(parent.details)
-    details["model"] = {**details.get("model", {}), "path": str(weights.resolve())}
-    details["lineage"] = {
-        "parent": parent.id,
-        "operation": "refit",
-        "weights_sha256": weights_sha256,
-        "weights_path": str(weights.resolve()),
-    }
+    details = parent.details.model_copy(deep=True, update={"version": DETAILS_VERSION})
+    details.model.path = str(weights.resolve())
+    details.lineage = Lineage(
+        parent=parent.id, operation="refit", weights_sha256=weights_sha256, weights_path=str(weights.resolve())
+    )
     child = Artifact(
         id=uuid.uuid4().hex,
         name=parent.name,

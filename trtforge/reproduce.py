@@ -66,8 +66,8 @@ def reproduce(ref: str, store: str | Path | None = None, *, catalog: str | None 
                 f"installed is {backend.label}",
                 hint=f"install {artifact.flavor}=={artifact.trt_version} to reproduce it",
             )
-        _check_same_build_machine(artifact.id, artifact.details.get("target"), backend, recipe)
-        model_path = Path(artifact.details.get("model", {}).get("path", ""))
+        _check_same_build_machine(artifact.id, artifact.details.target, backend, recipe)
+        model_path = artifact.details.model_path
         if not model_path.is_file():
             raise ModelError(f"model {model_path} of artifact {artifact.id[:12]} is gone; cannot reproduce")
         if model_digest(model_path) != artifact.model_sha256:
@@ -75,7 +75,7 @@ def reproduce(ref: str, store: str | Path | None = None, *, catalog: str | None 
                 f"model {model_path} changed since artifact {artifact.id[:12]} was built "
                 f"(recorded sha256 {artifact.model_sha256[:12]})"
             )
-        cache_record = artifact.details.get("timing_cache") or {}
+        cache_record = artifact.details.timing_cache or {}
         cache_sha = cache_record.get("started_from")
         cache_data = opened.blobs.read_verified(cache_sha) if cache_sha else None
         use_cache = bool(cache_record) and "skipped" not in cache_record
@@ -108,8 +108,8 @@ def recorded_key(artifact: Artifact) -> str | None:
     A record whose fields no longer give its key was not built from what it says (or was
     written by another key schema); reproduce reports it instead of trusting the row.
     """
-    target = artifact.details.get("target")
-    if not isinstance(target, dict):
+    target = artifact.details.target
+    if target is None:
         return None
     try:
         return recorded_build_key(artifact.recipe, artifact.model_sha256, target)

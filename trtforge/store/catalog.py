@@ -39,11 +39,12 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker, validates
 from sqlalchemy.sql import Select
 
 from trtforge.crashpoints import crashpoint
 from trtforge.errors import CatalogError, NotFoundError
+from trtforge.record import ArtifactDetails, read_details
 from trtforge.store.integrity import CORRUPT_STATUS, INTEGRITY_OK
 from trtforge.store.locks import advisory_fence, advisory_lock, application_name
 from trtforge.store.redact import redact, redact_url, remember
@@ -92,6 +93,20 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
+class DetailsJSON(TypeDecorator[ArtifactDetails]):
+    """``artifacts.details`` as :class:`trtforge.record.ArtifactDetails`: validated on the way in
+    and out, stored as JSON (rows of any earlier version read through ``read_details``)."""
+
+    impl = JSON
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Any) -> dict[str, Any] | None:
+        return None if value is None else read_details(value).as_json()
+
+    def process_result_value(self, value: Any, dialect: Any) -> ArtifactDetails:
+        return read_details(value)
+
+
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
     type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON, datetime: UTCDateTime}
@@ -130,7 +145,7 @@ class Artifact(Base):
     recipe_path: Mapped[str | None] = mapped_column(Text)
     build_seconds: Mapped[float] = mapped_column(Float)
     build_log: Mapped[list[Any]]
-    details: Mapped[dict[str, Any]]
+    details: Mapped[ArtifactDetails] = mapped_column(DetailsJSON)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     # The newest verification's result on any GPU model (unverified | passed | failed); per GPU
     # model see Catalog.statuses. Never "corrupt": that is ``integrity``, a separate fact.
@@ -141,6 +156,10 @@ class Artifact(Base):
     pinned_at: Mapped[datetime | None] = mapped_column(default=None)
 
     __table_args__ = (Index("ix_artifacts_name_flavor_version", "name", "flavor", "trt_version"),)
+
+    @validates("details")
+    def _typed_details(self, _key: str, value: Any) -> ArtifactDetails:
+        return read_details(value)  # a dict given to the constructor becomes the model at once
 
     @property
     def corrupt(self) -> bool:
@@ -181,7 +200,7 @@ class Artifact(Base):
             "profiles": self.profiles,
             "build_seconds": self.build_seconds,
             "build_log": self.build_log,
-            "details": self.details,
+            "details": self.details.as_json(),
         }
 
 

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 
 from trtforge.errors import IntegrityError
 from trtforge.lookup_rules import Envelope
-from trtforge.recipe import refit_mode
 from trtforge.store import Store
 from trtforge.store.catalog import Artifact
 from trtforge.store.integrity import CORRUPT_STATUS
@@ -60,4 +59,4 @@ def plan_for_loading(store: Store, artifact: Artifact) -> VerifiedPlan:
         f"version-compatible plan {artifact.plan_sha256[:12]} of artifact {artifact.id[:12]} "
         "(its sha256 matches the catalog)"
     )
-    return VerifiedPlan(data, needs_host_code(artifact), why, refit_mode(artifact.recipe) == "strip_weights")
+    return VerifiedPlan(data, needs_host_code(artifact), why, artifact.details.needs_weights)

@@ -232,7 +232,7 @@ class TimingCaches:
             details = session.scalars(select(Artifact.details)).all()
         found = set()
         for entry in details:
-            cache = (entry or {}).get("timing_cache") or {}
+            cache = entry.timing_cache or {}
             for field in ("started_from", "produced"):
                 if cache.get(field):
                     found.add(cache[field])

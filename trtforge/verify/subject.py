@@ -45,7 +45,7 @@ def subject_from_recipe(resolution: Resolution, artifact: Artifact | None = None
 
 def subject_from_artifact(artifact: Artifact) -> Subject:
     """The artifact's recorded recipe and model; the model file must still hold the same bytes."""
-    model_path = Path(artifact.details.get("model", {}).get("path", ""))
+    model_path = artifact.details.model_path
     if not model_path.is_file():
         raise ModelError(
             f"artifact {artifact.id[:12]}: its model {model_path} is gone",
