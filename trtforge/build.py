@@ -61,6 +61,7 @@ class BuildResult:
     seconds: float = 0.0
     error: str | None = None
     more_errors: list[str] = field(default_factory=list)  # further problems of the same recipe
+    error_detail: list[dict[str, Any]] = field(default_factory=list)  # all TensorRT said (parser errors, log)
     hint: str | None = None
     exit_code: int = 0
 
@@ -139,8 +140,10 @@ class BuildStage:
         force: bool = False,
         progress: Any = None,
         notify: Callable[[str], None] | None = None,
+        name: str | None = None,
     ) -> None:
         self.store = StoreHandle(store, catalog)
+        self.name = name  # artifact name of an ONNX file given instead of a recipe (`--name`)
         self.force = force
         self.progress = progress
         self.notify = notify or _to_stderr
@@ -182,7 +185,7 @@ class BuildStage:
         started = time.perf_counter()
         result = BuildResult(recipe=str(recipe_path), name=None, status="failed")
         try:
-            loaded = load_recipe(recipe_path)
+            loaded = load_recipe(recipe_path, name=self.name)
             result.name = loaded.recipe.name
             loaded = with_deny_file(loaded)  # sidecar deny entries count like inline ones
             self._build(loaded, result)
@@ -190,6 +193,7 @@ class BuildStage:
             result.status = "failed"
             result.error = exc.message
             result.more_errors = list(exc.more)
+            result.error_detail = list(getattr(exc, "detail", []))
             result.hint = exc.hint
             result.exit_code = exc.exit_code
         result.seconds = round(time.perf_counter() - started, 4)

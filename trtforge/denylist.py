@@ -263,22 +263,16 @@ def read_deny_file(path: Path, shown: str | None = None) -> list[DenyEntry]:
     from trtforge.recipe import read_text_file
 
     shown = shown or str(path)
-    hint = "tactics.deny_file is relative to the recipe"
+    hint = "tactics.deny_file is relative to the recipe file (or absolute, ~, ${VAR})"
     return parse_deny_file(
         read_text_file(path, shown, what="deny file", limit=MAX_SIDECAR_BYTES, missing_hint=hint), shown
     )
 
 
 def deny_file_path(loaded: LoadedRecipe) -> Path | None:
-    """Where the recipe's sidecar is; it must stay inside the recipe's directory."""
-    relative = loaded.recipe.tactics.deny_file
-    if relative is None:
-        return None
-    base = loaded.path.parent.resolve()
-    path = (base / relative).resolve()
-    if not path.is_relative_to(base):
-        raise RecipeError(f"{loaded.path}: tactics.deny_file {relative} leaves the recipe's directory")
-    return path
+    """Where the recipe's sidecar is (relative to the recipe, absolute, ``~`` or ``${VAR}``)."""
+    value = loaded.recipe.tactics.deny_file
+    return None if value is None else loaded.resolve_path(value, "tactics", "deny_file")
 
 
 def with_deny_file(loaded: LoadedRecipe) -> LoadedRecipe:
@@ -290,8 +284,7 @@ def with_deny_file(loaded: LoadedRecipe) -> LoadedRecipe:
     path = deny_file_path(loaded)
     if path is None:
         return loaded
-    shown = str(loaded.path.parent / (loaded.recipe.tactics.deny_file or ""))
-    extra = read_deny_file(path, shown)
+    extra = read_deny_file(path, str(path))
     merged = [*loaded.recipe.tactics.deny, *extra]
     tactics = loaded.recipe.tactics.model_copy(update={"deny": merged, "deny_file": None})
     recipe = loaded.recipe.model_copy(update={"tactics": tactics})

@@ -62,9 +62,24 @@ class UnsupportedOptionError(BadInputError):
 
 
 class BuildError(TrtforgeError):
-    """TensorRT failed to parse the model or build the engine (exit 1)."""
+    """TensorRT failed to parse the model or build the engine (exit 1).
+
+    ``detail`` keeps everything TensorRT said (every parser error, or the builder's error log),
+    for `build --json` (``error_detail``): CI shows it without a rerun.
+    """
 
     exit_code = 1
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        hint: str | None = None,
+        more: tuple[str, ...] = (),
+        detail: list[dict[str, object]] | None = None,
+    ) -> None:
+        super().__init__(message, hint=hint, more=more)
+        self.detail = detail or []
 
 
 class IntegrityError(TrtforgeError):

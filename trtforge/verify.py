@@ -30,7 +30,15 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 from trtforge.errors import BadInputError, ModelError, NotFoundError
 from trtforge.keys import canonical_json, sha256_file, sha256_text
 from trtforge.model import ModelInfo, TensorInfo, check_profiles, model_sha256, read_model
-from trtforge.recipe import InputShapes, LoadedRecipe, Recipe, VerifySpec, load_recipe, shape_point_fits
+from trtforge.recipe import (
+    InputShapes,
+    LoadedRecipe,
+    Recipe,
+    VerifySpec,
+    expand_path,
+    load_recipe,
+    shape_point_fits,
+)
 from trtforge.store import Store
 from trtforge.store.blobs import atomic_write
 from trtforge.store.catalog import Artifact, Blob, ReferenceOutput, Verification
@@ -284,10 +292,17 @@ def user_cases(
 
 
 def make_cases(subject: Subject, model: ModelInfo, data: Path | None = None) -> list[Case]:
-    data = data if data is not None else (subject.base_dir / subject.spec.data if subject.spec.data else None)
+    if data is None and subject.spec.data is not None:
+        try:
+            data = expand_path(subject.spec.data, subject.base_dir, "verify.data")
+        except ValueError as exc:
+            raise BadInputError(str(exc), hint="set the variable, or write the path out in the recipe") from None
+    # No profiles (every input static): the engine's one implicit profile, at the model's shapes.
+    profiles = subject.profiles or [{}]
     if data is not None:
-        return user_cases(load_user_feeds(data), model.inputs, subject.profiles, data)
-    return [Case(p, generate_feed(model.inputs, p, subject.spec)) for p in shape_points(subject.profiles, subject.spec)]
+        return user_cases(load_user_feeds(data), model.inputs, profiles, data)
+    points = shape_points(profiles, subject.spec) if subject.profiles else [ShapePoint(0, "static", ())]
+    return [Case(p, generate_feed(model.inputs, p, subject.spec)) for p in points]
 
 
 # -- the reference side --------------------------------------------------------------------

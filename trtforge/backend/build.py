@@ -93,13 +93,43 @@ def _make_progress_monitor(trt: ModuleType, sink: ProgressSink) -> Any:
     return Monitor()
 
 
-def _parse_errors(parser: Any) -> str:
-    parts = []
+def parser_errors(parser: Any) -> list[dict[str, Any]]:
+    """Every error the ONNX parser recorded, as plain data (``error_detail`` of `build --json`)."""
+    errors = []
     for index in range(parser.num_errors):
         error = parser.get_error(index)
-        node_name = error.node_name() or f"#{error.node()}"
-        parts.append(f"node {node_name!r} ({error.node_operator()}): {error.desc()}")
-    return "; ".join(parts) or "the parser gave no details"
+        errors.append(
+            {
+                "node": error.node(),  # -1: not a node (a graph input, the model itself)
+                "node_name": error.node_name(),
+                "operator": error.node_operator(),
+                "message": error.desc(),
+                "code": str(error.code()).rsplit(".", 1)[-1],
+                "function": error.func(),
+                "file": error.file(),
+                "line": error.line(),
+            }
+        )
+    return errors
+
+
+def _error_text(error: dict[str, Any]) -> str:
+    message = " ".join(str(error["message"]).split())  # one line
+    if error["node"] < 0:
+        # graph inputs are rejected in importInput, which reports the input's name as its "file"
+        what = f"input {error['file']!r}" if error["function"] == "importInput" else "the model"
+        return f"{what}: {message}"
+    name = error["node_name"] or f"#{error['node']}"
+    return f"node {name!r} ({error['operator']}): {message}"
+
+
+def parse_error_line(errors: list[dict[str, Any]]) -> str:
+    """The first parser error in one line, and how many other distinct ones there are."""
+    texts = list(dict.fromkeys(_error_text(error) for error in errors))
+    if not texts:
+        return "the parser gave no details"
+    more = f" (and {len(texts) - 1} more)" if len(texts) > 1 else ""
+    return texts[0] + more
 
 
 def _dims(dims: Any) -> list[int]:
@@ -111,7 +141,12 @@ def parse_network(trt: ModuleType, builder: Any, logger: Any, onnx_path: Path, f
     network = builder.create_network(flags)
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
-        raise BuildError(f"ONNX parse failed at {_parse_errors(parser)}", hint=f"model: {onnx_path}")
+        errors = parser_errors(parser)
+        raise BuildError(
+            f"ONNX parse failed at {parse_error_line(errors)}",
+            hint=f"model: {onnx_path}; `--json` lists every parser error (error_detail)",
+            detail=errors,
+        )
     return network, parser
 
 
@@ -170,7 +205,11 @@ def build_plan(
             if gpu_only
             else None
         )
-        raise BuildError(f"{backend.label} failed to build the engine: {detail.splitlines()[0]}", hint=hint)
+        raise BuildError(
+            f"{backend.label} failed to build the engine: {detail.splitlines()[0]}",
+            hint=hint,
+            detail=[r for r in records if r["level"] != "warning"],
+        )
     layer_info = None
     if backend.flavor == "tensorrt":
         from trtforge.backend.denylist_enforce import engine_layer_info
