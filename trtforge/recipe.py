@@ -556,7 +556,7 @@ def load_recipe(path: str | Path, *, name: str | None = None) -> LoadedRecipe:
 def name_from_stem(stem: str) -> str:
     """A file stem made into an artifact name: other characters become '-', at most 128."""
     name = re.sub(r"[^A-Za-z0-9._-]+", "-", stem)
-    name = re.sub(r"\.{2,}", ".", name).lstrip("._-")[:128]
+    name = re.sub(r"\.{2,}", ".", name).strip("._-")[:128].rstrip("._-")
     return name or "model"
 
 
