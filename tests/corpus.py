@@ -38,7 +38,6 @@ class CorpusModel:
 def corpus_cases() -> list[Any]:
     """Every node test case of the installed onnx wheel, by name (deterministic order)."""
     import numpy as np
-
     from onnx.backend.test.case.node import collect_testcases
 
     with warnings.catch_warnings(), np.errstate(all="ignore"):

@@ -115,7 +115,9 @@ def save(model: onnx.ModelProto, path: Path) -> Path:
     return path
 
 
-def _model(nodes: list[onnx.NodeProto], inputs: list, outputs: list, initializer: list | None = None) -> onnx.ModelProto:
+def _model(
+    nodes: list[onnx.NodeProto], inputs: list, outputs: list, initializer: list | None = None
+) -> onnx.ModelProto:
     graph = helper.make_graph(nodes, "g", inputs, outputs, initializer=initializer or [])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8

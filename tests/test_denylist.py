@@ -109,7 +109,7 @@ def test_recipe_inline_entries_and_deny_file_path_rules() -> None:
         + "tactics:\n  deny:\n    - {layer: 'conv*', tactic: '*', reason: fp16 overflow}\n  deny_file: deny.yaml\n"
     )
     assert recipe.tactics.deny[0].layer == "conv*" and recipe.tactics.deny_file == "deny.yaml"
-    with pytest.raises(RecipeError, match="tactics.deny_file: must be a path"):
+    with pytest.raises(RecipeError, match=r"tactics\.deny_file: must be a path"):
         parse_recipe(RECIPE + "tactics:\n  deny_file: ''\n", "r.yaml")
     with pytest.raises(RecipeError) as info:
         parse_recipe(RECIPE + "tactics:\n  deny:\n    - layer: conv1\n      tactic: '*'\n", "r.yaml")

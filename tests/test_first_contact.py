@@ -122,9 +122,7 @@ def test_models_beside_recipes_shared_mounts_home_and_variables(cli, tmp_path: P
     )
 
 
-def test_deny_file_and_verify_data_paths_expand_like_the_model(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_deny_file_and_verify_data_paths_expand_like_the_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     shared = tmp_path / "shared"
     monkeypatch.setenv("SHARED", str(shared))
     monkeypatch.delenv("NOPE", raising=False)
@@ -189,7 +187,14 @@ def test_build_an_onnx_file_directly(cli, tmp_path: Path, store: Path) -> None:
 
 @pytest.mark.parametrize(
     ("stem", "name"),
-    [("resnet50", "resnet50"), ("my model", "my-model"), ("..x", "x"), ("a..b", "a.b"), ("__", "model"), ("é", "model")],
+    [
+        ("resnet50", "resnet50"),
+        ("my model", "my-model"),
+        ("..x", "x"),
+        ("a..b", "a.b"),
+        ("__", "model"),
+        ("é", "model"),
+    ],
 )
 def test_names_from_file_stems_fit_the_name_rules(stem: str, name: str) -> None:
     assert name_from_stem(stem) == name
