@@ -21,8 +21,10 @@ __all__ = [
     "perturbed",
     "save",
     "scalar_input",
+    "shape_tensor_input",
     "static_cnn",
     "two_heads",
+    "uint32_input",
     "unsupported_op",
     "zero_sized_input",
 ]
@@ -182,4 +184,25 @@ def zero_sized_input() -> onnx.ModelProto:
         [helper.make_node("Relu", ["x"], ["y"], name="relu")],
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [0, 4])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [0, 4])],
+    )
+
+
+def shape_tensor_input() -> onnx.ModelProto:
+    """data[2, 3] reshaped by the runtime input shape[2] (int64): a shape-tensor input."""
+    return _model(
+        [helper.make_node("Reshape", ["data", "shape"], ["y"], name="reshape")],
+        [
+            helper.make_tensor_value_info("data", TensorProto.FLOAT, [2, 3]),
+            helper.make_tensor_value_info("shape", TensorProto.INT64, [2]),
+        ],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, 2])],
+    )
+
+
+def uint32_input() -> onnx.ModelProto:
+    """x[4] of element type uint32 (which TensorRT does not take) -> Identity -> y."""
+    return _model(
+        [helper.make_node("Identity", ["x"], ["y"], name="identity")],
+        [helper.make_tensor_value_info("x", TensorProto.UINT32, [4])],
+        [helper.make_tensor_value_info("y", TensorProto.UINT32, [4])],
     )

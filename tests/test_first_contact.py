@@ -41,6 +41,15 @@ def test_static_model_builds_from_a_two_line_recipe(cli, tmp_path: Path, store: 
     assert shown.json()["profiles"] == [], shown
 
 
+def test_static_model_verifies_reference_only_at_its_own_shapes(cli, tmp_path: Path, store: Path) -> None:
+    recipe = two_line_recipe(tmp_path, "cnn", onnx_models.static_cnn())
+    for target in (recipe, tmp_path / "cnn.onnx"):
+        result = cli("verify", target, "--reference-only", "--store", store, "--json")
+        assert result.code == 0, result
+        [point] = result.json()["points"]
+        assert point["label"] == "static" and point["outputs"][0]["shape"] == [1, 4, 1, 1]
+
+
 def test_dynamic_input_without_profile_is_named_and_a_profile_suggested(cli, tmp_path: Path, store: Path) -> None:
     recipe = two_line_recipe(tmp_path, "mlp", onnx_models.mlp())  # x[N, 4]
     result = cli("build", recipe, "--store", store)
@@ -160,6 +169,23 @@ def test_parser_failure_is_one_line_and_json_has_every_parser_message(cli, tmp_p
     plain = cli("build", recipe, "--store", store)
     assert plain.code == 1 and "Traceback" not in plain.stderr
     assert sum(line.startswith("error:") for line in plain.stderr.splitlines()) == 1, plain
+
+
+def test_what_tensorrt_cannot_take_is_named_in_words(cli, tmp_path: Path, store: Path) -> None:
+    """The corpus's most common refusals, said in one plain line (TensorRT fails on both too)."""
+    recipes = [
+        two_line_recipe(tmp_path, "uint32", onnx_models.uint32_input()),
+        two_line_recipe(tmp_path, "reshape", onnx_models.shape_tensor_input()),
+    ]
+    result = cli("build", *recipes, "--store", store, "--json")
+    assert result.code == 1 and "Traceback" not in result.stderr, result
+    uint32, reshape = result.json()
+    assert uint32["error"] == "ONNX parse failed at input 'x': element type uint32 is not supported by TensorRT"
+    assert "convertDtype" in uint32["error_detail"][0]["message"]  # TensorRT's own words stay in --json
+    assert reshape["error"] == (
+        "input 'shape' [2] is a shape tensor: TensorRT needs its values in an optimization profile, "
+        "which a recipe cannot give"
+    )
 
 
 # -- `trtforge build model.onnx` ------------------------------------------------------------
