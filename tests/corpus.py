@@ -144,9 +144,10 @@ def write_manifest(models: list[CorpusModel], path: Path) -> Path:
 def failure_reason(error: str) -> str:
     """A failure message reduced to its kind, for the README's top-5 table."""
     text = re.sub(r"node '[^']*' \(", "node (", error)
-    text = re.sub(r"input '[^']*'", "input", text)
+    text = re.sub(r"'[^']*'( \[[0-9, ]*\])?", "X", text)  # input names and shapes
+    text = re.sub(r"element type \w+", "element type T", text)
     text = re.sub(r" \(and \d+ more\)$", "", text)
-    return text[:140]
+    return text[:160]
 
 
 def summarize(results: list[dict[str, Any]], raw: dict[str, bool]) -> dict[str, Any]:

@@ -89,6 +89,22 @@ def test_zero_sized_dimensions_are_fixed_sizes(cli, tmp_path: Path, store: Path)
     assert result.code == 0 and result.json()[0]["status"] == "built", result
 
 
+@pytest.mark.parametrize(
+    ("key", "message"),
+    [
+        ("1", "YAML reads input name 1 in profiles[0] as a number; quote it: '1'"),
+        ("on", "YAML reads an input name in profiles[0] as true (from on/off/yes/no/true/false); quote the name"),
+    ],
+)
+def test_input_names_yaml_reads_as_other_things_are_named(key: str, message: str) -> None:
+    profile = "{min: [1], opt: [1], max: [1]}"
+    with pytest.raises(RecipeError) as info:
+        parse_recipe(f"name: n\nmodel: {{onnx: m.onnx}}\nprofiles:\n  - {key}: {profile}\n", "r.yaml")
+    assert str(info.value) == f"r.yaml:3 profiles: {message}"
+    quoted = parse_recipe(f"name: n\nmodel: {{onnx: m.onnx}}\nprofiles:\n  - '{key}': {profile}\n")
+    assert list(quoted.profiles[0]) == [key]
+
+
 # -- item 3: models without runtime inputs --------------------------------------------------
 
 

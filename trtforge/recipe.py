@@ -401,6 +401,16 @@ class Recipe(_Strict):
     build: BuildOptions = BuildOptions()
     verify: VerifySpec = VerifySpec()
 
+    @field_validator("profiles", mode="before")
+    @classmethod
+    def _input_names_are_text(cls, value: Any) -> Any:
+        # YAML reads unquoted 1, on, yes, null... as numbers, booleans, None: not an input's name.
+        if isinstance(value, list):
+            for index, profile in enumerate(value):
+                if isinstance(profile, dict):
+                    _check_names(profile, f"profiles[{index}]")
+        return value
+
     @field_validator("name")
     @classmethod
     def _no_dots_only(cls, value: str) -> str:
@@ -453,6 +463,16 @@ class Recipe(_Strict):
         # in first (denylist.with_deny_file), which leaves deny_file empty.
         data["tactics"]["deny"] = deny_key(self.tactics.deny)
         return data
+
+
+def _check_names(mapping: dict[Any, Any], where: str) -> None:
+    for key in mapping:
+        if isinstance(key, str):
+            continue
+        if isinstance(key, bool) or key is None:
+            words = "on/off/yes/no/true/false" if key is not None else "null or ~"
+            raise ValueError(f"YAML reads an input name in {where} as {json.dumps(key)} (from {words}); quote the name")
+        raise ValueError(f"YAML reads input name {key} in {where} as a number; quote it: '{key}'")
 
 
 def shape_point_fits(point: dict[str, Shape], profile: Profile) -> bool:
