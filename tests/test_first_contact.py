@@ -225,6 +225,10 @@ def test_build_an_onnx_file_directly(cli, tmp_path: Path, store: Path) -> None:
     assert both.code == 2 and "--name names the artifact of one ONNX file" in both.stderr, both
     missing = cli("build", tmp_path / "nope.onnx", "--store", store, "--json")
     assert missing.code == 2 and "model file not found" in missing.json()[0]["error"], missing
+    dynamic = onnx_models.save(onnx_models.mlp(), tmp_path / "mlp.onnx")
+    refused = cli("build", dynamic, "--store", store)
+    assert refused.code == 2 and f"error: {dynamic}: dynamic input 'x' [N,4]" in refused.stderr, refused
+    assert "hint: write a recipe (name, model, profiles) for this model, e.g. `profiles: [" in refused.stderr
 
 
 @pytest.mark.parametrize(

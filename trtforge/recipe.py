@@ -566,7 +566,7 @@ def load_recipe(path: str | Path, *, name: str | None = None) -> LoadedRecipe:
     stem made to fit the name rules): a user trying trtforge on a model they have needs no YAML.
     """
     path = Path(path)
-    if path.suffix.lower() == ONNX_SUFFIX:
+    if path.name.lower().endswith(ONNX_SUFFIX):
         return model_recipe(path, name)
     text = read_text_file(path, str(path), what="recipe file", limit=MAX_RECIPE_BYTES, missing_hint="check the path")
     loaded = LoadedRecipe(recipe=parse_recipe(text, str(path)), path=path.resolve(), shown=str(path), text=text)

@@ -665,7 +665,7 @@ def _record(store: Store, subject: Subject, report: VerificationReport, seconds:
 
 
 def looks_like_recipe(ref: str) -> bool:
-    return ref.endswith((".yaml", ".yml")) or Path(ref).is_file()
+    return ref.lower().endswith((".yaml", ".yml", ".onnx")) or Path(ref).is_file()
 
 
 def subject_from_recipe(loaded: LoadedRecipe, artifact: Artifact | None = None) -> Subject:
