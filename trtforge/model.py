@@ -138,7 +138,7 @@ def _check_static(loaded: LoadedRecipe, model: ModelInfo) -> None:
     where = loaded.shown or str(loaded.path)
     recipe_hint = (
         "write a recipe (name, model, profiles) for this model"
-        if loaded.path.suffix.lower() == ".onnx"
+        if loaded.path.name.lower().endswith(".onnx")
         else "add to the recipe"
     )
     raise ModelError(
