@@ -145,6 +145,8 @@ def failure_reason(error: str) -> str:
     """A failure message reduced to its kind, for the README's top-5 table."""
     text = re.sub(r"node '[^']*' \(", "node (", error)
     text = re.sub(r"'[^']*'( \[[0-9, ]*\])?", "X", text)  # input names and shapes
+    text = re.sub(r"X(, X)+", "X", text)
+    text = text.replace("inputs X are shape tensors", "input X is a shape tensor").replace("needs their", "needs its")
     text = re.sub(r"element type \w+", "element type T", text)
     text = re.sub(r" \(and \d+ more\)$", "", text)
     return text[:160]
