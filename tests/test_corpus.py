@@ -6,7 +6,7 @@ settings in a helper process running alongside. trtforge must agree with TensorR
 model, fail in one line, and never with a traceback. On 55eb6bf (before issue 13) every recipe
 without profiles was refused (`profiles: field required`), so agreement was 0 on built models.
 
-TRTFORGE_CORPUS picks the size: `all` (default; the whole corpus, ~2-4 minutes on 2 cores) or a
+TRTFORGE_CORPUS picks the size: `all` (default; the whole corpus, 2-6 minutes on 2 cores) or a
 number (a fixed, seeded sample).
 """
 
