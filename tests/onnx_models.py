@@ -13,7 +13,21 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "recipes"))
 from make_models import example_cnn  # noqa: E402
 
-__all__ = ["example_cnn", "mlp", "perturbed", "save", "two_heads", "unsupported_op"]
+__all__ = [
+    "example_cnn",
+    "initializer_inputs_only",
+    "mlp",
+    "no_graph_inputs",
+    "perturbed",
+    "save",
+    "scalar_input",
+    "shape_tensor_input",
+    "static_cnn",
+    "two_heads",
+    "uint32_input",
+    "unsupported_op",
+    "zero_sized_input",
+]
 
 
 def mlp(seed: int = 0, width: int = 8, features: int = 4, batch: str | int = "N") -> onnx.ModelProto:
@@ -101,3 +115,94 @@ def save(model: onnx.ModelProto, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(model, str(path))
     return path
+
+
+def _model(
+    nodes: list[onnx.NodeProto], inputs: list, outputs: list, initializer: list | None = None
+) -> onnx.ModelProto:
+    graph = helper.make_graph(nodes, "g", inputs, outputs, initializer=initializer or [])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+def static_cnn(seed: int = 0) -> onnx.ModelProto:
+    """A classic CNN export: images[1, 3, 16, 16] (every dimension fixed) -> Conv -> Relu -> GAP -> y."""
+    rng = np.random.default_rng(seed)
+    w = numpy_helper.from_array(rng.normal(0, 0.3, (4, 3, 3, 3)).astype(np.float32), "conv_w")
+    nodes = [
+        helper.make_node("Conv", ["images", "conv_w"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c"], ["r"], name="relu"),
+        helper.make_node("GlobalAveragePool", ["r"], ["y"], name="gap"),
+    ]
+    return _model(
+        nodes,
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, 16, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 1, 1])],
+        [w],
+    )
+
+
+def scalar_input() -> onnx.ModelProto:
+    """x[] (rank 0) -> Mul(2) -> y[]."""
+    two = numpy_helper.from_array(np.array(2.0, dtype=np.float32), "two")
+    return _model(
+        [helper.make_node("Mul", ["x", "two"], ["y"], name="double")],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [])],
+        [two],
+    )
+
+
+def initializer_inputs_only() -> onnx.ModelProto:
+    """Every graph input is an initializer: no runtime input at all."""
+    w = numpy_helper.from_array(np.arange(-2, 2, dtype=np.float32), "w")
+    return _model(
+        [helper.make_node("Relu", ["w"], ["y"], name="relu")],
+        [helper.make_tensor_value_info("w", TensorProto.FLOAT, [4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])],
+        [w],
+    )
+
+
+def no_graph_inputs() -> onnx.ModelProto:
+    """The graph takes no input: Constant -> Relu -> y."""
+    value = numpy_helper.from_array(np.arange(-2, 2, dtype=np.float32), "value")
+    return _model(
+        [
+            helper.make_node("Constant", [], ["c"], name="const", value=value),
+            helper.make_node("Relu", ["c"], ["y"], name="relu"),
+        ],
+        [],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])],
+    )
+
+
+def zero_sized_input() -> onnx.ModelProto:
+    """x[0, 4]: a fixed, empty dimension (not a dynamic one) -> Relu -> y[0, 4]."""
+    return _model(
+        [helper.make_node("Relu", ["x"], ["y"], name="relu")],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [0, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [0, 4])],
+    )
+
+
+def shape_tensor_input() -> onnx.ModelProto:
+    """data[2, 3] reshaped by the runtime input shape[2] (int64): a shape-tensor input."""
+    return _model(
+        [helper.make_node("Reshape", ["data", "shape"], ["y"], name="reshape")],
+        [
+            helper.make_tensor_value_info("data", TensorProto.FLOAT, [2, 3]),
+            helper.make_tensor_value_info("shape", TensorProto.INT64, [2]),
+        ],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, 2])],
+    )
+
+
+def uint32_input() -> onnx.ModelProto:
+    """x[4] of element type uint32 (which TensorRT does not take) -> Identity -> y."""
+    return _model(
+        [helper.make_node("Identity", ["x"], ["y"], name="identity")],
+        [helper.make_tensor_value_info("x", TensorProto.UINT32, [4])],
+        [helper.make_tensor_value_info("y", TensorProto.UINT32, [4])],
+    )

@@ -34,10 +34,8 @@ def _alias_bomb(levels: int = 9) -> str:
         (HEADER + "description: " + "[" * 20000 + "]" * 20000 + "\n", "YAML is nested"),
         (HEADER + 'description: !!python/object/apply:os.system ["touch pwned"]\n', "could not determine"),
         ("name: ../../etc/cron.d/x\nmodel: {onnx: m.onnx}\nprofiles: []\n", "name"),
-        ("name: n\nmodel: {onnx: ../../secret.onnx}\nprofiles: []\n", "no '..'"),
-        ("name: n\nmodel: {onnx: /etc/passwd}\nprofiles: []\n", "relative"),
     ],
-    ids=["alias-bomb", "deep-nesting", "very-deep-nesting", "python-tag", "name-traversal", "model-up", "model-abs"],
+    ids=["alias-bomb", "deep-nesting", "very-deep-nesting", "python-tag", "name-traversal"],
 )
 def test_hostile_recipes_are_refused_cleanly(text: str, message: str) -> None:
     with pytest.raises(RecipeError, match=message):

@@ -24,6 +24,7 @@ BUILD_FIELDS = {
     "seconds",
     "error",
     "more_errors",
+    "error_detail",
 }
 LIST_FIELDS = {
     "artifact_id",

@@ -59,7 +59,7 @@ def test_min_above_opt() -> None:
 
 def test_rank_mismatch_and_non_positive_dims() -> None:
     assert "has rank 3 but min" in error_of(GOOD.replace("max: [8, 3, 32, 32]", "max: [8, 3, 32]"))
-    assert "dimensions must be positive" in error_of(GOOD.replace("min: [1, 3", "min: [0, 3"))
+    assert "dimensions must not be negative" in error_of(GOOD.replace("min: [1, 3", "min: [-1, 3"))
 
 
 def test_unknown_field_points_at_its_line() -> None:
@@ -80,8 +80,8 @@ def test_unsafe_names_are_refused(name: str) -> None:
     assert "name" in error_of(GOOD.replace("name: net", f"name: {json.dumps(name)}"))
 
 
-@pytest.mark.parametrize("path", ["/abs/net.onnx", "../net.onnx", "models/../../net.onnx"])
-def test_model_path_must_stay_relative(path: str) -> None:
+@pytest.mark.parametrize("path", ["''", "' '"])
+def test_model_path_must_be_given(path: str) -> None:
     assert "model.onnx" in error_of(GOOD.replace("models/net.onnx", path))
 
 
@@ -113,6 +113,6 @@ def test_model_path_resolves_against_recipe(tmp_path: Path) -> None:
 
 def test_json_schema_describes_fields() -> None:
     schema = json_schema()
-    assert set(schema["required"]) == {"name", "model", "profiles"}
+    assert set(schema["required"]) == {"name", "model"}
     assert schema["additionalProperties"] is False
     assert "build" in schema["properties"]

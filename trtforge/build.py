@@ -55,6 +55,7 @@ class BuildResult:
     seconds: float = 0.0
     error: str | None = None
     more_errors: list[str] = field(default_factory=list)  # further problems of the same recipe
+    error_detail: list[Any] | dict[str, Any] = field(default_factory=list)  # all TensorRT said (parser errors, log)
     hint: str | None = None
     exit_code: int = 0
 
@@ -79,8 +80,10 @@ class BuildStage:
         force: bool = False,
         progress: Any = None,
         notify: Callable[[str], None] | None = None,
+        name: str | None = None,
     ) -> None:
         self.store = StoreHandle(store, catalog)
+        self.name = name  # artifact name of an ONNX file given instead of a recipe (`--name`)
         self.force = force
         self.progress = progress
         self.notify = notify or _to_stderr
@@ -131,7 +134,7 @@ class BuildStage:
         """
         started = time.perf_counter()
         try:
-            loaded = load_effective(recipe_path)
+            loaded = load_effective(recipe_path, name=self.name)
         except TrtforgeError as exc:
             return [_failed(BuildResult(str(recipe_path), None, "failed"), exc, started)]
         wanted = [t for t in targets if t is None or loaded.recipe.backend in ("auto", t.flavor)]
@@ -358,6 +361,7 @@ def _failed(result: BuildResult, exc: TrtforgeError, started: float) -> BuildRes
     result.status = "failed"
     result.error = exc.message
     result.more_errors = list(exc.more)
+    result.error_detail = exc.detail or []
     result.hint = exc.hint
     result.exit_code = exc.exit_code
     result.seconds = round(time.perf_counter() - started, 4)

@@ -254,7 +254,7 @@ DENY_FILE_HINT = "each entry needs layer, tactic and reason (see `trtforge schem
 
 def read_deny_file(path: Path, shown: str | None = None) -> list[DenyEntry]:
     shown = shown or str(path)
-    hint = "tactics.deny_file is relative to the recipe"
+    hint = "tactics.deny_file is relative to the recipe file (or absolute, ~, ${VAR})"
     return parse_deny_file(
         read_text_file(path, shown, what="deny file", limit=MAX_SIDECAR_BYTES, missing_hint=hint), shown
     )

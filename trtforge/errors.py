@@ -16,13 +16,20 @@ class TrtforgeError(Exception):
     default_hint: str | None = None
 
     def __init__(
-        self, message: str, *, hint: str | None = None, more: tuple[str, ...] = (), detail: dict[str, Any] | None = None
+        self,
+        message: str,
+        *,
+        hint: str | None = None,
+        more: tuple[str, ...] = (),
+        detail: dict[str, Any] | list[Any] | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
         self.hint = hint if hint is not None else self.default_hint
         self.more = more  # further problems of the same input, one line each (e.g. every recipe error)
-        self.detail = detail or {}  # machine-readable context for `--json` (`error_detail`), never printed
+        # Machine-readable context for `--json` (`error_detail`), never printed: e.g. every parser
+        # message of a failed build, or the artifact a refused verification would have checked.
+        self.detail: dict[str, Any] | list[Any] = detail if detail is not None else {}
 
     def __str__(self) -> str:
         return self.message
@@ -67,7 +74,11 @@ class UnsupportedOptionError(BadInputError):
 
 
 class BuildError(TrtforgeError):
-    """TensorRT failed to parse the model or build the engine (exit 1)."""
+    """TensorRT failed to parse the model or build the engine (exit 1).
+
+    ``detail`` keeps everything TensorRT said (every parser error, or the builder's error log),
+    for `build --json` (``error_detail``): CI shows it without a rerun.
+    """
 
     exit_code = 1
 

@@ -6,6 +6,7 @@ trtforge.onnx_proto, which imports nothing (not even onnx) and skips the weights
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +26,11 @@ class TensorInfo:
 
     @property
     def is_dynamic(self) -> bool:
-        return any(not isinstance(d, int) or d <= 0 for d in self.shape)
+        # 0 is a fixed (empty) size; -1 and named or unnamed dims are dynamic
+        return any(not isinstance(d, int) or d < 0 for d in self.shape)
+
+    def dynamic_axes(self) -> list[int]:
+        return [axis for axis, d in enumerate(self.shape) if not isinstance(d, int) or d < 0]
 
     def as_json(self) -> dict[str, object]:
         return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape)}
@@ -94,6 +99,9 @@ def check_profiles(loaded: LoadedRecipe, model: ModelInfo) -> None:
     """Profiles must name real inputs with the right rank and fixed dims, and cover dynamic ones."""
     by_name = {t.name: t for t in model.inputs}
     known = ", ".join(by_name) or "none"
+    if not loaded.recipe.profiles:
+        _check_static(loaded, model)
+        return
     for index, profile in enumerate(loaded.recipe.profiles):
         for name, shapes in profile.items():
             where = f"{loaded.where('profiles', index, name)} profiles[{index}].{name}"
@@ -106,7 +114,7 @@ def check_profiles(loaded: LoadedRecipe, model: ModelInfo) -> None:
                     f"{len(tensor.shape)} {_fmt(tensor.shape)}"
                 )
             for axis, fixed in enumerate(tensor.shape):
-                if isinstance(fixed, int) and fixed > 0:
+                if isinstance(fixed, int) and fixed >= 0:
                     for point in ("min", "opt", "max"):
                         if getattr(shapes, point)[axis] != fixed:
                             raise ModelError(
@@ -120,6 +128,46 @@ def check_profiles(loaded: LoadedRecipe, model: ModelInfo) -> None:
                     f"dynamic input {tensor.name!r} {_fmt(tensor.shape)} has no shapes",
                     hint="every optimization profile must give min/opt/max for every dynamic input",
                 )
+
+
+def _check_static(loaded: LoadedRecipe, model: ModelInfo) -> None:
+    """Without profiles every input must be static; else name the dynamic ones and suggest a profile."""
+    dynamic = [t for t in model.inputs if t.is_dynamic]
+    if not dynamic:
+        return
+    described = "; ".join(
+        f"{t.name!r} {_fmt(t.shape)} (dynamic dimension{'s' if len(t.dynamic_axes()) > 1 else ''} "
+        f"{', '.join(_axis_text(t, axis) for axis in t.dynamic_axes())})"
+        for t in dynamic
+    )
+    noun = "input" if len(dynamic) == 1 else "inputs"
+    where = loaded.shown or str(loaded.path)
+    recipe_hint = (
+        "write a recipe (name, model, profiles) for this model"
+        if loaded.path.name.lower().endswith(".onnx")
+        else "add to the recipe"
+    )
+    raise ModelError(
+        f"{where}: dynamic {noun} {described} and no optimization profile covers them",
+        hint=f"{recipe_hint}, e.g. `profiles: [{suggest_profile(dynamic)}]` "
+        "(the 1s stand for the dynamic dimensions: use the sizes you need, min <= opt <= max)",
+    )
+
+
+def _axis_text(tensor: TensorInfo, axis: int) -> str:
+    dim = tensor.shape[axis]
+    return f"{axis} ({dim})" if isinstance(dim, str) else str(axis)
+
+
+def suggest_profile(inputs: list[TensorInfo]) -> str:
+    """A one-line YAML profile for ``inputs``: fixed dimensions from the model, 1 for dynamic ones."""
+
+    def shape(tensor: TensorInfo) -> str:
+        dims = [d if isinstance(d, int) and d >= 0 else 1 for d in tensor.shape]
+        return "[" + ", ".join(str(d) for d in dims) + "]"
+
+    entries = [f"{json.dumps(t.name)}: {{min: {shape(t)}, opt: {shape(t)}, max: {shape(t)}}}" for t in inputs]
+    return "{" + ", ".join(entries) + "}"
 
 
 def _fmt(shape: tuple[Dim, ...]) -> str:

@@ -9,9 +9,11 @@ importing ``onnx``.
 
 from __future__ import annotations
 
+import json
+import os
 import re
 from collections.abc import Mapping
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any, Literal
 
 import yaml
@@ -43,15 +45,16 @@ class InputShapes(_Strict):
     errors point at the value that is out of range.
     """
 
-    min: Shape = Field(min_length=1, max_length=8)
-    max: Shape = Field(min_length=1, max_length=8)
-    opt: Shape = Field(min_length=1, max_length=8)
+    # Rank 0 ([]) is a scalar input; a zero-sized dimension is a valid (empty) tensor.
+    min: Shape = Field(max_length=8)
+    max: Shape = Field(max_length=8)
+    opt: Shape = Field(max_length=8)
 
     @field_validator("min", "max", "opt")
     @classmethod
-    def _positive(cls, shape: Shape) -> Shape:
-        if any(d <= 0 for d in shape):
-            raise ValueError(f"dimensions must be positive, got {_fmt(shape)}")
+    def _not_negative(cls, shape: Shape) -> Shape:
+        if any(d < 0 for d in shape):
+            raise ValueError(f"dimensions must not be negative, got {_fmt(shape)}")
         return shape
 
     @field_validator("max")
@@ -89,24 +92,50 @@ def _check_rank(name: str, shape: Shape, other_name: str, other: Shape) -> None:
 Profile = dict[str, InputShapes]
 
 
-def relative_path(value: str) -> str:
-    """A path from a recipe must be relative to the recipe file and stay inside its directory."""
-    path = PurePosixPath(value.replace("\\", "/"))
-    if not value or path.is_absolute() or re.match(r"^[A-Za-z]:", value):
-        raise ValueError("must be a path relative to the recipe file")
-    if ".." in path.parts:
-        raise ValueError("must stay inside the recipe's directory (no '..')")
+def path_text(value: str) -> str:
+    """A path in a recipe: any path the user can read (checked when it is resolved)."""
+    if not value.strip():
+        raise ValueError("must be a path (absolute, ~, ${VAR}, or relative to the recipe file)")
+    if "\0" in value:
+        raise ValueError("must not contain a NUL character")
     return value
 
 
+_ENV_VAR = re.compile(r"\$(?:\{([^}]*)\}|([A-Za-z_][A-Za-z0-9_]*))")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def expand_path(value: str, base: Path, what: str) -> Path:
+    """A recipe path made usable: ``${VAR}``/``$VAR`` and ``~`` expanded, relative paths joined to
+    ``base`` (the recipe's directory). Absolute paths and ``..`` are the user's call: the model and
+    side files are inputs the user chose, and nothing is ever written to them.
+
+    Raises ValueError naming an unset (or malformed) variable.
+    """
+
+    def substitute(match: re.Match[str]) -> str:
+        name = match.group(1) if match.group(1) is not None else match.group(2)
+        if not _ENV_NAME.match(name):
+            raise ValueError(f"{what} {value}: ${{{name}}} is not a variable name")
+        found = os.environ.get(name)
+        if found is None:
+            raise ValueError(f"{what} {value}: environment variable {name} is not set")
+        return found
+
+    expanded = os.path.expanduser(_ENV_VAR.sub(substitute, value))
+    return (base / expanded).resolve()  # an absolute `expanded` replaces base
+
+
 class ModelSpec(_Strict):
-    onnx: str = Field(description="Path of the ONNX model, relative to the recipe file.")
+    onnx: str = Field(
+        description="Path of the ONNX model: relative to the recipe file, absolute, or with ~ and ${VAR}."
+    )
     sha256: str | None = Field(default=None, description="Optional pin: the build refuses another model.")
 
     @field_validator("onnx")
     @classmethod
-    def _relative(cls, value: str) -> str:
-        return relative_path(value)
+    def _path(cls, value: str) -> str:
+        return path_text(value)
 
     @field_validator("sha256")
     @classmethod
@@ -197,7 +226,8 @@ class Tactics(_Strict):
     )
     deny: list[DenyEntry] = Field(default_factory=list, description="Banned (layer, tactic) pairs.")
     deny_file: str | None = Field(
-        default=None, description="YAML file with more deny entries (`deny: [...]`), relative to the recipe."
+        default=None,
+        description="YAML file with more deny entries (`deny: [...]`): relative to the recipe, absolute, ~, ${VAR}.",
     )
 
     @field_validator("sources")
@@ -209,8 +239,8 @@ class Tactics(_Strict):
 
     @field_validator("deny_file")
     @classmethod
-    def _relative(cls, value: str | None) -> str | None:
-        return None if value is None else relative_path(value)
+    def _path(cls, value: str | None) -> str | None:
+        return None if value is None else path_text(value)
 
 
 RefitMode = Literal["none", "refittable", "refit_identical", "strip_weights"]
@@ -323,7 +353,7 @@ class VerifySpec(_Strict):
     data: str | None = Field(
         default=None,
         description="User inputs instead of generated ones: .npz (one feed) or polygraphy inputs JSON "
-        "(`polygraphy run --save-inputs`), relative to the recipe file.",
+        "(`polygraphy run --save-inputs`): relative to the recipe file, absolute, ~, ${VAR}.",
     )
     iterations: int = Field(default=50, ge=0, description="Timed iterations per profile (0: no timing).")
     warmup: int = Field(default=5, ge=0, description="Untimed iterations before timing.")
@@ -342,7 +372,7 @@ class VerifySpec(_Strict):
             return None
         if not value.endswith((".npz", ".json")):
             raise ValueError("must be a .npz file or a polygraphy inputs .json file")
-        return relative_path(value)
+        return path_text(value)
 
 
 Backend = Literal["auto", "tensorrt", "tensorrt_rtx"]
@@ -355,7 +385,10 @@ class Recipe(_Strict):
     description: str = Field(default="", description="Free text; not part of the build key.")
     model: ModelSpec
     backend: Backend = "auto"
-    profiles: list[Profile] = Field(min_length=1, description="Optimization profiles; each maps input -> shapes.")
+    profiles: list[Profile] = Field(
+        default_factory=list,
+        description="Optimization profiles; each maps input -> shapes. Needed only when an input is dynamic.",
+    )
     precision: Precision = Precision()
     refit: RefitMode = Field(
         default="none",
@@ -366,6 +399,16 @@ class Recipe(_Strict):
     build: BuildOptions = BuildOptions()
     verify: VerifySpec = VerifySpec()
 
+    @field_validator("profiles", mode="before")
+    @classmethod
+    def _input_names_are_text(cls, value: Any) -> Any:
+        # YAML reads unquoted 1, on, yes, null... as numbers, booleans, None: not an input's name.
+        if isinstance(value, list):
+            for index, profile in enumerate(value):
+                if isinstance(profile, dict):
+                    _check_names(profile, f"profiles[{index}]")
+        return value
+
     @field_validator("name")
     @classmethod
     def _no_dots_only(cls, value: str) -> str:
@@ -375,6 +418,8 @@ class Recipe(_Strict):
 
     @model_validator(mode="after")
     def _profiles_consistent(self) -> Recipe:
+        if not self.profiles:
+            return self
         first = self.profiles[0]
         for index, profile in enumerate(self.profiles[1:], start=1):
             for name, shapes in profile.items():
@@ -388,7 +433,7 @@ class Recipe(_Strict):
     @model_validator(mode="after")
     def _verify_points_fit(self) -> Recipe:
         for index, point in enumerate(self.verify.shapes):
-            if isinstance(point, dict) and not any(shape_point_fits(point, p) for p in self.profiles):
+            if isinstance(point, dict) and not any(shape_point_fits(point, p) for p in self.profiles or [{}]):
                 shown = ", ".join(f"{n}: {_fmt(s)}" for n, s in point.items())
                 raise ValueError(f"verify.shapes[{index}] {{{shown}}} is inside no optimization profile")
         return self
@@ -418,6 +463,16 @@ class Recipe(_Strict):
         return data
 
 
+def _check_names(mapping: dict[Any, Any], where: str) -> None:
+    for key in mapping:
+        if isinstance(key, str):
+            continue
+        if isinstance(key, bool) or key is None:
+            words = "on/off/yes/no/true/false" if key is not None else "null or ~"
+            raise ValueError(f"YAML reads an input name in {where} as {json.dumps(key)} (from {words}); quote the name")
+        raise ValueError(f"YAML reads input name {key} in {where} as a number; quote it: '{key}'")
+
+
 def shape_point_fits(point: dict[str, Shape], profile: Profile) -> bool:
     """Whether explicit shapes name exactly the profile's inputs and lie within its min/max."""
     if set(point) != set(profile):
@@ -443,7 +498,26 @@ class LoadedRecipe(BaseModel):
 
     @property
     def model_path(self) -> Path:
-        return (self.path.parent / self.recipe.model.onnx).resolve()
+        return self.resolve_path(self.recipe.model.onnx, "model", "onnx")
+
+    def resolve_path(self, value: str, *loc: str) -> Path:
+        """A path field of this recipe (at ``loc``) expanded and made absolute (see expand_path)."""
+        field = ".".join(loc)
+        try:
+            return expand_path(value, self.path.parent, field)
+        except ValueError as exc:
+            raise RecipeError(
+                f"{self.where(*loc)} {exc}", hint="set the variable, or write the path out in the recipe"
+            ) from None
+
+    def check_paths(self) -> LoadedRecipe:
+        """Expand every path field once, so an unset variable fails at load time, naming file:line."""
+        self.model_path  # noqa: B018 - resolving is the check
+        if self.recipe.tactics.deny_file is not None:
+            self.resolve_path(self.recipe.tactics.deny_file, "tactics", "deny_file")
+        if self.recipe.verify.data is not None:
+            self.resolve_path(self.recipe.verify.data, "verify", "data")
+        return self
 
     def where(self, *loc: str | int) -> str:
         """``file:line`` of the field at ``loc`` (``file`` alone when the line is unknown)."""
@@ -463,11 +537,42 @@ def json_schema() -> dict[str, Any]:
     return schema
 
 
-def load_recipe(path: str | Path) -> LoadedRecipe:
-    """Read and validate a recipe; every failure is a one-line RecipeError naming file:line field."""
+ONNX_SUFFIX = ".onnx"
+
+
+def load_recipe(path: str | Path, *, name: str | None = None) -> LoadedRecipe:
+    """Read and validate a recipe; every failure is a one-line RecipeError naming file:line field.
+
+    A path to an ``.onnx`` file stands for the recipe of just that model (``name`` or the file's
+    stem made to fit the name rules): a user trying trtforge on a model they have needs no YAML.
+    """
     path = Path(path)
+    if path.name.lower().endswith(ONNX_SUFFIX):
+        return model_recipe(path, name)
     text = read_text_file(path, str(path), what="recipe file", limit=MAX_RECIPE_BYTES, missing_hint="check the path")
-    return LoadedRecipe(recipe=parse_recipe(text, str(path)), path=path.resolve(), shown=str(path), text=text)
+    loaded = LoadedRecipe(recipe=parse_recipe(text, str(path)), path=path.resolve(), shown=str(path), text=text)
+    return loaded.check_paths()
+
+
+def name_from_stem(stem: str) -> str:
+    """A file stem made into an artifact name: other characters become '-', at most 128."""
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", stem)
+    name = re.sub(r"\.{2,}", ".", name).strip("._-")[:128].rstrip("._-")
+    return name or "model"
+
+
+def model_recipe(path: Path, name: str | None = None) -> LoadedRecipe:
+    """The default recipe of one ONNX file (``trtforge build model.onnx``), as if written beside it."""
+    if path.is_dir():
+        raise RecipeError(f"{path}: is a directory, not an ONNX model", hint=None)
+    if not path.is_file():
+        raise RecipeError(f"{path}: model file not found", hint="check the path")
+    chosen = name if name is not None else name_from_stem(path.stem)
+    text = f"name: {json.dumps(chosen)}\nmodel: {{onnx: {json.dumps(path.name)}}}\n"
+    shown = f"{path} (--name)" if name is not None else str(path)
+    recipe = parse_recipe(text, shown)
+    # absolute(), not resolve(): the model is looked up by this file name beside it, links included
+    return LoadedRecipe(recipe=recipe, path=path.absolute(), shown=str(path), text=text)
 
 
 def parse_recipe(text: str, shown: str = "<recipe>") -> Recipe:
@@ -479,15 +584,9 @@ def parse_recipe(text: str, shown: str = "<recipe>") -> Recipe:
 
 
 def deny_file_path(loaded: LoadedRecipe) -> Path | None:
-    """Where the recipe's sidecar is; it must stay inside the recipe's directory."""
-    relative = loaded.recipe.tactics.deny_file
-    if relative is None:
-        return None
-    base = loaded.path.parent.resolve()
-    path = (base / relative).resolve()
-    if not path.is_relative_to(base):
-        raise RecipeError(f"{loaded.path}: tactics.deny_file {relative} leaves the recipe's directory")
-    return path
+    """Where the recipe's sidecar is (relative to the recipe, absolute, ``~`` or ``${VAR}``)."""
+    value = loaded.recipe.tactics.deny_file
+    return None if value is None else loaded.resolve_path(value, "tactics", "deny_file")
 
 
 def with_deny_file(loaded: LoadedRecipe) -> LoadedRecipe:
@@ -499,8 +598,7 @@ def with_deny_file(loaded: LoadedRecipe) -> LoadedRecipe:
     path = deny_file_path(loaded)
     if path is None:
         return loaded
-    shown = str(loaded.path.parent / (loaded.recipe.tactics.deny_file or ""))
-    extra = read_deny_file(path, shown)
+    extra = read_deny_file(path, str(path))
     merged = [*loaded.recipe.tactics.deny, *extra]
     tactics = loaded.recipe.tactics.model_copy(update={"deny": merged, "deny_file": None})
     recipe = loaded.recipe.model_copy(update={"tactics": tactics})

@@ -47,9 +47,12 @@ class Resolution:
         return check_recipe(self.recipe, self.backend)
 
 
-def load_effective(recipe_path: str | Path) -> LoadedRecipe:
-    """The recipe as validated, with its sidecar deny entries merged in (they count like inline ones)."""
-    return with_deny_file(load_recipe(recipe_path))
+def load_effective(recipe_path: str | Path, *, name: str | None = None) -> LoadedRecipe:
+    """The recipe as validated, with its sidecar deny entries merged in (they count like inline ones).
+
+    An ``.onnx`` path stands for the two-line recipe of that model (``name``, else its stem).
+    """
+    return with_deny_file(load_recipe(recipe_path, name=name))
 
 
 def resolve(
@@ -92,7 +95,7 @@ def _with_explicit_capabilities(loaded: LoadedRecipe, backend: BackendInfo) -> L
 
 
 def looks_like_recipe(ref: str) -> bool:
-    return ref.endswith((".yaml", ".yml")) or Path(ref).is_file()
+    return ref.lower().endswith((".yaml", ".yml", ".onnx")) or Path(ref).is_file()
 
 
 def artifact_for(resolution: Resolution, store: Store | None) -> Artifact:

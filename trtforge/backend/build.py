@@ -94,13 +94,57 @@ def _make_progress_monitor(trt: ModuleType, sink: ProgressSink) -> Any:
     return Monitor()
 
 
-def _parse_errors(parser: Any) -> str:
-    parts = []
+def parser_errors(parser: Any) -> list[dict[str, Any]]:
+    """Every error the ONNX parser recorded, as plain data (``error_detail`` of `build --json`)."""
+    errors = []
     for index in range(parser.num_errors):
         error = parser.get_error(index)
-        node_name = error.node_name() or f"#{error.node()}"
-        parts.append(f"node {node_name!r} ({error.node_operator()}): {error.desc()}")
-    return "; ".join(parts) or "the parser gave no details"
+        errors.append(
+            {
+                "node": error.node(),  # -1: not a node (a graph input, the model itself)
+                "node_name": error.node_name(),
+                "operator": error.node_operator(),
+                "message": error.desc(),
+                "code": str(error.code()).rsplit(".", 1)[-1],
+                "function": error.func(),
+                "file": error.file(),
+                "line": error.line(),
+            }
+        )
+    return errors
+
+
+def _error_text(error: dict[str, Any], dtypes: dict[str, str]) -> str:
+    message = " ".join(str(error["message"]).split())  # one line
+    if error["node"] < 0:
+        if error["function"] != "importInput":
+            return f"the model: {message}"
+        # graph inputs are rejected in importInput, which reports the input's name as its "file"
+        name = str(error["file"])
+        if "convertDtype" in message and name in dtypes:
+            return f"input {name!r}: element type {dtypes[name]} is not supported by TensorRT"
+        return f"input {name!r}: {message}"
+    name = error["node_name"] or f"#{error['node']}"
+    return f"node {name!r} ({error['operator']}): {message}"
+
+
+def _input_dtypes(onnx_path: Path) -> dict[str, str]:
+    """Element types of the model's inputs, to name the one the parser could not convert."""
+    from trtforge.onnx_proto import ProtoError, read_graph_io
+
+    try:
+        return {value.name: value.dtype for value in read_graph_io(onnx_path).inputs}
+    except (ProtoError, OSError):
+        return {}
+
+
+def parse_error_line(errors: list[dict[str, Any]], dtypes: dict[str, str] | None = None) -> str:
+    """The first parser error in one line, and how many other distinct ones there are."""
+    texts = list(dict.fromkeys(_error_text(error, dtypes or {}) for error in errors))
+    if not texts:
+        return "the parser gave no details"
+    more = f" (and {len(texts) - 1} more)" if len(texts) > 1 else ""
+    return texts[0] + more
 
 
 def _dims(dims: Any) -> list[int]:
@@ -112,7 +156,12 @@ def parse_network(trt: ModuleType, builder: Any, logger: Any, onnx_path: Path, f
     network = builder.create_network(flags)
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
-        raise BuildError(f"ONNX parse failed at {_parse_errors(parser)}", hint=f"model: {onnx_path}")
+        errors = parser_errors(parser)
+        raise BuildError(
+            f"ONNX parse failed at {parse_error_line(errors, _input_dtypes(onnx_path))}",
+            hint=f"model: {onnx_path}; `--json` lists every parser error (error_detail)",
+            detail=errors,
+        )
     return network, parser
 
 
@@ -129,6 +178,23 @@ def check_builder_version(trt: ModuleType, backend: BackendInfo) -> None:
             f"but its package metadata (the build key) says {backend.version}",
             hint=f"reinstall {backend.module_name} so that one copy is installed (check sys.path)",
         )
+
+
+def _refuse_shape_tensor_inputs(network: Any) -> None:
+    """A shape-tensor input (its values decide other tensors' shapes, e.g. Reshape's `shape`) needs
+    an optimization profile that gives its values (``set_shape_input``), which recipes cannot
+    express; say so instead of TensorRT's "no optimization profile has been defined"."""
+    inputs = [network.get_input(i) for i in range(network.num_inputs)]
+    shape_inputs = [t for t in inputs if t.is_shape_tensor]
+    if not shape_inputs:
+        return
+    shown = ", ".join(f"{t.name!r} {list(t.shape)}" for t in shape_inputs)
+    one = len(shape_inputs) == 1
+    raise BuildError(
+        f"{'input' if one else 'inputs'} {shown} {'is a shape tensor' if one else 'are shape tensors'}: "
+        f"TensorRT needs {'its' if one else 'their'} values in an optimization profile, which a recipe cannot give",
+        hint="make the values part of the model (an initializer or Constant) if they are fixed",
+    )
 
 
 def build_plan(
@@ -154,6 +220,7 @@ def build_plan(
     started = time.perf_counter()
     builder = trt.Builder(logger)
     network, _parser = parse_network(trt, builder, logger, onnx_path, network_flags(trt, recipe))
+    _refuse_shape_tensor_inputs(network)
     config, settings = make_config(trt, builder, network, recipe)
     if progress is not None:
         config.progress_monitor = _make_progress_monitor(trt, progress)
@@ -187,7 +254,11 @@ def build_plan(
             if gpu_only
             else None
         )
-        raise BuildError(f"{backend.label} failed to build the engine: {detail.splitlines()[0]}", hint=hint)
+        raise BuildError(
+            f"{backend.label} failed to build the engine: {detail.splitlines()[0]}",
+            hint=hint,
+            detail=[r for r in records if r["level"] != "warning"],
+        )
     layer_info = None
     if backend.flavor == "tensorrt":
         from trtforge.backend.denylist_enforce import engine_layer_info

@@ -35,7 +35,10 @@ def exit_code_for(results: list[BuildResult]) -> int:
 def build(
     recipes: Annotated[
         list[str] | None,
-        typer.Argument(help="Recipe YAML files or glob patterns (quoted).", show_default=False),
+        typer.Argument(
+            help="Recipe YAML files or glob patterns (quoted); an .onnx file builds that model with defaults.",
+            show_default=False,
+        ),
     ] = None,
     store: StoreOpt = None,
     catalog: CatalogOpt = None,
@@ -52,9 +55,13 @@ def build(
             show_default=False,
         ),
     ] = None,
+    name: Annotated[
+        str | None,
+        typer.Option("--name", help="Artifact name for a model file given instead of a recipe (default: its stem)."),
+    ] = None,
     json_output: JsonOpt = False,
 ) -> None:
-    """Build engines from recipes; unchanged recipes are cache hits."""
+    """Build engines from recipes (or ONNX files); unchanged recipes are cache hits."""
     output = Output(json_output)
     if reproduce_id is not None:
         _reproduce(output, reproduce_id, recipes, store, catalog)
@@ -68,16 +75,20 @@ def build(
         from trtforge.batch import expand_recipes
         from trtforge.build import BuildStage
 
+        items = expand_recipes(recipes)
+        if name is not None and (len(items) != 1 or not str(items[0]).lower().endswith(".onnx")):
+            raise BadInputError("--name names the artifact of one ONNX file; recipes carry their own name")
+
         progress = None
         if output.interactive:
             from trtforge.cli._progress import BuildProgress  # rich: only for a person at a terminal
 
             progress = BuildProgress(output.err)
-        stage = BuildStage(store, catalog=catalog, force=force, progress=progress)
+        stage = BuildStage(store, catalog=catalog, force=force, progress=progress, name=name)
         try:
             with progress if progress is not None else nullcontext():
                 results = stage.build_all(
-                    expand_recipes(recipes),
+                    items,
                     fail_fast=fail_fast,
                     on_start=progress.start_recipe if progress is not None else None,
                 )

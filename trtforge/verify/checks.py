@@ -9,10 +9,11 @@ from typing import TYPE_CHECKING, Any
 
 from trtforge.backend.compare import latency_summary
 from trtforge.backend.run import RuntimeInfo
+from trtforge.errors import BadInputError
 from trtforge.model import ModelInfo, read_model
-from trtforge.recipe import VerifySpec
+from trtforge.recipe import VerifySpec, expand_path
 from trtforge.store import Store
-from trtforge.verify.inputs import Case, generate_feed, load_user_feeds, shape_points, user_cases
+from trtforge.verify.inputs import Case, ShapePoint, generate_feed, load_user_feeds, shape_points, user_cases
 from trtforge.verify.record import _record, _save_run_results, _write_text
 from trtforge.verify.reference import REFERENCE_NAME, Reference
 from trtforge.verify.report import Candidate, PointResult, VerificationReport, VerifyStatus
@@ -25,10 +26,17 @@ if TYPE_CHECKING:
 
 
 def make_cases(subject: Subject, model: ModelInfo, data: Path | None = None) -> list[Case]:
-    data = data if data is not None else (subject.base_dir / subject.spec.data if subject.spec.data else None)
+    if data is None and subject.spec.data is not None:
+        try:
+            data = expand_path(subject.spec.data, subject.base_dir, "verify.data")
+        except ValueError as exc:
+            raise BadInputError(str(exc), hint="set the variable, or write the path out in the recipe") from None
+    # No profiles (every input static): the engine's one implicit profile, at the model's shapes.
+    profiles = subject.profiles or [{}]
     if data is not None:
-        return user_cases(load_user_feeds(data), model.inputs, subject.profiles, data)
-    return [Case(p, generate_feed(model.inputs, p, subject.spec)) for p in shape_points(subject.profiles, subject.spec)]
+        return user_cases(load_user_feeds(data), model.inputs, profiles, data)
+    points = shape_points(profiles, subject.spec) if subject.profiles else [ShapePoint(0, "static", ())]
+    return [Case(p, generate_feed(model.inputs, p, subject.spec)) for p in points]
 
 
 DIAGNOSTIC_ENGINE = (

@@ -112,7 +112,21 @@ class Reference:
             if self._runner is None:
                 runner = onnxrt_runner(self.subject.model_path, name=REFERENCE_NAME, mark_all=self.per_layer)
                 self._runner = self._stack.enter_context(runner)
-            return {name: value.copy() for name, value in self._runner.infer(dict(feed)).items()}
+            return _as_tensors(self._runner.infer(dict(feed)))
+
+
+def _as_tensors(outputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """Outputs as arrays: a sequence output becomes ``name[0]``, ``name[1]``, ...; an empty optional
+    output is left out. (ONNX Runtime runs such models; TensorRT builds none of them.)"""
+    import numpy as np
+
+    tensors: dict[str, np.ndarray] = {}
+    for name, value in outputs.items():
+        if isinstance(value, (list, tuple)):
+            tensors.update({f"{name}[{i}]": np.array(item) for i, item in enumerate(value)})
+        elif value is not None:
+            tensors[name] = np.array(value)  # a copy, detached from the runner's buffers
+    return tensors
 
 
 class OnnxModelCandidate:

@@ -1,0 +1,172 @@
+"""A corpus of real models nobody here wrote: ONNX's own backend node tests.
+
+The installed ``onnx`` wheel carries them as code (``collect_testcases``): about 1,900
+single-operator models written by ONNX's authors, each with input data. They are generated at
+run time (nothing downloaded, nothing committed) and written as the plainest recipes a user
+would write: ``name`` and ``model``, ``profiles`` only where an input is dynamic (at the shapes of
+the case's own inputs), and the case's inputs as ``verify.data``.
+
+Each model is also built by raw TensorRT-RTX (``OnnxParser`` + ``build_serialized_network``) with
+the flags trtforge uses for such a recipe, in a helper process (``python -m tests.corpus raw``),
+so the test can check that trtforge agrees with TensorRT on every model.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import sys
+import warnings
+from collections import Counter
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+CORPUS_SEED = 13
+
+
+@dataclass(frozen=True)
+class CorpusModel:
+    name: str
+    recipe: str
+    model: str
+    profiles: list[dict[str, dict[str, list[int]]]]
+    data: str | None  # .npz of the case's inputs; None where they are not all arrays
+
+
+def corpus_cases() -> list[Any]:
+    """Every node test case of the installed onnx wheel, by name (deterministic order)."""
+    import numpy as np
+    from onnx.backend.test.case.node import collect_testcases
+
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore")  # the case generators overflow casts on purpose
+        cases = collect_testcases(None)
+    return sorted(cases, key=lambda case: case.name)
+
+
+def pick(cases: list[Any], count: int | None, seed: int = CORPUS_SEED) -> list[Any]:
+    """A fixed, seeded sample of ``count`` cases (all of them when count is None or too large)."""
+    if count is None or count >= len(cases):
+        return list(cases)
+    return sorted(random.Random(seed).sample(cases, count), key=lambda case: case.name)
+
+
+def _runtime_inputs(model: Any) -> list[Any]:
+    initializers = {init.name for init in model.graph.initializer}
+    return [value for value in model.graph.input if value.name not in initializers]
+
+
+def _profiles(model: Any, feed: list[Any] | None) -> list[dict[str, dict[str, list[int]]]]:
+    """One profile at the case's input shapes, only when an input has a dynamic dimension."""
+    import numpy as np
+
+    profile: dict[str, dict[str, list[int]]] = {}
+    inputs = _runtime_inputs(model)
+    for index, value in enumerate(inputs):
+        tensor = value.type.tensor_type if value.type.HasField("tensor_type") else None
+        if tensor is None or not tensor.HasField("shape"):
+            continue
+        if all(dim.HasField("dim_value") for dim in tensor.shape.dim):
+            continue
+        if feed is None or index >= len(feed) or not isinstance(feed[index], np.ndarray):
+            continue  # no shape to take: left to TensorRT (and trtforge) to refuse
+        shape = [int(d) for d in feed[index].shape]
+        profile[value.name] = {"min": shape, "opt": shape, "max": shape}
+    return [profile] if profile else []
+
+
+def write_corpus(cases: list[Any], folder: Path) -> list[CorpusModel]:
+    """Each case as ``<name>.onnx`` + ``<name>.yaml`` (+ ``<name>.npz`` of its inputs) in ``folder``."""
+    import numpy as np
+    import onnx
+
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for case in cases:
+        model_path = folder / f"{case.name}.onnx"
+        onnx.save(case.model, str(model_path))
+        feed = list(case.data_sets[0][0]) if case.data_sets else None
+        profiles = _profiles(case.model, feed)
+        data = None
+        inputs = _runtime_inputs(case.model)
+        if feed is not None and len(feed) == len(inputs):
+            arrays = {value.name: item for value, item in zip(inputs, feed, strict=True)}
+            if all(isinstance(a, (np.ndarray, np.generic)) for a in arrays.values()):
+                data = f"{case.name}.npz"
+                np.savez(folder / data, **{n: np.asarray(a) for n, a in arrays.items()})
+        lines = [f"name: {json.dumps(case.name)}", f"model: {{onnx: {json.dumps(model_path.name)}}}"]
+        if profiles:
+            lines.append(f"profiles: {json.dumps(profiles)}")
+        if data is not None:
+            lines.append(f"verify: {{data: {json.dumps(data)}}}")
+        recipe = folder / f"{case.name}.yaml"
+        recipe.write_text("\n".join(lines) + "\n")
+        written.append(CorpusModel(case.name, str(recipe), str(model_path), profiles, data))
+    return written
+
+
+def raw_build(trt: Any, model: CorpusModel) -> dict[str, Any]:
+    """Build one model with raw TensorRT-RTX and the settings trtforge gives a default recipe:
+    no network flags, builder optimization level 3, the recipe's profiles (if any)."""
+    logger = trt.Logger(trt.Logger.INTERNAL_ERROR)
+    builder = trt.Builder(logger)
+    network = builder.create_network(0)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(model.model):
+        return {"name": model.name, "built": False, "stage": "parse"}
+    config = builder.create_builder_config()
+    config.builder_optimization_level = 3
+    for spec in model.profiles:
+        profile = builder.create_optimization_profile()
+        for name, shapes in spec.items():
+            profile.set_shape(name, shapes["min"], shapes["opt"], shapes["max"])
+        config.add_optimization_profile(profile)
+    plan = builder.build_serialized_network(network, config)
+    built = plan is not None and plan.nbytes > 0
+    return {"name": model.name, "built": built, "stage": "built" if built else "build"}
+
+
+def _raw_main(manifest: Path, out: Path) -> None:
+    import tensorrt_rtx as trt
+
+    models = [CorpusModel(**item) for item in json.loads(manifest.read_text())]
+    results = [raw_build(trt, model) for model in models]
+    out.write_text(json.dumps(results))
+
+
+def write_manifest(models: list[CorpusModel], path: Path) -> Path:
+    path.write_text(json.dumps([asdict(m) for m in models]))
+    return path
+
+
+def failure_reason(error: str) -> str:
+    """A failure message reduced to its kind, for the README's top-5 table."""
+    text = re.sub(r"node '[^']*' \(", "node (", error)
+    text = re.sub(r"'[^']*'( \[[0-9, ]*\])?", "X", text)  # input names and shapes
+    text = re.sub(r"X(, X)+", "X", text)
+    text = text.replace("inputs X are shape tensors", "input X is a shape tensor").replace("needs their", "needs its")
+    text = re.sub(r"element type \w+", "element type T", text)
+    text = re.sub(r" \(and \d+ more\)$", "", text)
+    return text[:160]
+
+
+def summarize(results: list[dict[str, Any]], raw: dict[str, bool]) -> dict[str, Any]:
+    """Counts (built / failed / agree) and the five most common failure reasons."""
+    built = sum(r["status"] == "built" for r in results)
+    agree = sum((r["status"] == "built") == raw[r["name"]] for r in results)
+    reasons = Counter(failure_reason(r["error"]) for r in results if r["status"] == "failed" and r["error"])
+    return {
+        "models": len(results),
+        "built": built,
+        "failed": len(results) - built,
+        "agree": agree,
+        "top_failures": reasons.most_common(5),
+    }
+
+
+if __name__ == "__main__":  # python -m tests.corpus raw MANIFEST OUT
+    if len(sys.argv) != 4 or sys.argv[1] != "raw":
+        raise SystemExit("usage: python -m tests.corpus raw MANIFEST.json OUT.json")
+    _raw_main(Path(sys.argv[2]), Path(sys.argv[3]))
