@@ -12,9 +12,8 @@ from pathlib import Path
 import pytest
 
 from tests import onnx_models
-from trtforge.denylist import deny_file_path
 from trtforge.errors import RecipeError
-from trtforge.recipe import load_recipe, parse_recipe
+from trtforge.recipe import deny_file_path, load_recipe, parse_recipe
 
 TWO_LINES = "name: {name}\nmodel: {{onnx: {model}}}\n"
 
