@@ -30,9 +30,9 @@ def _two_plans_one_key(cli, mlp_recipe: Callable[..., Path], store: Path) -> tup
     return recipe, older, newer
 
 
-def _set_status(store: Path, artifact_id: str, status: str) -> None:
+def _set_integrity(store: Path, artifact_id: str, integrity: str) -> None:
     with sqlite3.connect(store / "catalog.sqlite") as conn:
-        conn.execute("UPDATE artifacts SET status = ? WHERE id = ?", (status, artifact_id))
+        conn.execute("UPDATE artifacts SET integrity = ? WHERE id = ?", (integrity, artifact_id))
 
 
 def test_newest_intact_plan_of_a_key_is_the_hit(cli, mlp_recipe: Callable[..., Path], store: Path) -> None:
@@ -41,11 +41,11 @@ def test_newest_intact_plan_of_a_key_is_the_hit(cli, mlp_recipe: Callable[..., P
     [hit] = cli("build", recipe, "--store", store, "--json").json()
     assert (hit["status"], hit["artifact_id"]) == ("cached", newer["artifact_id"])
 
-    _set_status(store, newer["artifact_id"], "corrupt")  # as `fsck --repair` quarantines it
+    _set_integrity(store, newer["artifact_id"], "corrupt")  # as `fsck --repair` quarantines it
     [hit] = cli("build", recipe, "--store", store, "--json").json()
     assert (hit["status"], hit["artifact_id"]) == ("cached", older["artifact_id"])
 
-    _set_status(store, newer["artifact_id"], "unverified")
+    _set_integrity(store, newer["artifact_id"], "ok")
     BlobStore(store).path_for(newer["plan_sha256"]).unlink()  # the newest plan's blob is gone
     [hit] = cli("build", recipe, "--store", store, "--json").json()
     assert (hit["status"], hit["artifact_id"]) == ("cached", older["artifact_id"])
@@ -58,7 +58,7 @@ def test_newest_intact_plan_of_a_key_is_the_hit(cli, mlp_recipe: Callable[..., P
 
 def test_no_intact_plan_rebuilds(cli, mlp_recipe: Callable[..., Path], store: Path) -> None:
     recipe, older, newer = _two_plans_one_key(cli, mlp_recipe, store)
-    _set_status(store, newer["artifact_id"], "corrupt")
+    _set_integrity(store, newer["artifact_id"], "corrupt")
     BlobStore(store).path_for(older["plan_sha256"]).unlink()
     [again] = cli("build", recipe, "--store", store, "--json").json()
     assert again["status"] == "built" and again["plan_sha256"] == older["plan_sha256"]

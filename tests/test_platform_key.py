@@ -15,6 +15,7 @@ import platform
 import sqlite3
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -26,8 +27,9 @@ from trtforge.flavors import BackendInfo, cuda_variant, find_backend
 from trtforge.keys import build_key
 from trtforge.lookup_rules import Candidate, first_failing_rule, rank
 from trtforge.recipe import load_recipe
+from trtforge.resolve import resolve
 from trtforge.store import open_store
-from trtforge.target import BuildTarget, explicit_target
+from trtforge.target import explicit_target
 
 MACHINE = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "aarch64", "arm64": "aarch64"}
 
@@ -54,19 +56,15 @@ def test_a_build_records_and_keys_platform_and_cuda_variant(cli, mlp_recipe: Cal
     target = shown["details"]["target"]
     assert (target["os"], target["arch"], target["cuda"]) == (os_name, arch, installed_rtx_cuda())
 
-    loaded = load_recipe(recipe)
-    backend = find_backend("tensorrt_rtx")
-    here = BuildTarget(backend.flavor, backend.version, None, (), os_name, arch, backend.cuda)
+    resolution = resolve(recipe)  # the one way from a recipe to its key
+    backend, here = find_backend("tensorrt_rtx"), resolution.target
+    assert (here.os, here.arch, here.cuda) == (os_name, arch, backend.cuda)
     digest = shown["model_sha256"]
-    assert build_key(loaded.recipe, digest, here) == built["build_key"]  # the key names exactly these
+    assert build_key(resolution.recipe, digest, here) == built["build_key"]  # the key names exactly these
     other_arch = "aarch64" if arch != "aarch64" else "x86_64"
     other_cuda = "cu13" if backend.cuda != "cu13" else "cu12"
-    for other in (
-        BuildTarget(backend.flavor, backend.version, None, (), "windows", arch, backend.cuda),
-        BuildTarget(backend.flavor, backend.version, None, (), os_name, other_arch, backend.cuda),
-        BuildTarget(backend.flavor, backend.version, None, (), os_name, arch, other_cuda),
-    ):
-        assert build_key(loaded.recipe, digest, other) != built["build_key"]
+    for other in (replace(here, os="windows"), replace(here, arch=other_arch), replace(here, cuda=other_cuda)):
+        assert build_key(resolution.recipe, digest, other) != built["build_key"]
 
 
 def test_cuda_variant_comes_from_the_distribution_name() -> None:
