@@ -108,7 +108,11 @@ def _row_record(row: Artifact | Verification) -> dict[str, Any]:
     record: dict[str, Any] = {}
     for column in type(row).__table__.columns:
         value = getattr(row, column.key)
-        record[column.key] = value.isoformat() if isinstance(value, datetime) else value
+        if isinstance(value, datetime):
+            value = value.isoformat()
+        elif isinstance(value, ArtifactDetails):
+            value = value.as_json()
+        record[column.key] = value
     return record
 
 
