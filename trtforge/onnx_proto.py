@@ -10,9 +10,12 @@ onnx/onnx.proto3, which ONNX keeps stable across IR versions.
 from __future__ import annotations
 
 import mmap
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
+
+ParsedT = TypeVar("ParsedT")
 
 # onnx.proto field numbers
 MODEL_GRAPH = 7
@@ -289,15 +292,7 @@ def external_data_locations(path: Path) -> tuple[str, ...]:
     attributes (subgraphs included) and in model-local functions. Locations are as written in
     the model (relative to its directory). Raises ProtoError / OSError like read_graph_io.
     """
-    with open(path, "rb") as handle:
-        if handle.seek(0, 2) == 0:
-            raise ProtoError("empty file")
-        with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
-            view = memoryview(mapped)
-            try:
-                return _external_locations(view)
-            finally:
-                view.release()
+    return _parse_mapped(path, _external_locations)
 
 
 def read_graph_io(path: Path) -> GraphIO:
@@ -305,12 +300,17 @@ def read_graph_io(path: Path) -> GraphIO:
 
     Raises ProtoError for bytes that are not a well-formed ONNX ModelProto, OSError for I/O.
     """
+    return _parse_mapped(path, _graph_io)
+
+
+def _parse_mapped(path: Path, parse: Callable[[memoryview], ParsedT]) -> ParsedT:
+    """``parse`` over the file's bytes, memory-mapped (weights are stepped over, never copied)."""
     with open(path, "rb") as handle:
         if handle.seek(0, 2) == 0:
             raise ProtoError("empty file")
         with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
             view = memoryview(mapped)
             try:
-                return _graph_io(view)
+                return parse(view)
             finally:
                 view.release()
