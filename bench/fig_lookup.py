@@ -7,6 +7,7 @@ the command line.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import random
 import uuid
@@ -80,8 +81,9 @@ def populate(store: Path, artifacts: int, seed: int) -> None:
                     "id": uuid.UUID(int=rng.getrandbits(128)).hex,
                     "name": name_of(index // ARTIFACTS_PER_NAME),
                     "build_key": f"{rng.getrandbits(256):064x}",
-                    "recipe_fingerprint": f"{rng.getrandbits(256):064x}",
-                    "model_sha256": f"{rng.getrandbits(256):064x}",
+                    # One model per name (a name means its newest model: lookup filters by it).
+                    "recipe_fingerprint": hashlib.sha256(f"recipe {index // ARTIFACTS_PER_NAME}".encode()).hexdigest(),
+                    "model_sha256": hashlib.sha256(f"model {index // ARTIFACTS_PER_NAME}".encode()).hexdigest(),
                     "flavor": flavor,
                     "trt_version": version,
                     "gpu_name": None if flavor == "tensorrt_rtx" else gpu,

@@ -23,6 +23,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from trtforge.flavors import RTX_DEFAULT_COMPUTE_CAPABILITIES
+
 CORPUS_SEED = 13
 
 
@@ -109,7 +111,9 @@ def write_corpus(cases: list[Any], folder: Path) -> list[CorpusModel]:
 
 def raw_build(trt: Any, model: CorpusModel) -> dict[str, Any]:
     """Build one model with raw TensorRT-RTX and the settings trtforge gives a default recipe:
-    no network flags, builder optimization level 3, the recipe's profiles (if any)."""
+    no network flags, builder optimization level 3, the recipe's profiles (if any), and the
+    compute capability list trtforge always sets (the builder's own unstated default differs:
+    it builds fp8 models, which the listed Ampere targets cannot run)."""
     logger = trt.Logger(trt.Logger.INTERNAL_ERROR)
     builder = trt.Builder(logger)
     network = builder.create_network(0)
@@ -118,6 +122,10 @@ def raw_build(trt: Any, model: CorpusModel) -> dict[str, Any]:
         return {"name": model.name, "built": False, "stage": "parse"}
     config = builder.create_builder_config()
     config.builder_optimization_level = 3
+    targets = [getattr(trt.ComputeCapability, "SM" + cc.replace(".", "")) for cc in RTX_DEFAULT_COMPUTE_CAPABILITIES]
+    config.num_compute_capabilities = len(targets)
+    for index, target in enumerate(targets):
+        config.set_compute_capability(target, index)
     for spec in model.profiles:
         profile = builder.create_optimization_profile()
         for name, shapes in spec.items():

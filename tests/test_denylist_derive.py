@@ -280,7 +280,7 @@ def attach_layer_info(store: Path, artifact_id: str, info: dict, key: str = "lay
     assert opened is not None
     with opened.catalog.writing() as session:
         artifact = session.get(Artifact, artifact_id)
-        artifact.details = {**artifact.details, key: info}
+        artifact.details = artifact.details.model_copy(update={key: info})
     opened.close()
 
 

@@ -265,7 +265,7 @@ def test_checked_copy_falls_back_to_a_plain_copy_after_a_partial_fast_copy(
     import errno
     import os
 
-    from trtforge.store import fs
+    from trtforge import fsutil as fs
 
     real = os.copy_file_range
     calls = []

@@ -332,7 +332,7 @@ def _details_of(record: dict[str, Any]) -> ArtifactDetails:
     from pydantic import ValidationError
 
     try:
-        return read_details(record.get("details"))
+        return read_details(record.get("details"), strict=True)
     except ValidationError:
         raise _refuse(record, "its details do not validate") from None
 

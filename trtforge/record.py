@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 DETAILS_VERSION = 1  # 1: typed (this module); 0: any row written before
 
@@ -78,8 +78,20 @@ class ArtifactDetails(BaseModel):
         return self.model_dump(mode="json", exclude_none=True)
 
 
-def read_details(value: Any) -> ArtifactDetails:
-    """The one reader: a stored JSON object (any version) or a model -> the model."""
+def read_details(value: Any, *, strict: bool = False) -> ArtifactDetails:
+    """The one reader: a stored JSON object (any version) or a model -> the model.
+
+    A catalog row is read tolerantly: a field that does not validate (a damaged row) reads as its
+    default, the most restrictive value, instead of failing every command that lists the row.
+    ``strict`` refuses it instead (ValidationError), for records from outside (bundles).
+    """
     if isinstance(value, ArtifactDetails):
         return value
-    return ArtifactDetails.model_validate({"version": 0, **value} if isinstance(value, dict) else {"version": 0})
+    data = {"version": 0, **value} if isinstance(value, dict) else {"version": 0}
+    try:
+        return ArtifactDetails.model_validate(data)
+    except ValidationError as exc:
+        if strict:
+            raise
+        damaged = {error["loc"][0] for error in exc.errors() if error["loc"]}
+        return ArtifactDetails.model_validate({k: v for k, v in data.items() if k not in damaged})

@@ -248,12 +248,17 @@ def build_plan(
         errors = [r["message"] for r in records if r["level"] != "warning"]
         detail = errors[-1] if errors else "no error was logged"
         gpu_only = cpu_build_fails(recipe, backend)
-        hint = (
-            f"{', '.join(gpu_only)} cannot be built on a CPU-only machine with {backend.label} "
-            "(REFIT/STRIP_PLAN need CUDA, VERSION_COMPATIBLE the lean runtime); build on a GPU machine"
-            if gpu_only
-            else None
-        )
+        hint = None
+        if gpu_only:
+            hint = (
+                f"{', '.join(gpu_only)} cannot be built on a CPU-only machine with {backend.label} "
+                "(REFIT/STRIP_PLAN need CUDA, VERSION_COMPATIBLE the lean runtime); build on a GPU machine"
+            )
+        elif "HW-specific datatypes" in detail:  # e.g. fp8 for the Ampere targets of the default list
+            hint = (
+                "the model uses a data type some of the targets lack: set compatibility.compute_capabilities "
+                "to targets that have it (fp8: 8.9, 12.0, 12.1)"
+            )
         raise BuildError(
             f"{backend.label} failed to build the engine: {detail.splitlines()[0]}",
             hint=hint,
