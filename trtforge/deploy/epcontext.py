@@ -213,6 +213,8 @@ def _export(store: Store, artifact: Any, out: Path, embed: bool) -> EpContextRes
         payload: bytes | memoryview | str = memoryview(read_verified_plan(store, artifact))
     else:
         plan_path = out.with_name(out.stem + ".plan") if out.suffix else out.with_name(out.name + ".plan")
+        if plan_path == out:
+            raise DeployError(f"{out} would be both the model and its plan", hint="name the model *.onnx")
         blob = store.blobs.local_file(artifact.plan_sha256, verify=False)  # the copy is hashed before it appears
         try:
             checked_copy(blob, plan_path, artifact.plan_sha256, temp_prefix=owner_prefix())
