@@ -171,16 +171,17 @@ def _provider_for(flavor: str) -> str:
 def test_gpu_epcontext_model_matches_the_engine(store: Path, built: str, tmp_path: Path) -> None:
     """Run the EPContext model with its provider and the plan with TensorRT-RTX itself: same outputs."""
     import numpy as np
-    import tensorrt_rtx as trt
-    from polygraphy.backend.trt import TrtRunner
+
+    from trtforge.backend.run import EngineCandidate
+    from trtforge.flavors import BackendInfo
 
     out = tmp_path / "gpu_ctx.onnx"
     result = trtforge.deploy_epcontext(out, built, store=store)
     feed = {"images": np.random.default_rng(0).random((4, 3, 32, 32), dtype=np.float32)}
     session = ort.InferenceSession(str(out), providers=[_provider_for(result.flavor)])
     [ours] = session.run(["logits"], feed)
-    runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
-    engine = runtime.deserialize_cuda_engine(result.plan_path.read_bytes())  # type: ignore[union-attr]
-    with TrtRunner(engine) as runner:
+    assert result.plan_path is not None
+    engine = EngineCandidate(result.plan_path.read_bytes(), BackendInfo(result.flavor, result.trt_version))
+    with engine.runner(0) as runner:  # the engine run by trtforge's verifier path, profile 0 covers batch 4
         theirs = runner.infer(feed)["logits"]
     np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-5)

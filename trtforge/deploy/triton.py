@@ -381,8 +381,17 @@ def _needs(choice: _Choice) -> dict[str, Any]:
         # trtforge loads no plugin libraries at build time; TensorRT's own (libnvinfer_plugin) are
         # registered by the Triton backend. An adopted plan may need others: its record cannot say.
         "plugins": "unknown (adopted plan)" if adopted else [],
-        "notes": list(choice.match.notes),
+        "notes": [*choice.match.notes, *_lean_runtime_note(envelope)],
     }
+
+
+def _lean_runtime_note(envelope: Any) -> list[str]:
+    # TensorRT Developer Guide, "Version Compatibility": a plan built with kEXCLUDE_LEAN_RUNTIME
+    # needs its lean runtime loaded through IRuntime::loadRuntime, which the Triton TensorRT backend
+    # (src/loader.cc) never calls; it only allows host code.
+    if envelope.version_compatible and envelope.exclude_lean_runtime:
+        return ["plan excludes the lean runtime: Triton's TensorRT backend does not load one (IRuntime::loadRuntime)"]
+    return []
 
 
 def _runtime(trt: str, choices: list[_Choice], needs: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -484,6 +493,7 @@ def deploy_triton(
                 "why": model.why,
             },
         )
+        result.notes += [f"cc {cc}: {note}" for cc, need in needs.items() for note in need["notes"]]
         if io.source == "model":
             result.notes.append("I/O taken from the ONNX model's graph (the record holds no engine I/O)")
         if not io.profiles_known:
