@@ -291,6 +291,8 @@ def test_verification_per_capability(store: Path, repo: Path, cli: Callable) -> 
 def test_version_compatible_plans_name_the_backend_config(store: Path, repo: Path) -> None:
     add_trt_row(store, cc="8.6", trt="10.12.0.36",
                 compatibility={"hardware": "ampere_plus", "version_compatible": True, "exclude_lean_runtime": False})
+    default = trtforge.deploy_triton(repo / "default", "detector", trt="10.13.3", store=store)
+    assert list(default.files) == ["8.6"]  # the capability it was built on, runnable by the newer release
     result = trtforge.deploy_triton(repo, "detector", trt="10.13.3", cc=["8.6", "8.9", "12.0"], store=store)
     text = (result.model_dir / "config.pbtxt").read_text()
     config = parse_config(result.model_dir / "config.pbtxt")

@@ -42,9 +42,9 @@ from typing import Any
 from trtforge.deploy import default_mode
 from trtforge.deploy.engine_io import EngineIO, IoTensor, engine_io
 from trtforge.errors import BadInputError, DeployError, NoCompatibleEngineError, NotFoundError
-from trtforge.flavors import parse_version, same_release
+from trtforge.flavors import parse_version
 from trtforge.fsutil import atomic_write, checked_copy, fsync_dir, make_temp, owner_prefix
-from trtforge.lookup_rules import Match, ModelChoice, Rejection, rank
+from trtforge.lookup_rules import Candidate, Match, ModelChoice, Rejection, rank, rule_lean_runtime, rule_trt_version
 from trtforge.lookup_stage import choose_model, load_candidates
 from trtforge.record import read_details
 from trtforge.store import Store, require_existing_store
@@ -198,7 +198,7 @@ def _choose(store: Store, request: TritonRequest, ccs: list[str] | None) -> tupl
     parse_version(trt)
     if not ccs:
         ccs = sorted(
-            {cc for c in full if same_release(c.trt_version, trt) for cc in c.compute_capabilities},
+            {cc for c in full for cc in c.compute_capabilities if _runs_with(c, cc, trt)},
             key=parse_compute_capability,
         )
         if not ccs:
@@ -221,6 +221,12 @@ def _choose(store: Store, request: TritonRequest, ccs: list[str] | None) -> tupl
     if failures:
         _refuse(request.name, trt, failures)
     return trt, chosen, model
+
+
+def _runs_with(candidate: Candidate, cc: str, trt: str) -> bool:
+    """The plan loads on TensorRT ``trt`` (same release, or version-compatible): lookup's own rules."""
+    target = explicit_target(gpu=None, cc=cc, trt=trt, flavor="tensorrt")
+    return rule_trt_version(candidate, target) is None and rule_lean_runtime(candidate, target) is None
 
 
 def _refuse(name: str, trt: str, failures: list[tuple[str, list[Rejection]]]) -> None:
