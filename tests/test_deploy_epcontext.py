@@ -160,6 +160,18 @@ def test_weight_stripped_plans_are_refused(store: Path, tmp_path: Path, cli: Cal
     assert not (tmp_path / "w.onnx").exists()
 
 
+def test_a_plan_too_large_to_embed_is_refused(
+    store: Path, built: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from trtforge.deploy import epcontext
+
+    monkeypatch.setattr(epcontext, "MAX_EMBED_BYTES", 1000)  # the real limit is protobuf's 2 GiB
+    with pytest.raises(trtforge.DeployError, match="too large to embed"):
+        trtforge.deploy_epcontext(tmp_path / "big.onnx", built, embed=True, store=store)
+    assert not (tmp_path / "big.onnx").exists()
+    assert trtforge.deploy_epcontext(tmp_path / "big.onnx", built, store=store).plan_path is not None
+
+
 def _provider_for(flavor: str) -> str:
     return {"tensorrt": "TensorrtExecutionProvider", "tensorrt_rtx": "NvTensorRTRTXExecutionProvider"}[flavor]
 

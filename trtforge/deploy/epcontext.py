@@ -46,6 +46,8 @@ IR_VERSION = 10  # ONNX 1.16; read by every ONNX Runtime that has these provider
 EPCONTEXT_TYPES = frozenset(
     "bool int8 int16 int32 int64 uint8 uint16 uint32 uint64 float16 float double bfloat16".split()
 )
+# A protobuf message (the whole ONNX model) must stay below 2 GiB; keep room for the rest of it.
+MAX_EMBED_BYTES = 2**31 - 2**20
 _DIM_NAME = re.compile(r"[^A-Za-z0-9_]")
 
 
@@ -209,6 +211,12 @@ def _export(store: Store, artifact: Any, out: Path, embed: bool) -> EpContextRes
         notes.append("version-compatible plan: it embeds the lean runtime (host code) the provider must allow")
 
     plan_path: Path | None = None
+    if embed and artifact.plan_size > MAX_EMBED_BYTES:
+        raise DeployError(
+            f"plan of {artifact.id[:12]} has {artifact.plan_size} bytes: too large to embed in an ONNX model "
+            f"(protobuf messages stop at {MAX_EMBED_BYTES} bytes)",
+            hint="use --external: the plan goes beside the model",
+        )
     if embed:
         payload: bytes | memoryview | str = memoryview(read_verified_plan(store, artifact))
     else:
