@@ -16,6 +16,7 @@ from trtforge.errors import (
     BuildError,
     BundleError,
     CatalogError,
+    DeployError,
     DeriveError,
     IntegrityError,
     ModelError,
@@ -34,6 +35,8 @@ from trtforge.errors import (
 )
 
 if TYPE_CHECKING:
+    from trtforge.deploy.epcontext import EpContextResult
+    from trtforge.deploy.triton import TritonResult
     from trtforge.lookup_stage import LookupResult
     from trtforge.target import RuntimeTarget
 
@@ -43,6 +46,7 @@ __all__ = [
     "BuildError",
     "BundleError",
     "CatalogError",
+    "DeployError",
     "DeriveError",
     "IntegrityError",
     "ModelError",
@@ -58,6 +62,8 @@ __all__ = [
     "UnsatisfiableDenyError",
     "UnsupportedOptionError",
     "VerificationUnavailableError",
+    "deploy_epcontext",
+    "deploy_triton",
     "lookup",
     "pin",
     "runtime_target",
@@ -118,6 +124,62 @@ def lookup(
         allow_weightless=allow_weightless,
         any_model=any_model,
     )
+
+
+def deploy_triton(
+    repository: str | Path,
+    name: str,
+    *,
+    trt: str | None = None,
+    cc: list[str] | tuple[str, ...] = (),
+    verified_only: bool = False,
+    max_batch_size: int = 0,
+    model_sha256: str | None = None,
+    os: str | None = None,
+    arch: str | None = None,
+    store: str | Path | None = None,
+    catalog: str | None = None,
+) -> TritonResult:
+    """Add a version of Triton model ``name`` to ``repository``: one plan per compute capability.
+
+    Same as `trtforge deploy triton`: lookup's rules choose the plan for each capability (default:
+    those the newest model's full-TensorRT plans were built on) and TensorRT release (default: the
+    newest build's). Raises ``NoCompatibleEngineError`` when a capability has no engine and
+    ``DeployError`` for TensorRT-RTX plans (Triton has no backend for them) or a changed config.
+    """
+    from trtforge.deploy.triton import TritonRequest
+    from trtforge.deploy.triton import deploy_triton as run
+
+    request = TritonRequest(
+        repository=Path(repository),
+        name=name,
+        trt_version=trt,
+        compute_capabilities=tuple(cc),
+        verified_only=verified_only,
+        max_batch_size=max_batch_size,
+        model_sha256=model_sha256,
+        os=os,
+        arch=arch,
+    )
+    return run(request, store, catalog=catalog)
+
+
+def deploy_epcontext(
+    out: str | Path,
+    artifact_id: str,
+    *,
+    embed: bool = False,
+    store: str | Path | None = None,
+    catalog: str | None = None,
+) -> EpContextResult:
+    """Write an ONNX model with one EPContext node wrapping the artifact's plan (`trtforge deploy epcontext`).
+
+    ``embed=False`` (default) puts a hash-checked copy of the plan beside ``out``; ``True`` puts the
+    plan bytes inside the model. Raises ``DeployError`` for weight-stripped plans or a record without I/O.
+    """
+    from trtforge.deploy.epcontext import export_epcontext
+
+    return export_epcontext(out, artifact_id, embed=embed, store=store, catalog=catalog)
 
 
 def pin(artifact_id: str, *, store: str | Path | None = None, catalog: str | None = None) -> bool:

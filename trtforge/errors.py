@@ -153,3 +153,9 @@ class SignatureError(BadInputError):
     """A bundle's signature is invalid, or a trusted one is required and missing (exit 2)."""
 
     default_hint = "get the bundle again from its exporter, or the exporter's public key; nothing was imported"
+
+
+class DeployError(BadInputError):
+    """An engine cannot be exported for the server asked for (e.g. no I/O recorded, a TensorRT-RTX plan for Triton)."""
+
+    default_hint = "see `trtforge show ID` for what the artifact records"
