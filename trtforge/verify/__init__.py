@@ -21,6 +21,7 @@ from pathlib import Path
 from trtforge.backend.compare import latency_summary
 from trtforge.backend.run import RuntimeInfo
 from trtforge.errors import VerificationUnavailableError
+from trtforge.lookup_rules import Envelope
 from trtforge.recipe import Recipe
 from trtforge.store.handle import StoreHandle
 from trtforge.store.plans import plan_for_loading
@@ -100,7 +101,12 @@ def verify(
         from trtforge.backend.run import EngineCandidate, gpu_runtime_for  # neither imports TensorRT
 
         try:
-            backend, runtime = gpu_runtime_for(artifact.flavor, artifact.trt_version)  # type: ignore[arg-type]
+            backend, runtime = gpu_runtime_for(
+                artifact.flavor,  # type: ignore[arg-type]
+                artifact.trt_version,
+                envelope=Envelope.from_details(artifact.details),
+                compute_capabilities=artifact.compute_capabilities,
+            )
         except VerificationUnavailableError as exc:  # say which engine it would have checked
             exc.detail.update(artifact_id=artifact.id, build_key=artifact.build_key)
             raise
