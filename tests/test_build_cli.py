@@ -241,5 +241,5 @@ def test_schema_and_doctor(cli, store: Path) -> None:
     doctor = cli("doctor", "--store", store, "--json")
     assert doctor.code == 0
     report = doctor.json()
-    assert {"flavor": "tensorrt_rtx"}.items() <= report["backends"][0].items()
+    assert "tensorrt_rtx" in [b["flavor"] for b in report["backends"]]  # full TensorRT, where installed, is first
     assert report["store"] == str(store)

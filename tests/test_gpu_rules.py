@@ -113,3 +113,43 @@ def test_device_flag_out_of_range_is_one_line(device: int) -> None:
         pytest.skip(f"this machine has a CUDA device {device}")
     with pytest.raises(TargetError, match=f"--device {device}: no such CUDA device here"):
         select_device(device)
+
+
+FLAVOR_SCRIPT = """
+import sys
+from pathlib import Path
+import polygraphy.config  # polygraphy binds itself to full TensorRT here: the variable is unset
+from tests import onnx_models
+from trtforge.backend.loader import polygraphy_flavor, run_in_flavor
+from trtforge.backend.run import layerwise_plan
+from trtforge.flavors import installed_backend
+from trtforge.recipe import Recipe
+
+model = onnx_models.save(onnx_models.mlp(0), Path(sys.argv[1]) / "m.onnx")
+recipe = Recipe.model_validate({"name": "m", "model": {"onnx": str(model)}, "backend": "tensorrt_rtx",
+                                "profiles": [{"x": {"min": [1, 4], "opt": [2, 4], "max": [4, 4]}}]})
+rtx = installed_backend("tensorrt_rtx")
+plan = run_in_flavor("tensorrt_rtx", layerwise_plan, rtx, recipe, model)
+print(polygraphy_flavor(), len(plan.plan) > 0)
+"""
+
+
+def test_work_for_the_other_flavor_runs_in_a_child_process(tmp_path) -> None:
+    """Polygraphy reads POLYGRAPHY_USE_TENSORRT_RTX once; bound to full TensorRT, a TensorRT-RTX build
+    through polygraphy (the --per-layer engine) still works, in a child. Fails on 4692594: no run_in_flavor,
+    and in-process the build fails with "Module: 'tensorrt' is required"."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO, subprocess_env
+    from trtforge.flavors import installed_backend
+
+    if installed_backend("tensorrt_rtx") is None:
+        pytest.skip("TensorRT-RTX is not installed")
+    env = subprocess_env()
+    env.pop("POLYGRAPHY_USE_TENSORRT_RTX", None)
+    proc = subprocess.run([sys.executable, "-c", FLAVOR_SCRIPT, str(tmp_path)], capture_output=True, text=True,
+                          env=env, cwd=REPO, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    # The parent stays bound to full TensorRT; the plan came from the child's TensorRT-RTX build.
+    assert proc.stdout.split() == ["tensorrt", "True"], proc.stdout

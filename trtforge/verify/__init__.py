@@ -98,8 +98,20 @@ def verify(
         subject = resolve_subject(ref, handle, need_artifact=True)
         artifact = subject.artifact
         assert artifact is not None
+        from trtforge.backend.loader import needs_own_process, run_in_flavor
         from trtforge.backend.run import EngineCandidate, gpu_runtime_for  # neither imports TensorRT
 
+        if needs_own_process(artifact.flavor):  # polygraphy is bound to the other flavor here
+            return run_in_flavor(
+                artifact.flavor,  # type: ignore[arg-type]
+                verify,
+                ref,
+                store=store,
+                catalog=catalog,
+                per_layer=per_layer,
+                save_results=save_results,
+                data=data,
+            )
         try:
             backend, runtime = gpu_runtime_for(
                 artifact.flavor,  # type: ignore[arg-type]
