@@ -163,3 +163,9 @@ class SignatureError(BadInputError):
     """A bundle's signature is invalid, or a trusted one is required and missing (exit 2)."""
 
     default_hint = "get the bundle again from its exporter, or the exporter's public key; nothing was imported"
+
+
+class SelftestFailure(TrtforgeError):
+    """A `trtforge selftest` check saw a wrong result (reported in the check's row; exit 1)."""
+
+    exit_code = 1

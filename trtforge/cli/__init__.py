@@ -42,6 +42,7 @@ app.command("fsck")(maintenance_cmd.fsck)
 app.command("gc")(maintenance_cmd.gc)
 app.command("pin")(maintenance_cmd.pin)
 app.command("unpin")(maintenance_cmd.unpin)
+app.command("selftest")(__import__("trtforge.cli.selftest", fromlist=["selftest"]).selftest)
 
 
 def main() -> None:
