@@ -267,6 +267,16 @@ class EngineCandidate:
         if refit_weights is not None:
             refit_from_onnx(self.trt, self.engine, refit_weights, self.logger)
 
+    def layer_info(self) -> Any:
+        """The engine inspector's JSON for this engine (None where the runtime offers none)."""
+        import json
+
+        try:
+            inspector = self.engine.create_engine_inspector()
+            return json.loads(inspector.get_engine_information(self.trt.LayerInformationFormat.JSON))
+        except Exception:  # no inspector in this runtime, or unreadable: derive then says so
+            return None
+
     def runner(self, profile: int) -> Any:
         from polygraphy.backend.trt import TrtRunner
 

@@ -146,6 +146,17 @@ def verify(
             subject, candidate, runtime, store=opened, per_layer=per_layer, save_results=save_results, data=data
         )
         report.engine = engine
+        if save_results is not None:  # name the engine the saved outputs came from, for `denylist derive`
+            from trtforge.backend.run_results import DIAGNOSTIC_ENGINE as DIAGNOSTIC
+            from trtforge.backend.run_results import PLAN_ENGINE, write_engine_record
+
+            write_engine_record(
+                save_results,
+                DIAGNOSTIC if per_layer else PLAN_ENGINE,
+                artifact_id=artifact.id,
+                plan_sha256=None if per_layer else artifact.plan_sha256,
+                layer_info=candidate.layer_info() if per_layer else None,
+            )
         return report
     finally:
         handle.close()
