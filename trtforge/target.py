@@ -207,34 +207,43 @@ def _nvml_try(call: Any) -> Any:
         return None
 
 
-def _cuda_order() -> list[tuple[str | None, str | None]] | None:
-    """(UUID, PCI bus id) of each CUDA device in this process's CUDA order (CUDA_VISIBLE_DEVICES
-    and CUDA_DEVICE_ORDER applied by the driver itself); None where libcuda is absent."""
-    import ctypes
-    import ctypes.util
+# Asks the CUDA driver for its device order in a child process: cuInit in trtforge's own process
+# would fix CUDA_VISIBLE_DEVICES for good (`--device` narrows it later) and break CUDA in any child
+# forked afterwards. Only ctypes and libcuda: no trtforge import, a few tens of milliseconds.
+_CUDA_ORDER_SCRIPT = """
+import ctypes, ctypes.util, json
+cuda = ctypes.CDLL(ctypes.util.find_library("cuda") or "libcuda.so.1")
+assert cuda.cuInit(0) == 0
+count = ctypes.c_int()
+assert cuda.cuDeviceGetCount(ctypes.byref(count)) == 0
+get_uuid = getattr(cuda, "cuDeviceGetUuid_v2", None) or cuda.cuDeviceGetUuid
+devices = []
+for ordinal in range(count.value):
+    device = ctypes.c_int()
+    assert cuda.cuDeviceGet(ctypes.byref(device), ordinal) == 0
+    raw = (ctypes.c_ubyte * 16)()
+    bus = ctypes.create_string_buffer(64)
+    devices.append([bytes(raw).hex() if get_uuid(raw, device) == 0 else None,
+                    bus.value.decode() if cuda.cuDeviceGetPCIBusId(bus, 64, device) == 0 else None])
+print(json.dumps(devices))
+"""
 
-    name = ctypes.util.find_library("cuda") or "libcuda.so.1"
+
+def _cuda_order() -> list[tuple[str | None, str | None]] | None:
+    """(UUID hex, PCI bus id) of each CUDA device in this process's CUDA order (CUDA_VISIBLE_DEVICES
+    and CUDA_DEVICE_ORDER applied by the driver itself); None where the driver cannot say."""
+    import json
+    import subprocess
+
     try:
-        cuda = ctypes.CDLL(name)
-    except OSError:
-        return None
-    if cuda.cuInit(0) != 0:
-        return None
-    count = ctypes.c_int()
-    if cuda.cuDeviceGetCount(ctypes.byref(count)) != 0:
-        return None
-    devices: list[tuple[str | None, str | None]] = []
-    for ordinal in range(count.value):
-        device = ctypes.c_int()
-        if cuda.cuDeviceGet(ctypes.byref(device), ordinal) != 0:
+        proc = subprocess.run(
+            [sys.executable, "-c", _CUDA_ORDER_SCRIPT], capture_output=True, text=True, timeout=60, check=False
+        )
+        if proc.returncode != 0:
             return None
-        raw = (ctypes.c_ubyte * 16)()
-        get_uuid = getattr(cuda, "cuDeviceGetUuid_v2", None) or cuda.cuDeviceGetUuid
-        uuid = bytes(raw).hex() if get_uuid(raw, device) == 0 else None
-        bus = ctypes.create_string_buffer(64)
-        pci = bus.value.decode() if cuda.cuDeviceGetPCIBusId(bus, 64, device) == 0 else None
-        devices.append((uuid, pci))
-    return devices
+        return [(uuid, pci) for uuid, pci in json.loads(proc.stdout)]
+    except (OSError, ValueError, TypeError, subprocess.SubprocessError):
+        return None
 
 
 def _match_cuda_order(physical: Sequence[LocalGpu], order: Sequence[tuple[str | None, str | None]]) -> list[LocalGpu]:
@@ -260,9 +269,9 @@ def detect_gpus() -> list[LocalGpu]:
     """The CUDA devices this process can use, in CUDA's order: ``CUDA_VISIBLE_DEVICES`` honoured,
     MIG slices recorded as such. Empty when there is no driver or no NVML binding.
 
-    NVML alone lists every GPU of the host in PCI order, whatever the process may use; the CUDA
-    driver (when present) says which of them this process sees and in which order, so device 0
-    here is the device a build runs on.
+    NVML alone lists every GPU of the host in PCI order, whatever the process may use; on a host
+    with several GPUs (or MIG slices) the CUDA driver, asked in a child process, says which of them
+    this process sees and in which order, so device 0 here is the device a build runs on.
     """
     try:
         import pynvml  # lazy: only builds for full TensorRT and `doctor` need it
@@ -276,9 +285,12 @@ def detect_gpus() -> list[LocalGpu]:
         physical = _nvml_devices(pynvml)
     finally:
         pynvml.nvmlShutdown()
-    order = _cuda_order()
-    if order is not None:
-        return _match_cuda_order(physical, order)
+    # One whole GPU and no MIG: NVML's answer is CUDA's. Otherwise CUDA's order (fastest first by
+    # default) and its MIG enumeration decide which device is which; only the driver knows them.
+    if len(physical) > 1:
+        order = _cuda_order()
+        if order is not None:
+            return _match_cuda_order(physical, order)
     return apply_visible_devices(physical, _os.environ.get(VISIBLE_DEVICES))
 
 
