@@ -296,7 +296,8 @@ class EngineCandidate:
         from trtforge.backend.compare import latency_summary
 
         shapes = {name: tuple(array.shape) for name, array in feed.items()}
-        profiles, note = stream_profiles(profile, spec.streams, self._profile_ranges(), shapes)
+        ranges = self._profile_ranges() if spec.streams > 1 else [{}]
+        profiles, note = stream_profiles(profile, spec.streams, ranges, shapes)
         bound: list[_Bound] = []
         try:
             for chosen in profiles:
@@ -356,8 +357,11 @@ class EngineCandidate:
         for index in range(engine.num_optimization_profiles):
             per_input = {}
             for name in inputs:
-                shapes = engine.get_tensor_profile_shape(name, index)
-                if shapes:  # shape-less for static inputs on some versions
+                try:
+                    shapes = engine.get_tensor_profile_shape(name, index)
+                except Exception:  # a static input has no profile range on some versions: any shape fits
+                    shapes = None
+                if shapes:
                     per_input[name] = (tuple(shapes[0]), tuple(shapes[-1]))
             ranges.append(per_input)
         return ranges
