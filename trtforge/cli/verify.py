@@ -103,7 +103,11 @@ def render_report(console: Console, report: VerificationReport) -> None:
                 if "device_memory_bytes" in perf
                 else ""
             )
+            + (f", {perf['streams']} streams" if perf.get("streams", 1) > 1 else "")
+            + (", CUDA graphs" if perf.get("cuda_graph") else "")
         )
+        if perf.get("streams_note"):
+            console.print(f"  note: {perf['streams_note']}")
     if report.saved_results:
         console.print(f"results saved to {report.saved_results}")
 
