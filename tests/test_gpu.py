@@ -157,7 +157,7 @@ def test_compatible_builds_run_and_are_found(
         pytest.skip(f"hardware compatibility needs Ampere or newer; this GPU is cc {gpu.compute_capability}")
     built = build(cli, recipe_for(recipes, "compat", full_trt, f"compatibility: {compatibility}\n"), store)
     assert verify(cli, built["artifact_id"], store)["status"] == "passed"
-    found = cli("lookup", "compat", "--store", store, "--json")
+    found = cli("lookup", "compat", "--store", store, "--flavor", full_trt, "--json")
     assert found.code == 0 and found.json()["artifact_id"] == built["artifact_id"], found
 
 
@@ -256,7 +256,7 @@ def test_strip_weights_refit_before_verify(cli, flavor: str, recipes: Path, stor
     built = build(cli, recipe_for(recipes, "strip", flavor, "refit: strip_weights\n"), store)
     assert verify(cli, built["artifact_id"], store)["status"] == "passed"
     assert "weight-stripped" in " ".join(
-        cli("lookup", "strip", "--store", store, "--allow-weightless", "--json").json()["notes"]
+        cli("lookup", "strip", "--store", store, "--flavor", flavor, "--allow-weightless", "--json").json()["notes"]
     )
 
 

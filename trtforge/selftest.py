@@ -353,7 +353,7 @@ def _graphs_and_streams(store: Path, recipes: Path, flavor: str, ccs: list[str] 
 def _lookup(store: Path, artifact_id: str, flavor: str) -> str:
     import trtforge
 
-    found = trtforge.lookup("selftest-mlp", store=store)
+    found = trtforge.lookup("selftest-mlp", trtforge.runtime_target(flavor=flavor), store=store)
     _expect(found.artifact_id == artifact_id, f"lookup found {found.artifact_id[:12]}, not {artifact_id[:12]}")
     _expect(found.target.detected, "lookup did not detect this machine")
     validity = next((n for n in found.notes if n.startswith("runtime says")), "runtime says VALID")
