@@ -298,7 +298,7 @@ def test_nvml_detection_in_doctor_and_lookup(cli, gpu: Any, recipes: Path, store
     if installed_backend("tensorrt_rtx") is None:
         pytest.skip("TensorRT-RTX is not installed (it builds the engine without a target)")
     build(cli, recipe_for(recipes, "detect", "tensorrt_rtx"), store)
-    found = cli("lookup", "detect", "--store", store, "--json", "--flavor", "tensorrt_rtx")
+    found = cli("lookup", "detect", "--store", store, "--json")  # no target flags at all
     if found.code == 0:
         assert found.json()["target"]["gpu_name"] == gpu.name and found.json()["target"]["detected"] is True
     else:
