@@ -280,7 +280,7 @@ def attach_layer_info(store: Path, artifact_id: str, info: dict, key: str = "lay
     assert opened is not None
     with opened.catalog.writing() as session:
         artifact = session.get(Artifact, artifact_id)
-        artifact.details = artifact.details.model_copy(update={key: info})
+        artifact.details = artifact.details.model_copy(deep=True, update={key: info})
     opened.close()
 
 
@@ -357,3 +357,66 @@ def test_show_prints_the_enforcement_report(cli, tmp_path: Path, store: Path, mo
     assert "deny list (editable_timing_cache): 1 entries, 1 removals, 0 violations" in shown.stdout
     assert f"removed {K32} from matMul1" in shown.stdout
     assert cli("show", artifact_id, "--store", store, "--json").json()["details"]["denylist"]["removed"][0]["key"]
+
+
+# -- results name their engine (issue 14): the artifact's plan or the per-layer diagnostic engine --
+
+
+def diagnostic_layer_info() -> dict:
+    """The per-layer diagnostic engine: every tensor marked, so fc2 and bias2 are NOT fused there;
+    its fc2 layer does not exist in the artifact's engine (whose layer is "fc2 + bias2")."""
+    info = layer_info()
+    fused = info["Layers"][2]
+    fc2 = {**fused, "Name": "fc2", "Outputs": [{**fused["Outputs"][0], "Name": "h2"}], "Metadata": "[ONNX Layer: fc2]"}
+    bias2 = {**fused, "Name": "bias2", "LayerType": "ElementWise", "TacticName": "diag_bias_tactic",
+             "Inputs": [{**fused["Outputs"][0], "Name": "h2"}], "Metadata": "[ONNX Layer: bias2]"}  # fmt: skip
+    info["Layers"][2:3] = [fc2, bias2]
+    return info
+
+
+def test_diagnostic_results_blame_the_diagnostic_engines_layers(tmp_path: Path, models: dict[str, Path]) -> None:
+    """Fails on 4692594 (derive mapped the diagnostic engine's differences onto the artifact's layers)."""
+    # fc2 drifts: the diagnostic engine's own layer "fc2" is to blame, and the artifact has no such
+    # layer (there it is fused with bias2): reported as unmappable, never proposed.
+    drift_fc2 = run_results(tmp_path, models["good"], models["bad_fc2"])
+    engine = "the per-layer diagnostic engine"
+    proposal = derive_for(drift_fc2, models["good"], diagnostic_layer_info(), engine=engine,
+                          artifact_layer_info=layer_info())  # fmt: skip
+    assert proposal.entries == [] and proposal.engine == engine
+    [unmappable] = proposal.unmappable
+    assert (unmappable["tensor"], unmappable["layer"]) == ("h2", "fc2")
+    assert "does not exist in artifact" in unmappable["reason"]
+    # fc1 drifts: the diagnostic engine's fc1 exists in the artifact's engine too: a proposal.
+    drift_fc1 = run_results(tmp_path / "fc1", models["good"], models["bad_fc1"])
+    mapped = derive_for(drift_fc1, models["good"], diagnostic_layer_info(), engine=engine,
+                        artifact_layer_info=layer_info())  # fmt: skip
+    assert [(e.layer, e.tactic[:14]) for e in mapped.entries] == [("fc1", "sm80_xmma_gemm")] and not mapped.unmappable
+
+
+def test_derive_reads_the_engine_record_verify_writes(cli, tmp_path: Path, store: Path, models) -> None:
+    from trtforge.backend.run_results import DIAGNOSTIC_ENGINE, PLAN_ENGINE, write_engine_record
+
+    recipe, artifact_id = build_chain(cli, tmp_path, store)
+    attach_layer_info(store, artifact_id, layer_info())
+    results = run_results(tmp_path, models["good"], models["bad_fc2"])
+    args = ("denylist", "derive", results, "--artifact", artifact_id, "--store", store, "--json")
+
+    unnamed = cli(*args).json()  # saved by polygraphy itself: the artifact's plan is assumed, and said
+    assert unnamed["entries"] and "do not name their engine" in unnamed["notes"][0]
+
+    write_engine_record(results, PLAN_ENGINE, artifact_id=artifact_id, plan_sha256=None)
+    plan = cli(*args).json()
+    assert plan["engine"].endswith("'s plan") and plan["notes"] == [] and len(plan["entries"]) == 1
+
+    write_engine_record(results, DIAGNOSTIC_ENGINE, artifact_id=artifact_id, plan_sha256=None,
+                        layer_info=diagnostic_layer_info())  # fmt: skip
+    written = cli(*args, "--write")
+    assert written.code == 0, written
+    data = written.json()
+    assert "per-layer diagnostic engine" in data["engine"] and data["entries"] == [] and not data["written"]
+    assert [u["layer"] for u in data["unmappable"]] == ["fc2"]
+    assert (recipe.parent / "deny.yaml").read_text() == "deny: []\n"  # nothing unmappable is written
+
+    write_engine_record(results, DIAGNOSTIC_ENGINE, artifact_id="e" * 32, plan_sha256=None)
+    other = cli(*args)
+    assert other.code == 2 and "holds outputs of artifact eeeeeeeeeeee" in other.json()["error"]

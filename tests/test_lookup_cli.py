@@ -229,7 +229,9 @@ def test_tampered_blob_is_not_handed_out(cli, tmp_path: Path) -> None:
 def test_bad_input_is_one_line_and_exit_2(
     cli, built_store: dict[str, str], args: tuple[str, ...], message: str
 ) -> None:
-    result = cli("lookup", *args, "--store", built_store["store"])
+    # CUDA_VISIBLE_DEVICES="" hides every GPU from this process (as CUDA does), so the no-GPU case
+    # holds on a GPU machine too (it failed there on 4692594, which read NVML device 0 regardless).
+    result = cli("lookup", *args, "--store", built_store["store"], env={"CUDA_VISIBLE_DEVICES": ""})
     assert result.code == 2, result
     assert message in result.stderr and "Traceback" not in result.stderr
     assert result.stderr.startswith("error: ")

@@ -18,7 +18,6 @@ from trtforge.recipe import refit_mode
 from trtforge.refit import check_refittable, check_weights, record_refit
 from trtforge.store import open_existing_store
 from trtforge.store.catalog import Artifact, Blob
-from trtforge.target import detect_gpus
 from trtforge.verify import OnnxModelCandidate, RuntimeInfo, check, subject_from_artifact
 
 
@@ -79,11 +78,12 @@ def test_refit_checks_the_weights_file(mlp_recipe, store: Path, tmp_path: Path) 
     assert len(check_weights(parent, good)) == 64
 
 
-@pytest.mark.skipif(bool(detect_gpus()), reason="this machine has a GPU: the no-GPU path does not apply")
 def test_refit_without_gpu_exits_2_before_touching_the_store(cli, mlp_recipe, store: Path, tmp_path: Path) -> None:
+    """No GPU visible: here none exists; on a GPU machine CUDA_VISIBLE_DEVICES="" hides them."""
     artifact_id = refittable_copy(store, build(mlp_recipe(), store))
     weights = onnx_models.save(onnx_models.mlp(seed=1), tmp_path / "new.onnx")
-    result = cli("refit", artifact_id, "--weights", weights, "--store", store, "--json")
+    no_gpu = {"CUDA_VISIBLE_DEVICES": ""}
+    result = cli("refit", artifact_id, "--weights", weights, "--store", store, "--json", env=no_gpu)
     assert result.code == 2, result
     assert result.json()["error"].startswith("refit needs a CUDA GPU with TensorRT-RTX ")
     assert len(cli("list", "--store", store, "--json").json()) == 2

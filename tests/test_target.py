@@ -10,16 +10,49 @@ import pytest
 import trtforge
 from tests.conftest import subprocess_env
 from trtforge.errors import TargetError
+from trtforge.flavors import installed_backends
 from trtforge.target import RuntimeTarget, detect_gpus, resolve_target
+
+NO_GPU_SCRIPT = """
+import trtforge
+from trtforge.errors import TargetError
+from trtforge.flavors import installed_backends
+from trtforge.target import detect_gpus, resolve_target
+assert detect_gpus() == [], detect_gpus()
+for call in (resolve_target, lambda: trtforge.lookup("anything")):
+    try:
+        call()
+    except TargetError as exc:
+        assert "no NVIDIA GPU detected" in exc.message, exc.message
+        assert "--cc" in (exc.hint or ""), exc.hint
+    else:
+        raise SystemExit("no error")
+print("ok")
+"""
 
 
 def test_detection_without_a_gpu_says_so() -> None:
-    assert detect_gpus() == []  # real NVML binding, no driver on this machine
-    with pytest.raises(TargetError, match="no NVIDIA GPU detected") as info:
-        resolve_target()
-    assert "--cc" in (info.value.hint or "")
-    with pytest.raises(TargetError, match="no NVIDIA GPU detected"):
-        trtforge.lookup("anything")
+    """No GPU visible to the process: here none exists; on a GPU machine CUDA_VISIBLE_DEVICES="" hides
+    them all, as CUDA does (4692594 read NVML device 0 whatever the variable said)."""
+    env = {**subprocess_env(), "CUDA_VISIBLE_DEVICES": ""}
+    proc = subprocess.run([sys.executable, "-c", NO_GPU_SCRIPT], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]
+
+
+def test_detection_names_the_gpu_this_process_uses() -> None:
+    """With a GPU (the `doctor`/`lookup` target): the detected target names CUDA device 0, no flags needed."""
+    gpus = detect_gpus()
+    if not gpus:
+        with pytest.raises(TargetError, match="no NVIDIA GPU detected"):
+            resolve_target()
+        return
+    assert [g.index for g in gpus] == list(range(len(gpus)))
+    if installed_backends():
+        detected = resolve_target()
+        assert detected.detected and (detected.gpu_name, detected.compute_capability) == (
+            gpus[0].name,
+            gpus[0].compute_capability,
+        )
 
 
 def test_explicit_target_normalizes_and_describes() -> None:

@@ -334,18 +334,19 @@ def test_reference_only_without_a_store_entry_for_the_recipe(heads, store: Path,
     assert bad.code == 2 and "no input 'q'" in bad.json()["error"]
 
 
-@pytest.mark.skipif(bool(detect_gpus()), reason="this machine has a GPU: the no-GPU path does not apply")
 def test_verify_without_gpu_exits_2_and_stays_unverified(heads, store: Path, cli) -> None:
+    """No GPU visible: here none exists; on a GPU machine CUDA_VISIBLE_DEVICES="" hides them."""
     recipe, _, _ = heads()
     assert cli("build", recipe, "--store", store).code == 0
     [artifact] = cli("list", "--store", store, "--json").json()
+    no_gpu = {"CUDA_VISIBLE_DEVICES": ""}
     for target in (artifact["artifact_id"][:8], str(recipe)):
-        result = cli("verify", target, "--store", store, "--json")
+        result = cli("verify", target, "--store", store, "--json", env=no_gpu)
         assert result.code == 2, result
         error = result.json()["error"]
         assert error.startswith("verification needs a CUDA GPU with TensorRT-RTX ")
         assert "found: no NVIDIA GPU" in error and "\n" not in error
-        human = cli("verify", target, "--store", store)
+        human = cli("verify", target, "--store", store, env=no_gpu)
         assert human.code == 2 and "Traceback" not in human.stderr
         assert human.stderr.startswith("error: verification needs a CUDA GPU")
     shown = cli("show", artifact["artifact_id"], "--store", store, "--json").json()

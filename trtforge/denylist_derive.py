@@ -214,6 +214,11 @@ class Proposal:
     deny_file: str | None = None
     written: bool = False
     diff: str | None = None
+    # Which engine produced the results (the artifact's plan, or the per-layer diagnostic engine),
+    # and findings whose layer the artifact's engine does not have (reported, never written).
+    engine: str = "the artifact's plan"
+    unmappable: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -255,8 +260,16 @@ def derive(
     candidate: str | None = None,
     reference: str | None = None,
     existing: list[DenyEntry] | None = None,
+    engine: str = "the artifact's plan",
+    artifact_layer_info: Any = None,
 ) -> Proposal:
-    """Pure core of `denylist derive`: results + graph + layer information -> proposal."""
+    """Pure core of `denylist derive`: results + graph + layer information -> proposal.
+
+    ``layer_info`` is that of the engine that produced the results, whose layers are blamed. When
+    that engine is not the artifact's (the per-layer diagnostic engine: marking every tensor
+    changes fusion), ``artifact_layer_info`` is the artifact's: a blamed layer it does not have
+    cannot be denied in the artifact's build, so it is reported as unmappable, not proposed.
+    """
     names = [name for name, _ in runners]
     cand_name = _pick_runner(names, candidate, _CANDIDATE_HINTS, "candidate", None)
     ref_name = _pick_runner(names, reference, _REFERENCE_HINTS, "reference", cand_name)
@@ -290,6 +303,12 @@ def derive(
             f"artifact {artifact_id[:12]}: layer information has names only",
             hint="rebuild with DETAILED profiling verbosity",
         )
+    artifact_layers: set[str] | None = None
+    if artifact_layer_info is not None:
+        try:
+            artifact_layers = {layer.name for layer in parse_layer_info(artifact_layer_info)}
+        except ValueError as exc:
+            raise DeriveError(f"artifact {artifact_id[:12]}: unusable layer information ({exc})") from None
 
     proposal = Proposal(
         artifact_id=artifact_id,
@@ -301,6 +320,7 @@ def derive(
         rtol=rtol,
         tensors_compared=len(errors),
         tensors_exceeding=sum(e.exceeds for e in errors.values()),
+        engine=engine,
     )
     known = {e.key() for e in existing or []}
     by_layer: dict[str, DenyEntry] = {}
@@ -314,6 +334,19 @@ def derive(
         if layer.tactic is None:
             raise DeriveError(f"layer {layer.name!r} has no tactic in the layer information")
         error = origin.tensor
+        if artifact_layers is not None and layer.name not in artifact_layers:
+            proposal.unmappable.append(
+                {
+                    "tensor": error.name,
+                    "node": origin.node.name,
+                    "layer": layer.name,
+                    "tactic": layer.tactic,
+                    "max_abs_error": _finite(error.max_abs),
+                    "reason": f"layer {layer.name!r} of {engine} does not exist in artifact {artifact_id[:12]}'s "
+                    "engine (marking every tensor changes fusion)",
+                }
+            )
+            continue
         proposal.findings.append(
             Finding(
                 error.name,
@@ -414,10 +447,11 @@ def derive_from_store(
 
     results_path = Path(results_path)
     runners = load_run_results(results_path)
+    blamed_info, artifact_info, engine, notes = _results_engine(results_path, artifact)
     proposal = derive(
         runners,
         read_graph(model_path),
-        artifact.details.layer_info,
+        blamed_info,
         artifact_id=artifact.id,
         results_path=results_path,
         results_sha256=sha256_file(results_path),
@@ -426,10 +460,47 @@ def derive_from_store(
         candidate=candidate,
         reference=reference,
         existing=existing,
+        engine=engine,
+        artifact_layer_info=artifact_info,
     )
+    proposal.notes.extend(notes)
     if loaded is not None:
         write_deny_file(loaded, proposal)
     return proposal
+
+
+def _results_engine(results: Path, artifact: Any) -> tuple[Any, Any, str, list[str]]:
+    """(layer information to blame, the artifact's to map onto or None, engine name, notes) for the
+    engine the results name (``verify --save-results`` writes that record next to them)."""
+    from trtforge.backend.run_results import DIAGNOSTIC_ENGINE, read_engine_record
+
+    record = read_engine_record(results)
+    plan = f"artifact {artifact.id[:12]}'s plan"
+    if record is None:
+        return artifact.details.layer_info, None, plan, [
+            "the results do not name their engine (no .engine.json beside them): assumed the artifact's plan"
+        ]
+    if record.get("artifact_id") not in (None, artifact.id):
+        raise DeriveError(
+            f"{results.name} holds outputs of artifact {str(record['artifact_id'])[:12]}, not {artifact.id[:12]}",
+            hint="derive against the artifact the results were saved for",
+        )
+    if record["engine"] == DIAGNOSTIC_ENGINE:
+        engine = f"the per-layer diagnostic engine of artifact {artifact.id[:12]}"
+        if record.get("layer_info") is None:
+            raise DeriveError(
+                f"{results.name} came from {engine}, whose layer information was not recorded",
+                hint="the diagnostic engine's layers differ from the artifact's; save results without --per-layer",
+            )
+        if artifact.details.layer_info is None:
+            raise DeriveError(
+                f"artifact {artifact.id[:12]} has no layer information to map {engine}'s layers onto",
+                hint="layer information is recorded by builds with full TensorRT on a GPU (engine inspector)",
+            )
+        return record["layer_info"], artifact.details.layer_info, engine, []
+    if record.get("plan_sha256") not in (None, artifact.plan_sha256):
+        raise DeriveError(f"{results.name} came from another plan than artifact {artifact.id[:12]}'s")
+    return artifact.details.layer_info, None, plan, []
 
 
 def write_deny_file(loaded: Any, proposal: Proposal) -> None:

@@ -34,6 +34,16 @@ class TrtforgeError(Exception):
     def __str__(self) -> str:
         return self.message
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickles whole (hint, detail...), so errors come back intact from a child process."""
+        return (_rebuild, (type(self), self.message), dict(self.__dict__))
+
+
+def _rebuild(cls: type[TrtforgeError], message: str) -> TrtforgeError:
+    error = cls.__new__(cls)
+    Exception.__init__(error, message)
+    return error
+
 
 class BadInputError(TrtforgeError):
     """Something the user gave us is wrong (exit 2)."""
@@ -159,3 +169,9 @@ class DeployError(BadInputError):
     """An engine cannot be exported for the server asked for (e.g. no I/O recorded, a TensorRT-RTX plan for Triton)."""
 
     default_hint = "see `trtforge show ID` for what the artifact records"
+
+
+class SelftestFailure(TrtforgeError):
+    """A `trtforge selftest` check saw a wrong result (reported in the check's row; exit 1)."""
+
+    exit_code = 1

@@ -275,7 +275,7 @@ def rule_rtx_compute_capability(c: Candidate, t: RuntimeTarget) -> str | None:
     if c.flavor != "tensorrt_rtx":
         return None
     if t.compute_capability in RTX_UNSUPPORTED_CCS:
-        return f"TensorRT-RTX does not run on compute capability {t.compute_capability}"
+        return f"TensorRT-RTX does not support compute capability {t.compute_capability}"
     ccs = _cc_set(c)
     if t.compute_capability not in ccs:
         which = "assumed default set, not recorded" if not c.compute_capabilities else "recorded list"

@@ -17,6 +17,7 @@ from typing import Any
 from trtforge.digests import model_digest
 from trtforge.errors import ModelError, NotRefittableError
 from trtforge.keys import refit_key
+from trtforge.lookup_rules import Envelope
 from trtforge.model import read_model
 from trtforge.recipe import refit_mode
 from trtforge.record import DETAILS_VERSION, Lineage
@@ -119,7 +120,13 @@ def refit(
         from trtforge.backend.run import gpu_runtime_for, refit_plan
         from trtforge.store.plans import plan_for_loading
 
-        backend, _runtime = gpu_runtime_for(parent.flavor, parent.trt_version, purpose="refit")  # type: ignore[arg-type]
+        backend, _runtime = gpu_runtime_for(
+            parent.flavor,  # type: ignore[arg-type]
+            parent.trt_version,
+            purpose="refit",
+            envelope=Envelope.from_details(parent.details),
+            compute_capabilities=parent.compute_capabilities,
+        )
         started = time.perf_counter()
         verified = plan_for_loading(opened, parent)
         plan = refit_plan(backend, verified.data, weights, allow_host_code=verified.allow_host_code, why=verified.why)

@@ -104,13 +104,175 @@ def this_platform() -> tuple[str, str]:
 
 @dataclass(frozen=True)
 class LocalGpu:
+    """One CUDA device as this process sees it (``CUDA_VISIBLE_DEVICES`` and CUDA's order applied).
+
+    ``index`` is its CUDA ordinal in this process; ``uuid`` NVML's id (``GPU-...`` or, for a MIG
+    slice, ``MIG-...``); ``mig`` the slice's profile (e.g. ``1g.10gb``) when the device is a MIG
+    slice, whose ``name`` then says so too (NVML names slices "<GPU> MIG 1g.10gb").
+    """
+
     name: str
     compute_capability: str
     driver_version: str | None = None
+    index: int = 0
+    uuid: str | None = None
+    pci_bus_id: str | None = None
+    mig: str | None = None
+
+
+# Selecting a device: `--device N` (index among the visible devices) rewrites CUDA_VISIBLE_DEVICES
+# to that one device before CUDA starts, so the build, the runtime and the key all name it.
+VISIBLE_DEVICES = "CUDA_VISIBLE_DEVICES"
+
+
+def parse_visible_devices(value: str | None) -> list[str] | None:
+    """CUDA's reading of ``CUDA_VISIBLE_DEVICES``: None when unset (every device), else its entries.
+
+    CUDA stops at the first entry that is neither an ordinal nor a ``GPU-``/``MIG-`` UUID (prefix),
+    so ``"0,1,-1,2"`` means devices 0 and 1 and ``""`` (or ``"-1"``) means no device at all
+    (CUDA C Programming Guide, "CUDA Environment Variables").
+    """
+    if value is None:
+        return None
+    entries: list[str] = []
+    for raw in value.split(","):
+        entry = raw.strip()
+        if entry.isdigit() or re.match(r"^(GPU|MIG)-[0-9A-Za-z/-]+$", entry):
+            entries.append(entry)
+        else:
+            break
+    return entries
+
+
+def apply_visible_devices(physical: Sequence[LocalGpu], value: str | None) -> list[LocalGpu]:
+    """The devices of ``physical`` (NVML order, MIG slices included) that CUDA shows for ``value``,
+    in the order it names them, renumbered from 0 (CUDA ordinals in this process).
+
+    Fallback where the CUDA driver cannot be asked for its order: an ordinal counts the whole GPUs
+    in ``physical``'s order (correct with ``CUDA_DEVICE_ORDER=PCI_BUS_ID``).
+    """
+    whole = [g for g in physical if g.mig is None]
+    entries = parse_visible_devices(value)
+    if entries is None:
+        chosen = whole
+    else:
+        chosen = []
+        for entry in entries:
+            if entry.isdigit():
+                found = whole[int(entry)] if int(entry) < len(whole) else None
+            else:
+                found = next((g for g in physical if g.uuid is not None and g.uuid.startswith(entry)), None)
+            if found is None:  # CUDA ignores the rest of the list after a device it cannot find
+                break
+            if found not in chosen:
+                chosen.append(found)
+    return [LocalGpu(g.name, g.compute_capability, g.driver_version, i, g.uuid, g.pci_bus_id, g.mig)
+            for i, g in enumerate(chosen)]  # fmt: skip
+
+
+def _nvml_devices(pynvml: Any) -> list[LocalGpu]:
+    """Every GPU NVML lists (PCI order), each followed by its MIG slices when MIG is on."""
+    driver = _text(pynvml.nvmlSystemGetDriverVersion())
+    found: list[LocalGpu] = []
+    for index in range(pynvml.nvmlDeviceGetCount()):
+        handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+        major, minor = pynvml.nvmlDeviceGetCudaComputeCapability(handle)
+        cc = f"{major}.{minor}"
+        uuid = _nvml_try(lambda h=handle: _text(pynvml.nvmlDeviceGetUUID(h)))
+        pci = _nvml_try(lambda h=handle: _text(pynvml.nvmlDeviceGetPciInfo(h).busId))
+        found.append(LocalGpu(_text(pynvml.nvmlDeviceGetName(handle)), cc, driver, index, uuid, pci))
+        mode = _nvml_try(lambda h=handle: pynvml.nvmlDeviceGetMigMode(h)[0])
+        if not mode:
+            continue
+        for slot in range(_nvml_try(lambda h=handle: pynvml.nvmlDeviceGetMaxMigDeviceCount(h)) or 0):
+            mig = _nvml_try(lambda h=handle, s=slot: pynvml.nvmlDeviceGetMigDeviceHandleByIndex(h, s))
+            if mig is None:
+                continue
+            name = _text(pynvml.nvmlDeviceGetName(mig))
+            profile = name.rsplit(" MIG ", 1)[1] if " MIG " in name else "slice"
+            mig_uuid = _nvml_try(lambda m=mig: _text(pynvml.nvmlDeviceGetUUID(m)))
+            found.append(LocalGpu(name if " MIG " in name else f"{name} MIG {profile}", cc, driver, index,
+                                  mig_uuid, pci, profile))  # fmt: skip
+    return found
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else bytes(value).decode(errors="replace")
+
+
+def _nvml_try(call: Any) -> Any:
+    try:
+        return call()
+    except Exception:  # an NVML call this driver or GPU does not support
+        return None
+
+
+# Asks the CUDA driver for its device order in a child process: cuInit in trtforge's own process
+# would fix CUDA_VISIBLE_DEVICES for good (`--device` narrows it later) and break CUDA in any child
+# forked afterwards. Only ctypes and libcuda: no trtforge import, a few tens of milliseconds.
+_CUDA_ORDER_SCRIPT = """
+import ctypes, ctypes.util, json
+cuda = ctypes.CDLL(ctypes.util.find_library("cuda") or "libcuda.so.1")
+assert cuda.cuInit(0) == 0
+count = ctypes.c_int()
+assert cuda.cuDeviceGetCount(ctypes.byref(count)) == 0
+get_uuid = getattr(cuda, "cuDeviceGetUuid_v2", None) or cuda.cuDeviceGetUuid
+devices = []
+for ordinal in range(count.value):
+    device = ctypes.c_int()
+    assert cuda.cuDeviceGet(ctypes.byref(device), ordinal) == 0
+    raw = (ctypes.c_ubyte * 16)()
+    bus = ctypes.create_string_buffer(64)
+    devices.append([bytes(raw).hex() if get_uuid(raw, device) == 0 else None,
+                    bus.value.decode() if cuda.cuDeviceGetPCIBusId(bus, 64, device) == 0 else None])
+print(json.dumps(devices))
+"""
+
+
+def _cuda_order() -> list[tuple[str | None, str | None]] | None:
+    """(UUID hex, PCI bus id) of each CUDA device in this process's CUDA order (CUDA_VISIBLE_DEVICES
+    and CUDA_DEVICE_ORDER applied by the driver itself); None where the driver cannot say."""
+    import json
+    import subprocess
+
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-c", _CUDA_ORDER_SCRIPT], capture_output=True, text=True, timeout=60, check=False
+        )
+        if proc.returncode != 0:
+            return None
+        return [(uuid, pci) for uuid, pci in json.loads(proc.stdout)]
+    except (OSError, ValueError, TypeError, subprocess.SubprocessError):
+        return None
+
+
+def _match_cuda_order(physical: Sequence[LocalGpu], order: Sequence[tuple[str | None, str | None]]) -> list[LocalGpu]:
+    """Physical devices in CUDA's order, matched by UUID (hex digits), else by PCI bus id."""
+
+    def digits(uuid: str | None) -> str:
+        return re.sub(r"[^0-9a-f]", "", (uuid or "").lower().split("-", 1)[-1])
+
+    result = []
+    for ordinal, (uuid, pci) in enumerate(order):
+        found = next((g for g in physical if uuid and digits(g.uuid) == uuid), None)
+        if found is None and pci:
+            found = next((g for g in physical if g.mig is None and (g.pci_bus_id or "").lower().endswith(
+                pci.lower()[-12:])), None)  # fmt: skip
+        if found is None:
+            continue
+        result.append(LocalGpu(found.name, found.compute_capability, found.driver_version, ordinal, found.uuid,
+                               found.pci_bus_id, found.mig))  # fmt: skip
+    return result
 
 
 def detect_gpus() -> list[LocalGpu]:
-    """GPUs visible through NVML; empty when there is no driver or no NVML binding."""
+    """The CUDA devices this process can use, in CUDA's order: ``CUDA_VISIBLE_DEVICES`` honoured,
+    MIG slices recorded as such. Empty when there is no driver or no NVML binding.
+
+    NVML alone lists every GPU of the host in PCI order, whatever the process may use; on a host
+    with several GPUs (or MIG slices) the CUDA driver, asked in a child process, says which of them
+    this process sees and in which order, so device 0 here is the device a build runs on.
+    """
     try:
         import pynvml  # lazy: only builds for full TensorRT and `doctor` need it
     except ImportError:
@@ -120,16 +282,40 @@ def detect_gpus() -> list[LocalGpu]:
     except pynvml.NVMLError:
         return []
     try:
-        driver = pynvml.nvmlSystemGetDriverVersion()
-        gpus = []
-        for index in range(pynvml.nvmlDeviceGetCount()):
-            handle = pynvml.nvmlDeviceGetHandleByIndex(index)
-            major, minor = pynvml.nvmlDeviceGetCudaComputeCapability(handle)
-            name = pynvml.nvmlDeviceGetName(handle)
-            gpus.append(LocalGpu(name if isinstance(name, str) else name.decode(), f"{major}.{minor}", driver))
-        return gpus
+        physical = _nvml_devices(pynvml)
     finally:
         pynvml.nvmlShutdown()
+    # One whole GPU and no MIG: NVML's answer is CUDA's. Otherwise CUDA's order (fastest first by
+    # default) and its MIG enumeration decide which device is which; only the driver knows them.
+    if len(physical) > 1:
+        order = _cuda_order()
+        if order is not None:
+            return _match_cuda_order(physical, order)
+    return apply_visible_devices(physical, _os.environ.get(VISIBLE_DEVICES))
+
+
+def select_device(device: int | None) -> None:
+    """``--device N``: make the N-th visible CUDA device the only one this process uses (before CUDA
+    starts), so builds, runs, detection and the recorded target all name the same GPU."""
+    if device is None:
+        return
+    gpus = detect_gpus()
+    if not 0 <= device < len(gpus):
+        seen = ", ".join(f"{g.index}: {g.name}" for g in gpus) or "none"
+        raise TargetError(f"--device {device}: no such CUDA device here (visible: {seen})",
+                          hint="give an index among the visible devices (see `trtforge doctor`)")  # fmt: skip
+    chosen = gpus[device]
+    if chosen.uuid is not None:
+        _os.environ[VISIBLE_DEVICES] = chosen.uuid
+    else:
+        entries = parse_visible_devices(_os.environ.get(VISIBLE_DEVICES))
+        _os.environ[VISIBLE_DEVICES] = entries[device] if entries else str(device)
+
+
+def current_gpu() -> LocalGpu | None:
+    """The device work in this process runs on (CUDA device 0 of this process), or None."""
+    gpus = detect_gpus()
+    return gpus[0] if gpus else None
 
 
 def build_target_for(
@@ -152,13 +338,12 @@ def build_target_for(
     if runtime is not None:
         gpu, ccs = runtime.gpu_name, (runtime.compute_capability,)
         return BuildTarget(backend.flavor, backend.version, gpu, ccs, os_name, arch, backend.cuda, build_env())
-    gpus = detect_gpus()
-    if not gpus:
+    gpu = current_gpu()
+    if gpu is None:
         raise BackendUnavailableError(
             f"{backend.label} builds engines on a GPU, and no NVIDIA GPU was found",
             hint="build on a GPU machine, or use `backend: tensorrt_rtx` for CPU ahead-of-time builds",
         )
-    gpu = gpus[0]
     return BuildTarget(
         backend.flavor, backend.version, gpu.name, (gpu.compute_capability,), os_name, arch, backend.cuda, build_env()
     )
@@ -262,9 +447,10 @@ def explicit_target(
 
 
 def detect_target(flavor: str | None = None) -> RuntimeTarget:
-    """This machine as a target: first NVML GPU plus the installed runtime (not imported)."""
-    gpus = detect_gpus()
-    if not gpus:
+    """This machine as a target: the GPU work runs on (CUDA device 0 of this process) plus the
+    installed runtime (not imported)."""
+    gpu = current_gpu()
+    if gpu is None:
         raise TargetError("no NVIDIA GPU detected on this machine (NVML found no driver or device)")
     backends = [b for b in installed_backends() if flavor in (None, b.flavor)]
     if not backends:
@@ -272,7 +458,7 @@ def detect_target(flavor: str | None = None) -> RuntimeTarget:
             f"no {flavor or 'TensorRT'} runtime is installed here",
             hint="install one, or " + TARGET_HINT,
         )
-    gpu, backend = gpus[0], backends[0]
+    backend = backends[0]
     os_name, arch = this_platform()
     return RuntimeTarget(
         backend.flavor, backend.version, gpu.compute_capability, gpu.name, gpu.driver_version, True, os_name, arch

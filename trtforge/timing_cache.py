@@ -129,21 +129,21 @@ EXPORT_FORMAT = "trtforge-timing-cache/1"
 
 
 def local_cache_key() -> CacheKey:
-    """The cache key of this machine: installed full TensorRT and the first GPU."""
+    """The cache key of this machine: installed full TensorRT and the GPU builds run on."""
     from trtforge.flavors import installed_version
-    from trtforge.target import detect_gpus
+    from trtforge.target import current_gpu
 
     version = installed_version("tensorrt")
     if version is None:
         rtx = installed_version("tensorrt_rtx")
         detail = f" (TensorRT-RTX {rtx} is installed; {RTX_NO_OP})" if rtx else ""
         raise BackendUnavailableError(f"timing caches need full TensorRT, which is not installed{detail}")
-    gpus = detect_gpus()
-    if not gpus:
+    gpu = current_gpu()
+    if gpu is None:
         raise BackendUnavailableError(f"TensorRT {version} is installed but no NVIDIA GPU was found")
     from trtforge.store.timing_caches import CacheKey
 
-    return CacheKey("tensorrt", version, gpus[0].name, gpus[0].compute_capability)
+    return CacheKey("tensorrt", version, gpu.name, gpu.compute_capability)
 
 
 def export_cache(store: Store, ref: str, dest: Path) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import ctypes
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -21,13 +21,15 @@ from typing import TYPE_CHECKING, Any
 
 from trtforge.backend.loader import import_backend
 from trtforge.errors import NotRefittableError, RefitError, VerificationUnavailableError
-from trtforge.flavors import BackendInfo, Flavor, installed_backends, installed_version
-from trtforge.target import detect_gpus
+from trtforge.flavors import BackendInfo, Flavor, flavor_name, installed_backends, installed_version
+from trtforge.target import current_gpu
 
 if TYPE_CHECKING:
     import numpy as np
 
+    from trtforge.lookup_rules import Envelope
     from trtforge.recipe import Recipe, VerifySpec
+    from trtforge.target import RuntimeTarget
 
 _CAPTURE_MODE_THREAD_LOCAL = 1  # cudaStreamCaptureModeThreadLocal
 
@@ -44,20 +46,45 @@ class RuntimeInfo:
     driver: str | None = None
 
 
-def gpu_runtime_for(flavor: Flavor, trt_version: str, purpose: str = "verification") -> tuple[BackendInfo, RuntimeInfo]:
+# The lookup rules that decide whether this runtime and GPU can load a plan at all (platform and
+# verification history do not apply to the engine in hand).
+_LOAD_RULES = ("flavor", "rtx_version", "rtx_compute_capability", "trt_version", "lean_runtime", "hardware")
+
+
+def gpu_runtime_for(
+    flavor: Flavor,
+    trt_version: str,
+    purpose: str = "verification",
+    *,
+    envelope: Envelope | None = None,
+    compute_capabilities: Sequence[str] = (),
+) -> tuple[BackendInfo, RuntimeInfo]:
     """The local GPU and runtime that can run a plan built by ``flavor`` ``trt_version``; one clear line when none.
 
-    Checked without importing TensorRT: NVML lists the GPUs, package metadata the runtime.
+    The same release rules as ``lookup`` (:mod:`trtforge.lookup_rules`): ``1.7.1`` is the release
+    ``1.7.1.116``, a version-compatible ``envelope`` admits newer runtimes of the same major, and
+    TensorRT-RTX refuses compute capabilities it does not support (9.0). Checked without importing
+    TensorRT: NVML and the CUDA driver name the GPU, package metadata the runtime.
     """
-    needed = BackendInfo(flavor, trt_version).label
-    gpus = detect_gpus()
+    from trtforge.target import RuntimeTarget
+
+    gpu = current_gpu()
+    installed = installed_backends()
     version = installed_version(flavor)
-    if gpus and version == trt_version:
-        gpu = gpus[0]
-        runtime = RuntimeInfo(gpu.name, gpu.compute_capability, flavor, version, gpu.driver_version)
-        return BackendInfo(flavor, version), runtime
-    found_gpus = ", ".join(f"{g.name} (cc {g.compute_capability})" for g in gpus) or "no NVIDIA GPU"
-    runtimes = "runtimes " + (", ".join(b.label for b in installed_backends()) or "none")
+    needed = BackendInfo(flavor, trt_version).label
+    if gpu is not None and version is not None:
+        target = RuntimeTarget(flavor, version, gpu.compute_capability, gpu.name, gpu.driver_version, True)
+        reason = load_refusal(flavor, trt_version, target, envelope=envelope, compute_capabilities=compute_capabilities)
+        if reason is None:
+            runtime = RuntimeInfo(gpu.name, gpu.compute_capability, flavor, version, gpu.driver_version)
+            return BackendInfo(flavor, version), runtime
+        raise VerificationUnavailableError(
+            f"{purpose} cannot run this {needed} engine on {gpu.name} (cc {gpu.compute_capability}) "
+            f"with {flavor_name(flavor)} {version}: {reason}",
+            hint=f"run the {purpose} on a GPU and runtime the engine supports (`trtforge lookup` lists them)",
+        )
+    found_gpus = f"{gpu.name} (cc {gpu.compute_capability})" if gpu is not None else "no NVIDIA GPU"
+    runtimes = "runtimes " + (", ".join(b.label for b in installed) or "none")
     raise VerificationUnavailableError(
         f"{purpose} needs a CUDA GPU with {needed} runtime; found: {found_gpus}; {runtimes}",
         hint=f"run the {purpose} on a GPU machine with that runtime"
@@ -65,10 +92,30 @@ def gpu_runtime_for(flavor: Flavor, trt_version: str, purpose: str = "verificati
     )
 
 
-def _logger(trt: ModuleType) -> Any:
+def load_refusal(
+    flavor: Flavor,
+    trt_version: str,
+    target: RuntimeTarget,
+    *,
+    envelope: Envelope | None = None,
+    compute_capabilities: Sequence[str] = (),
+) -> str | None:
+    """Why ``target``'s runtime and GPU cannot load a plan built by ``flavor`` ``trt_version``, or None:
+    lookup's own rules, so verify, refit and lookup agree on releases and compute capabilities."""
+    from datetime import datetime, timezone
+
+    from trtforge.lookup_rules import RULES, Candidate
+    from trtforge.lookup_rules import Envelope as _Envelope
+
+    plan = Candidate("", "", flavor, trt_version, tuple(compute_capabilities), "", datetime.now(timezone.utc),
+                     envelope=envelope or _Envelope())  # fmt: skip
+    return next((r for name, rule in RULES if name in _LOAD_RULES and (r := rule(plan, target))), None)
+
+
+def _logger(trt: ModuleType, records: list[dict[str, str]] | None = None) -> Any:
     from trtforge.backend.build import _make_logger
 
-    return _make_logger(trt, [])
+    return _make_logger(trt, records if records is not None else [])
 
 
 def runtime_for(
@@ -86,12 +133,37 @@ def _to_stderr(message: str) -> None:
     print(f"trtforge: {message}", file=sys.stderr, flush=True)
 
 
-def deserialize(trt: ModuleType, plan: bytes, logger: Any, *, allow_host_code: bool = False, why: str = "") -> Any:
-    """Load plan bytes (host code only when ``allow_host_code``: a plan verified for it)."""
+def deserialize(
+    trt: ModuleType,
+    plan: bytes,
+    logger: Any,
+    *,
+    allow_host_code: bool = False,
+    why: str = "",
+    records: list[dict[str, str]] | None = None,
+) -> Any:
+    """Load plan bytes (host code only when ``allow_host_code``: a plan verified for it).
+
+    ``records``: the list ``logger`` writes to; a refusal names the runtime's own last error.
+    """
     engine = runtime_for(trt, logger, allow_host_code=allow_host_code, why=why).deserialize_cuda_engine(plan)
     if engine is None:
-        raise VerificationUnavailableError("the TensorRT runtime could not load the plan on this GPU")
+        raise VerificationUnavailableError(load_failure(trt.__name__, records or []))
     return engine
+
+
+def load_failure(module: str, records: Sequence[Mapping[str, str]]) -> str:
+    """One line: why the runtime refused a plan on this GPU, in the runtime's words where it gave any."""
+    from trtforge.lookup_rules import RTX_UNSUPPORTED_CCS
+
+    gpu = current_gpu()
+    where = f"{gpu.name} (cc {gpu.compute_capability})" if gpu is not None else "this GPU"
+    if module == "tensorrt_rtx" and gpu is not None and gpu.compute_capability in RTX_UNSUPPORTED_CCS:
+        cc = gpu.compute_capability
+        return f"TensorRT-RTX does not support compute capability {cc}: it cannot load plans on {where}"
+    errors = [r["message"] for r in records if r.get("level") in ("error", "internal_error")]
+    said = f": {' '.join(errors[-1].split())[:300]}" if errors else ""
+    return f"the {flavor_name(module)} runtime could not load the plan on {where}{said}"
 
 
 def refit_from_onnx(trt: ModuleType, engine: Any, onnx_path: Path, logger: Any) -> None:
@@ -119,8 +191,9 @@ def refit_plan(
 ) -> bytes:
     """A new plan: ``plan`` with the weights of ``weights`` (an ONNX file of the same graph)."""
     trt = import_backend(backend)
-    logger = _logger(trt)
-    engine = deserialize(trt, plan, logger, allow_host_code=allow_host_code, why=why)
+    records: list[dict[str, str]] = []
+    logger = _logger(trt, records)
+    engine = deserialize(trt, plan, logger, allow_host_code=allow_host_code, why=why, records=records)
     refit_from_onnx(trt, engine, weights, logger)
     return bytes(memoryview(engine.serialize()).cast("B"))
 
@@ -186,10 +259,23 @@ class EngineCandidate:
         self.trt = import_backend(backend)
         self.backend = backend
         self.name = f"trt-{backend.flavor}"
-        self.logger = _logger(self.trt)
-        self.engine = deserialize(self.trt, plan, self.logger, allow_host_code=allow_host_code, why=why)
+        self.records: list[dict[str, str]] = []
+        self.logger = _logger(self.trt, self.records)
+        self.engine = deserialize(
+            self.trt, plan, self.logger, allow_host_code=allow_host_code, why=why, records=self.records
+        )
         if refit_weights is not None:
             refit_from_onnx(self.trt, self.engine, refit_weights, self.logger)
+
+    def layer_info(self) -> Any:
+        """The engine inspector's JSON for this engine (None where the runtime offers none)."""
+        import json
+
+        try:
+            inspector = self.engine.create_engine_inspector()
+            return json.loads(inspector.get_engine_information(self.trt.LayerInformationFormat.JSON))
+        except Exception:  # no inspector in this runtime, or unreadable: derive then says so
+            return None
 
     def runner(self, profile: int) -> Any:
         from polygraphy.backend.trt import TrtRunner
@@ -197,13 +283,25 @@ class EngineCandidate:
         return TrtRunner(self.engine, name=self.name, optimization_profile=profile)
 
     def benchmark(self, profile: int, feed: Mapping[str, np.ndarray], spec: VerifySpec) -> dict[str, Any]:
-        """Latency and throughput of ``spec.streams`` contexts on as many streams, optionally as CUDA graphs."""
+        """Latency and throughput of up to ``spec.streams`` contexts on as many streams, optionally as
+        CUDA graphs. Call it with no other context of this engine alive (the runner closed).
+
+        Concurrent execution contexts need distinct optimization profiles (TensorRT: "Profile N has
+        been chosen by another IExecutionContext"): the first stream runs ``profile``, the others
+        other profiles whose ranges admit the same shapes; where there are too few, fewer streams
+        are timed and ``streams_note`` says why.
+        """
         from polygraphy import cuda
 
         from trtforge.backend.compare import latency_summary
 
-        bound = [self._bind(profile, feed, spec.cuda_graph) for _ in range(spec.streams)]
+        shapes = {name: tuple(array.shape) for name, array in feed.items()}
+        ranges = self._profile_ranges() if spec.streams > 1 else [{}]
+        profiles, note = stream_profiles(profile, spec.streams, ranges, shapes)
+        bound: list[_Bound] = []
         try:
+            for chosen in profiles:
+                bound.append(self._bind(chosen, feed, spec.cuda_graph))
             if spec.cuda_graph and self.backend.flavor == "tensorrt":
                 for b in bound:
                     _capture(cuda.wrapper().handle, b)
@@ -233,14 +331,40 @@ class EngineCandidate:
                 for buffer in b.buffers:
                     buffer.free()
                 b.stream.free()
-        return {
+                b.context = None  # release the profile before the next context takes it
+        figures: dict[str, Any] = {
             "method": "host wall time per enqueue + synchronize",
             "cuda_graph": spec.cuda_graph,
-            "streams": spec.streams,
-            **latency_summary(times, concurrency=spec.streams),
-            "device_memory_bytes": int(self.engine.get_device_memory_size_for_profile_v2(profile)),
-            "engine_device_memory_bytes": int(self.engine.device_memory_size_v2),
+            "streams": len(profiles),
+            "stream_profiles": profiles,
+            **latency_summary(times, concurrency=len(profiles)),
+            **device_memory(self.engine, profile),
         }
+        if note is not None:
+            figures["streams_requested"] = spec.streams
+            figures["streams_note"] = note
+        return figures
+
+    def _profile_ranges(self) -> list[dict[str, tuple[tuple[int, ...], tuple[int, ...]]]]:
+        """(min, max) shape of every input, per optimization profile of the engine."""
+        trt, engine = self.trt, self.engine
+        inputs = [
+            engine.get_tensor_name(i)
+            for i in range(engine.num_io_tensors)
+            if engine.get_tensor_mode(engine.get_tensor_name(i)) == trt.TensorIOMode.INPUT
+        ]
+        ranges = []
+        for index in range(engine.num_optimization_profiles):
+            per_input = {}
+            for name in inputs:
+                try:
+                    shapes = engine.get_tensor_profile_shape(name, index)
+                except Exception:  # a static input has no profile range on some versions: any shape fits
+                    shapes = None
+                if shapes:
+                    per_input[name] = (tuple(shapes[0]), tuple(shapes[-1]))
+            ranges.append(per_input)
+        return ranges
 
     def _bind(self, profile: int, feed: Mapping[str, np.ndarray], cuda_graph: bool) -> _Bound:
         from polygraphy import cuda
@@ -253,8 +377,15 @@ class EngineCandidate:
             context = engine.create_execution_context(config)
         else:
             context = engine.create_execution_context()
+        if context is None:
+            raise VerificationUnavailableError("TensorRT could not create an execution context for timing")
         stream = cuda.Stream()
-        context.set_optimization_profile_async(profile, stream.ptr)
+        if not context.set_optimization_profile_async(profile, stream.ptr):
+            stream.free()
+            raise VerificationUnavailableError(
+                f"TensorRT refused optimization profile {profile} for a timing context "
+                "(another context of this engine holds it)"
+            )
         buffers = []
         for name, array in feed.items():
             context.set_input_shape(name, array.shape)
@@ -271,6 +402,55 @@ class EngineCandidate:
                 buffers.append(device)
         stream.synchronize()
         return _Bound(context, stream, buffers)
+
+
+ProfileRanges = Sequence[Mapping[str, tuple[Sequence[int], Sequence[int]]]]
+
+
+def stream_profiles(
+    profile: int, streams: int, ranges: ProfileRanges, shapes: Mapping[str, Sequence[int]]
+) -> tuple[list[int], str | None]:
+    """Which profile each timed stream's context takes: ``profile`` first, then other profiles whose
+    (min, max) ranges admit ``shapes``, one context per profile (concurrent contexts of one engine
+    need distinct profiles). The note says why fewer than ``streams`` streams are timed, or None.
+    """
+
+    def admits(index: int) -> bool:
+        for name, shape in shapes.items():
+            bounds = ranges[index].get(name)
+            if bounds is None:
+                continue
+            low, high = bounds
+            if len(low) != len(shape) or any(not lo <= d <= hi for lo, d, hi in zip(low, shape, high, strict=True)):
+                return False
+        return True
+
+    chosen = [profile]
+    for index in range(len(ranges)):
+        if len(chosen) >= streams:
+            break
+        if index != profile and admits(index):
+            chosen.append(index)
+    if len(chosen) >= streams:
+        return chosen, None
+    return chosen, (
+        f"{streams} streams could not be timed for profile {profile}: concurrent execution contexts need distinct "
+        f"optimization profiles, and {len(chosen)} of the engine's {len(ranges)} admit these shapes; "
+        f"timed {len(chosen)} stream(s)"
+    )
+
+
+def device_memory(engine: Any, profile: int) -> dict[str, int]:
+    """Device memory the engine needs for ``profile`` and at most: the ``_v2`` APIs from TensorRT 10.1,
+    the older ones on 10.0 (which ``trtforge[tensorrt]`` allows; capability table: runtime APIs)."""
+    total = engine.device_memory_size_v2 if hasattr(engine, "device_memory_size_v2") else engine.device_memory_size
+    if hasattr(engine, "get_device_memory_size_for_profile_v2"):
+        per_profile = engine.get_device_memory_size_for_profile_v2(profile)
+    elif hasattr(engine, "get_device_memory_size_for_profile"):
+        per_profile = engine.get_device_memory_size_for_profile(profile)
+    else:
+        per_profile = total
+    return {"device_memory_bytes": int(per_profile), "engine_device_memory_bytes": int(total)}
 
 
 def _check(status: int) -> None:

@@ -51,3 +51,55 @@ def load_run_results(path: Path) -> list[tuple[str, Iterations]]:
             hint="save them with `polygraphy run ... --save-results FILE` or `trtforge verify --save-results`",
         ) from None
     return runners
+
+
+# -- which engine produced the results (written by `trtforge verify --save-results`) -----------
+
+ENGINE_FORMAT = "trtforge-results-engine/1"
+PLAN_ENGINE = "plan"  # the artifact's stored plan
+DIAGNOSTIC_ENGINE = "per-layer-diagnostic"  # the recipe rebuilt with every tensor marked (other fusion)
+
+
+def engine_record_path(results: Path) -> Path:
+    """``results.json`` -> ``results.json.engine.json`` (next to a file or a directory of results)."""
+    return results.with_name(results.name + ".engine.json")
+
+
+def write_engine_record(
+    results: Path, engine: str, *, artifact_id: str | None, plan_sha256: str | None, layer_info: Any = None
+) -> Path:
+    """Name the engine whose outputs ``results`` hold, with its own layer information where known."""
+    import json
+
+    from trtforge.fsutil import atomic_write
+
+    path = engine_record_path(results)
+    data = {
+        "format": ENGINE_FORMAT,
+        "engine": engine,
+        "artifact_id": artifact_id,
+        "plan_sha256": plan_sha256,
+        "layer_info": layer_info,
+    }
+    with atomic_write(path) as handle:
+        handle.write(json.dumps(data, indent=1).encode())
+    return path
+
+
+def read_engine_record(results: Path) -> dict[str, Any] | None:
+    """The engine record next to ``results``, or None (results saved by polygraphy itself)."""
+    import json
+
+    path = engine_record_path(results)
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise BadInputError(f"{path}: unreadable engine record ({exc})") from None
+    if not isinstance(data, dict) or data.get("format") != ENGINE_FORMAT or data.get("engine") not in (
+        PLAN_ENGINE,
+        DIAGNOSTIC_ENGINE,
+    ):
+        raise BadInputError(f"{path}: not a trtforge engine record ({ENGINE_FORMAT})")
+    return data

@@ -43,6 +43,7 @@ app.command("gc")(maintenance_cmd.gc)
 app.command("pin")(maintenance_cmd.pin)
 app.command("unpin")(maintenance_cmd.unpin)
 app.add_typer(__import__("trtforge.cli.deploy", fromlist=["app"]).app, name="deploy")
+app.command("selftest")(__import__("trtforge.cli.selftest", fromlist=["selftest"]).selftest)
 
 
 def main() -> None:

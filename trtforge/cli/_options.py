@@ -42,3 +42,12 @@ FlavorOpt = Annotated[
     str | None,
     typer.Option("--flavor", help="Target runtime: tensorrt (default) or tensorrt_rtx.", show_default=False),
 ]
+DeviceOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--device",
+        min=0,
+        help="CUDA device index (among CUDA_VISIBLE_DEVICES) to build, run and detect on (default 0).",
+        show_default=False,
+    ),
+]

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from trtforge.cli._errors import reported, run
-from trtforge.cli._options import CatalogOpt, JsonOpt, StoreOpt
+from trtforge.cli._options import CatalogOpt, DeviceOpt, JsonOpt, StoreOpt
 from trtforge.cli._output import Output, naming, styled
 from trtforge.errors import BadInputError
 
@@ -59,6 +59,7 @@ def build(
         str | None,
         typer.Option("--name", help="Artifact name for a model file given instead of a recipe (default: its stem)."),
     ] = None,
+    device: DeviceOpt = None,
     json_output: JsonOpt = False,
 ) -> None:
     """Build engines from recipes (or ONNX files); unchanged recipes are cache hits."""
@@ -72,6 +73,9 @@ def build(
             raise BadInputError("give one or more recipe files, or --reproduce ID")
 
     def body() -> int:
+        from trtforge.target import select_device
+
+        select_device(device)
         from trtforge.batch import expand_recipes
         from trtforge.build import BuildStage
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -116,6 +116,7 @@ def _render_show(console: Console, record: dict) -> None:
     for key, value in record["details"].get("settings", {}).items():
         console.print(f"  {key}: {value}")
     _render_verifications(console, record)
+    _render_layers(console, record["details"].get("layer_info"))
     denylist = record["details"].get("denylist")
     if denylist:
         console.print(
@@ -168,3 +169,20 @@ def _render_verifications(console: Console, record: dict) -> None:
         elif v.get("trust") == "signed":
             line += f"  [imported, signed by key {str(v.get('signer'))[:16]}]"
         console.print(line)
+
+
+def _render_layers(console: Console, layer_info: Any) -> None:
+    """The engine inspector's layers and the tactic each runs (recorded by builds on a GPU)."""
+    from trtforge.denylist import parse_layer_info
+
+    if layer_info is None:
+        console.print(styled(("layers", "bold"), " not recorded (engine inspector needs full TensorRT on a GPU)"))
+        return
+    try:
+        layers = parse_layer_info(layer_info)
+    except ValueError as exc:
+        console.print(styled(("layers", "bold"), f" unreadable layer information ({exc})"))
+        return
+    console.print(styled(("layers", "bold"), f" ({len(layers)}, engine inspector)"))
+    for layer in layers:
+        console.print(f"  {layer.name}: {layer.tactic or '-'}")

@@ -67,8 +67,13 @@ def _render(console: Console, data: dict) -> None:
 
     console.print(
         f"{data['tensors_compared']} tensors compared ({data['candidate']} vs {data['reference']}), "
-        f"{data['tensors_exceeding']} beyond atol {data['atol']:g} / rtol {data['rtol']:g}"
+        f"{data['tensors_exceeding']} beyond atol {data['atol']:g} / rtol {data['rtol']:g}; "
+        f"results from {data['engine']}"
     )
+    for note in data["notes"]:
+        console.print(f"note: {note}")
+    for item in data["unmappable"]:
+        console.print(f"unmappable (not written): {item['tensor']}: {item['reason']}")
     if not data["findings"]:
         console.print("no tensor exceeds the threshold: nothing to deny")
         return

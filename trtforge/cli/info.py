@@ -8,7 +8,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from trtforge.cli._errors import run
-from trtforge.cli._options import CatalogOpt, JsonOpt, StoreOpt
+from trtforge.cli._options import CatalogOpt, DeviceOpt, JsonOpt, StoreOpt
 from trtforge.cli._output import Output, styled
 
 if TYPE_CHECKING:
@@ -22,7 +22,9 @@ def schema(json_output: JsonOpt = False) -> None:
     sys.stdout.write(json.dumps(json_schema(), indent=2) + "\n")
 
 
-def doctor(store: StoreOpt = None, catalog: CatalogOpt = None, json_output: JsonOpt = False) -> None:
+def doctor(
+    store: StoreOpt = None, catalog: CatalogOpt = None, device: DeviceOpt = None, json_output: JsonOpt = False
+) -> None:
     """What this machine offers: TensorRT flavors, GPUs, store and catalog."""
     output = Output(json_output)
 
@@ -31,8 +33,9 @@ def doctor(store: StoreOpt = None, catalog: CatalogOpt = None, json_output: Json
         from trtforge.flavors import installed_backends
         from trtforge.store import CATALOG_FILE, resolve_store_root
         from trtforge.store.redact import redact_url
-        from trtforge.target import detect_gpus, this_platform
+        from trtforge.target import detect_gpus, select_device, this_platform
 
+        select_device(device)
         root = resolve_store_root(store)
         report: dict[str, Any] = {
             "python": platform.python_version(),
@@ -57,7 +60,10 @@ def _render(console: Console, report: dict[str, Any]) -> None:
         f"{b['flavor']} {b['version']}" + (f" ({b['cuda']})" if b["cuda"] else "") for b in report["backends"]
     )
     console.print(f"backends  {backends or 'none installed'}")
-    gpus = ", ".join(f"{g['name']} (cc {g['compute_capability']})" for g in report["gpus"])
+    gpus = ", ".join(
+        f"{g['index']}: {g['name']} (cc {g['compute_capability']}" + (f", MIG {g['mig']}" if g.get("mig") else "") + ")"
+        for g in report["gpus"]
+    )
     console.print(f"gpus      {gpus or 'none found (builds with TensorRT-RTX still work on the CPU)'}")
     console.print(f"store     {report['store']}")
     console.print(f"catalog   {report['catalog']}")

@@ -8,7 +8,18 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from trtforge.cli._errors import run
-from trtforge.cli._options import ArchOpt, CatalogOpt, CcOpt, FlavorOpt, GpuOpt, JsonOpt, OsOpt, StoreOpt, TrtOpt
+from trtforge.cli._options import (
+    ArchOpt,
+    CatalogOpt,
+    CcOpt,
+    DeviceOpt,
+    FlavorOpt,
+    GpuOpt,
+    JsonOpt,
+    OsOpt,
+    StoreOpt,
+    TrtOpt,
+)
 from trtforge.cli._output import Output, styled
 
 if TYPE_CHECKING:
@@ -47,12 +58,16 @@ def lookup(
     ] = False,
     store: StoreOpt = None,
     catalog: CatalogOpt = None,
+    device: DeviceOpt = None,
     json_output: JsonOpt = False,
 ) -> None:
     """Find the best engine for a target (detected, or --gpu/--cc/--trt/--flavor)."""
     output = Output(json_output)
 
     def body() -> int:
+        from trtforge.target import select_device
+
+        select_device(device)
         from trtforge.errors import NoCompatibleEngineError
         from trtforge.lookup_stage import rank_in_store, result_for
         from trtforge.store import require_existing_store

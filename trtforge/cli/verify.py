@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from trtforge.cli._errors import run
-from trtforge.cli._options import ArtifactArg, CatalogOpt, JsonOpt, StoreOpt
+from trtforge.cli._options import ArtifactArg, CatalogOpt, DeviceOpt, JsonOpt, StoreOpt
 from trtforge.cli._output import Output, styled
 
 if TYPE_CHECKING:
@@ -47,6 +47,7 @@ def verify(
     ] = None,
     store: StoreOpt = None,
     catalog: CatalogOpt = None,
+    device: DeviceOpt = None,
     json_output: JsonOpt = False,
 ) -> None:
     """Check an engine against ONNX Runtime at every profile's shape points, and time it."""
@@ -55,6 +56,9 @@ def verify(
     output = Output(json_output)
 
     def body() -> int:
+        from trtforge.target import select_device
+
+        select_device(device)
         report = verify_stage(
             target,
             store=store,
@@ -99,7 +103,11 @@ def render_report(console: Console, report: VerificationReport) -> None:
                 if "device_memory_bytes" in perf
                 else ""
             )
+            + (f", {perf['streams']} streams" if perf.get("streams", 1) > 1 else "")
+            + (", CUDA graphs" if perf.get("cuda_graph") else "")
         )
+        if perf.get("streams_note"):
+            console.print(f"  note: {perf['streams_note']}")
     if report.saved_results:
         console.print(f"results saved to {report.saved_results}")
 
@@ -161,6 +169,7 @@ def refit(
     verify_after: Annotated[bool, typer.Option("--verify", help="Verify the refitted engine afterwards.")] = False,
     store: StoreOpt = None,
     catalog: CatalogOpt = None,
+    device: DeviceOpt = None,
     json_output: JsonOpt = False,
 ) -> None:
     """Refit a refittable engine with new weights (GPU); the result is a new artifact."""
@@ -169,6 +178,9 @@ def refit(
     output = Output(json_output)
 
     def body() -> int:
+        from trtforge.target import select_device
+
+        select_device(device)
         result = refit_stage(artifact, weights, store=store, catalog=catalog, verify=verify_after)
         output.result(result.as_json(), lambda console: _render_refit(console, result))
         failed = result.verification is not None and result.verification["status"] == "failed"

@@ -21,6 +21,7 @@ from pathlib import Path
 from trtforge.backend.compare import latency_summary
 from trtforge.backend.run import RuntimeInfo
 from trtforge.errors import VerificationUnavailableError
+from trtforge.lookup_rules import Envelope
 from trtforge.recipe import Recipe
 from trtforge.store.handle import StoreHandle
 from trtforge.store.plans import plan_for_loading
@@ -97,10 +98,27 @@ def verify(
         subject = resolve_subject(ref, handle, need_artifact=True)
         artifact = subject.artifact
         assert artifact is not None
+        from trtforge.backend.loader import needs_own_process, run_in_flavor
         from trtforge.backend.run import EngineCandidate, gpu_runtime_for  # neither imports TensorRT
 
+        if needs_own_process(artifact.flavor):  # polygraphy is bound to the other flavor here
+            return run_in_flavor(
+                artifact.flavor,  # type: ignore[arg-type]
+                verify,
+                ref,
+                store=store,
+                catalog=catalog,
+                per_layer=per_layer,
+                save_results=save_results,
+                data=data,
+            )
         try:
-            backend, runtime = gpu_runtime_for(artifact.flavor, artifact.trt_version)  # type: ignore[arg-type]
+            backend, runtime = gpu_runtime_for(
+                artifact.flavor,  # type: ignore[arg-type]
+                artifact.trt_version,
+                envelope=Envelope.from_details(artifact.details),
+                compute_capabilities=artifact.compute_capabilities,
+            )
         except VerificationUnavailableError as exc:  # say which engine it would have checked
             exc.detail.update(artifact_id=artifact.id, build_key=artifact.build_key)
             raise
@@ -128,6 +146,17 @@ def verify(
             subject, candidate, runtime, store=opened, per_layer=per_layer, save_results=save_results, data=data
         )
         report.engine = engine
+        if save_results is not None:  # name the engine the saved outputs came from, for `denylist derive`
+            from trtforge.backend.run_results import DIAGNOSTIC_ENGINE as DIAGNOSTIC
+            from trtforge.backend.run_results import PLAN_ENGINE, write_engine_record
+
+            write_engine_record(
+                save_results,
+                DIAGNOSTIC if per_layer else PLAN_ENGINE,
+                artifact_id=artifact.id,
+                plan_sha256=None if per_layer else artifact.plan_sha256,
+                layer_info=candidate.layer_info() if per_layer else None,
+            )
         return report
     finally:
         handle.close()
