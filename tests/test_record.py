@@ -8,6 +8,7 @@ record was typed), taken from this repository's history, and then uses it with t
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import tarfile
@@ -36,7 +37,9 @@ def old_trtforge(into: Path) -> Path:
 
 
 def run_old(code: Path, *args: str | Path) -> Any:
-    env = {**subprocess_env(), "PYTHONPATH": str(code)}
+    env = subprocess_env()  # this checkout's trtforge first on PYTHONPATH: put the old one there instead
+    rest = [p for p in env["PYTHONPATH"].split(os.pathsep) if p and p != str(REPO)]
+    env["PYTHONPATH"] = os.pathsep.join([str(code), *rest])
     proc = subprocess.run(  # cwd: not this checkout, whose trtforge `python -m` would find first
         [sys.executable, "-m", "trtforge", *map(str, args)], capture_output=True, text=True, env=env, timeout=600,
         cwd=code,
