@@ -147,6 +147,15 @@ def installed_backend(flavor: Flavor) -> BackendInfo | None:
     return None
 
 
+@lru_cache(maxsize=1)
+def trtforge_version() -> str:
+    """This trtforge's version, from its package metadata ("unknown" when run from a bare checkout)."""
+    try:
+        return importlib.metadata.version("trtforge")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
 def installed_backends() -> list[BackendInfo]:
     return [b for f in FLAVORS if (b := installed_backend(f)) is not None]
 
