@@ -17,6 +17,7 @@ from trtforge.store import (
     open_existing_store,
     open_store,
     resolve_store_root,
+    resolved_dir,
     sqlite_catalog_path,
 )
 from trtforge.store.blobs import BlobStore
@@ -38,6 +39,13 @@ class StoreHandle:
             return DigestCache(digests_path(resolve_store_root(self._location)))
         except StoreError:
             return DigestCache(None)  # an unusable store is reported where the store is opened
+
+    def resolved_dir(self) -> Path | None:
+        """Where remembered recipe resolutions live (None for an unusable store location)."""
+        try:
+            return resolved_dir(resolve_store_root(self._location))
+        except StoreError:
+            return None
 
     def blobs(self) -> BlobStore:
         return BlobStore(resolve_store_root(self._location))
