@@ -32,6 +32,13 @@ class StoreHandle:
         self._location = store
         self._catalog = catalog
         self._store: Store | None = None
+        self._sqlite_path: tuple[Path | None] | None = None  # computed once: it reads the mount table
+
+    def _local_sqlite(self) -> Path | None:
+        """The local SQLite catalog file (None for other catalogs); StoreError on a network file system."""
+        if self._sqlite_path is None:
+            self._sqlite_path = (sqlite_catalog_path(self._location, catalog=self._catalog),)
+        return self._sqlite_path[0]
 
     def digests(self) -> DigestCache:
         """Model digests remembered in this store (nothing is written until the store exists)."""
@@ -56,7 +63,7 @@ class StoreHandle:
         UNANSWERED sends the caller to the full catalog path: other catalogs, an unknown schema,
         or a row whose blob is not in the local blob directory (an S3 store, a missing blob).
         """
-        db_path = sqlite_catalog_path(self._location, catalog=self._catalog)
+        db_path = self._local_sqlite()
         if db_path is None:
             return UNANSWERED
         probe = probe_cached_plan(db_path, build_key)
@@ -65,7 +72,7 @@ class StoreHandle:
         return probe
 
     def is_local_sqlite(self) -> bool:
-        return sqlite_catalog_path(self._location, catalog=self._catalog) is not None
+        return self._local_sqlite() is not None
 
     def existing(self) -> Store | None:
         if self._store is None:
