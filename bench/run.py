@@ -19,7 +19,7 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench import fig_cache_hit, fig_cold_build, fig_concurrency, fig_ingest, fig_lookup
+from bench import fig_cache_hit, fig_cold_build, fig_concurrency, fig_daily, fig_ingest, fig_lookup
 from bench.config import FULL, QUICK
 from bench.machine import describe
 from bench.report import write
@@ -31,6 +31,7 @@ FIGURES = {
     "lookup": fig_lookup.run,
     "concurrency": fig_concurrency.run,
     "ingest": fig_ingest.run,
+    "daily": fig_daily.run,
 }
 DEFAULT_OUT = REPO / "bench" / "results"
 

@@ -16,25 +16,24 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from trtforge.batch import UnmatchedPattern, expand_recipes
 from trtforge.crashpoints import crashpoint, wrap_progress
 from trtforge.digests import DigestCache
 from trtforge.errors import TrtforgeError
-from trtforge.flavors import BackendInfo
 from trtforge.keys import recipe_fingerprint
-from trtforge.lookup_rules import Envelope
-from trtforge.model import ModelInfo, check_profiles, read_model
-from trtforge.recipe import LoadedRecipe
-from trtforge.record import ArtifactDetails
-from trtforge.resolve import Resolution, load_effective, resolve
-from trtforge.store import (
-    Store,
-    preload_catalog_modules,
-)
+from trtforge.resolved import ResolvedCache
+from trtforge.store import preload_catalog_modules
 from trtforge.store.handle import StoreHandle
-from trtforge.target import RuntimeTarget
+
+if TYPE_CHECKING:  # the recipe models (pydantic) are imported only when a recipe is resolved in full
+    from trtforge.flavors import BackendInfo
+    from trtforge.model import ModelInfo
+    from trtforge.recipe import LoadedRecipe
+    from trtforge.resolve import Resolution
+    from trtforge.store import Store
+    from trtforge.target import RuntimeTarget
 
 NO_MATCH = "no recipe file matches"
 BuildStatus = Literal["built", "cached", "build", "failed"]  # "build": a dry run (plan) would build
@@ -89,11 +88,19 @@ class BuildStage:
         self.notify = notify or _to_stderr
         self.notes: list[str] = []  # capability notes, each said once per stage
         self._digests: DigestCache | None = None
+        self._resolved: ResolvedCache | None = None
 
     def close(self) -> None:
         if self._digests is not None:
             self._digests.save()
+        if self._resolved is not None:
+            self._resolved.save()
         self.store.close()
+
+    def _remembered(self) -> ResolvedCache:
+        if self._resolved is None:
+            self._resolved = ResolvedCache(self.store.resolved_dir())
+        return self._resolved
 
     def build_all(
         self,
@@ -133,6 +140,12 @@ class BuildStage:
         the recipe fails with that reason.
         """
         started = time.perf_counter()
+        if not self.force and self.name is None and list(targets) == [None]:
+            quick = self._quick_hit(recipe_path, started)
+            if quick is not None:
+                return [quick]
+        from trtforge.resolve import load_effective
+
         try:
             loaded = load_effective(recipe_path, name=self.name)
         except TrtforgeError as exc:
@@ -154,15 +167,42 @@ class BuildStage:
             started = time.perf_counter()
         return results
 
+    def _quick_hit(self, recipe_path: str | Path, started: float) -> BuildResult | None:
+        """A hit found through a remembered resolution (trtforge.resolved): no recipe models, no
+        capability table. None sends the recipe down the full path (a miss, or anything changed)."""
+        if self._digests is None:
+            self._digests = self.store.digests()
+        quick = self._remembered().lookup(recipe_path, self._digests)
+        if quick is None:
+            return None
+        result = BuildResult(
+            recipe=str(recipe_path), name=quick.name, status="failed", build_key=quick.build_key, target=quick.target
+        )
+        try:
+            if not self._find_hit(quick.build_key, result):
+                return None
+        except TrtforgeError:
+            return None  # e.g. a catalog newer than this trtforge: the full path reports it per recipe
+        for note in quick.notes:
+            if note not in self.notes:
+                self.notes.append(note)
+        result.seconds = round(time.perf_counter() - started, 4)
+        return result
+
     def _build(self, loaded: LoadedRecipe, target: RuntimeTarget | None, result: BuildResult, *, dry_run: bool) -> None:
+        from trtforge.resolve import resolve
+
         if self._digests is None:
             self._digests = self.store.digests()
         resolution = resolve(loaded, target=target, digests=self._digests)
         result.build_key = resolution.build_key  # reported even when the recipe is refused below
         result.target = resolution.target.key_fields()
-        for note in resolution.check_buildable():
+        notes = resolution.check_buildable()
+        for note in notes:
             if note not in self.notes:
                 self.notes.append(note)
+        if target is None:
+            self._remembered().remember(resolution, notes)
         key = resolution.build_key
 
         if not self.force and self._find_hit(key, result):
@@ -170,6 +210,8 @@ class BuildStage:
         if dry_run:
             result.status = "build"
             return
+
+        from trtforge.model import check_profiles, read_model
 
         model = read_model(resolution.loaded.model_path, resolution.model_sha256)
         check_profiles(resolution.loaded, model)
@@ -222,6 +264,8 @@ class BuildStage:
             use_timing_cache=cache_start.active,
             timing_cache=cache_start.data,
         )
+        from trtforge.lookup_rules import Envelope
+        from trtforge.record import ArtifactDetails
         from trtforge.store.catalog import Artifact, Blob  # after the build: see preload_catalog_modules
 
         store = self.store.ensure()

@@ -254,10 +254,13 @@ DENY_FILE_HINT = "each entry needs layer, tactic and reason (see `trtforge schem
 
 def read_deny_file(path: Path, shown: str | None = None) -> list[DenyEntry]:
     shown = shown or str(path)
+    return parse_deny_file(read_deny_text(path, shown), shown)
+
+
+def read_deny_text(path: Path, shown: str) -> str:
+    """The sidecar's text as read (checked for size and UTF-8), before it is parsed."""
     hint = "tactics.deny_file is relative to the recipe file (or absolute, ~, ${VAR})"
-    return parse_deny_file(
-        read_text_file(path, shown, what="deny file", limit=MAX_SIDECAR_BYTES, missing_hint=hint), shown
-    )
+    return read_text_file(path, shown, what="deny file", limit=MAX_SIDECAR_BYTES, missing_hint=hint)
 
 
 def render_deny_file(entries: Sequence[DenyEntry]) -> str:

@@ -131,8 +131,12 @@ def installed_version(flavor: Flavor) -> str | None:
     return found.version if found is not None else None
 
 
+@lru_cache(maxsize=4)
 def installed_backend(flavor: Flavor) -> BackendInfo | None:
-    """The installed flavor (version and CUDA variant from package metadata), or None; never imports it."""
+    """The installed flavor (version and CUDA variant from package metadata), or None; never imports it.
+
+    Asked once per process (a build of many recipes asks per recipe): like an imported module,
+    what is installed is taken to stay put while the process runs."""
     if importlib.util.find_spec(flavor) is None:
         return None
     for dist in _DISTRIBUTIONS[flavor]:
@@ -145,6 +149,15 @@ def installed_backend(flavor: Flavor) -> BackendInfo | None:
         if version and version[0].isdigit():
             return BackendInfo(flavor, version, cuda_variant(dist))
     return None
+
+
+@lru_cache(maxsize=1)
+def trtforge_version() -> str:
+    """This trtforge's version, from its package metadata ("unknown" when run from a bare checkout)."""
+    try:
+        return importlib.metadata.version("trtforge")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
 
 
 def installed_backends() -> list[BackendInfo]:

@@ -66,14 +66,14 @@ def recipe_fingerprint(recipe: Recipe) -> str:
 
 def build_key(recipe: Recipe, model_sha256: str, target: BuildTarget) -> str:
     """Same key => same engine: recipe fields + model bytes + backend flavor/version + target."""
+    return build_key_from(recipe_fingerprint(recipe), model_sha256, target.key_fields())
+
+
+def build_key_from(fingerprint: str, model_sha256: str, target_fields: Mapping[str, Any]) -> str:
+    """The build key from its parts (a remembered resolution has no Recipe object: trtforge.resolved)."""
     return sha256_text(
         canonical_json(
-            {
-                "key_schema": KEY_SCHEMA,
-                "recipe": recipe_fingerprint(recipe),
-                "model_sha256": model_sha256,
-                "target": target.key_fields(),
-            }
+            {"key_schema": KEY_SCHEMA, "recipe": fingerprint, "model_sha256": model_sha256, "target": target_fields}
         )
     )
 

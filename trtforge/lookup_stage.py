@@ -10,37 +10,22 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
-
-from sqlalchemy import select
+from typing import TYPE_CHECKING, Any
 
 from trtforge.errors import BadInputError, NoCompatibleEngineError, NotFoundError
 from trtforge.fsutil import checked_copy, owner_prefix
 from trtforge.lookup_rules import Candidate, Envelope, Match, ModelChoice, Ranking, Rejection, rank
 from trtforge.record import read_details
-from trtforge.store import Store, require_existing_store
-from trtforge.store.catalog import Artifact
-from trtforge.store.integrity import CORRUPT_STATUS
+from trtforge.store import lookup_sql, open_for_lookup
 from trtforge.target import RuntimeTarget, resolve_target
 
+if TYPE_CHECKING:
+    from trtforge.store import Store
+    from trtforge.store.lookup_sql import SqliteLookup
+
+    LookupStore = Store | SqliteLookup  # the ORM catalog, or sqlite3 on a local SQLite catalog
+
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
-
-# Only the columns lookup reads: build logs and recipes stay in the database.
-_COLUMNS = (
-    Artifact.id,
-    Artifact.name,
-    Artifact.flavor,
-    Artifact.trt_version,
-    Artifact.gpu_name,
-    Artifact.compute_capabilities,
-    Artifact.plan_sha256,
-    Artifact.plan_size,
-    Artifact.model_sha256,
-    Artifact.recipe_fingerprint,
-    Artifact.created_at,
-    Artifact.details,
-)
-
 
 
 def candidate_from_row(row: Any, verified: dict[str, str] | None = None) -> Candidate:
@@ -74,40 +59,27 @@ def _text_or_none(value: Any) -> str | None:
 
 
 def load_candidates(
-    store: Store, *, name: str | None, model_sha256: str | None, flavor: str | None = None
+    store: LookupStore, *, name: str | None, model_sha256: str | None, flavor: str | None = None
 ) -> list[Candidate]:
     """Rows for a name and/or model digest; ``flavor`` narrows them in SQL (indexed)."""
-    conditions = [Artifact.integrity != CORRUPT_STATUS]  # `fsck --repair` quarantined its plan
-    if name is not None:
-        conditions.append(Artifact.name == name)
-    if model_sha256 is not None:
-        conditions.append(Artifact.model_sha256 == model_sha256)
-    if flavor is not None:
-        conditions.append(Artifact.flavor == flavor)
-    statuses = store.catalog.statuses_of(select(Artifact.id).where(*conditions))
-    with store.catalog.reading() as session:
-        rows = session.execute(select(*_COLUMNS).where(*conditions))
-        return [candidate_from_row(row, statuses.get(row.id)) for row in rows]
+    latest: dict[str, dict[str, str]] = {}
+    for artifact_id, gpu_name, status in store.catalog.lookup_rows(lookup_sql.statuses(name, model_sha256, flavor)):
+        latest.setdefault(artifact_id, {}).setdefault(gpu_name, status)
+    rows = store.catalog.lookup_rows(lookup_sql.candidates(name, model_sha256, flavor))
+    return [candidate_from_row(row, latest.get(row.id)) for row in rows]
 
 
-def choose_model(store: Store, *, name: str | None, model_sha256: str | None) -> ModelChoice | None:
+def choose_model(store: LookupStore, *, name: str | None, model_sha256: str | None) -> ModelChoice | None:
     """The model a lookup means: that of the newest intact build matching the name (and digest).
 
     A name means its newest model, so a service never keeps receiving an old model's engine
     just because that one was verified on its GPU; --model-sha256 picks an older model digest
     (with the recipe of its newest build). None when nothing intact matches.
     """
-    conditions = [Artifact.integrity != CORRUPT_STATUS]
-    if name is not None:
-        conditions.append(Artifact.name == name)
-    if model_sha256 is not None:
-        conditions.append(Artifact.model_sha256 == model_sha256)
-    columns = (Artifact.id, Artifact.name, Artifact.model_sha256, Artifact.recipe_fingerprint, Artifact.created_at)
-    stmt = select(*columns).where(*conditions).order_by(Artifact.created_at.desc(), Artifact.id).limit(1)
-    with store.catalog.reading() as session:
-        newest = session.execute(stmt).first()
-    if newest is None:
+    found = store.catalog.lookup_rows(lookup_sql.newest_model(name, model_sha256))
+    if not found:
         return None
+    newest = found[0]
     built = f"artifact {newest.id[:12]}, built {newest.created_at:%Y-%m-%d %H:%M} UTC"
     if model_sha256 is not None:
         why = f"--model-sha256 {model_sha256[:12]}, with the recipe of its newest build ({built})"
@@ -116,19 +88,11 @@ def choose_model(store: Store, *, name: str | None, model_sha256: str | None) ->
     return ModelChoice(newest.model_sha256, newest.recipe_fingerprint, why)
 
 
-def _any_artifact(store: Store, name: str | None, model_sha256: str | None, *, intact: bool = False) -> bool:
-    stmt = select(Artifact.id).limit(1)
-    if intact:
-        stmt = stmt.where(Artifact.integrity != CORRUPT_STATUS)
-    if name is not None:
-        stmt = stmt.where(Artifact.name == name)
-    if model_sha256 is not None:
-        stmt = stmt.where(Artifact.model_sha256 == model_sha256)
-    with store.catalog.reading() as session:
-        return session.execute(stmt).first() is not None
+def _any_artifact(store: LookupStore, name: str | None, model_sha256: str | None, *, intact: bool = False) -> bool:
+    return bool(store.catalog.lookup_rows(lookup_sql.any_artifact(name, model_sha256, intact=intact)))
 
 
-def _apply_runtime_check(store: Store, ranking: Ranking) -> Ranking:
+def _apply_runtime_check(store: LookupStore, ranking: Ranking) -> Ranking:
     """On this machine with a GPU, the runtime's validity check has the final word.
 
     The first match the runtime accepts wins; matches it refuses become rejections with rule
@@ -184,7 +148,7 @@ class LookupResult:
 
 
 def rank_in_store(
-    store: Store,
+    store: LookupStore,
     target: RuntimeTarget,
     *,
     name: str | None = None,
@@ -228,7 +192,7 @@ def _describe_query(name: str | None, model_sha256: str | None) -> str:
     return " ".join(parts)
 
 
-def materialize(store: Store, plan_sha256: str, destination: Path, *, default_name: str) -> Path:
+def materialize(store: LookupStore, plan_sha256: str, destination: Path, *, default_name: str) -> Path:
     """Put a private, hash-checked copy of the plan at ``destination`` (never a link to the blob)."""
     source = store.blobs.local_file(plan_sha256, verify=False)  # the copy is hashed before it appears
     target = destination / f"{default_name}.plan" if destination.is_dir() else destination
@@ -255,7 +219,7 @@ def find_engine(
 ) -> LookupResult:
     """The best engine for ``target`` (detected when None), as a hash-checked local path."""
     chosen = target if target is not None else resolve_target()
-    opened = require_existing_store(
+    opened = open_for_lookup(
         store, catalog=catalog, missing=f"no artifact {_describe_query(name, model_sha256)} (the store is empty)"
     )
     try:
@@ -275,7 +239,7 @@ def find_engine(
 
 
 def result_for(
-    store: Store, ranking: Ranking, *, output: str | Path | None = None, verify_hash: bool = True
+    store: LookupStore, ranking: Ranking, *, output: str | Path | None = None, verify_hash: bool = True
 ) -> LookupResult:
     """The best match as a LookupResult; raises NoCompatibleEngineError when there is none."""
     best: Match | None = ranking.best

@@ -10,7 +10,6 @@ importing ``onnx``.
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -19,8 +18,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from trtforge.denylist import DenyEntry, deny_key, read_deny_file
+from trtforge.denylist import DenyEntry, deny_key, parse_deny_file, read_deny_text
 from trtforge.errors import RecipeError
+from trtforge.recipe_paths import expand_path
 from trtforge.yamlfile import line_of, load_yaml, read_text_file, validate_yaml
 
 MAX_RECIPE_BYTES = 1 << 20
@@ -99,31 +99,6 @@ def path_text(value: str) -> str:
     if "\0" in value:
         raise ValueError("must not contain a NUL character")
     return value
-
-
-_ENV_VAR = re.compile(r"\$(?:\{([^}]*)\}|([A-Za-z_][A-Za-z0-9_]*))")
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-
-
-def expand_path(value: str, base: Path, what: str) -> Path:
-    """A recipe path made usable: ``${VAR}``/``$VAR`` and ``~`` expanded, relative paths joined to
-    ``base`` (the recipe's directory). Absolute paths and ``..`` are the user's call: the model and
-    side files are inputs the user chose, and nothing is ever written to them.
-
-    Raises ValueError naming an unset (or malformed) variable.
-    """
-
-    def substitute(match: re.Match[str]) -> str:
-        name = match.group(1) if match.group(1) is not None else match.group(2)
-        if not _ENV_NAME.match(name):
-            raise ValueError(f"{what} {value}: ${{{name}}} is not a variable name")
-        found = os.environ.get(name)
-        if found is None:
-            raise ValueError(f"{what} {value}: environment variable {name} is not set")
-        return found
-
-    expanded = os.path.expanduser(_ENV_VAR.sub(substitute, value))
-    return (base / expanded).resolve()  # an absolute `expanded` replaces base
 
 
 class ModelSpec(_Strict):
@@ -495,6 +470,8 @@ class LoadedRecipe(BaseModel):
     path: Path
     shown: str = ""  # the path as the user gave it, for messages
     text: str = ""  # the YAML as read, so later checks can name a line
+    # Once the sidecar is merged: its path as written and its text as read (trtforge.resolved keys them).
+    sidecar: tuple[str, str] | None = None
 
     @property
     def model_path(self) -> Path:
@@ -598,11 +575,13 @@ def with_deny_file(loaded: LoadedRecipe) -> LoadedRecipe:
     path = deny_file_path(loaded)
     if path is None:
         return loaded
-    extra = read_deny_file(path, str(path))
+    text = read_deny_text(path, str(path))
+    extra = parse_deny_file(text, str(path))
     merged = [*loaded.recipe.tactics.deny, *extra]
     tactics = loaded.recipe.tactics.model_copy(update={"deny": merged, "deny_file": None})
     recipe = loaded.recipe.model_copy(update={"tactics": tactics})
-    return loaded.model_copy(update={"recipe": recipe})
+    written = loaded.recipe.tactics.deny_file
+    return loaded.model_copy(update={"recipe": recipe, "sidecar": (written, text)})
 
 
 def refit_mode(recipe: Mapping[str, Any]) -> str:

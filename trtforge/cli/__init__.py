@@ -1,49 +1,72 @@
-"""The `trtforge` command: a thin Typer layer over the library."""
+"""The `trtforge` command: a thin Typer layer over the library.
+
+Commands are registered by name in COMMANDS, one line each (``"name": "module:function"``, or a
+``typer.Typer`` sub-app for a group); their modules are imported only when that command runs or
+help lists it (trtforge/cli/_lazy.py), so a cache hit pays for `build` alone.
+"""
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
-from trtforge.cli import adopt as adopt_cmd
-from trtforge.cli import build as build_cmd
-from trtforge.cli import bundle as bundle_cmd
-from trtforge.cli import cache as cache_cmd
-from trtforge.cli import catalog as catalog_cmd
-from trtforge.cli import denylist as denylist_cmd
-from trtforge.cli import info as info_cmd
-from trtforge.cli import lookup as lookup_cmd
-from trtforge.cli import maintenance as maintenance_cmd
-from trtforge.cli import plan as plan_cmd
-from trtforge.cli import verify as verify_cmd
+from trtforge.cli._lazy import lazy_group
+
+COMMANDS: dict[str, str] = {
+    "build": "trtforge.cli.build:build",
+    "plan": "trtforge.cli.plan:plan",
+    "list": "trtforge.cli.catalog:list_artifacts",
+    "show": "trtforge.cli.catalog:show",
+    "lookup": "trtforge.cli.lookup:lookup",
+    "export": "trtforge.cli.bundle:export",
+    "import": "trtforge.cli.bundle:import_",
+    "keygen": "trtforge.cli.bundle:keygen",
+    "adopt": "trtforge.cli.adopt:adopt",
+    "schema": "trtforge.cli.info:schema",
+    "doctor": "trtforge.cli.info:doctor",
+    "verify": "trtforge.cli.verify:verify",
+    "refit": "trtforge.cli.verify:refit",
+    "denylist": "trtforge.cli.denylist:app",
+    "cache": "trtforge.cli.cache:app",
+    "fsck": "trtforge.cli.maintenance:fsck",
+    "gc": "trtforge.cli.maintenance:gc",
+    "pin": "trtforge.cli.maintenance:pin",
+    "unpin": "trtforge.cli.maintenance:unpin",
+    "deploy": "trtforge.cli.deploy:app",
+    "selftest": "trtforge.cli.selftest:selftest",
+}
 
 app = typer.Typer(
     name="trtforge",
+    cls=lazy_group(COMMANDS),
     help="Build, catalog and look up TensorRT engines from declarative recipes.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
 )
-app.command("build")(build_cmd.build)
-app.command("plan")(plan_cmd.plan)
-app.command("list")(catalog_cmd.list_artifacts)
-app.command("show")(catalog_cmd.show)
-app.command("lookup")(lookup_cmd.lookup)
-app.command("export")(bundle_cmd.export)
-app.command("import")(bundle_cmd.import_)
-app.command("keygen")(bundle_cmd.keygen)
-app.command("adopt")(adopt_cmd.adopt)
-app.command("schema")(info_cmd.schema)
-app.command("doctor")(info_cmd.doctor)
-app.command("verify")(verify_cmd.verify)
-app.command("refit")(verify_cmd.refit)
-app.add_typer(denylist_cmd.app, name="denylist")
-app.add_typer(cache_cmd.app, name="cache")
-app.command("fsck")(maintenance_cmd.fsck)
-app.command("gc")(maintenance_cmd.gc)
-app.command("pin")(maintenance_cmd.pin)
-app.command("unpin")(maintenance_cmd.unpin)
-app.add_typer(__import__("trtforge.cli.deploy", fromlist=["app"]).app, name="deploy")
-app.command("selftest")(__import__("trtforge.cli.selftest", fromlist=["selftest"]).selftest)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from trtforge.cli.info import version_text
+
+        typer.echo(version_text())
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_print_version,
+            is_eager=True,
+            help="Print the versions of trtforge, Python and the installed TensorRT backends, and exit.",
+        ),
+    ] = False,
+) -> None:
+    """Build, catalog and look up TensorRT engines from declarative recipes."""
 
 
 def main() -> None:

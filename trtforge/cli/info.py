@@ -90,3 +90,17 @@ def _render_capabilities(console: Console, backend: dict[str, Any]) -> None:
             row["option"], styled((row["state"], style)), row["since"] or "-", row["removed"] or "-", note or ""
         )
     console.print(table)
+
+
+def version_text() -> str:
+    """`trtforge --version`: trtforge, Python and each installed backend (from package metadata)."""
+    from trtforge.flavors import installed_backends, trtforge_version
+
+    backends = ", ".join(b.label + (f" ({b.cuda})" if b.cuda else "") for b in installed_backends())
+    return "\n".join(
+        [
+            f"trtforge {trtforge_version()}",
+            f"Python {platform.python_version()} ({sys.executable})",
+            f"backends: {backends or 'none installed'}",
+        ]
+    )

@@ -70,11 +70,11 @@ def lookup(
         select_device(device)
         from trtforge.errors import NoCompatibleEngineError
         from trtforge.lookup_stage import rank_in_store, result_for
-        from trtforge.store import require_existing_store
+        from trtforge.store import open_for_lookup
         from trtforge.target import resolve_target
 
         target = resolve_target(gpu=gpu, cc=cc, trt=trt, flavor=flavor, os=os_name, arch=arch)
-        opened = require_existing_store(store, catalog=catalog, missing="the store is empty: nothing to look up")
+        opened = open_for_lookup(store, catalog=catalog, missing="the store is empty: nothing to look up")
         try:
             ranking = rank_in_store(
                 opened,

@@ -9,6 +9,7 @@ Layout (owned here, nowhere else)::
     <root>/locks/.blob-fence         shared by builds recording blobs, exclusive for gc deleting them
     <root>/locks/                    also timing-cache merge locks (see store/timing_caches.py)
     <root>/cache/digests.json        stat-keyed sha256 of model files (see trtforge.digests)
+    <root>/cache/resolved/<sha>.json remembered recipe resolutions (see trtforge.resolved)
     <root>/cache/blobs/<aa>/<sha>    local copies of blobs kept in S3 (TRTFORGE_BLOBS), for loaders
     <root>/tmp/.tmp-<pid>@<host>-*/  work directories (bundle imports); a dead owner's are removed
 
@@ -25,7 +26,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from trtforge.errors import NotFoundError, StoreError
 from trtforge.fsutil import make_temp, remove_if_unheld
@@ -45,6 +46,7 @@ REMOTE_BLOB_CACHE = "cache/blobs"  # local copies of S3 blobs (plans a loader ne
 WORK_DIR = "tmp"
 LOCKS_DIR = "locks"
 DIGESTS_FILE = Path("cache") / "digests.json"
+RESOLVED_DIR = Path("cache") / "resolved"
 
 
 def locks_dir(root: Path) -> Path:
@@ -53,6 +55,11 @@ def locks_dir(root: Path) -> Path:
 
 def digests_path(root: Path) -> Path:
     return root / DIGESTS_FILE
+
+
+def resolved_dir(root: Path) -> Path:
+    """Remembered recipe resolutions (trtforge.resolved), beside the digest cache."""
+    return root / RESOLVED_DIR
 
 
 def catalog_url(root: Path, catalog: str | None = None) -> str:
@@ -184,6 +191,20 @@ def preload_catalog_modules() -> None:
     # Not a daemon: exiting while a module is half-imported on another thread is not clean.
     _preload = threading.Thread(target=work, name="trtforge-preload-catalog")
     _preload.start()
+
+
+def open_for_lookup(store: str | Path | None = None, *, catalog: str | None = None, missing: str) -> Any:
+    """What `lookup` reads: sqlite3 on a local SQLite catalog at the head schema with local blobs
+    (:class:`trtforge.store.lookup_sql.SqliteLookup`, no SQLAlchemy), else the existing store
+    (NotFoundError(``missing``) when there is none). Both run the same SQL text."""
+    db_path = sqlite_catalog_path(store, catalog=catalog)
+    if db_path is not None and not os.environ.get(BLOBS_ENV):
+        from trtforge.store.lookup_sql import SqliteLookup
+
+        view = SqliteLookup.open(resolve_store_root(store), db_path)
+        if view is not None:
+            return view
+    return require_existing_store(store, catalog=catalog, missing=missing)
 
 
 def require_existing_store(store: str | Path | None = None, *, catalog: str | None = None, missing: str) -> Store:

@@ -47,6 +47,7 @@ from trtforge.errors import CatalogError, NotFoundError
 from trtforge.record import ArtifactDetails, read_details
 from trtforge.store.integrity import CORRUPT_STATUS, INTEGRITY_OK
 from trtforge.store.locks import advisory_fence, advisory_lock, application_name
+from trtforge.store.lookup_sql import LookupQuery
 from trtforge.store.redact import redact, redact_url, remember
 
 # Every Alembic revision, oldest first. A database at a revision not listed here was written by
@@ -618,6 +619,14 @@ class Catalog:
             for artifact_id, gpu_name, status in session.execute(stmt):
                 latest.setdefault(artifact_id, {}).setdefault(gpu_name, status)
         return latest
+
+    def lookup_rows(self, query: LookupQuery) -> list[Any]:
+        """Run one of lookup's queries (trtforge/store/lookup_sql.py: the text sqlite3 runs too)."""
+        stmt: Any = text(query.sql)
+        if query.artifact_columns:
+            stmt = stmt.columns(*(getattr(Artifact, column) for column in query.artifact_columns))
+        with self.reading() as session:
+            return list(session.execute(stmt, query.params))
 
     # -- reference outputs ----------------------------------------------------------------
 

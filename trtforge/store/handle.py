@@ -17,6 +17,7 @@ from trtforge.store import (
     open_existing_store,
     open_store,
     resolve_store_root,
+    resolved_dir,
     sqlite_catalog_path,
 )
 from trtforge.store.blobs import BlobStore
@@ -31,6 +32,13 @@ class StoreHandle:
         self._location = store
         self._catalog = catalog
         self._store: Store | None = None
+        self._sqlite_path: tuple[Path | None] | None = None  # computed once: it reads the mount table
+
+    def _local_sqlite(self) -> Path | None:
+        """The local SQLite catalog file (None for other catalogs); StoreError on a network file system."""
+        if self._sqlite_path is None:
+            self._sqlite_path = (sqlite_catalog_path(self._location, catalog=self._catalog),)
+        return self._sqlite_path[0]
 
     def digests(self) -> DigestCache:
         """Model digests remembered in this store (nothing is written until the store exists)."""
@@ -38,6 +46,13 @@ class StoreHandle:
             return DigestCache(digests_path(resolve_store_root(self._location)))
         except StoreError:
             return DigestCache(None)  # an unusable store is reported where the store is opened
+
+    def resolved_dir(self) -> Path | None:
+        """Where remembered recipe resolutions live (None for an unusable store location)."""
+        try:
+            return resolved_dir(resolve_store_root(self._location))
+        except StoreError:
+            return None
 
     def blobs(self) -> BlobStore:
         return BlobStore(resolve_store_root(self._location))
@@ -48,7 +63,7 @@ class StoreHandle:
         UNANSWERED sends the caller to the full catalog path: other catalogs, an unknown schema,
         or a row whose blob is not in the local blob directory (an S3 store, a missing blob).
         """
-        db_path = sqlite_catalog_path(self._location, catalog=self._catalog)
+        db_path = self._local_sqlite()
         if db_path is None:
             return UNANSWERED
         probe = probe_cached_plan(db_path, build_key)
@@ -57,7 +72,7 @@ class StoreHandle:
         return probe
 
     def is_local_sqlite(self) -> bool:
-        return sqlite_catalog_path(self._location, catalog=self._catalog) is not None
+        return self._local_sqlite() is not None
 
     def existing(self) -> Store | None:
         if self._store is None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import sqlite3
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from urllib.parse import quote
 
@@ -30,6 +31,7 @@ class CachedPlan:
     plan_sha256: str
 
 
+@lru_cache(maxsize=1)
 def known_revisions() -> frozenset[str]:
     """Revision ids of the migration scripts shipped with this trtforge (file name = revision id)."""
     return frozenset(p.stem for p in MIGRATIONS.glob("*.py") if not p.stem.startswith("_"))
