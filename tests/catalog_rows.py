@@ -84,18 +84,39 @@ def add_row(
         Blob(sha256=blob.sha256, size=blob.size, kind="plan"),
     )
     for gpu, status in (verified_on or {}).items():
-        store.catalog.add_verification(
-            Verification(
-                id=uuid.uuid4().hex,
-                artifact_id=artifact_id,
-                gpu_name=gpu,
-                compute_capability=ccs[0] if ccs else None,
-                runtime_flavor=flavor,
-                runtime_version=trt_version,
-                status=status,
-                checks=[],
-                perf=[],
-                details={},
-            )
-        )
+        cc = ccs[0] if ccs else None
+        add_verification_row(store, artifact_id, gpu, status, cc=cc, flavor=flavor, version=trt_version)
     return artifact_id
+
+
+def add_verification_row(
+    store: Store,
+    artifact_id: str,
+    gpu: str,
+    status: str = "passed",
+    *,
+    cc: str | None = "8.6",
+    flavor: str = "tensorrt",
+    version: str = "10.13.3",
+    trust: str | None = None,
+) -> None:
+    """A verification row as `trtforge verify` records it on a GPU machine (``trust``: how an
+    imported one was vouched for; None keeps the column's default, a result run here)."""
+    extra: dict[str, Any] = {}
+    if trust is not None:
+        extra = {"trust": trust, "signer": "k" * 16 if trust == "signed" else None}
+    store.catalog.add_verification(
+        Verification(
+            id=uuid.uuid4().hex,
+            artifact_id=artifact_id,
+            gpu_name=gpu,
+            compute_capability=cc,
+            runtime_flavor=flavor,
+            runtime_version=version,
+            status=status,
+            checks=[],
+            perf=[],
+            details={},
+            **extra,
+        )
+    )

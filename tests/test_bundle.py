@@ -9,18 +9,16 @@ import shutil
 import subprocess
 import sys
 import tarfile
-import uuid
 from pathlib import Path
 
 import pytest
 
 from tests import onnx_models
-from tests.catalog_rows import add_row
+from tests.catalog_rows import add_row, add_verification_row
 from tests.conftest import MLP_RECIPE, subprocess_env
 from trtforge.bundle import export_bundle, import_bundle
 from trtforge.errors import BundleError, SignatureError
 from trtforge.store import open_existing_store, open_store
-from trtforge.store.catalog import Verification
 
 
 def read_tar(path: Path) -> dict[str, bytes]:
@@ -57,20 +55,8 @@ def add_verification(store_dir: Path, artifact_id: str, gpu: str, cc: str, statu
     store = open_store(store_dir)
     try:
         artifact = store.catalog.get_artifact(artifact_id)
-        store.catalog.add_verification(
-            Verification(
-                id=uuid.uuid4().hex,
-                artifact_id=artifact.id,
-                gpu_name=gpu,
-                compute_capability=cc,
-                runtime_flavor=artifact.flavor,
-                runtime_version=artifact.trt_version,
-                status=status,
-                checks=[],
-                perf=[],
-                details={},
-            )
-        )
+        flavor, version = artifact.flavor, artifact.trt_version
+        add_verification_row(store, artifact.id, gpu, status, cc=cc, flavor=flavor, version=version)
     finally:
         store.close()
 

@@ -26,10 +26,10 @@ from typing import Any
 import pytest
 
 import trtforge
-from tests.catalog_rows import BASE_TIME, placeholder_artifact
+from tests.catalog_rows import BASE_TIME, add_verification_row, placeholder_artifact
 from tests.conftest import REPO
 from trtforge.store import open_store
-from trtforge.store.catalog import Blob, Verification
+from trtforge.store.catalog import Blob
 from trtforge.target import detect_gpus
 
 TRT = "10.13.3.9"
@@ -112,11 +112,7 @@ def add_trt_row(
             Blob(sha256=blob.sha256, size=blob.size, kind="plan"),
         )
         for gpu_name, (status, at_cc) in (verified or {}).items():
-            opened.catalog.add_verification(
-                Verification(id=uuid.uuid4().hex, artifact_id=artifact_id, gpu_name=gpu_name,
-                             compute_capability=at_cc, runtime_flavor=flavor, runtime_version=trt,
-                             status=status, checks=[], perf=[], details={})
-            )
+            add_verification_row(opened, artifact_id, gpu_name, status, cc=at_cc, flavor=flavor, version=trt)
         return artifact_id
     finally:
         opened.close()

@@ -10,16 +10,15 @@ from __future__ import annotations
 import sqlite3
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 
 import pytest
 
-from tests.catalog_rows import add_row
+from tests.catalog_rows import add_row, add_verification_row
 from tests.conftest import REPO, subprocess_env
 from trtforge.lookup_stage import choose_model, load_candidates, rank_in_store, result_for
 from trtforge.store import lookup_sql, open_for_lookup, open_store
-from trtforge.store.catalog import COUNTED_TRUST, SCHEMA_HEAD, Verification
+from trtforge.store.catalog import COUNTED_TRUST, SCHEMA_HEAD
 from trtforge.store.lookup_sql import SqliteLookup, head_revision
 from trtforge.target import explicit_target
 
@@ -27,22 +26,7 @@ A, B, C = "a" * 64, "b" * 64, "c" * 64
 
 
 def _claim(store, artifact_id: str, gpu: str, status: str, trust: str) -> None:
-    store.catalog.add_verification(
-        Verification(
-            id=uuid.uuid4().hex,
-            artifact_id=artifact_id,
-            gpu_name=gpu,
-            compute_capability="8.6",
-            runtime_flavor="tensorrt",
-            runtime_version="10.13.3",
-            status=status,
-            checks=[],
-            perf=[],
-            details={},
-            trust=trust,
-            signer="k" * 16 if trust == "signed" else None,
-        )
-    )
+    add_verification_row(store, artifact_id, gpu, status, trust=trust)
 
 
 @pytest.fixture

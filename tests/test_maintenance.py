@@ -5,13 +5,12 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
-import uuid
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
-from tests.catalog_rows import placeholder_artifact
+from tests.catalog_rows import add_verification_row, placeholder_artifact
 from trtforge.maintenance import (
     GcPolicy,
     execute_gc,
@@ -22,7 +21,7 @@ from trtforge.maintenance import (
 )
 from trtforge.store import Store, open_store
 from trtforge.store.blobs import BlobStore
-from trtforge.store.catalog import Artifact, Blob, Verification, utcnow
+from trtforge.store.catalog import Artifact, Blob, utcnow
 
 
 def _add(store: Store, name: str, payload: bytes, *, age_days: float = 0) -> Artifact:
@@ -139,20 +138,7 @@ def test_gc_keeps_a_blob_that_a_build_just_reused(opened: Store) -> None:
 
 def _verify(store: Store, artifact_id: str, gpu: str, status: str) -> None:
     """A verification row as `trtforge verify` records it."""
-    store.catalog.add_verification(
-        Verification(
-            id=uuid.uuid4().hex,
-            artifact_id=artifact_id,
-            gpu_name=gpu,
-            compute_capability="8.6",
-            runtime_flavor="tensorrt",
-            runtime_version="10.13.3",
-            status=status,
-            checks=[],
-            perf=[],
-            details={},
-        )
-    )
+    add_verification_row(store, artifact_id, gpu, status)
 
 
 def test_gc_never_removes_the_only_verified_artifact_without_force(opened: Store) -> None:
