@@ -10,6 +10,7 @@ import json
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from bench.config import Config
@@ -64,6 +65,32 @@ def build(recipes: list[Path], store: Path) -> tuple[Sample, list[dict]]:
     return sample, json.loads(proc.stdout)
 
 
+def cold_build_step(recipe: Path, work: Path) -> Callable[[], Sample]:
+    """One timed cold build of ``recipe`` into a new empty store (removed afterwards)."""
+    counter = iter(range(10**6))
+
+    def cold_build() -> Sample:
+        fresh = work / f"cold-{next(counter)}"
+        sample, [result] = build([recipe], fresh)
+        assert result["status"] == "built", result
+        shutil.rmtree(fresh)
+        return sample
+
+    return cold_build
+
+
+def polygraphy_step(model: BenchModel, work: Path) -> Callable[[], Sample]:
+    """One timed `polygraphy convert` of ``model`` with the recipe's settings (it always rebuilds)."""
+
+    def polygraphy() -> Sample:
+        out = work / "polygraphy.plan"
+        sample, _ = run_timed(polygraphy_argv(model, out), env=child_env(**POLYGRAPHY_ENV))
+        out.unlink()
+        return sample
+
+    return polygraphy
+
+
 def modules_on_hit(recipe: Path, store: Path, work: Path) -> list[str]:
     probe = work / "probe_hit.py"
     probe.write_text(PROBE % (REPORTED,))
@@ -84,27 +111,14 @@ def run(work: Path, cfg: Config) -> Figure:
     hit = fig.add(Series("trtforge build, cache hit"))
     cold = fig.add(Series("trtforge build, cold (empty store)"))
     poly = fig.add(Series("polygraphy convert (always rebuilds)"))
-    counter = iter(range(10**6))
-
-    def cold_build() -> Sample:
-        fresh = work / f"cold-{next(counter)}"
-        sample, [result] = build([recipe], fresh)
-        assert result["status"] == "built", result
-        shutil.rmtree(fresh)
-        return sample
 
     def cached() -> Sample:
         sample, [result] = build([recipe], store)
         assert result["status"] == "cached", result
         return sample
 
-    def polygraphy() -> Sample:
-        out = work / "polygraphy.plan"
-        sample, _ = run_timed(polygraphy_argv(model, out), env=child_env(**POLYGRAPHY_ENV))
-        out.unlink()
-        return sample
-
-    interleave(cfg.reps_fast, (hit, cached), (cold, cold_build), (poly, polygraphy))
+    steps = (cold, cold_build_step(recipe, work)), (poly, polygraphy_step(model, work))
+    interleave(cfg.reps_fast, (hit, cached), *steps)
     fig.ratios["hit / cold build"] = hit.median() / cold.median()
     fig.ratios["hit / polygraphy convert"] = hit.median() / poly.median()
     fig.goal("one cached recipe, wall", f"< {ONE_HIT_GOAL} s", hit.median(), hit.median() < ONE_HIT_GOAL)

@@ -18,10 +18,10 @@ import sys
 from pathlib import Path
 
 from bench.config import Config
-from bench.fig_cache_hit import POLYGRAPHY_ENV, build, polygraphy_argv
+from bench.fig_cache_hit import build, cold_build_step, polygraphy_step
 from bench.figure import Figure
 from bench.models import example
-from bench.timing import Sample, Series, child_env, interleave, run_timed, trtforge_argv
+from bench.timing import Sample, Series, interleave, run_timed, trtforge_argv
 
 HIT_GOAL = 0.15
 LOOKUP_GOAL = 0.20
@@ -89,22 +89,7 @@ def _cpu(series: Series) -> float:
 def _cold_vs_polygraphy(fig: Figure, model, recipe: Path, work: Path, cfg: Config) -> None:
     cold = fig.add(Series("trtforge build example.yaml, cold (empty store)"))
     poly = fig.add(Series("polygraphy convert, example model, same settings"))
-    counter = iter(range(10**6))
-
-    def cold_build() -> Sample:
-        fresh = work / f"cold-{next(counter)}"
-        sample, [result] = build([recipe], fresh)
-        assert result["status"] == "built", result
-        shutil.rmtree(fresh)
-        return sample
-
-    def polygraphy() -> Sample:
-        out = work / "polygraphy.plan"
-        sample, _ = run_timed(polygraphy_argv(model, out), env=child_env(**POLYGRAPHY_ENV))
-        out.unlink()
-        return sample
-
-    interleave(cfg.reps_fast, (cold, cold_build), (poly, polygraphy))
+    interleave(cfg.reps_fast, (cold, cold_build_step(recipe, work)), (poly, polygraphy_step(model, work)))
     over = cold.median() - poly.median()
     fig.ratios["cold build / polygraphy convert"] = cold.median() / poly.median()
     fig.goal(
