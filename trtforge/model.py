@@ -62,7 +62,7 @@ def model_sha256(loaded: LoadedRecipe, digests: DigestCache | None = None) -> st
     if not path.is_file():
         raise ModelError(
             f"{loaded.path}: model file {loaded.recipe.model.onnx} not found (looked at {path})",
-            hint="model.onnx is relative to the recipe file",
+            hint="model.onnx is relative to the recipe file, or absolute, ~ or ${VAR}",
         )
     digest = (digests or DigestCache(None)).model_digest(path)
     pin = loaded.recipe.model.sha256

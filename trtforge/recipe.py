@@ -433,7 +433,7 @@ class Recipe(_Strict):
         data = self.model_dump(mode="json", exclude={"description", "verify"})
         data["model"] = {}
         # Deny entries count by (layer, tactic) only. The build stage merges the sidecar's entries
-        # in first (denylist.with_deny_file), which leaves deny_file empty.
+        # in first (with_deny_file, through resolve), which leaves deny_file empty.
         data["tactics"]["deny"] = deny_key(self.tactics.deny)
         return data
 
