@@ -12,6 +12,7 @@ exercised against the real nvinfer API of TensorRT-RTX, which shares those bindi
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -216,10 +217,8 @@ def test_timing_cache_edit_calls_real_api(rtx) -> None:
     assert report.removed == []
 
 
-@pytest.mark.filterwarnings("ignore::DeprecationWarning")
-def test_timing_cache_path_builds_with_real_builder(rtx, tmp_path: Path) -> None:
-    """The flags and calls of the timing-cache path run on a real builder; TensorRT-RTX logs no
-    autotuning (no timing), so there is nothing to edit and the first plan is returned."""
+def _real_build_inputs(rtx: Any, tmp_path: Path) -> tuple[Any, Any, Any, list[str]]:
+    """A real builder, network (a tiny MLP) and config, and the list the VERBOSE log goes to."""
     from trtforge.backend.build import _make_logger, parse_network
 
     model = onnx_models.save(onnx_models.mlp(0, batch=2), tmp_path / "mlp.onnx")
@@ -230,6 +229,14 @@ def test_timing_cache_path_builds_with_real_builder(rtx, tmp_path: Path) -> None
     network, _parser = parse_network(rtx, builder, logger, model)
     config = builder.create_builder_config()
     config.builder_optimization_level = 0
+    return builder, network, config, verbose
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_timing_cache_path_builds_with_real_builder(rtx, tmp_path: Path) -> None:
+    """The flags and calls of the timing-cache path run on a real builder; TensorRT-RTX logs no
+    autotuning (no timing), so there is nothing to edit and the first plan is returned."""
+    builder, network, config, verbose = _real_build_inputs(rtx, tmp_path)
     report = EnforcementReport("editable_timing_cache", [])
     plan = build_timing_cache_path(rtx, builder, network, config, [entry("matmul", "*")], verbose, report)
     assert plan.nbytes > 0 and report.removed == []
@@ -249,17 +256,9 @@ def test_unconfirmable_enforcement_fails_instead_of_returning_the_plan(rtx, tmp_
     does not install here), so the backend is described as that TensorRT. Fails on 55eb6bf: the
     plan came back with the note "the after-build check was skipped", and the build stored it.
     """
-    from trtforge.backend.build import _make_logger, parse_network
     from trtforge.backend.denylist_enforce import build_with_denylist
 
-    model = onnx_models.save(onnx_models.mlp(0, batch=2), tmp_path / "mlp.onnx")
-    records: list[dict[str, str]] = []
-    verbose: list[str] = []
-    logger = _make_logger(rtx, records, verbose)
-    builder = rtx.Builder(logger)
-    network, _parser = parse_network(rtx, builder, logger, model)
-    config = builder.create_builder_config()
-    config.builder_optimization_level = 0
+    builder, network, config, verbose = _real_build_inputs(rtx, tmp_path)
     full_trt = BackendInfo("tensorrt", "10.8.0.43")
     with pytest.raises(BuildError, match="cannot confirm that the deny entries were enforced") as info:
         build_with_denylist(rtx, full_trt, builder, network, config, [entry("matmul", "*")], verbose)

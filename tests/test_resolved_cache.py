@@ -15,22 +15,12 @@ from pathlib import Path
 import pytest
 
 from tests import onnx_models
+from tests.conftest import MLP_RECIPE as RECIPE
 from trtforge import resolved as resolved_module
 from trtforge.digests import DigestCache
 from trtforge.flavors import BackendInfo, find_backend
 from trtforge.resolve import resolve
 from trtforge.resolved import ResolvedCache
-
-RECIPE = """\
-name: {name}
-model:
-  onnx: {model}
-backend: tensorrt_rtx
-profiles:
-  - x: {{min: [1, 4], opt: [2, 4], max: [4, 4]}}
-build:
-  optimization_level: {level}
-"""
 
 
 @pytest.fixture
