@@ -29,7 +29,9 @@ from bench.timing import (
 
 HEAVY = ("tensorrt", "tensorrt_rtx", "polygraphy", "alembic", "onnx", "onnxruntime")
 REPORTED = (*HEAVY, "sqlalchemy", "rich")
-HIT_IMPORTS = ("site", "typer", "pydantic", "yaml", "trtforge.recipe", "trtforge.build", "sqlalchemy", "rich", "onnx")
+HIT_IMPORTS = (
+    "site", "typer", "pydantic", "yaml", "trtforge.rules.recipe", "trtforge.stages.build", "sqlalchemy", "rich", "onnx"
+)
 ONE_HIT_GOAL = 0.35
 MANY_HIT_GOAL = 2.5
 
@@ -191,7 +193,7 @@ def run(work: Path, cfg: Config) -> Figure:
     interleave(cfg.reps_fast, (with_cache, hit_cached_digest), (rehash, hit_rehash))
     fig.ratios[f"{size_mb:.0f} MB model hit: digest cached / re-hashed"] = with_cache.median() / rehash.median()
 
-    from trtforge.keys import sha256_file
+    from trtforge.rules.keys import sha256_file
 
     hashing = fig.add(Series(f"sha256 of the {size_mb:.0f} MB model, in process"))
     interleave(cfg.reps_fast, (hashing, lambda: timed_call(lambda: sha256_file(big_model.path))))

@@ -38,8 +38,8 @@ def lookup_query(store: Any, name: str) -> int:
     ``trtforge.lookup`` does before it hash-checks the chosen plan), over every model of the name.
     ``store`` is an open :class:`trtforge.store.Store`.
     """
-    from trtforge.lookup_stage import rank_in_store
-    from trtforge.target import explicit_target
+    from trtforge.rules.target import explicit_target
+    from trtforge.stages.lookup import rank_in_store
 
     ranking = rank_in_store(store, explicit_target(**TARGET), name=name, runtime_check=False, any_model=True)
     return len(ranking.matches)

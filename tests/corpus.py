@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from trtforge.flavors import RTX_DEFAULT_COMPUTE_CAPABILITIES
+from trtforge.rules.flavors import RTX_DEFAULT_COMPUTE_CAPABILITIES
 
 CORPUS_SEED = 13
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.conftest import subprocess_env
-from trtforge.crashpoints import CRASHPOINT_ENV, RESUME
+from trtforge.core.crashpoints import CRASHPOINT_ENV, RESUME
 
 WAIT_LIMIT_S = 300.0
 

@@ -11,8 +11,8 @@ import pytest
 
 from tests import onnx_models
 from tests.conftest import MLP_RECIPE, subprocess_env
-from trtforge.flavors import installed_version
-from trtforge.plan_header import read_plan_header
+from trtforge.core.plan_header import read_plan_header
+from trtforge.rules.flavors import installed_version
 
 
 @pytest.fixture(scope="module")

@@ -13,9 +13,9 @@ import pytest
 from tests import onnx_models
 from tests.conftest import RecordingSink, subprocess_env
 from trtforge.backend.build import build_plan
-from trtforge.errors import BackendUnavailableError, BuildError
-from trtforge.flavors import find_backend, installed_version
-from trtforge.recipe import load_recipe
+from trtforge.core.errors import BackendUnavailableError, BuildError
+from trtforge.rules.flavors import find_backend, installed_version
+from trtforge.rules.recipe import load_recipe
 
 
 def test_progress_monitor_receives_phases(mlp_recipe) -> None:

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import subprocess_env
-from trtforge.errors import IntegrityError, RecipeError, StoreError
-from trtforge.recipe import MAX_RECIPE_BYTES, parse_recipe
+from trtforge.core.errors import IntegrityError, RecipeError, StoreError
+from trtforge.rules.recipe import MAX_RECIPE_BYTES, parse_recipe
 from trtforge.store.blobs import BlobStore
 from trtforge.store.locks import LockDir
 

@@ -127,7 +127,7 @@ def test_plan_reports_bad_recipes_and_imports_nothing_heavy(recipes: Path, store
     (recipes / "bad.yaml").write_text("name: bad\n")
     code = (
         "import json, sys\n"
-        "from trtforge.build import plan_builds\n"
+        "from trtforge.stages.build import plan_builds\n"
         f"entries = plan_builds([{str(recipes / '*.yaml')!r}], store={str(store)!r})\n"
         "heavy = sorted(m for m in sys.modules if m.split('.')[0] in "
         "('tensorrt', 'tensorrt_rtx', 'polygraphy', 'onnx', 'onnxruntime', 'alembic'))\n"

@@ -11,7 +11,7 @@ import pytest
 
 from tests import onnx_models
 from tests.conftest import subprocess_env
-from trtforge.flavors import find_backend
+from trtforge.rules.flavors import find_backend
 
 BUILD_FIELDS = {
     "recipe",

@@ -13,9 +13,9 @@ from tests.conftest import RecordingSink
 from trtforge.backend.build import build_plan, parse_network
 from trtforge.backend.config import make_config, network_flags
 from trtforge.backend.loader import import_backend
-from trtforge.flavors import find_backend
-from trtforge.recipe import Recipe, parse_recipe
-from trtforge.target import detect_gpus
+from trtforge.rules.flavors import find_backend
+from trtforge.rules.recipe import Recipe, parse_recipe
+from trtforge.rules.target import detect_gpus
 
 MLP = """\
 name: mlp

@@ -16,8 +16,8 @@ import pytest
 from tests import onnx_models
 from tests.catalog_rows import add_row, add_verification_row
 from tests.conftest import MLP_RECIPE, subprocess_env
-from trtforge.bundle import export_bundle, import_bundle
-from trtforge.errors import BundleError, SignatureError
+from trtforge.core.errors import BundleError, SignatureError
+from trtforge.stages.bundle import export_bundle, import_bundle
 from trtforge.store import open_existing_store, open_store
 
 
@@ -349,8 +349,8 @@ def _recipe(r: dict) -> None:
 
 
 def _recipe_and_fingerprint(r: dict) -> None:
-    from trtforge.keys import recipe_fingerprint
-    from trtforge.recipe import Recipe
+    from trtforge.rules.keys import recipe_fingerprint
+    from trtforge.rules.recipe import Recipe
 
     r["recipe"]["build"]["optimization_level"] = 5
     r["recipe_fingerprint"] = recipe_fingerprint(Recipe.model_validate(r["recipe"]))
@@ -414,7 +414,7 @@ def test_unrecomputable_build_key_needs_a_trusted_signature(cli, source: dict, k
 
 def write_signed(files: dict[str, bytes], key: Path, path: Path) -> Path:
     """The files with a fresh signature over their (possibly rewritten) manifest: the exporter's own."""
-    from trtforge.signing import load_private_key, sign_manifest
+    from trtforge.rules.signing import load_private_key, sign_manifest
 
     signature = sign_manifest(files["manifest.json"], load_private_key(key))
     return write_tar(path, {**files, "manifest.sig": signature})
@@ -649,8 +649,8 @@ def test_adopted_plan_key_is_recomputed(cli, source: dict, tmp_path: Path) -> No
 def test_refit_key_is_recomputed_from_the_parent(tmp_path: Path) -> None:
     """A refit's key is its parent's key and the new weights' digest (refit needs a GPU to make
     one, so the record is written here; the rule under test is pure)."""
-    from trtforge.bundle import check_record
-    from trtforge.keys import refit_key
+    from trtforge.rules.keys import refit_key
+    from trtforge.stages.bundle import check_record
 
     weights = "c" * 64
     record = {

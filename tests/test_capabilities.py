@@ -7,7 +7,8 @@ import pytest
 
 from trtforge.backend.config import TACTIC_SOURCE_ENUM, compute_capability_text
 from trtforge.backend.loader import import_backend
-from trtforge.capabilities import (
+from trtforge.core.errors import UnsupportedOptionError
+from trtforge.rules.capabilities import (
     RTX_COMPUTE_CAPABILITIES,
     RULES,
     capability_table,
@@ -16,9 +17,8 @@ from trtforge.capabilities import (
     requested_options,
     valid_tactic_sources,
 )
-from trtforge.errors import UnsupportedOptionError
-from trtforge.flavors import BackendInfo, find_backend
-from trtforge.recipe import parse_recipe
+from trtforge.rules.flavors import BackendInfo, find_backend
+from trtforge.rules.recipe import parse_recipe
 
 BASE = """\
 name: net

@@ -11,7 +11,7 @@ from sqlalchemy import create_engine, inspect, text
 
 from tests.procs import finish, start_build
 from tests.test_maintenance import _add
-from trtforge.errors import CatalogError, NotFoundError
+from trtforge.core.errors import CatalogError, NotFoundError
 from trtforge.store import open_store
 from trtforge.store.catalog import SCHEMA_HEAD, Catalog
 

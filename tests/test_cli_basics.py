@@ -10,7 +10,7 @@ import sys
 
 from tests.conftest import REPO, subprocess_env
 from trtforge.cli import COMMANDS, app
-from trtforge.flavors import installed_backends
+from trtforge.rules.flavors import installed_backends
 
 # SGR color parameters (foreground/background, 8/16/256/true color), not bold or dim.
 COLOR = re.compile(r"\x1b\[(?:[0-9]+;)*(?:3[0-9]|4[0-9]|9[0-7]|10[0-7])(?:;[0-9]+)*m")

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.procs import CrashPoint, finish, hold_in_child, release, start_build
-from trtforge.errors import StoreError
+from trtforge.core.errors import StoreError
 from trtforge.store import fs, open_store
 
 PROCESSES = 8

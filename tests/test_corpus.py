@@ -102,7 +102,7 @@ def test_reference_only_verify_runs_every_model_onnx_runtime_runs(corpus: tuple[
     import numpy as np
     import onnxruntime as ort
 
-    from trtforge.verify import verify
+    from trtforge.stages.verify import verify
 
     models, folder = corpus
     ort.set_default_logger_severity(4)

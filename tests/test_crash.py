@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from tests.procs import CrashPoint, finish, kill_at, start, start_build, trtforge_argv
-from trtforge.crashpoints import BUILD_POINTS
-from trtforge.maintenance import GcPolicy, execute_gc, plan_gc
+from trtforge.core.crashpoints import BUILD_POINTS
+from trtforge.stages.maintenance import GcPolicy, execute_gc, plan_gc
 from trtforge.store import open_store
 from trtforge.store.blobs import BlobStore
 

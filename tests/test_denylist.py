@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from trtforge.denylist import (
+from trtforge.core.errors import RecipeError
+from trtforge.rules.denylist import (
     DenyEntry,
     entry_hits,
     layer_matches,
@@ -15,11 +16,10 @@ from trtforge.denylist import (
     tactic_matches,
     violations_in,
 )
-from trtforge.errors import RecipeError
-from trtforge.flavors import BackendInfo
-from trtforge.keys import build_key
-from trtforge.recipe import load_recipe, parse_recipe, with_deny_file
-from trtforge.target import BuildTarget
+from trtforge.rules.flavors import BackendInfo
+from trtforge.rules.keys import build_key
+from trtforge.rules.recipe import load_recipe, parse_recipe, with_deny_file
+from trtforge.rules.target import BuildTarget
 
 KERNEL = "sm80_xmma_gemm_f32f32_tf32f32_f32_nn_n_tilesize32x32x64_stage3_warpsize2x1x2_tensor16x8x8"
 
@@ -190,7 +190,7 @@ def test_build_stage_checks_deny_entries_without_importing_tensorrt() -> None:
     from tests.conftest import subprocess_env
 
     code = (
-        "import sys; import trtforge.build, trtforge.denylist, trtforge.backend.denylist_enforce;"
+        "import sys; import trtforge.stages.build, trtforge.rules.denylist, trtforge.backend.denylist_enforce;"
         "heavy = [m for m in sys.modules if m.split('.')[0] in {'tensorrt', 'tensorrt_rtx', 'polygraphy', 'onnx'}];"
         "print(heavy)"
     )
@@ -200,8 +200,8 @@ def test_build_stage_checks_deny_entries_without_importing_tensorrt() -> None:
 
 
 def test_deny_file_refuses_alias_bombs() -> None:
-    from trtforge.denylist import parse_deny_file
-    from trtforge.errors import RecipeError
+    from trtforge.core.errors import RecipeError
+    from trtforge.rules.denylist import parse_deny_file
 
     lines = ['l0: &l0 ["x", "x", "x", "x", "x", "x", "x", "x", "x"]']
     lines += [f"l{i}: &l{i} [" + ", ".join([f"*l{i - 1}"] * 9) + "]" for i in range(1, 9)]

@@ -20,8 +20,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 from tests import onnx_models
 from trtforge.backend.run_results import load_run_results
-from trtforge.denylist_derive import derive, first_exceeding, read_graph, tensor_errors
-from trtforge.errors import DeriveError
+from trtforge.core.errors import DeriveError
+from trtforge.stages.denylist_derive import derive, first_exceeding, read_graph, tensor_errors
 
 BAD_TACTIC = "sm80_xmma_gemm_f32f32_f32f32_f32_nn_n_tilesize64x32x64_stage4_warpsize2x1x2"
 
@@ -345,7 +345,7 @@ def test_show_prints_the_enforcement_report(cli, tmp_path: Path, store: Path, mo
     """The report a GPU build records (built here from the recorded autotuning log) is shown."""
     from tests.test_denylist_enforce import K32, RECORDED_LOG
     from trtforge.backend.denylist_enforce import EnforcementReport, parse_autotuning_log, plan_cache_edits
-    from trtforge.denylist import DenyEntry
+    from trtforge.rules.denylist import DenyEntry
 
     _recipe, artifact_id = build_chain(cli, tmp_path, store)
     entries = [DenyEntry(layer="matMul1", tactic=K32, reason="drift")]

@@ -30,11 +30,11 @@ from trtforge.backend.denylist_enforce import (
     plan_cache_edits,
 )
 from trtforge.backend.loader import import_backend
-from trtforge.capabilities import check_enforceable, mechanism_for
-from trtforge.denylist import DenyEntry
-from trtforge.errors import BuildError, UnsatisfiableDenyError, UnsupportedOptionError
-from trtforge.flavors import BackendInfo, find_backend
-from trtforge.target import detect_gpus
+from trtforge.core.errors import BuildError, UnsatisfiableDenyError, UnsupportedOptionError
+from trtforge.rules.capabilities import check_enforceable, mechanism_for
+from trtforge.rules.denylist import DenyEntry
+from trtforge.rules.flavors import BackendInfo, find_backend
+from trtforge.rules.target import detect_gpus
 
 K32 = "sm80_xmma_gemm_f32f32_tf32f32_f32_nn_n_tilesize32x32x64_stage3_warpsize2x1x2_tensor16x8x8"
 K64S4 = "sm80_xmma_gemm_f32f32_tf32f32_f32_nn_n_tilesize64x32x64_stage4_warpsize2x1x2_tensor16x8x8"

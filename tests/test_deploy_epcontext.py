@@ -18,7 +18,7 @@ import pytest
 
 import trtforge
 from tests.test_deploy_triton import add_trt_row, plan_sha
-from trtforge.target import detect_gpus
+from trtforge.rules.target import detect_gpus
 
 ort = pytest.importorskip("onnxruntime")
 
@@ -163,7 +163,7 @@ def test_weight_stripped_plans_are_refused(store: Path, tmp_path: Path, cli: Cal
 def test_a_plan_too_large_to_embed_is_refused(
     store: Path, built: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from trtforge.deploy import epcontext
+    from trtforge.stages.deploy import epcontext
 
     monkeypatch.setattr(epcontext, "MAX_EMBED_BYTES", 1000)  # the real limit is protobuf's 2 GiB
     with pytest.raises(trtforge.DeployError, match="too large to embed"):
@@ -185,7 +185,7 @@ def test_gpu_epcontext_model_matches_the_engine(store: Path, built: str, tmp_pat
     import numpy as np
 
     from trtforge.backend.run import EngineCandidate
-    from trtforge.flavors import BackendInfo
+    from trtforge.rules.flavors import BackendInfo
 
     out = tmp_path / "gpu_ctx.onnx"
     result = trtforge.deploy_epcontext(out, built, store=store)

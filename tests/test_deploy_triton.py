@@ -28,9 +28,9 @@ import pytest
 import trtforge
 from tests.catalog_rows import BASE_TIME, add_verification_row, placeholder_artifact
 from tests.conftest import REPO
+from trtforge.rules.target import detect_gpus
 from trtforge.store import open_store
 from trtforge.store.catalog import Blob
-from trtforge.target import detect_gpus
 
 TRT = "10.13.3.9"
 IO = [

@@ -8,7 +8,7 @@ import pytest
 
 from trtforge.backend.loader import import_backend
 from trtforge.backend.run import runtime_for
-from trtforge.flavors import find_backend
+from trtforge.rules.flavors import find_backend
 from trtforge.store import open_store
 from trtforge.store.catalog import Artifact
 from trtforge.store.plans import needs_host_code, plan_for_loading

@@ -20,9 +20,9 @@ from onnx import TensorProto, helper, numpy_helper
 from onnx.external_data_helper import _get_all_tensors, uses_external_data
 
 from tests import onnx_models
-from trtforge.digests import DigestCache, model_digest
-from trtforge.keys import MODEL_DIGEST_SCHEME
-from trtforge.onnx_proto import external_data_locations
+from trtforge.core.onnx_proto import external_data_locations
+from trtforge.rules.digests import DigestCache, model_digest
+from trtforge.rules.keys import MODEL_DIGEST_SCHEME
 
 RECIPE = """\
 name: ext
@@ -218,7 +218,7 @@ def test_hit_with_external_data_imports_neither_onnx_nor_tensorrt(cli, tmp_path:
     _old(tmp_path / "r" / "models" / "ext.onnx", tmp_path / "r" / "models" / "w.bin")
     assert cli("build", recipe, "--store", store).code == 0
     probe = (
-        "import sys; from trtforge.build import BuildStage; s = BuildStage(sys.argv[1]); "
+        "import sys; from trtforge.stages.build import BuildStage; s = BuildStage(sys.argv[1]); "
         "r = s.build_one(sys.argv[2]); s.close(); "
         "print(r.status, [m for m in ('onnx', 'tensorrt_rtx', 'tensorrt', 'sqlalchemy') if m in sys.modules])"
     )

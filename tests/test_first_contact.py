@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from tests import onnx_models
-from trtforge.errors import RecipeError
-from trtforge.recipe import deny_file_path, load_recipe, parse_recipe
+from trtforge.core.errors import RecipeError
+from trtforge.rules.recipe import deny_file_path, load_recipe, parse_recipe
 
 TWO_LINES = "name: {name}\nmodel: {{onnx: {model}}}\n"
 
@@ -242,7 +242,7 @@ def test_build_an_onnx_file_directly(cli, tmp_path: Path, store: Path) -> None:
     ],
 )
 def test_names_from_file_stems_fit_the_name_rules(stem: str, name: str) -> None:
-    from trtforge.recipe import name_from_stem  # new in issue 13 (imported here so the others run on old code)
+    from trtforge.rules.recipe import name_from_stem  # new in issue 13 (imported here so the others run on old code)
 
     assert name_from_stem(stem) == name
     assert parse_recipe(f"name: {name}\nmodel: {{onnx: m.onnx}}\n").name == name

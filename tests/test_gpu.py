@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from trtforge.flavors import FLAVORS, RTX_COMPUTE_CAPABILITIES, flavor_name, installed_backend
-from trtforge.selftest import runnable_reason, write_mlp, write_recipe
-from trtforge.target import current_gpu
+from trtforge.rules.flavors import FLAVORS, RTX_COMPUTE_CAPABILITIES, flavor_name, installed_backend
+from trtforge.rules.target import current_gpu
+from trtforge.stages.selftest import runnable_reason, write_mlp, write_recipe
 
 pytestmark = pytest.mark.gpu
 
@@ -235,9 +235,9 @@ def check_against_parent(child_id: str, parent_id: str, store: Path, flavor: str
 
 def _check_against_parent(child_id: str, parent_id: str, store: str) -> str:
     from trtforge.backend.run import EngineCandidate, gpu_runtime_for
+    from trtforge.stages.verify import check, subject_from_artifact
     from trtforge.store import open_store
     from trtforge.store.plans import plan_for_loading
-    from trtforge.verify import check, subject_from_artifact
 
     opened = open_store(store)
     try:
@@ -261,7 +261,7 @@ def test_strip_weights_refit_before_verify(cli, flavor: str, recipes: Path, stor
 
 
 def test_denylist_enforced_end_to_end(cli, full_trt: str, recipes: Path, store: Path) -> None:
-    from trtforge.denylist import parse_layer_info
+    from trtforge.rules.denylist import parse_layer_info
 
     recipe = recipe_for(recipes, "deny", full_trt)
     built = build(cli, recipe, store)

@@ -11,8 +11,14 @@ from __future__ import annotations
 import pytest
 
 from trtforge.backend.run import load_failure, load_refusal, stream_profiles
-from trtforge.lookup_rules import Envelope
-from trtforge.target import LocalGpu, RuntimeTarget, _match_cuda_order, apply_visible_devices, parse_visible_devices
+from trtforge.rules.compatibility import Envelope
+from trtforge.rules.target import (
+    LocalGpu,
+    RuntimeTarget,
+    _match_cuda_order,
+    apply_visible_devices,
+    parse_visible_devices,
+)
 
 
 def target(flavor: str, version: str, cc: str = "8.6") -> RuntimeTarget:
@@ -106,8 +112,8 @@ def test_cuda_order_decides_which_gpu_is_device_0() -> None:
 
 @pytest.mark.parametrize("device", [0, 3])
 def test_device_flag_out_of_range_is_one_line(device: int) -> None:
-    from trtforge.errors import TargetError
-    from trtforge.target import detect_gpus, select_device
+    from trtforge.core.errors import TargetError
+    from trtforge.rules.target import detect_gpus, select_device
 
     if len(detect_gpus()) > device:
         pytest.skip(f"this machine has a CUDA device {device}")
@@ -122,8 +128,8 @@ import polygraphy.config  # polygraphy binds itself to full TensorRT here: the v
 from tests import onnx_models
 from trtforge.backend.loader import polygraphy_flavor, run_in_flavor
 from trtforge.backend.run import layerwise_plan
-from trtforge.flavors import installed_backend
-from trtforge.recipe import Recipe
+from trtforge.rules.flavors import installed_backend
+from trtforge.rules.recipe import Recipe
 
 model = onnx_models.save(onnx_models.mlp(0), Path(sys.argv[1]) / "m.onnx")
 recipe = Recipe.model_validate({"name": "m", "model": {"onnx": str(model)}, "backend": "tensorrt_rtx",
@@ -142,7 +148,7 @@ def test_work_for_the_other_flavor_runs_in_a_child_process(tmp_path) -> None:
     import sys
 
     from tests.conftest import REPO, subprocess_env
-    from trtforge.flavors import installed_backend
+    from trtforge.rules.flavors import installed_backend
 
     if installed_backend("tensorrt_rtx") is None:
         pytest.skip("TensorRT-RTX is not installed")

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import subprocess_env
-from trtforge.digests import DigestCache
+from trtforge.rules.digests import DigestCache
 from trtforge.store.sqlite_hits import UNANSWERED, Probe, known_revisions, probe_cached_plan
 
 
@@ -119,7 +119,7 @@ def test_sqlite_hit_query_answers_only_a_clean_yes(cli, example_recipe: Path, st
 
 def test_sqlite_probe_is_certain_only_where_the_orm_would_agree(cli, example_recipe: Path, store: Path) -> None:
     """A certain miss lets a build skip the ORM before TensorRT runs; every other case defers."""
-    from trtforge.build import StoreHandle
+    from trtforge.stages.build import StoreHandle
 
     handle = StoreHandle(store, None)
     assert handle.quick_probe("0" * 64) == Probe(answered=True)  # no catalog yet
@@ -151,7 +151,7 @@ def test_a_miss_into_an_existing_store_imports_the_catalog_off_the_main_thread(
         "    seen['preloading'] = store_module._preload is not None  # started only if main had not imported it\n"
         "    return real(*args, **kwargs)\n"
         "backend_build.build_plan = spy\n"
-        "from trtforge.build import BuildStage\n"
+        "from trtforge.stages.build import BuildStage\n"
         f"[result] = BuildStage({str(store)!r}).build_all([{str(mlp_recipe('second'))!r}])\n"
         "print(result.status, seen)\n",
     )

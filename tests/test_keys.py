@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from trtforge.keys import build_key, canonical_json
-from trtforge.recipe import parse_recipe
-from trtforge.target import BuildTarget
+from trtforge.rules.keys import build_key, canonical_json
+from trtforge.rules.recipe import parse_recipe
+from trtforge.rules.target import BuildTarget
 
 BASE = """\
 name: net

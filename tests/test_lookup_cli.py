@@ -261,7 +261,7 @@ print(found.artifact_id, found.path.is_file(), heavy)
 
 def test_python_api_errors(built_store: dict[str, str]) -> None:
     import trtforge
-    from trtforge.errors import NoCompatibleEngineError, NotFoundError
+    from trtforge.core.errors import NoCompatibleEngineError, NotFoundError
 
     target = trtforge.runtime_target(cc="7.0", trt="10.13.3")
     with pytest.raises(NoCompatibleEngineError):
@@ -273,9 +273,9 @@ def test_python_api_errors(built_store: dict[str, str]) -> None:
 def test_runtime_validity_has_the_final_word_on_a_detected_target(built_store: dict[str, str]) -> None:
     """The real TensorRT-RTX runtime judges the real plan. Without a GPU it answers INVALID, so
     the rules' best match is dropped with rule ``runtime_validity``; on a GPU it would stay."""
-    from trtforge.lookup_stage import rank_in_store
+    from trtforge.rules.target import RuntimeTarget
+    from trtforge.stages.lookup import rank_in_store
     from trtforge.store import open_existing_store
-    from trtforge.target import RuntimeTarget
 
     here = RuntimeTarget("tensorrt_rtx", built_store["rtx_version"], "8.9", "NVIDIA GeForce RTX 4090", detected=True)
     store = open_existing_store(built_store["store"])

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from trtforge.errors import TargetError
-from trtforge.lookup_rules import Candidate, Envelope, ModelChoice, first_failing_rule, rank
-from trtforge.record import read_details
-from trtforge.target import RuntimeTarget, explicit_target
+from trtforge.core.errors import TargetError
+from trtforge.rules.compatibility import Candidate, Envelope, ModelChoice, first_failing_rule, rank
+from trtforge.rules.record import read_details
+from trtforge.rules.target import RuntimeTarget, explicit_target
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 

@@ -16,11 +16,11 @@ import pytest
 
 from tests.catalog_rows import add_row, add_verification_row
 from tests.conftest import REPO, subprocess_env
-from trtforge.lookup_stage import choose_model, load_candidates, rank_in_store, result_for
+from trtforge.rules.target import explicit_target
+from trtforge.stages.lookup import choose_model, load_candidates, rank_in_store, result_for
 from trtforge.store import lookup_sql, open_for_lookup, open_store
 from trtforge.store.catalog import COUNTED_TRUST, SCHEMA_HEAD
 from trtforge.store.lookup_sql import SqliteLookup, head_revision
-from trtforge.target import explicit_target
 
 A, B, C = "a" * 64, "b" * 64, "c" * 64
 
@@ -90,7 +90,7 @@ def test_every_query_gives_the_same_rows(parity_store, name, model, flavor) -> N
         through_orm = [tuple(getattr(r, c) for c in columns) for r in orm.catalog.lookup_rows(query)]
         through_sqlite = [tuple(getattr(r, c) for c in columns) for r in view.lookup_rows(query)]
         if "details" in columns:  # the ORM types it; both read through record.read_details
-            from trtforge.record import read_details
+            from trtforge.rules.record import read_details
 
             at = columns.index("details")
             through_orm = [(*r[:at], read_details(r[at]), *r[at + 1 :]) for r in through_orm]

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.catalog_rows import add_verification_row, placeholder_artifact
-from trtforge.maintenance import (
+from trtforge.stages.maintenance import (
     GcPolicy,
     execute_gc,
     execute_repair,
@@ -310,8 +310,8 @@ def test_gc_fence_spans_runners_sharing_a_postgresql_catalog(postgres_catalog: s
 def test_a_verification_after_fsck_repair_never_makes_a_corrupt_artifact_usable(cli, mlp_recipe, store: Path) -> None:
     """Integrity and verification are separate facts (fails on 55eb6bf: the verification set the
     artifact's one status column to "passed", so it was a cache hit and shown as passed again)."""
+    from trtforge.stages.verify import OnnxModelCandidate, RuntimeInfo, check, subject_from_artifact
     from trtforge.store.sqlite_hits import probe_cached_plan
-    from trtforge.verify import OnnxModelCandidate, RuntimeInfo, check, subject_from_artifact
 
     recipe = mlp_recipe("late")
     [built] = cli("build", recipe, "--store", store, "--json").json()

@@ -11,9 +11,9 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from tests import onnx_models
-from trtforge.errors import ModelError
-from trtforge.model import TensorInfo, read_model
-from trtforge.onnx_proto import DATA_TYPES, ProtoError, read_graph_io
+from trtforge.core.errors import ModelError
+from trtforge.core.onnx_proto import DATA_TYPES, ProtoError, read_graph_io
+from trtforge.rules.onnx_model import TensorInfo, read_model
 
 
 def oracle(path: Path) -> tuple[tuple[TensorInfo, ...], tuple[TensorInfo, ...]]:
@@ -152,7 +152,7 @@ def test_reading_imports_no_onnx(tmp_path: Path) -> None:
 
     path = onnx_models.save(onnx_models.example_cnn(), tmp_path / "m.onnx")
     code = (
-        "import sys; from pathlib import Path; from trtforge.model import read_model; "
+        "import sys; from pathlib import Path; from trtforge.rules.onnx_model import read_model; "
         f"read_model(Path({str(path)!r}), '0' * 64); print('onnx' in sys.modules)"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

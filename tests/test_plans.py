@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from tests.test_maintenance import _add, _damage
-from trtforge.errors import IntegrityError
-from trtforge.maintenance import execute_repair, plan_repair, scan_store
+from trtforge.core.errors import IntegrityError
+from trtforge.stages.maintenance import execute_repair, plan_repair, scan_store
 from trtforge.store import open_store
 from trtforge.store.plans import read_verified_plan
 

@@ -22,20 +22,20 @@ from pathlib import Path
 import pytest
 
 from tests.catalog_rows import add_row
-from trtforge.errors import BuildError
-from trtforge.flavors import BackendInfo, cuda_variant, find_backend
-from trtforge.keys import build_key
-from trtforge.lookup_rules import Candidate, first_failing_rule, rank
-from trtforge.recipe import load_recipe
-from trtforge.resolve import resolve
+from trtforge.core.errors import BuildError
+from trtforge.resolution.resolve import resolve
+from trtforge.rules.compatibility import Candidate, first_failing_rule, rank
+from trtforge.rules.flavors import BackendInfo, cuda_variant, find_backend
+from trtforge.rules.keys import build_key
+from trtforge.rules.recipe import load_recipe
+from trtforge.rules.target import explicit_target
 from trtforge.store import open_store
-from trtforge.target import explicit_target
 
 MACHINE = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "aarch64", "arm64": "aarch64"}
 
 
 def this_machine() -> tuple[str, str]:
-    """Computed here, independently of trtforge.target.this_platform."""
+    """Computed here, independently of trtforge.rules.target.this_platform."""
     os_name = {"linux": "linux", "win32": "windows", "darwin": "macos"}[sys.platform]
     return os_name, MACHINE[platform.machine().lower()]
 

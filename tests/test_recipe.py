@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from trtforge.errors import RecipeError
-from trtforge.recipe import json_schema, load_recipe, parse_recipe
+from trtforge.core.errors import RecipeError
+from trtforge.rules.recipe import json_schema, load_recipe, parse_recipe
 
 GOOD = """\
 name: net

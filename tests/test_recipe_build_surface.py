@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from trtforge.errors import RecipeError
-from trtforge.keys import build_key
-from trtforge.recipe import parse_recipe
-from trtforge.target import BuildTarget
+from trtforge.core.errors import RecipeError
+from trtforge.rules.keys import build_key
+from trtforge.rules.recipe import parse_recipe
+from trtforge.rules.target import BuildTarget
 
 BASE = """\
 name: net

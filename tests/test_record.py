@@ -1,4 +1,4 @@
-"""``artifacts.details`` is one typed record (trtforge.record): written by builds, adopt and refit,
+"""``artifacts.details`` is one typed record (trtforge.rules.record): written by builds, adopt and refit,
 read back into the same model, and rows written before it existed still read.
 
 The old-catalog test makes its catalog with trtforge as of 55eb6bf (the last commit before the
@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import REPO, subprocess_env
-from trtforge.record import DETAILS_VERSION, ArtifactDetails, read_details
+from trtforge.rules.record import DETAILS_VERSION, ArtifactDetails, read_details
 from trtforge.store import open_store
 
 OLD_COMMIT = "55eb6bf"

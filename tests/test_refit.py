@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 
 from tests import onnx_models
-from trtforge.build import BuildStage
-from trtforge.errors import ModelError, NotRefittableError
-from trtforge.recipe import refit_mode
-from trtforge.refit import check_refittable, check_weights, record_refit
+from trtforge.core.errors import ModelError, NotRefittableError
+from trtforge.rules.recipe import refit_mode
+from trtforge.stages.build import BuildStage
+from trtforge.stages.refit import check_refittable, check_weights, record_refit
+from trtforge.stages.verify import OnnxModelCandidate, RuntimeInfo, check, subject_from_artifact
 from trtforge.store import open_existing_store
 from trtforge.store.catalog import Artifact, Blob
-from trtforge.verify import OnnxModelCandidate, RuntimeInfo, check, subject_from_artifact
 
 
 def build(recipe: Path, store: Path) -> str:

@@ -18,7 +18,7 @@ import pytest
 
 from tests import onnx_models
 from tests.conftest import MLP_RECIPE
-from trtforge.flavors import RTX_COMPUTE_CAPABILITIES, find_backend
+from trtforge.rules.flavors import RTX_COMPUTE_CAPABILITIES, find_backend
 
 MODEL_DIR = "models"
 PROFILE = "profiles:\n  - x: {min: [1, 4], opt: [2, 4], max: [4, 4]}\n"

@@ -1,4 +1,4 @@
-"""The validated-recipe cache (trtforge/resolved.py) never serves a stale resolution.
+"""The validated-recipe cache (trtforge/resolution/resolved_cache.py) never serves a stale resolution.
 
 The invariant every test checks: what the cache answers for a recipe is either nothing (resolve
 it the full way) or exactly the build key the full resolution gives now. Each test changes one
@@ -16,11 +16,11 @@ import pytest
 
 from tests import onnx_models
 from tests.conftest import MLP_RECIPE as RECIPE
-from trtforge import resolved as resolved_module
-from trtforge.digests import DigestCache
-from trtforge.flavors import BackendInfo, find_backend
-from trtforge.resolve import resolve
-from trtforge.resolved import ResolvedCache
+from trtforge.resolution import resolved_cache as resolved_module
+from trtforge.resolution.resolve import resolve
+from trtforge.resolution.resolved_cache import ResolvedCache
+from trtforge.rules.digests import DigestCache
+from trtforge.rules.flavors import BackendInfo, find_backend
 
 
 @pytest.fixture
@@ -206,7 +206,8 @@ def test_a_hit_through_the_cache_loads_no_recipe_models(cli, example_recipe: Pat
         "from trtforge.cli import app\n"
         f"sys.argv = ['trtforge', 'build', {str(example_recipe)!r}, '--store', {str(store)!r}, '--json']\n"
         "try:\n    app()\nexcept SystemExit:\n    pass\n"
-        "names = ('trtforge.recipe', 'trtforge.capabilities', 'trtforge.record', 'trtforge.cli.bundle', 'rich')\n"
+        "names = ('trtforge.rules.recipe', 'trtforge.rules.capabilities', 'trtforge.rules.record',"
+        " 'trtforge.cli.bundle', 'rich')\n"
         "sys.stderr.write('MODULES=' + json.dumps(sorted(set(names) & set(sys.modules))) + '\\n')\n"
     )
     import subprocess

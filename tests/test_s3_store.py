@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from tests.procs import CrashPoint, finish, kill_at, start_build, trtforge_argv
-from trtforge.errors import IntegrityError, NotFoundError, StoreError
-from trtforge.maintenance import GcPolicy, execute_gc, execute_repair, plan_gc, plan_repair, scan_store
+from trtforge.core.errors import IntegrityError, NotFoundError, StoreError
+from trtforge.stages.maintenance import GcPolicy, execute_gc, execute_repair, plan_gc, plan_repair, scan_store
 from trtforge.store import open_store
 from trtforge.store.s3 import MAX_PARTS, S3BlobStore, parse_s3_url, part_size_for
 
@@ -275,7 +275,7 @@ def test_lookup_and_export_hand_out_local_hash_checked_copies_of_s3_plans(
     import boto3
 
     import trtforge
-    from trtforge.flavors import installed_version
+    from trtforge.rules.flavors import installed_version
 
     env = {"TRTFORGE_BLOBS": f"s3://{bucket}/team"}
     [built] = cli("build", mlp_recipe("served"), "--store", store, "--json", env=env).json()

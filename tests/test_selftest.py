@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from trtforge.flavors import BackendInfo, installed_backend
-from trtforge.selftest import SCHEMA, CheckResult, SelftestReport, runnable_reason
-from trtforge.target import LocalGpu
+from trtforge.rules.flavors import BackendInfo, installed_backend
+from trtforge.rules.target import LocalGpu
+from trtforge.stages.selftest import SCHEMA, CheckResult, SelftestReport, runnable_reason
 
 HIDE_GPUS = {"CUDA_VISIBLE_DEVICES": ""}
 CHECK_FIELDS = {"check": str, "flavor": (str, type(None)), "result": str, "seconds": (int, float),

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.catalog_rows import placeholder_artifact
-from trtforge.errors import CatalogError, IntegrityError, NotFoundError, StoreError
+from trtforge.core.errors import CatalogError, IntegrityError, NotFoundError, StoreError
 from trtforge.store import open_existing_store, open_store
 from trtforge.store.blobs import BlobStore
 from trtforge.store.catalog import SCHEMA_HEAD, SCHEMA_REVISIONS, Artifact, Blob, Catalog
@@ -240,7 +240,7 @@ def test_rows_marked_corrupt_before_0004_keep_their_integrity_mark(tmp_path: Pat
 
 
 def test_checked_copy_is_private_atomic_and_hash_checked(tmp_path: Path) -> None:
-    from trtforge.fsutil import checked_copy
+    from trtforge.core.fsutil import checked_copy
 
     blobs = BlobStore(tmp_path)
     data = bytes(range(256)) * 40_000  # ~10 MB: several chunks on every copy path
@@ -265,7 +265,7 @@ def test_checked_copy_falls_back_to_a_plain_copy_after_a_partial_fast_copy(
     import errno
     import os
 
-    from trtforge import fsutil as fs
+    from trtforge.core import fsutil as fs
 
     real = os.copy_file_range
     calls = []

@@ -9,15 +9,15 @@ import pytest
 
 import trtforge
 from tests.conftest import subprocess_env
-from trtforge.errors import TargetError
-from trtforge.flavors import installed_backends
-from trtforge.target import RuntimeTarget, detect_gpus, resolve_target
+from trtforge.core.errors import TargetError
+from trtforge.rules.flavors import installed_backends
+from trtforge.rules.target import RuntimeTarget, detect_gpus, resolve_target
 
 NO_GPU_SCRIPT = """
 import trtforge
-from trtforge.errors import TargetError
-from trtforge.flavors import installed_backends
-from trtforge.target import detect_gpus, resolve_target
+from trtforge.core.errors import TargetError
+from trtforge.rules.flavors import installed_backends
+from trtforge.rules.target import detect_gpus, resolve_target
 assert detect_gpus() == [], detect_gpus()
 for call in (resolve_target, lambda: trtforge.lookup("anything")):
     try:
@@ -66,7 +66,7 @@ def test_explicit_target_normalizes_and_describes() -> None:
 
 def test_importing_trtforge_imports_nothing_heavy() -> None:
     code = (
-        "import sys, trtforge, trtforge.lookup_stage, trtforge.bundle, trtforge.batch\n"
+        "import sys, trtforge, trtforge.stages.lookup, trtforge.stages.bundle, trtforge.resolution.batch\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in "
         "('tensorrt', 'tensorrt_rtx', 'polygraphy', 'onnx', 'onnxruntime', 'alembic', 'pynvml', 'numpy')))\n"
     )

@@ -21,13 +21,14 @@ import pytest
 
 from tests.conftest import subprocess_env
 from trtforge.backend.loader import import_backend
-from trtforge.errors import BadInputError, IntegrityError
-from trtforge.flavors import find_backend
-from trtforge.recipe import parse_recipe
+from trtforge.core.errors import BadInputError, IntegrityError
+from trtforge.resolution.timing_cache_policy import DENY_ISOLATED, RTX_NO_OP, finish, start
+from trtforge.rules.flavors import find_backend
+from trtforge.rules.recipe import parse_recipe
+from trtforge.rules.target import BuildTarget
+from trtforge.stages.timing_caches import export_cache, import_cache, read_export
 from trtforge.store import open_store
 from trtforge.store.timing_caches import CacheKey, TimingCaches
-from trtforge.target import BuildTarget
-from trtforge.timing_cache import DENY_ISOLATED, RTX_NO_OP, export_cache, finish, import_cache, read_export, start
 
 KEY = CacheKey("tensorrt", "10.13.3.9", "NVIDIA A10G", "8.6")
 OTHER_GPU = CacheKey("tensorrt", "10.13.3.9", "NVIDIA L4", "8.9")

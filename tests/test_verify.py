@@ -19,16 +19,15 @@ from rich.console import Console
 
 from tests import onnx_models
 from tests.conftest import subprocess_env
-from trtforge.build import BuildStage
 from trtforge.cli.verify import render_report
-from trtforge.errors import BadInputError, RecipeError
-from trtforge.keys import recipe_fingerprint
-from trtforge.model import read_model
-from trtforge.recipe import parse_recipe
-from trtforge.resolve import resolve
-from trtforge.store import open_existing_store, open_store
-from trtforge.target import detect_gpus
-from trtforge.verify import (
+from trtforge.core.errors import BadInputError, RecipeError
+from trtforge.resolution.resolve import resolve
+from trtforge.rules.keys import recipe_fingerprint
+from trtforge.rules.onnx_model import read_model
+from trtforge.rules.recipe import parse_recipe
+from trtforge.rules.target import detect_gpus
+from trtforge.stages.build import BuildStage
+from trtforge.stages.verify import (
     OnnxModelCandidate,
     RuntimeInfo,
     check,
@@ -39,6 +38,7 @@ from trtforge.verify import (
     subject_from_artifact,
     subject_from_recipe,
 )
+from trtforge.store import open_existing_store, open_store
 
 RUNTIME = RuntimeInfo("ONNX Runtime stand-in (test)", None, "onnxruntime", "test")
 
@@ -198,9 +198,9 @@ def test_verify_section_is_not_part_of_the_build_key() -> None:
 
 
 def test_generated_inputs_are_seeded_ranged_and_typed(tmp_path: Path) -> None:
-    from trtforge.model import TensorInfo
-    from trtforge.recipe import VerifySpec
-    from trtforge.verify import ShapePoint
+    from trtforge.rules.onnx_model import TensorInfo
+    from trtforge.rules.recipe import VerifySpec
+    from trtforge.stages.verify import ShapePoint
 
     inputs = [TensorInfo("x", "float", ("N", 4)), TensorInfo("ids", "int64", (2,)), TensorInfo("m", "bool", (3,))]
     point = ShapePoint(0, "opt", (("x", (6, 4)),))
@@ -400,7 +400,7 @@ def test_read_model_outputs_match_the_two_heads(heads) -> None:
 
 
 def test_plan_is_hash_checked_before_any_load(heads, store: Path) -> None:
-    from trtforge.errors import IntegrityError
+    from trtforge.core.errors import IntegrityError
     from trtforge.store.plans import read_verified_plan as read_plan
 
     recipe, _, _ = heads()
@@ -419,8 +419,8 @@ def test_the_per_layer_engine_is_built_with_the_artifacts_settings(heads, store:
     """The diagnostic engine differs from the stored plan only by its marked tensors: it is built from
     the recorded recipe, with the builder settings the artifact records (read back from real configs)."""
     from trtforge.backend.run import layerwise_plan
-    from trtforge.flavors import find_backend
-    from trtforge.recipe import Recipe
+    from trtforge.rules.flavors import find_backend
+    from trtforge.rules.recipe import Recipe
 
     recipe, model, _ = heads("compatibility:\n  compute_capabilities: [8.6]\n")
     opened, subject = built_subject(recipe, store)
@@ -459,7 +459,7 @@ def test_missing_verify_dependencies_are_one_clear_line(monkeypatch: pytest.Monk
     import importlib.util
 
     from trtforge.backend import compare
-    from trtforge.errors import BackendUnavailableError
+    from trtforge.core.errors import BackendUnavailableError
 
     real_find_spec = importlib.util.find_spec
     monkeypatch.setattr(

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from trtforge.errors import (
+from trtforge.core.errors import (
     BackendUnavailableError,
     BadInputError,
     BuildError,
@@ -35,10 +35,10 @@ from trtforge.errors import (
 )
 
 if TYPE_CHECKING:
-    from trtforge.deploy.epcontext import EpContextResult
-    from trtforge.deploy.triton import TritonResult
-    from trtforge.lookup_stage import LookupResult
-    from trtforge.target import RuntimeTarget
+    from trtforge.rules.target import RuntimeTarget
+    from trtforge.stages.deploy.epcontext import EpContextResult
+    from trtforge.stages.deploy.triton import TritonResult
+    from trtforge.stages.lookup import LookupResult
 
 __all__ = [
     "BackendUnavailableError",
@@ -82,9 +82,9 @@ def runtime_target(
 ) -> RuntimeTarget:
     """An explicit target (``cc`` and ``trt`` required), or this machine's when all are None.
 
-    (Not called ``target``: that is the :mod:`trtforge.target` module.)
+    (Not called ``target``: that is the :mod:`trtforge.rules.target` module.)
     """
-    from trtforge.target import resolve_target
+    from trtforge.rules.target import resolve_target
 
     return resolve_target(gpu=gpu, cc=cc, trt=trt, flavor=flavor, os=os, arch=arch)
 
@@ -111,7 +111,7 @@ def lookup(
     Raises ``trtforge.NotFoundError`` for an unknown name and ``trtforge.NoCompatibleEngineError``
     when no artifact can run on the target (every error is a ``trtforge.TrtforgeError``).
     """
-    from trtforge.lookup_stage import find_engine
+    from trtforge.stages.lookup import find_engine
 
     return find_engine(
         name,
@@ -147,8 +147,8 @@ def deploy_triton(
     newest build's). Raises ``NoCompatibleEngineError`` when a capability has no engine and
     ``DeployError`` for TensorRT-RTX plans (Triton has no backend for them) or a changed config.
     """
-    from trtforge.deploy.triton import TritonRequest
-    from trtforge.deploy.triton import deploy_triton as run
+    from trtforge.stages.deploy.triton import TritonRequest
+    from trtforge.stages.deploy.triton import deploy_triton as run
 
     request = TritonRequest(
         repository=Path(repository),
@@ -177,7 +177,7 @@ def deploy_epcontext(
     ``embed=False`` (default) puts a hash-checked copy of the plan beside ``out``; ``True`` puts the
     plan bytes inside the model. Raises ``DeployError`` for weight-stripped plans or a record without I/O.
     """
-    from trtforge.deploy.epcontext import export_epcontext
+    from trtforge.stages.deploy.epcontext import export_epcontext
 
     return export_epcontext(out, artifact_id, embed=embed, store=store, catalog=catalog)
 

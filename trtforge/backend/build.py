@@ -19,10 +19,10 @@ from trtforge.backend.config import CONFIG_RULES, ConfigRule, make_config, netwo
 from trtforge.backend.loader import import_backend
 from trtforge.backend.timing_cache import attach as attach_timing_cache
 from trtforge.backend.timing_cache import serialized as serialized_timing_cache
-from trtforge.capabilities import cpu_build_fails
-from trtforge.errors import BuildError
-from trtforge.flavors import BackendInfo
-from trtforge.recipe import Recipe
+from trtforge.core.errors import BuildError
+from trtforge.rules.capabilities import cpu_build_fails
+from trtforge.rules.flavors import BackendInfo
+from trtforge.rules.recipe import Recipe
 
 # CONFIG_RULES and make_config live in backend/config.py; re-exported for existing imports.
 __all__ = ["CONFIG_RULES", "BuildOutput", "ConfigRule", "ProgressSink", "build_plan", "make_config", "parse_network"]
@@ -130,7 +130,7 @@ def _error_text(error: dict[str, Any], dtypes: dict[str, str]) -> str:
 
 def _input_dtypes(onnx_path: Path) -> dict[str, str]:
     """Element types of the model's inputs, to name the one the parser could not convert."""
-    from trtforge.onnx_proto import ProtoError, read_graph_io
+    from trtforge.core.onnx_proto import ProtoError, read_graph_io
 
     try:
         return {value.name: value.dtype for value in read_graph_io(onnx_path).inputs}

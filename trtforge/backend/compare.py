@@ -1,6 +1,6 @@
 """Polygraphy on the CPU side of verification: ONNX Runtime runners, the Comparator, RunResults.
 
-The verifier stage (:mod:`trtforge.verify`) decides what to run and what the numbers mean; this
+The verifier stage (:mod:`trtforge.stages.verify`) decides what to run and what the numbers mean; this
 module is the only place it touches polygraphy for that. Polygraphy's logger prints to stdout,
 which would corrupt ``--json`` output, so every call into it runs under :func:`quiet`.
 """
@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from trtforge.errors import BackendUnavailableError
+from trtforge.core.errors import BackendUnavailableError
 
 # polygraphy reports relative error against the second runner; trtforge puts the reference there.
 _ZERO_EPSILON = 2.220446049250313e-16

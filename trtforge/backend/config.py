@@ -13,7 +13,7 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
-from trtforge.recipe import Recipe
+from trtforge.rules.recipe import Recipe
 
 MIB = 1 << 20
 KIB = 1 << 10

@@ -30,8 +30,9 @@ from dataclasses import asdict, dataclass, field
 from types import ModuleType
 from typing import Any
 
-from trtforge.capabilities import Mechanism, check_enforceable
-from trtforge.denylist import (
+from trtforge.core.errors import BuildError, UnsatisfiableDenyError, UnsupportedOptionError
+from trtforge.rules.capabilities import Mechanism, check_enforceable
+from trtforge.rules.denylist import (
     DenyEntry,
     entries_for_layer,
     first_hit,
@@ -39,8 +40,7 @@ from trtforge.denylist import (
     tactic_id_of,
     violations_in,
 )
-from trtforge.errors import BuildError, UnsatisfiableDenyError, UnsupportedOptionError
-from trtforge.flavors import BackendInfo
+from trtforge.rules.flavors import BackendInfo
 
 # -- editable timing cache: the builder's autotuning log ----------------------------------
 
@@ -398,7 +398,7 @@ def build_timing_cache_path(
     config.set_flag(trt.BuilderFlag.EDITABLE_TIMING_CACHE)
     config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
     # Empty on purpose (as in sampleEditableTimingCache): a key already cached is not autotuned,
-    # so its candidates would never reach the log. trtforge.timing_cache keeps this cache private.
+    # so its candidates would never reach the log. trtforge.resolution.timing_cache_policy keeps this cache private.
     cache = config.create_timing_cache(b"")
     config.set_timing_cache(cache, False)
     del verbose_log[:]

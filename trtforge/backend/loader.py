@@ -1,6 +1,6 @@
 """Import the TensorRT module of a flavor: the heavy import, on paths that build or run engines.
 
-Which flavor is installed, and its version, is known without importing it (:mod:`trtforge.flavors`).
+Which flavor is installed, and its version, is known without importing it (:mod:`trtforge.rules.flavors`).
 
 Polygraphy binds itself to one flavor per process: it reads ``POLYGRAPHY_USE_TENSORRT_RTX`` once,
 when ``polygraphy.config`` is first imported. Work for the other flavor therefore runs in a child
@@ -17,8 +17,8 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import Any, TypeVar
 
-from trtforge.errors import BackendUnavailableError
-from trtforge.flavors import BackendInfo, Flavor
+from trtforge.core.errors import BackendUnavailableError
+from trtforge.rules.flavors import BackendInfo, Flavor
 
 POLYGRAPHY_RTX = "POLYGRAPHY_USE_TENSORRT_RTX"
 T = TypeVar("T")

@@ -1,7 +1,7 @@
 """GPU-only glue: load plan bytes, run them with polygraphy's TrtRunner, time them, refit them.
 
-Kept thin on purpose: what to run and what the results mean lives in :mod:`trtforge.verify` and
-:mod:`trtforge.refit`, which are tested on the CPU. Nothing here runs without a CUDA GPU.
+Kept thin on purpose: what to run and what the results mean lives in :mod:`trtforge.stages.verify` and
+:mod:`trtforge.stages.refit`, which are tested on the CPU. Nothing here runs without a CUDA GPU.
 
 This module takes bytes and settings and never reads the store: the stages hand it plans that
 :func:`trtforge.store.plans.plan_for_loading` checked against the catalog, together with the
@@ -20,16 +20,16 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from trtforge.backend.loader import import_backend
-from trtforge.errors import NotRefittableError, RefitError, VerificationUnavailableError
-from trtforge.flavors import BackendInfo, Flavor, flavor_name, installed_backends, installed_version
-from trtforge.target import current_gpu
+from trtforge.core.errors import NotRefittableError, RefitError, VerificationUnavailableError
+from trtforge.rules.flavors import BackendInfo, Flavor, flavor_name, installed_backends, installed_version
+from trtforge.rules.target import current_gpu
 
 if TYPE_CHECKING:
     import numpy as np
 
-    from trtforge.lookup_rules import Envelope
-    from trtforge.recipe import Recipe, VerifySpec
-    from trtforge.target import RuntimeTarget
+    from trtforge.rules.compatibility import Envelope
+    from trtforge.rules.recipe import Recipe, VerifySpec
+    from trtforge.rules.target import RuntimeTarget
 
 _CAPTURE_MODE_THREAD_LOCAL = 1  # cudaStreamCaptureModeThreadLocal
 
@@ -61,12 +61,12 @@ def gpu_runtime_for(
 ) -> tuple[BackendInfo, RuntimeInfo]:
     """The local GPU and runtime that can run a plan built by ``flavor`` ``trt_version``; one clear line when none.
 
-    The same release rules as ``lookup`` (:mod:`trtforge.lookup_rules`): ``1.7.1`` is the release
+    The same release rules as ``lookup`` (:mod:`trtforge.rules.compatibility`): ``1.7.1`` is the release
     ``1.7.1.116``, a version-compatible ``envelope`` admits newer runtimes of the same major, and
     TensorRT-RTX refuses compute capabilities it does not support (9.0). Checked without importing
     TensorRT: NVML and the CUDA driver name the GPU, package metadata the runtime.
     """
-    from trtforge.target import RuntimeTarget
+    from trtforge.rules.target import RuntimeTarget
 
     gpu = current_gpu()
     installed = installed_backends()
@@ -104,8 +104,8 @@ def load_refusal(
     lookup's own rules, so verify, refit and lookup agree on releases and compute capabilities."""
     from datetime import datetime, timezone
 
-    from trtforge.lookup_rules import RULES, Candidate
-    from trtforge.lookup_rules import Envelope as _Envelope
+    from trtforge.rules.compatibility import RULES, Candidate
+    from trtforge.rules.compatibility import Envelope as _Envelope
 
     plan = Candidate("", "", flavor, trt_version, tuple(compute_capabilities), "", datetime.now(timezone.utc),
                      envelope=envelope or _Envelope())  # fmt: skip
@@ -154,7 +154,7 @@ def deserialize(
 
 def load_failure(module: str, records: Sequence[Mapping[str, str]]) -> str:
     """One line: why the runtime refused a plan on this GPU, in the runtime's words where it gave any."""
-    from trtforge.lookup_rules import RTX_UNSUPPORTED_CCS
+    from trtforge.rules.compatibility import RTX_UNSUPPORTED_CCS
 
     gpu = current_gpu()
     where = f"{gpu.name} (cc {gpu.compute_capability})" if gpu is not None else "this GPU"

@@ -13,7 +13,7 @@ import io
 from pathlib import Path
 from typing import Any
 
-from trtforge.errors import BackendUnavailableError, BadInputError
+from trtforge.core.errors import BackendUnavailableError, BadInputError
 
 Iterations = list[dict[str, Any]]
 
@@ -71,7 +71,7 @@ def write_engine_record(
     """Name the engine whose outputs ``results`` hold, with its own layer information where known."""
     import json
 
-    from trtforge.fsutil import atomic_write
+    from trtforge.core.fsutil import atomic_write
 
     path = engine_record_path(results)
     data = {

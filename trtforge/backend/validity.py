@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from trtforge.backend.loader import import_backend
-from trtforge.flavors import BackendInfo
+from trtforge.rules.flavors import BackendInfo
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from contextlib import contextmanager
 import typer
 
 from trtforge.cli._output import Output
-from trtforge.errors import TrtforgeError
+from trtforge.core.errors import TrtforgeError
 
 DEBUG_ENV = "TRTFORGE_DEBUG"
 

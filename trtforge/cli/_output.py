@@ -15,7 +15,7 @@ from collections.abc import Callable
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from trtforge.errors import TrtforgeError
+from trtforge.core.errors import TrtforgeError
 
 PIPE_WIDTH = 200
 

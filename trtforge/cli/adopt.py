@@ -42,7 +42,7 @@ def adopt(
     output = Output(json_output)
 
     def body() -> None:
-        from trtforge.adopt import AdoptRequest, adopt_plan
+        from trtforge.stages.adopt import AdoptRequest, adopt_plan
 
         request = AdoptRequest(
             plan=plan,

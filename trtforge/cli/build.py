@@ -13,13 +13,13 @@ import typer
 from trtforge.cli._errors import reported, run
 from trtforge.cli._options import CatalogOpt, DeviceOpt, JsonOpt, StoreOpt
 from trtforge.cli._output import Output, naming, styled
-from trtforge.errors import BadInputError
+from trtforge.core.errors import BadInputError
 
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from trtforge.build import BuildResult
-    from trtforge.reproduce import ReproduceResult
+    from trtforge.stages.build import BuildResult
+    from trtforge.stages.reproduce import ReproduceResult
 
 STATUS_STYLE = {"built": "green", "cached": "cyan", "failed": "red"}
 
@@ -73,11 +73,11 @@ def build(
             raise BadInputError("give one or more recipe files, or --reproduce ID")
 
     def body() -> int:
-        from trtforge.target import select_device
+        from trtforge.rules.target import select_device
 
         select_device(device)
-        from trtforge.batch import expand_recipes
-        from trtforge.build import BuildStage
+        from trtforge.resolution.batch import expand_recipes
+        from trtforge.stages.build import BuildStage
 
         items = expand_recipes(recipes)
         if name is not None and (len(items) != 1 or not str(items[0]).lower().endswith(".onnx")):
@@ -110,7 +110,7 @@ def _reproduce(output: Output, ref: str, recipes: list[str] | None, store: str |
     def body() -> int:
         if recipes:
             raise BadInputError("--reproduce takes one artifact id or recipe file, not recipe arguments")
-        from trtforge.reproduce import reproduce
+        from trtforge.stages.reproduce import reproduce
 
         result = reproduce(ref, store, catalog=catalog)
         output.result(result.as_json(), lambda console: _render_reproduce(console, result))

@@ -12,7 +12,7 @@ from trtforge.cli._options import CatalogOpt, JsonOpt, StoreOpt
 from trtforge.cli._output import Output
 
 if TYPE_CHECKING:
-    from trtforge.bundle import ImportReport
+    from trtforge.stages.bundle import ImportReport
 
 
 def export(
@@ -30,7 +30,7 @@ def export(
     output = Output(json_output)
 
     def body() -> None:
-        from trtforge.bundle import export_bundle
+        from trtforge.stages.bundle import export_bundle
         from trtforge.store import require_existing_store
 
         opened = require_existing_store(store, catalog=catalog, missing="the store is empty: nothing to export")
@@ -77,9 +77,9 @@ def import_(
     output = Output(json_output)
 
     def body() -> None:
-        from trtforge.bundle import import_bundle
-        from trtforge.errors import BadInputError, BundleError
-        from trtforge.signing import load_public_key
+        from trtforge.core.errors import BadInputError, BundleError
+        from trtforge.rules.signing import load_public_key
+        from trtforge.stages.bundle import import_bundle
         from trtforge.store import open_store
 
         keys = list(trust or [])
@@ -122,7 +122,7 @@ def keygen(
     output = Output(json_output)
 
     def body() -> None:
-        from trtforge.signing import generate_key_pair
+        from trtforge.rules.signing import generate_key_pair
 
         public, key_id = generate_key_pair(key)
         data = {"private_key": str(key), "public_key": str(public), "key_id": key_id}

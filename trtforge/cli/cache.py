@@ -10,7 +10,7 @@ import typer
 from trtforge.cli._errors import run
 from trtforge.cli._options import CatalogOpt, JsonOpt, StoreOpt
 from trtforge.cli._output import Output
-from trtforge.store import open_existing_store, open_store, require_existing_store
+from trtforge.store import require_existing_store
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -32,10 +32,9 @@ def list_caches(
     output = Output(json_output)
 
     def body() -> None:
-        from trtforge.store.timing_caches import TimingCaches
+        from trtforge.stages.timing_caches import list_caches
 
-        opened = open_existing_store(store, catalog=catalog)
-        rows = [r.summary() for r in TimingCaches(opened).list(all_versions=all_versions)] if opened else []
+        rows = list_caches(store, catalog, all_versions=all_versions)
         output.result(rows, lambda console: _render_list(console, rows))
 
     run(output, body)
@@ -76,7 +75,7 @@ def export(
     output = Output(json_output)
 
     def body() -> None:
-        from trtforge.timing_cache import export_cache
+        from trtforge.stages.timing_caches import export_cache
 
         opened = require_existing_store(
             store, catalog=catalog, missing=f"no timing cache with id {cache_id} (the store is empty)"
@@ -98,16 +97,9 @@ def import_(
     output = Output(json_output)
 
     def body() -> None:
-        from trtforge.backend.loader import import_backend
-        from trtforge.backend.timing_cache import combine
-        from trtforge.flavors import find_backend
-        from trtforge.timing_cache import import_cache, local_cache_key, read_export
+        from trtforge.stages.timing_caches import import_cache_file
 
-        read_export(path)  # a malformed file is refused before anything else is looked at
-        local = local_cache_key()
-        trt = import_backend(find_backend(local.flavor))
-        opened = open_store(store, catalog=catalog)
-        row = import_cache(opened, path, local, lambda base, new: combine(trt, base, new))
+        row = import_cache_file(store, catalog, path)
         summary = row.summary()
         output.result(summary, lambda console: console.print(f"imported into {row.id[:12]} ({row.key.describe()})"))
 
@@ -126,22 +118,15 @@ def prune(
     output = Output(json_output)
 
     def body() -> None:
-        from trtforge.store.timing_caches import TimingCaches
+        from trtforge.stages.timing_caches import prune_caches
 
-        opened = open_existing_store(store, catalog=catalog)
-        if opened is None:
-            output.result({"rows": [], "blobs": [], "freed_bytes": 0, "dry_run": dry_run}, lambda c: c.print("nothing"))
-            return
-        caches = TimingCaches(opened)
-        plan = caches.plan_prune(keep)
-        if not dry_run:
-            caches.execute_prune(plan)
-        data = {**plan.as_json(), "dry_run": dry_run}
+        data = prune_caches(store, catalog, keep=keep, dry_run=dry_run)
         verb = "would delete" if dry_run else "deleted"
         output.result(
             data,
             lambda console: console.print(
-                f"{verb} {len(plan.rows)} cache versions and {len(plan.blobs)} blobs ({plan.freed_bytes} bytes)"
+                f"{verb} {len(data['rows'])} cache versions and {len(data['blobs'])} blobs"
+                f" ({data['freed_bytes']} bytes)"
             ),
         )
 

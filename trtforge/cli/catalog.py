@@ -173,7 +173,7 @@ def _render_verifications(console: Console, record: dict) -> None:
 
 def _render_layers(console: Console, layer_info: Any) -> None:
     """The engine inspector's layers and the tactic each runs (recorded by builds on a GPU)."""
-    from trtforge.denylist import parse_layer_info
+    from trtforge.rules.denylist import parse_layer_info
 
     if layer_info is None:
         console.print(styled(("layers", "bold"), " not recorded (engine inspector needs full TensorRT on a GPU)"))

@@ -41,7 +41,7 @@ def derive(
     output = Output(json_output)
 
     def body() -> None:
-        from trtforge.denylist_derive import derive_from_store
+        from trtforge.stages.denylist_derive import derive_from_store
 
         proposal = derive_from_store(
             results,
@@ -93,7 +93,7 @@ def _render(console: Console, data: dict) -> None:
         console.print(f"{data['deny_file']} already holds these entries")
     elif data["entries"]:
         console.print(f"{len(data['entries'])} proposed entries (run with --write to add them to the deny file):")
-        from trtforge.denylist import DenyEntry, render_deny_file
+        from trtforge.rules.denylist import DenyEntry, render_deny_file
 
         text = render_deny_file([DenyEntry.model_validate(e) for e in data["entries"]])
         console.print(text, markup=False, highlight=False)

@@ -43,7 +43,7 @@ def triton(
     output = Output(json_output)
 
     def body() -> None:
-        from trtforge.deploy.triton import TritonRequest, deploy_triton
+        from trtforge.stages.deploy.triton import TritonRequest, deploy_triton
 
         request = TritonRequest(
             repository=repository,
@@ -91,7 +91,7 @@ def epcontext(
     output = Output(json_output)
 
     def body() -> None:
-        from trtforge.deploy.epcontext import export_epcontext
+        from trtforge.stages.deploy.epcontext import export_epcontext
 
         result = export_epcontext(out, artifact, embed=embed, store=store, catalog=catalog)
         output.result(

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
 def schema(json_output: JsonOpt = False) -> None:
     """Print the recipe JSON Schema (for editors and validation)."""
-    from trtforge.recipe import json_schema
+    from trtforge.rules.recipe import json_schema
 
     sys.stdout.write(json.dumps(json_schema(), indent=2) + "\n")
 
@@ -29,11 +29,11 @@ def doctor(
     output = Output(json_output)
 
     def body() -> None:
-        from trtforge.capabilities import capability_table
-        from trtforge.flavors import installed_backends
+        from trtforge.rules.capabilities import capability_table
+        from trtforge.rules.flavors import installed_backends
+        from trtforge.rules.target import detect_gpus, select_device, this_platform
         from trtforge.store import CATALOG_FILE, resolve_store_root
         from trtforge.store.redact import redact_url
-        from trtforge.target import detect_gpus, select_device, this_platform
 
         select_device(device)
         root = resolve_store_root(store)
@@ -94,7 +94,7 @@ def _render_capabilities(console: Console, backend: dict[str, Any]) -> None:
 
 def version_text() -> str:
     """`trtforge --version`: trtforge, Python and each installed backend (from package metadata)."""
-    from trtforge.flavors import installed_backends, trtforge_version
+    from trtforge.rules.flavors import installed_backends, trtforge_version
 
     backends = ", ".join(b.label + (f" ({b.cuda})" if b.cuda else "") for b in installed_backends())
     return "\n".join(

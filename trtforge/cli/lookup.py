@@ -65,13 +65,13 @@ def lookup(
     output = Output(json_output)
 
     def body() -> int:
-        from trtforge.target import select_device
+        from trtforge.rules.target import select_device
 
         select_device(device)
-        from trtforge.errors import NoCompatibleEngineError
-        from trtforge.lookup_stage import rank_in_store, result_for
+        from trtforge.core.errors import NoCompatibleEngineError
+        from trtforge.rules.target import resolve_target
+        from trtforge.stages.lookup import rank_in_store, result_for
         from trtforge.store import open_for_lookup
-        from trtforge.target import resolve_target
 
         target = resolve_target(gpu=gpu, cc=cc, trt=trt, flavor=flavor, os=os_name, arch=arch)
         opened = open_for_lookup(store, catalog=catalog, missing="the store is empty: nothing to look up")

@@ -36,7 +36,7 @@ def fsck(
     def body() -> int:
         opened = _open(store, catalog)
         try:
-            from trtforge.maintenance import execute_repair, plan_repair, scan_store  # lazy: SQLAlchemy
+            from trtforge.stages.maintenance import execute_repair, plan_repair, scan_store  # lazy: SQLAlchemy
 
             report = scan_store(opened)
             data: dict[str, Any] = report.as_json()
@@ -93,7 +93,7 @@ def gc(
     def body() -> None:
         opened = _open(store, catalog)
         try:
-            from trtforge.maintenance import GcPolicy, execute_gc, plan_gc  # lazy: SQLAlchemy
+            from trtforge.stages.maintenance import GcPolicy, execute_gc, plan_gc  # lazy: SQLAlchemy
 
             plan = plan_gc(opened, GcPolicy(keep_last=keep_last, older_than_days=older_than, force=force))
             data: dict[str, Any] = {"dry_run": dry_run, "plan": plan.as_json()}

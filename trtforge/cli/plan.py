@@ -38,8 +38,8 @@ def plan(
     output = Output(json_output)
 
     def body() -> int:
-        from trtforge.batch import exit_code_for, parse_target_spec
-        from trtforge.build import plan_builds
+        from trtforge.resolution.batch import exit_code_for, parse_target_spec
+        from trtforge.stages.build import plan_builds
 
         targets = [parse_target_spec(spec) for spec in target or []]
         entries = plan_builds(recipes, targets or None, store=store, catalog=catalog)

@@ -30,7 +30,7 @@ def selftest(
 
     Exit 0 all passed, 1 a check failed, 2 no installed runtime can run engines here.
     """
-    from trtforge.selftest import selftest as selftest_stage
+    from trtforge.stages.selftest import selftest as selftest_stage
 
     output = Output(json_output)
 

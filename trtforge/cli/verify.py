@@ -15,8 +15,8 @@ if TYPE_CHECKING:
     from rich.console import Console
     from rich.table import Table
 
-    from trtforge.refit import RefitResult
-    from trtforge.verify import VerificationReport
+    from trtforge.stages.refit import RefitResult
+    from trtforge.stages.verify import VerificationReport
 
 
 STATUS_STYLE = {"passed": "green", "failed": "red", "reference-only": "cyan"}
@@ -51,12 +51,12 @@ def verify(
     json_output: JsonOpt = False,
 ) -> None:
     """Check an engine against ONNX Runtime at every profile's shape points, and time it."""
-    from trtforge.verify import verify as verify_stage
+    from trtforge.stages.verify import verify as verify_stage
 
     output = Output(json_output)
 
     def body() -> int:
-        from trtforge.target import select_device
+        from trtforge.rules.target import select_device
 
         select_device(device)
         report = verify_stage(
@@ -87,7 +87,7 @@ def render_report(console: Console, report: VerificationReport) -> None:
     else:
         table = _check_table(console, report)
     console.print(table)
-    from trtforge.verify import iter_failures
+    from trtforge.stages.verify import iter_failures
 
     for line in iter_failures(report):
         console.print(styled(("failed:", "red"), f" {line}"))
@@ -173,12 +173,12 @@ def refit(
     json_output: JsonOpt = False,
 ) -> None:
     """Refit a refittable engine with new weights (GPU); the result is a new artifact."""
-    from trtforge.refit import refit as refit_stage
+    from trtforge.stages.refit import refit as refit_stage
 
     output = Output(json_output)
 
     def body() -> int:
-        from trtforge.target import select_device
+        from trtforge.rules.target import select_device
 
         select_device(device)
         result = refit_stage(artifact, weights, store=store, catalog=catalog, verify=verify_after)

@@ -8,8 +8,8 @@ Layout (owned here, nowhere else)::
     <root>/locks/<build key>.lock    single-flight build locks
     <root>/locks/.blob-fence         shared by builds recording blobs, exclusive for gc deleting them
     <root>/locks/                    also timing-cache merge locks (see store/timing_caches.py)
-    <root>/cache/digests.json        stat-keyed sha256 of model files (see trtforge.digests)
-    <root>/cache/resolved/<sha>.json remembered recipe resolutions (see trtforge.resolved)
+    <root>/cache/digests.json        stat-keyed sha256 of model files (see trtforge.rules.digests)
+    <root>/cache/resolved/<sha>.json remembered recipe resolutions (see trtforge.resolution.resolved_cache)
     <root>/cache/blobs/<aa>/<sha>    local copies of blobs kept in S3 (TRTFORGE_BLOBS), for loaders
     <root>/tmp/.tmp-<pid>@<host>-*/  work directories (bundle imports); a dead owner's are removed
 
@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from trtforge.errors import NotFoundError, StoreError
-from trtforge.fsutil import make_temp, remove_if_unheld
+from trtforge.core.errors import NotFoundError, StoreError
+from trtforge.core.fsutil import make_temp, remove_if_unheld
 from trtforge.store.blobs import BlobBackend, BlobStore, scan_temp_files
 from trtforge.store.fs import network_mount
 from trtforge.store.locks import LockDir, collecting_blobs, recording_blobs
@@ -58,7 +58,7 @@ def digests_path(root: Path) -> Path:
 
 
 def resolved_dir(root: Path) -> Path:
-    """Remembered recipe resolutions (trtforge.resolved), beside the digest cache."""
+    """Remembered recipe resolutions (trtforge.resolution.resolved_cache), beside the digest cache."""
     return root / RESOLVED_DIR
 
 

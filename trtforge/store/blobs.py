@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
-from trtforge.crashpoints import crashpoint
-from trtforge.errors import IntegrityError, NotFoundError, StoreWriteError
-from trtforge.fsutil import (
+from trtforge.core.crashpoints import crashpoint
+from trtforge.core.errors import IntegrityError, NotFoundError, StoreWriteError
+from trtforge.core.fsutil import (
     STALE_TEMP_AGE_S,
     TEMP_PREFIX,
     fsync_dir,
@@ -30,7 +30,7 @@ from trtforge.fsutil import (
     remove_if_unheld,
     unheld,
 )
-from trtforge.keys import sha256_stream
+from trtforge.rules.keys import sha256_stream
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _TEMP_OWNER = re.compile(r"^\.tmp-(\d+)@([A-Za-z0-9._]*)-")

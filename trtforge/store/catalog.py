@@ -42,9 +42,9 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker, validates
 from sqlalchemy.sql import Select
 
-from trtforge.crashpoints import crashpoint
-from trtforge.errors import CatalogError, NotFoundError
-from trtforge.record import ArtifactDetails, read_details
+from trtforge.core.crashpoints import crashpoint
+from trtforge.core.errors import CatalogError, NotFoundError
+from trtforge.rules.record import ArtifactDetails, read_details
 from trtforge.store.integrity import CORRUPT_STATUS, INTEGRITY_OK
 from trtforge.store.locks import advisory_fence, advisory_lock, application_name
 from trtforge.store.lookup_sql import LookupQuery
@@ -95,7 +95,7 @@ def utcnow() -> datetime:
 
 
 class DetailsJSON(TypeDecorator[ArtifactDetails]):
-    """``artifacts.details`` as :class:`trtforge.record.ArtifactDetails`: validated on the way in
+    """``artifacts.details`` as :class:`trtforge.rules.record.ArtifactDetails`: validated on the way in
     and out, stored as JSON (rows of any earlier version read through ``read_details``)."""
 
     impl = JSON

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from trtforge.digests import DigestCache
-from trtforge.errors import StoreError
+from trtforge.core.errors import StoreError
+from trtforge.rules.digests import DigestCache
 from trtforge.store import (
     Store,
     digests_path,

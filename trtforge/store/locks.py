@@ -29,8 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from trtforge.errors import StoreError
-from trtforge.fsutil import same_file
+from trtforge.core.errors import StoreError
+from trtforge.core.fsutil import same_file
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, Engine

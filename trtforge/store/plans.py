@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from trtforge.errors import IntegrityError
-from trtforge.lookup_rules import Envelope
+from trtforge.core.errors import IntegrityError
+from trtforge.rules.compatibility import Envelope
 from trtforge.store import Store
 from trtforge.store.catalog import Artifact
 from trtforge.store.integrity import CORRUPT_STATUS

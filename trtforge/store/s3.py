@@ -27,10 +27,10 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from trtforge.crashpoints import crashpoint
-from trtforge.errors import IntegrityError, StoreError
-from trtforge.fsutil import atomic_write
-from trtforge.keys import sha256_file
+from trtforge.core.crashpoints import crashpoint
+from trtforge.core.errors import IntegrityError, StoreError
+from trtforge.core.fsutil import atomic_write
+from trtforge.rules.keys import sha256_file
 from trtforge.store.blobs import (
     BlobRef,
     BlobStat,

@@ -23,7 +23,7 @@ from typing import Any
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError as SqlIntegrityError
 
-from trtforge.errors import IntegrityError, NotFoundError
+from trtforge.core.errors import IntegrityError, NotFoundError
 from trtforge.store import Store, locks_dir
 from trtforge.store.catalog import MIN_ID_PREFIX, Artifact, Blob, CacheKey, TimingCacheRow
 

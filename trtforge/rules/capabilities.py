@@ -1,0 +1,384 @@
+"""Which recipe options exist for a (flavor, version): the capability table, as data.
+
+The table decides before any build (and before TensorRT is imported) whether a recipe can be
+built with the installed backend, and says why not in one line. Version facts come from
+NVIDIA's documentation, cited next to each entry. trtforge supports TensorRT >= 10.0 and
+TensorRT-RTX >= 1.0; entries older than that floor are listed from the floor.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+from trtforge.core.errors import UnsupportedOptionError
+from trtforge.rules.denylist import DenyEntry, tactic_id_of
+from trtforge.rules.flavors import RTX_COMPUTE_CAPABILITIES, BackendInfo, Flavor, Version, flavor_name, release
+from trtforge.rules.recipe import LIBRARY_TACTIC_SOURCES, WEAK_TYPING_FLAGS, Recipe
+
+if TYPE_CHECKING:
+    pass
+
+TENSORRT_FLOOR = "10.0"
+TENSORRT_RTX_FLOOR = "1.0"
+
+@dataclass(frozen=True)
+class Availability:
+    """When an option exists in one flavor: [since, removed), maybe deprecated, maybe GPU-only."""
+
+    since: str
+    removed: str | None = None
+    deprecated: str | None = None
+    cpu_build_fails: bool = False
+
+    def state(self, version: Version) -> str:
+        if version < release(self.since):
+            return "missing"
+        if self.removed is not None and version >= release(self.removed):
+            return "removed"
+        if self.deprecated is not None and version >= release(self.deprecated):
+            return "deprecated"
+        return "yes"
+
+
+@dataclass(frozen=True)
+class OptionRule:
+    """One recipe option (``field`` or ``field: value``) and where it is available."""
+
+    option: str
+    tensorrt: Availability | None
+    tensorrt_rtx: Availability | None
+    hint: str
+    note: str = ""
+    rtx_hint: str | None = None  # when TensorRT-RTX needs different advice
+
+    def availability(self, flavor: Flavor) -> Availability | None:
+        return self.tensorrt if flavor == "tensorrt" else self.tensorrt_rtx
+
+    def hint_for(self, flavor: Flavor) -> str:
+        return self.rtx_hint if flavor == "tensorrt_rtx" and self.rtx_hint is not None else self.hint
+
+
+_WEAK_HINT = (
+    "TensorRT 11 builds strongly typed networks only: set precision.strongly_typed: true and put "
+    "the precisions in the ONNX model (Cast / QuantizeLinear-DequantizeLinear), e.g. with ModelOpt"
+)
+_RTX_WEAK_HINT = (
+    "TensorRT-RTX networks are always strongly typed: remove the flag and put the precisions in the "
+    "ONNX model (Cast / QuantizeLinear-DequantizeLinear)"
+)
+_LIBRARY_HINT = "remove it from tactics.sources; edge_mask_convolutions and jit_convolutions remain"
+
+# The table. Sources:
+# [TRT-11-MIG] TensorRT 11.0 migration guide / release notes: weak typing (FP16/BF16/INT8/FP8
+#   builder flags, precision constraints, INT8 calibrators) and IAlgorithmSelector removed;
+#   cuBLAS/cuBLASLt/cuDNN tactic sources removed.
+# [TRT-10.0-RN] TensorRT 10.0 release notes: cuBLAS, cuBLASLt and cuDNN tactic sources
+#   deprecated; weight-stripped engines (BuilderFlag.STRIP_PLAN, REFIT_IDENTICAL) added;
+#   IProgressMonitor added.
+# [TRT-8.6-RN] TensorRT 8.6 release notes: hardware compatibility (AMPERE_PLUS) and version
+#   compatibility (VERSION_COMPATIBLE, lean runtime), setMaxAuxStreams.
+# [TRT-10.8-RN] TensorRT 10.8 release notes: tiling optimization (tiling_optimization_level,
+#   l2_limit_for_tiling); editable timing cache (BuilderFlag.EDITABLE_TIMING_CACHE).
+# [TRT-10.9-RN] TensorRT 10.9 release notes: HardwareCompatibilityLevel.SAME_COMPUTE_CAPABILITY.
+# [TRT-DG-HWC] TensorRT Developer Guide, "Hardware Compatibility": AMPERE_PLUS disables
+#   cuBLAS/cuBLASLt/cuDNN tactics (enforced in recipe validation).
+# [RTX-DG] TensorRT-RTX documentation: ahead-of-time builds for a list of compute capabilities
+#   (IBuilderConfig.set_compute_capability); no hardware compatibility level (setting one only
+#   warns and reads back NONE, observed on 1.7); tactic sources EDGE_MASK_CONVOLUTIONS and
+#   JIT_CONVOLUTIONS only; timing-cache calls are deprecated no-ops; networks are strongly typed.
+RULES: tuple[OptionRule, ...] = (
+    OptionRule(
+        "precision.strongly_typed: true",
+        Availability(TENSORRT_FLOOR),
+        Availability(TENSORRT_RTX_FLOOR),
+        hint="drop precision.strongly_typed",
+    ),
+    OptionRule(
+        "precision.strongly_typed: false",
+        Availability(TENSORRT_FLOOR, removed="11.0"),  # [TRT-11-MIG]
+        None,  # [RTX-DG]
+        hint=_WEAK_HINT,
+        note="weakly typed networks",
+        rtx_hint=_RTX_WEAK_HINT,
+    ),
+    OptionRule("precision.tf32", Availability(TENSORRT_FLOOR), Availability(TENSORRT_RTX_FLOOR), hint=""),
+    *(
+        OptionRule(
+            f"precision.{flag}",
+            Availability(TENSORRT_FLOOR, removed="11.0"),  # [TRT-11-MIG]
+            None,  # [RTX-DG]: BuilderFlag has no FP16/BF16/INT8/FP8 in TensorRT-RTX
+            hint=_WEAK_HINT,
+            note="weak typing",
+            rtx_hint=_RTX_WEAK_HINT,
+        )
+        for flag in WEAK_TYPING_FLAGS
+    ),
+    *(
+        OptionRule(
+            f"tactics.sources: {source}",
+            Availability(TENSORRT_FLOOR, removed="11.0", deprecated="10.0"),  # [TRT-10.0-RN] [TRT-11-MIG]
+            None,  # [RTX-DG]
+            hint=_LIBRARY_HINT,
+        )
+        for source in LIBRARY_TACTIC_SOURCES
+    ),
+    *(
+        OptionRule(
+            f"tactics.sources: {source}",
+            Availability(TENSORRT_FLOOR),
+            Availability(TENSORRT_RTX_FLOOR),
+            hint="",
+        )
+        for source in ("edge_mask_convolutions", "jit_convolutions")
+    ),
+    OptionRule(
+        "refit: refittable",
+        Availability(TENSORRT_FLOOR),
+        Availability(TENSORRT_RTX_FLOOR, cpu_build_fails=True),  # observed 1.7: CUDA needed to build
+        hint="build on a machine with an NVIDIA GPU, or use refit: none",
+    ),
+    OptionRule(
+        "refit: refit_identical",
+        Availability("10.0"),  # [TRT-10.0-RN]
+        Availability(TENSORRT_RTX_FLOOR, cpu_build_fails=True),
+        hint="use refit: refittable, or upgrade to TensorRT >= 10.0",
+    ),
+    OptionRule(
+        "refit: strip_weights",
+        Availability("10.0"),  # [TRT-10.0-RN]
+        Availability(TENSORRT_RTX_FLOOR, cpu_build_fails=True),
+        hint="use refit: refittable, or upgrade to TensorRT >= 10.0",
+    ),
+    OptionRule(
+        "compatibility.hardware: ampere_plus",
+        Availability("8.6"),  # [TRT-8.6-RN]
+        None,  # [RTX-DG]
+        hint="TensorRT-RTX targets GPUs by compute capability: use compatibility.compute_capabilities",
+    ),
+    OptionRule(
+        "compatibility.hardware: same_compute_capability",
+        Availability("10.9"),  # [TRT-10.9-RN]
+        None,  # [RTX-DG]
+        hint="upgrade to TensorRT >= 10.9, use ampere_plus, or (TensorRT-RTX) compatibility.compute_capabilities",
+    ),
+    OptionRule(
+        "compatibility.version_compatible",
+        Availability("8.6"),  # [TRT-8.6-RN]
+        Availability(TENSORRT_RTX_FLOOR, cpu_build_fails=True),  # observed: needs libnvinfer_lean
+        hint="drop compatibility.version_compatible",
+        note="loading needs the lean runtime and engine_host_code_allowed",
+    ),
+    OptionRule(
+        "compatibility.exclude_lean_runtime",
+        Availability("8.6"),  # [TRT-8.6-RN]
+        Availability(TENSORRT_RTX_FLOOR, cpu_build_fails=True),
+        hint="drop compatibility.exclude_lean_runtime",
+    ),
+    OptionRule(
+        "compatibility.compute_capabilities",
+        None,  # full TensorRT builds for the GPU it runs on
+        Availability(TENSORRT_RTX_FLOOR),  # [RTX-DG]
+        hint="TensorRT builds for the GPU it runs on: drop the field (use compatibility.hardware to widen)",
+    ),
+    OptionRule("build.tactic_dram_mib", Availability(TENSORRT_FLOOR), Availability(TENSORRT_RTX_FLOOR), hint=""),
+    OptionRule(
+        "build.tactic_shared_memory_kib", Availability(TENSORRT_FLOOR), Availability(TENSORRT_RTX_FLOOR), hint=""
+    ),
+    OptionRule(
+        "build.max_aux_streams",
+        Availability("8.6"),  # [TRT-8.6-RN]
+        Availability(TENSORRT_RTX_FLOOR),
+        hint="drop build.max_aux_streams",
+    ),
+    OptionRule(
+        "build.tiling_optimization_level",
+        Availability("10.8"),  # [TRT-10.8-RN]
+        Availability(TENSORRT_RTX_FLOOR),
+        hint="upgrade to TensorRT >= 10.8 or drop build.tiling_optimization_level",
+    ),
+)
+_BY_OPTION = {rule.option: rule for rule in RULES}
+
+# Backend features trtforge uses that are not recipe options (shown by `doctor`).
+FEATURES: tuple[OptionRule, ...] = (
+    OptionRule("progress monitor", Availability("10.0"), Availability(TENSORRT_RTX_FLOOR), hint=""),  # [TRT-10.0-RN]
+    OptionRule(
+        "timing cache", Availability(TENSORRT_FLOOR), None, hint="", note="TensorRT-RTX: deprecated no-op"
+    ),  # [RTX-DG]
+    OptionRule("editable timing cache", Availability("10.8"), None, hint=""),  # [TRT-10.8-RN]
+    OptionRule("algorithm selector", Availability(TENSORRT_FLOOR, removed="11.0"), None, hint=""),  # [TRT-11-MIG]
+)
+
+
+def requested_options(recipe: Recipe) -> list[str]:
+    """The options of the table a recipe asks for (non-default values only)."""
+    asked: list[str] = []
+    precision = recipe.precision
+    if precision.strongly_typed is not None:
+        asked.append(f"precision.strongly_typed: {'true' if precision.strongly_typed else 'false'}")
+    if precision.tf32 is not None:
+        asked.append("precision.tf32")
+    asked += [f"precision.{flag}" for flag in precision.weak_flags()]
+    asked += [f"tactics.sources: {source}" for source in recipe.tactics.sources or ()]
+    if recipe.refit != "none":
+        asked.append(f"refit: {recipe.refit}")
+    compat = recipe.compatibility
+    if compat.hardware != "none":
+        asked.append(f"compatibility.hardware: {compat.hardware}")
+    if compat.version_compatible:
+        asked.append("compatibility.version_compatible")
+    if compat.exclude_lean_runtime:
+        asked.append("compatibility.exclude_lean_runtime")
+    if compat.compute_capabilities is not None:
+        asked.append("compatibility.compute_capabilities")
+    build = recipe.build
+    for name in ("tactic_dram_mib", "tactic_shared_memory_kib", "max_aux_streams", "tiling_optimization_level"):
+        if getattr(build, name) is not None:
+            asked.append(f"build.{name}")
+    return asked
+
+
+def valid_tactic_sources(backend: BackendInfo) -> list[str]:
+    version = release(backend.version)
+    names = []
+    for rule in RULES:
+        if rule.option.startswith("tactics.sources: "):
+            availability = rule.availability(backend.flavor)
+            if availability is not None and availability.state(version) in ("yes", "deprecated"):
+                names.append(rule.option.removeprefix("tactics.sources: "))
+    return names
+
+
+def _state(rule: OptionRule, backend: BackendInfo) -> str:
+    availability = rule.availability(backend.flavor)
+    return "never" if availability is None else availability.state(release(backend.version))
+
+
+def check_recipe(recipe: Recipe, backend: BackendInfo) -> list[str]:
+    """Refuse a recipe the backend cannot build (UnsupportedOptionError); return notes to show.
+
+    Pure data: never imports TensorRT, so it runs on the cache-hit path too.
+    """
+    notes: list[str] = []
+    for option in requested_options(recipe):
+        rule = _BY_OPTION.get(option)
+        if rule is None:  # a tactic source name no backend has (the recipe model accepts any string)
+            raise UnsupportedOptionError(
+                f"recipe option {option} is not a tactic source",
+                hint=f"valid tactic sources for {backend.label}: {', '.join(valid_tactic_sources(backend))}",
+            )
+        state = _state(rule, backend)
+        availability = rule.availability(backend.flavor)
+        if availability is None or state in ("missing", "removed"):
+            if availability is None:
+                why = f"{backend.label} does not have it"
+            elif state == "missing":
+                why = f"it needs {flavor_name(backend.flavor)} >= {availability.since} (found {backend.label})"
+            else:
+                why = f"{backend.label} removed it (in {availability.removed})"
+            hint = rule.hint_for(backend.flavor)
+            if option.startswith("tactics.sources: "):
+                hint = f"valid tactic sources for {backend.label}: {', '.join(valid_tactic_sources(backend))}"
+            raise UnsupportedOptionError(f"recipe option {option} is not available: {why}", hint=hint or None)
+        if state == "deprecated":
+            notes.append(f"{option} is deprecated in {backend.label}")
+    _check_compute_capabilities(recipe, backend)
+    check_enforceable(backend, recipe.tactics.deny)  # e.g. TensorRT-RTX: refused before any build
+    if backend.flavor == "tensorrt_rtx" and "timing_cache" in recipe.build.model_fields_set:
+        # Said only when the recipe asks for a cache explicitly; the default policy stays quiet.
+        if recipe.build.timing_cache != "off":
+            notes.append(f"{backend.label}: timing caches are no-ops; trtforge skips the timing-cache work")
+    return notes
+
+
+def _check_compute_capabilities(recipe: Recipe, backend: BackendInfo) -> None:
+    wanted = recipe.compatibility.compute_capabilities
+    if not wanted or backend.flavor != "tensorrt_rtx":
+        return
+    unknown = [cc for cc in wanted if cc not in RTX_COMPUTE_CAPABILITIES]
+    if unknown:
+        raise UnsupportedOptionError(
+            f"recipe option compatibility.compute_capabilities: {', '.join(unknown)} is not a {backend.label} target",
+            hint=f"valid compute capabilities: {', '.join(RTX_COMPUTE_CAPABILITIES)}"
+            + ("; for Hopper (9.0) build with full TensorRT" if "9.0" in unknown else ""),
+        )
+    if recipe.refit == "refittable" and len(wanted) > 1:
+        # Observed with TensorRT-RTX 1.7.1: a REFIT build for several targets stops in the kernel
+        # generator (MyelinCheckException "CHECK(sm_vers_.size() == 1)"); one target gets past it.
+        raise UnsupportedOptionError(
+            f"refit: refittable: {backend.label} builds a refittable engine for one compute capability, "
+            f"and this build targets {', '.join(wanted)}",
+            hint="set compatibility.compute_capabilities to the one GPU generation it runs on, e.g. [8.6]",
+        )
+
+
+def cpu_build_fails(recipe: Recipe, backend: BackendInfo) -> list[str]:
+    """Requested options a CPU-only build cannot complete with this backend (for a clear build error)."""
+    needs = []
+    for option in requested_options(recipe):
+        availability = _BY_OPTION[option].availability(backend.flavor)
+        if availability is not None and availability.cpu_build_fails:
+            needs.append(option)
+    return needs
+
+
+
+def capability_table(backend: BackendInfo) -> list[dict[str, Any]]:
+    """Rows for `doctor`: every option and feature, and its state with this backend."""
+    rows = []
+    for kind, rules in (("option", RULES), ("feature", FEATURES)):
+        for rule in rules:
+            availability = rule.availability(backend.flavor)
+            state = _state(rule, backend)
+            rows.append(
+                {
+                    "kind": kind,
+                    "option": rule.option,
+                    "state": state,
+                    "available": state in ("yes", "deprecated"),
+                    "since": availability.since if availability else None,
+                    "removed": availability.removed if availability else None,
+                    "cpu_build_fails": bool(availability and availability.cpu_build_fails),
+                    "note": rule.note,
+                }
+            )
+    return rows
+
+
+# -- deny entries: how a backend can enforce them -----------------------------------------
+
+Mechanism = Literal["editable_timing_cache", "algorithm_selector"]
+_TIMING_CACHE_SINCE = (10, 8)
+
+
+def mechanism_for(backend: BackendInfo) -> Mechanism | None:
+    """How ``backend`` can enforce deny entries (from its flavor and version; nothing imported)."""
+    if backend.flavor == "tensorrt_rtx":
+        return None
+    if release(backend.version)[:2] >= _TIMING_CACHE_SINCE:
+        return "editable_timing_cache"
+    return "algorithm_selector"
+
+
+def check_enforceable(backend: BackendInfo, entries: Sequence[DenyEntry]) -> Mechanism | None:
+    """Refuse, before any build starts, deny entries the backend has no way to enforce."""
+    if not entries:
+        return None
+    mechanism = mechanism_for(backend)
+    if mechanism is None:
+        raise UnsupportedOptionError(
+            f"{backend.label} cannot enforce tactics.deny ({len(entries)} entries): it has no timing cache "
+            "and no algorithm selector",
+            hint="build this recipe with full TensorRT (backend: tensorrt), or remove the deny entries",
+        )
+    if mechanism == "algorithm_selector":
+        named = [e for e in entries if e.tactic != "*" and tactic_id_of(e.tactic) is None]
+        if named:
+            raise UnsupportedOptionError(
+                f"{backend.label} enforces deny entries with IAlgorithmSelector, which sees tactic ids only; "
+                f"entry for layer {named[0].layer!r} names tactic {named[0].tactic!r}",
+                hint="give the tactic id (TacticValue, 0x...) or build with TensorRT >= 10.8 (editable timing cache)",
+            )
+    return mechanism

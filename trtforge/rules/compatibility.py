@@ -1,0 +1,482 @@
+"""Which engines can run on a target, and which of them to prefer: pure functions over rows.
+
+Nothing here touches the catalog, the blob store or TensorRT; :mod:`trtforge.stages.lookup`
+feeds rows in. (The module is not called ``lookup`` because ``trtforge.lookup`` is the public
+function; a submodule of that name would replace it on import.)
+
+The compatibility envelope of an artifact is read from ``details["compatibility"]``, with safe
+(most restrictive) defaults when a key is absent, so rows written before recipes carried these
+fields still answer correctly:
+
+- ``hardware``: ``none`` (default) | ``ampere_plus`` | ``same_compute_capability``
+- ``version_compatible``: bool, default False
+- ``exclude_lean_runtime``: bool, default False
+
+The GPUs it was built for are the row's ``compute_capabilities``. For TensorRT-RTX that is the
+list given to the builder, which trtforge always sets explicitly; rows recorded before it did
+(an empty list) are read as :data:`trtforge.rules.flavors.RTX_DEFAULT_COMPUTE_CAPABILITIES`, and
+``--explain`` says so.
+The platform it was built on is ``details["target"]["os"/"arch"]``; rows written before key
+schema 2 do not record it, and an unknown platform (on either side) passes the platform rule
+with a note, so older artifacts stay reachable (see rule_platform).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from trtforge.rules.flavors import RTX_DEFAULT_COMPUTE_CAPABILITIES, parse_version, same_release
+from trtforge.rules.target import RuntimeTarget, parse_compute_capability
+
+if TYPE_CHECKING:
+    from trtforge.rules.recipe import Compatibility
+    from trtforge.rules.record import ArtifactDetails
+    from trtforge.rules.target import BuildTarget
+
+HARDWARE_LEVELS = ("none", "ampere_plus", "same_compute_capability")
+
+# TensorRT-RTX Support Matrix: data-center Hopper (9.0) is not a supported device, whatever the
+# engine's list says.
+RTX_UNSUPPORTED_CCS = ("9.0",)
+# TensorRT Developer Guide, "Hardware Compatibility": kAMPERE_PLUS engines run on Ampere
+# (compute capability 8.0) and later.
+AMPERE_CC = (8, 0)
+# TensorRT Developer Guide, "Version Compatibility": supported from TensorRT 8.6 (build and run).
+VERSION_COMPATIBLE_SINCE = (8, 6)
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """Which targets may load an engine beyond the one it was built for.
+
+    The one definition of the envelope: builds, refits and adopted plans write it with
+    :meth:`record`, lookup reads it back with :meth:`from_details`.
+    """
+
+    hardware: str = "none"
+    version_compatible: bool = False
+    exclude_lean_runtime: bool = False
+
+    @classmethod
+    def of(cls, compatibility: Compatibility) -> Envelope:
+        return cls(compatibility.hardware, compatibility.version_compatible, compatibility.exclude_lean_runtime)
+
+    def record(self, target: BuildTarget) -> dict[str, Any]:
+        """``details["compatibility"]`` of an artifact: the envelope plus where it was built, for people.
+
+        TensorRT: the build GPU's compute capability, widened by the hardware level (AMPERE_PLUS:
+        cc >= 8.0; SAME_COMPUTE_CAPABILITY: any GPU of that cc), and by version compatibility to
+        newer runtimes of the same major version (TensorRT Developer Guide, "Version Compatibility").
+        TensorRT-RTX: the compute capabilities built for (always an explicit list, see resolve).
+        """
+        return {
+            "hardware": self.hardware,
+            "version_compatible": self.version_compatible,
+            "exclude_lean_runtime": self.exclude_lean_runtime,
+            "flavor": target.flavor,
+            "trt_version": target.trt_version,
+            "gpu_name": target.gpu_name,
+            "compute_capabilities": list(target.compute_capabilities),
+            "runtime_versions": "same major, >= build" if self.version_compatible else "same",
+            "lean_runtime_in_plan": self.version_compatible and not self.exclude_lean_runtime,
+        }
+
+    @classmethod
+    def from_details(cls, details: ArtifactDetails) -> Envelope:
+        """The most restrictive reading wherever a value is absent (rows written by older versions)."""
+        raw = details.compatibility
+        hardware = raw.get("hardware", "none")
+        version_compatible = raw.get("version_compatible") is True
+        if "version_compatible" not in raw:  # written by builds before the envelope had one writer
+            version_compatible = raw.get("runtime_versions") == "same major, >= build"
+        exclude_lean = raw.get("exclude_lean_runtime") is True
+        if "exclude_lean_runtime" not in raw and "lean_runtime_in_plan" in raw:  # idem
+            exclude_lean = version_compatible and raw.get("lean_runtime_in_plan") is not True
+        return cls(
+            hardware=hardware if hardware in HARDWARE_LEVELS else "none",
+            version_compatible=version_compatible,
+            exclude_lean_runtime=exclude_lean,
+        )
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """The catalog fields lookup needs about one artifact."""
+
+    artifact_id: str
+    name: str
+    flavor: str
+    trt_version: str
+    compute_capabilities: tuple[str, ...]
+    plan_sha256: str
+    created_at: datetime
+    gpu_name: str | None = None
+    model_sha256: str = ""
+    plan_size: int = 0
+    envelope: Envelope = field(default_factory=Envelope)
+    origin: str = "built"
+    os: str | None = None  # build platform; None for rows that predate recording it
+    arch: str | None = None
+    # GPU model name -> "passed" | "failed" (verification results on that model).
+    verified_on: Mapping[str, str] = field(default_factory=dict)
+    recipe_fingerprint: str = ""
+    # A weight-stripped plan (refit: strip_weights): it computes nothing useful until refitted.
+    weightless: bool = False
+
+    @property
+    def model_key(self) -> tuple[str, str]:
+        """What "one model" means for lookup: the model digest and the recipe fingerprint."""
+        return (self.model_sha256, self.recipe_fingerprint)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "artifact_id": self.artifact_id,
+            "name": self.name,
+            "flavor": self.flavor,
+            "trt_version": self.trt_version,
+            "gpu_name": self.gpu_name,
+            "compute_capabilities": list(self.compute_capabilities),
+            "plan_sha256": self.plan_sha256,
+            "plan_size": self.plan_size,
+            "model_sha256": self.model_sha256,
+            "recipe_fingerprint": self.recipe_fingerprint,
+            "created_at": self.created_at.isoformat(),
+            "origin": self.origin,
+            "weightless": self.weightless,
+            "os": self.os,
+            "arch": self.arch,
+            "compatibility": {
+                "hardware": self.envelope.hardware,
+                "version_compatible": self.envelope.version_compatible,
+                "exclude_lean_runtime": self.envelope.exclude_lean_runtime,
+            },
+            "verified_on": dict(self.verified_on),
+        }
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """The one rule that rejected an artifact, and why in words."""
+
+    candidate: Candidate
+    rule: str
+    reason: str
+
+    def as_json(self) -> dict[str, Any]:
+        return {"artifact_id": self.candidate.artifact_id, "rule": self.rule, "reason": self.reason}
+
+
+@dataclass(frozen=True)
+class Match:
+    """An artifact that can run on the target, with what made it rank where it did."""
+
+    candidate: Candidate
+    verified_here: bool
+    exact_version: bool
+    same_gpu_model: bool
+    envelope_width: int
+    notes: tuple[str, ...] = ()
+
+    def sort_key(self) -> tuple[Any, ...]:
+        # Ranking (DESIGN.md): verified on this GPU model > exact build match > wider envelopes;
+        # the newer build wins ties, then the id keeps the order total.
+        return (
+            not self.verified_here,
+            not self.exact_version,
+            not self.same_gpu_model,
+            self.envelope_width,
+            -self.candidate.created_at.timestamp(),
+            self.candidate.artifact_id,
+        )
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            **self.candidate.as_json(),
+            "verified_here": self.verified_here,
+            "exact_version": self.exact_version,
+            "same_gpu_model": self.same_gpu_model,
+            "notes": list(self.notes),
+        }
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """The one model a lookup considers (model digest + recipe fingerprint), and why that one."""
+
+    model_sha256: str
+    recipe_fingerprint: str
+    why: str
+
+    def describe(self) -> str:
+        return f"model sha256 {self.model_sha256[:12]} with recipe {self.recipe_fingerprint[:12]}"
+
+    def as_json(self) -> dict[str, Any]:
+        return {"model_sha256": self.model_sha256, "recipe_fingerprint": self.recipe_fingerprint, "why": self.why}
+
+
+@dataclass(frozen=True)
+class Ranking:
+    """All compatible artifacts, best first, and every rejected one with its rule."""
+
+    target: RuntimeTarget
+    matches: list[Match]
+    rejected: list[Rejection]
+    model: ModelChoice | None = None  # None: every model (--any-model)
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def best(self) -> Match | None:
+        return self.matches[0] if self.matches else None
+
+    def __bool__(self) -> bool:
+        return bool(self.matches)
+
+
+# -- rules: each returns None (passes) or the reason it rejects -------------------------------
+
+Rule = Callable[[Candidate, RuntimeTarget], str | None]
+
+
+
+def _cc_set(candidate: Candidate) -> tuple[str, ...]:
+    """The recorded list; old TensorRT-RTX rows without one fall back to the documented default."""
+    return candidate.compute_capabilities or RTX_DEFAULT_COMPUTE_CAPABILITIES
+
+
+UNRECORDED_CCS_NOTE = (
+    "compute capabilities not recorded (built before trtforge set them explicitly); "
+    "assumed TensorRT-RTX's default " + ", ".join(RTX_DEFAULT_COMPUTE_CAPABILITIES)
+)
+
+
+def rule_flavor(c: Candidate, t: RuntimeTarget) -> str | None:
+    # TensorRT Developer Guide, "Version Compatibility" and TensorRT-RTX "Porting Guide for TensorRT
+    # Applications": a plan is read only by the runtime family that serialized it.
+    if c.flavor != t.flavor:
+        return f"built with {c.flavor}, the target runs {t.flavor}"
+    return None
+
+
+def rule_rtx_version(c: Candidate, t: RuntimeTarget) -> str | None:
+    # TensorRT-RTX documentation, "Engine Compatibility" > "Version Compatibility": engines are not
+    # compatible between different TensorRT-RTX releases; a new runtime needs a rebuilt engine.
+    if c.flavor == "tensorrt_rtx" and not same_release(c.trt_version, t.trt_version):
+        return f"TensorRT-RTX {c.trt_version} engine; runtime {t.trt_version} is a different release"
+    return None
+
+
+def rule_rtx_compute_capability(c: Candidate, t: RuntimeTarget) -> str | None:
+    # TensorRT-RTX documentation, "CPU-Only AOT and TensorRT-RTX Engines" > "Compute Capability":
+    # an engine runs on the compute capabilities it was built for (default 8.0, 8.6, 8.9, 12.x);
+    # the Support Matrix lists no 9.0 device, and the runtime refuses it.
+    if c.flavor != "tensorrt_rtx":
+        return None
+    if t.compute_capability in RTX_UNSUPPORTED_CCS:
+        return f"TensorRT-RTX does not support compute capability {t.compute_capability}"
+    ccs = _cc_set(c)
+    if t.compute_capability not in ccs:
+        which = "assumed default set, not recorded" if not c.compute_capabilities else "recorded list"
+        return f"built for compute capability {', '.join(ccs)} ({which}); target is {t.compute_capability}"
+    return None
+
+
+def rule_trt_version(c: Candidate, t: RuntimeTarget) -> str | None:
+    # TensorRT Developer Guide, "Version Compatibility": by default an engine runs only with the
+    # TensorRT version that built it. With kVERSION_COMPATIBLE (from 8.6) it also runs on later
+    # runtimes. The guide allows later major versions too, while the Support Matrix says "within
+    # the same major version"; majors remove APIs (TensorRT 11 dropped weak typing), so we keep
+    # to the same major and a runtime at least as new as the builder.
+    if c.flavor != "tensorrt":
+        return None
+    if same_release(c.trt_version, t.trt_version):
+        return None
+    if not c.envelope.version_compatible:
+        return f"built with TensorRT {c.trt_version} without version compatibility; target runs {t.trt_version}"
+    built, running = parse_version(c.trt_version), parse_version(t.trt_version)
+    if built[:2] < VERSION_COMPATIBLE_SINCE or running[:2] < VERSION_COMPATIBLE_SINCE:
+        return "version compatibility needs TensorRT 8.6 or newer to build and to run"
+    if running[0] != built[0]:
+        return f"version-compatible within TensorRT {built[0]}.x only; target runs {t.trt_version}"
+    if running < built:
+        return f"version-compatible engines run on newer runtimes only: built {c.trt_version} > {t.trt_version}"
+    return None
+
+
+def rule_lean_runtime(c: Candidate, t: RuntimeTarget) -> str | None:
+    # TensorRT Developer Guide, "Version Compatibility" > "Manually Loading the Runtime", and the
+    # IRuntime::loadRuntime API: a plan built with kEXCLUDE_LEAN_RUNTIME carries no lean runtime,
+    # and the runtime loaded for it must be the TensorRT version that built it. A target names
+    # one runtime version, so only that exact release can load such a plan.
+    if c.flavor == "tensorrt" and c.envelope.version_compatible and c.envelope.exclude_lean_runtime:
+        if not same_release(c.trt_version, t.trt_version):
+            return f"plan excludes the lean runtime: it needs the TensorRT {c.trt_version} lean runtime"
+    return None
+
+
+def rule_hardware(c: Candidate, t: RuntimeTarget) -> str | None:
+    # TensorRT Developer Guide, "Hardware Compatibility": by default (kNONE) an engine runs only on
+    # the device type (compute capability) it was built on; kAMPERE_PLUS on any Ampere or newer
+    # GPU; kSAME_COMPUTE_CAPABILITY (TensorRT 10.9+) on any GPU of the build GPU's capability.
+    if c.flavor != "tensorrt":
+        return None
+    target_cc = parse_compute_capability(t.compute_capability)
+    if c.envelope.hardware == "ampere_plus":
+        if target_cc < AMPERE_CC:
+            return f"Ampere+ engines need compute capability >= 8.0; target is {t.compute_capability}"
+        return None
+    if not c.compute_capabilities:
+        return "the compute capability this engine was built on is not recorded"
+    if t.compute_capability not in c.compute_capabilities:
+        built = ", ".join(c.compute_capabilities)
+        level = c.envelope.hardware
+        return f"built on compute capability {built} (hardware level {level}); target is {t.compute_capability}"
+    return None
+
+
+def rule_platform(c: Candidate, t: RuntimeTarget) -> str | None:
+    # TensorRT Support Matrix, "Engine Portability": serialized engines are not portable across
+    # platforms (Linux, Windows) nor, being native code for one CPU, across CPU architectures. The
+    # TensorRT-RTX product page: its engines are portable across OS (and it ships for x86-64 only).
+    # Where either side's platform is unknown (rows from before key schema 2, a target given
+    # without --os/--arch) the rule passes and the match carries a note.
+    if c.flavor != "tensorrt":
+        return None
+    for label, built, running in (("OS", c.os, t.os), ("CPU architecture", c.arch, t.arch)):
+        if built is not None and running is not None and built != running:
+            return f"built on {label} {built}; the target runs {running}"
+    return None
+
+
+def rule_verification(c: Candidate, t: RuntimeTarget) -> str | None:
+    # trtforge's own rule: an engine that failed verification on this GPU model is never offered.
+    if t.gpu_name is not None and c.verified_on.get(t.gpu_name) == "failed":
+        return f"failed verification on {t.gpu_name}"
+    return None
+
+
+RULES: tuple[tuple[str, Rule], ...] = (
+    ("flavor", rule_flavor),
+    ("rtx_version", rule_rtx_version),
+    ("rtx_compute_capability", rule_rtx_compute_capability),
+    ("trt_version", rule_trt_version),
+    ("lean_runtime", rule_lean_runtime),
+    ("hardware", rule_hardware),
+    ("platform", rule_platform),
+    ("verification", rule_verification),
+)
+
+
+def first_failing_rule(candidate: Candidate, target: RuntimeTarget) -> tuple[str, str] | None:
+    """The first rule that rejects ``candidate`` on ``target`` (rule name, reason), or None."""
+    for name, rule in RULES:
+        reason = rule(candidate, target)
+        if reason is not None:
+            return name, reason
+    return None
+
+
+def _envelope_width(c: Candidate) -> int:
+    """How many targets the engine admits, coarsely: narrower (more specialised) ranks first."""
+    if c.flavor == "tensorrt_rtx":
+        return len(_cc_set(c))
+    hardware = {"none": 0, "same_compute_capability": 1, "ampere_plus": 2}[c.envelope.hardware]
+    return hardware + (1 if c.envelope.version_compatible else 0)
+
+
+def _match(c: Candidate, t: RuntimeTarget) -> Match:
+    same_gpu = t.gpu_name is not None and c.gpu_name == t.gpu_name
+    exact_version = same_release(c.trt_version, t.trt_version)
+    notes = []
+    if c.flavor == "tensorrt" and not same_gpu and c.gpu_name:
+        # TensorRT Developer Guide, "Hardware Compatibility": tactics are tuned on the build GPU;
+        # another model of the same capability runs the engine, possibly slower.
+        notes.append(f"built on {c.gpu_name}; may run slower on another GPU model")
+    if c.flavor == "tensorrt" and c.envelope.version_compatible and not c.envelope.exclude_lean_runtime:
+        # TensorRT Developer Guide, "Version Compatibility": the plan embeds the lean runtime (host
+        # code), so loading it needs engine_host_code_allowed = True; only for trusted plans.
+        notes.append("version-compatible plan: load with engine_host_code_allowed (it embeds host code)")
+    if c.origin == "adopted":
+        notes.append("adopted: built outside trtforge")
+    if c.flavor == "tensorrt_rtx" and not c.compute_capabilities:
+        notes.append(UNRECORDED_CCS_NOTE)
+    if c.weightless:
+        notes.append("weight-stripped plan: refit it with the model's weights before use")
+    if c.flavor == "tensorrt" and None in (c.os, c.arch, t.os, t.arch):
+        built = f"{c.os}/{c.arch}" if c.os and c.arch else "not recorded"
+        notes.append(f"platform not checked (built on: {built}; target: {t.os or '?'}/{t.arch or '?'})")
+    verified_here = t.gpu_name is not None and c.verified_on.get(t.gpu_name) == "passed"
+    return Match(c, verified_here, exact_version, same_gpu, _envelope_width(c), tuple(notes))
+
+
+def rank(
+    candidates: Iterable[Candidate],
+    target: RuntimeTarget,
+    *,
+    verified_only: bool = False,
+    allow_weightless: bool = False,
+    model: ModelChoice | None = None,
+) -> Ranking:
+    """Split candidates into ranked matches and rejections (each with its one rule).
+
+    With ``model``, artifacts of any other model are rejected first (rule ``other_model``): a
+    GPU-model verification of an old model must never outrank the model a name now means.
+    Weight-stripped plans are rejected (rule ``weightless``) unless ``allow_weightless``.
+    """
+    candidates = list(candidates)
+    matches: list[Match] = []
+    rejected: list[Rejection] = []
+    for candidate in candidates:
+        if model is not None and candidate.model_key != (model.model_sha256, model.recipe_fingerprint):
+            other = f"model sha256 {candidate.model_sha256[:12]} with recipe {candidate.recipe_fingerprint[:12]}"
+            rejected.append(Rejection(candidate, "other_model", f"{other} is not the chosen model ({model.why})"))
+            continue
+        failing = first_failing_rule(candidate, target)
+        if failing is not None:
+            rejected.append(Rejection(candidate, *failing))
+            continue
+        if candidate.weightless and not allow_weightless:
+            reason = "weight-stripped plan: it runs only after a refit with the model's weights (--allow-weightless)"
+            rejected.append(Rejection(candidate, "weightless", reason))
+            continue
+        match = _match(candidate, target)
+        if verified_only and not match.verified_here:
+            where = target.gpu_name or f"compute capability {target.compute_capability} (no GPU model given)"
+            rejected.append(Rejection(candidate, "verified_only", f"not verified on {where}"))
+            continue
+        matches.append(match)
+    matches.sort(key=Match.sort_key)
+    return Ranking(target, matches, rejected, model, _model_warnings(candidates, target, matches, model))
+
+
+def _model_warnings(
+    candidates: list[Candidate], target: RuntimeTarget, matches: list[Match], model: ModelChoice | None
+) -> tuple[str, ...]:
+    """One warning when the candidates span several models, naming what was done about it."""
+    models = {c.model_key for c in candidates}
+    if len(models) < 2:
+        return ()
+    if model is None:
+        if len({m.candidate.model_key for m in matches}) < 2:
+            return ()
+        best = matches[0].candidate
+        newest = max(candidates, key=lambda c: (c.created_at, c.artifact_id))
+        text = (
+            f"compatible engines span {len({m.candidate.model_key for m in matches})} models (--any-model); "
+            f"the best is of model sha256 {best.model_sha256[:12]}"
+        )
+        if best.model_key != newest.model_key:
+            text += f", not of the newest (model sha256 {newest.model_sha256[:12]})"
+        return (text,)
+    text = f"the candidates span {len(models)} models; only the chosen one is considered: {model.describe()}"
+    chosen = (model.model_sha256, model.recipe_fingerprint)
+    others = [c for c in candidates if c.model_key != chosen and first_failing_rule(c, target) is None]
+    if not matches and others:
+        other = max(others, key=lambda c: (c.created_at, c.artifact_id))
+        text += (
+            f"; model sha256 {other.model_sha256[:12]} has an engine for this target "
+            f"(--model-sha256 {other.model_sha256} or --any-model)"
+        )
+    return (text,)

@@ -1,0 +1,187 @@
+"""Adopting engines built elsewhere (trtexec, another pipeline) into the catalog.
+
+An adopted plan gets a catalog row like a built one, marked ``details["origin"] = "adopted"``,
+and follows the same lookup rules. Its target comes from the plan header where
+:mod:`trtforge.core.plan_header` can read it (TensorRT-RTX), otherwise from the caller; a header that
+contradicts the caller is an error. Adopting the same plan for the same target twice is a no-op.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from trtforge.core.errors import BadInputError, ModelError, TargetError
+from trtforge.core.plan_header import read_plan_header
+from trtforge.rules import digests
+from trtforge.rules.compatibility import HARDWARE_LEVELS
+from trtforge.rules.flavors import parse_version, same_release
+from trtforge.rules.keys import adopted_key, sha256_file
+from trtforge.rules.recipe import NAME_PATTERN
+from trtforge.rules.record import Adopted, ArtifactDetails
+from trtforge.rules.target import parse_compute_capability, parse_platform
+from trtforge.store import Store, open_store
+from trtforge.store.catalog import Artifact, Blob
+
+if TYPE_CHECKING:
+    from trtforge.rules.onnx_model import ModelInfo
+
+_HEADER_HINT = "the plan header is what the runtime checks; leave the option out or correct it"
+ADOPTED_FINGERPRINT = "0" * 64  # no recipe: nothing to fingerprint
+
+
+@dataclass
+class AdoptResult:
+    artifact_id: str
+    status: str  # "adopted" | "present"
+    name: str
+    flavor: str
+    trt_version: str
+    compute_capabilities: list[str]
+    plan_sha256: str
+    target_source: str  # "plan header" | "given"
+
+    def as_json(self) -> dict[str, Any]:
+        return dict(vars(self))
+
+
+@dataclass(frozen=True)
+class AdoptRequest:
+    plan: Path
+    name: str
+    model: Path
+    flavor: str | None = None
+    trt_version: str | None = None
+    gpu_name: str | None = None
+    compute_capability: str | None = None
+    hardware: str = "none"
+    version_compatible: bool = False
+    exclude_lean_runtime: bool = False
+    os: str | None = None  # the platform it was built on; unknown when not given
+    arch: str | None = None
+
+
+def _resolve_target(request: AdoptRequest) -> tuple[str, str, str]:
+    """(flavor, version, where it came from), header first, refusing contradictions."""
+    header = read_plan_header(request.plan)
+    if header is not None:
+        if request.flavor is not None and request.flavor != header.flavor:
+            raise TargetError(
+                f"the plan header says {header.flavor}, but --flavor says {request.flavor}", hint=_HEADER_HINT
+            )
+        if request.trt_version is not None and not same_release(header.version, request.trt_version):
+            raise TargetError(
+                f"the plan header says version {header.version}, but --trt says {request.trt_version}",
+                hint=_HEADER_HINT,
+            )
+        return header.flavor, request.trt_version or header.version, "plan header"
+    if request.trt_version is None:
+        raise TargetError(
+            f"cannot read the runtime version from {request.plan.name}'s header; give it with --trt",
+            hint="e.g. --trt 10.13.3 --gpu 'NVIDIA A10G' --cc 8.6 [--flavor tensorrt]",
+        )
+    parse_version(request.trt_version)
+    flavor = request.flavor or "tensorrt"
+    if flavor == "tensorrt" and request.compute_capability is None:
+        raise TargetError("a TensorRT plan runs on the compute capability it was built on; give it with --cc")
+    return flavor, request.trt_version, "given"
+
+
+def adopt_plan(request: AdoptRequest, store: str | Path | None = None, *, catalog: str | None = None) -> AdoptResult:
+    """Register ``request.plan`` as an artifact of ``request.name`` built from ``request.model``.
+
+    Everything is checked before the store is opened, so bad input never creates one.
+    """
+    if not re.match(NAME_PATTERN, request.name):
+        raise BadInputError(f"name {request.name[:60]!r} must match {NAME_PATTERN}")
+    if not request.plan.is_file():
+        raise BadInputError(f"plan {request.plan} does not exist or is not a file")
+    if not request.model.is_file():
+        raise ModelError(f"model {request.model} does not exist or is not a file")
+    if request.hardware not in HARDWARE_LEVELS:
+        raise BadInputError(f"hardware level {request.hardware!r} is not one of {', '.join(HARDWARE_LEVELS)}")
+    if request.flavor is not None and request.flavor not in ("tensorrt", "tensorrt_rtx"):
+        raise TargetError(f"flavor {request.flavor[:40]!r} is not one of tensorrt, tensorrt_rtx")
+    flavor, version, source = _resolve_target(request)
+    ccs: list[str] = []
+    if request.compute_capability is not None:
+        major, minor = parse_compute_capability(request.compute_capability)
+        ccs = [f"{major}.{minor}"]
+    model_digest = digests.model_digest(request.model)  # composite with external data
+    from trtforge.rules.onnx_model import read_model
+
+    model = read_model(request.model, model_digest)
+    plan_digest = sha256_file(request.plan)
+    compatibility = {
+        "hardware": request.hardware,
+        "version_compatible": request.version_compatible,
+        "exclude_lean_runtime": request.exclude_lean_runtime,
+    }
+    target: dict[str, Any] = {
+        "flavor": flavor,
+        "trt_version": version,
+        "gpu_name": request.gpu_name,
+        "compute_capabilities": ccs,
+    }
+    os_name, arch = parse_platform(request.os, request.arch)
+    # Only when given, so re-adopting a plan adopted before platforms were recorded stays a no-op.
+    target.update({k: v for k, v in (("os", os_name), ("arch", arch)) if v is not None})
+    key = adopted_key(plan_digest, model_digest, target, compatibility)
+    result = AdoptResult("", "adopted", request.name, flavor, version, ccs, plan_digest, source)
+    opened = open_store(store, catalog=catalog)
+    try:
+        _record(opened, request, result, key, target, compatibility, model_digest, model)
+    finally:
+        opened.close()
+    return result
+
+
+def _record(
+    store: Store,
+    request: AdoptRequest,
+    result: AdoptResult,
+    key: str,
+    target: dict[str, Any],
+    compatibility: dict[str, Any],
+    model_digest: str,
+    model: ModelInfo,
+) -> None:
+    existing = store.catalog.find_by_build_key(key)
+    if existing is not None and existing.name == request.name and store.blobs.exists(existing.plan_sha256):
+        result.artifact_id, result.status = existing.id, "present"
+        return
+
+    blob = store.blobs.put_file(request.plan)
+    if blob.sha256 != result.plan_sha256:
+        raise BadInputError(f"plan {request.plan} changed while it was being adopted")
+    artifact = Artifact(
+        id=uuid.uuid4().hex,
+        name=request.name,
+        build_key=key,
+        recipe_fingerprint=ADOPTED_FINGERPRINT,
+        model_sha256=model_digest,
+        flavor=result.flavor,
+        trt_version=result.trt_version,
+        gpu_name=request.gpu_name,
+        compute_capabilities=result.compute_capabilities,
+        plan_sha256=blob.sha256,
+        plan_size=blob.size,
+        io_tensors=[],
+        profiles=[],
+        recipe={},
+        recipe_path=None,
+        build_seconds=0.0,
+        build_log=[],
+        details=ArtifactDetails(
+            origin="adopted",
+            adopted=Adopted(plan_path=str(request.plan.absolute()), target_source=result.target_source),
+            target=target,
+            compatibility=compatibility,
+            model=model.record(),
+        ),
+    )
+    store.catalog.add_artifact(artifact, Blob(sha256=blob.sha256, size=blob.size, kind="plan"))
+    result.artifact_id = artifact.id

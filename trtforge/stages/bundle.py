@@ -1,0 +1,536 @@
+"""Deployment bundles: artifacts (plans + catalog records) in one tar, checked on the way in.
+
+Layout of a bundle (a plain, uncompressed tar; plans do not compress much)::
+
+    manifest.json              format, version, artifact ids, sha256 + size of every other file
+    manifest.sig               optional: Ed25519 signature over manifest.json (trtforge.rules.signing)
+    artifacts/<id>.json        the artifact's catalog record (every column) and its verifications
+    plans/<sha256>.plan        each plan once, named by its digest
+
+Import trusts nothing in the tar: members must be regular files at one of those names (no
+links, no absolute paths, no ``..``), extraction uses tarfile's ``data`` filter into a private
+directory, every file is hashed against the manifest and every plan against its name, and only
+then are blobs stored and all catalog rows added in one transaction. A refused bundle leaves
+the catalog untouched.
+
+A record is not taken at its word either: what can be recomputed is, and a mismatch refuses the
+bundle. The plan's size; the flavor and release its header names (TensorRT-RTX plans); the
+build target in ``details`` against the columns lookup reads; the recipe fingerprint and the
+build key (from recipe + model digest + target, from the plan for adopted plans, from the
+parent's key for refits). A build key that cannot be recomputed here is accepted only under a
+trusted signature. The artifact's status is recomputed from the verifications that count, and
+verification results arrive as ``claimed`` unless the bundle is signed by a key the importer
+trusts (``--trust``): claims are kept for people to read, but lookup does not count them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import re
+import shutil
+import tarfile
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from sqlalchemy.exc import SQLAlchemyError
+
+from trtforge.core.crashpoints import crashpoint
+from trtforge.core.errors import BadInputError, BundleError, IntegrityError, SignatureError, TrtforgeError
+from trtforge.core.fsutil import atomic_write
+from trtforge.core.plan_header import read_plan_header
+from trtforge.rules.flavors import same_release
+from trtforge.rules.keys import adopted_key, recipe_fingerprint, recorded_build_key, refit_key, sha256_file
+from trtforge.rules.record import ArtifactDetails, read_details
+from trtforge.rules.signing import Signer, check_signature, load_private_key, load_public_key, sign_manifest
+from trtforge.store import Store
+from trtforge.store.catalog import TRUST_CLAIMED, TRUST_SIGNED, Artifact, Blob, Catalog, Verification
+from trtforge.store.integrity import CORRUPT_STATUS
+
+BUNDLE_FORMAT = "trtforge-bundle"
+BUNDLE_VERSION = 1
+MANIFEST = "manifest.json"
+SIGNATURE = "manifest.sig"
+UNVERIFIED = "unverified"
+MAX_JSON_BYTES = 64 << 20
+_PLAN_NAME = re.compile(r"^plans/([0-9a-f]{64})\.plan$")
+_RECORD_NAME = re.compile(r"^artifacts/([0-9a-f]{32})\.json$")
+_REQUIRED_RECORD_KEYS = ("id", "name", "flavor", "trt_version", "plan_sha256", "build_key", "model_sha256")
+
+
+
+@dataclass
+class ExportReport:
+    path: Path
+    artifacts: list[str]
+    plans: int
+    bytes: int
+    signed_by: str | None = None  # key id of the signing key
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "path": str(self.path),
+            "artifacts": self.artifacts,
+            "plans": self.plans,
+            "bytes": self.bytes,
+            "signed_by": self.signed_by,
+        }
+
+
+@dataclass
+class ImportReport:
+    imported: list[str] = field(default_factory=list)
+    already_present: list[str] = field(default_factory=list)
+    plans: int = 0
+    signer: Signer | None = None  # a valid signature's key, trusted or not; None: unsigned
+    verifications: int = 0  # results added that count (trusted signature)
+    claims: int = 0  # results added as the exporter's claims only
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "imported": self.imported,
+            "already_present": self.already_present,
+            "plans": self.plans,
+            "signer": self.signer.as_json() if self.signer else None,
+            "verifications": self.verifications,
+            "claims": self.claims,
+        }
+
+
+# -- records ------------------------------------------------------------------------------------
+
+
+def _row_record(row: Artifact | Verification) -> dict[str, Any]:
+    """Every column of a row, JSON-ready (datetimes as ISO 8601)."""
+    record: dict[str, Any] = {}
+    for column in type(row).__table__.columns:
+        value = getattr(row, column.key)
+        if isinstance(value, datetime):
+            value = value.isoformat()
+        elif isinstance(value, ArtifactDetails):
+            value = value.as_json()
+        record[column.key] = value
+    return record
+
+
+def _row_values(model: type[Artifact] | type[Verification], record: dict[str, Any]) -> dict[str, Any]:
+    """Column values from a record; columns this catalog does not have are ignored."""
+    values: dict[str, Any] = {}
+    for column in model.__table__.columns:
+        if column.key not in record:
+            continue
+        value = record[column.key]
+        if column.key == "created_at" and isinstance(value, str):
+            value = datetime.fromisoformat(value)
+            if value.tzinfo is None:
+                value = value.replace(tzinfo=timezone.utc)
+        values[column.key] = value
+    return values
+
+
+# Facts about one store's copy, not about the artifact: the importing store decides them itself
+# (its copy is hash-checked on import; a pin protects a local service's file).
+_LOCAL_COLUMNS = frozenset({"integrity", "pinned_at"})
+
+
+def artifact_record(artifact: Artifact, verifications: list[Verification] | None = None) -> dict[str, Any]:
+    """The artifact's row plus its verification rows, so `--verified-only` works offline."""
+    record = {k: v for k, v in _row_record(artifact).items() if k not in _LOCAL_COLUMNS}
+    record["verifications"] = [_row_record(v) for v in verifications or []]
+    return record
+
+
+def artifact_from_record(record: dict[str, Any]) -> Artifact:
+    values = {k: v for k, v in _row_values(Artifact, record).items() if k not in _LOCAL_COLUMNS}
+    return Artifact(**values)
+
+
+def verifications_from_record(record: dict[str, Any]) -> list[Verification]:
+    rows = record.get("verifications") or []
+    if not isinstance(rows, list) or not all(isinstance(r, dict) and isinstance(r.get("id"), str) for r in rows):
+        raise BundleError(f"bundle record of artifact {record['id']} has malformed verifications")
+    return [Verification(**{**_row_values(Verification, r), "artifact_id": record["id"]}) for r in rows]
+
+
+# -- export -------------------------------------------------------------------------------------
+
+
+def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes, mtime: float) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    info.mode = 0o644
+    info.mtime = int(mtime)
+    tar.addfile(info, io.BytesIO(data))
+
+
+def export_bundle(store: Store, refs: list[str], destination: Path, *, sign: Path | None = None) -> ExportReport:
+    """Write the artifacts ``refs`` (ids or unique prefixes) and their plans to ``destination``,
+    signed with the Ed25519 private key file ``sign`` when given."""
+    if not refs:
+        raise BadInputError("export needs at least one artifact id")
+    key = load_private_key(sign) if sign is not None else None  # a bad key fails before any work
+    artifacts: dict[str, Artifact] = {}
+    for ref in refs:
+        artifact = store.catalog.get_artifact(ref)
+        if artifact.corrupt:
+            raise IntegrityError(
+                f"artifact {artifact.id[:12]} is marked corrupt; it is not exported",
+                hint="rebuild it (`trtforge build`), then export the new artifact",
+            )
+        artifacts[artifact.id] = artifact
+    files: dict[str, dict[str, Any]] = {}
+    records = {
+        a.id: json.dumps(artifact_record(a, store.catalog.verifications(a.id)), indent=2, sort_keys=True).encode()
+        for a in artifacts.values()
+    }
+    plans: dict[str, Path] = {}
+    for sha in sorted({a.plan_sha256 for a in artifacts.values()}):
+        # Hash the blob before shipping it: a damaged store must not produce a "valid" bundle.
+        try:
+            plans[sha] = store.blobs.local_file(sha)
+        except IntegrityError:
+            raise IntegrityError(f"plan {sha[:12]} is missing or corrupted in the store; not exported") from None
+        files[f"plans/{sha}.plan"] = {"sha256": sha, "size": plans[sha].stat().st_size}
+    for artifact_id, data in records.items():
+        files[f"artifacts/{artifact_id}.json"] = {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+    now = datetime.now(timezone.utc)
+    manifest = {
+        "format": BUNDLE_FORMAT,
+        "version": BUNDLE_VERSION,
+        "created_at": now.isoformat(),
+        "artifacts": sorted(artifacts),
+        "files": files,
+    }
+    manifest_bytes = json.dumps(manifest, indent=2, sort_keys=True).encode()
+    signature = sign_manifest(manifest_bytes, key) if key is not None else None
+    destination = destination.absolute()
+    try:
+        _write_bundle(destination, manifest_bytes, signature, records, plans, now)
+    except OSError as exc:
+        raise BadInputError(f"cannot write bundle {destination}: {exc.strerror or exc}") from None
+    signed_by = json.loads(signature)["key_id"] if signature is not None else None
+    return ExportReport(destination, sorted(artifacts), len(plans), destination.stat().st_size, signed_by)
+
+
+def _write_bundle(
+    destination: Path,
+    manifest: bytes,
+    signature: bytes | None,
+    records: dict[str, bytes],
+    plans: dict[str, Path],
+    now: datetime,
+) -> None:
+    with atomic_write(destination) as handle, tarfile.open(fileobj=handle, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        _add_bytes(tar, MANIFEST, manifest, now.timestamp())
+        if signature is not None:
+            _add_bytes(tar, SIGNATURE, signature, now.timestamp())
+        for artifact_id, data in sorted(records.items()):
+            _add_bytes(tar, f"artifacts/{artifact_id}.json", data, now.timestamp())
+        for sha, path in plans.items():
+            info = tarfile.TarInfo(f"plans/{sha}.plan")
+            info.size = path.stat().st_size
+            info.mode = 0o644
+            info.mtime = int(now.timestamp())
+            with open(path, "rb") as plan:
+                tar.addfile(info, plan)
+
+
+# -- import: reading the tar ------------------------------------------------------------------
+
+
+def _check_member(member: tarfile.TarInfo) -> str:
+    """The member's name if it is a regular file at an expected, confined path; else refuse."""
+    name = member.name
+    path = PurePosixPath(name)
+    if name.startswith(("/", "\\")) or path.is_absolute() or "\\" in name or ".." in path.parts or "" in path.parts:
+        raise BundleError(f"bundle member {name[:120]!r} has an unsafe path")
+    if not member.isreg():
+        kind = "link" if (member.issym() or member.islnk()) else "non-file"
+        raise BundleError(f"bundle member {name[:120]!r} is a {kind}; bundles hold regular files only")
+    if name not in (MANIFEST, SIGNATURE) and not _PLAN_NAME.match(name) and not _RECORD_NAME.match(name):
+        raise BundleError(f"bundle member {name[:120]!r} is not part of the bundle format")
+    if name != MANIFEST and not name.endswith(".plan") and member.size > MAX_JSON_BYTES:
+        raise BundleError(f"bundle member {name[:120]!r} is too large for a record")
+    return name
+
+
+def _confined(root: Path, name: str) -> Path:
+    """``root / name`` resolved, refusing anything that ends up outside ``root``."""
+    resolved = (root / name).resolve()
+    if not resolved.is_relative_to(root.resolve()):
+        raise BundleError(f"bundle member {name[:120]!r} escapes the extraction directory")
+    return resolved
+
+
+def _read_manifest(root: Path, names: set[str]) -> dict[str, Any]:
+    if MANIFEST not in names:
+        raise BundleError("not a trtforge bundle: manifest.json is missing")
+    try:
+        manifest = json.loads(_confined(root, MANIFEST).read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BundleError(f"bundle manifest is not valid JSON: {exc}") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != BUNDLE_FORMAT:
+        raise BundleError("not a trtforge bundle: manifest format is missing or wrong")
+    if manifest.get("version") != BUNDLE_VERSION:
+        raise BundleError(
+            f"bundle format version {manifest.get('version')!r} is not supported (this trtforge reads {BUNDLE_VERSION})"
+        )
+    if not isinstance(manifest.get("files"), dict) or not isinstance(manifest.get("artifacts"), list):
+        raise BundleError("bundle manifest lacks its file and artifact lists")
+    return manifest
+
+
+def _verify_contents(root: Path, names: set[str], manifest: dict[str, Any]) -> list[dict[str, Any]]:
+    """Hash every file against the manifest; return the artifact records, checked."""
+    listed = set(manifest["files"])
+    present = names - {MANIFEST, SIGNATURE}
+    if listed != present:
+        missing, extra = sorted(listed - present), sorted(present - listed)
+        raise BundleError(f"bundle does not match its manifest (missing: {missing[:3]}, unlisted: {extra[:3]})")
+    for name in sorted(present):
+        entry = manifest["files"][name]
+        path = _confined(root, name)
+        if not isinstance(entry, dict) or entry.get("size") != path.stat().st_size:
+            raise BundleError(f"bundle file {name} has the wrong size: tampered or truncated")
+        actual = sha256_file(path)
+        if actual != entry.get("sha256"):
+            raise BundleError(f"bundle file {name} does not match its manifest sha256: tampered or damaged")
+        plan = _PLAN_NAME.match(name)
+        if plan and plan.group(1) != actual:
+            raise BundleError(f"bundle plan {name} does not hash to its name: tampered")
+    records = []
+    for artifact_id in manifest["artifacts"]:
+        name = f"artifacts/{artifact_id}.json" if isinstance(artifact_id, str) else ""
+        if name not in present:
+            raise BundleError(f"bundle manifest names artifact {str(artifact_id)[:40]!r} but has no record for it")
+        try:
+            record = json.loads(_confined(root, name).read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise BundleError(f"bundle record {name} is not valid JSON: {exc}") from None
+        if not isinstance(record, dict) or any(not isinstance(record.get(k), str) for k in _REQUIRED_RECORD_KEYS):
+            raise BundleError(f"bundle record {name} lacks required fields")
+        if record["id"] != artifact_id:
+            raise BundleError(f"bundle record {name} describes artifact {str(record['id'])[:40]!r}")
+        if f"plans/{record['plan_sha256']}.plan" not in present:
+            raise BundleError(f"bundle record {name} points at a plan the bundle does not hold")
+        records.append(record)
+    return records
+
+
+# -- recomputation: a record is checked against what its plan and its own inputs give ----------
+
+
+def _refuse(record: dict[str, Any], what: str) -> BundleError:
+    return BundleError(f"bundle record artifacts/{record['id']}.json: {what}: tampered or damaged")
+
+
+def _details_of(record: dict[str, Any]) -> ArtifactDetails:
+    """The record's details through the catalog's one reader; a malformed one refuses the bundle."""
+    from pydantic import ValidationError
+
+    try:
+        return read_details(record.get("details"), strict=True)
+    except ValidationError:
+        raise _refuse(record, "its details do not validate") from None
+
+
+def _expected_build_key(
+    record: dict[str, Any], details: ArtifactDetails, known_keys: dict[str, str]
+) -> tuple[str | None, str]:
+    """The build key the record's own inputs give, or (None, why it cannot be recomputed here)."""
+    target, lineage = details.target, details.lineage
+    # A refit copies its parent's details (an adopted parent's origin too): lineage comes first.
+    if lineage is not None and lineage.operation == "refit":
+        parent_key = known_keys.get(lineage.parent)
+        if parent_key is None:
+            return None, "its refit parent is neither in the bundle nor in this catalog"
+        if lineage.weights_sha256 != record["model_sha256"]:
+            raise _refuse(record, "the refit's weights digest differs from its model digest")
+        return refit_key(parent_key, record["model_sha256"]), ""
+    if details.origin == "adopted":
+        if target is None or not details.compatibility:
+            return None, "the adopted plan's target is not recorded"
+        return adopted_key(record["plan_sha256"], record["model_sha256"], target, details.compatibility), ""
+    if target is None:
+        return None, "its build target is not recorded"
+    from pydantic import ValidationError
+
+    from trtforge.rules.recipe import Recipe
+
+    try:
+        recipe = Recipe.model_validate(record.get("recipe"))
+        expected = recorded_build_key(record.get("recipe") or {}, record["model_sha256"], target)
+    except (ValidationError, KeyError, TypeError, ValueError):
+        return None, "its recipe or build target does not validate in this trtforge"
+    if recipe_fingerprint(recipe) != record.get("recipe_fingerprint"):
+        raise _refuse(record, "the recipe fingerprint is not the one its recipe gives")
+    return expected, ""
+
+
+def check_record(record: dict[str, Any], plan: Path, known_keys: dict[str, str]) -> str:
+    """Refuse a record whose recomputable fields disagree with its plan or its own inputs.
+
+    Returns "" when the build key was recomputed and matches, else why it could not be.
+    """
+    size = plan.stat().st_size
+    if record.get("plan_size") != size:
+        raise _refuse(record, f"plan_size {record.get('plan_size')!r} but the plan has {size} bytes")
+    header = read_plan_header(plan)
+    if header is not None:
+        try:
+            same = record["flavor"] == header.flavor and same_release(record["trt_version"], header.version)
+        except TrtforgeError:  # an unparsable version
+            same = False
+        if not same:
+            raise _refuse(
+                record,
+                f"it says {record['flavor']} {record['trt_version'][:40]}, "
+                f"the plan's header {header.flavor} {header.version}",
+            )
+    details = _details_of(record)
+    target = details.target
+    if target is not None:
+        for column in ("flavor", "trt_version", "gpu_name"):
+            if target.get(column) != record.get(column):
+                raise _refuse(record, f"{column} differs from the build target recorded in its details")
+        ccs = record.get("compute_capabilities")
+        if not isinstance(ccs, list) or sorted(map(str, ccs)) != sorted(
+            map(str, target.get("compute_capabilities") or [])
+        ):
+            raise _refuse(record, "compute_capabilities differ from the build target recorded in its details")
+    expected, why_not = _expected_build_key(record, details, known_keys)
+    if expected is not None and expected != record["build_key"]:
+        raise _refuse(record, "its build key is not the one its recipe, model and target give")
+    return why_not
+
+
+def _known_build_keys(store: Store, records: list[dict[str, Any]]) -> dict[str, str]:
+    """Build keys of the bundle's artifacts and of refit parents already in this catalog."""
+    keys = {r["id"]: r["build_key"] for r in records}
+    lineages = (_details_of(r).lineage for r in records)
+    parents = {lineage.parent for lineage in lineages if lineage is not None} - set(keys)
+    if parents:
+        from sqlalchemy import select
+
+        with store.catalog.reading() as session:
+            keys.update(session.execute(select(Artifact.id, Artifact.build_key).where(Artifact.id.in_(parents))).all())
+    return keys
+
+
+def _signer(root: Path, names: set[str], trusted: list[Any], require: bool) -> Signer | None:
+    """The bundle's signer (its signature checked over the exact manifest bytes), or None."""
+    signer = None
+    if SIGNATURE in names:
+        signature = _confined(root, SIGNATURE).read_bytes()
+        signer = check_signature(signature, _confined(root, MANIFEST).read_bytes(), trusted)
+    if require and (signer is None or not signer.trusted):
+        who = "not signed" if signer is None else f"signed by key {signer.key_id[:16]}, which is not trusted here"
+        raise SignatureError(
+            f"bundle is {who} and --require-signature was given",
+            hint="pass the exporter's public key with --trust PUBKEY; nothing was imported",
+        )
+    return signer
+
+
+# -- import: check everything, then one transaction -----------------------------------------
+
+
+def import_bundle(
+    store: Store, bundle: Path, *, trust: list[Path] | tuple[Path, ...] = (), require_signature: bool = False
+) -> ImportReport:
+    """Verify the whole bundle, then store its plans and add its rows in one transaction.
+
+    ``trust``: public key files; verification results count only from a bundle signed by one
+    of them. ``require_signature``: refuse a bundle without such a signature.
+    """
+    if require_signature and not trust:
+        raise BadInputError("--require-signature needs at least one --trust PUBKEY")
+    trusted = [load_public_key(path) for path in trust]  # a bad key file fails before any work
+    if not bundle.is_file():
+        raise BundleError(f"bundle {bundle} does not exist or is not a file", hint="check the path")
+    workdir = store.work_dir()
+    try:
+        try:
+            with tarfile.open(bundle, mode="r:*") as tar:
+                members = tar.getmembers()
+                names = [_check_member(m) for m in members]
+                if len(set(names)) != len(names):
+                    raise BundleError("bundle has duplicate members")
+                # Explicit checks above; the "data" filter refuses anything unsafe we missed.
+                tar.extractall(workdir, members=members, filter="data")
+        except tarfile.ReadError:
+            raise BundleError(f"cannot read bundle {bundle.name}: not a tar archive, or a truncated one") from None
+        except (tarfile.TarError, EOFError, OSError) as exc:
+            detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise BundleError(f"cannot read bundle {bundle.name}: {detail}") from None
+        name_set = set(names)
+        manifest = _read_manifest(workdir, name_set)
+        signer = _signer(workdir, name_set, trusted, require_signature)
+        records = _verify_contents(workdir, name_set, manifest)
+        vouched = signer is not None and signer.trusted
+        known_keys = _known_build_keys(store, records)
+        for record in records:
+            why_not = check_record(record, _confined(workdir, f"plans/{record['plan_sha256']}.plan"), known_keys)
+            if why_not and not vouched:
+                raise BundleError(
+                    f"bundle record artifacts/{record['id']}.json: its build key cannot be recomputed here "
+                    f"({why_not}), and the bundle has no trusted signature",
+                    hint="import it with --trust PUBKEY of the exporter's signing key (export --sign KEY)",
+                )
+        artifacts = [artifact_from_record(record) for record in records]
+        verifications = [v for record in records for v in verifications_from_record(record)]
+        claimed_at_source = {
+            str(v.get("id")) for r in records for v in r.get("verifications") or [] if v.get("trust") == TRUST_CLAIMED
+        }
+        for verification in verifications:
+            counts = vouched and verification.id not in claimed_at_source
+            verification.trust = TRUST_SIGNED if counts else TRUST_CLAIMED
+            verification.signer = signer.key_id if signer is not None else None
+
+        report = ImportReport(signer=signer)
+        plan_sizes: dict[str, int] = {}
+        for sha in sorted({a.plan_sha256 for a in artifacts}):
+            ref = store.blobs.put_file(_confined(workdir, f"plans/{sha}.plan"))
+            if ref.sha256 != sha:  # the file changed between the check and the copy
+                raise BundleError(f"bundle plan {sha[:12]} changed while importing")
+            plan_sizes[sha] = ref.size
+        report.plans = len(plan_sizes)
+        crashpoint("import-blobs-stored")
+        try:
+            with store.catalog.writing() as session:
+                for sha, size in plan_sizes.items():
+                    if session.get(Blob, sha) is None:
+                        session.add(Blob(sha256=sha, size=size, kind="plan"))
+                session.flush()
+                for artifact in artifacts:
+                    if session.get(Artifact, artifact.id) is not None:
+                        report.already_present.append(artifact.id)
+                        continue
+                    artifact.status = UNVERIFIED  # the record's word is not taken: recomputed below
+                    session.add(artifact)
+                    report.imported.append(artifact.id)
+                session.flush()
+                for verification in verifications:  # results from the source store, as claims unless signed
+                    if session.get(Verification, verification.id) is None:
+                        session.add(verification)
+                        if verification.trust == TRUST_CLAIMED:
+                            report.claims += 1
+                        else:
+                            report.verifications += 1
+                session.flush()
+                for artifact_id in {v.artifact_id for v in verifications if v.trust != TRUST_CLAIMED}:
+                    row = session.get(Artifact, artifact_id)
+                    status = Catalog.latest_counted_status(session, artifact_id)
+                    if row is not None and status is not None and row.status != CORRUPT_STATUS:
+                        row.status = status
+                session.flush()
+                crashpoint("import-uncommitted")
+        except (SQLAlchemyError, TypeError, ValueError) as exc:
+            # The transaction rolled back: no row of this bundle is in the catalog.
+            raise BundleError(f"bundle records do not fit this catalog: {str(exc).splitlines()[0][:200]}") from None
+        return report
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)

@@ -1,0 +1,577 @@
+"""`trtforge deploy triton`: a Triton Inference Server model repository from the catalog.
+
+Writes ``REPO/NAME/config.pbtxt`` (the ``inference.ModelConfig`` protobuf in text format) and
+``REPO/NAME/<version>/`` holding one hash-checked plan per requested compute capability, chosen by
+lookup's rules (:mod:`trtforge.rules.compatibility`) for a full-TensorRT target of that capability.
+
+What Triton reads, from its sources (triton-inference-server/common ``protobuf/model_config.proto``,
+triton-inference-server/tensorrt_backend ``src/model_state.cc`` and ``src/loader.cc``, and
+triton-inference-server/core ``src/model_repository_manager/model_lifecycle.cc``):
+
+- ``platform: "tensorrt_plan"``; ``cc_model_filenames`` maps the GPU's ``"<major>.<minor>"`` (the
+  backend formats ``cudaDeviceProp`` so) to a file inside the version directory; without an entry
+  it loads ``model.plan``, which trtforge never writes, so an unlisted GPU fails loudly.
+- ``max_batch_size: 0`` means the dims are the whole tensor shape (explicit batch); ``N > 0`` means
+  the first dimension is the batch, left out of ``dims``, and the backend refuses ``N`` above the
+  largest max batch of the engine's profiles.
+- ``instance_group.profile`` selects optimization profiles by index (default: profile 0).
+- ``input``/``output`` ``data_type`` are ``TYPE_*`` values; ``-1`` marks a dynamic dim; a scalar is
+  ``dims: [ 1 ]`` with ``reshape: { shape: [ ] }``.
+- version directories are the subdirectories whose names are integers without leading zeros;
+  others (our ``.tmp-*`` work directories) are ignored with a warning while they exist.
+- the backend links full TensorRT (``libnvinfer``, ``createInferRuntime``) and has no TensorRT-RTX
+  counterpart in any release we could find, so TensorRT-RTX plans are refused here (exit 2).
+- version-compatible plans load only with ``--backend-config=tensorrt,version-compatible=true``
+  (it then sets ``engine_host_code_allowed``); plugin libraries with ``plugins=...``.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import re
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from trtforge.core.errors import BadInputError, DeployError, NoCompatibleEngineError, NotFoundError
+from trtforge.core.fsutil import atomic_write, checked_copy, fsync_dir, make_temp, owner_prefix
+from trtforge.rules.compatibility import (
+    Candidate,
+    Match,
+    ModelChoice,
+    Rejection,
+    rank,
+    rule_lean_runtime,
+    rule_trt_version,
+)
+from trtforge.rules.flavors import parse_version
+from trtforge.rules.record import read_details
+from trtforge.rules.target import explicit_target, parse_compute_capability
+from trtforge.stages.deploy import default_mode
+from trtforge.stages.deploy.engine_io import EngineIO, IoTensor, engine_io
+from trtforge.stages.lookup import choose_model, load_candidates
+from trtforge.store import Store, require_existing_store
+from trtforge.store.catalog import COUNTED_TRUST
+
+FORMAT = "trtforge-triton/1"
+CONFIG_NAME = "config.pbtxt"
+RECORD_NAME = "trtforge.json"
+LOCK_NAME = ".trtforge.lock"
+# A Triton model name is a directory name in the repository; keep it to what every file system takes.
+_MODEL_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
+_VERSION_DIR = re.compile(r"^[1-9][0-9]*$")
+
+# ONNX element type names (trtforge.stages.deploy.engine_io) -> model_config.proto DataType.
+TRITON_TYPES = {
+    "bool": "TYPE_BOOL",
+    "uint8": "TYPE_UINT8",
+    "uint16": "TYPE_UINT16",
+    "uint32": "TYPE_UINT32",
+    "uint64": "TYPE_UINT64",
+    "int8": "TYPE_INT8",
+    "int16": "TYPE_INT16",
+    "int32": "TYPE_INT32",
+    "int64": "TYPE_INT64",
+    "float16": "TYPE_FP16",
+    "float": "TYPE_FP32",
+    "double": "TYPE_FP64",
+    "string": "TYPE_STRING",
+    "bfloat16": "TYPE_BF16",
+}
+
+RTX_REFUSAL = (
+    "Triton's TensorRT backend (platform tensorrt_plan) loads full-TensorRT plans only; "
+    "it has no backend for TensorRT-RTX plans"
+)
+
+
+@dataclass(frozen=True)
+class TritonRequest:
+    """What to export: the catalog name (also the Triton model name) and the serving target."""
+
+    repository: Path
+    name: str
+    trt_version: str | None = None  # the TensorRT release Triton runs; default: the newest build's
+    compute_capabilities: tuple[str, ...] = ()  # default: those the chosen model's plans were built on
+    verified_only: bool = False
+    max_batch_size: int = 0
+    model_sha256: str | None = None
+    os: str | None = None
+    arch: str | None = None
+
+
+@dataclass
+class TritonResult:
+    repository: Path
+    name: str
+    version: int
+    model_dir: Path
+    config_status: str  # "written" | "unchanged"
+    trt_version: str
+    files: dict[str, dict[str, Any]]  # compute capability -> file, artifact and what it needs
+    runtime: dict[str, Any]
+    model: dict[str, Any]
+    notes: list[str] = field(default_factory=list)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "repository": str(self.repository),
+            "name": self.name,
+            "version": self.version,
+            "model_dir": str(self.model_dir),
+            "version_dir": str(self.model_dir / str(self.version)),
+            "config": str(self.model_dir / CONFIG_NAME),
+            "config_status": self.config_status,
+            "trt_version": self.trt_version,
+            "files": self.files,
+            "runtime": self.runtime,
+            "model": self.model,
+            "notes": self.notes,
+        }
+
+
+def plan_file_name(cc: str) -> str:
+    """Fixed per capability (``model_cc86.plan``), so one config.pbtxt serves every version."""
+    major, minor = parse_compute_capability(cc)
+    return f"model_cc{major}{minor}.plan"
+
+
+# -- choosing the plans -----------------------------------------------------------------------
+
+
+def _verifications_by_cc(store: Store, artifact_id: str) -> dict[str, set[str]]:
+    """Compute capability -> statuses of the newest counted verification per GPU model there."""
+    newest: dict[str, tuple[str, str | None]] = {}
+    for v in store.catalog.verifications(artifact_id):  # newest first
+        if v.trust in COUNTED_TRUST and v.gpu_name not in newest:
+            newest[v.gpu_name] = (v.status, v.compute_capability)
+    by_cc: dict[str, set[str]] = {}
+    for status, cc in newest.values():
+        if cc:
+            major, minor = parse_compute_capability(str(cc))
+            by_cc.setdefault(f"{major}.{minor}", set()).add(status)
+    return by_cc
+
+
+def _apply_cc_verification(
+    matches: list[Match], cc: str, statuses: dict[str, dict[str, set[str]]], verified_only: bool
+) -> tuple[list[Match], list[Rejection]]:
+    """Per capability (Triton serves every GPU of it): a failure on any GPU model of the capability
+    rejects the plan; ``verified_only`` keeps plans that passed on one; passed plans rank first."""
+    kept: list[tuple[bool, Match]] = []
+    rejected: list[Rejection] = []
+    for match in matches:
+        seen = statuses.get(match.candidate.artifact_id, {}).get(cc, set())
+        if "failed" in seen:
+            rejected.append(Rejection(match.candidate, "verification", f"failed verification on a GPU of cc {cc}"))
+        elif verified_only and "passed" not in seen:
+            rejected.append(Rejection(match.candidate, "verified_only", f"not verified on a GPU of cc {cc}"))
+        else:
+            kept.append(("passed" not in seen, match))
+    kept.sort(key=lambda item: item[0])  # stable: lookup's order within each group
+    return [m for _, m in kept], rejected
+
+
+@dataclass
+class _Choice:
+    cc: str
+    match: Match
+    artifact: Any
+    io: EngineIO
+
+
+def _choose(store: Store, request: TritonRequest, ccs: list[str] | None) -> tuple[str, list[_Choice], ModelChoice]:
+    candidates = load_candidates(store, name=request.name, model_sha256=request.model_sha256)
+    if not candidates:
+        raise NotFoundError(f"no intact artifact named {request.name!r} in the catalog", hint="see `trtforge list`")
+    model = choose_model(store, name=request.name, model_sha256=request.model_sha256)
+    if model is None:  # pragma: no cover - load_candidates found intact rows
+        raise NotFoundError(f"no intact artifact named {request.name!r}")
+    of_model = [c for c in candidates if c.model_key == (model.model_sha256, model.recipe_fingerprint)]
+    full = [c for c in of_model if c.flavor == "tensorrt"]
+    if not full:
+        rtx = [c.artifact_id[:12] for c in of_model if c.flavor == "tensorrt_rtx"]
+        raise DeployError(
+            f"{RTX_REFUSAL}: the newest model of {request.name!r} has only TensorRT-RTX engines ({', '.join(rtx)})",
+            hint="serve them through ONNX Runtime instead: `trtforge deploy epcontext OUT.onnx ID`, "
+            "or build the recipe with full TensorRT (backend: tensorrt)",
+        )
+    trt = request.trt_version or max(full, key=lambda c: (c.created_at, c.artifact_id)).trt_version
+    parse_version(trt)
+    if not ccs:
+        ccs = sorted(
+            {cc for c in full for cc in c.compute_capabilities if _runs_with(c, cc, trt)},
+            key=parse_compute_capability,
+        )
+        if not ccs:
+            raise DeployError(
+                f"no full-TensorRT engine of {request.name!r} was built with TensorRT {trt}",
+                hint="name the capabilities to serve with --cc (e.g. --cc 8.6 --cc 8.9)",
+            )
+    statuses = {c.artifact_id: _verifications_by_cc(store, c.artifact_id) for c in full}
+    chosen: list[_Choice] = []
+    failures: list[tuple[str, list[Rejection]]] = []
+    for cc in ccs:
+        target = explicit_target(gpu=None, cc=cc, trt=trt, flavor="tensorrt", os=request.os, arch=request.arch)
+        ranking = rank(candidates, target, model=model)
+        matches, rejected = _apply_cc_verification(ranking.matches, cc, statuses, request.verified_only)
+        if not matches:
+            failures.append((cc, [*ranking.rejected, *rejected]))
+            continue
+        artifact = store.catalog.get_artifact(matches[0].candidate.artifact_id)
+        chosen.append(_Choice(cc, matches[0], artifact, engine_io(artifact)))
+    if failures:
+        _refuse(request.name, trt, failures)
+    return trt, chosen, model
+
+
+def _runs_with(candidate: Candidate, cc: str, trt: str) -> bool:
+    """The plan loads on TensorRT ``trt`` (same release, or version-compatible): lookup's own rules."""
+    target = explicit_target(gpu=None, cc=cc, trt=trt, flavor="tensorrt")
+    return rule_trt_version(candidate, target) is None and rule_lean_runtime(candidate, target) is None
+
+
+def _refuse(name: str, trt: str, failures: list[tuple[str, list[Rejection]]]) -> None:
+    """Exit 1 with lookup's --explain reasons, per capability."""
+    more: list[str] = []
+    detail: dict[str, Any] = {"rejected": {}}
+    for cc, rejected in failures:
+        detail["rejected"][cc] = [r.as_json() for r in rejected]
+        if not rejected:
+            more.append(f"cc {cc}: no full-TensorRT artifact of the model")
+        for r in rejected:
+            more.append(f"cc {cc}: {r.candidate.artifact_id[:12]} rejected by {r.rule}: {r.reason}")
+    where = ", ".join(cc for cc, _ in failures)
+    raise NoCompatibleEngineError(
+        f"no engine of {name!r} runs on compute capability {where} with TensorRT {trt}; nothing was written",
+        more=tuple(more),
+        detail=detail,
+        hint="build the recipe on a GPU of that capability, or leave the capability out (--cc)",
+    )
+
+
+# -- the config -------------------------------------------------------------------------------
+
+
+def _quote(text: str) -> str:
+    """A protobuf text-format string literal (octal escapes for anything but printable ASCII)."""
+    out = []
+    for byte in text.encode():
+        char = chr(byte)
+        if char in '"\\':
+            out.append("\\" + char)
+        elif 0x20 <= byte < 0x7F:
+            out.append(char)
+        else:
+            out.append(f"\\{byte:03o}")
+    return '"' + "".join(out) + '"'
+
+
+def _tensor_entry(tensor: IoTensor, batching: bool) -> list[str]:
+    data_type = TRITON_TYPES.get(tensor.dtype)
+    if data_type is None:
+        raise DeployError(
+            f"{tensor.mode} {tensor.name!r} has element type {tensor.dtype}, which Triton's config has no type for",
+            hint=f"Triton data types: {', '.join(sorted(TRITON_TYPES))}",
+        )
+    dims = list(tensor.shape[1:] if batching else tensor.shape)
+    lines = ["  {", f"    name: {_quote(tensor.name)}", f"    data_type: {data_type}"]
+    if not dims:  # a scalar: Triton wants dims [1] reshaped to []
+        lines += ["    dims: [ 1 ]", "    reshape: { shape: [ ] }"]
+    else:
+        lines.append("    dims: [ " + ", ".join(str(d) for d in dims) + " ]")
+    lines.append("  }")
+    return lines
+
+
+def _profile_groups(io: EngineIO) -> list[int] | None:
+    """Profile indices to give one instance group each, or None for one group (profiles alike)."""
+    if not io.profiles_known or len(io.profiles) < 2:
+        return None
+    first: dict[str, int] = {}
+    for index, profile in enumerate(io.profiles):
+        first.setdefault(json.dumps(profile, sort_keys=True), index)
+    indices = sorted(first.values())
+    return indices if len(indices) > 1 else None
+
+
+def _check_batching(io: EngineIO, max_batch_size: int) -> None:
+    """--max-batch-size N: every tensor's first dim is the (dynamic) batch, and some profile reaches N."""
+    if max_batch_size == 0:
+        return
+    for tensor in (*io.inputs, *io.outputs):
+        if not tensor.shape or tensor.shape[0] >= 0:
+            raise DeployError(
+                f"--max-batch-size {max_batch_size}: {tensor.mode} {tensor.name!r} {list(tensor.shape)} has no "
+                "dynamic first (batch) dimension",
+                hint="leave --max-batch-size out (max_batch_size 0: requests give whole shapes)",
+            )
+    if not io.profiles_known:
+        raise DeployError(
+            f"--max-batch-size {max_batch_size}: the record does not hold the plan's optimization profiles (adopted)",
+            hint="leave --max-batch-size out; Triton reads the batch range from the engine",
+        )
+    # tensorrt_backend GetMaxSupportedBatchSize: max over profiles of min over inputs of max[0].
+    best = 0
+    for profile in io.profiles:
+        limits = [int(shapes["max"][0]) for shapes in profile.values() if shapes.get("max")]
+        best = max(best, min(limits) if limits else 0)
+    if best < max_batch_size:
+        raise DeployError(
+            f"--max-batch-size {max_batch_size} exceeds the largest batch the engine's profiles allow ({best})",
+            hint=f"use --max-batch-size {best} or less, or widen the recipe's profiles",
+        )
+
+
+def render_config(name: str, io: EngineIO, ccs: list[str], max_batch_size: int, runtime: dict[str, Any]) -> str:
+    """config.pbtxt text; every field a version shares, nothing that differs between versions."""
+    _check_batching(io, max_batch_size)
+    batching = max_batch_size > 0
+    lines = [
+        f"# Triton model configuration written by trtforge for {name}: TensorRT {runtime['tensorrt']} plans,",
+        "# one per compute capability. Shared by every version directory; trtforge.json beside it names",
+        "# the artifact behind each plan and what it needs at run time.",
+    ]
+    if runtime.get("backend_config"):
+        lines.append(f"# Start tritonserver with --backend-config={runtime['backend_config']}")
+    lines += [
+        f"name: {_quote(name)}",
+        'platform: "tensorrt_plan"',
+        f"max_batch_size: {max_batch_size}",
+    ]
+    for label, tensors in (("input", io.inputs), ("output", io.outputs)):
+        if tensors:  # a model without runtime inputs has no input section
+            entries = ["\n".join(_tensor_entry(t, batching)) for t in tensors]
+            lines += [f"{label} [", ",\n".join(entries), "]"]
+    groups = _profile_groups(io)
+    lines.append("instance_group [")
+    if groups is None:
+        lines.append("  { kind: KIND_GPU, count: 1 }")
+    else:
+        entries = [f'  {{ kind: KIND_GPU, count: 1, profile: [ "{index}" ] }}' for index in groups]
+        lines.append(",\n".join(entries))
+    lines.append("]")
+    entries = [f"  {{ key: {_quote(cc)}, value: {_quote(plan_file_name(cc))} }}" for cc in ccs]
+    lines += ["cc_model_filenames [", ",\n".join(entries), "]"]
+    params = [("trtforge.tensorrt", runtime["tensorrt"])]
+    if runtime.get("backend_config"):
+        params.append(("trtforge.backend_config", runtime["backend_config"]))
+    entries = [f"  {{ key: {_quote(k)}, value: {{ string_value: {_quote(v)} }} }}" for k, v in params]
+    lines += ["parameters [", ",\n".join(entries), "]"]
+    return "\n".join(lines) + "\n"
+
+
+def _needs(choice: _Choice) -> dict[str, Any]:
+    """What one plan needs at run time, as far as its record knows."""
+    details = read_details(choice.artifact.details)
+    envelope = choice.match.candidate.envelope
+    built = details.target or {}
+    adopted = details.origin == "adopted"
+    return {
+        "file": plan_file_name(choice.cc),
+        "artifact_id": choice.artifact.id,
+        "plan_sha256": choice.artifact.plan_sha256,
+        "plan_size": choice.artifact.plan_size,
+        "flavor": choice.artifact.flavor,
+        "trt_version": choice.artifact.trt_version,
+        "cuda": built.get("cuda"),
+        "built_on": {
+            "gpu_name": choice.artifact.gpu_name,
+            "compute_capabilities": list(choice.artifact.compute_capabilities or []),
+            "os": built.get("os"),
+            "arch": built.get("arch"),
+        },
+        "hardware": envelope.hardware,
+        "version_compatible": envelope.version_compatible,
+        "lean_runtime_in_plan": envelope.version_compatible and not envelope.exclude_lean_runtime,
+        "host_code": envelope.version_compatible and not envelope.exclude_lean_runtime,
+        "origin": details.origin,
+        # trtforge loads no plugin libraries at build time; TensorRT's own (libnvinfer_plugin) are
+        # registered by the Triton backend. An adopted plan may need others: its record cannot say.
+        "plugins": "unknown (adopted plan)" if adopted else [],
+        "notes": [*choice.match.notes, *_lean_runtime_note(envelope)],
+    }
+
+
+def _lean_runtime_note(envelope: Any) -> list[str]:
+    # TensorRT Developer Guide, "Version Compatibility": a plan built with kEXCLUDE_LEAN_RUNTIME
+    # needs its lean runtime loaded through IRuntime::loadRuntime, which the Triton TensorRT backend
+    # (src/loader.cc) never calls; it only allows host code.
+    if envelope.version_compatible and envelope.exclude_lean_runtime:
+        return ["plan excludes the lean runtime: Triton's TensorRT backend does not load one (IRuntime::loadRuntime)"]
+    return []
+
+
+def _runtime(trt: str, choices: list[_Choice], needs: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    version_compatible = any(n["version_compatible"] for n in needs.values())
+    runtime: dict[str, Any] = {
+        "server": "Triton Inference Server, TensorRT backend (platform tensorrt_plan)",
+        "tensorrt": trt,
+        "cuda": sorted({n["cuda"] for n in needs.values() if n["cuda"]}),
+        "backend_config": "tensorrt,version-compatible=true" if version_compatible else None,
+        "plugins": "unknown (adopted plans)" if any(n["plugins"] for n in needs.values()) else [],
+    }
+    return runtime
+
+
+# -- writing the repository -------------------------------------------------------------------
+
+
+@contextmanager
+def _locked(model_dir: Path) -> Iterator[None]:
+    """One writer per model directory: version numbers are read and taken under this lock."""
+    fd = os.open(model_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def existing_versions(model_dir: Path) -> list[int]:
+    """Version directories as Triton counts them (integers without leading zeros)."""
+    if not model_dir.is_dir():
+        return []
+    return sorted(int(p.name) for p in model_dir.iterdir() if p.is_dir() and _VERSION_DIR.match(p.name))
+
+
+def _read_record(model_dir: Path) -> dict[str, Any]:
+    try:
+        data = json.loads((model_dir / RECORD_NAME).read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) and data.get("format") == FORMAT else {}
+
+
+def _differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    return [key for key in sorted(set(old) | set(new)) if old.get(key) != new.get(key)]
+
+
+def deploy_triton(
+    request: TritonRequest, store: str | Path | None = None, *, catalog: str | None = None
+) -> TritonResult:
+    """Export the plans of ``request.name`` as a new version of a Triton model; see the module docstring."""
+    if not _MODEL_NAME.match(request.name):
+        raise BadInputError(f"model name {request.name[:60]!r} is not a plain directory name ({_MODEL_NAME.pattern})")
+    if request.max_batch_size < 0:
+        raise BadInputError(f"--max-batch-size must be 0 or more, not {request.max_batch_size}")
+    ccs: list[str] = []
+    for cc in request.compute_capabilities:
+        major, minor = parse_compute_capability(cc)
+        if f"{major}.{minor}" not in ccs:
+            ccs.append(f"{major}.{minor}")
+    if request.trt_version is not None:
+        parse_version(request.trt_version)
+    if request.repository.exists() and not request.repository.is_dir():
+        raise BadInputError(f"model repository {request.repository} exists and is not a directory")
+    opened = require_existing_store(store, catalog=catalog, missing=f"no artifact named {request.name!r} (empty store)")
+    try:
+        trt, chosen, model = _choose(opened, request, ccs)
+        signatures = {json.dumps(c.io.signature(), sort_keys=True) for c in chosen}
+        if len(signatures) > 1 or len({c.match.candidate.model_key for c in chosen}) > 1:
+            ids = ", ".join(c.artifact.id[:12] for c in chosen)
+            raise DeployError(
+                f"the plans chosen for {request.name!r} ({ids}) differ in their inputs, outputs or profiles",
+                hint="one config.pbtxt serves every plan: export capabilities with matching plans separately",
+            )
+        io = chosen[0].io
+        needs = {c.cc: _needs(c) for c in chosen}
+        runtime = _runtime(trt, chosen, needs)
+        config_text = render_config(request.name, io, [c.cc for c in chosen], request.max_batch_size, runtime)
+        shared = {
+            "name": request.name,
+            "max_batch_size": request.max_batch_size,
+            "io": io.signature(),
+            "compute_capabilities": [c.cc for c in chosen],
+            "tensorrt": trt,
+            "backend_config": runtime["backend_config"],
+        }
+        result = TritonResult(
+            repository=request.repository,
+            name=request.name,
+            version=0,
+            model_dir=request.repository / request.name,
+            config_status="written",
+            trt_version=trt,
+            files=needs,
+            runtime=runtime,
+            model={
+                "model_sha256": model.model_sha256,
+                "recipe_fingerprint": model.recipe_fingerprint,
+                "why": model.why,
+            },
+        )
+        result.notes += [f"cc {cc}: {note}" for cc, need in needs.items() for note in need["notes"]]
+        if io.source == "model":
+            result.notes.append("I/O taken from the ONNX model's graph (the record holds no engine I/O)")
+        if not io.profiles_known:
+            result.notes.append("profiles not recorded (adopted plan): one instance group, Triton uses profile 0")
+        _write(opened, request, chosen, config_text, shared, result)
+        return result
+    finally:
+        opened.close()
+
+
+def _write(
+    store: Store,
+    request: TritonRequest,
+    chosen: list[_Choice],
+    config_text: str,
+    shared: dict[str, Any],
+    result: TritonResult,
+) -> None:
+    model_dir = result.model_dir
+    try:
+        model_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BadInputError(f"cannot create {model_dir}: {exc.strerror or exc}") from None
+    with _locked(model_dir):
+        record = _read_record(model_dir)
+        config_path = model_dir / CONFIG_NAME
+        if config_path.exists():
+            if config_path.read_text(errors="replace") != config_text:
+                changed = _differences(record.get("shared", {}), shared) if record else ["config.pbtxt"]
+                raise DeployError(
+                    f"{config_path} is shared by every version and this export would change it "
+                    f"({', '.join(changed) or 'edited by hand'}); nothing was written",
+                    hint="export under a new model name, or move the existing model directory away",
+                )
+            result.config_status = "unchanged"
+        version = max(existing_versions(model_dir), default=0) + 1
+        fd, work = make_temp(model_dir, directory=True)  # Triton ignores it: not an integer name
+        try:
+            for choice in chosen:
+                source = store.blobs.local_file(choice.artifact.plan_sha256, verify=False)
+                checked_copy(
+                    source, work / plan_file_name(choice.cc), choice.artifact.plan_sha256, temp_prefix=owner_prefix()
+                )
+            os.chmod(work, default_mode(directory=True))
+            fsync_dir(work)
+            if result.config_status == "written":
+                with atomic_write(config_path) as handle:  # before the version appears: Triton polls
+                    os.fchmod(handle.fileno(), default_mode())
+                    handle.write(config_text.encode())
+            os.rename(work, model_dir / str(version))  # the version appears whole
+            fsync_dir(model_dir)
+        finally:
+            os.close(fd)
+            if work.exists():
+                shutil.rmtree(work, ignore_errors=True)
+        result.version = version
+        versions = dict(record.get("versions", {}))
+        versions[str(version)] = {
+            "created_at": datetime.now(timezone.utc).isoformat(),
+            "model": result.model,
+            "files": result.files,
+            "runtime": result.runtime,
+        }
+        document = {"format": FORMAT, "name": request.name, "shared": shared, "versions": versions}
+        with atomic_write(model_dir / RECORD_NAME) as handle:
+            os.fchmod(handle.fileno(), default_mode())
+            handle.write((json.dumps(document, indent=2, sort_keys=True) + "\n").encode())

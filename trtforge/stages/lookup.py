@@ -1,0 +1,274 @@
+"""The lookup stage: catalog rows -> ranked compatible engines -> a verified local plan path.
+
+Imports neither tensorrt nor polygraphy: the rules are pure (:mod:`trtforge.rules.compatibility`), and
+the runtime's own validity check is asked only when the target is this machine and it has a
+GPU, through :mod:`trtforge.backend.validity`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from trtforge.core.errors import BadInputError, NoCompatibleEngineError, NotFoundError
+from trtforge.core.fsutil import checked_copy, owner_prefix
+from trtforge.rules.compatibility import Candidate, Envelope, Match, ModelChoice, Ranking, Rejection, rank
+from trtforge.rules.record import read_details
+from trtforge.rules.target import RuntimeTarget, resolve_target
+from trtforge.store import lookup_sql, open_for_lookup
+
+if TYPE_CHECKING:
+    from trtforge.store import Store
+    from trtforge.store.lookup_sql import SqliteLookup
+
+    LookupStore = Store | SqliteLookup  # the ORM catalog, or sqlite3 on a local SQLite catalog
+
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+def candidate_from_row(row: Any, verified: dict[str, str] | None = None) -> Candidate:
+    """A ranking candidate; ``verified`` is the status per GPU model from the verifications table."""
+    details = read_details(row.details)
+    verified = verified or {}
+    built_on = details.target or {}
+    return Candidate(
+        artifact_id=row.id,
+        name=row.name,
+        flavor=row.flavor,
+        trt_version=row.trt_version,
+        gpu_name=row.gpu_name,
+        compute_capabilities=tuple(str(cc) for cc in row.compute_capabilities or ()),
+        plan_sha256=row.plan_sha256,
+        plan_size=row.plan_size,
+        model_sha256=row.model_sha256,
+        created_at=row.created_at,
+        envelope=Envelope.from_details(details),
+        origin=details.origin,
+        os=_text_or_none(built_on.get("os")),
+        arch=_text_or_none(built_on.get("arch")),
+        verified_on=dict(verified),
+        recipe_fingerprint=row.recipe_fingerprint,
+        weightless=details.needs_weights,
+    )
+
+
+def _text_or_none(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def load_candidates(
+    store: LookupStore, *, name: str | None, model_sha256: str | None, flavor: str | None = None
+) -> list[Candidate]:
+    """Rows for a name and/or model digest; ``flavor`` narrows them in SQL (indexed)."""
+    latest: dict[str, dict[str, str]] = {}
+    for artifact_id, gpu_name, status in store.catalog.lookup_rows(lookup_sql.statuses(name, model_sha256, flavor)):
+        latest.setdefault(artifact_id, {}).setdefault(gpu_name, status)
+    rows = store.catalog.lookup_rows(lookup_sql.candidates(name, model_sha256, flavor))
+    return [candidate_from_row(row, latest.get(row.id)) for row in rows]
+
+
+def choose_model(store: LookupStore, *, name: str | None, model_sha256: str | None) -> ModelChoice | None:
+    """The model a lookup means: that of the newest intact build matching the name (and digest).
+
+    A name means its newest model, so a service never keeps receiving an old model's engine
+    just because that one was verified on its GPU; --model-sha256 picks an older model digest
+    (with the recipe of its newest build). None when nothing intact matches.
+    """
+    found = store.catalog.lookup_rows(lookup_sql.newest_model(name, model_sha256))
+    if not found:
+        return None
+    newest = found[0]
+    built = f"artifact {newest.id[:12]}, built {newest.created_at:%Y-%m-%d %H:%M} UTC"
+    if model_sha256 is not None:
+        why = f"--model-sha256 {model_sha256[:12]}, with the recipe of its newest build ({built})"
+    else:
+        why = f"the newest build of {newest.name!r} ({built})"
+    return ModelChoice(newest.model_sha256, newest.recipe_fingerprint, why)
+
+
+def _any_artifact(store: LookupStore, name: str | None, model_sha256: str | None, *, intact: bool = False) -> bool:
+    return bool(store.catalog.lookup_rows(lookup_sql.any_artifact(name, model_sha256, intact=intact)))
+
+
+def _apply_runtime_check(store: LookupStore, ranking: Ranking) -> Ranking:
+    """On this machine with a GPU, the runtime's validity check has the final word.
+
+    The first match the runtime accepts wins; matches it refuses become rejections with rule
+    ``runtime_validity``. Runtimes without a validity API leave the ranking unchanged.
+    """
+    from trtforge.backend.validity import engine_validity  # lazy: imports the runtime
+    from trtforge.rules.flavors import BackendInfo
+
+    backend = BackendInfo(ranking.target.flavor, ranking.target.trt_version)
+    matches = list(ranking.matches)
+    rejected = list(ranking.rejected)
+    while matches:
+        best = matches[0]
+        verdict = engine_validity(backend, store.blobs.local_file(best.candidate.plan_sha256))
+        if verdict is None or verdict.usable:
+            if verdict is not None and verdict.validity != "VALID":
+                matches[0] = replace(best, notes=(*best.notes, f"runtime says {verdict.describe()}"))
+            break
+        rejected.append(Rejection(best.candidate, "runtime_validity", f"the runtime says {verdict.describe()}"))
+        matches.pop(0)
+    return replace(ranking, matches=matches, rejected=rejected)
+
+
+@dataclass
+class LookupResult:
+    """What an inference service needs: the plan's local path and what it is."""
+
+    path: Path
+    artifact_id: str
+    name: str
+    flavor: str
+    trt_version: str
+    plan_sha256: str
+    target: RuntimeTarget
+    notes: list[str] = field(default_factory=list)
+    metadata: dict[str, Any] = field(default_factory=dict)
+    ranking: Ranking | None = field(default=None, repr=False)
+    warnings: list[str] = field(default_factory=list)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "path": str(self.path),
+            "artifact_id": self.artifact_id,
+            "name": self.name,
+            "flavor": self.flavor,
+            "trt_version": self.trt_version,
+            "plan_sha256": self.plan_sha256,
+            "target": self.target.as_json(),
+            "notes": self.notes,
+            "metadata": self.metadata,
+            "warnings": self.warnings,
+        }
+
+
+def rank_in_store(
+    store: LookupStore,
+    target: RuntimeTarget,
+    *,
+    name: str | None = None,
+    model_sha256: str | None = None,
+    verified_only: bool = False,
+    explain: bool = False,
+    runtime_check: bool = True,
+    allow_weightless: bool = False,
+    any_model: bool = False,
+) -> Ranking:
+    """Rank a store's artifacts for ``target``; raises when nothing matches the name/digest.
+
+    Only the newest model of the name (see :func:`choose_model`) is considered unless
+    ``any_model``; weight-stripped plans only with ``allow_weightless``.
+    """
+    if name is None and model_sha256 is None:
+        raise BadInputError("lookup needs a name or --model-sha256")
+    if model_sha256 is not None and not _SHA256.match(model_sha256):
+        raise BadInputError(f"--model-sha256 {model_sha256[:80]!r} is not a lowercase hex sha256 digest")
+    # Without --explain the other flavor's rows are never needed: filter in SQL on the index.
+    rows = load_candidates(store, name=name, model_sha256=model_sha256, flavor=None if explain else target.flavor)
+    if not rows and not _any_artifact(store, name, model_sha256):
+        query = _describe_query(name, model_sha256)
+        raise NotFoundError(f"no artifact {query} in the catalog", hint="see `trtforge list`")
+    if not rows and not _any_artifact(store, name, model_sha256, intact=True):
+        raise NoCompatibleEngineError(
+            f"every artifact {_describe_query(name, model_sha256)} is marked corrupt (`fsck --repair`)",
+            hint="rebuild it with `trtforge build`; `trtforge gc` then removes the corrupt records",
+        )
+    model = None if any_model else choose_model(store, name=name, model_sha256=model_sha256)
+    ranking = rank(rows, target, verified_only=verified_only, allow_weightless=allow_weightless, model=model)
+    if runtime_check and target.detected and ranking.matches:
+        ranking = _apply_runtime_check(store, ranking)
+    return ranking
+
+
+def _describe_query(name: str | None, model_sha256: str | None) -> str:
+    parts = [f"named {name!r}"] if name is not None else []
+    if model_sha256 is not None:
+        parts.append(f"for model sha256 {model_sha256[:12]}")
+    return " ".join(parts)
+
+
+def materialize(store: LookupStore, plan_sha256: str, destination: Path, *, default_name: str) -> Path:
+    """Put a private, hash-checked copy of the plan at ``destination`` (never a link to the blob)."""
+    source = store.blobs.local_file(plan_sha256, verify=False)  # the copy is hashed before it appears
+    target = destination / f"{default_name}.plan" if destination.is_dir() else destination
+    try:
+        checked_copy(source, target, plan_sha256, temp_prefix=owner_prefix())
+    except OSError as exc:
+        raise BadInputError(f"cannot write the plan to {target}: {exc.strerror or exc}") from None
+    return target
+
+
+def find_engine(
+    name: str | None = None,
+    target: RuntimeTarget | None = None,
+    *,
+    model_sha256: str | None = None,
+    store: str | Path | None = None,
+    catalog: str | None = None,
+    verified_only: bool = False,
+    output: str | Path | None = None,
+    verify_hash: bool = True,
+    runtime_check: bool = True,
+    allow_weightless: bool = False,
+    any_model: bool = False,
+) -> LookupResult:
+    """The best engine for ``target`` (detected when None), as a hash-checked local path."""
+    chosen = target if target is not None else resolve_target()
+    opened = open_for_lookup(
+        store, catalog=catalog, missing=f"no artifact {_describe_query(name, model_sha256)} (the store is empty)"
+    )
+    try:
+        ranking = rank_in_store(
+            opened,
+            chosen,
+            name=name,
+            model_sha256=model_sha256,
+            verified_only=verified_only,
+            runtime_check=runtime_check,
+            allow_weightless=allow_weightless,
+            any_model=any_model,
+        )
+        return result_for(opened, ranking, output=output, verify_hash=verify_hash)
+    finally:
+        opened.close()
+
+
+def result_for(
+    store: LookupStore, ranking: Ranking, *, output: str | Path | None = None, verify_hash: bool = True
+) -> LookupResult:
+    """The best match as a LookupResult; raises NoCompatibleEngineError when there is none."""
+    best: Match | None = ranking.best
+    if best is None:
+        rules = sorted({r.rule for r in ranking.rejected})
+        where = ranking.target.describe()
+        hint = ranking.warnings[-1] if ranking.warnings else None  # e.g. another model has an engine
+        if not rules:  # rows of other flavors were filtered out in SQL
+            raise NoCompatibleEngineError(
+                f"no engine runs on {where}: none was built for {ranking.target.flavor}", hint=hint
+            )
+        raise NoCompatibleEngineError(
+            f"no engine runs on {where}: {len(ranking.rejected)} rejected ({', '.join(rules)})", hint=hint
+        )
+    candidate = best.candidate
+    if output is not None:
+        path = materialize(store, candidate.plan_sha256, Path(output), default_name=candidate.name)
+    else:
+        path = store.blobs.local_file(candidate.plan_sha256, verify=verify_hash)
+    return LookupResult(
+        path=path,
+        artifact_id=candidate.artifact_id,
+        name=candidate.name,
+        flavor=candidate.flavor,
+        trt_version=candidate.trt_version,
+        plan_sha256=candidate.plan_sha256,
+        target=ranking.target,
+        notes=list(best.notes),
+        metadata=best.as_json(),
+        ranking=ranking,
+        warnings=list(ranking.warnings),
+    )

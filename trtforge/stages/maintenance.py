@@ -1,0 +1,326 @@
+"""Store maintenance: `fsck` (is every row backed by an intact blob?) and `gc` (what may go?).
+
+Both are plan-then-execute: a scan returns frozen dataclasses and warnings and changes nothing;
+the plan states its expected effect (``--dry-run`` prints just that); executing it deletes
+referrers before what they refer to (artifact rows, then blob rows, then blob files), so a
+crash half-way leaves unreferenced blobs, which the next gc collects, never a row pointing at a
+missing blob.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+from sqlalchemy import delete, select, update
+
+from trtforge.core.crashpoints import crashpoint
+from trtforge.core.fsutil import STALE_TEMP_AGE_S
+from trtforge.store import Store
+from trtforge.store.catalog import Artifact, Blob, Catalog, utcnow
+from trtforge.store.integrity import CORRUPT_STATUS
+
+VERIFIED_STATUS = "passed"  # the newest verification on some GPU model says so
+# A blob written or reused this recently may belong to a build about to record it (writers touch
+# a blob they reuse), so gc leaves its file for a later run even when no row refers to it.
+BLOB_GRACE_S = STALE_TEMP_AGE_S
+
+Problem = Literal["corrupt", "missing", "orphan"]
+
+
+@dataclass(frozen=True)
+class BlobFinding:
+    """A blob that is damaged, missing behind catalog rows, or present without any row."""
+
+    sha256: str
+    problem: Problem
+    artifact_ids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class FsckReport:
+    blobs_checked: int
+    artifacts_checked: int
+    findings: tuple[BlobFinding, ...]
+    stale_temp: tuple[str, ...]
+    warnings: tuple[str, ...] = ()
+
+    def of(self, problem: Problem) -> tuple[BlobFinding, ...]:
+        return tuple(f for f in self.findings if f.problem == problem)
+
+    @property
+    def damaged(self) -> tuple[BlobFinding, ...]:
+        """Corrupt or missing blobs behind catalog rows: what makes fsck fail."""
+        return tuple(f for f in self.findings if f.problem != "orphan")
+
+    def __bool__(self) -> bool:
+        return not self.damaged
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "ok": bool(self),
+            "blobs_checked": self.blobs_checked,
+            "artifacts_checked": self.artifacts_checked,
+            "corrupt": [asdict(f) for f in self.of("corrupt")],
+            "missing": [asdict(f) for f in self.of("missing")],
+            "orphans": [f.sha256 for f in self.of("orphan")],
+            "stale_temp": list(self.stale_temp),
+            "warnings": list(self.warnings),
+        }
+
+
+def scan_store(store: Store, *, temp_age_s: float | None = None) -> FsckReport:
+    """Re-hash every blob and compare the blob store with the catalog. Changes nothing."""
+    with store.catalog.reading() as session:
+        rows = session.execute(select(Artifact.id, Artifact.plan_sha256, Artifact.integrity)).all()
+        blob_rows = set(session.scalars(select(Blob.sha256)))
+    users: dict[str, list[str]] = defaultdict(list)
+    for artifact_id, sha, _status in rows:
+        users[sha].append(artifact_id)
+    on_disk = set(store.blobs.iter_digests())
+    already = {artifact_id for artifact_id, _sha, integrity in rows if integrity == CORRUPT_STATUS}
+    findings = []
+    known = 0
+    for sha in sorted(on_disk):
+        if not store.blobs.verify(sha):
+            findings.append(BlobFinding(sha, "corrupt", tuple(sorted(users.get(sha, ())))))
+        elif sha not in blob_rows:
+            findings.append(BlobFinding(sha, "orphan"))
+    for sha in sorted((set(users) | blob_rows) - on_disk):
+        ids = tuple(sorted(users.get(sha, ())))
+        if ids and set(ids) <= already:
+            known += 1  # quarantined earlier; its artifacts are marked and never handed out
+            continue
+        findings.append(BlobFinding(sha, "missing", ids))
+    warnings = [f"{known} blob(s) quarantined earlier; their artifacts stay marked {CORRUPT_STATUS}"] if known else []
+    # Each store has its own default age (local files: 30 min or a dead writer; S3 uploads: a day).
+    temps = store.blobs.temp_files() if temp_age_s is None else store.blobs.temp_files(max_age_s=temp_age_s)
+    stale = tuple(t.location for t in temps)
+    return FsckReport(len(on_disk), len(rows), tuple(findings), stale, tuple(warnings))
+
+
+@dataclass(frozen=True)
+class FsckRepair:
+    """What `fsck --repair` will do, derived from a report."""
+
+    quarantine: tuple[str, ...]
+    mark_corrupt: tuple[str, ...]
+    drop_blob_rows: tuple[str, ...]
+    remove_temp: tuple[str, ...]
+
+    def as_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def plan_repair(report: FsckReport) -> FsckRepair:
+    marked = sorted({a for f in report.damaged for a in f.artifact_ids})
+    unused_rows = tuple(f.sha256 for f in report.of("missing") if not f.artifact_ids)
+    return FsckRepair(tuple(f.sha256 for f in report.of("corrupt")), tuple(marked), unused_rows, report.stale_temp)
+
+
+def execute_repair(store: Store, repair: FsckRepair) -> dict[str, Any]:
+    """Mark artifacts first (so no lookup hands out a bad plan), then move blobs aside."""
+    if repair.mark_corrupt:
+        with store.catalog.writing() as session:
+            marked = Artifact.id.in_(repair.mark_corrupt)
+            session.execute(update(Artifact).where(marked).values(integrity=CORRUPT_STATUS))
+    if repair.drop_blob_rows:
+        with store.catalog.writing() as session:
+            used = set(
+                session.scalars(select(Artifact.plan_sha256).where(Artifact.plan_sha256.in_(repair.drop_blob_rows)))
+            )
+            session.execute(delete(Blob).where(Blob.sha256.in_(set(repair.drop_blob_rows) - used)))
+    moved = []
+    for sha in repair.quarantine:
+        target = store.blobs.quarantine(sha)
+        if target is not None:
+            moved.append(target)
+    removed = [p for p in repair.remove_temp if store.blobs.remove_temp(p)]
+    return {
+        "marked_corrupt": list(repair.mark_corrupt),
+        "quarantined": moved,
+        "dropped_blob_rows": list(repair.drop_blob_rows),
+        "removed_temp": removed,
+    }
+
+
+# -- gc ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ArtifactEntry:
+    artifact_id: str
+    name: str
+    status: str
+    created_at: str
+    plan_sha256: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class BlobEntry:
+    sha256: str
+    size: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class GcPlan:
+    """A deletion strategy: what goes, what is kept on purpose, and the expected effect."""
+
+    artifacts: tuple[ArtifactEntry, ...]
+    blob_rows: tuple[BlobEntry, ...]
+    blob_files: tuple[BlobEntry, ...]
+    kept: tuple[ArtifactEntry, ...] = ()
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def expected_freed_bytes(self) -> int:
+        return sum(b.size for b in self.blob_files)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "artifacts": [asdict(a) for a in self.artifacts],
+            "blob_rows": [asdict(b) for b in self.blob_rows],
+            "blob_files": [asdict(b) for b in self.blob_files],
+            "kept": [asdict(a) for a in self.kept],
+            "expected_freed_bytes": self.expected_freed_bytes,
+            "warnings": list(self.warnings),
+        }
+
+
+@dataclass(frozen=True)
+class GcPolicy:
+    """``keep_last``: newest N artifacts per name survive; ``older_than_days``: only older go."""
+
+    keep_last: int | None = None
+    older_than_days: float | None = None
+    force: bool = False
+    blob_grace_s: float = BLOB_GRACE_S
+    now: datetime = field(default_factory=utcnow)
+
+    @property
+    def selects_artifacts(self) -> bool:
+        return self.keep_last is not None or self.older_than_days is not None
+
+
+def plan_gc(store: Store, policy: GcPolicy) -> GcPlan:
+    """Decide what gc would delete. Changes nothing.
+
+    Never planned for removal: a pinned artifact (not even with --force), and without --force
+    the newest intact artifact of a name verified on any GPU model when all such would go.
+    """
+    with store.catalog.reading() as session:
+        artifacts = list(session.scalars(select(Artifact).order_by(Artifact.created_at.desc(), Artifact.id)))
+        blob_rows = {b.sha256: b for b in session.scalars(select(Blob))}
+    passed_on = _passed_on(store.catalog)
+    by_name: dict[str, list[Artifact]] = defaultdict(list)
+    for artifact in artifacts:
+        by_name[artifact.name].append(artifact)
+    doomed: list[ArtifactEntry] = []
+    kept: list[ArtifactEntry] = []
+    warnings: list[str] = []
+    for name, group in by_name.items():  # newest first within each group
+        chosen = [(a, _why_remove(a, index, policy)) for index, a in enumerate(group)]
+        going = [(a, why) for a, why in chosen if why is not None]
+        for artifact in [a for a, _ in going if a.pinned_at is not None]:
+            kept.append(_entry(artifact, "pinned"))
+            warnings.append(f"kept {artifact.id[:12]} of {name}: pinned (`trtforge unpin` lets gc remove it)")
+        going = [(a, why) for a, why in going if a.pinned_at is None]
+        verified = [a for a in group if passed_on.get(a.id) and not a.corrupt]
+        going_ids = {a.id for a, _ in going}
+        if verified and all(a.id in going_ids for a in verified) and not policy.force:
+            keep = verified[0]
+            going = [(a, why) for a, why in going if a is not keep]
+            gpus = ", ".join(passed_on[keep.id])
+            kept.append(_entry(keep, "only artifact of its name verified on any GPU model"))
+            warnings.append(
+                f"kept {keep.id[:12]}: the only artifact of {name} verified on any GPU model "
+                f"(passed on {gpus}); use --force to remove it"
+            )
+        doomed += [_entry(a, why) for a, why in going]
+    doomed_ids = {d.artifact_id for d in doomed}
+    still_used = {a.plan_sha256 for a in artifacts if a.id not in doomed_ids}
+    rows_to_drop = [
+        BlobEntry(sha, row.size, "no artifact uses it")
+        for sha, row in sorted(blob_rows.items())
+        if row.kind == "plan" and sha not in still_used
+    ]
+    dropped = {b.sha256: b for b in rows_to_drop}
+    files = []
+    for sha in store.blobs.iter_digests():
+        if sha in blob_rows and sha not in dropped:
+            continue
+        info = store.blobs.stat(sha)
+        if info is None or policy.now.timestamp() - info.mtime < policy.blob_grace_s:
+            if sha in dropped:
+                warnings.append(f"blob {sha[:12]} was written or reused recently; a later gc removes it")
+            continue
+        files.append(BlobEntry(sha, info.size, dropped[sha].reason if sha in dropped else "no catalog row"))
+    return GcPlan(tuple(doomed), tuple(rows_to_drop), tuple(files), tuple(kept), tuple(warnings))
+
+
+def _passed_on(catalog: Catalog) -> dict[str, list[str]]:
+    """Artifact id -> the GPU models whose newest verification of it passed."""
+    statuses = catalog.statuses_of(select(Artifact.id))
+    return {
+        artifact_id: sorted(gpu for gpu, status in per_gpu.items() if status == VERIFIED_STATUS)
+        for artifact_id, per_gpu in statuses.items()
+    }
+
+
+def _why_remove(artifact: Artifact, newest_index: int, policy: GcPolicy) -> str | None:
+    if artifact.corrupt:
+        return "marked corrupt by fsck"
+    if not policy.selects_artifacts:
+        return None
+    if policy.keep_last is not None and newest_index < policy.keep_last:
+        return None
+    if policy.older_than_days is not None:
+        if artifact.created_at > policy.now - timedelta(days=policy.older_than_days):
+            return None
+    reasons = []
+    if policy.keep_last is not None:
+        reasons.append(f"not among the newest {policy.keep_last}")
+    if policy.older_than_days is not None:
+        reasons.append(f"older than {policy.older_than_days:g} days")
+    return " and ".join(reasons)
+
+
+def _entry(artifact: Artifact, reason: str) -> ArtifactEntry:
+    return ArtifactEntry(
+        artifact.id, artifact.name, artifact.shown_status, artifact.created_at.isoformat(), artifact.plan_sha256, reason
+    )
+
+
+def execute_gc(store: Store, plan: GcPlan, *, notify: Callable[[str], None] | None = None) -> dict[str, int]:
+    """Delete in referrer-first order; blobs a concurrent build started using again are kept.
+
+    Artifacts go with their verification rows in one transaction; one pinned since planning stays.
+    The blob files go under the store's gc fence: a build holds it (shared) from writing or
+    reusing a blob until the row naming it commits, so between gc's re-read of the blob rows and
+    its deletes no build can reuse a blob and record it unseen.
+    """
+    with store.catalog.writing() as session:
+        removed_rows = Catalog.delete_artifacts(session, [a.artifact_id for a in plan.artifacts])
+        candidates = [b.sha256 for b in plan.blob_rows]
+        in_use = set(session.scalars(select(Artifact.plan_sha256).where(Artifact.plan_sha256.in_(candidates))))
+        free_rows = [sha for sha in candidates if sha not in in_use]
+        if free_rows:
+            session.execute(delete(Blob).where(Blob.sha256.in_(free_rows)))
+    crashpoint("gc-rows-deleted")
+    with store.collecting_blobs(notify or (lambda _message: None)):
+        with store.catalog.reading() as session:  # re-read: a build may have recorded a blob since planning
+            wanted = [b.sha256 for b in plan.blob_files]
+            recorded = set(session.scalars(select(Blob.sha256).where(Blob.sha256.in_(wanted))))
+        crashpoint("gc-blobs-rechecked")
+        deleted = [b for b in plan.blob_files if b.sha256 not in recorded and store.blobs.delete(b.sha256)]
+    return {
+        "artifacts_removed": removed_rows,
+        "blob_rows_removed": len(free_rows),
+        "blob_files_removed": len(deleted),
+        "bytes_freed": sum(b.size for b in deleted),
+    }
