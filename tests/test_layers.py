@@ -7,8 +7,10 @@ recipe <-> denylist, store/catalog <-> store/timing_caches) and the backend read
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
+from pathlib import Path
 
 import grimp
 
@@ -66,3 +68,36 @@ def test_the_layer_contracts_hold() -> None:
     )
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     assert "0 broken" in result.stdout
+
+
+def _package_face_imports(path: Path) -> list[str]:
+    """Lines of ``path`` that import the package face (``import trtforge``, ``from trtforge import X``
+    where X is not a layer folder): only the CLI may stand on the public API."""
+    layers = {p.name for p in (REPO / "trtforge").iterdir() if (p / "__init__.py").is_file()}
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import) and any(alias.name == "trtforge" for alias in node.names):
+            found.append(f"{path.relative_to(REPO)}:{node.lineno}: import trtforge")
+        elif isinstance(node, ast.ImportFrom) and node.module == "trtforge" and node.level == 0:
+            faces = [alias.name for alias in node.names if alias.name not in layers]
+            if faces:
+                found.append(f"{path.relative_to(REPO)}:{node.lineno}: from trtforge import {', '.join(faces)}")
+    return found
+
+
+def test_only_the_cli_stands_on_the_public_api() -> None:
+    """Regression for issue 19: stages/selftest.py did `import trtforge` and called trtforge.lookup."""
+    package = REPO / "trtforge"
+    offenders = [
+        line
+        for path in sorted(package.rglob("*.py"))
+        if path.parent != package and "cli" not in path.relative_to(package).parts
+        for line in _package_face_imports(path)
+    ]
+    assert offenders == []
+
+
+def test_the_package_shows_its_layers() -> None:
+    """Folders are the layers: at most six modules directly under trtforge/ besides __init__ and __main__."""
+    loose = sorted(p.name for p in (REPO / "trtforge").glob("*.py") if p.name not in {"__init__.py", "__main__.py"})
+    assert len(loose) <= 6, loose

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from trtforge.store.redact import redact, redact_url
+from trtforge.core.redact import redact, redact_url
 
 SECRET = "s3cretPW42"  # the value the output must never show
 # Port 1 on loopback: nothing listens, so the connection is refused at once.

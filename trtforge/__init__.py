@@ -193,10 +193,6 @@ def unpin(artifact_id: str, *, store: str | Path | None = None, catalog: str | N
 
 
 def _set_pinned(artifact_id: str, pinned: bool, store: str | Path | None, catalog: str | None) -> bool:
-    from trtforge.store import require_existing_store
+    from trtforge.stages.inventory import set_pinned
 
-    opened = require_existing_store(store, catalog=catalog, missing=f"no artifact with id {artifact_id}")
-    try:
-        return opened.catalog.set_pinned(artifact_id, pinned)[1]
-    finally:
-        opened.close()
+    return bool(set_pinned(store, catalog, artifact_id, pinned)["changed"])

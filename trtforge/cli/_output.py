@@ -80,7 +80,7 @@ class Output:
             self.err.print(styled(("hint:", "dim"), " ", hint))
 
     def error(self, exc: TrtforgeError) -> None:
-        from trtforge.store.redact import redact  # belt: no password of an opened catalog is printed
+        from trtforge.core.redact import redact  # belt: no password of an opened catalog is printed
 
         message, more = redact(exc.message), tuple(redact(line) for line in exc.more)
         hint = redact(exc.hint) if exc.hint else exc.hint

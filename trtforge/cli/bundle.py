@@ -30,14 +30,9 @@ def export(
     output = Output(json_output)
 
     def body() -> None:
-        from trtforge.stages.bundle import export_bundle
-        from trtforge.store import require_existing_store
+        from trtforge.stages.bundle import export_from_store
 
-        opened = require_existing_store(store, catalog=catalog, missing="the store is empty: nothing to export")
-        try:
-            report = export_bundle(opened, artifacts, output_path, sign=sign)
-        finally:
-            opened.close()
+        report = export_from_store(store, catalog, artifacts, output_path, sign=sign)
         data = report.as_json()
         output.result(
             data,
@@ -77,23 +72,9 @@ def import_(
     output = Output(json_output)
 
     def body() -> None:
-        from trtforge.core.errors import BadInputError, BundleError
-        from trtforge.rules.signing import load_public_key
-        from trtforge.stages.bundle import import_bundle
-        from trtforge.store import open_store
+        from trtforge.stages.bundle import import_into_store
 
-        keys = list(trust or [])
-        if require_signature and not keys:
-            raise BadInputError("--require-signature needs at least one --trust PUBKEY")
-        for key in keys:  # bad key files are refused before a store is created
-            load_public_key(key)
-        if not bundle.is_file():
-            raise BundleError(f"bundle {bundle} does not exist or is not a file", hint="check the path")
-        opened = open_store(store, catalog=catalog)
-        try:
-            report = import_bundle(opened, bundle, trust=keys, require_signature=require_signature)
-        finally:
-            opened.close()
+        report = import_into_store(store, catalog, bundle, trust=list(trust or []), require_signature=require_signature)
         output.result(report.as_json(), lambda console: console.print(_describe_import(report)))
 
     run(output, body)

@@ -10,7 +10,6 @@ import typer
 from trtforge.cli._errors import run
 from trtforge.cli._options import CatalogOpt, JsonOpt, StoreOpt
 from trtforge.cli._output import Output
-from trtforge.store import require_existing_store
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -75,12 +74,9 @@ def export(
     output = Output(json_output)
 
     def body() -> None:
-        from trtforge.stages.timing_caches import export_cache
+        from trtforge.stages.timing_caches import export_cache_file
 
-        opened = require_existing_store(
-            store, catalog=catalog, missing=f"no timing cache with id {cache_id} (the store is empty)"
-        )
-        info = export_cache(opened, cache_id, dest)
+        info = export_cache_file(store, catalog, cache_id, dest)
         output.result(info, lambda console: console.print(f"exported {info['cache_id'][:12]} to {info['path']}"))
 
     run(output, body)

@@ -10,7 +10,6 @@ import typer
 from trtforge.cli._errors import run
 from trtforge.cli._options import ArtifactArg, CatalogOpt, JsonOpt, StoreOpt
 from trtforge.cli._output import Output, styled
-from trtforge.store import open_existing_store, require_existing_store
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -26,9 +25,9 @@ def list_artifacts(
     output = Output(json_output)
 
     def body() -> None:
-        opened = open_existing_store(store, catalog=catalog)
-        artifacts = opened.catalog.list_artifacts(name) if opened is not None else []
-        rows = [a.summary() for a in artifacts]
+        from trtforge.stages.inventory import list_artifacts as list_stage
+
+        rows = list_stage(store, catalog, name=name)
         output.result(rows, lambda console: _render_list(console, rows))
 
     run(output, body)
@@ -64,13 +63,9 @@ def show(
     output = Output(json_output)
 
     def body() -> None:
-        opened = require_existing_store(
-            store, catalog=catalog, missing=f"no artifact with id {artifact} (the store is empty)"
-        )
-        record = opened.catalog.get_artifact(artifact).record()
-        record["plan_path"] = opened.blobs.location(record["plan_sha256"])
-        record["statuses"] = opened.catalog.statuses(record["artifact_id"])
-        record["verifications"] = [v.record() for v in opened.catalog.verifications(record["artifact_id"])]
+        from trtforge.stages.inventory import show_artifact
+
+        record = show_artifact(store, catalog, artifact)
         output.result(record, lambda console: _render_show(console, record))
 
     run(output, body)

@@ -29,25 +29,11 @@ def doctor(
     output = Output(json_output)
 
     def body() -> None:
-        from trtforge.rules.capabilities import capability_table
-        from trtforge.rules.flavors import installed_backends
-        from trtforge.rules.target import detect_gpus, select_device, this_platform
-        from trtforge.store import CATALOG_FILE, resolve_store_root
-        from trtforge.store.redact import redact_url
+        from trtforge.rules.target import select_device
+        from trtforge.stages.doctor import doctor_report
 
         select_device(device)
-        root = resolve_store_root(store)
-        report: dict[str, Any] = {
-            "python": platform.python_version(),
-            "platform": dict(zip(("os", "arch"), this_platform(), strict=True)),
-            "backends": [
-                {"flavor": b.flavor, "version": b.version, "cuda": b.cuda, "capabilities": capability_table(b)}
-                for b in installed_backends()
-            ],
-            "gpus": [vars(g) for g in detect_gpus()],
-            "store": str(root),
-            "catalog": redact_url(catalog or f"sqlite:///{root / CATALOG_FILE}"),
-        }
+        report = doctor_report(store, catalog)
         output.result(report, lambda console: _render(console, report))
 
     run(output, body)

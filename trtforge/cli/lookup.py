@@ -68,52 +68,36 @@ def lookup(
         from trtforge.rules.target import select_device
 
         select_device(device)
-        from trtforge.core.errors import NoCompatibleEngineError
         from trtforge.rules.target import resolve_target
-        from trtforge.stages.lookup import rank_in_store, result_for
-        from trtforge.store import open_for_lookup
+        from trtforge.stages.lookup import lookup_report
 
-        target = resolve_target(gpu=gpu, cc=cc, trt=trt, flavor=flavor, os=os_name, arch=arch)
-        opened = open_for_lookup(store, catalog=catalog, missing="the store is empty: nothing to look up")
-        try:
-            ranking = rank_in_store(
-                opened,
-                target,
-                name=name,
-                model_sha256=model_sha256,
-                verified_only=verified_only,
-                explain=explain,
-                allow_weightless=allow_weightless,
-                any_model=any_model,
-            )
-            report: dict[str, Any] = {
-                "target": target.as_json(),
-                "model": ranking.model.as_json() if ranking.model is not None else None,
-                "matches": [m.as_json() for m in ranking.matches],
-                "warnings": list(ranking.warnings),
-            }
+        found = lookup_report(
+            name,
+            resolve_target(gpu=gpu, cc=cc, trt=trt, flavor=flavor, os=os_name, arch=arch),
+            model_sha256=model_sha256,
+            store=store,
+            catalog=catalog,
+            verified_only=verified_only,
+            explain=explain,
+            output=output_path,
+            allow_weightless=allow_weightless,
+            any_model=any_model,
+        )
+        report = found.data
+        if not output.json_mode:
+            for warning in found.warnings:
+                output.err.print(styled(("warning:", "yellow"), f" {warning}"))
+        if found.error is None:
+            output.result(report, lambda console: _render(console, report))
+            return 0
+        # One document on stdout even on failure: the rejections are the useful part.
+        if output.json_mode:
+            output.result(report, lambda console: None)
+        else:
             if explain:
-                report["rejected"] = [r.as_json() for r in ranking.rejected]
-            if not output.json_mode:
-                for warning in ranking.warnings:
-                    output.err.print(styled(("warning:", "yellow"), f" {warning}"))
-            try:
-                result = result_for(opened, ranking, output=output_path)
-            except NoCompatibleEngineError as exc:
-                # One document on stdout even on failure: the rejections are the useful part.
-                report.update(best=None, error=exc.message)
-                if output.json_mode:
-                    output.result(report, lambda console: None)
-                else:
-                    if explain:
-                        _render(output.out, report)
-                    output.error(exc)
-                return exc.exit_code
-        finally:
-            opened.close()
-        report["best"] = result.as_json()
-        output.result(report, lambda console: _render(console, report))
-        return 0
+                _render(output.out, report)
+            output.error(found.error)
+        return found.error.exit_code
 
     run(output, body)
 

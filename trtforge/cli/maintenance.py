@@ -10,16 +10,11 @@ import typer
 from trtforge.cli._errors import run
 from trtforge.cli._options import ArtifactArg, CatalogOpt, JsonOpt, StoreOpt
 from trtforge.cli._output import Output, styled
-from trtforge.store import Store, require_existing_store
 
 if TYPE_CHECKING:
     from rich.console import Console
 
 DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Print what would be done; change nothing.")]
-
-
-def _open(store: str | None, catalog: str | None) -> Store:
-    return require_existing_store(store, catalog=catalog, missing="there is no store here yet")
 
 
 def fsck(
@@ -34,17 +29,9 @@ def fsck(
     output = Output(json_output)
 
     def body() -> int:
-        opened = _open(store, catalog)
-        try:
-            from trtforge.stages.maintenance import execute_repair, plan_repair, scan_store  # lazy: SQLAlchemy
+        from trtforge.stages.maintenance import fsck as fsck_stage  # lazy: SQLAlchemy
 
-            report = scan_store(opened)
-            data: dict[str, Any] = report.as_json()
-            if repair:
-                data["repair"] = execute_repair(opened, plan_repair(report))
-                data["ok"] = True
-        finally:
-            opened.close()
+        data = fsck_stage(store, catalog, repair=repair)
         output.result(data, lambda console: _render_fsck(console, data))
         return 0 if data["ok"] else 1
 
@@ -91,16 +78,11 @@ def gc(
     output = Output(json_output)
 
     def body() -> None:
-        opened = _open(store, catalog)
-        try:
-            from trtforge.stages.maintenance import GcPolicy, execute_gc, plan_gc  # lazy: SQLAlchemy
+        from trtforge.stages.maintenance import GcPolicy  # lazy: SQLAlchemy
+        from trtforge.stages.maintenance import gc as gc_stage
 
-            plan = plan_gc(opened, GcPolicy(keep_last=keep_last, older_than_days=older_than, force=force))
-            data: dict[str, Any] = {"dry_run": dry_run, "plan": plan.as_json()}
-            if not dry_run:
-                data["result"] = execute_gc(opened, plan, notify=_to_stderr)
-        finally:
-            opened.close()
+        policy = GcPolicy(keep_last=keep_last, older_than_days=older_than, force=force)
+        data = gc_stage(store, catalog, policy, dry_run=dry_run, notify=_to_stderr)
         output.result(data, lambda console: _render_gc(console, data))
 
     run(output, body)
@@ -136,17 +118,12 @@ def _set_pin(artifact: str, pinned: bool, store: str | None, catalog: str | None
     output = Output(json_output)
 
     def body() -> None:
-        opened = require_existing_store(
-            store, catalog=catalog, missing=f"no artifact with id {artifact} (the store is empty)"
-        )
-        try:
-            found, changed = opened.catalog.set_pinned(artifact, pinned)
-        finally:
-            opened.close()
-        data = {"artifact_id": found.id, "pinned": pinned, "changed": changed}
+        from trtforge.stages.inventory import set_pinned
+
+        data = set_pinned(store, catalog, artifact, pinned)
         state = "pinned" if pinned else "unpinned"
-        news = "" if changed else f" (was already {state})"
-        output.result(data, lambda console: console.print(f"{state} {found.id[:12]} {found.name}{news}"))
+        news = "" if data["changed"] else f" (was already {state})"
+        output.result(data, lambda console: console.print(f"{state} {data['artifact_id'][:12]} {data['name']}{news}"))
 
     run(output, body)
 

@@ -46,7 +46,7 @@ from trtforge.rules.flavors import same_release
 from trtforge.rules.keys import adopted_key, recipe_fingerprint, recorded_build_key, refit_key, sha256_file
 from trtforge.rules.record import ArtifactDetails, read_details
 from trtforge.rules.signing import Signer, check_signature, load_private_key, load_public_key, sign_manifest
-from trtforge.store import Store
+from trtforge.store import Store, open_store, require_existing_store
 from trtforge.store.catalog import TRUST_CLAIMED, TRUST_SIGNED, Artifact, Blob, Catalog, Verification
 from trtforge.store.integrity import CORRUPT_STATUS
 
@@ -438,6 +438,44 @@ def _signer(root: Path, names: set[str], trusted: list[Any], require: bool) -> S
 # -- import: check everything, then one transaction -----------------------------------------
 
 
+def export_from_store(
+    store: str | Path | None, catalog: str | None, refs: list[str], destination: Path, *, sign: Path | None = None
+) -> ExportReport:
+    """`trtforge export`: :func:`export_bundle` from the existing store (never creates one)."""
+    opened = require_existing_store(store, catalog=catalog, missing="the store is empty: nothing to export")
+    try:
+        return export_bundle(opened, refs, destination, sign=sign)
+    finally:
+        opened.close()
+
+
+def import_into_store(
+    store: str | Path | None,
+    catalog: str | None,
+    bundle: Path,
+    *,
+    trust: list[Path] | tuple[Path, ...] = (),
+    require_signature: bool = False,
+) -> ImportReport:
+    """`trtforge import`: :func:`import_bundle`, its request checked before a store is created."""
+    _check_import_request(bundle, trust, require_signature)
+    opened = open_store(store, catalog=catalog)
+    try:
+        return import_bundle(opened, bundle, trust=trust, require_signature=require_signature)
+    finally:
+        opened.close()
+
+
+def _check_import_request(bundle: Path, trust: list[Path] | tuple[Path, ...], require_signature: bool) -> list[Any]:
+    """The trusted public keys; refuses a request that cannot work (bad key file, no bundle file)."""
+    if require_signature and not trust:
+        raise BadInputError("--require-signature needs at least one --trust PUBKEY")
+    trusted = [load_public_key(path) for path in trust]  # a bad key file fails before any work
+    if not bundle.is_file():
+        raise BundleError(f"bundle {bundle} does not exist or is not a file", hint="check the path")
+    return trusted
+
+
 def import_bundle(
     store: Store, bundle: Path, *, trust: list[Path] | tuple[Path, ...] = (), require_signature: bool = False
 ) -> ImportReport:
@@ -446,11 +484,7 @@ def import_bundle(
     ``trust``: public key files; verification results count only from a bundle signed by one
     of them. ``require_signature``: refuse a bundle without such a signature.
     """
-    if require_signature and not trust:
-        raise BadInputError("--require-signature needs at least one --trust PUBKEY")
-    trusted = [load_public_key(path) for path in trust]  # a bad key file fails before any work
-    if not bundle.is_file():
-        raise BundleError(f"bundle {bundle} does not exist or is not a file", hint="check the path")
+    trusted = _check_import_request(bundle, trust, require_signature)
     workdir = store.work_dir()
     try:
         try:

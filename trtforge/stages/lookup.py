@@ -272,3 +272,59 @@ def result_for(
         ranking=ranking,
         warnings=list(ranking.warnings),
     )
+
+
+@dataclass
+class LookupReport:
+    """What `trtforge lookup` answers: the target, the model chosen, every compatible engine (and,
+    explained, every rejection) and the best one; or, when none runs there, the error, since the
+    rejections are then the useful part."""
+
+    data: dict[str, Any]
+    warnings: list[str]
+    error: NoCompatibleEngineError | None = None
+
+
+def lookup_report(
+    name: str | None,
+    target: RuntimeTarget,
+    *,
+    model_sha256: str | None = None,
+    store: str | Path | None = None,
+    catalog: str | None = None,
+    verified_only: bool = False,
+    explain: bool = False,
+    output: str | Path | None = None,
+    allow_weightless: bool = False,
+    any_model: bool = False,
+) -> LookupReport:
+    """`trtforge lookup`: rank the store's engines for ``target``, hand out the best one's plan."""
+    opened = open_for_lookup(store, catalog=catalog, missing="the store is empty: nothing to look up")
+    try:
+        ranking = rank_in_store(
+            opened,
+            target,
+            name=name,
+            model_sha256=model_sha256,
+            verified_only=verified_only,
+            explain=explain,
+            allow_weightless=allow_weightless,
+            any_model=any_model,
+        )
+        data: dict[str, Any] = {
+            "target": target.as_json(),
+            "model": ranking.model.as_json() if ranking.model is not None else None,
+            "matches": [m.as_json() for m in ranking.matches],
+            "warnings": list(ranking.warnings),
+        }
+        if explain:
+            data["rejected"] = [r.as_json() for r in ranking.rejected]
+        try:
+            result = result_for(opened, ranking, output=output)
+        except NoCompatibleEngineError as exc:
+            data.update(best=None, error=exc.message)
+            return LookupReport(data, list(ranking.warnings), exc)
+    finally:
+        opened.close()
+    data["best"] = result.as_json()
+    return LookupReport(data, list(ranking.warnings))

@@ -13,13 +13,14 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any, Literal
 
 from sqlalchemy import delete, select, update
 
 from trtforge.core.crashpoints import crashpoint
 from trtforge.core.fsutil import STALE_TEMP_AGE_S
-from trtforge.store import Store
+from trtforge.store import Store, require_existing_store
 from trtforge.store.catalog import Artifact, Blob, Catalog, utcnow
 from trtforge.store.integrity import CORRUPT_STATUS
 
@@ -324,3 +325,42 @@ def execute_gc(store: Store, plan: GcPlan, *, notify: Callable[[str], None] | No
         "blob_files_removed": len(deleted),
         "bytes_freed": sum(b.size for b in deleted),
     }
+
+
+# -- the commands: one call each ------------------------------------------------------------
+
+NO_STORE = "there is no store here yet"
+
+
+def fsck(store: str | Path | None, catalog: str | None, *, repair: bool = False) -> dict[str, Any]:
+    """`trtforge fsck`: scan the existing store (and repair what can be, with ``repair``)."""
+    opened = require_existing_store(store, catalog=catalog, missing=NO_STORE)
+    try:
+        report = scan_store(opened)
+        data: dict[str, Any] = report.as_json()
+        if repair:
+            data["repair"] = execute_repair(opened, plan_repair(report))
+            data["ok"] = True
+        return data
+    finally:
+        opened.close()
+
+
+def gc(
+    store: str | Path | None,
+    catalog: str | None,
+    policy: GcPolicy,
+    *,
+    dry_run: bool = False,
+    notify: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """`trtforge gc`: plan what may go under ``policy`` and (unless ``dry_run``) remove it."""
+    opened = require_existing_store(store, catalog=catalog, missing=NO_STORE)
+    try:
+        plan = plan_gc(opened, policy)
+        data: dict[str, Any] = {"dry_run": dry_run, "plan": plan.as_json()}
+        if not dry_run:
+            data["result"] = execute_gc(opened, plan, notify=notify)
+        return data
+    finally:
+        opened.close()

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from trtforge.core.errors import BackendUnavailableError, BadInputError, IntegrityError
 from trtforge.core.fsutil import atomic_write
 from trtforge.resolution.timing_cache_policy import RTX_NO_OP
-from trtforge.store import Store, open_existing_store, open_store
+from trtforge.store import Store, open_existing_store, open_store, require_existing_store
 
 if TYPE_CHECKING:
     from trtforge.store.timing_caches import CacheKey, MergeFn, PrunePlan, TimingCacheRow
@@ -26,6 +26,13 @@ def list_caches(store: Path | None, catalog: str | None, *, all_versions: bool) 
 
     opened = open_existing_store(store, catalog=catalog)
     return [r.summary() for r in TimingCaches(opened).list(all_versions=all_versions)] if opened else []
+
+
+def export_cache_file(store: Path | None, catalog: str | None, ref: str, dest: Path) -> dict[str, Any]:
+    """`trtforge cache export`: :func:`export_cache` from the existing store."""
+    missing = f"no timing cache with id {ref} (the store is empty)"
+    opened = require_existing_store(store, catalog=catalog, missing=missing)
+    return export_cache(opened, ref, dest)
 
 
 def import_cache_file(store: Path | None, catalog: str | None, path: Path) -> TimingCacheRow:

@@ -44,11 +44,11 @@ from sqlalchemy.sql import Select
 
 from trtforge.core.crashpoints import crashpoint
 from trtforge.core.errors import CatalogError, NotFoundError
+from trtforge.core.redact import redact, redact_url, remember
 from trtforge.rules.record import ArtifactDetails, read_details
 from trtforge.store.integrity import CORRUPT_STATUS, INTEGRITY_OK
 from trtforge.store.locks import advisory_fence, advisory_lock, application_name
 from trtforge.store.lookup_sql import LookupQuery
-from trtforge.store.redact import redact, redact_url, remember
 
 # Every Alembic revision, oldest first. A database at a revision not listed here was written by
 # a newer trtforge; tests check this tuple against the migration scripts.

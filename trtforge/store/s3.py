@@ -30,6 +30,7 @@ from typing import Any, BinaryIO
 from trtforge.core.crashpoints import crashpoint
 from trtforge.core.errors import IntegrityError, StoreError
 from trtforge.core.fsutil import atomic_write
+from trtforge.core.redact import redact
 from trtforge.rules.keys import sha256_file
 from trtforge.store.blobs import (
     BlobRef,
@@ -40,7 +41,6 @@ from trtforge.store.blobs import (
     put_bytes_via,
     store_write_errors,
 )
-from trtforge.store.redact import redact
 
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _KEY_TAIL = re.compile(r"blobs/sha256/([0-9a-f]{2})/([0-9a-f]{64})$")

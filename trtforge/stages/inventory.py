@@ -1,0 +1,45 @@
+"""What is in the store: `list`, `show`, `pin` and `unpin`, each one call over the catalog.
+
+Reading commands never create a store: an empty store lists nothing and shows nothing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from trtforge.store import open_existing_store, require_existing_store
+
+
+def list_artifacts(store: str | Path | None, catalog: str | None, *, name: str | None = None) -> list[dict[str, Any]]:
+    """Summaries of the artifacts (of one recipe name, or all), newest first; [] for an empty store."""
+    opened = open_existing_store(store, catalog=catalog)
+    if opened is None:
+        return []
+    try:
+        return [a.summary() for a in opened.catalog.list_artifacts(name)]
+    finally:
+        opened.close()
+
+
+def show_artifact(store: str | Path | None, catalog: str | None, ref: str) -> dict[str, Any]:
+    """Everything recorded about one artifact: its record, plan path, statuses and verifications."""
+    opened = require_existing_store(store, catalog=catalog, missing=f"no artifact with id {ref} (the store is empty)")
+    try:
+        record = opened.catalog.get_artifact(ref).record()
+        record["plan_path"] = opened.blobs.location(record["plan_sha256"])
+        record["statuses"] = opened.catalog.statuses(record["artifact_id"])
+        record["verifications"] = [v.record() for v in opened.catalog.verifications(record["artifact_id"])]
+        return record
+    finally:
+        opened.close()
+
+
+def set_pinned(store: str | Path | None, catalog: str | None, ref: str, pinned: bool) -> dict[str, Any]:
+    """Pin (gc never removes it) or unpin an artifact; ``changed`` says whether it was otherwise before."""
+    opened = require_existing_store(store, catalog=catalog, missing=f"no artifact with id {ref} (the store is empty)")
+    try:
+        found, changed = opened.catalog.set_pinned(ref, pinned)
+    finally:
+        opened.close()
+    return {"artifact_id": found.id, "name": found.name, "pinned": pinned, "changed": changed}
