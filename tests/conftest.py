@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from tests import onnx_models
+from tests.cli_server import CliServer
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -106,15 +107,33 @@ class CliResult:
         return f"CliResult(code={self.code}, stdout={self.stdout[-2000:]!r}, stderr={self.stderr[-2000:]!r})"
 
 
+@pytest.fixture(scope="session")
+def cli_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CliServer | None]:
+    """One fork server per test process (tests/cli_server.py); TRTFORGE_TEST_CLI=subprocess turns it off."""
+    if os.environ.get("TRTFORGE_TEST_CLI") == "subprocess":
+        yield None
+        return
+    server = CliServer(subprocess_env(), tmp_path_factory.mktemp("cli-server"))
+    yield server
+    server.close()
+
+
 @pytest.fixture
-def cli(tmp_path: Path) -> Callable[..., CliResult]:
-    """Run the installed CLI (`python -m trtforge`) in a subprocess, like a user would."""
+def cli(tmp_path: Path, cli_server: CliServer | None) -> Callable[..., CliResult]:
+    """Run the CLI (`python -m trtforge ARGS`) in its own process, like a user would.
+
+    The process is forked from a server that has the third-party libraries imported already
+    (tests/cli_server.py says when it falls back to a fresh interpreter instead).
+    """
 
     def run(*args: str | Path, env: dict[str, str] | None = None, cwd: Path | None = None) -> CliResult:
         full_env = subprocess_env()
         full_env.update(env or {})
+        argv = [str(a) for a in args]
+        if cli_server is not None:
+            return CliResult(cli_server.run(argv, full_env, cwd or tmp_path, timeout=600))
         proc = subprocess.run(
-            [sys.executable, "-m", "trtforge", *map(str, args)],
+            [sys.executable, "-m", "trtforge", *argv],
             capture_output=True,
             text=True,
             env=full_env,

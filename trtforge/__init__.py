@@ -195,4 +195,4 @@ def unpin(artifact_id: str, *, store: str | Path | None = None, catalog: str | N
 def _set_pinned(artifact_id: str, pinned: bool, store: str | Path | None, catalog: str | None) -> bool:
     from trtforge.stages.inventory import set_pinned
 
-    return bool(set_pinned(store, catalog, artifact_id, pinned)["changed"])
+    return set_pinned(store, catalog, artifact_id, pinned).changed

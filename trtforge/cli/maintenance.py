@@ -120,10 +120,12 @@ def _set_pin(artifact: str, pinned: bool, store: str | None, catalog: str | None
     def body() -> None:
         from trtforge.stages.inventory import set_pinned
 
-        data = set_pinned(store, catalog, artifact, pinned)
+        change = set_pinned(store, catalog, artifact, pinned)
         state = "pinned" if pinned else "unpinned"
-        news = "" if data["changed"] else f" (was already {state})"
-        output.result(data, lambda console: console.print(f"{state} {data['artifact_id'][:12]} {data['name']}{news}"))
+        news = "" if change.changed else f" (was already {state})"
+        output.result(
+            change.as_json(), lambda console: console.print(f"{state} {change.artifact_id[:12]} {change.name}{news}")
+        )
 
     run(output, body)
 

@@ -5,6 +5,7 @@ Reading commands never create a store: an empty store lists nothing and shows no
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,11 +36,22 @@ def show_artifact(store: str | Path | None, catalog: str | None, ref: str) -> di
         opened.close()
 
 
-def set_pinned(store: str | Path | None, catalog: str | None, ref: str, pinned: bool) -> dict[str, Any]:
-    """Pin (gc never removes it) or unpin an artifact; ``changed`` says whether it was otherwise before."""
+@dataclass(frozen=True)
+class PinChange:
+    artifact_id: str
+    name: str
+    pinned: bool
+    changed: bool  # whether it was otherwise before
+
+    def as_json(self) -> dict[str, Any]:
+        return {"artifact_id": self.artifact_id, "pinned": self.pinned, "changed": self.changed}
+
+
+def set_pinned(store: str | Path | None, catalog: str | None, ref: str, pinned: bool) -> PinChange:
+    """Pin (gc never removes it) or unpin an artifact."""
     opened = require_existing_store(store, catalog=catalog, missing=f"no artifact with id {ref} (the store is empty)")
     try:
         found, changed = opened.catalog.set_pinned(ref, pinned)
     finally:
         opened.close()
-    return {"artifact_id": found.id, "name": found.name, "pinned": pinned, "changed": changed}
+    return PinChange(found.id, found.name, pinned, changed)
