@@ -417,7 +417,8 @@ def write_signed(files: dict[str, bytes], key: Path, path: Path) -> Path:
     from trtforge.rules.signing import load_private_key, sign_manifest
 
     signature = sign_manifest(files["manifest.json"], load_private_key(key))
-    return write_tar(path, {**files, "manifest.sig": signature})
+    rest = {name: data for name, data in files.items() if name not in ("manifest.json", "manifest.sig")}
+    return write_tar(path, {"manifest.json": files["manifest.json"], "manifest.sig": signature, **rest})
 
 
 def test_signature_covers_every_member(cli, source: dict, keys: dict, tmp_path: Path) -> None:

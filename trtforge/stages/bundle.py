@@ -34,19 +34,28 @@ import tarfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, Literal
 
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, field_validator, model_validator
 from sqlalchemy.exc import SQLAlchemyError
 
 from trtforge.core.crashpoints import crashpoint
-from trtforge.core.errors import BadInputError, BundleError, IntegrityError, SignatureError, TrtforgeError
+from trtforge.core.errors import (
+    BadInputError,
+    BundleConflictError,
+    BundleError,
+    IntegrityError,
+    SignatureError,
+    TrtforgeError,
+)
 from trtforge.core.fsutil import atomic_write
 from trtforge.core.plan_header import read_plan_header
 from trtforge.rules.flavors import same_release
-from trtforge.rules.keys import adopted_key, recipe_fingerprint, recorded_build_key, refit_key, sha256_file
-from trtforge.rules.record import ArtifactDetails, read_details
+from trtforge.rules.keys import adopted_key, recipe_fingerprint, recorded_build_key, refit_key
+from trtforge.rules.record import ArtifactDetails, Id, Sha256, read_details, validate_record
 from trtforge.rules.signing import Signer, check_signature, load_private_key, load_public_key, sign_manifest
 from trtforge.store import Store, open_store, require_existing_store
+from trtforge.store.blobs import BlobStore
 from trtforge.store.catalog import TRUST_CLAIMED, TRUST_SIGNED, Artifact, Blob, Catalog, Verification
 from trtforge.store.integrity import CORRUPT_STATUS
 
@@ -56,9 +65,10 @@ MANIFEST = "manifest.json"
 SIGNATURE = "manifest.sig"
 UNVERIFIED = "unverified"
 MAX_JSON_BYTES = 64 << 20
-_PLAN_NAME = re.compile(r"^plans/([0-9a-f]{64})\.plan$")
-_RECORD_NAME = re.compile(r"^artifacts/([0-9a-f]{32})\.json$")
-_REQUIRED_RECORD_KEYS = ("id", "name", "flavor", "trt_version", "plan_sha256", "build_key", "model_sha256")
+CHUNK = 1 << 22
+FREE_SPACE_RESERVE = 32 << 20  # left free after an import, for the catalog and its journal
+_PLAN_NAME = re.compile(r"plans/([0-9a-f]{64})\.plan")
+_RECORD_NAME = re.compile(r"artifacts/([0-9a-f]{32})\.json")
 
 
 
@@ -238,7 +248,82 @@ def _write_bundle(
                 tar.addfile(info, plan)
 
 
-# -- import: reading the tar ------------------------------------------------------------------
+# -- import: reading the tar, manifest first ---------------------------------------------------
+#
+# The tar is read as a stream, once. manifest.json must be its first member and manifest.sig (if
+# any) the second, as `export` writes them: both are read and checked (format, every file's size
+# and sha256 declared, the signature when one is required) before a single other byte is read,
+# and the free space for what the manifest declares is checked before anything is written. Every
+# later member must be listed in the manifest with the size its tar header gives; it is copied
+# into the private work directory bounded by that size and hashed on the way.
+
+
+class _FileEntry(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+    sha256: Sha256
+    size: StrictInt = Field(ge=0)
+
+
+class Manifest(BaseModel):
+    """manifest.json, validated: the artifacts a bundle holds and every other member's digest and size."""
+
+    model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
+
+    format: Literal["trtforge-bundle"]
+    version: StrictInt
+    artifacts: list[Id]
+    files: dict[str, _FileEntry]
+
+    @field_validator("artifacts")
+    @classmethod
+    def _once_each(cls, value: list[str]) -> list[str]:
+        twice = sorted({a for a in value if value.count(a) > 1})
+        if twice:
+            raise ValueError(f"lists artifact {twice[0]} more than once")
+        return value
+
+    @field_validator("files")
+    @classmethod
+    def _known_names(cls, value: dict[str, _FileEntry]) -> dict[str, _FileEntry]:
+        for name in value:
+            if not _PLAN_NAME.fullmatch(name) and not _RECORD_NAME.fullmatch(name):
+                raise ValueError(f"lists {name[:120]!r}, which is not part of the bundle format")
+        return value
+
+    @model_validator(mode="after")
+    def _one_record_per_artifact(self) -> Manifest:
+        records = {m.group(1) for name in self.files if (m := _RECORD_NAME.fullmatch(name))}
+        listed = set(self.artifacts)
+        if records != listed:
+            odd = sorted(listed - records) or sorted(records - listed)
+            which = "has no record for" if listed - records else "holds a record for unlisted"
+            raise ValueError(f"{which} artifact {odd[0]}")
+        return self
+
+
+@dataclass
+class _Received:
+    """What a bundle holds, checked against its manifest: members in the work directory, by name."""
+
+    manifest: Manifest
+    signer: Signer | None
+    files: dict[str, Path]
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object whose keys repeat is refused: parsers disagree on which value counts."""
+    keys = [key for key, _ in pairs]
+    if len(set(keys)) != len(keys):
+        raise ValueError(f"key {next(k for k in keys if keys.count(k) > 1)[:60]!r} appears twice")
+    return dict(pairs)
+
+
+def _parse_json(data: bytes, what: str) -> Any:
+    try:
+        return json.loads(data.decode("utf-8"), object_pairs_hook=_unique_keys)
+    except (UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError is a ValueError
+        raise BundleError(f"{what} is not valid JSON: {str(exc)[:200]}") from None
 
 
 def _check_member(member: tarfile.TarInfo) -> str:
@@ -247,14 +332,147 @@ def _check_member(member: tarfile.TarInfo) -> str:
     path = PurePosixPath(name)
     if name.startswith(("/", "\\")) or path.is_absolute() or "\\" in name or ".." in path.parts or "" in path.parts:
         raise BundleError(f"bundle member {name[:120]!r} has an unsafe path")
-    if not member.isreg():
+    if not member.isreg() or member.issparse():
         kind = "link" if (member.issym() or member.islnk()) else "non-file"
         raise BundleError(f"bundle member {name[:120]!r} is a {kind}; bundles hold regular files only")
-    if name not in (MANIFEST, SIGNATURE) and not _PLAN_NAME.match(name) and not _RECORD_NAME.match(name):
+    if name not in (MANIFEST, SIGNATURE) and not _PLAN_NAME.fullmatch(name) and not _RECORD_NAME.fullmatch(name):
         raise BundleError(f"bundle member {name[:120]!r} is not part of the bundle format")
-    if name != MANIFEST and not name.endswith(".plan") and member.size > MAX_JSON_BYTES:
-        raise BundleError(f"bundle member {name[:120]!r} is too large for a record")
+    if not name.endswith(".plan") and member.size > MAX_JSON_BYTES:
+        raise BundleError(f"bundle member {name[:120]!r} is too large for a manifest or record")
     return name
+
+
+def _read_small(tar: tarfile.TarFile, member: tarfile.TarInfo) -> bytes:
+    """A manifest or signature member's bytes (its size was bounded by _check_member)."""
+    handle = tar.extractfile(member)
+    data = handle.read(member.size + 1) if handle is not None else b""
+    if len(data) != member.size:
+        raise BundleError(f"bundle member {member.name} is truncated")
+    return data
+
+
+def _read_manifest(data: bytes) -> Manifest:
+    document = _parse_json(data, "bundle manifest")
+    if not isinstance(document, dict) or document.get("format") != BUNDLE_FORMAT:
+        raise BundleError("not a trtforge bundle: manifest format is missing or wrong")
+    if document.get("version") != BUNDLE_VERSION:
+        raise BundleError(
+            f"bundle format version {str(document.get('version'))[:20]!r} is not supported "
+            f"(this trtforge reads {BUNDLE_VERSION})"
+        )
+    try:
+        return Manifest.model_validate(document)
+    except ValidationError as exc:
+        raise BundleError(f"bundle manifest {_first_problem(exc)}") from None
+
+
+def _first_problem(exc: ValidationError) -> str:
+    error = exc.errors()[0]
+    where = ".".join(str(part) for part in error["loc"])
+    message = error["msg"].removeprefix("Value error, ")
+    return f"{where[:120]}: {message}" if where else message
+
+
+def _signer(signature: bytes | None, manifest: bytes, trusted: list[Any], require: bool) -> Signer | None:
+    """The bundle's signer (its signature checked over the exact manifest bytes), or None."""
+    signer = check_signature(signature, manifest, trusted) if signature is not None else None
+    if require and (signer is None or not signer.trusted):
+        who = "not signed" if signer is None else f"signed by key {signer.key_id[:16]}, which is not trusted here"
+        raise SignatureError(
+            f"bundle is {who} and --require-signature was given",
+            hint="pass the exporter's public key with --trust PUBKEY; nothing was imported",
+        )
+    return signer
+
+
+def _check_free_space(store: Store, workdir: Path, manifest: Manifest) -> None:
+    """Refuse a bundle whose declared members (plus the blobs they become) do not fit."""
+    total = sum(entry.size for entry in manifest.files.values())
+    needs: dict[int, list[Any]] = {}  # device -> [a path on it, bytes needed]
+
+    def need(path: Path, size: int) -> None:
+        device = path.stat().st_dev
+        needs.setdefault(device, [path, 0])[1] += size
+
+    need(workdir, total)
+    if isinstance(store.blobs, BlobStore):  # the blob store copies each new plan
+        plans = {m.group(1): e.size for n, e in manifest.files.items() if (m := _PLAN_NAME.fullmatch(n))}
+        need(store.root, sum(size for sha, size in plans.items() if not store.blobs.exists(sha)))
+    for path, size in needs.values():
+        free = shutil.disk_usage(path).free
+        if size + FREE_SPACE_RESERVE > free:
+            raise BundleError(
+                f"bundle needs {_mib(size)} MiB and {path} has {_mib(free)} MiB free "
+                f"(keeping {_mib(FREE_SPACE_RESERVE)} MiB for the catalog); nothing was imported",
+                hint="free some space (`trtforge gc`) or import into a store with room",
+            )
+
+
+def _mib(size: int) -> str:
+    return f"{size / (1 << 20):,.0f}"
+
+
+def _receive(tar: tarfile.TarFile, workdir: Path, store: Store, trusted: list[Any], require: bool) -> _Received:
+    """Manifest, signature, free space, then each member bounded by its declared size."""
+    member = tar.next()
+    if member is None or member.name != MANIFEST:
+        first = "nothing" if member is None else repr(member.name[:120])
+        raise BundleError(f"not a trtforge bundle: manifest.json is missing or not its first member ({first} is)")
+    _check_member(member)
+    manifest_bytes = _read_small(tar, member)
+    manifest = _read_manifest(manifest_bytes)
+    member = tar.next()
+    signature = None
+    if member is not None and member.name == SIGNATURE:
+        _check_member(member)
+        signature = _read_small(tar, member)
+        member = tar.next()
+    signer = _signer(signature, manifest_bytes, trusted, require)
+    _check_free_space(store, workdir, manifest)
+    files: dict[str, Path] = {}
+    while member is not None:
+        name = _check_member(member)
+        entry = manifest.files.get(name)
+        if name in files or name in (MANIFEST, SIGNATURE):
+            where = " (the signature must follow the manifest)" if name == SIGNATURE else ""
+            raise BundleError(f"bundle has duplicate or misplaced member {name}{where}")
+        if entry is None:
+            raise BundleError(f"bundle does not match its manifest: member {name} is not listed")
+        if member.size != entry.size:
+            raise BundleError(f"bundle file {name} has the wrong size: tampered or truncated")
+        files[name] = _extract(tar, member, workdir, entry)
+        member = tar.next()
+    missing = sorted(set(manifest.files) - set(files))
+    if missing:
+        raise BundleError(f"bundle does not match its manifest (missing: {missing[:3]})")
+    return _Received(manifest, signer, files)
+
+
+def _extract(tar: tarfile.TarFile, member: tarfile.TarInfo, workdir: Path, entry: _FileEntry) -> Path:
+    """Copy one member into the work directory, never more than its declared size, hashing it."""
+    name = member.name
+    target = _confined(workdir, name)
+    target.parent.mkdir(exist_ok=True)
+    source = tar.extractfile(member)
+    digest = hashlib.sha256()
+    written = 0
+    with open(target, "xb") as out:
+        while source is not None and written <= entry.size:
+            chunk = source.read(min(CHUNK, entry.size + 1 - written))
+            if not chunk:
+                break
+            digest.update(chunk)
+            out.write(chunk)
+            written += len(chunk)
+    if written != entry.size:
+        raise BundleError(f"bundle file {name} has the wrong size: tampered or truncated")
+    actual = digest.hexdigest()
+    if actual != entry.sha256:
+        raise BundleError(f"bundle file {name} does not match its manifest sha256: tampered or damaged")
+    plan = _PLAN_NAME.fullmatch(name)
+    if plan and plan.group(1) != actual:
+        raise BundleError(f"bundle plan {name} does not hash to its name: tampered")
+    return target
 
 
 def _confined(root: Path, name: str) -> Path:
@@ -265,57 +483,27 @@ def _confined(root: Path, name: str) -> Path:
     return resolved
 
 
-def _read_manifest(root: Path, names: set[str]) -> dict[str, Any]:
-    if MANIFEST not in names:
-        raise BundleError("not a trtforge bundle: manifest.json is missing")
-    try:
-        manifest = json.loads(_confined(root, MANIFEST).read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BundleError(f"bundle manifest is not valid JSON: {exc}") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != BUNDLE_FORMAT:
-        raise BundleError("not a trtforge bundle: manifest format is missing or wrong")
-    if manifest.get("version") != BUNDLE_VERSION:
-        raise BundleError(
-            f"bundle format version {manifest.get('version')!r} is not supported (this trtforge reads {BUNDLE_VERSION})"
-        )
-    if not isinstance(manifest.get("files"), dict) or not isinstance(manifest.get("artifacts"), list):
-        raise BundleError("bundle manifest lacks its file and artifact lists")
-    return manifest
-
-
-def _verify_contents(root: Path, names: set[str], manifest: dict[str, Any]) -> list[dict[str, Any]]:
-    """Hash every file against the manifest; return the artifact records, checked."""
-    listed = set(manifest["files"])
-    present = names - {MANIFEST, SIGNATURE}
-    if listed != present:
-        missing, extra = sorted(listed - present), sorted(present - listed)
-        raise BundleError(f"bundle does not match its manifest (missing: {missing[:3]}, unlisted: {extra[:3]})")
-    for name in sorted(present):
-        entry = manifest["files"][name]
-        path = _confined(root, name)
-        if not isinstance(entry, dict) or entry.get("size") != path.stat().st_size:
-            raise BundleError(f"bundle file {name} has the wrong size: tampered or truncated")
-        actual = sha256_file(path)
-        if actual != entry.get("sha256"):
-            raise BundleError(f"bundle file {name} does not match its manifest sha256: tampered or damaged")
-        plan = _PLAN_NAME.match(name)
-        if plan and plan.group(1) != actual:
-            raise BundleError(f"bundle plan {name} does not hash to its name: tampered")
+def _read_records(received: _Received) -> list[dict[str, Any]]:
+    """Every artifact record, held to a local record's rules (trtforge.rules.record)."""
     records = []
-    for artifact_id in manifest["artifacts"]:
-        name = f"artifacts/{artifact_id}.json" if isinstance(artifact_id, str) else ""
-        if name not in present:
-            raise BundleError(f"bundle manifest names artifact {str(artifact_id)[:40]!r} but has no record for it")
+    seen_verifications: set[str] = set()
+    for artifact_id in received.manifest.artifacts:
+        name = f"artifacts/{artifact_id}.json"
+        record = _parse_json(received.files[name].read_bytes(), f"bundle record {name}")
+        if not isinstance(record, dict):
+            raise BundleError(f"bundle record {name} is not a JSON object")
         try:
-            record = json.loads(_confined(root, name).read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise BundleError(f"bundle record {name} is not valid JSON: {exc}") from None
-        if not isinstance(record, dict) or any(not isinstance(record.get(k), str) for k in _REQUIRED_RECORD_KEYS):
-            raise BundleError(f"bundle record {name} lacks required fields")
-        if record["id"] != artifact_id:
-            raise BundleError(f"bundle record {name} describes artifact {str(record['id'])[:40]!r}")
-        if f"plans/{record['plan_sha256']}.plan" not in present:
+            checked = validate_record(record)
+        except ValueError as exc:
+            raise BundleError(f"bundle record {name}: {exc}") from None
+        if checked.id != artifact_id:
+            raise BundleError(f"bundle record {name} describes artifact {checked.id}")
+        if f"plans/{checked.plan_sha256}.plan" not in received.files:
             raise BundleError(f"bundle record {name} points at a plan the bundle does not hold")
+        for verification in checked.verifications:
+            if verification.id in seen_verifications:
+                raise BundleError(f"bundle record {name}: verification {verification.id} appears twice in the bundle")
+            seen_verifications.add(verification.id)
         records.append(record)
     return records
 
@@ -420,19 +608,108 @@ def _known_build_keys(store: Store, records: list[dict[str, Any]]) -> dict[str, 
     return keys
 
 
-def _signer(root: Path, names: set[str], trusted: list[Any], require: bool) -> Signer | None:
-    """The bundle's signer (its signature checked over the exact manifest bytes), or None."""
-    signer = None
-    if SIGNATURE in names:
-        signature = _confined(root, SIGNATURE).read_bytes()
-        signer = check_signature(signature, _confined(root, MANIFEST).read_bytes(), trusted)
-    if require and (signer is None or not signer.trusted):
-        who = "not signed" if signer is None else f"signed by key {signer.key_id[:16]}, which is not trusted here"
-        raise SignatureError(
-            f"bundle is {who} and --require-signature was given",
-            hint="pass the exporter's public key with --trust PUBKEY; nothing was imported",
-        )
-    return signer
+# -- import: conflicts with what this catalog holds -------------------------------------------
+
+# What makes two copies of an artifact one artifact: every column a bundle carries except when it
+# was built (the exporter's word) and its status (recomputed where it lands). A signature vouches
+# for exactly these fields and the plan's bytes, and the verification results it carries attach
+# only to a row that has exactly them: an id already here with anything else is a conflict.
+IDENTITY_COLUMNS = (
+    "name",
+    "build_key",
+    "recipe_fingerprint",
+    "model_sha256",
+    "flavor",
+    "trt_version",
+    "gpu_name",
+    "compute_capabilities",
+    "plan_sha256",
+    "plan_size",
+    "io_tensors",
+    "profiles",
+    "recipe",
+    "recipe_path",
+    "build_seconds",
+    "build_log",
+    "details",
+)
+VERIFICATION_COLUMNS = (
+    "artifact_id",
+    "gpu_name",
+    "compute_capability",
+    "runtime_flavor",
+    "runtime_version",
+    "status",
+    "checks",
+    "perf",
+    "details",
+)
+
+
+@dataclass(frozen=True)
+class Conflict:
+    """An id of the bundle that this catalog already holds with other contents."""
+
+    kind: str  # "artifact" | "verification"
+    id: str
+    differs: tuple[str, ...]  # the columns that differ
+    plans: tuple[str, str] | None = None  # (here, in the bundle) when the plan differs
+
+    def line(self) -> str:
+        if self.plans is not None:
+            here, there = self.plans
+            return (
+                f"artifact {self.id} is already in this catalog with another plan "
+                f"({here[:12]} here, {there[:12]} in the bundle)"
+            )
+        differs = ", ".join(self.differs)
+        return f"{self.kind} {self.id} is already in this catalog with other contents ({differs} differ)"
+
+    def as_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"kind": self.kind, "id": self.id, "differs": list(self.differs)}
+        if self.plans is not None:
+            data["plan_sha256_here"], data["plan_sha256_in_bundle"] = self.plans
+        return data
+
+
+def _values(row: Artifact | Verification, columns: tuple[str, ...]) -> dict[str, Any]:
+    values = {column: getattr(row, column) for column in columns}
+    return {k: v.as_json() if isinstance(v, ArtifactDetails) else v for k, v in values.items()}
+
+
+def find_conflicts(session: Any, artifacts: list[Artifact], verifications: list[Verification]) -> list[Conflict]:
+    """Every artifact or verification of the bundle whose id this catalog holds with other contents."""
+    conflicts = []
+    for artifact in artifacts:
+        existing = session.get(Artifact, artifact.id)
+        if existing is None:
+            continue
+        here, there = _values(existing, IDENTITY_COLUMNS), _values(artifact, IDENTITY_COLUMNS)
+        differs = tuple(c for c in IDENTITY_COLUMNS if here[c] != there[c])
+        if differs:
+            plans = (existing.plan_sha256, artifact.plan_sha256) if "plan_sha256" in differs else None
+            conflicts.append(Conflict("artifact", artifact.id, differs, plans))
+    for verification in verifications:
+        found = session.get(Verification, verification.id)
+        if found is None:
+            continue
+        here, there = _values(found, VERIFICATION_COLUMNS), _values(verification, VERIFICATION_COLUMNS)
+        differs = tuple(c for c in VERIFICATION_COLUMNS if here[c] != there[c])
+        if differs:
+            conflicts.append(Conflict("verification", verification.id, differs))
+    return conflicts
+
+
+def _refuse_conflicts(conflicts: list[Conflict]) -> None:
+    if not conflicts:
+        return
+    raise BundleConflictError(
+        f"bundle conflicts with this catalog: {conflicts[0].line()}"
+        + (f" (and {len(conflicts) - 1} more)" if len(conflicts) > 1 else "")
+        + "; nothing was imported",
+        more=tuple(c.line() for c in conflicts[1:]),
+        detail={"conflicts": [c.as_json() for c in conflicts]},
+    )
 
 
 # -- import: check everything, then one transaction -----------------------------------------
@@ -476,95 +753,123 @@ def _check_import_request(bundle: Path, trust: list[Path] | tuple[Path, ...], re
     return trusted
 
 
+def _receive_bundle(bundle: Path, workdir: Path, store: Store, trusted: list[Any], require: bool) -> _Received:
+    try:
+        with tarfile.open(bundle, mode="r|*") as tar:
+            return _receive(tar, workdir, store, trusted, require)
+    except tarfile.ReadError:
+        raise BundleError(f"cannot read bundle {bundle.name}: not a tar archive, or a truncated one") from None
+    except (tarfile.TarError, EOFError, OSError) as exc:
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise BundleError(f"cannot read bundle {bundle.name}: {detail}") from None
+
+
+def _recompute(store: Store, received: _Received, records: list[dict[str, Any]]) -> None:
+    """Refuse records whose recomputable fields disagree; an unrecomputable key needs a trusted signature."""
+    vouched = received.signer is not None and received.signer.trusted
+    known_keys = _known_build_keys(store, records)
+    for record in records:
+        why_not = check_record(record, received.files[f"plans/{record['plan_sha256']}.plan"], known_keys)
+        if why_not and not vouched:
+            raise BundleError(
+                f"bundle record artifacts/{record['id']}.json: its build key cannot be recomputed here "
+                f"({why_not}), and the bundle has no trusted signature",
+                hint="import it with --trust PUBKEY of the exporter's signing key (export --sign KEY)",
+            )
+
+
+def _incoming_verifications(records: list[dict[str, Any]], signer: Signer | None) -> list[Verification]:
+    """The bundle's results: ``signed`` (they count) under a trusted signature, else ``claimed``."""
+    vouched = signer is not None and signer.trusted
+    claimed_at_source = {
+        str(v.get("id")) for r in records for v in r.get("verifications") or [] if v.get("trust") == TRUST_CLAIMED
+    }
+    verifications = [v for record in records for v in verifications_from_record(record)]
+    for verification in verifications:
+        counts = vouched and verification.id not in claimed_at_source
+        verification.trust = TRUST_SIGNED if counts else TRUST_CLAIMED
+        verification.signer = signer.key_id if signer is not None else None
+    return verifications
+
+
 def import_bundle(
     store: Store, bundle: Path, *, trust: list[Path] | tuple[Path, ...] = (), require_signature: bool = False
 ) -> ImportReport:
     """Verify the whole bundle, then store its plans and add its rows in one transaction.
 
     ``trust``: public key files; verification results count only from a bundle signed by one
-    of them. ``require_signature``: refuse a bundle without such a signature.
+    of them. ``require_signature``: refuse a bundle without such a signature. An id this catalog
+    already holds with other contents refuses the whole bundle (BundleConflictError).
     """
     trusted = _check_import_request(bundle, trust, require_signature)
     workdir = store.work_dir()
     try:
-        try:
-            with tarfile.open(bundle, mode="r:*") as tar:
-                members = tar.getmembers()
-                names = [_check_member(m) for m in members]
-                if len(set(names)) != len(names):
-                    raise BundleError("bundle has duplicate members")
-                # Explicit checks above; the "data" filter refuses anything unsafe we missed.
-                tar.extractall(workdir, members=members, filter="data")
-        except tarfile.ReadError:
-            raise BundleError(f"cannot read bundle {bundle.name}: not a tar archive, or a truncated one") from None
-        except (tarfile.TarError, EOFError, OSError) as exc:
-            detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise BundleError(f"cannot read bundle {bundle.name}: {detail}") from None
-        name_set = set(names)
-        manifest = _read_manifest(workdir, name_set)
-        signer = _signer(workdir, name_set, trusted, require_signature)
-        records = _verify_contents(workdir, name_set, manifest)
-        vouched = signer is not None and signer.trusted
-        known_keys = _known_build_keys(store, records)
-        for record in records:
-            why_not = check_record(record, _confined(workdir, f"plans/{record['plan_sha256']}.plan"), known_keys)
-            if why_not and not vouched:
-                raise BundleError(
-                    f"bundle record artifacts/{record['id']}.json: its build key cannot be recomputed here "
-                    f"({why_not}), and the bundle has no trusted signature",
-                    hint="import it with --trust PUBKEY of the exporter's signing key (export --sign KEY)",
-                )
+        received = _receive_bundle(bundle, workdir, store, trusted, require_signature)
+        records = _read_records(received)
+        _recompute(store, received, records)
         artifacts = [artifact_from_record(record) for record in records]
-        verifications = [v for record in records for v in verifications_from_record(record)]
-        claimed_at_source = {
-            str(v.get("id")) for r in records for v in r.get("verifications") or [] if v.get("trust") == TRUST_CLAIMED
-        }
-        for verification in verifications:
-            counts = vouched and verification.id not in claimed_at_source
-            verification.trust = TRUST_SIGNED if counts else TRUST_CLAIMED
-            verification.signer = signer.key_id if signer is not None else None
-
-        report = ImportReport(signer=signer)
+        verifications = _incoming_verifications(records, received.signer)
+        with store.catalog.reading() as session:  # before any blob is written
+            _refuse_conflicts(find_conflicts(session, artifacts, verifications))
+        report = ImportReport(signer=received.signer)
         plan_sizes: dict[str, int] = {}
         for sha in sorted({a.plan_sha256 for a in artifacts}):
-            ref = store.blobs.put_file(_confined(workdir, f"plans/{sha}.plan"))
+            ref = store.blobs.put_file(received.files[f"plans/{sha}.plan"])
             if ref.sha256 != sha:  # the file changed between the check and the copy
                 raise BundleError(f"bundle plan {sha[:12]} changed while importing")
             plan_sizes[sha] = ref.size
         report.plans = len(plan_sizes)
         crashpoint("import-blobs-stored")
-        try:
-            with store.catalog.writing() as session:
-                for sha, size in plan_sizes.items():
-                    if session.get(Blob, sha) is None:
-                        session.add(Blob(sha256=sha, size=size, kind="plan"))
-                session.flush()
-                for artifact in artifacts:
-                    if session.get(Artifact, artifact.id) is not None:
-                        report.already_present.append(artifact.id)
-                        continue
-                    artifact.status = UNVERIFIED  # the record's word is not taken: recomputed below
-                    session.add(artifact)
-                    report.imported.append(artifact.id)
-                session.flush()
-                for verification in verifications:  # results from the source store, as claims unless signed
-                    if session.get(Verification, verification.id) is None:
-                        session.add(verification)
-                        if verification.trust == TRUST_CLAIMED:
-                            report.claims += 1
-                        else:
-                            report.verifications += 1
-                session.flush()
-                for artifact_id in {v.artifact_id for v in verifications if v.trust != TRUST_CLAIMED}:
-                    row = session.get(Artifact, artifact_id)
-                    status = Catalog.latest_counted_status(session, artifact_id)
-                    if row is not None and status is not None and row.status != CORRUPT_STATUS:
-                        row.status = status
-                session.flush()
-                crashpoint("import-uncommitted")
-        except (SQLAlchemyError, TypeError, ValueError) as exc:
-            # The transaction rolled back: no row of this bundle is in the catalog.
-            raise BundleError(f"bundle records do not fit this catalog: {str(exc).splitlines()[0][:200]}") from None
+        _add_rows(store, report, plan_sizes, artifacts, verifications)
         return report
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _add_rows(
+    store: Store,
+    report: ImportReport,
+    plan_sizes: dict[str, int],
+    artifacts: list[Artifact],
+    verifications: list[Verification],
+) -> None:
+    """One transaction: blobs, new artifacts, new results (a claim here that the bundle's trusted
+    signature vouches for becomes signed), statuses recomputed. Conflicts are checked again inside
+    it, since another import may have run since the first look."""
+    try:
+        with store.catalog.writing() as session:
+            _refuse_conflicts(find_conflicts(session, artifacts, verifications))
+            for sha, size in plan_sizes.items():
+                if session.get(Blob, sha) is None:
+                    session.add(Blob(sha256=sha, size=size, kind="plan"))
+            session.flush()
+            for artifact in artifacts:
+                if session.get(Artifact, artifact.id) is not None:
+                    report.already_present.append(artifact.id)  # the same record and plan (no conflict)
+                    continue
+                artifact.status = UNVERIFIED  # the record's word is not taken: recomputed below
+                session.add(artifact)
+                report.imported.append(artifact.id)
+            session.flush()
+            for verification in verifications:  # results from the source store, as claims unless signed
+                found = session.get(Verification, verification.id)
+                if found is None:
+                    session.add(verification)
+                    if verification.trust == TRUST_CLAIMED:
+                        report.claims += 1
+                    else:
+                        report.verifications += 1
+                elif found.trust == TRUST_CLAIMED and verification.trust == TRUST_SIGNED:
+                    found.trust, found.signer = TRUST_SIGNED, verification.signer  # the same result, now vouched for
+                    report.verifications += 1
+            session.flush()
+            for artifact_id in {v.artifact_id for v in verifications if v.trust != TRUST_CLAIMED}:
+                row = session.get(Artifact, artifact_id)
+                status = Catalog.latest_counted_status(session, artifact_id)
+                if row is not None and status is not None and row.status != CORRUPT_STATUS:
+                    row.status = status
+            session.flush()
+            crashpoint("import-uncommitted")
+    except (SQLAlchemyError, TypeError, ValueError) as exc:
+        # The transaction rolled back: no row of this bundle is in the catalog.
+        raise BundleError(f"bundle records do not fit this catalog: {str(exc).splitlines()[0][:200]}") from None

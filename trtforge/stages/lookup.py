@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
     LookupStore = Store | SqliteLookup  # the ORM catalog, or sqlite3 on a local SQLite catalog
 
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 def candidate_from_row(row: Any, verified: dict[str, str] | None = None) -> Candidate:
@@ -166,7 +166,7 @@ def rank_in_store(
     """
     if name is None and model_sha256 is None:
         raise BadInputError("lookup needs a name or --model-sha256")
-    if model_sha256 is not None and not _SHA256.match(model_sha256):
+    if model_sha256 is not None and not _SHA256.fullmatch(model_sha256):
         raise BadInputError(f"--model-sha256 {model_sha256[:80]!r} is not a lowercase hex sha256 digest")
     # Without --explain the other flavor's rows are never needed: filter in SQL on the index.
     rows = load_candidates(store, name=name, model_sha256=model_sha256, flavor=None if explain else target.flavor)
