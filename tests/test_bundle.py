@@ -498,6 +498,7 @@ def test_bad_key_files_are_one_line_errors(
         )
     elif content is not None:
         key.write_bytes(content)
+        key.chmod(0o600)  # a key file others can read is refused before it is parsed
     bundle = tmp_path / "b.tar"
     if flag == "--sign":
         result = cli("export", source["rtx"][0], "-o", bundle, "--sign", key, "--store", source["store"])

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from trtforge.core.errors import BadInputError, NoCompatibleEngineError, NotFoundError
-from trtforge.core.fsutil import checked_copy, owner_prefix
+from trtforge.core.fsutil import checked_copy, child_path, owner_prefix
 from trtforge.rules.compatibility import Candidate, Envelope, Match, ModelChoice, Ranking, Rejection, rank
 from trtforge.rules.record import read_details
 from trtforge.rules.target import RuntimeTarget, resolve_target
@@ -195,7 +195,7 @@ def _describe_query(name: str | None, model_sha256: str | None) -> str:
 def materialize(store: LookupStore, plan_sha256: str, destination: Path, *, default_name: str) -> Path:
     """Put a private, hash-checked copy of the plan at ``destination`` (never a link to the blob)."""
     source = store.blobs.local_file(plan_sha256, verify=False)  # the copy is hashed before it appears
-    target = destination / f"{default_name}.plan" if destination.is_dir() else destination
+    target = child_path(destination, f"{default_name}.plan", "artifact name") if destination.is_dir() else destination
     try:
         checked_copy(source, target, plan_sha256, temp_prefix=owner_prefix())
     except OSError as exc:

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from trtforge.core.errors import BadInputError, DeployError, NoCompatibleEngineError, NotFoundError
-from trtforge.core.fsutil import atomic_write, checked_copy, fsync_dir, make_temp, owner_prefix
+from trtforge.core.fsutil import atomic_write, checked_copy, child_path, fsync_dir, make_temp, owner_prefix
 from trtforge.rules.compatibility import (
     Candidate,
     Match,
@@ -496,7 +496,7 @@ def deploy_triton(
             repository=request.repository,
             name=request.name,
             version=0,
-            model_dir=request.repository / request.name,
+            model_dir=child_path(request.repository, request.name, "model name"),
             config_status="written",
             trt_version=trt,
             files=needs,
