@@ -192,6 +192,23 @@ def test_the_same_bundle_unsigned_then_signed_counts_its_results(
     assert found.code == 0, found
 
 
+def test_the_same_artifact_again_is_no_conflict_on_either_catalog(
+    catalog_url: str, origin: dict, signed_bundle: Path, tmp_path: Path
+) -> None:
+    """Every identity field read back from SQLite and PostgreSQL compares equal to the bundle's
+    (JSON columns, floats): a second import is `already_present`, a forged plan still conflicts."""
+    store = open_store(tmp_path / "serving", catalog=catalog_url)
+    try:
+        first = import_bundle(store, signed_bundle, trust=[origin["pub"]])
+        again = import_bundle(store, signed_bundle, trust=[origin["pub"]])
+        assert (first.imported, again.already_present, again.verifications) == ([origin["id"]], [origin["id"]], 0)
+        forged = forged_from(read_tar(signed_bundle), origin["id"], origin["plans"][origin["other"]])
+        with pytest.raises(BundleError, match="with another plan"):
+            import_bundle(store, write_tar(tmp_path / "forged.tar", forged))
+    finally:
+        store.close()
+
+
 def _other_name(record: dict) -> None:
     record["name"] = "renamed"
 

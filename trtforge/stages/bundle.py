@@ -7,11 +7,19 @@ Layout of a bundle (a plain, uncompressed tar; plans do not compress much)::
     artifacts/<id>.json        the artifact's catalog record (every column) and its verifications
     plans/<sha256>.plan        each plan once, named by its digest
 
-Import trusts nothing in the tar: members must be regular files at one of those names (no
-links, no absolute paths, no ``..``), extraction uses tarfile's ``data`` filter into a private
-directory, every file is hashed against the manifest and every plan against its name, and only
-then are blobs stored and all catalog rows added in one transaction. A refused bundle leaves
-the catalog untouched.
+Import trusts nothing in the tar. It reads it once, as a stream: manifest.json must come first
+and manifest.sig (if any) second, and both are checked (and the free space for what the manifest
+declares) before any other member is read; each later member must be a regular file at one of
+those names (no links, no absolute paths, no ``..``), listed in the manifest with the size its
+header gives, and is copied into a private directory never beyond that size, hashed on the way
+(plans against their names too). Records are held to a local record's rules
+(:func:`trtforge.rules.record.validate_record`). Only then are blobs stored and all catalog rows
+added in one transaction. A refused bundle leaves the catalog and the blob store untouched.
+
+An artifact (or verification) id this catalog already holds must come with exactly the same
+record and plan (:data:`IDENTITY_COLUMNS`); otherwise the whole bundle is refused as a conflict
+(:class:`trtforge.core.errors.BundleConflictError`), so that a signature's results never attach to
+a row with another plan or record, whichever bundle arrived first.
 
 A record is not taken at its word either: what can be recomputed is, and a mismatch refuses the
 bundle. The plan's size; the flavor and release its header names (TensorRT-RTX plans); the
