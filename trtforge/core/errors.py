@@ -158,7 +158,7 @@ class BundleConflictError(BundleError):
 
     default_hint = (
         "an id names one record and one plan everywhere: see where the row here came from "
-        "(`trtforge show ID`), or import into another store; nothing was imported"
+        "(`trtforge show ID`), or import into another store"
     )
 
 
