@@ -2,7 +2,8 @@
 
 Real TensorRT-RTX plans, real bundles written by `trtforge export` and rewritten the way an
 attacker would (manifest kept consistent), real key files. Every test here failed on main
-843520b because of the defect it names.
+843520b because of the defect it names, except the guard that a second import of the same
+artifact is no conflict on SQLite and PostgreSQL.
 """
 
 from __future__ import annotations
