@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import pytest
 
-from trtforge.backend.run import load_failure, load_refusal, stream_profiles
+from trtforge.backend.run import load_failure, load_refusal
 from trtforge.rules.compatibility import Envelope
+from trtforge.rules.denylist import parse_layer_info
 from trtforge.rules.target import (
     LocalGpu,
     RuntimeTarget,
@@ -19,6 +20,7 @@ from trtforge.rules.target import (
     apply_visible_devices,
     parse_visible_devices,
 )
+from trtforge.rules.timing import stream_profiles
 
 
 def target(flavor: str, version: str, cc: str = "8.6") -> RuntimeTarget:
@@ -47,12 +49,26 @@ def test_runtime_release_rules_match_lookup() -> None:
     assert other is not None and "different release" in other
 
 
-def test_a_refused_plan_names_the_runtimes_reason() -> None:
+A10G = LocalGpu("NVIDIA A10G", "8.6", "570.1")
+H200 = LocalGpu("NVIDIA H200", "9.0", "580.159.04")
+
+
+@pytest.mark.parametrize("gpu", [A10G, H200, None], ids=["A10G", "H200", "no-gpu"])
+def test_a_refused_plan_names_the_runtimes_reason(gpu: LocalGpu | None) -> None:
+    """The same on every host (the GPU is an argument). Failed on an H200 before: the test took the
+    host's GPU and expected the generic message, but there TensorRT-RTX's specific reason comes first."""
     records = [{"level": "warning", "message": "w"}, {"level": "error", "message": "Serialization  assertion\nfailed"}]
-    message = load_failure("tensorrt", records)
-    assert message.startswith("the TensorRT runtime could not load the plan on ")
-    assert message.endswith(": Serialization assertion failed") and "\n" not in message
-    assert load_failure("tensorrt_rtx", []).startswith("the TensorRT-RTX runtime could not load the plan")
+    where = f"{gpu.name} (cc {gpu.compute_capability})" if gpu is not None else "this GPU"
+    message = load_failure("tensorrt", records, gpu)
+    assert message == f"the TensorRT runtime could not load the plan on {where}: Serialization assertion failed"
+    rtx = load_failure("tensorrt_rtx", records, gpu)
+    if gpu is H200:  # the reason trtforge knows comes first, whatever the runtime logged
+        assert rtx == "TensorRT-RTX does not support compute capability 9.0: it cannot load plans on " + where
+    else:
+        assert rtx.startswith(f"the TensorRT-RTX runtime could not load the plan on {where}: Serialization")
+    assert load_failure("tensorrt_rtx", [], A10G) == "the TensorRT-RTX runtime could not load the plan on " + (
+        "NVIDIA A10G (cc 8.6)"
+    )
 
 
 def test_timed_streams_take_distinct_profiles() -> None:
@@ -159,3 +175,27 @@ def test_work_for_the_other_flavor_runs_in_a_child_process(tmp_path) -> None:
     assert proc.returncode == 0, proc.stderr[-2000:]
     # The parent stays bound to full TensorRT; the plan came from the child's TensorRT-RTX build.
     assert proc.stdout.split() == ["tensorrt", "True"], proc.stdout
+
+
+def test_layer_output_types_from_the_engine_inspector() -> None:
+    """What the weak-typing GPU test reads: each layer's output data types from the inspector's
+    "Format/Datatype" texts (DETAILED verbosity, as TensorRT 10 prints them)."""
+    info = {
+        "Layers": [
+            {"Name": "Reformatting CopyNode for Input Tensor 0 to conv", "LayerType": "Reformat",
+             "Inputs": [{"Name": "x", "Format/Datatype": "Row major linear FP32"}],
+             "Outputs": [{"Name": "x_h", "Format/Datatype": "Channel major FP16 format where channel % 8 == 0"}]},
+            {"Name": "conv", "LayerType": "CaskConvolution", "TacticName": "sm80_xmma_fprop", "TacticValue": "0x1",
+             "Outputs": [{"Name": "y_h", "Format/Datatype": "Row major linear FP16 format"},
+                         {"Name": "idx", "Format/Datatype": "Row major linear Int32"}]},
+            {"Name": "out", "Outputs": [{"Name": "y", "Format/Datatype": "Row major linear FP32"}]},
+            {"Name": "no-detail", "Outputs": [{"Name": "z"}]},
+        ]
+    }  # fmt: skip
+    layers = {layer.name: layer.output_types for layer in parse_layer_info(info)}
+    assert layers == {
+        "Reformatting CopyNode for Input Tensor 0 to conv": ("FP16",),
+        "conv": ("FP16", "INT32"),
+        "out": ("FP32",),
+        "no-detail": (),
+    }

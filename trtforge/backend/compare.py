@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
-import statistics
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -191,23 +190,3 @@ def time_runner(runner: Any, feed: Mapping[str, np.ndarray], *, iterations: int,
             runner.infer(feed)
             times.append(float(runner.last_inference_time()))
     return times
-
-
-def latency_summary(times: Sequence[float], *, concurrency: int = 1) -> dict[str, Any]:
-    """min/median/p90/p99 latency in ms and throughput (inferences/s) from per-iteration times."""
-    ordered = sorted(times)
-
-    def pct(q: float) -> float:
-        return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))] * 1000
-
-    total = sum(times)
-    return {
-        "iterations": len(times),
-        "latency_ms": {
-            "min": ordered[0] * 1000,
-            "median": statistics.median(ordered) * 1000,
-            "p90": pct(0.90),
-            "p99": pct(0.99),
-        },
-        "throughput_per_s": (len(times) * concurrency / total) if total > 0 else None,
-    }

@@ -10,9 +10,7 @@ decision whether their embedded host code may run.
 
 from __future__ import annotations
 
-import ctypes
 import sys
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,13 +25,10 @@ from trtforge.rules.target import current_gpu
 if TYPE_CHECKING:
     import numpy as np
 
+    from trtforge.backend.timing import TimedRun
     from trtforge.rules.compatibility import Envelope
     from trtforge.rules.recipe import Recipe, VerifySpec
-    from trtforge.rules.target import RuntimeTarget
-
-_CAPTURE_MODE_THREAD_LOCAL = 1  # cudaStreamCaptureModeThreadLocal
-
-
+    from trtforge.rules.target import LocalGpu, RuntimeTarget
 
 @dataclass(frozen=True)
 class RuntimeInfo:
@@ -148,15 +143,15 @@ def deserialize(
     """
     engine = runtime_for(trt, logger, allow_host_code=allow_host_code, why=why).deserialize_cuda_engine(plan)
     if engine is None:
-        raise VerificationUnavailableError(load_failure(trt.__name__, records or []))
+        raise VerificationUnavailableError(load_failure(trt.__name__, records or [], current_gpu()))
     return engine
 
 
-def load_failure(module: str, records: Sequence[Mapping[str, str]]) -> str:
-    """One line: why the runtime refused a plan on this GPU, in the runtime's words where it gave any."""
+def load_failure(module: str, records: Sequence[Mapping[str, str]], gpu: LocalGpu | None) -> str:
+    """One line: why the runtime refused a plan on ``gpu``, in the runtime's words where it gave any;
+    first the reason trtforge knows (TensorRT-RTX does not support compute capability 9.0)."""
     from trtforge.rules.compatibility import RTX_UNSUPPORTED_CCS
 
-    gpu = current_gpu()
     where = f"{gpu.name} (cc {gpu.compute_capability})" if gpu is not None else "this GPU"
     if module == "tensorrt_rtx" and gpu is not None and gpu.compute_capability in RTX_UNSUPPORTED_CCS:
         cc = gpu.compute_capability
@@ -231,15 +226,6 @@ def layerwise_plan(backend: BackendInfo, recipe: Recipe, onnx_path: Path) -> Lay
     return LayerwisePlan(bytes(memoryview(plan).cast("B")), settings)
 
 
-@dataclass
-class _Bound:
-    context: Any
-    stream: Any
-    buffers: list[Any]
-    graph: Any = None
-    graph_exec: Any = None
-
-
 class EngineCandidate:
     """A TensorRT engine in the verifier's candidate seat, loaded from plan bytes.
 
@@ -282,68 +268,28 @@ class EngineCandidate:
 
         return TrtRunner(self.engine, name=self.name, optimization_profile=profile)
 
-    def benchmark(self, profile: int, feed: Mapping[str, np.ndarray], spec: VerifySpec) -> dict[str, Any]:
-        """Latency and throughput of up to ``spec.streams`` contexts on as many streams, optionally as
-        CUDA graphs. Call it with no other context of this engine alive (the runner closed).
+    @property
+    def refittable(self) -> bool:
+        """The engine's own word: built with REFIT, REFIT_IDENTICAL or STRIP_PLAN."""
+        return bool(self.engine.refittable)
+
+    def benchmark(self, profile: int, feed: Mapping[str, np.ndarray], spec: VerifySpec) -> TimedRun:
+        """trtexec's figures for ``profile`` (:mod:`trtforge.backend.timing`): ``spec.streams``
+        contexts on distinct profiles, CUDA graphs when ``spec.cuda_graph``, and each stream's
+        outputs for the verifier to compare with the plain run's. Call it with no other context
+        of this engine alive (the runner closed).
 
         Concurrent execution contexts need distinct optimization profiles (TensorRT: "Profile N has
         been chosen by another IExecutionContext"): the first stream runs ``profile``, the others
         other profiles whose ranges admit the same shapes; where there are too few, fewer streams
         are timed and ``streams_note`` says why.
         """
-        from polygraphy import cuda
+        from trtforge.backend.timing import device_memory, time_engine
 
-        from trtforge.backend.compare import latency_summary
-
-        shapes = {name: tuple(array.shape) for name, array in feed.items()}
         ranges = self._profile_ranges() if spec.streams > 1 else [{}]
-        profiles, note = stream_profiles(profile, spec.streams, ranges, shapes)
-        bound: list[_Bound] = []
-        try:
-            for chosen in profiles:
-                bound.append(self._bind(chosen, feed, spec.cuda_graph))
-            if spec.cuda_graph and self.backend.flavor == "tensorrt":
-                for b in bound:
-                    _capture(cuda.wrapper().handle, b)
-
-            def run_once() -> None:
-                for b in bound:
-                    if b.graph_exec is not None:
-                        _check(cuda.wrapper().handle.cudaGraphLaunch(b.graph_exec, ctypes.c_void_p(b.stream.ptr)))
-                    elif not b.context.execute_async_v3(b.stream.ptr):
-                        raise VerificationUnavailableError("TensorRT failed to enqueue the engine")
-                for b in bound:
-                    b.stream.synchronize()
-
-            for _ in range(spec.warmup):
-                run_once()
-            times = []
-            for _ in range(spec.iterations):
-                started = time.perf_counter()
-                run_once()
-                times.append(time.perf_counter() - started)
-        finally:
-            for b in bound:
-                if b.graph_exec is not None:
-                    cuda.wrapper().handle.cudaGraphExecDestroy(b.graph_exec)
-                if b.graph is not None:
-                    cuda.wrapper().handle.cudaGraphDestroy(b.graph)
-                for buffer in b.buffers:
-                    buffer.free()
-                b.stream.free()
-                b.context = None  # release the profile before the next context takes it
-        figures: dict[str, Any] = {
-            "method": "host wall time per enqueue + synchronize",
-            "cuda_graph": spec.cuda_graph,
-            "streams": len(profiles),
-            "stream_profiles": profiles,
-            **latency_summary(times, concurrency=len(profiles)),
-            **device_memory(self.engine, profile),
-        }
-        if note is not None:
-            figures["streams_requested"] = spec.streams
-            figures["streams_note"] = note
-        return figures
+        run = time_engine(self.trt, self.engine, self.backend.flavor, profile, feed, spec, ranges)
+        run.figures.update(device_memory(self.engine, profile))
+        return run
 
     def _profile_ranges(self) -> list[dict[str, tuple[tuple[int, ...], tuple[int, ...]]]]:
         """(min, max) shape of every input, per optimization profile of the engine."""
@@ -365,109 +311,3 @@ class EngineCandidate:
                     per_input[name] = (tuple(shapes[0]), tuple(shapes[-1]))
             ranges.append(per_input)
         return ranges
-
-    def _bind(self, profile: int, feed: Mapping[str, np.ndarray], cuda_graph: bool) -> _Bound:
-        from polygraphy import cuda
-        from polygraphy.datatype import DataType
-
-        trt, engine = self.trt, self.engine
-        if cuda_graph and self.backend.flavor == "tensorrt_rtx":
-            config = engine.create_runtime_config()
-            config.cuda_graph_strategy = trt.CudaGraphStrategy.WHOLE_GRAPH_CAPTURE
-            context = engine.create_execution_context(config)
-        else:
-            context = engine.create_execution_context()
-        if context is None:
-            raise VerificationUnavailableError("TensorRT could not create an execution context for timing")
-        stream = cuda.Stream()
-        if not context.set_optimization_profile_async(profile, stream.ptr):
-            stream.free()
-            raise VerificationUnavailableError(
-                f"TensorRT refused optimization profile {profile} for a timing context "
-                "(another context of this engine holds it)"
-            )
-        buffers = []
-        for name, array in feed.items():
-            context.set_input_shape(name, array.shape)
-            device = cuda.DeviceArray(shape=array.shape, dtype=DataType.from_dtype(array.dtype))
-            device.copy_from(array, stream=stream)
-            context.set_tensor_address(name, device.ptr)
-            buffers.append(device)
-        for index in range(engine.num_io_tensors):
-            name = engine.get_tensor_name(index)
-            if engine.get_tensor_mode(name) == trt.TensorIOMode.OUTPUT:
-                shape = tuple(context.get_tensor_shape(name))
-                device = cuda.DeviceArray(shape=shape, dtype=DataType.from_dtype(engine.get_tensor_dtype(name)))
-                context.set_tensor_address(name, device.ptr)
-                buffers.append(device)
-        stream.synchronize()
-        return _Bound(context, stream, buffers)
-
-
-ProfileRanges = Sequence[Mapping[str, tuple[Sequence[int], Sequence[int]]]]
-
-
-def stream_profiles(
-    profile: int, streams: int, ranges: ProfileRanges, shapes: Mapping[str, Sequence[int]]
-) -> tuple[list[int], str | None]:
-    """Which profile each timed stream's context takes: ``profile`` first, then other profiles whose
-    (min, max) ranges admit ``shapes``, one context per profile (concurrent contexts of one engine
-    need distinct profiles). The note says why fewer than ``streams`` streams are timed, or None.
-    """
-
-    def admits(index: int) -> bool:
-        for name, shape in shapes.items():
-            bounds = ranges[index].get(name)
-            if bounds is None:
-                continue
-            low, high = bounds
-            if len(low) != len(shape) or any(not lo <= d <= hi for lo, d, hi in zip(low, shape, high, strict=True)):
-                return False
-        return True
-
-    chosen = [profile]
-    for index in range(len(ranges)):
-        if len(chosen) >= streams:
-            break
-        if index != profile and admits(index):
-            chosen.append(index)
-    if len(chosen) >= streams:
-        return chosen, None
-    return chosen, (
-        f"{streams} streams could not be timed for profile {profile}: concurrent execution contexts need distinct "
-        f"optimization profiles, and {len(chosen)} of the engine's {len(ranges)} admit these shapes; "
-        f"timed {len(chosen)} stream(s)"
-    )
-
-
-def device_memory(engine: Any, profile: int) -> dict[str, int]:
-    """Device memory the engine needs for ``profile`` and at most: the ``_v2`` APIs from TensorRT 10.1,
-    the older ones on 10.0 (which ``trtforge[tensorrt]`` allows; capability table: runtime APIs)."""
-    total = engine.device_memory_size_v2 if hasattr(engine, "device_memory_size_v2") else engine.device_memory_size
-    if hasattr(engine, "get_device_memory_size_for_profile_v2"):
-        per_profile = engine.get_device_memory_size_for_profile_v2(profile)
-    elif hasattr(engine, "get_device_memory_size_for_profile"):
-        per_profile = engine.get_device_memory_size_for_profile(profile)
-    else:
-        per_profile = total
-    return {"device_memory_bytes": int(per_profile), "engine_device_memory_bytes": int(total)}
-
-
-def _check(status: int) -> None:
-    if status != 0:
-        raise VerificationUnavailableError(f"CUDA runtime error {status} while timing with CUDA graphs")
-
-
-def _capture(cudart: Any, bound: _Bound) -> None:
-    """Capture one enqueue of a TensorRT context into an instantiated CUDA graph (full TensorRT;
-    TensorRT-RTX captures by itself with ``CudaGraphStrategy.WHOLE_GRAPH_CAPTURE``)."""
-    stream = ctypes.c_void_p(bound.stream.ptr)
-    bound.context.execute_async_v3(bound.stream.ptr)  # TensorRT must run once before capture
-    bound.stream.synchronize()
-    graph, graph_exec = ctypes.c_void_p(), ctypes.c_void_p()
-    _check(cudart.cudaStreamBeginCapture(stream, _CAPTURE_MODE_THREAD_LOCAL))
-    bound.context.execute_async_v3(bound.stream.ptr)
-    _check(cudart.cudaStreamEndCapture(stream, ctypes.byref(graph)))
-    bound.graph = graph
-    _check(cudart.cudaGraphInstantiate(ctypes.byref(graph_exec), graph, ctypes.c_ulonglong(0)))
-    bound.graph_exec = graph_exec

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -92,24 +92,63 @@ def render_report(console: Console, report: VerificationReport) -> None:
     for line in iter_failures(report):
         console.print(styled(("failed:", "red"), f" {line}"))
     for perf in report.perf:
-        lat = perf["latency_ms"]
-        rate = perf.get("throughput_per_s")
-        console.print(
-            f"perf profile {perf['profile']} {perf['label']}: median {lat['median']:.3f} ms, p90 {lat['p90']:.3f}, "
-            f"p99 {lat['p99']:.3f}, min {lat['min']:.3f}"
-            + (f", {rate:.1f}/s" if rate else "")
-            + (
-                f", device memory {perf['device_memory_bytes'] / 2**20:.1f} MiB"
-                if "device_memory_bytes" in perf
-                else ""
-            )
-            + (f", {perf['streams']} streams" if perf.get("streams", 1) > 1 else "")
-            + (", CUDA graphs" if perf.get("cuda_graph") else "")
-        )
-        if perf.get("streams_note"):
-            console.print(f"  note: {perf['streams_note']}")
+        _render_perf(console, perf)
     if report.saved_results:
         console.print(f"results saved to {report.saved_results}")
+
+
+# trtexec's names for the figures (samples/common/sampleReporting.cpp), in its order.
+FIGURES = (
+    ("latency_ms", "Latency"),
+    ("enqueue_time_ms", "Enqueue Time"),
+    ("h2d_latency_ms", "H2D Latency"),
+    ("gpu_compute_time_ms", "GPU Compute Time"),
+    ("d2h_latency_ms", "D2H Latency"),
+)
+
+
+def _render_perf(console: Console, perf: dict[str, Any]) -> None:
+    """One profile's timing as trtexec's performance summary (docs/verify-and-refit.md reads one)."""
+    streams = perf.get("streams")
+    if streams is None:
+        how = [perf["method"]]
+    else:
+        profiles = ", ".join(map(str, perf["stream_profiles"]))
+        how = [f"{streams} streams on profiles {profiles}" if streams > 1 else "1 stream"]
+    if perf.get("cuda_graph"):
+        how.append("CUDA graphs")
+    rate = perf.get("throughput_qps")
+    console.print(
+        f"perf profile {perf['profile']} {perf['label']} ({', '.join(how)}): "
+        + (f"Throughput {rate:.1f} qps" if rate else "Throughput -")
+    )
+    for key, label in FIGURES:
+        if key in perf:
+            f = perf[key]
+            console.print(
+                f"  {label + ':':<18} median {f['median']:.4f} ms, mean {f['mean']:.4f}, min {f['min']:.4f}, "
+                f"max {f['max']:.4f}, p90 {f['p90']:.4f}, p99 {f['p99']:.4f}"
+            )
+    if "total_host_walltime_ms" in perf:
+        memory = perf.get("device_memory_bytes")
+        console.print(
+            f"  Total Host Walltime {perf['total_host_walltime_ms']:.2f} ms, "
+            f"Total GPU Compute Time {perf['total_gpu_compute_time_ms']:.2f} ms over {perf['queries']} queries"
+            + (f"; device memory {memory / 2**20:.1f} MiB" if memory is not None else "")
+        )
+    for stream in perf.get("per_stream", []) if (streams or 1) > 1 else []:
+        compute = stream["gpu_compute_time_ms"]["median"]
+        console.print(
+            f"  stream {stream['stream']} (profile {stream['profile']}): {stream['throughput_qps'] or 0:.1f} qps, "
+            f"GPU Compute Time median {compute:.4f} ms"
+        )
+    if "outputs_match_plain_run" in perf:
+        same = "match" if perf["outputs_match_plain_run"] else "DIFFER FROM"
+        console.print(f"  timed outputs {same} the plain run's")
+    if perf.get("streams_note"):
+        console.print(f"  note: {perf['streams_note']}")
+    for hint in perf.get("bottlenecks", []):
+        console.print(f"  hint: {hint}")
 
 
 def _reference_table(report: VerificationReport) -> Table:

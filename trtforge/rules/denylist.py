@@ -156,6 +156,7 @@ class EngineLayer:
     outputs: tuple[str, ...]
     tactic_name: str | None
     tactic_value: str | None
+    output_types: tuple[str, ...] = ()  # each output's data type from its "Format/Datatype" ("FP16", ...)
 
     @property
     def tactic(self) -> str | None:
@@ -171,6 +172,23 @@ def _tensor_names(items: Any) -> tuple[str, ...]:
         elif isinstance(item, str):
             names.append(strip_profile_suffix(item))
     return tuple(names)
+
+
+# The data type words of the inspector's "Format/Datatype" texts ("Row major linear FP16 format",
+# "Channel major FP16 format where channel % 8 == 0", "Row major linear Int32"), upper-cased.
+_DATATYPE = re.compile(r"\b(FP32|FP16|BF16|FP8|FP4|INT4|INT8|UINT8|INT32|INT64|BOOL|HALF|FLOAT)\b", re.IGNORECASE)
+_DATATYPE_ALIASES = {"HALF": "FP16", "FLOAT": "FP32"}
+
+
+def _datatypes(items: Any) -> tuple[str, ...]:
+    found = []
+    for item in items or []:
+        text = item.get("Format/Datatype") if isinstance(item, dict) else None
+        match = _DATATYPE.search(text) if isinstance(text, str) else None
+        if match is not None:
+            word = match.group(1).upper()
+            found.append(_DATATYPE_ALIASES.get(word, word))
+    return tuple(found)
 
 
 def parse_layer_info(info: Any) -> list[EngineLayer]:
@@ -199,6 +217,7 @@ def parse_layer_info(info: Any) -> list[EngineLayer]:
                 outputs=_tensor_names(layer.get("Outputs")),
                 tactic_name=layer.get("TacticName") or None,
                 tactic_value=str(value) if value not in (None, "") else None,
+                output_types=_datatypes(layer.get("Outputs")),
             )
         )
     return parsed

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from trtforge.backend.compare import latency_summary
 from trtforge.backend.run import RuntimeInfo
 from trtforge.core.errors import VerificationUnavailableError
 from trtforge.rules.compatibility import Envelope
@@ -54,7 +53,6 @@ __all__ = [
     "check",
     "generate_feed",
     "iter_failures",
-    "latency_summary",
     "load_user_feeds",
     "make_cases",
     "normalized_profiles",

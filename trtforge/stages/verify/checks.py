@@ -7,11 +7,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from trtforge.backend.compare import latency_summary
 from trtforge.backend.run import RuntimeInfo
 from trtforge.core.errors import BadInputError
 from trtforge.rules.onnx_model import ModelInfo, read_model
 from trtforge.rules.recipe import VerifySpec, expand_path
+from trtforge.rules.timing import wall_time_summary
 from trtforge.stages.verify.inputs import Case, ShapePoint, generate_feed, load_user_feeds, shape_points, user_cases
 from trtforge.stages.verify.record import _record, _save_run_results, _write_text
 from trtforge.stages.verify.reference import REFERENCE_NAME, Reference
@@ -71,7 +71,8 @@ def _check_case(
     model_outputs: Sequence[str],
     spec: VerifySpec,
     saved: list[tuple[dict[str, np.ndarray], dict[str, np.ndarray]]] | None,
-) -> PointResult:
+) -> tuple[PointResult, dict[str, np.ndarray]]:
+    """The candidate's outputs at ``case`` against the reference's; also returns those outputs."""
     from trtforge.backend.compare import compare, quiet
 
     ref_out, reused = reference.outputs(case.feed, case.point)
@@ -97,7 +98,7 @@ def _check_case(
             )  # fmt: skip
     per_layer = reference.per_layer
     first = next((o["name"] for o in outputs if not o["passed"]), None) if per_layer else None
-    return PointResult(
+    point = PointResult(
         profile=case.point.profile,
         label=case.point.label,
         shapes=case.point.shape_map,
@@ -106,19 +107,45 @@ def _check_case(
         outputs=outputs,
         first_divergent=first,
     )
+    return point, cand_out
 
 
-def _time_profile(candidate: Any, runner: Any, profile: int, case: Case, spec: VerifySpec) -> dict[str, Any]:
-    """GPU candidates time themselves (CUDA graphs, several streams); others by runner wall time."""
+def _time_profile(
+    candidate: Any, runner: Any, profile: int, case: Case, spec: VerifySpec, plain: dict[str, np.ndarray]
+) -> dict[str, Any]:
+    """GPU candidates time themselves (trtexec's figures; CUDA graphs, several streams), and their
+    timed outputs are compared with ``plain``, the plain run's at the same point; others are timed
+    by runner wall time."""
     benchmark = getattr(candidate, "benchmark", None)
     if benchmark is not None:
-        figures: dict[str, Any] = benchmark(profile, case.feed, spec)
+        run = benchmark(profile, case.feed, spec)
+        figures: dict[str, Any] = run.figures
+        compare_timed_outputs(figures, run.outputs, plain, spec)
     else:
         from trtforge.backend.compare import time_runner
 
         times = time_runner(runner, case.feed, iterations=spec.iterations, warmup=spec.warmup)
-        figures = {"method": "runner wall time", **latency_summary(times)}
+        figures = {"method": "runner wall time", "iterations": spec.iterations, **wall_time_summary(times)}
     return {"profile": profile, "label": case.point.label, "shapes": case.point.shape_map, **figures}
+
+
+def compare_timed_outputs(
+    figures: dict[str, Any], timed: Sequence[dict[str, np.ndarray]], plain: dict[str, np.ndarray], spec: VerifySpec
+) -> None:
+    """Each timed stream's outputs (its context, its profile, its CUDA graph) against the plain run's
+    at the same inputs, within the verify tolerances: ``per_stream[i]["plain_run"]`` and
+    ``outputs_match_plain_run``. A stream that computes something else fails the verification."""
+    from trtforge.backend.compare import compare
+
+    tolerances = tolerances_for(spec, list(plain))
+    for entry, outputs in zip(figures["per_stream"], timed, strict=True):
+        stats = compare(outputs, plain, tolerances, candidate_name=f"timed stream {entry['stream']}",
+                        reference_name="plain run")  # fmt: skip
+        found = [s.as_json() for s in stats.values()]
+        for name in sorted(set(plain) - set(stats)):
+            found.append({"name": name, "passed": False, "problem": "the timed run did not produce this output"})
+        entry["plain_run"] = {"passed": all(o["passed"] for o in found), "outputs": found}
+    figures["outputs_match_plain_run"] = all(e["plain_run"]["passed"] for e in figures["per_stream"])
 
 
 def check(
@@ -147,19 +174,23 @@ def check(
     with Reference(subject, store, per_layer=per_layer) as reference:
         for profile in sorted({c.point.profile for c in cases}):
             in_profile = [c for c in cases if c.point.profile == profile]
+            timed = next((c for c in in_profile if c.point.label == "opt"), in_profile[0])
+            plain: dict[str, np.ndarray] = {}
             with candidate.runner(profile) as runner:
                 for case in in_profile:
-                    points.append(
-                        _check_case(case, runner, reference, candidate.name, model_outputs, subject.spec, saved)
+                    point, outputs = _check_case(
+                        case, runner, reference, candidate.name, model_outputs, subject.spec, saved
                     )
-                timed = next((c for c in in_profile if c.point.label == "opt"), in_profile[0])
+                    points.append(point)
+                    plain = outputs if case is timed else plain
                 if subject.spec.iterations > 0 and getattr(candidate, "benchmark", None) is None:
-                    perf.append(_time_profile(candidate, runner, profile, timed, subject.spec))
+                    perf.append(_time_profile(candidate, runner, profile, timed, subject.spec, plain))
             # An engine times itself with contexts of its own, each needing a profile no other live
             # context holds: only once the runner (whose context holds ``profile``) is closed.
             if subject.spec.iterations > 0 and getattr(candidate, "benchmark", None) is not None:
-                perf.append(_time_profile(candidate, None, profile, timed, subject.spec))
-    status: VerifyStatus = "passed" if all(p.passed for p in points) else "failed"
+                perf.append(_time_profile(candidate, None, profile, timed, subject.spec, plain))
+    agree = all(p.get("outputs_match_plain_run", True) for p in perf)
+    status: VerifyStatus = "passed" if all(p.passed for p in points) and agree else "failed"
     report = VerificationReport(
         subject=subject.label,
         name=subject.name,

@@ -6,7 +6,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from trtforge.core.errors import BadInputError
 from trtforge.core.fsutil import atomic_write
@@ -38,6 +38,15 @@ def _save_run_results(
     return str(path)
 
 
+def perf_for_catalog(perf: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The timing as the catalog keeps it: every figure, without the per-query traces (`verify --json` has them)."""
+    kept = []
+    for entry in perf:
+        streams = [{k: v for k, v in s.items() if k != "trace"} for s in entry.get("per_stream", [])]
+        kept.append({**entry, "per_stream": streams} if "per_stream" in entry else dict(entry))
+    return kept
+
+
 def _record(store: Store, subject: Subject, report: VerificationReport, seconds: float) -> str:
     assert subject.artifact is not None and report.runtime is not None
     runtime = report.runtime
@@ -50,7 +59,7 @@ def _record(store: Store, subject: Subject, report: VerificationReport, seconds:
         runtime_version=runtime.version,
         status=report.status,
         checks=[asdict(p) for p in report.points],
-        perf=report.perf,
+        perf=perf_for_catalog(report.perf),
         details={
             "spec": subject.spec.model_dump(mode="json"),
             "per_layer": report.per_layer,

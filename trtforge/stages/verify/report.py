@@ -65,7 +65,27 @@ class VerificationReport:
 
 
 def iter_failures(report: VerificationReport) -> Iterator[str]:
-    """One line per failing output, for people."""
+    """One line per failing output, for people: against the reference, then timed runs against the plain run."""
+    yield from _reference_failures(report)
+    yield from timed_failures(report.perf)
+
+
+def timed_failures(perf: list[dict[str, Any]]) -> Iterator[str]:
+    """One line per timed stream whose outputs differ from the plain run's at the same inputs."""
+    for entry in perf:
+        how = "CUDA graph, " if entry.get("cuda_graph") else ""
+        for stream in entry.get("per_stream", []):
+            compared = stream.get("plain_run")
+            if compared is None or compared["passed"]:
+                continue
+            names = ", ".join(o["name"] for o in compared["outputs"] if not o["passed"])
+            yield (
+                f"profile {entry['profile']} {entry['label']}: timed stream {stream['stream']} ({how}context on "
+                f"profile {stream['profile']}) computed {names} differently from the plain run at the same inputs"
+            )
+
+
+def _reference_failures(report: VerificationReport) -> Iterator[str]:
     for point, output in report.failures:
         where = f"profile {point.profile} {point.label} {point.shapes}"
         if output.get("problem"):
