@@ -134,7 +134,8 @@ def test_perturbed_weight_fails_naming_the_output(heads, store: Path, cli) -> No
     human = io.StringIO()
     render_report(Console(file=human, width=200), report)
     text = human.getvalue()
-    assert text.startswith("failed heads") and text.count("FAIL") == 6 and "perf profile 1 opt: median" in text
+    assert text.startswith("failed heads") and text.count("FAIL") == 6
+    assert "perf profile 1 opt (runner wall time): Throughput" in text and "  Latency:" in text
     assert opened.catalog.statuses(subject.artifact.id) == {RUNTIME.gpu_name: "failed"}
     opened.close()
 

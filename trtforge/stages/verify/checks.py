@@ -63,6 +63,11 @@ def _stats_json(stats: OutputStats, intermediate: bool) -> dict[str, Any]:
     return data
 
 
+def _missing_output(name: str, tol: Tolerance, problem: str) -> dict[str, Any]:
+    return {"name": name, "passed": False, "atol": tol.atol, "rtol": tol.rtol, "elements": 0, "mismatches": 0,
+            "max_abs": None, "mean_abs": None, "max_rel": None, "mean_rel": None, "problem": problem}  # fmt: skip
+
+
 def _check_case(
     case: Case,
     runner: Any,
@@ -91,11 +96,8 @@ def _check_case(
     for name in model_outputs:
         if name not in stats:
             tol = tolerances_for(spec, [name])[name]
-            outputs.append(
-                {"name": name, "passed": False, "intermediate": False, "atol": tol.atol, "rtol": tol.rtol,
-                 "elements": 0, "mismatches": 0, "max_abs": None, "mean_abs": None, "max_rel": None,
-                 "mean_rel": None, "problem": "the candidate did not produce this output"}
-            )  # fmt: skip
+            missing = _missing_output(name, tol, "the candidate did not produce this output")
+            outputs.append({**missing, "intermediate": False})
     per_layer = reference.per_layer
     first = next((o["name"] for o in outputs if not o["passed"]), None) if per_layer else None
     point = PointResult(
@@ -143,7 +145,7 @@ def compare_timed_outputs(
                         reference_name="plain run")  # fmt: skip
         found = [s.as_json() for s in stats.values()]
         for name in sorted(set(plain) - set(stats)):
-            found.append({"name": name, "passed": False, "problem": "the timed run did not produce this output"})
+            found.append(_missing_output(name, tolerances[name], "the timed run did not produce this output"))
         entry["plain_run"] = {"passed": all(o["passed"] for o in found), "outputs": found}
     figures["outputs_match_plain_run"] = all(e["plain_run"]["passed"] for e in figures["per_stream"])
 
