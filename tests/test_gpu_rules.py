@@ -199,3 +199,22 @@ def test_layer_output_types_from_the_engine_inspector() -> None:
         "out": ("FP32",),
         "no-detail": (),
     }
+
+
+def test_a_deny_list_rebuild_that_fails_closed_fails_the_gpu_test() -> None:
+    """The GPU deny-list test skips only when the denied layer has no other tactic. Before, it skipped
+    on any failed rebuild whose stderr said "deny", which the fail-closed error does ("cannot confirm
+    that the deny entries were enforced"): the error the test exists to catch became a skip."""
+    from tests.gpu_steps import no_alternative_tactic
+    from trtforge.backend.denylist_enforce import AutotunedOp, Candidate, _unconfirmed, plan_cache_edits
+    from trtforge.core.errors import UnsatisfiableDenyError
+    from trtforge.rules.denylist import DenyEntry
+
+    closed = _unconfirmed("the built engine's layer information is unavailable (engine not loadable here)")
+    assert "deny" in closed.message  # what the old test matched on
+    assert no_alternative_tactic(closed.exit_code, closed.message) is None
+    op = AutotunedOp("conv", "0x1", [Candidate("0xa", 0.1, "sm80_conv")], selected_hash="0xa")
+    with pytest.raises(UnsatisfiableDenyError) as raised:
+        plan_cache_edits([op], [DenyEntry(layer="conv", tactic="sm80_conv", reason="test")])
+    reason = no_alternative_tactic(raised.value.exit_code, raised.value.message)
+    assert reason is not None and "no other tactic" in reason

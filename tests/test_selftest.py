@@ -16,6 +16,18 @@ from trtforge.rules.target import LocalGpu
 from trtforge.stages.selftest import SCHEMA, CheckResult, SelftestReport, runnable_reason
 
 HIDE_GPUS = {"CUDA_VISIBLE_DEVICES": ""}
+GPU_CHECKS = [
+    "load",
+    "inference vs ONNX Runtime, profile 0",
+    "inference vs ONNX Runtime, profile 1",
+    "timing breakdown",
+    "CUDA graph (outputs equal)",
+    "streams and contexts (outputs equal)",
+    "refit",
+    "weight-stripped refit",
+    "deny-list enforcement",
+    "engine validity",
+]
 CHECK_FIELDS = {"check": str, "flavor": (str, type(None)), "result": str, "seconds": (int, float),
                 "detail": str, "error": (str, type(None)), "trace": (str, type(None))}  # fmt: skip
 
@@ -48,6 +60,8 @@ def test_selftest_without_a_usable_gpu_exits_2_with_one_line_and_a_full_report(c
     assert by_name[("build (CPU/AOT)", "tensorrt_rtx")]["result"] == "passed", by_name
     gpu_checks = [c for c in report["checks"] if c["flavor"] == "tensorrt_rtx" and "build" not in c["check"]]
     assert gpu_checks and all(c["result"] == "skipped" for c in gpu_checks)
+    # One line per GPU check (issue 25), each listed even where it cannot run.
+    assert [c["check"] for c in gpu_checks][: len(GPU_CHECKS)] == GPU_CHECKS
     assert report["store"] == str(keep) and (keep / "tensorrt_rtx" / "store").is_dir()
 
 

@@ -94,7 +94,7 @@ def _gpu_checks(
     checks.run("weight-stripped refit", lambda: _strip(store, recipes, flavor, one_cc, build), skip=skip)
     no_deny = None
     if flavor != "tensorrt":
-        no_deny = f"{flavor_name(flavor)} has no timing cache or algorithm selector: deny entries are refused at plan"
+        no_deny = f"{flavor_name(flavor)} has no timing cache or algorithm selector to enforce deny entries with"
     checks.run("deny-list enforcement", lambda: _deny(store, recipes, built["plain"]), skip=no_deny or skip)
     checks.run("engine validity", lambda: _validity(store, built["plain"], flavor), skip=skip)
 
