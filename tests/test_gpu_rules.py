@@ -218,3 +218,24 @@ def test_a_deny_list_rebuild_that_fails_closed_fails_the_gpu_test() -> None:
         plan_cache_edits([op], [DenyEntry(layer="conv", tactic="sm80_conv", reason="test")])
     reason = no_alternative_tactic(raised.value.exit_code, raised.value.message)
     assert reason is not None and "no other tactic" in reason
+
+
+def test_every_cuda_runtime_call_of_the_timing_code_exists() -> None:
+    """backend/timing.py calls libcudart through ctypes, by name, and runs only on a GPU: a misspelt
+    call would surface there first. Each name must resolve in the CUDA runtime polygraphy loads
+    (graphs are instantiated with cudaGraphInstantiateWithFlags, whose signature CUDA 12 and 13 share;
+    cudaGraphInstantiate's changed in CUDA 12)."""
+    import re
+
+    from tests.conftest import REPO
+
+    source = (REPO / "trtforge" / "backend" / "timing.py").read_text()
+    names = set(re.findall(r'"(cuda[A-Z]\w*)"', source)) | set(re.findall(r"\.lib\.(cuda[A-Z]\w*)", source))
+    assert {"cudaEventRecord", "cudaEventElapsedTime", "cudaMallocHost", "cudaGraphInstantiateWithFlags"} <= names
+    try:
+        from trtforge.backend.timing import Cudart
+
+        lib = Cudart().lib
+    except OSError as exc:
+        pytest.skip(f"no CUDA runtime library to look the names up in: {exc}")
+    assert sorted(n for n in names if not hasattr(lib, n)) == []

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from trtforge.rules.recipe import Recipe, VerifySpec
     from trtforge.rules.target import LocalGpu, RuntimeTarget
 
+
 @dataclass(frozen=True)
 class RuntimeInfo:
     """Where an engine ran: one GPU model and one runtime (flavor + version)."""

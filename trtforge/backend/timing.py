@@ -188,7 +188,7 @@ def capture(cudart: Cudart, lane: Lane) -> None:
     lane.context.execute_async_v3(stream)
     cudart.call("cudaStreamEndCapture", ctypes.c_void_p(stream), ctypes.byref(graph))
     lane.graph = graph
-    cudart.call("cudaGraphInstantiate", ctypes.byref(graph_exec), graph, ctypes.c_ulonglong(0))
+    cudart.call("cudaGraphInstantiateWithFlags", ctypes.byref(graph_exec), graph, ctypes.c_ulonglong(0))
     lane.graph_exec = graph_exec
 
 

@@ -26,12 +26,11 @@ from trtforge.core.errors import TrtforgeError
 from trtforge.rules.compatibility import RTX_UNSUPPORTED_CCS
 from trtforge.rules.flavors import RTX_COMPUTE_CAPABILITIES, BackendInfo, installed_backends
 from trtforge.rules.target import LocalGpu, detect_gpus, this_platform
-from trtforge.stages.selftest.checks import GPU_CHECKS, flavor_checks
+from trtforge.stages.selftest.checks import flavor_checks
 from trtforge.stages.selftest.models import write_mlp, write_recipe
 from trtforge.stages.selftest.runner import CheckResult, Outcome, bug, since
 
 __all__ = [
-    "GPU_CHECKS",
     "SCHEMA",
     "CheckResult",
     "Outcome",
