@@ -20,7 +20,8 @@ from trtforge.stages.selftest import runnable_reason
 # What a step needs:
 #   "installed"  the flavor's Python package (resolving a recipe, e.g. for `verify --reference-only`)
 #   "build"      a build of the flavor (full TensorRT builds on a GPU; TensorRT-RTX on the CPU)
-#   "gpu build"  a build that runs CUDA even for TensorRT-RTX (refittable and weight-stripped plans)
+#   "gpu build"  a build that runs CUDA even for TensorRT-RTX (refittable and weight-stripped plans:
+#                on a GPU TensorRT-RTX supports)
 #   "engine"     running an engine of the flavor: a GPU, the flavor's runtime, a GPU it supports
 #   "gpu"        a visible NVIDIA GPU (NVML)
 Needs = Literal["installed", "build", "gpu build", "engine", "gpu"]
@@ -41,14 +42,21 @@ def missing(needs: Needs, flavor: str | None = None) -> str | None:
         return None
     if needs == "engine":
         return runnable_reason(backend, gpu)
-    if gpu is None and (flavor == "tensorrt" or needs == "gpu build"):
-        what = "builds engines" if flavor == "tensorrt" else "builds refittable and weight-stripped plans"
-        return f"{backend.label} {what} on a GPU only (the build runs CUDA), and {NO_GPU}"
+    if flavor == "tensorrt" and gpu is None:
+        return f"{backend.label} builds engines on a GPU only, and {NO_GPU}"
+    if flavor == "tensorrt_rtx" and needs == "gpu build":
+        # Its refittable and weight-stripped builds compile on the device (on the CPU they fail in
+        # Myelin's graph_jit with a CUDA error), so they are taken only on a GPU the runtime supports.
+        why = runnable_reason(backend, gpu)
+        if why is not None:
+            return f"refittable and weight-stripped TensorRT-RTX builds run CUDA on a GPU the runtime supports: {why}"
     return None
 
 
 def reach(step: str, needs: Needs, flavor: str | None = None) -> None:
-    """Go on to ``step`` where this machine can take it; otherwise skip here, naming the step."""
+    """Go on to ``step`` where this machine can take it; otherwise skip here, naming the step (the
+    skip is reported at the test's line: this helper and the suite's step helpers hide their frames)."""
+    __tracebackhide__ = True
     why = missing(needs, flavor)
     if why is not None:
         pytest.skip(f"stopped at {step}: {why}")

@@ -59,6 +59,7 @@ def plan(cli: Callable[..., Any], recipe: Path, store: Path, flavor: str) -> dic
 def build(cli: Callable[..., Any], recipe: Path, store: Path, flavor: str, needs: str = "build") -> dict[str, Any]:
     """`plan` (here, for any flavor), then the build where this machine can build it; the build's key
     is the one `plan` announced."""
+    __tracebackhide__ = True
     planned = plan(cli, recipe, store, flavor)
     reach(f"the {flavor_name(flavor)} build of {recipe.stem}", needs, flavor)  # type: ignore[arg-type]
     result = cli("build", recipe, "--store", store, "--json")
@@ -83,6 +84,7 @@ def reference_only(
 ) -> dict[str, Any]:
     """`verify --reference-only`: ONNX Runtime at every shape point, outputs stored (no GPU; resolving
     a recipe needs its flavor installed)."""
+    __tracebackhide__ = True
     step = f"verify --reference-only of {Path(ref).name[:12]} (resolves with {flavor_name(flavor)})"
     reach(step, "installed", flavor)
     result = cli("verify", ref, "--reference-only", "--store", store, "--json", *args)
@@ -93,6 +95,7 @@ def reference_only(
 
 
 def verify(cli: Callable[..., Any], ref: str, store: Path, flavor: str, *args: str) -> dict[str, Any]:
+    __tracebackhide__ = True
     reach(f"verify of {ref[:12]} (runs the {flavor_name(flavor)} engine)", "engine", flavor)
     result = cli("verify", ref, "--store", store, "--json", *args)
     assert result.code in (0, 1), result
