@@ -331,7 +331,7 @@ def test_control_characters_are_escaped_wherever_text_is_printed(cli, tmp_path: 
         store.close()
     target = ("--gpu", "NVIDIA A10G", "--cc", "8.6", "--trt", "10.13.3", "--flavor", "tensorrt")
     outputs = [
-        cli("list", "--store", store_dir),
+        cli("list", "--store", store_dir, env={"COLUMNS": "200"}),  # wide enough that no cell is cut
         cli("show", artifact_id, "--store", store_dir),
         cli("lookup", name, *target, "--explain", "--store", store_dir),
     ]
