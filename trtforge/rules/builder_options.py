@@ -10,6 +10,8 @@ option is :mod:`trtforge.rules.capabilities`' call, how each reaches the builder
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -219,6 +221,16 @@ class PluginLibrary(Strict):
         if self.serialize and self.load != "dynamic":
             raise ValueError("serialize: true needs load: dynamic (TensorRT serializes libraries it loaded itself)")
         return self
+
+
+@dataclass(frozen=True)
+class NamedFile:
+    """A file the builder reads besides the model, as resolution found it: where the recipe names it
+    (``plugins[0].library``), its absolute path, and the sha256 the build key holds."""
+
+    field: str
+    path: Path
+    sha256: str
 
 
 # -- the escape hatch: IBuilderConfig attributes and flags by their API names -----------------------

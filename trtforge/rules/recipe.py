@@ -647,6 +647,14 @@ def check_options(recipe: Recipe) -> None:
         raise ValueError("plugins: a library must not be listed twice")
 
 
+def field_value(recipe: Recipe, path: str) -> Any:
+    """The value of the field at a dotted path, e.g. ``build.dla.core``."""
+    node: Any = recipe
+    for part in path.split("."):
+        node = getattr(node, part)
+    return node
+
+
 def _check_names(mapping: dict[Any, Any], where: str) -> None:
     for key in mapping:
         if isinstance(key, str):
