@@ -470,6 +470,7 @@ def check_recipe(recipe: Recipe, backend: BackendInfo) -> list[str]:
         if state == "deprecated":
             notes.append(f"{option} is deprecated in {backend.label}")
     _check_compute_capabilities(recipe, backend)
+    _check_weight_streaming(recipe, backend)
     check_enforceable(backend, recipe.tactics.deny)  # e.g. TensorRT-RTX: refused before any build
     if backend.flavor == "tensorrt_rtx" and "timing_cache" in recipe.build.model_fields_set:
         # Said only when the recipe asks for a cache explicitly; the default policy stays quiet.
@@ -496,6 +497,18 @@ def _check_compute_capabilities(recipe: Recipe, backend: BackendInfo) -> None:
             f"refit: refittable: {backend.label} builds a refittable engine for one compute capability, "
             f"and this build targets {', '.join(wanted)}",
             hint="set compatibility.compute_capabilities to the one GPU generation it runs on, e.g. [8.6]",
+        )
+
+
+def _check_weight_streaming(recipe: Recipe, backend: BackendInfo) -> None:
+    # TensorRT Developer Guide, "Weight Streaming": the network must be strongly typed. TensorRT 10
+    # builds weakly typed networks unless asked; TensorRT 11 and TensorRT-RTX are always strongly typed.
+    weak_by_default = backend.flavor == "tensorrt" and release(backend.version)[0] < 11
+    if recipe.build.weight_streaming and weak_by_default and recipe.precision.strongly_typed is not True:
+        raise UnsupportedOptionError(
+            f"recipe option build.weight_streaming needs a strongly typed network; {backend.label} builds "
+            "weakly typed ones unless asked",
+            hint="set precision.strongly_typed: true",
         )
 
 
