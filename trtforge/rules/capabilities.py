@@ -16,7 +16,7 @@ from trtforge.core.errors import UnsupportedOptionError
 from trtforge.rules.builder_options import DLAOptions, ParserFlags, config_items
 from trtforge.rules.denylist import DenyEntry, tactic_id_of
 from trtforge.rules.flavors import RTX_COMPUTE_CAPABILITIES, BackendInfo, Flavor, Version, flavor_name, release
-from trtforge.rules.recipe import LIBRARY_TACTIC_SOURCES, WEAK_TYPING_FLAGS, Recipe, field_value
+from trtforge.rules.recipe import LIBRARY_TACTIC_SOURCES, WEAK_TYPING_FLAGS, Recipe, default_value, field_value
 
 if TYPE_CHECKING:
     pass
@@ -393,12 +393,14 @@ _PLAIN_FIELDS: tuple[str, ...] = (
 )
 
 
-def _is_set(value: Any) -> bool:
-    return value is not None and value is not False and value not in ({}, [], "none")
+def _is_set(recipe: Recipe, path: str) -> bool:
+    """The field holds something else than its default ("none" precision constraints are the default)."""
+    value = field_value(recipe, path)
+    return value != default_value(path) and value != "none"
 
 
 def _added_options(recipe: Recipe) -> list[str]:
-    asked = [path for path in _PLAIN_FIELDS if _is_set(field_value(recipe, path))]
+    asked = [path for path in _PLAIN_FIELDS if _is_set(recipe, path)]
     if recipe.compatibility.runtime_platform != "same_as_build":
         asked.append(f"compatibility.runtime_platform: {recipe.compatibility.runtime_platform}")
     tensors = [*recipe.io.inputs.values(), *recipe.io.outputs.values()]

@@ -300,7 +300,8 @@ class Tactics(_Strict):
         default=None, ge=1, description="Times each tactic is timed and averaged (--avgTiming; default: backend's)."
     )
     max_tactics: int | None = Field(
-        default=None, ge=0, description="At most this many tactics timed per layer (--maxTactics; default: backend's)."
+        # IBuilderConfig::setMaxNbTactics: 0 "has no effect" (observed with TensorRT-RTX 1.7: reads back -1)
+        default=None, ge=1, description="At most this many tactics timed per layer (--maxTactics; default: backend's)."
     )
 
     @field_validator("sources")
@@ -591,8 +592,18 @@ ADDED_FIELDS: tuple[str, ...] = (
 
 
 @functools.cache
+def _default_recipe() -> Recipe:
+    return Recipe.model_validate({"name": "x", "model": {"onnx": "x.onnx"}})
+
+
+def default_value(path: str) -> Any:
+    """The default of the field at a dotted path (what a recipe that leaves it out has)."""
+    return field_value(_default_recipe(), path)
+
+
+@functools.cache
 def _added_defaults() -> dict[str, Any]:
-    defaults = Recipe.model_validate({"name": "x", "model": {"onnx": "x.onnx"}}).model_dump(mode="json")
+    defaults = _default_recipe().model_dump(mode="json")
     values: dict[str, Any] = {}
     for path in ADDED_FIELDS:
         node: Any = defaults
