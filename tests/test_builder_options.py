@@ -441,3 +441,93 @@ def test_tensorrt_releases_in_the_table(option: str, backend: str, state: str) -
 
     rows = {row["option"]: row["state"] for row in capability_table(BackendInfo("tensorrt", backend))}
     assert rows[option] == state
+
+
+# -- a plan built for another platform (compatibility.runtime_platform) --------------------------
+
+
+def test_a_windows_plan_built_on_linux_is_found_for_windows_only() -> None:
+    """TensorRT >= 10.2 builds on Linux x86-64 for kWINDOWS_AMD64: the record says so, lookup reads it."""
+    from tests.catalog_rows import placeholder_artifact
+    from trtforge.rules.compatibility import Envelope, rank
+    from trtforge.rules.target import BuildTarget, RuntimeTarget
+    from trtforge.stages.lookup import candidate_from_row
+
+    built = recipe("compatibility: {runtime_platform: windows_amd64}")
+    target = BuildTarget("tensorrt", "10.13.3.9", "NVIDIA A10G", ("8.6",), os="linux", arch="x86_64", cuda="cu12")
+    details = {"target": target.key_fields(), "compatibility": Envelope.of(built.compatibility).record(target)}
+    assert details["compatibility"]["runtime_platform"] == "windows_amd64"
+    row = placeholder_artifact(
+        flavor="tensorrt", trt_version="10.13.3.9", gpu_name="NVIDIA A10G", compute_capabilities=["8.6"],
+        plan_sha256="p" * 64, details=details, created_at=__import__("datetime").datetime(2026, 1, 1),
+    )
+    candidate = candidate_from_row(row)
+    assert (candidate.os, candidate.arch) == ("windows", "x86_64")
+    on = {os: RuntimeTarget("tensorrt", "10.13.3.9", "8.6", "NVIDIA A10G", os=os, arch="x86_64") for os in
+          ("linux", "windows")}
+    assert rank([candidate], on["windows"]).best is not None
+    linux = rank([candidate], on["linux"])
+    assert linux.best is None and [r.rule for r in linux.rejected] == ["platform"]
+
+
+# -- the escape hatch through the command line ------------------------------------------------------
+
+
+def _config(mapping: str) -> str:
+    """A build.config line for conftest's MLP recipe (a str.format template: braces doubled)."""
+    return "  config: " + mapping.replace("{", "{{").replace("}", "}}") + "\n"
+
+
+def test_build_config_is_checked_applied_keyed_recorded_and_shown(cli, mlp_recipe, store: Path) -> None:
+    from tests.conftest import MLP_RECIPE
+
+    plain = mlp_recipe("plain")
+    hatch = mlp_recipe("hatch", text=MLP_RECIPE + _config("{engine_capability: STANDARD, flags: {STRICT_NANS: true}}"))
+    planned = cli("plan", plain, hatch, "--store", store, "--json")
+    assert planned.code == 0, planned
+    keys = {Path(entry["recipe"]).stem: entry for entry in planned.json()}
+    assert keys["hatch"]["build_key"] != keys["plain"]["build_key"]
+    assert keys["hatch"]["unchecked"] == ["build.config.engine_capability", "build.config.flags.STRICT_NANS"]
+    assert keys["plain"]["unchecked"] == []
+    human = cli("plan", hatch, "--store", store)
+    assert "build.config.engine_capability, build.config.flags.STRICT_NANS unchecked" in human.stderr
+
+    built = cli("build", hatch, "--store", store, "--json")
+    assert built.code == 0, built
+    [result] = built.json()
+    assert result["build_key"] == keys["hatch"]["build_key"]
+    shown = cli("show", result["artifact_id"], "--store", store, "--json").json()
+    settings = shown["details"]["settings"]
+    assert settings["build.config"] == {"engine_capability": "STANDARD", "flags.STRICT_NANS": True}
+    assert "STRICT_NANS" in settings["flags"]  # read back from the config with every other flag
+    assert "build.config: {'engine_capability': 'STANDARD', 'flags.STRICT_NANS': True}" in cli(
+        "show", result["artifact_id"], "--store", store
+    ).stdout
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ("{no_such_attribute: 1}", "build.config.no_such_attribute: TensorRT-RTX 1.7.1.116's IBuilderConfig has no "
+         "attribute no_such_attribute"),
+        ("{flags: {NO_SUCH_FLAG: true}}", "build.config.flags.NO_SUCH_FLAG: TensorRT-RTX 1.7.1.116's BuilderFlag has "
+         "no member NO_SUCH_FLAG"),
+        ("{engine_capability: NOPE}", "build.config.engine_capability: 'NOPE' is not a EngineCapability member"),
+        ("{num_optimization_profiles: 2}", "build.config.num_optimization_profiles: is read-only"),
+        ("{set_flag: 1}", "build.config.set_flag: is a method"),
+        ("{builder_optimization_level: 2}", "is set by the recipe field build.optimization_level; use that field"),
+        ("{progress_monitor: 1}", "build.config.progress_monitor: cannot be set from a recipe"),
+        ("{build_route: 1}", "build.config.build_route: holds a str, not int 1"),
+    ],
+)
+def test_build_config_entries_the_backend_lacks_exit_2_naming_them(
+    cli, mlp_recipe, store: Path, config: str, message: str
+) -> None:
+    from tests.conftest import MLP_RECIPE
+
+    if find_backend("tensorrt_rtx").version != "1.7.1.116":
+        message = message.split(": ", 1)[0]
+    path = mlp_recipe("bad", text=MLP_RECIPE + _config(config))
+    result = cli("build", path, "--store", store)
+    assert result.code == 2, result
+    assert message in result.stderr, result.stderr
