@@ -46,6 +46,7 @@ RTX_LACKS = {
     "test_compatible_builds_run_and_are_found": "TensorRT-RTX has no hardware/version compatibility levels",
     "test_show_has_the_engine_inspectors_layers": "trtforge records inspector layers for full TensorRT builds only",
     "test_denylist_enforced_end_to_end": "TensorRT-RTX has no timing cache or algorithm selector to deny tactics with",
+    "test_per_layer_precisions_on_tensorrt_10": "TensorRT-RTX networks are strongly typed (no per-layer precisions)",
 }
 
 
@@ -144,6 +145,25 @@ def test_weak_typing_precisions_on_tensorrt_10(cli, full_trt: str, recipes: Path
     assert verify(cli, built["artifact_id"], store)["status"] == "passed"
 
 
+def test_per_layer_precisions_on_tensorrt_10(cli, full_trt: str, recipes: Path, store: Path) -> None:
+    """trtexec's --layerPrecisions, --layerOutputTypes, --precisionConstraints, --avgTiming and
+    --maxTactics on the builder that has them: built, recorded per layer, verified."""
+    backend = installed_backend("tensorrt")
+    assert backend is not None
+    if not backend.version.startswith("10."):
+        pytest.skip(f"TensorRT {backend.version} removed per-layer precisions (TensorRT 11)")
+    extra = (
+        "precision: {fp16: true, constraints: obey, layer_precisions: {'*': fp32}, layer_output_types: {'*': fp32}}\n"
+        "tactics: {timing_iterations: 2, max_tactics: 4}\n"
+    )
+    built = build(cli, recipe_for(recipes, "layers", full_trt, extra), store)
+    settings = show(cli, built["artifact_id"], store)["details"]["settings"]
+    assert settings["precision.constraints"] == "obey" and settings["precision.layer_precisions"]
+    assert settings["tactics.timing_iterations"] == 2 and settings["tactics.max_tactics"] == 4
+    assert "OBEY_PRECISION_CONSTRAINTS" in settings["flags"]
+    assert verify(cli, built["artifact_id"], store)["status"] == "passed"
+
+
 @pytest.mark.parametrize(
     "compatibility",
     ["{hardware: ampere_plus}", "{version_compatible: true}", "{version_compatible: true, exclude_lean_runtime: true}"],
@@ -161,7 +181,7 @@ def test_compatible_builds_run_and_are_found(
     assert found.code == 0 and found.json()["artifact_id"] == built["artifact_id"], found
 
 
-@pytest.mark.parametrize("mode", ["refittable", "refit_identical", "strip_weights"])
+@pytest.mark.parametrize("mode", ["refittable", "refit_identical", "strip_weights", "strip_all_weights"])
 def test_refit_mode_builds(cli, flavor: str, recipes: Path, store: Path, mode: str) -> None:
     built = build(cli, recipe_for(recipes, f"mode-{mode}", flavor, f"refit: {mode}\n"), store)
     record = show(cli, built["artifact_id"], store)

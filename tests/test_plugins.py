@@ -213,3 +213,21 @@ def test_serializing_needs_a_version_compatible_plan_which_tensorrt_rtx_builds_o
         "--json",
     )
     assert planned.code == 0 and planned.json()[0]["status"] == "build"
+
+
+def test_reproduce_loads_the_recorded_library_again(
+    cli: Callable, store: Path, built_with_static_library: tuple[Path, Path, str]
+) -> None:
+    _recipe, library, artifact_id = built_with_static_library
+    shown = cli("show", artifact_id, "--store", store, "--json").json()
+    assert shown["details"]["files"] == [
+        {"field": "plugins[0].library", "path": str(library), "sha256": sha256(library)}
+    ]
+    again = cli("build", "--reproduce", artifact_id, "--store", store, "--json")
+    assert again.code == 0, again
+    assert again.json()["record_key_matches"] is True
+    with open(library, "ab") as handle:
+        handle.write(b"\0")
+    changed = cli("build", "--reproduce", artifact_id, "--store", store)
+    assert changed.code == 2
+    assert f"plugins[0].library {library} of artifact {artifact_id[:12]} changed" in changed.stderr

@@ -48,6 +48,15 @@ class PluginRecord(_Section):
     serialized: bool = False
 
 
+class FileRecord(_Section):
+    """A file the build read besides the model (a plugin library, a calibration cache): where the
+    recipe names it, where it was, the sha256 the key holds; `build --reproduce` reads it again."""
+
+    field: str
+    path: str
+    sha256: str
+
+
 class Adopted(_Section):
     """A plan built outside trtforge: where it came from and how its target was known."""
 
@@ -75,6 +84,7 @@ class ArtifactDetails(BaseModel):
     lineage: Lineage | None = None
     adopted: Adopted | None = None
     plugins: list[PluginRecord] = Field(default_factory=list)  # the plugin libraries the build loaded
+    files: list[FileRecord] = Field(default_factory=list)  # every file the build read besides the model
 
     @property
     def model_path(self) -> Path:

@@ -314,6 +314,7 @@ class BuildStage:
                     layer_info=output.layer_info,
                     model=model.record(),
                     plugins=output.plugins,
+                    files=[{"field": f.field, "path": str(f.path), "sha256": f.sha256} for f in resolution.files],
                 ),
             )
             store.catalog.add_artifact(artifact, Blob(sha256=blob.sha256, size=blob.size, kind="plan"))
