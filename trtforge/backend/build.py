@@ -273,6 +273,15 @@ def _check_version_compatible_plugins(parser: Any, recipe: Recipe, files: Sequen
         )
 
 
+def register_standard_plugins(trt: ModuleType, logger: Any) -> None:
+    """TensorRT's own plugins (libnvinfer_plugin: ROIAlign_TRT, ...), as trtexec registers them before
+    it parses ("Loading standard plugins"). They ship in the wheel the key names by version and CUDA
+    variant; TensorRT-RTX ships none (the call registers nothing there)."""
+    init = getattr(trt, "init_libnvinfer_plugins", None)
+    if init is not None:
+        init(logger, "")
+
+
 def _check_before_build(trt: ModuleType, builder: Any, recipe: Recipe, backend: BackendInfo) -> None:
     """What the capability table cannot know without the module: every API the recipe's options
     need, and build.config's names and values, refused (exit 2) before any work."""
@@ -330,6 +339,7 @@ def build_plan(
     records: list[dict[str, str]] = []
     verbose: list[str] | None = [] if recipe.tactics.deny else None
     logger = _make_logger(trt, records, verbose)
+    register_standard_plugins(trt, logger)
     session = _Builder(trt, backend, trt.Builder(logger), logger, records, verbose)
     _check_before_build(trt, session.builder, recipe, backend)
     with plugins_loaded(trt, session.builder, recipe, files, records, backend.label) as plugins:
