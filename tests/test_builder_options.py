@@ -531,3 +531,15 @@ def test_build_config_entries_the_backend_lacks_exit_2_naming_them(
     result = cli("build", path, "--store", store)
     assert result.code == 2, result
     assert message in result.stderr, result.stderr
+
+
+def test_a_refused_option_exits_2_before_anything_is_written(cli, mlp_recipe, store: Path) -> None:
+    from tests.conftest import MLP_RECIPE
+    from tests.test_build_cli import store_is_empty
+
+    path = mlp_recipe("dla", text=MLP_RECIPE + "  dla: {{core: 0}}\n")
+    result = cli("build", path, "--store", store)
+    assert result.code == 2, result
+    assert "dla.yaml: recipe option build.dla.core is not available: TensorRT-RTX" in result.stderr
+    assert "hint: TensorRT-RTX builds for RTX GPUs, which have no DLA: drop the DLA options" in result.stderr
+    assert store_is_empty(store)
