@@ -18,8 +18,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from trtforge.core.recipe_paths import path_text
 
-SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
-_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# Full-matched (``fullmatch``): ``$`` would let a trailing newline through.
+SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 # trtexec's data type and tensor format names (sampleOptions.cpp, stringToValue) -> the nvinfer
 # enum members they name (DataType, TensorFormat).
@@ -61,7 +62,7 @@ class Strict(BaseModel):
 
 
 def sha256_pin(value: str | None) -> str | None:
-    if value is not None and not SHA256_HEX.match(value.lower()):
+    if value is not None and not SHA256_HEX.fullmatch(value.lower()):
         raise ValueError("must be 64 hexadecimal characters")
     return value.lower() if value is not None else None
 
@@ -309,7 +310,7 @@ def check_config(config: dict[str, Any]) -> dict[str, Any]:
     (backend/config_overrides.py), before the build.
     """
     for key, value in config.items():
-        if not _IDENTIFIER.match(key):
+        if not _IDENTIFIER.fullmatch(key):
             raise ValueError(f"{key!r} is not an IBuilderConfig attribute name")
         if key in CONFIG_GROUPS:
             _check_group(key, value)
@@ -327,7 +328,7 @@ def _check_group(group: str, value: Any) -> None:
     if not isinstance(value, dict):
         raise ValueError(f"{group}: a mapping of {enum} member -> {kind.__name__}")
     for member, member_value in value.items():
-        if not isinstance(member, str) or not _IDENTIFIER.match(member):
+        if not isinstance(member, str) or not _IDENTIFIER.fullmatch(member):
             raise ValueError(f"{group}: {member!r} is not a {enum} member name")
         if type(member_value) is not kind:
             raise ValueError(f"{group}.{member}: give a {kind.__name__}, not {type(member_value).__name__}")

@@ -36,9 +36,23 @@ from trtforge.rules.builder_options import (
 from trtforge.rules.denylist import DenyEntry, deny_key, parse_deny_file, read_deny_text
 
 MAX_RECIPE_BYTES = 1 << 20
+# Anchored for Pydantic and JSON Schema, which search; Python code full-matches (name_problem).
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 Shape = list[int]
+
+
+def name_problem(value: str) -> str | None:
+    """Why ``value`` cannot be an artifact name, or None: the one rule for recipes, adopt and bundles.
+
+    The whole text must match (a trailing newline does not pass), and no name holds ``..``.
+    """
+    if not _NAME.fullmatch(value):
+        return f"must match {NAME_PATTERN}"
+    if ".." in value:
+        return "must not contain '..'"
+    return None
 
 
 class _Strict(BaseModel):
@@ -208,7 +222,7 @@ class BuildOptions(_Strict):
     @classmethod
     def _feature_names(cls, value: dict[str, bool]) -> dict[str, bool]:
         for name in value:
-            if not re.match(r"^[a-z][a-z0-9_]*$", name):
+            if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
                 raise ValueError(f"{name!r} is not a preview feature name (lower case, e.g. aliased_plugin_io_10_03)")
         return value
 
@@ -321,7 +335,7 @@ RefitMode = Literal["none", "refittable", "refit_identical", "strip_weights", "s
 WEIGHTLESS_REFIT_MODES: tuple[str, ...] = ("strip_weights", "strip_all_weights")
 HardwareLevel = Literal["none", "ampere_plus", "same_compute_capability"]
 RuntimePlatform = Literal["same_as_build", "windows_amd64"]
-_CC = re.compile(r"^[1-9][0-9]?\.[0-9]$")
+_CC = re.compile(r"[1-9][0-9]?\.[0-9]")
 
 
 class Compatibility(_Strict):
@@ -357,7 +371,7 @@ class Compatibility(_Strict):
         if not value:
             raise ValueError("give at least one compute capability, or leave the field out")
         for item in value:
-            if not _CC.match(item):
+            if not _CC.fullmatch(item):
                 raise ValueError(f"{item!r} is not a compute capability like 8.6")
         if len(set(value)) != len(value):
             raise ValueError("compute capabilities must not repeat")
@@ -497,8 +511,9 @@ class Recipe(_Strict):
     @field_validator("name")
     @classmethod
     def _no_dots_only(cls, value: str) -> str:
-        if ".." in value:
-            raise ValueError("must not contain '..'")
+        problem = name_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
         return value
 
     @model_validator(mode="after")
