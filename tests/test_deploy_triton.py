@@ -88,6 +88,7 @@ def add_trt_row(
     age_minutes: int = 0,
     verified: dict[str, tuple[str, str]] | None = None,  # GPU model -> (status, cc)
     flavor: str = "tensorrt",
+    plugins: list[dict[str, Any]] | None = None,  # details.plugins: the libraries the build loaded
 ) -> str:
     """A full-TensorRT artifact as a build on that GPU records it (plan bytes are a placeholder)."""
     opened = open_store(store_dir)
@@ -101,6 +102,7 @@ def add_trt_row(
             "compatibility": compatibility or {"hardware": "none", "version_compatible": False,
                                                "exclude_lean_runtime": False},
             "model": {"path": "/models/detector.onnx", **MODEL_IO},
+            "plugins": plugins or [],
         }
         opened.catalog.add_artifact(
             placeholder_artifact(
@@ -299,6 +301,20 @@ def test_version_compatible_plans_name_the_backend_config(store: Path, repo: Pat
     files = json.loads((result.model_dir / "trtforge.json").read_text())["versions"]["1"]["files"]
     assert files["12.0"]["host_code"] is True and files["12.0"]["lean_runtime_in_plan"] is True
     assert len({f["artifact_id"] for f in files.values()}) == 1  # one Ampere+ plan serves all three
+
+
+def test_plugin_libraries_a_plan_needs_are_named_for_the_server(store: Path, repo: Path) -> None:
+    """A plan built with plugin libraries it does not embed needs them loaded by Triton's backend."""
+    needed = {"library": "/opt/plugins/libroi.so", "name": "libroi.so", "sha256": "c" * 64, "load": "dynamic",
+              "serialized": False}
+    embedded = {**needed, "library": "/opt/plugins/libvc.so", "name": "libvc.so", "serialized": True}
+    add_trt_row(store, cc="8.6", plugins=[needed, embedded])
+    result = trtforge.deploy_triton(repo, "detector", trt=TRT, store=store)
+    record = json.loads((result.model_dir / "trtforge.json").read_text())
+    assert record["versions"]["1"]["files"]["8.6"]["plugins"] == [needed]  # the embedded one travels in the plan
+    runtime = record["versions"]["1"]["runtime"]
+    assert runtime["plugins"] == ["/opt/plugins/libroi.so"]
+    assert runtime["plugins_backend_config"] == "tensorrt,plugins=/opt/plugins/libroi.so"
 
 
 def test_adopted_plan_takes_its_io_from_the_model(store: Path, repo: Path, cli: Callable, tmp_path: Path) -> None:

@@ -198,6 +198,27 @@ def test_weak_typing_precisions_on_tensorrt_10(cli, recipes: Path, store: Path) 
     assert verify(cli, built_half["artifact_id"], store, "tensorrt")["status"] == "passed"
 
 
+def test_per_layer_precisions_on_tensorrt_10(cli, recipes: Path, store: Path) -> None:
+    """trtexec's --layerPrecisions, --layerOutputTypes, --precisionConstraints, --avgTiming and
+    --maxTactics on the builder that has them. Past the build: fails if the settings are not
+    recorded as the builder read them back, or the constrained engine does not verify."""
+    extra = (
+        "precision: {fp16: true, constraints: obey, layer_precisions: {'*': fp32}, layer_output_types: {'*': fp32}}\n"
+        "tactics: {timing_iterations: 2, max_tactics: 4}\n"
+    )
+    recipe = recipe_for(recipes, "layers", "tensorrt", extra)
+    plan(cli, recipe, store, "tensorrt")  # TensorRT 10 takes these (TensorRT 11 refuses them at plan)
+    backend = installed_backend("tensorrt")
+    if backend is not None and not backend.version.startswith("10."):
+        pytest.skip(f"TensorRT {backend.version} removed per-layer precisions (TensorRT 11)")
+    built = build(cli, recipe, store, "tensorrt")
+    settings = show(cli, built["artifact_id"], store)["details"]["settings"]
+    assert settings["precision.constraints"] == "obey" and settings["precision.layer_precisions"]
+    assert settings["tactics.timing_iterations"] == 2 and settings["tactics.max_tactics"] == 4
+    assert "OBEY_PRECISION_CONSTRAINTS" in settings["flags"]
+    assert verify(cli, built["artifact_id"], store, "tensorrt")["status"] == "passed"
+
+
 @pytest.mark.parametrize(
     "compatibility",
     ["{hardware: ampere_plus}", "{version_compatible: true}", "{version_compatible: true, exclude_lean_runtime: true}"],
@@ -214,7 +235,7 @@ def test_compatible_builds_run_and_are_found(cli, recipes: Path, store: Path, co
     assert lookup_best(cli, "compat", store, "tensorrt")["artifact_id"] == built["artifact_id"]
 
 
-@pytest.mark.parametrize("mode", ["none", "refittable", "refit_identical", "strip_weights"])
+@pytest.mark.parametrize("mode", ["none", "refittable", "refit_identical", "strip_weights", "strip_all_weights"])
 def test_refit_mode_builds(cli, flavor: str, recipes: Path, store: Path, mode: str) -> None:
     """Past the engine step: the engine's own ``refittable`` must be true for every refit mode and
     false without one (fails if the REFIT/STRIP_PLAN flag is lost on the way to the builder, which
@@ -226,7 +247,7 @@ def test_refit_mode_builds(cli, flavor: str, recipes: Path, store: Path, mode: s
     assert show(cli, built["artifact_id"], store)["recipe"]["refit"] == mode
     best = lookup_best(cli, f"mode-{mode}", store, flavor, "--allow-weightless")
     assert best["artifact_id"] == built["artifact_id"]
-    assert best["metadata"]["weightless"] is (mode == "strip_weights"), best["metadata"]
+    assert best["metadata"]["weightless"] is (mode in ("strip_weights", "strip_all_weights")), best["metadata"]
     reach(f"loading the {mode} engine", "engine", flavor)
     assert engine_facts(built["artifact_id"], store).refittable is (mode != "none")
     assert verify(cli, built["artifact_id"], store, flavor)["status"] == "passed"

@@ -218,3 +218,41 @@ def test_a_hit_through_the_cache_loads_no_recipe_models(cli, example_recipe: Pat
     assert '"status": "cached"' in proc.stdout, proc
     [line] = [x for x in proc.stderr.splitlines() if x.startswith("MODULES=")]
     assert json.loads(line.removeprefix("MODULES=")) == []
+
+
+def test_a_changed_plugin_library_is_not_served(setup) -> None:
+    """A file the recipe names besides the model is keyed by its bytes; the cache re-checks them."""
+    recipe, remember, ask, full = setup
+    library = recipe.parent / "libs" / "libplugin.so"
+    library.parent.mkdir()
+    library.write_bytes(b"\x7fELF plugin v1")
+    recipe.write_text(recipe.read_text() + "plugins: [{library: libs/libplugin.so, load: static}]\n")
+    old = remember()
+    assert ask() == old
+    _same_stat_rewrite(library, "\x7fELF plugin v2")
+    assert ask() is None
+    assert full() != old
+    library.unlink()
+    assert ask() is None  # a missing library: the full path reports it
+
+
+def test_the_code_stamp_covers_the_modules_that_decide_a_resolution() -> None:
+    """Regression: the stamp looked for rules/ and core/ modules beside resolved_cache.py (in
+    resolution/) after the layout became folders, found none, so editing the recipe format or the
+    capability table left remembered resolutions standing."""
+    import trtforge.core.recipe_paths
+    import trtforge.resolution.resolve
+    import trtforge.rules.capabilities
+    import trtforge.rules.keys
+    import trtforge.rules.recipe
+
+    stamped = {tuple(entry[1:]) for entry in resolved_module.code_stamp()[1:]}
+    for module in (
+        trtforge.rules.recipe,
+        trtforge.rules.capabilities,
+        trtforge.rules.keys,
+        trtforge.resolution.resolve,
+        trtforge.core.recipe_paths,
+    ):
+        stat = os.stat(module.__file__)
+        assert (stat.st_size, stat.st_mtime_ns) in stamped, module.__name__

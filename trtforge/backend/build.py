@@ -9,17 +9,22 @@ Polygraphy is used where it fits: running and comparing engines (``backend/run.p
 
 from __future__ import annotations
 
+import hashlib
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Protocol
 
-from trtforge.backend.config import CONFIG_RULES, ConfigRule, make_config, network_flags
+from trtforge.backend.config import CONFIG_RULES, ConfigRule, check_api, make_config, network_flags
 from trtforge.backend.loader import import_backend
+from trtforge.backend.network_settings import apply_network_settings, parser_flags_read, set_parser_flags
+from trtforge.backend.plugins import plugins_loaded, set_plugins_to_serialize
 from trtforge.backend.timing_cache import attach as attach_timing_cache
 from trtforge.backend.timing_cache import serialized as serialized_timing_cache
 from trtforge.core.errors import BuildError
+from trtforge.rules.builder_options import NamedFile
 from trtforge.rules.capabilities import cpu_build_fails
 from trtforge.rules.flavors import BackendInfo
 from trtforge.rules.recipe import Recipe
@@ -47,6 +52,7 @@ class BuildOutput:
     timing_cache_used: bool = False  # the stored cache given to the build was accepted
     denylist: dict[str, Any] | None = None  # enforcement report when the recipe has deny entries
     layer_info: dict[str, Any] | None = None  # engine inspector JSON, where an engine can be loaded (GPU)
+    plugins: list[dict[str, Any]] = field(default_factory=list)  # the plugin libraries the build loaded
 
     @property
     def plan_view(self) -> memoryview:
@@ -151,18 +157,37 @@ def _dims(dims: Any) -> list[int]:
     return [int(d) for d in dims]
 
 
-def parse_network(trt: ModuleType, builder: Any, logger: Any, onnx_path: Path, flags: int = 0) -> tuple[Any, Any]:
-    """Network and parser for an ONNX file; parser errors name the failing node."""
+def parse_network(
+    trt: ModuleType, builder: Any, logger: Any, onnx_path: Path, flags: int = 0, recipe: Recipe | None = None
+) -> tuple[Any, Any]:
+    """Network and parser for an ONNX file (with the recipe's parser flags); parser errors name the failing node."""
     network = builder.create_network(flags)
     parser = trt.OnnxParser(network, logger)
+    if recipe is not None:
+        set_parser_flags(trt, parser, recipe)
     if not parser.parse_from_file(str(onnx_path)):
         errors = parser_errors(parser)
         raise BuildError(
             f"ONNX parse failed at {parse_error_line(errors, _input_dtypes(onnx_path))}",
-            hint=f"model: {onnx_path}; `--json` lists every parser error (error_detail)",
+            hint=_parse_hint(errors, onnx_path),
             detail=errors,
         )
     return network, parser
+
+
+# The ONNX parser's fallback for an operator it does not know: a plugin of the operator's name.
+_PLUGIN_NOT_FOUND = "checkFallbackPluginImporter"
+
+
+def _parse_hint(errors: list[dict[str, Any]], onnx_path: Path) -> str:
+    missing = [e for e in errors if e["function"] == _PLUGIN_NOT_FOUND]
+    if missing:
+        ops = ", ".join(dict.fromkeys(str(e["operator"]) for e in missing))
+        return (
+            f"no plugin implements {ops}: name the plugin library that does in the recipe's plugins "
+            "(docs/trtexec.md, Plugins)"
+        )
+    return f"model: {onnx_path}; `--json` lists every parser error (error_detail)"
 
 
 def check_builder_version(trt: ModuleType, backend: BackendInfo) -> None:
@@ -197,6 +222,102 @@ def _refuse_shape_tensor_inputs(network: Any) -> None:
     )
 
 
+def _io_tensors(network: Any) -> list[dict[str, Any]]:
+    return [
+        {"name": t.name, "mode": mode, "dtype": str(t.dtype).rsplit(".", 1)[-1].lower(), "shape": _dims(t.shape)}
+        for mode, tensors in (
+            ("input", [network.get_input(i) for i in range(network.num_inputs)]),
+            ("output", [network.get_output(i) for i in range(network.num_outputs)]),
+        )
+        for t in tensors
+    ]
+
+
+def _build_failed(records: list[dict[str, str]], recipe: Recipe, backend: BackendInfo) -> BuildError:
+    errors = [r["message"] for r in records if r["level"] != "warning"]
+    detail = errors[-1] if errors else "no error was logged"
+    gpu_only = cpu_build_fails(recipe, backend)
+    hint = None
+    if gpu_only:
+        hint = (
+            f"{', '.join(gpu_only)} cannot be built on a CPU-only machine with {backend.label} "
+            "(REFIT/STRIP_PLAN need CUDA, VERSION_COMPATIBLE the lean runtime); build on a GPU machine"
+        )
+    elif "HW-specific datatypes" in detail:  # e.g. fp8 for the Ampere targets of the default list
+        hint = (
+            "the model uses a data type some of the targets lack: set compatibility.compute_capabilities "
+            "to targets that have it (fp8: 8.9, 12.0, 12.1)"
+        )
+    return BuildError(
+        f"{backend.label} failed to build the engine: {detail.splitlines()[0]}",
+        hint=hint,
+        detail=[r for r in records if r["level"] != "warning"],
+    )
+
+
+def _check_version_compatible_plugins(parser: Any, recipe: Recipe, files: Sequence[NamedFile]) -> None:
+    """trtexec adds the plugin libraries the parser says a version-compatible engine needs
+    (IParser::getUsedVCPluginLibraries) to the build behind the user's back; trtforge asks for them
+    in the recipe instead, so the key and the record name every library (= --ignoreParsedPluginLibs
+    plus an error where trtexec would have added one)."""
+    if not recipe.compatibility.version_compatible or not hasattr(parser, "get_used_vc_plugin_libraries"):
+        return
+    named = {Path(f.path).name for f in files if f.field.startswith("plugins[")}
+    missing = [lib for lib in parser.get_used_vc_plugin_libraries() if Path(lib).name not in named]
+    if missing:
+        from trtforge.core.errors import BadInputError
+
+        raise BadInputError(
+            f"the ONNX parser says this version-compatible engine needs plugin libraries {', '.join(missing)}",
+            hint="list them under plugins (serialize: true embeds them in the plan)",
+        )
+
+
+def register_standard_plugins(trt: ModuleType, logger: Any) -> None:
+    """TensorRT's own plugins (libnvinfer_plugin: ROIAlign_TRT, ...), as trtexec registers them before
+    it parses ("Loading standard plugins"). They ship in the wheel the key names by version and CUDA
+    variant; TensorRT-RTX ships none (the call registers nothing there)."""
+    init = getattr(trt, "init_libnvinfer_plugins", None)
+    if init is not None:
+        init(logger, "")
+
+
+def _check_before_build(trt: ModuleType, builder: Any, recipe: Recipe, backend: BackendInfo) -> None:
+    """What the capability table cannot know without the module: every API the recipe's options
+    need, and build.config's names and values, refused (exit 2) before any work."""
+    check_api(trt, recipe, backend.label)
+    if recipe.build.config:
+        from trtforge.backend.config_overrides import check_overrides
+
+        check_overrides(trt, builder.create_builder_config(), recipe.build.config, backend.label)
+
+
+def _calibration_cache(recipe: Recipe, files: Sequence[NamedFile]) -> bytes | None:
+    """The calibration cache's bytes, checked against the digest the build key holds."""
+    calibration = recipe.precision.calibration
+    if calibration is None:
+        return None
+    named = next((f for f in files if f.field == "precision.calibration.cache"), None)
+    if named is None:
+        raise BuildError("precision.calibration.cache: the build was given no file for it (a bug)")
+    data = named.path.read_bytes()
+    if hashlib.sha256(data).hexdigest() != named.sha256:
+        raise BuildError(f"{named.field}: {named.path} changed after its digest was taken for the build key")
+    return data
+
+
+@dataclass
+class _Builder:
+    """One build's TensorRT objects: the module, the builder, its logger and what the logger keeps."""
+
+    trt: ModuleType
+    backend: BackendInfo
+    builder: Any
+    logger: Any
+    records: list[dict[str, str]]
+    verbose: list[str] | None  # VERBOSE/INFO lines, kept for deny-list enforcement
+
+
 def build_plan(
     backend: BackendInfo,
     recipe: Recipe,
@@ -205,38 +326,59 @@ def build_plan(
     *,
     use_timing_cache: bool = False,
     timing_cache: bytes | None = None,
+    files: Sequence[NamedFile] = (),
 ) -> BuildOutput:
     """Build the recipe's engine; raises BuildError with the builder's last error on failure.
 
     With ``use_timing_cache`` the build starts from ``timing_cache`` (or an empty cache) and the
-    output carries the cache with the entries this build added.
+    output carries the cache with the entries this build added. ``files`` are the plugin libraries
+    and calibration cache resolution found and keyed (resolve.Resolution.files).
     """
     trt = import_backend(backend)
     check_builder_version(trt, backend)
     records: list[dict[str, str]] = []
-    deny = recipe.tactics.deny
-    verbose: list[str] | None = [] if deny else None
+    verbose: list[str] | None = [] if recipe.tactics.deny else None
     logger = _make_logger(trt, records, verbose)
+    register_standard_plugins(trt, logger)
+    session = _Builder(trt, backend, trt.Builder(logger), logger, records, verbose)
+    _check_before_build(trt, session.builder, recipe, backend)
+    with plugins_loaded(trt, session.builder, recipe, files, records, backend.label) as plugins:
+        output = _build_loaded(session, recipe, onnx_path, progress, use_timing_cache, timing_cache, files)
+    output.plugins = plugins
+    return output
+
+
+def _build_loaded(
+    session: _Builder,
+    recipe: Recipe,
+    onnx_path: Path,
+    progress: ProgressSink | None,
+    use_timing_cache: bool,
+    timing_cache: bytes | None,
+    files: Sequence[NamedFile],
+) -> BuildOutput:
+    trt, backend, builder, logger = session.trt, session.backend, session.builder, session.logger
+    records, verbose, deny = session.records, session.verbose, recipe.tactics.deny
     started = time.perf_counter()
-    builder = trt.Builder(logger)
-    network, _parser = parse_network(trt, builder, logger, onnx_path, network_flags(trt, recipe))
+    config, settings = make_config(trt, builder, None, recipe, calibration_cache=_calibration_cache(recipe, files))
+    serialized = set_plugins_to_serialize(config, recipe, files)
+    if serialized is not None:
+        settings["plugins.serialize"] = serialized
+    network, parser = parse_network(trt, builder, logger, onnx_path, network_flags(trt, recipe), recipe)
     _refuse_shape_tensor_inputs(network)
-    config, settings = make_config(trt, builder, network, recipe)
+    _check_version_compatible_plugins(parser, recipe, files)
+    settings["strongly_typed"] = bool(network.get_flag(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
+    settings.update(parser_flags_read(trt, parser, recipe))
+    settings.update(apply_network_settings(trt, network, config, recipe))
     if progress is not None:
         config.progress_monitor = _make_progress_monitor(trt, progress)
     cache_used = attach_timing_cache(trt, config, timing_cache, records) if use_timing_cache else False
-    io_tensors = [
-        {"name": t.name, "mode": mode, "dtype": str(t.dtype).rsplit(".", 1)[-1].lower(), "shape": _dims(t.shape)}
-        for mode, tensors in (
-            ("input", [network.get_input(i) for i in range(network.num_inputs)]),
-            ("output", [network.get_output(i) for i in range(network.num_outputs)]),
-        )
-        for t in tensors
-    ]
+    io_tensors = _io_tensors(network)
     report = None
-    if backend.flavor == "tensorrt":
+    if backend.flavor == "tensorrt" and recipe.build.profiling_verbosity is None:
         # Layer information (tactic per layer) is what deny lists are derived from and checked against.
         config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
+        settings["build.profiling_verbosity"] = "detailed"
     if verbose is not None:
         from trtforge.backend.denylist_enforce import build_with_denylist
 
@@ -245,25 +387,7 @@ def build_plan(
     else:
         plan = builder.build_serialized_network(network, config)
     if plan is None or plan.nbytes == 0:
-        errors = [r["message"] for r in records if r["level"] != "warning"]
-        detail = errors[-1] if errors else "no error was logged"
-        gpu_only = cpu_build_fails(recipe, backend)
-        hint = None
-        if gpu_only:
-            hint = (
-                f"{', '.join(gpu_only)} cannot be built on a CPU-only machine with {backend.label} "
-                "(REFIT/STRIP_PLAN need CUDA, VERSION_COMPATIBLE the lean runtime); build on a GPU machine"
-            )
-        elif "HW-specific datatypes" in detail:  # e.g. fp8 for the Ampere targets of the default list
-            hint = (
-                "the model uses a data type some of the targets lack: set compatibility.compute_capabilities "
-                "to targets that have it (fp8: 8.9, 12.0, 12.1)"
-            )
-        raise BuildError(
-            f"{backend.label} failed to build the engine: {detail.splitlines()[0]}",
-            hint=hint,
-            detail=[r for r in records if r["level"] != "warning"],
-        )
+        raise _build_failed(records, recipe, backend)
     layer_info = None
     if backend.flavor == "tensorrt":
         from trtforge.backend.denylist_enforce import engine_layer_info

@@ -10,16 +10,19 @@ Whether an option exists for the backend is decided earlier, by ``capabilities.c
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from types import ModuleType
-from typing import Any
+from typing import Any, Literal
 
-from trtforge.rules.recipe import Recipe
+from trtforge.core.errors import UnsupportedOptionError
+from trtforge.rules.recipe import Recipe, field_value
 
 MIB = 1 << 20
 KIB = 1 << 10
 
-# A rule: (tensorrt module, builder config, recipe) -> (settings key, read-back value) or None.
-ConfigRule = Callable[[ModuleType, Any, Recipe], "tuple[str, Any] | None"]
+# A rule: (tensorrt module, builder config, recipe) -> (settings key, read-back value), several of
+# them as a dict, or None.
+ConfigRule = Callable[[ModuleType, Any, Recipe], "tuple[str, Any] | dict[str, Any] | None"]
 
 # refit mode -> builder flags. strip_weights: "weight-stripped engine" = STRIP_PLAN, refitted
 # later from the same ONNX weights, hence REFIT_IDENTICAL (TensorRT Developer Guide,
@@ -29,6 +32,8 @@ REFIT_FLAGS: dict[str, tuple[str, ...]] = {
     "refittable": ("REFIT",),
     "refit_identical": ("REFIT_IDENTICAL",),
     "strip_weights": ("STRIP_PLAN", "REFIT_IDENTICAL"),
+    # trtexec --stripAllWeights: "--refit and --stripWeights": every weight refittable, all stripped.
+    "strip_all_weights": ("STRIP_PLAN", "REFIT"),
 }
 TACTIC_SOURCE_ENUM: dict[str, str] = {
     "cublas": "CUBLAS",
@@ -66,13 +71,29 @@ def _pool(pool: str, field: str, unit: int) -> ConfigRule:
     return rule
 
 
-def _precision(trt: ModuleType, config: Any, recipe: Recipe) -> None:
+def _precision(trt: ModuleType, config: Any, recipe: Recipe) -> tuple[str, Any] | None:
     precision = recipe.precision
     _set_flags(trt, config, [name.upper() for name in precision.weak_flags()])
     if precision.tf32 is True:
         config.set_flag(trt.BuilderFlag.TF32)
     elif precision.tf32 is False:
         config.clear_flag(trt.BuilderFlag.TF32)
+    if precision.constraints in ("prefer", "obey"):
+        config.set_flag(getattr(trt.BuilderFlag, f"{precision.constraints.upper()}_PRECISION_CONSTRAINTS"))
+        return "precision.constraints", precision.constraints
+    return None
+
+
+def _preview_features(trt: ModuleType, config: Any, recipe: Recipe) -> tuple[str, Any] | None:
+    wanted = recipe.build.preview_features
+    if not wanted:
+        return None
+    for name, on in wanted.items():
+        config.set_preview_feature(getattr(trt.PreviewFeature, name.upper()), on)
+    read = {name: bool(config.get_preview_feature(getattr(trt.PreviewFeature, name.upper()))) for name in wanted}
+    return "build.preview_features", read
+
+
 
 
 def _refit(trt: ModuleType, config: Any, recipe: Recipe) -> tuple[str, Any]:
@@ -158,6 +179,112 @@ def _timing_cache_policy(trt: ModuleType, config: Any, recipe: Recipe) -> tuple[
     return "timing_cache", recipe.build.timing_cache
 
 
+# -- fields that map to one builder-config call each, as data -----------------------------------
+
+SettingKind = Literal["flag", "flag_off", "attribute", "enum_attribute", "pool"]
+
+
+@dataclass(frozen=True)
+class FieldSetting:
+    """One recipe field -> one IBuilderConfig call. ``api`` names what it needs of the backend
+    ("BuilderFlag.X", "IBuilderConfig.attr", "MemoryPoolType.X"), checked before a build.
+
+    flag: true sets the flag; flag_off: false sets it (a field saying "use X" for a flag saying
+    "disable X"); attribute: the value times ``scale``; enum_attribute: the member of ``enum`` named
+    by the value in upper case; pool: a memory pool limit of the value times ``scale`` bytes.
+    """
+
+    field: str
+    api: str
+    kind: SettingKind
+    scale: int = 1
+    enum: str = ""
+
+    @property
+    def name(self) -> str:
+        return self.api.split(".", 1)[1]
+
+    def apply(self, trt: ModuleType, config: Any, value: Any) -> Any:
+        """Set ``value`` (not None) on ``config``; return what the config reads back, in recipe units."""
+        if self.kind in ("flag", "flag_off"):
+            member = getattr(trt.BuilderFlag, self.name)
+            on = value if self.kind == "flag" else not value
+            config.set_flag(member) if on else config.clear_flag(member)
+            read = bool(config.get_flag(member))
+            return read if self.kind == "flag" else not read
+        if self.kind == "pool":
+            pool = getattr(trt.MemoryPoolType, self.name)
+            config.set_memory_pool_limit(pool, value * self.scale)
+            return config.get_memory_pool_limit(pool) // self.scale
+        if self.kind == "enum_attribute":
+            setattr(config, self.name, getattr(getattr(trt, self.enum), str(value).upper()))
+            return getattr(config, self.name).name.lower()
+        setattr(config, self.name, value * self.scale)
+        return getattr(config, self.name) // self.scale
+
+
+FIELD_SETTINGS: tuple[FieldSetting, ...] = (
+    FieldSetting("tactics.timing_iterations", "IBuilderConfig.avg_timing_iterations", "attribute"),
+    FieldSetting("tactics.max_tactics", "IBuilderConfig.max_num_tactics", "attribute"),
+    FieldSetting("build.error_on_timing_cache_miss", "BuilderFlag.ERROR_ON_TIMING_CACHE_MISS", "flag"),
+    FieldSetting("build.compilation_cache", "BuilderFlag.DISABLE_COMPILATION_CACHE", "flag_off"),
+    FieldSetting("build.sparse_weights", "BuilderFlag.SPARSE_WEIGHTS", "flag"),
+    FieldSetting("build.weight_streaming", "BuilderFlag.WEIGHT_STREAMING", "flag"),
+    FieldSetting("build.distributive_independence", "BuilderFlag.DISTRIBUTIVE_INDEPENDENCE", "flag"),
+    FieldSetting("build.tiling_l2_limit_kib", "IBuilderConfig.l2_limit_for_tiling", "attribute", scale=KIB),
+    FieldSetting(
+        "build.profiling_verbosity", "IBuilderConfig.profiling_verbosity", "enum_attribute", enum="ProfilingVerbosity"
+    ),
+    FieldSetting("io.direct", "BuilderFlag.DIRECT_IO", "flag"),
+    FieldSetting(
+        "compatibility.runtime_platform", "IBuilderConfig.runtime_platform", "enum_attribute", enum="RuntimePlatform"
+    ),
+    FieldSetting("build.dla.core", "IBuilderConfig.DLA_core", "attribute"),
+    FieldSetting("build.dla.gpu_fallback", "BuilderFlag.GPU_FALLBACK", "flag"),
+    FieldSetting("build.dla.sram_mib", "MemoryPoolType.DLA_MANAGED_SRAM", "pool", scale=MIB),
+    FieldSetting("build.dla.local_dram_mib", "MemoryPoolType.DLA_LOCAL_DRAM", "pool", scale=MIB),
+    FieldSetting("build.dla.global_dram_mib", "MemoryPoolType.DLA_GLOBAL_DRAM", "pool", scale=MIB),
+)
+# The API each other new field needs (applied by the functions below or in backend/network_settings.py).
+FIELD_API: dict[str, tuple[str, ...]] = {
+    **{setting.field: (setting.api,) for setting in FIELD_SETTINGS},
+    "build.dla.core": ("IBuilderConfig.DLA_core", "IBuilderConfig.default_device_type", "DeviceType.DLA"),
+    "precision.int4": ("BuilderFlag.INT4",),
+    "precision.constraints": ("BuilderFlag.OBEY_PRECISION_CONSTRAINTS", "BuilderFlag.PREFER_PRECISION_CONSTRAINTS"),
+    "precision.calibration": ("IBuilderConfig.int8_calibrator", "IInt8EntropyCalibrator2"),
+    "precision.calibration.profile": ("IBuilderConfig.set_calibration_profile",),
+    "build.preview_features": ("IBuilderConfig.set_preview_feature",),
+    "refit: strip_all_weights": ("BuilderFlag.STRIP_PLAN", "BuilderFlag.REFIT"),
+    "plugins: dynamic": ("IPluginRegistry.load_library", "IPluginRegistry.deregister_library"),
+    "plugins.serialize": ("IBuilderConfig.plugins_to_serialize",),
+}
+
+
+def _unset(setting: FieldSetting, value: Any) -> bool:
+    """The field leaves the backend's default (nothing set, nothing recorded)."""
+    if value is None or value == "same_as_build":
+        return True
+    return value is False and setting.kind != "flag_off"
+
+
+def _field_settings(trt: ModuleType, config: Any, recipe: Recipe) -> dict[str, Any]:
+    applied: dict[str, Any] = {}
+    for setting in FIELD_SETTINGS:
+        value = field_value(recipe, setting.field)
+        if _unset(setting, value):
+            continue
+        read = setting.apply(trt, config, value)
+        if read != value:
+            raise UnsupportedOptionError(
+                f"recipe option {setting.field}: {value} did not take: the builder config reads back {read}",
+                hint=f"the installed backend refuses it (its build log says why); drop {setting.field}",
+            )
+        applied[setting.field] = read
+    if recipe.build.dla.core is not None:
+        config.default_device_type = trt.DeviceType.DLA  # as trtexec --useDLACore does
+    return applied
+
+
 CONFIG_RULES: tuple[ConfigRule, ...] = (
     _optimization_level,
     _pool("WORKSPACE", "workspace_mib", MIB),
@@ -172,6 +299,8 @@ CONFIG_RULES: tuple[ConfigRule, ...] = (
     _max_aux_streams,
     _tiling,
     _timing_cache_policy,
+    _field_settings,
+    _preview_features,
 )
 
 
@@ -187,20 +316,119 @@ def flags_set(trt: ModuleType, config: Any) -> list[str]:
     return sorted(name for name, member in _enum_members(trt.BuilderFlag).items() if config.get_flag(member))
 
 
-def make_config(trt: ModuleType, builder: Any, network: Any, recipe: Recipe) -> tuple[Any, dict[str, Any]]:
-    """A real IBuilderConfig for the recipe, and the settings it ended up with."""
+def make_config(
+    trt: ModuleType, builder: Any, network: Any, recipe: Recipe, *, calibration_cache: bytes | None = None
+) -> tuple[Any, dict[str, Any]]:
+    """A real IBuilderConfig for the recipe, and the settings it ended up with (``network`` may be
+    None: the config does not depend on it; its strongly-typed flag is then not recorded here)."""
     config = builder.create_builder_config()
     settings: dict[str, Any] = {}
     for rule in CONFIG_RULES:
         applied = rule(trt, config, recipe)
-        if applied is not None:
+        if isinstance(applied, dict):
+            settings.update(applied)
+        elif applied is not None:
             settings[applied[0]] = applied[1]
+    profiles = []
     for profile_spec in recipe.profiles:
         profile = builder.create_optimization_profile()
         for name, shapes in profile_spec.items():
             profile.set_shape(name, shapes.min, shapes.opt, shapes.max)
         config.add_optimization_profile(profile)
+        profiles.append(profile)
+    if recipe.precision.calibration is not None:
+        settings.update(_calibration(trt, config, recipe, profiles, calibration_cache))
+    if recipe.build.config:
+        from trtforge.backend.config_overrides import apply_overrides
+
+        settings["build.config"] = apply_overrides(trt, config, recipe.build.config)
     settings["profiles"] = len(recipe.profiles)
     settings["flags"] = flags_set(trt, config)
-    settings["strongly_typed"] = bool(network.get_flag(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
+    if network is not None:
+        settings["strongly_typed"] = bool(network.get_flag(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
     return config, settings
+
+
+def _calibration(
+    trt: ModuleType, config: Any, recipe: Recipe, profiles: list[Any], cache: bytes | None
+) -> dict[str, Any]:
+    """INT8 calibration from the recipe's cache (TensorRT 10): a calibrator that only reads the cache,
+    as trtexec --calib does without data. The build reads the bytes (keyed by resolution)."""
+    calibration = recipe.precision.calibration
+    assert calibration is not None
+    if cache is None:
+        raise UnsupportedOptionError("precision.calibration: the build was given no calibration cache")
+    config.int8_calibrator = cache_calibrator(trt, cache)
+    applied: dict[str, Any] = {"precision.calibration": {"sha256": calibration.sha256}}
+    if calibration.profile is not None:
+        config.set_calibration_profile(profiles[calibration.profile])
+        applied["precision.calibration"]["profile"] = calibration.profile
+    return applied
+
+
+def cache_calibrator(trt: ModuleType, cache: bytes) -> Any:
+    """An IInt8EntropyCalibrator2 that hands TensorRT the cache and no batches."""
+
+    class CacheCalibrator(trt.IInt8EntropyCalibrator2):  # type: ignore[name-defined,misc]
+        def __init__(self) -> None:
+            trt.IInt8EntropyCalibrator2.__init__(self)
+
+        def get_batch_size(self) -> int:
+            return 1
+
+        def get_batch(self, names: list[str]) -> None:
+            return None
+
+        def read_calibration_cache(self) -> bytes:
+            return cache
+
+        def write_calibration_cache(self, cache: bytes) -> None:
+            return None
+
+    return CacheCalibrator()
+
+
+# -- what a recipe needs of the installed backend's API, checked before a build --------------------
+
+
+def has_api(trt: ModuleType, api: str) -> bool:
+    """Whether ``Class.member`` exists in the module (``Class.member=``: and can be assigned)."""
+    owner_name, _, member = api.partition(".")
+    settable = member.endswith("=")
+    member = member.rstrip("=")
+    owner = getattr(trt, owner_name, None)
+    if owner is None or not member:
+        return owner is not None
+    found = getattr(owner, member, None)
+    if found is None:
+        return False
+    return not settable or getattr(found, "fset", None) is not None
+
+
+def api_needed(option: str) -> tuple[str, ...]:
+    """The API names a requested option (capabilities.requested_options) needs."""
+    from trtforge.backend.network_settings import NETWORK_API
+
+    table = {**FIELD_API, **NETWORK_API}
+    if option.startswith("build.preview_features: "):
+        return ("PreviewFeature." + option.split(": ", 1)[1].upper(),)
+    return table.get(option) or table.get(option.split(":")[0]) or ()
+
+
+def check_api(trt: ModuleType, recipe: Recipe, label: str) -> None:
+    """Refuse (exit 2), before any work, a recipe option whose API the imported backend lacks.
+
+    The capability table decides from versions without importing TensorRT; this is the check
+    against the module itself (a release the table does not know yet, a preview feature by name).
+    """
+    from trtforge.rules.capabilities import requested_options
+
+    asked = requested_options(recipe)
+    asked += [f"build.preview_features: {name}" for name in recipe.build.preview_features]
+    for option in dict.fromkeys(asked):
+        missing = [api for api in api_needed(option) if not has_api(trt, api)]
+        if missing:
+            raise UnsupportedOptionError(
+                f"recipe option {option} is not available: {label} has no {', '.join(m.rstrip('=') for m in missing)}",
+                hint=f"drop {option.split(':')[0]}, or build with a backend that has it",
+            )

@@ -110,6 +110,7 @@ def _render_show(console: Console, record: dict) -> None:
     console.print(styled(("builder settings", "bold")))
     for key, value in record["details"].get("settings", {}).items():
         console.print(f"  {key}: {value}")
+    _render_plugins(console, record["details"].get("plugins") or [])
     _render_verifications(console, record)
     _render_layers(console, record["details"].get("layer_info"))
     denylist = record["details"].get("denylist")
@@ -136,6 +137,15 @@ def _render_show(console: Console, record: dict) -> None:
         console.print(styled(("build log", "bold"), f" ({len(warnings)} warnings/errors)"))
         for entry in warnings[:20]:
             console.print(f"  {entry['level']}: {entry['message']}")
+
+
+def _render_plugins(console: Console, plugins: list[dict]) -> None:
+    if not plugins:
+        return
+    console.print(styled(("plugin libraries", "bold"), f" ({len(plugins)})"))
+    for plugin in plugins:
+        where = "embedded in the plan" if plugin.get("serialized") else "load it before the plan deserializes"
+        console.print(f"  {plugin['name']} sha256 {plugin['sha256']} ({plugin['load']}; {where}): {plugin['library']}")
 
 
 def _render_verifications(console: Console, record: dict) -> None:

@@ -68,5 +68,10 @@ def _render(console: Console, output: Output, rows: list[dict[str, Any]]) -> Non
         )
     console.print(table)
     for row in rows:
+        if row.get("unchecked"):
+            output.info(
+                f"note: {row['name'] or row['recipe']}: {', '.join(row['unchecked'])} unchecked "
+                "(checked against the backend's API when the build runs)"
+            )
         if row["error"]:
             output.error_lines(naming(row["recipe"], row["error"]), more=row.get("more_errors", []))

@@ -35,3 +35,10 @@ def expand_path(value: str, base: Path, what: str) -> Path:
     return (base / expanded).resolve()  # an absolute `expanded` replaces base
 
 
+def path_text(value: str) -> str:
+    """A path as written in a recipe: any path the user can read (checked when it is resolved)."""
+    if not value.strip():
+        raise ValueError("must be a path (absolute, ~, ${VAR}, or relative to the recipe file)")
+    if "\0" in value:
+        raise ValueError("must not contain a NUL character")
+    return value

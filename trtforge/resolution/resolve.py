@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from trtforge.core.errors import BadInputError, NotFoundError
+from trtforge.core.errors import BadInputError, NotFoundError, RecipeError
+from trtforge.rules.builder_options import NamedFile
 from trtforge.rules.capabilities import check_recipe
 from trtforge.rules.digests import DigestCache
 from trtforge.rules.flavors import RTX_DEFAULT_COMPUTE_CAPABILITIES, BackendInfo, find_backend, installed_backend
@@ -34,6 +35,7 @@ class Resolution:
     target: BuildTarget
     model_sha256: str
     build_key: str
+    files: tuple[NamedFile, ...] = ()  # plugin libraries, calibration cache: keyed by their sha256
 
     @property
     def recipe(self) -> Recipe:
@@ -72,7 +74,57 @@ def resolve(
     loaded = _with_explicit_capabilities(loaded, backend)
     build_target = build_target_for(backend, loaded.recipe.compatibility.compute_capabilities, target)
     digest = model_sha256(loaded, digests)
-    return Resolution(loaded, backend, build_target, digest, build_key(loaded.recipe, digest, build_target))
+    loaded, files = with_file_digests(loaded, digests or DigestCache(None))
+    key = build_key(loaded.recipe, digest, build_target)
+    return Resolution(loaded, backend, build_target, digest, key, files)
+
+
+def with_file_digests(loaded: LoadedRecipe, digests: DigestCache) -> tuple[LoadedRecipe, tuple[NamedFile, ...]]:
+    """The recipe with the sha256 of every file it names besides the model (plugin libraries, the
+    calibration cache) written into its entry, so the key covers their bytes as it covers the model's.
+
+    A missing file, or one that is not its pin, is bad input (exit 2) before any build.
+    """
+    files = []
+    for loc, written, pin in loaded.named_files():
+        field = _field_name(loc)
+        path = loaded.resolve_path(written, *loc)
+        if not path.is_file():
+            raise RecipeError(
+                f"{loaded.where(*loc)} {field}: {written} not found (looked at {path})",
+                hint="paths in a recipe are relative to the recipe file, or absolute, ~ or ${VAR}",
+            )
+        digest = digests.sha256(path)
+        if pin is not None and pin != digest:
+            raise RecipeError(
+                f"{loaded.where(*loc)} {field}: {written} has sha256 {digest}, but the recipe pins {pin}",
+                hint="update the pin if the new file is intended",
+            )
+        files.append(NamedFile(field, path, digest))
+    if not files:
+        return loaded, ()
+    return loaded.model_copy(update={"recipe": _pinned(loaded.recipe, files)}), tuple(files)
+
+
+def _field_name(loc: tuple[str | int, ...]) -> str:
+    """("plugins", 0, "library") -> "plugins[0].library"."""
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else part)
+    return text
+
+
+def _pinned(recipe: Recipe, files: list[NamedFile]) -> Recipe:
+    digests = {f.field: f.sha256 for f in files}
+    plugins = [
+        plugin.model_copy(update={"sha256": digests[f"plugins[{index}].library"]})
+        for index, plugin in enumerate(recipe.plugins)
+    ]
+    precision = recipe.precision
+    if precision.calibration is not None:
+        calibration = precision.calibration.model_copy(update={"sha256": digests["precision.calibration.cache"]})
+        precision = precision.model_copy(update={"calibration": calibration})
+    return recipe.model_copy(update={"plugins": plugins, "precision": precision})
 
 
 def _backend_for(recipe: Recipe, target: RuntimeTarget | None) -> BackendInfo:

@@ -6,6 +6,8 @@ a slow one), so each use re-checks, without trusting any stat:
 
 - the recipe's text (read and hashed every time) and its real path;
 - the sidecar deny file's text (its path expanded again, the file read and hashed);
+- the sha256 of every other file the recipe names (plugin libraries, the calibration cache: their
+  paths expanded again, each digest from the stat-keyed digest cache);
 - the value of every environment variable the recipe text names and HOME (``${VAR}``, ``~``):
   the model, sidecar and verify.data paths are expanded again from the values of now;
 - the model digest (the stat-keyed digest cache, which covers external data files) and the pin;
@@ -39,22 +41,23 @@ if TYPE_CHECKING:
     from trtforge.resolution.resolve import Resolution
     from trtforge.rules.digests import DigestCache
 
-ENTRY_VERSION = 1
-# The modules whose code decides what a recipe resolves to: editing one (a development checkout
-# without a version bump) invalidates every entry.
-_DECIDING_MODULES = (
-    "recipe.py",
-    "recipe_paths.py",
-    "yamlfile.py",
-    "denylist.py",
-    "resolve.py",
-    "resolved.py",
-    "keys.py",
-    "flavors.py",
-    "target.py",
-    "capabilities.py",
-    "model.py",
-    "digests.py",
+ENTRY_VERSION = 2  # 2: entries list the files the recipe names besides the model
+# The modules whose code decides what a recipe resolves to (paths under trtforge/): editing one (a
+# development checkout without a version bump) invalidates every entry.
+DECIDING_MODULES = (
+    "rules/recipe.py",
+    "rules/builder_options.py",
+    "core/recipe_paths.py",
+    "core/yamlfile.py",
+    "rules/denylist.py",
+    "resolution/resolve.py",
+    "resolution/resolved_cache.py",
+    "rules/keys.py",
+    "rules/flavors.py",
+    "rules/target.py",
+    "rules/capabilities.py",
+    "rules/onnx_model.py",
+    "rules/digests.py",
 )
 
 
@@ -70,9 +73,9 @@ class QuickResolution:
 
 def code_stamp() -> list[Any]:
     """trtforge's version and the (size, mtime) of the modules that decide a resolution."""
-    here = Path(__file__).parent
+    here = Path(__file__).parents[1]  # trtforge/
     stamp: list[Any] = [trtforge_version()]
-    for name in _DECIDING_MODULES:
+    for name in DECIDING_MODULES:
         try:
             stat = os.stat(here / name)
             stamp.append([name, stat.st_size, stat.st_mtime_ns])
@@ -151,6 +154,7 @@ class ResolvedCache:
             "pin": recipe.model.sha256,
             "sidecar": sidecar,
             "verify_data": recipe.verify.data,
+            "files": [[named.field, written, named.sha256] for named, (_, written, _) in _named(resolution)],
             "notes": list(notes),
         }
 
@@ -175,6 +179,11 @@ class ResolvedCache:
         except OSError:
             return  # a read-only store still serves hits, resolved the full way
         self._pending.clear()
+
+
+def _named(resolution: Resolution) -> list[tuple[Any, Any]]:
+    """Each keyed file with the path the recipe wrote for it (in the same order)."""
+    return list(zip(resolution.files, resolution.loaded.named_files(), strict=True))
 
 
 def _read_entry(file: Path | None) -> dict[str, Any] | None:
@@ -204,6 +213,9 @@ def _replay(entry: dict[str, Any], base: Path, digests: DigestCache) -> QuickRes
             return None
     if entry["verify_data"] is not None:
         expand_path(entry["verify_data"], base, "verify.data")  # unset variable: the full path reports it
+    for field, written, digest in entry["files"]:
+        if digests.sha256(expand_path(written, base, field)) != digest:
+            return None
     if not model.is_file():
         return None
     target = build_target_for(backend, entry["compute_capabilities"])

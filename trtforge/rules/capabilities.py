@@ -13,9 +13,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from trtforge.core.errors import UnsupportedOptionError
+from trtforge.rules.builder_options import DLAOptions, ParserFlags, config_items
 from trtforge.rules.denylist import DenyEntry, tactic_id_of
 from trtforge.rules.flavors import RTX_COMPUTE_CAPABILITIES, BackendInfo, Flavor, Version, flavor_name, release
-from trtforge.rules.recipe import LIBRARY_TACTIC_SOURCES, WEAK_TYPING_FLAGS, Recipe
+from trtforge.rules.recipe import LIBRARY_TACTIC_SOURCES, WEAK_TYPING_FLAGS, Recipe, default_value, field_value
 
 if TYPE_CHECKING:
     pass
@@ -69,6 +70,8 @@ _RTX_WEAK_HINT = (
     "ONNX model (Cast / QuantizeLinear-DequantizeLinear)"
 )
 _LIBRARY_HINT = "remove it from tactics.sources; edge_mask_convolutions and jit_convolutions remain"
+_NO_DLA_HINT = "TensorRT-RTX builds for RTX GPUs, which have no DLA: drop the DLA options"
+_RTX_NO_TIMING_CACHE = "TensorRT-RTX has no timing cache (its timing-cache calls are no-ops): drop the field"
 
 # The table. Sources:
 # [TRT-11-MIG] TensorRT 11.0 migration guide / release notes: weak typing (FP16/BF16/INT8/FP8
@@ -84,6 +87,12 @@ _LIBRARY_HINT = "remove it from tactics.sources; edge_mask_convolutions and jit_
 # [TRT-10.9-RN] TensorRT 10.9 release notes: HardwareCompatibilityLevel.SAME_COMPUTE_CAPABILITY.
 # [TRT-DG-HWC] TensorRT Developer Guide, "Hardware Compatibility": AMPERE_PLUS disables
 #   cuBLAS/cuBLASLt/cuDNN tactics (enforced in recipe validation).
+# [TRT-API] The Python API of each NVIDIA/TensorRT release tag (python/src: IBuilderConfig attributes,
+#   BuilderFlag / PreviewFeature / OnnxParserFlag members): max_num_tactics 10.4, runtime_platform
+#   10.2, l2_limit_for_tiling 10.8, INT4 10.1, DISTRIBUTIVE_INDEPENDENCE and
+#   mark_unfused_tensors_as_debug_tensors 10.12, decomposable attentions 10.14, ENABLE_PLUGIN_OVERRIDE
+#   10.15, ADJUST_FOR_DLA 10.16, ENABLE_UINT8_AND_ASYMMETRIC_QUANTIZATION_DLA 10.11.
+# [TRT-SAMPLE] trtexec's help (samples/common/sampleOptions.cpp) per release: tests/data/trtexec_build_flags.txt.
 # [RTX-DG] TensorRT-RTX documentation: ahead-of-time builds for a list of compute capabilities
 #   (IBuilderConfig.set_compute_capability); no hardware compatibility level (setting one only
 #   warns and reads back NONE, observed on 1.7); tactic sources EDGE_MASK_CONVOLUTIONS and
@@ -107,13 +116,56 @@ RULES: tuple[OptionRule, ...] = (
     *(
         OptionRule(
             f"precision.{flag}",
-            Availability(TENSORRT_FLOOR, removed="11.0"),  # [TRT-11-MIG]
-            None,  # [RTX-DG]: BuilderFlag has no FP16/BF16/INT8/FP8 in TensorRT-RTX
+            Availability("10.1" if flag == "int4" else TENSORRT_FLOOR, removed="11.0"),  # [TRT-11-MIG] [TRT-API]
+            None,  # [RTX-DG]: BuilderFlag has no FP16/BF16/INT8/FP8/INT4 in TensorRT-RTX
             hint=_WEAK_HINT,
             note="weak typing",
             rtx_hint=_RTX_WEAK_HINT,
         )
         for flag in WEAK_TYPING_FLAGS
+    ),
+    *(
+        OptionRule(
+            f"precision.{field}",
+            Availability(TENSORRT_FLOOR, removed="11.0"),  # [TRT-11-MIG]: precision constraints, calibrators
+            None,  # [RTX-DG] strongly typed; ILayer has no precision / set_output_type, no int8_calibrator (1.7)
+            hint=_WEAK_HINT,
+            note="weak typing",
+            rtx_hint=_RTX_WEAK_HINT,
+        )
+        for field in ("constraints", "layer_precisions", "layer_output_types", "calibration")
+    ),
+    OptionRule(
+        "io.<tensor>.dtype",
+        Availability(TENSORRT_FLOOR, removed="11.0"),  # [TRT-11-MIG]: I/O types come from a strongly typed model
+        None,  # [RTX-DG]: ITensor.dtype is read-only in TensorRT-RTX (1.7)
+        hint="drop io.<tensor>.dtype: " + _WEAK_HINT,
+        note="weak typing",
+        rtx_hint="drop io.<tensor>.dtype: " + _RTX_WEAK_HINT,
+    ),
+    OptionRule("io.<tensor>.formats", Availability(TENSORRT_FLOOR), Availability(TENSORRT_RTX_FLOOR), hint=""),
+    OptionRule(
+        "io.direct",
+        Availability(TENSORRT_FLOOR, deprecated="10.7"),  # [TRT-SAMPLE]: "[Deprecated] Avoid reformatting" from 10.7
+        Availability(TENSORRT_RTX_FLOOR),
+        hint="",
+    ),
+    *(
+        OptionRule(
+            f"model.parser.{field}",
+            Availability(since),  # [TRT-API]: OnnxParserFlag members
+            Availability(TENSORRT_RTX_FLOOR) if rtx else None,  # observed 1.7: OnnxParserFlag has every member
+            hint=f"upgrade to TensorRT >= {since} or drop model.parser.{field}",
+            note="DLA" if not rtx else "",
+            rtx_hint=_NO_DLA_HINT,
+        )
+        for field, since, rtx in (
+            ("native_instancenorm", TENSORRT_FLOOR, True),
+            ("plugin_override", "10.15", True),
+            ("uint8_asymmetric_quantization_dla", "10.11", False),
+            ("report_capability_dla", "10.16", False),
+            ("adjust_for_dla", "10.16", False),
+        )
     ),
     *(
         OptionRule(
@@ -150,6 +202,19 @@ RULES: tuple[OptionRule, ...] = (
         Availability("10.0"),  # [TRT-10.0-RN]
         Availability(TENSORRT_RTX_FLOOR, cpu_build_fails=True),
         hint="use refit: refittable, or upgrade to TensorRT >= 10.0",
+    ),
+    OptionRule(
+        "refit: strip_all_weights",
+        Availability("10.0"),  # [TRT-10.0-RN]: STRIP_PLAN with REFIT
+        Availability(TENSORRT_RTX_FLOOR, cpu_build_fails=True),
+        hint="use refit: strip_weights or refittable",
+    ),
+    OptionRule(
+        "compatibility.runtime_platform: windows_amd64",
+        Availability("10.2"),  # [TRT-API]: RuntimePlatform from 10.2; the build must run on Linux x86-64
+        None,  # observed 1.7: setRuntimePlatform refuses WINDOWS_AMD64 ("This version of TensorRT does not support")
+        hint="build on Windows for Windows, or with full TensorRT >= 10.2 on Linux x86-64",
+        note="the engine runs on Windows x86-64 only",
     ),
     OptionRule(
         "compatibility.hardware: ampere_plus",
@@ -198,6 +263,69 @@ RULES: tuple[OptionRule, ...] = (
         Availability(TENSORRT_RTX_FLOOR),
         hint="upgrade to TensorRT >= 10.8 or drop build.tiling_optimization_level",
     ),
+    *(
+        OptionRule(
+            option,
+            Availability(since),  # [TRT-API] (the first 10.x release whose Python API has it)
+            Availability(TENSORRT_RTX_FLOOR) if rtx else None,
+            hint=f"upgrade to TensorRT >= {since} or drop {option.split(':')[0]}" if since != TENSORRT_FLOOR else "",
+            rtx_hint=rtx_hint,
+        )
+        for option, since, rtx, rtx_hint in (
+            ("tactics.timing_iterations", TENSORRT_FLOOR, True, None),
+            ("tactics.max_tactics", "10.4", True, None),
+            ("build.profiling_verbosity", TENSORRT_FLOOR, True, None),
+            ("build.sparse_weights", TENSORRT_FLOOR, True, None),
+            ("build.weight_streaming", TENSORRT_FLOOR, True, None),
+            ("build.debug_tensors", TENSORRT_FLOOR, True, None),
+            ("build.debug_unfused_tensors", "10.12", True, None),
+            ("build.distributive_independence", "10.12", True, None),
+            ("build.tiling_l2_limit_kib", "10.8", True, None),
+            ("build.preview_features", TENSORRT_FLOOR, True, None),
+            ("build.config", TENSORRT_FLOOR, True, None),
+            ("plugins: dynamic", TENSORRT_FLOOR, True, None),
+            ("plugins: static", TENSORRT_FLOOR, True, None),
+            ("build.error_on_timing_cache_miss", TENSORRT_FLOOR, False, _RTX_NO_TIMING_CACHE),
+            ("build.compilation_cache", TENSORRT_FLOOR, False, _RTX_NO_TIMING_CACHE),
+            (
+                "build.decomposable_attentions",
+                "10.14",
+                False,
+                "TensorRT-RTX 1.7 has no attention layer API (IAttention): drop build.decomposable_attentions",
+            ),
+        )
+    ),
+    OptionRule(
+        "plugins.serialize",
+        Availability(TENSORRT_FLOOR),  # [TRT-API] IBuilderConfig.plugins_to_serialize (version-compatible plans)
+        Availability(TENSORRT_RTX_FLOOR, cpu_build_fails=True),  # version_compatible: needs the lean runtime
+        hint="drop plugins[].serialize",
+    ),
+    *(
+        OptionRule(
+            f"build.preview_features: {name}",
+            Availability(since, removed=removed),  # [TRT-API] PreviewFeature members
+            Availability(TENSORRT_RTX_FLOOR) if rtx else None,  # observed 1.7
+            hint=f"TensorRT {since}" + (f" to {removed}" if removed else "") + f" has {name}; drop it",
+        )
+        for name, since, removed, rtx in (
+            ("profile_sharing_0806", TENSORRT_FLOOR, "11.0", False),
+            ("aliased_plugin_io_10_03", "10.3", None, True),
+            ("runtime_activation_resize_10_10", "10.10", None, True),
+            ("multidevice_runtime_10_16", "10.16", "11.0", False),
+        )
+    ),
+    *(
+        OptionRule(
+            f"build.dla.{field}",
+            Availability(TENSORRT_FLOOR),  # builds need a platform with DLA cores (Jetson, DRIVE)
+            None,  # RTX GPUs have no DLA
+            hint="",
+            note="needs a DLA (Jetson, DRIVE)",
+            rtx_hint=_NO_DLA_HINT,
+        )
+        for field in ("core", "gpu_fallback", "sram_mib", "local_dram_mib", "global_dram_mib", "layers")
+    ),
 )
 _BY_OPTION = {rule.option: rule for rule in RULES}
 
@@ -237,7 +365,66 @@ def requested_options(recipe: Recipe) -> list[str]:
     for name in ("tactic_dram_mib", "tactic_shared_memory_kib", "max_aux_streams", "tiling_optimization_level"):
         if getattr(build, name) is not None:
             asked.append(f"build.{name}")
-    return asked
+    return asked + _added_options(recipe)
+
+
+# Fields whose rule is named by their path, asked for when they hold anything but their default.
+_PLAIN_FIELDS: tuple[str, ...] = (
+    *(f"model.parser.{name}" for name in ParserFlags.model_fields),
+    "precision.constraints",
+    "precision.layer_precisions",
+    "precision.layer_output_types",
+    "precision.calibration",
+    "io.direct",
+    "tactics.timing_iterations",
+    "tactics.max_tactics",
+    "build.error_on_timing_cache_miss",
+    "build.compilation_cache",
+    "build.profiling_verbosity",
+    "build.sparse_weights",
+    "build.weight_streaming",
+    "build.debug_tensors",
+    "build.debug_unfused_tensors",
+    "build.decomposable_attentions",
+    "build.distributive_independence",
+    "build.tiling_l2_limit_kib",
+    "build.config",
+    *(f"build.dla.{name}" for name in DLAOptions.model_fields),
+)
+
+
+def _is_set(recipe: Recipe, path: str) -> bool:
+    """The field holds something else than its default ("none" precision constraints are the default)."""
+    value = field_value(recipe, path)
+    return value != default_value(path) and value != "none"
+
+
+def _added_options(recipe: Recipe) -> list[str]:
+    asked = [path for path in _PLAIN_FIELDS if _is_set(recipe, path)]
+    if recipe.compatibility.runtime_platform != "same_as_build":
+        asked.append(f"compatibility.runtime_platform: {recipe.compatibility.runtime_platform}")
+    tensors = [*recipe.io.inputs.values(), *recipe.io.outputs.values()]
+    asked += [f"io.<tensor>.{part}" for part in ("dtype", "formats") if any(getattr(t, part) for t in tensors)]
+    for name in recipe.build.preview_features:
+        known = f"build.preview_features: {name}"
+        asked.append(known if known in _BY_OPTION else "build.preview_features")
+    asked += sorted({f"plugins: {plugin.load}" for plugin in recipe.plugins})
+    if any(plugin.serialize for plugin in recipe.plugins):
+        asked.append("plugins.serialize")
+    return list(dict.fromkeys(asked))
+
+
+def unchecked_options(recipe: Recipe) -> list[str]:
+    """What only the imported backend can check (build.config's names and values, preview features
+    the table does not know): a build checks them before it starts; `plan`, which imports no
+    TensorRT, reports them as unchecked."""
+    unchecked = [f"build.config.{key}" for key, _value in config_items(recipe.build.config)]
+    unchecked += [
+        f"build.preview_features.{name}"
+        for name in recipe.build.preview_features
+        if f"build.preview_features: {name}" not in _BY_OPTION
+    ]
+    return unchecked
 
 
 def valid_tactic_sources(backend: BackendInfo) -> list[str]:
@@ -285,6 +472,7 @@ def check_recipe(recipe: Recipe, backend: BackendInfo) -> list[str]:
         if state == "deprecated":
             notes.append(f"{option} is deprecated in {backend.label}")
     _check_compute_capabilities(recipe, backend)
+    _check_weight_streaming(recipe, backend)
     check_enforceable(backend, recipe.tactics.deny)  # e.g. TensorRT-RTX: refused before any build
     if backend.flavor == "tensorrt_rtx" and "timing_cache" in recipe.build.model_fields_set:
         # Said only when the recipe asks for a cache explicitly; the default policy stays quiet.
@@ -311,6 +499,18 @@ def _check_compute_capabilities(recipe: Recipe, backend: BackendInfo) -> None:
             f"refit: refittable: {backend.label} builds a refittable engine for one compute capability, "
             f"and this build targets {', '.join(wanted)}",
             hint="set compatibility.compute_capabilities to the one GPU generation it runs on, e.g. [8.6]",
+        )
+
+
+def _check_weight_streaming(recipe: Recipe, backend: BackendInfo) -> None:
+    # TensorRT Developer Guide, "Weight Streaming": the network must be strongly typed. TensorRT 10
+    # builds weakly typed networks unless asked; TensorRT 11 and TensorRT-RTX are always strongly typed.
+    weak_by_default = backend.flavor == "tensorrt" and release(backend.version)[0] < 11
+    if recipe.build.weight_streaming and weak_by_default and recipe.precision.strongly_typed is not True:
+        raise UnsupportedOptionError(
+            f"recipe option build.weight_streaming needs a strongly typed network; {backend.label} builds "
+            "weakly typed ones unless asked",
+            hint="set precision.strongly_typed: true",
         )
 
 

@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from trtforge.rules.target import BuildTarget
 
 HARDWARE_LEVELS = ("none", "ampere_plus", "same_compute_capability")
+RUNTIME_PLATFORMS = ("same_as_build", "windows_amd64")
 
 # TensorRT-RTX Support Matrix: data-center Hopper (9.0) is not a supported device, whatever the
 # engine's list says.
@@ -59,10 +60,24 @@ class Envelope:
     hardware: str = "none"
     version_compatible: bool = False
     exclude_lean_runtime: bool = False
+    # IBuilderConfig::setRuntimePlatform (TensorRT 10.2+, "Cross-Platform Compatibility"): an engine
+    # built on Linux x86-64 for kWINDOWS_AMD64 runs on Windows x86-64 only.
+    runtime_platform: str = "same_as_build"
 
     @classmethod
     def of(cls, compatibility: Compatibility) -> Envelope:
-        return cls(compatibility.hardware, compatibility.version_compatible, compatibility.exclude_lean_runtime)
+        return cls(
+            compatibility.hardware,
+            compatibility.version_compatible,
+            compatibility.exclude_lean_runtime,
+            compatibility.runtime_platform,
+        )
+
+    def runs_on(self, built_os: str | None, built_arch: str | None) -> tuple[str | None, str | None]:
+        """The (os, arch) the engine runs on: where it was built, unless built for another platform."""
+        if self.runtime_platform == "windows_amd64":
+            return "windows", "x86_64"
+        return built_os, built_arch
 
     def record(self, target: BuildTarget) -> dict[str, Any]:
         """``details["compatibility"]`` of an artifact: the envelope plus where it was built, for people.
@@ -82,6 +97,7 @@ class Envelope:
             "compute_capabilities": list(target.compute_capabilities),
             "runtime_versions": "same major, >= build" if self.version_compatible else "same",
             "lean_runtime_in_plan": self.version_compatible and not self.exclude_lean_runtime,
+            **({"runtime_platform": self.runtime_platform} if self.runtime_platform != "same_as_build" else {}),
         }
 
     @classmethod
@@ -95,10 +111,12 @@ class Envelope:
         exclude_lean = raw.get("exclude_lean_runtime") is True
         if "exclude_lean_runtime" not in raw and "lean_runtime_in_plan" in raw:  # idem
             exclude_lean = version_compatible and raw.get("lean_runtime_in_plan") is not True
+        platform = raw.get("runtime_platform", "same_as_build")
         return cls(
             hardware=hardware if hardware in HARDWARE_LEVELS else "none",
             version_compatible=version_compatible,
             exclude_lean_runtime=exclude_lean,
+            runtime_platform=platform if platform in RUNTIME_PLATFORMS else "same_as_build",
         )
 
 
@@ -125,6 +143,8 @@ class Candidate:
     recipe_fingerprint: str = ""
     # A weight-stripped plan (refit: strip_weights): it computes nothing useful until refitted.
     weightless: bool = False
+    # Plugin libraries (name, sha256) a runtime must load before it deserializes the plan.
+    plugins_needed: tuple[tuple[str, str], ...] = ()
 
     @property
     def model_key(self) -> tuple[str, str]:
@@ -146,6 +166,7 @@ class Candidate:
             "created_at": self.created_at.isoformat(),
             "origin": self.origin,
             "weightless": self.weightless,
+            "plugins_needed": [{"name": name, "sha256": sha256} for name, sha256 in self.plugins_needed],
             "os": self.os,
             "arch": self.arch,
             "compatibility": {
@@ -404,6 +425,9 @@ def _match(c: Candidate, t: RuntimeTarget) -> Match:
         notes.append(UNRECORDED_CCS_NOTE)
     if c.weightless:
         notes.append("weight-stripped plan: refit it with the model's weights before use")
+    if c.plugins_needed:
+        shown = ", ".join(f"{name} (sha256 {sha256[:12]})" for name, sha256 in c.plugins_needed)
+        notes.append(f"needs plugin libraries loaded before the plan deserializes: {shown}")
     if c.flavor == "tensorrt" and None in (c.os, c.arch, t.os, t.arch):
         built = f"{c.os}/{c.arch}" if c.os and c.arch else "not recorded"
         notes.append(f"platform not checked (built on: {built}; target: {t.os or '?'}/{t.arch or '?'})")

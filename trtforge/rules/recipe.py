@@ -9,6 +9,7 @@ importing ``onnx``.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Mapping
@@ -19,15 +20,25 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from trtforge.core.errors import RecipeError
-from trtforge.core.recipe_paths import expand_path
+from trtforge.core.recipe_paths import expand_path, path_text
 from trtforge.core.yamlfile import line_of, load_yaml, read_text_file, validate_yaml
+from trtforge.rules.builder_options import (
+    Calibration,
+    DLAOptions,
+    DType,
+    IOSpec,
+    ParserFlags,
+    PluginLibrary,
+    check_config,
+    name_patterns,
+    sha256_pin,
+)
 from trtforge.rules.denylist import DenyEntry, deny_key, parse_deny_file, read_deny_text
 
 MAX_RECIPE_BYTES = 1 << 20
 # Anchored for Pydantic and JSON Schema, which search; Python code full-matches (name_problem).
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
-_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 Shape = list[int]
 
@@ -106,20 +117,12 @@ def _check_rank(name: str, shape: Shape, other_name: str, other: Shape) -> None:
 Profile = dict[str, InputShapes]
 
 
-def path_text(value: str) -> str:
-    """A path in a recipe: any path the user can read (checked when it is resolved)."""
-    if not value.strip():
-        raise ValueError("must be a path (absolute, ~, ${VAR}, or relative to the recipe file)")
-    if "\0" in value:
-        raise ValueError("must not contain a NUL character")
-    return value
-
-
 class ModelSpec(_Strict):
     onnx: str = Field(
         description="Path of the ONNX model: relative to the recipe file, absolute, or with ~ and ${VAR}."
     )
     sha256: str | None = Field(default=None, description="Optional pin: the build refuses another model.")
+    parser: ParserFlags = Field(default=ParserFlags(), description="Flags of TensorRT's ONNX parser.")
 
     @field_validator("onnx")
     @classmethod
@@ -129,13 +132,12 @@ class ModelSpec(_Strict):
     @field_validator("sha256")
     @classmethod
     def _hex(cls, value: str | None) -> str | None:
-        if value is not None and not _SHA256.fullmatch(value.lower()):
-            raise ValueError("must be 64 hexadecimal characters")
-        return value.lower() if value is not None else None
+        return sha256_pin(value)
 
 
 TimingCachePolicy = Literal["shared", "private", "off"]
 TilingLevel = Literal["none", "fast", "moderate", "full"]
+ProfilingVerbosity = Literal["layer_names_only", "detailed", "none"]
 
 
 class BuildOptions(_Strict):
@@ -160,6 +162,47 @@ class BuildOptions(_Strict):
         description="shared: start from and merge into the catalog's cache for the target; "
         "private: start empty, keep the result with the artifact only; off: disable the timing cache.",
     )
+    error_on_timing_cache_miss: bool = Field(
+        default=False, description="Fail the build when a tactic to time is not in the timing cache."
+    )
+    compilation_cache: bool | None = Field(
+        default=None, description="false: no compilation cache (part of the timing cache; default: the backend's)."
+    )
+    profiling_verbosity: ProfilingVerbosity | None = Field(
+        default=None,
+        description="Layer information kept in the plan (default: detailed with TensorRT, for the engine "
+        "inspector and deny lists; the backend's with TensorRT-RTX).",
+    )
+    sparse_weights: bool = Field(default=False, description="Allow sparse tactics for 2:4-sparse weights.")
+    weight_streaming: bool = Field(
+        default=False, description="Build an engine whose weights can stream from host memory (strongly typed)."
+    )
+    debug_tensors: list[str] = Field(
+        default_factory=list, description="Tensors marked as debug tensors (inspectable at run time)."
+    )
+    debug_unfused_tensors: bool = Field(default=False, description="Mark every unfused tensor as a debug tensor.")
+    decomposable_attentions: list[str] = Field(
+        default_factory=list, description="Attention names (one '*' allowed) the builder may decompose."
+    )
+    distributive_independence: bool = Field(
+        default=False, description="Results of a batch item do not depend on the other items (deterministic)."
+    )
+    tiling_l2_limit_kib: int | None = Field(
+        default=None, ge=0, description="L2 cache the tiling optimization may use, in KiB (default: backend's)."
+    )
+    preview_features: dict[str, bool] = Field(
+        default_factory=dict,
+        description="Preview features on or off by name, e.g. {aliased_plugin_io_10_03: true} (IBuilderConfig "
+        "set_preview_feature; the names are the backend's PreviewFeature members in lower case).",
+    )
+    dla: DLAOptions = Field(default=DLAOptions(), description="Deep Learning Accelerator options (Jetson, DRIVE).")
+    config: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Escape hatch: IBuilderConfig attributes by their Python API names (avg_timing_iterations, "
+        "engine_capability: SAFETY, ...) and the sub-mappings flags, quantization_flags, memory_pool_limits "
+        "(member name -> value); checked against the installed backend before the build.",
+        json_schema_extra={"additionalProperties": {"type": ["boolean", "integer", "string", "object"]}},
+    )
 
     @field_validator("timing_cache", mode="before")
     @classmethod
@@ -167,10 +210,32 @@ class BuildOptions(_Strict):
         # YAML 1.1 reads a bare `off` as false; that is what the user meant.
         return "off" if value is False else value
 
+    @field_validator("debug_tensors", "decomposable_attentions")
+    @classmethod
+    def _names(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("names must not repeat")
+        name_patterns(dict.fromkeys(value), "names")
+        return value
+
+    @field_validator("preview_features")
+    @classmethod
+    def _feature_names(cls, value: dict[str, bool]) -> dict[str, bool]:
+        for name in value:
+            if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
+                raise ValueError(f"{name!r} is not a preview feature name (lower case, e.g. aliased_plugin_io_10_03)")
+        return value
+
+    @field_validator("config")
+    @classmethod
+    def _config(cls, value: dict[str, Any]) -> dict[str, Any]:
+        return check_config(value)
+
 
 # Weak-typing builder flags: the builder may pick these precisions for layers of a weakly typed
 # network. TensorRT 11 removed them (strongly typed networks only).
-WEAK_TYPING_FLAGS: tuple[str, ...] = ("fp16", "bf16", "int8", "fp8")
+WEAK_TYPING_FLAGS: tuple[str, ...] = ("fp16", "bf16", "int8", "fp8", "int4")
+PrecisionConstraints = Literal["none", "prefer", "obey"]
 
 
 class Precision(_Strict):
@@ -184,19 +249,46 @@ class Precision(_Strict):
     bf16: bool = Field(default=False, description="Weak typing: allow BF16 kernels (TensorRT 10 only).")
     int8: bool = Field(default=False, description="Weak typing: allow INT8 kernels (TensorRT 10 only).")
     fp8: bool = Field(default=False, description="Weak typing: allow FP8 kernels (TensorRT 10 only).")
+    int4: bool = Field(default=False, description="Weak typing: allow INT4 weight-only kernels (TensorRT 10.1+).")
+    constraints: PrecisionConstraints | None = Field(
+        default=None,
+        description="How layer_precisions and layer_output_types bind: prefer | obey (TensorRT 10, weak typing).",
+    )
+    layer_precisions: dict[str, DType] = Field(
+        default_factory=dict, description="Layer name (one '*' allowed) -> compute precision (TensorRT 10)."
+    )
+    layer_output_types: dict[str, DType | list[DType]] = Field(
+        default_factory=dict,
+        description="Layer name (one '*' allowed) -> output type, or one type per output (TensorRT 10).",
+    )
+    calibration: Calibration | None = Field(
+        default=None, description="INT8 calibration from a cache file (TensorRT 10; needs int8: true)."
+    )
+
+    @field_validator("layer_precisions", "layer_output_types")
+    @classmethod
+    def _patterns(cls, value: dict[str, Any]) -> dict[str, Any]:
+        return name_patterns(value, "layer names")
 
     @model_validator(mode="after")
     def _strong_excludes_weak(self) -> Precision:
-        weak = self.weak_flags()
+        weak = self.weak_flags() + self.weak_fields()
         if self.strongly_typed and weak:
             raise ValueError(
                 f"strongly_typed: true cannot be combined with weak-typing flags ({', '.join(weak)}); "
                 "a strongly typed network takes its precisions from the model"
             )
+        if self.calibration is not None and not self.int8:
+            raise ValueError("calibration needs int8: true (the cache calibrates INT8 kernels)")
         return self
 
     def weak_flags(self) -> list[str]:
         return [name for name in WEAK_TYPING_FLAGS if getattr(self, name)]
+
+    def weak_fields(self) -> list[str]:
+        """The per-layer weak-typing fields this recipe sets."""
+        names = ("constraints", "layer_precisions", "layer_output_types", "calibration")
+        return [name for name in names if getattr(self, name) not in (None, {}, "none")]
 
 
 # Every tactic source name any backend knows; which ones the installed backend has is the
@@ -218,6 +310,13 @@ class Tactics(_Strict):
         default=None,
         description="YAML file with more deny entries (`deny: [...]`): relative to the recipe, absolute, ~, ${VAR}.",
     )
+    timing_iterations: int | None = Field(
+        default=None, ge=1, description="Times each tactic is timed and averaged (--avgTiming; default: backend's)."
+    )
+    max_tactics: int | None = Field(
+        # IBuilderConfig::setMaxNbTactics: 0 "has no effect" (observed with TensorRT-RTX 1.7: reads back -1)
+        default=None, ge=1, description="At most this many tactics timed per layer (--maxTactics; default: backend's)."
+    )
 
     @field_validator("sources")
     @classmethod
@@ -232,8 +331,10 @@ class Tactics(_Strict):
         return None if value is None else path_text(value)
 
 
-RefitMode = Literal["none", "refittable", "refit_identical", "strip_weights"]
+RefitMode = Literal["none", "refittable", "refit_identical", "strip_weights", "strip_all_weights"]
+WEIGHTLESS_REFIT_MODES: tuple[str, ...] = ("strip_weights", "strip_all_weights")
 HardwareLevel = Literal["none", "ampere_plus", "same_compute_capability"]
+RuntimePlatform = Literal["same_as_build", "windows_amd64"]
 _CC = re.compile(r"[1-9][0-9]?\.[0-9]")
 
 
@@ -248,6 +349,10 @@ class Compatibility(_Strict):
     compute_capabilities: list[str] | None = Field(
         default=None,
         description="TensorRT-RTX: compute capabilities to build for, e.g. [8.6, 8.9, 12.0] (default: backend's).",
+    )
+    runtime_platform: RuntimePlatform = Field(
+        default="same_as_build",
+        description="windows_amd64: build on Linux x86-64 an engine that runs on Windows x86-64 (TensorRT 10.2+).",
     )
 
     @field_validator("compute_capabilities", mode="before")
@@ -381,11 +486,16 @@ class Recipe(_Strict):
     precision: Precision = Precision()
     refit: RefitMode = Field(
         default="none",
-        description="none | refittable | refit_identical | strip_weights (weightless plan, refit before use).",
+        description="none | refittable | refit_identical | strip_weights (weightless plan, refit with the "
+        "same weights before use) | strip_all_weights (weightless, every weight refittable).",
     )
     compatibility: Compatibility = Compatibility()
     tactics: Tactics = Tactics()  # after compatibility: its check below reads compatibility
     build: BuildOptions = BuildOptions()
+    io: IOSpec = Field(default=IOSpec(), description="Types and memory layouts of network inputs and outputs.")
+    plugins: list[PluginLibrary] = Field(
+        default_factory=list, description="Plugin libraries the build loads (custom operators), in load order."
+    )
     verify: VerifySpec = VerifySpec()
 
     @field_validator("profiles", mode="before")
@@ -428,6 +538,11 @@ class Recipe(_Strict):
                 raise ValueError(f"verify.shapes[{index}] {{{shown}}} is inside no optimization profile")
         return self
 
+    @model_validator(mode="after")
+    def _options_consistent(self) -> Recipe:
+        check_options(self)
+        return self
+
     @field_validator("tactics")
     @classmethod
     def _ampere_plus_excludes_library_tactics(cls, tactics: Tactics, info: Any) -> Tactics:
@@ -444,13 +559,126 @@ class Recipe(_Strict):
         return tactics
 
     def build_fields(self) -> dict[str, Any]:
-        """The fields that change the engine: everything but description, verify and model location."""
+        """The fields that change the engine: everything but description, verify and file locations.
+
+        Files are keyed by their bytes: the model by the key's model digest, plugin libraries and
+        the calibration cache by the sha256 resolution writes into their entries (with_file_digests).
+        """
         data = self.model_dump(mode="json", exclude={"description", "verify"})
-        data["model"] = {}
+        data["model"] = {"parser": data["model"]["parser"]}
         # Deny entries count by (layer, tactic) only. The build stage merges the sidecar's entries
         # in first (with_deny_file, through resolve), which leaves deny_file empty.
         data["tactics"]["deny"] = deny_key(self.tactics.deny)
-        return data
+        for plugin in data["plugins"]:
+            plugin.pop("library")
+        if data["precision"]["calibration"] is not None:
+            data["precision"]["calibration"].pop("cache")
+        return drop_unset_additions(data)
+
+
+# Fields added after key schema 2, left out of the key while they hold their default, so a recipe
+# that uses none of them keeps the key (and the cache hits) it had before they existed.
+ADDED_FIELDS: tuple[str, ...] = (
+    "model.parser",
+    "precision.int4",
+    "precision.constraints",
+    "precision.layer_precisions",
+    "precision.layer_output_types",
+    "precision.calibration",
+    "compatibility.runtime_platform",
+    "tactics.timing_iterations",
+    "tactics.max_tactics",
+    "build.error_on_timing_cache_miss",
+    "build.compilation_cache",
+    "build.profiling_verbosity",
+    "build.sparse_weights",
+    "build.weight_streaming",
+    "build.debug_tensors",
+    "build.debug_unfused_tensors",
+    "build.decomposable_attentions",
+    "build.distributive_independence",
+    "build.tiling_l2_limit_kib",
+    "build.preview_features",
+    "build.dla",
+    "build.config",
+    "io",
+    "plugins",
+)
+
+
+@functools.cache
+def _default_recipe() -> Recipe:
+    return Recipe.model_validate({"name": "x", "model": {"onnx": "x.onnx"}})
+
+
+def default_value(path: str) -> Any:
+    """The default of the field at a dotted path (what a recipe that leaves it out has)."""
+    return field_value(_default_recipe(), path)
+
+
+@functools.cache
+def _added_defaults() -> dict[str, Any]:
+    defaults = _default_recipe().model_dump(mode="json")
+    values: dict[str, Any] = {}
+    for path in ADDED_FIELDS:
+        node: Any = defaults
+        for part in path.split("."):
+            node = node[part]
+        values[path] = node
+    return values
+
+
+def drop_unset_additions(data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` (a recipe's JSON) without the ADDED_FIELDS that hold their default value."""
+    defaults = _added_defaults()
+    for path, default in defaults.items():
+        *parents, leaf = path.split(".")
+        node = data
+        for part in parents:
+            node = node[part]
+        if node.get(leaf) == default:
+            node.pop(leaf, None)
+    return data
+
+
+def check_options(recipe: Recipe) -> None:
+    """Rules between sections (ValueError): what one field needs of another."""
+    precision, build = recipe.precision, recipe.build
+    calibration = precision.calibration
+    if calibration is not None and calibration.profile is not None and calibration.profile >= len(recipe.profiles):
+        raise ValueError(
+            f"precision.calibration.profile {calibration.profile} names no optimization profile "
+            f"(the recipe has {len(recipe.profiles)})"
+        )
+    typed = [name for name, io in (*recipe.io.inputs.items(), *recipe.io.outputs.items()) if io.dtype is not None]
+    if precision.strongly_typed and typed:
+        raise ValueError(
+            f"io dtype ({', '.join(typed)}) needs a weakly typed network: a strongly typed network takes "
+            "its input and output types from the model"
+        )
+    if build.weight_streaming and precision.strongly_typed is False:
+        raise ValueError("build.weight_streaming needs a strongly typed network (precision.strongly_typed: true)")
+    if recipe.tactics.deny and build.profiling_verbosity not in (None, "detailed"):
+        raise ValueError(
+            "tactics.deny needs build.profiling_verbosity: detailed (deny entries are checked against the "
+            "engine's layer information)"
+        )
+    if any(p.serialize for p in recipe.plugins) and not recipe.compatibility.version_compatible:
+        raise ValueError(
+            "plugins[].serialize: true needs compatibility.version_compatible: true (TensorRT embeds "
+            "plugin libraries in version-compatible plans only)"
+        )
+    written = [p.library for p in recipe.plugins]
+    if len(set(written)) != len(written):
+        raise ValueError("plugins: a library must not be listed twice")
+
+
+def field_value(recipe: Recipe, path: str) -> Any:
+    """The value of the field at a dotted path, e.g. ``build.dla.core``."""
+    node: Any = recipe
+    for part in path.split("."):
+        node = getattr(node, part)
+    return node
 
 
 def _check_names(mapping: dict[Any, Any], where: str) -> None:
@@ -492,9 +720,9 @@ class LoadedRecipe(BaseModel):
     def model_path(self) -> Path:
         return self.resolve_path(self.recipe.model.onnx, "model", "onnx")
 
-    def resolve_path(self, value: str, *loc: str) -> Path:
+    def resolve_path(self, value: str, *loc: str | int) -> Path:
         """A path field of this recipe (at ``loc``) expanded and made absolute (see expand_path)."""
-        field = ".".join(loc)
+        field = ".".join(str(part) for part in loc)
         try:
             return expand_path(value, self.path.parent, field)
         except ValueError as exc:
@@ -509,7 +737,21 @@ class LoadedRecipe(BaseModel):
             self.resolve_path(self.recipe.tactics.deny_file, "tactics", "deny_file")
         if self.recipe.verify.data is not None:
             self.resolve_path(self.recipe.verify.data, "verify", "data")
+        for where, written, _digest in self.named_files():
+            self.resolve_path(written, *where)
         return self
+
+    def named_files(self) -> list[tuple[tuple[str | int, ...], str, str | None]]:
+        """Files the builder reads besides the model, keyed by their bytes: (field location, path as
+        written, sha256 pin or digest)."""
+        files: list[tuple[tuple[str | int, ...], str, str | None]] = [
+            (("plugins", index, "library"), plugin.library, plugin.sha256)
+            for index, plugin in enumerate(self.recipe.plugins)
+        ]
+        calibration = self.recipe.precision.calibration
+        if calibration is not None:
+            files.append((("precision", "calibration", "cache"), calibration.cache, calibration.sha256))
+        return files
 
     def where(self, *loc: str | int) -> str:
         """``file:line`` of the field at ``loc`` (``file`` alone when the line is unknown)."""

@@ -51,6 +51,26 @@ class Lineage(_Section):
     weights_path: str | None = None
 
 
+class PluginRecord(_Section):
+    """A plugin library a build loaded: where it was, its bytes' sha256, how it was loaded, whether the
+    plan embeds it. One not embedded must be loaded by whatever runs the plan."""
+
+    library: str
+    name: str
+    sha256: str
+    load: str = "dynamic"
+    serialized: bool = False
+
+
+class FileRecord(_Section):
+    """A file the build read besides the model (a plugin library, a calibration cache): where the
+    recipe names it, where it was, the sha256 the key holds; `build --reproduce` reads it again."""
+
+    field: str
+    path: str
+    sha256: str
+
+
 class Adopted(_Section):
     """A plan built outside trtforge: where it came from and how its target was known."""
 
@@ -69,7 +89,7 @@ class ArtifactDetails(BaseModel):
     target: dict[str, Any] | None = None  # BuildTarget.key_fields(): what the build key names
     settings: dict[str, Any] = Field(default_factory=dict)  # read back from the real IBuilderConfig
     refit: str | None = None  # the recipe's refit mode
-    weightless: bool = False  # built with strip_weights: refit with the model's weights before use
+    weightless: bool = False  # built with strip_weights / strip_all_weights: refit with the weights before use
     timing_cache: dict[str, Any] | None = None  # the cache a build started from and produced
     compatibility: dict[str, Any] = Field(default_factory=dict)  # lookup_rules.Envelope.record()
     denylist: dict[str, Any] | None = None  # the deny-list enforcement report
@@ -77,6 +97,8 @@ class ArtifactDetails(BaseModel):
     model: ModelRecord = Field(default_factory=ModelRecord)
     lineage: Lineage | None = None
     adopted: Adopted | None = None
+    plugins: list[PluginRecord] = Field(default_factory=list)  # the plugin libraries the build loaded
+    files: list[FileRecord] = Field(default_factory=list)  # every file the build read besides the model
 
     @property
     def model_path(self) -> Path:
@@ -86,7 +108,12 @@ class ArtifactDetails(BaseModel):
     @property
     def needs_weights(self) -> bool:
         """A weight-stripped plan: it computes garbage until it is refitted with the model's weights."""
-        return self.weightless or self.refit == "strip_weights"
+        return self.weightless or self.refit in ("strip_weights", "strip_all_weights")
+
+    @property
+    def plugins_needed(self) -> list[PluginRecord]:
+        """Plugin libraries a runtime must load before it deserializes the plan (those not embedded in it)."""
+        return [plugin for plugin in self.plugins if not plugin.serialized]
 
     def as_json(self) -> dict[str, Any]:
         return self.model_dump(mode="json", exclude_none=True)

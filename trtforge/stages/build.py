@@ -57,6 +57,7 @@ class BuildResult:
     error_detail: list[Any] | dict[str, Any] = field(default_factory=list)  # all TensorRT said (parser errors, log)
     hint: str | None = None
     exit_code: int = 0
+    unchecked: list[str] = field(default_factory=list)  # a dry run: options only a build can check
 
     def __bool__(self) -> bool:
         return self.status != "failed"
@@ -65,6 +66,7 @@ class BuildResult:
         data = asdict(self)
         data.pop("hint")
         data.pop("exit_code")
+        data.pop("unchecked")
         return data
 
 
@@ -208,7 +210,10 @@ class BuildStage:
         if not self.force and self._find_hit(key, result):
             return
         if dry_run:
+            from trtforge.rules.capabilities import unchecked_options
+
             result.status = "build"
+            result.unchecked = unchecked_options(resolution.recipe)
             return
 
         from trtforge.rules.onnx_model import check_profiles, read_model
@@ -263,8 +268,10 @@ class BuildStage:
             wrap_progress(self.progress),
             use_timing_cache=cache_start.active,
             timing_cache=cache_start.data,
+            files=resolution.files,
         )
         from trtforge.rules.compatibility import Envelope
+        from trtforge.rules.recipe import WEIGHTLESS_REFIT_MODES
         from trtforge.rules.record import ArtifactDetails
         from trtforge.store.catalog import Artifact, Blob  # after the build: see preload_catalog_modules
 
@@ -300,12 +307,14 @@ class BuildStage:
                     target=target.key_fields(),
                     settings=output.settings,
                     refit=recipe.refit,
-                    weightless=recipe.refit == "strip_weights",  # must be refitted before use
+                    weightless=recipe.refit in WEIGHTLESS_REFIT_MODES,  # must be refitted before use
                     timing_cache=cache_record,
                     compatibility=Envelope.of(recipe.compatibility).record(target),
                     denylist=output.denylist,
                     layer_info=output.layer_info,
                     model=model.record(),
+                    plugins=output.plugins,
+                    files=[{"field": f.field, "path": str(f.path), "sha256": f.sha256} for f in resolution.files],
                 ),
             )
             store.catalog.add_artifact(artifact, Blob(sha256=blob.sha256, size=blob.size, kind="plan"))
@@ -353,6 +362,7 @@ class PlanEntry:
     error: str | None = None
     more_errors: list[str] = field(default_factory=list)
     exit_code: int = 0
+    unchecked: list[str] = field(default_factory=list)  # options checked against TensorRT only when it builds
 
     @classmethod
     def of(cls, result: BuildResult) -> PlanEntry:
@@ -367,6 +377,7 @@ class PlanEntry:
             result.error,
             result.more_errors,
             result.exit_code,
+            result.unchecked,
         )
 
     def as_json(self) -> dict[str, Any]:

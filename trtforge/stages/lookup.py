@@ -33,6 +33,8 @@ def candidate_from_row(row: Any, verified: dict[str, str] | None = None) -> Cand
     details = read_details(row.details)
     verified = verified or {}
     built_on = details.target or {}
+    envelope = Envelope.from_details(details)
+    runs_os, runs_arch = envelope.runs_on(_text_or_none(built_on.get("os")), _text_or_none(built_on.get("arch")))
     return Candidate(
         artifact_id=row.id,
         name=row.name,
@@ -44,13 +46,14 @@ def candidate_from_row(row: Any, verified: dict[str, str] | None = None) -> Cand
         plan_size=row.plan_size,
         model_sha256=row.model_sha256,
         created_at=row.created_at,
-        envelope=Envelope.from_details(details),
+        envelope=envelope,
         origin=details.origin,
-        os=_text_or_none(built_on.get("os")),
-        arch=_text_or_none(built_on.get("arch")),
+        os=runs_os,
+        arch=runs_arch,
         verified_on=dict(verified),
         recipe_fingerprint=row.recipe_fingerprint,
         weightless=details.needs_weights,
+        plugins_needed=tuple((p.name, p.sha256) for p in details.plugins_needed),
     )
 
 

@@ -24,7 +24,7 @@ from trtforge.rules.record import DETAILS_VERSION, Lineage
 from trtforge.store import Store, require_existing_store
 from trtforge.store.catalog import Artifact, Blob
 
-REFITTABLE_MODES = ("refittable", "refit_identical", "strip_weights")
+REFITTABLE_MODES = ("refittable", "refit_identical", "strip_weights", "strip_all_weights")
 
 
 @dataclass

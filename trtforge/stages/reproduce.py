@@ -16,9 +16,10 @@ from typing import Any
 
 from trtforge.core.errors import BackendUnavailableError, ModelError, NotFoundError
 from trtforge.resolution.resolve import artifact_for, looks_like_recipe, resolve
+from trtforge.rules.builder_options import NamedFile
 from trtforge.rules.digests import model_digest
 from trtforge.rules.flavors import BackendInfo, find_backend
-from trtforge.rules.keys import recorded_build_key
+from trtforge.rules.keys import recorded_build_key, sha256_file
 from trtforge.rules.recipe import Recipe
 from trtforge.rules.target import build_target_for
 from trtforge.store.catalog import Artifact
@@ -75,6 +76,7 @@ def reproduce(ref: str, store: str | Path | None = None, *, catalog: str | None 
                 f"model {model_path} changed since artifact {artifact.id[:12]} was built "
                 f"(recorded sha256 {artifact.model_sha256[:12]})"
             )
+        files = _recorded_files(artifact)
         cache_record = artifact.details.timing_cache or {}
         cache_sha = cache_record.get("started_from")
         cache_data = opened.blobs.read_verified(cache_sha) if cache_sha else None
@@ -82,7 +84,9 @@ def reproduce(ref: str, store: str | Path | None = None, *, catalog: str | None 
         from trtforge.backend.build import build_plan  # lazy: imports tensorrt
 
         started = time.perf_counter()
-        output = build_plan(backend, recipe, model_path, use_timing_cache=use_cache, timing_cache=cache_data)
+        output = build_plan(
+            backend, recipe, model_path, use_timing_cache=use_cache, timing_cache=cache_data, files=files
+        )
         view = output.plan_view
         rebuilt = hashlib.sha256(view).hexdigest()
         return ReproduceResult(
@@ -100,6 +104,21 @@ def reproduce(ref: str, store: str | Path | None = None, *, catalog: str | None 
         )
     finally:
         handle.close()
+
+
+def _recorded_files(artifact: Artifact) -> list[NamedFile]:
+    """The plugin libraries and calibration cache the build read, each still there with its bytes."""
+    files = []
+    for record in artifact.details.files:
+        path = Path(record.path)
+        if not path.is_file() or sha256_file(path) != record.sha256:
+            state = "is gone" if not path.is_file() else "changed"
+            raise ModelError(
+                f"{record.field} {path} of artifact {artifact.id[:12]} {state} since it was built; cannot reproduce",
+                hint=f"restore the file with sha256 {record.sha256}",
+            )
+        files.append(NamedFile(record.field, path, record.sha256))
+    return files
 
 
 def recorded_key(artifact: Artifact) -> str | None:

@@ -209,6 +209,11 @@ def _export(store: Store, artifact: Any, out: Path, embed: bool) -> EpContextRes
     compatibility = details.compatibility
     if compatibility.get("version_compatible") and not compatibility.get("exclude_lean_runtime"):
         notes.append("version-compatible plan: it embeds the lean runtime (host code) the provider must allow")
+    if details.plugins_needed:
+        # The execution provider deserializes the plan: the plugin libraries' creators must be
+        # registered in that process first (loaded by the application, or preloaded).
+        libraries = ", ".join(f"{p.library} (sha256 {p.sha256[:12]})" for p in details.plugins_needed)
+        notes.append(f"the plan needs plugin libraries loaded by the provider's process: {libraries}")
 
     plan_path: Path | None = None
     if embed and artifact.plan_size > MAX_EMBED_BYTES:

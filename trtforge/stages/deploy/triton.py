@@ -392,9 +392,10 @@ def _needs(choice: _Choice) -> dict[str, Any]:
         "lean_runtime_in_plan": envelope.version_compatible and not envelope.exclude_lean_runtime,
         "host_code": envelope.version_compatible and not envelope.exclude_lean_runtime,
         "origin": details.origin,
-        # trtforge loads no plugin libraries at build time; TensorRT's own (libnvinfer_plugin) are
-        # registered by the Triton backend. An adopted plan may need others: its record cannot say.
-        "plugins": "unknown (adopted plan)" if adopted else [],
+        # The plugin libraries the build loaded and did not embed in the plan (the recipe's plugins);
+        # TensorRT's own (libnvinfer_plugin) are registered by the Triton backend. An adopted plan may
+        # need others: its record cannot say.
+        "plugins": "unknown (adopted plan)" if adopted else [p.model_dump() for p in details.plugins_needed],
         "notes": [*choice.match.notes, *_lean_runtime_note(envelope)],
     }
 
@@ -410,13 +411,20 @@ def _lean_runtime_note(envelope: Any) -> list[str]:
 
 def _runtime(trt: str, choices: list[_Choice], needs: dict[str, dict[str, Any]]) -> dict[str, Any]:
     version_compatible = any(n["version_compatible"] for n in needs.values())
+    unknown = any(isinstance(n["plugins"], str) for n in needs.values())
+    listed = [n["plugins"] for n in needs.values() if not isinstance(n["plugins"], str)]
+    libraries = sorted({plugin["library"] for plugins in listed for plugin in plugins})
     runtime: dict[str, Any] = {
         "server": "Triton Inference Server, TensorRT backend (platform tensorrt_plan)",
         "tensorrt": trt,
         "cuda": sorted({n["cuda"] for n in needs.values() if n["cuda"]}),
         "backend_config": "tensorrt,version-compatible=true" if version_compatible else None,
-        "plugins": "unknown (adopted plans)" if any(n["plugins"] for n in needs.values()) else [],
+        "plugins": "unknown (adopted plans)" if unknown else libraries,
     }
+    if libraries:
+        # Triton TensorRT backend README, "Command-line Options": --backend-config=tensorrt,plugins=
+        # "a.so;b.so" loads plugin libraries before the backend's models deserialize.
+        runtime["plugins_backend_config"] = "tensorrt,plugins=" + ";".join(libraries)
     return runtime
 
 
