@@ -16,7 +16,11 @@ BASE_TIME = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
 
 def placeholder_artifact(**fields: Any) -> Artifact:
-    """An artifact row for tests: ``fields`` as given, every other column a placeholder."""
+    """An artifact row for tests: ``fields`` as given, every other column a placeholder.
+
+    A row given a ``created_at`` (a history a test writes) is learned at that time too, unless the
+    test says otherwise; without one, the catalog stamps when it learns of the row, as for any insert.
+    """
     values: dict[str, Any] = {
         "id": uuid.uuid4().hex,
         "name": "n",
@@ -37,6 +41,8 @@ def placeholder_artifact(**fields: Any) -> Artifact:
         "details": {},
     }
     values.update(fields)
+    if "created_at" in fields:
+        values.setdefault("learned_at", fields["created_at"])
     return Artifact(**values)
 
 

@@ -121,10 +121,12 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def _without_trust(record: dict) -> dict:
-    """A `show --json` record minus what differs by design on the importing side."""
-    record = dict(record)
-    record.pop("plan_path")
-    record["verifications"] = [{**v, "trust": None, "signer": None} for v in record["verifications"]]
+    """A `show --json` record minus what differs by design on the importing side (where the plan is,
+    who vouches for a verification, and when and how this store learned of each row)."""
+    record = {k: v for k, v in record.items() if k not in ("plan_path", "learned_at", "learned_via")}
+    record["verifications"] = [
+        {**v, "trust": None, "signer": None, "learned_at": None} for v in record["verifications"]
+    ]
     return record
 
 

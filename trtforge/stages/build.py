@@ -308,7 +308,12 @@ class BuildStage:
                     model=model.record(),
                 ),
             )
+            from trtforge.stages.lookup import new_version_warning
+
+            warning = new_version_warning(store, recipe.name, resolution.model_sha256, artifact.recipe)
             store.catalog.add_artifact(artifact, Blob(sha256=blob.sha256, size=blob.size, kind="plan"))
+        if warning is not None:
+            self.notify(f"warning: {warning}")
         result.status = "built"
         result.artifact_id = artifact.id
         result.plan_sha256 = blob.sha256

@@ -70,7 +70,15 @@ from trtforge.stages.bundle_read import (
     receive_bundle,
 )
 from trtforge.store import Store, open_store, require_existing_store
-from trtforge.store.catalog import TRUST_CLAIMED, TRUST_SIGNED, Artifact, Blob, Catalog, Verification
+from trtforge.store.catalog import (
+    LEARNED_IMPORT,
+    TRUST_CLAIMED,
+    TRUST_SIGNED,
+    Artifact,
+    Blob,
+    Catalog,
+    Verification,
+)
 from trtforge.store.integrity import CORRUPT_STATUS
 
 UNVERIFIED = "unverified"
@@ -147,8 +155,9 @@ def _row_values(model: type[Artifact] | type[Verification], record: dict[str, An
 
 
 # Facts about one store's copy, not about the artifact: the importing store decides them itself
-# (its copy is hash-checked on import; a pin protects a local service's file).
-_LOCAL_COLUMNS = frozenset({"integrity", "pinned_at"})
+# (its copy is hash-checked on import; a pin protects a local service's file; when and how it
+# learned of a row is its own clock: a bundle's created_at is kept as claimed and orders nothing).
+_LOCAL_COLUMNS = frozenset({"integrity", "pinned_at", "learned_at", "learned_via"})
 
 
 def artifact_record(artifact: Artifact, verifications: list[Verification] | None = None) -> dict[str, Any]:
@@ -167,7 +176,11 @@ def verifications_from_record(record: dict[str, Any]) -> list[Verification]:
     rows = record.get("verifications") or []
     if not isinstance(rows, list) or not all(isinstance(r, dict) and isinstance(r.get("id"), str) for r in rows):
         raise BundleError(f"bundle record of artifact {record['id']} has malformed verifications")
-    return [Verification(**{**_row_values(Verification, r), "artifact_id": record["id"]}) for r in rows]
+    found = []
+    for row in rows:
+        values = {k: v for k, v in _row_values(Verification, row).items() if k not in _LOCAL_COLUMNS}
+        found.append(Verification(**{**values, "artifact_id": record["id"]}))
+    return found
 
 
 # -- export -------------------------------------------------------------------------------------
@@ -580,6 +593,7 @@ def _add_rows(
                     report.already_present.append(artifact.id)  # the same record and plan (no conflict)
                     continue
                 artifact.status = UNVERIFIED  # the record's word is not taken: recomputed below
+                artifact.learned_via = LEARNED_IMPORT
                 session.add(artifact)
                 report.imported.append(artifact.id)
             session.flush()
