@@ -61,8 +61,13 @@ def add_row(
     recipe_fingerprint: str = "f" * 64,
     origin: str | None = None,
     weightless: bool = False,
+    recipe: dict[str, Any] | None = None,
 ) -> str:
-    """Insert one artifact row plus a placeholder plan blob; returns the artifact id."""
+    """Insert one artifact row plus a placeholder plan blob; returns the artifact id.
+
+    ``recipe`` is the recorded recipe (give a real build's to make a row of its model); without one
+    a stand-in whose model-defining part is ``recipe_fingerprint`` (an adopted plan records none).
+    """
     artifact_id = uuid.uuid4().hex
     blob = store.blobs.put_bytes(f"placeholder plan {artifact_id}".encode())
     details: dict[str, Any] = {}
@@ -78,6 +83,7 @@ def add_row(
             name=name,
             model_sha256=model_sha256,
             recipe_fingerprint=recipe_fingerprint,
+            recipe=recipe if recipe is not None else {} if origin == "adopted" else {"stand_in": recipe_fingerprint},
             flavor=flavor,
             trt_version=trt_version,
             gpu_name=gpu_name,
