@@ -116,8 +116,9 @@ def test_gc_counts_by_when_this_store_learned(cli, mlp_recipe, tmp_path: Path) -
     latest = built(cli, recipe, store, "--force")
 
     keep_last = cli("gc", "--keep-last", "1", "--dry-run", "--store", store, "--json").json()["plan"]
+    assert sorted(a["artifact_id"] for a in keep_last["artifacts"]) == sorted([past, future, first])
     [group] = keep_last["groups"]  # one model, one target
-    assert group["keep"] == [latest] and group["remove"] == [past, future, first]
+    assert group["keep"] == [latest] and group["remove"] == [past, future, first]  # newest learned first
     older_than = cli("gc", "--older-than", "30", "--dry-run", "--store", store, "--json").json()["plan"]
     assert older_than["artifacts"] == [], older_than  # all four were learned today
 
