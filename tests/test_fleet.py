@@ -286,6 +286,13 @@ def test_unknown_and_ambiguous_gpu_names_are_refused_with_names_that_work(cli, f
     by_cc = cli("lookup", "det", "--cc", "9.0", "--trt", TRT, *store, "--json")  # the hint's other way
     assert by_cc.code == 0 and by_cc.json()["best"]["artifact_id"] == ids["h100"], by_cc
 
+    # Neither a GPU nor a capability: the hint's two ways both work.
+    neither = cli("lookup", "det", "--trt", TRT, *store)
+    assert neither.code == 2 and '--gpu "NVIDIA L4"' in neither.stderr and "--cc 8.9" in neither.stderr, neither
+    for way in (("--gpu", "NVIDIA L4"), ("--cc", "8.9")):
+        followed = cli("lookup", "det", *way, "--trt", TRT, *store, "--json")
+        assert followed.code == 0 and followed.json()["best"]["artifact_id"] == ids["l4"], (way, followed)
+
     # A GPU newer than the table, with its capability: taken as given, and said so.
     new = cli("lookup", "det", "--gpu", "NVIDIA Z999", "--cc", "8.9", "--trt", TRT, *store, "--json")
     assert new.code == 0 and any("not in trtforge's GPU table" in w for w in new.json()["warnings"]), new
@@ -298,11 +305,19 @@ def test_the_flavor_follows_the_release_the_store_or_this_machine_has(cli, fleet
     opened = open_store(only_stored)
     try:  # a release this machine does not run: only the store's engines have it
         old = add_row(opened, name="old", flavor="tensorrt_rtx", trt_version="1.6.0", gpu_name=None, ccs=("8.6",))
+        both = {flavor: add_row(opened, name="both", flavor=flavor, trt_version="1.6.0", gpu_name=None, ccs=("8.6",))
+                for flavor in ("tensorrt", "tensorrt_rtx")}  # fmt: skip
     finally:
         opened.close()
     found = cli("lookup", "old", "--cc", "8.6", "--trt", "1.6.0", "--store", only_stored, "--json")
     assert found.code == 0 and found.json()["best"]["artifact_id"] == old, found
     assert found.json()["target"]["flavor"] == "tensorrt_rtx"
+    at_86 = ("--cc", "8.6", "--trt", "1.6.0", "--store", only_stored)
+    ambiguous = cli("lookup", "both", *at_86)
+    assert ambiguous.code == 2 and "--flavor tensorrt or --flavor tensorrt_rtx" in ambiguous.stderr, ambiguous
+    for flavor, artifact_id in both.items():  # the hint, followed either way
+        chosen = cli("lookup", "both", *at_86, "--flavor", flavor, "--json")
+        assert chosen.code == 0 and chosen.json()["best"]["artifact_id"] == artifact_id, chosen
 
     ids, store = fleet["ids"], ("--store", fleet["store"])
     release = ".".join(str(fleet["rtx_version"]).split(".")[:3])

@@ -7,7 +7,9 @@ Sources:
   ``nvmlDeviceGetName``) is the driver's marketing name of its PCI device, listed in NVIDIA's
   open GPU kernel modules, ``src/nvidia/generated/g_nv_name_released.h``
   (github.com/NVIDIA/open-gpu-kernel-modules, read at df1c9a3, March 2026). That list covers
-  Turing (compute capability 7.5) and newer; older GPUs are given with ``--cc``.
+  Turing (compute capability 7.5) and newer; older GPUs are given with ``--cc``. Observed:
+  ``nvidia-smi --query-gpu=name,compute_cap`` on an H200 machine says "NVIDIA H200, 9.0"
+  (driver 580.159.04, December 2026).
 - Compute capabilities: NVIDIA, "CUDA GPU Compute Capability" (developer.nvidia.com/cuda-gpus);
   per architecture: Turing 7.5, Ampere GA100 8.0, Ampere GA10x 8.6, Ada 8.9, Hopper 9.0,
   Blackwell data center 10.0 (B300/GB300: 10.3), Blackwell RTX and workstation 12.0.
