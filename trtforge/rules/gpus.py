@@ -162,7 +162,7 @@ GPUS: tuple[GpuModel, ...] = (
 # Words in front of a model name that people leave out ("A10G" for "NVIDIA A10G", "RTX 4090"
 # or "4090" for "NVIDIA GeForce RTX 4090", "A6000" for "NVIDIA RTX A6000").
 _LEADING_WORDS = ("nvidia", "tesla", "quadro", "geforce", "rtx")
-_MIG = re.compile(r"^(?P<gpu>.+?)\s+MIG\s+(?P<profile>\S+)$", re.IGNORECASE)
+_MIG = re.compile(r"(?P<gpu>.+?)\s+MIG\s+(?P<profile>\S+)", re.IGNORECASE)
 SHOWN_CHOICES = 8
 
 
@@ -217,7 +217,7 @@ class NamedGpu:
 def find_gpu(text: str) -> NamedGpu:
     """The GPU ``text`` names (a MIG slice keeps its suffix); raises UnknownGpuError or AmbiguousGpuError."""
     stripped = text.strip()
-    mig = _MIG.match(stripped)
+    mig = _MIG.fullmatch(stripped)
     base = mig.group("gpu") if mig else stripped
     model = _model_for(base, text)
     return NamedGpu(f"{model.name} MIG {mig.group('profile')}" if mig else model.name, model)
