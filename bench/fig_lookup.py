@@ -101,6 +101,7 @@ def populate(store: Path, artifacts: int, seed: int) -> None:
                     "build_log": [],
                     "details": {},
                     "created_at": start + timedelta(seconds=index),
+                    "learned_at": start + timedelta(seconds=index),  # a bulk insert is not stamped by the catalog
                     "status": "unverified",
                 }
             )

@@ -16,7 +16,11 @@ BASE_TIME = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
 
 def placeholder_artifact(**fields: Any) -> Artifact:
-    """An artifact row for tests: ``fields`` as given, every other column a placeholder."""
+    """An artifact row for tests: ``fields`` as given, every other column a placeholder.
+
+    A row given a ``created_at`` (a history a test writes) is learned at that time too, unless the
+    test says otherwise; without one, the catalog stamps when it learns of the row, as for any insert.
+    """
     values: dict[str, Any] = {
         "id": uuid.uuid4().hex,
         "name": "n",
@@ -37,6 +41,8 @@ def placeholder_artifact(**fields: Any) -> Artifact:
         "details": {},
     }
     values.update(fields)
+    if "created_at" in fields:
+        values.setdefault("learned_at", fields["created_at"])
     return Artifact(**values)
 
 
@@ -55,8 +61,13 @@ def add_row(
     recipe_fingerprint: str = "f" * 64,
     origin: str | None = None,
     weightless: bool = False,
+    recipe: dict[str, Any] | None = None,
 ) -> str:
-    """Insert one artifact row plus a placeholder plan blob; returns the artifact id."""
+    """Insert one artifact row plus a placeholder plan blob; returns the artifact id.
+
+    ``recipe`` is the recorded recipe (give a real build's to make a row of its model); without one
+    a stand-in whose model-defining part is ``recipe_fingerprint`` (an adopted plan records none).
+    """
     artifact_id = uuid.uuid4().hex
     blob = store.blobs.put_bytes(f"placeholder plan {artifact_id}".encode())
     details: dict[str, Any] = {}
@@ -72,6 +83,7 @@ def add_row(
             name=name,
             model_sha256=model_sha256,
             recipe_fingerprint=recipe_fingerprint,
+            recipe=recipe if recipe is not None else {} if origin == "adopted" else {"stand_in": recipe_fingerprint},
             flavor=flavor,
             trt_version=trt_version,
             gpu_name=gpu_name,

@@ -85,7 +85,11 @@ def built_source(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     add_verification(store_dir, older, "NVIDIA GeForce RTX 4090", "8.9")
     store = open_store(store_dir)
     newest = store.catalog.get_artifact(newer)
-    same = {"model_sha256": newest.model_sha256, "recipe_fingerprint": newest.recipe_fingerprint}  # newest model
+    same = {  # the newest model
+        "model_sha256": newest.model_sha256,
+        "recipe_fingerprint": newest.recipe_fingerprint,
+        "recipe": newest.recipe,
+    }
     other = add_row(store, compatibility={"hardware": "ampere_plus"}, verified_on={"NVIDIA A10G": "passed"}, **same)
     rtx_version = store.catalog.get_artifact(older).trt_version
     store.close()
@@ -121,10 +125,12 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def _without_trust(record: dict) -> dict:
-    """A `show --json` record minus what differs by design on the importing side."""
-    record = dict(record)
-    record.pop("plan_path")
-    record["verifications"] = [{**v, "trust": None, "signer": None} for v in record["verifications"]]
+    """A `show --json` record minus what differs by design on the importing side (where the plan is,
+    who vouches for a verification, and when and how this store learned of each row)."""
+    record = {k: v for k, v in record.items() if k not in ("plan_path", "learned_at", "learned_via")}
+    record["verifications"] = [
+        {**v, "trust": None, "signer": None, "learned_at": None} for v in record["verifications"]
+    ]
     return record
 
 
@@ -171,7 +177,7 @@ def test_signed_round_trip_is_the_readme_deployment_flow(cli, source: dict, keys
     found = cli("lookup", "detector", *rtx, "--verified-only", "--any-model")  # v1 was verified, v2 not yet
     assert found.code == 0, found
     assert found.json()["best"]["artifact_id"] == older  # verified on this GPU model beats newer
-    trt = ("--cc", "8.9", "--trt", "10.13.3", "--gpu", "NVIDIA A10G", "--store", target)
+    trt = ("--trt", "10.13.3", "--gpu", "NVIDIA A10G", "--store", target)
     assert cli("lookup", "detector", *trt, "--verified-only").code == 0
     again = cli("import", bundle, "--trust", keys["ci.pub"], "--store", target, "--json")
     assert again.code == 0 and again.json()["imported"] == []

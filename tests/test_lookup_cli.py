@@ -45,7 +45,7 @@ def built_store(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
         real = store.catalog.get_artifact(built["artifact_id"])
         rtx_version, model_sha = real.trt_version, real.model_sha256
         # Rows of the same model and recipe, built elsewhere (the newest build defines the model).
-        same = {"model_sha256": model_sha, "recipe_fingerprint": real.recipe_fingerprint}
+        same = {"model_sha256": model_sha, "recipe_fingerprint": real.recipe_fingerprint, "recipe": real.recipe}
         ids = {
             "rtx": built["artifact_id"],
             "rtx_version": rtx_version,
@@ -149,7 +149,7 @@ def test_tensorrt_targets(cli, built_store: dict[str, str]) -> None:
 
     old = cli("lookup", "detector", "--cc", "8.6", "--trt", "10.7.0", *store, "--explain")
     assert old.code == 1, old
-    assert "trt_version" in old.stdout and "no engine runs on" in old.stderr
+    assert old.stdout == "" and "trt_version" in old.stderr and "no engine runs on" in old.stderr
 
 
 def test_lookup_by_model_digest_and_output(cli, built_store: dict[str, str], tmp_path: Path) -> None:
@@ -219,7 +219,8 @@ def test_tampered_blob_is_not_handed_out(cli, tmp_path: Path) -> None:
         (("nope", "--cc", "8.6", "--trt", "10.13.3"), "no artifact named 'nope'"),
         (("detector", "--cc", "86", "--trt", "10.13.3"), "compute capability '86'"),
         (("detector", "--cc", "8.6", "--trt", "latest"), "TensorRT version 'latest'"),
-        (("detector", "--gpu", "NVIDIA A10G"), "needs --cc and --trt"),
+        (("detector", "--gpu", "NVIDIA A1OG"), "'NVIDIA A1OG' is not a GPU trtforge knows"),
+        (("detector", "--trt", "10.13.3"), "needs --cc, or a --gpu trtforge knows"),
         (("detector", "--cc", "8.6", "--trt", "10.1", "--flavor", "onnx"), "flavor 'onnx'"),
         (("--model-sha256", "xyz", "--cc", "8.6", "--trt", "10.1"), "not a lowercase hex sha256"),
         (("--cc", "8.6", "--trt", "10.1"), "needs a name or --model-sha256"),
@@ -360,7 +361,7 @@ def test_weight_stripped_plans_are_handed_out_only_when_asked(cli, tmp_path: Pat
     assert rejection["artifact_id"] == stripped and rejection["rule"] == "weightless"
     assert "--allow-weightless" in rejection["reason"]
     human = cli("lookup", "detector", *A10G, "--store", store_dir, "--explain")
-    assert "weightless" in human.stdout and "weight-stripped plan" in human.stdout
+    assert "weightless" in human.stderr and "weight-stripped plan" in human.stderr
 
     allowed = cli("lookup", "detector", *A10G, "--store", store_dir, "--allow-weightless", "--json").json()["best"]
     assert allowed["artifact_id"] == stripped and any("refit" in note for note in allowed["notes"])
@@ -402,9 +403,10 @@ def test_a_name_means_its_newest_model(cli, tmp_path: Path) -> None:
     assert report["best"]["artifact_id"] == new
     assert report["model"]["model_sha256"] == new_model and "newest build of 'detector'" in report["model"]["why"]
     assert rejected_rules(report) == {old_verified: "other_model", old_plain: "other_model"}
-    assert len(report["warnings"]) == 1 and "span 2 models" in report["warnings"][0]
+    assert len(report["warnings"]) == 2 and "span 2 models" in report["warnings"][0]
+    assert "is not verified on NVIDIA A10G" in report["warnings"][1]
     human = cli("lookup", "detector", *where, "--explain")
-    assert f"model: model sha256 {new_model[:12]}" in human.stdout and "newest build" in human.stdout
+    assert f"model: model sha256 {new_model[:12]}" in human.stderr and "newest build" in human.stderr
     assert "warning: the candidates span 2 models" in human.stderr
 
     asked = cli("lookup", "detector", "--model-sha256", old_model, *where, "--explain", "--json").json()

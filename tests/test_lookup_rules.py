@@ -54,8 +54,15 @@ def rtx(version: str = "1.7.1.116", ccs: tuple[str, ...] = (), *, ident: str = "
     )
 
 
-def target(cc: str = "8.6", version: str = "10.13.3", gpu: str | None = "NVIDIA A10G", flavor: str = "tensorrt"):
-    return explicit_target(gpu=gpu, cc=cc, trt=version, flavor=flavor)
+# A GPU of each compute capability, for targets that name one (the GPU table refuses a --cc that
+# disagrees with the GPU's).
+GPU_OF_CC = {"7.5": "Tesla T4", "8.0": "NVIDIA A100-SXM4-80GB", "8.6": "NVIDIA A10G", "8.9": "NVIDIA L4",
+             "9.0": "NVIDIA H100 80GB HBM3", "12.0": "NVIDIA GeForce RTX 5090"}  # fmt: skip
+OF_CC = "a GPU of that compute capability"
+
+
+def target(cc: str = "8.6", version: str = "10.13.3", gpu: str | None = OF_CC, flavor: str = "tensorrt"):
+    return explicit_target(gpu=GPU_OF_CC[cc] if gpu == OF_CC else gpu, cc=cc, trt=version, flavor=flavor)
 
 
 def rule_of(candidate: Candidate, tgt: RuntimeTarget) -> str | None:
@@ -107,7 +114,7 @@ def rule_of(candidate: Candidate, tgt: RuntimeTarget) -> str | None:
         (trt(ccs=("8.6",)), target("8.9"), "hardware"),
         (trt(ccs=("8.6",), hardware="same_compute_capability"), target("8.6", gpu="NVIDIA A40"), None),
         (trt(ccs=("8.6",), hardware="same_compute_capability"), target("8.0"), "hardware"),
-        (trt(ccs=("8.6",), hardware="ampere_plus"), target("8.0", gpu="NVIDIA A100"), None),
+        (trt(ccs=("8.6",), hardware="ampere_plus"), target("8.0", gpu="NVIDIA A100-SXM4-80GB"), None),
         (trt(ccs=("8.6",), hardware="ampere_plus"), target("9.0", gpu="NVIDIA H100"), None),
         (trt(ccs=("8.6",), hardware="ampere_plus"), target("12.0"), None),
         (trt(ccs=("8.6",), hardware="ampere_plus"), target("7.5", gpu="Tesla T4"), "hardware"),
@@ -197,7 +204,8 @@ def test_verified_only_rejects_unverified_and_needs_a_gpu_model() -> None:
 
 
 def _of_model(candidate: Candidate, model: str, recipe: str = "r") -> Candidate:
-    return replace(candidate, model_sha256=model, recipe_fingerprint=recipe)
+    """Of that model digest, built from a recipe whose model-defining fields (not its target fields) are ``recipe``."""
+    return replace(candidate, model_sha256=model, recipe_fingerprint=recipe, recipe_variant=recipe)
 
 
 def test_a_chosen_model_outranks_verification_of_another() -> None:
@@ -205,7 +213,7 @@ def test_a_chosen_model_outranks_verification_of_another() -> None:
     old = _of_model(trt(ident="old-verified", verified={"NVIDIA A10G": "passed"}), "old")
     new = _of_model(trt(ident="new", minutes=10), "new")
     recipe_changed = _of_model(trt(ident="new-recipe", minutes=5), "new", "r2")
-    choice = ModelChoice("new", "r", "the newest build")
+    choice = ModelChoice("new", "r", "the newest build", "r")
     ranking = rank([old, new, recipe_changed], target(), model=choice)
     assert [m.candidate.artifact_id for m in ranking.matches] == ["new"]
     assert [(r.candidate.artifact_id, r.rule) for r in ranking.rejected] == [
@@ -225,9 +233,14 @@ def test_a_chosen_model_outranks_verification_of_another() -> None:
 def test_no_engine_of_the_chosen_model_names_the_model_that_has_one() -> None:
     old = _of_model(trt(ident="old"), "o" * 64)
     new = _of_model(trt(ccs=("8.9",), ident="new", minutes=10), "n" * 64)
-    ranking = rank([old, new], target(), model=ModelChoice("n" * 64, "r", "the newest build"))
+    choices = {sha: ModelChoice(sha, "r", "the newest build", "r") for sha in ("n" * 64, "o" * 64)}
+    ranking = rank([old, new], target(), model=choices["n" * 64], reach=choices.get)
     assert ranking.matches == []
     assert f"--model-sha256 {'o' * 64} or --any-model" in ranking.warnings[0]
+    # Where --model-sha256 would choose another recipe of that digest, only --any-model reaches the engine.
+    elsewhere = {"o" * 64: ModelChoice("o" * 64, "r2", "x", "r2")}
+    unreachable = rank([old, new], target(), model=choices["n" * 64], reach=elsewhere.get)
+    assert unreachable.warnings[0].endswith("(--any-model)")
 
 
 def test_weightless_plans_need_allow_weightless_and_carry_a_note() -> None:
@@ -250,8 +263,8 @@ def test_weightless_plans_need_allow_weightless_and_carry_a_note() -> None:
         ({"gpu": "x", "cc": "8.6.1", "trt": "10.1"}, "compute capability"),
         ({"gpu": "x", "cc": "8.6", "trt": "ten"}, "TensorRT version 'ten'"),
         ({"gpu": "x", "cc": "8.6", "trt": "10"}, "TensorRT version"),
-        ({"gpu": "x", "cc": None, "trt": "10.1"}, "needs --cc"),
-        ({"gpu": "x", "cc": None, "trt": None}, "needs --cc and --trt"),
+        ({"gpu": "x", "cc": None, "trt": "10.1"}, "'x' is not a GPU trtforge knows"),
+        ({"gpu": None, "cc": None, "trt": "10.1"}, "needs --cc, or a --gpu trtforge knows"),
         ({"gpu": "x", "cc": "8.6", "trt": "10.1", "flavor": "onnx"}, "flavor 'onnx'"),
         ({"gpu": "", "cc": "8.6", "trt": "10.1"}, "GPU name"),
         ({"gpu": "a\nb", "cc": "8.6", "trt": "10.1"}, "GPU name"),

@@ -59,7 +59,10 @@ def test_explicit_target_normalizes_and_describes() -> None:
     target = trtforge.runtime_target(gpu="  NVIDIA A10G ", cc="8.6", trt="10.13.3")
     assert target == RuntimeTarget("tensorrt", "10.13.3", "8.6", "NVIDIA A10G")
     assert not target.detected and target.version_tuple == (10, 13, 3) and target.cc_tuple == (8, 6)
-    assert target.describe() == "NVIDIA A10G (cc 8.6) with tensorrt 10.13.3"
+    assert target.describe() == "NVIDIA A10G (cc 8.6) with TensorRT 10.13.3"
+    assert trtforge.runtime_target(cc="8.9", trt="1.7.1", flavor="tensorrt_rtx").describe() == (
+        "a GPU of compute capability 8.9 with TensorRT-RTX 1.7.1"
+    )
     with pytest.raises(TargetError, match="flavor 'cuda'"):
         resolve_target(flavor="cuda")
 

@@ -82,8 +82,12 @@ def runtime_target(
     os: str | None = None,
     arch: str | None = None,
 ) -> RuntimeTarget:
-    """An explicit target (``cc`` and ``trt`` required), or this machine's when all are None.
+    """An explicit target when any of ``gpu``, ``cc``, ``trt`` is given, else this machine's.
 
+    ``gpu`` as nvidia-smi names it or for short (``"L4"``, ``"NVIDIA L4"``) gives the compute
+    capability of a GPU trtforge knows (a ``cc`` that disagrees is refused; another GPU needs
+    ``cc``); without ``trt`` the installed runtime's release; without ``flavor`` the one whose
+    installed runtime has the ``trt`` release, else ``tensorrt``. See docs/lookup.md, "The target".
     (Not called ``target``: that is the :mod:`trtforge.rules.target` module.)
     """
     from trtforge.rules.target import resolve_target

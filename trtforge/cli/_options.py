@@ -23,10 +23,28 @@ CatalogOpt = Annotated[
     ),
 ]
 ArtifactArg = Annotated[str, typer.Argument(help="Artifact id or a unique prefix of at least 6 characters.")]
-GpuOpt = Annotated[str | None, typer.Option("--gpu", help='Target GPU model, e.g. "NVIDIA A10G".', show_default=False)]
-CcOpt = Annotated[str | None, typer.Option("--cc", help="Target compute capability, e.g. 8.6.", show_default=False)]
+GpuOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--gpu",
+        help='Target GPU model as nvidia-smi names it or for short, e.g. "NVIDIA L4", L4, A10G, "RTX 4090": '
+        "a GPU trtforge knows gives --cc; another needs --cc.",
+        show_default=False,
+    ),
+]
+CcOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--cc", help="Target compute capability, e.g. 8.6 (refused when --gpu says otherwise).", show_default=False
+    ),
+]
 TrtOpt = Annotated[
-    str | None, typer.Option("--trt", help="Target TensorRT (or TensorRT-RTX) version.", show_default=False)
+    str | None,
+    typer.Option(
+        "--trt",
+        help="Target TensorRT (or TensorRT-RTX) release, e.g. 10.13.3 (default: see the command's help).",
+        show_default=False,
+    ),
 ]
 OsOpt = Annotated[
     str | None,
@@ -40,7 +58,11 @@ ArchOpt = Annotated[
 ]
 FlavorOpt = Annotated[
     str | None,
-    typer.Option("--flavor", help="Target runtime: tensorrt (default) or tensorrt_rtx.", show_default=False),
+    typer.Option(
+        "--flavor",
+        help="Target runtime: tensorrt or tensorrt_rtx (default: see the command's help).",
+        show_default=False,
+    ),
 ]
 DeviceOpt = Annotated[
     int | None,

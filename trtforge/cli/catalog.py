@@ -95,10 +95,15 @@ def _render_show(console: Console, record: dict) -> None:
         "plan_path",
         "build_seconds",
         "created_at",
+        "learned_at",
+        "learned_via",
         "recipe_path",
     ):
         value = record.get(key)
-        table.add_row(key, json.dumps(value) if isinstance(value, (list, dict)) else str(value))
+        shown = json.dumps(value) if isinstance(value, (list, dict)) else str(value)
+        if key == "created_at" and record.get("learned_via") == "import":
+            shown += "  (as its bundle claims; orders nothing)"
+        table.add_row(key, shown)
     console.print(table)
     console.print(styled(("io tensors", "bold")))
     for tensor in record["io_tensors"]:

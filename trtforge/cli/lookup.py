@@ -47,7 +47,12 @@ def lookup(
     os_name: OsOpt = None,
     arch: ArchOpt = None,
     verified_only: Annotated[
-        bool, typer.Option("--verified-only", help="Only engines verified on the target GPU model.")
+        bool,
+        typer.Option(
+            "--verified-only",
+            help="Only engines that passed verification on the target GPU model (what CI and services use); "
+            "without it an unverified engine is handed out with a warning on stderr.",
+        ),
     ] = False,
     output_path: Annotated[
         Path | None,
@@ -61,19 +66,28 @@ def lookup(
     device: DeviceOpt = None,
     json_output: JsonOpt = False,
 ) -> None:
-    """Find the best engine for a target (detected, or --gpu/--cc/--trt/--flavor)."""
+    """Find the best engine for a target: this machine, or the one --gpu/--cc/--trt/--flavor describe.
+
+    Plain stdout is exactly the plan's path, so PLAN=$(trtforge lookup ...) captures it.
+    Notes, tables and warnings go to stderr; --json prints one document instead.
+    An engine not verified on the target GPU model comes with a warning; --verified-only refuses it.
+    --gpu alone gives the compute capability of a GPU trtforge knows: L4, "NVIDIA L4", A10G, "RTX 4090".
+    An unknown GPU needs --cc; a --cc that disagrees with --gpu is refused.
+    Without --trt the target runs the installed runtime (--trt is required where none is installed).
+    With --trt and no --flavor: the flavor whose installed runtime or stored engines have it (else tensorrt).
+    """
     output = Output(json_output)
 
     def body() -> int:
         from trtforge.rules.target import select_device
 
         select_device(device)
-        from trtforge.rules.target import resolve_target
+        from trtforge.rules.target import TargetRequest
         from trtforge.stages.lookup import lookup_report
 
         found = lookup_report(
             name,
-            resolve_target(gpu=gpu, cc=cc, trt=trt, flavor=flavor, os=os_name, arch=arch),
+            TargetRequest(gpu=gpu, cc=cc, trt=trt, flavor=flavor, os=os_name, arch=arch),
             model_sha256=model_sha256,
             store=store,
             catalog=catalog,
@@ -84,30 +98,29 @@ def lookup(
             any_model=any_model,
         )
         report = found.data
-        if not output.json_mode:
+        if not output.json_mode:  # stdout is the answer alone; everything said about it goes to stderr
+            _render_details(output.err, report)
             for warning in found.warnings:
                 output.err.print(styled(("warning:", "yellow"), f" {warning}"))
         if found.error is None:
-            output.result(report, lambda console: _render(console, report))
+            output.result(report, lambda console: console.print(report["best"]["path"]))
             return 0
         # One document on stdout even on failure: the rejections are the useful part.
         if output.json_mode:
             output.result(report, lambda console: None)
         else:
-            if explain:
-                _render(output.out, report)
             output.error(found.error)
         return found.error.exit_code
 
     run(output, body)
 
 
-def _render(console: Console, report: dict[str, Any]) -> None:
+def _render_details(console: Console, report: dict[str, Any]) -> None:
+    """Notes, the chosen model and the tables: for people, on stderr."""
     from rich.table import Table
 
     best = report.get("best")
     if best is not None:
-        console.print(best["path"])
         for note in best["notes"]:
             console.print(styled(("note:", "dim"), f" {note}"))
     if "rejected" in report:

@@ -63,10 +63,17 @@ def _render_fsck(console: Console, data: dict[str, Any]) -> None:
 
 def gc(
     keep_last: Annotated[
-        int | None, typer.Option("--keep-last", min=0, help="Keep the newest N artifacts of each name.")
+        int | None,
+        typer.Option(
+            "--keep-last",
+            min=0,
+            help="Keep the newest N artifacts of each model of a name for each target (GPU model or "
+            "capability set, runtime release, platform).",
+        ),
     ] = None,
     older_than: Annotated[
-        float | None, typer.Option("--older-than", min=0, help="Only remove artifacts older than DAYS.")
+        float | None,
+        typer.Option("--older-than", min=0, help="Only remove artifacts this store learned of over DAYS ago."),
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Also remove the only verified artifact of a name.")] = False,
     dry_run: DryRunOpt = False,
@@ -74,7 +81,12 @@ def gc(
     catalog: CatalogOpt = None,
     json_output: JsonOpt = False,
 ) -> None:
-    """Remove unreferenced blobs, corrupt artifacts, and artifacts selected by policy."""
+    """Remove unreferenced blobs, corrupt artifacts, and artifacts selected by policy.
+
+    Retention counts per name, model and target: another GPU's engine never counts against this one's.
+    "Newest" is the order in which this store learned of an artifact, never a bundle's created_at.
+    The dry run lists every target with what it keeps and what goes.
+    """
     output = Output(json_output)
 
     def body() -> None:
@@ -91,8 +103,10 @@ def gc(
 def _render_gc(console: Console, data: dict[str, Any]) -> None:
     plan = data["plan"]
     verb = "would remove" if data["dry_run"] else "removing"
-    for item in plan["artifacts"]:
-        console.print(f"{verb} artifact {item['artifact_id'][:12]} {item['name']} ({item['reason']})")
+    reasons = {item["artifact_id"]: item["reason"] for item in plan["artifacts"]}
+    for group in plan["groups"]:
+        if group["remove"] or data["dry_run"]:
+            _render_group(console, group, reasons, verb)
     for item in plan["blob_files"]:
         console.print(f"{verb} blob {item['sha256'][:12]} {item['size']} bytes ({item['reason']})")
     for warning in plan["warnings"]:
@@ -107,6 +121,17 @@ def _render_gc(console: Console, data: dict[str, Any]) -> None:
             f"removed {result['artifacts_removed']} artifacts and {result['blob_files_removed']} blobs "
             f"({result['bytes_freed'] / (1 << 20):.1f} MiB)"
         )
+
+
+def _render_group(console: Console, group: dict[str, Any], reasons: dict[str, str], verb: str) -> None:
+    """One retention group: its name, model and target, then what it keeps and what goes."""
+    console.print(
+        styled((group["name"], "bold"), f"  model {group['model_sha256'][:12]}  {group['target']['describe']}")
+    )
+    for artifact_id in group["keep"]:
+        console.print(f"  keep          {artifact_id[:12]}")
+    for artifact_id in group["remove"]:
+        console.print(f"  {verb:13} {artifact_id[:12]} ({reasons.get(artifact_id, '')})")
 
 
 def _to_stderr(message: str) -> None:

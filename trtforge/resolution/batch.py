@@ -56,6 +56,10 @@ def parse_target_spec(spec: str) -> RuntimeTarget:
                 hint="e.g. --target 'flavor=tensorrt,trt=10.13.3.9,cc=8.6,gpu=NVIDIA A10G'",
             )
         fields[key] = value.strip()
+    if not fields.get("trt"):  # a spec describes another machine: its runtime is never this one's
+        raise TargetError(
+            f"target {spec[:80]!r} needs trt=VERSION", hint="e.g. --target 'flavor=tensorrt,trt=10.13.3.9,cc=8.6'"
+        )
     return explicit_target(
         gpu=fields.get("gpu"),
         cc=fields.get("cc"),

@@ -24,7 +24,7 @@ with a note, so older artifacts stay reachable (see rule_platform).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -145,11 +145,22 @@ class Candidate:
     weightless: bool = False
     # Plugin libraries (name, sha256) a runtime must load before it deserializes the plan.
     plugins_needed: tuple[tuple[str, str], ...] = ()
+    # The recipe without its target fields (rules.keys.recipe_variant); None: no recipe (adopted).
+    recipe_variant: str | None = None
+    # When this store learned of it (None: only created_at is known, as in tests of the rules alone).
+    learned_at: datetime | None = None
+    imported: bool = False  # came in a bundle (a local artifact of the same build key ranks first)
+    build_key: str = ""
 
     @property
-    def model_key(self) -> tuple[str, str]:
-        """What "one model" means for lookup: the model digest and the recipe fingerprint."""
-        return (self.model_sha256, self.recipe_fingerprint)
+    def model_key(self) -> tuple[str, str | None]:
+        """What "one model" means for lookup: the model digest and the recipe minus its target fields."""
+        return (self.model_sha256, self.recipe_variant)
+
+    @property
+    def learned(self) -> datetime:
+        """This store's order: when it learned of the artifact (``created_at`` only where unknown)."""
+        return self.learned_at if self.learned_at is not None else self.created_at
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -164,6 +175,8 @@ class Candidate:
             "model_sha256": self.model_sha256,
             "recipe_fingerprint": self.recipe_fingerprint,
             "created_at": self.created_at.isoformat(),
+            "learned_at": self.learned.isoformat(),
+            "imported": self.imported,
             "origin": self.origin,
             "weightless": self.weightless,
             "plugins_needed": [{"name": name, "sha256": sha256} for name, sha256 in self.plugins_needed],
@@ -200,16 +213,21 @@ class Match:
     same_gpu_model: bool
     envelope_width: int
     notes: tuple[str, ...] = ()
+    # (when this store learned of it, 1 if it is an imported artifact ranked behind a local one of
+    # its build key); set by rank() from all the candidates
+    recency: tuple[float, int] = (0.0, 0)
 
     def sort_key(self) -> tuple[Any, ...]:
         # Ranking (DESIGN.md): verified on this GPU model > exact build match > wider envelopes;
-        # the newer build wins ties, then the id keeps the order total.
+        # ties go to the artifact this store learned of last (within one build key a local one
+        # first), then the id keeps the order total.
         return (
             not self.verified_here,
             not self.exact_version,
             not self.same_gpu_model,
             self.envelope_width,
-            -self.candidate.created_at.timestamp(),
+            -self.recency[0],
+            self.recency[1],
             self.candidate.artifact_id,
         )
 
@@ -225,17 +243,33 @@ class Match:
 
 @dataclass(frozen=True)
 class ModelChoice:
-    """The one model a lookup considers (model digest + recipe fingerprint), and why that one."""
+    """The one model a lookup considers, and why that one: a model digest and the recipe without its
+    target fields (``recipe_variant``; None: any, when the model's newest row is an adopted plan
+    with no recipe-built sibling). ``recipe_fingerprint`` is that of the row it was chosen from."""
 
     model_sha256: str
     recipe_fingerprint: str
     why: str
+    recipe_variant: str | None = None
+
+    def admits(self, candidate: Candidate) -> bool:
+        """Whether ``candidate`` is an engine of this model: same digest, and the same recipe up to
+        target fields (an adopted plan has no recipe and belongs to whichever built its model)."""
+        if candidate.model_sha256 != self.model_sha256:
+            return False
+        mine, theirs = self.recipe_variant, candidate.recipe_variant
+        return mine is None or theirs is None or mine == theirs
 
     def describe(self) -> str:
         return f"model sha256 {self.model_sha256[:12]} with recipe {self.recipe_fingerprint[:12]}"
 
     def as_json(self) -> dict[str, Any]:
-        return {"model_sha256": self.model_sha256, "recipe_fingerprint": self.recipe_fingerprint, "why": self.why}
+        return {
+            "model_sha256": self.model_sha256,
+            "recipe_fingerprint": self.recipe_fingerprint,
+            "recipe_variant": self.recipe_variant,
+            "why": self.why,
+        }
 
 
 @dataclass(frozen=True)
@@ -435,6 +469,9 @@ def _match(c: Candidate, t: RuntimeTarget) -> Match:
     return Match(c, verified_here, exact_version, same_gpu, _envelope_width(c), tuple(notes))
 
 
+Reach = Callable[[str], ModelChoice | None]  # --model-sha256 DIGEST -> the model it would choose
+
+
 def rank(
     candidates: Iterable[Candidate],
     target: RuntimeTarget,
@@ -442,18 +479,22 @@ def rank(
     verified_only: bool = False,
     allow_weightless: bool = False,
     model: ModelChoice | None = None,
+    reach: Reach | None = None,
 ) -> Ranking:
     """Split candidates into ranked matches and rejections (each with its one rule).
 
     With ``model``, artifacts of any other model are rejected first (rule ``other_model``): a
     GPU-model verification of an old model must never outrank the model a name now means.
     Weight-stripped plans are rejected (rule ``weightless``) unless ``allow_weightless``.
+    ``reach(digest)`` is the model ``--model-sha256 digest`` would choose: when another model has
+    the engine the chosen one lacks, the warning suggests that flag only where it reaches it.
     """
     candidates = list(candidates)
+    recency = _recency(candidates)
     matches: list[Match] = []
     rejected: list[Rejection] = []
     for candidate in candidates:
-        if model is not None and candidate.model_key != (model.model_sha256, model.recipe_fingerprint):
+        if model is not None and not model.admits(candidate):
             other = f"model sha256 {candidate.model_sha256[:12]} with recipe {candidate.recipe_fingerprint[:12]}"
             rejected.append(Rejection(candidate, "other_model", f"{other} is not the chosen model ({model.why})"))
             continue
@@ -465,42 +506,77 @@ def rank(
             reason = "weight-stripped plan: it runs only after a refit with the model's weights (--allow-weightless)"
             rejected.append(Rejection(candidate, "weightless", reason))
             continue
-        match = _match(candidate, target)
+        match = replace(_match(candidate, target), recency=recency[candidate.artifact_id])
         if verified_only and not match.verified_here:
             where = target.gpu_name or f"compute capability {target.compute_capability} (no GPU model given)"
             rejected.append(Rejection(candidate, "verified_only", f"not verified on {where}"))
             continue
         matches.append(match)
     matches.sort(key=Match.sort_key)
-    return Ranking(target, matches, rejected, model, _model_warnings(candidates, target, matches, model))
+    return Ranking(target, matches, rejected, model, _model_warnings(candidates, target, matches, model, reach))
+
+
+def _recency(candidates: list[Candidate]) -> dict[str, tuple[float, int]]:
+    """Each candidate's place in this store's order (see Match.recency): when it was learned; an
+    imported one learned after a local artifact of its build key is placed just behind that one."""
+    local: dict[str, float] = {}
+    for c in candidates:
+        if not c.imported and c.build_key:
+            local[c.build_key] = max(local.get(c.build_key, float("-inf")), c.learned.timestamp())
+    order = {}
+    for c in candidates:
+        learned = c.learned.timestamp()
+        behind = c.imported and c.build_key in local and learned >= local[c.build_key]
+        order[c.artifact_id] = (local[c.build_key], 1) if behind else (learned, 0)
+    return order
+
+
+def _newest(candidates: Iterable[Candidate]) -> Candidate:
+    return max(candidates, key=lambda c: (c.learned, c.artifact_id))
+
+
+def model_count(candidates: Iterable[Candidate]) -> int:
+    """How many models the candidates are of; an adopted plan (no recipe) counts with its digest's."""
+    listed = list(candidates)
+    keys = {c.model_key for c in listed if c.recipe_variant is not None}
+    digests = {sha for sha, _variant in keys}
+    return len(keys) + len({c.model_sha256 for c in listed if c.recipe_variant is None} - digests)
 
 
 def _model_warnings(
-    candidates: list[Candidate], target: RuntimeTarget, matches: list[Match], model: ModelChoice | None
+    candidates: list[Candidate],
+    target: RuntimeTarget,
+    matches: list[Match],
+    model: ModelChoice | None,
+    reach: Reach | None,
 ) -> tuple[str, ...]:
     """One warning when the candidates span several models, naming what was done about it."""
-    models = {c.model_key for c in candidates}
-    if len(models) < 2:
+    count = model_count(candidates)
+    if count < 2:
         return ()
     if model is None:
-        if len({m.candidate.model_key for m in matches}) < 2:
+        spanned = model_count(m.candidate for m in matches)
+        if spanned < 2:
             return ()
-        best = matches[0].candidate
-        newest = max(candidates, key=lambda c: (c.created_at, c.artifact_id))
+        best, newest = matches[0].candidate, _newest(candidates)
         text = (
-            f"compatible engines span {len({m.candidate.model_key for m in matches})} models (--any-model); "
+            f"compatible engines span {spanned} models (--any-model); "
             f"the best is of model sha256 {best.model_sha256[:12]}"
         )
         if best.model_key != newest.model_key:
             text += f", not of the newest (model sha256 {newest.model_sha256[:12]})"
         return (text,)
-    text = f"the candidates span {len(models)} models; only the chosen one is considered: {model.describe()}"
-    chosen = (model.model_sha256, model.recipe_fingerprint)
-    others = [c for c in candidates if c.model_key != chosen and first_failing_rule(c, target) is None]
+    text = f"the candidates span {count} models; only the chosen one is considered: {model.describe()}"
+    others = [c for c in candidates if not model.admits(c) and first_failing_rule(c, target) is None]
     if not matches and others:
-        other = max(others, key=lambda c: (c.created_at, c.artifact_id))
-        text += (
-            f"; model sha256 {other.model_sha256[:12]} has an engine for this target "
-            f"(--model-sha256 {other.model_sha256} or --any-model)"
-        )
+        other = _newest(others)
+        text += f"; model sha256 {other.model_sha256[:12]} has an engine for this target ({_ask_for(other, reach)})"
     return (text,)
+
+
+def _ask_for(other: Candidate, reach: Reach | None) -> str:
+    """The flags that rank ``other``'s model: --model-sha256 only where it chooses that model."""
+    chosen = reach(other.model_sha256) if reach is not None else None
+    if chosen is not None and chosen.admits(other):
+        return f"--model-sha256 {other.model_sha256} or --any-model"
+    return "--any-model"

@@ -59,6 +59,30 @@ def composite_model_digest(onnx_sha256: str, external: Mapping[str, str]) -> str
     return sha256_text("".join(line + "\n" for line in lines))
 
 
+# Recipe fields that choose the target an engine is built for, not the model it computes: recipes
+# of one name and one model differing only here are one model with an engine per target.
+RECIPE_TARGET_FIELDS = ("backend", "compatibility")
+# Fields that change nothing an engine computes, nor where it runs (recipe.build_fields drops them too).
+_NOT_MODEL_FIELDS = ("name", "description", "verify", "model")
+# The recipe fingerprint of an adopted plan (no recipe: nothing to fingerprint).
+ADOPTED_FINGERPRINT = "0" * 64
+
+
+def recipe_variant(recipe: Mapping[str, Any]) -> str | None:
+    """What, beside the model digest, makes a build another model: the recorded recipe (an
+    artifact's ``recipe`` column) without its target fields and the fields that change nothing
+    (name, description, verification, where the model file is). None for no recipe (an adopted
+    plan), which belongs to whichever recipe built its model.
+
+    Two recipes of a name that differ only in ``backend`` or ``compatibility`` give the same
+    variant; another precision, other profiles or other build options give another.
+    """
+    if not recipe:
+        return None
+    fields = {k: v for k, v in recipe.items() if k not in (*RECIPE_TARGET_FIELDS, *_NOT_MODEL_FIELDS)}
+    return sha256_text(canonical_json(fields))
+
+
 def recipe_fingerprint(recipe: Recipe) -> str:
     """Hash of the build-relevant recipe fields alone."""
     return sha256_text(canonical_json(recipe.build_fields()))

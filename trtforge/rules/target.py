@@ -11,13 +11,24 @@ import os as _os
 import platform
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from typing import Any
 
 from trtforge.core.errors import TARGET_HINT, BackendUnavailableError, TargetError
-from trtforge.rules.flavors import FLAVORS, BackendInfo, Flavor, installed_backends, parse_version
+from trtforge.rules.flavors import (
+    FLAVORS,
+    RTX_DEFAULT_COMPUTE_CAPABILITIES,
+    BackendInfo,
+    Flavor,
+    flavor_name,
+    installed_backends,
+    parse_version,
+    release,
+    same_release,
+)
+from trtforge.rules.gpus import UnknownGpuError, find_gpu
 
 
 @dataclass(frozen=True)
@@ -398,9 +409,69 @@ class RuntimeTarget:
         return asdict(self)
 
     def describe(self) -> str:
-        gpu = f"{self.gpu_name} " if self.gpu_name else ""
+        """``NVIDIA L4 (cc 8.9) with TensorRT 10.13.3``; without a GPU model ``a GPU of compute capability 8.9 ...``."""
+        if self.gpu_name:
+            gpu = f"{self.gpu_name} (cc {self.compute_capability})"
+        else:
+            gpu = f"a GPU of compute capability {self.compute_capability}"
         where = f" on {self.os or '?'}/{self.arch or '?'}" if self.os or self.arch else ""
-        return f"{gpu}(cc {self.compute_capability}) with {self.flavor} {self.trt_version}{where}"
+        return f"{gpu} with {flavor_name(self.flavor)} {self.trt_version}{where}"
+
+
+@dataclass(frozen=True)
+class TargetRequest:
+    """Target options as given (``--gpu/--cc/--trt/--flavor/--os/--arch``), resolved by a stage once
+    it knows the store's releases (``--flavor`` is inferred from them)."""
+
+    gpu: str | None = None
+    cc: str | None = None
+    trt: str | None = None
+    flavor: str | None = None
+    os: str | None = None
+    arch: str | None = None
+
+    @property
+    def infers_flavor(self) -> bool:
+        """Whether resolving reads the store's releases (a ``--trt`` without ``--flavor``)."""
+        return self.trt is not None and self.flavor is None
+
+    def resolve(self, stored: Iterable[tuple[str, str]] = ()) -> RuntimeTarget:
+        return resolve_target(
+            gpu=self.gpu, cc=self.cc, trt=self.trt, flavor=self.flavor, os=self.os, arch=self.arch, stored=stored
+        )
+
+
+@dataclass(frozen=True, order=True)
+class TargetGroup:
+    """Engines that serve the same machines, for retention: flavor, runtime release (MAJOR.MINOR.PATCH),
+    the GPU model (TensorRT engines built on a named GPU) or the compute capabilities (TensorRT-RTX:
+    the list built for, one target however long), OS and CPU architecture ("" where not recorded)."""
+
+    flavor: str
+    release: str
+    gpu: str
+    compute_capabilities: tuple[str, ...]
+    os: str
+    arch: str
+
+    @classmethod
+    def of(
+        cls, flavor: str, trt_version: str, gpu_name: str | None, ccs: Sequence[str], os: str | None, arch: str | None
+    ) -> TargetGroup:
+        parts = (*release(trt_version), 0, 0, 0)[:3]
+        capabilities = tuple(sorted(map(str, ccs), key=parse_compute_capability))
+        if flavor == "tensorrt_rtx" and not capabilities:  # recorded before trtforge set the list
+            capabilities = RTX_DEFAULT_COMPUTE_CAPABILITIES
+        gpu = (gpu_name or "") if flavor == "tensorrt" else ""
+        return cls(flavor, ".".join(map(str, parts)), gpu, capabilities, os or "", arch or "")
+
+    def describe(self) -> str:
+        where = self.gpu or "cc " + ",".join(self.compute_capabilities)
+        platform = f", {self.os}/{self.arch}" if self.os and self.arch else ""
+        return f"{flavor_name(self.flavor)} {self.release} on {where}{platform}"
+
+    def as_json(self) -> dict[str, Any]:
+        return {**asdict(self), "compute_capabilities": list(self.compute_capabilities), "describe": self.describe()}
 
 
 def parse_platform(os: str | None, arch: str | None) -> tuple[str | None, str | None]:
@@ -413,6 +484,70 @@ def parse_platform(os: str | None, arch: str | None) -> tuple[str | None, str | 
     return names[0], names[1]
 
 
+def target_gpu(gpu: str | None, cc: str | None) -> tuple[str | None, str | None]:
+    """(GPU name, compute capability) from ``--gpu``/``--cc``, through the GPU table (rules/gpus.py).
+
+    A GPU the table knows gets its NVML name (``L4`` -> ``NVIDIA L4``, the name its verifications
+    are recorded under) and its compute capability; a ``--cc`` that disagrees is refused. A name
+    the table does not know is refused with the closest known names, unless ``--cc`` comes with
+    it (a GPU newer than this table): then both are taken as given.
+    """
+    capability = None
+    if cc is not None:
+        major, minor = parse_compute_capability(cc)
+        capability = f"{major}.{minor}"
+    if gpu is None:
+        return None, capability
+    name = gpu.strip()
+    if not (0 < len(name) <= 128 and name.isprintable()):
+        raise TargetError("GPU name must be 1-128 printable characters")
+    try:
+        named = find_gpu(name)
+    except UnknownGpuError:
+        if capability is None:
+            raise
+        return name, capability
+    known = named.model.compute_capability
+    if capability is not None and capability != known:
+        raise TargetError(
+            f"--gpu {name[:60]!r} is {named.model.name}, compute capability {known}, but --cc says {capability}",
+            hint=f"leave --cc out (the GPU gives it: {known}), or name the GPU you mean",
+        )
+    return named.name, known
+
+
+def infer_flavor(trt: str, stored: Iterable[tuple[str, str]] = ()) -> str:
+    """The flavor a ``--trt`` release means when ``--flavor`` is not given: the one flavor that the
+    installed runtimes or the store's engines (``stored``: (flavor, version) pairs) have that release
+    of; ``tensorrt`` when none has it. Both having it is refused."""
+    releases = [(b.flavor, b.version) for b in installed_backends()] + list(stored)
+    flavors = sorted({flavor for flavor, version in releases if flavor in FLAVORS and same_release(version, trt)})
+    if len(flavors) > 1:
+        raise TargetError(
+            f"both TensorRT and TensorRT-RTX have a release {trt[:40]} here",
+            hint="say which runtime the target has: --flavor tensorrt or --flavor tensorrt_rtx",
+        )
+    return flavors[0] if flavors else "tensorrt"
+
+
+def _runtime_release(trt: str | None, flavor: str | None, stored: Iterable[tuple[str, str]]) -> tuple[str, str]:
+    """(flavor, version) of an explicit target: ``--trt`` as given (its flavor inferred when not
+    given), else the installed runtime's, which then must exist."""
+    if flavor is not None and flavor not in FLAVORS:
+        raise TargetError(f"flavor {flavor[:40]!r} is not one of {', '.join(FLAVORS)}")
+    if trt is not None:
+        parse_version(trt)
+        return flavor or infer_flavor(trt.strip(), stored), trt.strip()
+    backends = [b for b in installed_backends() if flavor in (None, b.flavor)]
+    if not backends:
+        which = flavor_name(flavor) if flavor is not None else "TensorRT or TensorRT-RTX"
+        raise TargetError(
+            f"no {which} runtime is installed here to take the target's version from: give --trt",
+            hint="e.g. --trt 10.13.3 (TensorRT) or --trt 1.7.1 --flavor tensorrt_rtx",
+        )
+    return backends[0].flavor, backends[0].version
+
+
 def explicit_target(
     *,
     gpu: str | None,
@@ -421,26 +556,28 @@ def explicit_target(
     flavor: str | None = None,
     os: str | None = None,
     arch: str | None = None,
+    stored: Iterable[tuple[str, str]] = (),
 ) -> RuntimeTarget:
-    """A target from command-line values, validated; ``--cc`` and ``--trt`` are required,
-    ``--os``/``--arch`` optional (unknown when left out)."""
-    missing = [flag for flag, value in (("--cc", cc), ("--trt", trt)) if not value]
-    if missing:
-        raise TargetError(f"an explicit target needs {' and '.join(missing)}")
-    chosen = flavor or "tensorrt"
-    if chosen not in FLAVORS:
-        raise TargetError(f"flavor {chosen[:40]!r} is not one of {', '.join(FLAVORS)}")
-    major, minor = parse_compute_capability(cc or "")
-    parse_version(trt or "")
-    name = gpu.strip() if gpu is not None else None
-    if name is not None and not (0 < len(name) <= 128 and name.isprintable()):
-        raise TargetError("GPU name must be 1-128 printable characters")
+    """A target from command-line values, validated.
+
+    ``--gpu`` alone gives the compute capability (rules/gpus.py); otherwise ``--cc`` is needed.
+    Without ``--trt`` the runtime is the installed one; ``--flavor`` defaults to the one flavor
+    that has the ``--trt`` release among the installed runtimes and ``stored`` (the store's
+    (flavor, version) pairs), else ``tensorrt``. ``--os``/``--arch`` are optional (unknown when left out).
+    """
+    name, capability = target_gpu(gpu, cc)
+    if capability is None:
+        raise TargetError(
+            "an explicit target needs --cc, or a --gpu trtforge knows",
+            hint='e.g. --gpu "NVIDIA L4" (compute capability 8.9), or --cc 8.9',
+        )
+    chosen, version = _runtime_release(trt, flavor, stored)
     platform_names = parse_platform(os, arch)
     return RuntimeTarget(
         chosen,  # type: ignore[arg-type]
-        (trt or "").strip(),
-        f"{major}.{minor}",
-        name or None,
+        version,
+        capability,
+        name,
         os=platform_names[0],
         arch=platform_names[1],
     )
@@ -473,11 +610,13 @@ def resolve_target(
     flavor: str | None = None,
     os: str | None = None,
     arch: str | None = None,
+    stored: Iterable[tuple[str, str]] = (),
 ) -> RuntimeTarget:
-    """Explicit when any of gpu/cc/trt is given, else detected on this machine (whose platform
-    ``os``/``arch`` must then not contradict)."""
+    """Explicit when any of gpu/cc/trt is given (see explicit_target; ``stored``: the store's
+    (flavor, version) pairs, for inferring the flavor), else detected on this machine (whose
+    platform ``os``/``arch`` must then not contradict)."""
     if gpu is not None or cc is not None or trt is not None:
-        return explicit_target(gpu=gpu, cc=cc, trt=trt, flavor=flavor, os=os, arch=arch)
+        return explicit_target(gpu=gpu, cc=cc, trt=trt, flavor=flavor, os=os, arch=arch, stored=stored)
     mine_os, mine_arch = this_platform()
     for label, value, normalize, mine in (("os", os, normalize_os, mine_os), ("arch", arch, normalize_arch, mine_arch)):
         if value is not None and normalize(value) != mine:

@@ -9,7 +9,7 @@ contradicts the caller is an error. Adopting the same plan for the same target t
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,10 +18,10 @@ from trtforge.core.plan_header import read_plan_header
 from trtforge.rules import digests
 from trtforge.rules.compatibility import HARDWARE_LEVELS
 from trtforge.rules.flavors import parse_version, same_release
-from trtforge.rules.keys import adopted_key, sha256_file
+from trtforge.rules.keys import ADOPTED_FINGERPRINT, adopted_key, sha256_file
 from trtforge.rules.recipe import name_problem
 from trtforge.rules.record import Adopted, ArtifactDetails
-from trtforge.rules.target import parse_compute_capability, parse_platform
+from trtforge.rules.target import parse_platform, target_gpu
 from trtforge.store import Store, open_store
 from trtforge.store.catalog import Artifact, Blob
 
@@ -29,7 +29,6 @@ if TYPE_CHECKING:
     from trtforge.rules.onnx_model import ModelInfo
 
 _HEADER_HINT = "the plan header is what the runtime checks; leave the option out or correct it"
-ADOPTED_FINGERPRINT = "0" * 64  # no recipe: nothing to fingerprint
 
 
 @dataclass
@@ -105,11 +104,11 @@ def adopt_plan(request: AdoptRequest, store: str | Path | None = None, *, catalo
         raise BadInputError(f"hardware level {request.hardware!r} is not one of {', '.join(HARDWARE_LEVELS)}")
     if request.flavor is not None and request.flavor not in ("tensorrt", "tensorrt_rtx"):
         raise TargetError(f"flavor {request.flavor[:40]!r} is not one of tensorrt, tensorrt_rtx")
+    # --gpu through the GPU table (L4 -> "NVIDIA L4", its compute capability; a --cc that disagrees is refused)
+    gpu_name, capability = target_gpu(request.gpu_name, request.compute_capability)
+    request = replace(request, gpu_name=gpu_name, compute_capability=capability)
     flavor, version, source = _resolve_target(request)
-    ccs: list[str] = []
-    if request.compute_capability is not None:
-        major, minor = parse_compute_capability(request.compute_capability)
-        ccs = [f"{major}.{minor}"]
+    ccs = [capability] if capability is not None else []
     model_digest = digests.model_digest(request.model)  # composite with external data
     from trtforge.rules.onnx_model import read_model
 

@@ -317,7 +317,12 @@ class BuildStage:
                     files=[{"field": f.field, "path": str(f.path), "sha256": f.sha256} for f in resolution.files],
                 ),
             )
+            from trtforge.stages.lookup import new_version_warning
+
+            warning = new_version_warning(store, recipe.name, resolution.model_sha256, artifact.recipe)
             store.catalog.add_artifact(artifact, Blob(sha256=blob.sha256, size=blob.size, kind="plan"))
+        if warning is not None:
+            self.notify(f"warning: {warning}")
         result.status = "built"
         result.artifact_id = artifact.id
         result.plan_sha256 = blob.sha256

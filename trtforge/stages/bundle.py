@@ -70,7 +70,15 @@ from trtforge.stages.bundle_read import (
     receive_bundle,
 )
 from trtforge.store import Store, open_store, require_existing_store
-from trtforge.store.catalog import TRUST_CLAIMED, TRUST_SIGNED, Artifact, Blob, Catalog, Verification
+from trtforge.store.catalog import (
+    LEARNED_IMPORT,
+    TRUST_CLAIMED,
+    TRUST_SIGNED,
+    Artifact,
+    Blob,
+    Catalog,
+    Verification,
+)
 from trtforge.store.integrity import CORRUPT_STATUS
 
 UNVERIFIED = "unverified"
@@ -147,14 +155,17 @@ def _row_values(model: type[Artifact] | type[Verification], record: dict[str, An
 
 
 # Facts about one store's copy, not about the artifact: the importing store decides them itself
-# (its copy is hash-checked on import; a pin protects a local service's file).
-_LOCAL_COLUMNS = frozenset({"integrity", "pinned_at"})
+# (its copy is hash-checked on import; a pin protects a local service's file; when and how it
+# learned of a row is its own clock: a bundle's created_at is kept as claimed and orders nothing).
+_LOCAL_COLUMNS = frozenset({"integrity", "pinned_at", "learned_at", "learned_via"})
 
 
 def artifact_record(artifact: Artifact, verifications: list[Verification] | None = None) -> dict[str, Any]:
     """The artifact's row plus its verification rows, so `--verified-only` works offline."""
     record = {k: v for k, v in _row_record(artifact).items() if k not in _LOCAL_COLUMNS}
-    record["verifications"] = [_row_record(v) for v in verifications or []]
+    record["verifications"] = [
+        {k: v for k, v in _row_record(row).items() if k not in _LOCAL_COLUMNS} for row in verifications or []
+    ]
     return record
 
 
@@ -163,11 +174,31 @@ def artifact_from_record(record: dict[str, Any]) -> Artifact:
     return Artifact(**values)
 
 
+def exporter_order(row: dict[str, Any]) -> tuple[str, str]:
+    """A record's (or a verification row's) place among the rows of its own bundle: the time its
+    exporter gives it (``created_at``), then its id. It orders a bundle's rows among themselves
+    only: all of them are learned when the bundle is imported, after everything learned before."""
+    when = row.get("created_at")
+    try:
+        parsed = datetime.fromisoformat(when) if isinstance(when, str) else None
+    except ValueError:
+        parsed = None
+    if parsed is None:
+        return "", str(row.get("id"))
+    aware = parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=timezone.utc)
+    return aware.astimezone(timezone.utc).isoformat(), str(row.get("id"))
+
+
 def verifications_from_record(record: dict[str, Any]) -> list[Verification]:
+    """The record's verification rows, oldest first by the times the bundle gives them."""
     rows = record.get("verifications") or []
     if not isinstance(rows, list) or not all(isinstance(r, dict) and isinstance(r.get("id"), str) for r in rows):
         raise BundleError(f"bundle record of artifact {record['id']} has malformed verifications")
-    return [Verification(**{**_row_values(Verification, r), "artifact_id": record["id"]}) for r in rows]
+    found = []
+    for row in sorted(rows, key=exporter_order):
+        values = {k: v for k, v in _row_values(Verification, row).items() if k not in _LOCAL_COLUMNS}
+        found.append(Verification(**{**values, "artifact_id": record["id"]}))
+    return found
 
 
 # -- export -------------------------------------------------------------------------------------
@@ -539,7 +570,9 @@ def import_bundle(
         received = receive_bundle(bundle, workdir, store, trusted, require_signature)
         records = read_records(received)
         _recompute(store, received, records)
-        artifacts = [artifact_from_record(record) for record in records]
+        # This store learns the bundle's rows now, all at once; among themselves they keep the order
+        # of the times their exporter gives them, ahead of nothing this store learns later.
+        artifacts = [artifact_from_record(record) for record in sorted(records, key=exporter_order)]
         verifications = _incoming_verifications(records, received.signer)
         with store.catalog.reading() as session:  # before any blob is written
             _refuse_conflicts(find_conflicts(session, artifacts, verifications))
@@ -580,6 +613,7 @@ def _add_rows(
                     report.already_present.append(artifact.id)  # the same record and plan (no conflict)
                     continue
                 artifact.status = UNVERIFIED  # the record's word is not taken: recomputed below
+                artifact.learned_via = LEARNED_IMPORT
                 session.add(artifact)
                 report.imported.append(artifact.id)
             session.flush()

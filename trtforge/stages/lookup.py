@@ -15,8 +15,10 @@ from typing import TYPE_CHECKING, Any
 from trtforge.core.errors import BadInputError, NoCompatibleEngineError, NotFoundError
 from trtforge.core.fsutil import checked_copy, child_path, owner_prefix
 from trtforge.rules.compatibility import Candidate, Envelope, Match, ModelChoice, Ranking, Rejection, rank
+from trtforge.rules.gpus import closest_names, known_gpu
+from trtforge.rules.keys import recipe_variant
 from trtforge.rules.record import read_details
-from trtforge.rules.target import RuntimeTarget, resolve_target
+from trtforge.rules.target import RuntimeTarget, TargetRequest, resolve_target
 from trtforge.store import lookup_sql, open_for_lookup
 
 if TYPE_CHECKING:
@@ -54,6 +56,10 @@ def candidate_from_row(row: Any, verified: dict[str, str] | None = None) -> Cand
         recipe_fingerprint=row.recipe_fingerprint,
         weightless=details.needs_weights,
         plugins_needed=tuple((p.name, p.sha256) for p in details.plugins_needed),
+        recipe_variant=recipe_variant(row.recipe or {}),
+        learned_at=row.learned_at,
+        imported=row.learned_via == "import",
+        build_key=row.build_key,
     )
 
 
@@ -73,22 +79,55 @@ def load_candidates(
 
 
 def choose_model(store: LookupStore, *, name: str | None, model_sha256: str | None) -> ModelChoice | None:
-    """The model a lookup means: that of the newest intact build matching the name (and digest).
+    """The model a lookup means: that of the intact artifact of the name (and digest) this store
+    learned of last, on any target; None when nothing intact matches.
 
     A name means its newest model, so a service never keeps receiving an old model's engine
     just because that one was verified on its GPU; --model-sha256 picks an older model digest
-    (with the recipe of its newest build). None when nothing intact matches.
+    (with the recipe of its newest build). A model is its digest plus the recipe without target
+    fields, so recipes that differ only in ``backend``/``compatibility`` are one model. An adopted
+    plan (no recipe) stands for the model its digest's newest recipe build defines, if any.
     """
     found = store.catalog.lookup_rows(lookup_sql.newest_model(name, model_sha256))
     if not found:
         return None
-    newest = found[0]
-    built = f"artifact {newest.id[:12]}, built {newest.created_at:%Y-%m-%d %H:%M} UTC"
+    newest = basis = found[0]
+    variant = recipe_variant(newest.recipe or {})
+    if variant is None:
+        built = store.catalog.lookup_rows(lookup_sql.newest_model(name, newest.model_sha256, with_recipe=True))
+        if built:
+            basis, variant = built[0], recipe_variant(built[0].recipe or {})
+    learned = f"artifact {newest.id[:12]}, learned {newest.learned_at:%Y-%m-%d %H:%M:%S} UTC"
     if model_sha256 is not None:
-        why = f"--model-sha256 {model_sha256[:12]}, with the recipe of its newest build ({built})"
+        why = f"--model-sha256 {model_sha256[:12]}, with the recipe of its newest build ({learned})"
     else:
-        why = f"the newest build of {newest.name!r} ({built})"
-    return ModelChoice(newest.model_sha256, newest.recipe_fingerprint, why)
+        why = f"the newest build of {newest.name!r} ({learned})"
+    return ModelChoice(newest.model_sha256, basis.recipe_fingerprint, why, variant)
+
+
+def new_version_warning(store: LookupStore, name: str, model_sha256: str, recipe: dict[str, Any]) -> str | None:
+    """What `build` says before it records an artifact that makes ``name`` mean another model than
+    it does now (another model digest, or the same model built from a recipe that differs in more
+    than its target fields): lookup will answer with the new one, and how to reach the old one."""
+    before = choose_model(store, name=name, model_sha256=None)
+    variant = recipe_variant(recipe)
+    if before is None or (before.model_sha256 == model_sha256 and before.recipe_variant in (None, variant)):
+        return None
+    if before.model_sha256 != model_sha256:
+        previous = f"model sha256 {before.model_sha256[:12]}"
+        reach = f"`trtforge lookup {name} --model-sha256 {before.model_sha256}` (or --any-model)"
+    else:
+        previous = f"the same model built from another recipe ({before.recipe_fingerprint[:12]})"
+        reach = f"`trtforge lookup {name} --any-model`"
+    return (
+        f"this build adds another version of {name!r}: `trtforge lookup {name}` now answers with model sha256 "
+        f"{model_sha256[:12]} of this recipe; the previous version, {previous}, stays reachable with {reach}"
+    )
+
+
+def stored_releases(store: LookupStore, *, name: str | None, model_sha256: str | None) -> list[tuple[str, str]]:
+    """(flavor, version) of the intact artifacts of a name/digest: what ``--trt`` may mean here."""
+    return [(flavor, version) for flavor, version in store.catalog.lookup_rows(lookup_sql.releases(name, model_sha256))]
 
 
 def _any_artifact(store: LookupStore, name: str | None, model_sha256: str | None, *, intact: bool = False) -> bool:
@@ -182,7 +221,13 @@ def rank_in_store(
             hint="rebuild it with `trtforge build`; `trtforge gc` then removes the corrupt records",
         )
     model = None if any_model else choose_model(store, name=name, model_sha256=model_sha256)
-    ranking = rank(rows, target, verified_only=verified_only, allow_weightless=allow_weightless, model=model)
+
+    def reach(digest: str) -> ModelChoice | None:  # what `--model-sha256 DIGEST` would choose
+        return choose_model(store, name=name, model_sha256=digest)
+
+    ranking = rank(
+        rows, target, verified_only=verified_only, allow_weightless=allow_weightless, model=model, reach=reach
+    )
     if runtime_check and target.detected and ranking.matches:
         ranking = _apply_runtime_check(store, ranking)
     return ranking
@@ -242,14 +287,20 @@ def find_engine(
 
 
 def result_for(
-    store: LookupStore, ranking: Ranking, *, output: str | Path | None = None, verify_hash: bool = True
+    store: LookupStore,
+    ranking: Ranking,
+    *,
+    output: str | Path | None = None,
+    verify_hash: bool = True,
+    explain: bool = False,
 ) -> LookupResult:
-    """The best match as a LookupResult; raises NoCompatibleEngineError when there is none."""
+    """The best match as a LookupResult; raises NoCompatibleEngineError when there is none (its hint
+    names the model that has an engine, else `--explain`, unless the caller explains already)."""
     best: Match | None = ranking.best
     if best is None:
         rules = sorted({r.rule for r in ranking.rejected})
         where = ranking.target.describe()
-        hint = ranking.warnings[-1] if ranking.warnings else None  # e.g. another model has an engine
+        hint = ranking.warnings[-1] if ranking.warnings else ("" if explain else None)
         if not rules:  # rows of other flavors were filtered out in SQL
             raise NoCompatibleEngineError(
                 f"no engine runs on {where}: none was built for {ranking.target.flavor}", hint=hint
@@ -262,6 +313,7 @@ def result_for(
         path = materialize(store, candidate.plan_sha256, Path(output), default_name=candidate.name)
     else:
         path = store.blobs.local_file(candidate.plan_sha256, verify=verify_hash)
+    unverified = _unverified_warning(best, ranking.target)
     return LookupResult(
         path=path,
         artifact_id=candidate.artifact_id,
@@ -273,8 +325,36 @@ def result_for(
         notes=list(best.notes),
         metadata=best.as_json(),
         ranking=ranking,
-        warnings=list(ranking.warnings),
+        warnings=[*ranking.warnings, *([unverified] if unverified else [])],
     )
+
+
+def _unverified_warning(best: Match, target: RuntimeTarget) -> str | None:
+    """Said whenever the engine handed out has not passed verification on the target's GPU model."""
+    if best.verified_here:
+        return None
+    engine = f"engine {best.candidate.artifact_id[:12]}"
+    if target.gpu_name is None:
+        return (
+            f"{engine} is handed out unverified: no GPU model was given (--gpu), so no verification can "
+            "count; --verified-only (what CI and services use) refuses it"
+        )
+    return (
+        f"{engine} is not verified on {target.gpu_name} (`trtforge verify` on one records it); "
+        "--verified-only (what CI and services use) refuses unverified engines"
+    )
+
+
+def _target_warnings(target: RuntimeTarget) -> list[str]:
+    """A GPU name the table does not know was taken as given (with its --cc): say so."""
+    if target.detected or target.gpu_name is None or known_gpu(target.gpu_name) is not None:
+        return []
+    near = closest_names(target.gpu_name)
+    closest = f" (closest known: {', '.join(near)})" if near else ""
+    return [
+        f"GPU {target.gpu_name!r} is not in trtforge's GPU table{closest}: taken as given, compute capability "
+        f"{target.compute_capability}; verifications count only under exactly this name"
+    ]
 
 
 @dataclass
@@ -290,7 +370,7 @@ class LookupReport:
 
 def lookup_report(
     name: str | None,
-    target: RuntimeTarget,
+    target: RuntimeTarget | TargetRequest,
     *,
     model_sha256: str | None = None,
     store: str | Path | None = None,
@@ -301,12 +381,20 @@ def lookup_report(
     allow_weightless: bool = False,
     any_model: bool = False,
 ) -> LookupReport:
-    """`trtforge lookup`: rank the store's engines for ``target``, hand out the best one's plan."""
+    """`trtforge lookup`: rank the store's engines for ``target``, hand out the best one's plan.
+
+    A TargetRequest (the command line's target options) is resolved here: checked before the store
+    is opened, and with a ``--trt`` but no ``--flavor`` the flavor is the one the installed runtimes
+    and this name's stored engines have that release of.
+    """
+    chosen = target.resolve() if isinstance(target, TargetRequest) else target
     opened = open_for_lookup(store, catalog=catalog, missing="the store is empty: nothing to look up")
     try:
+        if isinstance(target, TargetRequest) and target.infers_flavor:
+            chosen = target.resolve(stored_releases(opened, name=name, model_sha256=model_sha256))
         ranking = rank_in_store(
             opened,
-            target,
+            chosen,
             name=name,
             model_sha256=model_sha256,
             verified_only=verified_only,
@@ -314,20 +402,23 @@ def lookup_report(
             allow_weightless=allow_weightless,
             any_model=any_model,
         )
+        warnings = [*_target_warnings(chosen), *ranking.warnings]
         data: dict[str, Any] = {
-            "target": target.as_json(),
+            "target": chosen.as_json(),
             "model": ranking.model.as_json() if ranking.model is not None else None,
             "matches": [m.as_json() for m in ranking.matches],
-            "warnings": list(ranking.warnings),
+            "warnings": warnings,
         }
         if explain:
             data["rejected"] = [r.as_json() for r in ranking.rejected]
         try:
-            result = result_for(opened, ranking, output=output)
+            result = result_for(opened, ranking, output=output, explain=explain)
         except NoCompatibleEngineError as exc:
             data.update(best=None, error=exc.message)
-            return LookupReport(data, list(ranking.warnings), exc)
+            return LookupReport(data, warnings, exc)
     finally:
         opened.close()
+    result.warnings = [*_target_warnings(chosen), *result.warnings]
     data["best"] = result.as_json()
-    return LookupReport(data, list(ranking.warnings))
+    data["warnings"] = result.warnings
+    return LookupReport(data, result.warnings)

@@ -20,6 +20,8 @@ from sqlalchemy import delete, select, update
 
 from trtforge.core.crashpoints import crashpoint
 from trtforge.core.fsutil import STALE_TEMP_AGE_S
+from trtforge.rules.keys import recipe_variant
+from trtforge.rules.target import TargetGroup
 from trtforge.store import Store, require_existing_store
 from trtforge.store.catalog import Artifact, Blob, Catalog, utcnow
 from trtforge.store.integrity import CORRUPT_STATUS
@@ -156,9 +158,11 @@ class ArtifactEntry:
     artifact_id: str
     name: str
     status: str
-    created_at: str
+    created_at: str  # as recorded (an imported artifact's: as its bundle claims)
     plan_sha256: str
     reason: str
+    learned_at: str = ""  # when this store learned of it: what retention counts by
+    target: str = ""  # its retention group's target, in words
 
 
 @dataclass(frozen=True)
@@ -166,6 +170,28 @@ class BlobEntry:
     sha256: str
     size: int
     reason: str
+
+
+@dataclass(frozen=True)
+class GcGroup:
+    """The engines of one model of one name for one target: what retention counts in. Ids newest first."""
+
+    name: str
+    model_sha256: str
+    recipe_variant: str | None
+    target: TargetGroup
+    keep: tuple[str, ...]
+    remove: tuple[str, ...]
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "model_sha256": self.model_sha256,
+            "recipe_variant": self.recipe_variant,
+            "target": self.target.as_json(),
+            "keep": list(self.keep),
+            "remove": list(self.remove),
+        }
 
 
 @dataclass(frozen=True)
@@ -177,6 +203,7 @@ class GcPlan:
     blob_files: tuple[BlobEntry, ...]
     kept: tuple[ArtifactEntry, ...] = ()
     warnings: tuple[str, ...] = ()
+    groups: tuple[GcGroup, ...] = ()
 
     @property
     def expected_freed_bytes(self) -> int:
@@ -188,6 +215,7 @@ class GcPlan:
             "blob_rows": [asdict(b) for b in self.blob_rows],
             "blob_files": [asdict(b) for b in self.blob_files],
             "kept": [asdict(a) for a in self.kept],
+            "groups": [g.as_json() for g in self.groups],
             "expected_freed_bytes": self.expected_freed_bytes,
             "warnings": list(self.warnings),
         }
@@ -195,7 +223,9 @@ class GcPlan:
 
 @dataclass(frozen=True)
 class GcPolicy:
-    """``keep_last``: newest N artifacts per name survive; ``older_than_days``: only older go."""
+    """``keep_last``: the newest N artifacts of each model of a name for each target survive;
+    ``older_than_days``: only artifacts this store learned of longer ago go. "Newest" and "older"
+    are this store's order (``learned_at``), never a bundle's ``created_at``."""
 
     keep_last: int | None = None
     older_than_days: float | None = None
@@ -208,41 +238,50 @@ class GcPolicy:
         return self.keep_last is not None or self.older_than_days is not None
 
 
+GroupKey = tuple[str, str, str | None, TargetGroup]
+
+
+def retention_group(artifact: Artifact) -> GroupKey:
+    """(name, model digest, recipe without its target fields, target): engines of one model of a
+    name for one target. Another target's engine never counts against this one's."""
+    built_on = artifact.details.target or {}
+    target = TargetGroup.of(
+        artifact.flavor,
+        artifact.trt_version,
+        artifact.gpu_name,
+        artifact.compute_capabilities,
+        built_on.get("os") if isinstance(built_on.get("os"), str) else None,
+        built_on.get("arch") if isinstance(built_on.get("arch"), str) else None,
+    )
+    return artifact.name, artifact.model_sha256, recipe_variant(artifact.recipe or {}), target
+
+
 def plan_gc(store: Store, policy: GcPolicy) -> GcPlan:
     """Decide what gc would delete. Changes nothing.
 
-    Never planned for removal: a pinned artifact (not even with --force), and without --force
-    the newest intact artifact of a name verified on any GPU model when all such would go.
+    Retention counts per (name, model, target) (see retention_group), newest first in this store's
+    order. Never planned for removal: a pinned artifact (not even with --force), and without --force
+    the newest intact artifact of a group verified on any GPU model when all such would go.
     """
     with store.catalog.reading() as session:
-        artifacts = list(session.scalars(select(Artifact).order_by(Artifact.created_at.desc(), Artifact.id)))
+        order = (Artifact.learned_at.desc(), Artifact.id)
+        artifacts = list(session.scalars(select(Artifact).order_by(*order)))
         blob_rows = {b.sha256: b for b in session.scalars(select(Blob))}
     passed_on = _passed_on(store.catalog)
-    by_name: dict[str, list[Artifact]] = defaultdict(list)
+    groups: dict[GroupKey, list[Artifact]] = defaultdict(list)
     for artifact in artifacts:
-        by_name[artifact.name].append(artifact)
+        groups[retention_group(artifact)].append(artifact)
     doomed: list[ArtifactEntry] = []
     kept: list[ArtifactEntry] = []
     warnings: list[str] = []
-    for name, group in by_name.items():  # newest first within each group
-        chosen = [(a, _why_remove(a, index, policy)) for index, a in enumerate(group)]
-        going = [(a, why) for a, why in chosen if why is not None]
-        for artifact in [a for a, _ in going if a.pinned_at is not None]:
-            kept.append(_entry(artifact, "pinned"))
-            warnings.append(f"kept {artifact.id[:12]} of {name}: pinned (`trtforge unpin` lets gc remove it)")
-        going = [(a, why) for a, why in going if a.pinned_at is None]
-        verified = [a for a in group if passed_on.get(a.id) and not a.corrupt]
-        going_ids = {a.id for a, _ in going}
-        if verified and all(a.id in going_ids for a in verified) and not policy.force:
-            keep = verified[0]
-            going = [(a, why) for a, why in going if a is not keep]
-            gpus = ", ".join(passed_on[keep.id])
-            kept.append(_entry(keep, "only artifact of its name verified on any GPU model"))
-            warnings.append(
-                f"kept {keep.id[:12]}: the only artifact of {name} verified on any GPU model "
-                f"(passed on {gpus}); use --force to remove it"
-            )
-        doomed += [_entry(a, why) for a, why in going]
+    planned: list[GcGroup] = []
+    for key, group in groups.items():  # newest first within each group
+        going = _plan_group(key, group, policy, passed_on, kept, warnings)
+        doomed += going
+        gone = {entry.artifact_id for entry in going}
+        keep = tuple(a.id for a in group if a.id not in gone)
+        planned.append(GcGroup(key[0], key[1], key[2], key[3], keep, tuple(e.artifact_id for e in going)))
+    planned.sort(key=lambda g: (g.name, g.target, g.model_sha256, g.recipe_variant or ""))
     doomed_ids = {d.artifact_id for d in doomed}
     still_used = {a.plan_sha256 for a in artifacts if a.id not in doomed_ids}
     rows_to_drop = [
@@ -250,7 +289,44 @@ def plan_gc(store: Store, policy: GcPolicy) -> GcPlan:
         for sha, row in sorted(blob_rows.items())
         if row.kind == "plan" and sha not in still_used
     ]
-    dropped = {b.sha256: b for b in rows_to_drop}
+    files = _blob_files(store, policy, blob_rows, {b.sha256: b for b in rows_to_drop}, warnings)
+    return GcPlan(tuple(doomed), tuple(rows_to_drop), files, tuple(kept), tuple(warnings), tuple(planned))
+
+
+def _plan_group(
+    key: GroupKey,
+    group: list[Artifact],
+    policy: GcPolicy,
+    passed_on: dict[str, list[str]],
+    kept: list[ArtifactEntry],
+    warnings: list[str],
+) -> list[ArtifactEntry]:
+    """What goes of one retention group (newest first); pinned and protected ones go to ``kept``."""
+    name, target = key[0], key[3].describe()
+    chosen = [(a, _why_remove(a, index, policy)) for index, a in enumerate(group)]
+    going = [(a, why) for a, why in chosen if why is not None]
+    for artifact in [a for a, _ in going if a.pinned_at is not None]:
+        kept.append(_entry(artifact, "pinned", target))
+        warnings.append(f"kept {artifact.id[:12]} of {name}: pinned (`trtforge unpin` lets gc remove it)")
+    going = [(a, why) for a, why in going if a.pinned_at is None]
+    verified = [a for a in group if passed_on.get(a.id) and not a.corrupt]
+    going_ids = {a.id for a, _ in going}
+    if verified and all(a.id in going_ids for a in verified) and not policy.force:
+        keep = verified[0]
+        going = [(a, why) for a, why in going if a is not keep]
+        gpus = ", ".join(passed_on[keep.id])
+        kept.append(_entry(keep, "only artifact of its name verified on any GPU model", target))
+        warnings.append(
+            f"kept {keep.id[:12]}: the only artifact of {name} verified on any GPU model "
+            f"(passed on {gpus}) among its engines of this model for {target}; use --force to remove it"
+        )
+    return [_entry(a, why, target) for a, why in going]
+
+
+def _blob_files(
+    store: Store, policy: GcPolicy, blob_rows: dict[str, Blob], dropped: dict[str, BlobEntry], warnings: list[str]
+) -> tuple[BlobEntry, ...]:
+    """Blob files no row will name: unreferenced ones, and those of the rows gc drops (grace applied)."""
     files = []
     for sha in store.blobs.iter_digests():
         if sha in blob_rows and sha not in dropped:
@@ -261,7 +337,7 @@ def plan_gc(store: Store, policy: GcPolicy) -> GcPlan:
                 warnings.append(f"blob {sha[:12]} was written or reused recently; a later gc removes it")
             continue
         files.append(BlobEntry(sha, info.size, dropped[sha].reason if sha in dropped else "no catalog row"))
-    return GcPlan(tuple(doomed), tuple(rows_to_drop), tuple(files), tuple(kept), tuple(warnings))
+    return tuple(files)
 
 
 def _passed_on(catalog: Catalog) -> dict[str, list[str]]:
@@ -281,19 +357,28 @@ def _why_remove(artifact: Artifact, newest_index: int, policy: GcPolicy) -> str 
     if policy.keep_last is not None and newest_index < policy.keep_last:
         return None
     if policy.older_than_days is not None:
-        if artifact.created_at > policy.now - timedelta(days=policy.older_than_days):
+        learned = artifact.learned_at or artifact.created_at
+        if learned > policy.now - timedelta(days=policy.older_than_days):
             return None
     reasons = []
     if policy.keep_last is not None:
-        reasons.append(f"not among the newest {policy.keep_last}")
+        reasons.append(f"not among the newest {policy.keep_last} for its target")
     if policy.older_than_days is not None:
-        reasons.append(f"older than {policy.older_than_days:g} days")
+        reasons.append(f"learned more than {policy.older_than_days:g} days ago")
     return " and ".join(reasons)
 
 
-def _entry(artifact: Artifact, reason: str) -> ArtifactEntry:
+def _entry(artifact: Artifact, reason: str, target: str = "") -> ArtifactEntry:
+    learned = artifact.learned_at.isoformat() if artifact.learned_at is not None else ""
     return ArtifactEntry(
-        artifact.id, artifact.name, artifact.shown_status, artifact.created_at.isoformat(), artifact.plan_sha256, reason
+        artifact.id,
+        artifact.name,
+        artifact.shown_status,
+        artifact.created_at.isoformat(),
+        artifact.plan_sha256,
+        reason,
+        learned,
+        target,
     )
 
 

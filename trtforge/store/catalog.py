@@ -13,7 +13,7 @@ import hashlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ from sqlalchemy import (
     create_engine,
     delete,
     event,
+    func,
     inspect,
     select,
     text,
@@ -58,11 +59,13 @@ SCHEMA_REVISIONS: tuple[str, ...] = (
     "0003_verify",
     "0004_integrity_pins",
     "0005_verification_claims",
+    "0006_learned_order",
 )
 SCHEMA_HEAD = SCHEMA_REVISIONS[-1]
 MIN_ID_PREFIX = 6
 SQLITE_BUSY_TIMEOUT_MS = 60_000
 MIGRATION_LOCK_KEY = 0x7472_7466_6F72_6765 >> 1  # "trtforge", as a PostgreSQL advisory lock id
+LEARNED_LOCK_KEY = MIGRATION_LOCK_KEY - 1  # serializes learned_at stamps of writers sharing a PostgreSQL catalog
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -113,6 +116,10 @@ class Base(DeclarativeBase):
     type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON, datetime: UTCDateTime}
 
 
+LEARNED_LOCAL = "local"  # artifacts.learned_via: built, adopted or refitted in this store
+LEARNED_IMPORT = "import"  # came in a bundle
+
+
 class Blob(Base):
     """A stored blob. A row exists only once the blob file is complete."""
 
@@ -147,7 +154,18 @@ class Artifact(Base):
     build_seconds: Mapped[float] = mapped_column(Float)
     build_log: Mapped[list[Any]]
     details: Mapped[ArtifactDetails] = mapped_column(DetailsJSON)
+    # What the builder says: this store's clock for local rows, the bundle's word for imported ones.
+    # Shown, never used to order: "newest" everywhere is learned_at.
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # When this store learned of the artifact: this store's clock at insertion, strictly increasing
+    # (stamped by _stamp_learned on every insert; nullable only in the schema, see 0006). The one
+    # order of "newest": cache hits, lookup's model, gc.
+    learned_at: Mapped[datetime | None] = mapped_column(index=True)
+    # How: "local" (built, adopted or refitted here) or "import" (from a bundle). Within one build
+    # key a local artifact is the cache hit before any imported one.
+    learned_via: Mapped[str] = mapped_column(
+        String(16), default=LEARNED_LOCAL, server_default=text("'local'")
+    )
     # The newest verification's result on any GPU model (unverified | passed | failed); per GPU
     # model see Catalog.statuses. Never "corrupt": that is ``integrity``, a separate fact.
     status: Mapped[str] = mapped_column(String(16), default="unverified")
@@ -184,6 +202,8 @@ class Artifact(Base):
             "plan_sha256": self.plan_sha256,
             "plan_size": self.plan_size,
             "created_at": self.created_at.isoformat(),
+            "learned_at": self.learned_at.isoformat() if self.learned_at is not None else None,
+            "learned_via": self.learned_via,
             "status": self.shown_status,
             "integrity": self.integrity,
             "pinned": self.pinned_at is not None,
@@ -203,6 +223,10 @@ class Artifact(Base):
             "build_log": self.build_log,
             "details": self.details.as_json(),
         }
+
+
+# The cache hit among artifacts of one build key: local before imported, then the one learned last.
+HIT_ORDER = ((Artifact.learned_via != LEARNED_LOCAL).asc(), Artifact.learned_at.desc(), Artifact.id.desc())
 
 
 # Who vouches for a verification result (verifications.trust). Only ``local`` and ``signed``
@@ -229,7 +253,8 @@ class Verification(Base):
     checks: Mapped[list[Any]]
     perf: Mapped[list[Any]]
     details: Mapped[dict[str, Any]]
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)  # the verifier's clock (a bundle's word if imported)
+    learned_at: Mapped[datetime | None] = mapped_column(index=True)  # this store's order of results: see Artifact
     trust: Mapped[str] = mapped_column(String(16), default=TRUST_LOCAL, server_default=TRUST_LOCAL)
     signer: Mapped[str | None] = mapped_column(String(64))  # key id of the bundle signature it came with
 
@@ -248,6 +273,7 @@ class Verification(Base):
             "perf": self.perf,
             "details": self.details,
             "created_at": self.created_at.isoformat(),
+            "learned_at": self.learned_at.isoformat() if self.learned_at is not None else None,
             "trust": self.trust,
             "signer": self.signer,
         }
@@ -263,6 +289,32 @@ class ReferenceOutput(Base):
     blob_sha256: Mapped[str] = mapped_column(String(64), ForeignKey("blobs.sha256"))
     details: Mapped[dict[str, Any]]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+def _stamp_learned(session: Session, _context: Any, _instances: Any) -> None:
+    """Give every new artifact and verification its ``learned_at``: this store's clock, strictly
+    increasing per table, in the order the rows were added to the session.
+
+    Writers serialize here (SQLite: the BEGIN IMMEDIATE of ``Catalog.writing``; PostgreSQL: an
+    advisory lock until commit), so no row is ever stamped before one already there. A value set
+    by the caller is kept (tests writing history); imports never carry one (stages/bundle.py).
+    """
+    for model in (Artifact, Verification):
+        new = [row for row in session.new if isinstance(row, model) and row.learned_at is None]
+        if not new:
+            continue
+        if session.get_bind().dialect.name == "postgresql":
+            session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": LEARNED_LOCK_KEY})
+        with session.no_autoflush:
+            latest = session.scalar(select(func.max(model.learned_at)))
+        stamp = utcnow()
+        for row in new:
+            if latest is not None and stamp <= latest:
+                stamp = latest + timedelta(microseconds=1)
+            row.learned_at = latest = stamp
+
+
+event.listen(Session, "before_flush", _stamp_learned)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -487,13 +539,14 @@ class Catalog:
     # -- queries --------------------------------------------------------------------------
 
     def find_by_build_key(self, key: str, *, intact: Callable[[str], bool] | None = None) -> Artifact | None:
-        """The newest artifact with ``key`` whose integrity is ok and whose plan blob passes
-        ``intact`` (e.g. the blob store's ``exists``); several artifacts can share one key."""
+        """The cache hit of ``key``: of the artifacts with that key whose integrity is ok and whose
+        plan blob passes ``intact`` (e.g. the blob store's ``exists``), a local one before any
+        imported one, then the one learned last (several artifacts can share one key)."""
         with self.reading() as session:
             stmt = (
                 select(Artifact)
                 .where(Artifact.build_key == key, Artifact.integrity != CORRUPT_STATUS)
-                .order_by(Artifact.created_at.desc(), Artifact.id.desc())
+                .order_by(*HIT_ORDER)
             )
             for artifact in session.scalars(stmt):
                 if intact is None or intact(artifact.plan_sha256):
@@ -502,7 +555,7 @@ class Catalog:
 
     def list_artifacts(self, name: str | None = None) -> list[Artifact]:
         with self.reading() as session:
-            stmt = select(Artifact).order_by(Artifact.created_at.desc(), Artifact.id)
+            stmt = select(Artifact).order_by(Artifact.learned_at.desc(), Artifact.id)
             if name is not None:
                 stmt = stmt.where(Artifact.name == name)
             return list(session.scalars(stmt))
@@ -550,11 +603,12 @@ class Catalog:
 
     @staticmethod
     def latest_counted_status(session: Session, artifact_id: str) -> str | None:
-        """The status of the artifact's newest verification that counts (run here or signed)."""
+        """The status of the artifact's verification that counts (run here or signed) and that this
+        store learned last."""
         stmt = (
             select(Verification.status)
             .where(Verification.artifact_id == artifact_id, Verification.trust.in_(COUNTED_TRUST))
-            .order_by(Verification.created_at.desc(), Verification.id)
+            .order_by(Verification.learned_at.desc(), Verification.id)
             .limit(1)
         )
         return session.scalars(stmt).first()
@@ -589,17 +643,17 @@ class Catalog:
         return session.execute(delete(Artifact).where(Artifact.id.in_(going))).rowcount or 0
 
     def verifications(self, artifact_id: str) -> list[Verification]:
-        """All verifications of an artifact, newest first."""
+        """All verifications of an artifact, the one learned last first."""
         with self.reading() as session:
             stmt = (
                 select(Verification)
                 .where(Verification.artifact_id == artifact_id)
-                .order_by(Verification.created_at.desc(), Verification.id)
+                .order_by(Verification.learned_at.desc(), Verification.id)
             )
             return list(session.scalars(stmt))
 
     def statuses(self, artifact_id: str) -> dict[str, str]:
-        """Status per GPU model: that of the newest verification on it (absent: unverified)."""
+        """Status per GPU model: that of the verification on it learned last (absent: unverified)."""
         return self.statuses_of(select(Artifact.id).where(Artifact.id == artifact_id)).get(artifact_id, {})
 
     def statuses_of(self, artifact_ids: Select[Any]) -> dict[str, dict[str, str]]:
@@ -612,7 +666,7 @@ class Catalog:
             select(Verification.artifact_id, Verification.gpu_name, Verification.status)
             .where(Verification.artifact_id.in_(artifact_ids.scalar_subquery()))
             .where(Verification.trust.in_(COUNTED_TRUST))
-            .order_by(Verification.created_at.desc(), Verification.id)
+            .order_by(Verification.learned_at.desc(), Verification.id)
         )
         latest: dict[str, dict[str, str]] = {}
         with self.reading() as session:

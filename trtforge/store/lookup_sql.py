@@ -1,12 +1,14 @@
 """Lookup's catalog queries: ONE SQL text each, run by the ORM catalog or by ``sqlite3``.
 
-`trtforge lookup` reads four things: the candidate rows of a name/digest, their verification
-statuses, the newest intact model of the name, and whether any row matches at all. Each is
+`trtforge lookup` reads five things: the candidate rows of a name/digest, their verification
+statuses, the newest intact model of the name, whether any row matches at all, and the releases
+stored for the name (to infer ``--flavor``). "Newest" is always the order in which this store
+learned of a row (``learned_at``), never the ``created_at`` a bundle may claim. Each is
 written here once as SQL text with named parameters. :meth:`trtforge.store.catalog.Catalog.lookup_rows`
 runs it through SQLAlchemy (any catalog, typed columns); :class:`SqliteLookup` runs the same
 text through the standard ``sqlite3`` module on a local SQLite catalog at the head schema, so a
 lookup there never imports SQLAlchemy (its ORM costs more than the rest of a lookup together).
-Values come back alike: JSON columns parsed, ``created_at`` an aware UTC datetime.
+Values come back alike: JSON columns parsed, datetimes aware in UTC.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from trtforge.rules.keys import ADOPTED_FINGERPRINT
 from trtforge.store.blobs import BlobStore
 from trtforge.store.integrity import CORRUPT_STATUS
 from trtforge.store.sqlite_hits import BUSY_TIMEOUT_SECONDS, known_revisions
@@ -38,10 +41,16 @@ CANDIDATE_COLUMNS = (
     "model_sha256",
     "recipe_fingerprint",
     "created_at",
+    "learned_at",
+    "learned_via",
+    "build_key",
+    "recipe",
     "details",
 )
-MODEL_COLUMNS = ("id", "name", "model_sha256", "recipe_fingerprint", "created_at")
-JSON_COLUMNS = frozenset({"compute_capabilities", "details"})
+MODEL_COLUMNS = ("id", "name", "model_sha256", "recipe_fingerprint", "recipe", "created_at", "learned_at")
+JSON_COLUMNS = frozenset({"compute_capabilities", "details", "recipe"})
+DATETIME_COLUMNS = frozenset({"created_at", "learned_at"})
+
 
 
 @dataclass(frozen=True)
@@ -80,16 +89,27 @@ def statuses(name: str | None, model_sha256: str | None, flavor: str | None) -> 
     sql = (
         "SELECT artifact_id, gpu_name, status FROM verifications "  # noqa: S608 - constant names; values are bound
         f"WHERE artifact_id IN (SELECT id FROM artifacts{where}) AND trust IN ({trust}) "
-        "ORDER BY created_at DESC, id"
+        "ORDER BY learned_at DESC, id"
     )
     return LookupQuery(sql, params)
 
 
-def newest_model(name: str | None, model_sha256: str | None) -> LookupQuery:
-    """The newest intact row of the name (and digest): the model a lookup means."""
+def newest_model(name: str | None, model_sha256: str | None, *, with_recipe: bool = False) -> LookupQuery:
+    """The intact row of the name (and digest) this store learned last: the model a lookup means.
+    ``with_recipe``: only rows built from a recipe (an adopted plan has none)."""
     where, params = _where(name, model_sha256, None, intact=True)
-    sql = f"SELECT {', '.join(MODEL_COLUMNS)} FROM artifacts{where} ORDER BY created_at DESC, id LIMIT 1"  # noqa: S608 - constant names; values are bound
+    if with_recipe:
+        where += " AND recipe_fingerprint != :adopted"
+        params["adopted"] = ADOPTED_FINGERPRINT
+    sql = f"SELECT {', '.join(MODEL_COLUMNS)} FROM artifacts{where} ORDER BY learned_at DESC, id LIMIT 1"  # noqa: S608 - constant names; values are bound
     return LookupQuery(sql, params, MODEL_COLUMNS)
+
+
+def releases(name: str | None, model_sha256: str | None) -> LookupQuery:
+    """The (flavor, trt_version) pairs of the intact rows of a name/digest."""
+    where, params = _where(name, model_sha256, None, intact=True)
+    sql = f"SELECT DISTINCT flavor, trt_version FROM artifacts{where}"  # noqa: S608 - constant names; values are bound
+    return LookupQuery(sql, params)
 
 
 def any_artifact(name: str | None, model_sha256: str | None, *, intact: bool) -> LookupQuery:
@@ -122,7 +142,7 @@ def _convert(column: str, value: Any) -> Any:
         return None
     if column in JSON_COLUMNS:
         return json.loads(value)
-    if column == "created_at":
+    if column in DATETIME_COLUMNS:
         stamp = value if isinstance(value, datetime) else datetime.fromisoformat(value)
         return stamp.replace(tzinfo=timezone.utc) if stamp.tzinfo is None else stamp
     return value

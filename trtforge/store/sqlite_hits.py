@@ -53,11 +53,12 @@ UNANSWERED = Probe(answered=False)
 
 
 def probe_cached_plan(db_path: Path, build_key: str) -> Probe:
-    """The newest artifact with ``build_key`` that is not quarantined, a certain "none", or UNANSWERED.
+    """The hit for ``build_key`` among artifacts not quarantined, a certain "none", or UNANSWERED.
 
     Several artifacts can share a key (full TensorRT need not give the same bytes twice; `--force`
-    adds one): the newest intact one is the hit. Quarantined rows are skipped here; whether the
-    blob is present is the caller's check (a missing one sends it to the full path, which walks
+    adds one; an import may bring one): a local one comes before any imported one, then the one
+    this store learned last (the catalog's HIT_ORDER). Quarantined rows are skipped here; whether
+    the blob is present is the caller's check (a missing one sends it to the full path, which walks
     on to older rows).
     """
     if not db_path.is_file():
@@ -72,10 +73,11 @@ def probe_cached_plan(db_path: Path, build_key: str) -> Probe:
         if revision is None or revision[0] not in known_revisions():
             return UNANSWERED
         # A quarantined (corrupt) plan is never a hit, whatever its verifications say. A catalog
-        # older than the integrity column fails here and is left to the full path, which upgrades it.
+        # older than the integrity or learned_at column fails here and is left to the full path,
+        # which upgrades it.
         row = conn.execute(
             "SELECT id, plan_sha256 FROM artifacts WHERE build_key = ? AND integrity != ? "
-            "ORDER BY created_at DESC, id DESC LIMIT 1",
+            "ORDER BY learned_via != 'local', learned_at DESC, id DESC LIMIT 1",
             (build_key, CORRUPT_STATUS),
         ).fetchone()
     except sqlite3.Error:

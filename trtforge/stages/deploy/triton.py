@@ -193,7 +193,7 @@ def _choose(store: Store, request: TritonRequest, ccs: list[str] | None) -> tupl
     model = choose_model(store, name=request.name, model_sha256=request.model_sha256)
     if model is None:  # pragma: no cover - load_candidates found intact rows
         raise NotFoundError(f"no intact artifact named {request.name!r}")
-    of_model = [c for c in candidates if c.model_key == (model.model_sha256, model.recipe_fingerprint)]
+    of_model = [c for c in candidates if model.admits(c)]
     full = [c for c in of_model if c.flavor == "tensorrt"]
     if not full:
         rtx = [c.artifact_id[:12] for c in of_model if c.flavor == "tensorrt_rtx"]
@@ -202,7 +202,7 @@ def _choose(store: Store, request: TritonRequest, ccs: list[str] | None) -> tupl
             hint="serve them through ONNX Runtime instead: `trtforge deploy epcontext OUT.onnx ID`, "
             "or build the recipe with full TensorRT (backend: tensorrt)",
         )
-    trt = request.trt_version or max(full, key=lambda c: (c.created_at, c.artifact_id)).trt_version
+    trt = request.trt_version or max(full, key=lambda c: (c.learned, c.artifact_id)).trt_version
     parse_version(trt)
     if not ccs:
         ccs = sorted(
