@@ -130,11 +130,12 @@ def _error_text(error: dict[str, Any], dtypes: dict[str, str]) -> str:
 
 def _input_dtypes(onnx_path: Path) -> dict[str, str]:
     """Element types of the model's inputs, to name the one the parser could not convert."""
-    from trtforge.core.onnx_proto import ProtoError, read_graph_io
+    from trtforge.core.errors import ModelError
+    from trtforge.core.onnx_reader import parse_model, read_model_bytes
 
     try:
-        return {value.name: value.dtype for value in read_graph_io(onnx_path).inputs}
-    except (ProtoError, OSError):
+        return {value.name: value.dtype for value in parse_model(read_model_bytes(onnx_path), onnx_path).inputs}
+    except ModelError:
         return {}
 
 
@@ -151,15 +152,18 @@ def _dims(dims: Any) -> list[int]:
     return [int(d) for d in dims]
 
 
-def parse_network(trt: ModuleType, builder: Any, logger: Any, onnx_path: Path, flags: int = 0) -> tuple[Any, Any]:
-    """Network and parser for an ONNX file; parser errors name the failing node."""
+def parse_network(
+    trt: ModuleType, builder: Any, logger: Any, onnx_path: Path, flags: int = 0, *, shown: Path | None = None
+) -> tuple[Any, Any]:
+    """Network and parser for an ONNX file; parser errors name the failing node (and ``shown``,
+    the user's model, when ``onnx_path`` is a private copy of it)."""
     network = builder.create_network(flags)
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
         errors = parser_errors(parser)
         raise BuildError(
             f"ONNX parse failed at {parse_error_line(errors, _input_dtypes(onnx_path))}",
-            hint=f"model: {onnx_path}; `--json` lists every parser error (error_detail)",
+            hint=f"model: {shown or onnx_path}; `--json` lists every parser error (error_detail)",
             detail=errors,
         )
     return network, parser
@@ -205,11 +209,13 @@ def build_plan(
     *,
     use_timing_cache: bool = False,
     timing_cache: bytes | None = None,
+    shown: Path | None = None,
 ) -> BuildOutput:
     """Build the recipe's engine; raises BuildError with the builder's last error on failure.
 
     With ``use_timing_cache`` the build starts from ``timing_cache`` (or an empty cache) and the
-    output carries the cache with the entries this build added.
+    output carries the cache with the entries this build added. ``shown``: the model's path as
+    the user knows it, when ``onnx_path`` is the build's private copy.
     """
     trt = import_backend(backend)
     check_builder_version(trt, backend)
@@ -219,7 +225,7 @@ def build_plan(
     logger = _make_logger(trt, records, verbose)
     started = time.perf_counter()
     builder = trt.Builder(logger)
-    network, _parser = parse_network(trt, builder, logger, onnx_path, network_flags(trt, recipe))
+    network, _parser = parse_network(trt, builder, logger, onnx_path, network_flags(trt, recipe), shown=shown)
     _refuse_shape_tensor_inputs(network)
     config, settings = make_config(trt, builder, network, recipe)
     if progress is not None:

@@ -211,10 +211,12 @@ class BuildStage:
             result.status = "build"
             return
 
-        from trtforge.rules.onnx_model import check_profiles, read_model
+        from trtforge.rules.onnx_model import check_profiles, private_copy, read_for_build
 
-        model = read_model(resolution.loaded.model_path, resolution.model_sha256)
-        check_profiles(resolution.loaded, model)
+        # The model is read once: the profiles are checked against these bytes, and the builder
+        # reads a private copy of them (external data copied and hashed), never the user's files.
+        model = read_for_build(resolution.loaded.model_path, resolution.model_sha256)
+        check_profiles(resolution.loaded, model.info)
         preload_catalog_modules()  # a build will happen: import the catalog side behind it
         # Single flight: whoever holds the key's lock builds; the others wait, then find its row.
         # The file lock covers processes sharing this store directory; a PostgreSQL catalog adds
@@ -224,7 +226,11 @@ class BuildStage:
             if not self.force and self._find_hit(key, result):  # built while we waited
                 return
             crashpoint("build-locked")
-            self._build_locked(resolution, model, result)
+            with self.store.scratch_dir() as folder:
+                model_file = private_copy(model, folder)  # ModelError if it changed since its digest
+                info = model.info
+                del model  # its bytes are in the copy now: a large model is not held twice
+                self._build_locked(resolution, info, model_file, result)
 
     def _find_hit(self, key: str, result: BuildResult) -> bool:
         """Fill ``result`` from a usable hit; a certain answer from SQLite skips the ORM (~0.15 s)."""
@@ -250,7 +256,7 @@ class BuildStage:
         with store.catalog.single_flight(key, what=what, notify=self.notify):
             yield
 
-    def _build_locked(self, resolution: Resolution, model: ModelInfo, result: BuildResult) -> None:
+    def _build_locked(self, resolution: Resolution, model: ModelInfo, model_file: Path, result: BuildResult) -> None:
         recipe, backend, target, key = resolution.recipe, resolution.backend, resolution.target, resolution.build_key
         from trtforge.backend.build import build_plan  # lazy: imports tensorrt
         from trtforge.resolution import timing_cache_policy as timing_cache
@@ -259,10 +265,11 @@ class BuildStage:
         output = build_plan(
             backend,
             recipe,
-            resolution.loaded.model_path,
+            model_file,
             wrap_progress(self.progress),
             use_timing_cache=cache_start.active,
             timing_cache=cache_start.data,
+            shown=resolution.loaded.model_path,
         )
         from trtforge.rules.compatibility import Envelope
         from trtforge.rules.record import ArtifactDetails

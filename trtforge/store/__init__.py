@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import sys
 import threading
 from collections.abc import Callable, Iterator
@@ -74,6 +75,20 @@ def resolve_store_root(store: str | Path | None = None) -> Path:
     if root.exists() and not root.is_dir():
         raise StoreError(f"store path {root} exists and is not a directory")
     return root.absolute()
+
+
+@contextmanager
+def scratch_dir(root: Path) -> Iterator[Path]:
+    """A private folder under ``<root>/tmp`` for one piece of work (a build's copy of its model),
+    removed afterwards; its flock tells other commands' cleanup that its owner is alive."""
+    parent = root / WORK_DIR
+    parent.mkdir(parents=True, exist_ok=True)
+    fd, path = make_temp(parent, directory=True)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+        os.close(fd)
 
 
 @dataclass

@@ -6,6 +6,8 @@ SQLAlchemy), and opens or creates the catalog only on the paths that need it.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from trtforge.core.errors import StoreError
@@ -18,6 +20,7 @@ from trtforge.store import (
     open_store,
     resolve_store_root,
     resolved_dir,
+    scratch_dir,
     sqlite_catalog_path,
 )
 from trtforge.store.blobs import BlobStore
@@ -83,6 +86,12 @@ class StoreHandle:
         if self._store is None:
             self._store = open_store(self._location, catalog=self._catalog)
         return self._store
+
+    @contextmanager
+    def scratch_dir(self) -> Iterator[Path]:
+        """A private folder in the store for one build's work, removed when it ends."""
+        with scratch_dir(resolve_store_root(self._location)) as folder:
+            yield folder
 
     def locks(self) -> LockDir:
         """The store's build locks, usable before (and without) opening the catalog."""
