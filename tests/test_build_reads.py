@@ -9,9 +9,12 @@ import onnx
 import pytest
 
 from tests import onnx_models
+from tests.conftest import REPO
 from tests.procs import CrashPoint, finish, start_build
 from tests.test_external_data import save_external
+from trtforge.resolution.resolve import resolve
 from trtforge.rules.digests import model_digest
+from trtforge.rules.target import BUILD_ENV, BUILD_ENV_VARIABLES
 
 RECIPE = """\
 name: swap
@@ -74,3 +77,41 @@ def test_a_model_swapped_during_the_build_is_never_recorded_under_the_old_digest
 def _listed(cli, store: Path) -> list[dict]:
     listed = cli("list", "--store", store, "--json")
     return listed.json() if listed.code == 0 else []
+
+
+@pytest.mark.parametrize("name", BUILD_ENV)
+def test_each_keyed_variable_changes_the_key(mlp_recipe, monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    recipe = mlp_recipe()
+    for other in BUILD_ENV:
+        monkeypatch.delenv(other, raising=False)
+    keys = {"unset": resolve(recipe).build_key}
+    for value in ("0", "1", ""):
+        monkeypatch.setenv(name, value)
+        keys[value] = resolve(recipe).build_key
+    assert len(set(keys.values())) == len(keys), keys
+    monkeypatch.delenv(name)
+    assert resolve(recipe).build_key == keys["unset"]  # the value decides, nothing else
+
+
+def test_docs_name_every_keyed_variable_with_its_source() -> None:
+    page = (REPO / "docs" / "cache-hits-and-keys.md").read_text()
+    rows = {line.split("|")[1].strip().strip("`") for line in page.splitlines() if line.startswith("| `")}
+    assert set(BUILD_ENV) <= rows
+    assert all(variable.source for variable in BUILD_ENV_VARIABLES)
+
+
+def test_a_tf32_override_build_is_never_the_plain_builds_hit(cli, mlp_recipe, store: Path) -> None:
+    """Fails on 843520b: NVIDIA_TF32_OVERRIDE was not keyed, so a plain build after an override
+    build reported `cached` with the override's plan (TensorRT-RTX builds another plan under it)."""
+    recipe = mlp_recipe()
+    first = cli("build", recipe, "--store", store, "--json", env={"NVIDIA_TF32_OVERRIDE": "0"})
+    assert first.code == 0, first
+    [overridden] = first.json()
+    assert overridden["target"]["env"] == {"NVIDIA_TF32_OVERRIDE": "0"}
+    second = cli("build", recipe, "--store", store, "--json")
+    assert second.code == 0, second
+    [plain] = second.json()
+    assert plain["status"] == "built" and plain["build_key"] != overridden["build_key"]
+    assert plain["plan_sha256"] != overridden["plan_sha256"]  # the variable does change the engine
+    again = cli("build", recipe, "--store", store, "--json", env={"NVIDIA_TF32_OVERRIDE": "0"}).json()
+    assert [(r["status"], r["artifact_id"]) for r in again] == [("cached", overridden["artifact_id"])]
