@@ -218,3 +218,12 @@ def test_a_hit_through_the_cache_loads_no_recipe_models(cli, example_recipe: Pat
     assert '"status": "cached"' in proc.stdout, proc
     [line] = [x for x in proc.stderr.splitlines() if x.startswith("MODULES=")]
     assert json.loads(line.removeprefix("MODULES=")) == []
+
+
+def test_the_code_stamp_names_modules_that_exist() -> None:
+    """Editing a module that decides a resolution invalidates remembered ones: each must be found
+    (after the move into layer folders the names pointed nowhere, so no edit invalidated anything)."""
+    from trtforge.resolution.resolved_cache import code_stamp
+
+    stamp = code_stamp()
+    assert len(stamp) > 10 and all(size is not None for _name, size, _mtime in stamp[1:]), stamp

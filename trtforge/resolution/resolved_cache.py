@@ -42,19 +42,20 @@ if TYPE_CHECKING:
 ENTRY_VERSION = 1
 # The modules whose code decides what a recipe resolves to: editing one (a development checkout
 # without a version bump) invalidates every entry.
-_DECIDING_MODULES = (
-    "recipe.py",
-    "recipe_paths.py",
-    "yamlfile.py",
-    "denylist.py",
-    "resolve.py",
-    "resolved.py",
-    "keys.py",
-    "flavors.py",
-    "target.py",
-    "capabilities.py",
-    "model.py",
-    "digests.py",
+_DECIDING_MODULES = (  # relative to the trtforge package
+    "rules/recipe.py",
+    "core/recipe_paths.py",
+    "core/yamlfile.py",
+    "rules/denylist.py",
+    "resolution/resolve.py",
+    "resolution/resolved_cache.py",
+    "rules/keys.py",
+    "rules/flavors.py",
+    "rules/target.py",
+    "rules/capabilities.py",
+    "rules/onnx_model.py",
+    "rules/digests.py",
+    "core/onnx_reader.py",
 )
 
 
@@ -70,7 +71,7 @@ class QuickResolution:
 
 def code_stamp() -> list[Any]:
     """trtforge's version and the (size, mtime) of the modules that decide a resolution."""
-    here = Path(__file__).parent
+    here = Path(__file__).parent.parent
     stamp: list[Any] = [trtforge_version()]
     for name in _DECIDING_MODULES:
         try:
