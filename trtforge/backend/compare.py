@@ -8,7 +8,6 @@ which would corrupt ``--json`` output, so every call into it runs under :func:`q
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import statistics
 import sys
 from collections.abc import Iterator, Mapping, Sequence
@@ -18,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from trtforge.core.errors import BackendUnavailableError
+from trtforge.core.extras import require
 
 # polygraphy reports relative error against the second runner; trtforge puts the reference there.
 _ZERO_EPSILON = 2.220446049250313e-16
@@ -26,12 +25,7 @@ _ZERO_EPSILON = 2.220446049250313e-16
 
 def require_verify_deps() -> None:
     """The reference side runs polygraphy's ONNX Runtime runner: say so, not a traceback."""
-    missing = [name for name in ("polygraphy", "onnxruntime") if importlib.util.find_spec(name) is None]
-    if missing:
-        raise BackendUnavailableError(
-            f"verification needs {' and '.join(missing)}, which are not installed",
-            hint="pip install 'trtforge[verify]'",
-        )
+    require("verify", "verification")
 
 
 @contextlib.contextmanager

@@ -79,6 +79,10 @@ class BackendUnavailableError(BadInputError):
     default_hint = "install one: pip install 'trtforge[rtx]' (CPU builds) or 'trtforge[tensorrt]'"
 
 
+class MissingExtraError(BackendUnavailableError):
+    """An optional dependency a command needs is not installed; the hint names the extra (exit 2)."""
+
+
 class UnsupportedOptionError(BadInputError):
     """The recipe asks for something the installed backend cannot do."""
 

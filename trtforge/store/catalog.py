@@ -44,6 +44,7 @@ from sqlalchemy.sql import Select
 
 from trtforge.core.crashpoints import crashpoint
 from trtforge.core.errors import CatalogError, NotFoundError
+from trtforge.core.extras import as_missing_extra
 from trtforge.core.redact import redact, redact_url, remember
 from trtforge.rules.record import ArtifactDetails, read_details
 from trtforge.store.integrity import CORRUPT_STATUS, INTEGRITY_OK
@@ -384,7 +385,15 @@ class Catalog:
         connect_args = {"application_name": application_name()} if url.startswith("postgresql") else {}
         try:
             self.engine: Engine = create_engine(url, future=True, connect_args=connect_args)
-        except (ArgumentError, ImportError) as exc:  # a malformed URL, an unknown or missing driver
+        except ImportError as exc:  # the driver of a known dialect (psycopg: the 'postgres' extra)
+            missing = as_missing_extra(exc, "postgres", f"a {url.partition(':')[0]} catalog")
+            if missing is not None:
+                raise missing from None
+            raise CatalogError(
+                redact(f"cannot open catalog {url}: {exc}", url),
+                hint="give a SQLAlchemy URL such as postgresql+psycopg://user@host/db or sqlite:////path/catalog.sqlite",
+            ) from None
+        except ArgumentError as exc:  # a malformed URL or an unknown dialect
             raise CatalogError(
                 redact(f"cannot open catalog {url}: {exc}", url),
                 hint="give a SQLAlchemy URL such as postgresql+psycopg://user@host/db or sqlite:////path/catalog.sqlite",
