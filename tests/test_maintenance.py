@@ -244,6 +244,19 @@ def test_gc_removes_old_orphans_and_corrupt_artifacts_but_not_fresh_orphans(open
     assert opened.blobs.exists(fresh.sha256) and not opened.blobs.exists(old.sha256)
 
 
+def test_gc_judges_the_grace_period_again_when_it_unlinks(opened: Store) -> None:
+    """A blob old when gc planned but written or reused (touched) since, by a writer outside the
+    fence, stays: the grace period is judged at unlink time. Fails on 843520b (judged at planning)."""
+    old = opened.blobs.put_bytes(b"left by a crash, then reused")
+    path = opened.blobs.path_for(old.sha256)
+    os.utime(path, (time.time() - 7200, time.time() - 7200))
+    plan = plan_gc(opened, GcPolicy())
+    assert {b.sha256 for b in plan.blob_files} == {old.sha256}
+    opened.blobs.put_bytes(b"left by a crash, then reused")  # reused: touched, its row not yet written
+    assert execute_gc(opened, plan)["blob_files_removed"] == 0
+    assert opened.blobs.exists(old.sha256)
+
+
 def test_cli_fsck_repair_then_rebuild(cli, mlp_recipe, store: Path) -> None:
     recipe = mlp_recipe("fix")
     first = cli("build", recipe, "--store", store, "--json")

@@ -77,6 +77,11 @@ def resolve_store_root(store: str | Path | None = None) -> Path:
     return root.absolute()
 
 
+def note(message: str) -> None:
+    """Where waiting for the gc fence is said when the caller gave no sink: stderr."""
+    print(f"trtforge: {message}", file=sys.stderr, flush=True)
+
+
 @contextmanager
 def scratch_dir(root: Path) -> Iterator[Path]:
     """A private folder under ``<root>/tmp`` for one piece of work (a build's copy of its model),
@@ -97,6 +102,7 @@ class Store:
     blobs: BlobBackend
     catalog: Catalog
     _work_locks: list[int] = field(default_factory=list, repr=False)
+    _recording: int = field(default=0, repr=False)  # depth of recording_blobs held through this store
 
     @property
     def locks(self) -> LockDir:
@@ -114,15 +120,33 @@ class Store:
         return path
 
     @contextmanager
-    def recording_blobs(self, notify: Callable[[str], None]) -> Iterator[None]:
-        """Held from writing or reusing blobs until the rows naming them commit: gc waits."""
-        with recording_blobs(locks_dir(self.root), notify), self.catalog.gc_fence(exclusive=False, notify=notify):
-            yield
+    def recording_blobs(self, notify: Callable[[str], None] | None = None) -> Iterator[None]:
+        """Held from writing or reusing blobs until the rows naming them commit: gc waits.
+
+        Every writer takes it (build, import, adopt, refit, reference outputs, timing caches). It is
+        re-entrant: a writer inside another's fence (a build merging its timing cache) does not
+        take it again, which on PostgreSQL would queue behind a waiting gc while holding it.
+        """
+        if self._recording:
+            self._recording += 1
+            try:
+                yield
+            finally:
+                self._recording -= 1
+            return
+        say = notify or note
+        with recording_blobs(locks_dir(self.root), say), self.catalog.gc_fence(exclusive=False, notify=say):
+            self._recording = 1
+            try:
+                yield
+            finally:
+                self._recording = 0
 
     @contextmanager
-    def collecting_blobs(self, notify: Callable[[str], None]) -> Iterator[None]:
+    def collecting_blobs(self, notify: Callable[[str], None] | None = None) -> Iterator[None]:
         """Held by gc from its last look at the catalog until its blob files are deleted."""
-        with collecting_blobs(locks_dir(self.root), notify), self.catalog.gc_fence(exclusive=True, notify=notify):
+        say = notify or note
+        with collecting_blobs(locks_dir(self.root), say), self.catalog.gc_fence(exclusive=True, notify=say):
             yield
 
     def close(self) -> None:
