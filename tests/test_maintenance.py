@@ -285,6 +285,34 @@ def test_cli_fsck_repair_then_rebuild(cli, mlp_recipe, store: Path) -> None:
     assert [row["artifact_id"] for row in listed] == [again.json()[0]["artifact_id"]]
 
 
+@pytest.mark.parametrize("damage", ["truncated", "grown"])
+def test_a_hit_on_a_blob_of_the_wrong_size_rebuilds_and_marks_it(cli, mlp_recipe, store: Path, damage: str) -> None:
+    """A cache hit compares the blob's size with its record (a stat, no hashing): a mismatch is a
+    damaged plan, never handed out; it is marked corrupt and the recipe is built again.
+
+    Fails on 843520b: `build` reported `cached` with the path of the damaged blob (only lookup,
+    export and deploy checked it).
+    """
+    recipe = mlp_recipe("sized")
+    [built] = cli("build", recipe, "--store", store, "--json").json()
+    plan = Path(built["plan_path"])
+    data = plan.read_bytes()
+    plan.chmod(0o644)
+    plan.write_bytes(data[: len(data) // 2] if damage == "truncated" else data + b"\0")
+    for _ in range(2):  # the remembered resolution (quick path), then the full path, both refuse it
+        again = cli("build", recipe, "--store", store, "--json")
+        assert again.code == 0, again
+        [rebuilt] = again.json()
+        if rebuilt["status"] == "cached":
+            assert rebuilt["artifact_id"] != built["artifact_id"], rebuilt  # never the damaged one
+        else:
+            assert rebuilt["status"] == "built" and "marked corrupt" in again.stderr, again
+    shown = cli("show", built["artifact_id"], "--store", store, "--json").json()
+    assert shown["integrity"] == "corrupt" and shown["status"] == "corrupt"
+    assert BlobStore(store).verify(rebuilt["plan_sha256"])  # the new row's plan is whole
+    assert Path(rebuilt["plan_path"]).stat().st_size == len(data)
+
+
 def test_gc_fence_spans_runners_sharing_a_postgresql_catalog(postgres_catalog: str) -> None:
     """Runners share the catalog and the bucket but not ``locks/``: on PostgreSQL the fence is an
     advisory lock. Builds (shared) do not wait for each other; gc (exclusive) waits for them."""

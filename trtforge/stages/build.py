@@ -24,7 +24,7 @@ from trtforge.resolution.batch import UnmatchedPattern, expand_recipes
 from trtforge.resolution.resolved_cache import ResolvedCache
 from trtforge.rules.digests import DigestCache
 from trtforge.rules.keys import recipe_fingerprint
-from trtforge.store import preload_catalog_modules
+from trtforge.store import blob_size_matches, preload_catalog_modules
 from trtforge.store.handle import StoreHandle
 
 if TYPE_CHECKING:  # the recipe models (pydantic) are imported only when a recipe is resolved in full
@@ -34,6 +34,7 @@ if TYPE_CHECKING:  # the recipe models (pydantic) are imported only when a recip
     from trtforge.rules.recipe import LoadedRecipe
     from trtforge.rules.target import RuntimeTarget
     from trtforge.store import Store
+    from trtforge.store.catalog import Artifact
 
 NO_MATCH = "no recipe file matches"
 BuildStatus = Literal["built", "cached", "build", "failed"]  # "build": a dry run (plan) would build
@@ -244,7 +245,7 @@ class BuildStage:
         if probe.answered:
             return False
         store = self.store.existing()
-        return store is not None and _use_hit(store, key, result)
+        return store is not None and _use_hit(store, key, result, self.notify)
 
     @contextmanager
     def _catalog_lock(self, key: str, what: str) -> Iterator[None]:
@@ -334,10 +335,21 @@ def _combine_with(backend: BackendInfo) -> Callable[[bytes | None, bytes], bytes
     return merge
 
 
-def _use_hit(store: Store, key: str, result: BuildResult) -> bool:
+def _use_hit(store: Store, key: str, result: BuildResult, notify: Callable[[str], None]) -> bool:
     """Fill ``result`` from a usable catalog hit: the newest artifact of the key that is not
-    quarantined and whose blob is present."""
-    hit = store.catalog.find_by_build_key(key, intact=store.blobs.exists)
+    quarantined and whose blob is present with the recorded size. A blob of another size is
+    damaged: its artifacts are marked corrupt (never a hit again) and the recipe is rebuilt."""
+    damaged: dict[str, Artifact] = {}
+
+    def intact(artifact: Artifact) -> bool:
+        matches = blob_size_matches(store.blobs, artifact.plan_sha256, artifact.plan_size)
+        if matches is False:
+            damaged[artifact.plan_sha256] = artifact
+        return matches is True
+
+    hit = store.catalog.find_by_build_key(key, intact=intact)
+    if damaged:
+        _mark_damaged(store, damaged, notify)
     if hit is None:
         return False
     result.status = "cached"
@@ -345,6 +357,20 @@ def _use_hit(store: Store, key: str, result: BuildResult) -> bool:
     result.plan_sha256 = hit.plan_sha256
     result.plan_path = store.blobs.location(hit.plan_sha256)
     return True
+
+
+def _mark_damaged(store: Store, damaged: dict[str, Artifact], notify: Callable[[str], None]) -> None:
+    for sha, artifact in damaged.items():
+        info = store.blobs.stat(sha)
+        size = "is gone" if info is None else f"has {info.size} bytes"
+        notify(
+            f"plan {sha[:12]} of artifact {artifact.id[:12]} {size}, its record says {artifact.plan_size}: "
+            "marked corrupt, not used (`trtforge fsck --repair` moves it aside)"
+        )
+    try:
+        store.catalog.mark_corrupt(list(damaged))
+    except TrtforgeError as exc:  # e.g. a read-only store: still never used as a hit here
+        notify(f"could not mark the damaged plan corrupt: {exc.message}")
 
 
 @dataclass

@@ -277,7 +277,7 @@ def _passed_on(catalog: Catalog) -> dict[str, list[str]]:
 
 def _why_remove(artifact: Artifact, newest_index: int, policy: GcPolicy) -> str | None:
     if artifact.corrupt:
-        return "marked corrupt by fsck"
+        return "marked corrupt (by fsck, or by a cache hit that found its plan damaged)"
     if not policy.selects_artifacts:
         return None
     if policy.keep_last is not None and newest_index < policy.keep_last:

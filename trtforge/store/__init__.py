@@ -36,7 +36,7 @@ from trtforge.store.fs import network_mount
 from trtforge.store.locks import LockDir, collecting_blobs, recording_blobs
 
 if TYPE_CHECKING:
-    from trtforge.store.catalog import Catalog
+    from trtforge.store.catalog import Artifact, Catalog
 
 DEFAULT_STORE = Path("cache_store")
 STORE_ENV = "TRTFORGE_STORE"
@@ -75,6 +75,14 @@ def resolve_store_root(store: str | Path | None = None) -> Path:
     if root.exists() and not root.is_dir():
         raise StoreError(f"store path {root} exists and is not a directory")
     return root.absolute()
+
+
+def blob_size_matches(blobs: BlobBackend, sha256: str, size: int) -> bool | None:
+    """None: the blob is missing; False: it has another size than recorded (damaged); True: as recorded."""
+    info = blobs.stat(sha256)
+    if info is None:
+        return None
+    return info.size == size
 
 
 def note(message: str) -> None:
@@ -148,6 +156,11 @@ class Store:
         say = notify or note
         with collecting_blobs(locks_dir(self.root), say), self.catalog.gc_fence(exclusive=True, notify=say):
             yield
+
+    def plan_intact(self, artifact: Artifact) -> bool:
+        """The artifact's plan blob is present with the size its row records (a cheap check; the
+        bytes are hashed where a plan is handed to a loader)."""
+        return blob_size_matches(self.blobs, artifact.plan_sha256, artifact.plan_size) is True
 
     def close(self) -> None:
         self.catalog.close()

@@ -152,7 +152,8 @@ class Artifact(Base):
     # The newest verification's result on any GPU model (unverified | passed | failed); per GPU
     # model see Catalog.statuses. Never "corrupt": that is ``integrity``, a separate fact.
     status: Mapped[str] = mapped_column(String(16), default="unverified")
-    # ok | corrupt: set to corrupt only by `fsck --repair`; no verification changes it back.
+    # ok | corrupt: set to corrupt by `fsck --repair` or by a cache hit that found the plan damaged;
+    # no verification changes it back.
     integrity: Mapped[str] = mapped_column(String(16), default=INTEGRITY_OK, server_default=text("'ok'"))
     # Set by `trtforge pin`: gc never removes a pinned artifact (a service may be using its blob).
     pinned_at: Mapped[datetime | None] = mapped_column(default=None)
@@ -495,9 +496,9 @@ class Catalog:
 
     # -- queries --------------------------------------------------------------------------
 
-    def find_by_build_key(self, key: str, *, intact: Callable[[str], bool] | None = None) -> Artifact | None:
-        """The newest artifact with ``key`` whose integrity is ok and whose plan blob passes
-        ``intact`` (e.g. the blob store's ``exists``); several artifacts can share one key."""
+    def find_by_build_key(self, key: str, *, intact: Callable[[Artifact], bool] | None = None) -> Artifact | None:
+        """The newest artifact with ``key`` whose integrity is ok and that passes ``intact`` (e.g.
+        its plan blob is present with the recorded size); several artifacts can share one key."""
         with self.reading() as session:
             stmt = (
                 select(Artifact)
@@ -505,9 +506,21 @@ class Catalog:
                 .order_by(Artifact.created_at.desc(), Artifact.id.desc())
             )
             for artifact in session.scalars(stmt):
-                if intact is None or intact(artifact.plan_sha256):
+                if intact is None or intact(artifact):
                     return artifact
             return None
+
+    def mark_corrupt(self, plan_sha256s: list[str]) -> list[str]:
+        """Mark every artifact whose plan is one of ``plan_sha256s`` corrupt (never a hit or handed
+        out again); returns their ids. `fsck --repair` later moves the damaged blobs aside."""
+        if not plan_sha256s:
+            return []
+        with self.writing() as session:
+            stmt = select(Artifact).where(Artifact.plan_sha256.in_(plan_sha256s), Artifact.integrity != CORRUPT_STATUS)
+            marked = list(session.scalars(stmt))
+            for artifact in marked:
+                artifact.integrity = CORRUPT_STATUS
+            return [artifact.id for artifact in marked]
 
     def list_artifacts(self, name: str | None = None) -> list[Artifact]:
         with self.reading() as session:

@@ -14,6 +14,7 @@ from trtforge.core.errors import StoreError
 from trtforge.rules.digests import DigestCache
 from trtforge.store import (
     Store,
+    blob_size_matches,
     digests_path,
     locks_dir,
     open_existing_store,
@@ -64,13 +65,14 @@ class StoreHandle:
         """Hit or certain miss, found without SQLAlchemy (local SQLite catalog and local blobs only).
 
         UNANSWERED sends the caller to the full catalog path: other catalogs, an unknown schema,
-        or a row whose blob is not in the local blob directory (an S3 store, a missing blob).
+        or a row whose blob is not in the local blob directory with the recorded size (an S3
+        store, a missing or damaged blob).
         """
         db_path = self._local_sqlite()
         if db_path is None:
             return UNANSWERED
         probe = probe_cached_plan(db_path, build_key)
-        if probe.plan is not None and not self.blobs().exists(probe.plan.plan_sha256):
+        if probe.plan is not None and not blob_size_matches(self.blobs(), probe.plan.plan_sha256, probe.plan.plan_size):
             return UNANSWERED
         return probe
 

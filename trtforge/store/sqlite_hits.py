@@ -29,6 +29,7 @@ BUSY_TIMEOUT_SECONDS = 60.0  # as the catalog's SQLITE_BUSY_TIMEOUT_MS: wait out
 class CachedPlan:
     artifact_id: str
     plan_sha256: str
+    plan_size: int
 
 
 @lru_cache(maxsize=1)
@@ -57,8 +58,8 @@ def probe_cached_plan(db_path: Path, build_key: str) -> Probe:
 
     Several artifacts can share a key (full TensorRT need not give the same bytes twice; `--force`
     adds one): the newest intact one is the hit. Quarantined rows are skipped here; whether the
-    blob is present is the caller's check (a missing one sends it to the full path, which walks
-    on to older rows).
+    blob is present with the recorded size is the caller's check (a missing or resized one sends
+    it to the full path, which marks a resized one corrupt and walks on to older rows).
     """
     if not db_path.is_file():
         return Probe(answered=True)  # no catalog yet: nothing was ever built into this store
@@ -74,7 +75,7 @@ def probe_cached_plan(db_path: Path, build_key: str) -> Probe:
         # A quarantined (corrupt) plan is never a hit, whatever its verifications say. A catalog
         # older than the integrity column fails here and is left to the full path, which upgrades it.
         row = conn.execute(
-            "SELECT id, plan_sha256 FROM artifacts WHERE build_key = ? AND integrity != ? "
+            "SELECT id, plan_sha256, plan_size FROM artifacts WHERE build_key = ? AND integrity != ? "
             "ORDER BY created_at DESC, id DESC LIMIT 1",
             (build_key, CORRUPT_STATUS),
         ).fetchone()
@@ -84,4 +85,4 @@ def probe_cached_plan(db_path: Path, build_key: str) -> Probe:
         conn.close()
     if row is None:  # none, or only quarantined plans: never a hit
         return Probe(answered=True)
-    return Probe(answered=True, plan=CachedPlan(row[0], row[1]))
+    return Probe(answered=True, plan=CachedPlan(row[0], row[1], int(row[2])))
