@@ -218,6 +218,7 @@ class BuildStage:
         # reads a private copy of them (external data copied and hashed), never the user's files.
         model = read_for_build(resolution.loaded.model_path, resolution.model_sha256)
         check_profiles(resolution.loaded, model.info)
+        self.store.require_writable()  # a read-only store serves hits; a miss is refused here
         preload_catalog_modules()  # a build will happen: import the catalog side behind it
         # Single flight: whoever holds the key's lock builds; the others wait, then find its row.
         # The file lock covers processes sharing this store directory; a PostgreSQL catalog adds

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from trtforge.core.errors import NotFoundError, StoreError
+from trtforge.core.errors import NotFoundError, StoreError, StoreReadOnlyError
 from trtforge.core.fsutil import make_temp, remove_if_unheld
 from trtforge.store.blobs import BlobBackend, BlobStore, scan_temp_files
 from trtforge.store.fs import network_mount
@@ -193,6 +193,12 @@ def sqlite_catalog_path(store: str | Path | None = None, *, catalog: str | None 
     return Path(url.removeprefix("sqlite:///")) if url.startswith("sqlite:///") else None
 
 
+def require_writable(root: Path) -> None:
+    """Refuse a command that writes to an existing store this process can only read, in one line."""
+    if root.exists() and not os.access(root, os.W_OK | os.X_OK):
+        raise StoreReadOnlyError(f"the store is read-only: {root} cannot be written by this process")
+
+
 def open_store(store: str | Path | None = None, *, catalog: str | None = None) -> Store:
     """Open (creating if needed) the store and its catalog."""
     root = resolve_store_root(store)
@@ -201,8 +207,7 @@ def open_store(store: str | Path | None = None, *, catalog: str | None = None) -
         root.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise StoreError(f"cannot create store {root}: {exc.strerror}") from None
-    if not os.access(root, os.W_OK | os.X_OK):
-        raise StoreError(f"store {root} is not writable")
+    require_writable(root)
     from trtforge.store.catalog import Catalog  # lazy: SQLAlchemy is most of a cache hit's start-up
 
     blobs = _blob_backend(root)

@@ -19,6 +19,7 @@ from trtforge.store import (
     locks_dir,
     open_existing_store,
     open_store,
+    require_writable,
     resolve_store_root,
     resolved_dir,
     scratch_dir,
@@ -85,8 +86,10 @@ class StoreHandle:
         return self._store
 
     def ensure(self) -> Store:
+        """The store, created if needed, for a command that writes (refused on a read-only store)."""
         if self._store is None:
             self._store = open_store(self._location, catalog=self._catalog)
+        require_writable(self._store.root)  # also when it was opened earlier, to read
         return self._store
 
     @contextmanager
@@ -94,6 +97,10 @@ class StoreHandle:
         """A private folder in the store for one build's work, removed when it ends."""
         with scratch_dir(resolve_store_root(self._location)) as folder:
             yield folder
+
+    def require_writable(self) -> None:
+        """Refuse (the store is read-only) before a build takes its lock or writes anything."""
+        require_writable(resolve_store_root(self._location))
 
     def locks(self) -> LockDir:
         """The store's build locks, usable before (and without) opening the catalog."""

@@ -15,14 +15,13 @@ import sqlite3
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from urllib.parse import quote
 
 from trtforge.store.integrity import CORRUPT_STATUS
+from trtforge.store.sqlite_read import BUSY_TIMEOUT_SECONDS, connect_for_reading
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations" / "versions"
 
 
-BUSY_TIMEOUT_SECONDS = 60.0  # as the catalog's SQLITE_BUSY_TIMEOUT_MS: wait out a writer, do not fail
 
 
 @dataclass(frozen=True)
@@ -63,9 +62,8 @@ def probe_cached_plan(db_path: Path, build_key: str) -> Probe:
     """
     if not db_path.is_file():
         return Probe(answered=True)  # no catalog yet: nothing was ever built into this store
-    uri = f"file:{quote(str(db_path))}?mode=rw"  # never creates a database
-    try:
-        conn = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None)
+    try:  # never creates a database; a read-only store is read read-only
+        conn = connect_for_reading(db_path, timeout=BUSY_TIMEOUT_SECONDS)
     except sqlite3.Error:
         return UNANSWERED
     try:
