@@ -86,8 +86,10 @@ def blob_size_matches(blobs: BlobBackend, sha256: str, size: int) -> bool | None
 
 
 def note(message: str) -> None:
-    """Where waiting for the gc fence is said when the caller gave no sink: stderr."""
-    print(f"trtforge: {message}", file=sys.stderr, flush=True)
+    """Where waiting for the gc fence is said when the caller gave no sink: stderr (a lock file's
+    holder is another process's word: control characters are shown escaped, never sent)."""
+    shown = "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)
+    print(f"trtforge: {shown}", file=sys.stderr, flush=True)
 
 
 @contextmanager
