@@ -388,3 +388,36 @@ def test_a_verification_after_fsck_repair_never_makes_a_corrupt_artifact_usable(
     check_after = cli("fsck", "--store", store, "--json")
     assert check_after.code == 0 and check_after.json()["warnings"] == [], check_after
     assert [row["artifact_id"] for row in cli("list", "--store", store, "--json").json()] == [rebuilt["artifact_id"]]
+
+
+def test_a_writer_inside_the_fence_does_not_queue_behind_a_waiting_gc(postgres_catalog: str, tmp_path: Path) -> None:
+    """A build records its timing cache inside its own fence. On PostgreSQL a second shared lock
+    from another session queues behind a waiting exclusive one (gc on another runner), which waits
+    for the first: the writer would hang with gc. The fence is re-entrant per store instead."""
+    import threading
+
+    builder = open_store(tmp_path / "runner-a", catalog=postgres_catalog)
+    collector = open_store(tmp_path / "runner-b", catalog=postgres_catalog)  # shares only the catalog
+    gc_waits, nested_done = threading.Event(), threading.Event()
+
+    def gc() -> None:
+        with collector.collecting_blobs(notify=lambda _message: gc_waits.set()):
+            pass
+
+    def nested() -> None:
+        with builder.recording_blobs():
+            nested_done.set()
+
+    try:
+        with builder.recording_blobs():
+            collecting = threading.Thread(target=gc)
+            collecting.start()
+            assert gc_waits.wait(60), "gc did not wait for the build's fence"
+            threading.Thread(target=nested, daemon=True).start()
+            assert nested_done.wait(30), "a writer inside its own fence queued behind the waiting gc"
+        collecting.join(60)
+        assert not collecting.is_alive()
+    finally:
+        builder.close()
+        collector.close()
+

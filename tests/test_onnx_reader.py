@@ -138,3 +138,19 @@ def test_a_model_without_outputs_is_refused(tmp_path: Path) -> None:
     path.write_bytes(helper.make_model(helper.make_graph([], "empty", [], [])).SerializeToString())
     with pytest.raises(ModelError, match="no graph outputs"):
         read_model(path, "0" * 64)
+
+
+@pytest.mark.parametrize("location", ["../w.bin", "/tmp/w.bin", "a/../../w.bin", "C:\\\\w.bin", "w\x1b[2J.bin"])
+def test_external_data_must_stay_in_the_models_folder(location: str, tmp_path: Path) -> None:
+    """onnx.load refuses these too; a build copies the model's files privately, below its folder."""
+    tensor = numpy_helper.from_array(np.zeros(4, dtype=np.float32), "w")
+    tensor.ClearField("raw_data")
+    tensor.data_location = TensorProto.EXTERNAL
+    entry = tensor.external_data.add()
+    entry.key, entry.value = "location", location
+    output = helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])
+    graph = helper.make_graph([helper.make_node("Identity", ["w"], ["y"])], "g", [], [output], initializer=[tensor])
+    path = tmp_path / "m.onnx"
+    path.write_bytes(helper.make_model(graph).SerializeToString())
+    with pytest.raises(ModelError, match="external data location"):
+        model_digest(path)
