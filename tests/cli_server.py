@@ -100,14 +100,15 @@ def serve() -> None:
 class CliServer:
     """The test side: start the server once, run commands through it (or as plain subprocesses)."""
 
-    def __init__(self, env: dict[str, str], workdir: Path) -> None:
+    def __init__(self, env: dict[str, str], workdir: Path, wrap: list[str] | None = None) -> None:
+        """``wrap``: a command the server runs under (e.g. a mount namespace), so every command does."""
         self.env = env
         self.workdir = workdir
         self.lock = threading.Lock()
         self.calls = 0
         self.pending = b""  # answer bytes read from the server but not yet consumed
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", "from tests.cli_server import serve; serve()"],
+            [*(wrap or []), sys.executable, "-c", "from tests.cli_server import serve; serve()"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             env=env,

@@ -125,12 +125,13 @@ def test_plan_malformed_target_exit_2(cli, recipes: Path, store: Path, spec: str
 
 def test_plan_reports_bad_recipes_and_imports_nothing_heavy(recipes: Path, store: Path, tmp_path: Path) -> None:
     (recipes / "bad.yaml").write_text("name: bad\n")
+    # onnx may be imported: models this store has not hashed yet are parsed for their external data.
     code = (
         "import json, sys\n"
         "from trtforge.stages.build import plan_builds\n"
         f"entries = plan_builds([{str(recipes / '*.yaml')!r}], store={str(store)!r})\n"
         "heavy = sorted(m for m in sys.modules if m.split('.')[0] in "
-        "('tensorrt', 'tensorrt_rtx', 'polygraphy', 'onnx', 'onnxruntime', 'alembic'))\n"
+        "('tensorrt', 'tensorrt_rtx', 'polygraphy', 'onnxruntime', 'alembic'))\n"
         "print(json.dumps({'entries': [e.as_json() for e in entries], 'heavy': heavy}))\n"
     )
     proc = subprocess.run(

@@ -159,3 +159,46 @@ def test_gc_and_a_build_reusing_its_blob_interleaved_never_lose_the_plan(
     assert check.code == 0 and check.json()["missing"] == [], check  # the new row's plan is there
     assert BlobStore(store).verify(rebuilt["plan_sha256"])
     assert any("waiting for gc" in line for line in said), said  # the build met gc inside its window
+
+
+@pytest.mark.parametrize("writer", ["import", "adopt"])
+def test_gc_and_an_import_or_adopt_reusing_its_blob_interleaved_never_lose_the_plan(
+    mlp_recipe: Callable[..., Path], store: Path, tmp_path: Path, cli, writer: str
+) -> None:
+    """As above, with the plan's blob reused by `import` (of a bundle holding it) or `adopt` (of a
+    copy of the plan file) while gc is past its last look at the catalog.
+
+    Fails on 843520b: import and adopt did not take the gc fence, so they reused (touched) the
+    blob and committed their rows while gc was held; gc then deleted the file and fsck reported
+    the imported (adopted) artifact's plan missing.
+    """
+    recipe = mlp_recipe("reuse")
+    [built] = cli("build", recipe, "--store", store, "--json").json()
+    plan = Path(built["plan_path"])
+    bundle, plan_copy = tmp_path / "b.tar", tmp_path / "copy.plan"
+    assert cli("export", built["artifact_id"], "-o", bundle, "--store", store).code == 0
+    plan_copy.write_bytes(plan.read_bytes())
+    model = recipe.parent / "models" / "reuse.onnx"
+    long_ago = time.time() - 7200  # past gc's grace for recently used blobs
+    os.utime(plan, (long_ago, long_ago))
+
+    point = CrashPoint(tmp_path / "cp", "gc-blobs-rechecked")
+    gc = start(trtforge_argv("gc", "--keep-last", "0", "--store", store, "--json"), point.env)
+    point.wait_reached(gc)  # the artifact and blob rows are gone; the plan file is next
+    args = ("import", bundle) if writer == "import" else ("adopt", plan_copy, "--name", "adopted", "--model", model)
+    other = start(trtforge_argv(*args, "--store", store, "--json"))
+    said = []
+    while line := other.stderr.readline():  # until it waits for gc, or (unfenced) has finished
+        said.append(line)
+        if "waiting for gc" in line:
+            break
+    point.resume()
+    gc_code, gc_data, gc_err = finish(gc)
+    point.close()
+    code, data, err = finish(other)
+    assert gc_code == 0 and code == 0, (gc_err, err, data)
+    assert gc_data["result"]["artifacts_removed"] == 1
+    check = cli("fsck", "--store", store, "--json")
+    assert check.code == 0 and check.json()["missing"] == [], check  # the new row's plan is there
+    assert BlobStore(store).verify(built["plan_sha256"])
+    assert any("waiting for gc" in line for line in said), said  # it met gc inside its window

@@ -125,6 +125,8 @@ def test_sidecar_errors_name_file_line_and_field() -> None:
     assert unquoted.tactic == "31" and unquoted.key() == ("a", "0x1f")
     with pytest.raises(RecipeError, match=r"deny.yaml:3 deny\[0\].layr: unknown field"):
         parse_deny_file("deny:\n  - layer: a\n    layr: a\n    tactic: '*'\n    reason: x\n", "deny.yaml")
+    with pytest.raises(RecipeError, match=r"deny.yaml:4: invalid YAML: key 'tactic' is repeated \(first at line 3\)"):
+        parse_deny_file("deny:\n  - layer: a\n    tactic: '*'\n    tactic: '0x1f'\n    reason: x\n", "deny.yaml")
     with pytest.raises(RecipeError, match=r"deny.yaml:1: a deny file is a mapping"):
         parse_deny_file("- layer: a\n", "deny.yaml")
     with pytest.raises(RecipeError, match=r"deny.yaml:3: invalid YAML"):

@@ -20,7 +20,7 @@ from onnx import TensorProto, helper, numpy_helper
 from onnx.external_data_helper import _get_all_tensors, uses_external_data
 
 from tests import onnx_models
-from trtforge.core.onnx_proto import external_data_locations
+from trtforge.core.onnx_reader import parse_model
 from trtforge.rules.digests import DigestCache, model_digest
 from trtforge.rules.keys import MODEL_DIGEST_SCHEME
 
@@ -91,6 +91,108 @@ def test_changed_external_weights_change_the_key_and_the_engine(cli, tmp_path: P
     model = tmp_path / "r" / "models" / "ext.onnx"
     assert shown["model_sha256"] == expected_digest(model, ["w.bin"])
     assert cli("build", recipe, "--store", store, "--json").json()[0]["status"] == "cached"
+
+
+# -- valid encodings that protobuf (onnx, TensorRT) reads one way and a hand-written reader another --
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def _field(number: int, payload: bytes) -> bytes:
+    """A length-delimited field (wire type 2)."""
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
+GRAPH, INITIALIZER, DATA_LOCATION = 7, 5, 14  # ModelProto.graph, GraphProto.initializer, TensorProto.data_location
+
+
+def _without_graph(model: onnx.ModelProto) -> bytes:
+    rest = onnx.ModelProto()
+    rest.CopyFrom(model)
+    rest.ClearField("graph")
+    return rest.SerializeToString()
+
+
+def _graph_with(model: onnx.ModelProto, initializers: list[bytes]) -> bytes:
+    """The model's graph with its initializers replaced by the given encoded TensorProtos."""
+    graph = onnx.GraphProto()
+    graph.CopyFrom(model.graph)
+    graph.ClearField("initializer")
+    return graph.SerializeToString() + b"".join(_field(INITIALIZER, t) for t in initializers)
+
+
+def odd_encoding(model: onnx.ModelProto, kind: str) -> bytes:
+    """``model`` (external initializers) encoded in a valid but unusual way (issue 20, item 3).
+
+    - ``split_graph``: ``graph`` in two fields, the initializers in the first; protobuf merges
+      repeated embedded messages, a reader taking the last occurrence sees no external tensor;
+    - ``group_in_initializer``: an unknown group-typed field (wire types 3/4) after each
+      initializer's name; protobuf skips it, a reader that stops on it sees no location;
+    - ``wide_data_location``: data_location written as the varint 2**32+1, which protobuf
+      truncates to int32, i.e. 1 = EXTERNAL.
+    """
+    tensors = list(model.graph.initializer)
+    if kind == "split_graph":
+        first = onnx.GraphProto()
+        first.initializer.extend(tensors)
+        rest = onnx.GraphProto()
+        rest.CopyFrom(model.graph)
+        rest.ClearField("initializer")
+        split = _field(GRAPH, first.SerializeToString()) + _field(GRAPH, rest.SerializeToString())
+        return _without_graph(model) + split
+    if kind == "group_in_initializer":
+        group = _varint(100 << 3 | 3) + _varint(1 << 3 | 0) + _varint(5) + _varint(100 << 3 | 4)
+        encoded = [t.SerializeToString() + group for t in tensors]
+    else:
+        encoded = []
+        for tensor in tensors:
+            plain = TensorProto()
+            plain.CopyFrom(tensor)
+            plain.ClearField("data_location")
+            encoded.append(plain.SerializeToString() + _varint(DATA_LOCATION << 3 | 0) + _varint(2**32 + 1))
+    return _without_graph(model) + _field(GRAPH, _graph_with(model, encoded))
+
+
+ODD_ENCODINGS = ["split_graph", "group_in_initializer", "wide_data_location"]
+
+
+@pytest.mark.parametrize("kind", ODD_ENCODINGS)
+def test_odd_encodings_name_their_external_data_as_onnx_reads_them(tmp_path: Path, kind: str) -> None:
+    model = save_external(onnx_models.mlp(0), tmp_path / "ext.onnx")
+    odd = tmp_path / "odd.onnx"
+    odd.write_bytes(odd_encoding(onnx.load(str(model), load_external_data=False), kind))
+    oracle = onnx.load(str(odd), load_external_data=False)  # protobuf's reading
+    assert {t.name for t in oracle.graph.initializer if uses_external_data(t)} == {"w", "b"}
+    assert external_data_locations(odd) == ("w.bin",)
+    assert model_digest(odd) == expected_digest(odd, ["w.bin"])
+
+
+@pytest.mark.parametrize("kind", ODD_ENCODINGS)
+def test_odd_encodings_swapped_weights_are_not_a_stale_hit(cli, tmp_path: Path, store: Path, kind: str) -> None:
+    """Fails on 843520b: core/onnx_proto.py found no external data in these encodings, so the
+    digest was the .onnx file's alone and new weights in w.bin were reported `cached` (old engine)."""
+    recipe = recipe_with_external_model(tmp_path / "r")
+    model = tmp_path / "r" / "models" / "ext.onnx"
+    model.write_bytes(odd_encoding(onnx.load(str(model), load_external_data=False), kind))
+    first = cli("build", recipe, "--store", store, "--json")
+    assert first.code == 0, first
+    [built] = first.json()
+    assert built["status"] == "built"
+
+    rewrite_weights(tmp_path / "r" / "models" / "w.bin")  # the .onnx stays byte-identical
+    second = cli("build", recipe, "--store", store, "--json")
+    assert second.code == 0, second
+    [rebuilt] = second.json()
+    assert rebuilt["status"] == "built", "new external weights must not be a cache hit"
+    assert rebuilt["build_key"] != built["build_key"]
+    assert rebuilt["plan_sha256"] != built["plan_sha256"]  # TensorRT read the new weights
 
 
 def test_renamed_external_file_changes_the_digest(tmp_path: Path) -> None:
@@ -286,3 +388,7 @@ def test_external_locations_match_onnx(tmp_path: Path) -> None:
     assert external_data_locations(path) == tuple(sorted(oracle))
     saved = onnx_models.save(onnx_models.mlp(0), tmp_path / "plain.onnx")
     assert external_data_locations(saved) == ()
+
+
+def external_data_locations(path: Path) -> tuple[str, ...]:
+    return parse_model(path.read_bytes(), path).external_locations

@@ -244,6 +244,19 @@ def test_gc_removes_old_orphans_and_corrupt_artifacts_but_not_fresh_orphans(open
     assert opened.blobs.exists(fresh.sha256) and not opened.blobs.exists(old.sha256)
 
 
+def test_gc_judges_the_grace_period_again_when_it_unlinks(opened: Store) -> None:
+    """A blob old when gc planned but written or reused (touched) since, by a writer outside the
+    fence, stays: the grace period is judged at unlink time. Fails on 843520b (judged at planning)."""
+    old = opened.blobs.put_bytes(b"left by a crash, then reused")
+    path = opened.blobs.path_for(old.sha256)
+    os.utime(path, (time.time() - 7200, time.time() - 7200))
+    plan = plan_gc(opened, GcPolicy())
+    assert {b.sha256 for b in plan.blob_files} == {old.sha256}
+    opened.blobs.put_bytes(b"left by a crash, then reused")  # reused: touched, its row not yet written
+    assert execute_gc(opened, plan)["blob_files_removed"] == 0
+    assert opened.blobs.exists(old.sha256)
+
+
 def test_cli_fsck_repair_then_rebuild(cli, mlp_recipe, store: Path) -> None:
     recipe = mlp_recipe("fix")
     first = cli("build", recipe, "--store", store, "--json")
@@ -270,6 +283,34 @@ def test_cli_fsck_repair_then_rebuild(cli, mlp_recipe, store: Path) -> None:
     assert cli("gc", "--store", store).code == 0
     listed = cli("list", "--store", store, "--json").json()
     assert [row["artifact_id"] for row in listed] == [again.json()[0]["artifact_id"]]
+
+
+@pytest.mark.parametrize("damage", ["truncated", "grown"])
+def test_a_hit_on_a_blob_of_the_wrong_size_rebuilds_and_marks_it(cli, mlp_recipe, store: Path, damage: str) -> None:
+    """A cache hit compares the blob's size with its record (a stat, no hashing): a mismatch is a
+    damaged plan, never handed out; it is marked corrupt and the recipe is built again.
+
+    Fails on 843520b: `build` reported `cached` with the path of the damaged blob (only lookup,
+    export and deploy checked it).
+    """
+    recipe = mlp_recipe("sized")
+    [built] = cli("build", recipe, "--store", store, "--json").json()
+    plan = Path(built["plan_path"])
+    data = plan.read_bytes()
+    plan.chmod(0o644)
+    plan.write_bytes(data[: len(data) // 2] if damage == "truncated" else data + b"\0")
+    for _ in range(2):  # the remembered resolution (quick path), then the full path, both refuse it
+        again = cli("build", recipe, "--store", store, "--json")
+        assert again.code == 0, again
+        [rebuilt] = again.json()
+        if rebuilt["status"] == "cached":
+            assert rebuilt["artifact_id"] != built["artifact_id"], rebuilt  # never the damaged one
+        else:
+            assert rebuilt["status"] == "built" and "marked corrupt" in again.stderr, again
+    shown = cli("show", built["artifact_id"], "--store", store, "--json").json()
+    assert shown["integrity"] == "corrupt" and shown["status"] == "corrupt"
+    assert BlobStore(store).verify(rebuilt["plan_sha256"])  # the new row's plan is whole
+    assert Path(rebuilt["plan_path"]).stat().st_size == len(data)
 
 
 def test_gc_fence_spans_runners_sharing_a_postgresql_catalog(postgres_catalog: str) -> None:
@@ -347,3 +388,36 @@ def test_a_verification_after_fsck_repair_never_makes_a_corrupt_artifact_usable(
     check_after = cli("fsck", "--store", store, "--json")
     assert check_after.code == 0 and check_after.json()["warnings"] == [], check_after
     assert [row["artifact_id"] for row in cli("list", "--store", store, "--json").json()] == [rebuilt["artifact_id"]]
+
+
+def test_a_writer_inside_the_fence_does_not_queue_behind_a_waiting_gc(postgres_catalog: str, tmp_path: Path) -> None:
+    """A build records its timing cache inside its own fence. On PostgreSQL a second shared lock
+    from another session queues behind a waiting exclusive one (gc on another runner), which waits
+    for the first: the writer would hang with gc. The fence is re-entrant per store instead."""
+    import threading
+
+    builder = open_store(tmp_path / "runner-a", catalog=postgres_catalog)
+    collector = open_store(tmp_path / "runner-b", catalog=postgres_catalog)  # shares only the catalog
+    gc_waits, nested_done = threading.Event(), threading.Event()
+
+    def gc() -> None:
+        with collector.collecting_blobs(notify=lambda _message: gc_waits.set()):
+            pass
+
+    def nested() -> None:
+        with builder.recording_blobs():
+            nested_done.set()
+
+    try:
+        with builder.recording_blobs():
+            collecting = threading.Thread(target=gc)
+            collecting.start()
+            assert gc_waits.wait(60), "gc did not wait for the build's fence"
+            threading.Thread(target=nested, daemon=True).start()
+            assert nested_done.wait(30), "a writer inside its own fence queued behind the waiting gc"
+        collecting.join(60)
+        assert not collecting.is_alive()
+    finally:
+        builder.close()
+        collector.close()
+

@@ -93,6 +93,21 @@ def test_invalid_yaml_names_line() -> None:
     assert error_of("name: [unclosed\nmodel: {}\n").startswith("r.yaml:2: invalid YAML")
 
 
+def test_a_repeated_key_is_refused_at_its_line() -> None:
+    """Fails on 843520b: PyYAML kept the last value, so `name: a` then `name: b` built `b`."""
+    assert error_of("name: a\nname: b\nmodel:\n  onnx: m.onnx\n") == (
+        "r.yaml:2: invalid YAML: key 'name' is repeated (first at line 1)"
+    )
+    nested = GOOD.replace("  onnx: models/net.onnx\n", "  onnx: models/net.onnx\n  onnx: other.onnx\n")
+    assert error_of(nested) == "r.yaml:4: invalid YAML: key 'onnx' is repeated (first at line 3)"
+    flow = GOOD.replace("{min: [1, 3, 32, 32], opt:", "{min: [1, 3, 32, 32], min: [1, 3, 32, 32], opt:")
+    assert error_of(flow).startswith("r.yaml:5: invalid YAML: key 'min' is repeated")
+    # A merge key brings in defaults that explicit keys override: not a repeat.
+    merged = "x-defaults: &d {optimization_level: 1}\n" + GOOD + "build:\n  <<: *d\n  optimization_level: 2\n"
+    with pytest.raises(RecipeError, match="unknown field"):  # x-defaults is not a recipe field, the merge is fine
+        parse_recipe(merged, "r.yaml")
+
+
 def test_python_tags_are_refused() -> None:
     assert "invalid YAML" in error_of("name: !!python/object/apply:os.system ['true']\n")
 

@@ -256,3 +256,10 @@ def test_the_code_stamp_covers_the_modules_that_decide_a_resolution() -> None:
     ):
         stat = os.stat(module.__file__)
         assert (stat.st_size, stat.st_mtime_ns) in stamped, module.__name__
+def test_the_code_stamp_names_modules_that_exist() -> None:
+    """Editing a module that decides a resolution invalidates remembered ones: each must be found
+    (after the move into layer folders the names pointed nowhere, so no edit invalidated anything)."""
+    from trtforge.resolution.resolved_cache import code_stamp
+
+    stamp = code_stamp()
+    assert len(stamp) > 10 and all(size is not None for _name, size, _mtime in stamp[1:]), stamp

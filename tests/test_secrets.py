@@ -19,7 +19,11 @@ UNREACHABLE = [
     f"postgresql+psycopg://ci:p@ss@{SECRET}@unresolvable.invalid/trtforge",  # unescaped '@' in the password
     f"postgresql+psycopg://ci@127.0.0.1:1/trtforge?password={SECRET}",
     f"postgres://ci:{SECRET}@127.0.0.1:1/trtforge",  # not a dialect SQLAlchemy knows
+    f"postgresql+psycopg://ci:{SECRET} pw@127.0.0.1:1/trtforge",  # a space in the password
+    f"postgresql+psycopg://ci:p'w\"{SECRET}@127.0.0.1:1/trtforge",  # quotes in the password
 ]
+# Passwords a pattern that stops at whitespace or quotes misses; the userinfo is parsed instead.
+ODD_PASSWORDS = [f"{SECRET} x", f"a'{SECRET}", f'{SECRET}"b', f"p@ss {SECRET}", f"x/{SECRET} y"]
 
 
 def test_doctor_hides_the_catalog_password(cli, tmp_path: Path) -> None:
@@ -32,6 +36,23 @@ def test_doctor_hides_the_catalog_password(cli, tmp_path: Path) -> None:
         assert SECRET not in result.stdout + result.stderr
     assert as_json.json()["catalog"] == "postgresql+psycopg://ci:***@db.example:5432/trtforge"
     assert from_env.json()["catalog"] == as_json.json()["catalog"]  # doctor names the catalog in use
+
+
+@pytest.mark.parametrize("password", ODD_PASSWORDS)
+def test_doctor_hides_a_password_with_spaces_or_quotes(cli, tmp_path: Path, password: str) -> None:
+    """Fails on 843520b: the pattern stopped at the space or quote, so doctor printed the URL whole."""
+    url = f"postgresql+psycopg://ci:{password}@db.example:5432/trtforge"
+    result = cli("doctor", "--catalog", url, "--store", tmp_path / "s", "--json")
+    assert result.code == 0 and SECRET not in result.stdout + result.stderr, result
+    assert result.json()["catalog"] == "postgresql+psycopg://ci:***@db.example:5432/trtforge"
+
+
+@pytest.mark.parametrize("password", ODD_PASSWORDS)
+def test_redact_url_parses_the_userinfo(password: str) -> None:
+    for scheme, rest in (("postgresql", "db:5432/x?sslmode=require"), ("s3", "bucket/p")):
+        assert redact_url(f"{scheme}://user:{password}@{rest}") == f"{scheme}://user:***@{rest}"
+        message = f"cannot open {scheme}://user:{password}@{rest}: refused ('{password}')"
+        assert SECRET not in redact(message, f"{scheme}://user:{password}@{rest}")
 
 
 @pytest.mark.parametrize("url", UNREACHABLE)
@@ -56,6 +77,10 @@ def test_s3_errors_hide_secret_keys(cli, tmp_path: Path) -> None:
     )
     assert bad_location.code == 2 and "not an S3 location" in bad_location.stderr, bad_location
     assert SECRET not in bad_location.stderr
+    for password in ODD_PASSWORDS:  # a space or a quote in the secret key (fails on 843520b)
+        blobs = {"TRTFORGE_BLOBS": f"s3://AKIA:{password}@bucket/p"}
+        odd = cli("import", tmp_path / "b.tar", "--store", tmp_path / "s", env=blobs)
+        assert odd.code == 2 and "not an S3 location" in odd.stderr and SECRET not in odd.stderr, odd
     # botocore names the endpoint it could not reach, userinfo included.
     env = {
         "TRTFORGE_BLOBS": "s3://trtforge-test/p",

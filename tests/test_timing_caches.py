@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import onnx_models
 from tests.conftest import subprocess_env
 from trtforge.backend.loader import import_backend
 from trtforge.core.errors import BadInputError, IntegrityError
@@ -256,7 +257,7 @@ def test_reproduce_reports_identical_plans(cli, mlp_recipe, store: Path) -> None
     assert human.code == 0 and "identical" in human.stdout
 
     model = recipe.parent / "models" / "mlp.onnx"
-    model.write_bytes(model.read_bytes() + b"\x00")
+    onnx_models.save(onnx_models.mlp(5), model)  # other weights (a stray byte would not be ONNX at all)
     changed = cli("build", "--reproduce", built["artifact_id"], "--store", store, "--json")
     assert changed.code == 2 and "changed since artifact" in changed.json()["error"], changed
     both = cli("build", recipe, "--reproduce", built["artifact_id"], "--store", store)

@@ -460,11 +460,12 @@ def test_missing_verify_dependencies_are_one_clear_line(monkeypatch: pytest.Monk
     import importlib.util
 
     from trtforge.backend import compare
+    from trtforge.core import extras
     from trtforge.core.errors import BackendUnavailableError
 
     real_find_spec = importlib.util.find_spec
     monkeypatch.setattr(
-        compare.importlib.util,
+        extras.importlib.util,
         "find_spec",
         lambda name, *a: None if name == "onnxruntime" else real_find_spec(name, *a),
     )

@@ -136,11 +136,12 @@ def _error_text(error: dict[str, Any], dtypes: dict[str, str]) -> str:
 
 def _input_dtypes(onnx_path: Path) -> dict[str, str]:
     """Element types of the model's inputs, to name the one the parser could not convert."""
-    from trtforge.core.onnx_proto import ProtoError, read_graph_io
+    from trtforge.core.errors import ModelError
+    from trtforge.core.onnx_reader import parse_model, read_model_bytes
 
     try:
-        return {value.name: value.dtype for value in read_graph_io(onnx_path).inputs}
-    except (ProtoError, OSError):
+        return {value.name: value.dtype for value in parse_model(read_model_bytes(onnx_path), onnx_path).inputs}
+    except ModelError:
         return {}
 
 
@@ -158,9 +159,17 @@ def _dims(dims: Any) -> list[int]:
 
 
 def parse_network(
-    trt: ModuleType, builder: Any, logger: Any, onnx_path: Path, flags: int = 0, recipe: Recipe | None = None
+    trt: ModuleType,
+    builder: Any,
+    logger: Any,
+    onnx_path: Path,
+    flags: int = 0,
+    recipe: Recipe | None = None,
+    *,
+    shown: Path | None = None,
 ) -> tuple[Any, Any]:
-    """Network and parser for an ONNX file (with the recipe's parser flags); parser errors name the failing node."""
+    """Network and parser for an ONNX file (with the recipe's parser flags); parser errors name the
+    failing node (and ``shown``, the user's model, when ``onnx_path`` is a private copy of it)."""
     network = builder.create_network(flags)
     parser = trt.OnnxParser(network, logger)
     if recipe is not None:
@@ -169,7 +178,7 @@ def parse_network(
         errors = parser_errors(parser)
         raise BuildError(
             f"ONNX parse failed at {parse_error_line(errors, _input_dtypes(onnx_path))}",
-            hint=_parse_hint(errors, onnx_path),
+            hint=_parse_hint(errors, shown or onnx_path),
             detail=errors,
         )
     return network, parser
@@ -327,12 +336,14 @@ def build_plan(
     use_timing_cache: bool = False,
     timing_cache: bytes | None = None,
     files: Sequence[NamedFile] = (),
+    shown: Path | None = None,
 ) -> BuildOutput:
     """Build the recipe's engine; raises BuildError with the builder's last error on failure.
 
     With ``use_timing_cache`` the build starts from ``timing_cache`` (or an empty cache) and the
     output carries the cache with the entries this build added. ``files`` are the plugin libraries
-    and calibration cache resolution found and keyed (resolve.Resolution.files).
+    and calibration cache resolution found and keyed (resolve.Resolution.files). ``shown``: the
+    model's path as the user knows it, when ``onnx_path`` is the build's private copy.
     """
     trt = import_backend(backend)
     check_builder_version(trt, backend)
@@ -343,7 +354,7 @@ def build_plan(
     session = _Builder(trt, backend, trt.Builder(logger), logger, records, verbose)
     _check_before_build(trt, session.builder, recipe, backend)
     with plugins_loaded(trt, session.builder, recipe, files, records, backend.label) as plugins:
-        output = _build_loaded(session, recipe, onnx_path, progress, use_timing_cache, timing_cache, files)
+        output = _build_loaded(session, recipe, onnx_path, progress, use_timing_cache, timing_cache, files, shown)
     output.plugins = plugins
     return output
 
@@ -356,6 +367,7 @@ def _build_loaded(
     use_timing_cache: bool,
     timing_cache: bytes | None,
     files: Sequence[NamedFile],
+    shown: Path | None = None,
 ) -> BuildOutput:
     trt, backend, builder, logger = session.trt, session.backend, session.builder, session.logger
     records, verbose, deny = session.records, session.verbose, recipe.tactics.deny
@@ -364,7 +376,7 @@ def _build_loaded(
     serialized = set_plugins_to_serialize(config, recipe, files)
     if serialized is not None:
         settings["plugins.serialize"] = serialized
-    network, parser = parse_network(trt, builder, logger, onnx_path, network_flags(trt, recipe), recipe)
+    network, parser = parse_network(trt, builder, logger, onnx_path, network_flags(trt, recipe), recipe, shown=shown)
     _refuse_shape_tensor_inputs(network)
     _check_version_compatible_plugins(parser, recipe, files)
     settings["strongly_typed"] = bool(network.get_flag(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import statistics
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from trtforge.core.errors import BackendUnavailableError
+from trtforge.core.extras import require
 
 # polygraphy reports relative error against the second runner; trtforge puts the reference there.
 _ZERO_EPSILON = 2.220446049250313e-16
@@ -25,12 +26,7 @@ _ZERO_EPSILON = 2.220446049250313e-16
 
 def require_verify_deps() -> None:
     """The reference side runs polygraphy's ONNX Runtime runner: say so, not a traceback."""
-    missing = [name for name in ("polygraphy", "onnxruntime") if importlib.util.find_spec(name) is None]
-    if missing:
-        raise BackendUnavailableError(
-            f"verification needs {' and '.join(missing)}, which are not installed",
-            hint="pip install 'trtforge[verify]'",
-        )
+    require("verify", "verification")
 
 
 @contextlib.contextmanager

@@ -13,7 +13,8 @@ import io
 from pathlib import Path
 from typing import Any
 
-from trtforge.core.errors import BackendUnavailableError, BadInputError
+from trtforge.core.errors import BadInputError
+from trtforge.core.extras import needs
 
 Iterations = list[dict[str, Any]]
 
@@ -27,13 +28,9 @@ def load_run_results(path: Path) -> list[tuple[str, Iterations]]:
     if not path.exists():
         raise BadInputError(f"{path}: results file not found")
     chatter = io.StringIO()
-    try:
+    with needs("denylist", "reading run results"):
         with contextlib.redirect_stdout(chatter), contextlib.redirect_stderr(chatter):
             from polygraphy.comparator import RunResults  # lazy: heavy
-    except ImportError:
-        raise BackendUnavailableError(
-            "reading run results needs polygraphy", hint="pip install 'trtforge[denylist]'"
-        ) from None
     try:
         with contextlib.redirect_stdout(chatter), contextlib.redirect_stderr(chatter):
             if path.is_dir():

@@ -70,4 +70,9 @@ def _main(
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except ModuleNotFoundError as exc:  # an optional dependency a command module imports
+        from trtforge.cli._errors import missing_extra_exit
+
+        raise SystemExit(missing_extra_exit(exc)) from None

@@ -1,8 +1,13 @@
-"""Turns TrtforgeError into one line, a hint and an exit code; other exceptions are bugs."""
+"""Turns TrtforgeError into one line, a hint and an exit code; other exceptions are bugs.
+
+A missing optional dependency (a ModuleNotFoundError of a module an extra installs) is not a bug:
+it becomes the same one line naming the extra (core/extras.py), wherever it was imported.
+"""
 
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -10,6 +15,7 @@ import typer
 
 from trtforge.cli._output import Output
 from trtforge.core.errors import TrtforgeError
+from trtforge.core.extras import as_missing_extra
 
 DEBUG_ENV = "TRTFORGE_DEBUG"
 
@@ -24,6 +30,22 @@ def reported(output: Output) -> Iterator[None]:
             raise
         output.error(exc)
         raise typer.Exit(exc.exit_code) from None
+    except ModuleNotFoundError as exc:
+        missing = as_missing_extra(exc)
+        if missing is None or os.environ.get(DEBUG_ENV):
+            raise
+        output.error(missing)
+        raise typer.Exit(missing.exit_code) from None
+
+
+def missing_extra_exit(exc: ModuleNotFoundError) -> int:
+    """For a command whose module could not even be imported: the one line, and its exit code;
+    any other missing module is re-raised (a bug, with its traceback)."""
+    missing = as_missing_extra(exc)
+    if missing is None or os.environ.get(DEBUG_ENV):
+        raise exc
+    Output(json_mode="--json" in sys.argv[1:]).error(missing)
+    return missing.exit_code
 
 
 def run(output: Output, body: Callable[[], int | None]) -> None:

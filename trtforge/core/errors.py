@@ -65,6 +65,18 @@ class StoreError(BadInputError):
     default_hint = "pass --store DIR or set TRTFORGE_STORE to a writable directory"
 
 
+READ_ONLY_HINT = (
+    "a read-only store serves cache hits, list, show, lookup and export; "
+    "run commands that write where the store is writable"
+)
+
+
+class StoreReadOnlyError(StoreError):
+    """A command would write to a store this process can only read (exit 2)."""
+
+    default_hint = READ_ONLY_HINT
+
+
 class CatalogError(TrtforgeError):
     """The catalog database cannot be used (schema too new, unreachable...)."""
 
@@ -77,6 +89,10 @@ class BackendUnavailableError(BadInputError):
     """No TensorRT flavor that can do the requested work is installed."""
 
     default_hint = "install one: pip install 'trtforge[rtx]' (CPU builds) or 'trtforge[tensorrt]'"
+
+
+class MissingExtraError(BackendUnavailableError):
+    """An optional dependency a command needs is not installed; the hint names the extra (exit 2)."""
 
 
 class UnsupportedOptionError(BadInputError):

@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import socket
+import stat
 import tempfile
 import time
 import uuid
@@ -212,6 +213,30 @@ def _copy_bytes(src: int, dst: int, size: int) -> str:
         while view:
             view = view[os.write(dst, view) :]
     return "copy"
+
+
+def copy_hashed(source: Path, target: Path) -> str:
+    """Copy the regular file ``source`` to a new file ``target`` and return the copy's sha256.
+
+    The copy is hashed after it is written (a reflink shares extents copy-on-write, so later writes
+    to ``source`` never reach it): the digest names the bytes ``target`` holds, whatever happened
+    to ``source`` meanwhile. Raises OSError (IsADirectoryError for a folder, FileExistsError when
+    ``target`` exists).
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(source, "rb") as src:
+        if not stat.S_ISREG(os.fstat(src.fileno()).st_mode):
+            raise IsADirectoryError(errno.EISDIR, "not a regular file", str(source))
+        dst = os.open(target, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        try:
+            _copy_bytes(src.fileno(), dst, os.fstat(src.fileno()).st_size)
+            os.lseek(dst, 0, os.SEEK_SET)
+            digest = hashlib.sha256()
+            while chunk := os.read(dst, 1 << 22):
+                digest.update(chunk)
+        finally:
+            os.close(dst)
+    return digest.hexdigest()
 
 
 def checked_copy(source: Path, target: Path, sha256: str, *, temp_prefix: str) -> str:

@@ -1,7 +1,8 @@
 """Bounded YAML files a user points at (recipes, deny lists): safe loading, validation, file:line.
 
 Every failure is one ``RecipeError`` naming the file, the line and the field; YAML tags, alias
-bombs and deep nesting are refused before anything walks the data.
+bombs and deep nesting are refused before anything walks the data, and so is a key repeated in
+one mapping (YAML says keys are unique; PyYAML would silently keep the last value).
 """
 
 from __future__ import annotations
@@ -17,8 +18,42 @@ from trtforge.core.errors import RecipeError
 
 MAX_RECIPE_VALUES = 100_000  # after YAML aliases are expanded; a real recipe has a few hundred
 MAX_RECIPE_DEPTH = 32
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+def _refuse_repeated_keys(loader: yaml.constructor.SafeConstructor, node: yaml.MappingNode) -> None:
+    """A key written twice in one mapping is an error at its second line (merge keys ``<<`` bring
+    in defaults that explicit keys override, as YAML intends: those are not repeats)."""
+    first: dict[Any, int] = {}
+    for key_node, _value in node.value:
+        if key_node.tag == _MERGE_TAG:
+            continue
+        key = loader.construct_object(key_node, deep=True)
+        try:
+            seen = first.get(key)
+        except TypeError:
+            continue  # an unhashable key: the constructor refuses it with its own message
+        if seen is not None:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"key {key!r} is repeated (first at line {seen})", key_node.start_mark
+            )
+        first[key] = key_node.start_mark.line + 1
+
+
+def _with_unique_keys(base: type) -> type:
+    class UniqueKeyLoader(base):  # type: ignore[misc,valid-type]
+        def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+            if isinstance(node, yaml.MappingNode):
+                _refuse_repeated_keys(self, node)
+            return super().construct_mapping(node, deep=deep)  # type: ignore[no-any-return]
+
+    UniqueKeyLoader.__name__ = f"UniqueKey{base.__name__}"
+    return UniqueKeyLoader
+
+
 # libyaml parses a recipe several times faster; the result is the same as SafeLoader's.
-_FAST_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_SAFE_LOADER = _with_unique_keys(yaml.SafeLoader)
+_FAST_LOADER = _with_unique_keys(getattr(yaml, "CSafeLoader", yaml.SafeLoader))
 
 
 def read_text_file(path: Path, shown: str, *, what: str, limit: int, missing_hint: str) -> str:
@@ -42,9 +77,9 @@ def load_yaml(text: str, shown: str) -> Any:
     """Safe, bounded YAML: no tags, no alias bombs, no deep nesting; errors name the line."""
     try:
         try:
-            data = yaml.load(text, Loader=_FAST_LOADER)  # noqa: S506 - CSafeLoader is the safe loader
+            data = yaml.load(text, Loader=_FAST_LOADER)  # noqa: S506 - CSafeLoader, keys checked unique
         except yaml.YAMLError:
-            data = yaml.load(text, Loader=yaml.SafeLoader)  # the pure-Python loader's messages and marks
+            data = yaml.load(text, Loader=_SAFE_LOADER)  # noqa: S506 - SafeLoader; its messages and marks
         _check_bounds(data, shown)
     except RecursionError:
         raise RecipeError(f"{shown}: YAML is nested too deeply (the limit is {MAX_RECIPE_DEPTH} levels)") from None

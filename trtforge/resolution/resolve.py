@@ -152,7 +152,7 @@ def looks_like_recipe(ref: str) -> bool:
 
 def artifact_for(resolution: Resolution, store: Store | None) -> Artifact:
     """The artifact `build` stored for this resolved recipe (its build key), or NotFoundError."""
-    hit = None if store is None else store.catalog.find_by_build_key(resolution.build_key, intact=store.blobs.exists)
+    hit = None if store is None else store.catalog.find_by_build_key(resolution.build_key, intact=store.plan_intact)
     if hit is None:
         raise NotFoundError(
             f"{resolution.loaded.path.name}: no engine is built for this recipe here "

@@ -58,6 +58,7 @@ DECIDING_MODULES = (
     "rules/capabilities.py",
     "rules/onnx_model.py",
     "rules/digests.py",
+    "core/onnx_reader.py",
 )
 
 

@@ -11,11 +11,18 @@ the rest of a cache hit. Two guards keep the cache honest:
 
 A model's digest (:meth:`DigestCache.model_digest`) covers its external data files too; its
 entry remembers the stat of the .onnx file and of every external file, and is used only when
-all of them are unchanged (the list of external files is part of the .onnx bytes).
+all of them are unchanged (the list of external files is part of the .onnx bytes). Which files a
+model names is read with onnx's own protobuf classes (``core/onnx_reader.py``) from the very
+bytes that are hashed; a model protobuf refuses is refused here too, never taken for one
+without external data. That list is a function of the .onnx bytes alone, so it is also
+remembered by the .onnx file's sha256: a model re-hashed because its stat changed (or was too
+recent to trust) but whose bytes did not is not parsed again. A hit parses nothing and imports
+no onnx.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -25,7 +32,9 @@ from typing import Any
 from trtforge.core.errors import ModelError
 from trtforge.rules.keys import composite_model_digest, sha256_file
 
-CACHE_VERSION = 2  # 2: model entries carry their external data files
+# 2: model entries carry their external data files; 3: external data found by protobuf's rules
+# (entries of 2 were found by a hand-written reader that could miss files: recomputed)
+CACHE_VERSION = 3
 RACY_SECONDS = 2.0
 MAX_ENTRIES = 4096
 
@@ -33,6 +42,7 @@ StatKey = list[int]
 # A model entry's external files: [location, resolved path, *stat key] each; None for a plain file.
 Externals = list[list[Any]] | None
 Entry = tuple[StatKey, str, Externals]
+Locations = tuple[str, ...]
 
 
 def _stat_key(stat: os.stat_result) -> StatKey:
@@ -46,11 +56,30 @@ class DigestCache:
         self.path = path
         self._entries: dict[str, Entry] | None = None
         self._new: dict[str, Entry] = {}
+        self._locations: dict[str, Locations] | None = None  # .onnx sha256 -> external data it names
+        self._new_locations: dict[str, Locations] = {}
 
     def _load(self) -> dict[str, Entry]:
         if self._entries is None:
-            self._entries = _read_entries(self.path) if self.path is not None else {}
+            self._entries, self._locations = _read_file(self.path)
         return self._entries
+
+    def _external_locations(self, model: Path) -> tuple[str, tuple[str, ...]]:
+        """The .onnx file's sha256 and the external data its bytes name (one read; parsed only
+        for bytes not seen before). A model protobuf cannot parse is a ModelError (exit 2)."""
+        from trtforge.core.onnx_reader import read_model_bytes
+
+        data = read_model_bytes(model)
+        sha = hashlib.sha256(data).hexdigest()
+        self._load()
+        known = (self._locations or {}).get(sha)
+        if known is not None:
+            return sha, known
+        from trtforge.core.onnx_reader import parse_model
+
+        locations = parse_model(data, model).external_locations
+        self._new_locations[sha] = locations
+        return sha, locations
 
     def sha256(self, file: Path) -> str:
         """The file's sha256, from the cache when its stat is unchanged, else by hashing it."""
@@ -82,11 +111,11 @@ class DigestCache:
             if all(_still(model, *entry) for entry in cached[2]):
                 return cached[1]
         started_ns = time.time_ns()
-        onnx_digest = sha256_file(model)
+        onnx_digest, locations = self._external_locations(model)
         externals: list[list[Any]] = []
         digests: dict[str, str] = {}
         racy = _racy(before, started_ns)
-        for location in _locations(model):
+        for location in locations:
             file = model.parent / location
             file_before = _stat_external(model, location, file)
             try:
@@ -104,15 +133,17 @@ class DigestCache:
 
     def save(self) -> None:
         """Merge new entries into the cache file (atomically); a no-op when nothing is new."""
-        if not self._new or self.path is None or not self.path.parent.parent.is_dir():
+        if not (self._new or self._new_locations) or self.path is None or not self.path.parent.parent.is_dir():
             return
-        entries = _read_entries(self.path)  # re-read: another process may have added entries
+        entries, locations = _read_file(self.path)  # re-read: another process may have added entries
         entries.update(self._new)
-        if len(entries) > MAX_ENTRIES:
-            entries = dict(list(entries.items())[-MAX_ENTRIES:])
+        locations.update(self._new_locations)
+        entries = dict(list(entries.items())[-MAX_ENTRIES:])
+        locations = dict(list(locations.items())[-MAX_ENTRIES:])
         payload = {
             "version": CACHE_VERSION,
             "entries": {k: [*s, d] if x is None else [*s, d, x] for k, (s, d, x) in entries.items()},
+            "locations": {k: list(v) for k, v in locations.items()},
         }
         from trtforge.core.fsutil import atomic_write
 
@@ -121,8 +152,9 @@ class DigestCache:
                 handle.write(json.dumps(payload, separators=(",", ":")).encode())
         except OSError:
             return  # a read-only store still serves hits; the digest is simply recomputed next time
-        self._entries = entries
+        self._entries, self._locations = entries, locations
         self._new.clear()
+        self._new_locations.clear()
 
 
 def model_digest(model: Path) -> str:
@@ -132,21 +164,6 @@ def model_digest(model: Path) -> str:
 
 def _racy(stat: os.stat_result, started_ns: int) -> bool:
     return stat.st_mtime_ns >= started_ns - int(RACY_SECONDS * 1e9)
-
-
-def _locations(model: Path) -> tuple[str, ...]:
-    """External data locations named by the model; none for bytes that do not parse as ONNX
-    (such a model never builds: read_model reports it on the miss path)."""
-    from trtforge.core.onnx_proto import ProtoError, external_data_locations
-
-    try:
-        locations = external_data_locations(model)
-    except ProtoError:
-        return ()
-    for location in locations:
-        if not location.isprintable():
-            raise ModelError(f"{model}: external data location {location[:80]!r} has control characters")
-    return locations
 
 
 def _stat_external(model: Path, location: str, file: Path) -> os.stat_result:
@@ -177,19 +194,25 @@ def _still(model: Path, location: str, resolved: str, *stat_key: int) -> bool:
         return False  # gone: recompute, which reports it
 
 
-def _read_entries(path: Path | None) -> dict[str, Entry]:
+def _read_file(path: Path | None) -> tuple[dict[str, Entry], dict[str, Locations]]:
+    """The stat-keyed entries and the content-keyed external data lists of a cache file."""
     if path is None:
-        return {}
+        return {}, {}
     try:
         data = json.loads(path.read_bytes())
         if data.get("version") != CACHE_VERSION:
-            return {}
+            return {}, {}
         entries: dict[str, Entry] = {}
         for k, v in data["entries"].items():
             if len(v) == 6:
                 entries[k] = (list(v[:5]), str(v[5]), None)
             elif len(v) == 7 and isinstance(v[6], list) and all(isinstance(x, list) and len(x) == 7 for x in v[6]):
                 entries[k] = (list(v[:5]), str(v[5]), v[6])
-        return entries
+        locations = {
+            str(k): tuple(v)
+            for k, v in data.get("locations", {}).items()
+            if isinstance(v, list) and all(isinstance(x, str) for x in v)
+        }
+        return entries, locations
     except (OSError, ValueError, TypeError, AttributeError, KeyError):
-        return {}  # missing or damaged: start over, it is only a cache
+        return {}, {}  # missing or damaged: start over, it is only a cache

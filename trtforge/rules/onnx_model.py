@@ -1,17 +1,24 @@
 """The ONNX model side of a recipe: hash it, read its inputs, check the profiles against them.
 
-These checks run before any build starts, on a cache miss only; the model is read with
-trtforge.core.onnx_proto, which imports nothing (not even onnx) and skips the weights.
+These checks run before any build starts, on a cache miss only; the model is parsed by protobuf
+through onnx's classes (``core/onnx_reader.py``), without loading external weights. A build reads
+its model once (:func:`read_for_build`) and hands the builder a private copy of exactly the bytes
+that were parsed and hashed (:func:`private_copy`), so a model replaced while a build runs can
+never be recorded under the digest of the model it replaced.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from trtforge.core.errors import ModelError
+from trtforge.core.fsutil import copy_hashed
+from trtforge.core.onnx_reader import ModelFile, parse_model, read_model_bytes
 from trtforge.rules.digests import DigestCache
+from trtforge.rules.keys import composite_model_digest
 from trtforge.rules.recipe import LoadedRecipe
 from trtforge.rules.record import ModelRecord
 
@@ -76,23 +83,65 @@ def model_sha256(loaded: LoadedRecipe, digests: DigestCache | None = None) -> st
 
 
 def read_model(path: Path, sha256: str) -> ModelInfo:
-    """Inputs and outputs of an ONNX file, read from its protobuf without loading the weights."""
-    from trtforge.core.onnx_proto import ProtoError, read_graph_io
+    """Inputs and outputs of an ONNX file, parsed by protobuf without loading the weights."""
+    return _model_info(path, sha256, parse_model(read_model_bytes(path), path))
 
-    try:
-        graph = read_graph_io(path)
-    except ProtoError as exc:
-        raise ModelError(f"{path}: not a readable ONNX model ({exc})") from None
-    except OSError as exc:
-        raise ModelError(f"{path}: cannot read the model ({exc.strerror or exc})") from None
-    if not graph.has_graph or not graph.outputs:
+
+def _model_info(path: Path, sha256: str, parsed: ModelFile) -> ModelInfo:
+    if not parsed.has_graph or not parsed.outputs:
         raise ModelError(f"{path}: not an ONNX model (no graph outputs)")
     return ModelInfo(
         path,
         sha256,
-        tuple(TensorInfo(v.name, v.dtype, v.shape) for v in graph.inputs),
-        tuple(TensorInfo(v.name, v.dtype, v.shape) for v in graph.outputs),
+        tuple(TensorInfo(v.name, v.dtype, v.shape) for v in parsed.inputs),
+        tuple(TensorInfo(v.name, v.dtype, v.shape) for v in parsed.outputs),
     )
+
+
+@dataclass(frozen=True)
+class BuildModel:
+    """A model read once for a build: the .onnx bytes, what protobuf reads in them, their I/O."""
+
+    data: bytes
+    parsed: ModelFile
+    info: ModelInfo  # ``info.sha256``: the digest the build key was computed from
+
+
+def read_for_build(path: Path, sha256: str) -> BuildModel:
+    """Read the model file once; the profiles are checked and the builder is fed from these bytes."""
+    data = read_model_bytes(path)
+    parsed = parse_model(data, path)
+    return BuildModel(data, parsed, _model_info(path, sha256, parsed))
+
+
+def private_copy(model: BuildModel, folder: Path) -> Path:
+    """Put the model in ``folder`` (private to one build) and return the .onnx path to build from.
+
+    The .onnx file is written from the bytes that were parsed; each external data file is copied
+    and the copy hashed. The digest of what was written must be the digest the build key was
+    computed from, else the model changed since (ModelError, nothing built): the builder reads
+    only these copies, so what it builds is what the key names.
+    """
+    source = model.info.path
+    target = folder / source.name
+    target.write_bytes(model.data)
+    digests: dict[str, str] = {}
+    for location in model.parsed.external_locations:
+        file = source.parent / location
+        try:
+            digests[location] = copy_hashed(file, folder / location)
+        except OSError as exc:
+            raise ModelError(
+                f"{source}: cannot read external data file {location!r} ({file}: {exc.strerror or exc})"
+            ) from None
+    digest = composite_model_digest(hashlib.sha256(model.data).hexdigest(), digests)
+    if digest != model.info.sha256:
+        raise ModelError(
+            f"{source}: the model changed while it was being read for the build "
+            f"(its digest was {model.info.sha256[:12]}, its files now give {digest[:12]}); nothing was built",
+            hint="run the build again once the model and its external data files stay unchanged",
+        )
+    return target
 
 
 def check_profiles(loaded: LoadedRecipe, model: ModelInfo) -> None:

@@ -97,14 +97,44 @@ def normalize_arch(name: str) -> str:
     return _ARCH_ALIASES.get(lowered, lowered)
 
 
-# Environment variables named in the TensorRT-RTX builder library (libtensorrt_rtx's strings) that
-# may steer code generation: keyed by value when set, conservatively. Variables that change loading
-# only (CUDA_MODULE_LOADING, CUDA_CACHE_*) are not; see README, "What is a cache hit".
-BUILD_ENV = ("NVRTC_APPEND_FLAGS", "TRT_INTERNAL_OPTIONS")
+@dataclass(frozen=True)
+class KeyedVariable:
+    """An environment variable known to change the engine a build produces, and who says so."""
+
+    name: str
+    effect: str
+    source: str
+
+
+# The one list of environment variables that change TensorRT / TensorRT-RTX code generation: each
+# is part of the build target (so of the build key) by value when set, and docs/cache-hits-and-keys.md
+# names them. Not keyed: variables that change loading only (CUDA_MODULE_LOADING, CUDA_CACHE_*,
+# CUDA_ENABLE_MODULE_LAZY_LOADING), where libraries are found (CUDA_HOME, CUDA_PATH: the builder's
+# version and CUDA variant are keyed) and which GPU is used (CUDA_VISIBLE_DEVICES: its name and
+# compute capability are keyed).
+BUILD_ENV_VARIABLES = (
+    KeyedVariable(
+        "NVIDIA_TF32_OVERRIDE",
+        "0 forbids TF32 math whatever BuilderFlag.TF32 says: other kernels, another plan",
+        "TensorRT Developer Guide, Reduced Precision, TF32 (NVIDIA_TF32_OVERRIDE=0 when building an engine "
+        "disables TF32); cuBLAS docs (cublasMath_t) and cuDNN docs (cudnnMathType_t); read by libtensorrt_rtx",
+    ),
+    KeyedVariable(
+        "NVRTC_APPEND_FLAGS",
+        "options appended to the runtime compilation (NVRTC) of generated kernels",
+        "named in libtensorrt_rtx's strings, not documented by NVIDIA: keyed conservatively",
+    ),
+    KeyedVariable(
+        "TRT_INTERNAL_OPTIONS",
+        "internal builder options",
+        "named in libtensorrt_rtx's strings, not documented by NVIDIA: keyed conservatively",
+    ),
+)
+BUILD_ENV = tuple(variable.name for variable in BUILD_ENV_VARIABLES)
 
 
 def build_env() -> tuple[tuple[str, str], ...]:
-    """The BUILD_ENV variables set in this process, by name and value."""
+    """The BUILD_ENV variables set in this process, by name and value (set but empty counts)."""
     return tuple((name, _os.environ[name]) for name in BUILD_ENV if name in _os.environ)
 
 

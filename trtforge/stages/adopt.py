@@ -153,6 +153,20 @@ def _record(
         result.artifact_id, result.status = existing.id, "present"
         return
 
+    with store.recording_blobs():  # from storing (or reusing) the plan until its row commits, gc waits
+        _store_adopted(store, request, result, key, target, compatibility, model_digest, model)
+
+
+def _store_adopted(
+    store: Store,
+    request: AdoptRequest,
+    result: AdoptResult,
+    key: str,
+    target: dict[str, Any],
+    compatibility: dict[str, Any],
+    model_digest: str,
+    model: ModelInfo,
+) -> None:
     blob = store.blobs.put_file(request.plan)
     if blob.sha256 != result.plan_sha256:
         raise BadInputError(f"plan {request.plan} changed while it was being adopted")

@@ -24,7 +24,7 @@ from trtforge.resolution.batch import UnmatchedPattern, expand_recipes
 from trtforge.resolution.resolved_cache import ResolvedCache
 from trtforge.rules.digests import DigestCache
 from trtforge.rules.keys import recipe_fingerprint
-from trtforge.store import preload_catalog_modules
+from trtforge.store import blob_size_matches, preload_catalog_modules
 from trtforge.store.handle import StoreHandle
 
 if TYPE_CHECKING:  # the recipe models (pydantic) are imported only when a recipe is resolved in full
@@ -34,6 +34,7 @@ if TYPE_CHECKING:  # the recipe models (pydantic) are imported only when a recip
     from trtforge.rules.recipe import LoadedRecipe
     from trtforge.rules.target import RuntimeTarget
     from trtforge.store import Store
+    from trtforge.store.catalog import Artifact
 
 NO_MATCH = "no recipe file matches"
 BuildStatus = Literal["built", "cached", "build", "failed"]  # "build": a dry run (plan) would build
@@ -216,10 +217,13 @@ class BuildStage:
             result.unchecked = unchecked_options(resolution.recipe)
             return
 
-        from trtforge.rules.onnx_model import check_profiles, read_model
+        from trtforge.rules.onnx_model import check_profiles, private_copy, read_for_build
 
-        model = read_model(resolution.loaded.model_path, resolution.model_sha256)
-        check_profiles(resolution.loaded, model)
+        # The model is read once: the profiles are checked against these bytes, and the builder
+        # reads a private copy of them (external data copied and hashed), never the user's files.
+        model = read_for_build(resolution.loaded.model_path, resolution.model_sha256)
+        check_profiles(resolution.loaded, model.info)
+        self.store.require_writable()  # a read-only store serves hits; a miss is refused here
         preload_catalog_modules()  # a build will happen: import the catalog side behind it
         # Single flight: whoever holds the key's lock builds; the others wait, then find its row.
         # The file lock covers processes sharing this store directory; a PostgreSQL catalog adds
@@ -229,7 +233,11 @@ class BuildStage:
             if not self.force and self._find_hit(key, result):  # built while we waited
                 return
             crashpoint("build-locked")
-            self._build_locked(resolution, model, result)
+            with self.store.scratch_dir() as folder:
+                model_file = private_copy(model, folder)  # ModelError if it changed since its digest
+                info = model.info
+                del model  # its bytes are in the copy now: a large model is not held twice
+                self._build_locked(resolution, info, model_file, result)
 
     def _find_hit(self, key: str, result: BuildResult) -> bool:
         """Fill ``result`` from a usable hit; a certain answer from SQLite skips the ORM (~0.15 s)."""
@@ -243,7 +251,7 @@ class BuildStage:
         if probe.answered:
             return False
         store = self.store.existing()
-        return store is not None and _use_hit(store, key, result)
+        return store is not None and _use_hit(store, key, result, self.notify)
 
     @contextmanager
     def _catalog_lock(self, key: str, what: str) -> Iterator[None]:
@@ -255,7 +263,7 @@ class BuildStage:
         with store.catalog.single_flight(key, what=what, notify=self.notify):
             yield
 
-    def _build_locked(self, resolution: Resolution, model: ModelInfo, result: BuildResult) -> None:
+    def _build_locked(self, resolution: Resolution, model: ModelInfo, model_file: Path, result: BuildResult) -> None:
         recipe, backend, target, key = resolution.recipe, resolution.backend, resolution.target, resolution.build_key
         from trtforge.backend.build import build_plan  # lazy: imports tensorrt
         from trtforge.resolution import timing_cache_policy as timing_cache
@@ -264,11 +272,12 @@ class BuildStage:
         output = build_plan(
             backend,
             recipe,
-            resolution.loaded.model_path,
+            model_file,
             wrap_progress(self.progress),
             use_timing_cache=cache_start.active,
             timing_cache=cache_start.data,
             files=resolution.files,
+            shown=resolution.loaded.model_path,
         )
         from trtforge.rules.compatibility import Envelope
         from trtforge.rules.recipe import WEIGHTLESS_REFIT_MODES
@@ -341,10 +350,21 @@ def _combine_with(backend: BackendInfo) -> Callable[[bytes | None, bytes], bytes
     return merge
 
 
-def _use_hit(store: Store, key: str, result: BuildResult) -> bool:
+def _use_hit(store: Store, key: str, result: BuildResult, notify: Callable[[str], None]) -> bool:
     """Fill ``result`` from a usable catalog hit: the newest artifact of the key that is not
-    quarantined and whose blob is present."""
-    hit = store.catalog.find_by_build_key(key, intact=store.blobs.exists)
+    quarantined and whose blob is present with the recorded size. A blob of another size is
+    damaged: its artifacts are marked corrupt (never a hit again) and the recipe is rebuilt."""
+    damaged: dict[str, Artifact] = {}
+
+    def intact(artifact: Artifact) -> bool:
+        matches = blob_size_matches(store.blobs, artifact.plan_sha256, artifact.plan_size)
+        if matches is False:
+            damaged[artifact.plan_sha256] = artifact
+        return matches is True
+
+    hit = store.catalog.find_by_build_key(key, intact=intact)
+    if damaged:
+        _mark_damaged(store, damaged, notify)
     if hit is None:
         return False
     result.status = "cached"
@@ -352,6 +372,20 @@ def _use_hit(store: Store, key: str, result: BuildResult) -> bool:
     result.plan_sha256 = hit.plan_sha256
     result.plan_path = store.blobs.location(hit.plan_sha256)
     return True
+
+
+def _mark_damaged(store: Store, damaged: dict[str, Artifact], notify: Callable[[str], None]) -> None:
+    for sha, artifact in damaged.items():
+        info = store.blobs.stat(sha)
+        size = "is gone" if info is None else f"has {info.size} bytes"
+        notify(
+            f"plan {sha[:12]} of artifact {artifact.id[:12]} {size}, its record says {artifact.plan_size}: "
+            "marked corrupt, not used (`trtforge fsck --repair` moves it aside)"
+        )
+    try:
+        store.catalog.mark_corrupt(list(damaged))
+    except TrtforgeError as exc:  # e.g. a read-only store: still never used as a hit here
+        notify(f"could not mark the damaged plan corrupt: {exc.message}")
 
 
 @dataclass

@@ -577,18 +577,26 @@ def import_bundle(
         with store.catalog.reading() as session:  # before any blob is written
             _refuse_conflicts(find_conflicts(session, artifacts, verifications))
         report = ImportReport(signer=received.signer)
-        plan_sizes: dict[str, int] = {}
-        for sha in sorted({a.plan_sha256 for a in artifacts}):
-            ref = store.blobs.put_file(received.files[f"plans/{sha}.plan"])
-            if ref.sha256 != sha:  # the file changed between the check and the copy
-                raise BundleError(f"bundle plan {sha[:12]} changed while importing")
-            plan_sizes[sha] = ref.size
-        report.plans = len(plan_sizes)
-        crashpoint("import-blobs-stored")
-        _add_rows(store, report, plan_sizes, artifacts, verifications)
+        # From storing (or reusing) the plans until their rows commit, gc must not delete them.
+        with store.recording_blobs():
+            plan_sizes = _store_plans(store, received, artifacts)
+            report.plans = len(plan_sizes)
+            crashpoint("import-blobs-stored")
+            _add_rows(store, report, plan_sizes, artifacts, verifications)
         return report
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _store_plans(store: Store, received: Received, artifacts: list[Artifact]) -> dict[str, int]:
+    """Each plan of the bundle as a blob (reused when present); their sizes by digest."""
+    plan_sizes: dict[str, int] = {}
+    for sha in sorted({a.plan_sha256 for a in artifacts}):
+        ref = store.blobs.put_file(received.files[f"plans/{sha}.plan"])
+        if ref.sha256 != sha:  # the file changed between the check and the copy
+            raise BundleError(f"bundle plan {sha[:12]} changed while importing")
+        plan_sizes[sha] = ref.size
+    return plan_sizes
 
 
 def _add_rows(

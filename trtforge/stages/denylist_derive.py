@@ -114,12 +114,7 @@ class Graph:
 
 
 def read_graph(path: Path) -> Graph:
-    try:
-        import onnx  # lazy
-    except ImportError:
-        from trtforge.core.errors import BackendUnavailableError
-
-        raise BackendUnavailableError("reading the model needs onnx", hint="pip install 'trtforge[denylist]'") from None
+    import onnx  # lazy: a core dependency, ~0.15 s to import
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:

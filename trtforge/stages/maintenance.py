@@ -9,6 +9,7 @@ missing blob.
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -204,6 +205,7 @@ class GcPlan:
     kept: tuple[ArtifactEntry, ...] = ()
     warnings: tuple[str, ...] = ()
     groups: tuple[GcGroup, ...] = ()
+    blob_grace_s: float = BLOB_GRACE_S  # judged again at unlink time, under the gc fence
 
     @property
     def expected_freed_bytes(self) -> int:
@@ -290,7 +292,9 @@ def plan_gc(store: Store, policy: GcPolicy) -> GcPlan:
         if row.kind == "plan" and sha not in still_used
     ]
     files = _blob_files(store, policy, blob_rows, {b.sha256: b for b in rows_to_drop}, warnings)
-    return GcPlan(tuple(doomed), tuple(rows_to_drop), files, tuple(kept), tuple(warnings), tuple(planned))
+    return GcPlan(
+        tuple(doomed), tuple(rows_to_drop), files, tuple(kept), tuple(warnings), tuple(planned), policy.blob_grace_s
+    )
 
 
 def _plan_group(
@@ -351,7 +355,7 @@ def _passed_on(catalog: Catalog) -> dict[str, list[str]]:
 
 def _why_remove(artifact: Artifact, newest_index: int, policy: GcPolicy) -> str | None:
     if artifact.corrupt:
-        return "marked corrupt by fsck"
+        return "marked corrupt (by fsck, or by a cache hit that found its plan damaged)"
     if not policy.selects_artifacts:
         return None
     if policy.keep_last is not None and newest_index < policy.keep_last:
@@ -386,9 +390,12 @@ def execute_gc(store: Store, plan: GcPlan, *, notify: Callable[[str], None] | No
     """Delete in referrer-first order; blobs a concurrent build started using again are kept.
 
     Artifacts go with their verification rows in one transaction; one pinned since planning stays.
-    The blob files go under the store's gc fence: a build holds it (shared) from writing or
-    reusing a blob until the row naming it commits, so between gc's re-read of the blob rows and
-    its deletes no build can reuse a blob and record it unseen.
+    The blob files go under the store's gc fence: every writer (build, import, adopt, refit,
+    reference outputs, timing caches) holds it (shared) from writing or reusing a blob until the
+    row naming it commits, so between gc's re-read of the blob rows and its deletes no writer can
+    reuse a blob and record it unseen. Under the fence, at unlink time, each file is also judged
+    again: one that a row names now, or that was written or reused within the grace period (by
+    a writer that does not take the fence), stays.
     """
     with store.catalog.writing() as session:
         removed_rows = Catalog.delete_artifacts(session, [a.artifact_id for a in plan.artifacts])
@@ -403,13 +410,24 @@ def execute_gc(store: Store, plan: GcPlan, *, notify: Callable[[str], None] | No
             wanted = [b.sha256 for b in plan.blob_files]
             recorded = set(session.scalars(select(Blob.sha256).where(Blob.sha256.in_(wanted))))
         crashpoint("gc-blobs-rechecked")
-        deleted = [b for b in plan.blob_files if b.sha256 not in recorded and store.blobs.delete(b.sha256)]
+        deleted = [
+            b for b in plan.blob_files if _may_unlink(store, b.sha256, recorded, plan) and store.blobs.delete(b.sha256)
+        ]
     return {
         "artifacts_removed": removed_rows,
         "blob_rows_removed": len(free_rows),
         "blob_files_removed": len(deleted),
         "bytes_freed": sum(b.size for b in deleted),
     }
+
+
+def _may_unlink(store: Store, sha: str, recorded: set[str], plan: GcPlan) -> bool:
+    """Judged under the fence, just before the unlink: no row names the blob, and its file was not
+    written or reused (touched) within the grace period."""
+    if sha in recorded:
+        return False
+    info = store.blobs.stat(sha)
+    return info is not None and time.time() - info.mtime >= plan.blob_grace_s
 
 
 # -- the commands: one call each ------------------------------------------------------------

@@ -73,6 +73,13 @@ def record_refit(
     store: Store, parent: Artifact, plan: bytes, weights: Path, weights_sha256: str, seconds: float
 ) -> Artifact:
     """Store a refitted plan as a new artifact; its build key never collides with a recipe build."""
+    with store.recording_blobs():  # from storing (or reusing) the plan until its row commits, gc waits
+        return _store_refit(store, parent, plan, weights, weights_sha256, seconds)
+
+
+def _store_refit(
+    store: Store, parent: Artifact, plan: bytes, weights: Path, weights_sha256: str, seconds: float
+) -> Artifact:
     blob = store.blobs.put_bytes(plan)
     details = parent.details.model_copy(deep=True, update={"version": DETAILS_VERSION})
     details.model.path = str(weights.resolve())

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import sys
 import threading
 from collections.abc import Callable, Iterator
@@ -28,14 +29,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from trtforge.core.errors import NotFoundError, StoreError
+from trtforge.core.errors import NotFoundError, StoreError, StoreReadOnlyError
 from trtforge.core.fsutil import make_temp, remove_if_unheld
 from trtforge.store.blobs import BlobBackend, BlobStore, scan_temp_files
 from trtforge.store.fs import network_mount
 from trtforge.store.locks import LockDir, collecting_blobs, recording_blobs
 
 if TYPE_CHECKING:
-    from trtforge.store.catalog import Catalog
+    from trtforge.store.catalog import Artifact, Catalog
 
 DEFAULT_STORE = Path("cache_store")
 STORE_ENV = "TRTFORGE_STORE"
@@ -76,12 +77,42 @@ def resolve_store_root(store: str | Path | None = None) -> Path:
     return root.absolute()
 
 
+def blob_size_matches(blobs: BlobBackend, sha256: str, size: int) -> bool | None:
+    """None: the blob is missing; False: it has another size than recorded (damaged); True: as recorded."""
+    info = blobs.stat(sha256)
+    if info is None:
+        return None
+    return info.size == size
+
+
+def note(message: str) -> None:
+    """Where waiting for the gc fence is said when the caller gave no sink: stderr (a lock file's
+    holder is another process's word: control characters are shown escaped, never sent)."""
+    shown = "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)
+    print(f"trtforge: {shown}", file=sys.stderr, flush=True)
+
+
+@contextmanager
+def scratch_dir(root: Path) -> Iterator[Path]:
+    """A private folder under ``<root>/tmp`` for one piece of work (a build's copy of its model),
+    removed afterwards; its flock tells other commands' cleanup that its owner is alive."""
+    parent = root / WORK_DIR
+    parent.mkdir(parents=True, exist_ok=True)
+    fd, path = make_temp(parent, directory=True)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+        os.close(fd)
+
+
 @dataclass
 class Store:
     root: Path
     blobs: BlobBackend
     catalog: Catalog
     _work_locks: list[int] = field(default_factory=list, repr=False)
+    _recording: int = field(default=0, repr=False)  # depth of recording_blobs held through this store
 
     @property
     def locks(self) -> LockDir:
@@ -99,16 +130,39 @@ class Store:
         return path
 
     @contextmanager
-    def recording_blobs(self, notify: Callable[[str], None]) -> Iterator[None]:
-        """Held from writing or reusing blobs until the rows naming them commit: gc waits."""
-        with recording_blobs(locks_dir(self.root), notify), self.catalog.gc_fence(exclusive=False, notify=notify):
-            yield
+    def recording_blobs(self, notify: Callable[[str], None] | None = None) -> Iterator[None]:
+        """Held from writing or reusing blobs until the rows naming them commit: gc waits.
+
+        Every writer takes it (build, import, adopt, refit, reference outputs, timing caches). It is
+        re-entrant: a writer inside another's fence (a build merging its timing cache) does not
+        take it again, which on PostgreSQL would queue behind a waiting gc while holding it.
+        """
+        if self._recording:
+            self._recording += 1
+            try:
+                yield
+            finally:
+                self._recording -= 1
+            return
+        say = notify or note
+        with recording_blobs(locks_dir(self.root), say), self.catalog.gc_fence(exclusive=False, notify=say):
+            self._recording = 1
+            try:
+                yield
+            finally:
+                self._recording = 0
 
     @contextmanager
-    def collecting_blobs(self, notify: Callable[[str], None]) -> Iterator[None]:
+    def collecting_blobs(self, notify: Callable[[str], None] | None = None) -> Iterator[None]:
         """Held by gc from its last look at the catalog until its blob files are deleted."""
-        with collecting_blobs(locks_dir(self.root), notify), self.catalog.gc_fence(exclusive=True, notify=notify):
+        say = notify or note
+        with collecting_blobs(locks_dir(self.root), say), self.catalog.gc_fence(exclusive=True, notify=say):
             yield
+
+    def plan_intact(self, artifact: Artifact) -> bool:
+        """The artifact's plan blob is present with the size its row records (a cheap check; the
+        bytes are hashed where a plan is handed to a loader)."""
+        return blob_size_matches(self.blobs, artifact.plan_sha256, artifact.plan_size) is True
 
     def close(self) -> None:
         self.catalog.close()
@@ -141,6 +195,12 @@ def sqlite_catalog_path(store: str | Path | None = None, *, catalog: str | None 
     return Path(url.removeprefix("sqlite:///")) if url.startswith("sqlite:///") else None
 
 
+def require_writable(root: Path) -> None:
+    """Refuse a command that writes to an existing store this process can only read, in one line."""
+    if root.exists() and not os.access(root, os.W_OK | os.X_OK):
+        raise StoreReadOnlyError(f"the store is read-only: {root} cannot be written by this process")
+
+
 def open_store(store: str | Path | None = None, *, catalog: str | None = None) -> Store:
     """Open (creating if needed) the store and its catalog."""
     root = resolve_store_root(store)
@@ -149,8 +209,7 @@ def open_store(store: str | Path | None = None, *, catalog: str | None = None) -
         root.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise StoreError(f"cannot create store {root}: {exc.strerror}") from None
-    if not os.access(root, os.W_OK | os.X_OK):
-        raise StoreError(f"store {root} is not writable")
+    require_writable(root)
     from trtforge.store.catalog import Catalog  # lazy: SQLAlchemy is most of a cache hit's start-up
 
     blobs = _blob_backend(root)

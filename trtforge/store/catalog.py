@@ -44,12 +44,14 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sess
 from sqlalchemy.sql import Select
 
 from trtforge.core.crashpoints import crashpoint
-from trtforge.core.errors import CatalogError, NotFoundError
+from trtforge.core.errors import CatalogError, NotFoundError, StoreReadOnlyError
+from trtforge.core.extras import as_missing_extra
 from trtforge.core.redact import redact, redact_url, remember
 from trtforge.rules.record import ArtifactDetails, read_details
 from trtforge.store.integrity import CORRUPT_STATUS, INTEGRITY_OK
 from trtforge.store.locks import advisory_fence, advisory_lock, application_name
 from trtforge.store.lookup_sql import LookupQuery
+from trtforge.store.sqlite_read import catalog_writable, connect_read_only
 
 # Every Alembic revision, oldest first. A database at a revision not listed here was written by
 # a newer trtforge; tests check this tuple against the migration scripts.
@@ -169,7 +171,8 @@ class Artifact(Base):
     # The newest verification's result on any GPU model (unverified | passed | failed); per GPU
     # model see Catalog.statuses. Never "corrupt": that is ``integrity``, a separate fact.
     status: Mapped[str] = mapped_column(String(16), default="unverified")
-    # ok | corrupt: set to corrupt only by `fsck --repair`; no verification changes it back.
+    # ok | corrupt: set to corrupt by `fsck --repair` or by a cache hit that found the plan damaged;
+    # no verification changes it back.
     integrity: Mapped[str] = mapped_column(String(16), default=INTEGRITY_OK, server_default=text("'ok'"))
     # Set by `trtforge pin`: gc never removes a pinned artifact (a service may be using its blob).
     pinned_at: Mapped[datetime | None] = mapped_column(default=None)
@@ -328,6 +331,23 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def _sqlite_read_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    """A read-only catalog (store/sqlite_read.py): no journal mode to set, nothing to sync."""
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+    cursor.execute("PRAGMA foreign_keys = ON")
+    cursor.close()
+
+
+def _read_only_sqlite_file(url: str) -> Path | None:
+    """The file of a local SQLite catalog that exists and that this process cannot write, else None."""
+    if not url.startswith("sqlite:///") or "?" in url:
+        return None
+    path = Path(url.removeprefix("sqlite:///"))
+    return path if path.is_file() and not catalog_writable(path) else None
+
+
 def _sqlite_begin(conn: Connection) -> None:
     immediate = conn.get_execution_options().get("trtforge_write", False)
     conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
@@ -434,15 +454,30 @@ class Catalog:
         self.url = url
         remember(url)  # any later message that repeats its password is cleaned
         connect_args = {"application_name": application_name()} if url.startswith("postgresql") else {}
+        # A catalog on a read-only store (a serving machine's mount) is read through read-only
+        # connections; writing is refused (StoreReadOnlyError) before any statement.
+        read_only_file = _read_only_sqlite_file(url)
+        self.read_only = read_only_file is not None
+        options: dict[str, Any] = {"connect_args": connect_args}
+        if read_only_file is not None:
+            options["creator"] = lambda: connect_read_only(read_only_file)
         try:
-            self.engine: Engine = create_engine(url, future=True, connect_args=connect_args)
-        except (ArgumentError, ImportError) as exc:  # a malformed URL, an unknown or missing driver
+            self.engine: Engine = create_engine(url, future=True, **options)
+        except ImportError as exc:  # the driver of a known dialect (psycopg: the 'postgres' extra)
+            missing = as_missing_extra(exc, "postgres", f"a {url.partition(':')[0]} catalog")
+            if missing is not None:
+                raise missing from None
+            raise CatalogError(
+                redact(f"cannot open catalog {url}: {exc}", url),
+                hint="give a SQLAlchemy URL such as postgresql+psycopg://user@host/db or sqlite:////path/catalog.sqlite",
+            ) from None
+        except ArgumentError as exc:  # a malformed URL or an unknown dialect
             raise CatalogError(
                 redact(f"cannot open catalog {url}: {exc}", url),
                 hint="give a SQLAlchemy URL such as postgresql+psycopg://user@host/db or sqlite:////path/catalog.sqlite",
             ) from None
         if self.engine.dialect.name == "sqlite":
-            event.listen(self.engine, "connect", _sqlite_pragmas)
+            event.listen(self.engine, "connect", _sqlite_read_pragmas if self.read_only else _sqlite_pragmas)
             event.listen(self.engine, "begin", _sqlite_begin)
         self._write_engine = self.engine.execution_options(trtforge_write=True)
         self._read = sessionmaker(self.engine, expire_on_commit=False)
@@ -487,6 +522,13 @@ class Catalog:
             )
         if not create:
             raise CatalogError(f"catalog {self.display_url} is at schema {revision!r}, expected {SCHEMA_HEAD!r}")
+        if self.read_only:
+            raise StoreReadOnlyError(
+                f"the store is read-only: catalog {self.display_url} is at schema {revision!r} and this trtforge "
+                f"reads {SCHEMA_HEAD!r}, which needs an upgrade (a write)",
+                hint="upgrade it once where the store is writable (any trtforge command that opens it), "
+                "or use the trtforge that wrote it",
+            )
         self._upgrade()
 
     def _upgrade(self) -> None:
@@ -532,15 +574,18 @@ class Catalog:
 
     @contextmanager
     def writing(self) -> Iterator[Session]:
-        """A short write transaction (BEGIN IMMEDIATE on SQLite), committed on success."""
+        """A short write transaction (BEGIN IMMEDIATE on SQLite), committed on success; refused
+        (StoreReadOnlyError, nothing written) on a read-only catalog."""
+        if self.read_only:
+            raise StoreReadOnlyError(f"the store is read-only: catalog {self.display_url} cannot be written")
         with self._write() as session, session.begin():
             yield session
 
     # -- queries --------------------------------------------------------------------------
 
-    def find_by_build_key(self, key: str, *, intact: Callable[[str], bool] | None = None) -> Artifact | None:
-        """The cache hit of ``key``: of the artifacts with that key whose integrity is ok and whose
-        plan blob passes ``intact`` (e.g. the blob store's ``exists``), a local one before any
+    def find_by_build_key(self, key: str, *, intact: Callable[[Artifact], bool] | None = None) -> Artifact | None:
+        """The cache hit of ``key``: of the artifacts with that key whose integrity is ok and that pass
+        ``intact`` (e.g. its plan blob is present with the recorded size), a local one before any
         imported one, then the one learned last (several artifacts can share one key)."""
         with self.reading() as session:
             stmt = (
@@ -549,9 +594,21 @@ class Catalog:
                 .order_by(*HIT_ORDER)
             )
             for artifact in session.scalars(stmt):
-                if intact is None or intact(artifact.plan_sha256):
+                if intact is None or intact(artifact):
                     return artifact
             return None
+
+    def mark_corrupt(self, plan_sha256s: list[str]) -> list[str]:
+        """Mark every artifact whose plan is one of ``plan_sha256s`` corrupt (never a hit or handed
+        out again); returns their ids. `fsck --repair` later moves the damaged blobs aside."""
+        if not plan_sha256s:
+            return []
+        with self.writing() as session:
+            stmt = select(Artifact).where(Artifact.plan_sha256.in_(plan_sha256s), Artifact.integrity != CORRUPT_STATUS)
+            marked = list(session.scalars(stmt))
+            for artifact in marked:
+                artifact.integrity = CORRUPT_STATUS
+            return [artifact.id for artifact in marked]
 
     def list_artifacts(self, name: str | None = None) -> list[Artifact]:
         with self.reading() as session:

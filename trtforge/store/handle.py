@@ -6,18 +6,23 @@ SQLAlchemy), and opens or creates the catalog only on the paths that need it.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from trtforge.core.errors import StoreError
 from trtforge.rules.digests import DigestCache
 from trtforge.store import (
     Store,
+    blob_size_matches,
     digests_path,
     locks_dir,
     open_existing_store,
     open_store,
+    require_writable,
     resolve_store_root,
     resolved_dir,
+    scratch_dir,
     sqlite_catalog_path,
 )
 from trtforge.store.blobs import BlobStore
@@ -61,13 +66,14 @@ class StoreHandle:
         """Hit or certain miss, found without SQLAlchemy (local SQLite catalog and local blobs only).
 
         UNANSWERED sends the caller to the full catalog path: other catalogs, an unknown schema,
-        or a row whose blob is not in the local blob directory (an S3 store, a missing blob).
+        or a row whose blob is not in the local blob directory with the recorded size (an S3
+        store, a missing or damaged blob).
         """
         db_path = self._local_sqlite()
         if db_path is None:
             return UNANSWERED
         probe = probe_cached_plan(db_path, build_key)
-        if probe.plan is not None and not self.blobs().exists(probe.plan.plan_sha256):
+        if probe.plan is not None and not blob_size_matches(self.blobs(), probe.plan.plan_sha256, probe.plan.plan_size):
             return UNANSWERED
         return probe
 
@@ -80,9 +86,21 @@ class StoreHandle:
         return self._store
 
     def ensure(self) -> Store:
+        """The store, created if needed, for a command that writes (refused on a read-only store)."""
         if self._store is None:
             self._store = open_store(self._location, catalog=self._catalog)
+        require_writable(self._store.root)  # also when it was opened earlier, to read
         return self._store
+
+    @contextmanager
+    def scratch_dir(self) -> Iterator[Path]:
+        """A private folder in the store for one build's work, removed when it ends."""
+        with scratch_dir(resolve_store_root(self._location)) as folder:
+            yield folder
+
+    def require_writable(self) -> None:
+        """Refuse (the store is read-only) before a build takes its lock or writes anything."""
+        require_writable(resolve_store_root(self._location))
 
     def locks(self) -> LockDir:
         """The store's build locks, usable before (and without) opening the catalog."""

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from trtforge.core.errors import StoreError
+from trtforge.core.errors import StoreError, StoreReadOnlyError
 from trtforge.core.fsutil import same_file
 
 if TYPE_CHECKING:
@@ -95,6 +95,13 @@ def _release(fd: int) -> bool:
     return True
 
 
+def _lock_error(what: str, root: Path, exc: OSError) -> StoreError:
+    """A lock file that cannot be made: on a read-only store, the one line every write gets."""
+    if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return StoreReadOnlyError(f"the store is read-only: cannot take {what} in {root} ({exc.strerror})")
+    return StoreError(f"cannot take {what} in {root}: {exc.strerror}")
+
+
 class LockDir:
     """The ``locks/`` folder of a store."""
 
@@ -120,7 +127,7 @@ class LockDir:
             self.root.mkdir(parents=True, exist_ok=True)
             fd = _acquire(path, what or key, notify or (lambda _message: None))
         except OSError as exc:
-            raise StoreError(f"cannot take the build lock in {self.root}: {exc.strerror}") from None
+            raise _lock_error("the build lock", self.root, exc) from None
         try:
             yield
         finally:
@@ -202,7 +209,7 @@ def _fence(root: Path, mode: int, waiting: Callable[[int], str], notify: Callabl
         root.mkdir(parents=True, exist_ok=True)
         fd = os.open(root / FENCE_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     except OSError as exc:
-        raise StoreError(f"cannot take the gc fence in {root}: {exc.strerror}") from None
+        raise _lock_error("the gc fence", root, exc) from None
     _HELD.add(fd)
     try:
         try:

@@ -20,12 +20,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 from trtforge.rules.keys import ADOPTED_FINGERPRINT
 from trtforge.store.blobs import BlobStore
 from trtforge.store.integrity import CORRUPT_STATUS
 from trtforge.store.sqlite_hits import BUSY_TIMEOUT_SECONDS, known_revisions
+from trtforge.store.sqlite_read import connect_for_reading
 
 # Verifications that count (catalog.COUNTED_TRUST: run here, or imported under a trusted signature).
 COUNTED_TRUST = ("local", "signed")
@@ -171,9 +171,7 @@ class SqliteLookup:
         if not db_path.is_file():
             return None
         try:
-            conn = sqlite3.connect(
-                f"file:{quote(str(db_path))}?mode=rw", uri=True, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None
-            )
+            conn = connect_for_reading(db_path, timeout=BUSY_TIMEOUT_SECONDS)  # read-only stores too
         except sqlite3.Error:
             return None
         try:

@@ -29,6 +29,7 @@ from typing import Any, BinaryIO
 
 from trtforge.core.crashpoints import crashpoint
 from trtforge.core.errors import IntegrityError, StoreError
+from trtforge.core.extras import needs
 from trtforge.core.fsutil import atomic_write
 from trtforge.core.redact import redact
 from trtforge.rules.keys import sha256_file
@@ -89,7 +90,8 @@ class S3BlobStore:
         cache_dir: Path | None = None,
     ) -> None:
         if client is None:
-            import boto3  # lazy: only S3 stores pay for it
+            with needs("s3", "an s3:// blob store (TRTFORGE_BLOBS)"):
+                import boto3  # lazy: only S3 stores pay for it
 
             client = boto3.client("s3")
         if part_size < MIN_PART:

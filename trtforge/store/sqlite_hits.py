@@ -15,20 +15,20 @@ import sqlite3
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from urllib.parse import quote
 
 from trtforge.store.integrity import CORRUPT_STATUS
+from trtforge.store.sqlite_read import BUSY_TIMEOUT_SECONDS, connect_for_reading
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations" / "versions"
 
 
-BUSY_TIMEOUT_SECONDS = 60.0  # as the catalog's SQLITE_BUSY_TIMEOUT_MS: wait out a writer, do not fail
 
 
 @dataclass(frozen=True)
 class CachedPlan:
     artifact_id: str
     plan_sha256: str
+    plan_size: int
 
 
 @lru_cache(maxsize=1)
@@ -58,14 +58,13 @@ def probe_cached_plan(db_path: Path, build_key: str) -> Probe:
     Several artifacts can share a key (full TensorRT need not give the same bytes twice; `--force`
     adds one; an import may bring one): a local one comes before any imported one, then the one
     this store learned last (the catalog's HIT_ORDER). Quarantined rows are skipped here; whether
-    the blob is present is the caller's check (a missing one sends it to the full path, which walks
-    on to older rows).
+    the blob is present with the recorded size is the caller's check (a missing or resized one
+    sends it to the full path, which marks a resized one corrupt and walks on to older rows).
     """
     if not db_path.is_file():
         return Probe(answered=True)  # no catalog yet: nothing was ever built into this store
-    uri = f"file:{quote(str(db_path))}?mode=rw"  # never creates a database
-    try:
-        conn = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None)
+    try:  # never creates a database; a read-only store is read read-only
+        conn = connect_for_reading(db_path, timeout=BUSY_TIMEOUT_SECONDS)
     except sqlite3.Error:
         return UNANSWERED
     try:
@@ -76,7 +75,7 @@ def probe_cached_plan(db_path: Path, build_key: str) -> Probe:
         # older than the integrity or learned_at column fails here and is left to the full path,
         # which upgrades it.
         row = conn.execute(
-            "SELECT id, plan_sha256 FROM artifacts WHERE build_key = ? AND integrity != ? "
+            "SELECT id, plan_sha256, plan_size FROM artifacts WHERE build_key = ? AND integrity != ? "
             "ORDER BY learned_via != 'local', learned_at DESC, id DESC LIMIT 1",
             (build_key, CORRUPT_STATUS),
         ).fetchone()
@@ -86,4 +85,4 @@ def probe_cached_plan(db_path: Path, build_key: str) -> Probe:
         conn.close()
     if row is None:  # none, or only quarantined plans: never a hit
         return Probe(answered=True)
-    return Probe(answered=True, plan=CachedPlan(row[0], row[1]))
+    return Probe(answered=True, plan=CachedPlan(row[0], row[1], int(row[2])))

@@ -135,10 +135,11 @@ class TimingCaches:
 
     def put_blob(self, data: bytes) -> str:
         """Store cache bytes as a blob with its catalog row (for private caches kept per artifact)."""
-        ref = self.store.blobs.put_bytes(data)
-        with self.catalog.writing() as session:
-            if session.get(Blob, ref.sha256) is None:
-                session.add(Blob(sha256=ref.sha256, size=ref.size, kind=CACHE_BLOB_KIND))
+        with self.store.recording_blobs():  # from storing the blob until its row commits, gc waits
+            ref = self.store.blobs.put_bytes(data)
+            with self.catalog.writing() as session:
+                if session.get(Blob, ref.sha256) is None:
+                    session.add(Blob(sha256=ref.sha256, size=ref.size, kind=CACHE_BLOB_KIND))
         return ref.sha256
 
     def merge_in(
@@ -164,6 +165,18 @@ class TimingCaches:
             return self._append(key, merged, latest, source=source, artifact_id=artifact_id)
 
     def _append(
+        self,
+        key: CacheKey,
+        data: bytes,
+        parent: TimingCacheRow | None,
+        *,
+        source: str,
+        artifact_id: str | None,
+    ) -> TimingCacheRow:
+        with self.store.recording_blobs():  # from storing the blob until its row commits, gc waits
+            return self._record_version(key, data, parent, source=source, artifact_id=artifact_id)
+
+    def _record_version(
         self,
         key: CacheKey,
         data: bytes,
@@ -223,8 +236,12 @@ class TimingCaches:
                 session.execute(delete(TimingCacheRow).where(TimingCacheRow.id.in_(ids)))
             if plan.blobs:
                 session.execute(delete(Blob).where(Blob.sha256.in_(plan.blobs)))
-        for sha in plan.blobs:
-            self.store.blobs.delete(sha)
+        with self.store.collecting_blobs():  # as gc: a writer reusing one of these blobs records it first
+            with self.catalog.reading() as session:
+                recorded = set(session.scalars(select(Blob.sha256).where(Blob.sha256.in_(plan.blobs))))
+            for sha in plan.blobs:
+                if sha not in recorded:
+                    self.store.blobs.delete(sha)
 
     def _blobs_artifacts_started_from(self) -> set[str]:
         """Cache blobs artifacts record (so `build --reproduce` keeps working after a prune)."""

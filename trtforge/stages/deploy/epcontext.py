@@ -31,7 +31,6 @@ from typing import Any
 
 from trtforge.core.errors import DeployError, IntegrityError
 from trtforge.core.fsutil import atomic_write, checked_copy, owner_prefix
-from trtforge.core.onnx_proto import DATA_TYPES
 from trtforge.rules.record import read_details
 from trtforge.rules.target import parse_compute_capability
 from trtforge.stages.deploy import default_mode
@@ -42,10 +41,12 @@ from trtforge.store.plans import read_verified_plan
 SOURCES = {"tensorrt": "TensorrtExecutionProvider", "tensorrt_rtx": "NvTensorRTRTXExecutionProvider"}
 EPCONTEXT_DOMAIN = "com.microsoft"
 IR_VERSION = 10  # ONNX 1.16; read by every ONNX Runtime that has these providers' EPContext support
-# The EPContext schema's type constraint T (contrib_defs.cc): its inputs and outputs take these.
-EPCONTEXT_TYPES = frozenset(
-    "bool int8 int16 int32 int64 uint8 uint16 uint32 uint64 float16 float double bfloat16".split()
-)
+# The EPContext schema's type constraint T (contrib_defs.cc): its inputs and outputs take these,
+# each with its onnx.TensorProto.DataType number (onnx.proto; a test checks them against onnx).
+EPCONTEXT_TYPES = {
+    "float": 1, "uint8": 2, "int8": 3, "uint16": 4, "int16": 5, "int32": 6, "int64": 7, "bool": 9,
+    "float16": 10, "double": 11, "uint32": 12, "uint64": 13, "bfloat16": 16,
+}  # fmt: skip
 # A protobuf message (the whole ONNX model) must stay below 2 GiB; keep room for the rest of it.
 MAX_EMBED_BYTES = 2**31 - 2**20
 _DIM_NAME = re.compile(r"[^A-Za-z0-9_]")
@@ -119,7 +120,7 @@ def _value_info(tensor: IoTensor) -> _Message:
         else:
             dim.str(2, tensor.dim_names[axis] or _DIM_NAME.sub("_", f"{tensor.name}_dim{axis}"))  # dim_param
         shape.msg(1, dim)
-    tensor_type = _Message().int(1, DATA_TYPES.index(tensor.dtype)).msg(2, shape)  # elem_type, shape
+    tensor_type = _Message().int(1, EPCONTEXT_TYPES[tensor.dtype]).msg(2, shape)  # elem_type, shape
     return _Message().str(1, tensor.name).msg(2, _Message().msg(1, tensor_type))  # name, type.tensor_type
 
 

@@ -88,22 +88,29 @@ class Reference:
                 return _unpack(self.store.blobs.read_verified(row.blob_sha256)), True
         outputs = self._run(feed)
         if self.store is not None:
-            from trtforge.backend.compare import onnxruntime_version
-
-            blob = self.store.blobs.put_bytes(_pack(outputs))
-            row = ReferenceOutput(
-                key=key,
-                model_sha256=self.subject.model_sha256,
-                blob_sha256=blob.sha256,
-                details={
-                    "shapes": point.shape_map,
-                    "per_layer": self.per_layer,
-                    "onnxruntime": onnxruntime_version(),
-                    "inputs": _feed_digest(feed),
-                },
-            )
-            self.store.catalog.add_reference(row, Blob(sha256=blob.sha256, size=blob.size, kind="reference"))
+            with self.store.recording_blobs():  # from storing the blob until its row commits, gc waits
+                self._store(key, outputs, feed, point)
         return outputs, False
+
+    def _store(
+        self, key: str, outputs: Mapping[str, np.ndarray], feed: Mapping[str, np.ndarray], point: ShapePoint
+    ) -> None:
+        from trtforge.backend.compare import onnxruntime_version
+
+        assert self.store is not None
+        blob = self.store.blobs.put_bytes(_pack(outputs))
+        row = ReferenceOutput(
+            key=key,
+            model_sha256=self.subject.model_sha256,
+            blob_sha256=blob.sha256,
+            details={
+                "shapes": point.shape_map,
+                "per_layer": self.per_layer,
+                "onnxruntime": onnxruntime_version(),
+                "inputs": _feed_digest(feed),
+            },
+        )
+        self.store.catalog.add_reference(row, Blob(sha256=blob.sha256, size=blob.size, kind="reference"))
 
     def _run(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         from trtforge.backend.compare import onnxrt_runner, quiet

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from trtforge.core.errors import ModelError, NotFoundError
 from trtforge.resolution.resolve import Resolution, artifact_for, looks_like_recipe, resolve
-from trtforge.rules.digests import model_digest
+from trtforge.rules.digests import DigestCache
 from trtforge.rules.onnx_model import check_profiles, read_model
 from trtforge.rules.recipe import VerifySpec
 from trtforge.stages.verify.inputs import normalized_profiles
@@ -43,15 +43,16 @@ def subject_from_recipe(resolution: Resolution, artifact: Artifact | None = None
     )
 
 
-def subject_from_artifact(artifact: Artifact) -> Subject:
-    """The artifact's recorded recipe and model; the model file must still hold the same bytes."""
+def subject_from_artifact(artifact: Artifact, digests: DigestCache | None = None) -> Subject:
+    """The artifact's recorded recipe and model; the model file must still hold the same bytes
+    (its digest through ``digests``, the store's digest cache, as a build's hit takes it)."""
     model_path = artifact.details.model_path
     if not model_path.is_file():
         raise ModelError(
             f"artifact {artifact.id[:12]}: its model {model_path} is gone",
             hint="verify the recipe instead: trtforge verify RECIPE.yaml",
         )
-    if model_digest(model_path) != artifact.model_sha256:
+    if (digests or DigestCache(None)).model_digest(model_path) != artifact.model_sha256:
         raise ModelError(
             f"artifact {artifact.id[:12]}: {model_path} changed since the engine was built",
             hint="rebuild, or restore the model the engine was built from",
@@ -78,7 +79,7 @@ def resolve_subject(ref: str, store: StoreHandle, *, need_artifact: bool) -> Sub
     if not looks_like_recipe(ref):
         if opened is None:
             raise NotFoundError(f"no artifact with id {ref} (the store is empty)")
-        return subject_from_artifact(opened.catalog.get_artifact(ref))
+        return subject_from_artifact(opened.catalog.get_artifact(ref), store.digests())
     resolution = resolve(ref, digests=store.digests())
     artifact = None
     if need_artifact:
