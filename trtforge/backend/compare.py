@@ -8,8 +8,6 @@ which would corrupt ``--json`` output, so every call into it runs under :func:`q
 from __future__ import annotations
 
 import contextlib
-import importlib.util
-import statistics
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
