@@ -81,7 +81,9 @@ LOCATIONS = {"precision.calibration.cache", "plugins[].library"}
 
 
 def recipe(extra: str = "") -> Recipe:
-    return parse_recipe(BASE + extra + ("\n" if extra else ""))
+    """BASE with ``extra``; an extra that writes ``model:`` replaces BASE's (a repeated key is refused)."""
+    base = BASE.replace("model: {onnx: mlp.onnx}\n", "") if extra.startswith("model:") else BASE
+    return parse_recipe(base + extra + ("\n" if extra else ""))
 
 
 def _leaves(model: type[BaseModel], prefix: str) -> list[str]:
