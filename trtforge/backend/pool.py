@@ -1,0 +1,436 @@
+"""Build workers seen from the parent: start them, feed them jobs, outlive their crashes.
+
+A :class:`BuildWorker` is one ``python -m trtforge.backend.worker`` process (see
+:mod:`trtforge.backend.worker` for the protocol), started on first use and reused for job after
+job, so its start-up (the interpreter, TensorRT's import) is paid once. Its ``build`` returns a
+:class:`JobResult`: the build's output, or the error it ended with, and its cost either way. A
+worker that dies (abort, segfault, a signal, the OOM killer) becomes a ``WorkerCrashedError``
+naming the signal and quoting its last log lines; one that outlives its timeout is killed and
+becomes a ``BuildTimeoutError``; the next job starts a fresh process.
+
+A :class:`WorkerPool` holds up to ``size`` workers for builds running on several threads at once;
+:func:`build_once` runs a single job in a worker of its own (for callers with no pool, e.g. a task
+on a cluster). ``terminate`` (from any thread) kills the workers at once: the builds waiting on them
+return promptly. Nothing here touches the store: the parent writes the plan it receives.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from trtforge.backend.worker import WORKER_MODULE, BuildJob, read_frame, receive, send
+from trtforge.core.cost import BuildCost, CostMeter
+from trtforge.core.errors import BuildError, BuildTimeoutError, TrtforgeError, WorkerCrashedError
+
+if TYPE_CHECKING:
+    from trtforge.backend.build import BuildOutput, ProgressSink
+
+STARTUP_LIMIT_S = 300.0  # a worker that has not said "ready" by then is reported as crashed
+SAMPLE_INTERVAL_S = 0.05  # how often a running build's memory and CPU time are sampled
+LOG_TAIL_LINES = 30
+LOG_TAIL_BYTES = 64 << 10
+_TIMED_OUT = object()
+
+
+@dataclass
+class JobResult:
+    """What became of one job: the output or the error, and the build's cost either way."""
+
+    cost: BuildCost
+    output: BuildOutput | None = None
+    error: TrtforgeError | None = None
+
+    def unwrap(self) -> BuildOutput:
+        """The output; raises the build's error (BuildError, WorkerCrashedError, BuildTimeoutError)."""
+        if self.error is not None:
+            raise self.error
+        assert self.output is not None
+        return self.output
+
+
+def worker_env() -> dict[str, str]:
+    """This environment, with this trtforge first on the worker's path (the same code both sides)."""
+    env = dict(os.environ)
+    root = str(Path(__file__).resolve().parents[2])  # the folder holding this trtforge package
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
+    return env
+
+
+class BuildWorker:
+    """One worker process; ``build`` may be called from one thread at a time, ``terminate`` from any."""
+
+    def __init__(self, log_path: Path) -> None:
+        self.log_path = log_path
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._lock = threading.Lock()  # guards _proc against reaping while terminate() signals it
+        self._stopped: str | None = None  # why terminate() killed the worker, until the next start
+        self.peak_reset = False
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.returncode is None
+
+    def build(
+        self,
+        job: BuildJob,
+        *,
+        timeout: float | None = None,
+        progress: ProgressSink | None = None,
+        on_start: Callable[[int], None] | None = None,
+    ) -> JobResult:
+        """Run ``job`` here; ``timeout`` (seconds of building, start-up excluded) kills it when exceeded.
+
+        ``on_start`` hears the worker's pid as the job is handed over.
+        """
+        self._ensure_started(job)
+        assert self._proc is not None and self._proc.stdin is not None
+        self._clear_log()
+        meter = CostMeter(self._proc.pid, peak_reset=self.peak_reset)
+        try:
+            send(self._proc.stdin.fileno(), ("build", job))
+        except BrokenPipeError:
+            return self._died(meter, job)  # it died while idle, between our check and the send
+        if on_start is not None:
+            on_start(self._proc.pid)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            message = self._next(meter, deadline)
+            if message is _TIMED_OUT:
+                return self._timed_out(meter, job, timeout or 0.0)
+            if message is None:
+                return self._died(meter, job)
+            kind = message[0]
+            if kind == "started":
+                meter.cpu_at_start = message[1]
+            elif kind == "progress":
+                if progress is not None:
+                    getattr(progress, message[1])(*message[2])
+            else:
+                return self._finished(meter, job, message)
+
+    def _finished(self, meter: CostMeter, job: BuildJob, message: tuple[Any, ...]) -> JobResult:
+        kind, payload, cpu, peak = message
+        cost = meter.finished(cpu - (meter.cpu_at_start or 0.0), peak)
+        if kind == "failed":
+            return JobResult(cost, error=payload)
+        if kind == "error":
+            error = WorkerCrashedError(
+                f"the build worker raised {payload} while {job.backend.label} built the engine",
+                hint="this is a bug in trtforge or TensorRT's Python bindings; the traceback is in error_detail",
+                detail={"signal": None, "exit_code": None, "log_tail": self._log_tail()},
+            )
+            return JobResult(cost, error=error)
+        assert self._proc is not None and self._proc.stdout is not None
+        plan = read_frame(self._proc.stdout.fileno())
+        if plan is None:
+            return self._died(meter, job)
+        payload.plan = plan
+        return JobResult(cost, output=payload)
+
+    def _next(self, meter: CostMeter, deadline: float | None) -> Any:
+        """The next message; None when the worker's stdout closed (it died); _TIMED_OUT past the deadline."""
+        assert self._proc is not None and self._proc.stdout is not None
+        fd = self._proc.stdout.fileno()
+        sampled = 0.0
+        while True:
+            now = time.monotonic()
+            if now - sampled >= SAMPLE_INTERVAL_S:
+                meter.sample()
+                sampled = now
+            wait = SAMPLE_INTERVAL_S if deadline is None else min(SAMPLE_INTERVAL_S, deadline - now)
+            if wait <= 0:
+                return _TIMED_OUT
+            if _readable(fd, wait):
+                return receive(fd)
+
+    def _timed_out(self, meter: CostMeter, job: BuildJob, timeout: float) -> JobResult:
+        meter.sample()
+        _, rusage = self._reap(kill=True)
+        error = BuildTimeoutError(
+            f"the build ran longer than its timeout ({timeout:g} s) and was stopped",
+            detail={"timeout_seconds": timeout, "log_tail": self._log_tail()},
+        )
+        return JobResult(meter.died(rusage), error=error)
+
+    def _died(self, meter: CostMeter, job: BuildJob) -> JobResult:
+        status, rusage = self._reap(kill=True)  # it closed its stdout: it is exiting (or make it)
+        stopped, self._stopped = self._stopped, None
+        return JobResult(meter.died(rusage), error=crash_error(status, self._log_tail(), job.backend.label, stopped))
+
+    def _reap(self, *, kill: bool) -> tuple[int, Any]:
+        """Wait for the worker to end (SIGKILL first with ``kill``): its wait status and rusage."""
+        with self._lock:
+            proc = self._proc
+            assert proc is not None
+            if kill:
+                _kill(proc.pid)  # a no-op on a process that already died (it is a zombie until reaped)
+            _, status, rusage = os.wait4(proc.pid, 0)
+            proc.returncode = os.waitstatus_to_exitcode(status)
+        self._close_pipes(proc)
+        return status, rusage
+
+    def _ensure_started(self, job: BuildJob) -> None:
+        if self._proc is not None and self._proc.returncode is None:
+            with self._lock:
+                pid, status = os.waitpid(self._proc.pid, os.WNOHANG)
+                if pid == 0:
+                    return  # alive and idle
+                self._proc.returncode = os.waitstatus_to_exitcode(status)  # died while idle
+            self._close_pipes(self._proc)
+        self._start(job)
+
+    def _start(self, job: BuildJob) -> None:
+        self._stopped = None
+        self._clear_log()
+        with open(self.log_path, "ab") as log:
+            try:
+                proc = subprocess.Popen(
+                    [sys.executable, "-m", WORKER_MODULE],
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    stderr=log,
+                    env=worker_env(),
+                    close_fds=True,
+                )
+            except OSError as exc:
+                raise BuildError(f"cannot start a build worker ({sys.executable}): {exc.strerror}") from None
+        with self._lock:
+            self._proc = proc
+        self._await_ready(job)
+
+    def _await_ready(self, job: BuildJob) -> None:
+        assert self._proc is not None and self._proc.stdout is not None
+        ready = _readable(self._proc.stdout.fileno(), STARTUP_LIMIT_S)
+        message = receive(self._proc.stdout.fileno()) if ready else None
+        if message is not None and message[0] == "ready":
+            self.peak_reset = message[2]
+            return
+        status, _ = self._reap(kill=True)
+        error = crash_error(status, self._log_tail(), job.backend.label, None)
+        raise WorkerCrashedError(
+            f"the build worker did not start: {error.message}", hint=error.hint, detail=error.detail
+        ) from None
+
+    def terminate(self, reason: str = "stopped by trtforge") -> None:
+        """Kill the worker now (any thread); a build running in it returns a WorkerCrashedError naming ``reason``."""
+        with self._lock:
+            if self._proc is not None and self._proc.returncode is None:
+                self._stopped = reason
+                _kill(self._proc.pid)
+
+    def close(self) -> None:
+        """Stop the worker: its stdin closes (it exits at once), then SIGKILL if it lingers."""
+        proc = self._proc
+        if proc is None or proc.returncode is not None:
+            return
+        if proc.stdin is not None:
+            proc.stdin.close()  # the worker's reader sees the end and exits
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self._reap(kill=True)
+        self._close_pipes(proc)
+
+    @staticmethod
+    def _close_pipes(proc: subprocess.Popen[bytes]) -> None:
+        for stream in (proc.stdin, proc.stdout):
+            if stream is not None and not stream.closed:
+                try:
+                    stream.close()
+                except OSError:
+                    pass  # a write buffered for a dead reader
+
+    def _clear_log(self) -> None:
+        try:
+            os.truncate(self.log_path, 0)  # the worker appends: its next lines start the file again
+        except FileNotFoundError:
+            pass
+
+    def _log_tail(self) -> list[str]:
+        """The last lines the worker wrote to its log during this job (TensorRT's and native code's)."""
+        try:
+            with open(self.log_path, "rb") as handle:
+                handle.seek(max(0, os.fstat(handle.fileno()).st_size - LOG_TAIL_BYTES))
+                text = handle.read().decode("utf-8", "replace")
+        except OSError:
+            return []
+        return [line.rstrip() for line in text.splitlines() if line.strip()][-LOG_TAIL_LINES:]
+
+
+PER_BUILD_MEMORY = 2 << 30  # what one build is assumed to need, for the default number of jobs
+
+
+def default_jobs() -> int:
+    """Builds at once when not told: one per usable core, as far as available memory gives each 2 GiB."""
+    cores = _usable_cores()
+    memory = _available_memory()
+    by_memory = cores if memory is None else memory // PER_BUILD_MEMORY
+    return max(1, min(cores, by_memory))
+
+
+def _usable_cores() -> int:
+    """Cores this process may run on, under a cgroup CPU quota (``cpu.max``) if one is set."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            cores = min(cores, max(1, int(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return cores
+
+
+def _available_memory() -> int | None:
+    """MemAvailable, or less under a cgroup memory limit (``memory.max`` less ``memory.current``)."""
+    available = None
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                available = int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        return None
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        if limit != "max":
+            left = int(limit) - int(Path("/sys/fs/cgroup/memory.current").read_text())
+            available = left if available is None else min(available, left)
+    except (OSError, ValueError):
+        pass
+    return available
+
+
+def _readable(fd: int, seconds: float) -> bool:
+    """Whether ``fd`` has data (or its end: the writer closed or died) within ``seconds``."""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(max(0, int(seconds * 1000))))
+
+
+def _kill(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+def crash_error(status: int, tail: list[str], builder: str, stopped: str | None) -> WorkerCrashedError:
+    """A dead worker's wait status and last log lines -> one line naming the signal, a hint, the detail."""
+    signum = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
+    code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else None
+    if signum is not None:
+        what = f"was killed by {signal_name(signum)} ({signal.strsignal(signum) or 'signal'})"
+    else:
+        what = f"exited with code {code}"
+    if stopped is not None:
+        what = f"was stopped ({stopped})"
+    said = [line for line in tail if line.startswith("[TensorRT ")]
+    last = f"; TensorRT's last message: {said[-1][:240]}" if said else ""
+    if stopped is not None:
+        hint = None
+    elif signum == signal.SIGKILL:
+        hint = "SIGKILL comes from the out-of-memory killer (see `dmesg`) or another process; the other recipes went on"
+    else:
+        hint = "TensorRT crashed in native code; the other recipes went on. `--json` has the worker's last lines"
+    detail = {"signal": signal_name(signum) if signum is not None else None, "exit_code": code, "log_tail": tail}
+    message = f"the build worker {what} while {builder} built the engine{last}"
+    return WorkerCrashedError(message, hint=hint, detail=detail)
+
+
+class WorkerPool:
+    """Up to ``size`` workers, each started when a build first needs it; builds may come from several threads."""
+
+    def __init__(self, size: int) -> None:
+        self.size = max(1, size)
+        self._dir = Path(tempfile.mkdtemp(prefix="trtforge-workers-"))
+        self._idle: list[BuildWorker] = []
+        self._all: list[BuildWorker] = []
+        self._lock = threading.Lock()
+        self._slots = threading.BoundedSemaphore(self.size)
+
+    def __enter__(self) -> WorkerPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def _worker(self) -> Iterator[BuildWorker]:
+        with self._slots:
+            with self._lock:
+                if self._idle:
+                    worker = self._idle.pop()
+                else:
+                    worker = BuildWorker(self._dir / f"worker-{len(self._all)}.log")
+                    self._all.append(worker)
+            try:
+                yield worker
+            finally:
+                with self._lock:
+                    self._idle.append(worker)
+
+    def build(
+        self,
+        job: BuildJob,
+        *,
+        timeout: float | None = None,
+        progress: ProgressSink | None = None,
+        on_start: Callable[[int], None] | None = None,
+    ) -> JobResult:
+        """Run ``job`` in an idle worker (waiting for one when ``size`` builds are running)."""
+        with self._worker() as worker:
+            return worker.build(job, timeout=timeout, progress=progress, on_start=on_start)
+
+    def pids(self) -> list[int]:
+        """The pids of the workers running now (idle or building)."""
+        with self._lock:
+            return [w.pid for w in self._all if w.running and w.pid is not None]
+
+    def terminate(self, reason: str = "stopped by trtforge") -> None:
+        """Kill every worker now (from any thread): running builds return at once, as stopped."""
+        with self._lock:
+            workers = list(self._all)
+        for worker in workers:
+            worker.terminate(reason)
+
+    def close(self) -> None:
+        """Stop every worker and remove their logs."""
+        with self._lock:
+            workers, self._all, self._idle = list(self._all), [], []
+        for worker in workers:
+            worker.close()
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+
+def build_once(
+    job: BuildJob,
+    *,
+    timeout: float | None = None,
+    progress: ProgressSink | None = None,
+) -> JobResult:
+    """One build in a worker of its own, started and stopped around it (for callers with no pool)."""
+    with WorkerPool(1) as pool:
+        return pool.build(job, timeout=timeout, progress=progress)
