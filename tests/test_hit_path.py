@@ -139,18 +139,18 @@ def test_sqlite_probe_is_certain_only_where_the_orm_would_agree(cli, example_rec
 def test_a_miss_into_an_existing_store_imports_the_catalog_off_the_main_thread(
     cli, example_recipe: Path, mlp_recipe, store: Path, tmp_path: Path
 ) -> None:
-    """The ORM import overlaps the TensorRT build: the main thread reaches TensorRT without it."""
+    """The ORM import overlaps the TensorRT build: the build goes to its worker before the import is done."""
     assert cli("build", example_recipe, "--store", store).code == 0
     proc = run_script(
         tmp_path,
         "import trtforge.store as store_module\n"
-        "import trtforge.backend.build as backend_build\n"
+        "from trtforge.backend.pool import WorkerPool\n"
         "seen = {}\n"
-        "real = backend_build.build_plan\n"
+        "real = WorkerPool.build\n"
         "def spy(*args, **kwargs):\n"
         "    seen['preloading'] = store_module._preload is not None  # started only if main had not imported it\n"
         "    return real(*args, **kwargs)\n"
-        "backend_build.build_plan = spy\n"
+        "WorkerPool.build = spy\n"
         "from trtforge.stages.build import BuildStage\n"
         f"[result] = BuildStage({str(store)!r}).build_all([{str(mlp_recipe('second'))!r}])\n"
         "print(result.status, seen)\n",

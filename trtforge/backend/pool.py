@@ -32,8 +32,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from trtforge.backend.worker import WORKER_MODULE, BuildJob, read_frame, receive, send
-from trtforge.core.cost import BuildCost, CostMeter
 from trtforge.core.errors import BuildError, BuildTimeoutError, TrtforgeError, WorkerCrashedError
+from trtforge.core.resources import BuildCost, CostMeter
 
 if TYPE_CHECKING:
     from trtforge.backend.build import BuildOutput, ProgressSink
@@ -274,48 +274,6 @@ class BuildWorker:
         return [line.rstrip() for line in text.splitlines() if line.strip()][-LOG_TAIL_LINES:]
 
 
-PER_BUILD_MEMORY = 2 << 30  # what one build is assumed to need, for the default number of jobs
-
-
-def default_jobs() -> int:
-    """Builds at once when not told: one per usable core, as far as available memory gives each 2 GiB."""
-    cores = _usable_cores()
-    memory = _available_memory()
-    by_memory = cores if memory is None else memory // PER_BUILD_MEMORY
-    return max(1, min(cores, by_memory))
-
-
-def _usable_cores() -> int:
-    """Cores this process may run on, under a cgroup CPU quota (``cpu.max``) if one is set."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    try:
-        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
-        if quota != "max":
-            cores = min(cores, max(1, int(int(quota) / int(period))))
-    except (OSError, ValueError):
-        pass
-    return cores
-
-
-def _available_memory() -> int | None:
-    """MemAvailable, or less under a cgroup memory limit (``memory.max`` less ``memory.current``)."""
-    available = None
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                available = int(line.split()[1]) * 1024
-    except (OSError, ValueError):
-        return None
-    try:
-        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
-        if limit != "max":
-            left = int(limit) - int(Path("/sys/fs/cgroup/memory.current").read_text())
-            available = left if available is None else min(available, left)
-    except (OSError, ValueError):
-        pass
-    return available
-
-
 def _readable(fd: int, seconds: float) -> bool:
     """Whether ``fd`` has data (or its end: the writer closed or died) within ``seconds``."""
     poller = select.poll()
@@ -341,7 +299,9 @@ def crash_error(status: int, tail: list[str], builder: str, stopped: str | None)
     """A dead worker's wait status and last log lines -> one line naming the signal, a hint, the detail."""
     signum = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
     code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else None
-    if signum is not None:
+    if signum == signal.SIGKILL:
+        what = "was killed by SIGKILL (the out-of-memory killer, or another process)"
+    elif signum is not None:
         what = f"was killed by {signal_name(signum)} ({signal.strsignal(signum) or 'signal'})"
     else:
         what = f"exited with code {code}"
@@ -352,7 +312,7 @@ def crash_error(status: int, tail: list[str], builder: str, stopped: str | None)
     if stopped is not None:
         hint = None
     elif signum == signal.SIGKILL:
-        hint = "SIGKILL comes from the out-of-memory killer (see `dmesg`) or another process; the other recipes went on"
+        hint = "`dmesg` says whether the out-of-memory killer sent it (then build with fewer --jobs); the others went on"
     else:
         hint = "TensorRT crashed in native code; the other recipes went on. `--json` has the worker's last lines"
     detail = {"signal": signal_name(signum) if signum is not None else None, "exit_code": code, "log_tail": tail}

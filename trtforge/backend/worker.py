@@ -34,9 +34,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from trtforge.core.cost import cpu_seconds, reset_peak_rss, status_bytes
 from trtforge.core.crashpoints import wrap_progress
 from trtforge.core.errors import TrtforgeError
+from trtforge.core.resources import cpu_seconds, reset_peak_rss, status_bytes
 
 if TYPE_CHECKING:
     from trtforge.rules.flavors import BackendInfo

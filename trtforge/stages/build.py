@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from trtforge.core.crashpoints import crashpoint
 from trtforge.core.errors import BadInputError, TrtforgeError, kind_of
+from trtforge.core.resources import default_jobs
 from trtforge.resolution.batch import UnmatchedPattern, expand_recipes
 from trtforge.resolution.resolved_cache import ResolvedCache
 from trtforge.rules.digests import DigestCache
@@ -94,7 +95,7 @@ class BuildStage:
         jobs: int | None = None,
         timeout: float | None = None,
     ) -> None:
-        """``jobs``: recipes worked on at once (None: :func:`default_jobs`); ``timeout``: seconds a
+        """``jobs``: builds at once (None: ``core.resources.default_jobs()``); ``timeout``: seconds a
         build may run before its worker is stopped (None: no limit). Neither is part of a build key."""
         if jobs is not None and jobs < 1:
             raise BadInputError(f"jobs must be at least 1, not {jobs}")
@@ -114,6 +115,7 @@ class BuildStage:
         self._lock = threading.Lock()  # the lazily made parts above, when recipes run on threads
         self._callbacks = threading.Lock()  # on_start / on_done are never called twice at once
         self._on_start: Callable[[str], None] | None = None
+        self._builds: int | None = None  # builds at once, as build_all decided for its recipes
 
     def close(self) -> None:
         if self._pool is not None:
@@ -144,9 +146,9 @@ class BuildStage:
         """The pool of build workers (started process by process, as builds need them)."""
         with self._lock:
             if self._pool is None:
-                from trtforge.backend.pool import WorkerPool, default_jobs
+                from trtforge.backend.pool import WorkerPool
 
-                self._pool = WorkerPool(self.jobs or default_jobs())
+                self._pool = WorkerPool(self._builds or self.jobs or 1)
             return self._pool
 
     def build_all(
@@ -169,7 +171,8 @@ class BuildStage:
         """
         items = list(items)
         self._on_start = on_start
-        builds = self.jobs or (_default_jobs() if len(items) > 1 else 1)
+        builds = min(self.jobs or (default_jobs() if len(items) > 1 else 1), len(items))
+        self._builds = builds
         threads = min(builds + 1, len(items))
         if threads <= 1 or (fail_fast and builds == 1):
             results = []
@@ -524,12 +527,6 @@ def _failed(result: BuildResult, exc: TrtforgeError, started: float) -> BuildRes
     result.error_kind = kind_of(exc)
     result.seconds = round(time.perf_counter() - started, 4)
     return result
-
-
-def _default_jobs() -> int:
-    from trtforge.backend.pool import default_jobs
-
-    return default_jobs()
 
 
 def _to_stderr(message: str) -> None:

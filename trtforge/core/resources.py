@@ -1,4 +1,4 @@
-"""What one build costs: wall time, CPU time and peak resident memory of the process that ran it.
+"""What one build costs (wall time, CPU time, peak resident memory), and how many builds fit this machine.
 
 A build worker is reused for build after build, so neither its lifetime CPU time nor its
 lifetime peak memory (``ru_maxrss``) is one build's. The worker resets its resident-memory
@@ -6,6 +6,10 @@ high-water mark when a build starts (``/proc/self/clear_refs``, Linux 4.0 and la
 its own figures when the build ends; the parent samples the worker from outside while it runs
 (``/proc/<pid>/status`` and ``/proc/<pid>/stat``), so that a build whose worker dies still has a
 cost. Where the reset is refused, the peak is the largest resident size sampled during the build.
+
+How many builds run at once when nobody says (``default_jobs``): one per usable core (affinity,
+and a cgroup CPU quota), as far as available memory (``MemAvailable``, and a cgroup memory
+limit) gives each build ``PER_BUILD_MEMORY``.
 """
 
 from __future__ import annotations
@@ -117,3 +121,45 @@ class CostMeter:
         if self.last_cpu is None or self.cpu_at_start is None:
             return 0.0
         return self.last_cpu - self.cpu_at_start
+
+
+PER_BUILD_MEMORY = 2 << 30  # what one build is assumed to need, for the default number of jobs
+
+
+def default_jobs() -> int:
+    """Builds at once when not told: one per usable core, as far as available memory gives each 2 GiB."""
+    cores = _usable_cores()
+    memory = _available_memory()
+    by_memory = cores if memory is None else memory // PER_BUILD_MEMORY
+    return max(1, min(cores, by_memory))
+
+
+def _usable_cores() -> int:
+    """Cores this process may run on, under a cgroup CPU quota (``cpu.max``) if one is set."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            cores = min(cores, max(1, int(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return cores
+
+
+def _available_memory() -> int | None:
+    """MemAvailable, or less under a cgroup memory limit (``memory.max`` less ``memory.current``)."""
+    available = None
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                available = int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        return None
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        if limit != "max":
+            left = int(limit) - int(Path("/sys/fs/cgroup/memory.current").read_text())
+            available = left if available is None else min(available, left)
+    except (OSError, ValueError):
+        pass
+    return available
