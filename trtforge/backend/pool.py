@@ -312,7 +312,7 @@ def crash_error(status: int, tail: list[str], builder: str, stopped: str | None)
     if stopped is not None:
         hint = None
     elif signum == signal.SIGKILL:
-        hint = "`dmesg` says whether the out-of-memory killer sent it (then build with fewer --jobs); the others went on"
+        hint = "`dmesg` says whether the out-of-memory killer sent it (then use fewer --jobs); the others went on"
     else:
         hint = "TensorRT crashed in native code; the other recipes went on. `--json` has the worker's last lines"
     detail = {"signal": signal_name(signum) if signum is not None else None, "exit_code": code, "log_tail": tail}
