@@ -6,6 +6,7 @@ SQLAlchemy), and opens or creates the catalog only on the paths that need it.
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 from trtforge.core.errors import StoreError
@@ -26,12 +27,13 @@ from trtforge.store.sqlite_hits import UNANSWERED, Probe, probe_cached_plan
 
 
 class StoreHandle:
-    """Opens the store only when needed, so bad input never creates or touches it."""
+    """Opens the store only when needed, so bad input never creates or touches it (from any thread)."""
 
     def __init__(self, store: str | Path | None, catalog: str | None) -> None:
         self._location = store
         self._catalog = catalog
         self._store: Store | None = None
+        self._opening = threading.Lock()  # builds on several threads open one store, once
         self._sqlite_path: tuple[Path | None] | None = None  # computed once: it reads the mount table
 
     def _local_sqlite(self) -> Path | None:
@@ -75,14 +77,16 @@ class StoreHandle:
         return self._local_sqlite() is not None
 
     def existing(self) -> Store | None:
-        if self._store is None:
-            self._store = open_existing_store(self._location, catalog=self._catalog)
-        return self._store
+        with self._opening:
+            if self._store is None:
+                self._store = open_existing_store(self._location, catalog=self._catalog)
+            return self._store
 
     def ensure(self) -> Store:
-        if self._store is None:
-            self._store = open_store(self._location, catalog=self._catalog)
-        return self._store
+        with self._opening:
+            if self._store is None:
+                self._store = open_store(self._location, catalog=self._catalog)
+            return self._store
 
     def locks(self) -> LockDir:
         """The store's build locks, usable before (and without) opening the catalog."""
