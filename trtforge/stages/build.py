@@ -26,7 +26,6 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from trtforge.core.crashpoints import crashpoint
 from trtforge.core.errors import BadInputError, TrtforgeError, kind_of
-from trtforge.core.resources import default_jobs
 from trtforge.resolution.batch import UnmatchedPattern, expand_recipes
 from trtforge.resolution.resolved_cache import ResolvedCache
 from trtforge.rules.digests import DigestCache
@@ -171,7 +170,7 @@ class BuildStage:
         """
         items = list(items)
         self._on_start = on_start
-        builds = min(self.jobs or (default_jobs() if len(items) > 1 else 1), len(items))
+        builds = min(self.jobs or (_default_jobs() if len(items) > 1 else 1), len(items))
         self._builds = builds
         threads = min(builds + 1, len(items))
         if threads <= 1 or (fail_fast and builds == 1):
@@ -527,6 +526,12 @@ def _failed(result: BuildResult, exc: TrtforgeError, started: float) -> BuildRes
     result.error_kind = kind_of(exc)
     result.seconds = round(time.perf_counter() - started, 4)
     return result
+
+
+def _default_jobs() -> int:
+    from trtforge.core.resources import default_jobs  # lazy: one recipe (the daily hit) never asks
+
+    return default_jobs()
 
 
 def _to_stderr(message: str) -> None:

@@ -32,10 +32,10 @@ from trtforge.core.errors import NotFoundError, StoreError
 from trtforge.core.fsutil import make_temp, remove_if_unheld
 from trtforge.store.blobs import BlobBackend, BlobStore, scan_temp_files
 from trtforge.store.fs import network_mount
-from trtforge.store.locks import LockDir, collecting_blobs, recording_blobs
 
 if TYPE_CHECKING:
     from trtforge.store.catalog import Catalog
+    from trtforge.store.locks import LockDir
 
 DEFAULT_STORE = Path("cache_store")
 STORE_ENV = "TRTFORGE_STORE"
@@ -85,6 +85,8 @@ class Store:
 
     @property
     def locks(self) -> LockDir:
+        from trtforge.store.locks import LockDir  # lazy, as below: a hit and lookup take no lock
+
         return LockDir(locks_dir(self.root))
 
     def work_dir(self) -> Path:
@@ -101,12 +103,16 @@ class Store:
     @contextmanager
     def recording_blobs(self, notify: Callable[[str], None]) -> Iterator[None]:
         """Held from writing or reusing blobs until the rows naming them commit: gc waits."""
+        from trtforge.store.locks import recording_blobs
+
         with recording_blobs(locks_dir(self.root), notify), self.catalog.gc_fence(exclusive=False, notify=notify):
             yield
 
     @contextmanager
     def collecting_blobs(self, notify: Callable[[str], None]) -> Iterator[None]:
         """Held by gc from its last look at the catalog until its blob files are deleted."""
+        from trtforge.store.locks import collecting_blobs
+
         with collecting_blobs(locks_dir(self.root), notify), self.catalog.gc_fence(exclusive=True, notify=notify):
             yield
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from trtforge.core.errors import StoreError
 from trtforge.rules.digests import DigestCache
@@ -22,8 +23,10 @@ from trtforge.store import (
     sqlite_catalog_path,
 )
 from trtforge.store.blobs import BlobStore
-from trtforge.store.locks import LockDir
 from trtforge.store.sqlite_hits import UNANSWERED, Probe, probe_cached_plan
+
+if TYPE_CHECKING:
+    from trtforge.store.locks import LockDir
 
 
 class StoreHandle:
@@ -90,6 +93,8 @@ class StoreHandle:
 
     def locks(self) -> LockDir:
         """The store's build locks, usable before (and without) opening the catalog."""
+        from trtforge.store.locks import LockDir  # lazy: a hit takes no lock
+
         return LockDir(locks_dir(resolve_store_root(self._location)))
 
     def close(self) -> None:
