@@ -259,3 +259,15 @@ def test_terminate_stops_a_running_build_at_once(
     [done] = outcome
     assert isinstance(done.error, WorkerCrashedError) and "stopped by the test" in done.error.message
     assert _wait_gone(worker, 10)
+
+
+def test_the_python_api_builds_with_jobs_and_a_timeout(mlp_recipe: Callable[..., Path], store: Path) -> None:
+    import trtforge
+
+    recipes = [mlp_recipe(f"api{i}", seed=70 + i) for i in range(3)]
+    heard: list[str] = []
+    results = trtforge.build(recipes, store=store, jobs=2, timeout=120, on_done=lambda r: heard.append(r.name))
+    assert [r.name for r in results] == ["api0", "api1", "api2"] and all(r.status == "built" for r in results)
+    assert sorted(heard) == ["api0", "api1", "api2"]
+    with pytest.raises(trtforge.BadInputError):
+        trtforge.build(recipes, store=store, timeout=0)
