@@ -147,6 +147,7 @@ def run_job(job: BuildJob, out: int, peak_reset: bool) -> None:
     except Exception as exc:  # a bug, or an unexpected exception from TensorRT's bindings: this build's crash
         text = "".join(traceback.format_exception(exc)).rstrip()
         sys.stderr.write(text + "\n")
+        sys.stderr.flush()  # in the log before the parent reads it
         send(out, ("error", f"{type(exc).__name__}: {exc}", cpu_seconds(), _peak(peak_reset)))
         return
     plan = output.plan_view
