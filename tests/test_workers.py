@@ -271,3 +271,29 @@ def test_the_python_api_builds_with_jobs_and_a_timeout(mlp_recipe: Callable[...,
     assert sorted(heard) == ["api0", "api1", "api2"]
     with pytest.raises(trtforge.BadInputError):
         trtforge.build(recipes, store=store, timeout=0)
+
+
+class _FailingBar:
+    """A progress sink that breaks at TensorRT's first phase (as a broken terminal might)."""
+
+    def phase_start(self, name: str, parent: str | None, steps: int) -> None:
+        raise RuntimeError("the progress bar broke")
+
+    def step(self, name: str, step: int) -> None: ...
+
+    def phase_finish(self, name: str) -> None: ...
+
+
+def test_an_error_in_the_parent_mid_build_leaves_no_worker_mid_job(mlp_recipe: Callable[..., Path]) -> None:
+    """Whatever interrupts the parent while a worker builds (Ctrl-C, a failing callback) kills that
+    worker, so the next job never reads the frames of the one before."""
+    from dataclasses import replace
+
+    from trtforge.backend.pool import WorkerPool
+
+    with WorkerPool(1) as pool:
+        with pytest.raises(RuntimeError, match="progress bar broke"):
+            pool.build(replace(_job(mlp_recipe("first")), progress=True), progress=_FailingBar())
+        assert pool.pids() == []  # killed, not left building
+        done = pool.build(_job(mlp_recipe("second", seed=3)))
+        assert done.error is None and done.output is not None and done.output.io_tensors[0]["name"] == "x"

@@ -97,9 +97,24 @@ class BuildWorker:
     ) -> JobResult:
         """Run ``job`` here; ``timeout`` (seconds of building, start-up excluded) kills it when exceeded.
 
-        ``on_start`` hears the worker's pid as the job is handed over.
+        ``on_start`` hears the worker's pid as the job is handed over. Anything raised here while the
+        job runs (Ctrl-C, a failing callback) kills the worker first: it is never left mid-job.
         """
         self._ensure_started(job)
+        try:
+            return self._run(job, timeout, progress, on_start)
+        except BaseException:
+            if self.running:
+                self._reap(kill=True)
+            raise
+
+    def _run(
+        self,
+        job: BuildJob,
+        timeout: float | None,
+        progress: ProgressSink | None,
+        on_start: Callable[[int], None] | None,
+    ) -> JobResult:
         assert self._proc is not None and self._proc.stdin is not None
         self._clear_log()
         meter = CostMeter(self._proc.pid, peak_reset=self.peak_reset)
@@ -241,7 +256,10 @@ class BuildWorker:
         if proc is None or proc.returncode is not None:
             return
         if proc.stdin is not None:
-            proc.stdin.close()  # the worker's reader sees the end and exits
+            try:
+                proc.stdin.close()  # the worker's reader sees the end and exits
+            except OSError:
+                pass  # it is gone already
         try:
             proc.wait(timeout=5)
         except subprocess.TimeoutExpired:
