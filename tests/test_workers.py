@@ -297,3 +297,30 @@ def test_an_error_in_the_parent_mid_build_leaves_no_worker_mid_job(mlp_recipe: C
         assert pool.pids() == []  # killed, not left building
         done = pool.build(_job(mlp_recipe("second", seed=3)))
         assert done.error is None and done.output is not None and done.output.io_tensors[0]["name"] == "x"
+
+
+def test_a_builds_peak_memory_is_its_own_in_a_reused_worker(tmp_path: Path, store: Path, cli) -> None:
+    """A small model built right after a big one in the same worker (--jobs 1, in order) reports
+    its own peak, not the big one's: the worker resets its high-water mark at each build, and the
+    parent's samples count from then (on 843520b no build reported a cost at all)."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    weights = np.random.default_rng(0).standard_normal((1024, 24 * 1024), dtype=np.float32)  # 96 MiB
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])],
+        "big",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1024])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", weights.shape[1]])],
+        initializer=[numpy_helper.from_array(weights, "w")],
+    )
+    onnx_models.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "big.onnx")
+    onnx_models.save(onnx_models.mlp(1), tmp_path / "small.onnx")
+    recipes = [tmp_path / "big.yaml", tmp_path / "small.yaml"]
+    for recipe, width in zip(recipes, (1024, 4), strict=True):
+        profile = f"x: {{min: [1, {width}], opt: [1, {width}], max: [2, {width}]}}"
+        recipe.write_text(f"name: {recipe.stem}\nmodel: {{onnx: {recipe.stem}.onnx}}\nprofiles: [{{{profile}}}]\n")
+    run = cli("build", *recipes, "--store", store, "--jobs", "1", "--fail-fast", "--json")
+    assert run.code == 0, run
+    big, small = (r["cost"]["peak_rss_mib"] for r in run.json())
+    assert small < big - 150, (big, small)

@@ -125,9 +125,9 @@ def echo_log(level: str, message: str) -> None:
 
 def run_job(job: BuildJob, out: int, peak_reset: bool) -> None:
     """Build one job and send its outcome (the plan in a raw frame after the ``built`` message)."""
-    send(out, ("started", cpu_seconds()))
     if peak_reset:
-        reset_peak_rss()
+        reset_peak_rss()  # before "started": the parent's samples from then on are this build's
+    send(out, ("started", cpu_seconds()))
     from trtforge.backend.build import build_plan  # the heavy import: TensorRT, once per worker
 
     progress = wrap_progress(_Relay(out) if job.progress else None)
@@ -200,7 +200,6 @@ def main() -> None:
     send(out, ("ready", os.getpid(), peak_reset))
     while True:
         run_job(jobs.get(), out, peak_reset)
-
 
 if __name__ == "__main__":
     main()

@@ -97,6 +97,10 @@ class CostMeter:
         self.last_cpu: float | None = None
 
     def sample(self) -> None:
+        """Read the worker's peak and CPU time now; nothing before it says the build started
+        (until then its high-water mark is still the previous build's)."""
+        if self.cpu_at_start is None:
+            return
         value = status_bytes(self.pid, self.field)
         if value is not None:
             self.peak = value if self.peak is None else max(self.peak, value)
