@@ -201,5 +201,6 @@ def main() -> None:
     while True:
         run_job(jobs.get(), out, peak_reset)
 
+
 if __name__ == "__main__":
     main()
