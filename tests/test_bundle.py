@@ -417,7 +417,8 @@ def write_signed(files: dict[str, bytes], key: Path, path: Path) -> Path:
     from trtforge.rules.signing import load_private_key, sign_manifest
 
     signature = sign_manifest(files["manifest.json"], load_private_key(key))
-    return write_tar(path, {**files, "manifest.sig": signature})
+    rest = {name: data for name, data in files.items() if name not in ("manifest.json", "manifest.sig")}
+    return write_tar(path, {"manifest.json": files["manifest.json"], "manifest.sig": signature, **rest})
 
 
 def test_signature_covers_every_member(cli, source: dict, keys: dict, tmp_path: Path) -> None:
@@ -497,6 +498,7 @@ def test_bad_key_files_are_one_line_errors(
         )
     elif content is not None:
         key.write_bytes(content)
+        key.chmod(0o600)  # a key file others can read is refused before it is parsed
     bundle = tmp_path / "b.tar"
     if flag == "--sign":
         result = cli("export", source["rtx"][0], "-o", bundle, "--sign", key, "--store", source["store"])

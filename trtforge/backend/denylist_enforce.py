@@ -155,10 +155,10 @@ def _table_row(columns: list[str], line: str) -> Candidate | None:
 def op_layer_names(op: str, engine_layers: Iterable[str] = ()) -> list[str]:
     """Names a deny entry may use for an autotuned op: the op itself and the engine layers built
     from it (Myelin names them ``<op>_myl<N>_<M>``; fused layers join names with ``" + "``)."""
-    own = re.compile(rf"^{re.escape(op)}_myl\d+_\d+$")
+    own = re.compile(rf"{re.escape(op)}_myl\d+_\d+")
     names = [op]
     for layer in engine_layers:
-        if layer != op and (own.match(layer) or op in layer.split(" + ")):
+        if layer != op and (own.fullmatch(layer) or op in layer.split(" + ")):
             names.append(layer)
     return names
 

@@ -4,6 +4,11 @@ The rich consoles are created on first use: `--json` output and a cache hit neve
 They never read markup: messages carry paths, shapes and hints such as `trtforge[verify]`,
 which rich would swallow as style tags (or fail on, for `[/...]`). Styles are applied with
 :func:`styled` instead.
+
+Text from outside (names, GPU names, paths, tensor names, messages from a catalog or a bundle
+someone else wrote) may hold terminal control sequences. Every string these consoles print
+passes :func:`printable` first, so an escape sequence is shown as ``\x1b[...`` instead of
+being acted on; `--json` output is escaped by ``json.dumps`` already.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import unicodedata
 from collections.abc import Callable
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -24,16 +30,46 @@ if TYPE_CHECKING:
     from rich.text import Text
 
 
+# What a terminal may act on: C0 and C1 controls and DEL (Cc), invisible format characters such
+# as bidirectional overrides (Cf), surrogates (Cs), and the Unicode line and paragraph separators.
+_UNPRINTABLE = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+
+
+def printable(text: str, *, keep: str = "") -> str:
+    """``text`` with every control or format character written as its escape (``\\x1b``,
+    ``\\u202e``), except those in ``keep``: the one helper for user-controlled text on a terminal."""
+    if text.isprintable():
+        return text
+    return "".join(
+        ch.encode("unicode_escape").decode("ascii")
+        if ch not in keep and unicodedata.category(ch) in _UNPRINTABLE
+        else ch
+        for ch in text
+    )
+
+
 def naming(source: str, message: str) -> str:
     """``message`` prefixed with the file it is about, unless it already starts with it."""
     return message if message.startswith(source) else f"{source}: {message}"
 
 
 def styled(*parts: str | tuple[str, str]) -> Text:
-    """One line from plain strings and (text, style) pairs; no part is parsed as markup."""
+    """One line from plain strings and (text, style) pairs; no part is parsed as markup, and
+    control characters in any part are escaped (:func:`printable`)."""
     from rich.text import Text
 
-    return Text.assemble(*parts)
+    return Text.assemble(*(printable(p) if isinstance(p, str) else (printable(p[0]), p[1]) for p in parts))
+
+
+def _printable_console(**options: Any) -> Console:
+    """A rich console that escapes control characters in every string it renders (tables too)."""
+    from rich.console import Console
+
+    class PrintableConsole(Console):
+        def render_str(self, text: str, **kwargs: Any) -> Text:
+            return super().render_str(printable(text, keep="\n\t"), **kwargs)  # line breaks are ours
+
+    return PrintableConsole(**options)
 
 
 class Output:
@@ -44,17 +80,13 @@ class Output:
 
     @cached_property
     def out(self) -> Console:
-        from rich.console import Console
-
         # Piped output is read by people too: don't squeeze tables into 80 columns.
         width = None if sys.stdout.isatty() or "COLUMNS" in os.environ else PIPE_WIDTH
-        return Console(soft_wrap=True, highlight=False, markup=False, width=width)
+        return _printable_console(soft_wrap=True, highlight=False, markup=False, width=width)
 
     @cached_property
     def err(self) -> Console:
-        from rich.console import Console
-
-        return Console(stderr=True, soft_wrap=True, highlight=False, markup=False)
+        return _printable_console(stderr=True, soft_wrap=True, highlight=False, markup=False)
 
     @property
     def interactive(self) -> bool:

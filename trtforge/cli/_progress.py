@@ -7,6 +7,8 @@ import threading
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
+from trtforge.cli._output import printable
+
 
 class BuildProgress:
     """Top-level phases drive the bar; the innermost running phase is shown as text."""
@@ -33,11 +35,12 @@ class BuildProgress:
         self._progress.stop()
 
     def start_recipe(self, label: str) -> None:
+        label = printable(label)  # a file name: the bar's columns do not go through the console's render_str
         with self._lock:
-            self._recipe = label
             self._top = None
             if self._task is not None:
                 self._progress.remove_task(self._task)
+            self._recipe = label
             self._task = self._progress.add_task("starting", total=None, recipe=label)
 
     def phase_start(self, name: str, parent: str | None, steps: int) -> None:

@@ -9,7 +9,7 @@ import typer
 
 from trtforge.cli._errors import run
 from trtforge.cli._options import ArtifactArg, CatalogOpt, JsonOpt, StoreOpt
-from trtforge.cli._output import Output, styled
+from trtforge.cli._output import Output, printable, styled
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -111,7 +111,7 @@ def _render_gc(console: Console, data: dict[str, Any]) -> None:
 
 def _to_stderr(message: str) -> None:
     """Waits (for builds recording blobs) are said on stderr, like a build's waits."""
-    print(f"trtforge: {message}", file=sys.stderr, flush=True)
+    print(f"trtforge: {printable(message)}", file=sys.stderr, flush=True)
 
 
 def _set_pin(artifact: str, pinned: bool, store: str | None, catalog: str | None, json_output: bool) -> None:

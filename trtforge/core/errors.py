@@ -181,6 +181,15 @@ class BundleError(BadInputError):
     default_hint = "re-export the bundle from the source store; nothing was imported"
 
 
+class BundleConflictError(BundleError):
+    """A bundle names an artifact (or verification) id this catalog holds with other contents (exit 2)."""
+
+    default_hint = (
+        "an id names one record and one plan everywhere: see where the row here came from "
+        "(`trtforge show ID`), or import into another store"
+    )
+
+
 class SigningKeyError(BadInputError):
     """A signing or trusted key file is missing, unreadable or not an Ed25519 key (exit 2)."""
 

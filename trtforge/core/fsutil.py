@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
-from trtforge.core.errors import IntegrityError
+from trtforge.core.errors import BadInputError, IntegrityError
 
 TEMP_PREFIX = ".tmp-"
 STALE_TEMP_AGE_S = 30 * 60
@@ -33,6 +33,22 @@ def owner_prefix() -> str:
     to say (pids repeat across pid namespaces and containers that share a hostname)."""
     host = re.sub(r"[^A-Za-z0-9._]", "_", socket.gethostname())[:64]
     return f"{TEMP_PREFIX}{os.getpid()}@{host}-"
+
+
+def child_path(directory: Path, name: str, what: str) -> Path:
+    """``directory / name`` for a ``name`` that is one plain entry of it; anything else is refused.
+
+    Names that become paths come from catalogs and bundles someone else may have written: no
+    separator, ``.``/``..``, control character or empty name gets to choose where a file goes.
+    """
+    plain = bool(name) and name not in (".", "..") and "/" not in name and "\\" not in name and name.isprintable()
+    path = directory / name
+    if not plain or path.parent != directory or path.name != name:
+        raise BadInputError(
+            f"{what} {name[:80]!r} is not a plain file name; nothing was written",
+            hint="give the full output path instead of a directory",
+        )
+    return path
 
 
 def same_file(fd: int, path: Path) -> bool:

@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 
 ENV_VAR = re.compile(r"\$(?:\{([^}]*)\}|([A-Za-z_][A-Za-z0-9_]*))")
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 def expand_path(value: str, base: Path, what: str) -> Path:
@@ -24,7 +24,7 @@ def expand_path(value: str, base: Path, what: str) -> Path:
 
     def substitute(match: re.Match[str]) -> str:
         name = match.group(1) if match.group(1) is not None else match.group(2)
-        if not _ENV_NAME.match(name):
+        if not _ENV_NAME.fullmatch(name):
             raise ValueError(f"{what} {value}: ${{{name}}} is not a variable name")
         found = os.environ.get(name)
         if found is None:

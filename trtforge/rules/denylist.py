@@ -28,10 +28,10 @@ from trtforge.core.yamlfile import load_yaml, read_text_file, validate_yaml
 
 ANY_TACTIC = "*"
 MAX_SIDECAR_BYTES = 1 << 20
-_HEX_ID = re.compile(r"^0[xX][0-9a-fA-F]+$")
-_DEC_ID = re.compile(r"^-?[0-9]+$")
+_HEX_ID = re.compile(r"0[xX][0-9a-fA-F]+")
+_DEC_ID = re.compile(r"-?[0-9]+")
 # TensorRT < 10 repeats layer and tensor names per optimization profile with this suffix.
-_PROFILE_SUFFIX = re.compile(r" \[profile \d+\]$")
+_PROFILE_SUFFIX = re.compile(r" \[profile \d+\]\Z")
 
 
 
@@ -93,9 +93,9 @@ def tactic_id_of(text: str | int | None) -> int | None:
     if isinstance(text, int):
         return text
     text = text.strip()
-    if _HEX_ID.match(text):
+    if _HEX_ID.fullmatch(text):
         return int(text, 16)
-    if _DEC_ID.match(text):
+    if _DEC_ID.fullmatch(text):
         return int(text)
     return None
 

@@ -39,7 +39,7 @@ _DISTRIBUTIONS: dict[Flavor, tuple[str, ...]] = {
         "tensorrt-rtx-cu12-bindings",
     ),
 }
-_VERSION = re.compile(r"^\d{1,3}(\.\d{1,6}){1,3}$")
+_VERSION = re.compile(r"\d{1,3}(\.\d{1,6}){1,3}")
 
 # TensorRT-RTX ComputeCapability targets (C++ enum nvinfer1::ComputeCapability, TensorRT-RTX
 # API reference; observed in tensorrt_rtx 1.7: SM75, SM80, SM86, SM89, SM120, SM121). Hopper
@@ -77,8 +77,7 @@ def release(text: str) -> Version:
 @lru_cache(maxsize=1024)
 def parse_version(text: str) -> Version:
     """A version a user typed: ``"10.13.3.9"`` -> ``(10, 13, 3, 9)``; TargetError for anything else."""
-    text = text.strip()
-    if not _VERSION.match(text):
+    if not _VERSION.fullmatch(text):  # the whole text: no whitespace or trailing newline either
         raise TargetError(f"TensorRT version {text[:40]!r} is not of the form MAJOR.MINOR[.PATCH[.BUILD]]")
     return release(text)
 

@@ -24,10 +24,24 @@ from trtforge.core.yamlfile import line_of, load_yaml, read_text_file, validate_
 from trtforge.rules.denylist import DenyEntry, deny_key, parse_deny_file, read_deny_text
 
 MAX_RECIPE_BYTES = 1 << 20
+# Anchored for Pydantic and JSON Schema, which search; Python code full-matches (name_problem).
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 Shape = list[int]
+
+
+def name_problem(value: str) -> str | None:
+    """Why ``value`` cannot be an artifact name, or None: the one rule for recipes, adopt and bundles.
+
+    The whole text must match (a trailing newline does not pass), and no name holds ``..``.
+    """
+    if not _NAME.fullmatch(value):
+        return f"must match {NAME_PATTERN}"
+    if ".." in value:
+        return "must not contain '..'"
+    return None
 
 
 class _Strict(BaseModel):
@@ -115,7 +129,7 @@ class ModelSpec(_Strict):
     @field_validator("sha256")
     @classmethod
     def _hex(cls, value: str | None) -> str | None:
-        if value is not None and not _SHA256.match(value.lower()):
+        if value is not None and not _SHA256.fullmatch(value.lower()):
             raise ValueError("must be 64 hexadecimal characters")
         return value.lower() if value is not None else None
 
@@ -220,7 +234,7 @@ class Tactics(_Strict):
 
 RefitMode = Literal["none", "refittable", "refit_identical", "strip_weights"]
 HardwareLevel = Literal["none", "ampere_plus", "same_compute_capability"]
-_CC = re.compile(r"^[1-9][0-9]?\.[0-9]$")
+_CC = re.compile(r"[1-9][0-9]?\.[0-9]")
 
 
 class Compatibility(_Strict):
@@ -252,7 +266,7 @@ class Compatibility(_Strict):
         if not value:
             raise ValueError("give at least one compute capability, or leave the field out")
         for item in value:
-            if not _CC.match(item):
+            if not _CC.fullmatch(item):
                 raise ValueError(f"{item!r} is not a compute capability like 8.6")
         if len(set(value)) != len(value):
             raise ValueError("compute capabilities must not repeat")
@@ -387,8 +401,9 @@ class Recipe(_Strict):
     @field_validator("name")
     @classmethod
     def _no_dots_only(cls, value: str) -> str:
-        if ".." in value:
-            raise ValueError("must not contain '..'")
+        problem = name_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
         return value
 
     @model_validator(mode="after")

@@ -1,17 +1,31 @@
-"""What an artifact's catalog row records beyond its columns (``artifacts.details``), as one model.
+"""What an artifact's catalog row records beyond its columns (``artifacts.details``), as one model;
+and the whole record as a bundle carries it (:class:`ArtifactRecord`), checked field by field.
 
-Builds, refits and adopted plans write it; the catalog reads it back into the same model, so the
-nine places that used to read string keys out of a dict read typed fields instead. It is
-versioned: rows written before it existed (version 0) still read, and keys a newer trtforge
-wrote are kept (``extra="allow"``) rather than dropped when a record is copied.
+Builds, refits and adopted plans write the details; the catalog reads them back into the same
+model, so the nine places that used to read string keys out of a dict read typed fields instead.
+They are versioned: rows written before it existed (version 0) still read, and keys a newer
+trtforge wrote are kept (``extra="allow"``) rather than dropped when a record is copied.
+
+A record from a bundle was written by someone else: :class:`ArtifactRecord` holds it to the
+rules a local record follows (a recipe's name rule, ids and digests as trtforge makes them,
+versions and compute capabilities as the target rules parse them), and no string anywhere in it
+may hold a control character other than tab and newline.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, ValidationError
+
+from trtforge.core.errors import TrtforgeError
+from trtforge.rules.flavors import parse_version
+from trtforge.rules.recipe import name_problem
+from trtforge.rules.target import parse_compute_capability
 
 DETAILS_VERSION = 1  # 1: typed (this module); 0: any row written before
 
@@ -96,3 +110,138 @@ def read_details(value: Any, *, strict: bool = False) -> ArtifactDetails:
             raise
         damaged = {error["loc"][0] for error in exc.errors() if error["loc"]}
         return ArtifactDetails.model_validate({k: v for k, v in data.items() if k not in damaged})
+
+
+# -- records from elsewhere (bundles) ---------------------------------------------------------
+
+_ID = re.compile(r"[0-9a-f]{32}")  # uuid4().hex, as build, adopt, refit and verify make them
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+MAX_TEXT = 128  # the catalog's String(128) columns (names, GPU names)
+
+
+def _pattern(regex: re.Pattern[str], what: str) -> AfterValidator:
+    def check(value: str) -> str:
+        if not regex.fullmatch(value):
+            raise ValueError(f"is not {what}")
+        return value
+
+    return AfterValidator(check)
+
+
+def _name(value: str) -> str:
+    problem = name_problem(value)
+    if problem is not None:
+        raise ValueError(problem)
+    return value
+
+
+def _version(value: str) -> str:
+    try:
+        parse_version(value)
+    except TrtforgeError as exc:
+        raise ValueError(exc.message) from None
+    return value
+
+
+def _cc(value: str) -> str:
+    try:
+        major, minor = parse_compute_capability(value)
+    except TrtforgeError as exc:
+        raise ValueError(exc.message) from None
+    if value != f"{major}.{minor}":
+        raise ValueError(f"compute capability {value!r} is not written as MAJOR.MINOR")
+    return value
+
+
+def _line(value: str) -> str:
+    if not value.isprintable():
+        raise ValueError("holds a control or format character")
+    return value
+
+
+Id = Annotated[str, _pattern(_ID, "an artifact id (32 lowercase hex digits)")]
+Sha256 = Annotated[str, _pattern(_SHA256, "a sha256 digest (64 lowercase hex digits)")]
+Name = Annotated[str, AfterValidator(_name)]
+TrtVersion = Annotated[str, AfterValidator(_version)]
+ComputeCapability = Annotated[str, AfterValidator(_cc)]
+Line = Annotated[str, Field(min_length=1, max_length=MAX_TEXT), AfterValidator(_line)]
+PathText = Annotated[str, Field(max_length=4096), AfterValidator(_line)]
+
+
+class _Record(BaseModel):
+    # strict: a number is not a string and a string is not a number. Columns a newer trtforge
+    # added are ignored here, as the catalog (which has no such column) ignores them.
+    model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
+
+
+class VerificationRecord(_Record):
+    """One verification row as a bundle carries it."""
+
+    id: Id
+    gpu_name: Line
+    compute_capability: ComputeCapability | None = None
+    runtime_flavor: Literal["tensorrt", "tensorrt_rtx"]
+    runtime_version: TrtVersion
+    status: Literal["passed", "failed"]
+    checks: list[Any]
+    perf: list[Any]
+    details: dict[str, Any]
+    created_at: datetime = Field(strict=False)  # ISO 8601 text in JSON
+    trust: Literal["local", "signed", "claimed"] | None = None
+
+
+class ArtifactRecord(_Record):
+    """An artifact's row as a bundle carries it (every column but the importing store's own)."""
+
+    id: Id
+    name: Name
+    build_key: Sha256
+    recipe_fingerprint: Sha256
+    model_sha256: Sha256
+    flavor: Literal["tensorrt", "tensorrt_rtx"]
+    trt_version: TrtVersion
+    gpu_name: Line | None = None
+    compute_capabilities: list[ComputeCapability]
+    plan_sha256: Sha256
+    plan_size: StrictInt = Field(ge=0)
+    io_tensors: list[dict[str, Any]]
+    profiles: list[dict[str, Any]]
+    recipe: dict[str, Any]
+    recipe_path: PathText | None = None
+    build_seconds: float = Field(ge=0)  # an int too (strict mode takes one for a float)
+    build_log: list[Any]
+    details: dict[str, Any]
+    created_at: datetime = Field(strict=False)
+    verifications: list[VerificationRecord] = Field(default_factory=list)
+
+
+def control_characters(value: Any, where: str = "") -> Iterator[str]:
+    """Where ``value`` (any JSON) holds a control character other than tab and newline, keys included."""
+    if isinstance(value, str):
+        if any((ch < " " and ch not in "\t\n") or "\x7f" <= ch <= "\x9f" for ch in value):
+            yield where or "(top)"
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from control_characters(key, f"{where}.{key!r}")
+            yield from control_characters(item, f"{where}.{key}" if where else str(key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from control_characters(item, f"{where}[{index}]")
+
+
+def validate_record(record: dict[str, Any]) -> ArtifactRecord:
+    """``record`` (an artifact's JSON from a bundle) held to a local record's rules; raises
+    ValueError naming the first field that breaks one."""
+    for where in control_characters(record):
+        raise ValueError(f"{where} holds a control character")
+    try:
+        checked = ArtifactRecord.model_validate(record)
+        read_details(record["details"], strict=True)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        where = ".".join(str(part) for part in error["loc"]) or "(top)"
+        raise ValueError(f"{where} {error['msg'].removeprefix('Value error, ')}") from None
+    lineage = checked.details.get("lineage")
+    if isinstance(lineage, dict) and not _ID.fullmatch(str(lineage.get("parent"))):
+        raise ValueError("details.lineage.parent is not an artifact id (32 lowercase hex digits)")
+    return checked

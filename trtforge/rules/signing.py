@@ -11,6 +11,9 @@ lists the sha256 and size of every other member, so the signature covers the who
 A valid signature proves that whoever holds the private key produced this manifest; it says
 nothing about how the plans were built or whether their verification results are true.
 
+Key files are refused when others may change or read them, as ssh refuses its own: a trusted
+public key writable by group or others, a private key with any group or other permission.
+
 ``cryptography`` is imported only when a signature is made or checked.
 """
 
@@ -21,6 +24,7 @@ import binascii
 import hashlib
 import json
 import os
+import stat
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,13 +63,38 @@ def key_id(public: Ed25519PublicKey) -> str:
     return hashlib.sha256(_raw(public)).hexdigest()
 
 
-def _read_key_file(path: Path, what: str) -> bytes:
+# Who else may touch a key file, as ssh decides for its own keys: a trusted public key others can
+# write lets them choose which bundles count; a private key others can read (group included, as
+# ssh refuses it) is no longer secret, so neither is used.
+PRIVATE_KEY_FORBIDDEN = 0o077
+PUBLIC_KEY_FORBIDDEN = 0o022
+
+
+def _read_key_file(path: Path, what: str, forbidden: int) -> bytes:
     try:
-        if path.stat().st_size > MAX_KEY_BYTES:
-            raise SigningKeyError(f"{what} {path} is too large to be a key file")
-        return path.read_bytes()
+        with open(path, "rb") as handle:
+            mode = os.fstat(handle.fileno()).st_mode  # the file read, not whatever the path names later
+            if stat.S_ISREG(mode) and mode & forbidden:
+                raise _loose_permissions(path, what, mode, forbidden)
+            data = handle.read(MAX_KEY_BYTES + 1)
     except OSError as exc:
         raise SigningKeyError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    if len(data) > MAX_KEY_BYTES:
+        raise SigningKeyError(f"{what} {path} is too large to be a key file")
+    return data
+
+
+def _loose_permissions(path: Path, what: str, mode: int, forbidden: int) -> SigningKeyError:
+    octal = f"{stat.S_IMODE(mode):04o}"
+    if forbidden == PRIVATE_KEY_FORBIDDEN:
+        return SigningKeyError(
+            f"{what} {path} is accessible by others (mode {octal}); a private key must be its owner's alone",
+            hint=f"chmod 600 {path}",
+        )
+    return SigningKeyError(
+        f"{what} {path} is writable by others (mode {octal}); they could choose which bundles are trusted",
+        hint=f"chmod go-w {path}",
+    )
 
 
 def load_private_key(path: Path) -> Ed25519PrivateKey:
@@ -73,7 +102,7 @@ def load_private_key(path: Path) -> Ed25519PrivateKey:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
     from cryptography.hazmat.primitives.serialization import load_pem_private_key, load_ssh_private_key
 
-    data = _read_key_file(path, "signing key")
+    data = _read_key_file(path, "signing key", PRIVATE_KEY_FORBIDDEN)
     try:
         loader = load_ssh_private_key if b"OPENSSH PRIVATE KEY" in data else load_pem_private_key
         key: Any = loader(data, None)
@@ -93,7 +122,7 @@ def load_public_key(path: Path) -> Ed25519PublicKey:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
     from cryptography.hazmat.primitives.serialization import load_pem_public_key, load_ssh_public_key
 
-    data = _read_key_file(path, "trusted key")
+    data = _read_key_file(path, "trusted key", PUBLIC_KEY_FORBIDDEN)
     if b"PRIVATE KEY" in data:
         raise SigningKeyError(
             f"trusted key {path} is a private key", hint="give the public half (openssl pkey -in KEY -pubout)"
@@ -125,10 +154,11 @@ def generate_key_pair(private_path: Path) -> tuple[Path, str]:
     private_pem = key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
     public_pem = key.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)
     try:
-        fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(private_pem)
-        public_path.write_bytes(public_pem)
+        for path, data, mode in ((private_path, private_pem, 0o600), (public_path, public_pem, 0o644)):
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+            with os.fdopen(fd, "wb") as handle:
+                os.fchmod(handle.fileno(), mode)  # whatever the umask: import refuses a group-writable key
+                handle.write(data)
     except OSError as exc:
         raise SigningKeyError(f"cannot write key {private_path}: {exc.strerror or exc}") from None
     return public_path, key_id(key.public_key())

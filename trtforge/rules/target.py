@@ -137,7 +137,7 @@ def parse_visible_devices(value: str | None) -> list[str] | None:
     entries: list[str] = []
     for raw in value.split(","):
         entry = raw.strip()
-        if entry.isdigit() or re.match(r"^(GPU|MIG)-[0-9A-Za-z/-]+$", entry):
+        if entry.isdigit() or re.fullmatch(r"(GPU|MIG)-[0-9A-Za-z/-]+", entry):
             entries.append(entry)
         else:
             break
@@ -351,8 +351,8 @@ def build_target_for(
 
 # -- runtime targets: where an engine is meant to run (lookup, adopt, plan) ------------------
 
-_CC = re.compile(r"^(\d{1,2})\.(\d)$")
-_PLATFORM_NAME = re.compile(r"^[a-z0-9_]{1,32}$")
+_CC = re.compile(r"(\d{1,2})\.(\d)")
+_PLATFORM_NAME = re.compile(r"[a-z0-9_]{1,32}")
 
 
 
@@ -360,7 +360,7 @@ _PLATFORM_NAME = re.compile(r"^[a-z0-9_]{1,32}$")
 @lru_cache(maxsize=256)
 def parse_compute_capability(text: str) -> tuple[int, int]:
     """``"8.6"`` -> ``(8, 6)``; raises TargetError for anything else."""
-    match = _CC.match(text.strip())
+    match = _CC.fullmatch(text.strip())
     if match is None:
         raise TargetError(f"compute capability {text[:40]!r} is not of the form MAJOR.MINOR (e.g. 8.6)")
     return int(match.group(1)), int(match.group(2))
@@ -407,7 +407,7 @@ def parse_platform(os: str | None, arch: str | None) -> tuple[str | None, str | 
     """Validated, normalized ``--os``/``--arch`` values (None stays None: unknown)."""
     names: list[str | None] = []
     for label, value, normalize in (("OS", os, normalize_os), ("architecture", arch, normalize_arch)):
-        if value is not None and not _PLATFORM_NAME.match(normalize(value)):
+        if value is not None and not _PLATFORM_NAME.fullmatch(normalize(value)):
             raise TargetError(f"{label} {value[:40]!r} is not a platform name (e.g. linux, windows, x86_64, aarch64)")
         names.append(normalize(value) if value is not None else None)
     return names[0], names[1]

@@ -8,7 +8,6 @@ contradicts the caller is an error. Adopting the same plan for the same target t
 
 from __future__ import annotations
 
-import re
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +19,7 @@ from trtforge.rules import digests
 from trtforge.rules.compatibility import HARDWARE_LEVELS
 from trtforge.rules.flavors import parse_version, same_release
 from trtforge.rules.keys import adopted_key, sha256_file
-from trtforge.rules.recipe import NAME_PATTERN
+from trtforge.rules.recipe import name_problem
 from trtforge.rules.record import Adopted, ArtifactDetails
 from trtforge.rules.target import parse_compute_capability, parse_platform
 from trtforge.store import Store, open_store
@@ -95,8 +94,9 @@ def adopt_plan(request: AdoptRequest, store: str | Path | None = None, *, catalo
 
     Everything is checked before the store is opened, so bad input never creates one.
     """
-    if not re.match(NAME_PATTERN, request.name):
-        raise BadInputError(f"name {request.name[:60]!r} must match {NAME_PATTERN}")
+    problem = name_problem(request.name)
+    if problem is not None:
+        raise BadInputError(f"name {request.name[:60]!r} {problem}")
     if not request.plan.is_file():
         raise BadInputError(f"plan {request.plan} does not exist or is not a file")
     if not request.model.is_file():

@@ -7,11 +7,19 @@ Layout of a bundle (a plain, uncompressed tar; plans do not compress much)::
     artifacts/<id>.json        the artifact's catalog record (every column) and its verifications
     plans/<sha256>.plan        each plan once, named by its digest
 
-Import trusts nothing in the tar: members must be regular files at one of those names (no
-links, no absolute paths, no ``..``), extraction uses tarfile's ``data`` filter into a private
-directory, every file is hashed against the manifest and every plan against its name, and only
-then are blobs stored and all catalog rows added in one transaction. A refused bundle leaves
-the catalog untouched.
+Import trusts nothing in the tar. It reads it once, as a stream: manifest.json must come first
+and manifest.sig (if any) second, and both are checked (and the free space for what the manifest
+declares) before any other member is read; each later member must be a regular file at one of
+those names (no links, no absolute paths, no ``..``), listed in the manifest with the size its
+header gives, and is copied into a private directory never beyond that size, hashed on the way
+(plans against their names too; :mod:`trtforge.stages.bundle_read`). Records are held to a local record's rules
+(:func:`trtforge.rules.record.validate_record`). Only then are blobs stored and all catalog rows
+added in one transaction. A refused bundle leaves the catalog and the blob store untouched.
+
+An artifact (or verification) id this catalog already holds must come with exactly the same
+record and plan (:data:`IDENTITY_COLUMNS`); otherwise the whole bundle is refused as a conflict
+(:class:`trtforge.core.errors.BundleConflictError`), so that a signature's results never attach to
+a row with another plan or record, whichever bundle arrived first.
 
 A record is not taken at its word either: what can be recomputed is, and a mismatch refuses the
 bundle. The plan's size; the flavor and release its header names (TensorRT-RTX plans); the
@@ -28,37 +36,44 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import re
 import shutil
 import tarfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 
 from trtforge.core.crashpoints import crashpoint
-from trtforge.core.errors import BadInputError, BundleError, IntegrityError, SignatureError, TrtforgeError
+from trtforge.core.errors import (
+    BadInputError,
+    BundleConflictError,
+    BundleError,
+    IntegrityError,
+    TrtforgeError,
+)
 from trtforge.core.fsutil import atomic_write
 from trtforge.core.plan_header import read_plan_header
 from trtforge.rules.flavors import same_release
-from trtforge.rules.keys import adopted_key, recipe_fingerprint, recorded_build_key, refit_key, sha256_file
+from trtforge.rules.keys import adopted_key, recipe_fingerprint, recorded_build_key, refit_key
 from trtforge.rules.record import ArtifactDetails, read_details
-from trtforge.rules.signing import Signer, check_signature, load_private_key, load_public_key, sign_manifest
+from trtforge.rules.signing import Signer, load_private_key, load_public_key, sign_manifest
+from trtforge.stages.bundle_read import (
+    BUNDLE_FORMAT,
+    BUNDLE_VERSION,
+    MANIFEST,
+    SIGNATURE,
+    Received,
+    read_records,
+    receive_bundle,
+)
 from trtforge.store import Store, open_store, require_existing_store
 from trtforge.store.catalog import TRUST_CLAIMED, TRUST_SIGNED, Artifact, Blob, Catalog, Verification
 from trtforge.store.integrity import CORRUPT_STATUS
 
-BUNDLE_FORMAT = "trtforge-bundle"
-BUNDLE_VERSION = 1
-MANIFEST = "manifest.json"
-SIGNATURE = "manifest.sig"
 UNVERIFIED = "unverified"
-MAX_JSON_BYTES = 64 << 20
-_PLAN_NAME = re.compile(r"^plans/([0-9a-f]{64})\.plan$")
-_RECORD_NAME = re.compile(r"^artifacts/([0-9a-f]{32})\.json$")
-_REQUIRED_RECORD_KEYS = ("id", "name", "flavor", "trt_version", "plan_sha256", "build_key", "model_sha256")
 
 
 
@@ -238,88 +253,6 @@ def _write_bundle(
                 tar.addfile(info, plan)
 
 
-# -- import: reading the tar ------------------------------------------------------------------
-
-
-def _check_member(member: tarfile.TarInfo) -> str:
-    """The member's name if it is a regular file at an expected, confined path; else refuse."""
-    name = member.name
-    path = PurePosixPath(name)
-    if name.startswith(("/", "\\")) or path.is_absolute() or "\\" in name or ".." in path.parts or "" in path.parts:
-        raise BundleError(f"bundle member {name[:120]!r} has an unsafe path")
-    if not member.isreg():
-        kind = "link" if (member.issym() or member.islnk()) else "non-file"
-        raise BundleError(f"bundle member {name[:120]!r} is a {kind}; bundles hold regular files only")
-    if name not in (MANIFEST, SIGNATURE) and not _PLAN_NAME.match(name) and not _RECORD_NAME.match(name):
-        raise BundleError(f"bundle member {name[:120]!r} is not part of the bundle format")
-    if name != MANIFEST and not name.endswith(".plan") and member.size > MAX_JSON_BYTES:
-        raise BundleError(f"bundle member {name[:120]!r} is too large for a record")
-    return name
-
-
-def _confined(root: Path, name: str) -> Path:
-    """``root / name`` resolved, refusing anything that ends up outside ``root``."""
-    resolved = (root / name).resolve()
-    if not resolved.is_relative_to(root.resolve()):
-        raise BundleError(f"bundle member {name[:120]!r} escapes the extraction directory")
-    return resolved
-
-
-def _read_manifest(root: Path, names: set[str]) -> dict[str, Any]:
-    if MANIFEST not in names:
-        raise BundleError("not a trtforge bundle: manifest.json is missing")
-    try:
-        manifest = json.loads(_confined(root, MANIFEST).read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BundleError(f"bundle manifest is not valid JSON: {exc}") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != BUNDLE_FORMAT:
-        raise BundleError("not a trtforge bundle: manifest format is missing or wrong")
-    if manifest.get("version") != BUNDLE_VERSION:
-        raise BundleError(
-            f"bundle format version {manifest.get('version')!r} is not supported (this trtforge reads {BUNDLE_VERSION})"
-        )
-    if not isinstance(manifest.get("files"), dict) or not isinstance(manifest.get("artifacts"), list):
-        raise BundleError("bundle manifest lacks its file and artifact lists")
-    return manifest
-
-
-def _verify_contents(root: Path, names: set[str], manifest: dict[str, Any]) -> list[dict[str, Any]]:
-    """Hash every file against the manifest; return the artifact records, checked."""
-    listed = set(manifest["files"])
-    present = names - {MANIFEST, SIGNATURE}
-    if listed != present:
-        missing, extra = sorted(listed - present), sorted(present - listed)
-        raise BundleError(f"bundle does not match its manifest (missing: {missing[:3]}, unlisted: {extra[:3]})")
-    for name in sorted(present):
-        entry = manifest["files"][name]
-        path = _confined(root, name)
-        if not isinstance(entry, dict) or entry.get("size") != path.stat().st_size:
-            raise BundleError(f"bundle file {name} has the wrong size: tampered or truncated")
-        actual = sha256_file(path)
-        if actual != entry.get("sha256"):
-            raise BundleError(f"bundle file {name} does not match its manifest sha256: tampered or damaged")
-        plan = _PLAN_NAME.match(name)
-        if plan and plan.group(1) != actual:
-            raise BundleError(f"bundle plan {name} does not hash to its name: tampered")
-    records = []
-    for artifact_id in manifest["artifacts"]:
-        name = f"artifacts/{artifact_id}.json" if isinstance(artifact_id, str) else ""
-        if name not in present:
-            raise BundleError(f"bundle manifest names artifact {str(artifact_id)[:40]!r} but has no record for it")
-        try:
-            record = json.loads(_confined(root, name).read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise BundleError(f"bundle record {name} is not valid JSON: {exc}") from None
-        if not isinstance(record, dict) or any(not isinstance(record.get(k), str) for k in _REQUIRED_RECORD_KEYS):
-            raise BundleError(f"bundle record {name} lacks required fields")
-        if record["id"] != artifact_id:
-            raise BundleError(f"bundle record {name} describes artifact {str(record['id'])[:40]!r}")
-        if f"plans/{record['plan_sha256']}.plan" not in present:
-            raise BundleError(f"bundle record {name} points at a plan the bundle does not hold")
-        records.append(record)
-    return records
-
-
 # -- recomputation: a record is checked against what its plan and its own inputs give ----------
 
 
@@ -329,7 +262,6 @@ def _refuse(record: dict[str, Any], what: str) -> BundleError:
 
 def _details_of(record: dict[str, Any]) -> ArtifactDetails:
     """The record's details through the catalog's one reader; a malformed one refuses the bundle."""
-    from pydantic import ValidationError
 
     try:
         return read_details(record.get("details"), strict=True)
@@ -356,7 +288,6 @@ def _expected_build_key(
         return adopted_key(record["plan_sha256"], record["model_sha256"], target, details.compatibility), ""
     if target is None:
         return None, "its build target is not recorded"
-    from pydantic import ValidationError
 
     from trtforge.rules.recipe import Recipe
 
@@ -420,19 +351,108 @@ def _known_build_keys(store: Store, records: list[dict[str, Any]]) -> dict[str, 
     return keys
 
 
-def _signer(root: Path, names: set[str], trusted: list[Any], require: bool) -> Signer | None:
-    """The bundle's signer (its signature checked over the exact manifest bytes), or None."""
-    signer = None
-    if SIGNATURE in names:
-        signature = _confined(root, SIGNATURE).read_bytes()
-        signer = check_signature(signature, _confined(root, MANIFEST).read_bytes(), trusted)
-    if require and (signer is None or not signer.trusted):
-        who = "not signed" if signer is None else f"signed by key {signer.key_id[:16]}, which is not trusted here"
-        raise SignatureError(
-            f"bundle is {who} and --require-signature was given",
-            hint="pass the exporter's public key with --trust PUBKEY; nothing was imported",
-        )
-    return signer
+# -- import: conflicts with what this catalog holds -------------------------------------------
+
+# What makes two copies of an artifact one artifact: every column a bundle carries except when it
+# was built (the exporter's word) and its status (recomputed where it lands). A signature vouches
+# for exactly these fields and the plan's bytes, and the verification results it carries attach
+# only to a row that has exactly them: an id already here with anything else is a conflict.
+IDENTITY_COLUMNS = (
+    "name",
+    "build_key",
+    "recipe_fingerprint",
+    "model_sha256",
+    "flavor",
+    "trt_version",
+    "gpu_name",
+    "compute_capabilities",
+    "plan_sha256",
+    "plan_size",
+    "io_tensors",
+    "profiles",
+    "recipe",
+    "recipe_path",
+    "build_seconds",
+    "build_log",
+    "details",
+)
+VERIFICATION_COLUMNS = (
+    "artifact_id",
+    "gpu_name",
+    "compute_capability",
+    "runtime_flavor",
+    "runtime_version",
+    "status",
+    "checks",
+    "perf",
+    "details",
+)
+
+
+@dataclass(frozen=True)
+class Conflict:
+    """An id of the bundle that this catalog already holds with other contents."""
+
+    kind: str  # "artifact" | "verification"
+    id: str
+    differs: tuple[str, ...]  # the columns that differ
+    plans: tuple[str, str] | None = None  # (here, in the bundle) when the plan differs
+
+    def line(self) -> str:
+        if self.plans is not None:
+            here, there = self.plans
+            return (
+                f"artifact {self.id} is already in this catalog with another plan "
+                f"({here[:12]} here, {there[:12]} in the bundle)"
+            )
+        differs = ", ".join(self.differs)
+        return f"{self.kind} {self.id} is already in this catalog with other contents ({differs} differ)"
+
+    def as_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"kind": self.kind, "id": self.id, "differs": list(self.differs)}
+        if self.plans is not None:
+            data["plan_sha256_here"], data["plan_sha256_in_bundle"] = self.plans
+        return data
+
+
+def _values(row: Artifact | Verification, columns: tuple[str, ...]) -> dict[str, Any]:
+    values = {column: getattr(row, column) for column in columns}
+    return {k: v.as_json() if isinstance(v, ArtifactDetails) else v for k, v in values.items()}
+
+
+def find_conflicts(session: Any, artifacts: list[Artifact], verifications: list[Verification]) -> list[Conflict]:
+    """Every artifact or verification of the bundle whose id this catalog holds with other contents."""
+    conflicts = []
+    for artifact in artifacts:
+        existing = session.get(Artifact, artifact.id)
+        if existing is None:
+            continue
+        here, there = _values(existing, IDENTITY_COLUMNS), _values(artifact, IDENTITY_COLUMNS)
+        differs = tuple(c for c in IDENTITY_COLUMNS if here[c] != there[c])
+        if differs:
+            plans = (existing.plan_sha256, artifact.plan_sha256) if "plan_sha256" in differs else None
+            conflicts.append(Conflict("artifact", artifact.id, differs, plans))
+    for verification in verifications:
+        found = session.get(Verification, verification.id)
+        if found is None:
+            continue
+        here, there = _values(found, VERIFICATION_COLUMNS), _values(verification, VERIFICATION_COLUMNS)
+        differs = tuple(c for c in VERIFICATION_COLUMNS if here[c] != there[c])
+        if differs:
+            conflicts.append(Conflict("verification", verification.id, differs))
+    return conflicts
+
+
+def _refuse_conflicts(conflicts: list[Conflict]) -> None:
+    if not conflicts:
+        return
+    raise BundleConflictError(
+        f"bundle conflicts with this catalog: {conflicts[0].line()}"
+        + (f" (and {len(conflicts) - 1} more)" if len(conflicts) > 1 else "")
+        + "; nothing was imported",
+        more=tuple(c.line() for c in conflicts[1:]),
+        detail={"conflicts": [c.as_json() for c in conflicts]},
+    )
 
 
 # -- import: check everything, then one transaction -----------------------------------------
@@ -476,95 +496,112 @@ def _check_import_request(bundle: Path, trust: list[Path] | tuple[Path, ...], re
     return trusted
 
 
+def _recompute(store: Store, received: Received, records: list[dict[str, Any]]) -> None:
+    """Refuse records whose recomputable fields disagree; an unrecomputable key needs a trusted signature."""
+    vouched = received.signer is not None and received.signer.trusted
+    known_keys = _known_build_keys(store, records)
+    for record in records:
+        why_not = check_record(record, received.files[f"plans/{record['plan_sha256']}.plan"], known_keys)
+        if why_not and not vouched:
+            raise BundleError(
+                f"bundle record artifacts/{record['id']}.json: its build key cannot be recomputed here "
+                f"({why_not}), and the bundle has no trusted signature",
+                hint="import it with --trust PUBKEY of the exporter's signing key (export --sign KEY)",
+            )
+
+
+def _incoming_verifications(records: list[dict[str, Any]], signer: Signer | None) -> list[Verification]:
+    """The bundle's results: ``signed`` (they count) under a trusted signature, else ``claimed``."""
+    vouched = signer is not None and signer.trusted
+    claimed_at_source = {
+        str(v.get("id")) for r in records for v in r.get("verifications") or [] if v.get("trust") == TRUST_CLAIMED
+    }
+    verifications = [v for record in records for v in verifications_from_record(record)]
+    for verification in verifications:
+        counts = vouched and verification.id not in claimed_at_source
+        verification.trust = TRUST_SIGNED if counts else TRUST_CLAIMED
+        verification.signer = signer.key_id if signer is not None else None
+    return verifications
+
+
 def import_bundle(
     store: Store, bundle: Path, *, trust: list[Path] | tuple[Path, ...] = (), require_signature: bool = False
 ) -> ImportReport:
     """Verify the whole bundle, then store its plans and add its rows in one transaction.
 
     ``trust``: public key files; verification results count only from a bundle signed by one
-    of them. ``require_signature``: refuse a bundle without such a signature.
+    of them. ``require_signature``: refuse a bundle without such a signature. An id this catalog
+    already holds with other contents refuses the whole bundle (BundleConflictError).
     """
     trusted = _check_import_request(bundle, trust, require_signature)
     workdir = store.work_dir()
     try:
-        try:
-            with tarfile.open(bundle, mode="r:*") as tar:
-                members = tar.getmembers()
-                names = [_check_member(m) for m in members]
-                if len(set(names)) != len(names):
-                    raise BundleError("bundle has duplicate members")
-                # Explicit checks above; the "data" filter refuses anything unsafe we missed.
-                tar.extractall(workdir, members=members, filter="data")
-        except tarfile.ReadError:
-            raise BundleError(f"cannot read bundle {bundle.name}: not a tar archive, or a truncated one") from None
-        except (tarfile.TarError, EOFError, OSError) as exc:
-            detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise BundleError(f"cannot read bundle {bundle.name}: {detail}") from None
-        name_set = set(names)
-        manifest = _read_manifest(workdir, name_set)
-        signer = _signer(workdir, name_set, trusted, require_signature)
-        records = _verify_contents(workdir, name_set, manifest)
-        vouched = signer is not None and signer.trusted
-        known_keys = _known_build_keys(store, records)
-        for record in records:
-            why_not = check_record(record, _confined(workdir, f"plans/{record['plan_sha256']}.plan"), known_keys)
-            if why_not and not vouched:
-                raise BundleError(
-                    f"bundle record artifacts/{record['id']}.json: its build key cannot be recomputed here "
-                    f"({why_not}), and the bundle has no trusted signature",
-                    hint="import it with --trust PUBKEY of the exporter's signing key (export --sign KEY)",
-                )
+        received = receive_bundle(bundle, workdir, store, trusted, require_signature)
+        records = read_records(received)
+        _recompute(store, received, records)
         artifacts = [artifact_from_record(record) for record in records]
-        verifications = [v for record in records for v in verifications_from_record(record)]
-        claimed_at_source = {
-            str(v.get("id")) for r in records for v in r.get("verifications") or [] if v.get("trust") == TRUST_CLAIMED
-        }
-        for verification in verifications:
-            counts = vouched and verification.id not in claimed_at_source
-            verification.trust = TRUST_SIGNED if counts else TRUST_CLAIMED
-            verification.signer = signer.key_id if signer is not None else None
-
-        report = ImportReport(signer=signer)
+        verifications = _incoming_verifications(records, received.signer)
+        with store.catalog.reading() as session:  # before any blob is written
+            _refuse_conflicts(find_conflicts(session, artifacts, verifications))
+        report = ImportReport(signer=received.signer)
         plan_sizes: dict[str, int] = {}
         for sha in sorted({a.plan_sha256 for a in artifacts}):
-            ref = store.blobs.put_file(_confined(workdir, f"plans/{sha}.plan"))
+            ref = store.blobs.put_file(received.files[f"plans/{sha}.plan"])
             if ref.sha256 != sha:  # the file changed between the check and the copy
                 raise BundleError(f"bundle plan {sha[:12]} changed while importing")
             plan_sizes[sha] = ref.size
         report.plans = len(plan_sizes)
         crashpoint("import-blobs-stored")
-        try:
-            with store.catalog.writing() as session:
-                for sha, size in plan_sizes.items():
-                    if session.get(Blob, sha) is None:
-                        session.add(Blob(sha256=sha, size=size, kind="plan"))
-                session.flush()
-                for artifact in artifacts:
-                    if session.get(Artifact, artifact.id) is not None:
-                        report.already_present.append(artifact.id)
-                        continue
-                    artifact.status = UNVERIFIED  # the record's word is not taken: recomputed below
-                    session.add(artifact)
-                    report.imported.append(artifact.id)
-                session.flush()
-                for verification in verifications:  # results from the source store, as claims unless signed
-                    if session.get(Verification, verification.id) is None:
-                        session.add(verification)
-                        if verification.trust == TRUST_CLAIMED:
-                            report.claims += 1
-                        else:
-                            report.verifications += 1
-                session.flush()
-                for artifact_id in {v.artifact_id for v in verifications if v.trust != TRUST_CLAIMED}:
-                    row = session.get(Artifact, artifact_id)
-                    status = Catalog.latest_counted_status(session, artifact_id)
-                    if row is not None and status is not None and row.status != CORRUPT_STATUS:
-                        row.status = status
-                session.flush()
-                crashpoint("import-uncommitted")
-        except (SQLAlchemyError, TypeError, ValueError) as exc:
-            # The transaction rolled back: no row of this bundle is in the catalog.
-            raise BundleError(f"bundle records do not fit this catalog: {str(exc).splitlines()[0][:200]}") from None
+        _add_rows(store, report, plan_sizes, artifacts, verifications)
         return report
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _add_rows(
+    store: Store,
+    report: ImportReport,
+    plan_sizes: dict[str, int],
+    artifacts: list[Artifact],
+    verifications: list[Verification],
+) -> None:
+    """One transaction: blobs, new artifacts, new results (a claim here that the bundle's trusted
+    signature vouches for becomes signed), statuses recomputed. Conflicts are checked again inside
+    it, since another import may have run since the first look."""
+    try:
+        with store.catalog.writing() as session:
+            _refuse_conflicts(find_conflicts(session, artifacts, verifications))
+            for sha, size in plan_sizes.items():
+                if session.get(Blob, sha) is None:
+                    session.add(Blob(sha256=sha, size=size, kind="plan"))
+            session.flush()
+            for artifact in artifacts:
+                if session.get(Artifact, artifact.id) is not None:
+                    report.already_present.append(artifact.id)  # the same record and plan (no conflict)
+                    continue
+                artifact.status = UNVERIFIED  # the record's word is not taken: recomputed below
+                session.add(artifact)
+                report.imported.append(artifact.id)
+            session.flush()
+            for verification in verifications:  # results from the source store, as claims unless signed
+                found = session.get(Verification, verification.id)
+                if found is None:
+                    session.add(verification)
+                    if verification.trust == TRUST_CLAIMED:
+                        report.claims += 1
+                    else:
+                        report.verifications += 1
+                elif found.trust == TRUST_CLAIMED and verification.trust == TRUST_SIGNED:
+                    found.trust, found.signer = TRUST_SIGNED, verification.signer  # the same result, now vouched for
+                    report.verifications += 1
+            session.flush()
+            for artifact_id in {v.artifact_id for v in verifications if v.trust != TRUST_CLAIMED}:
+                row = session.get(Artifact, artifact_id)
+                status = Catalog.latest_counted_status(session, artifact_id)
+                if row is not None and status is not None and row.status != CORRUPT_STATUS:
+                    row.status = status
+            session.flush()
+            crashpoint("import-uncommitted")
+    except (SQLAlchemyError, TypeError, ValueError) as exc:
+        # The transaction rolled back: no row of this bundle is in the catalog.
+        raise BundleError(f"bundle records do not fit this catalog: {str(exc).splitlines()[0][:200]}") from None

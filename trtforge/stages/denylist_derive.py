@@ -173,9 +173,9 @@ def layer_for(origin: Origin, layers: list[EngineLayer]) -> EngineLayer | None:
         if origin.tensor.name in layer.outputs:
             return layer
     node = origin.node.name
-    myelin = re.compile(rf"^{re.escape(node)}_myl\d+_\d+$")
+    myelin = re.compile(rf"{re.escape(node)}_myl\d+_\d+")
     for layer in layers:
-        if layer.name == node or myelin.match(layer.name) or node in _name_tokens(layer.name):
+        if layer.name == node or myelin.fullmatch(layer.name) or node in _name_tokens(layer.name):
             return layer
     return None
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from trtforge.core.errors import BadInputError, NoCompatibleEngineError, NotFoundError
-from trtforge.core.fsutil import checked_copy, owner_prefix
+from trtforge.core.fsutil import checked_copy, child_path, owner_prefix
 from trtforge.rules.compatibility import Candidate, Envelope, Match, ModelChoice, Ranking, RecordView, Rejection, rank
 from trtforge.rules.target import RuntimeTarget, resolve_target
 from trtforge.store import lookup_sql, open_for_lookup
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
     LookupStore = Store | SqliteLookup  # the ORM catalog, or sqlite3 on a local SQLite catalog
 
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 def candidate_from_row(row: Any, verified: dict[str, str] | None = None) -> Candidate:
@@ -165,7 +165,7 @@ def rank_in_store(
     """
     if name is None and model_sha256 is None:
         raise BadInputError("lookup needs a name or --model-sha256")
-    if model_sha256 is not None and not _SHA256.match(model_sha256):
+    if model_sha256 is not None and not _SHA256.fullmatch(model_sha256):
         raise BadInputError(f"--model-sha256 {model_sha256[:80]!r} is not a lowercase hex sha256 digest")
     # Without --explain the other flavor's rows are never needed: filter in SQL on the index.
     rows = load_candidates(store, name=name, model_sha256=model_sha256, flavor=None if explain else target.flavor)
@@ -194,7 +194,7 @@ def _describe_query(name: str | None, model_sha256: str | None) -> str:
 def materialize(store: LookupStore, plan_sha256: str, destination: Path, *, default_name: str) -> Path:
     """Put a private, hash-checked copy of the plan at ``destination`` (never a link to the blob)."""
     source = store.blobs.local_file(plan_sha256, verify=False)  # the copy is hashed before it appears
-    target = destination / f"{default_name}.plan" if destination.is_dir() else destination
+    target = child_path(destination, f"{default_name}.plan", "artifact name") if destination.is_dir() else destination
     try:
         checked_copy(source, target, plan_sha256, temp_prefix=owner_prefix())
     except OSError as exc:

@@ -32,7 +32,7 @@ from trtforge.core.fsutil import (
 )
 from trtforge.rules.keys import sha256_stream
 
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 _TEMP_OWNER = re.compile(r"^\.tmp-(\d+)@([A-Za-z0-9._]*)-")
 
 
@@ -169,7 +169,7 @@ class BlobBackend(Protocol):
 
 def check_digest(sha256: str) -> str:
     """A blob name must be a lowercase sha256 hex digest: nothing else reaches a path or key."""
-    if not _SHA256.match(sha256):
+    if not _SHA256.fullmatch(sha256):
         raise NotFoundError(f"not a sha256 digest: {sha256[:80]!r}")
     return sha256
 
@@ -306,7 +306,7 @@ class BlobStore:
             if not re.fullmatch(r"[0-9a-f]{2}", shard.name) or not shard.is_dir():
                 continue
             for entry in sorted(shard.iterdir()):
-                if _SHA256.match(entry.name) and entry.name.startswith(shard.name):
+                if _SHA256.fullmatch(entry.name) and entry.name.startswith(shard.name):
                     yield entry.name
 
     def temp_files(self, *, max_age_s: float = STALE_TEMP_AGE_S) -> list[TempFile]:

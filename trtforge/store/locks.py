@@ -35,7 +35,7 @@ from trtforge.core.fsutil import same_file
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, Engine
 
-_KEY = re.compile(r"^[0-9A-Za-z_.-]{1,128}$")
+_KEY = re.compile(r"[0-9A-Za-z_.-]{1,128}")
 POLL_FIRST_S = 0.02
 POLL_MAX_S = 0.5
 _RETRY = object()  # an attempt found the file retired or replaced: try again at once
@@ -120,7 +120,7 @@ class LockDir:
         self.root = root
 
     def path_for(self, key: str) -> Path:
-        if not _KEY.match(key):
+        if not _KEY.fullmatch(key):
             raise StoreError(f"not a valid lock key: {key[:80]!r}")
         return self.root / f"{key}.lock"
 

@@ -42,8 +42,8 @@ from trtforge.store.blobs import (
     store_write_errors,
 )
 
-_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
-_KEY_TAIL = re.compile(r"blobs/sha256/([0-9a-f]{2})/([0-9a-f]{64})$")
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+_KEY_TAIL = re.compile(r"blobs/sha256/([0-9a-f]{2})/([0-9a-f]{64})\Z")
 CHUNK = 1 << 22
 MIB = 1 << 20
 # S3's limits (Amazon S3 User Guide, "Amazon S3 multipart upload limits"): parts of 5 MiB to
@@ -64,7 +64,7 @@ def parse_s3_url(url: str) -> tuple[str, str]:
     """``s3://bucket/some/prefix`` -> (bucket, "some/prefix/")."""
     rest = url.removeprefix("s3://")
     bucket, _, prefix = rest.partition("/")
-    if not url.startswith("s3://") or not _BUCKET.match(bucket):
+    if not url.startswith("s3://") or not _BUCKET.fullmatch(bucket):
         raise StoreError(f"not an S3 location: {redact(url, url)[:120]!r}", hint="use s3://<bucket>[/<prefix>]")
     prefix = prefix.strip("/")
     if any(part in ("", ".", "..") for part in prefix.split("/")) and prefix:

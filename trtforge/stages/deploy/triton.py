@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from trtforge.core.errors import BadInputError, DeployError, NoCompatibleEngineError, NotFoundError
-from trtforge.core.fsutil import atomic_write, checked_copy, fsync_dir, make_temp, owner_prefix
+from trtforge.core.fsutil import atomic_write, checked_copy, child_path, fsync_dir, make_temp, owner_prefix
 from trtforge.rules.compatibility import (
     Candidate,
     Match,
@@ -64,8 +64,8 @@ CONFIG_NAME = "config.pbtxt"
 RECORD_NAME = "trtforge.json"
 LOCK_NAME = ".trtforge.lock"
 # A Triton model name is a directory name in the repository; keep it to what every file system takes.
-_MODEL_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
-_VERSION_DIR = re.compile(r"^[1-9][0-9]*$")
+_MODEL_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
+_VERSION_DIR = re.compile(r"[1-9][0-9]*")
 
 # ONNX element type names (trtforge.stages.deploy.engine_io) -> model_config.proto DataType.
 TRITON_TYPES = {
@@ -438,7 +438,7 @@ def existing_versions(model_dir: Path) -> list[int]:
     """Version directories as Triton counts them (integers without leading zeros)."""
     if not model_dir.is_dir():
         return []
-    return sorted(int(p.name) for p in model_dir.iterdir() if p.is_dir() and _VERSION_DIR.match(p.name))
+    return sorted(int(p.name) for p in model_dir.iterdir() if p.is_dir() and _VERSION_DIR.fullmatch(p.name))
 
 
 def _read_record(model_dir: Path) -> dict[str, Any]:
@@ -457,7 +457,7 @@ def deploy_triton(
     request: TritonRequest, store: str | Path | None = None, *, catalog: str | None = None
 ) -> TritonResult:
     """Export the plans of ``request.name`` as a new version of a Triton model; see the module docstring."""
-    if not _MODEL_NAME.match(request.name):
+    if not _MODEL_NAME.fullmatch(request.name):
         raise BadInputError(f"model name {request.name[:60]!r} is not a plain directory name ({_MODEL_NAME.pattern})")
     if request.max_batch_size < 0:
         raise BadInputError(f"--max-batch-size must be 0 or more, not {request.max_batch_size}")
@@ -496,7 +496,7 @@ def deploy_triton(
             repository=request.repository,
             name=request.name,
             version=0,
-            model_dir=request.repository / request.name,
+            model_dir=child_path(request.repository, request.name, "model name"),
             config_status="written",
             trt_version=trt,
             files=needs,
