@@ -324,3 +324,22 @@ def test_a_builds_peak_memory_is_its_own_in_a_reused_worker(tmp_path: Path, stor
     assert run.code == 0, run
     big, small = (r["cost"]["peak_rss_mib"] for r in run.json())
     assert small < big - 150, (big, small)
+
+
+def test_a_worker_that_cannot_start_is_that_builds_failure(
+    mlp_recipe: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker that dies before it is ready (here: a broken module on its path) fails the build
+    with what it printed, instead of hanging or killing the caller."""
+    from trtforge.backend.pool import build_once
+    from trtforge.core.errors import WorkerCrashedError
+
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "queue.py").write_text("raise ImportError('this queue module is broken on purpose')\n")
+    job = _job(mlp_recipe("unborn"))
+    monkeypatch.setenv("PYTHONPATH", str(broken))  # the worker's environment; this process has its queue
+    done = build_once(job)
+    assert isinstance(done.error, WorkerCrashedError), done
+    assert "exited with code 1 before it was ready to build" in done.error.message
+    assert any("broken on purpose" in line for line in done.error.detail["log_tail"])

@@ -100,8 +100,11 @@ class BuildWorker:
         ``on_start`` hears the worker's pid as the job is handed over. Anything raised here while the
         job runs (Ctrl-C, a failing callback) kills the worker first: it is never left mid-job.
         """
-        self._ensure_started(job)
         try:
+            try:
+                self._ensure_started()
+            except WorkerCrashedError as exc:  # it died before it was ready: this job's failure
+                return JobResult(BuildCost(0.0, 0.0, None), error=exc)
             return self._run(job, timeout, progress, on_start)
         except BaseException:
             if self.running:
@@ -128,7 +131,7 @@ class BuildWorker:
         while True:
             message = self._next(meter, deadline)
             if message is _TIMED_OUT:
-                return self._timed_out(meter, job, timeout or 0.0)
+                return self._timed_out(meter, timeout or 0.0)
             if message is None:
                 return self._died(meter, job)
             kind = message[0]
@@ -175,7 +178,7 @@ class BuildWorker:
             if _readable(fd, wait):
                 return receive(fd)
 
-    def _timed_out(self, meter: CostMeter, job: BuildJob, timeout: float) -> JobResult:
+    def _timed_out(self, meter: CostMeter, timeout: float) -> JobResult:
         meter.sample()
         _, rusage = self._reap(kill=True)
         error = BuildTimeoutError(
@@ -187,7 +190,8 @@ class BuildWorker:
     def _died(self, meter: CostMeter, job: BuildJob) -> JobResult:
         status, rusage = self._reap(kill=True)  # it closed its stdout: it is exiting (or make it)
         stopped, self._stopped = self._stopped, None
-        return JobResult(meter.died(rusage), error=crash_error(status, self._log_tail(), job.backend.label, stopped))
+        error = crash_error(status, self._log_tail(), f"while {job.backend.label} built the engine", stopped)
+        return JobResult(meter.died(rusage), error=error)
 
     def _reap(self, *, kill: bool) -> tuple[int, Any]:
         """Wait for the worker to end (SIGKILL first with ``kill``): its wait status and rusage."""
@@ -201,7 +205,7 @@ class BuildWorker:
         self._close_pipes(proc)
         return status, rusage
 
-    def _ensure_started(self, job: BuildJob) -> None:
+    def _ensure_started(self) -> None:
         if self._proc is not None and self._proc.returncode is None:
             with self._lock:
                 pid, status = os.waitpid(self._proc.pid, os.WNOHANG)
@@ -209,9 +213,9 @@ class BuildWorker:
                     return  # alive and idle
                 self._proc.returncode = os.waitstatus_to_exitcode(status)  # died while idle
             self._close_pipes(self._proc)
-        self._start(job)
+        self._start()
 
-    def _start(self, job: BuildJob) -> None:
+    def _start(self) -> None:
         self._stopped = None
         self._clear_log()
         with open(self.log_path, "ab") as log:
@@ -228,9 +232,9 @@ class BuildWorker:
                 raise BuildError(f"cannot start a build worker ({sys.executable}): {exc.strerror}") from None
         with self._lock:
             self._proc = proc
-        self._await_ready(job)
+        self._await_ready()
 
-    def _await_ready(self, job: BuildJob) -> None:
+    def _await_ready(self) -> None:
         assert self._proc is not None and self._proc.stdout is not None
         ready = _readable(self._proc.stdout.fileno(), STARTUP_LIMIT_S)
         message = receive(self._proc.stdout.fileno()) if ready else None
@@ -238,10 +242,7 @@ class BuildWorker:
             self.peak_reset = message[2]
             return
         status, _ = self._reap(kill=True)
-        error = crash_error(status, self._log_tail(), job.backend.label, None)
-        raise WorkerCrashedError(
-            f"the build worker did not start: {error.message}", hint=error.hint, detail=error.detail
-        ) from None
+        raise crash_error(status, self._log_tail(), "before it was ready to build", None)
 
     def terminate(self, reason: str = "stopped by trtforge") -> None:
         """Kill the worker now (any thread); a build running in it returns a WorkerCrashedError naming ``reason``."""
@@ -313,8 +314,9 @@ def signal_name(number: int) -> str:
         return f"signal {number}"
 
 
-def crash_error(status: int, tail: list[str], builder: str, stopped: str | None) -> WorkerCrashedError:
-    """A dead worker's wait status and last log lines -> one line naming the signal, a hint, the detail."""
+def crash_error(status: int, tail: list[str], doing: str, stopped: str | None) -> WorkerCrashedError:
+    """A dead worker's wait status and last log lines -> one line naming the signal (and what it was
+    ``doing``), a hint, the detail."""
     signum = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
     code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else None
     if signum == signal.SIGKILL:
@@ -334,7 +336,7 @@ def crash_error(status: int, tail: list[str], builder: str, stopped: str | None)
     else:
         hint = "TensorRT crashed in native code; the other recipes went on. `--json` has the worker's last lines"
     detail = {"signal": signal_name(signum) if signum is not None else None, "exit_code": code, "log_tail": tail}
-    message = f"the build worker {what} while {builder} built the engine{last}"
+    message = f"the build worker {what} {doing}{last}"
     return WorkerCrashedError(message, hint=hint, detail=detail)
 
 
