@@ -16,9 +16,9 @@ return promptly. Nothing here touches the store: the parent writes the plan it r
 
 from __future__ import annotations
 
+import fcntl
 import os
 import select
-import shutil
 import signal
 import subprocess
 import sys
@@ -72,8 +72,8 @@ def worker_env() -> dict[str, str]:
 class BuildWorker:
     """One worker process; ``build`` may be called from one thread at a time, ``terminate`` from any."""
 
-    def __init__(self, log_path: Path) -> None:
-        self.log_path = log_path
+    def __init__(self) -> None:
+        self._log = _anonymous_log()  # the worker's stderr: a file with no name, so nothing is left behind
         self._proc: subprocess.Popen[bytes] | None = None
         self._lock = threading.Lock()  # guards _proc against reaping while terminate() signals it
         self._stopped: str | None = None  # why terminate() killed the worker, until the next start
@@ -218,18 +218,17 @@ class BuildWorker:
     def _start(self) -> None:
         self._stopped = None
         self._clear_log()
-        with open(self.log_path, "ab") as log:
-            try:
-                proc = subprocess.Popen(
-                    [sys.executable, "-m", WORKER_MODULE],
-                    stdin=subprocess.PIPE,
-                    stdout=subprocess.PIPE,
-                    stderr=log,
-                    env=worker_env(),
-                    close_fds=True,
-                )
-            except OSError as exc:
-                raise BuildError(f"cannot start a build worker ({sys.executable}): {exc.strerror}") from None
+        try:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", WORKER_MODULE],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=self._log,
+                env=worker_env(),
+                close_fds=True,
+            )
+        except OSError as exc:
+            raise BuildError(f"cannot start a build worker ({sys.executable}): {exc.strerror}") from None
         with self._lock:
             self._proc = proc
         self._await_ready()
@@ -254,6 +253,9 @@ class BuildWorker:
     def close(self) -> None:
         """Stop the worker: its stdin closes (it exits at once), then SIGKILL if it lingers."""
         proc = self._proc
+        if self._log >= 0:
+            os.close(self._log)
+            self._log = -1
         if proc is None or proc.returncode is not None:
             return
         if proc.stdin is not None:
@@ -277,20 +279,27 @@ class BuildWorker:
                     pass  # a write buffered for a dead reader
 
     def _clear_log(self) -> None:
-        try:
-            os.truncate(self.log_path, 0)  # the worker appends: its next lines start the file again
-        except FileNotFoundError:
-            pass
+        os.ftruncate(self._log, 0)  # the worker appends: its next lines start the file again
 
     def _log_tail(self) -> list[str]:
         """The last lines the worker wrote to its log during this job (TensorRT's and native code's)."""
-        try:
-            with open(self.log_path, "rb") as handle:
-                handle.seek(max(0, os.fstat(handle.fileno()).st_size - LOG_TAIL_BYTES))
-                text = handle.read().decode("utf-8", "replace")
-        except OSError:
-            return []
+        size = os.fstat(self._log).st_size
+        start = max(0, size - LOG_TAIL_BYTES)
+        text = os.pread(self._log, size - start, start).decode("utf-8", "replace")
         return [line.rstrip() for line in text.splitlines() if line.strip()][-LOG_TAIL_LINES:]
+
+
+def _anonymous_log() -> int:
+    """A temp file opened for appending and unlinked at once: the worker writes to it, this process
+    reads its tail, and it goes away with the last descriptor (a killed `trtforge` leaves none)."""
+    fd, path = tempfile.mkstemp(prefix="trtforge-worker-", suffix=".log")
+    try:
+        os.unlink(path)
+        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_APPEND)
+    except OSError:
+        os.close(fd)
+        raise
+    return fd
 
 
 def _readable(fd: int, seconds: float) -> bool:
@@ -345,7 +354,6 @@ class WorkerPool:
 
     def __init__(self, size: int) -> None:
         self.size = max(1, size)
-        self._dir = Path(tempfile.mkdtemp(prefix="trtforge-workers-"))
         self._idle: list[BuildWorker] = []
         self._all: list[BuildWorker] = []
         self._lock = threading.Lock()
@@ -364,7 +372,7 @@ class WorkerPool:
                 if self._idle:
                     worker = self._idle.pop()
                 else:
-                    worker = BuildWorker(self._dir / f"worker-{len(self._all)}.log")
+                    worker = BuildWorker()
                     self._all.append(worker)
             try:
                 yield worker
@@ -397,12 +405,11 @@ class WorkerPool:
             worker.terminate(reason)
 
     def close(self) -> None:
-        """Stop every worker and remove their logs."""
+        """Stop every worker (their logs go with them)."""
         with self._lock:
             workers, self._all, self._idle = list(self._all), [], []
         for worker in workers:
             worker.close()
-        shutil.rmtree(self._dir, ignore_errors=True)
 
 
 def build_once(
