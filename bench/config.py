@@ -16,6 +16,8 @@ class Config:
     lookup_queries: int
     concurrency: tuple[int, ...]
     ingest_mb: int
+    corpus: int | None = 140  # node-test models in figure 7 (None: the whole corpus); --corpus
+    jobs: int | None = None  # figure 7's --jobs against --jobs 1 (None: the machine's cores); --jobs
 
 
 FULL = Config(
@@ -39,4 +41,5 @@ QUICK = Config(
     lookup_queries=20,
     concurrency=(2,),
     ingest_mb=4,
+    corpus=4,
 )

@@ -12,6 +12,7 @@ import sys
 import tempfile
 import time
 import traceback
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench import fig_cache_hit, fig_cold_build, fig_concurrency, fig_daily, fig_ingest, fig_lookup
+from bench import fig_cache_hit, fig_cold_build, fig_concurrency, fig_daily, fig_ingest, fig_lookup, fig_workers
 from bench.config import FULL, QUICK
 from bench.machine import describe
 from bench.report import write
@@ -32,6 +33,7 @@ FIGURES = {
     "concurrency": fig_concurrency.run,
     "ingest": fig_ingest.run,
     "daily": fig_daily.run,
+    "workers": fig_workers.run,
 }
 DEFAULT_OUT = REPO / "bench" / "results"
 
@@ -44,7 +46,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="results directory (default bench/results)")
     parser.add_argument("--work", type=Path, default=None, help="scratch directory (default: a temp dir, removed)")
+    parser.add_argument(
+        "--corpus", type=_corpus_size, default=None, help="corpus models in figure 7: a number, or 'all' (default 140)"
+    )
+    parser.add_argument("--jobs", type=int, default=None, help="figure 7's --jobs against --jobs 1 (default: cores)")
     return parser.parse_args(argv)
+
+
+def _corpus_size(text: str) -> int:
+    """'all' -> 0 (the whole corpus), else a positive number of models."""
+    if text == "all":
+        return 0
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError("a number of models, or 'all'")
+    return int(text)
 
 
 def precompile_trtforge() -> None:
@@ -67,6 +82,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"unknown figure(s): {', '.join(unknown)}; choose from {', '.join(FIGURES)}", file=sys.stderr)
         return 2
     cfg = QUICK if args.quick else FULL
+    if args.corpus is not None:
+        cfg = replace(cfg, corpus=args.corpus or None)
+    if args.jobs is not None:
+        cfg = replace(cfg, jobs=args.jobs)
     precompile_trtforge()
     work = args.work or Path(tempfile.mkdtemp(prefix="trtforge-bench-"))
     started = time.perf_counter()

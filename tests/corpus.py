@@ -137,11 +137,52 @@ def raw_build(trt: Any, model: CorpusModel) -> dict[str, Any]:
 
 
 def _raw_main(manifest: Path, out: Path) -> None:
+    """Build every model of the manifest; ``out`` gets the results. Each model's name is written to
+    ``out``.progress before its build starts (and its result after), so that when TensorRT kills
+    this process (an abort on some GPUs), :func:`raw_outcomes` knows which model did it."""
     import tensorrt_rtx as trt
 
     models = [CorpusModel(**item) for item in json.loads(manifest.read_text())]
-    results = [raw_build(trt, model) for model in models]
+    results = []
+    with open(f"{out}.progress", "w") as progress:
+        for model in models:
+            progress.write(json.dumps({"name": model.name}) + "\n")
+            progress.flush()
+            results.append(raw_build(trt, model))
+            progress.write(json.dumps(results[-1]) + "\n")
+            progress.flush()
     out.write_text(json.dumps(results))
+
+
+def raw_outcomes(models: list[CorpusModel], folder: Path, env: dict[str, str]) -> dict[str, str]:
+    """Raw TensorRT-RTX's outcome per model: built, failed, or crashed (the model whose build killed
+    the helper process; a fresh helper then takes the models after it)."""
+    import subprocess
+
+    outcomes: dict[str, str] = {}
+    remaining = list(models)
+    for attempt in range(len(models) + 1):
+        if not remaining:
+            break
+        manifest = write_manifest(remaining, folder / f"raw-{attempt}.json")
+        out = folder / f"raw-{attempt}.out.json"
+        proc = subprocess.run(
+            [sys.executable, "-m", "tests.corpus", "raw", str(manifest), str(out)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,  # the parser prints unsupported types straight to stderr
+        )
+        lines = [json.loads(line) for line in Path(f"{out}.progress").read_text().splitlines()]
+        for line in lines:
+            if "built" in line:
+                outcomes[line["name"]] = "built" if line["built"] else "failed"
+        if proc.returncode == 0:
+            break
+        if not lines or "built" in lines[-1]:
+            raise RuntimeError(f"the raw TensorRT-RTX helper died ({proc.returncode}) outside a build")
+        outcomes[lines[-1]["name"]] = "crashed"
+        remaining = [m for m in remaining if m.name not in outcomes]
+    return outcomes
 
 
 def write_manifest(models: list[CorpusModel], path: Path) -> Path:
@@ -160,15 +201,23 @@ def failure_reason(error: str) -> str:
     return text[:160]
 
 
-def summarize(results: list[dict[str, Any]], raw: dict[str, bool]) -> dict[str, Any]:
-    """Counts (built / failed / agree) and the five most common failure reasons."""
+def outcome(result: dict[str, Any]) -> str:
+    """A `build --json` result as raw_outcomes words it: built, failed, or crashed."""
+    if result["status"] == "built":
+        return "built"
+    return "crashed" if result.get("error_kind") == "crashed" else "failed"
+
+
+def summarize(results: list[dict[str, Any]], raw: dict[str, str]) -> dict[str, Any]:
+    """Counts (built / failed / crashed / agree) and the five most common failure reasons."""
     built = sum(r["status"] == "built" for r in results)
-    agree = sum((r["status"] == "built") == raw[r["name"]] for r in results)
+    agree = sum(outcome(r) == raw[r["name"]] for r in results)
     reasons = Counter(failure_reason(r["error"]) for r in results if r["status"] == "failed" and r["error"])
     return {
         "models": len(results),
         "built": built,
         "failed": len(results) - built,
+        "crashed": sorted(r["name"] for r in results if outcome(r) == "crashed"),
         "agree": agree,
         "top_failures": reasons.most_common(5),
     }

@@ -70,14 +70,29 @@ class CrashPoint:
         return {CRASHPOINT_ENV: f"{self.name}:{self.folder}"}
 
     def wait_reached(self, proc: subprocess.Popen[str]) -> int:
-        """The child's pid once it reports the crash point; fails if it exits first."""
+        """The child's pid once it reports the crash point; fails if it exits first.
+
+        The pid is the process at the point: ``proc`` itself, or a build worker it started.
+        """
+        return self._reached(proc)
+
+    def wait_reached_pid(self) -> int:
+        """The pid of whichever process reports the crash point (a worker started in this process)."""
+        return self._reached(None)
+
+    def _reached(self, proc: subprocess.Popen[str] | None) -> int:
         buffer = b""
+        waited = 0.0
         while b"\n" not in buffer:
             ready, _, _ = select.select([self._fd], [], [], 1.0)
             if ready:
                 buffer += os.read(self._fd, 256)
-            elif proc.poll() is not None:
+                continue
+            waited += 1.0
+            if proc is not None and proc.poll() is not None:
                 raise AssertionError(f"child exited ({proc.returncode}) before {self.name}: {proc.stderr.read()}")
+            if waited > WAIT_LIMIT_S:
+                raise AssertionError(f"nothing reached {self.name} in {WAIT_LIMIT_S:.0f} s")
         name, pid = buffer.decode().split()
         assert name == self.name
         return int(pid)

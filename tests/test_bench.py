@@ -12,7 +12,7 @@ from pathlib import Path
 
 from tests.conftest import REPO, subprocess_env
 
-FIGURES = {"cache_hit", "cold_build", "lookup", "concurrency", "ingest", "daily"}
+FIGURES = {"cache_hit", "cold_build", "lookup", "concurrency", "ingest", "daily", "workers"}
 
 
 def test_bench_quick_mode_writes_json_and_markdown(tmp_path: Path) -> None:

@@ -26,6 +26,8 @@ BUILD_FIELDS = {
     "error",
     "more_errors",
     "error_detail",
+    "error_kind",
+    "cost",
 }
 LIST_FIELDS = {
     "artifact_id",

@@ -139,18 +139,18 @@ def test_sqlite_probe_is_certain_only_where_the_orm_would_agree(cli, example_rec
 def test_a_miss_into_an_existing_store_imports_the_catalog_off_the_main_thread(
     cli, example_recipe: Path, mlp_recipe, store: Path, tmp_path: Path
 ) -> None:
-    """The ORM import overlaps the TensorRT build: the main thread reaches TensorRT without it."""
+    """The ORM import overlaps the TensorRT build: the build goes to its worker before the import is done."""
     assert cli("build", example_recipe, "--store", store).code == 0
     proc = run_script(
         tmp_path,
         "import trtforge.store as store_module\n"
-        "import trtforge.backend.build as backend_build\n"
+        "from trtforge.backend.pool import WorkerPool\n"
         "seen = {}\n"
-        "real = backend_build.build_plan\n"
+        "real = WorkerPool.build\n"
         "def spy(*args, **kwargs):\n"
         "    seen['preloading'] = store_module._preload is not None  # started only if main had not imported it\n"
         "    return real(*args, **kwargs)\n"
-        "backend_build.build_plan = spy\n"
+        "WorkerPool.build = spy\n"
         "from trtforge.stages.build import BuildStage\n"
         f"[result] = BuildStage({str(store)!r}).build_all([{str(mlp_recipe('second'))!r}])\n"
         "print(result.status, seen)\n",
@@ -177,3 +177,26 @@ def test_cache_hit_skips_sqlalchemy_and_imports_rich_only_for_a_table(
     [line] = [x for x in proc.stderr.splitlines() if x.startswith("MODULES=")]
     expected = [] if json_flag else ["rich"]  # a person's table is drawn with rich
     assert json.loads(line.removeprefix("MODULES=")) == expected
+
+
+def test_a_hit_and_a_lookup_build_no_record_models_and_start_no_worker(
+    cli, example_recipe: Path, store: Path, tmp_path: Path
+) -> None:
+    """What the daily paths skip (issue 24): a hit never loads the build worker's code, and neither
+    path builds the artifact record's pydantic models (about 0.05 s a lookup on 843520b)."""
+    [built] = cli("build", example_recipe, "--store", store, "--json").json()
+    watched = "{m for m in sys.modules if m.startswith(('trtforge.rules.record', 'trtforge.backend', 'sqlalchemy'))}"
+    target = ["--flavor", "tensorrt_rtx", "--trt", built["target"]["trt_version"], "--cc", "8.6"]
+    lookup = ["lookup", built["name"], *target]
+    for argv in (["build", str(example_recipe)], lookup):
+        proc = run_script(
+            tmp_path,
+            "import json, sys\n"
+            "from trtforge.cli import app\n"
+            f"sys.argv = ['trtforge', *{argv!r}, '--store', {str(store)!r}, '--json']\n"
+            "try:\n    app()\nexcept SystemExit as exc:\n    code = exc.code\n"
+            f"sys.stderr.write('MODULES=' + json.dumps(sorted({watched})) + '\\n')\n",
+        )
+        assert built["artifact_id"] in proc.stdout, proc
+        [line] = [x for x in proc.stderr.splitlines() if x.startswith("MODULES=")]
+        assert json.loads(line.removeprefix("MODULES=")) == [], (argv[0], line)

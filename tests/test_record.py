@@ -106,3 +106,38 @@ def test_new_records_carry_the_current_version_and_round_trip(
 def test_unknown_keys_of_a_newer_writer_are_kept() -> None:
     newer = {"version": DETAILS_VERSION + 1, "settings": {}, "something_new": {"a": 1}}
     assert read_details(newer).as_json()["something_new"] == {"a": 1}
+
+
+DAMAGED_AND_VALID = [
+    {},
+    {"origin": "adopted", "weightless": True, "refit": "strip_weights", "target": {"os": "linux"}},
+    {"origin": "elsewhere", "weightless": "yes", "compatibility": {"hardware": "ampere_plus"}},
+    {"origin": 3, "weightless": "YES", "refit": 7, "target": [1], "compatibility": "none"},
+    {"weightless": 1, "refit": None, "target": None},
+    {"weightless": 2, "compatibility": None},
+    {"weightless": 0.0, "refit": "refittable"},
+    {"weightless": "sometimes", "origin": None},
+    {"weightless": None, "target": "linux"},
+    {"weightless": " true"},
+    {"weightless": [], "compatibility": {"version_compatible": True}},
+]
+
+
+@pytest.mark.parametrize("stored", DAMAGED_AND_VALID, ids=range(len(DAMAGED_AND_VALID)))
+def test_lookups_record_view_reads_what_the_model_reads(stored: dict[str, Any]) -> None:
+    """Lookup reads its five fields without building the pydantic models (rules/compatibility.py:
+    RecordView); whatever a row holds, valid or damaged, it must read what read_details reads."""
+    from trtforge.rules.compatibility import Envelope, RecordView
+
+    model = read_details(stored)
+    view = RecordView.of(stored)
+    assert (view.origin, view.target, view.compatibility, view.weightless, view.refit) == (
+        model.origin,
+        model.target,
+        model.compatibility,
+        model.weightless,
+        model.refit,
+    )
+    assert view.needs_weights == model.needs_weights
+    assert Envelope.from_details(view) == Envelope.from_details(model)
+    assert RecordView.of(model) == view  # an ORM row's record reads the same

@@ -7,6 +7,7 @@ a :class:`trtforge.TrtforgeError` subclass, re-exported here.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -37,6 +38,7 @@ from trtforge.core.errors import (
 
 if TYPE_CHECKING:
     from trtforge.rules.target import RuntimeTarget
+    from trtforge.stages.build import BuildResult
     from trtforge.stages.deploy.epcontext import EpContextResult
     from trtforge.stages.deploy.triton import TritonResult
     from trtforge.stages.lookup import LookupResult
@@ -64,6 +66,7 @@ __all__ = [
     "UnsatisfiableDenyError",
     "UnsupportedOptionError",
     "VerificationUnavailableError",
+    "build",
     "deploy_epcontext",
     "deploy_triton",
     "lookup",
@@ -93,6 +96,37 @@ def runtime_target(
     from trtforge.rules.target import resolve_target
 
     return resolve_target(gpu=gpu, cc=cc, trt=trt, flavor=flavor, os=os, arch=arch)
+
+
+def build(
+    recipes: str | Path | Sequence[str | Path],
+    *,
+    store: str | Path | None = None,
+    catalog: str | None = None,
+    jobs: int | None = None,
+    timeout: float | None = None,
+    force: bool = False,
+    fail_fast: bool = False,
+    on_done: Callable[[BuildResult], None] | None = None,
+) -> list[BuildResult]:
+    """Build recipes (files or glob patterns; an ONNX file with defaults), as `trtforge build` does.
+
+    Every build runs in a worker process: a crash in TensorRT, a build running past ``timeout``
+    seconds or an OOM kill is that recipe's failed result (``error_kind`` ``crashed`` or
+    ``timed_out``), and the others go on. Up to ``jobs`` builds run at once (None: one per core,
+    as far as memory gives each 2 GiB); the results keep the recipes' order, and ``on_done`` hears
+    each one as it is ready. A recipe's bad input is its result too (``error_kind`` ``bad_input``);
+    a ``jobs`` below 1 or a ``timeout`` that is not positive raises ``trtforge.BadInputError``.
+    """
+    from trtforge.resolution.batch import expand_recipes
+    from trtforge.stages.build import BuildStage
+
+    given = [recipes] if isinstance(recipes, (str, Path)) else list(recipes)
+    stage = BuildStage(store, catalog=catalog, force=force, jobs=jobs, timeout=timeout)
+    try:
+        return stage.build_all(expand_recipes([str(r) for r in given]), fail_fast=fail_fast, on_done=on_done)
+    finally:
+        stage.close()
 
 
 def lookup(

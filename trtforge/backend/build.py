@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -59,12 +59,18 @@ class BuildOutput:
         return memoryview(self.plan).cast("B")
 
 
-def _make_logger(trt: ModuleType, records: list[dict[str, str]], verbose: list[str] | None = None) -> Any:
+LogEcho = Callable[[str, str], None]  # (level, message): TensorRT's log as it happens (a build worker's log file)
+
+
+def _make_logger(
+    trt: ModuleType, records: list[dict[str, str]], verbose: list[str] | None = None, echo: LogEcho | None = None
+) -> Any:
     severities = {
         trt.Logger.INTERNAL_ERROR: "internal_error",
         trt.Logger.ERROR: "error",
         trt.Logger.WARNING: "warning",
     }
+    info = trt.Logger.INFO
 
     class CapturingLogger(trt.ILogger):  # type: ignore[name-defined,misc]
         """Keeps warnings and errors for the artifact's build log; prints nothing."""
@@ -74,6 +80,8 @@ def _make_logger(trt: ModuleType, records: list[dict[str, str]], verbose: list[s
 
         def log(self, severity: Any, msg: str) -> None:
             level = severities.get(severity)
+            if echo is not None and (level is not None or severity == info):
+                echo(level or "info", msg)  # kept outside this process: it may die next
             if level is not None:
                 records.append({"level": level, "message": msg})
             elif verbose is not None:
@@ -337,19 +345,22 @@ def build_plan(
     timing_cache: bytes | None = None,
     files: Sequence[NamedFile] = (),
     shown: Path | None = None,
+    log_echo: LogEcho | None = None,
 ) -> BuildOutput:
     """Build the recipe's engine; raises BuildError with the builder's last error on failure.
 
     With ``use_timing_cache`` the build starts from ``timing_cache`` (or an empty cache) and the
     output carries the cache with the entries this build added. ``files`` are the plugin libraries
     and calibration cache resolution found and keyed (resolve.Resolution.files). ``shown``: the
-    model's path as the user knows it, when ``onnx_path`` is the build's private copy.
+    model's path as the user knows it, when ``onnx_path`` is the build's private copy. ``log_echo``
+    hears every log line of severity info and above as TensorRT emits it (a build worker writes
+    them to its log).
     """
     trt = import_backend(backend)
     check_builder_version(trt, backend)
     records: list[dict[str, str]] = []
     verbose: list[str] | None = [] if recipe.tactics.deny else None
-    logger = _make_logger(trt, records, verbose)
+    logger = _make_logger(trt, records, verbose, log_echo)
     register_standard_plugins(trt, logger)
     session = _Builder(trt, backend, trt.Builder(logger), logger, records, verbose)
     _check_before_build(trt, session.builder, recipe, backend)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
@@ -23,6 +25,7 @@ class BuildProgress:
         self._task: TaskID | None = None
         self._top: str | None = None
         self._recipe = ""
+        self._lock = threading.Lock()  # recipes start on several threads with --jobs
 
     def __enter__(self) -> BuildProgress:
         self._progress.start()
@@ -33,11 +36,12 @@ class BuildProgress:
 
     def start_recipe(self, label: str) -> None:
         label = printable(label)  # a file name: the bar's columns do not go through the console's render_str
-        self._top = None
-        if self._task is not None:
-            self._progress.remove_task(self._task)
-        self._recipe = label
-        self._task = self._progress.add_task("starting", total=None, recipe=label)
+        with self._lock:
+            self._top = None
+            if self._task is not None:
+                self._progress.remove_task(self._task)
+            self._recipe = label
+            self._task = self._progress.add_task("starting", total=None, recipe=label)
 
     def phase_start(self, name: str, parent: str | None, steps: int) -> None:
         if self._task is None:

@@ -59,6 +59,27 @@ def build(
         str | None,
         typer.Option("--name", help="Artifact name for a model file given instead of a recipe (default: its stem)."),
     ] = None,
+    jobs: Annotated[
+        int | None,
+        typer.Option(
+            "--jobs",
+            "-j",
+            min=1,
+            help="Recipes built at once, each in its own worker process (default: one per core, "
+            "as far as available memory gives each 2 GiB; 1: one at a time). Results keep recipe order.",
+            show_default=False,
+        ),
+    ] = None,
+    timeout: Annotated[
+        float | None,
+        typer.Option(
+            "--timeout",
+            metavar="SECONDS",
+            help="Stop a build that runs longer than this: that recipe fails (error_kind timed_out), "
+            "the others go on. Not part of the build key.",
+            show_default=False,
+        ),
+    ] = None,
     device: DeviceOpt = None,
     json_output: JsonOpt = False,
 ) -> None:
@@ -88,7 +109,9 @@ def build(
             from trtforge.cli._progress import BuildProgress  # rich: only for a person at a terminal
 
             progress = BuildProgress(output.err)
-        stage = BuildStage(store, catalog=catalog, force=force, progress=progress, name=name)
+        stage = BuildStage(
+            store, catalog=catalog, force=force, progress=progress, name=name, jobs=jobs, timeout=timeout
+        )
         try:
             with progress if progress is not None else nullcontext():
                 results = stage.build_all(

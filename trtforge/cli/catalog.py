@@ -104,6 +104,10 @@ def _render_show(console: Console, record: dict) -> None:
         if key == "created_at" and record.get("learned_via") == "import":
             shown += "  (as its bundle claims; orders nothing)"
         table.add_row(key, shown)
+    cost = record["details"].get("cost")
+    if cost:  # builds before issue 24 recorded none
+        peak = "" if cost.get("peak_rss_mib") is None else f", {cost['peak_rss_mib']} MiB peak"
+        table.add_row("build_cost", f"{cost['wall_seconds']} s wall, {cost['cpu_seconds']} s CPU{peak}")
     console.print(table)
     console.print(styled(("io tensors", "bold")))
     for tensor in record["io_tensors"]:

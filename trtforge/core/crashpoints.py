@@ -4,6 +4,8 @@ Armed by ``TRTFORGE_TEST_CRASHPOINT=<name>:<dir>``, where ``<dir>`` holds two FI
 test. At the named point the process writes its pid to ``<dir>/reached`` (the test is blocked
 reading it) and then blocks opening ``<dir>/hold`` for reading: the test kills it there, or
 writes RESUME to ``hold`` to let it go on (to interleave two processes at a precise step).
+A point stops one process once: the first to reach it claims it (``<dir>/claimed``), and every
+later arrival (a fresh build worker after the first was killed, another recipe) passes.
 Unarmed (always, outside tests) each point is one environment lookup.
 """
 
@@ -31,6 +33,10 @@ def crashpoint(name: str) -> None:
     """Block at ``name`` if a test armed it (until killed, or resumed); otherwise return at once."""
     folder = armed(name)
     if folder is None:
+        return
+    try:
+        os.mkdir(folder / "claimed")  # atomic: exactly one process stops here
+    except FileExistsError:
         return
     with open(folder / "reached", "w") as fifo:
         fifo.write(f"{name} {os.getpid()}\n")

@@ -14,6 +14,7 @@ class TrtforgeError(Exception):
 
     exit_code: int = 2
     default_hint: str | None = None
+    error_kind: str | None = None  # `error_kind` of `build --json`; None: from the exit code (kind_of)
 
     def __init__(
         self,
@@ -37,6 +38,16 @@ class TrtforgeError(Exception):
     def __reduce__(self) -> tuple[Any, ...]:
         """Pickles whole (hint, detail...), so errors come back intact from a child process."""
         return (_rebuild, (type(self), self.message), dict(self.__dict__))
+
+
+ERROR_KINDS = ("bad_input", "build_failed", "crashed", "timed_out")
+
+
+def kind_of(error: TrtforgeError) -> str:
+    """``error_kind`` of a failed build: the class's own kind, else bad input (exit 2) or a failed build."""
+    if error.error_kind is not None:
+        return error.error_kind
+    return "bad_input" if error.exit_code == 2 else "build_failed"
 
 
 def _rebuild(cls: type[TrtforgeError], message: str) -> TrtforgeError:
@@ -107,6 +118,23 @@ class BuildError(TrtforgeError):
     """
 
     exit_code = 1
+
+
+class WorkerCrashedError(BuildError):
+    """The build worker died (abort, segfault, a signal, the OOM killer): one recipe's result (exit 1).
+
+    ``detail``: the signal or exit code and the last lines the worker logged (TensorRT's messages
+    and anything native code wrote to stderr).
+    """
+
+    error_kind = "crashed"
+
+
+class BuildTimeoutError(BuildError):
+    """A build ran longer than the ``timeout`` it was given and its worker was stopped (exit 1)."""
+
+    error_kind = "timed_out"
+    default_hint = "raise --timeout (or leave it out for no limit) if the model needs longer"
 
 
 class IntegrityError(TrtforgeError):

@@ -49,6 +49,64 @@ AMPERE_CC = (8, 0)
 VERSION_COMPATIBLE_SINCE = (8, 6)
 
 
+_LAX_TRUE = frozenset({"1", "on", "t", "true", "y", "yes"})
+_LAX_FALSE = frozenset({"0", "off", "f", "false", "n", "no"})
+_DAMAGED = object()
+
+
+@dataclass(frozen=True)
+class RecordView:
+    """The fields of an artifact's record (``artifacts.details``) that lookup's rules read.
+
+    Read from the stored JSON without building :mod:`trtforge.rules.record`'s pydantic models,
+    which cost every `lookup` (a service's start) about as much as the rest of its work. The
+    reading is ``read_details``'s: a missing value, or one that does not validate, reads as the
+    model's default (tests/test_record.py holds the two readers to the same answers).
+    """
+
+    origin: str = "built"
+    target: dict[str, Any] | None = None
+    compatibility: dict[str, Any] = field(default_factory=dict)
+    weightless: bool = False
+    refit: str | None = None
+
+    @property
+    def needs_weights(self) -> bool:
+        """A weight-stripped plan (as ``ArtifactDetails.needs_weights``)."""
+        return self.weightless or self.refit == "strip_weights"
+
+    @classmethod
+    def of(cls, details: Any) -> RecordView:
+        """From a stored record (a JSON object) or an ``ArtifactDetails`` (an ORM row's)."""
+        if not isinstance(details, dict):
+            if details is None or not hasattr(details, "compatibility"):
+                return cls()
+            return cls(details.origin, details.target, details.compatibility, details.weightless, details.refit)
+        origin = details.get("origin", "built")
+        target = details.get("target")
+        compatibility = details.get("compatibility", {})
+        weightless = _lax_bool(details.get("weightless", False))
+        refit = details.get("refit")
+        return cls(
+            origin=origin if origin in ("built", "adopted") else "built",
+            target=target if isinstance(target, dict) else None,
+            compatibility=compatibility if isinstance(compatibility, dict) else {},
+            weightless=weightless if isinstance(weightless, bool) else False,
+            refit=refit if isinstance(refit, str) else None,
+        )
+
+
+def _lax_bool(value: Any) -> object:
+    """A boolean as pydantic's lax mode reads one (bools, 0/1, yes/no words), else _DAMAGED."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.lower() in _LAX_TRUE | _LAX_FALSE:
+        return value.lower() in _LAX_TRUE
+    return _DAMAGED
+
+
 @dataclass(frozen=True)
 class Envelope:
     """Which targets may load an engine beyond the one it was built for.
@@ -101,7 +159,7 @@ class Envelope:
         }
 
     @classmethod
-    def from_details(cls, details: ArtifactDetails) -> Envelope:
+    def from_details(cls, details: ArtifactDetails | RecordView) -> Envelope:
         """The most restrictive reading wherever a value is absent (rows written by older versions)."""
         raw = details.compatibility
         hardware = raw.get("hardware", "none")

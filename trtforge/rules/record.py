@@ -94,6 +94,7 @@ class ArtifactDetails(BaseModel):
     compatibility: dict[str, Any] = Field(default_factory=dict)  # lookup_rules.Envelope.record()
     denylist: dict[str, Any] | None = None  # the deny-list enforcement report
     layer_info: Any = None  # engine inspector JSON, where an engine could be loaded (GPU)
+    cost: dict[str, Any] | None = None  # the build's wall time, CPU time and peak memory (core/resources.py)
     model: ModelRecord = Field(default_factory=ModelRecord)
     lineage: Lineage | None = None
     adopted: Adopted | None = None

@@ -5,11 +5,17 @@ cache) and queries the catalog; it never imports tensorrt, polygraphy, onnx or a
 with a local SQLite catalog not even SQLAlchemy (see ``store/sqlite_hits.py``). Bad input is
 rejected before anything is written to the store, and a catalog row is added only after its
 plan blob is complete.
+
+A miss is built in a worker process (``backend/pool.py``), never here: TensorRT's crashes, hangs
+past ``timeout`` and OOM kills cost that recipe's result, not the batch. This process keeps the
+lock, the blob and the catalog row, so a dead worker leaves nothing behind. With ``jobs`` > 1,
+recipes are worked on by that many threads at once (each hit stays here, each build has a worker).
 """
 
 from __future__ import annotations
 
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -18,8 +24,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from trtforge.core.crashpoints import crashpoint, wrap_progress
-from trtforge.core.errors import TrtforgeError
+from trtforge.core.crashpoints import crashpoint
+from trtforge.core.errors import BadInputError, TrtforgeError, kind_of
 from trtforge.resolution.batch import UnmatchedPattern, expand_recipes
 from trtforge.resolution.resolved_cache import ResolvedCache
 from trtforge.rules.digests import DigestCache
@@ -28,6 +34,8 @@ from trtforge.store import blob_size_matches, preload_catalog_modules
 from trtforge.store.handle import StoreHandle
 
 if TYPE_CHECKING:  # the recipe models (pydantic) are imported only when a recipe is resolved in full
+    from trtforge.backend.build import BuildOutput
+    from trtforge.backend.pool import WorkerPool
     from trtforge.resolution.resolve import Resolution
     from trtforge.rules.flavors import BackendInfo
     from trtforge.rules.onnx_model import ModelInfo
@@ -35,6 +43,7 @@ if TYPE_CHECKING:  # the recipe models (pydantic) are imported only when a recip
     from trtforge.rules.target import RuntimeTarget
     from trtforge.store import Store
     from trtforge.store.catalog import Artifact
+    from trtforge.store.locks import HeldLock
 
 NO_MATCH = "no recipe file matches"
 BuildStatus = Literal["built", "cached", "build", "failed"]  # "build": a dry run (plan) would build
@@ -59,6 +68,8 @@ class BuildResult:
     hint: str | None = None
     exit_code: int = 0
     unchecked: list[str] = field(default_factory=list)  # a dry run: options only a build can check
+    error_kind: str | None = None  # a failure's kind: bad_input | build_failed | crashed | timed_out
+    cost: dict[str, Any] | None = None  # a build's wall, CPU time and peak memory (BuildCost.as_json)
 
     def __bool__(self) -> bool:
         return self.status != "failed"
@@ -83,17 +94,34 @@ class BuildStage:
         progress: Any = None,
         notify: Callable[[str], None] | None = None,
         name: str | None = None,
+        jobs: int | None = None,
+        timeout: float | None = None,
     ) -> None:
+        """``jobs``: builds at once (None: ``core.resources.default_jobs()``); ``timeout``: seconds a
+        build may run before its worker is stopped (None: no limit). Neither is part of a build key."""
+        if jobs is not None and jobs < 1:
+            raise BadInputError(f"jobs must be at least 1, not {jobs}")
+        if timeout is not None and not timeout > 0:
+            raise BadInputError(f"timeout must be a positive number of seconds, not {timeout}")
         self.store = StoreHandle(store, catalog)
         self.name = name  # artifact name of an ONNX file given instead of a recipe (`--name`)
         self.force = force
         self.progress = progress
         self.notify = notify or _to_stderr
+        self.jobs = jobs
+        self.timeout = timeout
         self.notes: list[str] = []  # capability notes, each said once per stage
         self._digests: DigestCache | None = None
         self._resolved: ResolvedCache | None = None
+        self._pool: WorkerPool | None = None
+        self._lock = threading.Lock()  # the lazily made parts above, when recipes run on threads
+        self._callbacks = threading.Lock()  # on_start / on_done are never called twice at once
+        self._on_start: Callable[[str], None] | None = None
+        self._builds: int | None = None  # builds at once, as build_all decided for its recipes
 
     def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
         if self._digests is not None:
             self._digests.save()
         if self._resolved is not None:
@@ -101,9 +129,29 @@ class BuildStage:
         self.store.close()
 
     def _remembered(self) -> ResolvedCache:
-        if self._resolved is None:
-            self._resolved = ResolvedCache(self.store.resolved_dir())
-        return self._resolved
+        with self._lock:
+            if self._resolved is None:
+                self._resolved = ResolvedCache(self.store.resolved_dir())
+            return self._resolved
+
+    def _digest_cache(self) -> DigestCache:
+        with self._lock:
+            if self._digests is None:
+                self._digests = self.store.digests()
+            return self._digests
+
+    def _note(self, notes: Iterable[str]) -> None:
+        with self._lock:
+            self.notes.extend(note for note in notes if note not in self.notes)
+
+    def workers(self) -> WorkerPool:
+        """The pool of build workers (started process by process, as builds need them)."""
+        with self._lock:
+            if self._pool is None:
+                from trtforge.backend.pool import WorkerPool
+
+                self._pool = WorkerPool(self._builds or self.jobs or 1)
+            return self._pool
 
     def build_all(
         self,
@@ -111,24 +159,77 @@ class BuildStage:
         *,
         fail_fast: bool = False,
         on_start: Callable[[str], None] | None = None,
+        on_done: Callable[[BuildResult], None] | None = None,
     ) -> list[BuildResult]:
-        """Build recipes in order (the rest after a failure unless ``fail_fast``).
+        """Build recipes (the rest after a failure unless ``fail_fast``); results in recipe order.
 
         A glob that matched no file is a failed result (bad input), not silently dropped;
-        ``on_start`` hears each recipe's file name before it builds (the progress bar).
+        ``on_start`` hears a recipe's file name when its build starts in a worker (the progress
+        bar; hits never start one), ``on_done`` each result as it is ready, in the order they
+        finish. Neither is called twice at once.
+
+        Up to ``jobs`` builds run at once, on ``jobs + 1`` threads: one more than the builds, so
+        that while the workers build, this process resolves the next recipe or stores a plan.
         """
-        results = []
-        for item in items:
-            if isinstance(item, UnmatchedPattern):
-                result = BuildResult(item.pattern, None, "failed", error=NO_MATCH, exit_code=2)
-            else:
-                if on_start is not None:
-                    on_start(Path(item).name)
-                result = self.build_one(item)
-            results.append(result)
+        items = list(items)
+        self._on_start = on_start
+        builds = min(self.jobs or (_default_jobs() if len(items) > 1 else 1), len(items))
+        self._builds = builds
+        threads = min(builds + 1, len(items))
+        if threads <= 1 or (fail_fast and builds == 1):
+            results = []
+            for item in items:
+                result = self._one(item, on_done)
+                results.append(result)
+                if fail_fast and not result:
+                    break
+            return results
+        return self._build_threaded(items, threads, fail_fast, on_done)
+
+    def _one(self, item: str | Path | UnmatchedPattern, on_done: Callable[[BuildResult], None] | None) -> BuildResult:
+        if isinstance(item, UnmatchedPattern):
+            result = BuildResult(item.pattern, None, "failed", error=NO_MATCH, exit_code=2, error_kind="bad_input")
+        else:
+            result = self.build_one(item)
+        if on_done is not None:
+            with self._callbacks:
+                on_done(result)
+        return result
+
+    def _build_threaded(
+        self,
+        items: list[str | Path | UnmatchedPattern],
+        threads: int,
+        fail_fast: bool,
+        on_done: Callable[[BuildResult], None] | None,
+    ) -> list[BuildResult]:
+        """``threads`` threads take the recipes in order; each hit stays on its thread, each build has a worker."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._digest_cache()
+        self._remembered()
+        stop = threading.Event()
+
+        def work(item: str | Path | UnmatchedPattern) -> BuildResult | None:
+            if stop.is_set():
+                return None  # --fail-fast: not started after a failure
+            result = self._one(item, on_done)
             if fail_fast and not result:
-                break
-        return results
+                stop.set()
+            return result
+
+        executor = ThreadPoolExecutor(threads, thread_name_prefix="trtforge-build")
+        try:
+            futures = [executor.submit(work, item) for item in items]
+            results = [future.result() for future in futures]
+        except BaseException:  # Ctrl-C, a bug: stop the builds under way instead of waiting them out
+            stop.set()
+            if self._pool is not None:
+                self._pool.terminate("interrupted")
+            executor.shutdown(wait=True, cancel_futures=True)
+            raise
+        executor.shutdown()
+        return [result for result in results if result is not None]
 
     def build_one(self, recipe_path: str | Path) -> BuildResult:
         """Build (or find) one recipe on this machine; user-caused failures become a failed result."""
@@ -156,7 +257,9 @@ class BuildStage:
         wanted = [t for t in targets if t is None or loaded.recipe.backend in ("auto", t.flavor)]
         if not wanted:
             message = f"recipe backend {loaded.recipe.backend} matches none of the given targets"
-            failed = BuildResult(str(recipe_path), loaded.recipe.name, "failed", error=message, exit_code=2)
+            failed = BuildResult(
+                str(recipe_path), loaded.recipe.name, "failed", error=message, exit_code=2, error_kind="bad_input"
+            )
             return [failed]
         results = []
         for target in wanted:
@@ -173,9 +276,7 @@ class BuildStage:
     def _quick_hit(self, recipe_path: str | Path, started: float) -> BuildResult | None:
         """A hit found through a remembered resolution (trtforge.resolution.resolved_cache): no recipe models, no
         capability table. None sends the recipe down the full path (a miss, or anything changed)."""
-        if self._digests is None:
-            self._digests = self.store.digests()
-        quick = self._remembered().lookup(recipe_path, self._digests)
+        quick = self._remembered().lookup(recipe_path, self._digest_cache())
         if quick is None:
             return None
         result = BuildResult(
@@ -186,24 +287,18 @@ class BuildStage:
                 return None
         except TrtforgeError:
             return None  # e.g. a catalog newer than this trtforge: the full path reports it per recipe
-        for note in quick.notes:
-            if note not in self.notes:
-                self.notes.append(note)
+        self._note(quick.notes)
         result.seconds = round(time.perf_counter() - started, 4)
         return result
 
     def _build(self, loaded: LoadedRecipe, target: RuntimeTarget | None, result: BuildResult, *, dry_run: bool) -> None:
         from trtforge.resolution.resolve import resolve
 
-        if self._digests is None:
-            self._digests = self.store.digests()
-        resolution = resolve(loaded, target=target, digests=self._digests)
+        resolution = resolve(loaded, target=target, digests=self._digest_cache())
         result.build_key = resolution.build_key  # reported even when the recipe is refused below
         result.target = resolution.target.key_fields()
         notes = resolution.check_buildable()
-        for note in notes:
-            if note not in self.notes:
-                self.notes.append(note)
+        self._note(notes)
         if target is None:
             self._remembered().remember(resolution, notes)
         key = resolution.build_key
@@ -229,7 +324,7 @@ class BuildStage:
         # The file lock covers processes sharing this store directory; a PostgreSQL catalog adds
         # an advisory lock for runners on other machines.
         what = f"{resolution.recipe.name} ({key[:12]})"
-        with self.store.locks().hold(key, what=what, notify=self.notify), self._catalog_lock(key, what):
+        with self.store.locks().hold(key, what=what, notify=self.notify) as held, self._catalog_lock(key, what):
             if not self.force and self._find_hit(key, result):  # built while we waited
                 return
             crashpoint("build-locked")
@@ -237,7 +332,7 @@ class BuildStage:
                 model_file = private_copy(model, folder)  # ModelError if it changed since its digest
                 info = model.info
                 del model  # its bytes are in the copy now: a large model is not held twice
-                self._build_locked(resolution, info, model_file, result)
+                self._build_locked(resolution, info, model_file, result, held)
 
     def _find_hit(self, key: str, result: BuildResult) -> bool:
         """Fill ``result`` from a usable hit; a certain answer from SQLite skips the ORM (~0.15 s)."""
@@ -263,22 +358,14 @@ class BuildStage:
         with store.catalog.single_flight(key, what=what, notify=self.notify):
             yield
 
-    def _build_locked(self, resolution: Resolution, model: ModelInfo, model_file: Path, result: BuildResult) -> None:
+    def _build_locked(
+        self, resolution: Resolution, model: ModelInfo, model_file: Path, result: BuildResult, held: HeldLock
+    ) -> None:
         recipe, backend, target, key = resolution.recipe, resolution.backend, resolution.target, resolution.build_key
-        from trtforge.backend.build import build_plan  # lazy: imports tensorrt
         from trtforge.resolution import timing_cache_policy as timing_cache
 
         cache_start = timing_cache.start(self.store.existing, recipe, target)
-        output = build_plan(
-            backend,
-            recipe,
-            model_file,
-            wrap_progress(self.progress),
-            use_timing_cache=cache_start.active,
-            timing_cache=cache_start.data,
-            files=resolution.files,
-            shown=resolution.loaded.model_path,
-        )
+        output = self._in_worker(resolution, model_file, cache_start.active, cache_start.data, result, held)
         from trtforge.rules.compatibility import Envelope
         from trtforge.rules.recipe import WEIGHTLESS_REFIT_MODES
         from trtforge.rules.record import ArtifactDetails
@@ -324,6 +411,7 @@ class BuildStage:
                     model=model.record(),
                     plugins=output.plugins,
                     files=[{"field": f.field, "path": str(f.path), "sha256": f.sha256} for f in resolution.files],
+                    cost=result.cost,
                 ),
             )
             from trtforge.stages.lookup import new_version_warning
@@ -336,6 +424,41 @@ class BuildStage:
         result.artifact_id = artifact.id
         result.plan_sha256 = blob.sha256
         result.plan_path = store.blobs.location(blob.sha256)
+
+    def _in_worker(
+        self,
+        resolution: Resolution,
+        model_file: Path,
+        use_cache: bool,
+        cache: bytes | None,
+        result: BuildResult,
+        held: HeldLock,
+    ) -> BuildOutput:
+        """Build in a worker process; its cost goes into ``result`` whatever happens, its failure is raised."""
+        from trtforge.backend.worker import BuildJob
+
+        workers = self.workers()
+        progress = self.progress if workers.size == 1 else None  # one bar follows one build at a time
+        job = BuildJob(
+            resolution.backend,
+            resolution.recipe,
+            model_file,  # the build's private copy (the digest the key holds)
+            use_timing_cache=use_cache,
+            timing_cache=cache,
+            progress=progress is not None,
+            files=tuple(resolution.files),
+            shown=resolution.loaded.model_path,
+        )
+
+        def started(pid: int) -> None:
+            held.note_worker(pid)  # the lock file names the process building this key
+            if self._on_start is not None:
+                with self._callbacks:
+                    self._on_start(resolution.loaded.path.name)
+
+        done = workers.build(job, timeout=self.timeout, progress=progress, on_start=started)
+        result.cost = done.cost.as_json()
+        return done.unwrap()  # a failed, crashed or timed-out build raises here: nothing is stored
 
 
 def _combine_with(backend: BackendInfo) -> Callable[[bytes | None, bytes], bytes]:
@@ -458,8 +581,15 @@ def _failed(result: BuildResult, exc: TrtforgeError, started: float) -> BuildRes
     result.error_detail = exc.detail or []
     result.hint = exc.hint
     result.exit_code = exc.exit_code
+    result.error_kind = kind_of(exc)
     result.seconds = round(time.perf_counter() - started, 4)
     return result
+
+
+def _default_jobs() -> int:
+    from trtforge.core.resources import default_jobs  # lazy: one recipe (the daily hit) never asks
+
+    return default_jobs()
 
 
 def _to_stderr(message: str) -> None:

@@ -14,10 +14,9 @@ from typing import TYPE_CHECKING, Any
 
 from trtforge.core.errors import BadInputError, NoCompatibleEngineError, NotFoundError
 from trtforge.core.fsutil import checked_copy, child_path, owner_prefix
-from trtforge.rules.compatibility import Candidate, Envelope, Match, ModelChoice, Ranking, Rejection, rank
+from trtforge.rules.compatibility import Candidate, Envelope, Match, ModelChoice, Ranking, RecordView, Rejection, rank
 from trtforge.rules.gpus import closest_names, known_gpu
 from trtforge.rules.keys import recipe_variant
-from trtforge.rules.record import read_details
 from trtforge.rules.target import RuntimeTarget, TargetRequest, resolve_target
 from trtforge.store import lookup_sql, open_for_lookup
 
@@ -32,7 +31,7 @@ _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 def candidate_from_row(row: Any, verified: dict[str, str] | None = None) -> Candidate:
     """A ranking candidate; ``verified`` is the status per GPU model from the verifications table."""
-    details = read_details(row.details)
+    details = RecordView.of(row.details)  # not the record's pydantic models: lookup is on every service's start
     verified = verified or {}
     built_on = details.target or {}
     envelope = Envelope.from_details(details)

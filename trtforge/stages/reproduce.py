@@ -81,12 +81,12 @@ def reproduce(ref: str, store: str | Path | None = None, *, catalog: str | None 
         cache_sha = cache_record.get("started_from")
         cache_data = opened.blobs.read_verified(cache_sha) if cache_sha else None
         use_cache = bool(cache_record) and "skipped" not in cache_record
-        from trtforge.backend.build import build_plan  # lazy: imports tensorrt
+        from trtforge.backend.pool import build_once
+        from trtforge.backend.worker import BuildJob
 
         started = time.perf_counter()
-        output = build_plan(
-            backend, recipe, model_path, use_timing_cache=use_cache, timing_cache=cache_data, files=files
-        )
+        job = BuildJob(backend, recipe, model_path, use_timing_cache=use_cache, timing_cache=cache_data, files=files)
+        output = build_once(job).unwrap()  # in a worker, as every build: a TensorRT crash is an error here
         view = output.plan_view
         rebuilt = hashlib.sha256(view).hexdigest()
         return ReproduceResult(

@@ -33,10 +33,10 @@ from trtforge.core.errors import NotFoundError, StoreError, StoreReadOnlyError
 from trtforge.core.fsutil import make_temp, remove_if_unheld
 from trtforge.store.blobs import BlobBackend, BlobStore, scan_temp_files
 from trtforge.store.fs import network_mount
-from trtforge.store.locks import LockDir, collecting_blobs, recording_blobs
 
 if TYPE_CHECKING:
     from trtforge.store.catalog import Artifact, Catalog
+    from trtforge.store.locks import LockDir
 
 DEFAULT_STORE = Path("cache_store")
 STORE_ENV = "TRTFORGE_STORE"
@@ -116,6 +116,8 @@ class Store:
 
     @property
     def locks(self) -> LockDir:
+        from trtforge.store.locks import LockDir  # lazy, as below: a hit and lookup take no lock
+
         return LockDir(locks_dir(self.root))
 
     def work_dir(self) -> Path:
@@ -144,6 +146,8 @@ class Store:
             finally:
                 self._recording -= 1
             return
+        from trtforge.store.locks import recording_blobs  # not on the hit path
+
         say = notify or note
         with recording_blobs(locks_dir(self.root), say), self.catalog.gc_fence(exclusive=False, notify=say):
             self._recording = 1
@@ -155,6 +159,8 @@ class Store:
     @contextmanager
     def collecting_blobs(self, notify: Callable[[str], None] | None = None) -> Iterator[None]:
         """Held by gc from its last look at the catalog until its blob files are deleted."""
+        from trtforge.store.locks import collecting_blobs
+
         say = notify or note
         with collecting_blobs(locks_dir(self.root), say), self.catalog.gc_fence(exclusive=True, notify=say):
             yield

@@ -6,9 +6,11 @@ SQLAlchemy), and opens or creates the catalog only on the paths that need it.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from trtforge.core.errors import StoreError
 from trtforge.rules.digests import DigestCache
@@ -26,17 +28,20 @@ from trtforge.store import (
     sqlite_catalog_path,
 )
 from trtforge.store.blobs import BlobStore
-from trtforge.store.locks import LockDir
 from trtforge.store.sqlite_hits import UNANSWERED, Probe, probe_cached_plan
+
+if TYPE_CHECKING:
+    from trtforge.store.locks import LockDir
 
 
 class StoreHandle:
-    """Opens the store only when needed, so bad input never creates or touches it."""
+    """Opens the store only when needed, so bad input never creates or touches it (from any thread)."""
 
     def __init__(self, store: str | Path | None, catalog: str | None) -> None:
         self._location = store
         self._catalog = catalog
         self._store: Store | None = None
+        self._opening = threading.Lock()  # builds on several threads open one store, once
         self._sqlite_path: tuple[Path | None] | None = None  # computed once: it reads the mount table
 
     def _local_sqlite(self) -> Path | None:
@@ -81,14 +86,16 @@ class StoreHandle:
         return self._local_sqlite() is not None
 
     def existing(self) -> Store | None:
-        if self._store is None:
-            self._store = open_existing_store(self._location, catalog=self._catalog)
-        return self._store
+        with self._opening:
+            if self._store is None:
+                self._store = open_existing_store(self._location, catalog=self._catalog)
+            return self._store
 
     def ensure(self) -> Store:
         """The store, created if needed, for a command that writes (refused on a read-only store)."""
-        if self._store is None:
-            self._store = open_store(self._location, catalog=self._catalog)
+        with self._opening:
+            if self._store is None:
+                self._store = open_store(self._location, catalog=self._catalog)
         require_writable(self._store.root)  # also when it was opened earlier, to read
         return self._store
 
@@ -104,6 +111,8 @@ class StoreHandle:
 
     def locks(self) -> LockDir:
         """The store's build locks, usable before (and without) opening the catalog."""
+        from trtforge.store.locks import LockDir  # lazy: a hit takes no lock
+
         return LockDir(locks_dir(resolve_store_root(self._location)))
 
     def close(self) -> None:

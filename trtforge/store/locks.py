@@ -48,9 +48,11 @@ class LockHolder:
     pid: int
     host: str
     started: float
+    worker: int | None = None  # the pid of the build worker doing the holder's build, once it has one
 
     def describe(self) -> str:
-        return f"pid {self.pid} on host {self.host}"
+        worker = f" (build worker pid {self.worker})" if self.worker is not None else ""
+        return f"pid {self.pid} on host {self.host}{worker}"
 
 
 def _read_holder(fd: int) -> LockHolder | None:
@@ -59,15 +61,31 @@ def _read_holder(fd: int) -> LockHolder | None:
         data = json.loads(raw.decode("utf-8")) if raw else None
         if not isinstance(data, dict):
             return None
-        return LockHolder(int(data["pid"]), str(data["host"]), float(data["started"]))
+        worker = data.get("worker")
+        return LockHolder(
+            int(data["pid"]), str(data["host"]), float(data["started"]), int(worker) if worker is not None else None
+        )
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
 
-def _write_holder(fd: int) -> None:
-    me = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}
+def _write_holder(fd: int, **extra: int) -> None:
+    me = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time(), **extra}
     os.ftruncate(fd, 0)
     os.pwrite(fd, json.dumps(me).encode("utf-8"), 0)
+
+
+@dataclass(frozen=True)
+class HeldLock:
+    """A build lock this process holds (what ``LockDir.hold`` yields)."""
+
+    fd: int
+    path: Path
+
+    def note_worker(self, pid: int) -> None:
+        """Name the build worker in the lock file: `cat <store>/locks/<key>.lock` finds the process
+        building that key, and waiters say whom they wait for."""
+        _write_holder(self.fd, worker=pid)
 
 
 _HELD: set[int] = set()  # descriptors of locks this process holds (closed in forked children)
@@ -120,7 +138,7 @@ class LockDir:
         *,
         what: str | None = None,
         notify: Callable[[str], None] | None = None,
-    ) -> Iterator[None]:
+    ) -> Iterator[HeldLock]:
         """Hold the lock for ``key``; ``notify`` hears once whom we wait for, and takeovers."""
         path = self.path_for(key)
         try:
@@ -129,7 +147,7 @@ class LockDir:
         except OSError as exc:
             raise _lock_error("the build lock", self.root, exc) from None
         try:
-            yield
+            yield HeldLock(fd, path)
         finally:
             # Unlink while still holding the lock: a waiter that then gets the old inode sees
             # it is no longer the file at `path` and retries on a fresh one. A child forked while
