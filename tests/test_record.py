@@ -120,12 +120,17 @@ DAMAGED_AND_VALID = [
     {"weightless": None, "target": "linux"},
     {"weightless": " true"},
     {"weightless": [], "compatibility": {"version_compatible": True}},
+    {"plugins": [{"library": "/l/a.so", "name": "a.so", "sha256": "1" * 64, "load": "static"}]},
+    {"plugins": [{"library": "/l/a.so", "name": "a.so", "sha256": "1" * 64, "serialized": "yes"}]},
+    {"plugins": [{"library": "a", "name": "a", "sha256": "2" * 64}, {"name": "b", "sha256": "3" * 64}]},
+    {"plugins": [{"library": "a", "name": "a", "sha256": "2" * 64, "serialized": 0}, "junk"]},
+    {"plugins": {"library": "a"}, "refit": "strip_all_weights"},
 ]
 
 
 @pytest.mark.parametrize("stored", DAMAGED_AND_VALID, ids=range(len(DAMAGED_AND_VALID)))
 def test_lookups_record_view_reads_what_the_model_reads(stored: dict[str, Any]) -> None:
-    """Lookup reads its five fields without building the pydantic models (rules/compatibility.py:
+    """Lookup reads its fields without building the pydantic models (rules/compatibility.py:
     RecordView); whatever a row holds, valid or damaged, it must read what read_details reads."""
     from trtforge.rules.compatibility import Envelope, RecordView
 
@@ -139,5 +144,6 @@ def test_lookups_record_view_reads_what_the_model_reads(stored: dict[str, Any]) 
         model.refit,
     )
     assert view.needs_weights == model.needs_weights
+    assert view.plugins_needed == tuple((p.name, p.sha256) for p in model.plugins_needed)
     assert Envelope.from_details(view) == Envelope.from_details(model)
     assert RecordView.of(model) == view  # an ORM row's record reads the same

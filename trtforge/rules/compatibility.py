@@ -69,11 +69,13 @@ class RecordView:
     compatibility: dict[str, Any] = field(default_factory=dict)
     weightless: bool = False
     refit: str | None = None
+    # (name, sha256) of the plugin libraries a runtime must load first (``ArtifactDetails.plugins_needed``)
+    plugins_needed: tuple[tuple[str, str], ...] = ()
 
     @property
     def needs_weights(self) -> bool:
         """A weight-stripped plan (as ``ArtifactDetails.needs_weights``)."""
-        return self.weightless or self.refit == "strip_weights"
+        return self.weightless or self.refit in ("strip_weights", "strip_all_weights")
 
     @classmethod
     def of(cls, details: Any) -> RecordView:
@@ -81,7 +83,8 @@ class RecordView:
         if not isinstance(details, dict):
             if details is None or not hasattr(details, "compatibility"):
                 return cls()
-            return cls(details.origin, details.target, details.compatibility, details.weightless, details.refit)
+            needed = tuple((p.name, p.sha256) for p in details.plugins_needed)
+            return cls(details.origin, details.target, details.compatibility, details.weightless, details.refit, needed)
         origin = details.get("origin", "built")
         target = details.get("target")
         compatibility = details.get("compatibility", {})
@@ -93,7 +96,28 @@ class RecordView:
             compatibility=compatibility if isinstance(compatibility, dict) else {},
             weightless=weightless if isinstance(weightless, bool) else False,
             refit=refit if isinstance(refit, str) else None,
+            plugins_needed=_plugins_needed(details.get("plugins")),
         )
+
+
+def _plugins_needed(plugins: Any) -> tuple[tuple[str, str], ...]:
+    """Plugin records not embedded in the plan, read as ``read_details`` reads them: a list with any
+    entry that does not validate reads as its default (none)."""
+    if plugins is None:
+        return ()
+    if not isinstance(plugins, list) or not all(_plugin_valid(p) for p in plugins):
+        return ()
+    return tuple((p["name"], p["sha256"]) for p in plugins if _lax_bool(p.get("serialized", False)) is False)
+
+
+def _plugin_valid(plugin: Any) -> bool:
+    """What ``record.PluginRecord`` accepts: text library, name, sha256 and load; a lax boolean."""
+    return (
+        isinstance(plugin, dict)
+        and all(isinstance(plugin.get(key), str) for key in ("library", "name", "sha256"))
+        and isinstance(plugin.get("load", "dynamic"), str)
+        and isinstance(_lax_bool(plugin.get("serialized", False)), bool)
+    )
 
 
 def _lax_bool(value: Any) -> object:

@@ -54,7 +54,7 @@ def candidate_from_row(row: Any, verified: dict[str, str] | None = None) -> Cand
         verified_on=dict(verified),
         recipe_fingerprint=row.recipe_fingerprint,
         weightless=details.needs_weights,
-        plugins_needed=tuple((p.name, p.sha256) for p in details.plugins_needed),
+        plugins_needed=details.plugins_needed,
         recipe_variant=recipe_variant(row.recipe or {}),
         learned_at=row.learned_at,
         imported=row.learned_via == "import",
