@@ -70,7 +70,8 @@ def _render_capabilities(console: Console, backend: dict[str, Any]) -> None:
     for row in backend["capabilities"]:
         note = row["note"]
         if row["cpu_build_fails"]:
-            note = "; ".join(filter(None, ["fails in a CPU-only build", note]))
+            unless = f" without {row['cpu_build_unless']}" if row.get("cpu_build_unless") else ""
+            note = "; ".join(filter(None, [f"fails in a CPU-only build{unless}", note]))
         style = STATE_STYLE[row["state"]]
         table.add_row(
             row["option"], styled((row["state"], style)), row["since"] or "-", row["removed"] or "-", note or ""

@@ -197,7 +197,7 @@ class BuildStage:
         resolution = resolve(loaded, target=target, digests=self._digests)
         result.build_key = resolution.build_key  # reported even when the recipe is refused below
         result.target = resolution.target.key_fields()
-        notes = resolution.check_buildable()
+        notes = resolution.check_buildable(target)
         for note in notes:
             if note not in self.notes:
                 self.notes.append(note)
@@ -207,6 +207,8 @@ class BuildStage:
 
         if not self.force and self._find_hit(key, result):
             return
+        if target is None:  # built here: what this machine cannot complete is refused now, not attempted
+            resolution.check_build_here()
         if dry_run:
             result.status = "build"
             return
@@ -352,6 +354,7 @@ class PlanEntry:
     artifact_id: str | None = None
     error: str | None = None
     more_errors: list[str] = field(default_factory=list)
+    hint: str | None = None  # the way out of a refusal
     exit_code: int = 0
 
     @classmethod
@@ -366,6 +369,7 @@ class PlanEntry:
             result.artifact_id,
             result.error,
             result.more_errors,
+            result.hint,
             result.exit_code,
         )
 
