@@ -3,7 +3,9 @@
 The rebuild uses the recorded recipe, the model file (which must still hash to the recorded
 digest), the same backend version, and the timing cache the original build started from. It
 writes nothing to the store. TensorRT does not promise bit-identical plans (tactic timing on a
-GPU varies between runs), so a difference is reported, not hidden.
+GPU varies between runs), so a difference is reported, not hidden: which bytes differ, and whether
+that is a known benign difference (:mod:`trtforge.core.plan_diff`; e.g. TensorRT-RTX lists a plan's
+outputs in an order that changes from build to build).
 """
 
 from __future__ import annotations
@@ -15,12 +17,14 @@ from pathlib import Path
 from typing import Any
 
 from trtforge.core.errors import BackendUnavailableError, ModelError, NotFoundError
+from trtforge.core.plan_diff import PlanDifference, compare_plans
 from trtforge.resolution.resolve import artifact_for, looks_like_recipe, resolve
 from trtforge.rules.digests import model_digest
 from trtforge.rules.flavors import BackendInfo, find_backend
 from trtforge.rules.keys import recorded_build_key
 from trtforge.rules.recipe import Recipe
 from trtforge.rules.target import build_target_for
+from trtforge.store import Store
 from trtforge.store.catalog import Artifact
 from trtforge.store.handle import StoreHandle
 
@@ -38,12 +42,21 @@ class ReproduceResult:
     seconds: float
     build_key: str
     record_key_matches: bool  # the recorded recipe, model digest and target still give the row's key
+    difference: PlanDifference | None = None  # what differs, when the bytes do
 
     def __bool__(self) -> bool:
         return self.identical
 
+    @property
+    def benign(self) -> bool:
+        """Identical, or differing only in known benign ways (the same engine for name-based code)."""
+        return self.identical or (self.difference is not None and self.difference.benign)
+
     def as_json(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        data["difference"] = self.difference.as_json() if self.difference is not None else None
+        data["benign"] = self.benign
+        return data
 
 
 def reproduce(ref: str, store: str | Path | None = None, *, catalog: str | None = None) -> ReproduceResult:
@@ -85,6 +98,7 @@ def reproduce(ref: str, store: str | Path | None = None, *, catalog: str | None 
         output = build_plan(backend, recipe, model_path, use_timing_cache=use_cache, timing_cache=cache_data)
         view = output.plan_view
         rebuilt = hashlib.sha256(view).hexdigest()
+        difference = None if rebuilt == artifact.plan_sha256 else _difference(opened, artifact, view)
         return ReproduceResult(
             artifact_id=artifact.id,
             name=artifact.name,
@@ -97,9 +111,17 @@ def reproduce(ref: str, store: str | Path | None = None, *, catalog: str | None 
             seconds=round(time.perf_counter() - started, 4),
             build_key=artifact.build_key,
             record_key_matches=recorded_key(artifact) == artifact.build_key,
+            difference=difference,
         )
     finally:
         handle.close()
+
+
+def _difference(opened: Store, artifact: Artifact, rebuilt: memoryview) -> PlanDifference | None:
+    """What differs between the stored plan and the rebuilt one (read only when they differ)."""
+    recorded = opened.blobs.read_verified(artifact.plan_sha256)
+    names = [str(tensor.get("name")) for tensor in artifact.io_tensors or [] if isinstance(tensor, dict)]
+    return compare_plans(recorded, rebuilt.tobytes(), names)
 
 
 def recorded_key(artifact: Artifact) -> str | None:
