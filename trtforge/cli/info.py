@@ -8,7 +8,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from trtforge.cli._errors import run
-from trtforge.cli._options import CatalogOpt, DeviceOpt, JsonOpt, StoreOpt
+from trtforge.cli._options import CatalogOpt, DetectDeviceOpt, JsonOpt, StoreOpt
 from trtforge.cli._output import Output, styled
 
 if TYPE_CHECKING:
@@ -23,7 +23,7 @@ def schema(json_output: JsonOpt = False) -> None:
 
 
 def doctor(
-    store: StoreOpt = None, catalog: CatalogOpt = None, device: DeviceOpt = None, json_output: JsonOpt = False
+    store: StoreOpt = None, catalog: CatalogOpt = None, device: DetectDeviceOpt = None, json_output: JsonOpt = False
 ) -> None:
     """What this machine offers: TensorRT flavors, GPUs, store and catalog."""
     output = Output(json_output)
