@@ -199,6 +199,17 @@ def test_cpu_only_build_is_refused_before_any_work(cli, mlp_recipe, store: Path,
     assert "Traceback" not in human.stderr and "Internal Error" not in human.stderr
 
 
+def test_reproduce_refuses_what_a_cpu_build_cannot_complete(cli, mlp_recipe, store: Path) -> None:
+    """`build --reproduce` is a build too: without a GPU it refuses a refit mode before rebuilding."""
+    recipe = mlp_recipe()
+    recipe.write_text(recipe.read_text() + "refit: refittable\ncompatibility: {compute_capabilities: [8.6]}\n")
+    built = cli("build", recipe, "--store", store, "--json")
+    if built.code != 0:
+        pytest.skip(f"building the refittable artifact needs a GPU TensorRT-RTX supports: {built.json()[0]['error']}")
+    reproduced = cli("build", "--reproduce", built.json()[0]["artifact_id"], "--store", store, "--json", env=NO_GPU)
+    assert reproduced.code == 2 and "CPU-only build" in reproduced.json()["error"], reproduced
+
+
 def test_the_way_out_of_the_lean_runtime_refusal_builds(cli, mlp_recipe, store: Path) -> None:
     """The table's rule is per combination: version compatibility with the lean runtime excluded
     builds on a CPU-only machine, so `plan` says build and `build` builds."""

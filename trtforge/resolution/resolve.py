@@ -51,10 +51,15 @@ class Resolution:
         return notes
 
     def check_build_here(self) -> None:
-        """Refuse, before any work, a build this machine cannot complete: options a CPU-only build
-        fails on (the capability table knows them) when no GPU is visible here."""
-        if cpu_build_fails(self.recipe, self.backend) and current_gpu() is None:
-            check_cpu_build(self.recipe, self.backend)
+        """Refuse, before any work, what a build on this machine cannot complete."""
+        check_build_here(self.recipe, self.backend)
+
+
+def check_build_here(recipe: Recipe, backend: BackendInfo) -> None:
+    """Options a CPU-only build fails on (the capability table knows them) are refused when no GPU
+    is visible here; `build`, `plan` and `build --reproduce` ask before any work."""
+    if cpu_build_fails(recipe, backend) and current_gpu() is None:
+        check_cpu_build(recipe, backend)
 
 
 def load_effective(recipe_path: str | Path, *, name: str | None = None) -> LoadedRecipe:

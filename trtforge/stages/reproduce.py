@@ -18,7 +18,7 @@ from typing import Any
 
 from trtforge.core.errors import BackendUnavailableError, ModelError, NotFoundError
 from trtforge.core.plan_diff import PlanDifference, compare_plans
-from trtforge.resolution.resolve import artifact_for, looks_like_recipe, resolve
+from trtforge.resolution.resolve import artifact_for, check_build_here, looks_like_recipe, resolve
 from trtforge.rules.digests import model_digest
 from trtforge.rules.flavors import BackendInfo, find_backend
 from trtforge.rules.keys import recorded_build_key
@@ -80,6 +80,7 @@ def reproduce(ref: str, store: str | Path | None = None, *, catalog: str | None 
                 hint=f"install {artifact.flavor}=={artifact.trt_version} to reproduce it",
             )
         _check_same_build_machine(artifact.id, artifact.details.target, backend, recipe)
+        check_build_here(recipe, backend)  # e.g. a refit mode on a machine without a GPU: exit 2, not a failed build
         model_path = artifact.details.model_path
         if not model_path.is_file():
             raise ModelError(f"model {model_path} of artifact {artifact.id[:12]} is gone; cannot reproduce")
