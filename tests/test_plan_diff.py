@@ -66,8 +66,8 @@ def test_other_differences_are_not_benign(two_plans: tuple[bytes, bytes], model:
     changed[middle] ^= 0xFF
     difference = compare_plans(first, bytes(changed), io_names(model))
     assert difference is not None and not difference.benign
-    [unknown] = [r for r in difference.regions if r.known is None]
-    assert unknown.offset == middle and unknown.differing == 1
+    [flipped] = [r for r in difference.regions if r.offset <= middle < r.offset + r.length]
+    assert flipped.known is None and (flipped.offset, flipped.differing) == (middle, 1)
     # Without the tensor names nothing is proved, so nothing is called benign.
     assert not compare_plans(first, second, ["not-a-tensor"]).benign  # type: ignore[union-attr]
     assert not compare_plans(first, first + b"\0", io_names(model)).benign  # type: ignore[union-attr]
