@@ -15,7 +15,6 @@ from trtforge.backend.config import make_config, network_flags
 from trtforge.backend.loader import import_backend
 from trtforge.rules.flavors import find_backend
 from trtforge.rules.recipe import Recipe, parse_recipe
-from trtforge.rules.target import detect_gpus
 
 MLP = """\
 name: mlp
@@ -169,25 +168,57 @@ def test_tactic_sources_and_pools_read_back(models) -> None:
     assert config.num_optimization_profiles == 2
 
 
-@pytest.mark.skipif(bool(detect_gpus()), reason="on a GPU machine these builds complete")
+NO_GPU = {"CUDA_VISIBLE_DEVICES": ""}  # CUDA's "no device": a CPU-only machine, also on a GPU host
+
+
 @pytest.mark.parametrize(
-    "options",
+    ("options", "hint"),
     [
-        "refit: refittable\ncompatibility: {compute_capabilities: [8.6]}\n",
-        "refit: strip_weights\n",
-        "compatibility: {version_compatible: true}\n",
+        ("refit: refittable\ncompatibility: {compute_capabilities: [8.6]}\n", "refit: none"),
+        ("refit: refit_identical\ncompatibility: {compute_capabilities: [8.6]}\n", "refit: none"),
+        ("refit: strip_weights\n", "refit: none"),
+        ("compatibility: {version_compatible: true}\n", "add compatibility.exclude_lean_runtime: true"),
     ],
 )
-def test_cpu_only_build_reports_a_clear_error(cli, mlp_recipe, store: Path, options: str) -> None:
+def test_cpu_only_build_is_refused_before_any_work(cli, mlp_recipe, store: Path, options: str, hint: str) -> None:
+    """Issue 23: these were started, printed TensorRT's internal error and exited 1 (a build failure);
+    the capability table knows a CPU-only TensorRT-RTX build cannot complete them: exit 2, the way out."""
     recipe = mlp_recipe()
     recipe.write_text(recipe.read_text() + options)
-    result = cli("build", recipe, "--store", store, "--json")
-    assert result.code == 1, result
+    planned = cli("plan", recipe, "--store", store, "--json", env=NO_GPU)
+    assert planned.code == 2 and planned.json()[0]["status"] == "failed", planned
+    assert hint in planned.json()[0]["hint"], planned
+    result = cli("build", recipe, "--store", store, "--json", env=NO_GPU)
+    assert result.code == 2, result
     [failed] = result.json()
-    assert failed["error"].startswith("TensorRT-RTX 1.7") and "failed to build the engine" in failed["error"]
-    human = cli("build", recipe, "--store", store)
-    assert human.code == 1 and "cannot be built on a CPU-only machine" in human.stderr, human
-    assert "Traceback" not in human.stderr
+    assert "a CPU-only build with TensorRT-RTX" in failed["error"] and failed["build_key"], failed
+    assert failed["error_detail"] == [] and not store.exists()  # nothing attempted, nothing written
+    human = cli("build", recipe, "--store", store, env=NO_GPU)
+    hint_line = human.stderr.split("hint: ", 1)[-1].replace("\n", " ")
+    assert human.code == 2 and hint in hint_line, human
+    assert "Traceback" not in human.stderr and "Internal Error" not in human.stderr
+
+
+def test_reproduce_refuses_what_a_cpu_build_cannot_complete(cli, mlp_recipe, store: Path) -> None:
+    """`build --reproduce` is a build too: without a GPU it refuses a refit mode before rebuilding."""
+    recipe = mlp_recipe()
+    recipe.write_text(recipe.read_text() + "refit: refittable\ncompatibility: {compute_capabilities: [8.6]}\n")
+    built = cli("build", recipe, "--store", store, "--json")
+    if built.code != 0:
+        pytest.skip(f"building the refittable artifact needs a GPU TensorRT-RTX supports: {built.json()[0]['error']}")
+    reproduced = cli("build", "--reproduce", built.json()[0]["artifact_id"], "--store", store, "--json", env=NO_GPU)
+    assert reproduced.code == 2 and "CPU-only build" in reproduced.json()["error"], reproduced
+
+
+def test_the_way_out_of_the_lean_runtime_refusal_builds(cli, mlp_recipe, store: Path) -> None:
+    """The table's rule is per combination: version compatibility with the lean runtime excluded
+    builds on a CPU-only machine, so `plan` says build and `build` builds."""
+    recipe = mlp_recipe()
+    recipe.write_text(recipe.read_text() + "compatibility: {version_compatible: true, exclude_lean_runtime: true}\n")
+    planned = cli("plan", recipe, "--store", store, "--json", env=NO_GPU)
+    assert planned.code == 0 and planned.json()[0]["status"] == "build", planned
+    built = cli("build", recipe, "--store", store, "--json", env=NO_GPU)
+    assert built.code == 0 and built.json()[0]["status"] == "built", built
 
 
 def test_a_refittable_rtx_build_targets_one_compute_capability(cli, mlp_recipe, store: Path) -> None:

@@ -13,6 +13,7 @@ from trtforge.rules.capabilities import (
     RULES,
     capability_table,
     check_recipe,
+    cpu_build_fails,
     release,
     requested_options,
     valid_tactic_sources,
@@ -131,6 +132,24 @@ def test_tensorrt_rtx_timing_cache_note_only_when_asked() -> None:
     assert check_recipe(parse_recipe(BASE + "build: {timing_cache: off}\n"), RTX) == []
 
 
+@pytest.mark.parametrize(
+    ("extra", "failing"),
+    [
+        ("refit: strip_weights\n", ["refit: strip_weights"]),
+        ("compatibility: {version_compatible: true}\n", ["compatibility.version_compatible"]),
+        # Observed on TensorRT-RTX 1.7.1 without a GPU: with the lean runtime left out of the plan it builds.
+        ("compatibility: {version_compatible: true, exclude_lean_runtime: true}\n", []),
+        (
+            "refit: refittable\ncompatibility: {version_compatible: true, exclude_lean_runtime: true}\n",
+            ["refit: refittable"],
+        ),
+    ],
+)
+def test_what_a_cpu_build_cannot_complete_is_per_combination(extra: str, failing: list[str]) -> None:
+    """Issue 23: the table marked exclude_lean_runtime as failing on the CPU, yet it is the way out."""
+    assert cpu_build_fails(parse_recipe(BASE + extra), RTX) == failing
+
+
 def test_every_recipe_option_has_a_rule() -> None:
     everything = parse_recipe(
         BASE
@@ -199,6 +218,9 @@ def test_doctor_prints_the_table(cli, store) -> None:
     rows = {row["option"]: row for row in backend["capabilities"]}
     assert rows["precision.fp16"]["available"] is False
     assert rows["refit: refittable"]["cpu_build_fails"] is True
+    assert rows["compatibility.exclude_lean_runtime"]["cpu_build_fails"] is False
+    vc = rows["compatibility.version_compatible"]
+    assert vc["cpu_build_fails"] is True and vc["cpu_build_unless"] == "compatibility.exclude_lean_runtime"
     assert rows["compatibility.compute_capabilities"]["available"] is True
     human = cli("doctor", "--store", store, env={"COLUMNS": "200"})
     assert human.code == 0 and "tactics.sources: jit_convolutions" in human.stdout

@@ -19,6 +19,7 @@ import pytest
 from tests import onnx_models
 from tests.conftest import MLP_RECIPE
 from trtforge.rules.flavors import RTX_COMPUTE_CAPABILITIES, find_backend
+from trtforge.rules.target import detect_gpus
 
 MODEL_DIR = "models"
 PROFILE = "profiles:\n  - x: {min: [1, 4], opt: [2, 4], max: [4, 4]}\n"
@@ -73,7 +74,8 @@ tactics:
 """,
     "ampere-plus": PROFILE + "compatibility: {hardware: ampere_plus}\n",
     "refittable": PROFILE + "refit: refittable\n",
-    # Refused by the CPU build itself (exit 1): these need a GPU with TensorRT-RTX.
+    # Refused before the build where no GPU is visible (exit 2, the capability table knows): these
+    # need a GPU with TensorRT-RTX.
     "refittable-one-target": """\
 profiles:
   - x: {min: [1, 4], opt: [2, 4], max: [4, 4]}
@@ -136,8 +138,9 @@ def test_plan_build_verify_and_reproduce_agree_on_the_key(tmp_path: Path, store:
             assert (plan_row["status"], build_row["status"]) == ("build", "built"), (name, build_row)
         elif name in REFUSED_BEFORE_BUILD:
             assert plan_row["status"] == build_row["status"] == "failed", (name, build_row)
-        else:  # a GPU machine builds it; this CPU-only one fails in TensorRT's builder (exit 1)
-            assert (plan_row["status"], build_row["status"]) == ("build", "failed"), (name, build_row)
+        elif not detect_gpus():  # a GPU machine builds it; a CPU-only one refuses it before any work
+            assert plan_row["status"] == build_row["status"] == "failed", (name, build_row)
+            assert "CPU-only build" in build_row["error"], build_row
 
     # After the build, `plan` finds what `build` stored, under the same key.
     again = by_name(cli("plan", *recipes, "--store", store, "--json").json())

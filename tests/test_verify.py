@@ -325,6 +325,19 @@ def test_reference_outputs_are_stored_and_reused(heads, store: Path, cli) -> Non
     opened.close()
 
 
+def test_reference_only_reports_points_as_reference_only_never_passed(heads, store: Path, cli) -> None:
+    """Issue 23: `verify --reference-only --json` said "passed": true on every point, although
+    nothing was compared. Each point now says reference-only, in JSON and in text."""
+    recipe, _, _ = heads()
+    data = cli("verify", recipe, "--reference-only", "--store", store, "--json").json()
+    assert data["points"] and all(p["passed"] is None for p in data["points"]), data["points"]
+    assert {p["status"] for p in data["points"]} == {data["status"]} == {"reference-only"}
+    human = cli("verify", recipe, "--reference-only", "--store", store, env={"COLUMNS": "200"})
+    rows = [line for line in human.stdout.splitlines() if line.split()[:1] and line.split()[0].isdigit()]
+    assert len(rows) == len(data["points"]) and all(row.rstrip().endswith("reference-only") for row in rows), human
+    assert "passed" not in human.stdout and "ok" not in human.stdout.split(), human
+
+
 def test_reference_only_without_a_store_entry_for_the_recipe(heads, store: Path, cli) -> None:
     recipe, _, _ = heads()
     human = cli("verify", recipe, "--reference-only", "--store", store)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -64,12 +64,15 @@ FlavorOpt = Annotated[
         show_default=False,
     ),
 ]
-DeviceOpt = Annotated[
-    int | None,
-    typer.Option(
-        "--device",
-        min=0,
-        help="CUDA device index (among CUDA_VISIBLE_DEVICES) to build, run and detect on (default 0).",
-        show_default=False,
-    ),
-]
+
+
+def _device(purpose: str) -> Any:
+    """``--device N``: one option, worded for what the command does with the device."""
+    help_text = f"CUDA device index (among CUDA_VISIBLE_DEVICES) {purpose} (default 0)."
+    return typer.Option("--device", min=0, help=help_text, show_default=False)
+
+
+DeviceOpt = Annotated[int | None, _device("to build, run and detect on")]
+# lookup builds and runs nothing: the device only stands for the target when none is given.
+TargetDeviceOpt = Annotated[int | None, _device("whose GPU is the target when --gpu/--cc are not given")]
+DetectDeviceOpt = Annotated[int | None, _device("to detect and describe")]

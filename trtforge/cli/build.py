@@ -152,11 +152,13 @@ def _render_reproduce(console: Console, result: ReproduceResult) -> None:
     else:
         console.print(
             styled(
-                ("differs", "red"),
+                ("differs", "yellow" if result.benign else "red"),
                 f" {result.name} {result.artifact_id[:12]}: recorded {result.recorded_sha256[:12]} "
                 f"({result.recorded_size} bytes), rebuilt {result.rebuilt_sha256[:12]} ({result.rebuilt_size} bytes)",
             )
         )
+        if result.difference is not None:
+            console.print(f"  {result.difference.describe()}")
 
 
 def _render(console: Console, output: Output, results: list[BuildResult]) -> None:

@@ -8,7 +8,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from trtforge.cli._errors import run
-from trtforge.cli._options import CatalogOpt, DeviceOpt, JsonOpt, StoreOpt
+from trtforge.cli._options import CatalogOpt, DetectDeviceOpt, JsonOpt, StoreOpt
 from trtforge.cli._output import Output, styled
 
 if TYPE_CHECKING:
@@ -23,7 +23,7 @@ def schema(json_output: JsonOpt = False) -> None:
 
 
 def doctor(
-    store: StoreOpt = None, catalog: CatalogOpt = None, device: DeviceOpt = None, json_output: JsonOpt = False
+    store: StoreOpt = None, catalog: CatalogOpt = None, device: DetectDeviceOpt = None, json_output: JsonOpt = False
 ) -> None:
     """What this machine offers: TensorRT flavors, GPUs, store and catalog."""
     output = Output(json_output)
@@ -70,7 +70,8 @@ def _render_capabilities(console: Console, backend: dict[str, Any]) -> None:
     for row in backend["capabilities"]:
         note = row["note"]
         if row["cpu_build_fails"]:
-            note = "; ".join(filter(None, ["fails in a CPU-only build", note]))
+            unless = f" without {row['cpu_build_unless']}" if row.get("cpu_build_unless") else ""
+            note = "; ".join(filter(None, [f"fails in a CPU-only build{unless}", note]))
         style = STATE_STYLE[row["state"]]
         table.add_row(
             row["option"], styled((row["state"], style)), row["since"] or "-", row["removed"] or "-", note or ""

@@ -12,12 +12,12 @@ from trtforge.cli._options import (
     ArchOpt,
     CatalogOpt,
     CcOpt,
-    DeviceOpt,
     FlavorOpt,
     GpuOpt,
     JsonOpt,
     OsOpt,
     StoreOpt,
+    TargetDeviceOpt,
     TrtOpt,
 )
 from trtforge.cli._output import Output, styled
@@ -63,7 +63,7 @@ def lookup(
     ] = False,
     store: StoreOpt = None,
     catalog: CatalogOpt = None,
-    device: DeviceOpt = None,
+    device: TargetDeviceOpt = None,
     json_output: JsonOpt = False,
 ) -> None:
     """Find the best engine for a target: this machine, or the one --gpu/--cc/--trt/--flavor describe.

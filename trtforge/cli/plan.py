@@ -74,4 +74,4 @@ def _render(console: Console, output: Output, rows: list[dict[str, Any]]) -> Non
                 "(checked against the backend's API when the build runs)"
             )
         if row["error"]:
-            output.error_lines(naming(row["recipe"], row["error"]), more=row.get("more_errors", []))
+            output.error_lines(naming(row["recipe"], row["error"]), row.get("hint"), row.get("more_errors", []))

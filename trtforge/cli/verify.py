@@ -155,7 +155,7 @@ def _reference_table(report: VerificationReport) -> Table:
     from rich.table import Table
 
     table = Table(box=None, header_style="bold")
-    for column in ("profile", "point", "shapes", "outputs", "reference"):
+    for column in ("profile", "point", "shapes", "outputs", "reference", "result"):
         table.add_column(column)
     for point in report.points:
         outputs = " ".join(f"{o['name']}{o['shape']}" for o in point.outputs)
@@ -165,6 +165,7 @@ def _reference_table(report: VerificationReport) -> Table:
             _shapes(point.shapes),
             outputs,
             "stored earlier" if point.reference_reused else "computed, stored",
+            styled((point.status, STATUS_STYLE[point.status])),  # nothing was compared: never "passed"
         )
     return table
 

@@ -8,11 +8,14 @@ one mapping (YAML says keys are unique; PyYAML would silently keep the last valu
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ValidationError
+from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
+from pydantic_core import core_schema
 
 from trtforge.core.errors import RecipeError
 
@@ -94,6 +97,41 @@ def load_yaml(text: str, shown: str) -> Any:
 
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
+FuncT = TypeVar("FuncT", bound=Callable[..., Any])
+
+# What YAML 1.1 (PyYAML, most CI validators) reads as text although it is plainly a number: an
+# exponent without a decimal point, e.g. 1e-5 (1.0e-5 is a float to YAML 1.1, 1e-5 to YAML 1.2).
+NUMBER_TEXT: dict[str, Any] = {
+    "type": "string",
+    "pattern": r"^[-+]?[0-9]+[eE][-+]?[0-9]+$",
+    "description": "a number YAML 1.1 reads as text, e.g. 1e-5",
+}
+
+
+def also_accepts(alternative: dict[str, Any]) -> Callable[[FuncT], FuncT]:
+    """Mark a ``mode="before"`` validator that turns another YAML spelling into the field's type.
+
+    ``alternative`` is the JSON Schema of that spelling; :class:`YamlSpellingsSchema` adds it to the
+    field's schema, so what trtforge accepts and what the published schema says cannot drift apart.
+    """
+
+    def mark(function: FuncT) -> FuncT:
+        function.__yaml_spelling__ = alternative  # type: ignore[attr-defined]
+        return function
+
+    return mark
+
+
+class YamlSpellingsSchema(GenerateJsonSchema):
+    """JSON Schema generation that also lists the spellings each before-validator converts."""
+
+    def function_before_schema(self, schema: core_schema.BeforeValidatorFunctionSchema) -> JsonSchemaValue:
+        inner = super().function_before_schema(schema)
+        alternative = getattr(schema["function"]["function"], "__yaml_spelling__", None)
+        if alternative is None:
+            return inner
+        options = inner["anyOf"] if set(inner) == {"anyOf"} else [inner]
+        return {"anyOf": [*options, alternative]}
 
 
 MAX_REPORTED_ERRORS = 20

@@ -13,13 +13,13 @@ from typing import TYPE_CHECKING
 
 from trtforge.core.errors import BadInputError, NotFoundError, RecipeError
 from trtforge.rules.builder_options import NamedFile
-from trtforge.rules.capabilities import check_recipe
+from trtforge.rules.capabilities import check_cpu_build, check_recipe, check_runtime_target, cpu_build_fails
 from trtforge.rules.digests import DigestCache
 from trtforge.rules.flavors import RTX_DEFAULT_COMPUTE_CAPABILITIES, BackendInfo, find_backend, installed_backend
 from trtforge.rules.keys import build_key
 from trtforge.rules.onnx_model import model_sha256
 from trtforge.rules.recipe import LoadedRecipe, Recipe, load_recipe, with_deny_file
-from trtforge.rules.target import BuildTarget, RuntimeTarget, build_target_for
+from trtforge.rules.target import BuildTarget, RuntimeTarget, build_target_for, current_gpu
 
 if TYPE_CHECKING:
     from trtforge.store import Store
@@ -41,12 +41,27 @@ class Resolution:
     def recipe(self) -> Recipe:
         return self.loaded.recipe
 
-    def check_buildable(self) -> list[str]:
-        """Refuse what the backend cannot build (exit 2, before any build); return notes to show.
+    def check_buildable(self, runtime: RuntimeTarget | None = None) -> list[str]:
+        """Refuse what the backend cannot build, or a ``runtime`` target (``plan --target``) the
+        build cannot serve (exit 2, before any build); return notes to show.
 
         Separate from :func:`resolve` so that a refused recipe still reports the key it has.
         """
-        return check_recipe(self.recipe, self.backend)
+        notes = check_recipe(self.recipe, self.backend)
+        if runtime is not None:
+            check_runtime_target(self.target.compute_capabilities, self.backend, runtime)
+        return notes
+
+    def check_build_here(self) -> None:
+        """Refuse, before any work, what a build on this machine cannot complete."""
+        check_build_here(self.recipe, self.backend)
+
+
+def check_build_here(recipe: Recipe, backend: BackendInfo) -> None:
+    """Options a CPU-only build fails on (the capability table knows them) are refused when no GPU
+    is visible here; `build`, `plan` and `build --reproduce` ask before any work."""
+    if cpu_build_fails(recipe, backend) and current_gpu() is None:
+        check_cpu_build(recipe, backend)
 
 
 def load_effective(recipe_path: str | Path, *, name: str | None = None) -> LoadedRecipe:

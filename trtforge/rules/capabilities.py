@@ -15,23 +15,37 @@ from typing import TYPE_CHECKING, Any, Literal
 from trtforge.core.errors import UnsupportedOptionError
 from trtforge.rules.builder_options import DLAOptions, ParserFlags, config_items
 from trtforge.rules.denylist import DenyEntry, tactic_id_of
-from trtforge.rules.flavors import RTX_COMPUTE_CAPABILITIES, BackendInfo, Flavor, Version, flavor_name, release
+from trtforge.rules.flavors import (
+    RTX_COMPUTE_CAPABILITIES,
+    BackendInfo,
+    Flavor,
+    Version,
+    flavor_name,
+    release,
+    runtime_releases_text,
+)
 from trtforge.rules.recipe import LIBRARY_TACTIC_SOURCES, WEAK_TYPING_FLAGS, Recipe, default_value, field_value
 
 if TYPE_CHECKING:
-    pass
+    from trtforge.rules.target import RuntimeTarget
 
 TENSORRT_FLOOR = "10.0"
 TENSORRT_RTX_FLOOR = "1.0"
 
+
 @dataclass(frozen=True)
 class Availability:
-    """When an option exists in one flavor: [since, removed), maybe deprecated, maybe GPU-only."""
+    """When an option exists in one flavor: [since, removed), maybe deprecated, maybe GPU-only.
+
+    ``cpu_build_fails``: a CPU-only build cannot complete the option (observed), unless the recipe
+    also asks for ``cpu_build_unless`` (the rule is per combination of options).
+    """
 
     since: str
     removed: str | None = None
     deprecated: str | None = None
     cpu_build_fails: bool = False
+    cpu_build_unless: str | None = None
 
     def state(self, version: Version) -> str:
         if version < release(self.since):
@@ -53,6 +67,7 @@ class OptionRule:
     hint: str
     note: str = ""
     rtx_hint: str | None = None  # when TensorRT-RTX needs different advice
+    cpu_hint: str = ""  # the way out when a CPU-only build cannot complete the option
 
     def availability(self, flavor: Flavor) -> Availability | None:
         return self.tensorrt if flavor == "tensorrt" else self.tensorrt_rtx
@@ -72,6 +87,7 @@ _RTX_WEAK_HINT = (
 _LIBRARY_HINT = "remove it from tactics.sources; edge_mask_convolutions and jit_convolutions remain"
 _NO_DLA_HINT = "TensorRT-RTX builds for RTX GPUs, which have no DLA: drop the DLA options"
 _RTX_NO_TIMING_CACHE = "TensorRT-RTX has no timing cache (its timing-cache calls are no-ops): drop the field"
+_REFIT_CPU_HINT = "build on a machine with an NVIDIA GPU, or use refit: none"
 
 # The table. Sources:
 # [TRT-11-MIG] TensorRT 11.0 migration guide / release notes: weak typing (FP16/BF16/INT8/FP8
@@ -190,18 +206,21 @@ RULES: tuple[OptionRule, ...] = (
         Availability(TENSORRT_FLOOR),
         Availability(TENSORRT_RTX_FLOOR, cpu_build_fails=True),  # observed 1.7: CUDA needed to build
         hint="build on a machine with an NVIDIA GPU, or use refit: none",
+        cpu_hint=_REFIT_CPU_HINT,
     ),
     OptionRule(
         "refit: refit_identical",
         Availability("10.0"),  # [TRT-10.0-RN]
-        Availability(TENSORRT_RTX_FLOOR, cpu_build_fails=True),
+        Availability(TENSORRT_RTX_FLOOR, cpu_build_fails=True),  # observed 1.7: CUDA needed to build
         hint="use refit: refittable, or upgrade to TensorRT >= 10.0",
+        cpu_hint=_REFIT_CPU_HINT,
     ),
     OptionRule(
         "refit: strip_weights",
         Availability("10.0"),  # [TRT-10.0-RN]
-        Availability(TENSORRT_RTX_FLOOR, cpu_build_fails=True),
+        Availability(TENSORRT_RTX_FLOOR, cpu_build_fails=True),  # observed 1.7: CUDA needed to build
         hint="use refit: refittable, or upgrade to TensorRT >= 10.0",
+        cpu_hint=_REFIT_CPU_HINT,
     ),
     OptionRule(
         "refit: strip_all_weights",
@@ -231,14 +250,18 @@ RULES: tuple[OptionRule, ...] = (
     OptionRule(
         "compatibility.version_compatible",
         Availability("8.6"),  # [TRT-8.6-RN]
-        Availability(TENSORRT_RTX_FLOOR, cpu_build_fails=True),  # observed: needs libnvinfer_lean
+        # Observed 1.7.1 on a CPU-only machine: the build loads libnvinfer_lean.so.1 to embed it in
+        # the plan, which the tensorrt-rtx wheel does not ship; with exclude_lean_runtime it builds.
+        Availability(TENSORRT_RTX_FLOOR, cpu_build_fails=True, cpu_build_unless="compatibility.exclude_lean_runtime"),
         hint="drop compatibility.version_compatible",
         note="loading needs the lean runtime and engine_host_code_allowed",
+        cpu_hint="add compatibility.exclude_lean_runtime: true, or drop compatibility.version_compatible "
+        "(a TensorRT-RTX engine loads only in the release that built it either way)",
     ),
     OptionRule(
         "compatibility.exclude_lean_runtime",
         Availability("8.6"),  # [TRT-8.6-RN]
-        Availability(TENSORRT_RTX_FLOOR, cpu_build_fails=True),
+        Availability(TENSORRT_RTX_FLOOR),  # observed 1.7.1: builds on a CPU-only machine
         hint="drop compatibility.exclude_lean_runtime",
     ),
     OptionRule(
@@ -515,14 +538,54 @@ def _check_weight_streaming(recipe: Recipe, backend: BackendInfo) -> None:
 
 
 def cpu_build_fails(recipe: Recipe, backend: BackendInfo) -> list[str]:
-    """Requested options a CPU-only build cannot complete with this backend (for a clear build error)."""
+    """Requested options a CPU-only build cannot complete with this backend, given the others asked."""
+    asked = requested_options(recipe)
     needs = []
-    for option in requested_options(recipe):
-        availability = _BY_OPTION[option].availability(backend.flavor)
-        if availability is not None and availability.cpu_build_fails:
+    for option in asked:
+        rule = _BY_OPTION.get(option)
+        availability = rule.availability(backend.flavor) if rule is not None else None
+        if availability is not None and availability.cpu_build_fails and availability.cpu_build_unless not in asked:
             needs.append(option)
     return needs
 
+
+def check_cpu_build(recipe: Recipe, backend: BackendInfo) -> None:
+    """Refuse (exit 2, before any work) a build this machine, having no GPU, cannot complete."""
+    failing = cpu_build_fails(recipe, backend)
+    if not failing:
+        return
+    raise UnsupportedOptionError(
+        f"recipe option {', '.join(failing)}: a CPU-only build with {backend.label} cannot complete it "
+        "and this machine has no GPU",
+        hint=_BY_OPTION[failing[0]].cpu_hint or None,
+    )
+
+
+def check_runtime_target(build_ccs: Sequence[str], backend: BackendInfo, runtime: RuntimeTarget) -> None:
+    """Refuse a target a TensorRT-RTX build cannot serve: a capability it has no target for, or one
+    the build leaves out (the engine runs only on the compute capabilities it was built for)."""
+    if backend.flavor != "tensorrt_rtx":
+        return
+    cc = runtime.compute_capability
+    if cc not in RTX_COMPUTE_CAPABILITIES:
+        raise UnsupportedOptionError(
+            f"target compute capability {cc}: {backend.label} does not build or run engines for it",
+            hint=f"{backend.label} targets {', '.join(RTX_COMPUTE_CAPABILITIES)}"
+            + ("; for Hopper (9.0) plan and build with full TensorRT (flavor=tensorrt)" if cc == "9.0" else ""),
+        )
+    if cc not in build_ccs:
+        raise UnsupportedOptionError(
+            f"target compute capability {cc}: the recipe builds for {', '.join(build_ccs)} only",
+            hint=f"add {cc} to compatibility.compute_capabilities",
+        )
+
+
+
+def _note(rule: OptionRule, backend: BackendInfo) -> str:
+    if rule.option == "compatibility.version_compatible":  # the one rule: show and lookup say the same
+        loads_on = f"engines load on {runtime_releases_text(backend.flavor, True)}"
+        return f"{loads_on}; {rule.note}" if backend.flavor == "tensorrt" else loads_on
+    return rule.note
 
 
 def capability_table(backend: BackendInfo) -> list[dict[str, Any]]:
@@ -541,7 +604,8 @@ def capability_table(backend: BackendInfo) -> list[dict[str, Any]]:
                     "since": availability.since if availability else None,
                     "removed": availability.removed if availability else None,
                     "cpu_build_fails": bool(availability and availability.cpu_build_fails),
-                    "note": rule.note,
+                    "cpu_build_unless": availability.cpu_build_unless if availability else None,
+                    "note": _note(rule, backend),
                 }
             )
     return rows

@@ -28,7 +28,14 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from trtforge.rules.flavors import RTX_DEFAULT_COMPUTE_CAPABILITIES, parse_version, same_release
+from trtforge.rules.flavors import (
+    RTX_DEFAULT_COMPUTE_CAPABILITIES,
+    SAME_MAJOR_OR_NEWER,
+    SAME_RELEASE,
+    parse_version,
+    runtime_releases,
+    same_release,
+)
 from trtforge.rules.target import RuntimeTarget, parse_compute_capability
 
 if TYPE_CHECKING:
@@ -177,10 +184,14 @@ class Envelope:
             "trt_version": target.trt_version,
             "gpu_name": target.gpu_name,
             "compute_capabilities": list(target.compute_capabilities),
-            "runtime_versions": "same major, >= build" if self.version_compatible else "same",
+            "runtime_versions": self.runtime_versions(target.flavor),
             "lean_runtime_in_plan": self.version_compatible and not self.exclude_lean_runtime,
             **({"runtime_platform": self.runtime_platform} if self.runtime_platform != "same_as_build" else {}),
         }
+
+    def runtime_versions(self, flavor: str) -> str:
+        """Which runtime releases load the plan (the rule lives in trtforge.rules.flavors)."""
+        return runtime_releases(flavor, self.version_compatible)
 
     @classmethod
     def from_details(cls, details: ArtifactDetails | RecordView) -> Envelope:
@@ -189,7 +200,7 @@ class Envelope:
         hardware = raw.get("hardware", "none")
         version_compatible = raw.get("version_compatible") is True
         if "version_compatible" not in raw:  # written by builds before the envelope had one writer
-            version_compatible = raw.get("runtime_versions") == "same major, >= build"
+            version_compatible = raw.get("runtime_versions") == SAME_MAJOR_OR_NEWER
         exclude_lean = raw.get("exclude_lean_runtime") is True
         if "exclude_lean_runtime" not in raw and "lean_runtime_in_plan" in raw:  # idem
             exclude_lean = version_compatible and raw.get("lean_runtime_in_plan") is not True
@@ -400,8 +411,12 @@ def rule_flavor(c: Candidate, t: RuntimeTarget) -> str | None:
 def rule_rtx_version(c: Candidate, t: RuntimeTarget) -> str | None:
     # TensorRT-RTX documentation, "Engine Compatibility" > "Version Compatibility": engines are not
     # compatible between different TensorRT-RTX releases; a new runtime needs a rebuilt engine.
-    if c.flavor == "tensorrt_rtx" and not same_release(c.trt_version, t.trt_version):
-        return f"TensorRT-RTX {c.trt_version} engine; runtime {t.trt_version} is a different release"
+    # The rule (runtime_releases) says so whatever version_compatible asked for.
+    if c.flavor != "tensorrt_rtx" or same_release(c.trt_version, t.trt_version):
+        return None
+    if c.envelope.runtime_versions(c.flavor) == SAME_RELEASE:
+        flag = " (version_compatible does not change that for TensorRT-RTX)" if c.envelope.version_compatible else ""
+        return f"TensorRT-RTX {c.trt_version} engine; runtime {t.trt_version} is a different release{flag}"
     return None
 
 
@@ -430,7 +445,7 @@ def rule_trt_version(c: Candidate, t: RuntimeTarget) -> str | None:
         return None
     if same_release(c.trt_version, t.trt_version):
         return None
-    if not c.envelope.version_compatible:
+    if c.envelope.runtime_versions(c.flavor) == SAME_RELEASE:
         return f"built with TensorRT {c.trt_version} without version compatibility; target runs {t.trt_version}"
     built, running = parse_version(c.trt_version), parse_version(t.trt_version)
     if built[:2] < VERSION_COMPATIBLE_SINCE or running[:2] < VERSION_COMPATIBLE_SINCE:

@@ -24,7 +24,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from trtforge.core.errors import RecipeError
-from trtforge.core.yamlfile import load_yaml, read_text_file, validate_yaml
+from trtforge.core.yamlfile import also_accepts, load_yaml, read_text_file, validate_yaml
 
 ANY_TACTIC = "*"
 MAX_SIDECAR_BYTES = 1 << 20
@@ -59,6 +59,7 @@ class DenyEntry(BaseModel):
 
     @field_validator("tactic", mode="before")
     @classmethod
+    @also_accepts({"type": "integer", "description": "a tactic id YAML reads as a number (0x1f, 31)"})
     def _id_as_text(cls, value: Any) -> Any:
         # YAML reads an unquoted 0x1f or 31 as an integer; it is the same tactic id.
         if isinstance(value, int) and not isinstance(value, bool):

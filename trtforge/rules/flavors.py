@@ -93,6 +93,29 @@ def same_release(built: str, running: str) -> bool:
     return (*a, 0, 0, 0)[:width] == (*b, 0, 0, 0)[:width]
 
 
+# Which runtime releases load a plan: the one rule `show` records, `lookup` applies and `doctor`
+# states. TensorRT: the release that built it, or with version compatibility any later release of
+# the same major (TensorRT Developer Guide, "Version Compatibility"; lookup keeps to the major).
+# TensorRT-RTX: the release that built it, whatever the flag (TensorRT-RTX documentation,
+# "Engine Compatibility" > "Version Compatibility": engines are not compatible between releases).
+SAME_RELEASE = "same"
+SAME_MAJOR_OR_NEWER = "same major, >= build"
+_RUNTIME_RELEASES_TEXT = {
+    SAME_RELEASE: "the release that built them only",
+    SAME_MAJOR_OR_NEWER: "the building release and later releases of the same major",
+}
+
+
+def runtime_releases(flavor: str, version_compatible: bool) -> str:
+    """``same`` or ``same major, >= build``: which runtime releases load a plan of ``flavor``."""
+    return SAME_MAJOR_OR_NEWER if flavor == "tensorrt" and version_compatible else SAME_RELEASE
+
+
+def runtime_releases_text(flavor: str, version_compatible: bool) -> str:
+    """:func:`runtime_releases` in words, for people (`doctor`)."""
+    return _RUNTIME_RELEASES_TEXT[runtime_releases(flavor, version_compatible)]
+
+
 _CUDA_VARIANT = re.compile(r"-(cu\d+)(?:-|$)")
 
 

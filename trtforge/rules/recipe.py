@@ -21,7 +21,15 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from trtforge.core.errors import RecipeError
 from trtforge.core.recipe_paths import expand_path, path_text
-from trtforge.core.yamlfile import line_of, load_yaml, read_text_file, validate_yaml
+from trtforge.core.yamlfile import (
+    NUMBER_TEXT,
+    YamlSpellingsSchema,
+    also_accepts,
+    line_of,
+    load_yaml,
+    read_text_file,
+    validate_yaml,
+)
 from trtforge.rules.builder_options import (
     Calibration,
     DLAOptions,
@@ -206,6 +214,7 @@ class BuildOptions(_Strict):
 
     @field_validator("timing_cache", mode="before")
     @classmethod
+    @also_accepts({"const": False, "description": "the same as off (YAML 1.1 reads a bare off as false)"})
     def _yaml_off(cls, value: Any) -> Any:
         # YAML 1.1 reads a bare `off` as false; that is what the user meant.
         return "off" if value is False else value
@@ -336,6 +345,23 @@ WEIGHTLESS_REFIT_MODES: tuple[str, ...] = ("strip_weights", "strip_all_weights")
 HardwareLevel = Literal["none", "ampere_plus", "same_compute_capability"]
 RuntimePlatform = Literal["same_as_build", "windows_amd64"]
 _CC = re.compile(r"[1-9][0-9]?\.[0-9]")
+_CC_ITEM: dict[str, Any] = {  # JSON Schema patterns are not anchored: fullmatch is spelled out
+    "anyOf": [
+        {"type": "string", "pattern": f"^{_CC.pattern}$"},
+        {"type": "number", "minimum": 1, "exclusiveMaximum": 100},
+    ]
+}
+_CC_NUMBERS: dict[str, Any] = {
+    "type": "array",
+    "items": _CC_ITEM,
+    "description": "capabilities written as numbers (8.6, 12.0) are read as their major.minor text",
+}
+
+
+def _cc_text(item: Any) -> Any:
+    if isinstance(item, int | float) and not isinstance(item, bool):
+        return str(float(item))
+    return item
 
 
 class Compatibility(_Strict):
@@ -349,6 +375,7 @@ class Compatibility(_Strict):
     compute_capabilities: list[str] | None = Field(
         default=None,
         description="TensorRT-RTX: compute capabilities to build for, e.g. [8.6, 8.9, 12.0] (default: backend's).",
+        json_schema_extra={"minItems": 1, "uniqueItems": True, "items": _CC_ITEM},
     )
     runtime_platform: RuntimePlatform = Field(
         default="same_as_build",
@@ -357,10 +384,11 @@ class Compatibility(_Strict):
 
     @field_validator("compute_capabilities", mode="before")
     @classmethod
+    @also_accepts(_CC_NUMBERS)
     def _numbers_to_text(cls, value: Any) -> Any:
-        # YAML reads 8.6 as a float; keep the canonical "major.minor" text.
+        # YAML reads 8.6 as a float (and 12 as an integer); keep the canonical "major.minor" text.
         if isinstance(value, list):
-            return [str(item) if isinstance(item, float) else item for item in value]
+            return [_cc_text(item) for item in value]
         return value
 
     @field_validator("compute_capabilities")
@@ -405,6 +433,7 @@ class OutputTolerance(_Strict):
 
     @field_validator("atol", "rtol", mode="before")
     @classmethod
+    @also_accepts(NUMBER_TEXT)
     def _numbers(cls, value: Any) -> Any:
         return _float_text(value)
 
@@ -420,6 +449,7 @@ class InputData(_Strict):
 
     @field_validator("low", "high", "mean", "std", mode="before")
     @classmethod
+    @also_accepts(NUMBER_TEXT)
     def _numbers(cls, value: Any) -> Any:
         return _float_text(value)
 
@@ -456,6 +486,7 @@ class VerifySpec(_Strict):
 
     @field_validator("atol", "rtol", mode="before")
     @classmethod
+    @also_accepts(NUMBER_TEXT)
     def _numbers(cls, value: Any) -> Any:
         return _float_text(value)
 
@@ -765,7 +796,7 @@ class LoadedRecipe(BaseModel):
 
 def json_schema() -> dict[str, Any]:
     """The recipe JSON Schema, for editors and `trtforge schema`."""
-    schema = Recipe.model_json_schema()
+    schema = Recipe.model_json_schema(schema_generator=YamlSpellingsSchema)
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "trtforge recipe"
     return schema

@@ -24,6 +24,7 @@ import binascii
 import hashlib
 import json
 import os
+import shlex
 import stat
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -150,6 +151,7 @@ def generate_key_pair(private_path: Path) -> tuple[Path, str]:
     for path in (private_path, public_path):
         if path.exists():
             raise SigningKeyError(f"{path} already exists; not overwriting a key", hint="choose another path")
+    _check_folder(private_path)
     key = Ed25519PrivateKey.generate()
     private_pem = key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
     public_pem = key.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)
@@ -160,8 +162,22 @@ def generate_key_pair(private_path: Path) -> tuple[Path, str]:
                 os.fchmod(handle.fileno(), mode)  # whatever the umask: import refuses a group-writable key
                 handle.write(data)
     except OSError as exc:
-        raise SigningKeyError(f"cannot write key {private_path}: {exc.strerror or exc}") from None
+        raise SigningKeyError(
+            f"cannot write key {private_path}: {exc.strerror or exc}",
+            hint="give a path in a folder you can write to",  # not the default: keygen is what ran
+        ) from None
     return public_path, key_id(key.public_key())
+
+
+def _check_folder(private_path: Path) -> None:
+    """The folder the key pair goes to must exist: keygen does not make folders for secrets."""
+    folder = private_path.parent
+    if not folder.is_dir():
+        what = "is not a folder" if folder.exists() else "does not exist"
+        raise SigningKeyError(
+            f"cannot write key {private_path}: {folder} {what}",
+            hint=f"create the folder first (`mkdir -p {shlex.quote(str(folder))}`), or give a path in an existing one",
+        )
 
 
 def sign_manifest(manifest: bytes, key: Ed25519PrivateKey) -> bytes:

@@ -297,7 +297,7 @@ class BuildStage:
         resolution = resolve(loaded, target=target, digests=self._digest_cache())
         result.build_key = resolution.build_key  # reported even when the recipe is refused below
         result.target = resolution.target.key_fields()
-        notes = resolution.check_buildable()
+        notes = resolution.check_buildable(target)
         self._note(notes)
         if target is None:
             self._remembered().remember(resolution, notes)
@@ -305,6 +305,8 @@ class BuildStage:
 
         if not self.force and self._find_hit(key, result):
             return
+        if target is None:  # built here: what this machine cannot complete is refused now, not attempted
+            resolution.check_build_here()
         if dry_run:
             from trtforge.rules.capabilities import unchecked_options
 
@@ -523,6 +525,7 @@ class PlanEntry:
     artifact_id: str | None = None
     error: str | None = None
     more_errors: list[str] = field(default_factory=list)
+    hint: str | None = None  # the way out of a refusal
     exit_code: int = 0
     unchecked: list[str] = field(default_factory=list)  # options checked against TensorRT only when it builds
 
@@ -538,6 +541,7 @@ class PlanEntry:
             result.artifact_id,
             result.error,
             result.more_errors,
+            result.hint,
             result.exit_code,
             result.unchecked,
         )

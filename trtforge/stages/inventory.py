@@ -7,9 +7,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from trtforge.rules.compatibility import Envelope
 from trtforge.store import open_existing_store, require_existing_store
+
+if TYPE_CHECKING:
+    from trtforge.rules.record import ArtifactDetails
 
 
 def list_artifacts(store: str | Path | None, catalog: str | None, *, name: str | None = None) -> list[dict[str, Any]]:
@@ -27,13 +31,23 @@ def show_artifact(store: str | Path | None, catalog: str | None, ref: str) -> di
     """Everything recorded about one artifact: its record, plan path, statuses and verifications."""
     opened = require_existing_store(store, catalog=catalog, missing=f"no artifact with id {ref} (the store is empty)")
     try:
-        record = opened.catalog.get_artifact(ref).record()
+        artifact = opened.catalog.get_artifact(ref)
+        record = artifact.record()
+        _runtime_versions_by_the_rule(record, artifact.details)
         record["plan_path"] = opened.blobs.location(record["plan_sha256"])
         record["statuses"] = opened.catalog.statuses(record["artifact_id"])
         record["verifications"] = [v.record() for v in opened.catalog.verifications(record["artifact_id"])]
         return record
     finally:
         opened.close()
+
+
+def _runtime_versions_by_the_rule(record: dict[str, Any], details: ArtifactDetails) -> None:
+    """Which runtime releases load the plan, as lookup decides it today (also for rows whose record
+    was written by an older trtforge, e.g. TensorRT-RTX rows that said "same major, >= build")."""
+    compatibility = record["details"].get("compatibility")
+    if compatibility:
+        compatibility["runtime_versions"] = Envelope.from_details(details).runtime_versions(record["flavor"])
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,9 @@
 The rebuild uses the recorded recipe, the model file (which must still hash to the recorded
 digest), the same backend version, and the timing cache the original build started from. It
 writes nothing to the store. TensorRT does not promise bit-identical plans (tactic timing on a
-GPU varies between runs), so a difference is reported, not hidden.
+GPU varies between runs), so a difference is reported, not hidden: which bytes differ, and whether
+that is a known benign difference (:mod:`trtforge.core.plan_diff`; e.g. TensorRT-RTX lists a plan's
+outputs in an order that changes from build to build).
 """
 
 from __future__ import annotations
@@ -15,13 +17,15 @@ from pathlib import Path
 from typing import Any
 
 from trtforge.core.errors import BackendUnavailableError, ModelError, NotFoundError
-from trtforge.resolution.resolve import artifact_for, looks_like_recipe, resolve
+from trtforge.core.plan_diff import PlanDifference, compare_plans
+from trtforge.resolution.resolve import artifact_for, check_build_here, looks_like_recipe, resolve
 from trtforge.rules.builder_options import NamedFile
 from trtforge.rules.digests import model_digest
 from trtforge.rules.flavors import BackendInfo, find_backend
 from trtforge.rules.keys import recorded_build_key, sha256_file
 from trtforge.rules.recipe import Recipe
 from trtforge.rules.target import build_target_for
+from trtforge.store import Store
 from trtforge.store.catalog import Artifact
 from trtforge.store.handle import StoreHandle
 
@@ -39,12 +43,21 @@ class ReproduceResult:
     seconds: float
     build_key: str
     record_key_matches: bool  # the recorded recipe, model digest and target still give the row's key
+    difference: PlanDifference | None = None  # what differs, when the bytes do
 
     def __bool__(self) -> bool:
         return self.identical
 
+    @property
+    def benign(self) -> bool:
+        """Identical, or differing only in known benign ways (the same engine for name-based code)."""
+        return self.identical or (self.difference is not None and self.difference.benign)
+
     def as_json(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        data["difference"] = self.difference.as_json() if self.difference is not None else None
+        data["benign"] = self.benign
+        return data
 
 
 def reproduce(ref: str, store: str | Path | None = None, *, catalog: str | None = None) -> ReproduceResult:
@@ -68,6 +81,7 @@ def reproduce(ref: str, store: str | Path | None = None, *, catalog: str | None 
                 hint=f"install {artifact.flavor}=={artifact.trt_version} to reproduce it",
             )
         _check_same_build_machine(artifact.id, artifact.details.target, backend, recipe)
+        check_build_here(recipe, backend)  # e.g. a refit mode on a machine without a GPU: exit 2, not a failed build
         model_path = artifact.details.model_path
         if not model_path.is_file():
             raise ModelError(f"model {model_path} of artifact {artifact.id[:12]} is gone; cannot reproduce")
@@ -89,6 +103,7 @@ def reproduce(ref: str, store: str | Path | None = None, *, catalog: str | None 
         output = build_once(job).unwrap()  # in a worker, as every build: a TensorRT crash is an error here
         view = output.plan_view
         rebuilt = hashlib.sha256(view).hexdigest()
+        difference = None if rebuilt == artifact.plan_sha256 else _difference(opened, artifact, view)
         return ReproduceResult(
             artifact_id=artifact.id,
             name=artifact.name,
@@ -101,6 +116,7 @@ def reproduce(ref: str, store: str | Path | None = None, *, catalog: str | None 
             seconds=round(time.perf_counter() - started, 4),
             build_key=artifact.build_key,
             record_key_matches=recorded_key(artifact) == artifact.build_key,
+            difference=difference,
         )
     finally:
         handle.close()
@@ -119,6 +135,11 @@ def _recorded_files(artifact: Artifact) -> list[NamedFile]:
             )
         files.append(NamedFile(record.field, path, record.sha256))
     return files
+def _difference(opened: Store, artifact: Artifact, rebuilt: memoryview) -> PlanDifference | None:
+    """What differs between the stored plan and the rebuilt one (read only when they differ)."""
+    recorded = opened.blobs.read_verified(artifact.plan_sha256)
+    names = [str(tensor.get("name")) for tensor in artifact.io_tensors or [] if isinstance(tensor, dict)]
+    return compare_plans(recorded, rebuilt.tobytes(), names)
 
 
 def recorded_key(artifact: Artifact) -> str | None:

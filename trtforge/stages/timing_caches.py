@@ -62,6 +62,7 @@ def prune_caches(store: Path | None, catalog: str | None, *, keep: int, dry_run:
 
 
 EXPORT_FORMAT = "trtforge-timing-cache/1"
+FULL_TENSORRT_INSTALL = "pip install 'trtforge[tensorrt]'"
 
 
 def local_cache_key() -> CacheKey:
@@ -73,10 +74,17 @@ def local_cache_key() -> CacheKey:
     if version is None:
         rtx = installed_version("tensorrt_rtx")
         detail = f" (TensorRT-RTX {rtx} is installed; {RTX_NO_OP})" if rtx else ""
-        raise BackendUnavailableError(f"timing caches need full TensorRT, which is not installed{detail}")
+        raise BackendUnavailableError(
+            f"timing caches need full TensorRT, which is not installed{detail}",
+            hint="import it on the GPU machine whose full-TensorRT builds should use it "
+            f"(`{FULL_TENSORRT_INSTALL}` there)",
+        )
     gpu = current_gpu()
     if gpu is None:
-        raise BackendUnavailableError(f"TensorRT {version} is installed but no NVIDIA GPU was found")
+        raise BackendUnavailableError(
+            f"TensorRT {version} is installed but no NVIDIA GPU was found",
+            hint="a timing cache belongs to one GPU model: import it on the GPU machine that builds for it",
+        )
     from trtforge.store.timing_caches import CacheKey
 
     return CacheKey("tensorrt", version, gpu.name, gpu.compute_capability)

@@ -252,8 +252,22 @@ def _refuse(name: str, trt: str, failures: list[tuple[str, list[Rejection]]]) ->
         f"no engine of {name!r} runs on compute capability {where} with TensorRT {trt}; nothing was written",
         more=tuple(more),
         detail=detail,
-        hint="build the recipe on a GPU of that capability, or leave the capability out (--cc)",
+        hint=_refusal_hint(failures),
     )
+
+
+def _refusal_hint(failures: list[tuple[str, list[Rejection]]]) -> str:
+    """The way out: where compatible engines exist but none passed verification (--verified-only), a
+    verification on a GPU of that capability; else a build."""
+    unverified = {cc: next((r for r in rejected if r.rule == "verified_only"), None) for cc, rejected in failures}
+    if all(unverified.values()):
+        runs = ", ".join(
+            f"`trtforge verify {r.candidate.artifact_id}` on a GPU of compute capability {cc}"
+            for cc, r in unverified.items()
+            if r is not None
+        )
+        return f"engines exist but none passed verification there: run {runs}; or deploy without --verified-only"
+    return "build the recipe on a GPU of that capability, or leave the capability out (--cc)"
 
 
 # -- the config -------------------------------------------------------------------------------

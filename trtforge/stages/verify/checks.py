@@ -228,7 +228,7 @@ def run_reference_only(subject: Subject, *, store: Store | None, per_layer: bool
                     profile=case.point.profile,
                     label=case.point.label,
                     shapes=case.point.shape_map,
-                    passed=True,
+                    passed=None,  # compared against nothing: reference-only, never "passed"
                     reference_reused=reused,
                     outputs=[{"name": n, "shape": list(v.shape), "dtype": str(v.dtype)} for n, v in outputs.items()],
                 )

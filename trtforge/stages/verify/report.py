@@ -24,13 +24,21 @@ class Candidate(Protocol):
 
 @dataclass
 class PointResult:
+    """One shape point. ``passed`` is None where nothing was compared (``--reference-only``)."""
+
     profile: int
     label: str
     shapes: dict[str, list[int]]
-    passed: bool
+    passed: bool | None
     reference_reused: bool
     outputs: list[dict[str, Any]]
     first_divergent: str | None = None  # with --per-layer: first tensor (graph order) out of tolerance
+
+    @property
+    def status(self) -> VerifyStatus:
+        if self.passed is None:
+            return "reference-only"
+        return "passed" if self.passed else "failed"
 
 
 @dataclass
@@ -61,6 +69,8 @@ class VerificationReport:
     def as_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["runtime"] = asdict(self.runtime) if self.runtime is not None else None
+        for point, shown in zip(self.points, data["points"], strict=True):
+            shown["status"] = point.status
         return data
 
 
