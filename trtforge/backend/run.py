@@ -209,12 +209,12 @@ def layerwise_plan(backend: BackendInfo, recipe: Recipe, onnx_path: Path) -> Lay
     Marking outputs changes fusion, so this is another engine than the stored plan: a diagnostic.
     Builds on the CPU with TensorRT-RTX; only running it needs the GPU.
     """
+    trt = import_backend(backend)  # first: it binds polygraphy to the flavor before polygraphy's import
     from polygraphy.backend.trt import util as trt_util
 
     from trtforge.backend.build import make_config, network_flags, parse_network
     from trtforge.backend.compare import quiet
 
-    trt = import_backend(backend)
     logger = _logger(trt)
     builder = trt.Builder(logger)
     network, _parser = parse_network(trt, builder, logger, onnx_path, network_flags(trt, recipe))
