@@ -207,7 +207,13 @@ def test_serializing_needs_a_version_compatible_plan_which_tensorrt_rtx_builds_o
     assert refused.code == 2 and "needs compatibility.version_compatible: true" in refused.stderr
     planned = cli(
         "plan",
-        write_recipe(tmp_path, "b", "models/mlp.onnx", extra + "compatibility: {version_compatible: true}\n"),
+        # exclude_lean_runtime: without it a CPU-only TensorRT-RTX build is refused (issue 23)
+        write_recipe(
+            tmp_path,
+            "b",
+            "models/mlp.onnx",
+            extra + "compatibility: {version_compatible: true, exclude_lean_runtime: true}\n",
+        ),
         "--store",
         store,
         "--json",

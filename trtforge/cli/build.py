@@ -44,7 +44,8 @@ def build(
     catalog: CatalogOpt = None,
     force: Annotated[bool, typer.Option("--force", help="Rebuild even when the build key is cached.")] = False,
     fail_fast: Annotated[
-        bool, typer.Option("--fail-fast", help="Stop at the first failure instead of building the rest.")
+        bool,
+        typer.Option("--fail-fast", help="Stop at the first failure; builds one at a time, in order."),
     ] = False,
     reproduce_id: Annotated[
         str | None,

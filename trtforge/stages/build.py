@@ -161,7 +161,8 @@ class BuildStage:
         on_start: Callable[[str], None] | None = None,
         on_done: Callable[[BuildResult], None] | None = None,
     ) -> list[BuildResult]:
-        """Build recipes (the rest after a failure unless ``fail_fast``); results in recipe order.
+        """Build recipes (the rest after a failure unless ``fail_fast``, which builds one at a time);
+        results in recipe order.
 
         A glob that matched no file is a failed result (bad input), not silently dropped;
         ``on_start`` hears a recipe's file name when its build starts in a worker (the progress
@@ -173,7 +174,8 @@ class BuildStage:
         """
         items = list(items)
         self._on_start = on_start
-        builds = min(self.jobs or (_default_jobs() if len(items) > 1 else 1), len(items))
+        # --fail-fast builds one recipe at a time, in order: nothing after the first failure starts.
+        builds = 1 if fail_fast else min(self.jobs or (_default_jobs() if len(items) > 1 else 1), len(items))
         self._builds = builds
         threads = min(builds + 1, len(items))
         if threads <= 1 or (fail_fast and builds == 1):
