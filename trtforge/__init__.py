@@ -172,20 +172,34 @@ def deploy_triton(
 
 def deploy_epcontext(
     out: str | Path,
-    artifact_id: str,
+    ref: str,
     *,
+    target: RuntimeTarget | None = None,
+    model_sha256: str | None = None,
+    verified_only: bool = False,
     embed: bool = False,
     store: str | Path | None = None,
     catalog: str | None = None,
 ) -> EpContextResult:
-    """Write an ONNX model with one EPContext node wrapping the artifact's plan (`trtforge deploy epcontext`).
+    """Write an ONNX model with one EPContext node wrapping a plan (`trtforge deploy epcontext`).
 
-    ``embed=False`` (default) puts a hash-checked copy of the plan beside ``out``; ``True`` puts the
-    plan bytes inside the model. Raises ``DeployError`` for weight-stripped plans or a record without I/O.
+    ``ref`` is an artifact id, or a name whose engine lookup chooses for ``target`` (this machine
+    when None). ``embed=False`` (default) puts a hash-checked copy of the plan beside ``out``;
+    ``True`` puts the plan bytes inside the model. Raises ``DeployError`` for weight-stripped plans
+    or a record without I/O, ``NoCompatibleEngineError`` when no engine of the name runs on the target.
     """
     from trtforge.stages.deploy.epcontext import export_epcontext
 
-    return export_epcontext(out, artifact_id, embed=embed, store=store, catalog=catalog)
+    return export_epcontext(
+        out,
+        ref,
+        target=target,
+        model_sha256=model_sha256,
+        verified_only=verified_only,
+        embed=embed,
+        store=store,
+        catalog=catalog,
+    )
 
 
 def pin(artifact_id: str, *, store: str | Path | None = None, catalog: str | None = None) -> bool:
