@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING, Any, Literal
 from trtforge.core.errors import BadInputError, NoCompatibleEngineError, NotFoundError, TargetError
 from trtforge.resolution.batch import UnmatchedPattern, expand_recipes
 from trtforge.resolution.targets import TargetOptions, many_targets
-from trtforge.rules.compatibility import Match, ModelChoice
+from trtforge.rules.compatibility import ModelChoice
 from trtforge.rules.target import TargetRequest
-from trtforge.stages.lookup import no_engine_error, rank_in_store, resolve_in_store
+from trtforge.stages.lookup import covering_engine, no_engine_error, resolve_in_store
 from trtforge.store import lookup_sql, open_for_lookup
 
 if TYPE_CHECKING:
@@ -33,11 +33,27 @@ _RECIPE_SUFFIXES = (".yaml", ".yml", ".onnx")
 
 @dataclass(frozen=True)
 class Subject:
-    """What coverage is asked about: a name (its newest model), or a recipe's model."""
+    """What coverage is asked about: a name (its newest model), or a recipe's model (``recipes``:
+    the files that define it; recipes differing only in target fields are one model)."""
 
     name: str
-    recipe: str | None = None
+    recipes: tuple[str, ...] = ()
     model: ModelChoice | None = None
+
+    @property
+    def key(self) -> tuple[str, str | None, str | None]:
+        model = self.model
+        return (self.name, model.model_sha256 if model else None, model.recipe_variant if model else None)
+
+
+def _merged(subjects: list[Subject]) -> list[Subject]:
+    """One subject per model, in order of first mention, with every recipe file that defines it."""
+    merged: dict[tuple[str, str | None, str | None], Subject] = {}
+    for subject in subjects:
+        seen = merged.get(subject.key)
+        recipes = (*seen.recipes, *subject.recipes) if seen is not None else subject.recipes
+        merged[subject.key] = Subject(subject.name, tuple(dict.fromkeys(recipes)), subject.model)
+    return list(merged.values())
 
 
 @dataclass
@@ -45,7 +61,7 @@ class CoverageItem:
     """One model x one target; ``as_json`` is one item of `coverage --json`."""
 
     name: str
-    recipe: str | None
+    recipes: list[str]
     target: dict[str, Any]
     status: Status
     model_sha256: str | None = None
@@ -77,7 +93,7 @@ def coverage(
             "coverage needs the targets to check: --fleet FILE, --target SPEC (repeat) or the flags for one",
             hint="e.g. trtforge coverage --fleet fleet.yaml",
         )
-    subjects = [subject for ref in refs for subject in _subjects(ref)]
+    subjects = _merged([subject for ref in refs for subject in _subjects(ref)])
     opened = open_for_lookup(store, catalog=catalog, missing="the store is empty: nothing covers any target")
     try:
         if not refs:
@@ -114,23 +130,25 @@ def recipe_subject(path: Path) -> Subject:
     recipe = loaded.recipe
     variant = recipe_variant(recipe.model_dump(mode="json"))
     choice = ModelChoice(digest, recipe_fingerprint(recipe), f"recipe {path}", variant)
-    return Subject(recipe.name, str(path), choice)
+    return Subject(recipe.name, (str(path),), choice)
 
 
 def _item(store: LookupStore, subject: Subject, request: TargetRequest, engines_only: bool) -> CoverageItem:
     target = resolve_in_store(store, request, name=subject.name, model_sha256=None)
-    item = CoverageItem(subject.name, subject.recipe, target.as_json(), "missing")
-    if subject.model is not None:
-        item.model_sha256 = subject.model.model_sha256
+    item = CoverageItem(subject.name, list(subject.recipes), target.as_json(), "missing")
     try:
-        best, reason = _engine(store, subject, target)
+        ranking = covering_engine(store, target, name=subject.name, choice=subject.model)
+        best = ranking.best
     except (NotFoundError, NoCompatibleEngineError) as exc:
-        best, reason = None, exc.message
+        item.missing, item.reason = ["engine"], exc.message
+        item.model_sha256 = subject.model.model_sha256 if subject.model is not None else None
+        return item
+    item.model_sha256 = ranking.model.model_sha256 if ranking.model is not None else None
     if best is None:
-        item.missing, item.reason = ["engine"], reason
+        item.missing, item.reason = ["engine"], no_engine_error(ranking, explain=True).message
         return item
     candidate = best.candidate
-    item.artifact_id, item.model_sha256 = candidate.artifact_id, candidate.model_sha256
+    item.artifact_id = candidate.artifact_id
     item.verified, item.weightless, item.notes = best.verified_here, candidate.weightless, list(best.notes)
     item.verification = candidate.verified_on.get(target.gpu_name) if target.gpu_name else None
     item.status = "covered" if best.verified_here else "unverified"
@@ -139,21 +157,6 @@ def _item(store: LookupStore, subject: Subject, request: TargetRequest, engines_
         where = target.gpu_name or "a GPU model (the target names only a compute capability)"
         item.reason = f"engine {candidate.artifact_id[:12]} is not verified on {where}"
     return item
-
-
-def _engine(store: LookupStore, subject: Subject, target: Any) -> tuple[Match | None, str | None]:
-    """The engine lookup returns for the target (weight-stripped plans when nothing else runs
-    there, as `lookup --allow-weightless` would), or None and why not."""
-    ranking = None
-    for allow_weightless in (False, True):
-        ranking = rank_in_store(
-            store, target, name=subject.name, choice=subject.model, allow_weightless=allow_weightless,
-            runtime_check=False,
-        )  # fmt: skip
-        if ranking.best is not None:
-            return ranking.best, None
-    assert ranking is not None
-    return None, no_engine_error(ranking, explain=True).message
 
 
 def exit_code(items: Sequence[CoverageItem]) -> int:

@@ -250,6 +250,18 @@ def rank_in_store(
     return ranking
 
 
+def covering_engine(
+    store: LookupStore, target: RuntimeTarget, *, name: str, choice: ModelChoice | None = None
+) -> Ranking:
+    """The ranking whose best match is the engine that covers ``target`` for ``name``: what lookup
+    returns there, else (nothing else runs there) a weight-stripped plan, as ``--allow-weightless``
+    would. Used by `coverage` and by `gc --fleet`, so both mean the same engine."""
+    ranking = rank_in_store(store, target, name=name, choice=choice, runtime_check=False)
+    if ranking.best is None:
+        ranking = rank_in_store(store, target, name=name, choice=choice, allow_weightless=True, runtime_check=False)
+    return ranking
+
+
 def _describe_query(name: str | None, model_sha256: str | None) -> str:
     parts = [f"named {name!r}"] if name is not None else []
     if model_sha256 is not None:

@@ -24,7 +24,7 @@ from trtforge.core.fsutil import STALE_TEMP_AGE_S
 from trtforge.resolution.targets import TargetOptions, many_targets, resolve_all
 from trtforge.rules.keys import recipe_variant
 from trtforge.rules.target import RuntimeTarget, TargetGroup
-from trtforge.stages.lookup import rank_in_store, stored_releases
+from trtforge.stages.lookup import covering_engine, stored_releases
 from trtforge.store import Store, lookup_sql, require_existing_store
 from trtforge.store.catalog import Artifact, Blob, Catalog, utcnow
 from trtforge.store.integrity import CORRUPT_STATUS
@@ -343,14 +343,14 @@ def _fleet_keeps(
     kept: list[ArtifactEntry],
     warnings: list[str],
 ) -> set[str]:
-    """For each name and fleet target: when every engine lookup would return for it (its ranking's
-    matches, weight-stripped plans included) is planned to go, the best of them stays. Lookup's
-    ranking decides, as `coverage` does: an engine covers a target when lookup returns it."""
+    """For each name and fleet target: when every engine lookup could return for it (its ranking's
+    matches; weight-stripped plans only where nothing else runs there) is planned to go, the one it
+    returns stays. Lookup's ranking decides, as for `coverage` (stages.lookup.covering_engine)."""
     going = {d.artifact_id for d in doomed}
     saved: set[str] = set()
     for (name,) in store.catalog.lookup_rows(lookup_sql.names()):
         for target in targets:
-            ranking = rank_in_store(store, target, name=name, allow_weightless=True, runtime_check=False)
+            ranking = covering_engine(store, target, name=name)
             ids = [m.candidate.artifact_id for m in ranking.matches]
             if not ids or not set(ids) <= going or ids[0] in saved:
                 continue
