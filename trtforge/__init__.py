@@ -81,18 +81,20 @@ def runtime_target(
     *,
     os: str | None = None,
     arch: str | None = None,
+    cuda: str | None = None,
 ) -> RuntimeTarget:
     """An explicit target when any of ``gpu``, ``cc``, ``trt`` is given, else this machine's.
 
     ``gpu`` as nvidia-smi names it or for short (``"L4"``, ``"NVIDIA L4"``) gives the compute
     capability of a GPU trtforge knows (a ``cc`` that disagrees is refused; another GPU needs
     ``cc``); without ``trt`` the installed runtime's release; without ``flavor`` the one whose
-    installed runtime has the ``trt`` release, else ``tensorrt``. See docs/lookup.md, "The target".
+    installed runtime has the ``trt`` release, else ``tensorrt``; ``cuda`` the runtime wheel's CUDA
+    variant (cu12/cu13). Checked as the command line's target options are (docs/fleet.md).
     (Not called ``target``: that is the :mod:`trtforge.rules.target` module.)
     """
-    from trtforge.rules.target import resolve_target
+    from trtforge.rules.target import TargetRequest
 
-    return resolve_target(gpu=gpu, cc=cc, trt=trt, flavor=flavor, os=os, arch=arch)
+    return TargetRequest(gpu=gpu, cc=cc, trt=trt, flavor=flavor, os=os, arch=arch, cuda=cuda).checked().resolve()
 
 
 def lookup(
