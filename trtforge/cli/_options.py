@@ -39,6 +39,7 @@ TargetsOpt = Annotated[
         "--target",
         help="A target 'gpu=NAME,cc=X.Y,flavor=F,trt=VERSION,cuda=cuNN,os=OS,arch=ARCH' (trt= required), "
         "or the name of a --fleet entry; repeatable.",
+        metavar="SPEC",
         show_default=False,
         rich_help_panel=TARGET_PANEL,
     ),
@@ -49,6 +50,7 @@ TargetOpt = Annotated[
         "--target",
         help="The target 'gpu=NAME,cc=X.Y,flavor=F,trt=VERSION,cuda=cuNN,os=OS,arch=ARCH' (trt= required), "
         "or the name of a --fleet entry; one only.",
+        metavar="SPEC",
         show_default=False,
         rich_help_panel=TARGET_PANEL,
     ),
@@ -58,6 +60,7 @@ FleetOpt = Annotated[
     typer.Option(
         "--fleet",
         help="Fleet manifest (fleet.yaml): its entries are the targets (select some with --target NAME).",
+        metavar="FILE",
         show_default=False,
         rich_help_panel=TARGET_PANEL,
     ),
@@ -85,8 +88,8 @@ FlavorOpt = Annotated[
     str | None,
     typer.Option(
         "--flavor",
-        help="Target runtime: tensorrt or tensorrt_rtx (default: the one that has the --trt release here or "
-        "in the store, else tensorrt).",
+        help="Target runtime: tensorrt or tensorrt_rtx (default: the flavor whose installed runtime, or "
+        "stored engines where the command reads the store, has the --trt release; else tensorrt).",
         show_default=False,
         rich_help_panel=TARGET_PANEL,
     ),
