@@ -26,6 +26,8 @@ BUILD_FIELDS = {
     "error",
     "more_errors",
     "error_detail",
+    "target_request",  # the target asked for (--target, --fleet); null: this machine (issue 22)
+    "reason",  # why "skipped" (issue 22)
 }
 LIST_FIELDS = {
     "artifact_id",
