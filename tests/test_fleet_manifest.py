@@ -17,8 +17,11 @@ import pytest
 import yaml
 
 from tests.conftest import REPO
-from trtforge.rules.flavors import find_backend
+from tests.gpu_steps import missing, reach
+from trtforge.rules.flavors import find_backend, installed_backend
 from trtforge.rules.fleet import load_fleet
+from trtforge.rules.gpus import known_gpu
+from trtforge.rules.target import current_gpu
 
 EXAMPLE = REPO / "docs" / "fleet.example.yaml"
 GOOD = """\
@@ -141,3 +144,41 @@ def test_build_fleet_builds_what_this_machine_can_and_plan_agrees(
     again = cli("build", recipe, "--fleet", manifest, "--store", store)
     assert again.code == 0 and "skipped: det for aws-g5: needs TensorRT 10.13.3.9" in again.stderr, again
     assert json.dumps(rows["render-node"]["target_request"]["label"]) == '"render-node"'
+
+
+@pytest.mark.gpu
+def test_build_fleet_builds_the_entry_of_this_machines_gpu(
+    cli: Callable[..., Any], mlp_recipe: Callable[..., Path], tmp_path: Path
+) -> None:
+    """On a GPU runner with full TensorRT, `build --fleet` builds the entry of this machine's GPU
+    (under the key `plan --fleet` computed for it, the key a plain build stores) and skips another
+    GPU's entry. Here: the plan and the skips run; the build itself is where it stops."""
+    gpu, backend = current_gpu(), installed_backend("tensorrt")
+    here = gpu.name if gpu is not None else "NVIDIA L4"
+    cc = gpu.compute_capability if gpu is not None else "8.9"
+    other = "NVIDIA A10G" if known_gpu(here) != known_gpu("NVIDIA A10G") else "NVIDIA L4"
+    version, cuda = (backend.version, backend.cuda or "cu12") if backend is not None else ("10.13.3.9", "cu12")
+    manifest = tmp_path / "fleet.yaml"
+    manifest.write_text(
+        "targets:\n"
+        f"  - {{name: here, gpu: {json.dumps(here)}, cc: '{cc}', flavor: tensorrt, trt: '{version}', cuda: {cuda}}}\n"
+        f"  - {{name: other, gpu: {json.dumps(other)}, flavor: tensorrt, trt: '{version}', cuda: {cuda}}}\n"
+    )
+    recipe = mlp_recipe(text=RECIPE.replace("backend: auto", "backend: tensorrt"))
+    store = tmp_path / "store"
+    planned = cli("plan", recipe, "--fleet", manifest, "--store", store, "--json")
+    assert planned.code == 0 and [r["status"] for r in planned.json()] == ["build", "build"], planned
+    built = cli("build", recipe, "--fleet", manifest, "--store", store, "--json")
+    assert built.code == 0, built
+    rows = {r["target_request"]["label"]: r for r in built.json()}
+    other_reason = rows["other"]["reason"] or ""
+    assert rows["other"]["status"] == "skipped", rows["other"]
+    assert "full TensorRT builds on the GPU it targets" in other_reason or other_reason.startswith("needs TensorRT")
+    why = missing("build", "tensorrt")
+    if why is not None:
+        assert rows["here"]["status"] == "skipped" and rows["here"]["reason"], rows["here"]
+    reach("the full-TensorRT build of this GPU's fleet entry", "build", "tensorrt")
+    assert rows["here"]["status"] == "built", rows["here"]
+    assert rows["here"]["build_key"] == planned.json()[0]["build_key"]
+    plain = cli("build", recipe, "--store", store, "--json").json()[0]
+    assert (plain["status"], plain["build_key"]) == ("cached", rows["here"]["build_key"])
