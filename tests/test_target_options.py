@@ -75,7 +75,7 @@ def test_every_command_that_takes_a_target_takes_all_the_target_options_with_one
         for flag in TARGET_OPTIONS:
             assert flag in options, f"{name} lacks {flag}"
             option = options[flag]
-            assert option.multiple == (flag == "--target"), (name, flag)  # --target repeats; one of each flag
+            assert option.multiple == (flag != "--fleet"), (name, flag)  # a repeated flag is seen (and refused)
             helps[flag].add(option.help or "")
     for flag, texts in helps.items():
         if flag == "--target":  # "repeatable" where several targets are taken, "one only" where one is
@@ -122,3 +122,12 @@ def test_a_command_taking_one_target_refuses_several(cli: Callable[..., Any], tm
     for name in ("lookup", "deploy epcontext", "adopt"):
         result = cli(*name.split(), *COMMANDS[name], *specs, "--store", tmp_path / "store")
         assert result.code == 2 and "this command takes one target; 2 were given" in result.stderr, (name, result)
+
+
+def test_a_flag_given_twice_is_refused_not_read_as_its_last_value(cli: Callable[..., Any], tmp_path: Path) -> None:
+    """`deploy triton NAME --cc 8.6 --cc 8.9` served two capabilities before; the flags now name one
+    target, and Click alone would quietly keep 8.9: every command refuses it instead."""
+    for name, args in COMMANDS.items():
+        result = cli(*name.split(), *args, "--cc", "8.6", "--cc", "8.9", "--store", tmp_path / "store")
+        assert result.code == 2 and "--cc given more than once" in result.stderr, (name, result)
+        assert "--target SPEC each" in result.stderr

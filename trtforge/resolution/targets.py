@@ -60,6 +60,7 @@ class TargetOptions:
     os: str | None = None
     arch: str | None = None
     fleet: Path | None = None
+    repeated: tuple[str, ...] = ()  # flags given more than once: refused (they name one target)
 
     @property
     def shorthand(self) -> TargetRequest:
@@ -76,6 +77,12 @@ class TargetOptions:
 
         The shorthand flags are one target: they do not mix with ``--target`` or ``--fleet``.
         """
+        if self.repeated:
+            raise TargetError(
+                f"{', '.join(self.repeated)} given more than once: the --gpu/--cc/... flags name one target",
+                hint="give several targets as --target SPEC each (e.g. --target 'cc=8.6,trt=10.13.3' "
+                "--target 'cc=8.9,trt=10.13.3'), or a --fleet",
+            )
         short = self.shorthand
         if not short.is_empty and (self.specs or self.fleet is not None):
             other = "--target" if self.specs else "--fleet"
