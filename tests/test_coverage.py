@@ -223,3 +223,30 @@ def test_deploy_selects_engines_as_lookup_does(cli, fleet: dict[str, Any], tmp_p
     one = cli("deploy", "triton", ids["l4"], "-o", tmp_path / "one", "--store", fleet["store"], "--json")
     assert one.code == 0 and list(one.json()["files"]) == ["8.9"], one
     assert one.json()["files"]["8.9"]["artifact_id"] == ids["l4"]
+
+
+def test_coverage_and_gc_fleet_on_either_catalog(cli, catalog_url: str, tmp_path: Path) -> None:
+    """The same answers through SQLite (sqlite3, no ORM) and PostgreSQL (the ORM): coverage names
+    the engine lookup returns per entry, and gc --fleet keeps exactly those."""
+    store = tmp_path / "store"
+    opened = open_store(store, catalog=catalog_url)
+    try:
+        newest = add_row(opened, name="cam", gpu_name="NVIDIA A10G", ccs=("8.6",), trt_version=TRT,
+                         verified_on={"NVIDIA A10G": "passed"})  # fmt: skip
+        older = add_row(opened, name="cam", gpu_name="NVIDIA A10G", ccs=("8.6",), trt_version=TRT, age_minutes=60)
+        l4 = add_row(opened, name="cam", gpu_name="NVIDIA L4", ccs=("8.9",), trt_version=TRT, age_minutes=30)
+    finally:
+        opened.close()
+    manifest = tmp_path / "fleet.yaml"
+    manifest.write_text(f'targets:\n  - {{name: g5, gpu: A10G, flavor: tensorrt, trt: "{TRT}"}}\n'
+                        f'  - {{name: g2, gpu: L4, flavor: tensorrt, trt: "{TRT}"}}\n')  # fmt: skip
+    where = ("--fleet", manifest, "--store", store, "--catalog", catalog_url)
+    items = cli("coverage", *where, "--json")
+    assert items.code == 1, items  # g2's engine is not verified on an L4
+    assert [(i["target"]["label"], i["status"], i["artifact_id"]) for i in items.json()] == [
+        ("g5", "covered", newest), ("g2", "unverified", l4)
+    ]
+    done = cli("gc", "--older-than", "0", "--force", *where, "--json")
+    assert done.code == 0, done
+    kept = {a["artifact_id"] for a in done.json()["plan"]["kept"]}
+    assert kept == {newest, l4} and [a["artifact_id"] for a in done.json()["plan"]["artifacts"]] == [older]
