@@ -439,12 +439,13 @@ def _unknown_cuda(result: BuildResult, target: RuntimeTarget | None) -> None:
     """A dry run that would build for a target whose CUDA variant nobody gave: its key may not be
     the one a runner stores, so it says so instead of "build"."""
     from trtforge.resolution.targets import cuda_known
+    from trtforge.rules.flavors import flavor_name
 
     if result.status == "build" and target is not None and not cuda_known(target):
         result.status = "unknown"
         result.reason = (
-            f"the CUDA variant of {target.flavor} {target.trt_version} is unknown here, so the key a runner "
-            "stores is too: give it (--cuda cu12|cu13, cuda= in --target or the fleet entry)"
+            f"the CUDA variant of {flavor_name(target.flavor)} {target.trt_version} is unknown here, so the key "
+            "a runner stores is too: give it (--cuda cu12|cu13, cuda= in --target or the fleet entry)"
         )
 
 
