@@ -244,6 +244,10 @@ def test_tensorrt_rtx_engines_are_refused_for_triton(
     assert "no backend for TensorRT-RTX plans" in refused.json()["error"]
     assert "deploy epcontext" in refused.json()["hint"]
     assert not (repo / "example-cnn").exists()
+    suggested = refused.json()["hint"].split("`")[1].split()[1:]  # trtforge deploy epcontext ID -o OUT.onnx
+    out = repo.parent / "example_ctx.onnx"
+    followed = cli(*[str(out) if word == "OUT.onnx" else word for word in suggested], "--store", store)
+    assert followed.code == 0 and out.is_file(), followed
 
 
 def test_max_batch_size_drops_the_batch_dim_and_is_checked_against_profiles(store: Path, repo: Path) -> None:

@@ -202,10 +202,11 @@ def _choose(store: Store, request: TritonRequest, ccs: list[str] | None) -> tupl
     full = [c for c in of_model if c.flavor == "tensorrt"]
     if not full:
         rtx = [c.artifact_id[:12] for c in of_model if c.flavor == "tensorrt_rtx"]
+        one = rtx[0] if rtx else "ID"
         raise DeployError(
             f"{RTX_REFUSAL}: the newest model of {request.name!r} has only TensorRT-RTX engines ({', '.join(rtx)})",
-            hint="serve them through ONNX Runtime instead: `trtforge deploy epcontext OUT.onnx ID`, "
-            "or build the recipe with full TensorRT (backend: tensorrt)",
+            hint=f"serve them through ONNX Runtime instead: `trtforge deploy epcontext {one} -o OUT.onnx` "
+            "(an id, or the name with a target), or build the recipe with full TensorRT (backend: tensorrt)",
         )
     trt = request.trt_version or max(full, key=lambda c: (c.learned, c.artifact_id)).trt_version
     parse_version(trt)
@@ -576,7 +577,7 @@ def serving_targets(request: TritonRequest, targets: list[TargetRequest]) -> tup
     return replace(request, **fields), skipped
 
 
-_RTX_HINT = "serve TensorRT-RTX engines through ONNX Runtime: `trtforge deploy epcontext NAME -o OUT.onnx ...`"
+_RTX_HINT = "serve TensorRT-RTX engines through ONNX Runtime: `trtforge deploy epcontext NAME -o OUT.onnx --target ...`"
 
 
 def _read_ref(store: Store, request: TritonRequest, ccs: list[str], *, given: bool) -> tuple[TritonRequest, list[str]]:
