@@ -27,7 +27,7 @@ from trtforge.cli._options import (
     TrtOpt,
     target_options,
 )
-from trtforge.cli._output import Output, naming, styled
+from trtforge.cli._output import Output, naming, styled, target_cell
 from trtforge.core.errors import BadInputError
 
 if TYPE_CHECKING:
@@ -172,8 +172,6 @@ def _render_reproduce(console: Console, result: ReproduceResult) -> None:
 
 def _render(console: Console, output: Output, results: list[BuildResult]) -> None:
     from rich.table import Table
-
-    from trtforge.cli.plan import target_cell
 
     with_targets = any(r.target_request is not None for r in results)
     table = Table(box=None, show_header=True, header_style="bold")

@@ -22,7 +22,7 @@ from trtforge.cli._options import (
     TrtOpt,
     target_options,
 )
-from trtforge.cli._output import Output, naming, styled
+from trtforge.cli._output import Output, naming, styled, target_cell
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -98,12 +98,3 @@ def _render(console: Console, output: Output, rows: list[dict[str, Any]]) -> Non
             output.info(f"{row['status']}: {row['name'] or row['recipe']} for {target_cell(row)}: {row['reason']}")
         if row["error"]:
             output.error_lines(naming(row["recipe"], row["error"]), more=row.get("more_errors", []))
-
-
-def target_cell(row: dict[str, Any]) -> str:
-    """A result's target in a table: the fleet entry's name, else what the key was computed for."""
-    asked = row.get("target_request") or {}
-    if asked.get("label"):
-        return str(asked["label"])
-    t = row.get("target") or asked
-    return f"{t.get('flavor', '-')} {t.get('trt_version', '')} {t.get('gpu_name') or ''}".strip()

@@ -493,11 +493,13 @@ class PlanEntry:
 def explicit_targets(targets: TargetOptions | Sequence[RuntimeTarget] | None) -> list[RuntimeTarget]:
     """The targets of `build`/`plan` (``--target``, the flags, ``--fleet``), checked before anything
     else; empty: this machine. ``--trt`` without ``--flavor`` means the installed runtime's flavor."""
+    if targets is None:
+        return []  # nothing imported: the hit path stays light
     from trtforge.resolution.targets import TargetOptions, resolve_all
 
     if isinstance(targets, TargetOptions):
         return resolve_all(targets.requests())
-    return list(targets or ())
+    return list(targets)
 
 
 def plan_builds(
