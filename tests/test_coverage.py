@@ -10,7 +10,10 @@ returns there, whether it is verified on that GPU model, and what is missing.
 
 from __future__ import annotations
 
+import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +22,7 @@ import pytest
 from tests import onnx_models
 from tests.catalog_rows import add_row, add_verification_row
 from tests.cli_server import CliServer
+from tests.conftest import subprocess_env
 from tests.test_fleet import Run, module_cli, write_recipe
 from trtforge.store import open_store
 
@@ -250,3 +254,22 @@ def test_coverage_and_gc_fleet_on_either_catalog(cli, catalog_url: str, tmp_path
     assert done.code == 0, done
     kept = {a["artifact_id"] for a in done.json()["plan"]["kept"]}
     assert kept == {newest, l4} and [a["artifact_id"] for a in done.json()["plan"]["artifacts"]] == [older]
+
+
+def test_coverage_imports_neither_tensorrt_nor_sqlalchemy(fleet: dict[str, Any]) -> None:
+    """Like lookup: on a local SQLite catalog coverage asks sqlite3, and nothing runs an engine."""
+    code = (
+        "import json, sys\n"
+        "from pathlib import Path\n"
+        "from trtforge.resolution.targets import TargetOptions\n"
+        "from trtforge.stages.coverage import coverage\n"
+        f"options = TargetOptions(fleet=Path({str(fleet['fleet'])!r}))\n"
+        f"items = coverage(['det'], options, store={str(fleet['store'])!r})\n"
+        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('tensorrt', 'tensorrt_rtx', 'polygraphy', 'onnxruntime', 'sqlalchemy', 'alembic'))\n"
+        "print(json.dumps({'items': len(items), 'heavy': heavy}))\n"
+    )
+    command = [sys.executable, "-c", code]
+    proc = subprocess.run(command, capture_output=True, text=True, env=subprocess_env(), timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == {"items": len(EXPECTED), "heavy": []}
