@@ -160,7 +160,8 @@ def test_the_epcontext_export_says_the_provider_must_load_it(
     cli: Callable, tmp_path: Path, store: Path, built_with_static_library: tuple[Path, Path, str]
 ) -> None:
     _recipe, library, artifact_id = built_with_static_library
-    result = cli("deploy", "epcontext", tmp_path / "out" / "mlp_ctx.onnx", artifact_id, "--store", store, "--json")
+    out = tmp_path / "out" / "mlp_ctx.onnx"
+    result = cli("deploy", "epcontext", artifact_id, "-o", out, "--store", store, "--json")
     assert result.code == 0, result
     notes = result.json()["notes"]
     assert any(f"plugin libraries loaded by the provider's process: {library}" in note for note in notes), notes
