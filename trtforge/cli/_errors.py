@@ -14,6 +14,7 @@ from contextlib import contextmanager
 import typer
 
 from trtforge.cli._output import Output
+from trtforge.cli._shapes import command_of
 from trtforge.core.errors import TrtforgeError
 from trtforge.core.extras import as_missing_extra
 
@@ -44,8 +45,14 @@ def missing_extra_exit(exc: ModuleNotFoundError) -> int:
     missing = as_missing_extra(exc)
     if missing is None or os.environ.get(DEBUG_ENV):
         raise exc
-    Output(json_mode="--json" in sys.argv[1:]).error(missing)
+    json_mode, lines = json_modes(sys.argv[1:])
+    Output.of(command_of(sys.argv[1:]) or "", json_mode, lines=lines).error(missing)
     return missing.exit_code
+
+
+def json_modes(argv: list[str]) -> tuple[bool, bool]:
+    """(``--json``, ``--json-lines``) as an argument vector gives them, for output before parsing."""
+    return "--json" in argv, "--json-lines" in argv
 
 
 def run(output: Output, body: Callable[[], int | None]) -> None:

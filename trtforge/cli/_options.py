@@ -11,6 +11,13 @@ if TYPE_CHECKING:
     from trtforge.resolution.targets import TargetOptions
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
+JsonLinesOpt = Annotated[
+    bool,
+    typer.Option(
+        "--json-lines",
+        help="Print each result as one line of JSON (NDJSON) as soon as it is ready, instead of one list at the end.",
+    ),
+]
 StoreOpt = Annotated[
     str | None,
     typer.Option(

@@ -21,7 +21,8 @@ from collections.abc import Callable
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from trtforge.core.errors import TrtforgeError
+from trtforge.cli._shapes import SHAPES, Shape
+from trtforge.core.errors import TrtforgeError, kind_of
 
 PIPE_WIDTH = 200
 
@@ -73,10 +74,25 @@ def _printable_console(**options: Any) -> Console:
 
 
 class Output:
-    """Prints results as JSON (``--json``) or through a human renderer; errors go to stderr."""
+    """Prints results as JSON (``--json``), JSON lines (``--json-lines``) or through a human renderer.
 
-    def __init__(self, json_mode: bool) -> None:
-        self.json_mode = json_mode
+    With a :class:`~trtforge.cli._shapes.Shape`, every JSON result carries the envelope
+    (``exit_code``, ``error``, ``error_kind``, ``hint``, ``more_errors``, ``error_detail``), and an error
+    that stops the command prints a result of the same shape: one more item of a list, or the one
+    object with its keys null. Errors also go to stderr as ``error:``/``hint:`` lines, for people.
+    """
+
+    def __init__(self, json_mode: bool, shape: Shape | None = None, *, lines: bool = False, many: bool | None = None):
+        self.lines = lines
+        self.json_mode = json_mode or lines
+        self.shape = shape
+        self.many = shape.many if many is None and shape is not None else bool(many)
+        self._items: list[dict[str, Any]] = []  # results given so far (item), for a stopped command
+
+    @classmethod
+    def of(cls, command: str, json_mode: bool, *, lines: bool = False, many: bool | None = None) -> Output:
+        """The output of ``command`` (its shape from :data:`~trtforge.cli._shapes.SHAPES`)."""
+        return cls(json_mode, SHAPES.get(command), lines=lines, many=many)
 
     @cached_property
     def out(self) -> Console:
@@ -93,12 +109,38 @@ class Output:
         """Progress bars only for a person watching a terminal."""
         return not self.json_mode and sys.stderr.isatty()
 
-    def result(self, data: Any, human: Callable[[Console], None]) -> None:
-        if self.json_mode:
-            sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
-            sys.stdout.flush()
-        else:
+    def item(self, data: dict[str, Any]) -> None:
+        """One result of a command over many items, as soon as it is ready: with ``--json-lines`` it is
+        printed now (one line, flushed); the list is printed by :meth:`result`."""
+        data = with_envelope(data) if self.shape is not None else data
+        self._items.append(data)
+        if self.lines:
+            _write_line(data)
+
+    def result(
+        self,
+        data: Any,
+        human: Callable[[Console], None],
+        *,
+        exit_code: int = 0,
+        error: TrtforgeError | None = None,
+    ) -> None:
+        """The command's answer: a list of items (each carrying its own exit code) or one object,
+        which ``exit_code`` and ``error`` (why a result is a failure: a lookup's rejections, a
+        verification out of tolerance) complete. Without JSON, ``human`` renders it (and says why)."""
+        if not self.json_mode:
             human(self.out)
+            return
+        if self.shape is None:
+            _write_json(data)
+            return
+        items = [with_envelope(item) for item in data] if isinstance(data, list) else None
+        if self.lines:
+            if not self._items:  # nothing was streamed: every result now
+                for item in items if items is not None else [with_envelope(data, exit_code, error)]:
+                    _write_line(item)
+        else:
+            _write_json(items if items is not None else with_envelope(data, exit_code, error))
 
     def info(self, message: str) -> None:
         if not self.json_mode:
@@ -111,19 +153,77 @@ class Output:
         if hint:
             self.err.print(styled(("hint:", "dim"), " ", hint))
 
-    def error(self, exc: TrtforgeError) -> None:
-        from trtforge.core.redact import redact  # belt: no password of an opened catalog is printed
+    def error_of(self, exc: TrtforgeError, source: str | None = None) -> None:
+        """An error's lines on stderr (passwords hidden), its message named by ``source`` (a recipe file)."""
+        message, hint, more = _error_lines(exc)
+        self.error_lines(naming(source, message) if source else message, hint, more)
 
-        message, more = redact(exc.message), tuple(redact(line) for line in exc.more)
-        hint = redact(exc.hint) if exc.hint else exc.hint
-        self.error_lines(message, hint, more)
-        if self.json_mode:
-            payload = {"error": message, "hint": hint, "exit_code": exc.exit_code}
-            if more:
-                payload["more_errors"] = list(more)
-            if exc.detail:
-                payload["error_detail"] = exc.detail
-            sys.stdout.write(json.dumps(payload) + "\n")
+    def error(self, exc: TrtforgeError) -> None:
+        """An error that stops the command: on stderr, and with JSON as a result of the command's shape."""
+        self.error_of(exc)
+        if not self.json_mode:
+            return
+        if self.shape is None:  # a command without an envelope (`schema`): the error alone
+            _write_json(envelope(exc), indent=None)
+            return
+        stopped = stopped_item(self.shape, exc)
+        if self.lines:
+            _write_line(stopped)
+        elif self.many:
+            _write_json([*self._items, stopped])
+        else:
+            _write_json(stopped)
+
+
+def envelope(exc: TrtforgeError | None = None, exit_code: int = 0) -> dict[str, Any]:
+    """The keys every JSON result has: its exit code and, when it failed, the error (passwords hidden)."""
+    if exc is None:
+        return {
+            "exit_code": exit_code,
+            "error": None,
+            "error_kind": None,
+            "hint": None,
+            "more_errors": [],
+            "error_detail": None,
+        }
+    message, hint, more = _error_lines(exc)
+    return {
+        "exit_code": exc.exit_code,
+        "error": message,
+        "error_kind": kind_of(exc),
+        "hint": hint,
+        "more_errors": list(more),
+        "error_detail": exc.detail or None,
+    }
+
+
+def stopped_item(shape: Shape, exc: TrtforgeError, **known: Any) -> dict[str, Any]:
+    """The result of ``shape`` for an error that left no result: its keys null (but those ``known``
+    and the shape's ``stopped`` values), and the error."""
+    return {key: None for key in shape.keys} | shape.stopped | known | envelope(exc)
+
+
+def with_envelope(data: dict[str, Any], exit_code: int = 0, error: TrtforgeError | None = None) -> dict[str, Any]:
+    """``data`` with the envelope's keys it lacks (from ``error`` when one is given)."""
+    return {**data, **{k: v for k, v in envelope(error, exit_code).items() if error is not None or k not in data}}
+
+
+def _error_lines(exc: TrtforgeError) -> tuple[str, str | None, tuple[str, ...]]:
+    from trtforge.core.redact import redact  # belt: no password of an opened catalog is printed
+
+    hint = redact(exc.hint) if exc.hint else exc.hint
+    return redact(exc.message), hint, tuple(redact(line) for line in exc.more)
+
+
+def _write_json(data: Any, indent: int | None = 2) -> None:
+    sys.stdout.write(json.dumps(data, indent=indent, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def _write_line(data: Any) -> None:
+    """One JSON value on one line (NDJSON), flushed: a pipeline reads each result as it comes."""
+    sys.stdout.write(json.dumps(data, default=str, separators=(",", ":")) + "\n")
+    sys.stdout.flush()
 
 
 def target_cell(row: dict[str, Any]) -> str:

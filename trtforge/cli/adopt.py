@@ -61,7 +61,7 @@ def adopt(
     TensorRT-RTX plan's header gives its flavor and release; full TensorRT plans need --trt and the
     GPU or --cc).
     """
-    output = Output(json_output)
+    output = Output.of("adopt", json_output)
     options = target_options(
         target, gpu=gpu, cc=cc, flavor=flavor, trt=trt, cuda=cuda, os_name=os_name, arch=arch, fleet=fleet
     )

@@ -20,6 +20,7 @@ from trtforge.cli._options import (
     FlavorOpt,
     FleetOpt,
     GpuOpt,
+    JsonLinesOpt,
     JsonOpt,
     OsOpt,
     StoreOpt,
@@ -51,7 +52,8 @@ def build(
     recipes: Annotated[
         list[str] | None,
         typer.Argument(
-            help="Recipe YAML files or glob patterns (quoted); an .onnx file builds that model with defaults.",
+            help="Recipe YAML files, folders (their *.yaml and *.yml files, not subfolders) or glob patterns "
+            "(quoted); an .onnx file builds that model with defaults.",
             show_default=False,
         ),
     ] = None,
@@ -107,6 +109,7 @@ def build(
     os_name: OsOpt = None,
     arch: ArchOpt = None,
     json_output: JsonOpt = False,
+    json_lines: JsonLinesOpt = False,
 ) -> None:
     """Build engines from recipes (or ONNX files); unchanged recipes are cache hits.
 
@@ -115,7 +118,7 @@ def build(
     capability with the installed release; full TensorRT for targets whose GPU is this machine's.
     The others are reported skipped, with the reason (exit 0).
     """
-    output = Output(json_output)
+    output = Output.of("build" if reproduce_id is None else "build --reproduce", json_output, lines=json_lines)
     options = target_options(
         target, gpu=gpu, cc=cc, flavor=flavor, trt=trt, cuda=cuda, os_name=os_name, arch=arch, fleet=fleet
     )
@@ -160,6 +163,7 @@ def build(
                     items,
                     fail_fast=fail_fast,
                     on_start=progress.start_recipe if progress is not None else None,
+                    on_done=lambda result: _done(output, result),
                 )
         finally:
             stage.close()
@@ -171,6 +175,14 @@ def build(
     run(output, body)
 
 
+def _done(output: Output, result: BuildResult) -> None:
+    """A result as soon as it is ready: a line of `--json-lines`; with JSON, its error on stderr too
+    (the text output lists errors under its table)."""
+    output.item(result.as_json())
+    if output.json_mode and result.error:
+        output.error_lines(naming(result.recipe, result.error), result.hint, result.more_errors)
+
+
 def _reproduce(output: Output, ref: str, recipes: list[str] | None, store: str | None, catalog: str | None) -> None:
     def body() -> int:
         if recipes:
@@ -178,8 +190,11 @@ def _reproduce(output: Output, ref: str, recipes: list[str] | None, store: str |
         from trtforge.stages.reproduce import reproduce
 
         result = reproduce(ref, store, catalog=catalog)
-        output.result(result.as_json(), lambda console: _render_reproduce(console, result))
-        return 0 if result else 1
+        code = 0 if result else 1
+        output.result(
+            result.as_json(), lambda console: _render_reproduce(console, result), exit_code=code, error=result.failure()
+        )
+        return code
 
     run(output, body)
 

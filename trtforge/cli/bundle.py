@@ -27,7 +27,7 @@ def export(
     json_output: JsonOpt = False,
 ) -> None:
     """Write artifacts (plans + records + manifest of sha256s) to one tar bundle."""
-    output = Output(json_output)
+    output = Output.of("export", json_output)
 
     def body() -> None:
         from trtforge.stages.bundle import export_from_store
@@ -69,7 +69,7 @@ def import_(
     Verification results in the bundle count here only when it is signed by a --trust key;
     otherwise they are kept as the exporter's claims, which lookup does not count.
     """
-    output = Output(json_output)
+    output = Output.of("import", json_output)
 
     def body() -> None:
         from trtforge.stages.bundle import import_into_store
@@ -100,7 +100,7 @@ def keygen(
     json_output: JsonOpt = False,
 ) -> None:
     """Make an Ed25519 key pair (PEM) for `export --sign` and `import --trust`."""
-    output = Output(json_output)
+    output = Output.of("keygen", json_output)
 
     def body() -> None:
         from trtforge.rules.signing import generate_key_pair

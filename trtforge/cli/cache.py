@@ -28,7 +28,7 @@ def list_caches(
     json_output: JsonOpt = False,
 ) -> None:
     """List timing caches (newest version of each, or --all versions)."""
-    output = Output(json_output)
+    output = Output.of("cache list", json_output)
 
     def body() -> None:
         from trtforge.stages.timing_caches import list_caches
@@ -73,7 +73,7 @@ def export(
     json_output: JsonOpt = False,
 ) -> None:
     """Write one timing cache version to a file (plus FILE.json naming its flavor, version and GPU)."""
-    output = Output(json_output)
+    output = Output.of("cache export", json_output)
 
     def body() -> None:
         from trtforge.stages.timing_caches import export_cache_file
@@ -92,7 +92,7 @@ def import_(
     json_output: JsonOpt = False,
 ) -> None:
     """Merge an exported timing cache into this machine's; refuses caches for another TensorRT or GPU."""
-    output = Output(json_output)
+    output = Output.of("cache import", json_output)
 
     def body() -> None:
         from trtforge.stages.timing_caches import import_cache_file
@@ -113,7 +113,7 @@ def prune(
     json_output: JsonOpt = False,
 ) -> None:
     """Delete old timing cache versions; blobs an artifact started from are kept."""
-    output = Output(json_output)
+    output = Output.of("cache prune", json_output)
 
     def body() -> None:
         from trtforge.stages.timing_caches import prune_caches

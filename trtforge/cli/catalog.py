@@ -22,7 +22,7 @@ def list_artifacts(
     json_output: JsonOpt = False,
 ) -> None:
     """List artifacts in the catalog, newest first."""
-    output = Output(json_output)
+    output = Output.of("list", json_output)
 
     def body() -> None:
         from trtforge.stages.inventory import list_artifacts as list_stage
@@ -60,7 +60,7 @@ def show(
     artifact: ArtifactArg, store: StoreOpt = None, catalog: CatalogOpt = None, json_output: JsonOpt = False
 ) -> None:
     """Show everything recorded about one artifact."""
-    output = Output(json_output)
+    output = Output.of("show", json_output)
 
     def body() -> None:
         from trtforge.stages.inventory import show_artifact

@@ -15,6 +15,7 @@ from trtforge.cli._options import (
     FlavorOpt,
     FleetOpt,
     GpuOpt,
+    JsonLinesOpt,
     JsonOpt,
     OsOpt,
     StoreOpt,
@@ -34,7 +35,7 @@ def coverage(
     refs: Annotated[
         list[str] | None,
         typer.Argument(
-            help="Recipe files or glob patterns (quoted), or names; default: every name in the store.",
+            help="Recipe files, folders or glob patterns (quoted), or names; default: every name in the store.",
             show_default=False,
         ),
     ] = None,
@@ -54,6 +55,7 @@ def coverage(
     store: StoreOpt = None,
     catalog: CatalogOpt = None,
     json_output: JsonOpt = False,
+    json_lines: JsonLinesOpt = False,
 ) -> None:
     """For every recipe (or name) x target: an engine? verified on that GPU model? weight-stripped?
 
@@ -61,7 +63,7 @@ def coverage(
     model; a name its newest model. Exit 1 when something is missing (an engine, or a verification
     unless --engines-only), so a CI job can gate a release on it.
     """
-    output = Output(json_output)
+    output = Output.of("coverage", json_output, lines=json_lines)
     options = target_options(
         target, gpu=gpu, cc=cc, flavor=flavor, trt=trt, cuda=cuda, os_name=os_name, arch=arch, fleet=fleet
     )
@@ -70,7 +72,14 @@ def coverage(
         from trtforge.stages.coverage import coverage as coverage_stage
         from trtforge.stages.coverage import exit_code
 
-        items = coverage_stage(refs or [], options, store=store, catalog=catalog, engines_only=engines_only)
+        items = coverage_stage(
+            refs or [],
+            options,
+            store=store,
+            catalog=catalog,
+            engines_only=engines_only,
+            on_done=lambda item: output.item(item.as_json()),
+        )
         rows = [item.as_json() for item in items]
         output.result(rows, lambda console: _render(console, output, rows))
         return exit_code(items)

@@ -38,7 +38,7 @@ def derive(
     json_output: JsonOpt = False,
 ) -> None:
     """Find the first layers whose output drifts past the threshold and propose deny entries."""
-    output = Output(json_output)
+    output = Output.of("denylist derive", json_output)
 
     def body() -> None:
         from trtforge.stages.denylist_derive import derive_from_store

@@ -79,7 +79,7 @@ def triton(
     default the capabilities the newest model's plans were built on, with the newest build's release.
     REF may be an artifact id: its plan alone.
     """
-    output = Output(json_output)
+    output = Output.of("deploy triton", json_output)
     options = target_options(
         target, gpu=gpu, cc=cc, flavor=flavor, trt=trt, cuda=cuda, os_name=os_name, arch=arch, fleet=fleet
     )
@@ -144,7 +144,7 @@ def epcontext(
     REF is an artifact id, or a name whose engine lookup chooses for the target: this machine, or
     the one --target, the flags or --fleet FILE --target NAME name.
     """
-    output = Output(json_output)
+    output = Output.of("deploy epcontext", json_output)
     options = target_options(
         target, gpu=gpu, cc=cc, flavor=flavor, trt=trt, cuda=cuda, os_name=os_name, arch=arch, fleet=fleet
     )

@@ -34,7 +34,7 @@ def doctor(
     store: StoreOpt = None, catalog: CatalogOpt = None, device: DetectDeviceOpt = None, json_output: JsonOpt = False
 ) -> None:
     """What this machine offers: TensorRT flavors, GPUs, store and catalog."""
-    output = Output(json_output)
+    output = Output.of("doctor", json_output)
 
     def body() -> None:
         from trtforge.rules.target import select_device

@@ -84,7 +84,7 @@ def lookup(
     With --trt and no --flavor: the flavor whose installed runtime or stored engines have it (else tensorrt).
     With --fleet, --target NAME picks its entry (not needed when the fleet has one).
     """
-    output = Output(json_output)
+    output = Output.of("lookup", json_output)
     options = target_options(
         target, gpu=gpu, cc=cc, flavor=flavor, trt=trt, cuda=cuda, os_name=os_name, arch=arch, fleet=fleet
     )
@@ -115,11 +115,8 @@ def lookup(
         if found.error is None:
             output.result(report, lambda console: console.print(report["best"]["path"]))
             return 0
-        # One document on stdout even on failure: the rejections are the useful part.
-        if output.json_mode:
-            output.result(report, lambda console: None)
-        else:
-            output.error(found.error)
+        # One document on stdout even on failure, with the error and its hint: the rejections are the useful part.
+        output.result(report, lambda console: output.error_of(found.error), error=found.error)
         return found.error.exit_code
 
     run(output, body)

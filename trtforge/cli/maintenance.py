@@ -25,6 +25,7 @@ from trtforge.cli._options import (
     target_options,
 )
 from trtforge.cli._output import Output, printable, styled
+from trtforge.core.errors import CheckFailedError
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -41,16 +42,23 @@ def fsck(
     json_output: JsonOpt = False,
 ) -> None:
     """Re-hash every blob and cross-check blobs with the catalog (exit 1 if damage remains)."""
-    output = Output(json_output)
+    output = Output.of("fsck", json_output)
 
     def body() -> int:
         from trtforge.stages.maintenance import fsck as fsck_stage  # lazy: SQLAlchemy
 
         data = fsck_stage(store, catalog, repair=repair)
-        output.result(data, lambda console: _render_fsck(console, data))
-        return 0 if data["ok"] else 1
+        damage = None if data["ok"] else CheckFailedError(_damage(data), hint="run `trtforge fsck --repair`")
+        output.result(data, lambda console: _render_fsck(console, data), exit_code=1 if damage else 0, error=damage)
+        return 1 if damage else 0
 
     run(output, body)
+
+
+def _damage(data: dict[str, Any]) -> str:
+    """What keeps the store damaged, in one line."""
+    found = [f"{len(data[problem])} {problem} blobs" for problem in ("corrupt", "missing") if data[problem]]
+    return f"the store is damaged: {', '.join(found) or 'see the report'}"
 
 
 def _render_fsck(console: Console, data: dict[str, Any]) -> None:
@@ -113,7 +121,7 @@ def gc(
     With --fleet FILE (or --target, or the flags): the only engine lookup returns for a fleet target
     is never removed, not even with --force.
     """
-    output = Output(json_output)
+    output = Output.of("gc", json_output)
     options = target_options(
         target, gpu=gpu, cc=cc, flavor=flavor, trt=trt, cuda=cuda, os_name=os_name, arch=arch, fleet=fleet
     )
@@ -169,7 +177,7 @@ def _to_stderr(message: str) -> None:
 
 
 def _set_pin(artifact: str, pinned: bool, store: str | None, catalog: str | None, json_output: bool) -> None:
-    output = Output(json_output)
+    output = Output.of("pin" if pinned else "unpin", json_output)
 
     def body() -> None:
         from trtforge.stages.inventory import set_pinned

@@ -15,6 +15,7 @@ from trtforge.cli._options import (
     FlavorOpt,
     FleetOpt,
     GpuOpt,
+    JsonLinesOpt,
     JsonOpt,
     OsOpt,
     StoreOpt,
@@ -27,13 +28,19 @@ from trtforge.cli._output import Output, naming, styled, target_cell
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from trtforge.stages.build import PlanEntry
+
 
 STATUS_STYLE = {"build": "yellow", "cached": "cyan", "unknown": "magenta", "skipped": "dim", "failed": "red"}
 
 
 def plan(
     recipes: Annotated[
-        list[str], typer.Argument(help="Recipe YAML files or glob patterns (quoted).", show_default=False)
+        list[str],
+        typer.Argument(
+            help="Recipe YAML files, folders (their *.yaml and *.yml files) or glob patterns (quoted).",
+            show_default=False,
+        ),
     ],
     target: TargetsOpt = None,
     fleet: FleetOpt = None,
@@ -47,6 +54,7 @@ def plan(
     store: StoreOpt = None,
     catalog: CatalogOpt = None,
     json_output: JsonOpt = False,
+    json_lines: JsonLinesOpt = False,
 ) -> None:
     """Show each recipe's build key per target and whether it is already built.
 
@@ -56,7 +64,7 @@ def plan(
     or skipped (the recipe does not build for it: the reason). --trt gives the release as
     `trtforge doctor` prints it on the runner: the key holds the exact version.
     """
-    output = Output(json_output)
+    output = Output.of("plan", json_output, lines=json_lines)
     options = target_options(
         target, gpu=gpu, cc=cc, flavor=flavor, trt=trt, cuda=cuda, os_name=os_name, arch=arch, fleet=fleet
     )
@@ -65,7 +73,12 @@ def plan(
         from trtforge.resolution.batch import exit_code_for
         from trtforge.stages.build import plan_builds
 
-        entries = plan_builds(recipes, options, store=store, catalog=catalog)
+        def done(entry: PlanEntry) -> None:
+            output.item(entry.as_json())
+            if output.json_mode and entry.error:  # the text output lists errors under its table
+                output.error_lines(naming(entry.recipe, entry.error), entry.hint, entry.more_errors)
+
+        entries = plan_builds(recipes, options, store=store, catalog=catalog, on_done=done)
         rows = [e.as_json() for e in entries]
         output.result(rows, lambda console: _render(console, output, rows))
         return exit_code_for([e.exit_code for e in entries])

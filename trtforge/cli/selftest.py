@@ -32,14 +32,15 @@ def selftest(
     """
     from trtforge.stages.selftest import selftest as selftest_stage
 
-    output = Output(json_output)
+    output = Output.of("selftest", json_output)
 
     def body() -> int:
         report = selftest_stage(keep=keep, device=device)
         data = report.as_json()
-        output.result(data, lambda console: _render(console, data))
-        if report.exit_code == 2 and report.reason:
-            output.error_lines(report.reason, "run it on a GPU machine with a runtime that supports that GPU")
+        error = report.failure()
+        output.result(data, lambda console: _render(console, data), exit_code=report.exit_code, error=error)
+        if report.exit_code == 2 and error is not None:
+            output.error_of(error)
         return report.exit_code
 
     run(output, body)

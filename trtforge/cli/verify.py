@@ -8,22 +8,31 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from trtforge.cli._errors import run
-from trtforge.cli._options import ArtifactArg, CatalogOpt, DeviceOpt, JsonOpt, StoreOpt
+from trtforge.cli._options import ArtifactArg, CatalogOpt, DeviceOpt, JsonLinesOpt, JsonOpt, StoreOpt
 from trtforge.cli._output import Output, styled
+from trtforge.cli._shapes import VERIFY
+from trtforge.core.errors import CheckFailedError
 
 if TYPE_CHECKING:
     from rich.console import Console
     from rich.table import Table
 
     from trtforge.stages.refit import RefitResult
-    from trtforge.stages.verify import VerificationReport
+    from trtforge.stages.verify import VerificationReport, VerifyOutcome
 
 
 STATUS_STYLE = {"passed": "green", "failed": "red", "reference-only": "cyan"}
 
 
 def verify(
-    target: Annotated[str, typer.Argument(help="Artifact id (unique prefix) or recipe file.", show_default=False)],
+    targets: Annotated[
+        list[str],
+        typer.Argument(
+            help="Artifact ids (unique prefixes), recipe files, folders or glob patterns (quoted).",
+            show_default=False,
+            metavar="TARGET...",
+        ),
+    ],
     save_results: Annotated[
         Path | None,
         typer.Option(
@@ -49,29 +58,61 @@ def verify(
     catalog: CatalogOpt = None,
     device: DeviceOpt = None,
     json_output: JsonOpt = False,
+    json_lines: JsonLinesOpt = False,
 ) -> None:
-    """Check an engine against ONNX Runtime at every profile's shape points, and time it."""
-    from trtforge.stages.verify import verify as verify_stage
+    """Check engines against ONNX Runtime at every profile's shape points, and time them.
 
-    output = Output(json_output)
+    One subject prints one report (one JSON object); several, a folder or a glob pattern print one
+    per subject (a JSON list), each with its exit code: the command exits with the worst.
+    """
+    from trtforge.resolution.batch import exit_code_for, names_many
+    from trtforge.stages.verify import verify_all
+
+    output = Output.of("verify", json_output, lines=json_lines, many=names_many(targets))
 
     def body() -> int:
         from trtforge.rules.target import select_device
 
         select_device(device)
-        report = verify_stage(
-            target,
+        outcomes = verify_all(
+            targets,
             store=store,
             catalog=catalog,
             per_layer=per_layer,
             reference_only=reference_only,
             save_results=save_results,
             data=inputs,
+            on_done=lambda outcome: _done(output, outcome),
         )
-        output.result(report.as_json(), lambda console: render_report(console, report))
-        return 0 if report else 1
+        items = [_item(outcome) for outcome in outcomes]
+        if output.many:
+            output.result(items, lambda console: None)  # each was rendered as it finished
+        else:
+            output.result(items[0], lambda console: None, exit_code=items[0]["exit_code"])
+        return exit_code_for([item["exit_code"] for item in items])
 
     run(output, body)
+
+
+def _item(outcome: VerifyOutcome) -> dict[str, Any]:
+    """One subject's JSON: its report (with why it failed), or the keys of one, null, and the error."""
+    from trtforge.cli._output import stopped_item, with_envelope
+
+    if outcome.report is None:
+        assert outcome.error is not None
+        return stopped_item(VERIFY, outcome.error, subject=outcome.subject)
+    report = outcome.report
+    return with_envelope(report.as_json(), 0 if report else 1, report.failure())
+
+
+def _done(output: Output, outcome: VerifyOutcome) -> None:
+    """A subject as soon as it is verified: a line of `--json-lines`; for people its report (errors on stderr)."""
+    output.item(_item(outcome))
+    if outcome.error is not None:
+        output.error_of(outcome.error, outcome.subject if output.many else None)
+    elif not output.json_mode:
+        assert outcome.report is not None
+        render_report(output.out, outcome.report)
 
 
 def render_report(console: Console, report: VerificationReport) -> None:
@@ -215,16 +256,18 @@ def refit(
     """Refit a refittable engine with new weights (GPU); the result is a new artifact."""
     from trtforge.stages.refit import refit as refit_stage
 
-    output = Output(json_output)
+    output = Output.of("refit", json_output)
 
     def body() -> int:
         from trtforge.rules.target import select_device
 
         select_device(device)
         result = refit_stage(artifact, weights, store=store, catalog=catalog, verify=verify_after)
-        output.result(result.as_json(), lambda console: _render_refit(console, result))
         failed = result.verification is not None and result.verification["status"] == "failed"
-        return 1 if failed else 0
+        error = CheckFailedError(f"the refitted engine {result.artifact_id[:12]} failed verification")
+        code, error = (1, error) if failed else (0, None)
+        output.result(result.as_json(), lambda console: _render_refit(console, result), exit_code=code, error=error)
+        return code
 
     run(output, body)
 

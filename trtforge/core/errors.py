@@ -40,14 +40,17 @@ class TrtforgeError(Exception):
         return (_rebuild, (type(self), self.message), dict(self.__dict__))
 
 
-ERROR_KINDS = ("bad_input", "build_failed", "crashed", "timed_out")
+# `error_kind` of a failed result in `--json` (docs/schemas/common.json): bad input (exit 2); a build
+# TensorRT refused, whose worker crashed or ran out of time; any other failure (exit 1: nothing
+# compatible, a verification out of tolerance, damaged bytes, a full disk).
+ERROR_KINDS = ("bad_input", "build_failed", "crashed", "timed_out", "failed")
 
 
 def kind_of(error: TrtforgeError) -> str:
-    """``error_kind`` of a failed build: the class's own kind, else bad input (exit 2) or a failed build."""
+    """``error_kind`` of a failure: the class's own kind, else bad input (exit 2) or ``failed``."""
     if error.error_kind is not None:
         return error.error_kind
-    return "bad_input" if error.exit_code == 2 else "build_failed"
+    return "bad_input" if error.exit_code == 2 else "failed"
 
 
 def _rebuild(cls: type[TrtforgeError], message: str) -> TrtforgeError:
@@ -118,6 +121,7 @@ class BuildError(TrtforgeError):
     """
 
     exit_code = 1
+    error_kind = "build_failed"
 
 
 class WorkerCrashedError(BuildError):
@@ -135,6 +139,13 @@ class BuildTimeoutError(BuildError):
 
     error_kind = "timed_out"
     default_hint = "raise --timeout (or leave it out for no limit) if the model needs longer"
+
+
+class CheckFailedError(TrtforgeError):
+    """A command ran and its answer is no (exit 1): a verification out of tolerance, a coverage gap,
+    a rebuild that differs, damage found. Describes that result in `--json` (``error``); not raised."""
+
+    exit_code = 1
 
 
 class IntegrityError(TrtforgeError):

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from trtforge.core.crashpoints import crashpoint
 from trtforge.core.errors import BadInputError, TrtforgeError, kind_of
@@ -75,14 +75,14 @@ class BuildResult:
     cost: dict[str, Any] | None = None  # a build's wall, CPU time and peak memory (BuildCost.as_json)
     target_request: dict[str, Any] | None = None  # the target asked for (--target, --fleet); None: this machine
     reason: str | None = None  # why "skipped" or "unknown"
+    notes: list[str] = field(default_factory=list)  # what the capability table says of this recipe here
 
     def __bool__(self) -> bool:
         return self.status != "failed"
 
     def as_json(self) -> dict[str, Any]:
+        """Everything the text output says of this recipe: the error, its hint and kind, the exit code."""
         data = asdict(self)
-        data.pop("hint")
-        data.pop("exit_code")
         data.pop("unchecked")
         return data
 
@@ -200,7 +200,7 @@ class BuildStage:
     ) -> list[BuildResult]:
         """One recipe's results: one per target asked for (this machine's when none was)."""
         if isinstance(item, UnmatchedPattern):
-            batch = [BuildResult(item.pattern, None, "failed", error=NO_MATCH, exit_code=2, error_kind="bad_input")]
+            batch = [_unmatched(item, BuildResult(item.pattern, None, "failed"))]
         else:
             batch = self.run(item, self.targets or (None,))
         if on_done is not None:
@@ -301,6 +301,7 @@ class BuildStage:
         except TrtforgeError:
             return None  # e.g. a catalog newer than this trtforge: the full path reports it per recipe
         self._note(quick.notes)
+        result.notes = list(quick.notes)
         result.seconds = round(time.perf_counter() - started, 4)
         return result
 
@@ -312,6 +313,7 @@ class BuildStage:
         result.target = resolution.target.key_fields()
         notes = resolution.check_buildable(target)
         self._note(notes)
+        result.notes = list(notes)
         if target is None:
             self._remembered().remember(resolution, notes)
         key = resolution.build_key
@@ -600,6 +602,9 @@ class PlanEntry:
     unchecked: list[str] = field(default_factory=list)  # options checked against TensorRT only when it builds
     target_request: dict[str, Any] | None = None  # the target asked for; None: this machine
     reason: str | None = None  # why "skipped" or "unknown"
+    error_kind: str | None = None  # bad_input: what a build would refuse (a failed plan entry is never more)
+    error_detail: list[Any] | dict[str, Any] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     @classmethod
     def of(cls, result: BuildResult) -> PlanEntry:
@@ -618,12 +623,13 @@ class PlanEntry:
             result.unchecked,
             result.target_request,
             result.reason,
+            result.error_kind,
+            result.error_detail,
+            result.notes,
         )
 
     def as_json(self) -> dict[str, Any]:
-        data = asdict(self)
-        data.pop("exit_code")
-        return data
+        return asdict(self)
 
 
 def explicit_targets(targets: TargetOptions | Sequence[RuntimeTarget] | None) -> list[RuntimeTarget]:
@@ -644,11 +650,13 @@ def plan_builds(
     *,
     store: str | Path | None = None,
     catalog: str | None = None,
+    on_done: Callable[[PlanEntry], None] | None = None,
 ) -> list[PlanEntry]:
     """For every recipe x target: the build key and whether the store has it (``build`` stopped early).
 
     Nothing is built, TensorRT is not imported and no store is created: a CI job can turn the
-    JSON into a build matrix (only the ``build`` entries need a runner).
+    JSON into a build matrix (only the ``build`` entries need a runner). ``on_done`` hears each
+    entry as it is ready, in order.
     """
     explicit = explicit_targets(targets)
     stage = BuildStage(store, catalog=catalog)
@@ -656,13 +664,26 @@ def plan_builds(
     try:
         for item in expand_recipes(arguments):
             if isinstance(item, UnmatchedPattern):
-                entries.append(PlanEntry(item.pattern, None, None, "failed", error=NO_MATCH, exit_code=2))
-                continue
-            chosen: Sequence[RuntimeTarget | None] = explicit or (None,)
-            entries.extend(PlanEntry.of(r) for r in stage.run(item, chosen, dry_run=True))
+                batch = [_unmatched(item, PlanEntry(item.pattern, None, None, "failed"))]
+            else:
+                chosen: Sequence[RuntimeTarget | None] = explicit or (None,)
+                batch = [PlanEntry.of(r) for r in stage.run(item, chosen, dry_run=True)]
+            for entry in batch:
+                if on_done is not None:
+                    on_done(entry)
+                entries.append(entry)
     finally:
         stage.close()
     return entries
+
+
+_Failed = TypeVar("_Failed", BuildResult, PlanEntry)
+
+
+def _unmatched(item: UnmatchedPattern, result: _Failed) -> _Failed:
+    """A glob (or folder) that named no recipe: a failed result of bad input."""
+    result.error, result.hint, result.exit_code, result.error_kind = NO_MATCH, item.hint, 2, "bad_input"
+    return result
 
 
 def _failed(result: BuildResult, exc: TrtforgeError, started: float) -> BuildResult:

@@ -11,7 +11,7 @@ catalog) SQLAlchemy.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -74,7 +74,11 @@ class CoverageItem:
     notes: list[str] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
-        return asdict(self)
+        """The item, and (what the release gate counts) its exit code: 1 when something is missing."""
+        data = asdict(self)
+        if self.missing:
+            data.update(exit_code=1, error=self.reason or f"missing: {', '.join(self.missing)}", error_kind="failed")
+        return data
 
 
 def coverage(
@@ -84,9 +88,11 @@ def coverage(
     store: str | Path | None = None,
     catalog: str | None = None,
     engines_only: bool = False,
+    on_done: Callable[[CoverageItem], None] | None = None,
 ) -> list[CoverageItem]:
     """Every subject x every target, in order. Targets and recipes are checked before the store is
-    read; ``engines_only`` leaves verifications out of what counts as missing."""
+    read; ``engines_only`` leaves verifications out of what counts as missing; ``on_done`` hears
+    each item as it is ready."""
     requests = many_targets(targets)
     if not requests:
         raise TargetError(
@@ -98,19 +104,25 @@ def coverage(
     try:
         if not refs:
             subjects = [Subject(name) for (name,) in opened.catalog.lookup_rows(lookup_sql.names())]
-        return [_item(opened, s, r, engines_only) for s in subjects for r in requests]
+        items = []
+        for subject in subjects:
+            for request in requests:
+                items.append(_item(opened, subject, request, engines_only))
+                if on_done is not None:
+                    on_done(items[-1])
+        return items
     finally:
         opened.close()
 
 
 def _subjects(ref: str) -> list[Subject]:
     """A name, or the recipe files a path or glob names (each as its model)."""
-    if not ref.lower().endswith(_RECIPE_SUFFIXES) and not set("*?[") & set(ref):
+    if not ref.lower().endswith(_RECIPE_SUFFIXES) and not set("*?[") & set(ref) and not Path(ref).is_dir():
         return [Subject(ref)]
     subjects = []
     for item in expand_recipes([ref]):
         if isinstance(item, UnmatchedPattern):
-            raise BadInputError(f"no recipe file matches {item.pattern!r}")
+            raise BadInputError(f"no recipe file matches {item.pattern!r}", hint=item.hint)
         subjects.append(recipe_subject(item))
     return subjects
 

@@ -58,7 +58,7 @@ class PinChange:
     changed: bool  # whether it was otherwise before
 
     def as_json(self) -> dict[str, Any]:
-        return {"artifact_id": self.artifact_id, "pinned": self.pinned, "changed": self.changed}
+        return {"artifact_id": self.artifact_id, "name": self.name, "pinned": self.pinned, "changed": self.changed}
 
 
 def set_pinned(store: str | Path | None, catalog: str | None, ref: str, pinned: bool) -> PinChange:

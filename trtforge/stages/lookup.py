@@ -448,7 +448,7 @@ def lookup_report(
         try:
             result = result_for(opened, ranking, output=output, explain=explain)
         except NoCompatibleEngineError as exc:
-            data.update(best=None, error=exc.message)
+            data.update(best=None)
             return LookupReport(data, warnings, exc)
     finally:
         opened.close()

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from trtforge.core.errors import BackendUnavailableError, ModelError, NotFoundError
+from trtforge.core.errors import BackendUnavailableError, CheckFailedError, ModelError, NotFoundError
 from trtforge.core.plan_diff import PlanDifference, compare_plans
 from trtforge.resolution.resolve import artifact_for, check_build_here, looks_like_recipe, resolve
 from trtforge.rules.builder_options import NamedFile
@@ -58,6 +58,15 @@ class ReproduceResult:
         data["difference"] = self.difference.as_json() if self.difference is not None else None
         data["benign"] = self.benign
         return data
+
+    def failure(self) -> CheckFailedError | None:
+        """Why this is exit 1 (the rebuilt bytes differ), for `--json`; None when identical."""
+        if self.identical:
+            return None
+        what = f": {self.difference.describe()}" if self.difference is not None else ""
+        return CheckFailedError(
+            f"the rebuilt plan of {self.name} ({self.artifact_id[:12]}) differs from the recorded one{what}"
+        )
 
 
 def reproduce(ref: str, store: str | Path | None = None, *, catalog: str | None = None) -> ReproduceResult:

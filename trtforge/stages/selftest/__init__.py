@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from trtforge.core.errors import TrtforgeError
+from trtforge.core.errors import CheckFailedError, TrtforgeError, VerificationUnavailableError
 from trtforge.rules.compatibility import RTX_UNSUPPORTED_CCS
 from trtforge.rules.flavors import RTX_COMPUTE_CAPABILITIES, BackendInfo, installed_backends
 from trtforge.rules.target import LocalGpu, detect_gpus, this_platform
@@ -67,6 +67,20 @@ class SelftestReport:
         data = asdict(self)
         data["exit_code"] = self.exit_code
         return data
+
+    def failure(self) -> TrtforgeError | None:
+        """Why the exit code is not 0, in one line (for `--json` and stderr); None when it is 0."""
+        failed = [c for c in self.checks if c.result == "failed"]
+        if failed:
+            first = failed[0]
+            why = first.error or first.detail
+            return CheckFailedError(f"{len(failed)} of {len(self.checks)} checks failed; first: {first.check}: {why}")
+        if not self.runnable:
+            return VerificationUnavailableError(
+                self.reason or "no installed runtime can run engines here",
+                hint="run it on a GPU machine with a runtime that supports that GPU",
+            )
+        return None
 
 
 def runnable_reason(backend: BackendInfo, gpu: LocalGpu | None) -> str | None:

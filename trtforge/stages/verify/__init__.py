@@ -16,10 +16,13 @@ shapes, so they are computed once (``--reference-only`` fills them without a GPU
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from trtforge.backend.run import RuntimeInfo
-from trtforge.core.errors import VerificationUnavailableError
+from trtforge.core.errors import BadInputError, TrtforgeError, VerificationUnavailableError
+from trtforge.resolution.batch import UnmatchedPattern, expand_recipes, names_many
 from trtforge.rules.compatibility import Envelope
 from trtforge.rules.recipe import Recipe
 from trtforge.stages.verify.checks import DIAGNOSTIC_ENGINE, check, make_cases, run_reference_only, tolerances_for
@@ -49,6 +52,7 @@ __all__ = [
     "ShapePoint",
     "Subject",
     "VerificationReport",
+    "VerifyOutcome",
     "VerifyStatus",
     "check",
     "generate_feed",
@@ -65,7 +69,74 @@ __all__ = [
     "tolerances_for",
     "user_cases",
     "verify",
+    "verify_all",
 ]
+
+
+@dataclass
+class VerifyOutcome:
+    """One subject of `verify`: its report, or the error that left it without one."""
+
+    subject: str
+    report: VerificationReport | None = None
+    error: TrtforgeError | None = None
+
+
+def verify_all(
+    refs: Sequence[str],
+    *,
+    on_done: Callable[[VerifyOutcome], None] | None = None,
+    store: str | Path | None = None,
+    catalog: str | None = None,
+    per_layer: bool = False,
+    reference_only: bool = False,
+    save_results: Path | None = None,
+    data: Path | None = None,
+) -> list[VerifyOutcome]:
+    """`trtforge verify` of one subject or several: artifact ids, recipe files, folders and glob
+    patterns (their recipe files, as `build` reads them), each verified as :func:`verify` does, in
+    order; a subject's error is its outcome and the others go on. ``on_done`` hears each outcome
+    as it is ready. A missing extra stops them all (raised)."""
+    from trtforge.backend.compare import require_verify_deps
+
+    require_verify_deps()
+    if save_results is not None and names_many(refs):
+        raise BadInputError(
+            "--save-results writes one file: verify one subject with it", hint="give one artifact id or recipe file"
+        )
+    outcomes = []
+    for subject in _subjects(refs):
+        if isinstance(subject, UnmatchedPattern):
+            outcome = VerifyOutcome(subject.pattern, error=BadInputError("no recipe file matches", hint=subject.hint))
+        else:
+            try:
+                report = verify(
+                    subject,
+                    store=store,
+                    catalog=catalog,
+                    per_layer=per_layer,
+                    reference_only=reference_only,
+                    save_results=save_results,
+                    data=data,
+                )
+                outcome = VerifyOutcome(subject, report)
+            except TrtforgeError as exc:
+                outcome = VerifyOutcome(subject, error=exc)
+        outcomes.append(outcome)
+        if on_done is not None:
+            on_done(outcome)
+    return outcomes
+
+
+def _subjects(refs: Sequence[str]) -> list[str | UnmatchedPattern]:
+    """Artifact ids and recipe files as given; folders and glob patterns as their recipe files."""
+    subjects: list[str | UnmatchedPattern] = []
+    for ref in refs:
+        if names_many([ref]):
+            subjects.extend(item if isinstance(item, UnmatchedPattern) else str(item) for item in expand_recipes([ref]))
+        else:
+            subjects.append(ref)
+    return subjects
 
 
 def verify(

@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, Protocol
 
 from trtforge.backend.run import RuntimeInfo
+from trtforge.core.errors import CheckFailedError
 
 VerifyStatus = Literal["passed", "failed", "reference-only"]
 
@@ -72,6 +73,15 @@ class VerificationReport:
         for point, shown in zip(self.points, data["points"], strict=True):
             shown["status"] = point.status
         return data
+
+    def failure(self) -> CheckFailedError | None:
+        """Why this verification failed, in one line (the first failing output, and how many), for
+        `--json`; None unless it failed."""
+        if self.status != "failed":
+            return None
+        lines = list(iter_failures(self)) or ["outputs out of tolerance"]
+        more = f" (and {len(lines) - 1} more)" if len(lines) > 1 else ""
+        return CheckFailedError(f"{self.name} failed verification: {lines[0]}{more}", more=tuple(lines[1:]))
 
 
 def iter_failures(report: VerificationReport) -> Iterator[str]:
