@@ -97,13 +97,28 @@ def subprocess_env() -> dict[str, str]:
 
 
 class CliResult:
-    def __init__(self, proc: subprocess.CompletedProcess[str]) -> None:
+    def __init__(self, proc: subprocess.CompletedProcess[str], argv: list[str] | None = None) -> None:
         self.code = proc.returncode
         self.stdout = proc.stdout
         self.stderr = proc.stderr
+        self.argv = argv or []
 
     def json(self) -> Any:
-        return json.loads(self.stdout)
+        """stdout as JSON, checked against the command's documented schema (docs/schemas/)."""
+        data = json.loads(self.stdout)
+        self.check_schema()
+        return data
+
+    def lines(self) -> list[Any]:
+        """`--json-lines` stdout: one JSON value per line, each checked against the command's schema."""
+        self.check_schema()
+        return [json.loads(line) for line in self.stdout.splitlines()]
+
+    def check_schema(self) -> None:
+        from tests.json_schemas import output_errors
+
+        problems = output_errors(self.argv, self.stdout)
+        assert problems == [], f"`trtforge {' '.join(self.argv)}` printed JSON its schema refuses: {problems[:5]}"
 
     def __repr__(self) -> str:
         return f"CliResult(code={self.code}, stdout={self.stdout[-2000:]!r}, stderr={self.stderr[-2000:]!r})"
@@ -133,7 +148,7 @@ def cli(tmp_path: Path, cli_server: CliServer | None) -> Callable[..., CliResult
         full_env.update(env or {})
         argv = [str(a) for a in args]
         if cli_server is not None:
-            return CliResult(cli_server.run(argv, full_env, cwd or tmp_path, timeout=600))
+            return CliResult(cli_server.run(argv, full_env, cwd or tmp_path, timeout=600), argv)
         proc = subprocess.run(
             [sys.executable, "-m", "trtforge", *argv],
             capture_output=True,
@@ -142,7 +157,7 @@ def cli(tmp_path: Path, cli_server: CliServer | None) -> Callable[..., CliResult
             cwd=cwd or tmp_path,
             timeout=600,
         )
-        return CliResult(proc)
+        return CliResult(proc, argv)
 
     return run
 

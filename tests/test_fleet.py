@@ -56,10 +56,10 @@ def module_cli(server: CliServer | None, cwd: Path) -> Run:
     def run(*args: str | Path) -> CliResult:
         argv = [str(a) for a in args]
         if server is not None:
-            return CliResult(server.run(argv, subprocess_env(), cwd, timeout=600))
+            return CliResult(server.run(argv, subprocess_env(), cwd, timeout=600), argv)
         command = [sys.executable, "-m", "trtforge", *argv]
         proc = subprocess.run(command, capture_output=True, text=True, env=subprocess_env(), cwd=cwd, timeout=600)
-        return CliResult(proc)
+        return CliResult(proc, argv)
 
     return run
 

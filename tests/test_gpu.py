@@ -16,11 +16,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 import pytest
 
-from tests import onnx_models
-from tests.conftest import REPO
+from tests import json_schemas, onnx_models
 from tests.gpu_steps import lookup_target, no_alternative_tactic, plan_target, reach, target_cc
 from trtforge.rules.flavors import FLAVORS, flavor_name, installed_backend
 from trtforge.rules.target import current_gpu, detect_gpus
@@ -28,7 +26,6 @@ from trtforge.stages.selftest import runnable_reason, write_mlp, write_recipe
 
 pytestmark = pytest.mark.gpu
 
-VERIFY_SCHEMA = jsonschema.Draft202012Validator(json.loads((REPO / "docs" / "schemas" / "verify.json").read_text()))
 
 
 @pytest.fixture(params=FLAVORS)
@@ -76,7 +73,7 @@ def show(cli: Callable[..., Any], artifact_id: str, store: Path) -> dict[str, An
 
 
 def schema_errors(report: dict[str, Any]) -> list[str]:
-    return [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in VERIFY_SCHEMA.iter_errors(report)]
+    return json_schemas.errors("verify", report)
 
 
 def reference_only(

@@ -51,7 +51,8 @@ def read_only_cli(tmp_path: Path) -> Iterator[Callable[[Path], Callable[..., Cli
 
         def run(*args: str | Path) -> CliResult:
             calls = server.calls
-            result = CliResult(server.run([str(a) for a in args], subprocess_env(), tmp_path, timeout=600))
+            argv = [str(a) for a in args]
+            result = CliResult(server.run(argv, subprocess_env(), tmp_path, timeout=600), argv)
             assert server.calls == calls + 1, "ran outside the read-only mount namespace"
             return result
 

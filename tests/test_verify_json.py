@@ -16,21 +16,18 @@ import json
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 import pytest
 from rich.console import Console
 
-from tests import onnx_models
-from tests.conftest import REPO
+from tests import json_schemas, onnx_models
 from trtforge.backend.timing import TimedRun
+from trtforge.cli._output import with_envelope
 from trtforge.cli.verify import render_report
 from trtforge.rules.timing import QueryTrace, StreamTrace, performance_report
 from trtforge.stages.build import BuildStage
 from trtforge.stages.verify import OnnxModelCandidate, RuntimeInfo, check, iter_failures, subject_from_artifact
 from trtforge.store import open_existing_store
 
-SCHEMA = json.loads((REPO / "docs" / "schemas" / "verify.json").read_text())
-VALIDATOR = jsonschema.Draft202012Validator(SCHEMA)
 RUNTIME = RuntimeInfo("ONNX Runtime stand-in (test)", None, "onnxruntime", "test")
 
 RECIPE = """\
@@ -46,12 +43,14 @@ verify: {atol: 1e-5, rtol: 1e-5, iterations: 3, warmup: 1, streams: 2, cuda_grap
 
 
 def as_printed(report: Any) -> dict[str, Any]:
-    """The report as `verify --json` prints it (json.dumps with default=str, read back)."""
-    return json.loads(json.dumps(report.as_json(), default=str))
+    """The report as `verify --json` prints it (with the envelope every result has; json.dumps with
+    default=str, read back)."""
+    printed = with_envelope(report.as_json(), 0 if report else 1, report.failure())
+    return json.loads(json.dumps(printed, default=str))
 
 
 def schema_errors(data: Any) -> list[str]:
-    return [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in VALIDATOR.iter_errors(data)]
+    return json_schemas.errors("verify", data)
 
 
 def event_times(streams: int, iterations: int) -> list[list[QueryTrace]]:
