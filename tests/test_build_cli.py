@@ -30,6 +30,9 @@ BUILD_FIELDS = {
     "cost",
     "target_request",  # the target asked for (--target, --fleet); null: this machine (issue 22)
     "reason",  # why "skipped" (issue 22)
+    "hint",  # what the text output's `hint:` line says, and the exit code per item (issue 23)
+    "exit_code",
+    "notes",  # the capability table's notes on this recipe here (issue 23)
 }
 LIST_FIELDS = {
     "artifact_id",

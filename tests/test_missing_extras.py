@@ -50,8 +50,10 @@ def test_a_postgresql_catalog_without_psycopg(cli, tmp_path: Path) -> None:
         if args == ("doctor",):  # doctor names the catalog; it does not open it
             assert result.code == 0, result
             continue
-        if "--json" in args:
-            assert result.code == 2 and result.json()["hint"] == "pip install 'trtforge[postgres]'", result
+        if "--json" in args:  # a list command: the error that stopped it is its one item
+            [stopped] = result.json()
+            assert result.code == 2 and stopped["hint"] == "pip install 'trtforge[postgres]'", result
+            assert stopped["error_kind"] == "bad_input" and stopped["artifact_id"] is None, stopped
             continue
         one_line(result, "postgres")
 
