@@ -23,7 +23,6 @@ import re
 import shutil
 import subprocess
 import sys
-import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -87,6 +86,8 @@ def pip_extras(command: str) -> set[str] | None:
 
 
 def declared_extras() -> set[str]:
+    import tomllib  # Python >= 3.11
+
     return set(tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"])
 
 
@@ -173,14 +174,18 @@ class Runner:
         if extras is not None:
             unknown = extras - declared_extras()
             if unknown:
-                raise WorkflowError(f"{where}: `{command.strip()}` names extras pyproject.toml lacks: {sorted(unknown)}")
+                lacking = sorted(unknown)
+                raise WorkflowError(f"{where}: `{command.strip()}` names extras pyproject.toml lacks: {lacking}")
             return
         if shell not in (None, "bash"):
             raise WorkflowError(f"{where}: shell {shell!r} is not run by this test")
         script = workdir.parent / f".{label}-step.sh"
         script.write_text(command)
-        argv = ["bash", "--noprofile", "--norc", "-eo", "pipefail", str(script)] if shell else ["bash", "-e", str(script)]
-        proc = subprocess.run(argv, cwd=workdir, env=self._process_env(env), capture_output=True, text=True, timeout=900)
+        # GitHub's `bash -e {0}` when no shell is named; `shell: bash` adds pipefail (a failing
+        # command piped into `tee` fails the step only then).
+        argv = ["bash", "--noprofile", "--norc", "-eo", "pipefail"] if shell else ["bash", "-e"]
+        env = self._process_env(env)
+        proc = subprocess.run([*argv, str(script)], cwd=workdir, env=env, capture_output=True, text=True, timeout=900)
         self.steps.append(StepRun(label, where, command, proc.returncode, proc.stdout, proc.stderr))
         if proc.returncode != 0:
             raise WorkflowError(

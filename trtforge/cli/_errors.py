@@ -14,8 +14,8 @@ from contextlib import contextmanager
 import typer
 
 from trtforge.cli._output import Output
-from trtforge.cli._shapes import command_of
-from trtforge.core.errors import TrtforgeError
+from trtforge.cli._shapes import NO_ENVELOPE, SHAPES, command_of
+from trtforge.core.errors import BadInputError, TrtforgeError
 from trtforge.core.extras import as_missing_extra
 
 DEBUG_ENV = "TRTFORGE_DEBUG"
@@ -48,6 +48,21 @@ def missing_extra_exit(exc: ModuleNotFoundError) -> int:
     json_mode, lines = json_modes(sys.argv[1:])
     Output.of(command_of(sys.argv[1:]) or "", json_mode, lines=lines).error(missing)
     return missing.exit_code
+
+
+def usage_error_json(message: str) -> None:
+    """A command line Click refuses (an unknown option, a missing argument): with ``--json`` or
+    ``--json-lines``, the command's result for an error that stopped it, on stdout (the usage
+    message itself goes to stderr as Click prints it)."""
+    argv = sys.argv[1:]
+    json_mode, lines = json_modes(argv)
+    if not (json_mode or lines):
+        return
+    command = command_of(argv)
+    output = Output.of(command or "", json_mode, lines=lines)
+    known = command in SHAPES or command in NO_ENVELOPE
+    hint = f"run `trtforge {command} --help` for its options" if known else "run `trtforge --help` for the commands"
+    output.error(BadInputError(message, hint=hint), say=False)
 
 
 def json_modes(argv: list[str]) -> tuple[bool, bool]:

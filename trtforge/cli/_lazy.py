@@ -34,6 +34,16 @@ def lazy_group(commands: dict[str, str]) -> type[TyperGroup]:
         def get_help_option(self, ctx: Any) -> Any:
             return _quiet(super().get_help_option(ctx))
 
+        def invoke(self, ctx: Any) -> Any:
+            try:
+                return super().invoke(ctx)
+            except typer.TyperException as exc:
+                if getattr(exc, "exit_code", None) == 2 and hasattr(exc, "format_message"):  # a usage error
+                    from trtforge.cli._errors import usage_error_json  # typer says it on stderr, JSON on stdout
+
+                    usage_error_json(exc.format_message())
+                raise
+
         def get_command(self, ctx: Any, cmd_name: str) -> Any:
             if cmd_name not in self.commands and cmd_name in self.table:
                 self.commands[cmd_name] = load_command(cmd_name, self.table[cmd_name])

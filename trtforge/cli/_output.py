@@ -158,9 +158,11 @@ class Output:
         message, hint, more = _error_lines(exc)
         self.error_lines(naming(source, message) if source else message, hint, more)
 
-    def error(self, exc: TrtforgeError) -> None:
-        """An error that stops the command: on stderr, and with JSON as a result of the command's shape."""
-        self.error_of(exc)
+    def error(self, exc: TrtforgeError, *, say: bool = True) -> None:
+        """An error that stops the command: on stderr (unless ``say`` is false: said already), and with
+        JSON as a result of the command's shape."""
+        if say:
+            self.error_of(exc)
         if not self.json_mode:
             return
         if self.shape is None:  # a command without an envelope (`schema`): the error alone

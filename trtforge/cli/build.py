@@ -128,7 +128,10 @@ def build(
     recipes = recipes or []
     if not recipes:
         with reported(output):
-            raise BadInputError("give one or more recipe files, or --reproduce ID")
+            raise BadInputError(
+                "give one or more recipe files, or --reproduce ID",
+                hint="e.g. trtforge build recipes/example.yaml, 'recipes/*.yaml' or recipes/ (its *.yaml files)",
+            )
 
     def body() -> int:
         from trtforge.rules.target import select_device
