@@ -107,6 +107,7 @@ class Runner:
 
     root: Path
     values: dict[str, str]  # "secrets.X", "vars.X" -> the test's value
+    files: dict[str, Path] = field(default_factory=dict)  # what the user's repository adds: path -> source
     steps: list[StepRun] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # `uses:` steps not run, as "job: action"
 
@@ -120,8 +121,11 @@ class Runner:
         shim.chmod(0o755)
         (self.bin / "python").symlink_to(sys.executable)
 
-    def run(self, workflow: dict[str, Any]) -> None:
+    def run(self, workflow: dict[str, Any], jobs: list[str] | None = None) -> None:
+        """Every job (or those named, in their order), each matrix combination."""
         for name in job_order(workflow):
+            if jobs is not None and name not in jobs:
+                continue
             job = workflow["jobs"][name]
             for matrix in _matrix_combinations(job):
                 self.run_job(workflow, name, job, matrix)
@@ -152,6 +156,8 @@ class Runner:
         options = {k: self._expand(str(v), matrix) for k, v in (step.get("with") or {}).items()}
         if action == _CHECKOUT:
             checkout(workdir)
+            for name, source in self.files.items():
+                shutil.copy2(source, workdir / name)
         elif action == "actions/upload-artifact":
             self._upload(where, workdir, options)
         elif action == "actions/download-artifact":

@@ -52,21 +52,24 @@ def keygen(folder: Path) -> tuple[str, str]:
     return key.read_text(), key.with_name("signing.pem.pub").read_text()
 
 
-def runner_for(tmp_path: Path, catalog: str) -> Runner:
-    private, public = keygen(tmp_path)
+def runner_for(tmp_path: Path, catalog: str, run: str = "run") -> Runner:
+    """A run of the workflow under tmp_path/RUN; every run under one tmp_path shares the store."""
+    (tmp_path / run).mkdir()
+    private, public = keygen(tmp_path / run)
     values = {
         "secrets.TRTFORGE_CATALOG": catalog,
         "secrets.TRTFORGE_SIGNING_KEY": private,
         "vars.TRTFORGE_STORE": str(tmp_path / "shared-store"),
         "vars.TRTFORGE_TRUSTED_KEY": public,
     }
-    return Runner(tmp_path / "run", values)
+    return Runner(tmp_path / run / "runner", values)
 
 
 def json_lines(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
+@pytest.mark.slow  # 9 s on an idle 2-core machine, 15-21 s under load: run by .ci/run's `pytest -m slow`
 def test_the_cpu_workflow_runs_as_published(tmp_path: Path, shared_catalog: str) -> None:
     workflow = load(CPU_WORKFLOW)
     runner = runner_for(tmp_path, shared_catalog)
@@ -108,6 +111,39 @@ def test_the_cpu_workflow_runs_as_published(tmp_path: Path, shared_catalog: str)
     assert (deployed["artifact_id"], deployed["plan_sha256"]) == (rtx["artifact_id"], rtx["plan_sha256"])
     model = artifacts / "onnxruntime-model" / "model"
     assert (model / "example_ctx.onnx").is_file() and (model / Path(deployed["plan_path"]).name).is_file()
+
+    # A rerun of the unchanged commit builds nothing: the plan says cached, the build finds each engine.
+    again = runner_for(tmp_path, shared_catalog, "rerun")
+    again.run(workflow, jobs=["plan", "build"])
+    replanned = json.loads((again.artifacts / "plan" / "plan.json").read_text())
+    rebuilt = json_lines(again.artifacts / "build" / "build.jsonl")
+    assert {(e["recipe"], e["status"], e["artifact_id"]) for e in replanned} == {
+        (r["recipe"], "cached", r["artifact_id"]) for r in built
+    }
+    assert {(r["recipe"], r["status"], r["artifact_id"]) for r in rebuilt} == {
+        (r["recipe"], "cached", r["artifact_id"]) for r in built
+    }
+
+
+def test_the_gpu_workflows_plan_job_plans_every_fleet_entry_without_tensorrt(tmp_path: Path) -> None:
+    """The GPU variant's plan job, run here (no full TensorRT, as on its runner) with the example
+    fleet as the repository's fleet.yaml: every full-TensorRT entry gets the key its runner stores
+    (`build`, never `unknown`: each entry names its CUDA variant), and the TensorRT-RTX recipe is
+    skipped there with the reason, exit 0 (issue 23: the published workflow's first step exited 2)."""
+    runner = runner_for(tmp_path, f"sqlite:///{tmp_path / 'catalog.sqlite'}")
+    runner.files["fleet.yaml"] = REPO / "docs" / "fleet.example.yaml"
+    runner.run(load(GPU_WORKFLOW), jobs=["plan"])
+    plan = json.loads((runner.artifacts / "plan" / "plan.json").read_text())
+    assert json_schemas.errors("plan", plan) == []
+    full = [e for e in plan if e["target_request"]["flavor"] == "tensorrt"]
+    assert {e["target_request"]["label"] for e in full} == {"aws-g5", "gcp-g2", "dgx-h100"}
+    by_recipe = {(e["recipe"], e["target_request"]["label"]): e for e in full}
+    for label in ("aws-g5", "gcp-g2", "dgx-h100"):
+        planned, skipped = by_recipe["recipes/example.yaml", label], by_recipe["recipes/example_rtx.yaml", label]
+        assert planned["status"] == "build" and planned["target"]["cuda"] == planned["target_request"]["cuda"]
+        assert skipped["status"] == "skipped" and skipped["exit_code"] == 0
+        assert skipped["reason"] == "recipe backend tensorrt_rtx does not build for tensorrt"
+    assert all(e["exit_code"] == 0 for e in plan)
 
 
 def test_a_wrong_flag_in_a_step_fails_the_run(tmp_path: Path) -> None:

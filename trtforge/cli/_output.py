@@ -127,10 +127,13 @@ class Output:
     ) -> None:
         """The command's answer: a list of items (each carrying its own exit code) or one object,
         which ``exit_code`` and ``error`` (why a result is a failure: a lookup's rejections, a
-        verification out of tolerance) complete. Without JSON, ``human`` renders it (and says why)."""
+        verification out of tolerance) complete. Without JSON, ``human`` renders it (and says why);
+        with JSON, ``error`` is said on stderr too."""
         if not self.json_mode:
             human(self.out)
             return
+        if error is not None:
+            self.error_of(error)
         if self.shape is None:
             _write_json(data)
             return

@@ -39,7 +39,7 @@ def selftest(
         data = report.as_json()
         error = report.failure()
         output.result(data, lambda console: _render(console, data), exit_code=report.exit_code, error=error)
-        if report.exit_code == 2 and error is not None:
+        if report.exit_code == 2 and error is not None and not output.json_mode:
             output.error_of(error)
         return report.exit_code
 

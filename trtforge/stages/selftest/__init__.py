@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from trtforge.core.errors import CheckFailedError, TrtforgeError, VerificationUnavailableError
+from trtforge.core.errors import BadInputError, CheckFailedError, TrtforgeError, VerificationUnavailableError
 from trtforge.rules.compatibility import RTX_UNSUPPORTED_CCS
 from trtforge.rules.flavors import RTX_COMPUTE_CAPABILITIES, BackendInfo, installed_backends
 from trtforge.rules.target import LocalGpu, detect_gpus, this_platform
@@ -83,6 +83,16 @@ class SelftestReport:
         return None
 
 
+def _make_folder(root: Path) -> None:
+    """The folder ``--keep`` names (made where missing); a file or an unwritable place is bad input."""
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BadInputError(
+            f"--keep {root}: cannot make that folder ({exc.strerror})", hint="give --keep a folder, new or empty"
+        ) from None
+
+
 def runnable_reason(backend: BackendInfo, gpu: LocalGpu | None) -> str | None:
     """Why ``backend``'s runtime cannot run engines on ``gpu``, or None when it can."""
     name = backend.label
@@ -104,6 +114,8 @@ def selftest(*, keep: Path | None = None, device: int | None = None) -> Selftest
     from trtforge.backend.loader import run_in_flavor
     from trtforge.rules.target import select_device
 
+    if keep is not None:
+        _make_folder(keep)  # bad input is refused before any check runs
     checks: list[CheckResult] = []
     started = time.perf_counter()
     try:
@@ -131,7 +143,6 @@ def selftest(*, keep: Path | None = None, device: int | None = None) -> Selftest
         checks.append(CheckResult("build", "tensorrt", "skipped", 0.0,
                                   "full TensorRT is not installed (pip install 'trtforge[tensorrt]')"))  # fmt: skip
     root = Path(tempfile.mkdtemp(prefix="trtforge-selftest-")) if keep is None else keep
-    root.mkdir(parents=True, exist_ok=True)
     try:
         for backend in backends:
             work = root / backend.flavor
