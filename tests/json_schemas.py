@@ -15,8 +15,6 @@ from typing import Any
 import jsonschema
 from referencing import Registry, Resource
 
-from trtforge.cli._shapes import NO_ENVELOPE, SHAPES, command_of
-
 SCHEMAS = Path(__file__).resolve().parents[1] / "docs" / "schemas"
 
 
@@ -54,6 +52,8 @@ def item_part(name: str) -> str:
 def output_errors(argv: list[str], stdout: str) -> list[str]:
     """How a command's `--json`/`--json-lines` stdout breaks its documented schema (empty: it conforms,
     or the command prints no JSON envelope: `schema`, `--help`)."""
+    from trtforge.cli._shapes import NO_ENVELOPE, SHAPES, command_of
+
     command = command_of(argv)
     if command is None or command in NO_ENVELOPE or "--help" in argv or command not in SHAPES:
         return []

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -71,6 +72,8 @@ def json_lines(path: Path) -> list[dict[str, Any]]:
 
 @pytest.mark.slow  # 9 s on an idle 2-core machine, 15-21 s under load: run by .ci/run's `pytest -m slow`
 def test_the_cpu_workflow_runs_as_published(tmp_path: Path, shared_catalog: str) -> None:
+    if shutil.which("jq") is None:  # GitHub's runners have it; .ci/run installs it
+        pytest.fail("the workflow reads build.jsonl with jq: install it (apt-get install jq)")
     workflow = load(CPU_WORKFLOW)
     runner = runner_for(tmp_path, shared_catalog)
     runner.run(workflow)  # raises at the first step that fails, with its output

@@ -11,11 +11,6 @@ that the exit code is the result's, that the hint is the text output's.
 
 from __future__ import annotations
 
-import json
-import os
-import select
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +20,9 @@ import typer.main
 
 from tests import json_schemas, onnx_models
 from tests.cli_server import CliServer
-from tests.conftest import MLP_RECIPE, subprocess_env
+from tests.conftest import MLP_RECIPE
 from tests.test_fleet import module_cli
 from trtforge.cli._shapes import ENVELOPE, NO_ENVELOPE, SHAPES
-from trtforge.core.crashpoints import CRASHPOINT_ENV, RESUME
 from trtforge.core.errors import ERROR_KINDS
 
 TRT = "10.13.3"
@@ -200,27 +194,6 @@ def test_each_command_on_success_and_on_failure(command: str, made: dict[str, An
     assert set(own_keys(command, stopped)) >= set(shape.keys)
 
 
-@pytest.mark.parametrize(
-    ("args", "expected"),
-    [
-        (["build", "{recipe}", "--bogus"], "No such option: --bogus"),
-        (["plan", "{recipe}", "--json-line"], "No such option: --json-line"),
-        (["show"], "Missing argument"),
-        (["cache", "list", "--all", "--bogus"], "No such option: --bogus"),
-    ],
-)
-def test_a_command_line_click_refuses_is_a_stopped_result(args: list[str], expected: str, made, cli) -> None:
-    """Before: `--json` printed nothing on stdout for a usage error (a pipeline read an empty file)."""
-    argv = [str(made["recipe"]) if a == "{recipe}" else a for a in args]
-    refused = cli(*argv, "--json")
-    assert refused.code == 2, refused
-    data = refused.json()
-    stopped = data[-1] if isinstance(data, list) else data
-    assert expected in stopped["error"] and stopped["error_kind"] == "bad_input", stopped
-    assert "--help" in stopped["hint"]
-    assert all(v is None for k, v in own_keys("", stopped).items() if k != "status"), stopped
-
-
 def test_a_stopped_object_has_every_key_null(made, cli, tmp_path: Path) -> None:
     """One object with the same keys whether or not the command fails: a failure that left no
     result has the success's keys, null."""
@@ -228,97 +201,6 @@ def test_a_stopped_object_has_every_key_null(made, cli, tmp_path: Path) -> None:
     refused = cli("show", "ffffffffffff", "--store", made["store"], "--json")
     assert refused.code == 2 and set(refused.json()) == set(ok)
     assert all(v is None for v in own_keys("show", refused.json()).values())
-
-
-# -- issue 23's findings on `build --json` ------------------------------------------------------
-
-
-def test_build_json_carries_the_hint_the_kind_and_the_exit_code_of_each_recipe(cli, mlp_recipe, store: Path) -> None:
-    """Before: the hint was dropped (neither in the JSON nor on stderr) and both kinds of failure
-    were just "failed"."""
-    good = mlp_recipe("good")
-    bad_input = mlp_recipe("refit", text=MLP_RECIPE + "refit: refittable\n")  # refused before the build here
-    broken = mlp_recipe("broken")
-    onnx_models.save(onnx_models.unsupported_op(), broken.parent / "models" / "broken.onnx")
-    result = cli("build", good, bad_input, broken, "--store", store, "--json", env={"CUDA_VISIBLE_DEVICES": ""})
-    assert result.code == 2, result
-    by_name = {r["name"]: r for r in result.json()}
-    assert (by_name["good"]["exit_code"], by_name["good"]["error_kind"], by_name["good"]["hint"]) == (0, None, None)
-    refused, failed = by_name["refit"], by_name["broken"]
-    assert (refused["exit_code"], refused["error_kind"]) == (2, "bad_input"), refused
-    assert (failed["exit_code"], failed["error_kind"]) == (1, "build_failed"), failed
-    assert refused["hint"] and f"hint: {refused['hint']}" in result.stderr  # in the JSON and for people
-    human = cli("build", bad_input, "--store", store, env={"CUDA_VISIBLE_DEVICES": ""})
-    assert f"hint: {refused['hint']}" in human.stderr  # the same hint the text output gives
-
-
-def test_build_json_is_a_list_even_when_the_command_stops(cli, mlp_recipe, store: Path) -> None:
-    """Before: an error that stopped `build --json` printed an object where results are a list."""
-    recipe = mlp_recipe()
-    for args in ((), (recipe, "--target", "flavor=tensorrt_rtx"), (recipe, "--fleet", store / "none.yaml")):
-        stopped = cli("build", *args, "--store", store, "--json")
-        assert stopped.code == 2, stopped
-        [item] = stopped.json()
-        assert (item["status"], item["error_kind"], item["recipe"]) == ("failed", "bad_input", None), item
-        lines = cli("build", *args, "--store", store, "--json-lines")
-        assert [json.loads(line) for line in lines.stdout.splitlines()] == [item]
-
-
-def test_build_a_folder_builds_the_recipes_directly_in_it(cli, mlp_recipe, store: Path, tmp_path: Path) -> None:
-    """Before: `trtforge build DIR` was refused ("is a directory") with an unrelated schema hint."""
-    first, second = mlp_recipe("a", seed=1), mlp_recipe("b", seed=2)
-    second.rename(second.with_suffix(".yml"))
-    nested = tmp_path / "recipes" / "nested"
-    nested.mkdir()
-    (nested / "c.yaml").write_text(first.read_text().replace("name: a", "name: c"))  # not built: a subfolder
-    result = cli("build", first.parent, "--store", store, "--json")
-    assert result.code == 0, result
-    assert [(Path(r["recipe"]).name, r["status"]) for r in result.json()] == [("a.yaml", "built"), ("b.yml", "built")]
-    planned = cli("plan", first.parent, "--store", store, "--json").json()
-    assert [(Path(p["recipe"]).name, p["status"]) for p in planned] == [("a.yaml", "cached"), ("b.yml", "cached")]
-    empty = tmp_path / "empty"
-    empty.mkdir()
-    [item] = (refused := cli("build", empty, "--store", store, "--json")).json()
-    assert refused.code == 2 and item["error"] == "no recipe file matches" and "*.yaml" in item["hint"], item
-
-
-# -- --json-lines: each result as it finishes ----------------------------------------------------
-
-
-def test_build_json_lines_prints_each_result_as_it_finishes(mlp_recipe, store: Path, tmp_path: Path, cli) -> None:
-    """Before: without a terminal nothing was printed until every build had finished. Here the
-    second recipe's build is held at a crash point (after its lock, before TensorRT): the first
-    recipe's line must be on the pipe while the build process is still held."""
-    done, held = mlp_recipe("done", seed=1), mlp_recipe("held", seed=2)
-    assert cli("build", done, "--store", store).code == 0  # a cache hit now
-    points = tmp_path / "points"
-    points.mkdir()
-    for fifo in ("reached", "hold"):
-        os.mkfifo(points / fifo)
-    env = {**subprocess_env(), CRASHPOINT_ENV: f"build-locked:{points}"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "trtforge", "build", done, held, "--store", store, "--jobs", "1", "--json-lines"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-    )  # fmt: skip
-    try:
-        with open(points / "reached") as reached:  # blocks until the held build stops there
-            assert reached.read().startswith("build-locked ")
-        ready, _, _ = select.select([proc.stdout], [], [], 60)  # a bound on a broken build, not a wait
-        assert ready, "no line while the second build was held: results are not streamed"
-        first = json.loads(proc.stdout.readline())
-        assert (first["name"], first["status"]) == ("done", "cached")
-        assert proc.poll() is None  # still held: the line came before the batch ended
-        with open(points / "hold", "w") as hold:
-            hold.write(RESUME)
-        out, err = proc.communicate(timeout=300)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 0, err
-    [second] = [json.loads(line) for line in out.splitlines()]
-    assert (second["name"], second["status"]) == ("held", "built")
-    assert [e for item in (first, second) for e in json_schemas.errors("build", item, "/$defs/result")] == []
 
 
 @pytest.mark.parametrize("command", ["plan", "coverage", "verify"])
@@ -357,14 +239,3 @@ def test_verify_of_several_prints_a_list_with_each_subjects_exit_code(made: dict
     assert isinstance(one, dict) and one["status"] == "reference-only"
     glob = cli("verify", str(made["recipe"].parent / "*.yaml"), "--reference-only", "--store", made["store"], "--json")
     assert isinstance(glob.json(), list) and len(glob.json()) == 1  # a pattern names many: a list
-
-
-def test_lookup_json_failure_carries_the_hint(made: dict[str, Any], cli) -> None:
-    """Before: `lookup --json` exit 1 printed the rejections and the error, but not the hint the text gives."""
-    refused = cli("lookup", "cnn", "--trt", TRT, "--cc", "9.0", "--store", made["store"], "--json")
-    assert refused.code == 1, refused
-    data = refused.json()
-    assert data["best"] is None and data["error_kind"] == "failed" and data["exit_code"] == 1
-    assert data["hint"] and data["hint"] in refused.stderr
-    human = cli("lookup", "cnn", "--trt", TRT, "--cc", "9.0", "--store", made["store"])
-    assert f"hint: {data['hint']}" in human.stderr
