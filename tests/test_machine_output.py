@@ -14,17 +14,14 @@ against the code before the fix too; tests/test_json_output.py checks every comm
 from __future__ import annotations
 
 import json
-import os
 import select
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from tests import onnx_models
-from tests.conftest import MLP_RECIPE, subprocess_env
-from trtforge.core.crashpoints import CRASHPOINT_ENV, RESUME
+from tests.conftest import MLP_RECIPE
+from tests.procs import CrashPoint, start_build
 
 TRT = "10.13.3"
 
@@ -99,27 +96,19 @@ def test_build_json_lines_prints_each_result_as_it_finishes(mlp_recipe, store: P
     recipe's line must be on the pipe while the build process is still held."""
     done, held = mlp_recipe("done", seed=1), mlp_recipe("held", seed=2)
     assert cli("build", done, "--store", store).code == 0  # a cache hit now
-    points = tmp_path / "points"
-    points.mkdir()
-    for fifo in ("reached", "hold"):
-        os.mkfifo(points / fifo)
-    env = {**subprocess_env(), CRASHPOINT_ENV: f"build-locked:{points}"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "trtforge", "build", done, held, "--store", store, "--jobs", "1", "--json-lines"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-    )  # fmt: skip
+    point = CrashPoint(tmp_path / "points", "build-locked")  # fails, not hangs, if the build exits first
+    proc = start_build(done, held, "--store", store, "--jobs", "1", "--json-lines", env=point.env)
     try:
-        with open(points / "reached") as reached:  # blocks until the held build stops there
-            assert reached.read().startswith("build-locked ")
+        point.wait_reached(proc)  # the held build stopped there
         ready, _, _ = select.select([proc.stdout], [], [], 60)  # a bound on a broken build, not a wait
         assert ready, "no line while the second build was held: results are not streamed"
         first = json.loads(proc.stdout.readline())
         assert (first["name"], first["status"]) == ("done", "cached")
         assert proc.poll() is None  # still held: the line came before the batch ended
-        with open(points / "hold", "w") as hold:
-            hold.write(RESUME)
+        point.resume()
         out, err = proc.communicate(timeout=300)
     finally:
+        point.close()
         if proc.poll() is None:
             proc.kill()
             proc.wait()
