@@ -243,7 +243,7 @@ class Runner:
         base = {k: v for k, v in os.environ.items() if not k.startswith("TRTFORGE_")}
         base["PATH"] = os.pathsep.join([str(self.bin), base.get("PATH", "")])
         base["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), base.get("PYTHONPATH")]))
-        base.update(CI="true", GITHUB_ACTIONS="true", COLUMNS="200")
+        base.update(CI="true", GITHUB_ACTIONS="true", COLUMNS="200", PYTHONUNBUFFERED="")  # as on a runner
         return {**base, **env}
 
 
