@@ -27,7 +27,6 @@ from trtforge.stages.selftest import runnable_reason, write_mlp, write_recipe
 pytestmark = pytest.mark.gpu
 
 
-
 @pytest.fixture(params=FLAVORS)
 def flavor(request: pytest.FixtureRequest) -> str:
     return request.param

@@ -96,9 +96,7 @@ SHAPES: dict[str, Shape] = {
         "adopt", "artifact_id status name flavor trt_version compute_capabilities plan_sha256 target_source"
     ),
     "doctor": _shape("doctor", "python platform backends gpus store catalog"),
-    "refit": _shape(
-        "refit", "parent_id artifact_id plan_sha256 plan_path weights weights_sha256 seconds verification"
-    ),
+    "refit": _shape("refit", "parent_id artifact_id plan_sha256 plan_path weights weights_sha256 seconds verification"),
     "denylist derive": _shape(
         "denylist-derive",
         """artifact_id results results_sha256 candidate reference atol rtol tensors_compared tensors_exceeding
