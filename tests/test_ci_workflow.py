@@ -26,7 +26,7 @@ import typer.main
 
 from tests import json_schemas
 from tests.ci_workflow import Runner, WorkflowError, declared_extras, job_order, load, pip_extras, run_commands
-from tests.conftest import POSTGRES_ENV, REPO, _fresh_postgres_database, subprocess_env
+from tests.conftest import MLP_RECIPE, POSTGRES_ENV, REPO, _fresh_postgres_database, subprocess_env
 from tests.test_docs import Shown, links, parse_markdown, shown_problems
 
 CI = REPO / "docs" / "ci"
@@ -207,3 +207,23 @@ def test_docs_link_the_workflows_instead_of_copying_them() -> None:
     linked = {target.partition("#")[0] for _, target in links(markdown)}
     assert {"ci/engines-rtx.yml", "ci/engines-gpu.yml"} <= linked
     assert not any(line.text.strip().startswith("jobs:") for line in markdown.code)  # no inline copy
+
+
+def test_coverage_skips_a_recipe_where_it_does_not_build_as_plan_does(cli, mlp_recipe, tmp_path: Path) -> None:
+    """The GPU workflow's gate runs `coverage 'recipes/*.yaml'` for full-TensorRT entries: the
+    repository's TensorRT-RTX recipe was counted `missing` there (exit 1, on every run) while `plan`
+    skipped it. Now it is `skipped` with plan's reason, and a recipe that does build there still counts."""
+    rtx_only = mlp_recipe("rtxonly")  # backend: tensorrt_rtx
+    store = tmp_path / "store"
+    assert cli("build", rtx_only, "--store", store).code == 0  # a store with an engine: coverage reads it
+    full = ["--target", "flavor=tensorrt,trt=10.13.3.9,cuda=cu12,gpu=A10G"]
+    [planned] = cli("plan", rtx_only, *full, "--store", store, "--json").json()
+    covered = cli("coverage", rtx_only, *full, "--store", store, "--json")
+    assert covered.code == 0, covered
+    [item] = covered.json()
+    assert (item["status"], item["exit_code"], item["missing"]) == ("skipped", 0, [])
+    assert (planned["status"], planned["reason"]) == ("skipped", item["reason"])
+    assert item["reason"] == "recipe backend tensorrt_rtx does not build for tensorrt"
+    auto = mlp_recipe("auto", text=MLP_RECIPE.replace("backend: tensorrt_rtx", "backend: auto"))
+    gated = cli("coverage", auto, *full, "--store", store, "--json")
+    assert gated.code == 1 and [i["status"] for i in gated.json()] == ["missing"], gated

@@ -28,7 +28,7 @@ from trtforge.cli._output import Output, styled
 if TYPE_CHECKING:
     from rich.console import Console
 
-STATUS_STYLE = {"covered": "green", "unverified": "yellow", "missing": "red"}
+STATUS_STYLE = {"covered": "green", "unverified": "yellow", "missing": "red", "skipped": "dim"}
 
 
 def coverage(
@@ -107,8 +107,9 @@ def _render(console: Console, output: Output, rows: list[dict[str, Any]]) -> Non
         )
     console.print(table)
     for row in rows:
-        if row["reason"] and row["status"] == "missing":
+        if row["reason"] and row["status"] in ("missing", "skipped"):
             where = row["target"]["label"] or row["target"]["gpu_name"] or row["target"]["compute_capability"]
             output.info(f"{row['name']} for {where}: {row['reason']}")
     lacking = sum(1 for row in rows if row["missing"])
-    output.info(f"{lacking} of {len(rows)} lack something" if lacking else f"all {len(rows)} covered")
+    counted = sum(1 for row in rows if row["status"] != "skipped")  # a skipped target needs nothing
+    output.info(f"{lacking} of {counted} lack something" if lacking else f"all {counted} covered")

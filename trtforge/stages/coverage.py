@@ -5,8 +5,9 @@ An engine covers a target when lookup returns it for that target: this stage ask
 ranking (:func:`trtforge.stages.lookup.rank_in_store`), never a rule of its own. A recipe means its
 model (the model digest and the recipe without its target fields: recipes of one name that differ
 only in ``backend``/``compatibility`` are one model); a name means its newest model, as lookup
-does; no argument means every name in the store. Imports neither TensorRT nor (on a local SQLite
-catalog) SQLAlchemy.
+does; no argument means every name in the store. A recipe's model is ``skipped`` for a target none
+of its recipes builds for (plan's rule: :func:`trtforge.stages.build.skip_reason`), so one gate can
+hold recipes for both flavors. Imports neither TensorRT nor (on a local SQLite catalog) SQLAlchemy.
 """
 
 from __future__ import annotations
@@ -25,9 +26,11 @@ from trtforge.stages.lookup import covering_engine, no_engine_error, resolve_in_
 from trtforge.store import lookup_sql, open_for_lookup
 
 if TYPE_CHECKING:
+    from trtforge.rules.recipe import Recipe
+    from trtforge.rules.target import RuntimeTarget
     from trtforge.stages.lookup import LookupStore
 
-Status = Literal["covered", "unverified", "missing"]
+Status = Literal["covered", "unverified", "missing", "skipped"]
 _RECIPE_SUFFIXES = (".yaml", ".yml", ".onnx")
 
 
@@ -39,6 +42,7 @@ class Subject:
     name: str
     recipes: tuple[str, ...] = ()
     model: ModelChoice | None = None
+    loaded: tuple[Recipe, ...] = ()  # the recipes themselves: which targets they build for
 
     @property
     def key(self) -> tuple[str, str | None, str | None]:
@@ -52,7 +56,8 @@ def _merged(subjects: list[Subject]) -> list[Subject]:
     for subject in subjects:
         seen = merged.get(subject.key)
         recipes = (*seen.recipes, *subject.recipes) if seen is not None else subject.recipes
-        merged[subject.key] = Subject(subject.name, tuple(dict.fromkeys(recipes)), subject.model)
+        loaded = (*seen.loaded, *subject.loaded) if seen is not None else subject.loaded
+        merged[subject.key] = Subject(subject.name, tuple(dict.fromkeys(recipes)), subject.model, loaded)
     return list(merged.values())
 
 
@@ -142,12 +147,27 @@ def recipe_subject(path: Path) -> Subject:
     recipe = loaded.recipe
     variant = recipe_variant(recipe.model_dump(mode="json"))
     choice = ModelChoice(digest, recipe_fingerprint(recipe), f"recipe {path}", variant)
-    return Subject(recipe.name, (str(path),), choice)
+    return Subject(recipe.name, (str(path),), choice, (recipe,))
+
+
+def _skip_reason(subject: Subject, target: RuntimeTarget) -> str | None:
+    """Why none of the subject's recipes builds for ``target`` (None: one does, or it is a name)."""
+    from trtforge.stages.build import skip_reason
+
+    reasons = [skip_reason(recipe, target, building=False) for recipe in subject.loaded]
+    if not reasons or not all(reasons):
+        return None
+    return reasons[0][0] if reasons[0] is not None else None
 
 
 def _item(store: LookupStore, subject: Subject, request: TargetRequest, engines_only: bool) -> CoverageItem:
     target = resolve_in_store(store, request, name=subject.name, model_sha256=None)
     item = CoverageItem(subject.name, list(subject.recipes), target.as_json(), "missing")
+    skipped = _skip_reason(subject, target)
+    if skipped is not None:
+        item.status, item.reason = "skipped", skipped
+        item.model_sha256 = subject.model.model_sha256 if subject.model is not None else None
+        return item
     try:
         ranking = covering_engine(store, target, name=subject.name, choice=subject.model)
         best = ranking.best
