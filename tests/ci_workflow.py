@@ -10,7 +10,9 @@ and the step's ``env``; files cross from one job to another only through
 gives (a matrix job runs once per combination).
 
 What it does not: ``pip install`` steps are not run (this checkout's trtforge is on the PATH as
-``trtforge`` already); instead each extra they name must be one of pyproject.toml's. Other ``uses:``
+``trtforge`` already); instead each extra they name must be one of pyproject.toml's, and the
+optional modules of the extras a job does not install are hidden from its steps (they fail to
+import as absent ones do), so a step that needs an extra its job lacks fails here too. Other ``uses:``
 steps (setup-python, caches) are skipped. An expression or ``if:`` it does not know fails the run,
 so a workflow cannot silently step outside what is tested.
 """
@@ -36,6 +38,8 @@ _PIP_INSTALL = re.compile(r"^\s*(?:python3?\s+-m\s+)?pip3?\s+install\b(?P<args>.
 _EXTRAS = re.compile(r"\.\[(?P<extras>[^\]]*)\]")
 _ARTIFACT_ACTIONS = ("actions/upload-artifact", "actions/download-artifact")
 _CHECKOUT = "actions/checkout"
+# Optional modules that trtforge's own dependencies install anyway (onnx requires numpy).
+_BROUGHT_BY_BASE = frozenset({"numpy"})
 
 
 class WorkflowError(AssertionError):
@@ -110,6 +114,7 @@ class Runner:
     files: dict[str, Path] = field(default_factory=dict)  # what the user's repository adds: path -> source
     steps: list[StepRun] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # `uses:` steps not run, as "job: action"
+    installed: dict[str, set[str]] = field(default_factory=dict)  # job run -> the extras it pip-installed
 
     def __post_init__(self) -> None:
         self.artifacts = self.root / "artifacts"
@@ -182,6 +187,7 @@ class Runner:
             if unknown:
                 lacking = sorted(unknown)
                 raise WorkflowError(f"{where}: `{command.strip()}` names extras pyproject.toml lacks: {lacking}")
+            self.installed.setdefault(label, set()).update(extras)
             return
         if shell not in (None, "bash"):
             raise WorkflowError(f"{where}: shell {shell!r} is not run by this test")
@@ -190,7 +196,7 @@ class Runner:
         # GitHub's `bash -e {0}` when no shell is named; `shell: bash` adds pipefail (a failing
         # command piped into `tee` fails the step only then).
         argv = ["bash", "--noprofile", "--norc", "-eo", "pipefail"] if shell else ["bash", "-e"]
-        env = self._process_env(env)
+        env = self._process_env(env, self._hidden(label, workdir))
         proc = subprocess.run([*argv, str(script)], cwd=workdir, env=env, capture_output=True, text=True, timeout=900)
         self.steps.append(StepRun(label, where, command, proc.returncode, proc.stdout, proc.stderr))
         if proc.returncode != 0:
@@ -238,11 +244,23 @@ class Runner:
 
         return _EXPRESSION.sub(value, text)
 
-    def _process_env(self, env: dict[str, str]) -> dict[str, str]:
-        """A runner's environment: this one without TRTFORGE_* settings, trtforge on the PATH, the step's env."""
+    def _hidden(self, label: str, workdir: Path) -> Path:
+        """A folder whose sitecustomize makes the optional modules this job did not install absent."""
+        from trtforge.core.extras import EXTRAS
+
+        installed = {m for extra in self.installed.get(label, set()) for m in EXTRAS.get(extra, ())}
+        modules = sorted({m for ms in EXTRAS.values() for m in ms} - installed - _BROUGHT_BY_BASE)
+        folder = workdir.parent / f".{label}-site"
+        folder.mkdir(exist_ok=True)
+        (folder / "sitecustomize.py").write_text(f"import sys\nsys.modules.update(dict.fromkeys({modules!r}))\n")
+        return folder
+
+    def _process_env(self, env: dict[str, str], site: Path) -> dict[str, str]:
+        """A runner's environment: this one without TRTFORGE_* settings, trtforge on the PATH, only the
+        optional modules the job installed, the step's env."""
         base = {k: v for k, v in os.environ.items() if not k.startswith("TRTFORGE_")}
         base["PATH"] = os.pathsep.join([str(self.bin), base.get("PATH", "")])
-        base["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), base.get("PYTHONPATH")]))
+        base["PYTHONPATH"] = os.pathsep.join(filter(None, [str(site), str(REPO), base.get("PYTHONPATH")]))
         base.update(CI="true", GITHUB_ACTIONS="true", COLUMNS="200", PYTHONUNBUFFERED="")  # as on a runner
         return {**base, **env}
 

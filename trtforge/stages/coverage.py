@@ -6,8 +6,10 @@ ranking (:func:`trtforge.stages.lookup.rank_in_store`), never a rule of its own.
 model (the model digest and the recipe without its target fields: recipes of one name that differ
 only in ``backend``/``compatibility`` are one model); a name means its newest model, as lookup
 does; no argument means every name in the store. A recipe's model is ``skipped`` for a target none
-of its recipes builds for (plan's rule: :func:`trtforge.stages.build.skip_reason`), so one gate can
-hold recipes for both flavors. Imports neither TensorRT nor (on a local SQLite catalog) SQLAlchemy.
+of its recipes builds for (plan's rule: :func:`trtforge.stages.build.skip_reason`) when it has no
+engine of that target's flavor at all (one adopted for other GPUs of it makes the target a gap), so
+one gate can hold recipes for both flavors. Imports neither TensorRT nor (on a local SQLite
+catalog) SQLAlchemy.
 """
 
 from __future__ import annotations
@@ -162,23 +164,30 @@ def _skip_reason(subject: Subject, target: RuntimeTarget) -> str | None:
 
 def _item(store: LookupStore, subject: Subject, request: TargetRequest, engines_only: bool) -> CoverageItem:
     target = resolve_in_store(store, request, name=subject.name, model_sha256=None)
+    item, flavor_absent = _engine_item(store, subject, target, engines_only)
+    skipped = _skip_reason(subject, target) if flavor_absent else None
+    if skipped is not None:  # never meant for that flavor: no engine of it, no recipe building one
+        item.status, item.missing, item.reason = "skipped", [], skipped
+    return item
+
+
+def _engine_item(
+    store: LookupStore, subject: Subject, target: RuntimeTarget, engines_only: bool
+) -> tuple[CoverageItem, bool]:
+    """The item lookup's ranking gives, and whether the model has no engine at all of the target's
+    flavor (not one rejected: none stored)."""
     item = CoverageItem(subject.name, list(subject.recipes), target.as_json(), "missing")
-    skipped = _skip_reason(subject, target)
-    if skipped is not None:
-        item.status, item.reason = "skipped", skipped
-        item.model_sha256 = subject.model.model_sha256 if subject.model is not None else None
-        return item
     try:
         ranking = covering_engine(store, target, name=subject.name, choice=subject.model)
         best = ranking.best
     except (NotFoundError, NoCompatibleEngineError) as exc:
         item.missing, item.reason = ["engine"], exc.message
         item.model_sha256 = subject.model.model_sha256 if subject.model is not None else None
-        return item
+        return item, isinstance(exc, NotFoundError)
     item.model_sha256 = ranking.model.model_sha256 if ranking.model is not None else None
     if best is None:
         item.missing, item.reason = ["engine"], no_engine_error(ranking, explain=True).message
-        return item
+        return item, not ranking.rejected  # rows of other flavors are filtered out in SQL
     candidate = best.candidate
     item.artifact_id = candidate.artifact_id
     item.verified, item.weightless, item.notes = best.verified_here, candidate.weightless, list(best.notes)
@@ -188,7 +197,7 @@ def _item(store: LookupStore, subject: Subject, request: TargetRequest, engines_
         item.missing = ["verification"]
         where = target.gpu_name or "a GPU model (the target names only a compute capability)"
         item.reason = f"engine {candidate.artifact_id[:12]} is not verified on {where}"
-    return item
+    return item, False
 
 
 def exit_code(items: Sequence[CoverageItem]) -> int:
