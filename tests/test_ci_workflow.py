@@ -66,6 +66,21 @@ def runner_for(tmp_path: Path, catalog: str, run: str = "run") -> Runner:
     return Runner(tmp_path / run / "runner", values)
 
 
+def assert_target_is_installed(workflow: dict[str, Any]) -> None:
+    """The workflow's TARGET names the TensorRT-RTX release and CUDA variant its runners install: here,
+    this environment's (else the build job skips every recipe and the run fails far from the cause)."""
+    target = dict(field.split("=", 1) for field in workflow["env"]["TARGET"].split(","))
+    doctor = subprocess.run(
+        [sys.executable, "-m", "trtforge", "doctor", "--json"], env=subprocess_env(), capture_output=True, text=True
+    )
+    [rtx] = [b for b in json.loads(doctor.stdout)["backends"] if b["flavor"] == "tensorrt_rtx"]
+    installed = (rtx["version"], rtx["cuda"])
+    if not (f"{rtx['version']}.".startswith(f"{target['trt']}.") and rtx["cuda"] == target["cuda"]):
+        pytest.fail(
+            f"{CPU_WORKFLOW.name} builds for {target}, but TensorRT-RTX {installed} is installed: update its TARGET"
+        )
+
+
 def json_lines(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
@@ -75,6 +90,7 @@ def test_the_cpu_workflow_runs_as_published(tmp_path: Path, shared_catalog: str)
     if shutil.which("jq") is None:  # GitHub's runners have it; .ci/run installs it
         pytest.fail("the workflow reads build.jsonl with jq: install it (apt-get install jq)")
     workflow = load(CPU_WORKFLOW)
+    assert_target_is_installed(workflow)
     runner = runner_for(tmp_path, shared_catalog)
     runner.run(workflow)  # raises at the first step that fails, with its output
 
