@@ -186,9 +186,7 @@ def test_a_library_the_runtime_cannot_load_is_refused_before_the_plan_deserializ
     assert not any("deserializ" in record["message"].lower() for record in logs), logs
 
 
-def test_the_plan_deserializes_in_a_runtime_that_holds_its_libraries(
-    store: Path, built: Callable[..., Built]
-) -> None:
+def test_the_plan_deserializes_in_a_runtime_that_holds_its_libraries(store: Path, built: Callable[..., Built]) -> None:
     from trtforge.backend.plugins import load_for_runtime
     from trtforge.backend.run import _logger, runtime_for
 
