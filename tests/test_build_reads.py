@@ -125,7 +125,7 @@ def test_reproduce_builds_from_a_private_copy_of_the_recorded_model(
 ) -> None:
     """`build --reproduce` hands its build worker a copy of the bytes the artifact records (external data
     copied too), as a build does: a model replaced as the worker is handed the job does not reach
-    TensorRT, and the rebuild is the recorded engine. Fails on ae50c6d: the worker read the user's
+    TensorRT, and the rebuild is the recorded engine. Fails on integration (c1e1ac4): the worker read the user's
     files, so it rebuilt the replacement (width 6) and compared that with the recorded plan."""
     from trtforge.backend import pool
     from trtforge.stages.reproduce import reproduce

@@ -84,7 +84,7 @@ def test_verify_and_refit_refuse_a_changed_or_missing_library_in_one_line(
     cli: Callable, tmp_path: Path, store: Path, built: Callable[..., Built]
 ) -> None:
     """Checked against the recorded sha256 before anything loads (and before any GPU is looked for):
-    exit 2, one line naming the library. Fails on ae50c6d: nothing checked or loaded the libraries
+    exit 2, one line naming the library. Fails on integration (c1e1ac4): nothing checked or loaded the libraries
     (the answer was "verification needs a CUDA GPU", and on a GPU a plan without its plugins)."""
     made = built(dynamic=False)
     recorded = sha256(made.static)
@@ -138,7 +138,7 @@ def test_verify_loads_the_recorded_libraries_into_the_runtime_before_deserializi
     store: Path, built: Callable[..., Built]
 ) -> None:
     """The verify stage hands the record's libraries to the runtime that deserializes the plan: the
-    dynamic one is in that runtime's own registry, the static one in the process. Fails on ae50c6d:
+    dynamic one is in that runtime's own registry, the static one in the process. Fails on integration (c1e1ac4):
     the runtime's registry was empty and the static library never loaded."""
     made = built(dynamic=True)
     ran = run_in_flavor("tensorrt_rtx", verify_run, made.artifact_id, str(store), made.static)

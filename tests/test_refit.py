@@ -143,7 +143,7 @@ def test_the_refitter_reads_a_private_copy_of_the_weights_whose_digest_is_record
 ) -> None:
     """The weights file is read once: its digest, its I/O check and the copy the refitter reads are of
     the same bytes, so a file replaced after it was read (here: while the GPU is chosen) never reaches
-    TensorRT under the recorded digest. Fails on ae50c6d: the refitter read the user's file again, and
+    TensorRT under the recorded digest. Fails on integration (c1e1ac4): the refitter read the user's file again, and
     the child artifact would have recorded the old digest with the new file's weights."""
     from trtforge.backend import run
     from trtforge.rules.digests import model_digest

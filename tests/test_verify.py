@@ -472,7 +472,7 @@ def test_the_per_layer_engine_is_built_with_the_artifacts_settings(heads, store:
     builds it from the recorded recipe through the build's own path, so the settings read back from its
     real builder config equal the artifact's and it loads the same plugin libraries; here for a recipe
     with a parser flag, a build.config override and plugin libraries (dynamic and static). Fails on
-    ae50c6d: the diagnostic's parser got no flags (and no library was loaded for it)."""
+    integration (c1e1ac4): the diagnostic's parser got no flags (and no library was loaded for it)."""
     plugins = "plugins:\n  - {library: libs/libnoop_plugins.so}\n  - {library: libs/libstatic_ops.so, load: static}\n"
     recipe, _model, _ = heads("compatibility:\n  compute_capabilities: [8.6]\n" + plugins)
     creator_library(recipe.parent / "libs" / "libnoop_plugins.so")
@@ -499,7 +499,7 @@ def test_the_per_layer_engine_is_built_with_the_artifacts_settings(heads, store:
 
 def test_the_per_layer_engine_reads_a_private_copy_of_the_recorded_model(heads, store: Path) -> None:
     """The diagnostic build reads a copy of the bytes whose digest the artifact records, never the
-    user's file: a model replaced as the build starts does not reach it. Fails on ae50c6d: TensorRT
+    user's file: a model replaced as the build starts does not reach it. Fails on integration (c1e1ac4): TensorRT
     read the user's file, which then held other weights than the recorded model."""
     from trtforge.rules.digests import model_digest
 
