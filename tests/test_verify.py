@@ -444,8 +444,10 @@ class PerLayerRun:
     error: str | None  # why the engine could not load here (None: it loaded and ran)
 
 
-def per_layer_run(artifact_id: str, store: str, replace: tuple[Path, Path] | None = None) -> PerLayerRun:
-    """`verify --per-layer` of an artifact, in a process whose polygraphy is bound to TensorRT-RTX;
+def per_layer_run(
+    artifact_id: str, store: str, replace: tuple[Path, Path] | None = None, flavor: str = "tensorrt_rtx"
+) -> PerLayerRun:
+    """`verify --per-layer` of an artifact, in a process whose polygraphy is bound to ``flavor``;
     ``replace`` (source, user's model) is copied over the user's model as the diagnostic build starts."""
     from trtforge.backend import run
     from trtforge.rules.digests import model_digest
@@ -459,7 +461,7 @@ def per_layer_run(artifact_id: str, store: str, replace: tuple[Path, Path] | Non
         read.append(model_digest(onnx_path))
 
     error = None
-    with runtime_up_to_loading(), kept_results(run, "layerwise_plan", starting) as built:
+    with runtime_up_to_loading(flavor), kept_results(run, "layerwise_plan", starting) as built:
         try:
             verify(artifact_id, store=store, per_layer=True)
         except VerificationUnavailableError as exc:
