@@ -70,6 +70,9 @@ def _main(
 
 
 def main() -> None:
+    from trtforge.core.interrupts import stop_on_signals
+
+    stop_on_signals()  # SIGINT / SIGTERM: the command unwinds and exits 130 / 143 (cli/_errors.py)
     try:
         app()
     except ModuleNotFoundError as exc:  # an optional dependency a command module imports

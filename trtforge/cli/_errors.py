@@ -1,7 +1,8 @@
 """Turns TrtforgeError into one line, a hint and an exit code; other exceptions are bugs.
 
 A missing optional dependency (a ModuleNotFoundError of a module an extra installs) is not a bug:
-it becomes the same one line naming the extra (core/extras.py), wherever it was imported.
+it becomes the same one line naming the extra (core/extras.py), wherever it was imported. Neither
+is SIGINT or SIGTERM (core/interrupts.py): one line, exit 130 or 143.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import typer
 from trtforge.cli._output import Output
 from trtforge.core.errors import TrtforgeError
 from trtforge.core.extras import as_missing_extra
+from trtforge.core.interrupts import Interrupted
 
 DEBUG_ENV = "TRTFORGE_DEBUG"
 
@@ -36,6 +38,9 @@ def reported(output: Output) -> Iterator[None]:
             raise
         output.error(missing)
         raise typer.Exit(missing.exit_code) from None
+    except Interrupted as stop:
+        output.stopped(stop.name, stop.exit_code)
+        raise typer.Exit(stop.exit_code) from None
 
 
 def missing_extra_exit(exc: ModuleNotFoundError) -> int:

@@ -111,6 +111,13 @@ class Output:
         if hint:
             self.err.print(styled(("hint:", "dim"), " ", hint))
 
+    def stopped(self, signal_name: str, exit_code: int) -> None:
+        """The one line of a command stopped by a signal (what was recorded before it stays)."""
+        self.error_lines(f"interrupted by {signal_name}: stopped; what was recorded before it stays in the store")
+        if self.json_mode:
+            sys.stdout.write(json.dumps({"error": f"interrupted by {signal_name}", "exit_code": exit_code}) + "\n")
+            sys.stdout.flush()
+
     def error(self, exc: TrtforgeError) -> None:
         from trtforge.core.redact import redact  # belt: no password of an opened catalog is printed
 

@@ -112,6 +112,9 @@ def build(
         stage = BuildStage(
             store, catalog=catalog, force=force, progress=progress, name=name, jobs=jobs, timeout=timeout
         )
+        from trtforge.stages.build import BatchInterrupted
+
+        stopped: BatchInterrupted | None = None
         try:
             with progress if progress is not None else nullcontext():
                 results = stage.build_all(
@@ -119,11 +122,17 @@ def build(
                     fail_fast=fail_fast,
                     on_start=progress.start_recipe if progress is not None else None,
                 )
+        except BatchInterrupted as interrupted:  # every recipe's result still goes out, then 130 / 143
+            stopped, results = interrupted, interrupted.results
         finally:
             stage.close()
         for note in stage.notes:
             output.info(f"note: {note}")
         output.result([r.as_json() for r in results], lambda console: _render(console, output, results))
+        if stopped is not None:
+            done = sum(1 for r in results if r)
+            output.error_lines(f"interrupted by {stopped.name}: {done} of {len(results)} recipe(s) recorded or cached")
+            return stopped.exit_code
         return exit_code_for(results)
 
     run(output, body)

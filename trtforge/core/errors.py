@@ -40,7 +40,15 @@ class TrtforgeError(Exception):
         return (_rebuild, (type(self), self.message), dict(self.__dict__))
 
 
-ERROR_KINDS = ("bad_input", "build_failed", "crashed", "timed_out")
+ERROR_KINDS = (
+    "bad_input",
+    "build_failed",
+    "crashed",
+    "timed_out",
+    "catalog_unavailable",
+    "blobs_unavailable",
+    "interrupted",
+)
 
 
 def kind_of(error: TrtforgeError) -> str:
@@ -82,6 +90,13 @@ READ_ONLY_HINT = (
 )
 
 
+class BlobsUnreachableError(StoreError):
+    """The S3 endpoint did not answer when the command opened the store, retries included (exit 2)."""
+
+    error_kind = "blobs_unavailable"
+    default_hint = "check that the S3 endpoint (AWS_ENDPOINT_URL) answers from this machine, then run again"
+
+
 class StoreReadOnlyError(StoreError):
     """A command would write to a store this process can only read (exit 2)."""
 
@@ -89,7 +104,29 @@ class StoreReadOnlyError(StoreError):
 
 
 class CatalogError(TrtforgeError):
-    """The catalog database cannot be used (schema too new, unreachable...)."""
+    """The catalog database cannot be used (a malformed URL, no such database, authentication
+    refused, schema too new...): exit 2, nothing was done."""
+
+
+class CatalogUnreachableError(CatalogError):
+    """The catalog's server did not answer when the command opened it, retries included (exit 2)."""
+
+    error_kind = "catalog_unavailable"
+
+
+class CatalogUnavailableError(CatalogError):
+    """The catalog stopped answering while the command worked, retries included (exit 1): what
+    could not be recorded is that recipe's failure; nothing half-written is visible."""
+
+    exit_code = 1
+    error_kind = "catalog_unavailable"
+
+
+class BlobsUnavailableError(TrtforgeError):
+    """The blob store (an S3 bucket) refused or did not answer, botocore's retries included (exit 1)."""
+
+    exit_code = 1
+    error_kind = "blobs_unavailable"
 
 
 class NotFoundError(BadInputError):
@@ -135,6 +172,15 @@ class BuildTimeoutError(BuildError):
 
     error_kind = "timed_out"
     default_hint = "raise --timeout (or leave it out for no limit) if the model needs longer"
+
+
+class BuildInterruptedError(TrtforgeError):
+    """A recipe's build was stopped by SIGINT or SIGTERM before it was recorded (its result in a
+    batch that was interrupted; the command exits 130 or 143)."""
+
+    exit_code = 1
+    error_kind = "interrupted"
+    default_hint = "run the command again: recipes already recorded are cache hits"
 
 
 class IntegrityError(TrtforgeError):

@@ -16,7 +16,7 @@ from trtforge.core.errors import StoreError
 from trtforge.rules.digests import DigestCache
 from trtforge.store import (
     Store,
-    blob_size_matches,
+    blob_intact,
     digests_path,
     locks_dir,
     open_existing_store,
@@ -78,7 +78,7 @@ class StoreHandle:
         if db_path is None:
             return UNANSWERED
         probe = probe_cached_plan(db_path, build_key)
-        if probe.plan is not None and not blob_size_matches(self.blobs(), probe.plan.plan_sha256, probe.plan.plan_size):
+        if probe.plan is not None and not blob_intact(self.blobs(), probe.plan.plan_sha256, probe.plan.plan_size):
             return UNANSWERED
         return probe
 

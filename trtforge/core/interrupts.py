@@ -1,0 +1,111 @@
+"""SIGINT and SIGTERM stop a command promptly, and a second one never waits for anything.
+
+The CLI calls :func:`stop_on_signals` once. The first SIGINT or SIGTERM raises :class:`Interrupted`
+in the main thread: the command unwinds as from any exception (build workers are killed, locks
+released, open transactions rolled back, temp files removed) and exits ``128 + signal`` (130, 143).
+A second signal, or a command still running :data:`HARD_STOP_S` after the first, ends the process
+at once (``os._exit``): the kernel releases its file locks, PostgreSQL its advisory locks and
+uncommitted rows, and what it was writing stays invisible (temp files and uploads are left for
+the next writer, `fsck --repair` or the bucket's lifecycle rule).
+
+SIGINT is handled even where it was ignored at start-up: a shell without job control starts
+background commands (``trtforge build ... &`` in a CI script) with SIGINT ignored, and an explicit
+``kill -INT`` must still stop them.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import FrameType
+
+HARD_STOP_S = 5.0  # after the first signal, the most a command may spend unwinding
+HANDLED = (signal.SIGINT, signal.SIGTERM)
+
+
+class Interrupted(KeyboardInterrupt):
+    """A SIGINT or SIGTERM received by the command (a KeyboardInterrupt, so libraries that clean
+    up on Ctrl-C, such as psycopg cancelling a running query, do so)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.signum).name
+
+    @property
+    def exit_code(self) -> int:
+        """The shell's convention for a command ended by a signal: 130 for SIGINT, 143 for SIGTERM."""
+        return 128 + self.signum
+
+
+def _say(text: str) -> None:
+    """One line on stderr from a signal handler: os.write, never the buffered stream the main
+    thread may be in the middle of (that would raise a reentrant-call error)."""
+    try:
+        os.write(2, f"trtforge: {text}\n".encode())
+    except OSError:
+        pass
+
+
+def _hard_stop(signum: int, why: str) -> None:
+    _say(f"{why}; stopping now")
+    os._exit(128 + signum)
+
+
+class _Handler:
+    def __init__(self) -> None:
+        self.first: int | None = None
+        self.holding = 0  # depth of deferred() blocks the main thread is in
+        self.held: int | None = None  # a signal that arrived inside one, raised when it ends
+
+    def __call__(self, signum: int, _frame: FrameType | None) -> None:
+        if self.first is not None:
+            _hard_stop(signum, f"{signal.Signals(signum).name} again while stopping")
+        self.first = signum
+        watchdog = threading.Timer(
+            HARD_STOP_S, _hard_stop, (signum, f"still stopping {HARD_STOP_S:g} s after {signal.Signals(signum).name}")
+        )
+        watchdog.daemon = True
+        watchdog.start()
+        if self.holding:
+            self.held = signum
+            return
+        raise Interrupted(signum)
+
+
+_handler: _Handler | None = None
+
+
+def stop_on_signals() -> None:
+    """Make SIGINT and SIGTERM raise :class:`Interrupted` in the main thread (the first one) and end
+    the process at once (a second one). Call from the main thread, once per process."""
+    global _handler
+    _handler = _Handler()
+    for signum in HANDLED:
+        signal.signal(signum, _handler)
+
+
+@contextmanager
+def deferred() -> Iterator[None]:
+    """A step a signal must not cut in two (a catalog commit and the result that reports it): a
+    first signal that arrives inside is raised when the block ends. A second one still ends the
+    process at once, as does the watchdog. Outside the CLI, or off the main thread (signals are
+    handled on the main thread only), the block runs as it is."""
+    handler = _handler
+    if handler is None or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    handler.holding += 1
+    try:
+        yield
+    finally:
+        handler.holding -= 1
+        if not handler.holding and handler.held is not None:
+            held, handler.held = handler.held, None
+            raise Interrupted(held)
