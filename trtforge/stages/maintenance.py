@@ -401,9 +401,9 @@ def execute_gc(store: Store, plan: GcPlan, *, notify: Callable[[str], None] | No
     """
     with store.catalog.writing() as session:
         removed_rows = Catalog.delete_artifacts(session, [a.artifact_id for a in plan.artifacts])
-    crashpoint("gc-rows-deleted")
     with store.collecting_blobs(notify or (lambda _message: None)):
         free_rows = _drop_unused_blob_rows(store, [b.sha256 for b in plan.blob_rows])
+        crashpoint("gc-rows-deleted")
         with store.catalog.reading() as session:  # re-read: a writer may have recorded a blob since planning
             wanted = [b.sha256 for b in plan.blob_files]
             recorded = set(session.scalars(select(Blob.sha256).where(Blob.sha256.in_(wanted))))

@@ -734,13 +734,15 @@ class Catalog:
         attempt committed, its answer was lost) is the artifact recorded, not a second one.
         """
 
+        given = artifact.learned_at  # None (stamped at insert), or a history a test writes
+
         def record() -> None:
             with self.writing() as session:
                 if session.get(Artifact, artifact.id) is not None:
                     return
                 # The blob row first (the artifact's foreign key points at it), if absent.
                 add_blob_row(session, plan_blob.sha256, plan_blob.size, plan_blob.kind)
-                artifact.learned_at = None  # stamped in this transaction (not a lost attempt's)
+                artifact.learned_at = given  # a lost attempt's stamp is not kept
                 session.add(artifact)
                 session.flush()
                 crashpoint("catalog-uncommitted")

@@ -6,10 +6,12 @@ and what a driver's error means, in one line.
 - Pooled connections are pinged before use (``pool_pre_ping``): one that a database restart closed
   is replaced instead of failing the next statement. PostgreSQL connections get a connect timeout
   and TCP keepalives (unless the URL sets its own), so a server that stops answering is noticed.
-- A new connection that fails for a reason that passes (refused, timed out, the server starting up
-  or shutting down) is tried again with backoff, :data:`CONNECT_RETRY_S` seconds in all. Once that
-  budget is spent, later connections of the same engine try once each until one succeeds, so a
-  batch against a database that stays down fails each recipe quickly instead of waiting again.
+- Once the catalog has answered, a new connection that fails for a reason that passes (refused,
+  timed out, the server restarting) is tried again with backoff, :data:`CONNECT_RETRY_S` seconds in
+  all: a database restart under a running command is waited for. Once that budget is spent, later
+  connections try once each until one succeeds, so a batch against a database that stays down
+  fails each recipe quickly instead of waiting again. The very first connection is not retried: a
+  server that is not there when the command starts is most often a wrong host or port.
 - A database that cannot be opened is exit 2 (:func:`opening_error`: a wrong URL, no such
   database, a refused login, an unreachable server); one lost while a command works is exit 1
   (:func:`lost_error`: ``error_kind: catalog_unavailable`` for that recipe).
@@ -95,18 +97,20 @@ def transient(exc: BaseException) -> bool:
 
 
 class ConnectRetry:
-    """A ``do_connect`` hook: a new DBAPI connection that fails transiently is tried again with
-    backoff, :data:`CONNECT_RETRY_S` in all; after a spent budget, one try per connection until one
-    succeeds (the database is down: a batch fails each recipe quickly)."""
+    """A ``do_connect`` hook: once a connection has succeeded, a new DBAPI connection that fails
+    transiently is tried again with backoff, :data:`CONNECT_RETRY_S` in all; after a spent budget,
+    one try per connection until one succeeds (the database is down: a batch fails each recipe
+    quickly). Before any success, one try (the command is opening the catalog)."""
 
     def __init__(self, budget_s: float = CONNECT_RETRY_S) -> None:
         self.budget_s = budget_s
-        self._down = False
+        self._down = True  # until a connection succeeds: nothing to wait for
         self._lock = threading.Lock()
 
     @property
     def down(self) -> bool:
-        """The last connection failed after the whole budget: the database is down, not restarting."""
+        """No connection is worth waiting for: none has succeeded yet, or the last one failed after
+        the whole budget (the database is down, not restarting)."""
         return self._down
 
     def install(self, engine: Engine) -> None:
@@ -171,7 +175,7 @@ def opening_error(exc: BaseException, url: str) -> CatalogError:
         )
     if transient(exc):
         return CatalogUnreachableError(
-            f"cannot open catalog {shown}: {said} (retried for {CONNECT_RETRY_S:g} s)",
+            f"cannot open catalog {shown}: {said}",
             hint="check that the database server runs at that host and port and accepts connections from this "
             "machine, then run the command again",
         )
