@@ -88,9 +88,11 @@ class RecordingSink:
 
 
 def subprocess_env() -> dict[str, str]:
-    """Environment for child processes: this checkout's trtforge first, no TRTFORGE_* settings."""
+    """Environment for child processes: this checkout's trtforge first, no TRTFORGE_* settings, and
+    one terminal width (tables read by tests wrap the same wherever pytest runs; a test may override it)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRTFORGE_")}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    env["COLUMNS"] = "200"
     return env
 
 

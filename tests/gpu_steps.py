@@ -92,7 +92,8 @@ def plan_target(flavor: str) -> str:
     version = backend.version if backend is not None else "10.13.3"
     gpu = current_gpu()
     cc = (target_cc(flavor, one=True) or [gpu.compute_capability if gpu is not None else "8.6"])[0]
-    return f"flavor={flavor},trt={version},cc={cc}"
+    cuda = "" if backend is not None else ",cuda=cu12"  # a runner's wheel: the key is computed for it
+    return f"flavor={flavor},trt={version},cc={cc}{cuda}"
 
 
 def no_alternative_tactic(code: int, error: str) -> str | None:

@@ -102,15 +102,23 @@ def test_plan_for_explicit_targets(cli, recipes: Path, store: Path) -> None:
     targets = (
         "--target", f"flavor=tensorrt_rtx,trt={version},cc=8.9",
         "--target", "flavor=tensorrt_rtx,trt=1.8.0,cc=8.9",
+        "--target", "flavor=tensorrt_rtx,trt=1.8.0,cc=8.9,cuda=cu13",
         "--target", "flavor=tensorrt,trt=10.13.3.9,cc=8.6,gpu=NVIDIA A10G",
     )  # fmt: skip
     result = cli("plan", recipes / "a.yaml", *targets, "--store", store, "--json")
     assert result.code == 0, result
-    # The recipe asks for tensorrt_rtx: the TensorRT target does not apply to it.
-    assert [(p["target"]["trt_version"], p["status"]) for p in result.json()] == [
+    # 1.8.0 is not installed: without cuda= its key is unknown (issue 22: on 760f324 it said "build"
+    # for a key no runner stores). The recipe asks for tensorrt_rtx: the TensorRT target is skipped.
+    rows = result.json()
+    assert [(p["target_request"]["trt_version"], p["status"]) for p in rows] == [
         (version, "cached"),
+        ("1.8.0", "unknown"),
         ("1.8.0", "build"),
+        ("10.13.3.9", "skipped"),
     ]
+    assert "CUDA variant" in rows[1]["reason"] and rows[2]["target"]["cuda"] == "cu13"
+    assert rows[1]["build_key"] != rows[2]["build_key"]
+    assert rows[3]["reason"] == "recipe backend tensorrt_rtx does not build for tensorrt" and rows[3]["target"] is None
 
 
 @pytest.mark.parametrize(
@@ -151,12 +159,12 @@ def test_plan_refuses_what_the_target_backend_cannot_build(cli, recipes: Path, s
     )
     targets = (
         "--target", "flavor=tensorrt_rtx,trt=1.7.1,cc=8.9",
-        "--target", "flavor=tensorrt,trt=10.13.3,cc=8.6,gpu=NVIDIA A10G",
+        "--target", "flavor=tensorrt,trt=10.13.3,cc=8.6,gpu=NVIDIA A10G,cuda=cu12",
         "--target", "flavor=tensorrt,trt=11.0.0,cc=8.6,gpu=NVIDIA A10G",
     )  # fmt: skip
     result = cli("plan", recipe, *targets, "--store", store, "--json")
     assert result.code == 2, result
     rows = result.json()
     assert [row["status"] for row in rows] == ["failed", "build", "failed"]
-    assert "tactics.sources: cudnn is not available: TensorRT-RTX 1.7.1 does not have it" in rows[0]["error"]
+    assert "tactics.sources: cudnn is not available: TensorRT-RTX 1.7.1" in rows[0]["error"]  # the installed build
     assert "TensorRT 11.0.0 removed it" in rows[2]["error"]

@@ -28,6 +28,8 @@ BUILD_FIELDS = {
     "error_detail",
     "error_kind",
     "cost",
+    "target_request",  # the target asked for (--target, --fleet); null: this machine (issue 22)
+    "reason",  # why "skipped" (issue 22)
 }
 LIST_FIELDS = {
     "artifact_id",

@@ -74,7 +74,8 @@ def built_source(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
         recipes.append(str(recipe))
     store_dir = root / "source"
     proc = subprocess.run(
-        [sys.executable, "-m", "trtforge", "build", *recipes, "--store", str(store_dir), "--json"],
+        # --jobs 1: the order of the two builds is the order this store learns of them
+        [sys.executable, "-m", "trtforge", "build", *recipes, "--store", str(store_dir), "--json", "--jobs", "1"],
         capture_output=True,
         text=True,
         env=subprocess_env(),

@@ -362,7 +362,7 @@ def test_names_with_a_trailing_newline_are_refused(cli, tmp_path: Path) -> None:
         add_row(store, name="nl\n")  # as a catalog written elsewhere may hold it
     finally:
         store.close()
-    deployed = cli("deploy", "triton", tmp_path / "repo", "nl\n", "--store", tmp_path / "store")
+    deployed = cli("deploy", "triton", "nl\n", "-o", tmp_path / "repo", "--store", tmp_path / "store")
     assert deployed.code == 2 and "is not a plain directory name" in deployed.stderr, deployed
     assert not (tmp_path / "repo").exists()
 

@@ -61,7 +61,7 @@ def attrs(node: onnx.NodeProto) -> dict[str, Any]:
 
 def test_external_plan_beside_the_model(store: Path, built: str, cli: Callable, tmp_path: Path) -> None:
     out = tmp_path / "deploy" / "example_ctx.onnx"
-    result = cli("deploy", "epcontext", out, built[:8], "--store", store, "--json")
+    result = cli("deploy", "epcontext", built[:8], "-o", out, "--store", store, "--json")
     assert result.code == 0, result
 
     node = check_model(out)
@@ -139,7 +139,7 @@ def test_refusals_exit_2(store: Path, tmp_path: Path, cli: Callable, row: dict[s
         finally:
             opened.close()
     out = tmp_path / "refused.onnx"
-    result = cli("deploy", "epcontext", out, artifact_id, "--store", store)
+    result = cli("deploy", "epcontext", artifact_id, "-o", out, "--store", store)
     assert result.code == 2, result
     assert message in result.stderr and "Traceback" not in result.stderr
     assert not out.exists() and not out.with_name("refused.plan").exists()
@@ -154,7 +154,7 @@ def test_weight_stripped_plans_are_refused(store: Path, tmp_path: Path, cli: Cal
         artifact_id = add_row(opened, weightless=True)
     finally:
         opened.close()
-    result = cli("deploy", "epcontext", tmp_path / "w.onnx", artifact_id, "--store", store, "--embed")
+    result = cli("deploy", "epcontext", artifact_id, "-o", tmp_path / "w.onnx", "--store", store, "--embed")
     assert result.code == 2, result
     assert "weight-stripped" in result.stderr
     assert not (tmp_path / "w.onnx").exists()

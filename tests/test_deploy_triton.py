@@ -184,13 +184,13 @@ def test_config_is_triton_model_config_and_plans_are_lookups_choice(store: Path,
 
 def test_a_new_version_never_overwrites_and_shares_the_config(store: Path, repo: Path, cli: Callable) -> None:
     add_trt_row(store, cc="8.6")
-    first = cli("deploy", "triton", repo, "detector", "--store", store, "--json")
+    first = cli("deploy", "triton", "detector", "-o", repo, "--store", store, "--json")
     assert first.code == 0, first
     config_before = (repo / "detector" / "config.pbtxt").read_bytes()
     plan_before = (repo / "detector" / "1" / "model_cc86.plan").read_bytes()
     newer = add_trt_row(store, cc="8.6", model_sha256="b" * 64, age_minutes=-10)  # a new model, same I/O
 
-    second = cli("deploy", "triton", repo, "detector", "--store", store, "--json")
+    second = cli("deploy", "triton", "detector", "-o", repo, "--store", store, "--json")
 
     assert second.code == 0, second
     assert second.json()["version"] == 2 and second.json()["config_status"] == "unchanged"
@@ -204,12 +204,12 @@ def test_a_new_version_never_overwrites_and_shares_the_config(store: Path, repo:
 
 def test_a_version_with_other_io_is_refused_and_nothing_written(store: Path, repo: Path, cli: Callable) -> None:
     add_trt_row(store, cc="8.6")
-    assert cli("deploy", "triton", repo, "detector", "--store", store).code == 0
+    assert cli("deploy", "triton", "detector", "-o", repo, "--store", store).code == 0
     before = tree(repo)
     other_io = [IO[0], {"name": "scores", "mode": "output", "dtype": "float", "shape": [-1, 20]}]
     add_trt_row(store, cc="8.6", model_sha256="c" * 64, io=other_io, age_minutes=-10)
 
-    refused = cli("deploy", "triton", repo, "detector", "--store", store, "--json")
+    refused = cli("deploy", "triton", "detector", "-o", repo, "--store", store, "--json")
 
     assert refused.code == 2, refused
     assert "config.pbtxt is shared by every version" in refused.json()["error"]
@@ -221,8 +221,8 @@ def test_a_capability_without_engine_is_refused_with_the_reasons(store: Path, re
     add_trt_row(store, cc="8.6")
     add_trt_row(store, cc="8.9", trt="10.12.0.36", gpu="NVIDIA L4")  # another TensorRT release
 
-    refused = cli("deploy", "triton", repo, "detector", "--cc", "8.6", "--cc", "8.9", "--cc", "7.5",
-                  "--trt", TRT, "--store", store, "--json")
+    refused = cli("deploy", "triton", "detector", "-o", repo, "--target", f"cc=8.6,trt={TRT}",
+                  "--target", f"cc=8.9,trt={TRT}", "--target", f"cc=7.5,trt={TRT}", "--store", store, "--json")
 
     assert refused.code == 1, refused
     doc = refused.json()
@@ -238,12 +238,16 @@ def test_tensorrt_rtx_engines_are_refused_for_triton(
 ) -> None:
     assert cli("build", example_recipe, "--store", store).code == 0  # a real TensorRT-RTX build
 
-    refused = cli("deploy", "triton", repo, "example-cnn", "--store", store, "--json")
+    refused = cli("deploy", "triton", "example-cnn", "-o", repo, "--store", store, "--json")
 
     assert refused.code == 2, refused
     assert "no backend for TensorRT-RTX plans" in refused.json()["error"]
     assert "deploy epcontext" in refused.json()["hint"]
     assert not (repo / "example-cnn").exists()
+    suggested = refused.json()["hint"].split("`")[1].split()[1:]  # trtforge deploy epcontext ID -o OUT.onnx
+    out = repo.parent / "example_ctx.onnx"
+    followed = cli(*[str(out) if word == "OUT.onnx" else word for word in suggested], "--store", store)
+    assert followed.code == 0 and out.is_file(), followed
 
 
 def test_max_batch_size_drops_the_batch_dim_and_is_checked_against_profiles(store: Path, repo: Path) -> None:
@@ -275,11 +279,11 @@ def test_verification_per_capability(store: Path, repo: Path, cli: Callable) -> 
     add_trt_row(store, cc="8.6", age_minutes=0)  # newer, unverified
     failed = add_trt_row(store, cc="8.9", gpu="NVIDIA L4", verified={"NVIDIA L4": ("failed", "8.9")})
 
-    ok = cli("deploy", "triton", repo, "detector", "--cc", "8.6", "--verified-only", "--store", store, "--json")
+    ok = cli("deploy", "triton", "detector", "-o", repo, "--cc", "8.6", "--verified-only", "--store", store, "--json")
     assert ok.code == 0, ok
     assert ok.json()["files"]["8.6"]["artifact_id"] == verified
 
-    refused = cli("deploy", "triton", repo, "detector", "--cc", "8.9", "--store", store, "--json")
+    refused = cli("deploy", "triton", "detector", "-o", repo, "--cc", "8.9", "--store", store, "--json")
     assert refused.code == 1, refused
     assert [r["rule"] for r in refused.json()["error_detail"]["rejected"]["8.9"] if r["artifact_id"] == failed] == [
         "verification"
@@ -325,7 +329,7 @@ def test_adopted_plan_takes_its_io_from_the_model(store: Path, repo: Path, cli: 
                   "--gpu", "NVIDIA A10G", "--store", store, "--json")
     assert adopted.code == 0, adopted
 
-    result = cli("deploy", "triton", repo, "cnn", "--store", store, "--json")
+    result = cli("deploy", "triton", "cnn", "-o", repo, "--store", store, "--json")
 
     assert result.code == 0, result
     config = parse_config(repo / "cnn" / "config.pbtxt")
@@ -343,7 +347,7 @@ def test_a_corrupt_plan_leaves_no_version_behind(store: Path, repo: Path, cli: C
     blob.chmod(0o644)
     blob.write_bytes(b"damaged")
 
-    refused = cli("deploy", "triton", repo, "detector", "--store", store)
+    refused = cli("deploy", "triton", "detector", "-o", repo, "--store", store)
 
     assert refused.code == 1, refused
     assert "corrupted" in refused.stderr
@@ -356,12 +360,12 @@ def test_a_corrupt_plan_leaves_no_version_behind(store: Path, repo: Path, cli: C
         (["../escape"], "not a plain directory name"),
         (["detector", "--cc", "eight"], "compute capability"),
         (["detector", "--max-batch-size", "-1"], "0 or more"),
-        (["unknown"], "no intact artifact named 'unknown'"),
+        (["unknown"], "no artifact named 'unknown'"),
     ],
 )
 def test_bad_input_exits_2(store: Path, repo: Path, cli: Callable, args: list[str], message: str) -> None:
     add_trt_row(store)
-    result = cli("deploy", "triton", repo, *args, "--store", store)
+    result = cli("deploy", "triton", *args, "-o", repo, "--store", store)
     assert result.code == 2, result
     assert message in result.stderr
     assert "Traceback" not in result.stderr
@@ -378,7 +382,7 @@ def test_gpu_triton_loads_the_repository(tmp_path: Path, cli: Callable, example_
     example_recipe.write_text(recipe)
     assert cli("build", example_recipe, "--store", store).code == 0
     repo = tmp_path / "models"
-    assert cli("deploy", "triton", repo, "example-cnn", "--store", store).code == 0
+    assert cli("deploy", "triton", "example-cnn", "-o", repo, "--store", store).code == 0
     server = subprocess.Popen(
         ["tritonserver", f"--model-repository={repo}", "--strict-model-config=true",
          "--model-control-mode=explicit", "--load-model=example-cnn", "--allow-http=false",

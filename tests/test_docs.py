@@ -432,7 +432,7 @@ def test_the_checks_find_what_they_should(root_command: Any, command_names: set[
         "trtforge build recipes/example.yaml --json",
         "TRTFORGE_STORE=/srv/x trtforge lookup example-cnn --cc=8.6 --trt 10.13.3 -o out.plan  # a comment",
         "trtforge export $(trtforge list --name a --json | jq -r '.[].artifact_id') -o e.tar --sign k.pem",
-        "trtforge deploy epcontext out.onnx <artifact-id> [--embed | --external]",
+        "trtforge deploy epcontext <artifact-id> -o out.onnx [--embed | --external]",
         "trtforge cache prune --keep 1 [--dry-run]",
         "trtforge --version",
         "trtforge --install-completion",
@@ -449,7 +449,8 @@ def test_the_checks_find_what_they_should(root_command: Any, command_names: set[
         ("trtforge export $(trtforge list --bogus) -o e.tar", "`trtforge list` has no option --bogus"),
         ("trtforge build --force=yes x.yaml", "option --force takes no value"),
         ("trtforge doctor extra", "takes no argument 'extra'"),
-        ("A=1 trtforge deploy triton repo name --flavor tensorrt", "has no option --flavor"),
+        ("A=1 trtforge deploy triton name -o repo --embed", "has no option --embed"),
+        ("trtforge deploy triton repo name -o repo", "takes no argument 'name'"),
     ):
         found_problems = problems(bad)
         assert any(why in problem for problem in found_problems), (bad, found_problems)

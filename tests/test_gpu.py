@@ -148,7 +148,7 @@ def test_full_trt_build_with_a_shared_timing_cache(cli, recipes: Path, store: Pa
     # Export with the real key; import into another store; refused when the key names another GPU.
     newest = max(history, key=lambda r: r["generation"])
     dest = tmp_path / "c.cache"
-    exported = cli("cache", "export", newest["cache_id"][:8], dest, "--store", store, "--json")
+    exported = cli("cache", "export", newest["cache_id"][:8], "-o", dest, "--store", store, "--json")
     assert exported.code == 0, exported
     key = json.loads((tmp_path / "c.cache.json").read_text())
     assert key["gpu_name"] == gpu.name and key["compute_capability"] == gpu.compute_capability

@@ -83,7 +83,7 @@ def test_cache_import_without_full_tensorrt_names_what_is_missing(
 def test_deploy_verified_only_says_verify(cli: Callable[..., Any], tmp_path: Path, store: Path) -> None:
     unverified = add_trt_row(store, cc="8.6")
     repo = tmp_path / "models"
-    refused = cli("deploy", "triton", repo, "detector", "--cc", "8.6", "--verified-only", "--store", store, "--json")
+    refused = cli("deploy", "triton", "detector", "-o", repo, "--cc", "8.6", "--verified-only", "--store", store, "--json")
     assert refused.code == 1, refused
     hint = refused.json()["hint"]
     assert "build" not in hint and "--verified-only" in hint, hint
@@ -94,7 +94,7 @@ def test_deploy_verified_only_says_verify(cli: Callable[..., Any], tmp_path: Pat
     ran = cli(*verify.split()[1:], "--store", store, "--json", env=NO_GPU)
     assert ran.code == 2 and f"artifact {unverified[:12]}" in ran.json()["error"], ran
     # ... or deploy without --verified-only, which works.
-    deployed = cli("deploy", "triton", repo, "detector", "--cc", "8.6", "--store", store, "--json")
+    deployed = cli("deploy", "triton", "detector", "-o", repo, "--cc", "8.6", "--store", store, "--json")
     assert deployed.code == 0 and deployed.json()["files"]["8.6"]["artifact_id"] == unverified, deployed
 
 

@@ -85,6 +85,7 @@ def test_every_query_gives_the_same_rows(parity_store, name, model, flavor) -> N
         lookup_sql.newest_model(name, model),
         lookup_sql.any_artifact(name, model, intact=True),
         lookup_sql.any_artifact(name, model, intact=False),
+        lookup_sql.names(),  # `coverage` and `gc --fleet`: every name with an intact artifact (issue 22)
     ):
         columns = query.artifact_columns or ("artifact_id", "gpu_name", "status")
         through_orm = [tuple(getattr(r, c) for c in columns) for r in orm.catalog.lookup_rows(query)]

@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from tests.catalog_rows import add_row
+from tests.conftest import MLP_RECIPE
 from trtforge.core.errors import BuildError
 from trtforge.resolution.resolve import resolve
 from trtforge.rules.compatibility import Candidate, first_failing_rule, rank
@@ -76,20 +77,36 @@ def test_cuda_variant_comes_from_the_distribution_name() -> None:
 def test_plan_for_a_target_on_another_platform_is_another_key(
     cli, mlp_recipe: Callable[..., Path], store: Path
 ) -> None:
+    recipe = mlp_recipe(text=MLP_RECIPE.replace("backend: tensorrt_rtx", "backend: auto"))
+    os_name, arch = this_machine()
+    keys = {}
+    for where in (os_name, "windows"):
+        spec = f"flavor=tensorrt,trt=10.13.3.9,gpu=NVIDIA A10G,cuda=cu12,os={where},arch={arch}"
+        planned = cli("plan", recipe, "--target", spec, "--store", store, "--json")
+        assert planned.code == 0, planned
+        [entry] = planned.json()
+        assert entry["status"] == "build" and entry["target"]["os"] == where, entry
+        keys[where] = entry["build_key"]
+    assert keys[os_name] != keys["windows"]
+
+
+def test_a_tensorrt_rtx_target_on_another_os_plans_this_machines_build(
+    cli, mlp_recipe: Callable[..., Path], store: Path
+) -> None:
+    """TensorRT-RTX engines run on any OS and are built anywhere: a target's OS says where it runs,
+    and `plan` computes the key `build` here stores for it (issue 22: a fleet's Windows
+    workstations are served by a Linux build, and plan agrees with it)."""
     recipe = mlp_recipe()
     [built] = cli("build", recipe, "--store", store, "--json").json()
     version = find_backend("tensorrt_rtx").version
     os_name, arch = this_machine()
-    here = cli("plan", recipe, "--target", f"flavor=tensorrt_rtx,trt={version},cc=8.6,os={os_name},arch={arch}",
-               "--store", store, "--json")  # fmt: skip
-    assert here.code == 0, here
-    assert [(e["status"], e["build_key"]) for e in here.json()] == [("cached", built["build_key"])]
-    elsewhere = cli("plan", recipe, "--target", f"flavor=tensorrt_rtx,trt={version},cc=8.6,os=windows,arch={arch}",
-                    "--store", store, "--json")  # fmt: skip
-    assert elsewhere.code == 0, elsewhere
-    [entry] = elsewhere.json()
-    assert entry["status"] == "build" and entry["build_key"] != built["build_key"]
-    assert entry["target"]["os"] == "windows"
+    for where in (os_name, "windows"):
+        spec = f"flavor=tensorrt_rtx,trt={version},cc=8.6,os={where},arch={arch}"
+        planned = cli("plan", recipe, "--target", spec, "--store", store, "--json")
+        assert planned.code == 0, planned
+        [entry] = planned.json()
+        assert (entry["status"], entry["build_key"]) == ("cached", built["build_key"]), entry
+        assert entry["target"]["os"] == os_name and entry["target_request"]["os"] == where
 
 
 # -- lookup ---------------------------------------------------------------------------------

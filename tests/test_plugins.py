@@ -22,6 +22,7 @@ import pytest
 from tests import onnx_models
 from tests.test_build_cli import store_is_empty
 from trtforge.rules.flavors import find_backend
+from trtforge.rules.target import current_gpu
 
 RECIPE = """\
 name: {name}
@@ -159,7 +160,8 @@ def test_the_epcontext_export_says_the_provider_must_load_it(
     cli: Callable, tmp_path: Path, store: Path, built_with_static_library: tuple[Path, Path, str]
 ) -> None:
     _recipe, library, artifact_id = built_with_static_library
-    result = cli("deploy", "epcontext", tmp_path / "out" / "mlp_ctx.onnx", artifact_id, "--store", store, "--json")
+    out = tmp_path / "out" / "mlp_ctx.onnx"
+    result = cli("deploy", "epcontext", artifact_id, "-o", out, "--store", store, "--json")
     assert result.code == 0, result
     notes = result.json()["notes"]
     assert any(f"plugin libraries loaded by the provider's process: {library}" in note for note in notes), notes
@@ -205,14 +207,13 @@ def test_serializing_needs_a_version_compatible_plan_which_tensorrt_rtx_builds_o
     extra = MLP_PROFILE + "plugins: [{library: libs/libvc.so, serialize: true}]\n"
     refused = cli("build", write_recipe(tmp_path, "a", "models/mlp.onnx", extra), "--store", store)
     assert refused.code == 2 and "needs compatibility.version_compatible: true" in refused.stderr
-    planned = cli(
-        "plan",
-        write_recipe(tmp_path, "b", "models/mlp.onnx", extra + "compatibility: {version_compatible: true}\n"),
-        "--store",
-        store,
-        "--json",
-    )
-    assert planned.code == 0 and planned.json()[0]["status"] == "build"
+    vc = "compatibility: {version_compatible: true, exclude_lean_runtime: true}\n"
+    planned = cli("plan", write_recipe(tmp_path, "b", "models/mlp.onnx", extra + vc), "--store", store, "--json")
+    if current_gpu() is None:  # serializing a plugin is a GPU build for TensorRT-RTX: refused before any work
+        assert planned.code == 2, planned
+        assert "cannot complete it and this machine has no GPU" in planned.json()[0]["error"]
+    else:
+        assert planned.code == 0 and planned.json()[0]["status"] == "build", planned
 
 
 def test_reproduce_loads_the_recorded_library_again(

@@ -214,7 +214,7 @@ def test_an_explicit_default_list_is_the_same_key_as_none(
     assert again["build_key"] == plan["build_key"]
 
 
-@pytest.mark.parametrize("spec", ["flavor=tensorrt,trt=10.13.3.9,cc=8.6,gpu=NVIDIA A10G"])
+@pytest.mark.parametrize("spec", ["flavor=tensorrt,trt=10.13.3.9,cc=8.6,gpu=NVIDIA A10G,cuda=cu12"])
 def test_plan_for_an_explicit_target_is_the_build_path_stopped_early(
     mlp_recipe: Callable[..., Path], store: Path, cli: Callable[..., Any], spec: str
 ) -> None:

@@ -226,7 +226,7 @@ def test_cache_cli_list_export_import_prune(cli, store: Path, tmp_path: Path, rt
     assert "NVIDIA A10G" in cli("cache", "list", "--store", store).stdout
 
     dest = tmp_path / "c.cache"
-    exported = cli("cache", "export", newest["cache_id"][:8], dest, "--store", store, "--json")
+    exported = cli("cache", "export", newest["cache_id"][:8], "-o", dest, "--store", store, "--json")
     assert exported.code == 0 and exported.json()["blob_sha256"] == newest["blob_sha256"], exported
     assert json.loads((tmp_path / "c.cache.json").read_text())["trt_version"] == "10.13.3.9"
 

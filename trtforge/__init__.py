@@ -84,18 +84,20 @@ def runtime_target(
     *,
     os: str | None = None,
     arch: str | None = None,
+    cuda: str | None = None,
 ) -> RuntimeTarget:
     """An explicit target when any of ``gpu``, ``cc``, ``trt`` is given, else this machine's.
 
     ``gpu`` as nvidia-smi names it or for short (``"L4"``, ``"NVIDIA L4"``) gives the compute
     capability of a GPU trtforge knows (a ``cc`` that disagrees is refused; another GPU needs
     ``cc``); without ``trt`` the installed runtime's release; without ``flavor`` the one whose
-    installed runtime has the ``trt`` release, else ``tensorrt``. See docs/lookup.md, "The target".
+    installed runtime has the ``trt`` release, else ``tensorrt``; ``cuda`` the runtime wheel's CUDA
+    variant (cu12/cu13). Checked as the command line's target options are (docs/fleet.md).
     (Not called ``target``: that is the :mod:`trtforge.rules.target` module.)
     """
-    from trtforge.rules.target import resolve_target
+    from trtforge.rules.target import TargetRequest
 
-    return resolve_target(gpu=gpu, cc=cc, trt=trt, flavor=flavor, os=os, arch=arch)
+    return TargetRequest(gpu=gpu, cc=cc, trt=trt, flavor=flavor, os=os, arch=arch, cuda=cuda).checked().resolve()
 
 
 def build(
@@ -206,20 +208,34 @@ def deploy_triton(
 
 def deploy_epcontext(
     out: str | Path,
-    artifact_id: str,
+    ref: str,
     *,
+    target: RuntimeTarget | None = None,
+    model_sha256: str | None = None,
+    verified_only: bool = False,
     embed: bool = False,
     store: str | Path | None = None,
     catalog: str | None = None,
 ) -> EpContextResult:
-    """Write an ONNX model with one EPContext node wrapping the artifact's plan (`trtforge deploy epcontext`).
+    """Write an ONNX model with one EPContext node wrapping a plan (`trtforge deploy epcontext`).
 
-    ``embed=False`` (default) puts a hash-checked copy of the plan beside ``out``; ``True`` puts the
-    plan bytes inside the model. Raises ``DeployError`` for weight-stripped plans or a record without I/O.
+    ``ref`` is an artifact id, or a name whose engine lookup chooses for ``target`` (this machine
+    when None). ``embed=False`` (default) puts a hash-checked copy of the plan beside ``out``;
+    ``True`` puts the plan bytes inside the model. Raises ``DeployError`` for weight-stripped plans
+    or a record without I/O, ``NoCompatibleEngineError`` when no engine of the name runs on the target.
     """
     from trtforge.stages.deploy.epcontext import export_epcontext
 
-    return export_epcontext(out, artifact_id, embed=embed, store=store, catalog=catalog)
+    return export_epcontext(
+        out,
+        ref,
+        target=target,
+        model_sha256=model_sha256,
+        verified_only=verified_only,
+        embed=embed,
+        store=store,
+        catalog=catalog,
+    )
 
 
 def pin(artifact_id: str, *, store: str | Path | None = None, catalog: str | None = None) -> bool:

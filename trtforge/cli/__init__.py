@@ -19,6 +19,7 @@ COMMANDS: dict[str, str] = {
     "list": "trtforge.cli.catalog:list_artifacts",
     "show": "trtforge.cli.catalog:show",
     "lookup": "trtforge.cli.lookup:lookup",
+    "coverage": "trtforge.cli.coverage:coverage",
     "export": "trtforge.cli.bundle:export",
     "import": "trtforge.cli.bundle:import_",
     "keygen": "trtforge.cli.bundle:keygen",

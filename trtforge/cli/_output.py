@@ -131,3 +131,12 @@ class Output:
             if exc.detail:
                 payload["error_detail"] = exc.detail
             sys.stdout.write(json.dumps(payload) + "\n")
+
+
+def target_cell(row: dict[str, Any]) -> str:
+    """A result's target in a table: the fleet entry's name, else what the key was computed for."""
+    asked = row.get("target_request") or {}
+    if asked.get("label"):
+        return str(asked["label"])
+    t = row.get("target") or asked
+    return f"{t.get('flavor', '-')} {t.get('trt_version', '')} {t.get('gpu_name') or ''}".strip()

@@ -8,7 +8,21 @@ from typing import Annotated
 import typer
 
 from trtforge.cli._errors import run
-from trtforge.cli._options import ArchOpt, CatalogOpt, CcOpt, FlavorOpt, GpuOpt, JsonOpt, OsOpt, StoreOpt, TrtOpt
+from trtforge.cli._options import (
+    ArchOpt,
+    CatalogOpt,
+    CcOpt,
+    CudaOpt,
+    FlavorOpt,
+    FleetOpt,
+    GpuOpt,
+    JsonOpt,
+    OsOpt,
+    StoreOpt,
+    TargetOpt,
+    TrtOpt,
+    target_options,
+)
 from trtforge.cli._output import Output
 
 
@@ -16,10 +30,13 @@ def adopt(
     plan: Annotated[Path, typer.Argument(help="Serialized engine (plan) file.", show_default=False)],
     name: Annotated[str, typer.Option("--name", help="Name to look it up by (like a recipe name).")],
     model: Annotated[Path, typer.Option("--model", help="The ONNX model it was built from.")],
-    trt: TrtOpt = None,
+    target: TargetOpt = None,
+    fleet: FleetOpt = None,
     gpu: GpuOpt = None,
     cc: CcOpt = None,
     flavor: FlavorOpt = None,
+    trt: TrtOpt = None,
+    cuda: CudaOpt = None,
     os_name: OsOpt = None,
     arch: ArchOpt = None,
     hardware: Annotated[
@@ -38,8 +55,16 @@ def adopt(
     catalog: CatalogOpt = None,
     json_output: JsonOpt = False,
 ) -> None:
-    """Register an engine built outside trtforge; its target comes from the plan header or the flags."""
+    """Register an engine built outside trtforge; its target comes from the plan header or the flags.
+
+    The target it was built for: --target SPEC, the flags, or --fleet FILE --target NAME (a
+    TensorRT-RTX plan's header gives its flavor and release; full TensorRT plans need --trt and the
+    GPU or --cc).
+    """
     output = Output(json_output)
+    options = target_options(
+        target, gpu=gpu, cc=cc, flavor=flavor, trt=trt, cuda=cuda, os_name=os_name, arch=arch, fleet=fleet
+    )
 
     def body() -> None:
         from trtforge.stages.adopt import AdoptRequest, adopt_plan
@@ -48,15 +73,10 @@ def adopt(
             plan=plan,
             name=name,
             model=model,
-            flavor=flavor,
-            trt_version=trt,
-            gpu_name=gpu,
-            compute_capability=cc,
             hardware=hardware,
             version_compatible=version_compatible,
             exclude_lean_runtime=exclude_lean_runtime,
-            os=os_name,
-            arch=arch,
+            target=options,
         )
         result = adopt_plan(request, store, catalog=catalog)
         output.result(

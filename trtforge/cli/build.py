@@ -11,8 +11,23 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from trtforge.cli._errors import reported, run
-from trtforge.cli._options import CatalogOpt, DeviceOpt, JsonOpt, StoreOpt
-from trtforge.cli._output import Output, naming, styled
+from trtforge.cli._options import (
+    ArchOpt,
+    CatalogOpt,
+    CcOpt,
+    CudaOpt,
+    DeviceOpt,
+    FlavorOpt,
+    FleetOpt,
+    GpuOpt,
+    JsonOpt,
+    OsOpt,
+    StoreOpt,
+    TargetsOpt,
+    TrtOpt,
+    target_options,
+)
+from trtforge.cli._output import Output, naming, styled, target_cell
 from trtforge.core.errors import BadInputError
 
 if TYPE_CHECKING:
@@ -21,7 +36,7 @@ if TYPE_CHECKING:
     from trtforge.stages.build import BuildResult
     from trtforge.stages.reproduce import ReproduceResult
 
-STATUS_STYLE = {"built": "green", "cached": "cyan", "failed": "red"}
+STATUS_STYLE = {"built": "green", "cached": "cyan", "skipped": "dim", "failed": "red"}
 
 
 def exit_code_for(results: list[BuildResult]) -> int:
@@ -44,7 +59,8 @@ def build(
     catalog: CatalogOpt = None,
     force: Annotated[bool, typer.Option("--force", help="Rebuild even when the build key is cached.")] = False,
     fail_fast: Annotated[
-        bool, typer.Option("--fail-fast", help="Stop at the first failure instead of building the rest.")
+        bool,
+        typer.Option("--fail-fast", help="Stop at the first failure; builds one at a time, in order."),
     ] = False,
     reproduce_id: Annotated[
         str | None,
@@ -81,10 +97,28 @@ def build(
         ),
     ] = None,
     device: DeviceOpt = None,
+    target: TargetsOpt = None,
+    fleet: FleetOpt = None,
+    gpu: GpuOpt = None,
+    cc: CcOpt = None,
+    flavor: FlavorOpt = None,
+    trt: TrtOpt = None,
+    cuda: CudaOpt = None,
+    os_name: OsOpt = None,
+    arch: ArchOpt = None,
     json_output: JsonOpt = False,
 ) -> None:
-    """Build engines from recipes (or ONNX files); unchanged recipes are cache hits."""
+    """Build engines from recipes (or ONNX files); unchanged recipes are cache hits.
+
+    By default for this machine. With --target SPEC (repeat), the flags for one target, or --fleet
+    FILE, each recipe is built for each target this machine can build: TensorRT-RTX for any compute
+    capability with the installed release; full TensorRT for targets whose GPU is this machine's.
+    The others are reported skipped, with the reason (exit 0).
+    """
     output = Output(json_output)
+    options = target_options(
+        target, gpu=gpu, cc=cc, flavor=flavor, trt=trt, cuda=cuda, os_name=os_name, arch=arch, fleet=fleet
+    )
     if reproduce_id is not None:
         _reproduce(output, reproduce_id, recipes, store, catalog)
         return
@@ -98,8 +132,9 @@ def build(
 
         select_device(device)
         from trtforge.resolution.batch import expand_recipes
-        from trtforge.stages.build import BuildStage
+        from trtforge.stages.build import BuildStage, explicit_targets
 
+        targets = explicit_targets(options)
         items = expand_recipes(recipes)
         if name is not None and (len(items) != 1 or not str(items[0]).lower().endswith(".onnx")):
             raise BadInputError("--name names the artifact of one ONNX file; recipes carry their own name")
@@ -110,7 +145,14 @@ def build(
 
             progress = BuildProgress(output.err)
         stage = BuildStage(
-            store, catalog=catalog, force=force, progress=progress, name=name, jobs=jobs, timeout=timeout
+            store,
+            catalog=catalog,
+            force=force,
+            progress=progress,
+            name=name,
+            jobs=jobs,
+            timeout=timeout,
+            targets=targets,
         )
         from trtforge.stages.build import BatchInterrupted
 
@@ -173,19 +215,24 @@ def _render_reproduce(console: Console, result: ReproduceResult) -> None:
 def _render(console: Console, output: Output, results: list[BuildResult]) -> None:
     from rich.table import Table
 
+    with_targets = any(r.target_request is not None for r in results)
     table = Table(box=None, show_header=True, header_style="bold")
-    for column in ("status", "name", "artifact", "seconds", "plan"):
+    for column in ("status", "name", *(("target",) if with_targets else ()), "artifact", "seconds", "plan"):
         table.add_column(column)
     for r in results:
         style = STATUS_STYLE[r.status]
+        where = (target_cell(r.as_json()),) if with_targets else ()
         table.add_row(
             styled((r.status, style)),
             r.name or "-",
+            *where,
             (r.artifact_id or "-")[:12],
             f"{r.seconds:.2f}",
             r.plan_path or "-",
         )
     console.print(table)
     for r in results:
+        if r.reason:
+            output.info(f"{r.status}: {r.name or r.recipe} for {target_cell(r.as_json())}: {r.reason}")
         if r.error:
             output.error_lines(naming(r.recipe, r.error), r.hint, r.more_errors)

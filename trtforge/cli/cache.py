@@ -65,12 +65,14 @@ def _render_list(console: Console, rows: list[dict[str, Any]]) -> None:
 @app.command("export")
 def export(
     cache_id: CacheIdArg,
-    dest: Annotated[Path, typer.Argument(help="File to write; its key goes to DEST.json.")],
+    dest: Annotated[
+        Path, typer.Option("--output", "-o", help="File to write; its key goes to FILE.json.", show_default=False)
+    ],
     store: StoreOpt = None,
     catalog: CatalogOpt = None,
     json_output: JsonOpt = False,
 ) -> None:
-    """Write one timing cache version to a file (plus DEST.json naming its flavor, version and GPU)."""
+    """Write one timing cache version to a file (plus FILE.json naming its flavor, version and GPU)."""
     output = Output(json_output)
 
     def body() -> None:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import platform
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
 
 from trtforge.cli._errors import run
 from trtforge.cli._options import CatalogOpt, DetectDeviceOpt, JsonOpt, StoreOpt
@@ -15,9 +17,15 @@ if TYPE_CHECKING:
     from rich.console import Console
 
 
-def schema(json_output: JsonOpt = False) -> None:
-    """Print the recipe JSON Schema (for editors and validation)."""
-    from trtforge.rules.recipe import json_schema
+def schema(
+    fleet: Annotated[bool, typer.Option("--fleet", help="The fleet manifest's schema instead (fleet.yaml).")] = False,
+    json_output: JsonOpt = False,
+) -> None:
+    """Print the recipe JSON Schema (with --fleet: the fleet manifest's), for editors and validation."""
+    if fleet:
+        from trtforge.rules.fleet import json_schema
+    else:
+        from trtforge.rules.recipe import json_schema
 
     sys.stdout.write(json.dumps(json_schema(), indent=2) + "\n")
 

@@ -12,13 +12,17 @@ from trtforge.cli._options import (
     ArchOpt,
     CatalogOpt,
     CcOpt,
+    CudaOpt,
     FlavorOpt,
+    FleetOpt,
     GpuOpt,
     JsonOpt,
     OsOpt,
     StoreOpt,
     TargetDeviceOpt,
+    TargetOpt,
     TrtOpt,
+    target_options,
 )
 from trtforge.cli._output import Output, styled
 
@@ -40,10 +44,13 @@ def lookup(
         bool,
         typer.Option("--allow-weightless", help="Also hand out weight-stripped plans (they need a refit to run)."),
     ] = False,
+    target: TargetOpt = None,
+    fleet: FleetOpt = None,
     gpu: GpuOpt = None,
     cc: CcOpt = None,
-    trt: TrtOpt = None,
     flavor: FlavorOpt = None,
+    trt: TrtOpt = None,
+    cuda: CudaOpt = None,
     os_name: OsOpt = None,
     arch: ArchOpt = None,
     verified_only: Annotated[
@@ -66,7 +73,7 @@ def lookup(
     device: TargetDeviceOpt = None,
     json_output: JsonOpt = False,
 ) -> None:
-    """Find the best engine for a target: this machine, or the one --gpu/--cc/--trt/--flavor describe.
+    """Find the best engine for a target: this machine, or the one --target, the flags or --fleet name.
 
     Plain stdout is exactly the plan's path, so PLAN=$(trtforge lookup ...) captures it.
     Notes, tables and warnings go to stderr; --json prints one document instead.
@@ -75,19 +82,22 @@ def lookup(
     An unknown GPU needs --cc; a --cc that disagrees with --gpu is refused.
     Without --trt the target runs the installed runtime (--trt is required where none is installed).
     With --trt and no --flavor: the flavor whose installed runtime or stored engines have it (else tensorrt).
+    With --fleet, --target NAME picks its entry (not needed when the fleet has one).
     """
     output = Output(json_output)
+    options = target_options(
+        target, gpu=gpu, cc=cc, flavor=flavor, trt=trt, cuda=cuda, os_name=os_name, arch=arch, fleet=fleet
+    )
 
     def body() -> int:
         from trtforge.rules.target import select_device
 
         select_device(device)
-        from trtforge.rules.target import TargetRequest
         from trtforge.stages.lookup import lookup_report
 
         found = lookup_report(
             name,
-            TargetRequest(gpu=gpu, cc=cc, trt=trt, flavor=flavor, os=os_name, arch=arch),
+            options,
             model_sha256=model_sha256,
             store=store,
             catalog=catalog,

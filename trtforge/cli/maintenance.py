@@ -8,7 +8,22 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from trtforge.cli._errors import run
-from trtforge.cli._options import ArtifactArg, CatalogOpt, JsonOpt, StoreOpt
+from trtforge.cli._options import (
+    ArchOpt,
+    ArtifactArg,
+    CatalogOpt,
+    CcOpt,
+    CudaOpt,
+    FlavorOpt,
+    FleetOpt,
+    GpuOpt,
+    JsonOpt,
+    OsOpt,
+    StoreOpt,
+    TargetsOpt,
+    TrtOpt,
+    target_options,
+)
 from trtforge.cli._output import Output, printable, styled
 
 if TYPE_CHECKING:
@@ -77,6 +92,15 @@ def gc(
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Also remove the only verified artifact of a name.")] = False,
     dry_run: DryRunOpt = False,
+    target: TargetsOpt = None,
+    fleet: FleetOpt = None,
+    gpu: GpuOpt = None,
+    cc: CcOpt = None,
+    flavor: FlavorOpt = None,
+    trt: TrtOpt = None,
+    cuda: CudaOpt = None,
+    os_name: OsOpt = None,
+    arch: ArchOpt = None,
     store: StoreOpt = None,
     catalog: CatalogOpt = None,
     json_output: JsonOpt = False,
@@ -86,15 +110,20 @@ def gc(
     Retention counts per name, model and target: another GPU's engine never counts against this one's.
     "Newest" is the order in which this store learned of an artifact, never a bundle's created_at.
     The dry run lists every target with what it keeps and what goes.
+    With --fleet FILE (or --target, or the flags): the only engine lookup returns for a fleet target
+    is never removed, not even with --force.
     """
     output = Output(json_output)
+    options = target_options(
+        target, gpu=gpu, cc=cc, flavor=flavor, trt=trt, cuda=cuda, os_name=os_name, arch=arch, fleet=fleet
+    )
 
     def body() -> None:
         from trtforge.stages.maintenance import GcPolicy  # lazy: SQLAlchemy
         from trtforge.stages.maintenance import gc as gc_stage
 
         policy = GcPolicy(keep_last=keep_last, older_than_days=older_than, force=force)
-        data = gc_stage(store, catalog, policy, dry_run=dry_run, notify=_to_stderr)
+        data = gc_stage(store, catalog, policy, dry_run=dry_run, notify=_to_stderr, targets=options)
         output.result(data, lambda console: _render_gc(console, data))
 
     run(output, body)

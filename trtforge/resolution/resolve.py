@@ -147,10 +147,11 @@ def _backend_for(recipe: Recipe, target: RuntimeTarget | None) -> BackendInfo:
         return find_backend(recipe.backend)
     if recipe.backend not in ("auto", target.flavor):
         raise BadInputError(f"recipe backend {recipe.backend} does not build for a {target.flavor} target")
-    # The CUDA variant is the installed backend's when it is the same release, else unknown.
+    # The CUDA variant: the target's (`--cuda`, `cuda=`), else the installed backend's when it is the
+    # same release, else unknown.
     installed = installed_backend(target.flavor)
     cuda = installed.cuda if installed is not None and installed.version == target.trt_version else None
-    return BackendInfo(target.flavor, target.trt_version, cuda)
+    return BackendInfo(target.flavor, target.trt_version, target.cuda or cuda)
 
 
 def _with_explicit_capabilities(loaded: LoadedRecipe, backend: BackendInfo) -> LoadedRecipe:

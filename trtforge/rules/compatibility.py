@@ -244,6 +244,7 @@ class Candidate:
     learned_at: datetime | None = None
     imported: bool = False  # came in a bundle (a local artifact of the same build key ranks first)
     build_key: str = ""
+    cuda: str | None = None  # the CUDA variant of the wheel that built it (cu12/cu13); None: not recorded
 
     @property
     def model_key(self) -> tuple[str, str | None]:
@@ -275,6 +276,7 @@ class Candidate:
             "plugins_needed": [{"name": name, "sha256": sha256} for name, sha256 in self.plugins_needed],
             "os": self.os,
             "arch": self.arch,
+            "cuda": self.cuda,
             "compatibility": {
                 "hardware": self.envelope.hardware,
                 "version_compatible": self.envelope.version_compatible,
@@ -562,6 +564,10 @@ def _match(c: Candidate, t: RuntimeTarget) -> Match:
     if c.flavor == "tensorrt" and None in (c.os, c.arch, t.os, t.arch):
         built = f"{c.os}/{c.arch}" if c.os and c.arch else "not recorded"
         notes.append(f"platform not checked (built on: {built}; target: {t.os or '?'}/{t.arch or '?'})")
+    if t.cuda is not None and c.cuda is not None and c.cuda != t.cuda:
+        # Not a rule: NVIDIA documents no compatibility of plans across the CUDA variants of one
+        # release either way; builds key the variant, lookup says what it knows.
+        notes.append(f"built with the {c.cuda} wheel; the target runs {t.cuda}")
     verified_here = t.gpu_name is not None and c.verified_on.get(t.gpu_name) == "passed"
     return Match(c, verified_here, exact_version, same_gpu, _envelope_width(c), tuple(notes))
 

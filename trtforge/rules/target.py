@@ -12,7 +12,7 @@ import platform
 import re
 import sys
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import lru_cache
 from typing import Any
 
@@ -23,6 +23,7 @@ from trtforge.rules.flavors import (
     BackendInfo,
     Flavor,
     flavor_name,
+    installed_backend,
     installed_backends,
     parse_version,
     release,
@@ -415,7 +416,9 @@ class RuntimeTarget:
     no GPU-model preference or per-model verification status applies. ``detected`` is True when
     the target describes this machine, which is the only case where the runtime's own validity
     check can be asked. ``os``/``arch`` (this machine's when detected) are None when not given:
-    lookup's platform rule then does not apply.
+    lookup's platform rule then does not apply. ``cuda`` is the CUDA variant of the target's
+    runtime wheel (cu12/cu13; keyed by builds, so `plan` needs it for another machine), None
+    where unknown. ``label`` is the operator's name for the machine type (a fleet entry's name).
     """
 
     flavor: Flavor
@@ -426,6 +429,8 @@ class RuntimeTarget:
     detected: bool = False
     os: str | None = None
     arch: str | None = None
+    cuda: str | None = None
+    label: str | None = None
 
     @property
     def version_tuple(self) -> tuple[int, ...]:
@@ -450,8 +455,10 @@ class RuntimeTarget:
 
 @dataclass(frozen=True)
 class TargetRequest:
-    """Target options as given (``--gpu/--cc/--trt/--flavor/--os/--arch``), resolved by a stage once
-    it knows the store's releases (``--flavor`` is inferred from them)."""
+    """A target as given: ``--target SPEC``, the shorthand flags ``--gpu/--cc/--flavor/--trt/--cuda/
+    --os/--arch``, or a fleet entry (whose name is ``label``). :meth:`checked` validates and
+    normalizes each field; :meth:`resolve` makes it a RuntimeTarget once the store's releases are
+    known (``--flavor`` is inferred from them)."""
 
     gpu: str | None = None
     cc: str | None = None
@@ -459,16 +466,53 @@ class TargetRequest:
     flavor: str | None = None
     os: str | None = None
     arch: str | None = None
+    cuda: str | None = None
+    label: str | None = None
 
     @property
     def infers_flavor(self) -> bool:
         """Whether resolving reads the store's releases (a ``--trt`` without ``--flavor``)."""
         return self.trt is not None and self.flavor is None
 
+    @property
+    def is_empty(self) -> bool:
+        """No field given: the target is this machine (detected)."""
+        return all(getattr(self, f) is None for f in ("gpu", "cc", "trt", "flavor", "os", "arch", "cuda"))
+
+    def checked(self) -> TargetRequest:
+        """Every given field validated on its own, as every command does it: the GPU through the
+        table (its NVML name, and its compute capability filled in), ``cc``, ``trt``, ``flavor``,
+        ``cuda``, ``os``/``arch`` normalized. Raises TargetError (exit 2)."""
+        gpu, cc = target_gpu(self.gpu, self.cc)
+        if self.trt is not None:
+            parse_version(self.trt.strip())
+        if self.flavor is not None and self.flavor not in FLAVORS:
+            raise TargetError(f"flavor {self.flavor[:40]!r} is not one of {', '.join(FLAVORS)}")
+        os_name, arch = parse_platform(self.os, self.arch)
+        trt = self.trt.strip() if self.trt is not None else None
+        return replace(self, gpu=gpu, cc=cc, trt=trt, os=os_name, arch=arch, cuda=parse_cuda(self.cuda))
+
     def resolve(self, stored: Iterable[tuple[str, str]] = ()) -> RuntimeTarget:
-        return resolve_target(
+        target = resolve_target(
             gpu=self.gpu, cc=self.cc, trt=self.trt, flavor=self.flavor, os=self.os, arch=self.arch, stored=stored
         )
+        return replace(target, cuda=parse_cuda(self.cuda) or target.cuda, label=self.label)
+
+
+_CUDA_VARIANT = re.compile(r"cu\d{2}")
+
+
+def parse_cuda(value: str | None) -> str | None:
+    """A CUDA variant as the backend wheels name it (``cu12``, ``cu13``); None stays None (unknown)."""
+    if value is None:
+        return None
+    text = value.strip().lower()
+    if not _CUDA_VARIANT.fullmatch(text):
+        raise TargetError(
+            f"CUDA variant {value[:40]!r} is not of the form cuNN (e.g. cu12, cu13)",
+            hint="the variant of the runner's TensorRT wheel, as `trtforge doctor` prints it (tensorrt-cu12 -> cu12)",
+        )
+    return text
 
 
 @dataclass(frozen=True, order=True)
@@ -603,6 +647,7 @@ def explicit_target(
         )
     chosen, version = _runtime_release(trt, flavor, stored)
     platform_names = parse_platform(os, arch)
+    installed = installed_backend(chosen) if trt is None else None  # type: ignore[arg-type]
     return RuntimeTarget(
         chosen,  # type: ignore[arg-type]
         version,
@@ -610,6 +655,7 @@ def explicit_target(
         name,
         os=platform_names[0],
         arch=platform_names[1],
+        cuda=installed.cuda if installed is not None else None,
     )
 
 
@@ -628,7 +674,15 @@ def detect_target(flavor: str | None = None) -> RuntimeTarget:
     backend = backends[0]
     os_name, arch = this_platform()
     return RuntimeTarget(
-        backend.flavor, backend.version, gpu.compute_capability, gpu.name, gpu.driver_version, True, os_name, arch
+        backend.flavor,
+        backend.version,
+        gpu.compute_capability,
+        gpu.name,
+        gpu.driver_version,
+        True,
+        os_name,
+        arch,
+        backend.cuda,
     )
 
 

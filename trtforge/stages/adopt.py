@@ -21,11 +21,12 @@ from trtforge.rules.flavors import parse_version, same_release
 from trtforge.rules.keys import ADOPTED_FINGERPRINT, adopted_key, sha256_file
 from trtforge.rules.recipe import name_problem
 from trtforge.rules.record import Adopted, ArtifactDetails
-from trtforge.rules.target import parse_platform, target_gpu
+from trtforge.rules.target import parse_cuda, parse_platform, target_gpu
 from trtforge.store import Store, open_store
 from trtforge.store.catalog import Artifact, Blob
 
 if TYPE_CHECKING:
+    from trtforge.resolution.targets import TargetOptions
     from trtforge.rules.onnx_model import ModelInfo
 
 _HEADER_HINT = "the plan header is what the runtime checks; leave the option out or correct it"
@@ -60,6 +61,27 @@ class AdoptRequest:
     exclude_lean_runtime: bool = False
     os: str | None = None  # the platform it was built on; unknown when not given
     arch: str | None = None
+    cuda: str | None = None  # the CUDA variant of the TensorRT wheel that built it; unknown when not given
+    target: TargetOptions | None = None  # the command line's target options: fill the fields above
+
+
+def _with_target_options(request: AdoptRequest) -> AdoptRequest:
+    """The command line's target (one: the flags, or one --target SPEC), checked as every command
+    checks it, in the request's fields (the plan header may still supply flavor and version)."""
+    if request.target is None:
+        return request
+    given = request.target.single()
+    return replace(
+        request,
+        flavor=given.flavor,
+        trt_version=given.trt,
+        gpu_name=given.gpu,
+        compute_capability=given.cc,
+        os=given.os,
+        arch=given.arch,
+        cuda=given.cuda,
+        target=None,
+    )
 
 
 def _resolve_target(request: AdoptRequest) -> tuple[str, str, str]:
@@ -93,6 +115,7 @@ def adopt_plan(request: AdoptRequest, store: str | Path | None = None, *, catalo
 
     Everything is checked before the store is opened, so bad input never creates one.
     """
+    request = _with_target_options(request)
     problem = name_problem(request.name)
     if problem is not None:
         raise BadInputError(f"name {request.name[:60]!r} {problem}")
@@ -127,7 +150,8 @@ def adopt_plan(request: AdoptRequest, store: str | Path | None = None, *, catalo
     }
     os_name, arch = parse_platform(request.os, request.arch)
     # Only when given, so re-adopting a plan adopted before platforms were recorded stays a no-op.
-    target.update({k: v for k, v in (("os", os_name), ("arch", arch)) if v is not None})
+    given = (("os", os_name), ("arch", arch), ("cuda", parse_cuda(request.cuda)))
+    target.update({k: v for k, v in given if v is not None})
     key = adopted_key(plan_digest, model_digest, target, compatibility)
     result = AdoptResult("", "adopted", request.name, flavor, version, ccs, plan_digest, source)
     opened = open_store(store, catalog=catalog)

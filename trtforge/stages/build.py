@@ -44,16 +44,19 @@ if TYPE_CHECKING:  # the recipe models (pydantic) are imported only when a recip
     from trtforge.backend.build import BuildOutput
     from trtforge.backend.pool import WorkerPool
     from trtforge.resolution.resolve import Resolution
+    from trtforge.resolution.targets import TargetOptions
     from trtforge.rules.flavors import BackendInfo
     from trtforge.rules.onnx_model import ModelInfo
-    from trtforge.rules.recipe import LoadedRecipe
+    from trtforge.rules.recipe import LoadedRecipe, Recipe
     from trtforge.rules.target import RuntimeTarget
     from trtforge.store import Store
     from trtforge.store.catalog import Artifact
     from trtforge.store.locks import HeldLock
 
 NO_MATCH = "no recipe file matches"
-BuildStatus = Literal["built", "cached", "build", "failed"]  # "build": a dry run (plan) would build
+# "build": a dry run (plan) would build; "unknown": it would, for a key it cannot compute (CUDA
+# variant unknown); "skipped": a target this recipe or this machine does not build for (the reason).
+BuildStatus = Literal["built", "cached", "build", "unknown", "skipped", "failed"]
 UNAVAILABLE_KINDS = ("catalog_unavailable", "blobs_unavailable")
 STOP_WAIT_S = 1.5  # after SIGINT/SIGTERM, how long recipes being recorded get to finish
 
@@ -79,6 +82,8 @@ class BuildResult:
     unchecked: list[str] = field(default_factory=list)  # a dry run: options only a build can check
     error_kind: str | None = None  # a failure's kind: bad_input | build_failed | crashed | timed_out
     cost: dict[str, Any] | None = None  # a build's wall, CPU time and peak memory (BuildCost.as_json)
+    target_request: dict[str, Any] | None = None  # the target asked for (--target, --fleet); None: this machine
+    reason: str | None = None  # why "skipped" or "unknown"
 
     def __bool__(self) -> bool:
         return self.status != "failed"
@@ -114,6 +119,7 @@ class BuildStage:
         name: str | None = None,
         jobs: int | None = None,
         timeout: float | None = None,
+        targets: Sequence[RuntimeTarget] = (),
     ) -> None:
         """``jobs``: builds at once (None: ``core.resources.default_jobs()``); ``timeout``: seconds a
         build may run before its worker is stopped (None: no limit). Neither is part of a build key."""
@@ -122,6 +128,7 @@ class BuildStage:
         if timeout is not None and not timeout > 0:
             raise BadInputError(f"timeout must be a positive number of seconds, not {timeout}")
         self.store = StoreHandle(store, catalog)
+        self.targets = tuple(targets)  # `build --target/--fleet`: each recipe for each of them
         self.name = name  # artifact name of an ONNX file given instead of a recipe (`--name`)
         self.force = force
         self.progress = progress
@@ -137,7 +144,8 @@ class BuildStage:
         self._on_start: Callable[[str], None] | None = None
         self._builds: int | None = None  # builds at once, as build_all decided for its recipes
         self._stopping = threading.Event()  # set by SIGINT/SIGTERM: nothing more starts or waits
-        self._started: BuildResult | None = None  # the recipe run() works on (what a signal interrupts)
+        # The recipe run() works on and its results so far, the last one under way (what a signal interrupts).
+        self._started: tuple[str, list[BuildResult]] | None = None
 
     def close(self) -> None:
         if self._pool is not None:
@@ -181,7 +189,8 @@ class BuildStage:
         on_start: Callable[[str], None] | None = None,
         on_done: Callable[[BuildResult], None] | None = None,
     ) -> list[BuildResult]:
-        """Build recipes (the rest after a failure unless ``fail_fast``); results in recipe order.
+        """Build recipes (the rest after a failure unless ``fail_fast``, which builds one at a time);
+        results in recipe order.
 
         A glob that matched no file is a failed result (bad input), not silently dropped;
         ``on_start`` hears a recipe's file name when its build starts in a worker (the progress
@@ -193,7 +202,8 @@ class BuildStage:
         """
         items = list(items)
         self._on_start = on_start
-        builds = min(self.jobs or (_default_jobs() if len(items) > 1 else 1), len(items))
+        # --fail-fast builds one recipe at a time, in order: nothing after the first failure starts.
+        builds = 1 if fail_fast else min(self.jobs or (_default_jobs() if len(items) > 1 else 1), len(items))
         self._builds = builds
         threads = min(builds + 1, len(items))
         if threads <= 1 or (fail_fast and builds == 1):
@@ -209,17 +219,20 @@ class BuildStage:
         """One recipe after the other on this thread (a signal lands here: the build under way unwinds,
         its worker killed on the way out)."""
         results: list[BuildResult] = []
+        done = 0
         try:
             for item in items:
-                result = self._one(item, on_done)
-                results.append(result)
-                if fail_fast and not result:
+                batch = self._one(item, on_done)
+                results.extend(batch)
+                done += 1
+                if fail_fast and not all(batch):
                     break
         except Interrupted as stop:
             self._stop(stop)
-            current, *rest = items[len(results) :]
-            started = self._started if self._started is not None and self._started.recipe == str(current) else None
-            ended = [_interrupted(current, stop, started)] + [_interrupted(item, stop) for item in rest]
+            current, *rest = items[done:]
+            started = self._started[1] if self._started is not None and self._started[0] == str(current) else []
+            ended = [_interrupted(current, stop, r) for r in started] or [_interrupted(current, stop)]
+            ended += [_interrupted(item, stop) for item in rest]
             raise BatchInterrupted(stop.signum, results + ended) from None
         return results
 
@@ -229,17 +242,21 @@ class BuildStage:
         if self._pool is not None:
             self._pool.stop(f"interrupted by {stop.name}")
 
-    def _one(self, item: str | Path | UnmatchedPattern, on_done: Callable[[BuildResult], None] | None) -> BuildResult:
+    def _one(
+        self, item: str | Path | UnmatchedPattern, on_done: Callable[[BuildResult], None] | None
+    ) -> list[BuildResult]:
+        """One recipe's results: one per target asked for (this machine's when none was)."""
         if isinstance(item, UnmatchedPattern):
-            result = BuildResult(item.pattern, None, "failed", error=NO_MATCH, exit_code=2, error_kind="bad_input")
+            batch = [BuildResult(item.pattern, None, "failed", error=NO_MATCH, exit_code=2, error_kind="bad_input")]
         else:
-            result = self.build_one(item)
-        if self._stopping.is_set() and result.error_kind == "crashed":
-            result = _interrupted(item, None, result)  # its worker was killed by the stop: not its fault
+            batch = self.run(item, self.targets or (None,))
+        if self._stopping.is_set():  # a worker killed by the stop: its recipe was interrupted, not crashed
+            batch = [_interrupted(item, None, r) if r.error_kind == "crashed" else r for r in batch]
         if on_done is not None:
             with self._callbacks:
-                on_done(result)
-        return result
+                for result in batch:
+                    on_done(result)
+        return batch
 
     def _build_threaded(
         self,
@@ -255,19 +272,19 @@ class BuildStage:
         self._remembered()
         stop = threading.Event()
 
-        def work(item: str | Path | UnmatchedPattern) -> BuildResult | None:
+        def work(item: str | Path | UnmatchedPattern) -> list[BuildResult]:
             if stop.is_set():
-                return None  # --fail-fast: not started after a failure
-            result = self._one(item, on_done)
-            if fail_fast and not result:
+                return []  # --fail-fast: not started after a failure
+            batch = self._one(item, on_done)
+            if fail_fast and not all(batch):
                 stop.set()
-            return result
+            return batch
 
         executor = ThreadPoolExecutor(threads, thread_name_prefix="trtforge-build")
         futures = []
         try:
             futures = [executor.submit(work, item) for item in items]
-            results = [future.result() for future in futures]
+            batches = [future.result() for future in futures]
         except Interrupted as interrupted:  # SIGINT/SIGTERM: stop the builds under way, keep what is recorded
             stop.set()
             self._stop(interrupted)
@@ -281,7 +298,7 @@ class BuildStage:
             executor.shutdown(wait=True, cancel_futures=True)
             raise
         executor.shutdown()
-        return [result for result in results if result is not None]
+        return [result for batch in batches for result in batch]
 
     def build_one(self, recipe_path: str | Path) -> BuildResult:
         """Build (or find) one recipe on this machine; user-caused failures become a failed result."""
@@ -292,8 +309,8 @@ class BuildStage:
     ) -> list[BuildResult]:
         """One result per target (None: this machine). ``dry_run`` stops before building: `plan`.
 
-        A target whose flavor the recipe's ``backend`` excludes is skipped; when that leaves none,
-        the recipe fails with that reason.
+        A target the recipe does not build for (see :func:`skip_reason`), or, building, one this
+        machine cannot build, is ``skipped`` with the reason.
         """
         started = time.perf_counter()
         if not self.force and self.name is None and list(targets) == [None]:
@@ -306,23 +323,22 @@ class BuildStage:
             loaded = load_effective(recipe_path, name=self.name)
         except TrtforgeError as exc:
             return [_failed(BuildResult(str(recipe_path), None, "failed"), exc, started)]
-        wanted = [t for t in targets if t is None or loaded.recipe.backend in ("auto", t.flavor)]
-        if not wanted:
-            message = f"recipe backend {loaded.recipe.backend} matches none of the given targets"
-            failed = BuildResult(
-                str(recipe_path), loaded.recipe.name, "failed", error=message, exit_code=2, error_kind="bad_input"
-            )
-            return [failed]
-        results = []
-        for target in wanted:
+        results: list[BuildResult] = []
+        self._started = (str(recipe_path), results)
+        for target in targets:
             result = BuildResult(recipe=str(recipe_path), name=loaded.recipe.name, status="failed")
-            self._started = result
-            try:
-                self._build(loaded, target, result, dry_run=dry_run)
-            except TrtforgeError as exc:
-                _failed(result, exc, started)
+            results.append(result)  # in place: what a signal interrupts is in it (self._started)
+            result.target_request = target.as_json() if target is not None else None
+            result.reason = skip_reason(loaded.recipe, target, building=not dry_run)
+            if result.reason is not None:
+                result.status = "skipped"
+            else:
+                try:
+                    self._build(loaded, _build_target(target, dry_run), result, dry_run=dry_run)
+                    _unknown_cuda(result, target)
+                except TrtforgeError as exc:
+                    _failed(result, exc, started)
             result.seconds = round(time.perf_counter() - started, 4)
-            results.append(result)
             started = time.perf_counter()
         return results
 
@@ -572,6 +588,59 @@ def _mark_damaged(store: Store, damaged: dict[str, tuple[Artifact, str]], notify
         notify(f"could not mark the damaged plan corrupt: {exc.message}")
 
 
+# -- targets: which ones a recipe builds for here, and with what --------------------------------
+
+
+def skip_reason(recipe: Recipe, target: RuntimeTarget | None, *, building: bool) -> str | None:
+    """Why ``recipe`` is not built for ``target`` (None: it is): its ``backend`` excludes the flavor,
+    its TensorRT-RTX compute capabilities leave the target's out, or (``building``) this machine
+    cannot build it (:func:`trtforge.resolution.targets.why_not_here`)."""
+    if target is None:
+        return None
+    if recipe.backend not in ("auto", target.flavor):
+        return f"recipe backend {recipe.backend} does not build for {target.flavor}"
+    if target.flavor == "tensorrt_rtx":
+        from trtforge.rules.flavors import RTX_DEFAULT_COMPUTE_CAPABILITIES
+        from trtforge.rules.target import parse_compute_capability
+
+        listed = recipe.compatibility.compute_capabilities or list(RTX_DEFAULT_COMPUTE_CAPABILITIES)
+        wanted = parse_compute_capability(target.compute_capability)
+        if wanted not in {parse_compute_capability(cc) for cc in listed}:
+            return (
+                f"the recipe builds for compute capabilities {', '.join(listed)}, not the target's "
+                f"{target.compute_capability} (compatibility.compute_capabilities)"
+            )
+    if building:
+        from trtforge.resolution.targets import why_not_here
+
+        return why_not_here(target)
+    return None
+
+
+def _build_target(target: RuntimeTarget | None, dry_run: bool) -> RuntimeTarget | None:
+    """What the build here (or its dry run) for ``target`` resolves with: one key for both. A full
+    TensorRT build happens on this machine's GPU (checked by skip_reason): detected, as a plain build."""
+    if target is None or (target.flavor == "tensorrt" and not dry_run):
+        return None
+    from trtforge.resolution.targets import build_request
+
+    return build_request(target)
+
+
+def _unknown_cuda(result: BuildResult, target: RuntimeTarget | None) -> None:
+    """A dry run that would build for a target whose CUDA variant nobody gave: its key may not be
+    the one a runner stores, so it says so instead of "build"."""
+    from trtforge.resolution.targets import cuda_known
+    from trtforge.rules.flavors import flavor_name
+
+    if result.status == "build" and target is not None and not cuda_known(target):
+        result.status = "unknown"
+        result.reason = (
+            f"the CUDA variant of {flavor_name(target.flavor)} {target.trt_version} is unknown here, so the key "
+            "a runner stores is too: give it (--cuda cu12|cu13, cuda= in --target or the fleet entry)"
+        )
+
+
 @dataclass
 class PlanEntry:
     """One recipe x target of `plan --json`: what `build` would do there."""
@@ -579,7 +648,7 @@ class PlanEntry:
     recipe: str
     name: str | None
     target: dict[str, Any] | None
-    status: Literal["cached", "build", "failed"]
+    status: Literal["cached", "build", "unknown", "skipped", "failed"]
     build_key: str | None = None
     artifact_id: str | None = None
     error: str | None = None
@@ -587,6 +656,8 @@ class PlanEntry:
     hint: str | None = None  # the way out of a refusal
     exit_code: int = 0
     unchecked: list[str] = field(default_factory=list)  # options checked against TensorRT only when it builds
+    target_request: dict[str, Any] | None = None  # the target asked for; None: this machine
+    reason: str | None = None  # why "skipped" or "unknown"
 
     @classmethod
     def of(cls, result: BuildResult) -> PlanEntry:
@@ -603,6 +674,8 @@ class PlanEntry:
             result.hint,
             result.exit_code,
             result.unchecked,
+            result.target_request,
+            result.reason,
         )
 
     def as_json(self) -> dict[str, Any]:
@@ -611,9 +684,21 @@ class PlanEntry:
         return data
 
 
+def explicit_targets(targets: TargetOptions | Sequence[RuntimeTarget] | None) -> list[RuntimeTarget]:
+    """The targets of `build`/`plan` (``--target``, the flags, ``--fleet``), checked before anything
+    else; empty: this machine. ``--trt`` without ``--flavor`` means the installed runtime's flavor."""
+    if targets is None:
+        return []  # nothing imported: the hit path stays light
+    from trtforge.resolution.targets import TargetOptions, resolve_all
+
+    if isinstance(targets, TargetOptions):
+        return resolve_all(targets.requests())
+    return list(targets)
+
+
 def plan_builds(
     arguments: list[str],
-    targets: Sequence[RuntimeTarget] | None = None,
+    targets: TargetOptions | Sequence[RuntimeTarget] | None = None,
     *,
     store: str | Path | None = None,
     catalog: str | None = None,
@@ -623,6 +708,7 @@ def plan_builds(
     Nothing is built, TensorRT is not imported and no store is created: a CI job can turn the
     JSON into a build matrix (only the ``build`` entries need a runner).
     """
+    explicit = explicit_targets(targets)
     stage = BuildStage(store, catalog=catalog)
     entries: list[PlanEntry] = []
     try:
@@ -630,7 +716,7 @@ def plan_builds(
             if isinstance(item, UnmatchedPattern):
                 entries.append(PlanEntry(item.pattern, None, None, "failed", error=NO_MATCH, exit_code=2))
                 continue
-            chosen: Sequence[RuntimeTarget | None] = targets or (None,)
+            chosen: Sequence[RuntimeTarget | None] = explicit or (None,)
             entries.extend(PlanEntry.of(r) for r in stage.run(item, chosen, dry_run=True))
     finally:
         stage.close()
@@ -653,8 +739,8 @@ def _interrupted(
     item: str | Path | UnmatchedPattern, stop: Interrupted | None, result: BuildResult | None = None
 ) -> BuildResult:
     """The result of a recipe the stop ended before it was recorded (``result``: what it had got to)."""
-    if result is not None and result.status in ("built", "cached"):
-        return result  # recorded (or found) before the signal: it stays, and says so
+    if result is not None and (result.status != "failed" or result.error_kind not in (None, "crashed")):
+        return result  # recorded, found, skipped or failed on its own before the signal: it stays as it was
     recipe = item.pattern if isinstance(item, UnmatchedPattern) else str(item)
     base = result or BuildResult(recipe, None, "failed")
     why = f"interrupted by {stop.name}" if stop is not None else "interrupted"
@@ -669,12 +755,12 @@ def _settled(
     from concurrent.futures import wait
 
     wait(futures, timeout=STOP_WAIT_S)
-    settled = []
+    settled: list[BuildResult] = []
     for index, item in enumerate(items):
         future = futures[index] if index < len(futures) else None
         done = future is not None and future.done() and not future.cancelled() and future.exception() is None
-        result = future.result() if done else None
-        settled.append(result if result is not None else _interrupted(item, stop))
+        batch = future.result() if done else []
+        settled.extend(batch or [_interrupted(item, stop)])
     return settled
 
 

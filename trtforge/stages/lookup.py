@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from trtforge.core.errors import BadInputError, NoCompatibleEngineError, NotFoundError
 from trtforge.core.fsutil import checked_copy, child_path, owner_prefix
+from trtforge.resolution.targets import TargetOptions, one_target
 from trtforge.rules.compatibility import Candidate, Envelope, Match, ModelChoice, Ranking, RecordView, Rejection, rank
 from trtforge.rules.gpus import closest_names, known_gpu
 from trtforge.rules.keys import recipe_variant
@@ -59,6 +60,7 @@ def candidate_from_row(row: Any, verified: dict[str, str] | None = None) -> Cand
         learned_at=row.learned_at,
         imported=row.learned_via == "import",
         build_key=row.build_key,
+        cuda=_text_or_none(built_on.get("cuda")),
     )
 
 
@@ -127,6 +129,17 @@ def new_version_warning(store: LookupStore, name: str, model_sha256: str, recipe
 def stored_releases(store: LookupStore, *, name: str | None, model_sha256: str | None) -> list[tuple[str, str]]:
     """(flavor, version) of the intact artifacts of a name/digest: what ``--trt`` may mean here."""
     return [(flavor, version) for flavor, version in store.catalog.lookup_rows(lookup_sql.releases(name, model_sha256))]
+
+
+def resolve_in_store(
+    store: LookupStore, request: TargetRequest | RuntimeTarget, *, name: str | None, model_sha256: str | None
+) -> RuntimeTarget:
+    """A target for this name's engines: a ``--trt`` without ``--flavor`` means the flavor that the
+    installed runtimes or the name's stored engines have that release of."""
+    if not isinstance(request, TargetRequest):
+        return request
+    stored = stored_releases(store, name=name, model_sha256=model_sha256) if request.infers_flavor else []
+    return request.resolve(stored)
 
 
 def _any_artifact(store: LookupStore, name: str | None, model_sha256: str | None, *, intact: bool = False) -> bool:
@@ -199,11 +212,13 @@ def rank_in_store(
     runtime_check: bool = True,
     allow_weightless: bool = False,
     any_model: bool = False,
+    choice: ModelChoice | None = None,
 ) -> Ranking:
     """Rank a store's artifacts for ``target``; raises when nothing matches the name/digest.
 
     Only the newest model of the name (see :func:`choose_model`) is considered unless
-    ``any_model``; weight-stripped plans only with ``allow_weightless``.
+    ``any_model``, or ``choice`` names the model (a recipe's, for `coverage`); weight-stripped
+    plans only with ``allow_weightless``.
     """
     if name is None and model_sha256 is None:
         raise BadInputError("lookup needs a name or --model-sha256")
@@ -219,7 +234,9 @@ def rank_in_store(
             f"every artifact {_describe_query(name, model_sha256)} is marked corrupt (`fsck --repair`)",
             hint="rebuild it with `trtforge build`; `trtforge gc` then removes the corrupt records",
         )
-    model = None if any_model else choose_model(store, name=name, model_sha256=model_sha256)
+    model = choice
+    if model is None and not any_model:
+        model = choose_model(store, name=name, model_sha256=model_sha256)
 
     def reach(digest: str) -> ModelChoice | None:  # what `--model-sha256 DIGEST` would choose
         return choose_model(store, name=name, model_sha256=digest)
@@ -229,6 +246,18 @@ def rank_in_store(
     )
     if runtime_check and target.detected and ranking.matches:
         ranking = _apply_runtime_check(store, ranking)
+    return ranking
+
+
+def covering_engine(
+    store: LookupStore, target: RuntimeTarget, *, name: str, choice: ModelChoice | None = None
+) -> Ranking:
+    """The ranking whose best match is the engine that covers ``target`` for ``name``: what lookup
+    returns there, else (nothing else runs there) a weight-stripped plan, as ``--allow-weightless``
+    would. Used by `coverage` and by `gc --fleet`, so both mean the same engine."""
+    ranking = rank_in_store(store, target, name=name, choice=choice, runtime_check=False)
+    if ranking.best is None:
+        ranking = rank_in_store(store, target, name=name, choice=choice, allow_weightless=True, runtime_check=False)
     return ranking
 
 
@@ -297,16 +326,7 @@ def result_for(
     names the model that has an engine, else `--explain`, unless the caller explains already)."""
     best: Match | None = ranking.best
     if best is None:
-        rules = sorted({r.rule for r in ranking.rejected})
-        where = ranking.target.describe()
-        hint = ranking.warnings[-1] if ranking.warnings else ("" if explain else None)
-        if not rules:  # rows of other flavors were filtered out in SQL
-            raise NoCompatibleEngineError(
-                f"no engine runs on {where}: none was built for {ranking.target.flavor}", hint=hint
-            )
-        raise NoCompatibleEngineError(
-            f"no engine runs on {where}: {len(ranking.rejected)} rejected ({', '.join(rules)})", hint=hint
-        )
+        raise no_engine_error(ranking, explain=explain)
     candidate = best.candidate
     if output is not None:
         path = materialize(store, candidate.plan_sha256, Path(output), default_name=candidate.name)
@@ -325,6 +345,20 @@ def result_for(
         metadata=best.as_json(),
         ranking=ranking,
         warnings=[*ranking.warnings, *([unverified] if unverified else [])],
+    )
+
+
+def no_engine_error(ranking: Ranking, *, explain: bool = False) -> NoCompatibleEngineError:
+    """Lookup's answer when nothing runs on the target: the rules that rejected the candidates, and
+    a hint naming the model that has an engine, else `--explain` (unless the caller explains)."""
+    rules = sorted({r.rule for r in ranking.rejected})
+    where = ranking.target.describe()
+    hint = ranking.warnings[-1] if ranking.warnings else ("" if explain else None)
+    if not rules:  # rows of other flavors were filtered out in SQL
+        flavor = ranking.target.flavor
+        return NoCompatibleEngineError(f"no engine runs on {where}: none was built for {flavor}", hint=hint)
+    return NoCompatibleEngineError(
+        f"no engine runs on {where}: {len(ranking.rejected)} rejected ({', '.join(rules)})", hint=hint
     )
 
 
@@ -369,7 +403,7 @@ class LookupReport:
 
 def lookup_report(
     name: str | None,
-    target: RuntimeTarget | TargetRequest,
+    target: RuntimeTarget | TargetRequest | TargetOptions | None,
     *,
     model_sha256: str | None = None,
     store: str | Path | None = None,
@@ -382,15 +416,16 @@ def lookup_report(
 ) -> LookupReport:
     """`trtforge lookup`: rank the store's engines for ``target``, hand out the best one's plan.
 
-    A TargetRequest (the command line's target options) is resolved here: checked before the store
-    is opened, and with a ``--trt`` but no ``--flavor`` the flavor is the one the installed runtimes
-    and this name's stored engines have that release of.
+    The command line's target options (one target: the flags, one ``--target``, or one entry of a
+    ``--fleet``) are resolved here: checked before the store is opened, and with a ``--trt`` but no
+    ``--flavor`` the flavor is the one the installed runtimes and this name's stored engines have
+    that release of.
     """
-    chosen = target.resolve() if isinstance(target, TargetRequest) else target
+    request = one_target(target)
+    chosen = request.resolve() if isinstance(request, TargetRequest) else request
     opened = open_for_lookup(store, catalog=catalog, missing="the store is empty: nothing to look up")
     try:
-        if isinstance(target, TargetRequest) and target.infers_flavor:
-            chosen = target.resolve(stored_releases(opened, name=name, model_sha256=model_sha256))
+        chosen = resolve_in_store(opened, request, name=name, model_sha256=model_sha256)
         ranking = rank_in_store(
             opened,
             chosen,

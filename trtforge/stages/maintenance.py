@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
@@ -21,9 +21,11 @@ from sqlalchemy import delete, select, update
 
 from trtforge.core.crashpoints import crashpoint
 from trtforge.core.fsutil import STALE_TEMP_AGE_S
+from trtforge.resolution.targets import TargetOptions, many_targets, resolve_all
 from trtforge.rules.keys import recipe_variant
-from trtforge.rules.target import TargetGroup
-from trtforge.store import Store, require_existing_store
+from trtforge.rules.target import RuntimeTarget, TargetGroup
+from trtforge.stages.lookup import covering_engine, stored_releases
+from trtforge.store import Store, lookup_sql, require_existing_store
 from trtforge.store.catalog import Artifact, Blob, Catalog, utcnow
 from trtforge.store.integrity import CORRUPT_STATUS
 
@@ -227,13 +229,15 @@ class GcPlan:
 class GcPolicy:
     """``keep_last``: the newest N artifacts of each model of a name for each target survive;
     ``older_than_days``: only artifacts this store learned of longer ago go. "Newest" and "older"
-    are this store's order (``learned_at``), never a bundle's ``created_at``."""
+    are this store's order (``learned_at``), never a bundle's ``created_at``. ``targets`` (a fleet):
+    the only intact engine of a name that lookup returns for one of them is never removed."""
 
     keep_last: int | None = None
     older_than_days: float | None = None
     force: bool = False
     blob_grace_s: float = BLOB_GRACE_S
     now: datetime = field(default_factory=utcnow)
+    targets: tuple[RuntimeTarget, ...] = ()  # fleet targets: each keeps the engine lookup returns for it
 
     @property
     def selects_artifacts(self) -> bool:
@@ -283,6 +287,10 @@ def plan_gc(store: Store, policy: GcPolicy) -> GcPlan:
         gone = {entry.artifact_id for entry in going}
         keep = tuple(a.id for a in group if a.id not in gone)
         planned.append(GcGroup(key[0], key[1], key[2], key[3], keep, tuple(e.artifact_id for e in going)))
+    if policy.targets:
+        saved = _fleet_keeps(store, policy.targets, {a.id: a for a in artifacts}, doomed, kept, warnings)
+        doomed = [d for d in doomed if d.artifact_id not in saved]
+        planned = [_unplan(g, saved) for g in planned]
     planned.sort(key=lambda g: (g.name, g.target, g.model_sha256, g.recipe_variant or ""))
     doomed_ids = {d.artifact_id for d in doomed}
     still_used = {a.plan_sha256 for a in artifacts if a.id not in doomed_ids}
@@ -325,6 +333,43 @@ def _plan_group(
             f"(passed on {gpus}) among its engines of this model for {target}; use --force to remove it"
         )
     return [_entry(a, why, target) for a, why in going]
+
+
+def _fleet_keeps(
+    store: Store,
+    targets: tuple[RuntimeTarget, ...],
+    by_id: dict[str, Artifact],
+    doomed: list[ArtifactEntry],
+    kept: list[ArtifactEntry],
+    warnings: list[str],
+) -> set[str]:
+    """For each name and fleet target: when every engine lookup could return for it (its ranking's
+    matches; weight-stripped plans only where nothing else runs there) is planned to go, the one it
+    returns stays. Lookup's ranking decides, as for `coverage` (stages.lookup.covering_engine)."""
+    going = {d.artifact_id for d in doomed}
+    saved: set[str] = set()
+    for (name,) in store.catalog.lookup_rows(lookup_sql.names()):
+        for target in targets:
+            ranking = covering_engine(store, target, name=name)
+            ids = [m.candidate.artifact_id for m in ranking.matches]
+            if not ids or not set(ids) <= going or ids[0] in saved:
+                continue
+            saved.add(ids[0])
+            where = target.label or target.describe()
+            kept.append(_entry(by_id[ids[0]], f"the only engine of fleet target {where}", target.describe()))
+            warnings.append(
+                f"kept {ids[0][:12]} of {name}: the only engine lookup returns for fleet target {where} "
+                f"({target.describe()}); gc never removes it while the fleet has that target"
+            )
+    return saved
+
+
+def _unplan(group: GcGroup, saved: set[str]) -> GcGroup:
+    """A retention group with the engines kept for fleet targets moved from ``remove`` to ``keep``."""
+    if not saved & set(group.remove):
+        return group
+    keep = tuple(i for i in (*group.keep, *group.remove) if i in group.keep or i in saved)
+    return replace(group, keep=keep, remove=tuple(i for i in group.remove if i not in saved))
 
 
 def _blob_files(
@@ -464,10 +509,17 @@ def gc(
     *,
     dry_run: bool = False,
     notify: Callable[[str], None] | None = None,
+    targets: TargetOptions | None = None,
 ) -> dict[str, Any]:
-    """`trtforge gc`: plan what may go under ``policy`` and (unless ``dry_run``) remove it."""
+    """`trtforge gc`: plan what may go under ``policy`` and (unless ``dry_run``) remove it.
+
+    ``targets`` (``--fleet``, ``--target``, the flags): each keeps its engine (see GcPolicy)."""
+    requests = many_targets(targets)  # checked before the store is opened
     opened = require_existing_store(store, catalog=catalog, missing=NO_STORE)
     try:
+        if requests:
+            stored = stored_releases(opened, name=None, model_sha256=None)
+            policy = replace(policy, targets=tuple(resolve_all(requests, stored)))
         plan = plan_gc(opened, policy)
         data: dict[str, Any] = {"dry_run": dry_run, "plan": plan.as_json()}
         if not dry_run:

@@ -112,6 +112,13 @@ def releases(name: str | None, model_sha256: str | None) -> LookupQuery:
     return LookupQuery(sql, params)
 
 
+def names() -> LookupQuery:
+    """Every name with an intact artifact, in order."""
+    where, params = _where(None, None, None, intact=True)
+    sql = f"SELECT DISTINCT name FROM artifacts{where} ORDER BY name"  # noqa: S608 - constant names; values are bound
+    return LookupQuery(sql, params, ("name",))
+
+
 def any_artifact(name: str | None, model_sha256: str | None, *, intact: bool) -> LookupQuery:
     where, params = _where(name, model_sha256, None, intact=intact)
     sql = f"SELECT id FROM artifacts{where} LIMIT 1"  # noqa: S608 - constant names; values are bound

@@ -31,10 +31,18 @@ from typing import Any
 
 from trtforge.core.errors import DeployError, IntegrityError
 from trtforge.core.fsutil import atomic_write, checked_copy, owner_prefix
+from trtforge.resolution.targets import one_target
 from trtforge.rules.record import read_details
 from trtforge.rules.target import parse_compute_capability
 from trtforge.stages.deploy import default_mode
 from trtforge.stages.deploy.engine_io import IoTensor, engine_io
+from trtforge.stages.deploy.selection import (
+    TargetGiven,
+    choose_engine,
+    read_ref,
+    refuse_target_with_id,
+    target_given,
+)
 from trtforge.store import Store, require_existing_store
 from trtforge.store.plans import read_verified_plan
 
@@ -162,16 +170,29 @@ class EpContextResult:
 
 def export_epcontext(
     out: str | Path,
-    artifact_ref: str,
+    ref: str,
     *,
+    target: TargetGiven = None,
+    model_sha256: str | None = None,
+    verified_only: bool = False,
     embed: bool = False,
     store: str | Path | None = None,
     catalog: str | None = None,
 ) -> EpContextResult:
-    """Write ``out`` (an EPContext model) for the artifact; with ``embed=False`` the plan goes beside it."""
-    opened = require_existing_store(store, catalog=catalog, missing=f"no artifact with id {artifact_ref}")
+    """Write ``out`` (an EPContext model) for an engine: ``ref`` is an artifact id, or a name whose
+    engine lookup chooses for ``target`` (this machine when none is given); with ``embed=False`` the
+    plan goes beside the model."""
+    request = one_target(target)  # checked before the store is opened
+    opened = require_existing_store(store, catalog=catalog, missing=f"no artifact named or with id {ref}")
     try:
-        artifact = opened.catalog.get_artifact(artifact_ref)
+        chosen = read_ref(opened, ref)
+        if chosen.artifact is not None:
+            refuse_target_with_id(target_given(target), model_sha256)
+            artifact = chosen.artifact
+        else:
+            artifact = choose_engine(
+                opened, str(chosen.name), request, model_sha256=model_sha256, verified_only=verified_only
+            )
         return _export(opened, artifact, Path(out), embed)
     finally:
         opened.close()

@@ -34,13 +34,14 @@ import re
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from trtforge.core.errors import BadInputError, DeployError, NoCompatibleEngineError, NotFoundError
 from trtforge.core.fsutil import atomic_write, checked_copy, child_path, fsync_dir, make_temp, owner_prefix
+from trtforge.resolution.targets import TargetOptions, many_targets
 from trtforge.rules.compatibility import (
     Candidate,
     Match,
@@ -52,9 +53,10 @@ from trtforge.rules.compatibility import (
 )
 from trtforge.rules.flavors import parse_version
 from trtforge.rules.record import read_details
-from trtforge.rules.target import explicit_target, parse_compute_capability
+from trtforge.rules.target import TargetRequest, explicit_target, parse_compute_capability
 from trtforge.stages.deploy import default_mode
 from trtforge.stages.deploy.engine_io import EngineIO, IoTensor, engine_io
+from trtforge.stages.deploy.selection import read_ref, refuse_target_with_id
 from trtforge.stages.lookup import choose_model, load_candidates
 from trtforge.store import Store, require_existing_store
 from trtforge.store.catalog import COUNTED_TRUST
@@ -93,7 +95,8 @@ RTX_REFUSAL = (
 
 @dataclass(frozen=True)
 class TritonRequest:
-    """What to export: the catalog name (also the Triton model name) and the serving target."""
+    """What to export: REF (a catalog name, also the Triton model name; or one artifact's id) and
+    the serving targets (``targets``: the command line's target options, or the fields below)."""
 
     repository: Path
     name: str
@@ -104,6 +107,8 @@ class TritonRequest:
     model_sha256: str | None = None
     os: str | None = None
     arch: str | None = None
+    targets: TargetOptions | tuple[TargetRequest, ...] | None = None
+    artifact_id: str | None = None  # REF was this artifact's id: its plan alone is exported
 
 
 @dataclass
@@ -188,19 +193,20 @@ class _Choice:
 
 def _choose(store: Store, request: TritonRequest, ccs: list[str] | None) -> tuple[str, list[_Choice], ModelChoice]:
     candidates = load_candidates(store, name=request.name, model_sha256=request.model_sha256)
+    if request.artifact_id is not None:
+        candidates = [c for c in candidates if c.artifact_id == request.artifact_id]
     if not candidates:
         raise NotFoundError(f"no intact artifact named {request.name!r} in the catalog", hint="see `trtforge list`")
-    model = choose_model(store, name=request.name, model_sha256=request.model_sha256)
-    if model is None:  # pragma: no cover - load_candidates found intact rows
-        raise NotFoundError(f"no intact artifact named {request.name!r}")
+    model = _model(store, request, candidates)
     of_model = [c for c in candidates if model.admits(c)]
     full = [c for c in of_model if c.flavor == "tensorrt"]
     if not full:
         rtx = [c.artifact_id[:12] for c in of_model if c.flavor == "tensorrt_rtx"]
+        one = rtx[0] if rtx else "ID"
         raise DeployError(
             f"{RTX_REFUSAL}: the newest model of {request.name!r} has only TensorRT-RTX engines ({', '.join(rtx)})",
-            hint="serve them through ONNX Runtime instead: `trtforge deploy epcontext OUT.onnx ID`, "
-            "or build the recipe with full TensorRT (backend: tensorrt)",
+            hint=f"serve them through ONNX Runtime instead: `trtforge deploy epcontext {one} -o OUT.onnx` "
+            "(an id, or the name with a target), or build the recipe with full TensorRT (backend: tensorrt)",
         )
     trt = request.trt_version or max(full, key=lambda c: (c.learned, c.artifact_id)).trt_version
     parse_version(trt)
@@ -229,6 +235,18 @@ def _choose(store: Store, request: TritonRequest, ccs: list[str] | None) -> tupl
     if failures:
         _refuse(request.name, trt, failures)
     return trt, chosen, model
+
+
+def _model(store: Store, request: TritonRequest, candidates: list[Candidate]) -> ModelChoice:
+    """The name's model lookup means, or (REF an artifact id) that artifact's own."""
+    if request.artifact_id is not None:
+        [only] = candidates
+        why = f"artifact {only.artifact_id}"
+        return ModelChoice(only.model_sha256, only.recipe_fingerprint, why, only.recipe_variant)
+    model = choose_model(store, name=request.name, model_sha256=request.model_sha256)
+    if model is None:  # pragma: no cover - load_candidates found intact rows
+        raise NotFoundError(f"no intact artifact named {request.name!r}")
+    return model
 
 
 def _runs_with(candidate: Candidate, cc: str, trt: str) -> bool:
@@ -483,6 +501,8 @@ def deploy_triton(
         raise BadInputError(f"model name {request.name[:60]!r} is not a plain directory name ({_MODEL_NAME.pattern})")
     if request.max_batch_size < 0:
         raise BadInputError(f"--max-batch-size must be 0 or more, not {request.max_batch_size}")
+    targets = many_targets(request.targets)  # checked before the store is opened
+    request, skipped = serving_targets(request, targets)
     ccs: list[str] = []
     for cc in request.compute_capabilities:
         major, minor = parse_compute_capability(cc)
@@ -494,6 +514,7 @@ def deploy_triton(
         raise BadInputError(f"model repository {request.repository} exists and is not a directory")
     opened = require_existing_store(store, catalog=catalog, missing=f"no artifact named {request.name!r} (empty store)")
     try:
+        request, ccs = _read_ref(opened, request, ccs, given=bool(targets))
         trt, chosen, model = _choose(opened, request, ccs)
         signatures = {json.dumps(c.io.signature(), sort_keys=True) for c in chosen}
         if len(signatures) > 1 or len({c.match.candidate.model_key for c in chosen}) > 1:
@@ -529,7 +550,7 @@ def deploy_triton(
                 "why": model.why,
             },
         )
-        result.notes += [f"cc {cc}: {note}" for cc, need in needs.items() for note in need["notes"]]
+        result.notes += [f"cc {cc}: {note}" for cc, need in needs.items() for note in need["notes"]] + skipped
         if io.source == "model":
             result.notes.append("I/O taken from the ONNX model's graph (the record holds no engine I/O)")
         if not io.profiles_known:
@@ -538,6 +559,52 @@ def deploy_triton(
         return result
     finally:
         opened.close()
+
+
+def serving_targets(request: TritonRequest, targets: list[TargetRequest]) -> tuple[TritonRequest, list[str]]:
+    """The targets' serving fields in the request: their TensorRT release (one: a Triton model serves
+    one), compute capabilities, OS and architecture. TensorRT-RTX entries of a fleet are left out
+    with a note (Triton has no backend for them); a TensorRT-RTX target given alone is refused."""
+    if not targets:
+        return request, []
+    full = [t for t in targets if t.flavor in (None, "tensorrt")]
+    rtx = [t for t in targets if t.flavor == "tensorrt_rtx"]
+    alone = [t for t in rtx if t.label is None]
+    if alone or not full:
+        which = f"target {alone[0].gpu or alone[0].cc} with TensorRT-RTX {alone[0].trt}" if alone else "fleet"
+        raise DeployError(f"{RTX_REFUSAL}: the {which} names TensorRT-RTX", hint=_RTX_HINT)
+    skipped = [f"fleet target {t.label}: TensorRT-RTX, not served by Triton ({_RTX_HINT})" for t in rtx]
+    fields: dict[str, Any] = {"compute_capabilities": tuple(dict.fromkeys(t.cc for t in full if t.cc))}
+    for field_name, values, label in (
+        ("trt_version", {t.trt for t in full if t.trt}, "TensorRT releases"),
+        ("os", {t.os for t in full if t.os}, "OSes"),
+        ("arch", {t.arch for t in full if t.arch}, "CPU architectures"),
+    ):
+        if len(values) > 1:
+            raise DeployError(
+                f"a Triton model serves one TensorRT plan per compute capability; the targets name {len(values)} "
+                f"{label} ({', '.join(sorted(values))})",
+                hint="deploy each under its own model repository: select its targets with --target NAME",
+            )
+        if values:
+            fields[field_name] = values.pop()
+    return replace(request, **fields), skipped
+
+
+_RTX_HINT = "serve TensorRT-RTX engines through ONNX Runtime: `trtforge deploy epcontext NAME -o OUT.onnx --target ...`"
+
+
+def _read_ref(store: Store, request: TritonRequest, ccs: list[str], *, given: bool) -> tuple[TritonRequest, list[str]]:
+    """REF as a name (as given), or an artifact id: that artifact's name, release and capability."""
+    ref = read_ref(store, request.name)
+    if ref.artifact is None:
+        return request, ccs
+    artifact = ref.artifact
+    refuse_target_with_id(given or bool(ccs) or request.trt_version is not None, request.model_sha256)
+    request = replace(
+        request, name=artifact.name, artifact_id=artifact.id, trt_version=artifact.trt_version, model_sha256=None
+    )
+    return request, [str(cc) for cc in artifact.compute_capabilities or []]
 
 
 def _write(
