@@ -246,14 +246,18 @@ class BuildWorker:
         self._await_ready()
 
     def _await_ready(self) -> None:
+        """Wait for the worker's "ready" (a halt stops the wait: the worker is killed, not waited for)."""
         assert self._proc is not None and self._proc.stdout is not None
-        ready = _readable(self._proc.stdout.fileno(), STARTUP_LIMIT_S)
-        message = receive(self._proc.stdout.fileno()) if ready else None
+        deadline = time.monotonic() + STARTUP_LIMIT_S
+        ready = False
+        while not ready and self._halted is None and time.monotonic() < deadline:
+            ready = _readable(self._proc.stdout.fileno(), SAMPLE_INTERVAL_S)
+        message = receive(self._proc.stdout.fileno()) if ready and self._halted is None else None
         if message is not None and message[0] == "ready":
             self.peak_reset = message[2]
             return
         status, _ = self._reap(kill=True)
-        raise crash_error(status, self._log_tail(), "before it was ready to build", None)
+        raise crash_error(status, self._log_tail(), "before it was ready to build", self._halted)
 
     def terminate(self, reason: str = "stopped by trtforge") -> None:
         """Kill the worker now (any thread); a build running in it returns a WorkerCrashedError naming ``reason``."""

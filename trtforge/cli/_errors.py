@@ -17,7 +17,7 @@ import typer
 from trtforge.cli._output import Output
 from trtforge.core.errors import TrtforgeError
 from trtforge.core.extras import as_missing_extra
-from trtforge.core.interrupts import Interrupted
+from trtforge.core.interrupts import Interrupted, answered
 
 DEBUG_ENV = "TRTFORGE_DEBUG"
 
@@ -31,15 +31,18 @@ def reported(output: Output) -> Iterator[None]:
         if os.environ.get(DEBUG_ENV):
             raise
         output.error(exc)
+        answered()
         raise typer.Exit(exc.exit_code) from None
     except ModuleNotFoundError as exc:
         missing = as_missing_extra(exc)
         if missing is None or os.environ.get(DEBUG_ENV):
             raise
         output.error(missing)
+        answered()
         raise typer.Exit(missing.exit_code) from None
     except Interrupted as stop:
         output.stopped(stop.name, stop.exit_code)
+        answered()
         raise typer.Exit(stop.exit_code) from None
 
 
@@ -56,5 +59,6 @@ def missing_extra_exit(exc: ModuleNotFoundError) -> int:
 def run(output: Output, body: Callable[[], int | None]) -> None:
     with reported(output):
         code = body()
+    answered()  # printed: a signal now ends the process at once, with the signal's exit code
     if code:
         raise typer.Exit(code)

@@ -6,7 +6,7 @@ Rich and the build stage are imported inside the command, so `--help` and cache 
 from __future__ import annotations
 
 from contextlib import nullcontext
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -29,11 +29,13 @@ from trtforge.cli._options import (
 )
 from trtforge.cli._output import Output, naming, styled, target_cell
 from trtforge.core.errors import BadInputError
+from trtforge.core.interrupts import Interrupted, deferred
 
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from trtforge.stages.build import BuildResult
+    from trtforge.cli._progress import BuildProgress
+    from trtforge.stages.build import BuildResult, BuildStage
     from trtforge.stages.reproduce import ReproduceResult
 
 STATUS_STYLE = {"built": "green", "cached": "cyan", "skipped": "dim", "failed": "red"}
@@ -154,30 +156,47 @@ def build(
             timeout=timeout,
             targets=targets,
         )
-        from trtforge.stages.build import BatchInterrupted
-
-        stopped: BatchInterrupted | None = None
+        results, stopped = _build_all(stage, items, fail_fast, progress)
+        late = None
         try:
-            with progress if progress is not None else nullcontext():
-                results = stage.build_all(
-                    items,
-                    fail_fast=fail_fast,
-                    on_start=progress.start_recipe if progress is not None else None,
-                )
-        except BatchInterrupted as interrupted:  # every recipe's result still goes out, then 130 / 143
-            stopped, results = interrupted, interrupted.results
-        finally:
-            stage.close()
-        for note in stage.notes:
-            output.info(f"note: {note}")
-        output.result([r.as_json() for r in results], lambda console: _render(console, output, results))
-        if stopped is not None:
+            with deferred():  # the results go out whole: a signal from here on is raised after them
+                stage.close()
+                for note in stage.notes:
+                    output.info(f"note: {note}")
+                output.result([r.as_json() for r in results], lambda console: _render(console, output, results))
+        except Interrupted as after:
+            late = after
+        if stopped is not None or late is not None:
+            signal = stopped or late
+            assert signal is not None
             done = sum(1 for r in results if r)
-            output.error_lines(f"interrupted by {stopped.name}: {done} of {len(results)} recipe(s) recorded or cached")
-            return stopped.exit_code
+            output.error_lines(f"interrupted by {signal.name}: {done} of {len(results)} result(s) kept")
+            return signal.exit_code
         return exit_code_for(results)
 
     run(output, body)
+
+
+def _build_all(
+    stage: BuildStage, items: list[Any], fail_fast: bool, progress: BuildProgress | None
+) -> tuple[list[BuildResult], Interrupted | None]:
+    """The batch's results, and the signal that stopped it (SIGINT/SIGTERM: every recipe still has
+    its result, those not recorded ``interrupted``; the command exits 130 / 143 after printing them)."""
+    from trtforge.stages.build import BatchInterrupted
+
+    try:
+        with progress if progress is not None else nullcontext():
+            results = stage.build_all(
+                items,
+                fail_fast=fail_fast,
+                on_start=progress.start_recipe if progress is not None else None,
+            )
+    except BatchInterrupted as interrupted:
+        return interrupted.results, interrupted
+    except BaseException:
+        stage.close()
+        raise
+    return results, None
 
 
 def _reproduce(output: Output, ref: str, recipes: list[str] | None, store: str | None, catalog: str | None) -> None:

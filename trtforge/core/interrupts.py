@@ -3,10 +3,11 @@
 The CLI calls :func:`stop_on_signals` once. The first SIGINT or SIGTERM raises :class:`Interrupted`
 in the main thread: the command unwinds as from any exception (build workers are killed, locks
 released, open transactions rolled back, temp files removed) and exits ``128 + signal`` (130, 143).
-A second signal, or a command still running :data:`HARD_STOP_S` after the first, ends the process
-at once (``os._exit``): the kernel releases its file locks, PostgreSQL its advisory locks and
-uncommitted rows, and what it was writing stays invisible (temp files and uploads are left for
-the next writer, `fsck --repair` or the bucket's lifecycle rule).
+A second signal, a command still running :data:`HARD_STOP_S` after the first, or a signal after the
+command printed its answer (:func:`answered`) ends the process at once (``os._exit``, the same exit
+code and one ``error: interrupted by ...`` line): the kernel releases its file locks, PostgreSQL its
+advisory locks and uncommitted rows, and what it was writing stays invisible (temp files and
+uploads are left for the next writer, `fsck --repair` or the bucket's lifecycle rule).
 
 SIGINT is handled even where it was ignored at start-up: a shell without job control starts
 background commands (``trtforge build ... &`` in a CI script) with SIGINT ignored, and an explicit
@@ -44,17 +45,13 @@ class Interrupted(KeyboardInterrupt):
         return 128 + self.signum
 
 
-def _say(text: str) -> None:
-    """One line on stderr from a signal handler: os.write, never the buffered stream the main
-    thread may be in the middle of (that would raise a reentrant-call error)."""
+def _hard_stop(signum: int, why: str) -> None:
+    """End the process now, with the one line (written with os.write: never the buffered stream
+    the main thread may be in the middle of, which would raise a reentrant-call error)."""
     try:
-        os.write(2, f"trtforge: {text}\n".encode())
+        os.write(2, f"error: interrupted by {signal.Signals(signum).name}{why}\n".encode())
     except OSError:
         pass
-
-
-def _hard_stop(signum: int, why: str) -> None:
-    _say(f"{why}; stopping now")
     os._exit(128 + signum)
 
 
@@ -63,13 +60,17 @@ class _Handler:
         self.first: int | None = None
         self.holding = 0  # depth of deferred() blocks the main thread is in
         self.held: int | None = None  # a signal that arrived inside one, raised when it ends
+        self.answered = False  # the command printed its answer: nothing is left to unwind
 
     def __call__(self, signum: int, _frame: FrameType | None) -> None:
+        if self.answered:
+            _hard_stop(signum, " after the command's answer was printed; stopped at once")
         if self.first is not None:
-            _hard_stop(signum, f"{signal.Signals(signum).name} again while stopping")
+            _hard_stop(signum, " again while stopping; stopped at once")
         self.first = signum
+        name = signal.Signals(signum).name
         watchdog = threading.Timer(
-            HARD_STOP_S, _hard_stop, (signum, f"still stopping {HARD_STOP_S:g} s after {signal.Signals(signum).name}")
+            HARD_STOP_S, _hard_stop, (signum, f": still stopping {HARD_STOP_S:g} s after {name}; stopped at once")
         )
         watchdog.daemon = True
         watchdog.start()
@@ -86,9 +87,18 @@ def stop_on_signals() -> None:
     """Make SIGINT and SIGTERM raise :class:`Interrupted` in the main thread (the first one) and end
     the process at once (a second one). Call from the main thread, once per process."""
     global _handler
+    if _handler is not None:
+        return  # `python -m trtforge` installs them before importing the CLI, which asks again
     _handler = _Handler()
     for signum in HANDLED:
         signal.signal(signum, _handler)
+
+
+def answered() -> None:
+    """The command has printed its answer: a signal from now on ends the process at once (exit
+    128 + signal), with nothing left to unwind that could make the answer lie."""
+    if _handler is not None:
+        _handler.answered = True
 
 
 @contextmanager

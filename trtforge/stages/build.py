@@ -58,7 +58,7 @@ NO_MATCH = "no recipe file matches"
 # variant unknown); "skipped": a target this recipe or this machine does not build for (the reason).
 BuildStatus = Literal["built", "cached", "build", "unknown", "skipped", "failed"]
 UNAVAILABLE_KINDS = ("catalog_unavailable", "blobs_unavailable")
-STOP_WAIT_S = 1.5  # after SIGINT/SIGTERM, how long recipes being recorded get to finish
+STOP_WAIT_S = 1.5  # after SIGINT/SIGTERM, the most a catalog commit under way is waited for
 
 
 @dataclass
@@ -144,8 +144,12 @@ class BuildStage:
         self._on_start: Callable[[str], None] | None = None
         self._builds: int | None = None  # builds at once, as build_all decided for its recipes
         self._stopping = threading.Event()  # set by SIGINT/SIGTERM: nothing more starts or waits
-        # The recipe run() works on and its results so far, the last one under way (what a signal interrupts).
-        self._started: tuple[str, list[BuildResult]] | None = None
+        self._stop_reason = "stopped"
+        # Each recipe's results so far, the last one under way (what a signal interrupts), by recipe.
+        self._partial: dict[str, list[BuildResult]] = {}
+        # Commits of built artifacts pass this gate; once a stop closes it, nothing more is recorded.
+        self._gate = threading.Lock()
+        self._gate_closed = False
 
     def close(self) -> None:
         if self._pool is not None:
@@ -179,6 +183,8 @@ class BuildStage:
                 from trtforge.backend.pool import WorkerPool
 
                 self._pool = WorkerPool(self._builds or self.jobs or 1)
+                if self._stopping.is_set():  # the batch was stopped before its first build
+                    self._pool.stop(self._stop_reason)
             return self._pool
 
     def build_all(
@@ -229,18 +235,41 @@ class BuildStage:
                     break
         except Interrupted as stop:
             self._stop(stop)
-            current, *rest = items[done:]
-            started = self._started[1] if self._started is not None and self._started[0] == str(current) else []
-            ended = [_interrupted(current, stop, r) for r in started] or [_interrupted(current, stop)]
-            ended += [_interrupted(item, stop) for item in rest]
+            ended = [r for item in items[done:] for r in self._unfinished(item, stop)]
             raise BatchInterrupted(stop.signum, results + ended) from None
         return results
 
+    def _unfinished(self, item: str | Path | UnmatchedPattern, stop: Interrupted) -> list[BuildResult]:
+        """The results of a recipe the stop caught: those it recorded (or found) stay, the rest are
+        ``interrupted``."""
+        partial = self._partial.get(item.pattern if isinstance(item, UnmatchedPattern) else str(item), [])
+        return [_interrupted(item, stop, r) for r in partial] or [_interrupted(item, stop)]
+
+    @contextmanager
+    def _committing(self) -> Iterator[None]:
+        """Around a built artifact's catalog commit and the result that reports it: a signal never
+        lands between the two (deferred, on the main thread), and once a stop closed the gate
+        (other threads) nothing more is recorded, so the results a stop reports are the truth."""
+        with deferred(), self._gate:
+            if self._gate_closed:
+                raise BuildInterruptedError(f"{self._stop_reason} before it was recorded")
+            yield
+
+    def _close_gate(self) -> None:
+        """Wait (a little) for a commit under way, then let none pass."""
+        if self._gate.acquire(timeout=STOP_WAIT_S):
+            self._gate_closed = True
+            self._gate.release()
+
     def _stop(self, stop: Interrupted) -> None:
-        """Nothing more starts: running builds' workers are killed, lock waits end."""
-        self._stopping.set()
-        if self._pool is not None:
-            self._pool.stop(f"interrupted by {stop.name}")
+        """Nothing more starts: running builds' workers are killed, lock waits end (a pool made
+        after this is stopped as it is made: see workers)."""
+        with self._lock:
+            self._stopping.set()
+            self._stop_reason = f"interrupted by {stop.name}"
+            pool = self._pool
+        if pool is not None:
+            pool.stop(self._stop_reason)
 
     def _one(
         self, item: str | Path | UnmatchedPattern, on_done: Callable[[BuildResult], None] | None
@@ -289,16 +318,33 @@ class BuildStage:
             stop.set()
             self._stop(interrupted)
             executor.shutdown(wait=False, cancel_futures=True)
-            raise BatchInterrupted(interrupted.signum, _settled(items, futures, interrupted)) from None
+            raise BatchInterrupted(interrupted.signum, self._settled(items, futures, interrupted)) from None
         except BaseException:  # a bug: stop the builds under way instead of waiting them out
             stop.set()
-            self._stopping.set()
-            if self._pool is not None:
-                self._pool.stop("stopped by an error in trtforge")
+            with self._lock:
+                self._stopping.set()
+                self._stop_reason = "stopped by an error in trtforge"
+                pool = self._pool
+            if pool is not None:
+                pool.stop(self._stop_reason)
             executor.shutdown(wait=True, cancel_futures=True)
             raise
         executor.shutdown()
         return [result for batch in batches for result in batch]
+
+    def _settled(
+        self, items: list[str | Path | UnmatchedPattern], futures: list[Any], stop: Interrupted
+    ) -> list[BuildResult]:
+        """Every recipe's result once no commit is under way: what finished, what was recorded, and
+        the rest ``interrupted`` (the gate is closed: they will record nothing)."""
+        self._close_gate()
+        settled: list[BuildResult] = []
+        for index, item in enumerate(items):
+            future = futures[index] if index < len(futures) else None
+            done = future is not None and future.done() and not future.cancelled() and future.exception() is None
+            batch = future.result() if done else []
+            settled.extend(batch or self._unfinished(item, stop))
+        return settled
 
     def build_one(self, recipe_path: str | Path) -> BuildResult:
         """Build (or find) one recipe on this machine; user-caused failures become a failed result."""
@@ -324,10 +370,10 @@ class BuildStage:
         except TrtforgeError as exc:
             return [_failed(BuildResult(str(recipe_path), None, "failed"), exc, started)]
         results: list[BuildResult] = []
-        self._started = (str(recipe_path), results)
+        self._partial[str(recipe_path)] = results
         for target in targets:
             result = BuildResult(recipe=str(recipe_path), name=loaded.recipe.name, status="failed")
-            results.append(result)  # in place: what a signal interrupts is in it (self._started)
+            results.append(result)  # in place: what a signal interrupts is in it (self._partial)
             result.target_request = target.as_json() if target is not None else None
             result.reason = skip_reason(loaded.recipe, target, building=not dry_run)
             if result.reason is not None:
@@ -385,6 +431,8 @@ class BuildStage:
             result.unchecked = unchecked_options(resolution.recipe)
             return
 
+        if self._stopping.is_set():
+            raise BuildInterruptedError(f"{self._stop_reason} before it was built")
         from trtforge.rules.onnx_model import check_profiles, private_copy, read_for_build
 
         # The model is read once: the profiles are checked against these bytes, and the builder
@@ -494,7 +542,7 @@ class BuildStage:
             from trtforge.stages.lookup import new_version_warning
 
             warning = new_version_warning(store, recipe.name, resolution.model_sha256, artifact.recipe)
-            with deferred():  # a signal never lands between the commit and the result that reports it
+            with self._committing():  # the commit and the result that reports it are one step for a stop
                 store.catalog.add_artifact(artifact, Blob(sha256=blob.sha256, size=blob.size, kind="plan"))
                 result.status = "built"
                 result.artifact_id = artifact.id
@@ -742,26 +790,10 @@ def _interrupted(
     if result is not None and (result.status != "failed" or result.error_kind not in (None, "crashed")):
         return result  # recorded, found, skipped or failed on its own before the signal: it stays as it was
     recipe = item.pattern if isinstance(item, UnmatchedPattern) else str(item)
-    base = result or BuildResult(recipe, None, "failed")
+    base = result if result is not None else BuildResult(recipe, None, "failed")
     why = f"interrupted by {stop.name}" if stop is not None else "interrupted"
     error = BuildInterruptedError(f"{why} before it was recorded" + (f" ({base.error})" if base.error else ""))
     return _failed(base, error, time.perf_counter() - base.seconds)
-
-
-def _settled(
-    items: list[str | Path | UnmatchedPattern], futures: list[Any], stop: Interrupted
-) -> list[BuildResult]:
-    """Every recipe's result once the threads had STOP_WAIT_S to finish what they were recording."""
-    from concurrent.futures import wait
-
-    wait(futures, timeout=STOP_WAIT_S)
-    settled: list[BuildResult] = []
-    for index, item in enumerate(items):
-        future = futures[index] if index < len(futures) else None
-        done = future is not None and future.done() and not future.cancelled() and future.exception() is None
-        batch = future.result() if done else []
-        settled.extend(batch or [_interrupted(item, stop)])
-    return settled
 
 
 def _default_jobs() -> int:
