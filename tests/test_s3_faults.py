@@ -119,6 +119,32 @@ def test_an_endpoint_gone_mid_upload_fails_each_recipe_in_one_line(
     _fsck(cli, store, env)
 
 
+def test_a_bucket_gone_mid_batch_fails_the_recipe_in_one_line(
+    bucket: str, mlp_recipe: Callable[..., Path], store: Path, tmp_path: Path, cli
+) -> None:
+    """The bucket is deleted while a plan is about to go up (botocore does not retry NoSuchBucket):
+    that recipe is `failed` with `blobs_unavailable` and a hint, at once; exit 1, JSON complete.
+
+    Fails on e28c456: botocore's ClientError traceback, exit 1, no JSON."""
+    env = {"TRTFORGE_BLOBS": f"s3://{bucket}/team"}
+    recipe = mlp_recipe("bucketless", seed=13)
+    point = CrashPoint(tmp_path / "cp", "blob-temp-written")
+    batch = start_build(recipe, "--store", store, "--json", env={**env, **point.env})
+    point.wait_reached(batch)
+    _client().delete_bucket(Bucket=bucket)
+    point.resume()
+    code, results, err = finish(batch)
+    point.close()
+    _clean(err)
+    assert code == 1, err
+    [result] = results
+    assert result["status"] == "failed" and result["error_kind"] == "blobs_unavailable", result
+    assert "NoSuchBucket" in result["error"] and SECRET not in json.dumps(result), result
+    human = cli("build", recipe, "--store", store, env=env)  # the store cannot be opened now: exit 2
+    _clean(human.stderr)
+    assert human.code == 2 and "cannot use S3 bucket" in human.stderr and "hint: create the bucket" in human.stderr
+
+
 def _replace(bucket: str, key: str, how: str) -> None:
     """Put other bytes at ``key``: of another size, or of the same size (with no SHA-256 checksum, as
     most tools write, or with one of their own)."""
