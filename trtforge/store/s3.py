@@ -242,7 +242,7 @@ class S3BlobStore:
         checksum = head.get("ChecksumSHA256")
         if checksum == _b64(bytes.fromhex(sha256)):
             return BlobCheck(True)
-        multipart = re.search(r"-\d+$", str(head.get("ETag", "")).strip('"')) is not None
+        multipart = re.search(r"-\d+\Z", str(head.get("ETag", "")).strip('"')) is not None
         if multipart and head.get("Metadata", {}).get(DIGEST_METADATA) == sha256:
             return BlobCheck(True)
         if checksum is not None and not multipart:
