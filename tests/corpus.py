@@ -191,7 +191,7 @@ def write_manifest(models: list[CorpusModel], path: Path) -> Path:
 
 
 def failure_reason(error: str) -> str:
-    """A failure message reduced to its kind, for the README's top-5 table."""
+    """A failure message reduced to its kind, for the top-5 table in docs/corpus.md."""
     text = re.sub(r"node '[^']*' \(", "node (", error)
     text = re.sub(r"'[^']*'( \[[0-9, ]*\])?", "X", text)  # input names and shapes
     text = re.sub(r"X(, X)+", "X", text)

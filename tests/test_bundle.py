@@ -136,7 +136,7 @@ def _without_trust(record: dict) -> dict:
 
 
 def test_signed_round_trip_is_the_readme_deployment_flow(cli, source: dict, keys: dict, tmp_path: Path) -> None:
-    """README "Deploying with bundles": export --sign on the build side; import --trust
+    """docs/bundles-and-signing.md: export --sign on the build side; import --trust
     --require-signature on the serving machine; lookup --verified-only finds the verified engine."""
     bundle = tmp_path / "out" / "bundle.tar"
     exported = cli(

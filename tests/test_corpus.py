@@ -92,7 +92,7 @@ def test_trtforge_agrees_with_raw_tensorrt_rtx_on_every_model(
         if r["status"] == "failed":
             assert r["error"] and "\n" not in r["error"], r
     summary = summarize(results, raw)
-    print(json.dumps(summary, indent=1))  # the README's figures (pytest -s)
+    print(json.dumps(summary, indent=1))  # docs/corpus.md's figures (pytest -s)
     assert summary["agree"] == summary["models"] and summary["built"] > 0
 
 

@@ -53,7 +53,7 @@ def recipe_with_external_model(folder: Path, *, seed: int = 0, pin: str | None =
 
 
 def expected_digest(model: Path, locations: list[str]) -> str:
-    """The README's definition, computed independently of trtforge."""
+    """docs/cache-hits-and-keys.md's definition, computed independently of trtforge."""
     text = f"{MODEL_DIGEST_SCHEME}\n{hashlib.sha256(model.read_bytes()).hexdigest()}\n"
     for location in sorted(locations):
         text += f"{hashlib.sha256((model.parent / location).read_bytes()).hexdigest()}  {location}\n"

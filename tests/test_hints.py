@@ -83,7 +83,9 @@ def test_cache_import_without_full_tensorrt_names_what_is_missing(
 def test_deploy_verified_only_says_verify(cli: Callable[..., Any], tmp_path: Path, store: Path) -> None:
     unverified = add_trt_row(store, cc="8.6")
     repo = tmp_path / "models"
-    refused = cli("deploy", "triton", "detector", "-o", repo, "--cc", "8.6", "--verified-only", "--store", store, "--json")
+    refused = cli(
+        "deploy", "triton", "detector", "-o", repo, "--cc", "8.6", "--verified-only", "--store", store, "--json"
+    )
     assert refused.code == 1, refused
     hint = refused.json()["hint"]
     assert "build" not in hint and "--verified-only" in hint, hint

@@ -253,5 +253,7 @@ def _render(console: Console, output: Output, results: list[BuildResult]) -> Non
     for r in results:
         if r.reason:
             output.info(f"{r.status}: {r.name or r.recipe} for {target_cell(r.as_json())}: {r.reason}")
+            if r.hint and not r.error:
+                output.info(f"hint: {r.hint}")
         if r.error:
             output.error_lines(naming(r.recipe, r.error), r.hint, r.more_errors)

@@ -96,5 +96,7 @@ def _render(console: Console, output: Output, rows: list[dict[str, Any]]) -> Non
             )
         if row.get("reason"):
             output.info(f"{row['status']}: {row['name'] or row['recipe']} for {target_cell(row)}: {row['reason']}")
+            if row.get("hint") and not row.get("error"):
+                output.info(f"hint: {row['hint']}")
         if row["error"]:
             output.error_lines(naming(row["recipe"], row["error"]), row.get("hint"), row.get("more_errors", []))

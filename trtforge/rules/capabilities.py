@@ -566,19 +566,25 @@ def check_runtime_target(build_ccs: Sequence[str], backend: BackendInfo, runtime
     the build leaves out (the engine runs only on the compute capabilities it was built for)."""
     if backend.flavor != "tensorrt_rtx":
         return
-    cc = runtime.compute_capability
-    if cc not in RTX_COMPUTE_CAPABILITIES:
-        raise UnsupportedOptionError(
-            f"target compute capability {cc}: {backend.label} does not build or run engines for it",
-            hint=f"{backend.label} targets {', '.join(RTX_COMPUTE_CAPABILITIES)}"
-            + ("; for Hopper (9.0) plan and build with full TensorRT (flavor=tensorrt)" if cc == "9.0" else ""),
-        )
-    if cc not in build_ccs:
-        raise UnsupportedOptionError(
-            f"target compute capability {cc}: the recipe builds for {', '.join(build_ccs)} only",
-            hint=f"add {cc} to compatibility.compute_capabilities",
-        )
+    problem = rtx_target_problem(build_ccs, backend.label, runtime.compute_capability)
+    if problem is not None:
+        raise UnsupportedOptionError(problem[0], hint=problem[1])
 
+
+def rtx_target_problem(build_ccs: Sequence[str], label: str, cc: str) -> tuple[str, str] | None:
+    """(why, the way out) when a TensorRT-RTX build for ``build_ccs`` cannot serve a GPU of ``cc``:
+    the one rule behind `plan --target`'s refusals and skips."""
+    if cc not in RTX_COMPUTE_CAPABILITIES:
+        hint = f"{label} targets {', '.join(RTX_COMPUTE_CAPABILITIES)}"
+        if cc == "9.0":
+            hint += "; for Hopper (9.0) plan and build with full TensorRT (flavor=tensorrt)"
+        return f"target compute capability {cc}: {label} does not build or run engines for it", hint
+    if cc not in build_ccs:
+        return (
+            f"target compute capability {cc}: the recipe builds for {', '.join(build_ccs)} only",
+            f"add {cc} to compatibility.compute_capabilities",
+        )
+    return None
 
 
 def _note(rule: OptionRule, backend: BackendInfo) -> str:

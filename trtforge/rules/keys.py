@@ -20,7 +20,7 @@ if TYPE_CHECKING:  # annotations only: hashing files must stay import-light (sto
 # 2: the model digest covers external data files; the target names OS, CPU architecture and
 #    the CUDA variant of the backend package (artifacts built before are cache misses).
 KEY_SCHEMA = 2
-# First line of the text a composite model digest hashes (README: "Model digest").
+# First line of the text a composite model digest hashes (docs/cache-hits-and-keys.md: "Model digest").
 MODEL_DIGEST_SCHEME = "trtforge-model-digest/1"
 _CHUNK = 1 << 20
 
@@ -51,7 +51,7 @@ def composite_model_digest(onnx_sha256: str, external: Mapping[str, str]) -> str
     With external data files ({location as written in the model: sha256 of that file}) it is the
     sha256 of the UTF-8 text ``trtforge-model-digest/1\n<onnx sha256>\n`` followed by one line
     ``<file sha256>  <location>\n`` per file, sorted by location: the names and bytes of every
-    file TensorRT reads, computable with ``sha256sum`` (see README, "Model digest").
+    file TensorRT reads, computable with ``sha256sum`` (see docs/cache-hits-and-keys.md, "Model digest").
     """
     if not external:
         return onnx_sha256

@@ -77,7 +77,7 @@ def model_sha256(loaded: LoadedRecipe, digests: DigestCache | None = None) -> st
         raise ModelError(
             f"{loaded.path}: model {loaded.recipe.model.onnx} has digest {digest}, but the recipe pins {pin}",
             hint="update model.sha256 if the new model is intended (with external data it is the composite "
-            "digest: see README, Model digest)",
+            "digest: see docs/cache-hits-and-keys.md, Model digest)",
         )
     return digest
 

@@ -375,9 +375,10 @@ class BuildStage:
             result = BuildResult(recipe=str(recipe_path), name=loaded.recipe.name, status="failed")
             results.append(result)  # in place: what a signal interrupts is in it (self._partial)
             result.target_request = target.as_json() if target is not None else None
-            result.reason = skip_reason(loaded.recipe, target, building=not dry_run)
-            if result.reason is not None:
+            skipped = skip_reason(loaded.recipe, target, building=not dry_run)
+            if skipped is not None:
                 result.status = "skipped"
+                result.reason, result.hint = skipped
             else:
                 try:
                     self._build(loaded, _build_target(target, dry_run), result, dry_run=dry_run)
@@ -639,29 +640,33 @@ def _mark_damaged(store: Store, damaged: dict[str, tuple[Artifact, str]], notify
 # -- targets: which ones a recipe builds for here, and with what --------------------------------
 
 
-def skip_reason(recipe: Recipe, target: RuntimeTarget | None, *, building: bool) -> str | None:
-    """Why ``recipe`` is not built for ``target`` (None: it is): its ``backend`` excludes the flavor,
-    its TensorRT-RTX compute capabilities leave the target's out, or (``building``) this machine
-    cannot build it (:func:`trtforge.resolution.targets.why_not_here`)."""
+def skip_reason(recipe: Recipe, target: RuntimeTarget | None, *, building: bool) -> tuple[str, str | None] | None:
+    """Why ``recipe`` is not built for ``target``, and the way out (None: it is built): its ``backend``
+    excludes the flavor, TensorRT-RTX cannot serve the target's compute capability or the recipe
+    leaves it out (rules.capabilities.rtx_target_problem), or (``building``) this machine cannot
+    build it (:func:`trtforge.resolution.targets.why_not_here`)."""
     if target is None:
         return None
     if recipe.backend not in ("auto", target.flavor):
-        return f"recipe backend {recipe.backend} does not build for {target.flavor}"
+        return f"recipe backend {recipe.backend} does not build for {target.flavor}", None
     if target.flavor == "tensorrt_rtx":
+        from trtforge.rules.capabilities import rtx_target_problem
         from trtforge.rules.flavors import RTX_DEFAULT_COMPUTE_CAPABILITIES
         from trtforge.rules.target import parse_compute_capability
 
-        listed = recipe.compatibility.compute_capabilities or list(RTX_DEFAULT_COMPUTE_CAPABILITIES)
-        wanted = parse_compute_capability(target.compute_capability)
-        if wanted not in {parse_compute_capability(cc) for cc in listed}:
-            return (
-                f"the recipe builds for compute capabilities {', '.join(listed)}, not the target's "
-                f"{target.compute_capability} (compatibility.compute_capabilities)"
-            )
+        def canonical(cc: str) -> str:
+            return "{}.{}".format(*parse_compute_capability(cc))
+
+        listed = [canonical(cc) for cc in recipe.compatibility.compute_capabilities or RTX_DEFAULT_COMPUTE_CAPABILITIES]
+        label = f"TensorRT-RTX {target.trt_version}"
+        problem = rtx_target_problem(listed, label, canonical(target.compute_capability))
+        if problem is not None:
+            return problem
     if building:
         from trtforge.resolution.targets import why_not_here
 
-        return why_not_here(target)
+        here = why_not_here(target)
+        return (here, None) if here is not None else None
     return None
 
 

@@ -190,7 +190,7 @@ def _refuse_network_fs(database: Path) -> None:
             f"the SQLite catalog {database} is on a network file system ({mount.fs_type} from {mount.source}), "
             "where SQLite locking is unsafe",
             hint="use a PostgreSQL catalog for a shared store: --catalog postgresql+psycopg://... "
-            "(or TRTFORGE_CATALOG); see 'Team setup' in README.md",
+            "(or TRTFORGE_CATALOG); see docs/team-setup.md",
         )
 
 
