@@ -120,3 +120,86 @@ def _lines_until_running(proc: subprocess.Popen[str]) -> list[str]:
         if "Running on" in line:
             break
     return seen
+
+
+class FaultyS3:
+    """An HTTP proxy in front of a moto server that answers PUTs of blobs with an S3 error while
+    ``failing`` (a throttling 503, an access denied 403), as a loaded or misconfigured S3 endpoint
+    does; every other request goes through. ``puts`` counts the blob PUTs it saw, per key."""
+
+    def __init__(self, upstream: MotoServer) -> None:
+        from http.server import ThreadingHTTPServer
+
+        self.upstream = upstream
+        self.failing: tuple[int, str] | None = None  # (HTTP status, S3 error code)
+        self.remaining: int | None = None  # how many PUTs fail before they go through again; None: all
+        self.puts: dict[str, int] = {}
+        self._lock = threading.Lock()
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def _handler(self) -> type:
+        from http.server import BaseHTTPRequestHandler
+
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *_args: object) -> None:
+                pass
+
+            def _relay(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if self.command == "PUT" and "/blobs/sha256/" in self.path:
+                    key = self.path.split("?")[0]
+                    with proxy._lock:
+                        proxy.puts[key] = proxy.puts.get(key, 0) + 1
+                        failing = proxy.failing if proxy.remaining is None or proxy.remaining > 0 else None
+                        if failing is not None and proxy.remaining is not None:
+                            proxy.remaining -= 1
+                    if failing is not None:
+                        return self._answer(failing[0], {"Content-Type": "application/xml"}, _s3_error(*failing))
+                passed = {k: v for k, v in self.headers.items() if k.lower() not in ("expect", "connection")}
+                status, headers, data = proxy._forward(self.command, self.path, passed, body)
+                self._answer(status, headers, data)
+
+            def _answer(self, status: int, headers: dict[str, str], data: bytes) -> None:
+                self.send_response(status)
+                for name, value in headers.items():
+                    if name.lower() not in ("content-length", "transfer-encoding", "connection", "date", "server"):
+                        self.send_header(name, value)
+                length = headers.get("Content-Length", "0") if self.command == "HEAD" else str(len(data))
+                self.send_header("Content-Length", length)  # a HEAD says the object's length
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(data)
+
+            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _relay
+
+        return Handler
+
+    def _forward(
+        self, method: str, path: str, headers: dict[str, str], body: bytes
+    ) -> tuple[int, dict[str, str], bytes]:
+        import http.client
+
+        conn = http.client.HTTPConnection("127.0.0.1", self.upstream.port, timeout=60)
+        try:
+            conn.request(method, path, body=body if body or method in ("PUT", "POST") else None, headers=headers)
+            response = conn.getresponse()
+            return response.status, dict(response.getheaders()), response.read()
+        finally:
+            conn.close()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _s3_error(status: int, code: str) -> bytes:
+    return (
+        f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code><Message>{code} (fault injected by the '
+        f"test's proxy, HTTP {status})</Message><RequestId>0</RequestId></Error>"
+    ).encode()

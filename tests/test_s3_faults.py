@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 
 from tests.procs import CrashPoint, finish, start, start_build, trtforge_argv
-from tests.services import MotoServer
-from trtforge.store.s3 import S3BlobStore
+from tests.services import FaultyS3, MotoServer
+from trtforge.store.s3 import TOTAL_ATTEMPTS, S3BlobStore
 
 SECRET = "s3cretKEY29"  # the secret access key and the endpoint's password: never printed
 
@@ -278,3 +278,87 @@ def test_eight_runners_import_one_bundle_while_gc_runs(
     final = cli("import", bundle, "--store", tmp_path / "last", *catalog, "--json", env=env)
     assert final.code == 0, final
     _fsck(cli, tmp_path / "last", env, *catalog)
+
+
+# -- an endpoint that throttles, fails or refuses: botocore's retries, then one line -----------------
+
+
+@pytest.fixture
+def faulty(moto: MotoServer) -> Iterator[FaultyS3]:
+    proxy = FaultyS3(moto)
+    yield proxy
+    proxy.close()
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "settings", "attempts"),
+    [
+        pytest.param(503, "SlowDown", {}, TOTAL_ATTEMPTS, marks=pytest.mark.slow),  # botocore's backoff: seconds
+        (500, "InternalError", {"AWS_MAX_ATTEMPTS": "2"}, 2),  # the usual AWS setting wins over trtforge's
+        (403, "AccessDenied", {}, 1),  # not transient: botocore does not retry it
+    ],
+    ids=["throttled", "5xx-AWS_MAX_ATTEMPTS", "access-denied"],
+)
+def test_an_s3_error_botocore_did_not_get_past_is_that_recipes_one_line(
+    status: int,
+    code: str,
+    settings: dict[str, str],
+    attempts: int,
+    faulty: FaultyS3,
+    monkeypatch: pytest.MonkeyPatch,
+    mlp_recipe: Callable[..., Path],
+    store: Path,
+    cli: Callable[..., Any],
+) -> None:
+    """Every PUT of a blob is answered with an S3 error: botocore's retry mode tries a throttled or
+    failed request again (TOTAL_ATTEMPTS in all, or AWS_MAX_ATTEMPTS), an access denied once; then
+    the recipe is `failed` with `blobs_unavailable`, one line, no secret, exit 1. With the endpoint
+    healthy again, the same command builds it.
+
+    Fails on c1e1ac4: botocore's ClientError traceback after its legacy mode's 5 attempts, exit 1,
+    no JSON."""
+    bucket = _new_bucket(faulty.upstream, monkeypatch)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://minio:{SECRET}@127.0.0.1:{faulty.port}")
+    for name, value in settings.items():
+        monkeypatch.setenv(name, value)
+    env = {"TRTFORGE_BLOBS": f"s3://{bucket}/team"}
+    recipe = mlp_recipe("throttled", seed=41)
+    faulty.failing = (status, code)
+    failed = cli("build", recipe, "--store", store, "--json", env=env)
+    _clean(failed.stderr)
+    assert failed.code == 1, failed
+    [result] = failed.json()
+    assert result["status"] == "failed" and result["error_kind"] == "blobs_unavailable", result
+    assert result["error"].startswith(f"S3 bucket {bucket}: uploading blob "), result
+    assert f"{code} (HTTP {status})" in result["error"] and SECRET not in json.dumps(result), result
+    assert faulty.puts and set(faulty.puts.values()) == {attempts}, faulty.puts  # each blob PUT, so many times
+    assert cli("list", "--store", store, "--json", env=env).json() == []  # nothing recorded
+    human = cli("build", recipe, "--store", store, env=env)  # as a person reads it: one line and a hint
+    _clean(human.stderr)
+    lines = [line for line in human.stderr.splitlines() if line.startswith("error:")]
+    assert human.code == 1 and len(lines) == 1 and code in lines[0], human.stderr
+    assert "hint: " in human.stderr, human.stderr
+
+    faulty.failing = None
+    built = cli("build", recipe, "--store", store, "--json", env=env)
+    assert built.code == 0 and built.json()[0]["status"] == "built", built
+    _fsck(cli, store, env)
+
+
+def test_a_throttled_upload_goes_through_on_botocores_retry(
+    faulty: FaultyS3, monkeypatch: pytest.MonkeyPatch, mlp_recipe: Callable[..., Path], store: Path, cli
+) -> None:
+    """Two throttled PUTs, then the endpoint takes them: botocore's retries get the plan up, the
+    recipe is built, and the object is whole (a hit checks it)."""
+    bucket = _new_bucket(faulty.upstream, monkeypatch)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://minio:{SECRET}@127.0.0.1:{faulty.port}")
+    env = {"TRTFORGE_BLOBS": f"s3://{bucket}/team"}
+    recipe = mlp_recipe("slowed", seed=42)
+    faulty.failing, faulty.remaining = (503, "SlowDown"), 2
+    built = cli("build", recipe, "--store", store, "--json", env=env)
+    _clean(built.stderr)
+    assert built.code == 0 and built.json()[0]["status"] == "built", built
+    assert faulty.remaining == 0 and sum(faulty.puts.values()) >= 3, faulty.puts
+    again = cli("build", recipe, "--store", store, "--json", env=env)
+    assert again.code == 0 and again.json()[0]["status"] == "cached", again
+    _fsck(cli, store, env)
