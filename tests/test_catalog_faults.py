@@ -96,9 +96,10 @@ WRONG = [
 def test_every_wrong_or_unreachable_catalog_url_is_one_line_and_exit_2(
     kind: str, silent_port: int, mlp_recipe: Callable[..., Path], tmp_path: Path, cli
 ) -> None:
-    """Fails on e28c456 for a missing database and a refused login (SQLAlchemy's OperationalError
-    traceback, exit 1), a port that is not a number (ValueError traceback, exit 1) and a host that
-    does not answer (no connect timeout: the command waited for the kernel's, minutes)."""
+    """Fails on c1e1ac4 (integration before issue 29) for a missing database and a refused login
+    (SQLAlchemy's OperationalError traceback, exit 1) and a port that is not a number (ValueError
+    traceback, exit 1); an unknown host, a refused connection and a server that does not answer were
+    one line there, with no hint of what to do."""
     url, says, build_kind = _wrong(kind, silent_port)
     started = time.monotonic()
     listed = cli("list", "--store", tmp_path / "s", "--catalog", url)
@@ -160,7 +161,7 @@ def test_a_batch_outlives_a_database_restart(
     """PostgreSQL is stopped (immediate: sessions cut, advisory locks gone) and started again while
     the first recipe of a two-recipe batch builds. Both are recorded, exit 0.
 
-    Fails on e28c456: the build's advisory-lock session was gone; releasing it raised SQLAlchemy's
+    Fails on c1e1ac4: the build's advisory-lock session was gone; releasing it raised SQLAlchemy's
     OperationalError: a traceback, exit 1, no JSON for either recipe."""
     url = _with_password(private_postgres.url)
     recipes = [mlp_recipe("restart0", seed=1), mlp_recipe("restart1", seed=2)]
@@ -188,7 +189,7 @@ def test_a_database_that_stays_down_fails_each_recipe_and_records_nothing_false(
     is `failed` with `catalog_unavailable`, the JSON is complete, exit 1; the uploaded plan is left
     for gc and never served; once the database is back the same command works.
 
-    Fails on e28c456: SQLAlchemy's OperationalError traceback, exit 1, no JSON."""
+    Fails on c1e1ac4: SQLAlchemy's OperationalError traceback, exit 1, no JSON."""
     url = _with_password(private_postgres.url)
     recipes = [mlp_recipe("down0", seed=3), mlp_recipe("down1", seed=4)]
     point = CrashPoint(tmp_path / "cp", "blob-stored")
@@ -259,7 +260,7 @@ def test_two_writers_recording_one_plan_blob_never_collide(
     """Two runners record the same plan (two recipes, one plan's bytes) at the same moment: the first
     holds its row uncommitted while the second adds it. Both are recorded, one blob row.
 
-    Fails on e28c456: both saw no blob row and inserted one: the second got PostgreSQL's
+    Fails on c1e1ac4: both saw no blob row and inserted one: the second got PostgreSQL's
     UniqueViolation on the blobs' primary key, a traceback, exit 1."""
     first, second = _twins(mlp_recipe)
     point = CrashPoint(tmp_path / "cp", "catalog-uncommitted")
@@ -288,7 +289,7 @@ def test_gc_never_deletes_the_blob_row_an_import_is_about_to_reference(
     """gc removes the only artifact using a plan while an import of another artifact with that plan
     holds its rows uncommitted. Both finish, and the imported artifact's plan is there.
 
-    Fails on e28c456: gc saw the blob row unused and deleted it; the import's commit then made it a
+    Fails on c1e1ac4: gc saw the blob row unused and deleted it; the import's commit then made it a
     ForeignKeyViolation, a traceback from gc (exit 1)."""
     first, second = _twins(mlp_recipe)
     elsewhere = tmp_path / "elsewhere"

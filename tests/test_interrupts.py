@@ -87,9 +87,10 @@ IGNORING_SIGINT = ["bash", "-c", 'trap "" INT; exec "$@"', "bash"]  # as `trtfor
 def test_a_signal_inside_tensorrts_build_stops_it_and_records_nothing(
     signum: int, ignored: bool, mlp_recipe: Callable[..., Path], store: Path, tmp_path: Path, cli
 ) -> None:
-    """The signal arrives while the worker is inside TensorRT's build. Fails on e28c456: SIGTERM
+    """The signal arrives while the worker is inside TensorRT's build. Fails on c1e1ac4: SIGTERM
     killed trtforge outright (exit -15, its build lock file left behind) and SIGINT from a shell
-    that started it in the background was ignored (the build finished and was recorded, exit 0)."""
+    that started it in the background was ignored (the build finished and was recorded, exit 0);
+    a plain SIGINT printed no error line."""
     recipe = mlp_recipe("stopped", seed=5)
     point = CrashPoint(tmp_path / "cp", "trt-building")
     argv = trtforge_argv("build", recipe, "--store", store, "--json")
@@ -196,7 +197,7 @@ def _finishes(work: Callable[[], None], seconds: float) -> list[BaseException | 
 
 def test_a_digest_whose_helper_stopped_raises_instead_of_waiting() -> None:
     """The helper thread stops (here: a chunk it cannot hash); the writer goes on writing. Fails on
-    e28c456: the queue filled up and the writer waited forever for a consumer that was gone."""
+    c1e1ac4: the queue filled up and the writer waited forever for a consumer that was gone."""
     digest = ParallelDigest()
     gone = memoryview(bytearray(b"plan" * 16))
     gone.release()  # hashing it raises in the helper, which stops
@@ -210,7 +211,7 @@ def test_a_digest_whose_helper_stopped_raises_instead_of_waiting() -> None:
 def test_closing_a_digest_never_waits_for_its_queue() -> None:
     """A write that failed (or was interrupted) closes its digest while the queue's lock is taken, as
     a signal that landed between taking it and the code that releases it leaves it. Fails on
-    e28c456: close put an end marker on the queue and so waited for that lock forever (the Ctrl-C
+    c1e1ac4: close put an end marker on the queue and so waited for that lock forever (the Ctrl-C
     hang seen about once in a hundred tries)."""
     digest = ParallelDigest()
     digest.update(b"some bytes")

@@ -87,7 +87,7 @@ def test_an_endpoint_gone_mid_upload_fails_each_recipe_in_one_line(
     each recipe is `failed` with `blobs_unavailable`, the JSON is complete, exit 1, no secret printed;
     with the endpoint back the same command builds both.
 
-    Fails on e28c456: botocore's EndpointConnectionError traceback, exit 1, no JSON."""
+    Fails on c1e1ac4: botocore's EndpointConnectionError traceback, exit 1, no JSON."""
     moto, bucket = own_moto, _new_bucket(own_moto, monkeypatch)
     env = {"TRTFORGE_BLOBS": f"s3://{bucket}/team"}
     recipes = [mlp_recipe("gone0", seed=11), mlp_recipe("gone1", seed=12)]
@@ -125,7 +125,7 @@ def test_a_bucket_gone_mid_batch_fails_the_recipe_in_one_line(
     """The bucket is deleted while a plan is about to go up (botocore does not retry NoSuchBucket):
     that recipe is `failed` with `blobs_unavailable` and a hint, at once; exit 1, JSON complete.
 
-    Fails on e28c456: botocore's ClientError traceback, exit 1, no JSON."""
+    Fails on c1e1ac4: botocore's ClientError traceback, exit 1, no JSON."""
     env = {"TRTFORGE_BLOBS": f"s3://{bucket}/team"}
     recipe = mlp_recipe("bucketless", seed=13)
     point = CrashPoint(tmp_path / "cp", "blob-temp-written")
@@ -168,7 +168,7 @@ def test_a_replaced_object_is_never_a_hit(
     """The plan object of an artifact is replaced in the bucket. The next build does not serve it: the
     artifact is marked corrupt, the recipe rebuilt, the object written again; fsck is clean.
 
-    Fails on e28c456 for the same-size replacements: an S3 hit checked the object's size alone and
+    Fails on c1e1ac4 for the same-size replacements: an S3 hit checked the object's size alone and
     answered `cached` with the damaged bytes."""
     env = {"TRTFORGE_BLOBS": f"s3://{bucket}/team"}
     recipe = mlp_recipe("replaced", seed=21)
@@ -253,7 +253,7 @@ def test_eight_runners_import_one_bundle_while_gc_runs(
     catalog and one bucket, while gc removes what they import (no grace for blobs), several rounds.
     No import and no gc fails, none prints a traceback, and every artifact left has its plan.
 
-    Fails on e28c456: imports racing on the blob row (UniqueViolation) or on the artifact
+    Fails on c1e1ac4: imports racing on the blob row (UniqueViolation) or on the artifact
     (a BundleError "records do not fit this catalog"), and gc deleting a blob row an import had
     just referenced (ForeignKeyViolation)."""
     env = {"TRTFORGE_BLOBS": f"s3://{bucket}/team"}
@@ -315,8 +315,8 @@ def test_an_s3_error_botocore_did_not_get_past_is_that_recipes_one_line(
     the recipe is `failed` with `blobs_unavailable`, one line, no secret, exit 1. With the endpoint
     healthy again, the same command builds it.
 
-    Fails on c1e1ac4: botocore's ClientError traceback after its legacy mode's 5 attempts, exit 1,
-    no JSON."""
+    Fails on c1e1ac4 (integration before issue 29): botocore's ClientError traceback ("reached max
+    retries"), exit 1, no JSON."""
     bucket = _new_bucket(faulty.upstream, monkeypatch)
     monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://minio:{SECRET}@127.0.0.1:{faulty.port}")
     for name, value in settings.items():

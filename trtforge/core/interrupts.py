@@ -18,12 +18,15 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
 
 HARD_STOP_S = 5.0  # after the first signal, the most a command may spend unwinding
+THREADS_JOIN_S = 0.5  # after a stopped command's answer, the most its other threads are waited for, in all
 HANDLED = (signal.SIGINT, signal.SIGTERM)
 
 
@@ -119,3 +122,23 @@ def deferred() -> Iterator[None]:
         if not handler.holding and handler.held is not None:
             held, handler.held = handler.held, None
             raise Interrupted(held)
+
+
+def end_if_stopped() -> None:
+    """A command a signal stopped has unwound and printed its answer: end the process now, with
+    the signal's exit code, skipping the interpreter's teardown (freeing the modules and objects of
+    the libraries a command imports takes more than a second on a loaded machine, which a prompt
+    stop cannot spend). Threads still finishing a step (a temp file's removal) get a moment first;
+    stdout and stderr are flushed. Nothing to do when no signal came."""
+    if _handler is None or _handler.first is None:
+        return
+    deadline = time.monotonic() + THREADS_JOIN_S
+    for thread in threading.enumerate():
+        if thread is not threading.current_thread() and not thread.daemon:
+            thread.join(max(0.0, deadline - time.monotonic()))
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass  # closed, or a reader that went away: the exit code still says it
+    os._exit(128 + _handler.first)
