@@ -227,6 +227,47 @@ def test_a_hit_checks_what_trtforge_wrote_without_downloading_it(bucket: str) ->
     assert blobs.check("0" * 64, 1).present is False
 
 
+
+class KillingAfterFirstPart:
+    """The real client; the S3 server is killed once the first part of an upload is up."""
+
+    def __init__(self, client: Any, server: MotoServer) -> None:
+        self._client = client
+        self._server = server
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    def upload_part(self, **kwargs: Any) -> Any:
+        sent = self._client.upload_part(**kwargs)
+        if kwargs["PartNumber"] == 1:
+            self._server.kill()
+        return sent
+
+
+@pytest.mark.slow
+def test_an_endpoint_gone_between_the_parts_of_an_upload_is_one_line(
+    own_moto: MotoServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """moto_server dies after the first of three parts: botocore's retries give up (on the upload and
+    on its abort), and the write is one ``blobs_unavailable`` line naming the bucket, with no secret.
+
+    Fails on c1e1ac4: botocore's EndpointConnectionError escaped (a traceback in the CLI)."""
+    import boto3
+
+    from trtforge.core.errors import TrtforgeError, kind_of
+
+    bucket = _new_bucket(own_moto, monkeypatch)
+    client = KillingAfterFirstPart(boto3.client("s3"), own_moto)
+    blobs = S3BlobStore(bucket, "mid/", client=client, part_size=5 << 20)
+    data = bytes(range(256)) * (45 << 10)  # 11.25 MiB: three parts
+    with pytest.raises(TrtforgeError) as caught:
+        blobs.put_bytes(data)
+    said = str(caught.value)
+    assert kind_of(caught.value) == "blobs_unavailable", said
+    assert said.startswith(f"S3 bucket {bucket}: uploading blob ") and "\n" not in said, said
+    assert SECRET not in said + str(caught.value.hint), said
+
 # -- many runners, one catalog and one bucket, and gc -----------------------------------------------
 
 GC_ROUNDS = """
