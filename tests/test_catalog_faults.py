@@ -85,7 +85,7 @@ WRONG = [
     "port out of range",
     "unknown host",
     "connection refused",
-    "host that does not answer",
+    pytest.param("host that does not answer", marks=pytest.mark.slow),  # two 5 s connect timeouts
     "missing driver",
     "no such database",
     "login refused",

@@ -331,10 +331,11 @@ def faulty(moto: MotoServer) -> Iterator[FaultyS3]:
     proxy.close()
 
 
+@pytest.mark.slow  # three builds each, and botocore's backoff
 @pytest.mark.parametrize(
     ("status", "code", "settings", "attempts"),
     [
-        pytest.param(503, "SlowDown", {}, TOTAL_ATTEMPTS, marks=pytest.mark.slow),  # botocore's backoff: seconds
+        (503, "SlowDown", {}, TOTAL_ATTEMPTS),
         (500, "InternalError", {"AWS_MAX_ATTEMPTS": "2"}, 2),  # the usual AWS setting wins over trtforge's
         (403, "AccessDenied", {}, 1),  # not transient: botocore does not retry it
     ],
