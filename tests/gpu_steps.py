@@ -9,7 +9,10 @@ test's arrangement on every commit. Nothing pretends to run an engine or to be T
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from types import ModuleType
+from typing import Any, Literal
 
 import pytest
 
@@ -103,3 +106,62 @@ def no_alternative_tactic(code: int, error: str) -> str | None:
     if code == 2 and "without a tactic" in error:
         return f"the denied layer has no other tactic: {error[:200]}"
     return None
+
+
+@contextmanager
+def runtime_up_to_loading(flavor: str = "tensorrt_rtx") -> Iterator[None]:
+    """Let `verify` and `refit` go past their choice of GPU and runtime (``gpu_runtime_for``) where this
+    machine has none that can load the flavor's plans: the installed runtime answers for it, so every
+    step before an engine loads runs for real (the plan's hash check, the plugin libraries loaded into
+    a real runtime, private copies of models, the per-layer build) and ``deserialize_cuda_engine`` is
+    the step that stops (VerificationUnavailableError; the test skips there with :func:`stopped`).
+    Where the machine can load them, the real answer stands. Nothing pretends to be TensorRT.
+
+    Polygraphy binds itself to one flavor per process, and `verify` goes to a child process when it is
+    bound to the other: run the stage through ``run_in_flavor`` with this inside the function it runs."""
+    from trtforge.backend import run
+    from trtforge.core.errors import VerificationUnavailableError
+
+    real = run.gpu_runtime_for
+    backend = installed_backend(flavor)  # type: ignore[arg-type]
+    if backend is None:
+        pytest.skip(f"stopped at choosing a runtime: {flavor_name(flavor)} is not installed")
+
+    def installed_runtime(*args: Any, **kwargs: Any) -> tuple[Any, Any]:
+        try:
+            return real(*args, **kwargs)
+        except VerificationUnavailableError:
+            where = missing("engine", flavor) or "this GPU"
+            return backend, run.RuntimeInfo(f"none that loads plans ({where})", None, backend.flavor, backend.version)
+
+    run.gpu_runtime_for = installed_runtime  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        run.gpu_runtime_for = real  # type: ignore[assignment]
+
+
+@contextmanager
+def kept_results(module: ModuleType, name: str, before: Callable[..., None] | None = None) -> Iterator[list[Any]]:
+    """Calls of ``module.name`` go through unchanged while the block runs; each one's result is kept
+    in the list yielded (``before(*args, **kwargs)`` runs as each call starts)."""
+    real = getattr(module, name)
+    results: list[Any] = []
+
+    def kept(*args: Any, **kwargs: Any) -> Any:
+        if before is not None:
+            before(*args, **kwargs)
+        results.append(real(*args, **kwargs))
+        return results[-1]
+
+    setattr(module, name, kept)
+    try:
+        yield results
+    finally:
+        setattr(module, name, real)
+
+
+def stopped(error: str) -> None:
+    """Skip at deserialization: the plan could not load here (no GPU the runtime supports)."""
+    __tracebackhide__ = True
+    pytest.skip(f"stopped at deserialize_cuda_engine: {error}")

@@ -1,4 +1,5 @@
-"""What the builder reads is what the key names: a model swapped during a build, keyed environment."""
+"""What the builder reads is what the key names (a model swapped during a build, keyed environment), and
+what `build --reproduce` rebuilds from is what the artifact records."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pytest
 
 from tests import onnx_models
 from tests.conftest import REPO
+from tests.gpu_steps import kept_results
 from tests.procs import CrashPoint, finish, start_build
 from tests.test_external_data import save_external
 from trtforge.resolution.resolve import resolve
@@ -115,3 +117,36 @@ def test_a_tf32_override_build_is_never_the_plain_builds_hit(cli, mlp_recipe, st
     assert plain["plan_sha256"] != overridden["plan_sha256"]  # the variable does change the engine
     again = cli("build", recipe, "--store", store, "--json", env={"NVIDIA_TF32_OVERRIDE": "0"}).json()
     assert [(r["status"], r["artifact_id"]) for r in again] == [("cached", overridden["artifact_id"])]
+
+
+@pytest.mark.parametrize("layout", ["embedded", "external"])
+def test_reproduce_builds_from_a_private_copy_of_the_recorded_model(
+    cli, tmp_path: Path, store: Path, layout: str
+) -> None:
+    """`build --reproduce` hands its build worker a copy of the bytes the artifact records (external data
+    copied too), as a build does: a model replaced as the worker is handed the job does not reach
+    TensorRT, and the rebuild is the recorded engine. Fails on integration (c1e1ac4): the worker read the user's
+    files, so it rebuilt the replacement (width 6) and compared that with the recorded plan."""
+    from trtforge.backend import pool
+    from trtforge.stages.reproduce import reproduce
+
+    external = layout == "external"
+    recipe = tmp_path / "r" / "swap.yaml"
+    old = _save(onnx_models.mlp(0, width=8), tmp_path / "r" / "models", external)
+    recipe.write_text(RECIPE)
+    new = _save(onnx_models.mlp(1, width=6), tmp_path / "other", external)
+    [built] = cli("build", recipe, "--store", store, "--json").json()
+    assert built["status"] == "built", built
+    read: list[str] = []
+
+    def replaced(job, **_kwargs) -> None:
+        for file in new.parent.iterdir():
+            shutil.copyfile(file, old.parent / file.name)
+        read.append(model_digest(job.onnx_path))
+
+    with kept_results(pool, "build_once", replaced):
+        result = reproduce(built["artifact_id"], store)
+    recorded = cli("show", built["artifact_id"], "--store", store, "--json").json()["model_sha256"]
+    assert model_digest(old) == model_digest(new) != recorded
+    assert read == [recorded]
+    assert result.benign, result.as_json()

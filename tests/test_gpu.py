@@ -21,7 +21,7 @@ import pytest
 
 from tests import onnx_models
 from tests.conftest import REPO
-from tests.gpu_steps import lookup_target, no_alternative_tactic, plan_target, reach, target_cc
+from tests.gpu_steps import lookup_target, no_alternative_tactic, plan_target, reach, stopped, target_cc
 from trtforge.rules.flavors import FLAVORS, flavor_name, installed_backend
 from trtforge.rules.target import current_gpu, detect_gpus
 from trtforge.stages.selftest import runnable_reason, write_mlp, write_recipe
@@ -217,6 +217,34 @@ def test_per_layer_precisions_on_tensorrt_10(cli, recipes: Path, store: Path) ->
     assert settings["tactics.timing_iterations"] == 2 and settings["tactics.max_tactics"] == 4
     assert "OBEY_PRECISION_CONSTRAINTS" in settings["flags"]
     assert verify(cli, built["artifact_id"], store, "tensorrt")["status"] == "passed"
+
+
+def test_per_layer_engine_with_a_calibration_cache_on_tensorrt_10(cli, recipes: Path, store: Path) -> None:
+    """`verify --per-layer` of an INT8 build from a calibration cache: the diagnostic engine is built
+    through the build's own path, with the cache the build read. Past the build: fails if the
+    diagnostic build is not given the cache (on integration c1e1ac4 it was refused: "the build was
+    given no calibration cache") or its settings read back differ from the artifact's. The cache
+    holds a scale for every tensor of the generated MLP (TensorRT 10's text format)."""
+    recipe = recipe_for(recipes, "calibrated", "tensorrt", "precision: {int8: true, calibration: {cache: mlp.cache}}\n")
+    backend = installed_backend("tensorrt")
+    version = [int(part) for part in (backend.version if backend else "10.0.0").split(".")[:3]]
+    header = f"TRT-{version[0] * 10000 + version[1] * 100 + version[2]}-EntropyCalibration2"
+    scales = "".join(f"{tensor}: 3c010204\n" for tensor in ("x", "mm", "pre", "y"))  # 1/127 each
+    (recipes / "mlp.cache").write_text(header + "\n" + scales)
+    plan(cli, recipe, store, "tensorrt")  # TensorRT 10 calibrates (TensorRT 11 refuses it at plan)
+    if backend is not None and not backend.version.startswith("10."):
+        pytest.skip(f"TensorRT {backend.version} removed INT8 calibration (TensorRT 11)")
+    built = build(cli, recipe, store, "tensorrt")
+    settings = show(cli, built["artifact_id"], store)["details"]["settings"]
+    assert settings["precision.calibration"]["sha256"]
+    from tests.test_verify import per_layer_run
+    from trtforge.backend.loader import run_in_flavor
+
+    ran = run_in_flavor("tensorrt", per_layer_run, built["artifact_id"], str(store), None, "tensorrt")
+    [diagnostic] = ran.diagnostics
+    assert diagnostic.settings == settings
+    if ran.error is not None:
+        stopped(ran.error)
 
 
 @pytest.mark.parametrize(

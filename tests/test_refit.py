@@ -6,13 +6,18 @@ machine cannot make; it is written in trtforge/backend/run.py and not executed h
 
 from __future__ import annotations
 
+import shutil
 import uuid
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests import onnx_models
-from trtforge.core.errors import ModelError, NotRefittableError
+from tests.conftest import MLP_RECIPE
+from tests.gpu_steps import kept_results, missing, runtime_up_to_loading, stopped, target_cc
+from trtforge.core.errors import ModelError, NotRefittableError, VerificationUnavailableError
 from trtforge.rules.recipe import refit_mode
 from trtforge.stages.build import BuildStage
 from trtforge.stages.refit import check_refittable, check_weights, record_refit
@@ -120,3 +125,54 @@ def test_refitted_artifact_records_lineage_and_verifies_against_new_weights(
 
     shown = cli("show", child.id, "--store", store)
     assert shown.code == 0 and f"lineage refit of {parent.id}" in shown.stdout
+
+
+def refittable_parent(mlp_recipe: Callable[..., Path], store: Path) -> str:
+    """A refittable artifact: built so on a GPU TensorRT-RTX builds and runs refittable plans on, else
+    (refittable builds need CUDA) the MLP's plan recorded as refittable, whose refit then stops at
+    deserialization."""
+    if missing("gpu build", "tensorrt_rtx") is None:
+        [cc] = target_cc("tensorrt_rtx", one=True) or ["8.6"]
+        text = MLP_RECIPE + f"refit: refittable\ncompatibility:\n  compute_capabilities: [{cc}]\n"
+        return build(mlp_recipe("refittable", text=text), store)
+    return refittable_copy(store, build(mlp_recipe(), store))
+
+
+def test_the_refitter_reads_a_private_copy_of_the_weights_whose_digest_is_recorded(
+    mlp_recipe, store: Path, tmp_path: Path
+) -> None:
+    """The weights file is read once: its digest, its I/O check and the copy the refitter reads are of
+    the same bytes, so a file replaced after it was read (here: while the GPU is chosen) never reaches
+    TensorRT under the recorded digest. Fails on integration (c1e1ac4): the refitter read the user's file again, and
+    the child artifact would have recorded the old digest with the new file's weights."""
+    from trtforge.backend import run
+    from trtforge.rules.digests import model_digest
+    from trtforge.stages.refit import refit
+
+    parent = refittable_parent(mlp_recipe, store)
+    weights = onnx_models.save(onnx_models.mlp(seed=1), tmp_path / "new.onnx")
+    other = onnx_models.save(onnx_models.mlp(seed=2), tmp_path / "other.onnx")
+    digest = model_digest(weights)
+    read: list[str] = []
+
+    def replaced(*_args: Any, **_kwargs: Any) -> None:
+        shutil.copyfile(other, weights)
+
+    def refitting(_backend: Any, _plan: bytes, onnx_path: Path, **_kwargs: Any) -> None:
+        read.append(model_digest(onnx_path))
+
+    result, error = None, None
+    with (
+        runtime_up_to_loading(),
+        kept_results(run, "gpu_runtime_for", replaced),
+        kept_results(run, "refit_plan", refitting),
+    ):
+        try:
+            result = refit(parent, weights, store=store)
+        except VerificationUnavailableError as exc:
+            error = str(exc)
+    assert model_digest(weights) == model_digest(other) != digest
+    assert read == [digest]
+    if error is not None:
+        stopped(error)
+    assert result is not None and result.weights_sha256 == digest

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -19,8 +22,11 @@ from rich.console import Console
 
 from tests import onnx_models
 from tests.conftest import subprocess_env
+from tests.gpu_steps import kept_results, runtime_up_to_loading, stopped
+from tests.plugin_libraries import creator_library, plain_library
+from trtforge.backend.loader import run_in_flavor
 from trtforge.cli.verify import render_report
-from trtforge.core.errors import BadInputError, RecipeError
+from trtforge.core.errors import BadInputError, RecipeError, VerificationUnavailableError
 from trtforge.resolution.resolve import resolve
 from trtforge.rules.keys import recipe_fingerprint
 from trtforge.rules.onnx_model import read_model
@@ -429,20 +435,85 @@ def test_plan_is_hash_checked_before_any_load(heads, store: Path) -> None:
     opened.close()
 
 
-def test_the_per_layer_engine_is_built_with_the_artifacts_settings(heads, store: Path) -> None:
-    """The diagnostic engine differs from the stored plan only by its marked tensors: it is built from
-    the recorded recipe, with the builder settings the artifact records (read back from real configs)."""
-    from trtforge.backend.run import layerwise_plan
-    from trtforge.rules.flavors import find_backend
-    from trtforge.rules.recipe import Recipe
+@dataclass
+class PerLayerRun:
+    """What `verify --per-layer` did as far as this machine goes."""
 
-    recipe, model, _ = heads("compatibility:\n  compute_capabilities: [8.6]\n")
+    diagnostics: list[Any]  # the diagnostic engines it built (LayerwisePlan)
+    read: list[str]  # the digest of the model file each diagnostic build was given, as it started
+    error: str | None  # why the engine could not load here (None: it loaded and ran)
+
+
+def per_layer_run(
+    artifact_id: str, store: str, replace: tuple[Path, Path] | None = None, flavor: str = "tensorrt_rtx"
+) -> PerLayerRun:
+    """`verify --per-layer` of an artifact, in a process whose polygraphy is bound to ``flavor``;
+    ``replace`` (source, user's model) is copied over the user's model as the diagnostic build starts."""
+    from trtforge.backend import run
+    from trtforge.rules.digests import model_digest
+    from trtforge.stages.verify import verify
+
+    read: list[str] = []
+
+    def starting(_backend: Any, _recipe: Any, onnx_path: Path, *args: Any, **kwargs: Any) -> None:
+        if replace is not None:
+            shutil.copyfile(*replace)
+        read.append(model_digest(onnx_path))
+
+    error = None
+    with runtime_up_to_loading(flavor), kept_results(run, "layerwise_plan", starting) as built:
+        try:
+            verify(artifact_id, store=store, per_layer=True)
+        except VerificationUnavailableError as exc:
+            error = str(exc)
+    return PerLayerRun(list(built), read, error)
+
+
+def test_the_per_layer_engine_is_built_with_the_artifacts_settings(heads, store: Path) -> None:
+    """The diagnostic engine differs from the stored plan only by its marked tensors: `verify --per-layer`
+    builds it from the recorded recipe through the build's own path, so the settings read back from its
+    real builder config equal the artifact's and it loads the same plugin libraries; here for a recipe
+    with a parser flag, a build.config override and plugin libraries (dynamic and static). Fails on
+    integration (c1e1ac4): the diagnostic's parser got no flags (and no library was loaded for it)."""
+    plugins = "plugins:\n  - {library: libs/libnoop_plugins.so}\n  - {library: libs/libstatic_ops.so, load: static}\n"
+    recipe, _model, _ = heads("compatibility:\n  compute_capabilities: [8.6]\n" + plugins)
+    creator_library(recipe.parent / "libs" / "libnoop_plugins.so")
+    plain_library(recipe.parent / "libs" / "libstatic_ops.so")
+    text = recipe.read_text()
+    for line, added in (("  onnx: models/heads.onnx\n", "  parser: {native_instancenorm: false}\n"),
+                        ("  optimization_level: 0\n", "  config: {flags: {DEBUG: true}}\n")):  # fmt: skip
+        text = text.replace(line, line + added)
+    recipe.write_text(text)
     opened, subject = built_subject(recipe, store)
     artifact = subject.artifact
     opened.close()
-    diagnostic = layerwise_plan(find_backend("tensorrt_rtx"), Recipe.model_validate(artifact.recipe), model)
-    assert len(diagnostic.plan) > 1000 and diagnostic.plan != b""
-    assert diagnostic.settings == artifact.details.settings
+    settings = artifact.details.settings
+    assert settings["model.parser.native_instancenorm"] is False
+    assert settings["build.config"] == {"flags.DEBUG": True}
+    ran = run_in_flavor("tensorrt_rtx", per_layer_run, artifact.id, str(store))
+    [diagnostic] = ran.diagnostics
+    assert diagnostic.settings == settings
+    assert diagnostic.plugins == [plugin.model_dump() for plugin in artifact.details.plugins]
+    assert len(diagnostic.plan) > 1000
+    if ran.error is not None:
+        stopped(ran.error)
+
+
+def test_the_per_layer_engine_reads_a_private_copy_of_the_recorded_model(heads, store: Path) -> None:
+    """The diagnostic build reads a copy of the bytes whose digest the artifact records, never the
+    user's file: a model replaced as the build starts does not reach it. Fails on integration (c1e1ac4): TensorRT
+    read the user's file, which then held other weights than the recorded model."""
+    from trtforge.rules.digests import model_digest
+
+    recipe, model, bad = heads()
+    opened, subject = built_subject(recipe, store)
+    opened.close()
+    # the user's model holds other weights (the same graph) from the moment the diagnostic build starts
+    ran = run_in_flavor("tensorrt_rtx", per_layer_run, subject.artifact.id, str(store), (bad, model))
+    assert model_digest(model) != subject.model_sha256
+    assert ran.read == [subject.model_sha256]
+    if ran.error is not None:
+        stopped(ran.error)
 
 
 def test_catalog_at_the_initial_schema_is_upgraded_in_place(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ import hashlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Protocol
@@ -20,7 +21,12 @@ from typing import Any, Protocol
 from trtforge.backend.config import CONFIG_RULES, ConfigRule, check_api, make_config, network_flags
 from trtforge.backend.loader import import_backend
 from trtforge.backend.network_settings import apply_network_settings, parser_flags_read, set_parser_flags
-from trtforge.backend.plugins import plugins_loaded, set_plugins_to_serialize
+from trtforge.backend.plugins import (
+    plugin_runtime,
+    plugins_loaded,
+    register_standard_plugins,
+    set_plugins_to_serialize,
+)
 from trtforge.backend.timing_cache import attach as attach_timing_cache
 from trtforge.backend.timing_cache import serialized as serialized_timing_cache
 from trtforge.core.errors import BuildError
@@ -28,9 +34,19 @@ from trtforge.rules.builder_options import NamedFile
 from trtforge.rules.capabilities import cpu_build_fails
 from trtforge.rules.flavors import BackendInfo
 from trtforge.rules.recipe import Recipe
+from trtforge.rules.record import PluginRecord
 
 # CONFIG_RULES and make_config live in backend/config.py; re-exported for existing imports.
-__all__ = ["CONFIG_RULES", "BuildOutput", "ConfigRule", "ProgressSink", "build_plan", "make_config", "parse_network"]
+__all__ = [
+    "CONFIG_RULES",
+    "BuildOutput",
+    "ConfigRule",
+    "ProgressSink",
+    "build_plan",
+    "make_config",
+    "parse_network",
+    "register_standard_plugins",
+]
 
 
 class ProgressSink(Protocol):
@@ -290,15 +306,6 @@ def _check_version_compatible_plugins(parser: Any, recipe: Recipe, files: Sequen
         )
 
 
-def register_standard_plugins(trt: ModuleType, logger: Any) -> None:
-    """TensorRT's own plugins (libnvinfer_plugin: ROIAlign_TRT, ...), as trtexec registers them before
-    it parses ("Loading standard plugins"). They ship in the wheel the key names by version and CUDA
-    variant; TensorRT-RTX ships none (the call registers nothing there)."""
-    init = getattr(trt, "init_libnvinfer_plugins", None)
-    if init is not None:
-        init(logger, "")
-
-
 def _check_before_build(trt: ModuleType, builder: Any, recipe: Recipe, backend: BackendInfo) -> None:
     """What the capability table cannot know without the module: every API the recipe's options
     need, and build.config's names and values, refused (exit 2) before any work."""
@@ -333,6 +340,9 @@ class _Builder:
     logger: Any
     records: list[dict[str, str]]
     verbose: list[str] | None  # VERBOSE/INFO lines, kept for deny-list enforcement
+    # the plugin libraries a runtime needs for this build's plans (loaded, not embedded): the
+    # inspector's deserialization loads them as every deserialization does
+    runtime_plugins: list[PluginRecord] = field(default_factory=list)
 
 
 def build_plan(
@@ -346,6 +356,7 @@ def build_plan(
     files: Sequence[NamedFile] = (),
     shown: Path | None = None,
     log_echo: LogEcho | None = None,
+    layerwise: bool = False,
 ) -> BuildOutput:
     """Build the recipe's engine; raises BuildError with the builder's last error on failure.
 
@@ -354,7 +365,8 @@ def build_plan(
     and calibration cache resolution found and keyed (resolve.Resolution.files). ``shown``: the
     model's path as the user knows it, when ``onnx_path`` is the build's private copy. ``log_echo``
     hears every log line of severity info and above as TensorRT emits it (a build worker writes
-    them to its log).
+    them to its log). ``layerwise``: `verify --per-layer`'s diagnostic engine, this very build with
+    every tensor marked as an output (its one difference).
     """
     trt = import_backend(backend)
     check_builder_version(trt, backend)
@@ -365,24 +377,29 @@ def build_plan(
     session = _Builder(trt, backend, trt.Builder(logger), logger, records, verbose)
     _check_before_build(trt, session.builder, recipe, backend)
     with plugins_loaded(trt, session.builder, recipe, files, records, backend.label) as plugins:
-        output = _build_loaded(session, recipe, onnx_path, progress, use_timing_cache, timing_cache, files, shown)
+        session.runtime_plugins = [PluginRecord(**p) for p in plugins if not p["serialized"]]
+        started = time.perf_counter()
+        network, config, settings = _configured(session, recipe, onnx_path, files, shown, layerwise)
+        configured = (network, config, settings)
+        output = _build_configured(session, recipe, configured, progress, use_timing_cache, timing_cache)
+        output.seconds = time.perf_counter() - started  # parsing included
     output.plugins = plugins
     return output
 
 
-def _build_loaded(
+def _configured(
     session: _Builder,
     recipe: Recipe,
     onnx_path: Path,
-    progress: ProgressSink | None,
-    use_timing_cache: bool,
-    timing_cache: bytes | None,
     files: Sequence[NamedFile],
-    shown: Path | None = None,
-) -> BuildOutput:
-    trt, backend, builder, logger = session.trt, session.backend, session.builder, session.logger
-    records, verbose, deny = session.records, session.verbose, recipe.tactics.deny
-    started = time.perf_counter()
+    shown: Path | None,
+    layerwise: bool,
+) -> tuple[Any, Any, dict[str, Any]]:
+    """The network and the builder config of the recipe's build, and the settings read back from them:
+    the builder config (calibration cache, build.config overrides), the plugin libraries to embed,
+    the parsed network (with the parser flags) and the network-side fields. With ``layerwise``
+    every tensor is then marked as an output (polygraphy's mark-all), for the per-layer diagnostic."""
+    trt, builder, logger = session.trt, session.builder, session.logger
     config, settings = make_config(trt, builder, None, recipe, calibration_cache=_calibration_cache(recipe, files))
     serialized = set_plugins_to_serialize(config, recipe, files)
     if serialized is not None:
@@ -393,19 +410,45 @@ def _build_loaded(
     settings["strongly_typed"] = bool(network.get_flag(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
     settings.update(parser_flags_read(trt, parser, recipe))
     settings.update(apply_network_settings(trt, network, config, recipe))
+    if layerwise:
+        from polygraphy.backend.trt import util as trt_util  # bound to the flavor by import_backend
+
+        from trtforge.backend.compare import quiet
+
+        with quiet():
+            trt_util.mark_layerwise(network)
+    if session.backend.flavor == "tensorrt" and recipe.build.profiling_verbosity is None:
+        # Layer information (tactic per layer) is what deny lists are derived from and checked against.
+        config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
+        settings["build.profiling_verbosity"] = "detailed"
+    return network, config, settings
+
+
+def _build_configured(
+    session: _Builder,
+    recipe: Recipe,
+    configured: tuple[Any, Any, dict[str, Any]],
+    progress: ProgressSink | None,
+    use_timing_cache: bool,
+    timing_cache: bytes | None,
+) -> BuildOutput:
+    """Build the configured network: progress, timing cache, deny-list enforcement, layer information."""
+    trt, backend, builder = session.trt, session.backend, session.builder
+    network, config, settings = configured
+    records, verbose, deny = session.records, session.verbose, recipe.tactics.deny
     if progress is not None:
         config.progress_monitor = _make_progress_monitor(trt, progress)
     cache_used = attach_timing_cache(trt, config, timing_cache, records) if use_timing_cache else False
     io_tensors = _io_tensors(network)
     report = None
-    if backend.flavor == "tensorrt" and recipe.build.profiling_verbosity is None:
-        # Layer information (tactic per layer) is what deny lists are derived from and checked against.
-        config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
-        settings["build.profiling_verbosity"] = "detailed"
+    # what deserializes this build's plans for their layer information: a runtime with the plugins they need
+    inspector = partial(plugin_runtime, trt, session.logger, session.runtime_plugins, records)
     if verbose is not None:
         from trtforge.backend.denylist_enforce import build_with_denylist
 
-        plan, enforcement = build_with_denylist(trt, backend, builder, network, config, deny, verbose)
+        plan, enforcement = build_with_denylist(
+            trt, backend, builder, network, config, deny, verbose, runtime=inspector
+        )
         report = enforcement.as_json()
     else:
         plan = builder.build_serialized_network(network, config)
@@ -415,10 +458,10 @@ def _build_loaded(
     if backend.flavor == "tensorrt":
         from trtforge.backend.denylist_enforce import engine_layer_info
 
-        layer_info = engine_layer_info(trt, plan)
+        layer_info = engine_layer_info(trt, plan, runtime=inspector)
     return BuildOutput(
         plan,
-        time.perf_counter() - started,
+        0.0,  # build_plan times the whole build
         records,
         io_tensors,
         settings,

@@ -25,11 +25,13 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from types import ModuleType
 from typing import Any
 
+from trtforge.backend.plugins import plugin_runtime
 from trtforge.core.errors import BuildError, UnsatisfiableDenyError, UnsupportedOptionError
 from trtforge.rules.capabilities import Mechanism, check_enforceable
 from trtforge.rules.denylist import (
@@ -295,19 +297,27 @@ class EnforcementReport:
         return asdict(self)
 
 
-def engine_layer_info(trt: ModuleType, plan: Any) -> dict[str, Any] | None:
+RuntimeMaker = Callable[[], Any]  # a new IRuntime with the plugin libraries the build's plans need
+
+
+def engine_layer_info(trt: ModuleType, plan: Any, *, runtime: RuntimeMaker | None = None) -> dict[str, Any] | None:
     """Inspector JSON of a built plan, or None where no engine can be deserialized (no GPU)."""
     try:
-        return inspect_engine(trt, plan)
+        return inspect_engine(trt, plan, runtime=runtime)
     except Exception:  # no CUDA device/driver: layer information is unavailable, not an error
         return None
 
 
-def inspect_engine(trt: ModuleType, plan: Any) -> dict[str, Any] | None:
+def inspect_engine(trt: ModuleType, plan: Any, *, runtime: RuntimeMaker | None = None) -> dict[str, Any] | None:
     """Inspector JSON of a built plan; None when the runtime cannot deserialize it. Raises what
-    TensorRT raises: deny-list enforcement must see that, not a silent "no information"."""
-    runtime = trt.Runtime(trt.Logger(trt.Logger.ERROR))
-    engine = runtime.deserialize_cuda_engine(plan)
+    TensorRT raises: deny-list enforcement must see that, not a silent "no information".
+
+    ``runtime`` makes the runtime that deserializes it: the build's, which loads the plugin
+    libraries the plan needs first (:func:`trtforge.backend.plugins.plugin_runtime`); by default
+    one with TensorRT's standard plugins only."""
+    if runtime is None:
+        runtime = partial(plugin_runtime, trt, trt.Logger(trt.Logger.ERROR), (), [])
+    engine = runtime().deserialize_cuda_engine(plan)
     if engine is None:
         return None
     inspector = engine.create_engine_inspector()
@@ -356,23 +366,26 @@ def build_with_denylist(
     config: Any,
     entries: Sequence[DenyEntry],
     verbose_log: list[str],
+    *,
+    runtime: RuntimeMaker | None = None,
 ) -> tuple[Any, EnforcementReport]:
     """Build with the deny entries enforced (GPU only); returns the plan and the report.
 
-    ``verbose_log`` is the list the builder's logger appends VERBOSE/INFO messages to.
+    ``verbose_log`` is the list the builder's logger appends VERBOSE/INFO messages to; ``runtime``
+    makes the runtime that deserializes the built plans for their layer information (:func:`inspect_engine`).
     """
     mechanism = check_enforceable(backend, entries)
     assert mechanism is not None  # entries are non-empty here
     report = EnforcementReport(mechanism, [e.model_dump(mode="json", exclude_none=True) for e in entries])
     if mechanism == "editable_timing_cache" and hasattr(trt.BuilderFlag, "EDITABLE_TIMING_CACHE"):
-        plan = build_timing_cache_path(trt, builder, network, config, entries, verbose_log, report)
+        plan = build_timing_cache_path(trt, builder, network, config, entries, verbose_log, report, runtime=runtime)
     elif hasattr(trt, "IAlgorithmSelector"):
         report.mechanism = "algorithm_selector"
         plan = _build_selector(trt, builder, network, config, entries, report)
     else:
         raise UnsupportedOptionError(f"{backend.label} offers neither an editable timing cache nor IAlgorithmSelector")
     try:
-        info = inspect_engine(trt, plan)
+        info = inspect_engine(trt, plan, runtime=runtime)
     except Exception as exc:  # whatever TensorRT raised: enforcement is not confirmed, nothing is stored
         detail = (str(exc).strip().splitlines() or [""])[0]
         raise _unconfirmed(f"inspecting the built engine failed ({type(exc).__name__}: {detail})") from None
@@ -394,6 +407,8 @@ def build_timing_cache_path(
     entries: Sequence[DenyEntry],
     verbose_log: list[str],
     report: EnforcementReport,
+    *,
+    runtime: RuntimeMaker | None = None,
 ) -> Any:
     config.set_flag(trt.BuilderFlag.EDITABLE_TIMING_CACHE)
     config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
@@ -406,7 +421,7 @@ def build_timing_cache_path(
     ops = parse_autotuning_log(verbose_log)
     if not ops:
         report.notes.append("the builder logged no autotuned ops; only the after-build check applies")
-    info = engine_layer_info(trt, first)
+    info = engine_layer_info(trt, first, runtime=runtime)
     engine_layers = [layer.name for layer in parse_layer_info(info)] if info is not None else []
     edits = plan_cache_edits(ops, entries, engine_layers)
     if not edits:

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from trtforge.backend.loader import import_backend
-from trtforge.core.errors import NotRefittableError, RefitError, VerificationUnavailableError
+from trtforge.backend.plugins import plugin_runtime
+from trtforge.core.errors import BuildError, NotRefittableError, RefitError, VerificationUnavailableError
 from trtforge.rules.flavors import BackendInfo, Flavor, flavor_name, installed_backends, installed_version
 from trtforge.rules.target import current_gpu
 
@@ -26,8 +27,10 @@ if TYPE_CHECKING:
     import numpy as np
 
     from trtforge.backend.timing import TimedRun
+    from trtforge.rules.builder_options import NamedFile
     from trtforge.rules.compatibility import Envelope
     from trtforge.rules.recipe import Recipe, VerifySpec
+    from trtforge.rules.record import PluginRecord
     from trtforge.rules.target import LocalGpu, RuntimeTarget
 
 
@@ -115,10 +118,20 @@ def _logger(trt: ModuleType, records: list[dict[str, str]] | None = None) -> Any
 
 
 def runtime_for(
-    trt: ModuleType, logger: Any, *, allow_host_code: bool = False, why: str = "", notify: Any = None
+    trt: ModuleType,
+    logger: Any,
+    *,
+    allow_host_code: bool = False,
+    why: str = "",
+    notify: Any = None,
+    plugins: Sequence[PluginRecord] = (),
+    records: list[dict[str, str]] | None = None,
 ) -> Any:
-    """A runtime that runs a plan's host code only when the caller says the plan was verified for it."""
-    runtime = trt.Runtime(logger)
+    """A runtime for one plan: TensorRT's standard plugins and the plugin libraries the plan needs
+    (``plugins``, the artifact's ``plugins_needed``) loaded into it, each checked against its recorded
+    sha256 first (:func:`trtforge.backend.plugins.load_for_runtime`); it runs a plan's host code only
+    when the caller says the plan was verified for it."""
+    runtime = plugin_runtime(trt, logger, plugins, records if records is not None else [])
     if allow_host_code:
         runtime.engine_host_code_allowed = True
         (notify or _to_stderr)(f"allowing host code for {why}")
@@ -137,12 +150,15 @@ def deserialize(
     allow_host_code: bool = False,
     why: str = "",
     records: list[dict[str, str]] | None = None,
+    plugins: Sequence[PluginRecord] = (),
 ) -> Any:
-    """Load plan bytes (host code only when ``allow_host_code``: a plan verified for it).
+    """Load plan bytes (host code only when ``allow_host_code``: a plan verified for it): first the
+    plugin libraries it needs (checked, then loaded, :func:`runtime_for`), then the plan.
 
     ``records``: the list ``logger`` writes to; a refusal names the runtime's own last error.
     """
-    engine = runtime_for(trt, logger, allow_host_code=allow_host_code, why=why).deserialize_cuda_engine(plan)
+    runtime = runtime_for(trt, logger, allow_host_code=allow_host_code, why=why, plugins=plugins, records=records)
+    engine = runtime.deserialize_cuda_engine(plan)
     if engine is None:
         raise VerificationUnavailableError(load_failure(trt.__name__, records or [], current_gpu()))
     return engine
@@ -183,13 +199,20 @@ def refit_from_onnx(trt: ModuleType, engine: Any, onnx_path: Path, logger: Any) 
 
 
 def refit_plan(
-    backend: BackendInfo, plan: bytes, weights: Path, *, allow_host_code: bool = False, why: str = ""
+    backend: BackendInfo,
+    plan: bytes,
+    weights: Path,
+    *,
+    allow_host_code: bool = False,
+    why: str = "",
+    plugins: Sequence[PluginRecord] = (),
 ) -> bytes:
-    """A new plan: ``plan`` with the weights of ``weights`` (an ONNX file of the same graph)."""
+    """A new plan: ``plan`` (which needs ``plugins`` loaded) with the weights of ``weights`` (an ONNX
+    file of the same graph: the stage's private copy of the user's file)."""
     trt = import_backend(backend)
     records: list[dict[str, str]] = []
     logger = _logger(trt, records)
-    engine = deserialize(trt, plan, logger, allow_host_code=allow_host_code, why=why, records=records)
+    engine = deserialize(trt, plan, logger, allow_host_code=allow_host_code, why=why, records=records, plugins=plugins)
     refit_from_onnx(trt, engine, weights, logger)
     return bytes(memoryview(engine.serialize()).cast("B"))
 
@@ -200,38 +223,45 @@ class LayerwisePlan:
 
     plan: bytes
     settings: dict[str, Any]  # read back from the real IBuilderConfig, as a build records them
+    plugins: list[dict[str, Any]] = field(default_factory=list)  # the plugin libraries its build loaded
 
 
-def layerwise_plan(backend: BackendInfo, recipe: Recipe, onnx_path: Path) -> LayerwisePlan:
-    """A plan of the same recipe, with the same network flags and builder settings as its build, and
-    every layer output marked (polygraphy's mark-all), for ``--per-layer``.
+def layerwise_plan(
+    backend: BackendInfo,
+    recipe: Recipe,
+    onnx_path: Path,
+    *,
+    files: Sequence[NamedFile] = (),
+    shown: Path | None = None,
+) -> LayerwisePlan:
+    """A plan of the same recipe, built as its build was (:func:`trtforge.backend.build.build_plan`, in a
+    build worker: parser flags, plugin libraries, calibration cache, builder-config overrides, network
+    settings) with every layer output marked (polygraphy's mark-all), for ``--per-layer``. ``files``:
+    the plugin libraries and calibration cache the build read (the artifact's record); ``onnx_path``:
+    a private copy of the model, ``shown`` the user's.
 
     Marking outputs changes fusion, so this is another engine than the stored plan: a diagnostic.
     Builds on the CPU with TensorRT-RTX; only running it needs the GPU.
     """
-    trt = import_backend(backend)  # first: it binds polygraphy to the flavor before polygraphy's import
-    from polygraphy.backend.trt import util as trt_util
+    from trtforge.backend.pool import build_once
+    from trtforge.backend.worker import BuildJob
 
-    from trtforge.backend.build import make_config, network_flags, parse_network
-    from trtforge.backend.compare import quiet
-
-    logger = _logger(trt)
-    builder = trt.Builder(logger)
-    network, _parser = parse_network(trt, builder, logger, onnx_path, network_flags(trt, recipe))
-    with quiet():
-        trt_util.mark_layerwise(network)
-    config, settings = make_config(trt, builder, network, recipe)
-    plan = builder.build_serialized_network(network, config)
-    if plan is None or plan.nbytes == 0:
-        raise VerificationUnavailableError("building the layer-wise engine for --per-layer failed")
-    return LayerwisePlan(bytes(memoryview(plan).cast("B")), settings)
+    job = BuildJob(backend, recipe, onnx_path, files=tuple(files), shown=shown, layerwise=True)
+    try:
+        output = build_once(job).unwrap()
+    except BuildError as exc:
+        raise VerificationUnavailableError(
+            f"building the layer-wise engine for --per-layer failed: {exc.message}", hint=exc.hint
+        ) from None
+    return LayerwisePlan(bytes(output.plan_view), output.settings, output.plugins)
 
 
 class EngineCandidate:
     """A TensorRT engine in the verifier's candidate seat, loaded from plan bytes.
 
-    ``refit_weights``: an ONNX file whose weights go back into a weight-stripped plan before it
-    runs (it computes garbage without them).
+    ``plugins``: the plugin libraries the plan needs (the artifact's ``plugins_needed``), loaded
+    before it deserializes. ``refit_weights``: an ONNX file (a private copy) whose weights go back
+    into a weight-stripped plan before it runs (it computes garbage without them).
     """
 
     def __init__(
@@ -242,6 +272,7 @@ class EngineCandidate:
         allow_host_code: bool = False,
         why: str = "",
         refit_weights: Path | None = None,
+        plugins: Sequence[PluginRecord] = (),
     ) -> None:
         self.trt = import_backend(backend)
         self.backend = backend
@@ -249,7 +280,7 @@ class EngineCandidate:
         self.records: list[dict[str, str]] = []
         self.logger = _logger(self.trt, self.records)
         self.engine = deserialize(
-            self.trt, plan, self.logger, allow_host_code=allow_host_code, why=why, records=self.records
+            self.trt, plan, self.logger, allow_host_code=allow_host_code, why=why, records=self.records, plugins=plugins
         )
         if refit_weights is not None:
             refit_from_onnx(self.trt, self.engine, refit_weights, self.logger)

@@ -60,6 +60,7 @@ class BuildJob:
     progress: bool = False  # relay TensorRT's progress phases to the parent
     files: tuple[NamedFile, ...] = ()  # plugin libraries and calibration caches the key holds
     shown: Path | None = None  # the user's model, when onnx_path is the build's private copy
+    layerwise: bool = False  # `verify --per-layer`'s diagnostic: this build with every tensor an output
 
 
 def write_frame(fd: int, payload: bytes | memoryview) -> None:
@@ -145,6 +146,7 @@ def run_job(job: BuildJob, out: int, peak_reset: bool) -> None:
             files=job.files,
             shown=job.shown,
             log_echo=echo_log,
+            layerwise=job.layerwise,
         )
     except TrtforgeError as exc:
         send(out, ("failed", exc, cpu_seconds(), _peak(peak_reset)))

@@ -4,7 +4,9 @@ These checks run before any build starts, on a cache miss only; the model is par
 through onnx's classes (``core/onnx_reader.py``), without loading external weights. A build reads
 its model once (:func:`read_for_build`) and hands the builder a private copy of exactly the bytes
 that were parsed and hashed (:func:`private_copy`), so a model replaced while a build runs can
-never be recorded under the digest of the model it replaced.
+never be recorded under the digest of the model it replaced. Whatever else hands a model to
+TensorRT (a refit's new weights, `build --reproduce`, the per-layer engine, a weight-stripped plan's
+weights) reads such a copy too (:func:`copy_for_reading`).
 """
 
 from __future__ import annotations
@@ -114,13 +116,14 @@ def read_for_build(path: Path, sha256: str) -> BuildModel:
     return BuildModel(data, parsed, _model_info(path, sha256, parsed))
 
 
-def private_copy(model: BuildModel, folder: Path) -> Path:
+def private_copy(model: BuildModel, folder: Path, purpose: str = "the build") -> Path:
     """Put the model in ``folder`` (private to one build) and return the .onnx path to build from.
 
     The .onnx file is written from the bytes that were parsed; each external data file is copied
     and the copy hashed. The digest of what was written must be the digest the build key was
     computed from, else the model changed since (ModelError, nothing built): the builder reads
-    only these copies, so what it builds is what the key names.
+    only these copies, so what it builds is what the key names. ``purpose`` names the work in
+    that refusal ("the refit").
     """
     source = model.info.path
     target = folder / source.name
@@ -137,11 +140,21 @@ def private_copy(model: BuildModel, folder: Path) -> Path:
     digest = composite_model_digest(hashlib.sha256(model.data).hexdigest(), digests)
     if digest != model.info.sha256:
         raise ModelError(
-            f"{source}: the model changed while it was being read for the build "
-            f"(its digest was {model.info.sha256[:12]}, its files now give {digest[:12]}); nothing was built",
-            hint="run the build again once the model and its external data files stay unchanged",
+            f"{source}: the model changed while it was being read for {purpose} "
+            f"(its digest was {model.info.sha256[:12]}, its files now give {digest[:12]}); "
+            + ("nothing was built" if purpose == "the build" else f"{purpose} did not run"),
+            hint="run it again once the model and its external data files stay unchanged",
         )
     return target
+
+
+def copy_for_reading(path: Path, sha256: str, folder: Path, purpose: str) -> tuple[Path, ModelInfo]:
+    """The model at ``path``, read once and copied into ``folder`` (private to one piece of work), for
+    TensorRT to read instead of the user's file: the copy holds the bytes whose digest is ``sha256``
+    (the digest recorded), else ModelError naming ``purpose``. Returns the copy's .onnx path and the
+    model's inputs and outputs, read from the same bytes."""
+    model = read_for_build(path, sha256)
+    return private_copy(model, folder, purpose), model.info
 
 
 def check_profiles(loaded: LoadedRecipe, model: ModelInfo) -> None:

@@ -22,8 +22,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, ValidationError
 
-from trtforge.core.errors import TrtforgeError
+from trtforge.core.errors import ModelError, TrtforgeError
+from trtforge.rules.builder_options import NamedFile
 from trtforge.rules.flavors import parse_version
+from trtforge.rules.keys import sha256_file
 from trtforge.rules.recipe import name_problem
 from trtforge.rules.target import parse_compute_capability
 
@@ -118,6 +120,23 @@ class ArtifactDetails(BaseModel):
 
     def as_json(self) -> dict[str, Any]:
         return self.model_dump(mode="json", exclude_none=True)
+
+    def files_read(self, artifact_id: str, purpose: str) -> list[NamedFile]:
+        """The plugin libraries and calibration cache the build read, each still where it was and with
+        the bytes it had (else ModelError, exit 2: nothing can ``purpose``), for a build of the same
+        recipe (`build --reproduce`, the per-layer engine)."""
+        files = []
+        for record in self.files:
+            path = Path(record.path)
+            if not path.is_file() or sha256_file(path) != record.sha256:
+                state = "is gone" if not path.is_file() else "changed"
+                raise ModelError(
+                    f"{record.field} {path} of artifact {artifact_id[:12]} {state} since it was built; "
+                    f"cannot {purpose}",
+                    hint=f"restore the file with sha256 {record.sha256}",
+                )
+            files.append(NamedFile(record.field, path, record.sha256))
+        return files
 
 
 def read_details(value: Any, *, strict: bool = False) -> ArtifactDetails:

@@ -1,9 +1,11 @@
 """The refit stage: new weights into an existing refittable engine, saved as a new artifact.
 
-``trtforge refit ARTIFACT --weights new.onnx`` loads the parent's plan (hash-checked), refits it
-with TensorRT's ``OnnxParserRefitter`` on the GPU (:mod:`trtforge.backend.run`), and records the
-result as a new artifact whose lineage points at its parent. Everything but the refit itself
-runs, and is tested, on the CPU.
+``trtforge refit ARTIFACT --weights new.onnx`` loads the parent's plan (hash-checked, after the
+plugin libraries it needs), refits it with TensorRT's ``OnnxParserRefitter`` on the GPU
+(:mod:`trtforge.backend.run`), and records the result as a new artifact whose lineage points at its
+parent. The weights file is read once: its digest, its inputs and outputs and the copy the refitter
+reads are of the same bytes, so the digest recorded is that of the weights the engine took.
+Everything but the refit itself runs, and is tested, on the CPU.
 """
 
 from __future__ import annotations
@@ -17,11 +19,12 @@ from typing import Any
 from trtforge.core.errors import ModelError, NotRefittableError
 from trtforge.rules.compatibility import Envelope
 from trtforge.rules.digests import model_digest
+from trtforge.rules.flavors import BackendInfo
 from trtforge.rules.keys import refit_key
-from trtforge.rules.onnx_model import read_model
+from trtforge.rules.onnx_model import BuildModel, private_copy, read_for_build
 from trtforge.rules.recipe import refit_mode
 from trtforge.rules.record import DETAILS_VERSION, Lineage
-from trtforge.store import Store, require_existing_store
+from trtforge.store import Store, model_work_dir, require_existing_store
 from trtforge.store.catalog import Artifact, Blob
 
 REFITTABLE_MODES = ("refittable", "refit_identical", "strip_weights", "strip_all_weights")
@@ -54,19 +57,24 @@ def check_refittable(artifact: Artifact) -> str:
 
 def check_weights(artifact: Artifact, weights: Path) -> str:
     """The new weights must be ONNX with the parent's inputs and outputs; returns their sha256."""
+    return read_weights(artifact, weights).info.sha256
+
+
+def read_weights(artifact: Artifact, weights: Path) -> BuildModel:
+    """The new weights, read once: their digest, and their inputs and outputs checked against the
+    parent's (the same graph); :func:`private_copy` of them is what the refitter reads."""
     if not weights.is_file():
         raise ModelError(f"weights file {weights} not found")
-    digest = model_digest(weights)
-    model = read_model(weights, digest)
+    model = read_for_build(weights, model_digest(weights))
     recorded = artifact.details.model.model_dump()
-    for side, tensors in (("inputs", model.inputs), ("outputs", model.outputs)):
+    for side, tensors in (("inputs", model.info.inputs), ("outputs", model.info.outputs)):
         expected = sorted(t["name"] for t in recorded.get(side, []))
         if expected and sorted(t.name for t in tensors) != expected:
             raise ModelError(
                 f"{weights.name}: {side} {sorted(t.name for t in tensors)} differ from the engine's {expected}",
                 hint="refit takes the same graph with new weights",
             )
-    return digest
+    return model
 
 
 def record_refit(
@@ -110,6 +118,25 @@ def _store_refit(
     return child
 
 
+def _refitted(opened: Store, parent: Artifact, backend: BackendInfo, model: BuildModel) -> bytes:
+    """The parent's plan (hash-checked) refitted on the GPU with a private copy of the weights' bytes,
+    after the plugin libraries the plan needs."""
+    from trtforge.backend.run import refit_plan
+    from trtforge.store.plans import plan_for_loading
+
+    verified = plan_for_loading(opened, parent)
+    with model_work_dir(opened.root) as folder:
+        copy = private_copy(model, folder, "the refit")  # ModelError if the file changed since it was read
+        return refit_plan(
+            backend,
+            verified.data,
+            copy,
+            allow_host_code=verified.allow_host_code,
+            why=verified.why,
+            plugins=parent.details.plugins_needed,
+        )
+
+
 def refit(
     ref: str,
     weights: Path,
@@ -123,10 +150,12 @@ def refit(
     try:
         parent = opened.catalog.get_artifact(ref)
         check_refittable(parent)
-        weights_sha256 = check_weights(parent, weights)
-        from trtforge.backend.run import gpu_runtime_for, refit_plan
-        from trtforge.store.plans import plan_for_loading
+        model = read_weights(parent, weights)
+        weights_sha256 = model.info.sha256
+        from trtforge.backend.plugins import check_needed
+        from trtforge.backend.run import gpu_runtime_for
 
+        check_needed(parent.details.plugins_needed)  # a library gone or changed: refused before anything runs
         backend, _runtime = gpu_runtime_for(
             parent.flavor,  # type: ignore[arg-type]
             parent.trt_version,
@@ -135,8 +164,7 @@ def refit(
             compute_capabilities=parent.compute_capabilities,
         )
         started = time.perf_counter()
-        verified = plan_for_loading(opened, parent)
-        plan = refit_plan(backend, verified.data, weights, allow_host_code=verified.allow_host_code, why=verified.why)
+        plan = _refitted(opened, parent, backend, model)
         child = record_refit(opened, parent, plan, weights, weights_sha256, time.perf_counter() - started)
         result = RefitResult(
             parent_id=parent.id,

@@ -1,8 +1,9 @@
 """Rebuild an artifact from what the catalog recorded and say whether the plan bytes match.
 
 The rebuild uses the recorded recipe, the model file (which must still hash to the recorded
-digest), the same backend version, and the timing cache the original build started from. It
-writes nothing to the store. TensorRT does not promise bit-identical plans (tactic timing on a
+digest: the builder reads a private copy of those very bytes, as a build does), the files the build
+read, the same backend version, and the timing cache the original build started from. It records
+nothing in the store. TensorRT does not promise bit-identical plans (tactic timing on a
 GPU varies between runs), so a difference is reported, not hidden: which bytes differ, and whether
 that is a known benign difference (:mod:`trtforge.core.plan_diff`; e.g. TensorRT-RTX lists a plan's
 outputs in an order that changes from build to build).
@@ -19,13 +20,13 @@ from typing import Any
 from trtforge.core.errors import BackendUnavailableError, ModelError, NotFoundError
 from trtforge.core.plan_diff import PlanDifference, compare_plans
 from trtforge.resolution.resolve import artifact_for, check_build_here, looks_like_recipe, resolve
-from trtforge.rules.builder_options import NamedFile
 from trtforge.rules.digests import model_digest
 from trtforge.rules.flavors import BackendInfo, find_backend
-from trtforge.rules.keys import recorded_build_key, sha256_file
+from trtforge.rules.keys import recorded_build_key
+from trtforge.rules.onnx_model import copy_for_reading
 from trtforge.rules.recipe import Recipe
 from trtforge.rules.target import build_target_for
-from trtforge.store import Store
+from trtforge.store import Store, model_work_dir
 from trtforge.store.catalog import Artifact
 from trtforge.store.handle import StoreHandle
 
@@ -90,7 +91,7 @@ def reproduce(ref: str, store: str | Path | None = None, *, catalog: str | None 
                 f"model {model_path} changed since artifact {artifact.id[:12]} was built "
                 f"(recorded sha256 {artifact.model_sha256[:12]})"
             )
-        files = _recorded_files(artifact)
+        files = artifact.details.files_read(artifact.id, "reproduce")
         cache_record = artifact.details.timing_cache or {}
         cache_sha = cache_record.get("started_from")
         cache_data = opened.blobs.read_verified(cache_sha) if cache_sha else None
@@ -99,8 +100,11 @@ def reproduce(ref: str, store: str | Path | None = None, *, catalog: str | None 
         from trtforge.backend.worker import BuildJob
 
         started = time.perf_counter()
-        job = BuildJob(backend, recipe, model_path, use_timing_cache=use_cache, timing_cache=cache_data, files=files)
-        output = build_once(job).unwrap()  # in a worker, as every build: a TensorRT crash is an error here
+        with model_work_dir(opened.root) as folder:  # the builder reads a copy of the recorded bytes
+            copy, _info = copy_for_reading(model_path, artifact.model_sha256, folder, "the reproduction")
+            cache = {"use_timing_cache": use_cache, "timing_cache": cache_data}
+            job = BuildJob(backend, recipe, copy, **cache, files=files, shown=model_path)
+            output = build_once(job).unwrap()  # in a worker, as every build: a TensorRT crash is an error here
         view = output.plan_view
         rebuilt = hashlib.sha256(view).hexdigest()
         difference = None if rebuilt == artifact.plan_sha256 else _difference(opened, artifact, view)
@@ -122,19 +126,6 @@ def reproduce(ref: str, store: str | Path | None = None, *, catalog: str | None 
         handle.close()
 
 
-def _recorded_files(artifact: Artifact) -> list[NamedFile]:
-    """The plugin libraries and calibration cache the build read, each still there with its bytes."""
-    files = []
-    for record in artifact.details.files:
-        path = Path(record.path)
-        if not path.is_file() or sha256_file(path) != record.sha256:
-            state = "is gone" if not path.is_file() else "changed"
-            raise ModelError(
-                f"{record.field} {path} of artifact {artifact.id[:12]} {state} since it was built; cannot reproduce",
-                hint=f"restore the file with sha256 {record.sha256}",
-            )
-        files.append(NamedFile(record.field, path, record.sha256))
-    return files
 def _difference(opened: Store, artifact: Artifact, rebuilt: memoryview) -> PlanDifference | None:
     """What differs between the stored plan and the rebuilt one (read only when they differ)."""
     recorded = opened.blobs.read_verified(artifact.plan_sha256)

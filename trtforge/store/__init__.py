@@ -11,7 +11,8 @@ Layout (owned here, nowhere else)::
     <root>/cache/digests.json        stat-keyed sha256 of model files (see trtforge.rules.digests)
     <root>/cache/resolved/<sha>.json remembered recipe resolutions (see trtforge.resolution.resolved_cache)
     <root>/cache/blobs/<aa>/<sha>    local copies of blobs kept in S3 (TRTFORGE_BLOBS), for loaders
-    <root>/tmp/.tmp-<pid>@<host>-*/  work directories (bundle imports); a dead owner's are removed
+    <root>/tmp/.tmp-<pid>@<host>-*/  work directories (bundle imports, private copies of models for
+                                     builds, refits, reproductions); a dead owner's are removed
 
 Importing this package is cheap: the catalog (SQLAlchemy) is imported when a store is opened.
 """
@@ -103,6 +104,21 @@ def scratch_dir(root: Path) -> Iterator[Path]:
     finally:
         shutil.rmtree(path, ignore_errors=True)
         os.close(fd)
+
+
+@contextmanager
+def model_work_dir(root: Path) -> Iterator[Path]:
+    """Where one piece of work keeps its private copy of a model (:func:`scratch_dir`), removed
+    afterwards; on a store this process can only read (`build --reproduce` writes nothing to the
+    store), a private folder in the system's temporary directory instead."""
+    if root.is_dir() and os.access(root, os.W_OK | os.X_OK):
+        with scratch_dir(root) as folder:
+            yield folder
+        return
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="trtforge-") as folder:
+        yield Path(folder)
 
 
 @dataclass

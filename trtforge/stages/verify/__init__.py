@@ -21,7 +21,6 @@ from pathlib import Path
 from trtforge.backend.run import RuntimeInfo
 from trtforge.core.errors import VerificationUnavailableError
 from trtforge.rules.compatibility import Envelope
-from trtforge.rules.recipe import Recipe
 from trtforge.stages.verify.checks import DIAGNOSTIC_ENGINE, check, make_cases, run_reference_only, tolerances_for
 from trtforge.stages.verify.inputs import (
     Case,
@@ -32,11 +31,11 @@ from trtforge.stages.verify.inputs import (
     shape_points,
     user_cases,
 )
+from trtforge.stages.verify.loaded import diagnostic_candidate, plan_candidate
 from trtforge.stages.verify.reference import REFERENCE_NAME, OnnxModelCandidate, Reference, reference_key
 from trtforge.stages.verify.report import Candidate, PointResult, VerificationReport, VerifyStatus, iter_failures
 from trtforge.stages.verify.subject import Subject, resolve_subject, subject_from_artifact, subject_from_recipe
 from trtforge.store.handle import StoreHandle
-from trtforge.store.plans import plan_for_loading
 
 __all__ = [
     "REFERENCE_NAME",
@@ -97,7 +96,8 @@ def verify(
         artifact = subject.artifact
         assert artifact is not None
         from trtforge.backend.loader import needs_own_process, run_in_flavor
-        from trtforge.backend.run import EngineCandidate, gpu_runtime_for  # neither imports TensorRT
+        from trtforge.backend.plugins import check_needed
+        from trtforge.backend.run import gpu_runtime_for  # neither imports TensorRT
 
         if needs_own_process(artifact.flavor):  # polygraphy is bound to the other flavor here
             return run_in_flavor(
@@ -110,6 +110,7 @@ def verify(
                 save_results=save_results,
                 data=data,
             )
+        check_needed(artifact.details.plugins_needed)  # a library gone or changed: refused before anything runs
         try:
             backend, runtime = gpu_runtime_for(
                 artifact.flavor,  # type: ignore[arg-type]
@@ -121,24 +122,14 @@ def verify(
             exc.detail.update(artifact_id=artifact.id, build_key=artifact.build_key)
             raise
         opened = handle.ensure()
+        model = (subject.model_path, subject.model_sha256)
         if per_layer:
             # A diagnostic: the recorded (effective) recipe rebuilt with every tensor marked. It is
             # another engine than the stored plan, so its result is reported, never recorded.
-            from trtforge.backend.run import layerwise_plan
-
-            diagnostic = layerwise_plan(backend, Recipe.model_validate(artifact.recipe), subject.model_path)
-            candidate = EngineCandidate(diagnostic.plan, backend)
+            candidate = diagnostic_candidate(opened, artifact, backend, model)
             engine = DIAGNOSTIC_ENGINE
         else:
-            verified = plan_for_loading(opened, artifact)
-            weights = subject.model_path if verified.weightless else None  # a stripped plan needs them first
-            candidate = EngineCandidate(
-                verified.data,
-                backend,
-                allow_host_code=verified.allow_host_code,
-                why=verified.why,
-                refit_weights=weights,
-            )
+            candidate = plan_candidate(opened, artifact, backend, weights=model)  # a stripped plan needs them first
             engine = f"the artifact's plan {artifact.plan_sha256[:12]}"
         report = check(
             subject, candidate, runtime, store=opened, per_layer=per_layer, save_results=save_results, data=data

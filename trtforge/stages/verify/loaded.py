@@ -1,9 +1,14 @@
-"""An artifact's engine loaded on this GPU: what the engine says of itself, and its outputs checked
-against another artifact's model (the refit check: new weights, no longer the old model's outputs).
+"""An artifact's engine loaded on this GPU: the one way `verify`, `selftest` and the GPU acceptance
+suite put an artifact's plan (or its per-layer diagnostic engine) in the candidate seat; what the
+engine says of itself; and its outputs checked against another artifact's model (the refit check:
+new weights, no longer the old model's outputs).
 
-Both load the plan the way `verify` does (hash-checked against the catalog, host code only for a
-plan verified for it) in a process whose polygraphy is bound to the artifact's flavor. Used by
-`trtforge selftest` and the GPU acceptance suite; nothing here runs without a GPU and the runtime.
+A plan is loaded hash-checked against the catalog, host code only for a plan verified for it, after
+the plugin libraries its record says it needs (``ArtifactDetails.plugins_needed``: checked against
+their recorded sha256, then loaded, :func:`trtforge.backend.plugins.load_for_runtime`), in a process
+whose polygraphy is bound to the artifact's flavor. TensorRT never reads the user's model file
+itself: a weight-stripped plan's weights and the per-layer engine's model are private copies of the
+recorded bytes. Nothing here runs an engine without a GPU and the runtime.
 """
 
 from __future__ import annotations
@@ -13,7 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from trtforge.rules.compatibility import Envelope
+from trtforge.rules.flavors import BackendInfo
+from trtforge.rules.onnx_model import copy_for_reading
+from trtforge.rules.recipe import Recipe
+from trtforge.store import Store, model_work_dir
 from trtforge.store.catalog import Artifact
+
+Model = tuple[Path, str]  # a model file and the digest recorded for it
 
 
 @dataclass(frozen=True)
@@ -28,24 +39,51 @@ class EngineFacts:
         return asdict(self)
 
 
+def plan_candidate(store: Store, artifact: Artifact, backend: BackendInfo, *, weights: Model | None = None) -> Any:
+    """The artifact's plan in the candidate seat, loaded after the plugin libraries it needs; a
+    weight-stripped plan is refitted first with a private copy of ``weights`` when given (else it is
+    loaded as stored)."""
+    from trtforge.backend.run import EngineCandidate
+    from trtforge.store.plans import plan_for_loading
+
+    verified = plan_for_loading(store, artifact)
+    plugins = artifact.details.plugins_needed
+    load = {"allow_host_code": verified.allow_host_code, "why": verified.why, "plugins": plugins}
+    if weights is None or not verified.weightless:
+        return EngineCandidate(verified.data, backend, **load)
+    with model_work_dir(store.root) as folder:
+        copy, _info = copy_for_reading(*weights, folder, "the weight-stripped plan's refit")
+        return EngineCandidate(verified.data, backend, refit_weights=copy, **load)
+
+
+def diagnostic_candidate(store: Store, artifact: Artifact, backend: BackendInfo, model: Model) -> Any:
+    """`verify --per-layer`'s engine in the candidate seat: the artifact's recorded recipe built as its
+    build was (the files it read, a private copy of ``model``) with every tensor marked, then loaded
+    after the plugin libraries it needs. Another engine than the stored plan: a diagnostic."""
+    from trtforge.backend.run import EngineCandidate, layerwise_plan
+
+    files = artifact.details.files_read(artifact.id, "build the per-layer engine")
+    with model_work_dir(store.root) as folder:
+        copy, _info = copy_for_reading(*model, folder, "the per-layer engine")
+        diagnostic = layerwise_plan(backend, Recipe.model_validate(artifact.recipe), copy, files=files, shown=model[0])
+    return EngineCandidate(diagnostic.plan, backend, plugins=artifact.details.plugins_needed)
+
+
 def _candidate(store: Any, artifact: Artifact, *, refit: bool) -> tuple[Any, Any]:
     """The artifact's engine in the candidate seat; ``refit``: a weight-stripped plan gets its own
     model's weights first, as `verify` does (else it is loaded as stored)."""
-    from trtforge.backend.run import EngineCandidate, gpu_runtime_for
-    from trtforge.store.plans import plan_for_loading
+    from trtforge.backend.plugins import check_needed
+    from trtforge.backend.run import gpu_runtime_for
 
+    check_needed(artifact.details.plugins_needed)
     backend, runtime = gpu_runtime_for(
         artifact.flavor,  # type: ignore[arg-type]
         artifact.trt_version,
         envelope=Envelope.from_details(artifact.details),
         compute_capabilities=artifact.compute_capabilities,
     )
-    verified = plan_for_loading(store, artifact)
-    weights = artifact.details.model_path if refit and verified.weightless else None
-    candidate = EngineCandidate(
-        verified.data, backend, allow_host_code=verified.allow_host_code, why=verified.why, refit_weights=weights
-    )
-    return candidate, runtime
+    weights = (artifact.details.model_path, artifact.model_sha256) if refit else None
+    return plan_candidate(store, artifact, backend, weights=weights), runtime
 
 
 def _flavor_of(artifact_id: str, store: str) -> str:
