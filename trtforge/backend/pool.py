@@ -11,7 +11,8 @@ becomes a ``BuildTimeoutError``; the next job starts a fresh process.
 A :class:`WorkerPool` holds up to ``size`` workers for builds running on several threads at once;
 :func:`build_once` runs a single job in a worker of its own (for callers with no pool, e.g. a task
 on a cluster). ``terminate`` (from any thread) kills the workers at once: the builds waiting on them
-return promptly. Nothing here touches the store: the parent writes the plan it receives.
+return promptly; ``stop`` (Ctrl-C) also refuses every build not yet under way. Nothing here touches
+the store: the parent writes the plan it receives.
 """
 
 from __future__ import annotations
@@ -32,7 +33,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from trtforge.backend.worker import WORKER_MODULE, BuildJob, read_frame, receive, send
-from trtforge.core.errors import BuildError, BuildTimeoutError, TrtforgeError, WorkerCrashedError
+from trtforge.core.errors import (
+    BuildError,
+    BuildInterruptedError,
+    BuildTimeoutError,
+    TrtforgeError,
+    WorkerCrashedError,
+)
 from trtforge.core.resources import BuildCost, CostMeter
 
 if TYPE_CHECKING:
@@ -77,6 +84,7 @@ class BuildWorker:
         self._proc: subprocess.Popen[bytes] | None = None
         self._lock = threading.Lock()  # guards _proc against reaping while terminate() signals it
         self._stopped: str | None = None  # why terminate() killed the worker, until the next start
+        self._halted: str | None = None  # why halt() stopped this worker for good: it builds nothing more
         self.peak_reset = False
 
     @property
@@ -101,6 +109,8 @@ class BuildWorker:
         job runs (Ctrl-C, a failing callback) kills the worker first: it is never left mid-job.
         """
         try:
+            if self._halted is not None:
+                return not_started(self._halted)
             try:
                 self._ensure_started()
             except WorkerCrashedError as exc:  # it died before it was ready: this job's failure
@@ -168,6 +178,8 @@ class BuildWorker:
         fd = self._proc.stdout.fileno()
         sampled = 0.0
         while True:
+            if self._halted is not None:  # halted while it was starting: kill it, read its end
+                self.terminate(self._halted)
             now = time.monotonic()
             if now - sampled >= SAMPLE_INTERVAL_S:
                 meter.sample()
@@ -234,14 +246,18 @@ class BuildWorker:
         self._await_ready()
 
     def _await_ready(self) -> None:
+        """Wait for the worker's "ready" (a halt stops the wait: the worker is killed, not waited for)."""
         assert self._proc is not None and self._proc.stdout is not None
-        ready = _readable(self._proc.stdout.fileno(), STARTUP_LIMIT_S)
-        message = receive(self._proc.stdout.fileno()) if ready else None
+        deadline = time.monotonic() + STARTUP_LIMIT_S
+        ready = False
+        while not ready and self._halted is None and time.monotonic() < deadline:
+            ready = _readable(self._proc.stdout.fileno(), SAMPLE_INTERVAL_S)
+        message = receive(self._proc.stdout.fileno()) if ready and self._halted is None else None
         if message is not None and message[0] == "ready":
             self.peak_reset = message[2]
             return
         status, _ = self._reap(kill=True)
-        raise crash_error(status, self._log_tail(), "before it was ready to build", None)
+        raise crash_error(status, self._log_tail(), "before it was ready to build", self._halted)
 
     def terminate(self, reason: str = "stopped by trtforge") -> None:
         """Kill the worker now (any thread); a build running in it returns a WorkerCrashedError naming ``reason``."""
@@ -249,6 +265,12 @@ class BuildWorker:
             if self._proc is not None and self._proc.returncode is None:
                 self._stopped = reason
                 _kill(self._proc.pid)
+
+    def halt(self, reason: str) -> None:
+        """Kill the worker now and build nothing more (any thread): a build starting right now is
+        stopped as soon as its worker is up, a later one is refused (``not_started``)."""
+        self._halted = reason
+        self.terminate(reason)
 
     def close(self) -> None:
         """Stop the worker: its stdin closes (it exits at once), then SIGKILL if it lingers."""
@@ -287,6 +309,11 @@ class BuildWorker:
         start = max(0, size - LOG_TAIL_BYTES)
         text = os.pread(self._log, size - start, start).decode("utf-8", "replace")
         return [line.rstrip() for line in text.splitlines() if line.strip()][-LOG_TAIL_LINES:]
+
+
+def not_started(reason: str) -> JobResult:
+    """The result of a build refused because its pool was stopped (``reason``: why)."""
+    return JobResult(BuildCost(0.0, 0.0, None), error=BuildInterruptedError(f"the build was not started: {reason}"))
 
 
 def _anonymous_log() -> int:
@@ -358,6 +385,7 @@ class WorkerPool:
         self._all: list[BuildWorker] = []
         self._lock = threading.Lock()
         self._slots = threading.BoundedSemaphore(self.size)
+        self._stopped: str | None = None  # why stop() ended the pool: no build starts after it
 
     def __enter__(self) -> WorkerPool:
         return self
@@ -366,10 +394,17 @@ class WorkerPool:
         self.close()
 
     @contextmanager
-    def _worker(self) -> Iterator[BuildWorker]:
-        with self._slots:
+    def _worker(self) -> Iterator[BuildWorker | None]:
+        """An idle worker (started on first use); None once the pool is stopped, also while waiting."""
+        while not self._slots.acquire(timeout=SAMPLE_INTERVAL_S * 2):
+            if self._stopped is not None:
+                yield None
+                return
+        try:
             with self._lock:
-                if self._idle:
+                if self._stopped is not None:
+                    worker = None
+                elif self._idle:
                     worker = self._idle.pop()
                 else:
                     worker = BuildWorker()
@@ -377,8 +412,11 @@ class WorkerPool:
             try:
                 yield worker
             finally:
-                with self._lock:
-                    self._idle.append(worker)
+                if worker is not None:
+                    with self._lock:
+                        self._idle.append(worker)
+        finally:
+            self._slots.release()
 
     def build(
         self,
@@ -388,8 +426,11 @@ class WorkerPool:
         progress: ProgressSink | None = None,
         on_start: Callable[[int], None] | None = None,
     ) -> JobResult:
-        """Run ``job`` in an idle worker (waiting for one when ``size`` builds are running)."""
+        """Run ``job`` in an idle worker (waiting for one when ``size`` builds are running); after
+        ``stop``, a refusal (BuildInterruptedError) at once."""
         with self._worker() as worker:
+            if worker is None:
+                return not_started(self._stopped or "stopped")
             return worker.build(job, timeout=timeout, progress=progress, on_start=on_start)
 
     def pids(self) -> list[int]:
@@ -403,6 +444,15 @@ class WorkerPool:
             workers = list(self._all)
         for worker in workers:
             worker.terminate(reason)
+
+    def stop(self, reason: str) -> None:
+        """Kill every worker now and start no build after this (any thread; Ctrl-C): running builds
+        and builds waiting for a worker return at once."""
+        with self._lock:
+            self._stopped = reason
+            workers = list(self._all)
+        for worker in workers:
+            worker.halt(reason)
 
     def close(self) -> None:
         """Stop every worker (their logs go with them)."""

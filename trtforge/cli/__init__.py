@@ -71,8 +71,14 @@ def _main(
 
 
 def main() -> None:
+    from trtforge.core.interrupts import end_if_stopped, stop_on_signals
+
+    stop_on_signals()  # SIGINT / SIGTERM: the command unwinds and exits 130 / 143 (cli/_errors.py)
     try:
         app()
+    except SystemExit:  # the command's end, its answer printed
+        end_if_stopped()  # after SIGINT / SIGTERM: at once, without the interpreter's teardown
+        raise
     except ModuleNotFoundError as exc:  # an optional dependency a command module imports
         from trtforge.cli._errors import missing_extra_exit
 

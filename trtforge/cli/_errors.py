@@ -1,7 +1,8 @@
 """Turns TrtforgeError into one line, a hint and an exit code; other exceptions are bugs.
 
 A missing optional dependency (a ModuleNotFoundError of a module an extra installs) is not a bug:
-it becomes the same one line naming the extra (core/extras.py), wherever it was imported.
+it becomes the same one line naming the extra (core/extras.py), wherever it was imported. Neither
+is SIGINT or SIGTERM (core/interrupts.py): one line, exit 130 or 143.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from trtforge.cli._output import Output
 from trtforge.cli._shapes import NO_ENVELOPE, SHAPES, command_of
 from trtforge.core.errors import BadInputError, TrtforgeError
 from trtforge.core.extras import as_missing_extra
+from trtforge.core.interrupts import Interrupted, answered
 
 DEBUG_ENV = "TRTFORGE_DEBUG"
 
@@ -30,13 +32,19 @@ def reported(output: Output) -> Iterator[None]:
         if os.environ.get(DEBUG_ENV):
             raise
         output.error(exc)
+        answered()
         raise typer.Exit(exc.exit_code) from None
     except ModuleNotFoundError as exc:
         missing = as_missing_extra(exc)
         if missing is None or os.environ.get(DEBUG_ENV):
             raise
         output.error(missing)
+        answered()
         raise typer.Exit(missing.exit_code) from None
+    except Interrupted as stop:
+        output.stopped(stop.name, stop.exit_code)
+        answered()
+        raise typer.Exit(stop.exit_code) from None
 
 
 def missing_extra_exit(exc: ModuleNotFoundError) -> int:
@@ -73,5 +81,6 @@ def json_modes(argv: list[str]) -> tuple[bool, bool]:
 def run(output: Output, body: Callable[[], int | None]) -> None:
     with reported(output):
         code = body()
+    answered()  # printed: a signal now ends the process at once, with the signal's exit code
     if code:
         raise typer.Exit(code)

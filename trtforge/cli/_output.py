@@ -156,6 +156,13 @@ class Output:
         if hint:
             self.err.print(styled(("hint:", "dim"), " ", hint))
 
+    def stopped(self, signal_name: str, exit_code: int) -> None:
+        """A command stopped by SIGINT / SIGTERM outside a batch: one line, and with JSON the
+        command's result for an error that stopped it (``error_kind: interrupted``)."""
+        from trtforge.core.errors import StoppedBySignalError
+
+        self.error(StoppedBySignalError(signal_name, exit_code))
+
     def error_of(self, exc: TrtforgeError, source: str | None = None) -> None:
         """An error's lines on stderr (passwords hidden), its message named by ``source`` (a recipe file)."""
         message, hint, more = _error_lines(exc)

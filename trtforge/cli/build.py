@@ -5,8 +5,9 @@ Rich and the build stage are imported inside the command, so `--help` and cache 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import nullcontext
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -30,11 +31,13 @@ from trtforge.cli._options import (
 )
 from trtforge.cli._output import Output, naming, styled, target_cell
 from trtforge.core.errors import BadInputError
+from trtforge.core.interrupts import Interrupted, deferred
 
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from trtforge.stages.build import BuildResult
+    from trtforge.cli._progress import BuildProgress
+    from trtforge.stages.build import BuildResult, BuildStage
     from trtforge.stages.reproduce import ReproduceResult
 
 STATUS_STYLE = {"built": "green", "cached": "cyan", "skipped": "dim", "failed": "red"}
@@ -160,30 +163,82 @@ def build(
             timeout=timeout,
             targets=targets,
         )
-        try:
-            with progress if progress is not None else nullcontext():
-                results = stage.build_all(
-                    items,
-                    fail_fast=fail_fast,
-                    on_start=progress.start_recipe if progress is not None else None,
-                    on_done=lambda result: _done(output, result),
-                )
-        finally:
-            stage.close()
-        for note in stage.notes:
-            output.info(f"note: {note}")
-        output.result([r.as_json() for r in results], lambda console: _render(console, output, results))
-        return exit_code_for(results)
+        streamed: list[BuildResult] = []  # results already out through on_done (--json-lines)
+
+        def done(result: BuildResult) -> None:
+            streamed.append(result)
+            _done(output, result)
+
+        results, stopped = _build_all(stage, items, fail_fast, progress, done)
+        return _report(output, stage, results, stopped, streamed)
 
     run(output, body)
 
 
 def _done(output: Output, result: BuildResult) -> None:
     """A result as soon as it is ready: a line of `--json-lines`; with JSON, its error on stderr too
-    (the text output lists errors under its table)."""
+    (the text output lists errors under its table; an interrupted one is said by the batch's one
+    `interrupted by` line)."""
     output.item(result.as_json())
-    if output.json_mode and result.error:
+    if output.json_mode and result.error and result.error_kind != "interrupted":
         output.error_lines(naming(result.recipe, result.error), result.hint, result.more_errors)
+
+
+def _report(
+    output: Output,
+    stage: BuildStage,
+    results: list[BuildResult],
+    stopped: Interrupted | None,
+    streamed: list[BuildResult],
+) -> int:
+    """Print the batch's results whole (a signal meanwhile is raised after them) and give the exit
+    code: the worst result's, or 130 / 143 when a signal stopped the batch or came while printing."""
+    late = None
+    try:
+        with deferred():
+            if stopped is not None:  # the interrupted recipes' results, for --json-lines too
+                for result in results:
+                    if not any(result is out for out in streamed):
+                        output.item(result.as_json())
+            stage.close()
+            for note in stage.notes:
+                output.info(f"note: {note}")
+            output.result([r.as_json() for r in results], lambda console: _render(console, output, results))
+    except Interrupted as after:
+        late = after
+    signal = stopped or late
+    if signal is not None:
+        kept = sum(1 for r in results if r)
+        output.error_lines(f"interrupted by {signal.name}: {kept} of {len(results)} result(s) kept")
+        return signal.exit_code
+    return exit_code_for(results)
+
+
+def _build_all(
+    stage: BuildStage,
+    items: list[Any],
+    fail_fast: bool,
+    progress: BuildProgress | None,
+    on_done: Callable[[BuildResult], None],
+) -> tuple[list[BuildResult], Interrupted | None]:
+    """The batch's results, and the signal that stopped it (SIGINT/SIGTERM: every recipe still has
+    its result, those not recorded ``interrupted``; the command exits 130 / 143 after printing them)."""
+    from trtforge.stages.build import BatchInterrupted
+
+    try:
+        with progress if progress is not None else nullcontext():
+            results = stage.build_all(
+                items,
+                fail_fast=fail_fast,
+                on_start=progress.start_recipe if progress is not None else None,
+                on_done=on_done,
+            )
+    except BatchInterrupted as interrupted:
+        return interrupted.results, interrupted
+    except BaseException:
+        stage.close()
+        raise
+    return results, None
 
 
 def _reproduce(output: Output, ref: str, recipes: list[str] | None, store: str | None, catalog: str | None) -> None:

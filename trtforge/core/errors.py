@@ -41,9 +41,19 @@ class TrtforgeError(Exception):
 
 
 # `error_kind` of a failed result in `--json` (docs/schemas/common.json): bad input (exit 2); a build
-# TensorRT refused, whose worker crashed or ran out of time; any other failure (exit 1: nothing
-# compatible, a verification out of tolerance, damaged bytes, a full disk).
-ERROR_KINDS = ("bad_input", "build_failed", "crashed", "timed_out", "failed")
+# TensorRT refused, whose worker crashed or ran out of time; the shared catalog or bucket did not
+# answer; SIGINT / SIGTERM; any other failure (exit 1: nothing compatible, a verification out of
+# tolerance, damaged bytes, a full disk).
+ERROR_KINDS = (
+    "bad_input",
+    "build_failed",
+    "crashed",
+    "timed_out",
+    "catalog_unavailable",
+    "blobs_unavailable",
+    "interrupted",
+    "failed",
+)
 
 
 def kind_of(error: TrtforgeError) -> str:
@@ -85,6 +95,13 @@ READ_ONLY_HINT = (
 )
 
 
+class BlobsUnreachableError(StoreError):
+    """The S3 endpoint did not answer when the command opened the store, retries included (exit 2)."""
+
+    error_kind = "blobs_unavailable"
+    default_hint = "check that the S3 endpoint (AWS_ENDPOINT_URL) answers from this machine, then run again"
+
+
 class StoreReadOnlyError(StoreError):
     """A command would write to a store this process can only read (exit 2)."""
 
@@ -92,7 +109,29 @@ class StoreReadOnlyError(StoreError):
 
 
 class CatalogError(TrtforgeError):
-    """The catalog database cannot be used (schema too new, unreachable...)."""
+    """The catalog database cannot be used (a malformed URL, no such database, authentication
+    refused, schema too new...): exit 2, nothing was done."""
+
+
+class CatalogUnreachableError(CatalogError):
+    """The catalog's server did not answer when the command opened it, retries included (exit 2)."""
+
+    error_kind = "catalog_unavailable"
+
+
+class CatalogUnavailableError(CatalogError):
+    """The catalog stopped answering while the command worked, retries included (exit 1): what
+    could not be recorded is that recipe's failure; nothing half-written is visible."""
+
+    exit_code = 1
+    error_kind = "catalog_unavailable"
+
+
+class BlobsUnavailableError(TrtforgeError):
+    """The blob store (an S3 bucket) refused or did not answer, botocore's retries included (exit 1)."""
+
+    exit_code = 1
+    error_kind = "blobs_unavailable"
 
 
 class NotFoundError(BadInputError):
@@ -146,6 +185,26 @@ class CheckFailedError(TrtforgeError):
     a rebuild that differs, damage found. Describes that result in `--json` (``error``); not raised."""
 
     exit_code = 1
+
+
+class BuildInterruptedError(TrtforgeError):
+    """A recipe's build was stopped by SIGINT or SIGTERM before it was recorded (its result in a
+    batch that was interrupted; the command exits 130 or 143)."""
+
+    exit_code = 1
+    error_kind = "interrupted"
+    default_hint = "run the command again: recipes already recorded are cache hits"
+
+
+class StoppedBySignalError(TrtforgeError):
+    """A whole command stopped by SIGINT or SIGTERM outside a batch's results (exit 130 / 143)."""
+
+    error_kind = "interrupted"
+    default_hint = "run the command again: what was recorded before the signal stays in the store"
+
+    def __init__(self, signal_name: str, exit_code: int) -> None:
+        super().__init__(f"interrupted by {signal_name}: stopped")
+        self.exit_code = exit_code
 
 
 class IntegrityError(TrtforgeError):

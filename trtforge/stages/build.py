@@ -10,6 +10,12 @@ A miss is built in a worker process (``backend/pool.py``), never here: TensorRT'
 past ``timeout`` and OOM kills cost that recipe's result, not the batch. This process keeps the
 lock, the blob and the catalog row, so a dead worker leaves nothing behind. With ``jobs`` > 1,
 recipes are worked on by that many threads at once (each hit stays here, each build has a worker).
+
+A catalog or a blob store that stops answering costs the recipes that needed it then (their
+results are ``failed`` with ``error_kind`` ``catalog_unavailable`` or ``blobs_unavailable``), not
+the batch. SIGINT or SIGTERM (:class:`trtforge.core.interrupts.Interrupted`) stops the batch:
+running builds' workers are killed, nothing more starts, and :class:`BatchInterrupted` carries
+every recipe's result (those not recorded: ``interrupted``); what was recorded stays.
 """
 
 from __future__ import annotations
@@ -25,12 +31,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from trtforge.core.crashpoints import crashpoint
-from trtforge.core.errors import BadInputError, TrtforgeError, kind_of
+from trtforge.core.errors import BadInputError, BuildInterruptedError, TrtforgeError, kind_of
+from trtforge.core.interrupts import Interrupted, deferred
 from trtforge.resolution.batch import UnmatchedPattern, expand_recipes
 from trtforge.resolution.resolved_cache import ResolvedCache
 from trtforge.rules.digests import DigestCache
 from trtforge.rules.keys import recipe_fingerprint
-from trtforge.store import blob_size_matches, preload_catalog_modules
+from trtforge.store import preload_catalog_modules
 from trtforge.store.handle import StoreHandle
 
 if TYPE_CHECKING:  # the recipe models (pydantic) are imported only when a recipe is resolved in full
@@ -50,6 +57,8 @@ NO_MATCH = "no recipe file matches"
 # "build": a dry run (plan) would build; "unknown": it would, for a key it cannot compute (CUDA
 # variant unknown); "skipped": a target this recipe or this machine does not build for (the reason).
 BuildStatus = Literal["built", "cached", "build", "unknown", "skipped", "failed"]
+UNAVAILABLE_KINDS = ("catalog_unavailable", "blobs_unavailable")
+STOP_WAIT_S = 1.5  # after SIGINT/SIGTERM, the most a catalog commit under way is waited for
 
 
 @dataclass
@@ -85,6 +94,15 @@ class BuildResult:
         data = asdict(self)
         data.pop("unchecked")
         return data
+
+
+class BatchInterrupted(Interrupted):
+    """SIGINT or SIGTERM stopped ``build_all``: ``results`` has one result per recipe, in order (those
+    recorded before the signal as they were, the others ``failed`` with ``error_kind: interrupted``)."""
+
+    def __init__(self, signum: int, results: list[BuildResult]) -> None:
+        super().__init__(signum)
+        self.results = results
 
 
 class BuildStage:
@@ -125,6 +143,13 @@ class BuildStage:
         self._callbacks = threading.Lock()  # on_start / on_done are never called twice at once
         self._on_start: Callable[[str], None] | None = None
         self._builds: int | None = None  # builds at once, as build_all decided for its recipes
+        self._stopping = threading.Event()  # set by SIGINT/SIGTERM: nothing more starts or waits
+        self._stop_reason = "stopped"
+        # Each recipe's results so far, the last one under way (what a signal interrupts), by recipe.
+        self._partial: dict[str, list[BuildResult]] = {}
+        # Commits of built artifacts pass this gate; once a stop closes it, nothing more is recorded.
+        self._gate = threading.Lock()
+        self._gate_closed = False
 
     def close(self) -> None:
         if self._pool is not None:
@@ -158,6 +183,8 @@ class BuildStage:
                 from trtforge.backend.pool import WorkerPool
 
                 self._pool = WorkerPool(self._builds or self.jobs or 1)
+                if self._stopping.is_set():  # the batch was stopped before its first build
+                    self._pool.stop(self._stop_reason)
             return self._pool
 
     def build_all(
@@ -186,14 +213,63 @@ class BuildStage:
         self._builds = builds
         threads = min(builds + 1, len(items))
         if threads <= 1 or (fail_fast and builds == 1):
-            results: list[BuildResult] = []
+            return self._build_in_turn(items, fail_fast, on_done)
+        return self._build_threaded(items, threads, fail_fast, on_done)
+
+    def _build_in_turn(
+        self,
+        items: list[str | Path | UnmatchedPattern],
+        fail_fast: bool,
+        on_done: Callable[[BuildResult], None] | None,
+    ) -> list[BuildResult]:
+        """One recipe after the other on this thread (a signal lands here: the build under way unwinds,
+        its worker killed on the way out)."""
+        results: list[BuildResult] = []
+        done = 0
+        try:
             for item in items:
                 batch = self._one(item, on_done)
                 results.extend(batch)
+                done += 1
                 if fail_fast and not all(batch):
                     break
-            return results
-        return self._build_threaded(items, threads, fail_fast, on_done)
+        except Interrupted as stop:
+            self._stop(stop)
+            ended = [r for item in items[done:] for r in self._unfinished(item, stop)]
+            raise BatchInterrupted(stop.signum, results + ended) from None
+        return results
+
+    def _unfinished(self, item: str | Path | UnmatchedPattern, stop: Interrupted) -> list[BuildResult]:
+        """The results of a recipe the stop caught: those it recorded (or found) stay, the rest are
+        ``interrupted``."""
+        partial = self._partial.get(item.pattern if isinstance(item, UnmatchedPattern) else str(item), [])
+        return [_interrupted(item, stop, r) for r in partial] or [_interrupted(item, stop)]
+
+    @contextmanager
+    def _committing(self) -> Iterator[None]:
+        """Around a built artifact's catalog commit and the result that reports it: a signal never
+        lands between the two (deferred, on the main thread), and once a stop closed the gate
+        (other threads) nothing more is recorded, so the results a stop reports are the truth."""
+        with deferred(), self._gate:
+            if self._gate_closed:
+                raise BuildInterruptedError(f"{self._stop_reason} before it was recorded")
+            yield
+
+    def _close_gate(self) -> None:
+        """Wait (a little) for a commit under way, then let none pass."""
+        if self._gate.acquire(timeout=STOP_WAIT_S):
+            self._gate_closed = True
+            self._gate.release()
+
+    def _stop(self, stop: Interrupted) -> None:
+        """Nothing more starts: running builds' workers are killed, lock waits end (a pool made
+        after this is stopped as it is made: see workers)."""
+        with self._lock:
+            self._stopping.set()
+            self._stop_reason = f"interrupted by {stop.name}"
+            pool = self._pool
+        if pool is not None:
+            pool.stop(self._stop_reason)
 
     def _one(
         self, item: str | Path | UnmatchedPattern, on_done: Callable[[BuildResult], None] | None
@@ -203,6 +279,8 @@ class BuildStage:
             batch = [_unmatched(item, BuildResult(item.pattern, None, "failed"))]
         else:
             batch = self.run(item, self.targets or (None,))
+        if self._stopping.is_set():  # a worker killed by the stop: its recipe was interrupted, not crashed
+            batch = [_interrupted(item, None, r) if r.error_kind == "crashed" else r for r in batch]
         if on_done is not None:
             with self._callbacks:
                 for result in batch:
@@ -232,17 +310,41 @@ class BuildStage:
             return batch
 
         executor = ThreadPoolExecutor(threads, thread_name_prefix="trtforge-build")
+        futures = []
         try:
             futures = [executor.submit(work, item) for item in items]
             batches = [future.result() for future in futures]
-        except BaseException:  # Ctrl-C, a bug: stop the builds under way instead of waiting them out
+        except Interrupted as interrupted:  # SIGINT/SIGTERM: stop the builds under way, keep what is recorded
             stop.set()
-            if self._pool is not None:
-                self._pool.terminate("interrupted")
+            self._stop(interrupted)
+            executor.shutdown(wait=False, cancel_futures=True)
+            raise BatchInterrupted(interrupted.signum, self._settled(items, futures, interrupted)) from None
+        except BaseException:  # a bug: stop the builds under way instead of waiting them out
+            stop.set()
+            with self._lock:
+                self._stopping.set()
+                self._stop_reason = "stopped by an error in trtforge"
+                pool = self._pool
+            if pool is not None:
+                pool.stop(self._stop_reason)
             executor.shutdown(wait=True, cancel_futures=True)
             raise
         executor.shutdown()
         return [result for batch in batches for result in batch]
+
+    def _settled(
+        self, items: list[str | Path | UnmatchedPattern], futures: list[Any], stop: Interrupted
+    ) -> list[BuildResult]:
+        """Every recipe's result once no commit is under way: what finished, what was recorded, and
+        the rest ``interrupted`` (the gate is closed: they will record nothing)."""
+        self._close_gate()
+        settled: list[BuildResult] = []
+        for index, item in enumerate(items):
+            future = futures[index] if index < len(futures) else None
+            done = future is not None and future.done() and not future.cancelled() and future.exception() is None
+            batch = future.result() if done else []
+            settled.extend(batch or self._unfinished(item, stop))
+        return settled
 
     def build_one(self, recipe_path: str | Path) -> BuildResult:
         """Build (or find) one recipe on this machine; user-caused failures become a failed result."""
@@ -267,9 +369,11 @@ class BuildStage:
             loaded = load_effective(recipe_path, name=self.name)
         except TrtforgeError as exc:
             return [_failed(BuildResult(str(recipe_path), None, "failed"), exc, started)]
-        results = []
+        results: list[BuildResult] = []
+        self._partial[str(recipe_path)] = results
         for target in targets:
             result = BuildResult(recipe=str(recipe_path), name=loaded.recipe.name, status="failed")
+            results.append(result)  # in place: what a signal interrupts is in it (self._partial)
             result.target_request = target.as_json() if target is not None else None
             skipped = skip_reason(loaded.recipe, target, building=not dry_run)
             if skipped is not None:
@@ -282,7 +386,6 @@ class BuildStage:
                 except TrtforgeError as exc:
                     _failed(result, exc, started)
             result.seconds = round(time.perf_counter() - started, 4)
-            results.append(result)
             started = time.perf_counter()
         return results
 
@@ -298,7 +401,9 @@ class BuildStage:
         try:
             if not self._find_hit(quick.build_key, result):
                 return None
-        except TrtforgeError:
+        except TrtforgeError as exc:
+            if kind_of(exc) in UNAVAILABLE_KINDS:  # asking again on the full path would wait again
+                return _failed(result, exc, started)
             return None  # e.g. a catalog newer than this trtforge: the full path reports it per recipe
         self._note(quick.notes)
         result.notes = list(quick.notes)
@@ -329,6 +434,8 @@ class BuildStage:
             result.unchecked = unchecked_options(resolution.recipe)
             return
 
+        if self._stopping.is_set():
+            raise BuildInterruptedError(f"{self._stop_reason} before it was built")
         from trtforge.rules.onnx_model import check_profiles, private_copy, read_for_build
 
         # The model is read once: the profiles are checked against these bytes, and the builder
@@ -341,7 +448,11 @@ class BuildStage:
         # The file lock covers processes sharing this store directory; a PostgreSQL catalog adds
         # an advisory lock for runners on other machines.
         what = f"{resolution.recipe.name} ({key[:12]})"
-        with self.store.locks().hold(key, what=what, notify=self.notify) as held, self._catalog_lock(key, what):
+        cancelled = self._stopping.is_set
+        with (
+            self.store.locks().hold(key, what=what, notify=self.notify, cancelled=cancelled) as held,
+            self._catalog_lock(key, what),
+        ):
             if not self.force and self._find_hit(key, result):  # built while we waited
                 return
             crashpoint("build-locked")
@@ -355,10 +466,10 @@ class BuildStage:
         """Fill ``result`` from a usable hit; a certain answer from SQLite skips the ORM (~0.15 s)."""
         probe = self.store.quick_probe(key)
         if probe.plan is not None:
-            result.status = "cached"
             result.artifact_id = probe.plan.artifact_id
             result.plan_sha256 = probe.plan.plan_sha256
             result.plan_path = str(self.store.blobs().path_for(probe.plan.plan_sha256))
+            result.status = "cached"  # last: a result interrupted while filled in is not a hit
             return True
         if probe.answered:
             return False
@@ -372,7 +483,7 @@ class BuildStage:
         if store is None:
             yield
             return
-        with store.catalog.single_flight(key, what=what, notify=self.notify):
+        with store.catalog.single_flight(key, what=what, notify=self.notify, cancelled=self._stopping.is_set):
             yield
 
     def _build_locked(
@@ -434,13 +545,14 @@ class BuildStage:
             from trtforge.stages.lookup import new_version_warning
 
             warning = new_version_warning(store, recipe.name, resolution.model_sha256, artifact.recipe)
-            store.catalog.add_artifact(artifact, Blob(sha256=blob.sha256, size=blob.size, kind="plan"))
+            with self._committing():  # the commit and the result that reports it are one step for a stop
+                store.catalog.add_artifact(artifact, Blob(sha256=blob.sha256, size=blob.size, kind="plan"))
+                result.status = "built"
+                result.artifact_id = artifact.id
+                result.plan_sha256 = blob.sha256
+                result.plan_path = store.blobs.location(blob.sha256)
         if warning is not None:
             self.notify(f"warning: {warning}")
-        result.status = "built"
-        result.artifact_id = artifact.id
-        result.plan_sha256 = blob.sha256
-        result.plan_path = store.blobs.location(blob.sha256)
 
     def _in_worker(
         self,
@@ -492,34 +604,33 @@ def _combine_with(backend: BackendInfo) -> Callable[[bytes | None, bytes], bytes
 
 def _use_hit(store: Store, key: str, result: BuildResult, notify: Callable[[str], None]) -> bool:
     """Fill ``result`` from a usable catalog hit: the newest artifact of the key that is not
-    quarantined and whose blob is present with the recorded size. A blob of another size is
-    damaged: its artifacts are marked corrupt (never a hit again) and the recipe is rebuilt."""
-    damaged: dict[str, Artifact] = {}
+    quarantined and whose blob is present as recorded (its size; in S3 also its checksum). A blob
+    that is not is damaged: its artifacts are marked corrupt (never a hit again) and the recipe is
+    rebuilt."""
+    damaged: dict[str, tuple[Artifact, str]] = {}
 
     def intact(artifact: Artifact) -> bool:
-        matches = blob_size_matches(store.blobs, artifact.plan_sha256, artifact.plan_size)
-        if matches is False:
-            damaged[artifact.plan_sha256] = artifact
-        return matches is True
+        found = store.blobs.check(artifact.plan_sha256, artifact.plan_size)
+        if found.damage is not None:
+            damaged[artifact.plan_sha256] = (artifact, found.damage)
+        return found.intact
 
     hit = store.catalog.find_by_build_key(key, intact=intact)
     if damaged:
         _mark_damaged(store, damaged, notify)
     if hit is None:
         return False
-    result.status = "cached"
     result.artifact_id = hit.id
     result.plan_sha256 = hit.plan_sha256
     result.plan_path = store.blobs.location(hit.plan_sha256)
+    result.status = "cached"  # last: a result interrupted while filled in is not a hit
     return True
 
 
-def _mark_damaged(store: Store, damaged: dict[str, Artifact], notify: Callable[[str], None]) -> None:
-    for sha, artifact in damaged.items():
-        info = store.blobs.stat(sha)
-        size = "is gone" if info is None else f"has {info.size} bytes"
+def _mark_damaged(store: Store, damaged: dict[str, tuple[Artifact, str]], notify: Callable[[str], None]) -> None:
+    for sha, (artifact, damage) in damaged.items():
         notify(
-            f"plan {sha[:12]} of artifact {artifact.id[:12]} {size}, its record says {artifact.plan_size}: "
+            f"plan {sha[:12]} of artifact {artifact.id[:12]} {damage}: "
             "marked corrupt, not used (`trtforge fsck --repair` moves it aside)"
         )
     try:
@@ -696,6 +807,19 @@ def _failed(result: BuildResult, exc: TrtforgeError, started: float) -> BuildRes
     result.error_kind = kind_of(exc)
     result.seconds = round(time.perf_counter() - started, 4)
     return result
+
+
+def _interrupted(
+    item: str | Path | UnmatchedPattern, stop: Interrupted | None, result: BuildResult | None = None
+) -> BuildResult:
+    """The result of a recipe the stop ended before it was recorded (``result``: what it had got to)."""
+    if result is not None and (result.status != "failed" or result.error_kind not in (None, "crashed")):
+        return result  # recorded, found, skipped or failed on its own before the signal: it stays as it was
+    recipe = item.pattern if isinstance(item, UnmatchedPattern) else str(item)
+    base = result if result is not None else BuildResult(recipe, None, "failed")
+    why = f"interrupted by {stop.name}" if stop is not None else "interrupted"
+    error = BuildInterruptedError(f"{why} before it was recorded" + (f" ({base.error})" if base.error else ""))
+    return _failed(base, error, time.perf_counter() - base.seconds)
 
 
 def _default_jobs() -> int:

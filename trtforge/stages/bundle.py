@@ -75,9 +75,9 @@ from trtforge.store.catalog import (
     TRUST_CLAIMED,
     TRUST_SIGNED,
     Artifact,
-    Blob,
     Catalog,
     Verification,
+    add_blob_row,
 )
 from trtforge.store.integrity import CORRUPT_STATUS
 
@@ -613,8 +613,7 @@ def _add_rows(
         with store.catalog.writing() as session:
             _refuse_conflicts(find_conflicts(session, artifacts, verifications))
             for sha, size in plan_sizes.items():
-                if session.get(Blob, sha) is None:
-                    session.add(Blob(sha256=sha, size=size, kind="plan"))
+                add_blob_row(session, sha, size, "plan")
             session.flush()
             for artifact in artifacts:
                 if session.get(Artifact, artifact.id) is not None:

@@ -432,26 +432,24 @@ def _entry(artifact: Artifact, reason: str, target: str = "") -> ArtifactEntry:
 
 
 def execute_gc(store: Store, plan: GcPlan, *, notify: Callable[[str], None] | None = None) -> dict[str, int]:
-    """Delete in referrer-first order; blobs a concurrent build started using again are kept.
+    """Delete in referrer-first order; blobs a concurrent writer started using again are kept.
 
     Artifacts go with their verification rows in one transaction; one pinned since planning stays.
-    The blob files go under the store's gc fence: every writer (build, import, adopt, refit,
+    Blob rows and files go under the store's gc fence: every writer (build, import, adopt, refit,
     reference outputs, timing caches) holds it (shared) from writing or reusing a blob until the
-    row naming it commits, so between gc's re-read of the blob rows and its deletes no writer can
-    reuse a blob and record it unseen. Under the fence, at unlink time, each file is also judged
-    again: one that a row names now, or that was written or reused within the grace period (by
-    a writer that does not take the fence), stays.
+    row naming it commits, so while gc holds it no writer is between a blob and its row: a row
+    gc finds unreferenced stays so until gc is done (a writer after gc writes the blob and its row
+    again), and no writer can reuse a blob and record it unseen. With a PostgreSQL catalog the
+    fence is also an advisory lock, covering runners on other machines that share the catalog and
+    the bucket. Under the fence, at unlink time, each file is also judged again: one that a row
+    names now, or that was written or reused within the grace period, stays.
     """
     with store.catalog.writing() as session:
         removed_rows = Catalog.delete_artifacts(session, [a.artifact_id for a in plan.artifacts])
-        candidates = [b.sha256 for b in plan.blob_rows]
-        in_use = set(session.scalars(select(Artifact.plan_sha256).where(Artifact.plan_sha256.in_(candidates))))
-        free_rows = [sha for sha in candidates if sha not in in_use]
-        if free_rows:
-            session.execute(delete(Blob).where(Blob.sha256.in_(free_rows)))
-    crashpoint("gc-rows-deleted")
     with store.collecting_blobs(notify or (lambda _message: None)):
-        with store.catalog.reading() as session:  # re-read: a build may have recorded a blob since planning
+        free_rows = _drop_unused_blob_rows(store, [b.sha256 for b in plan.blob_rows])
+        crashpoint("gc-rows-deleted")
+        with store.catalog.reading() as session:  # re-read: a writer may have recorded a blob since planning
             wanted = [b.sha256 for b in plan.blob_files]
             recorded = set(session.scalars(select(Blob.sha256).where(Blob.sha256.in_(wanted))))
         crashpoint("gc-blobs-rechecked")
@@ -464,6 +462,16 @@ def execute_gc(store: Store, plan: GcPlan, *, notify: Callable[[str], None] | No
         "blob_files_removed": len(deleted),
         "bytes_freed": sum(b.size for b in deleted),
     }
+
+
+def _drop_unused_blob_rows(store: Store, candidates: list[str]) -> list[str]:
+    """Delete the rows of ``candidates`` no artifact uses now (the caller holds the gc fence)."""
+    with store.catalog.writing() as session:
+        in_use = set(session.scalars(select(Artifact.plan_sha256).where(Artifact.plan_sha256.in_(candidates))))
+        free_rows = [sha for sha in candidates if sha not in in_use]
+        if free_rows:
+            session.execute(delete(Blob).where(Blob.sha256.in_(free_rows)))
+    return free_rows
 
 
 def _may_unlink(store: Store, sha: str, recorded: set[str], plan: GcPlan) -> bool:

@@ -78,12 +78,11 @@ def resolve_store_root(store: str | Path | None = None) -> Path:
     return root.absolute()
 
 
-def blob_size_matches(blobs: BlobBackend, sha256: str, size: int) -> bool | None:
-    """None: the blob is missing; False: it has another size than recorded (damaged); True: as recorded."""
-    info = blobs.stat(sha256)
-    if info is None:
-        return None
-    return info.size == size
+def blob_intact(blobs: BlobBackend, sha256: str, size: int) -> bool | None:
+    """None: the blob is missing; False: it is damaged (another size than recorded, or an S3
+    checksum naming other bytes: BlobBackend.check); True: as recorded."""
+    found = blobs.check(sha256, size)
+    return found.damage is None if found.present else None
 
 
 def note(message: str) -> None:
@@ -182,9 +181,9 @@ class Store:
             yield
 
     def plan_intact(self, artifact: Artifact) -> bool:
-        """The artifact's plan blob is present with the size its row records (a cheap check; the
-        bytes are hashed where a plan is handed to a loader)."""
-        return blob_size_matches(self.blobs, artifact.plan_sha256, artifact.plan_size) is True
+        """The artifact's plan blob is present as its row records (a cheap check: the size, and an S3
+        object's checksum; the bytes are hashed where a plan is handed to a loader)."""
+        return blob_intact(self.blobs, artifact.plan_sha256, artifact.plan_size) is True
 
     def close(self) -> None:
         self.catalog.close()

@@ -89,6 +89,18 @@ class BlobRef:
     size: int
 
 
+@dataclass(frozen=True)
+class BlobCheck:
+    """What a cheap look at a blob says against the size (and digest) its catalog row records."""
+
+    present: bool
+    damage: str | None = None  # why its bytes are not the recorded ones, e.g. "has 70 bytes, its record says 908948"
+
+    @property
+    def intact(self) -> bool:
+        return self.present and self.damage is None
+
+
 def _touch(path: Path) -> None:
     try:
         os.utime(path)
@@ -106,29 +118,68 @@ class ParallelDigest:
     hashlib and file writes both release the GIL on large buffers, so hashing a plan and
     writing it take the longer of the two instead of their sum (~0.1 s per 256 MB here).
     Chunks must not change after ``update``: bytes, or views of memory nobody writes to.
+
+    The caller never waits on the helper without bound, so an interrupted write never hangs:
+    ``update`` waits for room in slices and raises once the helper has stopped, and ``close`` (what
+    a failed or interrupted write calls) abandons the helper without touching the queue. (A signal
+    that lands while the queue's lock is taken can leave that lock held for good; a close that put
+    an end marker on the queue then waited forever for a helper that could never take it.) An
+    abandoned helper notices within ``POLL_S`` and ends.
     """
+
+    POLL_S = 0.1
 
     def __init__(self) -> None:
         self._digest = hashlib.sha256()
         self._chunks: queue.Queue[bytes | memoryview | None] = queue.Queue(maxsize=8)
+        self._abandoned = False
+        self._failure: BaseException | None = None
+        self._finished = threading.Event()
         self._thread = threading.Thread(target=self._run, name="trtforge-sha256", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
-        while (chunk := self._chunks.get()) is not None:
-            self._digest.update(chunk)
+        try:
+            while not self._abandoned:
+                try:
+                    chunk = self._chunks.get(timeout=self.POLL_S)
+                except queue.Empty:
+                    continue
+                if chunk is None:
+                    return
+                self._digest.update(chunk)
+        except BaseException as exc:  # e.g. a view of a buffer released meanwhile: the caller hears it
+            self._failure = exc
+        finally:
+            self._finished.set()
+
+    def _put(self, item: bytes | memoryview | None) -> None:
+        while True:
+            if self._finished.is_set() or self._abandoned:
+                raise RuntimeError("the sha256 helper thread stopped before the stream ended") from self._failure
+            try:
+                self._chunks.put(item, timeout=self.POLL_S)
+                return
+            except queue.Full:
+                continue
 
     def update(self, chunk: bytes | memoryview) -> None:
-        self._chunks.put(chunk)
+        self._put(chunk)
 
     def close(self) -> None:
-        """Stop the helper (idempotent); the digest so far stays readable."""
-        if self._thread.is_alive():
-            self._chunks.put(None)
-            self._thread.join()
+        """Abandon the helper (idempotent, never blocks); the digest is not to be read after it
+        unless ``hexdigest`` was called first."""
+        self._abandoned = True
 
     def hexdigest(self) -> str:
-        self.close()
+        """The digest of everything given to ``update`` (waits for the helper to catch up)."""
+        if not self._finished.is_set():
+            self._put(None)
+            while not self._finished.wait(self.POLL_S):
+                if self._abandoned:
+                    raise RuntimeError("the sha256 helper thread was abandoned")
+        if self._failure is not None:
+            raise RuntimeError("the sha256 helper thread failed") from self._failure
         return self._digest.hexdigest()
 
 
@@ -159,6 +210,7 @@ class BlobBackend(Protocol):
     def local_file(self, sha256: str, *, verify: bool = True) -> Path: ...
     def location(self, sha256: str) -> str: ...
     def stat(self, sha256: str) -> BlobStat | None: ...
+    def check(self, sha256: str, size: int) -> BlobCheck: ...
     def iter_digests(self) -> Iterator[str]: ...
     def temp_files(self, *, max_age_s: float = STALE_TEMP_AGE_S) -> list[TempFile]: ...
     def clean_stale_temp(self, *, max_age_s: float = STALE_TEMP_AGE_S) -> list[TempFile]: ...
@@ -294,6 +346,15 @@ class BlobStore:
         except FileNotFoundError:
             return None
         return BlobStat(info.st_size, info.st_mtime)
+
+    def check(self, sha256: str, size: int) -> BlobCheck:
+        """Present with the recorded size (a local file's bytes are hashed where they are loaded)."""
+        info = self.stat(sha256)
+        if info is None:
+            return BlobCheck(False)
+        if info.size != size:
+            return BlobCheck(True, f"has {info.size} bytes, its record says {size}")
+        return BlobCheck(True)
 
     def location(self, sha256: str) -> str:
         return str(self.path_for(sha256))

@@ -4,7 +4,13 @@ SQLAlchemy 2.x ORM; the schema is owned by Alembic migrations in ``migrations/``
 catalog checks the schema revision with one plain query and imports Alembic only when the
 database must be created or upgraded, so a cache hit never pays for it. SQLite runs in WAL
 mode with a busy timeout; write transactions start with ``BEGIN IMMEDIATE`` so that
-read-then-write sequences of concurrent builders serialize instead of failing.
+read-then-write sequences of concurrent builders serialize instead of failing. PostgreSQL write
+transactions start by taking one transaction-level advisory lock, for the same reason: a writer
+that checks what is there and then adds to it (a blob row, an import's artifacts, gc's deletes)
+never races another. Blob rows are inserted if absent (``ON CONFLICT DO NOTHING``) all the same.
+
+Connections are checked before use and retried (``store/connections.py``); a database that stops
+answering is one line (CatalogUnavailableError), never a driver's traceback.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     JSON,
@@ -38,20 +44,32 @@ from sqlalchemy import (
     select,
     text,
 )
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
+from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker, validates
 from sqlalchemy.sql import Select
 
 from trtforge.core.crashpoints import crashpoint
-from trtforge.core.errors import CatalogError, NotFoundError, StoreReadOnlyError
+from trtforge.core.errors import CatalogError, CatalogUnavailableError, NotFoundError, StoreReadOnlyError
 from trtforge.core.extras import as_missing_extra
 from trtforge.core.redact import redact, redact_url, remember
 from trtforge.rules.record import ArtifactDetails, read_details
+from trtforge.store.connections import (
+    URL_HINT,
+    ConnectRetry,
+    checked_url,
+    engine_options,
+    is_unavailable,
+    lost_error,
+    opening_error,
+)
 from trtforge.store.integrity import CORRUPT_STATUS, INTEGRITY_OK
-from trtforge.store.locks import advisory_fence, advisory_lock, application_name
+from trtforge.store.locks import advisory_fence, advisory_lock
 from trtforge.store.lookup_sql import LookupQuery
 from trtforge.store.sqlite_read import catalog_writable, connect_read_only
+
+T = TypeVar("T")
 
 # Every Alembic revision, oldest first. A database at a revision not listed here was written by
 # a newer trtforge; tests check this tuple against the migration scripts.
@@ -67,7 +85,10 @@ SCHEMA_HEAD = SCHEMA_REVISIONS[-1]
 MIN_ID_PREFIX = 6
 SQLITE_BUSY_TIMEOUT_MS = 60_000
 MIGRATION_LOCK_KEY = 0x7472_7466_6F72_6765 >> 1  # "trtforge", as a PostgreSQL advisory lock id
-LEARNED_LOCK_KEY = MIGRATION_LOCK_KEY - 1  # serializes learned_at stamps of writers sharing a PostgreSQL catalog
+# Serializes the write transactions of everyone sharing a PostgreSQL catalog (taken as each begins;
+# learned_at stamps, which must increase, rely on it too), as BEGIN IMMEDIATE does on SQLite.
+LEARNED_LOCK_KEY = MIGRATION_LOCK_KEY - 1
+WRITE_LOCK_KEY = LEARNED_LOCK_KEY
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -348,6 +369,15 @@ def _read_only_sqlite_file(url: str) -> Path | None:
     return path if path.is_file() and not catalog_writable(path) else None
 
 
+def _no_version_table(exc: DBAPIError) -> bool:
+    """The database answered, and has no ``alembic_version`` table (a new catalog): not a failure.
+    A missing *database* is one ("database ... does not exist"), and so is every failure to connect."""
+    if getattr(exc.orig, "sqlstate", None) == "42P01":  # PostgreSQL's undefined_table
+        return True
+    said = str(exc.orig)
+    return "alembic_version" in said and ("no such table" in said or "does not exist" in said)
+
+
 def _sqlite_begin(conn: Connection) -> None:
     immediate = conn.get_execution_options().get("trtforge_write", False)
     conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
@@ -379,6 +409,25 @@ def _create_at_head(conn: Connection) -> None:
         )
     )
     conn.execute(text("INSERT INTO alembic_version (version_num) VALUES (:head)"), {"head": SCHEMA_HEAD})
+
+
+def add_blob_row(session: Session, sha256: str, size: int, kind: str) -> None:
+    """Record a complete blob unless a row for it exists: insert-if-absent in one statement
+    (``ON CONFLICT DO NOTHING`` on SQLite and PostgreSQL), so two writers recording the same blob
+    at once never collide; other dialects insert inside a savepoint and keep the existing row."""
+    values = {"sha256": sha256, "size": size, "kind": kind, "created_at": utcnow()}
+    dialect = session.get_bind().dialect.name
+    if dialect in ("sqlite", "postgresql"):
+        insert = sqlite.insert if dialect == "sqlite" else postgresql.insert
+        session.execute(insert(Blob).values(**values).on_conflict_do_nothing(index_elements=["sha256"]))
+        return
+    if session.get(Blob, sha256) is not None:
+        return
+    try:
+        with session.begin_nested():
+            session.add(Blob(**values))
+    except IntegrityError:
+        pass  # another writer's row, committed since our look: the blob is recorded
 
 
 @dataclass(frozen=True)
@@ -453,29 +502,26 @@ class Catalog:
     def __init__(self, url: str, *, create: bool = True) -> None:
         self.url = url
         remember(url)  # any later message that repeats its password is cleaned
-        connect_args = {"application_name": application_name()} if url.startswith("postgresql") else {}
+        parsed = checked_url(url)  # a malformed URL is one line before anything connects
         # A catalog on a read-only store (a serving machine's mount) is read through read-only
         # connections; writing is refused (StoreReadOnlyError) before any statement.
         read_only_file = _read_only_sqlite_file(url)
         self.read_only = read_only_file is not None
-        options: dict[str, Any] = {"connect_args": connect_args}
+        options = engine_options(parsed)
         if read_only_file is not None:
             options["creator"] = lambda: connect_read_only(read_only_file)
         try:
-            self.engine: Engine = create_engine(url, future=True, **options)
+            self.engine: Engine = create_engine(parsed, future=True, **options)
         except ImportError as exc:  # the driver of a known dialect (psycopg: the 'postgres' extra)
             missing = as_missing_extra(exc, "postgres", f"a {url.partition(':')[0]} catalog")
             if missing is not None:
                 raise missing from None
-            raise CatalogError(
-                redact(f"cannot open catalog {url}: {exc}", url),
-                hint="give a SQLAlchemy URL such as postgresql+psycopg://user@host/db or sqlite:////path/catalog.sqlite",
-            ) from None
-        except ArgumentError as exc:  # a malformed URL or an unknown dialect
-            raise CatalogError(
-                redact(f"cannot open catalog {url}: {exc}", url),
-                hint="give a SQLAlchemy URL such as postgresql+psycopg://user@host/db or sqlite:////path/catalog.sqlite",
-            ) from None
+            raise CatalogError(redact(f"cannot open catalog {url}: {exc}", url), hint=URL_HINT) from None
+        except (ArgumentError, ValueError) as exc:  # an unknown dialect, a query the driver refuses
+            raise CatalogError(redact(f"cannot open catalog {url}: {exc}", url), hint=URL_HINT) from None
+        self._connects = ConnectRetry()
+        if self.engine.dialect.name != "sqlite":
+            self._connects.install(self.engine)  # a server restarting is waited for, a few seconds
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_read_pragmas if self.read_only else _sqlite_pragmas)
             event.listen(self.engine, "begin", _sqlite_begin)
@@ -499,17 +545,15 @@ class Catalog:
     # -- schema ---------------------------------------------------------------------------
 
     def current_revision(self) -> str | None:
+        """The schema revision; None for a database without trtforge's tables. Any failure to
+        connect is one line (exit 2) saying what to do: connections.opening_error."""
         try:
             with self.engine.connect() as conn:
                 return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
-        except OperationalError as exc:
-            if "no such table" in str(exc) or "does not exist" in str(exc):
-                return None
-            raise CatalogError(redact(f"cannot open catalog {self.url}: {exc.orig}", self.url)) from None
         except DBAPIError as exc:
-            if "does not exist" in str(exc.orig):
+            if _no_version_table(exc):
                 return None
-            raise CatalogError(redact(f"cannot open catalog {self.url}: {exc.orig}", self.url)) from None
+            raise opening_error(exc, self.url) from None
 
     def _ensure_schema(self, create: bool) -> None:
         revision = self.current_revision()
@@ -532,6 +576,12 @@ class Catalog:
         self._upgrade()
 
     def _upgrade(self) -> None:
+        try:
+            self._migrate()
+        except DBAPIError as exc:  # e.g. no right to create tables, or the server went away
+            raise opening_error(exc, self.url) from None
+
+    def _migrate(self) -> None:
         with self._write_engine.connect() as conn:
             if conn.dialect.name == "postgresql":
                 # Many CI jobs may open an empty database at once: migrate one at a time (the
@@ -546,13 +596,22 @@ class Catalog:
             conn.commit()
 
     @contextmanager
-    def single_flight(self, key: str, *, what: str, notify: Callable[[str], None]) -> Iterator[None]:
+    def single_flight(
+        self,
+        key: str,
+        *,
+        what: str,
+        notify: Callable[[str], None],
+        cancelled: Callable[[], bool] | None = None,
+    ) -> Iterator[None]:
         """Serialize builds of ``key`` across machines sharing this catalog (PostgreSQL only;
         a SQLite catalog is local, and the store's file lock already covers its users)."""
         if self.engine.dialect.name != "postgresql":
             yield
             return
-        with advisory_lock(self.engine, key, what=what, notify=notify):
+        with self.unavailable_as_error(), advisory_lock(
+            self.engine, key, what=what, notify=notify, cancelled=cancelled
+        ):
             yield
 
     @contextmanager
@@ -562,24 +621,48 @@ class Catalog:
         if self.engine.dialect.name != "postgresql":
             yield
             return
-        with advisory_fence(self.engine, exclusive=exclusive, notify=notify):
+        with self.unavailable_as_error(), advisory_fence(self.engine, exclusive=exclusive, notify=notify):
             yield
 
     # -- sessions -------------------------------------------------------------------------
 
     @contextmanager
+    def unavailable_as_error(self) -> Iterator[None]:
+        """A database that stops answering inside the block is one line (CatalogUnavailableError,
+        exit 1, password hidden), never a driver's traceback; errors about the data pass as they are."""
+        try:
+            yield
+        except DBAPIError as exc:
+            if not is_unavailable(exc):
+                raise
+            raise lost_error(exc, self.url) from None
+
+    @contextmanager
     def reading(self) -> Iterator[Session]:
-        with self._read() as session:
+        with self.unavailable_as_error(), self._read() as session:
             yield session
 
     @contextmanager
     def writing(self) -> Iterator[Session]:
-        """A short write transaction (BEGIN IMMEDIATE on SQLite), committed on success; refused
+        """A short write transaction, committed on success: BEGIN IMMEDIATE on SQLite, the write
+        lock on PostgreSQL (writers serialize, see the module's docstring). Refused
         (StoreReadOnlyError, nothing written) on a read-only catalog."""
         if self.read_only:
             raise StoreReadOnlyError(f"the store is read-only: catalog {self.display_url} cannot be written")
-        with self._write() as session, session.begin():
+        with self.unavailable_as_error(), self._write() as session, session.begin():
+            if session.get_bind().dialect.name == "postgresql":
+                session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": WRITE_LOCK_KEY})
             yield session
+
+    def retried(self, work: Callable[[], T]) -> T:
+        """Run ``work`` (whole transactions) once more when its connection was lost mid-way and the
+        database is not known to be down: the new connection waits for a restarting server."""
+        try:
+            return work()
+        except CatalogUnavailableError:
+            if self._connects.down:
+                raise
+            return work()
 
     # -- queries --------------------------------------------------------------------------
 
@@ -587,28 +670,38 @@ class Catalog:
         """The cache hit of ``key``: of the artifacts with that key whose integrity is ok and that pass
         ``intact`` (e.g. its plan blob is present with the recorded size), a local one before any
         imported one, then the one learned last (several artifacts can share one key)."""
-        with self.reading() as session:
-            stmt = (
-                select(Artifact)
-                .where(Artifact.build_key == key, Artifact.integrity != CORRUPT_STATUS)
-                .order_by(*HIT_ORDER)
-            )
-            for artifact in session.scalars(stmt):
-                if intact is None or intact(artifact):
-                    return artifact
-            return None
+        stmt = (
+            select(Artifact)
+            .where(Artifact.build_key == key, Artifact.integrity != CORRUPT_STATUS)
+            .order_by(*HIT_ORDER)
+        )
+
+        def candidates() -> list[Artifact]:
+            with self.reading() as session:
+                return list(session.scalars(stmt))
+
+        for artifact in self.retried(candidates):
+            if intact is None or intact(artifact):
+                return artifact
+        return None
 
     def mark_corrupt(self, plan_sha256s: list[str]) -> list[str]:
         """Mark every artifact whose plan is one of ``plan_sha256s`` corrupt (never a hit or handed
         out again); returns their ids. `fsck --repair` later moves the damaged blobs aside."""
         if not plan_sha256s:
             return []
-        with self.writing() as session:
-            stmt = select(Artifact).where(Artifact.plan_sha256.in_(plan_sha256s), Artifact.integrity != CORRUPT_STATUS)
-            marked = list(session.scalars(stmt))
-            for artifact in marked:
-                artifact.integrity = CORRUPT_STATUS
-            return [artifact.id for artifact in marked]
+
+        def mark() -> list[str]:
+            with self.writing() as session:
+                stmt = select(Artifact).where(
+                    Artifact.plan_sha256.in_(plan_sha256s), Artifact.integrity != CORRUPT_STATUS
+                )
+                marked = list(session.scalars(stmt))
+                for artifact in marked:
+                    artifact.integrity = CORRUPT_STATUS
+                return [artifact.id for artifact in marked]
+
+        return self.retried(mark)
 
     def list_artifacts(self, name: str | None = None) -> list[Artifact]:
         with self.reading() as session:
@@ -635,14 +728,26 @@ class Catalog:
         return found[0]
 
     def add_artifact(self, artifact: Artifact, plan_blob: Blob) -> None:
-        """Record a built artifact; its plan blob must already be complete in the blob store."""
-        with self.writing() as session:
-            if session.get(Blob, plan_blob.sha256) is None:
-                session.add(plan_blob)
-                session.flush()  # the blob row first: the artifact's foreign key points at it
-            session.add(artifact)
-            session.flush()
-            crashpoint("catalog-uncommitted")
+        """Record a built artifact; its plan blob must already be complete in the blob store.
+
+        Tried once more when the connection is lost mid-way: a row already there (the first
+        attempt committed, its answer was lost) is the artifact recorded, not a second one.
+        """
+
+        given = artifact.learned_at  # None (stamped at insert), or a history a test writes
+
+        def record() -> None:
+            with self.writing() as session:
+                if session.get(Artifact, artifact.id) is not None:
+                    return
+                # The blob row first (the artifact's foreign key points at it), if absent.
+                add_blob_row(session, plan_blob.sha256, plan_blob.size, plan_blob.kind)
+                artifact.learned_at = given  # a lost attempt's stamp is not kept
+                session.add(artifact)
+                session.flush()
+                crashpoint("catalog-uncommitted")
+
+        self.retried(record)
 
     # -- verifications --------------------------------------------------------------------
 
@@ -750,7 +855,5 @@ class Catalog:
         with self.writing() as session:
             if session.get(ReferenceOutput, reference.key) is not None:
                 return
-            if session.get(Blob, blob.sha256) is None:
-                session.add(blob)
-                session.flush()
+            add_blob_row(session, blob.sha256, blob.size, blob.kind)
             session.add(reference)

@@ -7,16 +7,16 @@ SQLAlchemy), and opens or creates the catalog only on the paths that need it.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from trtforge.core.errors import StoreError
+from trtforge.core.errors import StoreError, TrtforgeError
 from trtforge.rules.digests import DigestCache
 from trtforge.store import (
     Store,
-    blob_size_matches,
+    blob_intact,
     digests_path,
     locks_dir,
     open_existing_store,
@@ -43,6 +43,7 @@ class StoreHandle:
         self._store: Store | None = None
         self._opening = threading.Lock()  # builds on several threads open one store, once
         self._sqlite_path: tuple[Path | None] | None = None  # computed once: it reads the mount table
+        self._failed: TrtforgeError | None = None  # why opening the store failed, once it has
 
     def _local_sqlite(self) -> Path | None:
         """The local SQLite catalog file (None for other catalogs); StoreError on a network file system."""
@@ -78,7 +79,7 @@ class StoreHandle:
         if db_path is None:
             return UNANSWERED
         probe = probe_cached_plan(db_path, build_key)
-        if probe.plan is not None and not blob_size_matches(self.blobs(), probe.plan.plan_sha256, probe.plan.plan_size):
+        if probe.plan is not None and not blob_intact(self.blobs(), probe.plan.plan_sha256, probe.plan.plan_size):
             return UNANSWERED
         return probe
 
@@ -88,16 +89,29 @@ class StoreHandle:
     def existing(self) -> Store | None:
         with self._opening:
             if self._store is None:
-                self._store = open_existing_store(self._location, catalog=self._catalog)
+                self._store = self._open(open_existing_store)
             return self._store
 
     def ensure(self) -> Store:
         """The store, created if needed, for a command that writes (refused on a read-only store)."""
         with self._opening:
             if self._store is None:
-                self._store = open_store(self._location, catalog=self._catalog)
+                self._store = self._open(open_store)
+        assert self._store is not None
         require_writable(self._store.root)  # also when it was opened earlier, to read
         return self._store
+
+    def _open(self, opener: Callable[..., Store | None]) -> Store | None:
+        """Open once: a store that could not be opened (a wrong catalog URL, a database or an S3
+        endpoint that did not answer) is the same one-line error for every later recipe of the
+        batch, without asking (and waiting) again."""
+        if self._failed is not None:
+            raise self._failed
+        try:
+            return opener(self._location, catalog=self._catalog)
+        except TrtforgeError as exc:
+            self._failed = exc
+            raise
 
     @contextmanager
     def scratch_dir(self) -> Iterator[Path]:

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from trtforge.core.errors import StoreError, StoreReadOnlyError
+from trtforge.core.errors import BuildInterruptedError, StoreError, StoreReadOnlyError
 from trtforge.core.fsutil import same_file
 
 if TYPE_CHECKING:
@@ -138,12 +138,14 @@ class LockDir:
         *,
         what: str | None = None,
         notify: Callable[[str], None] | None = None,
+        cancelled: Callable[[], bool] | None = None,
     ) -> Iterator[HeldLock]:
-        """Hold the lock for ``key``; ``notify`` hears once whom we wait for, and takeovers."""
+        """Hold the lock for ``key``; ``notify`` hears once whom we wait for, and takeovers; waiting
+        ends with BuildInterruptedError once ``cancelled()`` says so (a batch being stopped)."""
         path = self.path_for(key)
         try:
             self.root.mkdir(parents=True, exist_ok=True)
-            fd = _acquire(path, what or key, notify or (lambda _message: None))
+            fd = _acquire(path, what or key, notify or (lambda _message: None), cancelled)
         except OSError as exc:
             raise _lock_error("the build lock", self.root, exc) from None
         try:
@@ -163,13 +165,16 @@ class LockDir:
 class _Waiter:
     """Between lock attempts: say once whom we wait for, then sleep with exponential backoff."""
 
-    def __init__(self, what: str, notify: Callable[[str], None]) -> None:
+    def __init__(self, what: str, notify: Callable[[str], None], cancelled: Callable[[], bool] | None = None) -> None:
         self.what = what
         self.notify = notify
+        self.cancelled = cancelled
         self.announced = False
         self.delay = POLL_FIRST_S
 
     def wait(self, who: Callable[[], str]) -> None:
+        if self.cancelled is not None and self.cancelled():
+            raise BuildInterruptedError(f"stopped while waiting for the build of {self.what}")
         if not self.announced:
             self.notify(f"waiting for build of {self.what} by {who()}")
             self.announced = True
@@ -177,8 +182,8 @@ class _Waiter:
         self.delay = min(self.delay * 2, POLL_MAX_S)
 
 
-def _acquire(path: Path, what: str, notify: Callable[[str], None]) -> int:
-    waiter = _Waiter(what, notify)
+def _acquire(path: Path, what: str, notify: Callable[[str], None], cancelled: Callable[[], bool] | None = None) -> int:
+    waiter = _Waiter(what, notify, cancelled)
     while True:
         fd, holder = _try_acquire(path, what, notify)
         if fd is not None:
@@ -294,7 +299,14 @@ def _advisory_holder(conn: Connection, lock_id: int) -> str | None:
 
 
 @contextmanager
-def advisory_lock(engine: Engine, key: str, *, what: str, notify: Callable[[str], None]) -> Iterator[None]:
+def advisory_lock(
+    engine: Engine,
+    key: str,
+    *,
+    what: str,
+    notify: Callable[[str], None],
+    cancelled: Callable[[], bool] | None = None,
+) -> Iterator[None]:
     """Hold a session-level advisory lock for ``key`` on the catalog's PostgreSQL server.
 
     Runners on different machines share no file system for ``locks/``, but they share the
@@ -306,7 +318,7 @@ def advisory_lock(engine: Engine, key: str, *, what: str, notify: Callable[[str]
     lock_id = _advisory_id(key)
     with engine.connect() as conn:
         conn.execution_options(isolation_level="AUTOCOMMIT")
-        waiter = _Waiter(what, notify)
+        waiter = _Waiter(what, notify, cancelled)
 
         def who() -> str:
             holder = _advisory_holder(conn, lock_id)
@@ -317,7 +329,7 @@ def advisory_lock(engine: Engine, key: str, *, what: str, notify: Callable[[str]
         try:
             yield
         finally:
-            conn.execute(text("SELECT pg_advisory_unlock(:id)"), {"id": lock_id})
+            _unlock(conn, "SELECT pg_advisory_unlock(:id)", lock_id)
 
 
 @contextmanager
@@ -337,4 +349,19 @@ def advisory_fence(engine: Engine, *, exclusive: bool, notify: Callable[[str], N
         try:
             yield
         finally:
-            conn.execute(text(f"SELECT pg_advisory_unlock{mode}(:id)"), {"id": lock_id})
+            _unlock(conn, f"SELECT pg_advisory_unlock{mode}(:id)", lock_id)
+
+
+def _unlock(conn: Connection, sql: str, lock_id: int) -> None:
+    """Release a session-level advisory lock. A connection lost meanwhile (the server restarted)
+    ended the session, and the lock with it: nothing is left to release, and the error is not the
+    caller's (the work done under the lock stands or failed on its own)."""
+    from sqlalchemy import text
+    from sqlalchemy.exc import DBAPIError
+
+    try:
+        conn.execute(text(sql), {"id": lock_id})
+    except DBAPIError as exc:
+        if not exc.connection_invalidated:
+            raise
+        conn.invalidate()

@@ -9,9 +9,22 @@ instance roles).
 A blob up to ``part_size`` goes up in one PUT; a larger one (a single PUT stops at 5 GiB, and
 engines of large language models pass that) as a multipart upload, which S3 makes visible only
 when it is completed. Every request carries the SHA-256 of its bytes, so the server rejects
-bytes damaged in transit. An upload whose writer died stays invisible and is listed as a stale
-temp file by ``fsck`` (``--repair`` aborts it); a bucket lifecycle rule
+bytes damaged in transit, and asks S3 to keep a SHA-256 checksum with the object
+(``ChecksumAlgorithm="SHA256"``; multipart objects keep a checksum of their parts' checksums and
+name their digest in their metadata). An upload whose writer died stays invisible and is listed
+as a stale temp file by ``fsck`` (``--repair`` aborts it); a bucket lifecycle rule
 (AbortIncompleteMultipartUpload) is the belt to that.
+
+A cache hit checks what it serves with one HEAD (:meth:`S3BlobStore.check`): the object's size
+must be the recorded one and its stored checksum must name the recorded digest; an object that
+carries no such checksum (written by another tool, or replaced) is hashed instead. Anything else
+is damage: the build marks the artifact corrupt and rebuilds it.
+
+Transient S3 failures (endpoint unreachable, timeouts, throttling, 5xx) are retried by botocore's
+own retry mode (:func:`client_config`: "standard", a few attempts, connect and read timeouts; the
+usual ``AWS_RETRY_MODE`` and ``AWS_MAX_ATTEMPTS`` settings win). What remains is one line
+(BlobsUnavailableError, exit 1, ``error_kind: blobs_unavailable`` for that recipe), with secrets
+in ``AWS_ENDPOINT_URL`` or the credentials hidden.
 """
 
 from __future__ import annotations
@@ -24,16 +37,18 @@ import re
 import tempfile
 import time
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from trtforge.core.crashpoints import crashpoint
-from trtforge.core.errors import IntegrityError, StoreError
+from trtforge.core.errors import BlobsUnavailableError, BlobsUnreachableError, IntegrityError, StoreError
 from trtforge.core.extras import needs
 from trtforge.core.fsutil import atomic_write
-from trtforge.core.redact import redact
+from trtforge.core.redact import redact, remember
 from trtforge.rules.keys import sha256_file
 from trtforge.store.blobs import (
+    BlobCheck,
     BlobRef,
     BlobStat,
     ParallelDigest,
@@ -53,6 +68,53 @@ MIN_PART = 5 * MIB
 MAX_PARTS = 10_000
 DEFAULT_PART = 64 * MIB
 STALE_UPLOAD_AGE_S = 24 * 3600  # an unfinished upload this old is not coming back
+# botocore's retries and timeouts (client_config): "standard" mode retries throttling, 5xx and
+# connection errors with jittered exponential backoff (at most 1 + 2 + 4 s of waiting here).
+RETRY_MODE = "standard"
+TOTAL_ATTEMPTS = 4
+CONNECT_TIMEOUT_S = 5.0
+READ_TIMEOUT_S = 60.0
+DIGEST_METADATA = "trtforge-sha256"  # x-amz-meta-trtforge-sha256: the digest a multipart object holds
+_MISSING = ("404", "NoSuchKey", "NotFound")
+
+
+def client_config() -> Any:
+    """botocore's Config for trtforge's S3 client: retry mode and attempts (unless the environment
+    or the AWS config file set them: AWS_RETRY_MODE, AWS_MAX_ATTEMPTS), connect and read timeouts."""
+    import botocore.session
+    from botocore.config import Config
+
+    session = botocore.session.get_session()
+    retries: dict[str, Any] = {}
+    if session.get_config_variable("retry_mode") is None:
+        retries["mode"] = RETRY_MODE
+    if session.get_config_variable("max_attempts") is None:
+        retries["total_max_attempts"] = TOTAL_ATTEMPTS
+    return Config(retries=retries, connect_timeout=CONNECT_TIMEOUT_S, read_timeout=READ_TIMEOUT_S)
+
+
+def _endpoint() -> str:
+    return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL", "")
+
+
+def _said(exc: BaseException) -> str:
+    """botocore's one line: the error code and message of a response, else the exception's text."""
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        error = response.get("Error", {})
+        status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        code, message = error.get("Code", "?"), error.get("Message", "")
+        return " ".join(f"{code} (HTTP {status}) {message}".split())
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _hint_for(exc: BaseException) -> str:
+    code = str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
+    if code in ("AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken"):
+        return "check the AWS credentials and the bucket's policy for this machine"
+    if code == "NoSuchBucket":
+        return "the bucket is gone: create it again, or point TRTFORGE_BLOBS at another one"
+    return "the S3 endpoint kept failing after botocore's retries: check AWS_ENDPOINT_URL and the service, then retry"
 
 
 def part_size_for(size: int, preferred: int) -> int:
@@ -93,7 +155,8 @@ class S3BlobStore:
             with needs("s3", "an s3:// blob store (TRTFORGE_BLOBS)"):
                 import boto3  # lazy: only S3 stores pay for it
 
-            client = boto3.client("s3")
+            remember(_endpoint())  # a password in the endpoint URL is never printed
+            client = boto3.client("s3", config=client_config())
         if part_size < MIN_PART:
             raise StoreError(f"S3 part size {part_size} is below S3's minimum of {MIN_PART} bytes")
         self.client = client
@@ -109,15 +172,33 @@ class S3BlobStore:
         return cls(bucket, prefix, cache_dir=cache_dir)
 
     def _check_bucket(self) -> None:
+        """The bucket answers: exit 2 when it does not (missing, refused: the setup is wrong; an
+        endpoint that does not answer after botocore's retries: ``blobs_unavailable``)."""
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
             self.client.head_bucket(Bucket=self.bucket)
-        except (ClientError, BotoCoreError) as exc:
-            raise StoreError(
-                redact(f"cannot use S3 bucket {self.bucket}: {exc}", os.environ.get("AWS_ENDPOINT_URL", "")),
+        except ClientError as exc:
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
+            error = BlobsUnreachableError if status >= 500 else StoreError
+            raise error(
+                redact(f"cannot use S3 bucket {self.bucket}: {_said(exc)}", _endpoint()),
                 hint="create the bucket and check AWS_ENDPOINT_URL and credentials",
             ) from None
+        except BotoCoreError as exc:
+            raise BlobsUnreachableError(redact(f"cannot use S3 bucket {self.bucket}: {exc}", _endpoint())) from None
+
+    @contextmanager
+    def _unavailable(self, doing: str) -> Iterator[None]:
+        """An S3 failure botocore's retries did not get past is one line (BlobsUnavailableError)."""
+        from boto3.exceptions import Boto3Error
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            yield
+        except (BotoCoreError, ClientError, Boto3Error) as exc:
+            message = f"S3 bucket {self.bucket}: {doing} failed: {_said(exc)}"
+            raise BlobsUnavailableError(redact(message, _endpoint()), hint=_hint_for(exc)) from None
 
     def key_for(self, sha256: str) -> str:
         check_digest(sha256)
@@ -126,15 +207,17 @@ class S3BlobStore:
     def location(self, sha256: str) -> str:
         return f"s3://{self.bucket}/{self.key_for(sha256)}"
 
-    def _head(self, sha256: str) -> dict[str, Any] | None:
+    def _head(self, sha256: str, *, checksums: bool = False) -> dict[str, Any] | None:
         from botocore.exceptions import ClientError
 
-        try:
-            return self.client.head_object(Bucket=self.bucket, Key=self.key_for(sha256))
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
-                return None
-            raise
+        extra = {"ChecksumMode": "ENABLED"} if checksums else {}
+        with self._unavailable(f"looking up blob {sha256[:12]}"):
+            try:
+                return self.client.head_object(Bucket=self.bucket, Key=self.key_for(sha256), **extra)
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") in _MISSING:
+                    return None
+                raise
 
     def exists(self, sha256: str) -> bool:
         return self._head(sha256) is not None
@@ -144,6 +227,27 @@ class S3BlobStore:
         if head is None:
             return None
         return BlobStat(int(head["ContentLength"]), head["LastModified"].timestamp())
+
+    def check(self, sha256: str, size: int) -> BlobCheck:
+        """Is the object what its row records? One HEAD: its size, and the SHA-256 checksum S3 keeps
+        with it (a single PUT's names the digest itself; a multipart object names its digest in its
+        metadata). An object with neither (replaced by another tool, or written before checksums)
+        is hashed instead."""
+        head = self._head(sha256, checksums=True)
+        if head is None:
+            return BlobCheck(False)
+        stored = int(head["ContentLength"])
+        if stored != size:
+            return BlobCheck(True, f"has {stored} bytes, its record says {size}")
+        checksum = head.get("ChecksumSHA256")
+        if checksum == _b64(bytes.fromhex(sha256)):
+            return BlobCheck(True)
+        multipart = re.search(r"-\d+\Z", str(head.get("ETag", "")).strip('"')) is not None
+        if multipart and head.get("Metadata", {}).get(DIGEST_METADATA) == sha256:
+            return BlobCheck(True)
+        if checksum is not None and not multipart:
+            return BlobCheck(True, f"its S3 SHA-256 checksum ({checksum}) names other bytes")
+        return BlobCheck(True) if self.verify(sha256) else BlobCheck(True, "its bytes do not hash to its name")
 
     def put_chunks(self, chunks: Iterable[bytes | memoryview]) -> BlobRef:
         size = 0
@@ -156,31 +260,39 @@ class S3BlobStore:
                         spool.write(chunk)
                         size += len(chunk)
                     spool.flush()
+                sha = digest.hexdigest()
             finally:
                 digest.close()
             crashpoint("blob-temp-written")
-            sha = digest.hexdigest()
-            head = self._head(sha)
-            if head is None or int(head["ContentLength"]) != size or not self.verify(sha):
+            if not self.check(sha, size).intact:  # absent, or a damaged object that this write repairs
                 spool.seek(0)
-                if size > self.part_size:
-                    self._put_multipart(spool, self.key_for(sha), size)
-                else:
-                    self.client.put_object(
-                        Bucket=self.bucket,
-                        Key=self.key_for(sha),
-                        Body=spool,
-                        ContentLength=size,
-                        ChecksumSHA256=_b64(bytes.fromhex(sha)),
-                    )
+                with self._unavailable(f"uploading blob {sha[:12]}"):
+                    self._upload(spool, sha, size)
             else:
                 self._touch(sha)
         return BlobRef(sha, size)
 
-    def _put_multipart(self, spool: BinaryIO, key: str, size: int) -> None:
+    def _upload(self, spool: BinaryIO, sha: str, size: int) -> None:
+        if size > self.part_size:
+            self._put_multipart(spool, sha, size)
+            return
+        self.client.put_object(
+            Bucket=self.bucket,
+            Key=self.key_for(sha),
+            Body=spool,
+            ContentLength=size,
+            ChecksumAlgorithm="SHA256",
+            ChecksumSHA256=_b64(bytes.fromhex(sha)),
+            Metadata={DIGEST_METADATA: sha},
+        )
+
+    def _put_multipart(self, spool: BinaryIO, sha: str, size: int) -> None:
         """Upload ``size`` bytes from ``spool`` in parts; the object appears only on completion."""
         step = part_size_for(size, self.part_size)
-        upload = self.client.create_multipart_upload(Bucket=self.bucket, Key=key, ChecksumAlgorithm="SHA256")
+        key = self.key_for(sha)
+        upload = self.client.create_multipart_upload(
+            Bucket=self.bucket, Key=key, ChecksumAlgorithm="SHA256", Metadata={DIGEST_METADATA: sha}
+        )
         upload_id = upload["UploadId"]
         try:
             parts = []
@@ -220,7 +332,7 @@ class S3BlobStore:
             return False  # unreachable now; fsck --repair or the lifecycle rule gets it later
         return True
 
-    def _copy(self, source_key: str, key: str, **extra: str) -> None:
+    def _copy(self, source_key: str, key: str, **extra: Any) -> None:
         """Server-side copy; above ``part_size`` a multipart copy (CopyObject stops at 5 GiB)."""
         from boto3.s3.transfer import TransferConfig
 
@@ -228,9 +340,17 @@ class S3BlobStore:
         self.client.copy({"Bucket": self.bucket, "Key": source_key}, self.bucket, key, ExtraArgs=extra, Config=config)
 
     def _touch(self, sha256: str) -> None:
-        """Refresh LastModified of a reused blob (a copy onto itself), so gc leaves it alone."""
+        """Refresh LastModified of a reused blob (a copy onto itself), so gc leaves it alone; the
+        copy keeps (or gains) the SHA-256 checksum and digest metadata a hit checks."""
         key = self.key_for(sha256)
-        self._copy(key, key, MetadataDirective="REPLACE")
+        with self._unavailable(f"refreshing blob {sha256[:12]}"):
+            self._copy(
+                key,
+                key,
+                MetadataDirective="REPLACE",
+                Metadata={DIGEST_METADATA: sha256},
+                ChecksumAlgorithm="SHA256",
+            )
 
     def put_bytes(self, data: bytes | memoryview) -> BlobRef:
         return put_bytes_via(self, data)
@@ -242,16 +362,17 @@ class S3BlobStore:
     def _stream(self, sha256: str) -> Iterator[bytes]:
         from botocore.exceptions import ClientError
 
-        try:
-            body = self.client.get_object(Bucket=self.bucket, Key=self.key_for(sha256))["Body"]
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
-                raise IntegrityError(f"blob {sha256[:12]} is missing from the store") from None
-            raise
-        try:
-            yield from body.iter_chunks(CHUNK)
-        finally:
-            body.close()
+        with self._unavailable(f"reading blob {sha256[:12]}"):
+            try:
+                body = self.client.get_object(Bucket=self.bucket, Key=self.key_for(sha256))["Body"]
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") in _MISSING:
+                    raise IntegrityError(f"blob {sha256[:12]} is missing from the store") from None
+                raise
+            try:
+                yield from body.iter_chunks(CHUNK)
+            finally:
+                body.close()
 
     def read_verified(self, sha256: str) -> bytes:
         data = b"".join(self._stream(sha256))
@@ -291,14 +412,15 @@ class S3BlobStore:
         return path
 
     def iter_digests(self) -> Iterator[str]:
-        pages = self.client.get_paginator("list_objects_v2").paginate(
-            Bucket=self.bucket, Prefix=f"{self.prefix}blobs/sha256/"
-        )
-        for page in pages:
-            for item in page.get("Contents", []):
-                match = _KEY_TAIL.search(item["Key"])
-                if match and match.group(2).startswith(match.group(1)):
-                    yield match.group(2)
+        with self._unavailable("listing blobs"):
+            pages = self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=f"{self.prefix}blobs/sha256/"
+            )
+            for page in pages:
+                for item in page.get("Contents", []):
+                    match = _KEY_TAIL.search(item["Key"])
+                    if match and match.group(2).startswith(match.group(1)):
+                        yield match.group(2)
 
     def temp_files(self, *, max_age_s: float = STALE_UPLOAD_AGE_S) -> list[TempFile]:
         """Multipart uploads under this store's blobs started more than ``max_age_s`` ago.
@@ -308,15 +430,16 @@ class S3BlobStore:
         """
         now = time.time()
         stale = []
-        pages = self.client.get_paginator("list_multipart_uploads").paginate(
-            Bucket=self.bucket, Prefix=f"{self.prefix}blobs/sha256/"
-        )
-        for page in pages:
-            for upload in page.get("Uploads", []):
-                age = now - upload["Initiated"].timestamp()
-                if age > max_age_s:
-                    location = f"s3://{self.bucket}/{upload['Key']}?uploadId={upload['UploadId']}"
-                    stale.append(TempFile(location, round(age, 1), None, False))
+        with self._unavailable("listing unfinished uploads"):
+            pages = self.client.get_paginator("list_multipart_uploads").paginate(
+                Bucket=self.bucket, Prefix=f"{self.prefix}blobs/sha256/"
+            )
+            for page in pages:
+                for upload in page.get("Uploads", []):
+                    age = now - upload["Initiated"].timestamp()
+                    if age > max_age_s:
+                        location = f"s3://{self.bucket}/{upload['Key']}?uploadId={upload['UploadId']}"
+                        stale.append(TempFile(location, round(age, 1), None, False))
         return stale
 
     def clean_stale_temp(self, *, max_age_s: float = STALE_UPLOAD_AGE_S) -> list[TempFile]:
@@ -333,7 +456,8 @@ class S3BlobStore:
         self._drop_local_copy(sha256)
         if not self.exists(sha256):
             return False
-        self.client.delete_object(Bucket=self.bucket, Key=self.key_for(sha256))
+        with self._unavailable(f"deleting blob {sha256[:12]}"):
+            self.client.delete_object(Bucket=self.bucket, Key=self.key_for(sha256))
         return True
 
     def _drop_local_copy(self, sha256: str) -> None:
@@ -346,6 +470,7 @@ class S3BlobStore:
         if not self.exists(sha256):
             return None
         target = f"{self.prefix}quarantine/{sha256}.{int(time.time())}"
-        self._copy(self.key_for(sha256), target)
-        self.client.delete_object(Bucket=self.bucket, Key=self.key_for(sha256))
+        with self._unavailable(f"quarantining blob {sha256[:12]}"):
+            self._copy(self.key_for(sha256), target)
+            self.client.delete_object(Bucket=self.bucket, Key=self.key_for(sha256))
         return f"s3://{self.bucket}/{target}"

@@ -25,7 +25,7 @@ from sqlalchemy.exc import IntegrityError as SqlIntegrityError
 
 from trtforge.core.errors import IntegrityError, NotFoundError
 from trtforge.store import Store, locks_dir
-from trtforge.store.catalog import MIN_ID_PREFIX, Artifact, Blob, CacheKey, TimingCacheRow
+from trtforge.store.catalog import MIN_ID_PREFIX, Artifact, Blob, CacheKey, TimingCacheRow, add_blob_row
 
 log = logging.getLogger(__name__)
 
@@ -138,8 +138,7 @@ class TimingCaches:
         with self.store.recording_blobs():  # from storing the blob until its row commits, gc waits
             ref = self.store.blobs.put_bytes(data)
             with self.catalog.writing() as session:
-                if session.get(Blob, ref.sha256) is None:
-                    session.add(Blob(sha256=ref.sha256, size=ref.size, kind=CACHE_BLOB_KIND))
+                add_blob_row(session, ref.sha256, ref.size, CACHE_BLOB_KIND)
         return ref.sha256
 
     def merge_in(
@@ -199,9 +198,7 @@ class TimingCaches:
         )
         try:
             with self.catalog.writing() as session:
-                if session.get(Blob, ref.sha256) is None:
-                    session.add(Blob(sha256=ref.sha256, size=ref.size, kind=CACHE_BLOB_KIND))
-                    session.flush()
+                add_blob_row(session, ref.sha256, ref.size, CACHE_BLOB_KIND)
                 session.add(row)
         except SqlIntegrityError:
             # Another machine (not sharing our lock directory) wrote this generation first.
@@ -231,12 +228,13 @@ class TimingCaches:
 
     def execute_prune(self, plan: PrunePlan) -> None:
         ids = [row["cache_id"] for row in plan.rows]
-        with self.catalog.writing() as session:
-            if ids:
+        if ids:
+            with self.catalog.writing() as session:
                 session.execute(delete(TimingCacheRow).where(TimingCacheRow.id.in_(ids)))
-            if plan.blobs:
-                session.execute(delete(Blob).where(Blob.sha256.in_(plan.blobs)))
         with self.store.collecting_blobs():  # as gc: a writer reusing one of these blobs records it first
+            if plan.blobs:  # under the fence, as gc's: no writer is between one of these blobs and its row
+                with self.catalog.writing() as session:
+                    session.execute(delete(Blob).where(Blob.sha256.in_(plan.blobs)))
             with self.catalog.reading() as session:
                 recorded = set(session.scalars(select(Blob.sha256).where(Blob.sha256.in_(plan.blobs))))
             for sha in plan.blobs:
