@@ -30,6 +30,7 @@ BUILD_FIELDS = {
     "cost",
     "target_request",  # the target asked for (--target, --fleet); null: this machine (issue 22)
     "reason",  # why "skipped" (issue 22)
+    "node",  # where another executor built it (build --executor ray: node_id, node_ip, pid); null: here (issue 27)
 }
 LIST_FIELDS = {
     "artifact_id",

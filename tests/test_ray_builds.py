@@ -20,14 +20,14 @@ import select
 import signal
 import sqlite3
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import POSTGRES_ENV, REPO
+from tests.conftest import REPO
 from tests.procs import CrashPoint, finish, start_build
 from tests.test_s3_store import s3_endpoint  # noqa: F401 - a fixture, used below
 
@@ -115,7 +115,10 @@ def test_pinned_tasks_run_on_the_node_of_their_gpu_type_and_an_absent_type_is_re
     offers an A100. The L4 recipe's task runs on the L4 node, the A10G recipe's on the A10G node; the
     A100 target fails at once with the reason (it is never a task left pending), the rest go on."""
     address, node_of = two_types
-    recipes = [_recipe(tmp_path / "r", "on-l4", seed=1, ccs='"8.9"'), _recipe(tmp_path / "r", "on-a10g", seed=2, ccs='"8.6"')]
+    recipes = [
+        _recipe(tmp_path / "r", "on-l4", seed=1, ccs='"8.9"'),
+        _recipe(tmp_path / "r", "on-a10g", seed=2, ccs='"8.6"'),
+    ]
     recipes.append(_recipe(tmp_path / "r", "on-a100", seed=3, ccs='"8.0"'))
     fleet = _fleet(tmp_path, a100=True)
     argv = [*recipes, "--fleet", fleet, "--store", store, "--executor", "ray", "--ray-address", address]
@@ -130,7 +133,9 @@ def test_pinned_tasks_run_on_the_node_of_their_gpu_type_and_an_absent_type_is_re
     assert refused["status"] == "failed" and refused["error_kind"] == "bad_input", refused
     assert refused["error"] == "no node offers accelerator_type:A100" and refused["node"] is None
     assert "no node offers accelerator_type:A100: on-a100 for a100 is not built" in run.stderr
-    skipped = [r for key, r in results.items() if key not in {("on-l4", "l4"), ("on-a10g", "a10g"), ("on-a100", "a100")}]
+    skipped = [
+        r for key, r in results.items() if key not in {("on-l4", "l4"), ("on-a10g", "a10g"), ("on-a100", "a100")}
+    ]
     assert len(skipped) == 6 and all(r["status"] == "skipped" and r["node"] is None for r in skipped)
     assert [name for name, _ in _rows(store)] == ["on-a10g", "on-l4"]
 
@@ -154,7 +159,9 @@ def test_unpinned_rtx_tasks_use_any_node_and_the_results_match_a_local_build(
     fields of a local build, and the keys are those a local build computes."""
     address, node_of = two_types
     recipes = [_recipe(tmp_path / "r", f"any{i}", seed=10 + i) for i in range(4)]
-    on_ray = cli("build", *recipes, "--store", tmp_path / "ray", "--executor", "ray", "--ray-address", address, "--json")
+    on_ray = cli(
+        "build", *recipes, "--store", tmp_path / "ray", "--executor", "ray", "--ray-address", address, "--json"
+    )
     here = cli("build", *recipes, "--store", tmp_path / "here", "--json")
     assert on_ray.code == 0 and here.code == 0, (on_ray, here)
     assert [set(r) for r in on_ray.json()] == [set(r) for r in here.json()]
@@ -271,3 +278,112 @@ def test_ray_retries_a_lost_task_a_bounded_number_of_times(
     assert lost.status == "failed" and lost.error_kind == "crashed" and lost.exit_code == 1
     assert lost.error.startswith("the Ray task was lost 1 times (its worker or node died)"), lost.error
     assert [r.status for r in results if r is not lost] == ["built"]
+
+
+@pytest.fixture
+def two_machines(
+    tmp_path: Path,
+    s3_endpoint: str,  # noqa: F811 - the fixture imported above
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[tuple[str, dict[str, str]]]:
+    """Ray nodes as on two machines: the head at this machine's address (accelerator_type:L4) and a
+    node at 127.0.0.2 (A10G), each with its own store directory (TRTFORGE_STORE, as a node's local
+    disk) and the test S3 server's settings (a node's environment, as on a cluster)."""
+    for name, value in {
+        "AWS_ENDPOINT_URL": s3_endpoint,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(name, value)
+    roots = {kind: {"TRTFORGE_STORE": str(tmp_path / f"node-{kind.lower()}")} for kind in ("L4", "A10G")}
+    yield from _cluster(tmp_path, other_ip="127.0.0.2", env=roots)
+
+
+def _bucket() -> str:
+    import boto3
+
+    name = f"trtforge-{uuid.uuid4().hex[:12]}"
+    boto3.client("s3").create_bucket(Bucket=name)
+    return f"s3://{name}/team"
+
+
+def _nothing_written(store: Path) -> bool:
+    return not store.exists() or not any(p.is_file() for p in store.rglob("*") if "cache" not in p.parts)
+
+
+def test_a_cluster_across_machines_refuses_a_sqlite_catalog_before_any_work(
+    two_machines: tuple[str, dict[str, str]], tmp_path: Path, store: Path, cli
+) -> None:
+    """Nodes on another machine cannot share a SQLite file: refused before any task (exit 2), with
+    the way out; the same command without --ray-address (one machine, a local instance) is fine."""
+    address, _ = two_machines
+    recipe = _recipe(tmp_path / "r", "lonely", seed=50)
+    run = cli("build", recipe, "--store", store, "--executor", "ray", "--ray-address", address)
+    assert run.code == 2, run
+    assert "nodes on other machines (127.0.0.2)" in run.stderr and "SQLite file on this machine" in run.stderr
+    assert "hint: use a PostgreSQL catalog" in run.stderr and _nothing_written(store)
+
+
+def test_two_same_key_tasks_on_different_machines_build_once_through_postgresql(
+    two_machines: tuple[str, dict[str, str]], postgres_catalog: str, tmp_path: Path, cli
+) -> None:
+    """Both fleet entries (L4, A10G) share one key (the recipe's capabilities cover both), pinned to
+    their GPU types: two tasks, one per node, each node its own store directory, so only the
+    catalog's PostgreSQL advisory lock stands between them. The test holds that lock (as another
+    runner would) until both tasks wait for it, then lets go: one builds, the other reuses it."""
+    from sqlalchemy import create_engine, text
+
+    from trtforge.store.locks import _advisory_id
+
+    address, node_of = two_machines
+    recipe = _recipe(tmp_path / "r", "shared", seed=60)
+    fleet = _fleet(tmp_path)
+    driver = tmp_path / "driver"
+    where = {"TRTFORGE_BLOBS": _bucket()}
+    on_disk = ["--store", driver, "--catalog", postgres_catalog, "--executor", "ray", "--ray-address", address]
+    blobs_only = cli("build", recipe, *on_disk)
+    assert blobs_only.code == 2 and "this machine's own disk" in blobs_only.stderr, blobs_only  # blobs refused
+    assert _nothing_written(driver)
+
+    common = ["--fleet", fleet, "--store", driver, "--catalog", postgres_catalog]
+    planned = cli("plan", recipe, *common, "--json", env=where)
+    assert planned.code == 0, planned
+    [key] = {entry["build_key"] for entry in planned.json()}
+    engine = create_engine(postgres_catalog, isolation_level="AUTOCOMMIT")
+    with engine.connect() as held:
+        held.execute(text("SELECT pg_advisory_lock(:id)"), {"id": _advisory_id(key)})
+        batch = start_build(
+            recipe, *common, "--executor", "ray", "--ray-address", address, "--ray-pin-gpu", "--json", env=where
+        )
+        _until_waiting(held, 2, batch)
+        held.execute(text("SELECT pg_advisory_unlock(:id)"), {"id": _advisory_id(key)})
+    code, results, err = finish(batch)
+
+    assert code == 0 and results is not None, err[-3000:]
+    assert sorted(r["status"] for r in results) == ["built", "cached"], results
+    assert {r["node"]["node_id"] for r in results} == set(node_of.values())  # one task on each node
+    assert len({r["artifact_id"] for r in results}) == 1
+    assert "[node 127.0.0.2] waiting for build of shared" in err, err
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM artifacts")).scalar() == 1
+    engine.dispose()
+    assert (tmp_path / "node-l4" / "locks").is_dir() and (tmp_path / "node-a10g" / "locks").is_dir()
+    check = cli("fsck", "--store", driver, "--catalog", postgres_catalog, "--json", env=where)
+    assert check.code == 0 and check.json()["ok"], check
+
+
+def _until_waiting(conn: Any, count: int, proc: Any) -> None:
+    """Until ``count`` trtforge sessions have tried the advisory lock this session holds (they wait)."""
+    from sqlalchemy import text
+
+    query = text(
+        "SELECT count(DISTINCT pid) FROM pg_stat_activity WHERE application_name LIKE 'trtforge pid %' "
+        "AND (query LIKE '%pg_try_advisory_lock(%' OR query LIKE '%FROM pg_locks%')"
+    )
+    for _ in range(3000):
+        if conn.execute(query).scalar() >= count:
+            return
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        select.select([], [], [], 0.1)  # a bounded poll of the database, not a wait for luck
+    raise AssertionError(f"{count} tasks did not come to wait for the lock")

@@ -80,6 +80,11 @@ class RayExecutor:
                 "--fail-fast builds one recipe at a time, in order; Ray builds them at once",
                 hint="leave out --fail-fast, or build with --executor local",
             )
+        if self.settings.pin_gpu and not stage.targets:
+            raise BadInputError(
+                "--ray-pin-gpu builds on a node of the target's GPU type, and no target was given",
+                hint="name the targets: --fleet FILE, --target SPEC or --gpu ... (docs/fleet.md)",
+            )
         slots = [slot for item in items for slot in self._answer_here(stage, item)]
         misses = [index for index, slot in enumerate(slots) if not slot.final]
         if misses:
@@ -166,16 +171,24 @@ class _Driver:
             stdout=subprocess.PIPE,
             env=worker_env(),
             close_fds=True,
+            start_new_session=True,  # Ctrl-C at the terminal is ours: closing its stdin stops it
         )
+        assert proc.stdin is not None and proc.stdout is not None
         try:
-            self._talk(proc, request)
-        finally:
-            assert proc.stdin is not None and proc.stdout is not None
-            proc.stdin.close()  # the driver exits at once if it has not yet (Ctrl-C here, a bug)
+            refusal = self._talk(proc, request)
+        except BaseException:
+            proc.stdin.close()  # the driver unwinds its run (tasks cancelled, a local instance stopped)
             proc.wait()
+            raise
+        finally:
             proc.stdout.close()
+        proc.wait()  # it said "done": Ray is stopped or left
+        proc.stdin.close()
+        if refusal is not None:
+            raise refusal
 
-    def _talk(self, proc: subprocess.Popen[bytes], request: RunRequest) -> None:
+    def _talk(self, proc: subprocess.Popen[bytes], request: RunRequest) -> TrtforgeError | None:
+        """The driver's answers, until it is done; its refusal of the run (nothing was run), if any."""
         from trtforge.backend.worker import receive, send
 
         assert proc.stdin is not None and proc.stdout is not None
@@ -184,13 +197,14 @@ class _Driver:
             message = receive(proc.stdout.fileno())
             if message is None or message[0] == "done":
                 break
+            if message[0] == "refused":
+                return message[1]
             self._answer(message)
         self._orphans(message is None)
+        return None
 
     def _answer(self, message: tuple[Any, ...]) -> None:
         kind = message[0]
-        if kind == "refused":
-            raise message[1]
         if kind == "checked":  # the answers found here, now that the run goes ahead
             _emit([slot for slot in self.slots if slot.final], self.on_done)
             return

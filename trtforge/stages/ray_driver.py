@@ -20,9 +20,9 @@ left, and stops a local instance it started.
 
 from __future__ import annotations
 
+import _thread
 import logging
 import os
-import signal
 import socket
 import sys
 import threading
@@ -244,37 +244,33 @@ def _unreachable(address: str, why: str) -> BadInputError:
 
 
 def _watch(fd: int) -> None:
-    """`trtforge build` closing our stdin (it went away, or was interrupted) stops this run: SIGTERM
-    here, so the main thread cancels the tasks and stops a local instance; at the latest after
+    """`trtforge build` closing our stdin (it went away, or was interrupted) stops this run: the main
+    thread is interrupted, cancels the tasks and stops a local instance; at the latest after
     ``STOP_LIMIT_S`` the process exits anyway (Ray cancels the tasks of a driver that left)."""
 
     def wait() -> None:
         while receive(fd) is not None:
             pass
-        os.kill(os.getpid(), signal.SIGTERM)
+        _thread.interrupt_main()
         time.sleep(STOP_LIMIT_S)
         os._exit(1)
 
     threading.Thread(target=wait, name="trtforge-ray-driver-parent", daemon=True).start()
 
 
-def _stop(signum: int, frame: Any) -> None:
-    raise SystemExit(1)
-
-
 def main() -> None:
     inp, out = os.dup(0), os.dup(1)
     os.dup2(2, 1)  # Ray prints to stdout: that goes to stderr, the protocol has its own descriptor
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is `trtforge build`'s: it closes our stdin
-    signal.signal(signal.SIGTERM, _stop)  # unwinds the run: tasks cancelled, a local instance stopped
     message = receive(inp)
     if message is None:
         return
-    _watch(inp)
+    _watch(inp)  # in a session of its own, Ctrl-C at the terminal is `trtforge build`'s: it closes our stdin
     try:
         drive(message[1], lambda reply: send(out, reply))
     except TrtforgeError as exc:
         send(out, ("refused", exc))
+    except KeyboardInterrupt:  # `trtforge build` went away: the run is unwound, nobody listens
+        sys.exit(1)
     send(out, ("done",))
     sys.stdout.flush()
 
