@@ -118,3 +118,18 @@ def test_the_python_api_names_its_executors(tmp_path: Path) -> None:
         trtforge.build(tmp_path / "x.yaml", store=tmp_path / "s", executor="dask")  # type: ignore[arg-type]
     with pytest.raises(trtforge.BadInputError, match="go with executor='ray'"):
         trtforge.build(tmp_path / "x.yaml", store=tmp_path / "s", ray_address="auto")
+
+
+def test_a_task_given_other_gpus_gets_a_fresh_build_worker(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ray names a task's GPUs in CUDA_VISIBLE_DEVICES, per task: the build worker a Ray worker keeps
+    serves the tasks given the same GPUs, and one given others builds in a worker started with them."""
+    from trtforge.stages import ray_tasks
+
+    monkeypatch.setattr(ray_tasks, "_pool", None)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
+    first = ray_tasks._process_pool()
+    assert ray_tasks._process_pool() is first
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
+    second = ray_tasks._process_pool()
+    assert second is not first and ray_tasks._process_pool() is second
+    second.close()

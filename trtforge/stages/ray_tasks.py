@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from trtforge.rules.target import VISIBLE_DEVICES
 from trtforge.stages.build import BuildResult, BuildStage
 from trtforge.store import BLOBS_ENV, STORE_ENV
 
@@ -70,17 +71,24 @@ class TaskOutcome:
     messages: list[str] = field(default_factory=list)
 
 
-_pool: WorkerPool | None = None
+_pool: tuple[WorkerPool, str | None] | None = None  # the build worker, and the GPUs it was started with
 
 
 def _process_pool() -> WorkerPool:
-    """This Ray worker's build worker, kept for the tasks it runs next (they run one at a time)."""
+    """This Ray worker's build worker, kept for the tasks it runs next (they run one at a time).
+
+    Ray gives each task its GPUs in ``CUDA_VISIBLE_DEVICES``: a task given others than the
+    worker was started with gets a fresh worker, so a build runs on the GPU Ray gave its task."""
     global _pool
+    gpus = os.environ.get(VISIBLE_DEVICES)
+    if _pool is not None and _pool[1] != gpus:
+        _pool[0].close()
+        _pool = None
     if _pool is None:
         from trtforge.backend.pool import WorkerPool
 
-        _pool = WorkerPool(1)
-    return _pool
+        _pool = (WorkerPool(1), gpus)
+    return _pool[0]
 
 
 class _TaskStage(BuildStage):
