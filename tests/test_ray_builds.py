@@ -245,6 +245,27 @@ def test_a_native_crash_is_reported_once_and_not_retried(tmp_path: Path, store: 
     assert not (store / "catalog.sqlite").exists() or _rows(store) == []
 
 
+def test_timeout_bounds_a_task_and_the_others_build(tmp_path: Path, store: Path, cli) -> None:
+    """The first task's build hangs (it waits at the crash point for good): `--timeout` stops it
+    there, on the node, as locally (`timed_out`, not retried, nothing left); the other task builds."""
+    recipes = [_recipe(tmp_path / "r", f"t{i}", seed=35 + i) for i in range(2)]
+    point = CrashPoint(tmp_path / "cp", "trt-building")
+    argv = [*recipes, "--store", store, "--executor", "ray", "--jobs", "2", "--timeout", "3", "--json"]
+    batch = start_build(*argv, env=point.env)
+    point.wait_reached(batch)
+    code, results, err = finish(batch)
+    point.close()
+
+    assert code == 1 and results is not None, err[-3000:]
+    [hung] = [r for r in results if r["status"] == "failed"]
+    [fine] = [r for r in results if r["status"] == "built"]
+    assert hung["error_kind"] == "timed_out" and "timeout (3 s)" in hung["error"], hung
+    assert hung["node"]["executor"] == "ray" and hung["cost"]["wall_seconds"] >= 3
+    assert fine["node"]["executor"] == "ray" and fine["error_kind"] is None
+    _assert_clean(store, cli)
+    assert [k for _, k in _rows(store)] == [fine["build_key"]]
+
+
 def test_ray_retries_a_lost_task_a_bounded_number_of_times(
     tmp_path: Path, store: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
