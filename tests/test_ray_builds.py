@@ -172,6 +172,26 @@ def test_unpinned_rtx_tasks_use_any_node_and_the_results_match_a_local_build(
     assert all(r["node"] is None for r in here.json())
 
 
+def test_the_python_api_builds_on_ray_and_hears_each_result_as_it_is_ready(
+    tmp_path: Path, store: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`trtforge.build(..., executor="ray")` (a local instance): a hit answered here (no node), the
+    misses built by tasks; ``on_done`` hears every result once, and the list keeps the recipes' order."""
+    import trtforge
+
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
+    recipes = [_recipe(tmp_path / "r", f"api{i}", seed=45 + i) for i in range(3)]
+    [hit] = trtforge.build(recipes[1], store=store)
+    heard: list[Any] = []
+    results = trtforge.build(recipes, store=store, jobs=2, executor="ray", on_done=heard.append)
+    assert [r.recipe for r in results] == [str(p) for p in recipes]
+    assert [r.status for r in results] == ["built", "cached", "built"], results
+    assert results[1].node is None and results[1].artifact_id == hit.artifact_id
+    assert all(r.node is not None and r.node["executor"] == "ray" for r in (results[0], results[2]))
+    assert sorted(map(id, heard)) == sorted(map(id, results))
+    assert len(_rows(store)) == 3
+
+
 def _holder_of(store: Path, worker: int) -> tuple[str, int]:
     """The build key and holder pid of the build lock naming build worker ``worker``."""
     for lock in (store / "locks").glob("*.lock"):
