@@ -4,7 +4,7 @@ Real Ray: a local instance started by `trtforge build`, or ``ray.cluster_utils.C
 nodes carrying different ``accelerator_type:*`` resources (custom resources: no GPUs needed). Full
 TensorRT is not installable here, so a task that must land on a node of a GPU type is a TensorRT-RTX
 build pinned to its target's GPU type (``--ray-pin-gpu``): the same request a full-TensorRT task
-makes, less the GPU itself (tests/test_ray_scheduling.py checks each target's request).
+makes, less the GPU itself (tests/test_ray_executor.py checks each target's request).
 
 A node started with ``node_ip_address=127.0.0.2`` is, to Ray, a node on another machine: that is
 how the refusals of a store other machines cannot reach, and the single flight across machines
