@@ -96,6 +96,22 @@ def test_a_run_where_everything_hits_starts_no_ray(cli, mlp_recipe, store: Path)
 
 
 @needs_ray
+def test_an_address_where_no_ray_listens_is_one_line_and_nothing_is_built(cli, mlp_recipe, store: Path) -> None:
+    """A miss starts the Ray driver, which cannot connect: exit 2, the error and its hint, no
+    traceback (the driver's own included), no build."""
+    run = cli("build", mlp_recipe("nowhere"), "--store", store, "--executor", "ray", "--ray-address", "127.0.0.1:1")
+    assert run.code == 2, run
+    assert "Traceback" not in run.stderr, run.stderr
+    lines = run.stderr.strip().splitlines()
+    assert lines[0] == "error: cannot connect to Ray at 127.0.0.1:1: Connection refused", run.stderr
+    assert lines[1:] == [
+        "hint: check --ray-address (ray://HOST:10001, HOST:6379, or auto on a node of the cluster); docs/ray.md"
+    ]
+    listed = cli("list", "--store", store, "--json")
+    assert listed.code == 0 and listed.json() == [], listed
+
+
+@needs_ray
 def test_options_that_do_not_go_together_are_refused_before_any_work(cli, mlp_recipe, store: Path) -> None:
     recipe = mlp_recipe("lone")
     cases = [

@@ -4,9 +4,10 @@
    a hit is answered from the store without Ray; a run where everything hits starts no Ray (and
    does not import it). What each miss asks of a node is decided here too
    (:mod:`trtforge.rules.ray_scheduling`): a target Ray cannot place fails now.
-2. Then the Ray driver, a process of its own (:mod:`trtforge.stages.ray_driver`): it connects to a
-   local instance (``--jobs`` CPUs, started and stopped with it) or to the cluster at
-   ``--ray-address`` (else ``$RAY_ADDRESS``). With nodes on other machines the store must be shared:
+2. The Ray driver, a process of its own (:mod:`trtforge.stages.ray_driver`), started at the first
+   miss (Ray starts while the other recipes are checked here): it connects to a local instance
+   (``--jobs`` CPUs, started and stopped with it) or to the cluster at ``--ray-address`` (else
+   ``$RAY_ADDRESS``). With nodes on other machines the store must be shared:
    a SQLite catalog, or blobs on this machine's disk, are refused before any task (exit 2). Nodes
    all on this machine may share any store, and the tasks are kept on it. A target no node offers
    is a failed result, said before any task starts, never a task left pending.
@@ -85,13 +86,25 @@ class RayExecutor:
                 "--ray-pin-gpu builds on a node of the target's GPU type, and no target was given",
                 hint="name the targets: --fleet FILE, --target SPEC or --gpu ... (docs/fleet.md)",
             )
-        slots = [slot for item in items for slot in self._answer_here(stage, item)]
+        slots: list[_Slot] = []
+        driver = _Driver(stage, slots, on_done)
+        try:
+            for item in items:
+                slots.extend(self._answer_here(stage, item))
+                if not driver.started and any(not slot.final for slot in slots):  # Ray starts meanwhile
+                    driver.start(self._address(), min(stage.jobs or _default_jobs(), _most_tasks(stage, items)))
+        except BaseException:
+            driver.abandon()
+            raise
         misses = [index for index, slot in enumerate(slots) if not slot.final]
         if misses:
-            _Driver(stage, slots, on_done).run(self._request(stage, slots, misses))
+            driver.run(self._request(stage, slots, misses))
         else:
             _emit(slots, on_done)
         return [slot.result for slot in slots]
+
+    def _address(self) -> str | None:
+        return self.settings.address or _callers_ray() or os.environ.get(ADDRESS_ENV) or None
 
     def _answer_here(self, stage: BuildStage, item: str | Path | UnmatchedPattern) -> list[_Slot]:
         """The recipe's results for each target as far as this machine answers them: hits, bad
@@ -124,7 +137,7 @@ class RayExecutor:
     def _request(self, stage: BuildStage, slots: list[_Slot], misses: list[int]) -> RunRequest:
         from trtforge.store.fs import network_mount
 
-        address = self.settings.address or _callers_ray() or os.environ.get(ADDRESS_ENV) or None
+        address = self._address()
         root = stage.store.root()
         facts = StoreFacts(
             root=str(root),
@@ -157,15 +170,24 @@ class RayExecutor:
 
 
 class _Driver:
-    """The Ray driver process of one run, seen from here: its answers become results."""
+    """The Ray driver process of one run, seen from here: its answers become results.
+
+    Started at the first miss (:meth:`start`: it connects to Ray while the other recipes are
+    checked here), then given the run (:meth:`run`)."""
 
     def __init__(self, stage: BuildStage, slots: list[_Slot], on_done: Callable[[BuildResult], None] | None) -> None:
         self.stage, self.slots, self.on_done = stage, slots, on_done
+        self.proc: subprocess.Popen[bytes] | None = None
 
-    def run(self, request: RunRequest) -> None:
+    @property
+    def started(self) -> bool:
+        return self.proc is not None
+
+    def start(self, address: str | None, cpus: int) -> None:
         from trtforge.backend.pool import worker_env
+        from trtforge.backend.worker import send
 
-        proc = subprocess.Popen(
+        self.proc = subprocess.Popen(
             [sys.executable, "-m", DRIVER_MODULE],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -173,7 +195,22 @@ class _Driver:
             close_fds=True,
             start_new_session=True,  # Ctrl-C at the terminal is ours: closing its stdin stops it
         )
-        assert proc.stdin is not None and proc.stdout is not None
+        assert self.proc.stdin is not None
+        send(self.proc.stdin.fileno(), ("start", address, cpus))
+
+    def abandon(self) -> None:
+        """The run stops before it was given (Ctrl-C, a bug): the driver leaves Ray and exits."""
+        if self.proc is not None:
+            assert self.proc.stdin is not None and self.proc.stdout is not None
+            self.proc.stdin.close()
+            self.proc.stdout.close()
+            self.proc.wait()
+
+    def run(self, request: RunRequest) -> None:
+        if self.proc is None:
+            self.start(request.address, request.cpus)
+        proc = self.proc
+        assert proc is not None and proc.stdin is not None and proc.stdout is not None
         try:
             refusal = self._talk(proc, request)
         except BaseException:
@@ -271,6 +308,11 @@ def _callers_ray() -> str | None:
     if ray is None or not ray.is_initialized():
         return None
     return str(ray.get_runtime_context().gcs_address)
+
+
+def _most_tasks(stage: BuildStage, items: list[str | Path | UnmatchedPattern]) -> int:
+    """At most this many tasks (each item a recipe, for each target): a local instance's CPUs need not exceed it."""
+    return len(items) * max(1, len(stage.targets))
 
 
 def _default_jobs() -> int:

@@ -1,10 +1,12 @@
 """The Ray driver: a process of its own that connects to Ray, checks the cluster, runs the tasks.
 
 `build --executor ray` (:mod:`trtforge.stages.ray_builds`) starts it (``python -m
-trtforge.stages.ray_driver``) once it knows there are misses, so Ray's threads, its printing
-(a lost worker is announced on the driver's stdout) and its start-up stay out of `trtforge build`:
-stdout there stays the answer. It reads one :class:`RunRequest` and answers with messages (frames
-of pickled tuples, as the build worker's protocol in :mod:`trtforge.backend.worker`):
+trtforge.stages.ray_driver``) at the first miss, so Ray's threads, its printing (a lost worker is
+announced on the driver's stdout) and its start-up stay out of `trtforge build`: stdout there stays
+the answer. It reads ``("start", address, cpus)`` and connects to Ray (a local instance starts)
+while `trtforge build` checks the other recipes for hits, then one ``("run", RunRequest)``, and
+answers with messages (frames of pickled tuples, as the build worker's protocol in
+:mod:`trtforge.backend.worker`):
 
 - ``("refused", TrtforgeError)``: nothing was run (Ray unreachable; a store the nodes cannot share);
 - ``("unoffered", index, message, hint)``: that task asks for what no node offers, and is not run;
@@ -78,11 +80,13 @@ class RunRequest:
     tasks: tuple[Task, ...]
 
 
-def drive(request: RunRequest, say: Say) -> None:
-    """Connect, check, run every task, say each outcome; raises TrtforgeError for a refusal."""
+def drive(request: RunRequest, say: Say, *, started: bool | None = None) -> None:
+    """Connect (``started``: connected already; True: a local instance started here), check, run
+    every task, say each outcome; raises TrtforgeError for a refusal."""
     import ray
 
-    started = _connect(ray, request.address, request.cpus)
+    if started is None:
+        started = _connect(ray, request.address, request.cpus)
     try:
         nodes = _alive(ray)
         ip = ray.util.get_node_ip_address()
@@ -258,17 +262,39 @@ def _watch(fd: int) -> None:
     threading.Thread(target=wait, name="trtforge-ray-driver-parent", daemon=True).start()
 
 
+def _start(message: tuple[Any, ...]) -> bool | TrtforgeError:
+    """``("start", address, cpus)``: connect now, while `trtforge build` still checks the other recipes
+    for hits (True: a local instance started here); a refusal is kept for when the run comes."""
+    import ray
+
+    try:
+        return _connect(ray, message[1], message[2])
+    except TrtforgeError as exc:
+        return exc
+
+
 def main() -> None:
     inp, out = os.dup(0), os.dup(1)
     os.dup2(2, 1)  # Ray prints to stdout: that goes to stderr, the protocol has its own descriptor
     message = receive(inp)
-    if message is None:
+    connected: bool | TrtforgeError | None = None
+    if message is not None and message[0] == "start":
+        connected = _start(message)
+        message = receive(inp)
+    if message is None:  # `trtforge build` stopped before giving the run
+        if isinstance(connected, bool):
+            import ray
+
+            ray.shutdown()  # a local instance started here is stopped
         return
     _watch(inp)  # in a session of its own, Ctrl-C at the terminal is `trtforge build`'s: it closes our stdin
     try:
-        drive(message[1], lambda reply: send(out, reply))
+        if isinstance(connected, TrtforgeError):
+            raise connected
+        drive(message[1], lambda reply: send(out, reply), started=connected)
     except TrtforgeError as exc:
-        send(out, ("refused", exc))
+        send(out, ("refused", exc))  # the last word: `trtforge build` stops listening
+        return
     except KeyboardInterrupt:  # `trtforge build` went away: the run is unwound, nobody listens
         sys.exit(1)
     send(out, ("done",))
