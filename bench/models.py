@@ -79,6 +79,25 @@ def _model(graph: onnx.GraphProto) -> onnx.ModelProto:
     return model
 
 
+def mlp(name: str, *, width: int, seed: int) -> onnx.ModelProto:
+    """Two MatMuls with a Relu between, on a dynamic batch: the smallest model worth a build."""
+    rng = np.random.default_rng(seed)
+    inits = [_init(f"w{i}", rng.standard_normal((width, width))) for i in (0, 1)]
+    nodes = [
+        helper.make_node("MatMul", ["x", "w0"], ["h"]),
+        helper.make_node("Relu", ["h"], ["r"]),
+        helper.make_node("MatMul", ["r", "w1"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        name,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", width])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", width])],
+        initializer=inits,
+    )
+    return _model(graph)
+
+
 def cnn(name: str, *, channels: int, blocks: int, resolution: int, seed: int) -> onnx.ModelProto:
     """A plain ResNet-like stack: [conv3x3 -> relu] x blocks with a stride-2 conv every 2 blocks."""
     rng = np.random.default_rng(seed)

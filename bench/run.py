@@ -20,7 +20,16 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench import fig_cache_hit, fig_cold_build, fig_concurrency, fig_daily, fig_ingest, fig_lookup, fig_workers
+from bench import (
+    fig_cache_hit,
+    fig_cold_build,
+    fig_concurrency,
+    fig_daily,
+    fig_ingest,
+    fig_lookup,
+    fig_ray,
+    fig_workers,
+)
 from bench.config import FULL, QUICK
 from bench.machine import describe
 from bench.report import write
@@ -35,6 +44,11 @@ FIGURES = {
     "daily": fig_daily.run,
     "workers": fig_workers.run,
 }
+# Figures chosen by --only alone (they need an optional extra): numbered after the others.
+OPTIONAL = {
+    "ray": fig_ray.run,
+}
+ALL = {**FIGURES, **OPTIONAL}
 DEFAULT_OUT = REPO / "bench" / "results"
 
 
@@ -42,7 +56,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="tiny sizes and one or two repetitions (smoke test)")
     parser.add_argument(
-        "--only", default=",".join(FIGURES), help=f"comma-separated figures (default: all of {','.join(FIGURES)})"
+        "--only",
+        default=",".join(FIGURES),
+        help=f"comma-separated figures (default: all of {','.join(FIGURES)}; also: {','.join(OPTIONAL)})",
     )
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="results directory (default bench/results)")
     parser.add_argument("--work", type=Path, default=None, help="scratch directory (default: a temp dir, removed)")
@@ -77,9 +93,9 @@ def precompile_trtforge() -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     wanted = [name.strip() for name in args.only.split(",") if name.strip()]
-    unknown = [name for name in wanted if name not in FIGURES]
+    unknown = [name for name in wanted if name not in ALL]
     if unknown:
-        print(f"unknown figure(s): {', '.join(unknown)}; choose from {', '.join(FIGURES)}", file=sys.stderr)
+        print(f"unknown figure(s): {', '.join(unknown)}; choose from {', '.join(ALL)}", file=sys.stderr)
         return 2
     cfg = QUICK if args.quick else FULL
     if args.corpus is not None:
@@ -101,13 +117,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[bench] {name} ...", file=sys.stderr, flush=True)
             fig_started = time.perf_counter()
             try:
-                figure = FIGURES[name](work / name, cfg)
+                figure = ALL[name](work / name, cfg)
                 figure.seconds = time.perf_counter() - fig_started
-                results["figures"][name] = {"number": list(FIGURES).index(name) + 1, **figure.as_json()}
+                results["figures"][name] = {"number": list(ALL).index(name) + 1, **figure.as_json()}
             except Exception as exc:  # a broken figure is reported, the others still run
                 failed = True
                 traceback.print_exc()
-                number = list(FIGURES).index(name) + 1
+                number = list(ALL).index(name) + 1
                 results["figures"][name] = {"number": number, "title": name, "error": f"{type(exc).__name__}: {exc}"}
             print(f"[bench] {name} done in {time.perf_counter() - fig_started:.0f} s", file=sys.stderr, flush=True)
     finally:

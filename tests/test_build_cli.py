@@ -33,6 +33,7 @@ BUILD_FIELDS = {
     "hint",  # what the text output's `hint:` line says, and the exit code per item (issue 23)
     "exit_code",
     "notes",  # the capability table's notes on this recipe here (issue 23)
+    "node",  # where another executor built it (build --executor ray: node_id, node_ip, pid); null: here (issue 27)
 }
 LIST_FIELDS = {
     "artifact_id",

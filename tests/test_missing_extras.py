@@ -65,6 +65,13 @@ def test_verify_without_its_extra(cli, mlp_recipe, tmp_path: Path, module: str) 
     assert module in result.stderr
 
 
+def test_building_on_ray_without_ray(cli, mlp_recipe, tmp_path: Path) -> None:
+    """Refused before any work, hit or miss: the executor was asked for by name (issue 27)."""
+    result = cli("build", mlp_recipe(), "--store", tmp_path / "s", "--executor", "ray", env=hiding(tmp_path, "ray"))
+    one_line(result, "ray")
+    assert "build --executor ray needs ray" in result.stderr and not (tmp_path / "s").exists()
+
+
 def test_every_extra_named_is_one_of_the_package() -> None:
     tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
     declared = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from trtforge.core.errors import (
     BackendUnavailableError,
@@ -38,7 +38,7 @@ from trtforge.core.errors import (
 
 if TYPE_CHECKING:
     from trtforge.rules.target import RuntimeTarget
-    from trtforge.stages.build import BuildResult
+    from trtforge.stages.build import BuildResult, Executor
     from trtforge.stages.deploy.epcontext import EpContextResult
     from trtforge.stages.deploy.triton import TritonResult
     from trtforge.stages.lookup import LookupResult
@@ -110,6 +110,11 @@ def build(
     force: bool = False,
     fail_fast: bool = False,
     on_done: Callable[[BuildResult], None] | None = None,
+    targets: Sequence[RuntimeTarget] = (),
+    fleet: str | Path | None = None,
+    executor: Literal["local", "ray"] = "local",
+    ray_address: str | None = None,
+    ray_pin_gpu: bool = False,
 ) -> list[BuildResult]:
     """Build recipes (files or glob patterns; an ONNX file with defaults), as `trtforge build` does.
 
@@ -119,16 +124,47 @@ def build(
     as far as memory gives each 2 GiB); the results keep the recipes' order, and ``on_done`` hears
     each one as it is ready. A recipe's bad input is its result too (``error_kind`` ``bad_input``);
     a ``jobs`` below 1 or a ``timeout`` that is not positive raises ``trtforge.BadInputError``.
+
+    ``targets`` (from :func:`runtime_target`) or ``fleet`` (a fleet manifest's path: every entry)
+    build each recipe for each target, as ``--target``/``--fleet`` do. ``executor="ray"`` builds
+    the misses as Ray tasks (`build --executor ray`, docs/ray.md): on the cluster at
+    ``ray_address`` (else ``$RAY_ADDRESS``, else a local Ray instance; a ``ray.init()`` already made
+    is used as it is), TensorRT-RTX tasks on a node of the target's GPU type with ``ray_pin_gpu``.
     """
     from trtforge.resolution.batch import expand_recipes
-    from trtforge.stages.build import BuildStage
+    from trtforge.stages.build import BuildStage, explicit_targets
 
     given = [recipes] if isinstance(recipes, (str, Path)) else list(recipes)
-    stage = BuildStage(store, catalog=catalog, force=force, jobs=jobs, timeout=timeout)
+    chosen = list(targets)
+    if fleet is not None:
+        from trtforge.resolution.targets import TargetOptions
+
+        chosen += explicit_targets(TargetOptions(fleet=Path(fleet)))
+    stage = BuildStage(
+        store,
+        catalog=catalog,
+        force=force,
+        jobs=jobs,
+        timeout=timeout,
+        targets=chosen,
+        executor=_executor(executor, ray_address, ray_pin_gpu),
+    )
     try:
         return stage.build_all(expand_recipes([str(r) for r in given]), fail_fast=fail_fast, on_done=on_done)
     finally:
         stage.close()
+
+
+def _executor(name: str, address: str | None, pin_gpu: bool) -> Executor | None:
+    if name == "local":
+        if address is not None or pin_gpu:
+            raise BadInputError("ray_address and ray_pin_gpu go with executor='ray'")
+        return None
+    if name != "ray":
+        raise BadInputError(f"executor {name!r} is not one of: local, ray")
+    from trtforge.stages.ray_builds import RayExecutor, RaySettings
+
+    return RayExecutor(RaySettings(address=address, pin_gpu=pin_gpu))
 
 
 def lookup(

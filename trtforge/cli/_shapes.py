@@ -41,7 +41,7 @@ def _shape(name: str, keys: str, *, many: bool = False, stopped: dict[str, Any] 
 BUILD = _shape(
     "build",
     """recipe name status artifact_id build_key target plan_path plan_sha256 seconds cost target_request
-    reason notes""",
+    reason notes node""",
     many=True,
     stopped=_FAILED,
 )

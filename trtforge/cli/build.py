@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import nullcontext
+from enum import Enum
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -37,10 +38,17 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from trtforge.cli._progress import BuildProgress
-    from trtforge.stages.build import BuildResult, BuildStage
+    from trtforge.stages.build import BuildResult, BuildStage, Executor
     from trtforge.stages.reproduce import ReproduceResult
 
 STATUS_STYLE = {"built": "green", "cached": "cyan", "skipped": "dim", "failed": "red"}
+
+
+class ExecutorName(str, Enum):
+    """Where misses are built (`--executor`)."""
+
+    local = "local"
+    ray = "ray"
 
 
 def exit_code_for(results: list[BuildResult]) -> int:
@@ -101,6 +109,32 @@ def build(
             show_default=False,
         ),
     ] = None,
+    executor: Annotated[
+        ExecutorName,
+        typer.Option(
+            "--executor",
+            help="Where misses are built: local (worker processes on this machine) or ray (a Ray task "
+            "per recipe and target, on a node that fits it; hits are answered here first). See docs/ray.md.",
+        ),
+    ] = ExecutorName.local,
+    ray_address: Annotated[
+        str | None,
+        typer.Option(
+            "--ray-address",
+            metavar="ADDRESS",
+            help="With --executor ray: the cluster (ray://HOST:10001, HOST:6379, auto); default $RAY_ADDRESS, "
+            "else a local Ray instance, started and stopped here.",
+            show_default=False,
+        ),
+    ] = None,
+    ray_pin_gpu: Annotated[
+        bool,
+        typer.Option(
+            "--ray-pin-gpu",
+            help="With --executor ray: TensorRT-RTX tasks run on a node of the target's GPU type "
+            "(accelerator_type:L4), e.g. near where the engines are verified; default: any node's CPUs.",
+        ),
+    ] = False,
     device: DeviceOpt = None,
     target: TargetsOpt = None,
     fleet: FleetOpt = None,
@@ -119,7 +153,8 @@ def build(
     By default for this machine. With --target SPEC (repeat), the flags for one target, or --fleet
     FILE, each recipe is built for each target this machine can build: TensorRT-RTX for any compute
     capability with the installed release; full TensorRT for targets whose GPU is this machine's.
-    The others are reported skipped, with the reason (exit 0).
+    The others are reported skipped, with the reason (exit 0). With --executor ray, each miss is
+    built by a Ray task on a node that fits its target (full TensorRT: a node of its GPU type).
     """
     output = Output.of("build" if reproduce_id is None else "build --reproduce", json_output, lines=json_lines)
     options = target_options(
@@ -148,8 +183,9 @@ def build(
         if name is not None and (len(items) != 1 or not str(items[0]).lower().endswith(".onnx")):
             raise BadInputError("--name names the artifact of one ONNX file; recipes carry their own name")
 
+        chosen = _executor(executor, ray_address, ray_pin_gpu)
         progress = None
-        if output.interactive:
+        if output.interactive and chosen is None:
             from trtforge.cli._progress import BuildProgress  # rich: only for a person at a terminal
 
             progress = BuildProgress(output.err)
@@ -162,6 +198,7 @@ def build(
             jobs=jobs,
             timeout=timeout,
             targets=targets,
+            executor=chosen,
         )
         streamed: list[BuildResult] = []  # results already out through on_done (--json-lines)
 
@@ -239,6 +276,18 @@ def _build_all(
         stage.close()
         raise
     return results, None
+
+
+def _executor(name: ExecutorName, address: str | None, pin_gpu: bool) -> Executor | None:
+    """The --executor's executor (None: this machine); Ray's options only with Ray."""
+    if name is ExecutorName.local:
+        given = [flag for flag, value in (("--ray-address", address), ("--ray-pin-gpu", pin_gpu)) if value]
+        if given:
+            raise BadInputError(f"{' and '.join(given)} go with --executor ray", hint="add --executor ray")
+        return None
+    from trtforge.stages.ray_builds import RayExecutor, RaySettings
+
+    return RayExecutor(RaySettings(address=address, pin_gpu=pin_gpu))
 
 
 def _reproduce(output: Output, ref: str, recipes: list[str] | None, store: str | None, catalog: str | None) -> None:

@@ -23,6 +23,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "denylist": ("polygraphy", "numpy"),
     "rtx": ("tensorrt_rtx", "numpy", "pynvml"),
     "tensorrt": ("tensorrt", "numpy", "pynvml"),
+    "ray": ("ray",),
 }
 
 

@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
 from trtforge.core.crashpoints import crashpoint
 from trtforge.core.errors import BadInputError, BuildInterruptedError, TrtforgeError, kind_of
@@ -85,6 +85,7 @@ class BuildResult:
     target_request: dict[str, Any] | None = None  # the target asked for (--target, --fleet); None: this machine
     reason: str | None = None  # why "skipped" or "unknown"
     notes: list[str] = field(default_factory=list)  # what the capability table says of this recipe here
+    node: dict[str, Any] | None = None  # where another executor built it (Ray: node_id, node_ip, pid); None: here
 
     def __bool__(self) -> bool:
         return self.status != "failed"
@@ -105,6 +106,20 @@ class BatchInterrupted(Interrupted):
         self.results = results
 
 
+class Executor(Protocol):
+    """Where a stage's misses are built, when not on this machine (``build --executor ray``:
+    :class:`trtforge.stages.ray_builds.RayExecutor`). It answers hits through ``stage`` first."""
+
+    def build_all(
+        self,
+        stage: BuildStage,
+        items: list[str | Path | UnmatchedPattern],
+        *,
+        fail_fast: bool,
+        on_done: Callable[[BuildResult], None] | None,
+    ) -> list[BuildResult]: ...
+
+
 class BuildStage:
     """Builds recipes into one store; create it once per invocation."""
 
@@ -120,9 +135,11 @@ class BuildStage:
         jobs: int | None = None,
         timeout: float | None = None,
         targets: Sequence[RuntimeTarget] = (),
+        executor: Executor | None = None,
     ) -> None:
         """``jobs``: builds at once (None: ``core.resources.default_jobs()``); ``timeout``: seconds a
-        build may run before its worker is stopped (None: no limit). Neither is part of a build key."""
+        build may run before its worker is stopped (None: no limit). Neither is part of a build key.
+        ``executor``: where misses are built (None: here, in worker processes)."""
         if jobs is not None and jobs < 1:
             raise BadInputError(f"jobs must be at least 1, not {jobs}")
         if timeout is not None and not timeout > 0:
@@ -135,6 +152,7 @@ class BuildStage:
         self.notify = notify or _to_stderr
         self.jobs = jobs
         self.timeout = timeout
+        self.executor = executor
         self.notes: list[str] = []  # capability notes, each said once per stage
         self._digests: DigestCache | None = None
         self._resolved: ResolvedCache | None = None
@@ -207,6 +225,8 @@ class BuildStage:
         that while the workers build, this process resolves the next recipe or stores a plan.
         """
         items = list(items)
+        if self.executor is not None:
+            return self.executor.build_all(self, items, fail_fast=fail_fast, on_done=on_done)
         self._on_start = on_start
         # --fail-fast builds one recipe at a time, in order: nothing after the first failure starts.
         builds = 1 if fail_fast else min(self.jobs or (_default_jobs() if len(items) > 1 else 1), len(items))

@@ -17,6 +17,7 @@ from trtforge.rules.digests import DigestCache
 from trtforge.store import (
     Store,
     blob_intact,
+    catalog_url,
     digests_path,
     locks_dir,
     open_existing_store,
@@ -128,6 +129,14 @@ class StoreHandle:
         from trtforge.store.locks import LockDir  # lazy: a hit takes no lock
 
         return LockDir(locks_dir(resolve_store_root(self._location)))
+
+    def root(self) -> Path:
+        """The store's root directory (``--store``, else ``$TRTFORGE_STORE``, else ./cache_store), absolute."""
+        return resolve_store_root(self._location)
+
+    def catalog_url(self) -> str:
+        """The catalog's URL (``--catalog``, else ``$TRTFORGE_CATALOG``, else the root's SQLite file)."""
+        return catalog_url(self.root(), self._catalog)
 
     def close(self) -> None:
         if self._store is not None:

@@ -1,0 +1,98 @@
+"""Figure 8 (issue 27; not in the default run, as it needs the `ray` extra): `build --executor ray`
+against local builds.
+
+- ``many_recipes`` (100) TensorRT-RTX recipes of distinct small models built into an empty store by
+  a local Ray instance of N CPUs (``--executor ray --jobs N``) against ``--jobs N`` here (N: ``--jobs``,
+  default the cores). Goal: at most 1.2x.
+- One recipe both ways: the fixed cost of a Ray run (the driver process, Ray's start and stop, the
+  first task's worker) against a local build.
+
+Run: ``python -m bench --only ray [--jobs N]``. Interleaved, as every figure; CPU time (user +
+system of the children waited for) next to wall time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from importlib.util import find_spec
+from itertools import count
+from pathlib import Path
+
+from bench.config import Config
+from bench.figure import Figure
+from bench.models import mlp
+from bench.timing import Sample, Series, interleave, run_timed, trtforge_argv
+
+RATIO_GOAL = 1.2
+WIDTH = 64
+RECIPE = """\
+name: {name}
+model:
+  onnx: {name}.onnx
+backend: tensorrt_rtx
+profiles:
+  - x: {{min: [1, {width}], opt: [4, {width}], max: [8, {width}]}}
+"""
+
+
+def run(work: Path, cfg: Config) -> Figure:
+    fig = Figure("ray", "build --executor ray (a local Ray instance) against local builds")
+    if find_spec("ray") is None:
+        fig.notes.append("ray is not installed (pip install 'trtforge[ray]'): nothing measured")
+        return fig
+    jobs = cfg.jobs or os.cpu_count() or 1
+    recipes = _recipes(work / "recipes", cfg.many_recipes)
+    runs = count()
+
+    def build(chosen: list[Path], *executor: str) -> Sample:
+        store = work / f"store-{next(runs)}"
+        argv = trtforge_argv("build", *chosen, "--store", store, "--jobs", str(jobs), *executor, "--json")
+        sample, proc = run_timed(argv)
+        statuses = {r["status"] for r in json.loads(proc.stdout)}
+        assert statuses == {"built"}, proc.stdout[-2000:]
+        shutil.rmtree(store, ignore_errors=True)
+        return sample
+
+    n = len(recipes)
+    here = fig.add(Series(f"{n} recipes, trtforge build --jobs {jobs} (empty store)"))
+    on_ray = fig.add(Series(f"{n} recipes, trtforge build --executor ray --jobs {jobs} (local Ray, empty store)"))
+    one_here = fig.add(Series("1 recipe, trtforge build (empty store)"))
+    one_ray = fig.add(Series("1 recipe, trtforge build --executor ray (local Ray, empty store)"))
+    interleave(
+        cfg.reps_slow,
+        (here, lambda: build(recipes)),
+        (on_ray, lambda: build(recipes, "--executor", "ray")),
+        (one_here, lambda: build(recipes[:1])),
+        (one_ray, lambda: build(recipes[:1], "--executor", "ray")),
+    )
+    ratio = on_ray.median() / here.median()
+    fig.ratios[f"Ray / --jobs {jobs}, {n} recipes, wall"] = ratio
+    fig.ratios[f"Ray / --jobs {jobs}, {n} recipes, CPU"] = _cpu(on_ray) / _cpu(here)
+    fig.ratios["fixed cost of a Ray run (1 recipe: Ray - local), s"] = one_ray.median() - one_here.median()
+    fig.goal(f"{n} recipes: Ray with {jobs} CPUs / --jobs {jobs}", f"<= {RATIO_GOAL}", ratio, ratio <= RATIO_GOAL)
+    import ray
+
+    fig.facts["ray"] = ray.__version__
+    fig.facts["jobs"] = jobs
+    return fig
+
+
+def _cpu(series: Series) -> float:
+    return sorted(series.cpus)[len(series.cpus) // 2]
+
+
+def _recipes(folder: Path, number: int) -> list[Path]:
+    """``number`` recipes of distinct small MLPs (distinct weights: distinct build keys)."""
+    from onnx import save
+
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for index in range(number):
+        name = f"mlp{index:03d}"
+        save(mlp(name, width=WIDTH, seed=index), folder / f"{name}.onnx")
+        path = folder / f"{name}.yaml"
+        path.write_text(RECIPE.format(name=name, width=WIDTH))
+        paths.append(path)
+    return paths
