@@ -178,9 +178,13 @@ def test_parallel_digest_matches_hashlib_and_always_stops() -> None:
     assert digest.hexdigest() == hashlib.sha256(b"".join(chunks)).hexdigest()  # readable again
     abandoned = ParallelDigest()
     abandoned.update(b"partial")
+    abandoned.update(b"more")
     abandoned.close()  # a failed write stops the helper thread
     abandoned.close()
-    assert not abandoned._thread.is_alive()
+    assert abandoned._thread is not None and not abandoned._thread.is_alive()
+    single = ParallelDigest()  # one chunk (a small plan): hashed on the caller's thread, none started
+    single.update(memoryview(b"plan"))
+    assert single.hexdigest() == hashlib.sha256(b"plan").hexdigest() and single._thread is None
 
 
 def test_rows_marked_corrupt_before_0004_keep_their_integrity_mark(tmp_path: Path) -> None:

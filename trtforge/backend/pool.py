@@ -166,12 +166,11 @@ class BuildWorker:
         """The next message; None when the worker's stdout closed (it died); _TIMED_OUT past the deadline."""
         assert self._proc is not None and self._proc.stdout is not None
         fd = self._proc.stdout.fileno()
-        sampled = 0.0
         while True:
             now = time.monotonic()
-            if now - sampled >= SAMPLE_INTERVAL_S:
+            if now - meter.sampled_at >= SAMPLE_INTERVAL_S:  # not per message: a short build is never sampled
                 meter.sample()
-                sampled = now
+                meter.sampled_at = now
             wait = SAMPLE_INTERVAL_S if deadline is None else min(SAMPLE_INTERVAL_S, deadline - now)
             if wait <= 0:
                 return _TIMED_OUT

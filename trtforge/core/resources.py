@@ -95,6 +95,9 @@ class CostMeter:
         self.cpu_at_start: float | None = None  # the worker's own figure, once it says it started
         self.peak: int | None = None
         self.last_cpu: float | None = None
+        # When the caller last sampled (time.monotonic): the first sample is one interval after the
+        # job was handed over, so a build shorter than that costs no /proc reads (its worker reports both).
+        self.sampled_at = time.monotonic()
 
     def sample(self) -> None:
         """Read the worker's peak and CPU time now; nothing before it says the build started

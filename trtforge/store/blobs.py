@@ -111,21 +111,34 @@ class ParallelDigest:
     def __init__(self) -> None:
         self._digest = hashlib.sha256()
         self._chunks: queue.Queue[bytes | memoryview | None] = queue.Queue(maxsize=8)
-        self._thread = threading.Thread(target=self._run, name="trtforge-sha256", daemon=True)
-        self._thread.start()
+        self._thread: threading.Thread | None = None
+        self._first: bytes | memoryview | None = None  # held until a second chunk comes
 
     def _run(self) -> None:
         while (chunk := self._chunks.get()) is not None:
             self._digest.update(chunk)
 
     def update(self, chunk: bytes | memoryview) -> None:
+        """The helper starts with the second chunk: a blob of one chunk (a small plan) is hashed
+        on the caller's thread at the end, without a thread started per blob (issue 24)."""
+        if self._thread is None:
+            if self._first is None:
+                self._first = chunk
+                return
+            self._thread = threading.Thread(target=self._run, name="trtforge-sha256", daemon=True)
+            self._thread.start()
+            self._chunks.put(self._first)
+            self._first = None
         self._chunks.put(chunk)
 
     def close(self) -> None:
         """Stop the helper (idempotent); the digest so far stays readable."""
-        if self._thread.is_alive():
+        if self._thread is not None and self._thread.is_alive():
             self._chunks.put(None)
             self._thread.join()
+        if self._first is not None:
+            self._digest.update(self._first)
+            self._first = None
 
     def hexdigest(self) -> str:
         self.close()

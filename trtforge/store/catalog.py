@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -308,8 +309,9 @@ def _stamp_learned(session: Session, _context: Any, _instances: Any) -> None:
             continue
         if session.get_bind().dialect.name == "postgresql":
             session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": LEARNED_LOCK_KEY})
-        with session.no_autoflush:
-            latest = session.scalar(select(func.max(model.learned_at)))
+        # A Core query on the flush's connection: the ORM's select machinery costs more than the
+        # query, once per recorded build (issue 24).
+        latest = session.connection().scalar(select(func.max(model.__table__.c.learned_at)))
         stamp = utcnow()
         for row in new:
             if latest is not None and stamp <= latest:
@@ -346,6 +348,23 @@ def _read_only_sqlite_file(url: str) -> Path | None:
         return None
     path = Path(url.removeprefix("sqlite:///"))
     return path if path.is_file() and not catalog_writable(path) else None
+
+
+def _insert_blob_row(session: Session, blob: Blob) -> None:
+    """Add ``blob``'s row unless it is there (another artifact's plan): one INSERT .. ON CONFLICT DO
+    NOTHING instead of an ORM get and flush, the larger part of recording a build (issue 24)."""
+    row = {"sha256": blob.sha256, "size": blob.size, "kind": blob.kind, "created_at": blob.created_at or utcnow()}
+    session.connection().execute(_blob_insert(session.get_bind().dialect.name), row)
+
+
+@cache
+def _blob_insert(dialect: str) -> Any:
+    """The blob row's INSERT .. ON CONFLICT DO NOTHING, built once per dialect."""
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    return insert(Blob.__table__).on_conflict_do_nothing(index_elements=["sha256"])
 
 
 def _sqlite_begin(conn: Connection) -> None:
@@ -637,9 +656,7 @@ class Catalog:
     def add_artifact(self, artifact: Artifact, plan_blob: Blob) -> None:
         """Record a built artifact; its plan blob must already be complete in the blob store."""
         with self.writing() as session:
-            if session.get(Blob, plan_blob.sha256) is None:
-                session.add(plan_blob)
-                session.flush()  # the blob row first: the artifact's foreign key points at it
+            _insert_blob_row(session, plan_blob)  # the blob row first: the artifact's foreign key points at it
             session.add(artifact)
             session.flush()
             crashpoint("catalog-uncommitted")
