@@ -39,7 +39,9 @@ if TYPE_CHECKING:
     from trtforge.backend.build import BuildOutput, ProgressSink
 
 STARTUP_LIMIT_S = 300.0  # a worker that has not said "ready" by then is reported as crashed
-SAMPLE_INTERVAL_S = 0.05  # how often a running build's memory and CPU time are sampled
+# How often a running build's peak memory is sampled (for a build that dies: a finished one
+# reports its own). Each sample is a /proc read on a thread holding the GIL, so not too often.
+SAMPLE_INTERVAL_S = 0.2
 LOG_TAIL_LINES = 30
 LOG_TAIL_BYTES = 64 << 10
 _TIMED_OUT = object()

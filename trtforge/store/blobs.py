@@ -100,6 +100,9 @@ def _touch(path: Path) -> None:
 STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EIO})
 
 
+INLINE_DIGEST_BYTES = 16 << 20
+
+
 class ParallelDigest:
     """sha256 of a byte stream, computed on a helper thread while the caller writes it.
 
@@ -112,23 +115,23 @@ class ParallelDigest:
         self._digest = hashlib.sha256()
         self._chunks: queue.Queue[bytes | memoryview | None] = queue.Queue(maxsize=8)
         self._thread: threading.Thread | None = None
-        self._first: bytes | memoryview | None = None  # held until a second chunk comes
+        self._inline = INLINE_DIGEST_BYTES  # hashed on the caller's thread until this is used up
 
     def _run(self) -> None:
         while (chunk := self._chunks.get()) is not None:
             self._digest.update(chunk)
 
     def update(self, chunk: bytes | memoryview) -> None:
-        """The helper starts with the second chunk: a blob of one chunk (a small plan) is hashed
-        on the caller's thread at the end, without a thread started per blob (issue 24)."""
+        """The first INLINE_DIGEST_BYTES are hashed here (hashlib releases the GIL too): a plan of
+        a few MB starts no thread and passes through no queue, which a parent recording hundreds
+        of small builds would pay for in GIL hand-offs (issue 24); the helper takes the rest."""
+        if self._thread is None and len(chunk) <= self._inline:
+            self._inline -= len(chunk)
+            self._digest.update(chunk)
+            return
         if self._thread is None:
-            if self._first is None:
-                self._first = chunk
-                return
             self._thread = threading.Thread(target=self._run, name="trtforge-sha256", daemon=True)
             self._thread.start()
-            self._chunks.put(self._first)
-            self._first = None
         self._chunks.put(chunk)
 
     def close(self) -> None:
@@ -136,9 +139,6 @@ class ParallelDigest:
         if self._thread is not None and self._thread.is_alive():
             self._chunks.put(None)
             self._thread.join()
-        if self._first is not None:
-            self._digest.update(self._first)
-            self._first = None
 
     def hexdigest(self) -> str:
         self.close()
