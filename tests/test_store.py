@@ -168,20 +168,27 @@ def test_new_catalog_is_created_at_head_without_alembic(tmp_path: Path) -> None:
 def test_parallel_digest_matches_hashlib_and_always_stops() -> None:
     import hashlib
 
-    from trtforge.store.blobs import ParallelDigest
+    from trtforge.store.blobs import INLINE_DIGEST_BYTES, ParallelDigest
 
-    chunks = [bytes([i]) * (i * 4099 + 1) for i in range(40)]
+    chunks = [bytes([i]) * (i * 4099 + 1) for i in range(40)] + [b"z" * INLINE_DIGEST_BYTES, b"tail"]
     digest = ParallelDigest()
     for chunk in chunks:
         digest.update(memoryview(chunk))
     assert digest.hexdigest() == hashlib.sha256(b"".join(chunks)).hexdigest()
     assert digest.hexdigest() == hashlib.sha256(b"".join(chunks)).hexdigest()  # readable again
+    assert digest._thread is not None  # past INLINE_DIGEST_BYTES: the rest on the helper thread
     abandoned = ParallelDigest()
     abandoned.update(b"partial")
+    abandoned.update(b"x" * INLINE_DIGEST_BYTES)  # past the inline part: the helper thread starts
+    assert abandoned._thread is not None
     abandoned.close()  # a failed write abandons the helper thread (never waiting for it: issue 29)...
     abandoned.close()
     abandoned._thread.join(timeout=10 * ParallelDigest.POLL_S)
     assert not abandoned._thread.is_alive()  # ...which ends on its own
+    small = ParallelDigest()  # a small plan: hashed on the caller's thread, no thread started
+    small.update(memoryview(b"plan"))
+    small.update(b"more")
+    assert small.hexdigest() == hashlib.sha256(b"planmore").hexdigest() and small._thread is None
 
 
 def test_rows_marked_corrupt_before_0004_keep_their_integrity_mark(tmp_path: Path) -> None:

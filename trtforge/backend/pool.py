@@ -46,7 +46,9 @@ if TYPE_CHECKING:
     from trtforge.backend.build import BuildOutput, ProgressSink
 
 STARTUP_LIMIT_S = 300.0  # a worker that has not said "ready" by then is reported as crashed
-SAMPLE_INTERVAL_S = 0.05  # how often a running build's memory and CPU time are sampled
+# How often a running build's peak memory is sampled (for a build that dies: a finished one
+# reports its own). Each sample is a /proc read on a thread holding the GIL, so not too often.
+SAMPLE_INTERVAL_S = 0.2
 LOG_TAIL_LINES = 30
 LOG_TAIL_BYTES = 64 << 10
 _TIMED_OUT = object()
@@ -176,14 +178,13 @@ class BuildWorker:
         """The next message; None when the worker's stdout closed (it died); _TIMED_OUT past the deadline."""
         assert self._proc is not None and self._proc.stdout is not None
         fd = self._proc.stdout.fileno()
-        sampled = 0.0
         while True:
             if self._halted is not None:  # halted while it was starting: kill it, read its end
                 self.terminate(self._halted)
             now = time.monotonic()
-            if now - sampled >= SAMPLE_INTERVAL_S:
+            if now - meter.sampled_at >= SAMPLE_INTERVAL_S:  # not per message: a short build is never sampled
                 meter.sample()
-                sampled = now
+                meter.sampled_at = now
             wait = SAMPLE_INTERVAL_S if deadline is None else min(SAMPLE_INTERVAL_S, deadline - now)
             if wait <= 0:
                 return _TIMED_OUT

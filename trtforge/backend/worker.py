@@ -164,7 +164,9 @@ def run_job(job: BuildJob, out: int, peak_reset: bool) -> None:
 
 
 def _peak(peak_reset: bool) -> int | None:
-    return status_bytes("self", "VmHWM") if peak_reset else None
+    """This build's peak (high-water mark reset at its start), else the size now: one more sample
+    for the parent, which samples a build only once it runs past its sampling interval."""
+    return status_bytes("self", "VmHWM" if peak_reset else "VmRSS")
 
 
 def _jobs(fd: int) -> queue.Queue[BuildJob]:

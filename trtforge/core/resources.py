@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 _PROC = Path("/proc")
-_TICK_S = 1.0 / (os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100)
 MIB = 1 << 20
 
 
@@ -68,19 +67,6 @@ def status_bytes(pid: int | str, field: str) -> int | None:
     return None
 
 
-def proc_cpu_seconds(pid: int) -> float | None:
-    """User + system CPU time of a live process, from ``/proc/<pid>/stat`` (clock-tick resolution)."""
-    try:
-        text = (_PROC / str(pid) / "stat").read_text()
-    except OSError:
-        return None
-    fields = text.rpartition(")")[2].split()  # after the command name, which may hold spaces
-    try:
-        return (int(fields[11]) + int(fields[12])) * _TICK_S  # utime, stime: fields 14 and 15
-    except (IndexError, ValueError):
-        return None
-
-
 class CostMeter:
     """Measures one build in another process (a worker) from outside, while it runs.
 
@@ -94,25 +80,26 @@ class CostMeter:
         self.started = time.perf_counter()
         self.cpu_at_start: float | None = None  # the worker's own figure, once it says it started
         self.peak: int | None = None
-        self.last_cpu: float | None = None
+        # When the caller last sampled (time.monotonic): the first sample is one interval after the
+        # job was handed over, so a build shorter than that costs no /proc read (its worker reports
+        # its own peak and CPU time when it finishes; wait4 gives a dead one's CPU time).
+        self.sampled_at = time.monotonic()
 
     def sample(self) -> None:
-        """Read the worker's peak and CPU time now; nothing before it says the build started
-        (until then its high-water mark is still the previous build's)."""
+        """Read the worker's peak now (for a build that dies: its worker reports nothing); nothing
+        before it says the build started (until then its high-water mark is the previous build's)."""
         if self.cpu_at_start is None:
             return
         value = status_bytes(self.pid, self.field)
         if value is not None:
             self.peak = value if self.peak is None else max(self.peak, value)
-        self.last_cpu = proc_cpu_seconds(self.pid)
 
     def finished(self, cpu: float | None = None, peak: int | None = None) -> BuildCost:
-        """The cost now: the worker's own CPU time and peak where it reported them, else the samples."""
-        if cpu is None:
-            cpu = self._sampled_cpu()
+        """The cost now: the worker's own CPU time (0 where unknown) and peak where it reported them,
+        else the sampled peak."""
         if peak is not None:
             self.peak = peak if self.peak is None else max(self.peak, peak)
-        return BuildCost(time.perf_counter() - self.started, max(cpu, 0.0), self.peak)
+        return BuildCost(time.perf_counter() - self.started, max(cpu or 0.0, 0.0), self.peak)
 
     def died(self, rusage: resource.struct_rusage | None) -> BuildCost:
         """The cost of a build whose worker died: its total CPU time (from wait4) less its CPU at start."""
@@ -120,11 +107,6 @@ class CostMeter:
         if rusage is not None and self.cpu_at_start is not None:
             cpu = rusage.ru_utime + rusage.ru_stime - self.cpu_at_start
         return self.finished(cpu)
-
-    def _sampled_cpu(self) -> float:
-        if self.last_cpu is None or self.cpu_at_start is None:
-            return 0.0
-        return self.last_cpu - self.cpu_at_start
 
 
 PER_BUILD_MEMORY = 2 << 30  # what one build is assumed to need, for the default number of jobs

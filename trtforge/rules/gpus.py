@@ -31,7 +31,6 @@ A MIG slice (``... MIG 1g.10gb``) is its GPU's model.
 
 from __future__ import annotations
 
-import difflib
 import re
 from dataclasses import dataclass
 from functools import lru_cache
@@ -245,6 +244,8 @@ def _model_for(base: str, text: str) -> GpuModel:
 
 def closest_names(text: str, count: int = 3) -> list[str]:
     """The NVML names of the GPUs whose names (or short forms) are nearest to ``text``."""
+    import difflib  # only for a name not found: not on lookup's path
+
     full, other = _index()
     names: list[str] = []
     for form in difflib.get_close_matches(normalize(text), _all_forms(), n=12, cutoff=0.5):

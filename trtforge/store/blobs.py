@@ -112,12 +112,19 @@ def _touch(path: Path) -> None:
 STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EIO})
 
 
+INLINE_DIGEST_BYTES = 16 << 20
+
+
 class ParallelDigest:
     """sha256 of a byte stream, computed on a helper thread while the caller writes it.
 
     hashlib and file writes both release the GIL on large buffers, so hashing a plan and
     writing it take the longer of the two instead of their sum (~0.1 s per 256 MB here).
     Chunks must not change after ``update``: bytes, or views of memory nobody writes to.
+
+    The first ``INLINE_DIGEST_BYTES`` are hashed on the caller's thread: a plan of a few MB starts
+    no thread and passes through no queue, which a parent recording hundreds of small builds would
+    pay for in GIL hand-offs (issue 24); the helper starts for the rest.
 
     The caller never waits on the helper without bound, so an interrupted write never hangs:
     ``update`` waits for room in slices and raises once the helper has stopped, and ``close`` (what
@@ -135,8 +142,8 @@ class ParallelDigest:
         self._abandoned = False
         self._failure: BaseException | None = None
         self._finished = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="trtforge-sha256", daemon=True)
-        self._thread.start()
+        self._thread: threading.Thread | None = None
+        self._inline = INLINE_DIGEST_BYTES  # hashed on the caller's thread until this is used up
 
     def _run(self) -> None:
         try:
@@ -164,6 +171,13 @@ class ParallelDigest:
                 continue
 
     def update(self, chunk: bytes | memoryview) -> None:
+        if self._thread is None and len(chunk) <= self._inline:
+            self._inline -= len(chunk)
+            self._digest.update(chunk)
+            return
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="trtforge-sha256", daemon=True)
+            self._thread.start()
         self._put(chunk)
 
     def close(self) -> None:
@@ -173,7 +187,7 @@ class ParallelDigest:
 
     def hexdigest(self) -> str:
         """The digest of everything given to ``update`` (waits for the helper to catch up)."""
-        if not self._finished.is_set():
+        if self._thread is not None and not self._finished.is_set():
             self._put(None)
             while not self._finished.wait(self.POLL_S):
                 if self._abandoned:
