@@ -25,7 +25,7 @@ import pytest
 
 from tests.procs import CrashPoint, start, start_build, trtforge_argv
 from tests.test_workers import _wait_gone
-from trtforge.store.blobs import ParallelDigest
+from trtforge.store.blobs import INLINE_DIGEST_BYTES, ParallelDigest
 
 STOP_LIMIT_S = 2.0  # the issue's bound: a signalled build is stopped, and trtforge gone, within it
 
@@ -200,6 +200,7 @@ def test_a_digest_whose_helper_stopped_raises_instead_of_waiting() -> None:
     """The helper thread stops (here: a chunk it cannot hash); the writer goes on writing. Fails on
     c1e1ac4: the queue filled up and the writer waited forever for a consumer that was gone."""
     digest = ParallelDigest()
+    digest.update(b"x" * (INLINE_DIGEST_BYTES + 1))  # past what is hashed inline: the helper takes over
     gone = memoryview(bytearray(b"plan" * 16))
     gone.release()  # hashing it raises in the helper, which stops
     outcome = _finishes(lambda: [digest.update(x) for x in [gone] + [b"x" * 1024] * 64] and None, 10)

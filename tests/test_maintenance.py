@@ -201,7 +201,12 @@ def test_pinned_artifacts_survive_gc_even_forced_and_when_pinned_after_planning(
     finally:
         opened.close()
     pinned = cli("pin", old.id[:8], "--store", store_dir, "--json")
-    assert pinned.code == 0 and pinned.json() == {"artifact_id": old.id, "pinned": True, "changed": True}, pinned
+    assert pinned.code == 0, pinned
+    assert {k: pinned.json()[k] for k in ("artifact_id", "pinned", "changed")} == {
+        "artifact_id": old.id,
+        "pinned": True,
+        "changed": True,
+    }, pinned
     assert cli("pin", old.id, "--store", store_dir, "--json").json()["changed"] is False
     assert cli("list", "--store", store_dir, "--json").json()[-1]["pinned"] is True
 
