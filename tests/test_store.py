@@ -291,3 +291,34 @@ def test_checked_copy_falls_back_to_a_plain_copy_after_a_partial_fast_copy(
     out = tmp_path / "dst"
     assert fs.checked_copy(source, out, hashlib.sha256(data).hexdigest(), temp_prefix=".tmp-") == "copy"
     assert out.read_bytes() == data and calls
+
+
+def test_a_work_dir_cleanup_removed_before_its_lock_is_made_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another command's cleanup can remove a work directory between its creation and its flock
+    (seen under load: 4 processes sharing a store, one failed with FileNotFoundError on its own
+    fresh folder). The maker makes another instead of failing. Fails before the fix with that
+    FileNotFoundError."""
+    import os
+    import tempfile
+
+    from trtforge.core import fsutil as fs
+
+    real = tempfile.mkdtemp
+    removed: list[Path] = []
+
+    def raced(*args: object, **kwargs: object) -> str:
+        made = real(*args, **kwargs)  # type: ignore[arg-type]
+        if not removed:  # the first folder: a cleaner finds it unlocked and removes it at once
+            assert fs.remove_if_unheld(Path(made))
+            removed.append(Path(made))
+        return made
+
+    monkeypatch.setattr(fs.tempfile, "mkdtemp", raced)
+    fd, path = fs.make_temp(tmp_path, directory=True)
+    try:
+        assert removed and path != removed[0] and path.is_dir()
+        assert not fs.remove_if_unheld(path)  # held: cleanup leaves it alone
+    finally:
+        os.close(fd)

@@ -118,7 +118,10 @@ def make_temp(folder: Path, *, directory: bool = False) -> tuple[int, Path]:
     while True:
         if directory:
             path = Path(tempfile.mkdtemp(prefix=owner_prefix(), dir=folder))
-            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                continue  # cleanup removed it before we could even open it: make another
         else:
             fd, name = tempfile.mkstemp(prefix=owner_prefix(), dir=folder)
             path = Path(name)
