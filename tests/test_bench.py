@@ -10,7 +10,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import REPO, subprocess_env
+
+pytestmark = pytest.mark.slow  # the benchmark's quick mode: a minute of builds (.ci/run: pytest -m slow)
 
 FIGURES = {"cache_hit", "cold_build", "lookup", "concurrency", "ingest", "daily", "workers"}
 

@@ -62,6 +62,7 @@ def test_lookup_by_id_prefix(tmp_path: Path, catalog_url: str) -> None:
         store.close()
 
 
+@pytest.mark.slow  # 4 processes x 6 builds (.ci/run: pytest -m slow)
 def test_processes_share_one_catalog(mlp_recipe: Callable[..., Path], tmp_path: Path, catalog_url: str) -> None:
     """4 processes x the same key -> 1 build; 4 processes x 5 own keys -> 20 more, all recorded once."""
     store = tmp_path / "store"

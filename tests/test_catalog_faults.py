@@ -24,6 +24,8 @@ from sqlalchemy import create_engine, make_url, text
 from tests.procs import CrashPoint, finish, start, start_build, trtforge_argv
 from tests.services import POSTGRES_ENV, PostgresServer, _pg_bindir
 
+pytestmark = pytest.mark.slow  # fault injection against PostgreSQL and SQLite (.ci/run: pytest -m slow)
+
 SECRET = "s3cretPW29"  # in every URL below; the output must never show it
 
 

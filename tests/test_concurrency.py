@@ -16,6 +16,8 @@ from tests.procs import CrashPoint, finish, hold_in_child, release, start_build
 from trtforge.core.errors import StoreError
 from trtforge.store import fs, open_store
 
+pytestmark = pytest.mark.slow  # many processes building at once (.ci/run: pytest -m slow)
+
 PROCESSES = 8
 RECIPES_PER_PROCESS = 20
 

@@ -17,6 +17,8 @@ from trtforge.stages.maintenance import GcPolicy, execute_gc, plan_gc
 from trtforge.store import open_store
 from trtforge.store.blobs import BlobStore
 
+pytestmark = pytest.mark.slow  # fault injection: processes killed at every crash point (.ci/run: pytest -m slow)
+
 
 def _rows(store: Path) -> list[tuple[str, str]]:
     if not (store / "catalog.sqlite").exists():

@@ -24,7 +24,7 @@ from trtforge.rules.flavors import FLAVORS, flavor_name, installed_backend
 from trtforge.rules.target import current_gpu, detect_gpus
 from trtforge.stages.selftest import runnable_reason, write_mlp, write_recipe
 
-pytestmark = pytest.mark.gpu
+pytestmark = [pytest.mark.gpu, pytest.mark.slow]  # here every test stops at a named GPU step: .ci/run runs them
 
 
 @pytest.fixture(params=FLAVORS)

@@ -27,6 +27,8 @@ from tests.procs import CrashPoint, start, start_build, trtforge_argv
 from tests.test_workers import _wait_gone
 from trtforge.store.blobs import INLINE_DIGEST_BYTES, ParallelDigest
 
+pytestmark = pytest.mark.slow  # signals at seeded moments of real builds (.ci/run: pytest -m slow)
+
 STOP_LIMIT_S = 2.0  # the bound: a signalled build is stopped, and trtforge gone, within it
 
 

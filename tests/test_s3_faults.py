@@ -23,6 +23,8 @@ from tests.procs import CrashPoint, finish, start, start_build, trtforge_argv
 from tests.services import FaultyS3, MotoServer
 from trtforge.store.s3 import TOTAL_ATTEMPTS, S3BlobStore
 
+pytestmark = pytest.mark.slow  # fault injection against moto_server (.ci/run: pytest -m slow)
+
 SECRET = "s3cretKEY29"  # the secret access key and the endpoint's password: never printed
 
 

@@ -20,6 +20,8 @@ from trtforge.stages.maintenance import GcPolicy, execute_gc, execute_repair, pl
 from trtforge.store import open_store
 from trtforge.store.s3 import MAX_PARTS, S3BlobStore, parse_s3_url, part_size_for
 
+pytestmark = pytest.mark.slow  # a moto_server S3 service per test (.ci/run: pytest -m slow)
+
 
 def _free_port() -> int:
     with socket.socket() as sock:

@@ -58,6 +58,7 @@ def _wait_gone(pid: int, seconds: float) -> bool:
         os.close(fd)
 
 
+@pytest.mark.slow  # fault injection (.ci/run: pytest -m slow)
 @pytest.mark.parametrize("signum", [signal.SIGABRT, signal.SIGSEGV, signal.SIGKILL], ids=lambda s: s.name)
 def test_a_worker_killed_mid_build_costs_that_recipe_alone(
     signum: signal.Signals, mlp_recipe: Callable[..., Path], store: Path, tmp_path: Path, cli
@@ -95,6 +96,7 @@ def test_a_worker_killed_mid_build_costs_that_recipe_alone(
     }
 
 
+@pytest.mark.slow  # fault injection (.ci/run: pytest -m slow)
 def test_the_build_lock_names_its_worker_and_a_waiter_builds_after_the_crash(
     mlp_recipe: Callable[..., Path], store: Path, tmp_path: Path
 ) -> None:
@@ -121,6 +123,7 @@ def test_the_build_lock_names_its_worker_and_a_waiter_builds_after_the_crash(
     assert [key for _, key in _rows(store)] == [built["build_key"]] == [crashed["build_key"]]
 
 
+@pytest.mark.slow  # fault injection (.ci/run: pytest -m slow)
 def test_a_build_past_its_timeout_is_stopped_and_the_rest_build(
     mlp_recipe: Callable[..., Path], store: Path, tmp_path: Path, cli
 ) -> None:
@@ -293,6 +296,7 @@ def test_an_error_in_the_parent_mid_build_leaves_no_worker_mid_job(mlp_recipe: C
         assert done.error is None and done.output is not None and done.output.io_tensors[0]["name"] == "x"
 
 
+@pytest.mark.slow  # fault injection (.ci/run: pytest -m slow)
 def test_a_builds_peak_memory_is_its_own_in_a_reused_worker(tmp_path: Path, store: Path, cli) -> None:
     """A small model built right after a big one in the same worker (--jobs 1, in order) reports
     its own peak, not the big one's: the worker resets its high-water mark at each build, and the
