@@ -61,6 +61,22 @@ def add_verification(store_dir: Path, artifact_id: str, gpu: str, cc: str, statu
         store.close()
 
 
+def _build_one(recipe: str, store_dir: Path) -> str:
+    """One recipe's artifact id. One command per version: in one batch, even with --jobs 1, the next
+    recipe is resolved while a build runs and may reach the worker first, so the order the store
+    learns them in (which decides the newest model) would be the order they finished."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "trtforge", "build", recipe, "--store", str(store_dir), "--json"],
+        capture_output=True,
+        text=True,
+        env=subprocess_env(),
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr
+    [result] = json.loads(proc.stdout)
+    return str(result["artifact_id"])
+
+
 @pytest.fixture(scope="module")
 def built_source(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     """A store with two real TensorRT-RTX artifacts of one name (the older one verified on an
@@ -73,16 +89,7 @@ def built_source(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
         recipe.write_text(MLP_RECIPE.format(name="detector", model=f"models/detector-v{version}.onnx", level=0))
         recipes.append(str(recipe))
     store_dir = root / "source"
-    proc = subprocess.run(
-        # --jobs 1: the order of the two builds is the order this store learns of them
-        [sys.executable, "-m", "trtforge", "build", *recipes, "--store", str(store_dir), "--json", "--jobs", "1"],
-        capture_output=True,
-        text=True,
-        env=subprocess_env(),
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr
-    older, newer = (r["artifact_id"] for r in json.loads(proc.stdout))
+    older, newer = (_build_one(recipe, store_dir) for recipe in recipes)
     add_verification(store_dir, older, "NVIDIA GeForce RTX 4090", "8.9")
     store = open_store(store_dir)
     newest = store.catalog.get_artifact(newer)

@@ -25,6 +25,8 @@ from tests.test_fleet import module_cli
 from trtforge.cli._shapes import ENVELOPE, NO_ENVELOPE, SHAPES
 from trtforge.core.errors import ERROR_KINDS
 
+pytestmark = pytest.mark.slow  # every command's JSON on success and failure against its schema (.ci/run: -m slow)
+
 TRT = "10.13.3"
 
 

@@ -26,6 +26,8 @@ from trtforge.rules.flavors import find_backend
 from trtforge.rules.record import PluginRecord
 from trtforge.store import open_existing_store
 
+pytestmark = pytest.mark.slow  # compiles a real plugin library with g++ (.ci/run: pytest -m slow)
+
 RECIPE = """\
 name: mlp
 model: {{onnx: models/mlp.onnx}}

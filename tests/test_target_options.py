@@ -18,6 +18,8 @@ import typer.main
 
 from trtforge.cli import app
 
+pytestmark = pytest.mark.slow  # every command x every target option (.ci/run: pytest -m slow)
+
 SHORTHAND = ("--gpu", "--cc", "--flavor", "--trt", "--cuda", "--os", "--arch")
 TARGET_OPTIONS = ("--target", *SHORTHAND, "--fleet")
 # Every command that takes a target, with the arguments it needs to get as far as its targets.

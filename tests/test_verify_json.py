@@ -28,6 +28,8 @@ from trtforge.stages.build import BuildStage
 from trtforge.stages.verify import OnnxModelCandidate, RuntimeInfo, check, iter_failures, subject_from_artifact
 from trtforge.store import open_existing_store
 
+pytestmark = pytest.mark.slow  # reference-only verify runs through ONNX Runtime, many times (.ci/run: pytest -m slow)
+
 RUNTIME = RuntimeInfo("ONNX Runtime stand-in (test)", None, "onnxruntime", "test")
 
 RECIPE = """\
