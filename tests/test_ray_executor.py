@@ -104,9 +104,8 @@ def test_an_address_where_no_ray_listens_is_one_line_and_nothing_is_built(cli, m
     assert "Traceback" not in run.stderr, run.stderr
     lines = run.stderr.strip().splitlines()
     assert lines[0] == "error: cannot connect to Ray at 127.0.0.1:1: Connection refused", run.stderr
-    assert lines[1:] == [
-        "hint: check --ray-address (ray://HOST:10001, HOST:6379, or auto on a node of the cluster); docs/ray.md"
-    ]
+    assert len(lines) == 2 and lines[1].startswith("hint: check --ray-address"), run.stderr
+    assert "RAY_AUTH_TOKEN" in lines[1] and lines[1].endswith("docs/ray.md"), run.stderr
     listed = cli("list", "--store", store, "--json")
     assert listed.code == 0 and listed.json() == [], listed
 

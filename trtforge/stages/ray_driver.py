@@ -243,7 +243,8 @@ def _probe(address: str) -> None:
 def _unreachable(address: str, why: str) -> BadInputError:
     return BadInputError(
         f"cannot connect to Ray at {address}: {why}",
-        hint="check --ray-address (ray://HOST:10001, HOST:6379, or auto on a node of the cluster); docs/ray.md",
+        hint="check --ray-address (ray://HOST:10001, HOST:6379, or auto on a node of the cluster) and, where the "
+        "cluster uses token authentication, RAY_AUTH_TOKEN (`ray get-auth-token`); docs/ray.md",
     )
 
 
