@@ -101,3 +101,20 @@ def test_the_package_shows_its_layers() -> None:
     """Folders are the layers: at most six modules directly under trtforge/ besides __init__ and __main__."""
     loose = sorted(p.name for p in (REPO / "trtforge").glob("*.py") if p.name not in {"__init__.py", "__main__.py"})
     assert len(loose) <= 6, loose
+
+
+def test_every_user_error_is_part_of_the_public_api() -> None:
+    """A caller of the Python API catches what the CLI reports: every TrtforgeError subclass of
+    core/errors.py is importable from `trtforge` and listed in its __all__ (14 were missing)."""
+    import inspect
+
+    import trtforge
+    from trtforge.core import errors
+
+    defined = {
+        name
+        for name, cls in inspect.getmembers(errors, inspect.isclass)
+        if issubclass(cls, errors.TrtforgeError) and cls.__module__ == errors.__name__
+    }
+    assert defined - set(trtforge.__all__) == set()
+    assert all(getattr(trtforge, name) is getattr(errors, name) for name in defined)
