@@ -817,7 +817,8 @@ def _unmatched(item: UnmatchedPattern, result: _Failed) -> _Failed:
     return result
 
 
-def _failed(result: BuildResult, exc: TrtforgeError, started: float) -> BuildResult:
+def failed_with(result: BuildResult, exc: TrtforgeError) -> BuildResult:
+    """``result`` as the failure ``exc`` describes (here or on another executor's node)."""
     result.status = "failed"
     result.error = exc.message
     result.more_errors = list(exc.more)
@@ -825,7 +826,11 @@ def _failed(result: BuildResult, exc: TrtforgeError, started: float) -> BuildRes
     result.hint = exc.hint
     result.exit_code = exc.exit_code
     result.error_kind = kind_of(exc)
-    result.seconds = round(time.perf_counter() - started, 4)
+    return result
+
+
+def _failed(result: BuildResult, exc: TrtforgeError, started: float) -> BuildResult:
+    failed_with(result, exc).seconds = round(time.perf_counter() - started, 4)
     return result
 
 

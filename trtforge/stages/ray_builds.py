@@ -26,10 +26,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from trtforge.core.errors import BadInputError, TrtforgeError, kind_of
+from trtforge.core.errors import BadInputError, TrtforgeError
 from trtforge.core.extras import require
 from trtforge.resolution.batch import UnmatchedPattern
-from trtforge.stages.build import NO_MATCH, BuildResult, BuildStage
+from trtforge.stages.build import NO_MATCH, BuildResult, BuildStage, failed_with
 from trtforge.stages.ray_driver import DRIVER_MODULE, RunRequest, StoreFacts, Task
 from trtforge.stages.ray_tasks import TaskSpec
 from trtforge.store import BLOBS_ENV
@@ -130,7 +130,7 @@ class RayExecutor:
         try:
             slot.demand = demand_for(slot.target, pin_gpu=self.settings.pin_gpu)
         except TrtforgeError as exc:
-            _fail(result, exc)
+            failed_with(result, exc)
             return
         slot.final = False
 
@@ -247,7 +247,7 @@ class _Driver:
             return
         slot = self.slots[message[1]]
         if kind == "unoffered":
-            _fail(slot.result, BadInputError(message[2], hint=message[3]))
+            failed_with(slot.result, BadInputError(message[2], hint=message[3]))
             self.stage.notify(f"{message[2]}: {slot.result.name} for {_label(slot.target)} is not built")
         elif kind == "lost":
             _lost(slot.result, message[2], message[3])
@@ -277,16 +277,6 @@ def _emit(slots: list[_Slot], on_done: Callable[[BuildResult], None] | None) -> 
     if on_done is not None:
         for slot in slots:
             on_done(slot.result)
-
-
-def _fail(result: BuildResult, exc: TrtforgeError) -> None:
-    result.status = "failed"
-    result.error = exc.message
-    result.more_errors = list(exc.more)
-    result.error_detail = exc.detail or []
-    result.hint = exc.hint
-    result.exit_code = exc.exit_code
-    result.error_kind = kind_of(exc)
 
 
 def _lost(result: BuildResult, message: str, detail: str) -> None:
