@@ -116,6 +116,26 @@ def test_a_signal_inside_tensorrts_build_stops_it_and_records_nothing(
     assert again.code == 0 and again.json()[0]["status"] == "built", again
 
 
+@pytest.mark.parametrize("how", [("--jobs", "1"), ("--jobs", "2"), ("--fail-fast",)], ids=" ".join)
+def test_an_interrupted_batch_streams_every_recipe_once(
+    how: tuple[str, ...], mlp_recipe: Callable[..., Path], store: Path, tmp_path: Path
+) -> None:
+    """`--json-lines` of a batch stopped mid-build: one line per recipe, none twice, those not
+    recorded `interrupted`. Threads still finishing a recipe after the stop are not heard again;
+    one at a time (--fail-fast), the recipes after the stopped one are heard only as the stop
+    settles them."""
+    recipes = [mlp_recipe(f"streamed{i}", seed=80 + i) for i in range(3)]
+    point = CrashPoint(tmp_path / "cp", "trt-building")
+    proc = start_build(*recipes, "--store", store, *how, "--json-lines", env=point.env)
+    point.wait_reached(proc)
+    code, out, err, _, _ = _signal_and_wait(proc, signal.SIGTERM)
+    point.close()
+    assert code == 143 and "Traceback" not in err, (code, err)
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert sorted(r["recipe"] for r in lines) == sorted(str(r) for r in recipes), out
+    assert {r["error_kind"] for r in lines if r["status"] != "built"} == {"interrupted"}, out
+
+
 def test_a_second_ctrl_c_never_waits(mlp_recipe: Callable[..., Path], store: Path, tmp_path: Path, cli) -> None:
     """Two SIGINTs in a row, as an impatient user sends them: trtforge is gone at once, and what it
     leaves behind is at most a temp file the next writer removes; nothing is recorded half-way."""

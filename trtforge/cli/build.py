@@ -200,14 +200,8 @@ def build(
             targets=targets,
             executor=chosen,
         )
-        streamed: list[BuildResult] = []  # results already out through on_done (--json-lines)
-
-        def done(result: BuildResult) -> None:
-            streamed.append(result)
-            _done(output, result)
-
-        results, stopped = _build_all(stage, items, fail_fast, progress, done)
-        return _report(output, stage, results, stopped, streamed)
+        results, stopped = _build_all(stage, items, fail_fast, progress, lambda result: _done(output, result))
+        return _report(output, stage, results, stopped)
 
     run(output, body)
 
@@ -226,17 +220,12 @@ def _report(
     stage: BuildStage,
     results: list[BuildResult],
     stopped: Interrupted | None,
-    streamed: list[BuildResult],
 ) -> int:
     """Print the batch's results whole (a signal meanwhile is raised after them) and give the exit
     code: the worst result's, or 130 / 143 when a signal stopped the batch or came while printing."""
     late = None
     try:
         with deferred():
-            if stopped is not None:  # the interrupted recipes' results, for --json-lines too
-                for result in results:
-                    if not any(result is out for out in streamed):
-                        output.item(result.as_json())
             stage.close()
             for note in stage.notes:
                 output.info(f"note: {note}")

@@ -168,6 +168,7 @@ class BuildStage:
         # Commits of built artifacts pass this gate; once a stop closes it, nothing more is recorded.
         self._gate = threading.Lock()
         self._gate_closed = False
+        self._heard_all = False  # a stop gave on_done every result left: builds ending later are not heard
 
     def close(self) -> None:
         if self._pool is not None:
@@ -219,7 +220,8 @@ class BuildStage:
         A glob that matched no file is a failed result (bad input), not silently dropped;
         ``on_start`` hears a recipe's file name when its build starts in a worker (the progress
         bar; hits never start one), ``on_done`` each result as it is ready, in the order they
-        finish. Neither is called twice at once.
+        finish, once per result (a stop makes the rest ready at once). Neither is called twice at
+        once.
 
         Up to ``jobs`` builds run at once, on ``jobs + 1`` threads: one more than the builds, so
         that while the workers build, this process resolves the next recipe or stores a plan.
@@ -256,6 +258,7 @@ class BuildStage:
         except Interrupted as stop:
             self._stop(stop)
             ended = [r for item in items[done:] for r in self._unfinished(item, stop)]
+            self._hear_the_rest(ended, on_done)
             raise BatchInterrupted(stop.signum, results + ended) from None
         return results
 
@@ -303,8 +306,9 @@ class BuildStage:
             batch = [_interrupted(item, None, r) if r.error_kind == "crashed" else r for r in batch]
         if on_done is not None:
             with self._callbacks:
-                for result in batch:
-                    on_done(result)
+                if not self._heard_all:
+                    for result in batch:
+                        on_done(result)
         return batch
 
     def _build_threaded(
@@ -338,7 +342,8 @@ class BuildStage:
             stop.set()
             self._stop(interrupted)
             executor.shutdown(wait=False, cancel_futures=True)
-            raise BatchInterrupted(interrupted.signum, self._settled(items, futures, interrupted)) from None
+            settled = self._settled(items, futures, interrupted, on_done)
+            raise BatchInterrupted(interrupted.signum, settled) from None
         except BaseException:  # a bug: stop the builds under way instead of waiting them out
             stop.set()
             with self._lock:
@@ -353,18 +358,37 @@ class BuildStage:
         return [result for batch in batches for result in batch]
 
     def _settled(
-        self, items: list[str | Path | UnmatchedPattern], futures: list[Any], stop: Interrupted
+        self,
+        items: list[str | Path | UnmatchedPattern],
+        futures: list[Any],
+        stop: Interrupted,
+        on_done: Callable[[BuildResult], None] | None,
     ) -> list[BuildResult]:
         """Every recipe's result once no commit is under way: what finished, what was recorded, and
         the rest ``interrupted`` (the gate is closed: they will record nothing)."""
         self._close_gate()
         settled: list[BuildResult] = []
+        unheard: list[BuildResult] = []
         for index, item in enumerate(items):
             future = futures[index] if index < len(futures) else None
             done = future is not None and future.done() and not future.cancelled() and future.exception() is None
             batch = future.result() if done else []
-            settled.extend(batch or self._unfinished(item, stop))
+            if not batch:
+                batch = self._unfinished(item, stop)
+                unheard.extend(batch)
+            settled.extend(batch)
+        self._hear_the_rest(unheard, on_done)
         return settled
+
+    def _hear_the_rest(self, results: list[BuildResult], on_done: Callable[[BuildResult], None] | None) -> None:
+        """A stopped batch's results that ``on_done`` has not heard (interrupted, or recorded before
+        the stop by a recipe that did not finish): heard now, and nothing after them, so each
+        recipe is heard once (`--json-lines` prints every result of an interrupted batch)."""
+        with self._callbacks:
+            self._heard_all = True
+            if on_done is not None:
+                for result in results:
+                    on_done(result)
 
     def build_one(self, recipe_path: str | Path) -> BuildResult:
         """Build (or find) one recipe on this machine; user-caused failures become a failed result."""
