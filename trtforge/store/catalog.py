@@ -736,10 +736,15 @@ class Catalog:
         """
 
         given = artifact.learned_at  # None (stamped at insert), or a history a test writes
+        attempts = 0
 
         def record() -> None:
+            nonlocal attempts
+            attempts += 1
             with self.writing() as session:
-                if session.get(Artifact, artifact.id) is not None:
+                # Only a retry can find the row (the first attempt's commit whose answer was lost):
+                # the first attempt spares the parent of a busy batch this query.
+                if attempts > 1 and session.get(Artifact, artifact.id) is not None:
                     return
                 # The blob row first (the artifact's foreign key points at it), if absent.
                 add_blob_row(session, plan_blob.sha256, plan_blob.size, plan_blob.kind)
