@@ -178,11 +178,18 @@ def _corpus(fig: Figure, work: Path, cfg: Config) -> None:
         shutil.rmtree(fresh, ignore_errors=True)
         return sample
 
+    ceilings: list[float] = []
+    longest: list[tuple[float, str]] = []
+
     def raw_loop() -> Sample:
         out = work / "raw.json"
         sample, _ = run_timed([sys.executable, "-m", "tests.corpus", "raw", manifest, out], check=False)
         if out.is_file():
-            outcomes["raw"] = sum(r["built"] for r in json.loads(out.read_text()))
+            raw_results = json.loads(out.read_text())
+            outcomes["raw"] = sum(r["built"] for r in raw_results)
+            ceiling, slowest = _ceiling(raw_results)
+            ceilings.append(ceiling)
+            longest.append(slowest)
         else:
             outcomes["raw"] = "the raw loop died (a crash in TensorRT ends its process)"
         return sample
@@ -192,6 +199,8 @@ def _corpus(fig: Figure, work: Path, cfg: Config) -> None:
     fig.ratios[f"--jobs 1 / --jobs {jobs} (speed-up), wall"] = speedup
     goal = SPEEDUP_PER_JOB_GOAL * jobs
     fig.goal(f"speed-up with --jobs {jobs}", f">= {goal:.1f} (0.6 x {jobs})", speedup, speedup >= goal)
+    if ceilings:
+        _report_ceiling(fig, jobs, speedup, goal, ceilings, longest)
     over = one.median() / raw.median()
     fig.ratios["--jobs 1 / raw loop, wall"] = over
     fig.ratios["--jobs 1 / raw loop, CPU"] = _cpu(one) / _cpu(raw)
@@ -199,6 +208,29 @@ def _corpus(fig: Figure, work: Path, cfg: Config) -> None:
     fig.goal("--jobs 1 / raw loop, wall", f"<= {JOBS1_OVER_RAW_GOAL}", over, over <= JOBS1_OVER_RAW_GOAL)
     fig.facts["corpus outcomes (built / failed / crashed; raw: built)"] = outcomes
     fig.facts["cores seen (os.cpu_count)"] = os.cpu_count()
+
+
+def _ceiling(raw_results: list[dict[str, Any]]) -> tuple[float, tuple[float, str]]:
+    """What any number of jobs can gain on this corpus (Amdahl): the raw builds' total over the
+    longest one, which no number of workers shortens; and that build (seconds, model)."""
+    times = [(r["seconds"], r["name"]) for r in raw_results]
+    slowest = max(times)
+    return sum(t for t, _ in times) / slowest[0], slowest
+
+
+def _report_ceiling(
+    fig: Figure, jobs: int, speedup: float, goal: float, ceilings: list[float], longest: list[tuple[float, str]]
+) -> None:
+    ceiling = statistics.median(ceilings)
+    seconds = statistics.median(t for t, _ in longest)
+    fig.ratios["speed-up ceiling: raw builds' total / the longest build (median of the raw runs)"] = ceiling
+    fig.ratios[f"--jobs {jobs} speed-up / that ceiling"] = speedup / ceiling
+    fig.facts["longest raw build (median of the raw runs)"] = f"{max(longest)[1]}, {seconds:.2f} s"
+    if goal > ceiling:
+        fig.facts["speed-up goal vs this corpus"] = (
+            f"the goal ({goal:.1f}) is above the ceiling ({ceiling:.2f}): the longest build alone is "
+            f"1/{ceiling:.2f} of the raw loop's build time, so no number of jobs reaches the goal on these models"
+        )
 
 
 def _tally(results: list[dict[str, Any]]) -> str:

@@ -37,6 +37,9 @@ def test_bench_quick_mode_writes_json_and_markdown(tmp_path: Path) -> None:
         assert "error" not in figure, figure
         assert figure["series"] and all(s["wall"]["n"] >= 1 for s in figure["series"])
     assert results["figures"]["cache_hit"]["facts"]["modules imported on the hit path"] == []
+    # what --jobs can gain on the corpus is reported with the speed-up (the longest raw build bounds it)
+    workers = results["figures"]["workers"]["ratios"]
+    assert any(name.startswith("speed-up ceiling") and value >= 1 for name, value in workers.items()), workers
     report = (out / "latest.md").read_text()
     assert report.startswith("# trtforge benchmark results") and report.count("\n## ") == len(FIGURES)
 
