@@ -6,6 +6,9 @@ against local builds.
   default the cores). Goal: at most 1.2x.
 - One recipe both ways: the fixed cost of a Ray run (the driver process, Ray's start and stop, the
   first task's worker) against a local build.
+- The same batch on a Ray instance started beforehand (``ray start --head --num-cpus N``, then
+  ``--ray-address auto``), as on a team's running cluster: Ray's start and stop are out of the run.
+  Same goal. ``ray stop --force`` ends it, and with it any other Ray instance of this user here.
 
 Run: ``python -m bench --only ray [--jobs N]``. Interleaved, as every figure; CPU time (user +
 system of the children waited for) next to wall time.
@@ -16,6 +19,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from importlib.util import find_spec
 from itertools import count
 from pathlib import Path
@@ -72,11 +79,51 @@ def run(work: Path, cfg: Config) -> Figure:
     fig.ratios[f"Ray / --jobs {jobs}, {n} recipes, CPU"] = _cpu(on_ray) / _cpu(here)
     fig.ratios["fixed cost of a Ray run (1 recipe: Ray - local), s"] = one_ray.median() - one_here.median()
     fig.goal(f"{n} recipes: Ray with {jobs} CPUs / --jobs {jobs}", f"<= {RATIO_GOAL}", ratio, ratio <= RATIO_GOAL)
+    _against_a_started_cluster(fig, cfg, jobs, recipes, build)
     import ray
 
     fig.facts["ray"] = ray.__version__
     fig.facts["jobs"] = jobs
     return fig
+
+
+def _against_a_started_cluster(
+    fig: Figure, cfg: Config, jobs: int, recipes: list[Path], build: Callable[..., Sample]
+) -> None:
+    """The same batch on a Ray instance started beforehand (`ray start --head`, then
+    `--ray-address auto`), as a team's running cluster would be: Ray's own start and stop are not
+    in the run. Local builds are measured again beside it, interleaved."""
+    n = len(recipes)
+    with _ray_head(jobs) as started:
+        if started is not None:
+            fig.notes.append(f"no Ray instance started beforehand: {started}")
+            return
+        here = fig.add(Series(f"{n} recipes, trtforge build --jobs {jobs}, beside an idle Ray instance"))
+        on_ray = fig.add(Series(f"{n} recipes, trtforge build --executor ray --ray-address auto (started beforehand)"))
+        interleave(
+            cfg.reps_slow,
+            (here, lambda: build(recipes)),
+            (on_ray, lambda: build(recipes, "--executor", "ray", "--ray-address", "auto")),
+        )
+    ratio = on_ray.median() / here.median()
+    fig.ratios[f"Ray started beforehand / --jobs {jobs}, {n} recipes, wall"] = ratio
+    fig.goal(f"{n} recipes: Ray started beforehand / --jobs {jobs}", f"<= {RATIO_GOAL}", ratio, ratio <= RATIO_GOAL)
+
+
+@contextmanager
+def _ray_head(cpus: int) -> Iterator[str | None]:
+    """A local Ray head node for the block (None), or why it could not start."""
+    ray_cli = [sys.executable, "-m", "ray.scripts.scripts"]
+    proc = subprocess.run(
+        [*ray_cli, "start", "--head", "--num-cpus", str(cpus), "--disable-usage-stats"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    try:
+        yield None if proc.returncode == 0 else (proc.stderr or proc.stdout)[-500:]
+    finally:
+        subprocess.run([*ray_cli, "stop", "--force"], capture_output=True, check=False)
 
 
 def _cpu(series: Series) -> float:
