@@ -9,6 +9,7 @@ import shlex
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -151,3 +152,41 @@ def release(child: subprocess.Popen[str]) -> None:
     assert child.stdin is not None
     child.stdin.close()
     assert child.wait() == 0
+
+
+def build_one(recipe: str | Path, store: Path) -> dict[str, Any]:
+    """`trtforge build RECIPE --json` in a process of its own, which must succeed: its one result."""
+    proc = subprocess.run(
+        trtforge_argv("build", recipe, "--store", store, "--json"),
+        capture_output=True,
+        text=True,
+        env=subprocess_env(),
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr
+    [result] = json.loads(proc.stdout)
+    return dict(result)
+
+
+def wait_gone(pid: int, seconds: float) -> bool:
+    """Whether process ``pid`` (not our child) ends within ``seconds`` (a pidfd: no polling)."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    try:
+        ready, _, _ = select.select([fd], [], [], seconds)
+        return bool(ready)
+    finally:
+        os.close(fd)
+
+
+def assert_store_clean(store: Path, cli: Callable[..., Any], *, recorded: bool = True) -> None:
+    """No lock or temp file left behind, and fsck finds every recorded plan intact. ``recorded``:
+    the run recorded something, so the store has a catalog to check (a batch stopped early may not)."""
+    assert list(store.glob("locks/*.lock")) == []
+    assert list(store.glob("blobs/**/.tmp-*")) == [] and list(store.glob("tmp/.tmp-*")) == []
+    if recorded or (store / "catalog.sqlite").exists():
+        check = cli("fsck", "--store", store, "--json")
+        assert check.code == 0 and check.json()["ok"] and check.json()["missing"] == [], check
+        assert check.json()["stale_temp"] == [], check

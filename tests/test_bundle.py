@@ -7,7 +7,6 @@ import io
 import json
 import shutil
 import subprocess
-import sys
 import tarfile
 from pathlib import Path
 
@@ -15,7 +14,8 @@ import pytest
 
 from tests import onnx_models
 from tests.catalog_rows import add_row, add_verification_row
-from tests.conftest import MLP_RECIPE, subprocess_env
+from tests.conftest import MLP_RECIPE
+from tests.procs import build_one
 from trtforge.core.errors import BundleError, SignatureError
 from trtforge.stages.bundle import export_bundle, import_bundle
 from trtforge.store import open_existing_store, open_store
@@ -65,16 +65,7 @@ def _build_one(recipe: str, store_dir: Path) -> str:
     """One recipe's artifact id. One command per version: in one batch, even with --jobs 1, the next
     recipe is resolved while a build runs and may reach the worker first, so the order the store
     learns them in (which decides the newest model) would be the order they finished."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "trtforge", "build", recipe, "--store", str(store_dir), "--json"],
-        capture_output=True,
-        text=True,
-        env=subprocess_env(),
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr
-    [result] = json.loads(proc.stdout)
-    return str(result["artifact_id"])
+    return str(build_one(recipe, store_dir)["artifact_id"])
 
 
 @pytest.fixture(scope="module")

@@ -19,12 +19,10 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from tests.procs import CrashPoint, start, start_build, trtforge_argv
-from tests.test_workers import _wait_gone
+from tests.procs import CrashPoint, assert_store_clean, start, start_build, trtforge_argv, wait_gone
 from trtforge.store.blobs import INLINE_DIGEST_BYTES, ParallelDigest
 
 pytestmark = pytest.mark.slow  # signals at seeded moments of real builds (.ci/run: pytest -m slow)
@@ -59,20 +57,10 @@ def _artifact_ids(store: Path) -> set[str]:
         return {row[0] for row in conn.execute("SELECT id FROM artifacts")}
 
 
-def _assert_left_clean(store: Path, cli: Callable[..., Any]) -> None:
-    """No lock or temp file left behind, and fsck finds every recorded plan intact."""
-    assert list(store.glob("locks/*.lock")) == []
-    assert list(store.glob("blobs/**/.tmp-*")) == [] and list(store.glob("tmp/.tmp-*")) == []
-    if (store / "catalog.sqlite").exists():
-        check = cli("fsck", "--store", store, "--json")
-        assert check.code == 0 and check.json()["ok"] and check.json()["missing"] == [], check
-        assert check.json()["stale_temp"] == [], check
-
-
 def _check_stopped(code: int, err: str, signum: int, seconds: float, workers: list[int]) -> None:
     assert code == 128 + signum, (code, err)
     assert seconds < STOP_LIMIT_S, f"exited {seconds:.2f} s after {signal.Signals(signum).name}"
-    assert all(_wait_gone(pid, STOP_LIMIT_S) for pid in workers), workers
+    assert all(wait_gone(pid, STOP_LIMIT_S) for pid in workers), workers
     assert "Traceback" not in err, err
     lines = [line for line in err.splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and lines[0].startswith(f"error: interrupted by {signal.Signals(signum).name}"), err
@@ -111,7 +99,7 @@ def test_a_signal_inside_tensorrts_build_stops_it_and_records_nothing(
     assert result["status"] == "failed" and result["error_kind"] == "interrupted", result
     assert result["name"] == "stopped" and result["artifact_id"] is None
     assert _artifact_ids(store) == set()
-    _assert_left_clean(store, cli)
+    assert_store_clean(store, cli, recorded=False)
     again = cli("build", recipe, "--store", store, "--json")
     assert again.code == 0 and again.json()[0]["status"] == "built", again
 
@@ -150,7 +138,7 @@ def test_a_second_ctrl_c_never_waits(mlp_recipe: Callable[..., Path], store: Pat
     proc.communicate(timeout=60)
     point.close()
     assert proc.returncode == 130 and time.monotonic() - sent < STOP_LIMIT_S
-    assert all(_wait_gone(pid, STOP_LIMIT_S) for pid in workers)
+    assert all(wait_gone(pid, STOP_LIMIT_S) for pid in workers)
     assert _artifact_ids(store) == set()
     again = cli("build", *recipes, "--store", store, "--json")
     assert again.code == 0 and [r["status"] for r in again.json()] == ["built", "built"], again
@@ -194,7 +182,7 @@ def test_a_signal_at_random_points_of_a_batch(
             assert {r["status"] for r in results} <= {"built", "failed"}, results
             assert all(r["error_kind"] == "interrupted" for r in results if r["status"] == "failed"), results
             assert _artifact_ids(store) == {r["artifact_id"] for r in results if r["status"] == "built"}
-        _assert_left_clean(store, cli)
+        assert_store_clean(store, cli, recorded=False)
         finished = cli("build", *recipes, "--store", store, "--jobs", jobs, "--json")
         assert finished.code == 0 and {r["status"] for r in finished.json()} <= {"built", "cached"}, finished
 

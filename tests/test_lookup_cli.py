@@ -11,6 +11,7 @@ import pytest
 
 from tests.catalog_rows import add_row
 from tests.conftest import subprocess_env
+from tests.procs import build_one
 from trtforge.store import open_store
 
 RTX_4090 = ("--gpu", "NVIDIA GeForce RTX 4090", "--cc", "8.9", "--flavor", "tensorrt_rtx")
@@ -29,17 +30,7 @@ def built_store(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
         "profiles:\n  - x: {min: [1, 4], opt: [2, 4], max: [4, 4]}\nbuild:\n  optimization_level: 0\n"
     )
     store_dir = root / "store"
-    proc = subprocess.run(
-        [sys.executable, "-m", "trtforge", "build", str(recipe), "--store", str(store_dir), "--json"],
-        capture_output=True,
-        text=True,
-        env=subprocess_env(),
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr
-    import json
-
-    [built] = json.loads(proc.stdout)
+    built = build_one(recipe, store_dir)
     store = open_store(store_dir)
     try:
         real = store.catalog.get_artifact(built["artifact_id"])

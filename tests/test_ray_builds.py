@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import REPO
-from tests.procs import CrashPoint, finish, start_build
+from tests.procs import CrashPoint, assert_store_clean, finish, start_build, wait_gone
 from tests.test_s3_store import s3_endpoint  # noqa: F401 - a fixture, used below
 
 pytestmark = [
@@ -201,24 +201,6 @@ def _holder_of(store: Path, worker: int) -> tuple[str, int]:
     raise AssertionError(f"no build lock names worker {worker}")
 
 
-def _wait_gone(pid: int, seconds: float) -> bool:
-    try:
-        fd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return True
-    try:
-        return bool(select.select([fd], [], [], seconds)[0])
-    finally:
-        os.close(fd)
-
-
-def _assert_clean(store: Path, cli) -> None:
-    temps = list((store / "blobs").rglob(".tmp-*")) if (store / "blobs").exists() else []
-    assert temps == [] and list((store / "locks").glob("*.lock")) == []
-    check = cli("fsck", "--store", store, "--json")
-    assert check.code == 0 and check.json()["ok"], check
-
-
 def test_a_task_whose_ray_worker_is_killed_mid_build_is_retried_and_the_store_stays_clean(
     tmp_path: Path, store: Path, cli
 ) -> None:
@@ -239,8 +221,8 @@ def test_a_task_whose_ray_worker_is_killed_mid_build_is_retried_and_the_store_st
     assert [r["status"] for r in results] == ["built", "built"], results
     [retried] = [r for r in results if r["build_key"] == key]
     assert retried["node"]["pid"] != task and retried["error_kind"] is None
-    assert _wait_gone(builder, 60), "the lost task's build worker outlived it"
-    _assert_clean(store, cli)
+    assert wait_gone(builder, 60), "the lost task's build worker outlived it"
+    assert_store_clean(store, cli)
     assert sorted(k for _, k in _rows(store)) == sorted(r["build_key"] for r in results)
 
 
@@ -282,7 +264,7 @@ def test_timeout_bounds_a_task_and_the_others_build(tmp_path: Path, store: Path,
     assert hung["error_kind"] == "timed_out" and "timeout (3 s)" in hung["error"], hung
     assert hung["node"]["executor"] == "ray" and hung["cost"]["wall_seconds"] >= 3
     assert fine["node"]["executor"] == "ray" and fine["error_kind"] is None
-    _assert_clean(store, cli)
+    assert_store_clean(store, cli)
     assert [k for _, k in _rows(store)] == [fine["build_key"]]
 
 

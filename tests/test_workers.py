@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import select
 import signal
 import sqlite3
 import threading
@@ -21,7 +20,7 @@ from typing import Any
 import pytest
 
 from tests import onnx_models
-from tests.procs import CrashPoint, finish, start_build
+from tests.procs import CrashPoint, assert_store_clean, finish, start_build, wait_gone
 from trtforge.core.crashpoints import CRASHPOINT_ENV
 
 
@@ -30,32 +29,6 @@ def _rows(store: Path) -> list[tuple[str, str]]:
         return []
     with sqlite3.connect(store / "catalog.sqlite") as conn:
         return conn.execute("SELECT id, build_key FROM artifacts").fetchall()
-
-
-def _leftovers(store: Path) -> list[Path]:
-    """Temp files and build locks: what a build that did not finish could leave behind."""
-    temps = list((store / "blobs").rglob(".tmp-*")) if (store / "blobs").exists() else []
-    return temps + list((store / "locks").glob("*.lock"))
-
-
-def _assert_store_clean(store: Path, cli: Callable[..., Any]) -> None:
-    assert _leftovers(store) == []
-    check = cli("fsck", "--store", store, "--json")
-    assert check.code == 0 and check.json()["ok"], check
-    assert check.json()["missing"] == [] and check.json()["stale_temp"] == [], check
-
-
-def _wait_gone(pid: int, seconds: float) -> bool:
-    """Whether process ``pid`` (not our child) ends within ``seconds`` (a pidfd: no polling)."""
-    try:
-        fd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return True
-    try:
-        ready, _, _ = select.select([fd], [], [], seconds)
-        return bool(ready)
-    finally:
-        os.close(fd)
 
 
 @pytest.mark.slow  # fault injection (.ci/run: pytest -m slow)
@@ -87,7 +60,7 @@ def test_a_worker_killed_mid_build_costs_that_recipe_alone(
     built = [r for r in results if r["status"] == "built"]
     assert len(built) == 2 and all(r["error_kind"] is None and r["cost"]["cpu_seconds"] > 0 for r in built)
     assert sorted(key for _, key in _rows(store)) == sorted(r["build_key"] for r in built)
-    _assert_store_clean(store, cli)
+    assert_store_clean(store, cli)
 
     again = cli("build", *recipes, "--store", store, "--json")  # the crashed recipe just builds now
     assert again.code == 0, again
@@ -139,7 +112,7 @@ def test_a_build_past_its_timeout_is_stopped_and_the_rest_build(
     [fine] = [r for r in results if r["status"] == "built"]
     assert hung["error_kind"] == "timed_out" and fine["error_kind"] is None, results
     assert "timeout (3 s)" in hung["error"] and hung["cost"]["wall_seconds"] >= 3
-    _assert_store_clean(store, cli)
+    assert_store_clean(store, cli)
 
     # --timeout is not part of the build key: without it, the same key builds
     again = cli("build", hung["recipe"], "--store", store, "--json")
@@ -155,10 +128,10 @@ def test_a_worker_does_not_outlive_its_parent(mlp_recipe: Callable[..., Path], s
     batch.send_signal(signal.SIGKILL)
     assert batch.wait() == -signal.SIGKILL
     try:
-        assert _wait_gone(worker, 30), f"worker {worker} outlived its parent"
+        assert wait_gone(worker, 30), f"worker {worker} outlived its parent"
     finally:
         point.close()
-        if not _wait_gone(worker, 0):
+        if not wait_gone(worker, 0):
             os.kill(worker, signal.SIGKILL)
 
 
@@ -255,7 +228,7 @@ def test_terminate_stops_a_running_build_at_once(
     point.close()
     [done] = outcome
     assert isinstance(done.error, WorkerCrashedError) and "stopped by the test" in done.error.message
-    assert _wait_gone(worker, 10)
+    assert wait_gone(worker, 10)
 
 
 def test_the_python_api_builds_with_jobs_and_a_timeout(mlp_recipe: Callable[..., Path], store: Path) -> None:
