@@ -173,11 +173,16 @@ class BuildStage:
     def close(self) -> None:
         if self._pool is not None:
             self._pool.close()
+        self.save_caches()
+        self.store.close()
+
+    def save_caches(self) -> None:
+        """Save what this stage learned for the next command (model digests, resolved recipes);
+        the store stays open (a Ray worker's stage serves its next tasks)."""
         if self._digests is not None:
             self._digests.save()
         if self._resolved is not None:
             self._resolved.save()
-        self.store.close()
 
     def _remembered(self) -> ResolvedCache:
         with self._lock:

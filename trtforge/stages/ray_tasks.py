@@ -99,13 +99,6 @@ class _TaskStage(BuildStage):
     def workers(self) -> WorkerPool:
         return _process_pool()
 
-    def save_caches(self) -> None:
-        """What :meth:`close` saves (the model digests, resolved recipes), the store left open."""
-        if self._digests is not None:
-            self._digests.save()
-        if self._resolved is not None:
-            self._resolved.save()
-
 
 _stage: tuple[tuple[Any, ...], _TaskStage] | None = None  # the stage, and what it was made for
 
