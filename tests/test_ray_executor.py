@@ -148,3 +148,16 @@ def test_a_task_given_other_gpus_gets_a_fresh_build_worker(monkeypatch: pytest.M
     second = ray_tasks._process_pool()
     assert second is not first and ray_tasks._process_pool() is second
     second.close()
+
+
+@needs_ray
+def test_a_pattern_that_matches_nothing_is_reported_as_a_local_run_reports_it(cli, store: Path) -> None:
+    """A glob that names no recipe is answered here, without Ray, and its result is the one a local
+    run gives (the Ray executor once dropped its hint)."""
+    pattern = str(store.parent / "nowhere" / "*.yaml")
+    local = cli("build", pattern, "--store", store, "--json")
+    on_ray = cli("build", pattern, "--store", store, "--executor", "ray", "--json")
+    assert local.code == on_ray.code == 2, (local, on_ray)
+    fields = ("status", "error", "hint", "exit_code", "error_kind")
+    [here], [there] = local.json(), on_ray.json()
+    assert here["hint"] and {f: there[f] for f in fields} == {f: here[f] for f in fields}, (here, there)

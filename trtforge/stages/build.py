@@ -304,7 +304,7 @@ class BuildStage:
     ) -> list[BuildResult]:
         """One recipe's results: one per target asked for (this machine's when none was)."""
         if isinstance(item, UnmatchedPattern):
-            batch = [_unmatched(item, BuildResult(item.pattern, None, "failed"))]
+            batch = [unmatched(item, BuildResult(item.pattern, None, "failed"))]
         else:
             batch = self.run(item, self.targets or (None,))
         if self._stopping.is_set():  # a worker killed by the stop: its recipe was interrupted, not crashed
@@ -824,7 +824,7 @@ def plan_builds(
     try:
         for item in expand_recipes(arguments):
             if isinstance(item, UnmatchedPattern):
-                batch = [_unmatched(item, PlanEntry(item.pattern, None, None, "failed"))]
+                batch = [unmatched(item, PlanEntry(item.pattern, None, None, "failed"))]
             else:
                 chosen: Sequence[RuntimeTarget | None] = explicit or (None,)
                 batch = [PlanEntry.of(r) for r in stage.run(item, chosen, dry_run=True)]
@@ -840,8 +840,8 @@ def plan_builds(
 _Failed = TypeVar("_Failed", BuildResult, PlanEntry)
 
 
-def _unmatched(item: UnmatchedPattern, result: _Failed) -> _Failed:
-    """A glob (or folder) that named no recipe: a failed result of bad input."""
+def unmatched(item: UnmatchedPattern, result: _Failed) -> _Failed:
+    """A glob (or folder) that named no recipe: a failed result of bad input (on every executor)."""
     result.error, result.hint, result.exit_code, result.error_kind = NO_MATCH, item.hint, 2, "bad_input"
     return result
 

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from trtforge.core.errors import BadInputError, TrtforgeError
 from trtforge.core.extras import require
 from trtforge.resolution.batch import UnmatchedPattern
-from trtforge.stages.build import NO_MATCH, BuildResult, BuildStage, failed_with
+from trtforge.stages.build import BuildResult, BuildStage, failed_with, unmatched
 from trtforge.stages.ray_driver import DRIVER_MODULE, RunRequest, StoreFacts, Task
 from trtforge.stages.ray_tasks import TaskSpec
 from trtforge.store import BLOBS_ENV
@@ -110,8 +110,7 @@ class RayExecutor:
         """The recipe's results for each target as far as this machine answers them: hits, bad
         input, targets the recipe does not build for; the others wait for a task."""
         if isinstance(item, UnmatchedPattern):
-            failed = BuildResult(item.pattern, None, "failed", error=NO_MATCH, exit_code=2, error_kind="bad_input")
-            return [_Slot(failed)]
+            return [_Slot(unmatched(item, BuildResult(item.pattern, None, "failed")))]
         targets = stage.targets or (None,)
         results = stage.run(item, targets, dry_run=True)
         if len(results) != len(targets):  # the recipe itself was refused: one result
