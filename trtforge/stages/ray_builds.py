@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from trtforge.core.errors import BadInputError, TrtforgeError
 from trtforge.core.extras import require
+from trtforge.core.resources import default_jobs
 from trtforge.resolution.batch import UnmatchedPattern
 from trtforge.stages.build import BuildResult, BuildStage, failed_with, unmatched
 from trtforge.stages.ray_driver import DRIVER_MODULE, RunRequest, StoreFacts, Task
@@ -92,7 +93,7 @@ class RayExecutor:
             for item in items:
                 slots.extend(self._answer_here(stage, item))
                 if not driver.started and any(not slot.final for slot in slots):  # Ray starts meanwhile
-                    driver.start(self._address(), min(stage.jobs or _default_jobs(), _most_tasks(stage, items)))
+                    driver.start(self._address(), min(stage.jobs or default_jobs(), _most_tasks(stage, items)))
         except BaseException:
             driver.abandon()
             raise
@@ -160,7 +161,7 @@ class RayExecutor:
             tasks.append(Task(index, spec, slot.demand))
         return RunRequest(
             address=address,
-            cpus=min(stage.jobs or _default_jobs(), len(tasks)),  # a local instance: --jobs builds at once
+            cpus=min(stage.jobs or default_jobs(), len(tasks)),  # a local instance: --jobs builds at once
             limit=stage.jobs if address is not None else None,
             max_retries=self.settings.max_retries,
             store=facts,
@@ -302,9 +303,3 @@ def _callers_ray() -> str | None:
 def _most_tasks(stage: BuildStage, items: list[str | Path | UnmatchedPattern]) -> int:
     """At most this many tasks (each item a recipe, for each target): a local instance's CPUs need not exceed it."""
     return len(items) * max(1, len(stage.targets))
-
-
-def _default_jobs() -> int:
-    from trtforge.core.resources import default_jobs
-
-    return default_jobs()
