@@ -125,8 +125,9 @@ class ConnectRetry:
             try:
                 connection = dialect.connect(*cargs, **cparams)
             except Exception as exc:
-                if not transient(exc) or time.monotonic() + delay > deadline:
-                    if transient(exc):
+                passes = transient(exc)
+                if not passes or time.monotonic() + delay > deadline:
+                    if passes:
                         with self._lock:
                             self._down = True
                     raise
