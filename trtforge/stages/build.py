@@ -261,7 +261,7 @@ class BuildStage:
                 if fail_fast and not all(batch):
                     break
         except Interrupted as stop:
-            self._stop(stop)
+            self._stop(f"interrupted by {stop.name}")
             ended = [r for item in items[done:] for r in self._unfinished(item, stop)]
             self._hear_the_rest(ended, on_done)
             raise BatchInterrupted(stop.signum, results + ended) from None
@@ -289,12 +289,12 @@ class BuildStage:
             self._gate_closed = True
             self._gate.release()
 
-    def _stop(self, stop: Interrupted) -> None:
+    def _stop(self, reason: str) -> None:
         """Nothing more starts: running builds' workers are killed, lock waits end (a pool made
         after this is stopped as it is made: see workers)."""
         with self._lock:
             self._stopping.set()
-            self._stop_reason = f"interrupted by {stop.name}"
+            self._stop_reason = reason
             pool = self._pool
         if pool is not None:
             pool.stop(self._stop_reason)
@@ -345,18 +345,13 @@ class BuildStage:
             batches = [future.result() for future in futures]
         except Interrupted as interrupted:  # SIGINT/SIGTERM: stop the builds under way, keep what is recorded
             stop.set()
-            self._stop(interrupted)
+            self._stop(f"interrupted by {interrupted.name}")
             executor.shutdown(wait=False, cancel_futures=True)
             settled = self._settled(items, futures, interrupted, on_done)
             raise BatchInterrupted(interrupted.signum, settled) from None
         except BaseException:  # a bug: stop the builds under way instead of waiting them out
             stop.set()
-            with self._lock:
-                self._stopping.set()
-                self._stop_reason = "stopped by an error in trtforge"
-                pool = self._pool
-            if pool is not None:
-                pool.stop(self._stop_reason)
+            self._stop("stopped by an error in trtforge")
             executor.shutdown(wait=True, cancel_futures=True)
             raise
         executor.shutdown()
