@@ -9,6 +9,9 @@ against local builds.
 - The same batch on a Ray instance started beforehand (``ray start --head --num-cpus N``, then
   ``--ray-address auto``), as on a team's running cluster: Ray's start and stop are out of the run.
   Same goal. ``ray stop --force`` ends it, and with it any other Ray instance of this user here.
+- Ray alone, both ways: a fresh driver that runs as many tasks as there are recipes, each doing
+  nothing (:mod:`bench.ray_alone`). No Ray executor can be faster than that: where it alone takes
+  more than the goal allows the whole batch, the figure says that the goal is out of Ray's reach.
 
 Run: ``python -m bench --only ray [--jobs N]``. Interleaved, as every figure; CPU time (user +
 system of the children waited for) next to wall time.
@@ -30,6 +33,7 @@ from pathlib import Path
 from bench.config import Config
 from bench.figure import Figure
 from bench.models import mlp
+from bench.ray_alone import alone_argv
 from bench.timing import Sample, Series, interleave, run_timed, trtforge_argv
 
 RATIO_GOAL = 1.2
@@ -67,18 +71,21 @@ def run(work: Path, cfg: Config) -> Figure:
     on_ray = fig.add(Series(f"{n} recipes, trtforge build --executor ray --jobs {jobs} (local Ray, empty store)"))
     one_here = fig.add(Series("1 recipe, trtforge build (empty store)"))
     one_ray = fig.add(Series("1 recipe, trtforge build --executor ray (local Ray, empty store)"))
+    alone = fig.add(Series(f"Ray alone: {n} tasks that do nothing (local Ray started and stopped)"))
     interleave(
         cfg.reps_slow,
         (here, lambda: build(recipes)),
         (on_ray, lambda: build(recipes, "--executor", "ray")),
         (one_here, lambda: build(recipes[:1])),
         (one_ray, lambda: build(recipes[:1], "--executor", "ray")),
+        (alone, lambda: run_timed(alone_argv(n, jobs, None))[0]),
     )
     ratio = on_ray.median() / here.median()
     fig.ratios[f"Ray / --jobs {jobs}, {n} recipes, wall"] = ratio
     fig.ratios[f"Ray / --jobs {jobs}, {n} recipes, CPU"] = _cpu(on_ray) / _cpu(here)
     fig.ratios["fixed cost of a Ray run (1 recipe: Ray - local), s"] = one_ray.median() - one_here.median()
     fig.goal(f"{n} recipes: Ray with {jobs} CPUs / --jobs {jobs}", f"<= {RATIO_GOAL}", ratio, ratio <= RATIO_GOAL)
+    _report_floor(fig, "local Ray started and stopped", alone, here)
     _against_a_started_cluster(fig, cfg, jobs, recipes, build)
     import ray
 
@@ -100,14 +107,29 @@ def _against_a_started_cluster(
             return
         here = fig.add(Series(f"{n} recipes, trtforge build --jobs {jobs}, beside an idle Ray instance"))
         on_ray = fig.add(Series(f"{n} recipes, trtforge build --executor ray --ray-address auto (started beforehand)"))
+        alone = fig.add(Series(f"Ray alone: {n} tasks that do nothing (--ray-address auto, started beforehand)"))
         interleave(
             cfg.reps_slow,
             (here, lambda: build(recipes)),
             (on_ray, lambda: build(recipes, "--executor", "ray", "--ray-address", "auto")),
+            (alone, lambda: run_timed(alone_argv(n, jobs, "auto"))[0]),
         )
     ratio = on_ray.median() / here.median()
     fig.ratios[f"Ray started beforehand / --jobs {jobs}, {n} recipes, wall"] = ratio
     fig.goal(f"{n} recipes: Ray started beforehand / --jobs {jobs}", f"<= {RATIO_GOAL}", ratio, ratio <= RATIO_GOAL)
+    _report_floor(fig, "Ray started beforehand", alone, here)
+
+
+def _report_floor(fig: Figure, how: str, alone: Series, here: Series) -> None:
+    """Ray's own floor (a driver whose tasks do nothing) against the local batch: where the floor alone
+    exceeds the goal's share, no Ray executor meets the goal on this batch."""
+    floor = alone.median() / here.median()
+    fig.ratios[f"Ray alone ({how}) / the local batch"] = floor
+    if floor > RATIO_GOAL:
+        fig.facts[f"goal vs Ray's floor ({how})"] = (
+            f"Ray alone, building nothing, took {alone.median():.2f} s: {floor:.2f}x the local batch "
+            f"({here.median():.2f} s), above the goal ({RATIO_GOAL}x) before any build"
+        )
 
 
 @contextmanager

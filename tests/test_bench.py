@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from importlib.util import find_spec
 from pathlib import Path
 
 import pytest
@@ -42,6 +43,29 @@ def test_bench_quick_mode_writes_json_and_markdown(tmp_path: Path) -> None:
     assert any(name.startswith("speed-up ceiling") and value >= 1 for name, value in workers.items()), workers
     report = (out / "latest.md").read_text()
     assert report.startswith("# trtforge benchmark results") and report.count("\n## ") == len(FIGURES)
+
+
+@pytest.mark.skipif(find_spec("ray") is None, reason="ray is not installed (the 'ray' extra; .ci/run installs it)")
+def test_bench_ray_figure_reports_rays_own_floor(tmp_path: Path) -> None:
+    """Figure 8 times Ray alone (tasks that do nothing) both ways, and says the goal is out of Ray's
+    reach exactly when that floor alone is above it."""
+    out = tmp_path / "results"
+    argv = [sys.executable, "-m", "bench", "--quick", "--only", "ray", "--jobs", "2", "--out", str(out)]
+    proc = subprocess.run(
+        [*argv, "--work", str(tmp_path / "work")],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=subprocess_env(),
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    figure = json.loads((out / "latest.json").read_text())["figures"]["ray"]
+    assert "error" not in figure, figure
+    for how in ("local Ray started and stopped", "Ray started beforehand"):
+        floor = figure["ratios"][f"Ray alone ({how}) / the local batch"]
+        assert floor > 0
+        assert (f"goal vs Ray's floor ({how})" in figure["facts"]) == (floor > 1.2), figure["facts"]
 
 
 def test_bench_rejects_unknown_figure(tmp_path: Path) -> None:
