@@ -7,8 +7,17 @@ import re
 
 import pytest
 
+from tests.gpu_names import spellings
 from trtforge.core.errors import TargetError
-from trtforge.rules.gpus import GPUS, AmbiguousGpuError, UnknownGpuError, closest_names, find_gpu, normalize
+from trtforge.rules.gpus import (
+    GPUS,
+    AmbiguousGpuError,
+    GpuModel,
+    UnknownGpuError,
+    closest_names,
+    find_gpu,
+    normalize,
+)
 from trtforge.rules.target import parse_compute_capability, target_gpu
 
 # Ray's NVIDIA accelerator manager names a node's accelerator type from the NVML name with this
@@ -59,6 +68,43 @@ def test_ray_accelerator_type_is_what_ray_detects_for_the_nvml_name() -> None:
 def test_what_an_operator_types_names_one_gpu(typed: str, name: str, cc: str) -> None:
     assert target_gpu(typed, None) == (name, cc)
     assert target_gpu(typed, cc) == (name, cc)
+
+
+@pytest.mark.parametrize("gpu", GPUS, ids=lambda gpu: gpu.name)
+def test_every_way_of_writing_a_gpu_names_it_by_its_nvml_name(gpu: GpuModel) -> None:
+    """Fails on 386a244: "NVIDIA RTX 4090", "GeForce 4090", "NVIDIA H100 SXM" were unknown GPUs,
+    and with --cc taken as given, so a verification recorded under NVML's name did not count."""
+    cc = gpu.compute_capability
+    for typed, unique in spellings(gpu).items():
+        if unique:
+            assert target_gpu(typed, cc) == (gpu.name, cc), typed  # not "taken as given"
+            assert target_gpu(typed, None) == (gpu.name, cc), typed
+        else:
+            with pytest.raises(AmbiguousGpuError, match=re.escape(repr(gpu.name))):
+                target_gpu(typed, cc)
+
+
+@pytest.mark.parametrize(
+    ("typed", "means"),
+    [
+        ("Tesla H100", AmbiguousGpuError),  # a vendor word does not pick one of several
+        ("NVIDIA A100", AmbiguousGpuError),
+        ("NVIDIA H100", "NVIDIA H100"),  # a full NVML name stays itself
+        ("NVIDIA Tesla T4", "Tesla T4"),
+        ("Quadro A6000", "NVIDIA RTX A6000"),
+        ("NVIDIA A4000", "NVIDIA RTX A4000"),
+        ("GeForce A6000", UnknownGpuError),  # a brand word names its own kind of GPU
+        ("Tesla RTX 4090", UnknownGpuError),
+        ("Quadro 6000", UnknownGpuError),  # the Quadro 6000 of 2010, not the Quadro RTX 6000
+        ("NVIDIA GeForce", UnknownGpuError),
+    ],
+)
+def test_vendor_words_in_front_never_make_a_name_mean_another_gpu(typed: str, means: object) -> None:
+    if isinstance(means, str):
+        assert find_gpu(typed).name == means
+    else:
+        with pytest.raises(means):  # type: ignore[call-overload]
+            find_gpu(typed)
 
 
 def test_unknown_names_are_refused_with_the_closest_known_ones_and_those_work() -> None:

@@ -11,7 +11,9 @@ import pytest
 
 from tests.catalog_rows import add_row
 from tests.conftest import subprocess_env
+from tests.gpu_names import spellings
 from tests.procs import build_one
+from trtforge.rules.gpus import GPUS, GpuModel, normalize
 from trtforge.store import open_store
 
 RTX_4090 = ("--gpu", "NVIDIA GeForce RTX 4090", "--cc", "8.9", "--flavor", "tensorrt_rtx")
@@ -186,6 +188,56 @@ def test_verified_only(cli, built_store: dict[str, str], tmp_path: Path) -> None
     only = cli("lookup", "detector", *target, "--verified-only", "--explain", "--json").json()
     assert [m["artifact_id"] for m in only["matches"]] == [verified]
     assert rejected_rules(only) == {failed: "verification", plain: "verified_only"}
+
+
+@pytest.fixture(scope="module")
+def every_gpu_store(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
+    """A TensorRT engine for every GPU of the table, each verified on its GPU under NVML's name."""
+    store_dir = tmp_path_factory.mktemp("every-gpu") / "store"
+    store = open_store(store_dir)
+    try:
+        rows = {
+            gpu.name: add_row(store, gpu_name=gpu.name, ccs=(gpu.compute_capability,), verified_on={gpu.name: "passed"})
+            for gpu in GPUS
+        }
+    finally:
+        store.close()
+    return store_dir, rows
+
+
+@pytest.mark.parametrize("gpu", GPUS, ids=lambda gpu: gpu.name)
+def test_verified_only_finds_the_verified_engine_however_the_gpu_is_written(
+    every_gpu_store: tuple[Path, dict[str, str]], gpu: GpuModel
+) -> None:
+    """Fails on 386a244: "NVIDIA RTX 4090" with --cc 8.9 was a GPU taken as given, so the engine
+    verified on "NVIDIA GeForce RTX 4090" was refused (verified_only) while "RTX 4090" found it."""
+    import trtforge
+
+    store_dir, rows = every_gpu_store
+    written: dict[str, str] = {}  # one of each spelling that differs in more than case and separators
+    for typed, unique in spellings(gpu).items():
+        if unique:
+            written.setdefault(normalize(typed), typed)
+    for typed in written.values():
+        for cc in (gpu.compute_capability, None):
+            target = trtforge.runtime_target(gpu=typed, cc=cc, trt="10.13.3", flavor="tensorrt")
+            found = trtforge.lookup("detector", target, store=store_dir, verified_only=True)
+            assert found.artifact_id == rows[gpu.name], (typed, cc)
+
+
+def test_verified_only_answers_the_same_for_each_spelling_on_the_command_line(
+    cli, every_gpu_store: tuple[Path, dict[str, str]]
+) -> None:
+    store_dir, rows = every_gpu_store
+    answers = {}
+    for typed in ("NVIDIA GeForce RTX 4090", "RTX 4090", "NVIDIA RTX 4090", "GeForce 4090", "nvidia-geforce-rtx-4090"):
+        for cc in (("--cc", "8.9"), ()):
+            target = ("--gpu", typed, *cc, "--trt", "10.13.3", "--store", store_dir)
+            result = cli("lookup", "detector", *target, "--verified-only", "--json")
+            report = result.json()
+            gpu_name = (report["target"] or {}).get("gpu_name")
+            answers[typed, cc] = (result.code, gpu_name, (report["best"] or {}).get("artifact_id"))
+    assert set(answers.values()) == {(0, "NVIDIA GeForce RTX 4090", rows["NVIDIA GeForce RTX 4090"])}, answers
 
 
 def test_tampered_blob_is_not_handed_out(cli, tmp_path: Path) -> None:

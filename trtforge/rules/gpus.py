@@ -26,7 +26,10 @@ NVML name picks its GPU. Short forms (the name without ``NVIDIA``/``Tesla``/``Qu
 ``GeForce``/``RTX`` in front), the listed aliases and the Ray type name a GPU only when exactly
 one GPU answers to them: ``H100`` is four GPU models (SXM, PCIe, NVL and the one NVML calls
 "NVIDIA H100"), and which one matters wherever verification results are kept per GPU model.
-A MIG slice (``... MIG 1g.10gb``) is its GPU's model.
+Typed with vendor or brand words in front ("NVIDIA RTX 4090", "GeForce 4090", "NVIDIA H100
+SXM") they name what they name without them; a brand word must fit the GPU (``GeForce`` a
+GeForce, ``Quadro`` a workstation GPU, ``Tesla`` a data-center one). A MIG slice
+(``... MIG 1g.10gb``) is its GPU's model.
 """
 
 from __future__ import annotations
@@ -161,6 +164,9 @@ GPUS: tuple[GpuModel, ...] = (
 # Words in front of a model name that people leave out ("A10G" for "NVIDIA A10G", "RTX 4090"
 # or "4090" for "NVIDIA GeForce RTX 4090", "A6000" for "NVIDIA RTX A6000").
 _LEADING_WORDS = ("nvidia", "tesla", "quadro", "geforce", "rtx")
+# Vendor and brand words an operator may put in front of any name above ("NVIDIA RTX 4090",
+# "GeForce 4090"), with the segment a brand word says (None: any). Not "RTX": it is part of names.
+_VENDOR_WORDS: dict[str, Segment | None] = {"nvidia": None, "tesla": DC, "quadro": WS, "geforce": GF}
 _MIG = re.compile(r"(?P<gpu>.+?)\s+MIG\s+(?P<profile>\S+)", re.IGNORECASE)
 SHOWN_CHOICES = 8
 
@@ -222,12 +228,35 @@ def find_gpu(text: str) -> NamedGpu:
     return NamedGpu(f"{model.name} MIG {mig.group('profile')}" if mig else model.name, model)
 
 
-def _model_for(base: str, text: str) -> GpuModel:
+def _answering(key: str) -> tuple[GpuModel, ...]:
+    """The GPUs a normalized name answers to: as typed, else without the vendor or brand words in
+    front (``"nvidia rtx 4090"`` -> ``"rtx 4090"``), so that these never change what a name means."""
     full, other = _index()
+    words = key.split()
+    brands: set[Segment] = set()
+    while True:
+        form = " ".join(words)
+        found = (full[form],) if form in full else other.get(form, ())
+        if len(found) > 1:  # several stay several: a brand word does not pick one
+            return found
+        if found:
+            return found if _brand_fits(brands, form, found[0]) else ()
+        if len(words) < 2 or words[0] not in _VENDOR_WORDS:
+            return ()
+        segment = _VENDOR_WORDS[words.pop(0)]
+        if segment is not None:
+            brands.add(segment)
+
+
+def _brand_fits(brands: set[Segment], form: str, gpu: GpuModel) -> bool:
+    """A brand word typed names its own segment; before a bare number only GeForce does ("GeForce
+    4090"): "Quadro 6000" is a 2010 GPU, not the Quadro RTX 6000 that "6000" alone means."""
+    return brands <= {gpu.segment} and (not brands or not form.isdigit() or gpu.segment == GF)
+
+
+def _model_for(base: str, text: str) -> GpuModel:
     key = normalize(base)
-    if key in full:
-        return full[key]
-    found = other.get(key, ())
+    found = _answering(key)
     if len(found) == 1:
         return found[0]
     if found:
