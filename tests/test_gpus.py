@@ -84,6 +84,18 @@ def test_every_way_of_writing_a_gpu_names_it_by_its_nvml_name(gpu: GpuModel) -> 
                 target_gpu(typed, cc)
 
 
+@pytest.mark.parametrize("gpu", GPUS, ids=lambda gpu: gpu.name)
+def test_a_mig_slice_is_named_as_nvml_names_it_however_written(gpu: GpuModel) -> None:
+    """Fails on a2e3c55: the profile kept the case it was typed in ("... MIG 1G.5GB"), so a
+    verification recorded under NVML's "... MIG 1g.5gb" did not count."""
+    cc = gpu.compute_capability
+    for typed in (typed for typed, unique in spellings(gpu).items() if unique):
+        for mig in ("MIG 1g.5gb", "MIG 1G.5GB", "mig 1G.10gb+ME", "MIG  7G.80GB"):
+            slice_name = f"{gpu.name} MIG {mig.split()[1].lower()}"
+            assert target_gpu(f"{typed} {mig}", cc) == (slice_name, cc), typed
+            assert find_gpu(f"{typed} {mig}").name == find_gpu(slice_name).name == slice_name, typed
+
+
 @pytest.mark.parametrize(
     ("typed", "means"),
     [

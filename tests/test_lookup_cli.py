@@ -192,14 +192,16 @@ def test_verified_only(cli, built_store: dict[str, str], tmp_path: Path) -> None
 
 @pytest.fixture(scope="module")
 def every_gpu_store(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
-    """A TensorRT engine for every GPU of the table, each verified on its GPU under NVML's name."""
+    """A TensorRT engine for every GPU of the table, each verified on its GPU and on a MIG slice of
+    it under NVML's names."""
     store_dir = tmp_path_factory.mktemp("every-gpu") / "store"
     store = open_store(store_dir)
     try:
-        rows = {
-            gpu.name: add_row(store, gpu_name=gpu.name, ccs=(gpu.compute_capability,), verified_on={gpu.name: "passed"})
-            for gpu in GPUS
-        }
+        rows = {}
+        for gpu in GPUS:
+            slice_name = f"{gpu.name} MIG 1g.10gb"
+            verified_on = {gpu.name: "passed", slice_name: "passed"}
+            rows[gpu.name] = add_row(store, gpu_name=gpu.name, ccs=(gpu.compute_capability,), verified_on=verified_on)
     finally:
         store.close()
     return store_dir, rows
@@ -223,6 +225,21 @@ def test_verified_only_finds_the_verified_engine_however_the_gpu_is_written(
             target = trtforge.runtime_target(gpu=typed, cc=cc, trt="10.13.3", flavor="tensorrt")
             found = trtforge.lookup("detector", target, store=store_dir, verified_only=True)
             assert found.artifact_id == rows[gpu.name], (typed, cc)
+
+
+@pytest.mark.parametrize("gpu", GPUS, ids=lambda gpu: gpu.name)
+def test_verified_only_counts_a_mig_slices_verification_however_its_profile_is_written(
+    every_gpu_store: tuple[Path, dict[str, str]], gpu: GpuModel
+) -> None:
+    """Fails on a2e3c55: "... MIG 1G.10GB" kept its case, so the verification recorded under
+    NVML's "... MIG 1g.10gb" did not count with --verified-only."""
+    import trtforge
+
+    store_dir, rows = every_gpu_store
+    for typed in (f"{gpu.name} MIG 1g.10gb", f"{gpu.name} MIG 1G.10GB", f"{gpu.name.upper()} mig 1G.10gb"):
+        target = trtforge.runtime_target(gpu=typed, cc=gpu.compute_capability, trt="10.13.3", flavor="tensorrt")
+        found = trtforge.lookup("detector", target, store=store_dir, verified_only=True)
+        assert found.artifact_id == rows[gpu.name], typed
 
 
 def test_verified_only_answers_the_same_for_each_spelling_on_the_command_line(

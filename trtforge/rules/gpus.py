@@ -29,7 +29,7 @@ one GPU answers to them: ``H100`` is four GPU models (SXM, PCIe, NVL and the one
 Typed with vendor or brand words in front ("NVIDIA RTX 4090", "GeForce 4090", "NVIDIA H100
 SXM") they name what they name without them; a brand word must fit the GPU (``GeForce`` a
 GeForce, ``Quadro`` a workstation GPU, ``Tesla`` a data-center one). A MIG slice
-(``... MIG 1g.10gb``) is its GPU's model.
+(``... MIG 1g.10gb``) is its GPU's model; its profile is written as NVML writes it, in lower case.
 """
 
 from __future__ import annotations
@@ -220,12 +220,13 @@ class NamedGpu:
 
 
 def find_gpu(text: str) -> NamedGpu:
-    """The GPU ``text`` names (a MIG slice keeps its suffix); raises UnknownGpuError or AmbiguousGpuError."""
+    """The GPU ``text`` names (a MIG slice keeps its suffix, its profile in NVML's lower case, the
+    name its verifications are recorded under); raises UnknownGpuError or AmbiguousGpuError."""
     stripped = text.strip()
     mig = _MIG.fullmatch(stripped)
     base = mig.group("gpu") if mig else stripped
     model = _model_for(base, text)
-    return NamedGpu(f"{model.name} MIG {mig.group('profile')}" if mig else model.name, model)
+    return NamedGpu(f"{model.name} MIG {mig.group('profile').lower()}" if mig else model.name, model)
 
 
 def _answering(key: str) -> tuple[GpuModel, ...]:
