@@ -72,7 +72,7 @@ def test_what_an_operator_types_names_one_gpu(typed: str, name: str, cc: str) ->
 
 @pytest.mark.parametrize("gpu", GPUS, ids=lambda gpu: gpu.name)
 def test_every_way_of_writing_a_gpu_names_it_by_its_nvml_name(gpu: GpuModel) -> None:
-    """Fails on 386a244: "NVIDIA RTX 4090", "GeForce 4090", "NVIDIA H100 SXM" were unknown GPUs,
+    """Failed before its fix: "NVIDIA RTX 4090", "GeForce 4090", "NVIDIA H100 SXM" were unknown GPUs,
     and with --cc taken as given, so a verification recorded under NVML's name did not count."""
     cc = gpu.compute_capability
     for typed, unique in spellings(gpu).items():
@@ -86,7 +86,7 @@ def test_every_way_of_writing_a_gpu_names_it_by_its_nvml_name(gpu: GpuModel) -> 
 
 @pytest.mark.parametrize("gpu", GPUS, ids=lambda gpu: gpu.name)
 def test_a_mig_slice_is_named_as_nvml_names_it_however_written(gpu: GpuModel) -> None:
-    """Fails on a2e3c55: the profile kept the case it was typed in ("... MIG 1G.5GB"), so a
+    """Failed before its fix: the profile kept the case it was typed in ("... MIG 1G.5GB"), so a
     verification recorded under NVML's "... MIG 1g.5gb" did not count."""
     cc = gpu.compute_capability
     for typed in (typed for typed, unique in spellings(gpu).items() if unique):

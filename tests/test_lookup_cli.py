@@ -211,7 +211,7 @@ def every_gpu_store(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dic
 def test_verified_only_finds_the_verified_engine_however_the_gpu_is_written(
     every_gpu_store: tuple[Path, dict[str, str]], gpu: GpuModel
 ) -> None:
-    """Fails on 386a244: "NVIDIA RTX 4090" with --cc 8.9 was a GPU taken as given, so the engine
+    """Failed before its fix: "NVIDIA RTX 4090" with --cc 8.9 was a GPU taken as given, so the engine
     verified on "NVIDIA GeForce RTX 4090" was refused (verified_only) while "RTX 4090" found it."""
     import trtforge
 
@@ -231,7 +231,7 @@ def test_verified_only_finds_the_verified_engine_however_the_gpu_is_written(
 def test_verified_only_counts_a_mig_slices_verification_however_its_profile_is_written(
     every_gpu_store: tuple[Path, dict[str, str]], gpu: GpuModel
 ) -> None:
-    """Fails on a2e3c55: "... MIG 1G.10GB" kept its case, so the verification recorded under
+    """Failed before its fix: "... MIG 1G.10GB" kept its case, so the verification recorded under
     NVML's "... MIG 1g.10gb" did not count with --verified-only."""
     import trtforge
 
