@@ -246,6 +246,36 @@ def test_gc_keep_last_counts_per_target(cli, fleet: dict, tmp_path: Path) -> Non
         assert found.code == 0 and found.json()["best"]["artifact_id"] == newer.get(key, older[key]), (gpu, found)
 
 
+def test_gc_keep_last_never_takes_the_engine_another_envelope_serves(cli, tmp_path: Path) -> None:
+    """Fails on 386a244: engines of one GPU whose compatibility envelopes differ were one retention
+    group, so `gc --keep-last 1` removed the older ampere_plus and version-compatible engines, the
+    only ones that L4, A100, H100 or a newer runtime load. For each target, lookup answers after gc
+    as before; only the older engine of one envelope goes, the dry run says exactly that."""
+    store = tmp_path / "store"
+    opened = open_store(store)
+    try:
+        envelopes = [{"hardware": "ampere_plus"}, {"version_compatible": True}, {}, {}]  # oldest first
+        ids = [add_row(opened, compatibility=e, age_minutes=100 - i) for i, e in enumerate(envelopes)]
+    finally:
+        opened.close()
+    gpus = [("--gpu", gpu, "--cc", cc) for _, gpu, cc, _ in ADOPTED] + [("--cc", "7.5")]
+    targets = [(*gpu, "--trt", trt) for gpu in gpus for trt in (TRT, "10.14.1")]
+
+    def answers() -> dict[tuple[str, ...], str | None]:
+        found = {t: cli("lookup", "detector", *t, "--store", store, "--json") for t in targets}
+        assert all(r.code in (0, 1) for r in found.values()), found
+        return {t: r.json()["best"]["artifact_id"] if r.code == 0 else None for t, r in found.items()}
+
+    before = answers()
+    assert before[trt_target("NVIDIA L4", "8.9")] == ids[0] and before[("--cc", "7.5", "--trt", TRT)] is None
+    dry = cli("gc", "--keep-last", "1", "--dry-run", "--store", store, "--json")
+    done = cli("gc", "--keep-last", "1", "--store", store, "--json")
+    assert dry.code == 0 and done.code == 0, (dry, done)
+    assert answers() == before
+    assert done.json()["plan"] == dry.json()["plan"] and done.json()["result"]["artifacts_removed"] == 1
+    assert [a["artifact_id"] for a in done.json()["plan"]["artifacts"]] == [ids[2]]
+
+
 # -- 3. lookup from a GPU name -----------------------------------------------------------------
 
 

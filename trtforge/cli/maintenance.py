@@ -91,7 +91,7 @@ def gc(
             "--keep-last",
             min=0,
             help="Keep the newest N artifacts of each model of a name for each target (GPU model or "
-            "capability set, runtime release, platform).",
+            "capability set, runtime release, platform, compatibility envelope).",
         ),
     ] = None,
     older_than: Annotated[

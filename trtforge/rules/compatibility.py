@@ -36,7 +36,7 @@ from trtforge.rules.flavors import (
     runtime_releases,
     same_release,
 )
-from trtforge.rules.target import RuntimeTarget, parse_compute_capability
+from trtforge.rules.target import RuntimeTarget, TargetGroup, parse_compute_capability
 
 if TYPE_CHECKING:
     from trtforge.rules.recipe import Compatibility
@@ -192,6 +192,11 @@ class Envelope:
     def runtime_versions(self, flavor: str) -> str:
         """Which runtime releases load the plan (the rule lives in trtforge.rules.flavors)."""
         return runtime_releases(flavor, self.version_compatible)
+
+    def loading_releases(self, flavor: str) -> str:
+        """Which runtime releases can load the plan, every rule applied: a version-compatible plan
+        without its lean runtime loads on its own release only (rule_lean_runtime)."""
+        return runtime_releases(flavor, self.version_compatible and not self.exclude_lean_runtime)
 
     @classmethod
     def from_details(cls, details: ArtifactDetails | RecordView) -> Envelope:
@@ -530,6 +535,22 @@ def first_failing_rule(candidate: Candidate, target: RuntimeTarget) -> tuple[str
         if reason is not None:
             return name, reason
     return None
+
+
+def serving_group(c: Candidate) -> TargetGroup:
+    """The machines an engine serves, as retention (gc) counts them: read as the rules above read
+    the candidate (its envelope widens the GPUs and runtime releases; a plan built for another
+    platform runs there), so two engines of one group are never loaded by different targets."""
+    return TargetGroup.of(
+        c.flavor,
+        c.trt_version,
+        c.gpu_name,
+        c.compute_capabilities,
+        c.os,
+        c.arch,
+        hardware=c.envelope.hardware,
+        runtimes=c.envelope.loading_releases(c.flavor),
+    )
 
 
 def _envelope_width(c: Candidate) -> int:

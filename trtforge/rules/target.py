@@ -19,6 +19,7 @@ from trtforge.core.errors import TARGET_HINT, BackendUnavailableError, TargetErr
 from trtforge.rules.flavors import (
     FLAVORS,
     RTX_DEFAULT_COMPUTE_CAPABILITIES,
+    SAME_RELEASE,
     BackendInfo,
     Flavor,
     flavor_name,
@@ -527,7 +528,10 @@ def parse_cuda(value: str | None) -> str | None:
 class TargetGroup:
     """Engines that serve the same machines, for retention: flavor, runtime release (MAJOR.MINOR.PATCH),
     the GPU model (TensorRT engines built on a named GPU) or the compute capabilities (TensorRT-RTX:
-    the list built for, one target however long), OS and CPU architecture ("" where not recorded)."""
+    the list built for, one target however long), the OS and CPU architecture it runs on ("" where
+    not recorded), and for TensorRT the envelope: the hardware compatibility level and which runtime
+    releases load it (``rules.flavors.runtime_releases``). Engines one of these tells apart serve
+    different machines, so one never counts against the other."""
 
     flavor: str
     release: str
@@ -535,22 +539,39 @@ class TargetGroup:
     compute_capabilities: tuple[str, ...]
     os: str
     arch: str
+    hardware: str = ""  # TensorRT: none | same_compute_capability | ampere_plus; "" for TensorRT-RTX
+    runtimes: str = SAME_RELEASE
 
     @classmethod
     def of(
-        cls, flavor: str, trt_version: str, gpu_name: str | None, ccs: Sequence[str], os: str | None, arch: str | None
+        cls,
+        flavor: str,
+        trt_version: str,
+        gpu_name: str | None,
+        ccs: Sequence[str],
+        os: str | None,
+        arch: str | None,
+        *,
+        hardware: str = "none",
+        runtimes: str = SAME_RELEASE,
     ) -> TargetGroup:
         parts = (*release(trt_version), 0, 0, 0)[:3]
         capabilities = tuple(sorted(map(str, ccs), key=parse_compute_capability))
         if flavor == "tensorrt_rtx" and not capabilities:  # recorded before trtforge set the list
             capabilities = RTX_DEFAULT_COMPUTE_CAPABILITIES
-        gpu = (gpu_name or "") if flavor == "tensorrt" else ""
-        return cls(flavor, ".".join(map(str, parts)), gpu, capabilities, os or "", arch or "")
+        trt = flavor == "tensorrt"
+        gpu = (gpu_name or "") if trt else ""
+        envelope = (hardware, runtimes) if trt else ("", SAME_RELEASE)  # TensorRT-RTX: its list says it all
+        return cls(flavor, ".".join(map(str, parts)), gpu, capabilities, os or "", arch or "", *envelope)
 
     def describe(self) -> str:
         where = self.gpu or "cc " + ",".join(self.compute_capabilities)
+        wider = [f"hardware {self.hardware}"] if self.hardware not in ("", "none") else []
+        if self.runtimes != SAME_RELEASE:
+            wider.append("version-compatible")
+        envelope = f" ({', '.join(wider)})" if wider else ""
         platform = f", {self.os}/{self.arch}" if self.os and self.arch else ""
-        return f"{flavor_name(self.flavor)} {self.release} on {where}{platform}"
+        return f"{flavor_name(self.flavor)} {self.release} on {where}{envelope}{platform}"
 
     def as_json(self) -> dict[str, Any]:
         return {**asdict(self), "compute_capabilities": list(self.compute_capabilities), "describe": self.describe()}

@@ -22,9 +22,9 @@ from sqlalchemy import delete, select, update
 from trtforge.core.crashpoints import crashpoint
 from trtforge.core.fsutil import STALE_TEMP_AGE_S
 from trtforge.resolution.targets import TargetOptions, many_targets, resolve_all
-from trtforge.rules.keys import recipe_variant
+from trtforge.rules.compatibility import serving_group
 from trtforge.rules.target import RuntimeTarget, TargetGroup
-from trtforge.stages.lookup import covering_engine, stored_releases
+from trtforge.stages.lookup import candidate_from_row, covering_engine, stored_releases
 from trtforge.store import Store, lookup_sql, require_existing_store
 from trtforge.store.catalog import Artifact, Blob, Catalog, utcnow
 from trtforge.store.integrity import CORRUPT_STATUS
@@ -249,17 +249,11 @@ GroupKey = tuple[str, str, str | None, TargetGroup]
 
 def retention_group(artifact: Artifact) -> GroupKey:
     """(name, model digest, recipe without its target fields, target): engines of one model of a
-    name for one target. Another target's engine never counts against this one's."""
-    built_on = artifact.details.target or {}
-    target = TargetGroup.of(
-        artifact.flavor,
-        artifact.trt_version,
-        artifact.gpu_name,
-        artifact.compute_capabilities,
-        built_on.get("os") if isinstance(built_on.get("os"), str) else None,
-        built_on.get("arch") if isinstance(built_on.get("arch"), str) else None,
-    )
-    return artifact.name, artifact.model_sha256, recipe_variant(artifact.recipe or {}), target
+    name for one target. Another target's engine never counts against this one's. The target is
+    read as lookup reads the artifact (serving_group), envelope included: an ampere_plus or
+    version-compatible engine serves other machines than the default engine of the same GPU."""
+    candidate = candidate_from_row(artifact)
+    return artifact.name, artifact.model_sha256, candidate.recipe_variant, serving_group(candidate)
 
 
 def plan_gc(store: Store, policy: GcPolicy) -> GcPlan:
