@@ -21,7 +21,8 @@ from trtforge.stages.maintenance import (
 )
 from trtforge.store import Store, open_store
 from trtforge.store.blobs import BlobStore
-from trtforge.store.catalog import Artifact, Blob, utcnow
+from trtforge.store.catalog import Artifact, Blob, ReferenceOutput, utcnow
+from trtforge.store.timing_caches import CacheKey, TimingCaches
 
 
 def _add(store: Store, name: str, payload: bytes, *, age_days: float = 0) -> Artifact:
@@ -288,6 +289,45 @@ def test_cli_fsck_repair_then_rebuild(cli, mlp_recipe, store: Path) -> None:
     assert cli("gc", "--store", store).code == 0
     listed = cli("list", "--store", store, "--json").json()
     assert [row["artifact_id"] for row in listed] == [again.json()[0]["artifact_id"]]
+
+
+@pytest.mark.parametrize("damage", ["corrupted", "deleted"])
+def test_fsck_repair_mends_lost_timing_cache_and_reference_blobs(cli, store: Path, damage: str) -> None:
+    """A timing-cache version (recorded as builds record them) and stored reference outputs whose
+    blobs are damaged or gone: one `fsck --repair` drops those cache rows (a build or a verify
+    makes them again) and leaves a store the next fsck calls clean; a second repair does nothing.
+
+    Fails on 386a244: only artifacts counted as users of a blob, so a corrupted blob was
+    quarantined under rows still naming it (the next fsck: "missing"), and repairing a missing one
+    deleted its blob row under those rows (a FOREIGN KEY traceback).
+    """
+    opened = open_store(store)
+    try:
+        key = CacheKey("tensorrt", "10.13.3.9", "NVIDIA A10G", "8.6")
+        cache = TimingCaches(opened)._append(key, b"timing cache v1", None, source="build", artifact_id=None)
+        ref = opened.blobs.put_bytes(b"reference outputs")
+        row = ReferenceOutput(key="r" * 64, model_sha256="m" * 64, blob_sha256=ref.sha256, details={})
+        opened.catalog.add_reference(row, Blob(sha256=ref.sha256, size=ref.size, kind="reference"))
+        lost = sorted([cache.blob_sha256, ref.sha256])
+        for sha in lost:
+            if damage == "corrupted":
+                _damage(opened, sha)
+            else:
+                opened.blobs.path_for(sha).unlink()
+    finally:
+        opened.close()
+    found = cli("fsck", "--store", store, "--json")
+    problem = "corrupt" if damage == "corrupted" else "missing"
+    assert found.code == 1 and sorted(f["sha256"] for f in found.json()[problem]) == lost, found
+    first = cli("fsck", "--repair", "--store", store, "--json")
+    assert first.code == 0, first
+    after = cli("fsck", "--store", store, "--json")
+    assert after.code == 0 and after.json()["corrupt"] == after.json()["missing"] == [], after
+    second = cli("fsck", "--repair", "--store", store, "--json")
+    assert second.code == 0 and not any(second.json()["repair"].values()), second
+    done = first.json()["repair"]
+    assert done["dropped_timing_caches"] == [cache.id] and done["dropped_reference_outputs"] == ["r" * 64]
+    assert cli("cache", "list", "--store", store, "--json").json() == []
 
 
 @pytest.mark.parametrize("damage", ["truncated", "grown"])

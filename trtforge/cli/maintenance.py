@@ -35,7 +35,12 @@ DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Print what would be 
 
 def fsck(
     repair: Annotated[
-        bool, typer.Option("--repair", help="Quarantine corrupt blobs, mark their artifacts, remove stale temp files.")
+        bool,
+        typer.Option(
+            "--repair",
+            help="Quarantine corrupt blobs, mark their artifacts, drop timing-cache versions and "
+            "reference outputs whose blob is lost, remove stale temp files.",
+        ),
     ] = False,
     store: StoreOpt = None,
     catalog: CatalogOpt = None,
@@ -61,12 +66,21 @@ def _damage(data: dict[str, Any]) -> str:
     return f"the store is damaged: {', '.join(found) or 'see the report'}"
 
 
+def _users(item: dict[str, Any]) -> str:
+    """The rows a damaged blob is behind: ``artifacts: a, b`` (``-``: none), then any cache rows."""
+    said = [f"artifacts: {', '.join(item['artifact_ids']) or '-'}"]
+    if item.get("timing_cache_ids"):
+        said.append(f"timing-cache versions: {', '.join(i[:12] for i in item['timing_cache_ids'])}")
+    if item.get("reference_keys"):
+        said.append(f"reference outputs: {', '.join(k[:12] for k in item['reference_keys'])}")
+    return "; ".join(said)
+
+
 def _render_fsck(console: Console, data: dict[str, Any]) -> None:
     console.print(f"checked {data['blobs_checked']} blobs and {data['artifacts_checked']} artifacts")
     for problem in ("corrupt", "missing"):
         for item in data[problem]:
-            users = ", ".join(item["artifact_ids"]) or "-"
-            console.print(styled((problem, "red"), f" blob {item['sha256'][:12]} (artifacts: {users})"))
+            console.print(styled((problem, "red"), f" blob {item['sha256'][:12]} ({_users(item)})"))
     for sha in data["orphans"]:
         console.print(styled(("orphan", "yellow"), f" blob {sha[:12]} has no catalog row (`trtforge gc` removes it)"))
     for path in data["stale_temp"]:
@@ -79,6 +93,12 @@ def _render_fsck(console: Console, data: dict[str, Any]) -> None:
             f"repaired: {len(done['marked_corrupt'])} artifacts marked corrupt, {len(done['quarantined'])} blobs "
             f"quarantined, {len(done['removed_temp'])} temp files removed"
         )
+        caches, references = len(done["dropped_timing_caches"]), len(done["dropped_reference_outputs"])
+        if caches or references:
+            console.print(
+                f"dropped {caches} timing-cache versions and {references} stored reference outputs whose blob was "
+                "lost: they only save time, the next build (timing cache) or verify (references) makes them again"
+            )
     console.print(
         styled(("ok", "green")) if data["ok"] else styled(("damaged", "red"), ": run `trtforge fsck --repair`")
     )

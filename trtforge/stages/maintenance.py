@@ -26,7 +26,7 @@ from trtforge.rules.compatibility import serving_group
 from trtforge.rules.target import RuntimeTarget, TargetGroup
 from trtforge.stages.lookup import candidate_from_row, covering_engine, stored_releases
 from trtforge.store import Store, lookup_sql, require_existing_store
-from trtforge.store.catalog import Artifact, Blob, Catalog, utcnow
+from trtforge.store.catalog import Artifact, Blob, Catalog, ReferenceOutput, TimingCacheRow, utcnow
 from trtforge.store.integrity import CORRUPT_STATUS
 
 VERIFIED_STATUS = "passed"  # the newest verification on some GPU model says so
@@ -39,11 +39,14 @@ Problem = Literal["corrupt", "missing", "orphan"]
 
 @dataclass(frozen=True)
 class BlobFinding:
-    """A blob that is damaged, missing behind catalog rows, or present without any row."""
+    """A blob that is damaged, missing behind catalog rows, or present without any row; and the rows
+    that use it: artifacts (their plan), timing-cache versions and stored reference outputs."""
 
     sha256: str
     problem: Problem
     artifact_ids: tuple[str, ...] = ()
+    timing_cache_ids: tuple[str, ...] = ()
+    reference_keys: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -78,67 +81,110 @@ class FsckReport:
         }
 
 
+@dataclass(frozen=True)
+class BlobUsers:
+    """Every catalog row that names a blob, by blob: what a damaged blob takes with it."""
+
+    artifacts: dict[str, tuple[str, ...]]
+    timing_caches: dict[str, tuple[str, ...]]
+    references: dict[str, tuple[str, ...]]
+
+    @classmethod
+    def read(cls, session: Any) -> BlobUsers:
+        return cls(
+            _by_blob(session.execute(select(Artifact.plan_sha256, Artifact.id))),
+            _by_blob(session.execute(select(TimingCacheRow.blob_sha256, TimingCacheRow.id))),
+            _by_blob(session.execute(select(ReferenceOutput.blob_sha256, ReferenceOutput.key))),
+        )
+
+    def named(self) -> set[str]:
+        return set(self.artifacts) | set(self.timing_caches) | set(self.references)
+
+    def finding(self, sha: str, problem: Problem) -> BlobFinding:
+        return BlobFinding(
+            sha, problem, self.artifacts.get(sha, ()), self.timing_caches.get(sha, ()), self.references.get(sha, ())
+        )
+
+
+def _by_blob(rows: Any) -> dict[str, tuple[str, ...]]:
+    users: dict[str, list[str]] = defaultdict(list)
+    for sha, user in rows:
+        users[sha].append(user)
+    return {sha: tuple(sorted(ids)) for sha, ids in users.items()}
+
+
 def scan_store(store: Store, *, temp_age_s: float | None = None) -> FsckReport:
     """Re-hash every blob and compare the blob store with the catalog. Changes nothing."""
     with store.catalog.reading() as session:
-        rows = session.execute(select(Artifact.id, Artifact.plan_sha256, Artifact.integrity)).all()
+        integrity = dict(session.execute(select(Artifact.id, Artifact.integrity)).all())
         blob_rows = set(session.scalars(select(Blob.sha256)))
-    users: dict[str, list[str]] = defaultdict(list)
-    for artifact_id, sha, _status in rows:
-        users[sha].append(artifact_id)
+        users = BlobUsers.read(session)
     on_disk = set(store.blobs.iter_digests())
-    already = {artifact_id for artifact_id, _sha, integrity in rows if integrity == CORRUPT_STATUS}
+    already = {artifact_id for artifact_id, status in integrity.items() if status == CORRUPT_STATUS}
     findings = []
     known = 0
     for sha in sorted(on_disk):
         if not store.blobs.verify(sha):
-            findings.append(BlobFinding(sha, "corrupt", tuple(sorted(users.get(sha, ())))))
+            findings.append(users.finding(sha, "corrupt"))
         elif sha not in blob_rows:
             findings.append(BlobFinding(sha, "orphan"))
-    for sha in sorted((set(users) | blob_rows) - on_disk):
-        ids = tuple(sorted(users.get(sha, ())))
-        if ids and set(ids) <= already:
+    for sha in sorted((users.named() | blob_rows) - on_disk):
+        finding = users.finding(sha, "missing")
+        ids = finding.artifact_ids
+        if ids and set(ids) <= already and not finding.timing_cache_ids and not finding.reference_keys:
             known += 1  # quarantined earlier; its artifacts are marked and never handed out
             continue
-        findings.append(BlobFinding(sha, "missing", ids))
+        findings.append(finding)
     warnings = [f"{known} blob(s) quarantined earlier; their artifacts stay marked {CORRUPT_STATUS}"] if known else []
     # Each store has its own default age (local files: 30 min or a dead writer; S3 uploads: a day).
     temps = store.blobs.temp_files() if temp_age_s is None else store.blobs.temp_files(max_age_s=temp_age_s)
     stale = tuple(t.location for t in temps)
-    return FsckReport(len(on_disk), len(rows), tuple(findings), stale, tuple(warnings))
+    return FsckReport(len(on_disk), len(integrity), tuple(findings), stale, tuple(warnings))
 
 
 @dataclass(frozen=True)
 class FsckRepair:
-    """What `fsck --repair` will do, derived from a report."""
+    """What `fsck --repair` will do, derived from a report.
+
+    An artifact whose plan is damaged is marked corrupt and keeps its row (and so its blob row): it
+    says what was lost. A timing-cache version or stored reference outputs whose blob is damaged
+    are dropped: each is an optimisation that the next build (timing cache) or verify (reference
+    outputs) makes again. A damaged blob no artifact names loses its blob row."""
 
     quarantine: tuple[str, ...]
     mark_corrupt: tuple[str, ...]
     drop_blob_rows: tuple[str, ...]
     remove_temp: tuple[str, ...]
+    drop_timing_caches: tuple[str, ...] = ()
+    drop_reference_outputs: tuple[str, ...] = ()
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)
 
 
 def plan_repair(report: FsckReport) -> FsckRepair:
-    marked = sorted({a for f in report.damaged for a in f.artifact_ids})
-    unused_rows = tuple(f.sha256 for f in report.of("missing") if not f.artifact_ids)
-    return FsckRepair(tuple(f.sha256 for f in report.of("corrupt")), tuple(marked), unused_rows, report.stale_temp)
+    damaged = report.damaged
+    marked = sorted({a for f in damaged for a in f.artifact_ids})
+    unused_rows = tuple(f.sha256 for f in damaged if not f.artifact_ids)
+    caches = tuple(sorted({c for f in damaged for c in f.timing_cache_ids}))
+    references = tuple(sorted({r for f in damaged for r in f.reference_keys}))
+    quarantine = tuple(f.sha256 for f in report.of("corrupt"))
+    return FsckRepair(quarantine, tuple(marked), unused_rows, report.stale_temp, caches, references)
 
 
 def execute_repair(store: Store, repair: FsckRepair) -> dict[str, Any]:
-    """Mark artifacts first (so no lookup hands out a bad plan), then move blobs aside."""
+    """Mark artifacts first (so no lookup hands out a bad plan), then drop the rows of what is lost
+    (cache rows before the blob rows they name), then move blobs aside."""
     if repair.mark_corrupt:
         with store.catalog.writing() as session:
             marked = Artifact.id.in_(repair.mark_corrupt)
             session.execute(update(Artifact).where(marked).values(integrity=CORRUPT_STATUS))
-    if repair.drop_blob_rows:
+    dropped: list[str] = []
+    if repair.drop_blob_rows or repair.drop_timing_caches or repair.drop_reference_outputs:
         with store.catalog.writing() as session:
-            used = set(
-                session.scalars(select(Artifact.plan_sha256).where(Artifact.plan_sha256.in_(repair.drop_blob_rows)))
-            )
-            session.execute(delete(Blob).where(Blob.sha256.in_(set(repair.drop_blob_rows) - used)))
+            session.execute(delete(TimingCacheRow).where(TimingCacheRow.id.in_(repair.drop_timing_caches)))
+            session.execute(delete(ReferenceOutput).where(ReferenceOutput.key.in_(repair.drop_reference_outputs)))
+            dropped = _drop_blob_rows_unused(session, repair.drop_blob_rows)
     moved = []
     for sha in repair.quarantine:
         target = store.blobs.quarantine(sha)
@@ -148,9 +194,25 @@ def execute_repair(store: Store, repair: FsckRepair) -> dict[str, Any]:
     return {
         "marked_corrupt": list(repair.mark_corrupt),
         "quarantined": moved,
-        "dropped_blob_rows": list(repair.drop_blob_rows),
+        "dropped_blob_rows": dropped,
+        "dropped_timing_caches": list(repair.drop_timing_caches),
+        "dropped_reference_outputs": list(repair.drop_reference_outputs),
         "removed_temp": removed,
     }
+
+
+def _drop_blob_rows_unused(session: Any, candidates: tuple[str, ...]) -> list[str]:
+    """Delete the blob rows of ``candidates`` that exist and that no row names now (judged in the
+    deleting transaction: a writer may have recorded the blob again since the scan)."""
+    if not candidates:
+        return []
+    wanted = Blob.sha256.in_(candidates)
+    existing = set(session.scalars(select(Blob.sha256).where(wanted)))
+    for column in (Artifact.plan_sha256, TimingCacheRow.blob_sha256, ReferenceOutput.blob_sha256):
+        existing -= set(session.scalars(select(column).where(column.in_(candidates))))
+    if existing:
+        session.execute(delete(Blob).where(Blob.sha256.in_(existing)))
+    return sorted(existing)
 
 
 # -- gc ------------------------------------------------------------------------------------
