@@ -233,6 +233,38 @@ def test_pinned_artifacts_survive_gc_even_forced_and_when_pinned_after_planning(
     assert missing.code == 2 and missing.stderr.startswith("error: no artifact"), missing
 
 
+def test_gc_older_than_more_days_than_dates_span_removes_nothing_by_age(cli, store: Path) -> None:
+    """Fails on 386a244: `gc --older-than 1000000` (or 1e10, 1e300) crashed with OverflowError
+    computing the cut-off date, and inf/nan did too, `--json` printing nothing. A finite age no date
+    reaches means nothing is that old: the plan is that of a century; a non-finite one is bad
+    input (exit 2, one line and a hint) and changes nothing."""
+    opened = open_store(store)
+    try:
+        old = _add(opened, "det", b"old plan", age_days=400)
+        _add(opened, "det", b"new plan", age_days=1)
+    finally:
+        opened.close()
+    century = cli("gc", "--older-than", "36500", "--keep-last", "0", "--dry-run", "--store", store, "--json")
+    year = cli("gc", "--older-than", "365", "--keep-last", "0", "--dry-run", "--store", store, "--json")
+    assert century.code == 0 and year.code == 0, (century, year)
+    assert [a["artifact_id"] for a in year.json()["plan"]["artifacts"]] == [old.id]  # age does select
+    for days in ("1000000", "1e10", "1e300"):
+        dry = cli("gc", "--older-than", days, "--keep-last", "0", "--dry-run", "--store", store, "--json")
+        assert dry.code == 0 and dry.json()["plan"] == century.json()["plan"], (days, dry)
+    done = cli("gc", "--older-than", "1e300", "--store", store, "--json")
+    assert done.code == 0 and done.json()["result"]["artifacts_removed"] == 0, done
+    listed = cli("list", "--store", store, "--json").json()
+    for days in ("inf", "nan"):
+        for json_flag in ((), ("--json",)):
+            refused = cli("gc", "--older-than", days, "--store", store, *json_flag)
+            assert refused.code == 2 and "Traceback" not in refused.stderr, (days, refused)
+            if json_flag:
+                assert refused.json()["error_kind"] == "bad_input" and refused.json()["hint"], refused
+            else:
+                assert "--older-than" in refused.stderr, refused
+    assert cli("list", "--store", store, "--json").json() == listed
+
+
 def test_gc_removes_old_orphans_and_corrupt_artifacts_but_not_fresh_orphans(opened: Store) -> None:
     keep = _add(opened, "keep", b"keep")
     bad = _add(opened, "bad", b"bad")

@@ -116,7 +116,12 @@ def gc(
     ] = None,
     older_than: Annotated[
         float | None,
-        typer.Option("--older-than", min=0, help="Only remove artifacts this store learned of over DAYS ago."),
+        typer.Option(
+            "--older-than",
+            min=0,
+            help="Only remove artifacts this store learned of over DAYS ago (a finite number; more days "
+            "than dates reach back removes nothing by age).",
+        ),
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Also remove the only verified artifact of a name.")] = False,
     dry_run: DryRunOpt = False,

@@ -9,6 +9,7 @@ missing blob.
 
 from __future__ import annotations
 
+import math
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -20,6 +21,7 @@ from typing import Any, Literal
 from sqlalchemy import delete, select, update
 
 from trtforge.core.crashpoints import crashpoint
+from trtforge.core.errors import BadInputError
 from trtforge.core.fsutil import STALE_TEMP_AGE_S
 from trtforge.resolution.targets import TargetOptions, many_targets, resolve_all
 from trtforge.rules.compatibility import serving_group
@@ -301,9 +303,28 @@ class GcPolicy:
     now: datetime = field(default_factory=utcnow)
     targets: tuple[RuntimeTarget, ...] = ()  # fleet targets: each keeps the engine lookup returns for it
 
+    def __post_init__(self) -> None:
+        days = self.older_than_days
+        if days is not None and not (math.isfinite(days) and days >= 0):
+            raise BadInputError(
+                f"--older-than {days}: not a number of days",
+                hint="give a finite number of days of 0 or more, e.g. --older-than 30",
+            )
+
     @property
     def selects_artifacts(self) -> bool:
         return self.keep_last is not None or self.older_than_days is not None
+
+    @property
+    def learned_before(self) -> datetime | None:
+        """With ``older_than_days``: the time before which an artifact is old enough to go; None when
+        that is before any date (more days than datetime spans): nothing is that old."""
+        if self.older_than_days is None:
+            return None
+        try:
+            return self.now - timedelta(days=self.older_than_days)
+        except OverflowError:
+            return None
 
 
 GroupKey = tuple[str, str, str | None, TargetGroup]
@@ -463,7 +484,8 @@ def _why_remove(artifact: Artifact, newest_index: int, policy: GcPolicy) -> str 
         return None
     if policy.older_than_days is not None:
         learned = artifact.learned_at or artifact.created_at
-        if learned > policy.now - timedelta(days=policy.older_than_days):
+        cutoff = policy.learned_before
+        if cutoff is None or learned > cutoff:
             return None
     reasons = []
     if policy.keep_last is not None:
