@@ -13,9 +13,12 @@ import hashlib
 import io
 import json
 import os
+import shutil
+import sqlite3
 import subprocess
 import sys
 import tarfile
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -23,6 +26,7 @@ import pytest
 from tests import onnx_models
 from tests.catalog_rows import add_row, add_verification_row
 from tests.conftest import MLP_RECIPE, REPO, subprocess_env
+from tests.procs import CrashPoint, finish, start, trtforge_argv
 from trtforge.core.errors import BundleError, SignatureError
 from trtforge.stages.bundle import import_bundle
 from trtforge.store import open_store
@@ -580,3 +584,95 @@ def test_keygen_writes_keys_import_accepts_whatever_the_umask(tmp_path: Path) ->
     assert (tmp_path / "team.key").stat().st_mode & 0o777 == 0o600 and public.stat().st_mode & 0o777 == 0o644
     load_private_key(tmp_path / "team.key")
     load_public_key(public)
+
+
+# -- a refused import leaves the store exactly as it was ------------------------------------------
+
+
+def store_state(store_dir: Path) -> tuple[list[str], list[str]]:
+    """Every blob file and every catalog row: what a refused import must leave as it was."""
+    blobs = sorted(str(p.relative_to(store_dir)) for p in (store_dir / "blobs").rglob("*") if p.is_file())
+    with closing(sqlite3.connect(store_dir / "catalog.sqlite")) as db:
+        return blobs, list(db.iterdump())
+
+
+@pytest.fixture(scope="module")
+def serving_template(origin: dict, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A store that already holds the other artifact, imported from an unsigned bundle."""
+    root = tmp_path_factory.mktemp("serving")
+    bundle, store_dir = root / "other.tar", root / "store"
+    for argv in (
+        ["export", origin["other"], "-o", str(bundle), "--store", str(origin["store"])],
+        ["import", str(bundle), "--store", str(store_dir)],
+    ):
+        proc = subprocess.run([sys.executable, "-m", "trtforge", *argv], capture_output=True, text=True,
+                              env=subprocess_env(), timeout=600)  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+    return store_dir
+
+
+@pytest.fixture
+def serving(serving_template: Path, tmp_path: Path) -> Path:
+    copy = tmp_path / "serving"
+    shutil.copytree(serving_template, copy)
+    return copy
+
+
+def assert_fsck_clean(cli, store_dir: Path) -> None:
+    check = cli("fsck", "--store", store_dir, "--json")
+    assert check.code == 0 and check.json()["ok"] and check.json()["orphans"] == [], check
+
+
+def refused_untouched(cli, bundle: Path, store_dir: Path, *options: str | Path) -> str:
+    """`trtforge import` refuses ``bundle`` (exit 2, no traceback) and ``store_dir`` is as it was."""
+    before = store_state(store_dir)
+    result = cli("import", bundle, *options, "--store", store_dir)
+    assert result.code == 2 and "Traceback" not in result.stderr, result
+    assert store_state(store_dir) == before
+    assert_fsck_clean(cli, store_dir)
+    return result.stderr
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("created_at", 1700000000),
+        ("verifications.0.created_at", 1700000000),
+        ("created_at", "1700000000"),
+        ("created_at", "9999-12-31T23:59:59-23:59"),
+        ("created_at", "0001-01-01T00:00:00+01:00"),
+        ("verifications.0.created_at", "9999-12-31T23:59:59-23:59"),
+    ],
+    ids=["int", "verification-int", "digits", "past-9999-utc", "before-year-1-utc", "verification-past-9999"],
+)
+def test_a_record_refused_for_its_timestamp_stores_nothing(
+    cli, origin: dict, signed_bundle: Path, serving: Path, tmp_path: Path, field: str, value: object
+) -> None:
+    """A timestamp is ISO 8601 text with an offset, within years 1-9999 in UTC. Main refused an int
+    only when inserting the rows ("do not fit this catalog"), after storing the plan (an orphan for
+    fsck), and crashed with a traceback on the text ones (ValueError, OverflowError)."""
+    files = resigned(rewritten(read_tar(signed_bundle), origin["id"], _set(field, value)), origin["key"])
+    stderr = refused_untouched(cli, write_tar(tmp_path / "t.tar", files), serving, "--trust", origin["pub"])
+    assert f"artifacts/{origin['id']}.json: {field}" in stderr, stderr
+
+
+def test_an_import_refused_while_recording_removes_the_blobs_it_stored(
+    cli, origin: dict, signed_bundle: Path, serving: Path, tmp_path: Path
+) -> None:
+    """Another import takes the artifact's id (with another plan) after the first look for conflicts
+    and before the rows go in: the transaction refuses the bundle. Main left its plan in the blob
+    store, an orphan for fsck."""
+    forged = forged_from(read_tar(signed_bundle), origin["id"], origin["plans"][origin["other"]])
+    crash = CrashPoint(tmp_path / "cp", "import-blobs-stored")
+    try:
+        first = start(trtforge_argv("import", signed_bundle, "--trust", origin["pub"], "--store", serving), crash.env)
+        crash.wait_reached(first)
+        assert cli("import", write_tar(tmp_path / "forged.tar", forged), "--store", serving).code == 0
+        crash.resume()
+        code, _, stderr = finish(first)
+    finally:
+        crash.close()
+    assert code == 2 and "with another plan" in stderr, stderr
+    signed_plan = hashlib.sha256(origin["plans"][origin["id"]]).hexdigest()
+    assert not any(signed_plan in name for name in store_state(serving)[0])
+    assert_fsck_clean(cli, serving)

@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainValidator, StrictInt, ValidationError
 
 from trtforge.core.errors import ModelError, TrtforgeError
 from trtforge.rules.builder_options import NamedFile
@@ -199,6 +199,22 @@ def _cc(value: str) -> str:
     return value
 
 
+def _timestamp(value: Any) -> datetime:
+    """ISO 8601 text with an offset, as export writes it, as a UTC datetime. A number (pydantic's
+    lax mode reads one as Unix time, the catalog does not) or a time outside years 1-9999 in UTC
+    (which no column or comparison can hold) is refused here, not when its row is written."""
+    if not isinstance(value, str):
+        raise ValueError("is not ISO 8601 text")
+    try:
+        parsed = datetime.fromisoformat(value)
+        utc = parsed.astimezone(timezone.utc) if parsed.tzinfo is not None else None
+    except (ValueError, OverflowError):
+        utc = None
+    if utc is None:
+        raise ValueError(f"{value[:40]!r} is not an ISO 8601 time with a UTC offset, within years 1-9999 in UTC")
+    return utc
+
+
 def _line(value: str) -> str:
     if not value.isprintable():
         raise ValueError("holds a control or format character")
@@ -212,6 +228,7 @@ TrtVersion = Annotated[str, AfterValidator(_version)]
 ComputeCapability = Annotated[str, AfterValidator(_cc)]
 Line = Annotated[str, Field(min_length=1, max_length=MAX_TEXT), AfterValidator(_line)]
 PathText = Annotated[str, Field(max_length=4096), AfterValidator(_line)]
+Timestamp = Annotated[datetime, PlainValidator(_timestamp)]
 
 
 class _Record(BaseModel):
@@ -232,7 +249,7 @@ class VerificationRecord(_Record):
     checks: list[Any]
     perf: list[Any]
     details: dict[str, Any]
-    created_at: datetime = Field(strict=False)  # ISO 8601 text in JSON
+    created_at: Timestamp
     trust: Literal["local", "signed", "claimed"] | None = None
 
 
@@ -257,7 +274,7 @@ class ArtifactRecord(_Record):
     build_seconds: float = Field(ge=0)  # an int too (strict mode takes one for a float)
     build_log: list[Any]
     details: dict[str, Any]
-    created_at: datetime = Field(strict=False)
+    created_at: Timestamp
     verifications: list[VerificationRecord] = Field(default_factory=list)
 
 

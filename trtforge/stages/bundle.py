@@ -58,7 +58,7 @@ from trtforge.core.fsutil import atomic_write
 from trtforge.core.plan_header import read_plan_header
 from trtforge.rules.flavors import same_release
 from trtforge.rules.keys import adopted_key, recipe_fingerprint, recorded_build_key, refit_key
-from trtforge.rules.record import ArtifactDetails, read_details
+from trtforge.rules.record import ArtifactDetails, ArtifactRecord, VerificationRecord, read_details
 from trtforge.rules.signing import Signer, load_private_key, load_public_key, sign_manifest
 from trtforge.stages.bundle_read import (
     BUNDLE_FORMAT,
@@ -69,12 +69,13 @@ from trtforge.stages.bundle_read import (
     read_records,
     receive_bundle,
 )
-from trtforge.store import Store, open_store, require_existing_store
+from trtforge.store import Store, note, open_store, require_existing_store
 from trtforge.store.catalog import (
     LEARNED_IMPORT,
     TRUST_CLAIMED,
     TRUST_SIGNED,
     Artifact,
+    Blob,
     Catalog,
     Verification,
     add_blob_row,
@@ -139,21 +140,6 @@ def _row_record(row: Artifact | Verification) -> dict[str, Any]:
     return record
 
 
-def _row_values(model: type[Artifact] | type[Verification], record: dict[str, Any]) -> dict[str, Any]:
-    """Column values from a record; columns this catalog does not have are ignored."""
-    values: dict[str, Any] = {}
-    for column in model.__table__.columns:
-        if column.key not in record:
-            continue
-        value = record[column.key]
-        if column.key == "created_at" and isinstance(value, str):
-            value = datetime.fromisoformat(value)
-            if value.tzinfo is None:
-                value = value.replace(tzinfo=timezone.utc)
-        values[column.key] = value
-    return values
-
-
 # Facts about one store's copy, not about the artifact: the importing store decides them itself
 # (its copy is hash-checked on import; a pin protects a local service's file; when and how it
 # learned of a row is its own clock: a bundle's created_at is kept as claimed and orders nothing).
@@ -169,36 +155,26 @@ def artifact_record(artifact: Artifact, verifications: list[Verification] | None
     return record
 
 
-def artifact_from_record(record: dict[str, Any]) -> Artifact:
-    values = {k: v for k, v in _row_values(Artifact, record).items() if k not in _LOCAL_COLUMNS}
-    return Artifact(**values)
+def artifact_from_record(record: ArtifactRecord) -> Artifact:
+    """The catalog row of a validated record, made from the model's values (not the JSON's): what
+    the model refuses never reaches the catalog, and what it accepts is what the row holds."""
+    return Artifact(**record.model_dump(exclude={"verifications"}))
 
 
-def exporter_order(row: dict[str, Any]) -> tuple[str, str]:
+def exporter_order(row: ArtifactRecord | VerificationRecord) -> tuple[datetime, str]:
     """A record's (or a verification row's) place among the rows of its own bundle: the time its
-    exporter gives it (``created_at``), then its id. It orders a bundle's rows among themselves
+    exporter gives it (``created_at``, UTC), then its id. It orders a bundle's rows among themselves
     only: all of them are learned when the bundle is imported, after everything learned before."""
-    when = row.get("created_at")
-    try:
-        parsed = datetime.fromisoformat(when) if isinstance(when, str) else None
-    except ValueError:
-        parsed = None
-    if parsed is None:
-        return "", str(row.get("id"))
-    aware = parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=timezone.utc)
-    return aware.astimezone(timezone.utc).isoformat(), str(row.get("id"))
+    return row.created_at, row.id
 
 
-def verifications_from_record(record: dict[str, Any]) -> list[Verification]:
-    """The record's verification rows, oldest first by the times the bundle gives them."""
-    rows = record.get("verifications") or []
-    if not isinstance(rows, list) or not all(isinstance(r, dict) and isinstance(r.get("id"), str) for r in rows):
-        raise BundleError(f"bundle record of artifact {record['id']} has malformed verifications")
-    found = []
-    for row in sorted(rows, key=exporter_order):
-        values = {k: v for k, v in _row_values(Verification, row).items() if k not in _LOCAL_COLUMNS}
-        found.append(Verification(**{**values, "artifact_id": record["id"]}))
-    return found
+def verifications_from_record(record: ArtifactRecord) -> list[Verification]:
+    """The record's verification rows, oldest first by the times the bundle gives them (``trust``
+    is the importer's to decide)."""
+    return [
+        Verification(**row.model_dump(exclude={"trust"}), artifact_id=record.id)
+        for row in sorted(record.verifications, key=exporter_order)
+    ]
 
 
 # -- export -------------------------------------------------------------------------------------
@@ -369,10 +345,10 @@ def check_record(record: dict[str, Any], plan: Path, known_keys: dict[str, str])
     return why_not
 
 
-def _known_build_keys(store: Store, records: list[dict[str, Any]]) -> dict[str, str]:
+def _known_build_keys(store: Store, records: list[ArtifactRecord]) -> dict[str, str]:
     """Build keys of the bundle's artifacts and of refit parents already in this catalog."""
-    keys = {r["id"]: r["build_key"] for r in records}
-    lineages = (_details_of(r).lineage for r in records)
+    keys = {r.id: r.build_key for r in records}
+    lineages = (read_details(r.details, strict=True).lineage for r in records)
     parents = {lineage.parent for lineage in lineages if lineage is not None} - set(keys)
     if parents:
         from sqlalchemy import select
@@ -527,26 +503,24 @@ def _check_import_request(bundle: Path, trust: list[Path] | tuple[Path, ...], re
     return trusted
 
 
-def _recompute(store: Store, received: Received, records: list[dict[str, Any]]) -> None:
+def _recompute(store: Store, received: Received, records: list[ArtifactRecord]) -> None:
     """Refuse records whose recomputable fields disagree; an unrecomputable key needs a trusted signature."""
     vouched = received.signer is not None and received.signer.trusted
     known_keys = _known_build_keys(store, records)
     for record in records:
-        why_not = check_record(record, received.files[f"plans/{record['plan_sha256']}.plan"], known_keys)
+        why_not = check_record(record.model_dump(), received.files[f"plans/{record.plan_sha256}.plan"], known_keys)
         if why_not and not vouched:
             raise BundleError(
-                f"bundle record artifacts/{record['id']}.json: its build key cannot be recomputed here "
+                f"bundle record artifacts/{record.id}.json: its build key cannot be recomputed here "
                 f"({why_not}), and the bundle has no trusted signature",
                 hint="import it with --trust PUBKEY of the exporter's signing key (export --sign KEY)",
             )
 
 
-def _incoming_verifications(records: list[dict[str, Any]], signer: Signer | None) -> list[Verification]:
+def _incoming_verifications(records: list[ArtifactRecord], signer: Signer | None) -> list[Verification]:
     """The bundle's results: ``signed`` (they count) under a trusted signature, else ``claimed``."""
     vouched = signer is not None and signer.trusted
-    claimed_at_source = {
-        str(v.get("id")) for r in records for v in r.get("verifications") or [] if v.get("trust") == TRUST_CLAIMED
-    }
+    claimed_at_source = {v.id for r in records for v in r.verifications if v.trust == TRUST_CLAIMED}
     verifications = [v for record in records for v in verifications_from_record(record)]
     for verification in verifications:
         counts = vouched and verification.id not in claimed_at_source
@@ -568,30 +542,71 @@ def import_bundle(
     workdir = store.work_dir()
     try:
         received = receive_bundle(bundle, workdir, store, trusted, require_signature)
-        records = read_records(received)
-        _recompute(store, received, records)
-        # This store learns the bundle's rows now, all at once; among themselves they keep the order
-        # of the times their exporter gives them, ahead of nothing this store learns later.
-        artifacts = [artifact_from_record(record) for record in sorted(records, key=exporter_order)]
-        verifications = _incoming_verifications(records, received.signer)
-        with store.catalog.reading() as session:  # before any blob is written
-            _refuse_conflicts(find_conflicts(session, artifacts, verifications))
+        artifacts, verifications = _checked_rows(store, received)
         report = ImportReport(signer=received.signer)
-        # From storing (or reusing) the plans until their rows commit, gc must not delete them.
-        with store.recording_blobs():
-            plan_sizes = _store_plans(store, received, artifacts)
-            report.plans = len(plan_sizes)
-            crashpoint("import-blobs-stored")
-            _add_rows(store, report, plan_sizes, artifacts, verifications)
+        _record(store, received, report, artifacts, verifications)
         return report
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def _store_plans(store: Store, received: Received, artifacts: list[Artifact]) -> dict[str, int]:
-    """Each plan of the bundle as a blob (reused when present); their sizes by digest."""
+def _checked_rows(store: Store, received: Received) -> tuple[list[Artifact], list[Verification]]:
+    """The bundle's rows, from records validated and recomputed, none in conflict with this catalog."""
+    records = read_records(received)
+    _recompute(store, received, records)
+    # This store learns the bundle's rows now, all at once; among themselves they keep the order
+    # of the times their exporter gives them, ahead of nothing this store learns later.
+    artifacts = [artifact_from_record(record) for record in sorted(records, key=exporter_order)]
+    verifications = _incoming_verifications(records, received.signer)
+    with store.catalog.reading() as session:  # before any blob is written
+        _refuse_conflicts(find_conflicts(session, artifacts, verifications))
+    return artifacts, verifications
+
+
+def _record(
+    store: Store, received: Received, report: ImportReport, artifacts: list[Artifact], verifications: list[Verification]
+) -> None:
+    """Store the plans, then add the rows in one transaction. If the rows do not go in (a conflict
+    that arrived meanwhile, a catalog error), the plan blobs this import created go too: a refused
+    bundle leaves no blob behind."""
+    created: list[str] = []
+    try:
+        # From storing (or reusing) the plans until their rows commit, gc must not delete them.
+        with store.recording_blobs():
+            plan_sizes = _store_plans(store, received, artifacts, created)
+            report.plans = len(plan_sizes)
+            crashpoint("import-blobs-stored")
+            _add_rows(store, report, plan_sizes, artifacts, verifications)
+    except Exception:
+        _remove_unrecorded(store, created)
+        raise
+
+
+def _remove_unrecorded(store: Store, created: list[str]) -> None:
+    """Delete the blobs in ``created`` that no catalog row records, as gc would: under its exclusive
+    fence, so no writer is between reusing one of them and committing its row. A failure here
+    leaves them to gc (an orphan is harmless) rather than hide why the import failed."""
+    if not created:
+        return
+    from sqlalchemy import select
+
+    try:
+        with store.collecting_blobs():
+            with store.catalog.reading() as session:
+                recorded = set(session.scalars(select(Blob.sha256).where(Blob.sha256.in_(created))))
+            for sha in sorted(set(created) - recorded):
+                store.blobs.delete(sha)
+    except (TrtforgeError, SQLAlchemyError, OSError) as exc:
+        note(f"could not remove the refused bundle's plans ({exc}); `trtforge gc` will")
+
+
+def _store_plans(store: Store, received: Received, artifacts: list[Artifact], created: list[str]) -> dict[str, int]:
+    """Each plan of the bundle as a blob (reused when present); their sizes by digest. The digests
+    of blobs that were not there before are added to ``created``."""
     plan_sizes: dict[str, int] = {}
     for sha in sorted({a.plan_sha256 for a in artifacts}):
+        if not store.blobs.exists(sha):
+            created.append(sha)
         ref = store.blobs.put_file(received.files[f"plans/{sha}.plan"])
         if ref.sha256 != sha:  # the file changed between the check and the copy
             raise BundleError(f"bundle plan {sha[:12]} changed while importing")

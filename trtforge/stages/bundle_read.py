@@ -25,7 +25,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, field_validator, model_validator
 
 from trtforge.core.errors import BundleError, SignatureError
-from trtforge.rules.record import Id, Sha256, validate_record
+from trtforge.rules.record import ArtifactRecord, Id, Sha256, validate_record
 from trtforge.rules.signing import Signer, check_signature
 from trtforge.store import Store
 from trtforge.store.blobs import BlobStore
@@ -266,8 +266,9 @@ def _confined(root: Path, name: str) -> Path:
     return resolved
 
 
-def read_records(received: Received) -> list[dict[str, Any]]:
-    """Every artifact record, held to a local record's rules (trtforge.rules.record)."""
+def read_records(received: Received) -> list[ArtifactRecord]:
+    """Every artifact record, held to a local record's rules (trtforge.rules.record): the validated
+    models, from which (not from the JSON) the catalog rows are made."""
     records = []
     seen_verifications: set[str] = set()
     for artifact_id in received.manifest.artifacts:
@@ -287,7 +288,7 @@ def read_records(received: Received) -> list[dict[str, Any]]:
             if verification.id in seen_verifications:
                 raise BundleError(f"bundle record {name}: verification {verification.id} appears twice in the bundle")
             seen_verifications.add(verification.id)
-        records.append(record)
+        records.append(checked)
     return records
 
 
