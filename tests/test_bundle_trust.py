@@ -676,3 +676,28 @@ def test_an_import_refused_while_recording_removes_the_blobs_it_stored(
     signed_plan = hashlib.sha256(origin["plans"][origin["id"]]).hexdigest()
     assert not any(signed_plan in name for name in store_state(serving)[0])
     assert_fsck_clean(cli, serving)
+
+
+def _adopted_with_nan(record: dict) -> None:
+    record["details"].update(origin="adopted")
+    record["details"]["target"]["note"] = float("nan")  # json.dumps writes NaN
+
+
+@pytest.mark.parametrize(
+    ("change", "where"),
+    [
+        (_set("details.target.compute_capabilities", 5), "details.target.compute_capabilities"),
+        (_set("details.target.env", ["a"]), "details.target.env"),
+        (_adopted_with_nan, ""),
+    ],
+    ids=["ccs-int", "env-list", "adopted-nan"],
+)
+def test_a_record_whose_key_cannot_be_computed_is_refused_cleanly(
+    cli, origin: dict, signed_bundle: Path, serving: Path, tmp_path: Path, change, where: str
+) -> None:
+    """The build target in details is typed as the target rules make it, and whatever else fails
+    while a record's key is recomputed refuses the bundle. Main crashed with a traceback (TypeError
+    in check_record, AttributeError in BuildTarget.from_key_fields, ValueError in canonical_json)."""
+    files = resigned(rewritten(read_tar(signed_bundle), origin["id"], change), origin["key"])
+    stderr = refused_untouched(cli, write_tar(tmp_path / "t.tar", files), serving, "--trust", origin["pub"])
+    assert f"artifacts/{origin['id']}.json" in stderr and where in stderr, stderr

@@ -237,6 +237,23 @@ class _Record(BaseModel):
     model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
 
 
+class TargetRecord(_Record):
+    """``details.target`` as a bundle carries it (``BuildTarget.key_fields()``): the fields a build key
+    names, with the types the target rules give them, so that recomputing a record's key works on
+    what it says. Keys a newer trtforge added are kept (they change the key, so it will not match)."""
+
+    model_config = ConfigDict(strict=True, extra="allow", frozen=True)
+
+    flavor: Literal["tensorrt", "tensorrt_rtx"]
+    trt_version: TrtVersion
+    gpu_name: Line | None = None
+    compute_capabilities: list[ComputeCapability] = Field(default_factory=list)
+    os: Line | None = None
+    arch: Line | None = None
+    cuda: Line | None = None
+    env: dict[str, str] = Field(default_factory=dict)
+
+
 class VerificationRecord(_Record):
     """One verification row as a bundle carries it."""
 
@@ -301,10 +318,21 @@ def validate_record(record: dict[str, Any]) -> ArtifactRecord:
         checked = ArtifactRecord.model_validate(record)
         read_details(record["details"], strict=True)
     except ValidationError as exc:
-        error = exc.errors()[0]
-        where = ".".join(str(part) for part in error["loc"]) or "(top)"
-        raise ValueError(f"{where} {error['msg'].removeprefix('Value error, ')}") from None
+        raise ValueError(_first_problem(exc)) from None
+    target = checked.details.get("target")
+    if target is not None:
+        try:
+            TargetRecord.model_validate(target)
+        except ValidationError as exc:
+            raise ValueError(_first_problem(exc, "details.target.")) from None
     lineage = checked.details.get("lineage")
     if isinstance(lineage, dict) and not _ID.fullmatch(str(lineage.get("parent"))):
         raise ValueError("details.lineage.parent is not an artifact id (32 lowercase hex digits)")
     return checked
+
+
+def _first_problem(exc: ValidationError, prefix: str = "") -> str:
+    """The first error as "<field path> <what is wrong>"."""
+    error = exc.errors()[0]
+    where = prefix + ".".join(str(part) for part in error["loc"]) or "(top)"
+    return f"{where.rstrip('.')} {error['msg'].removeprefix('Value error, ')}"

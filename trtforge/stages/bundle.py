@@ -313,36 +313,57 @@ def check_record(record: dict[str, Any], plan: Path, known_keys: dict[str, str])
 
     Returns "" when the build key was recomputed and matches, else why it could not be.
     """
+    _check_against_plan(record, plan)
+    details = _details_of(record)
+    if details.target is not None:
+        _check_target_columns(record, details.target)
+    expected, why_not = _recomputed_key(record, details, known_keys)
+    if expected is not None and expected != record["build_key"]:
+        raise _refuse(record, "its build key is not the one its recipe, model and target give")
+    return why_not
+
+
+def _check_against_plan(record: dict[str, Any], plan: Path) -> None:
+    """The plan's size, and the flavor and release its header names (TensorRT-RTX plans)."""
     size = plan.stat().st_size
     if record.get("plan_size") != size:
         raise _refuse(record, f"plan_size {record.get('plan_size')!r} but the plan has {size} bytes")
     header = read_plan_header(plan)
-    if header is not None:
-        try:
-            same = record["flavor"] == header.flavor and same_release(record["trt_version"], header.version)
-        except TrtforgeError:  # an unparsable version
-            same = False
-        if not same:
-            raise _refuse(
-                record,
-                f"it says {record['flavor']} {record['trt_version'][:40]}, "
-                f"the plan's header {header.flavor} {header.version}",
-            )
-    details = _details_of(record)
-    target = details.target
-    if target is not None:
-        for column in ("flavor", "trt_version", "gpu_name"):
-            if target.get(column) != record.get(column):
-                raise _refuse(record, f"{column} differs from the build target recorded in its details")
-        ccs = record.get("compute_capabilities")
-        if not isinstance(ccs, list) or sorted(map(str, ccs)) != sorted(
-            map(str, target.get("compute_capabilities") or [])
-        ):
-            raise _refuse(record, "compute_capabilities differ from the build target recorded in its details")
-    expected, why_not = _expected_build_key(record, details, known_keys)
-    if expected is not None and expected != record["build_key"]:
-        raise _refuse(record, "its build key is not the one its recipe, model and target give")
-    return why_not
+    if header is None:
+        return
+    try:
+        same = record["flavor"] == header.flavor and same_release(record["trt_version"], header.version)
+    except TrtforgeError:  # an unparsable version
+        same = False
+    if not same:
+        raise _refuse(
+            record,
+            f"it says {record['flavor']} {record['trt_version'][:40]}, "
+            f"the plan's header {header.flavor} {header.version}",
+        )
+
+
+def _check_target_columns(record: dict[str, Any], target: dict[str, Any]) -> None:
+    """The columns lookup reads must be the build target recorded in details."""
+    for column in ("flavor", "trt_version", "gpu_name"):
+        if target.get(column) != record.get(column):
+            raise _refuse(record, f"{column} differs from the build target recorded in its details")
+    ccs = record.get("compute_capabilities")
+    if not isinstance(ccs, list) or sorted(map(str, ccs)) != sorted(map(str, target.get("compute_capabilities") or [])):
+        raise _refuse(record, "compute_capabilities differ from the build target recorded in its details")
+
+
+def _recomputed_key(
+    record: dict[str, Any], details: ArtifactDetails, known_keys: dict[str, str]
+) -> tuple[str | None, str]:
+    """:func:`_expected_build_key`, where any failure to compute a key from the record's fields (what
+    validation did not foresee) refuses the bundle: a record from elsewhere never crashes import."""
+    try:
+        return _expected_build_key(record, details, known_keys)
+    except TrtforgeError:
+        raise
+    except Exception as exc:
+        raise _refuse(record, f"its build key cannot be computed from its fields ({type(exc).__name__})") from None
 
 
 def _known_build_keys(store: Store, records: list[ArtifactRecord]) -> dict[str, str]:
