@@ -701,3 +701,41 @@ def test_a_record_whose_key_cannot_be_computed_is_refused_cleanly(
     files = resigned(rewritten(read_tar(signed_bundle), origin["id"], change), origin["key"])
     stderr = refused_untouched(cli, write_tar(tmp_path / "t.tar", files), serving, "--trust", origin["pub"])
     assert f"artifacts/{origin['id']}.json" in stderr and where in stderr, stderr
+
+
+DEEP = b"[" * 100000 + b"]" * 100000  # valid JSON, nested deeper than any parser recursion goes
+
+
+def _deep_manifest(files: dict[str, bytes], origin: dict) -> dict[str, bytes]:
+    files = {k: v for k, v in files.items() if k != "manifest.sig"}  # unsigned
+    files["manifest.json"] = b'{"deep": ' + DEEP + b", " + files["manifest.json"].lstrip()[1:]
+    return files
+
+
+def _deep_record(files: dict[str, bytes], origin: dict) -> dict[str, bytes]:
+    files = rewritten(files, origin["id"], _set("build_log", "@deep@"))
+    name = f"artifacts/{origin['id']}.json"
+    files[name] = files[name].replace(b'"@deep@"', DEEP)
+    manifest = json.loads(files["manifest.json"])
+    manifest["files"][name] = entry(files[name])
+    files["manifest.json"] = json.dumps(manifest).encode()
+    return resigned(files, origin["key"])
+
+
+def _deep_signature(files: dict[str, bytes], origin: dict) -> dict[str, bytes]:
+    return {**files, "manifest.sig": DEEP}
+
+
+@pytest.mark.parametrize(
+    ("deepen", "message"),
+    [(_deep_manifest, "bundle manifest"), (_deep_record, "artifacts/"), (_deep_signature, "bundle signature")],
+    ids=["manifest", "record", "signature"],
+)
+def test_deeply_nested_json_is_refused_cleanly(
+    cli, origin: dict, signed_bundle: Path, serving: Path, tmp_path: Path, deepen, message: str
+) -> None:
+    """Main crashed with a RecursionError traceback (bundle_read._parse_json, signing.check_signature),
+    for the manifest before the signature was even checked."""
+    bundle = write_tar(tmp_path / "deep.tar", deepen(read_tar(signed_bundle), origin))
+    stderr = refused_untouched(cli, bundle, serving, "--trust", origin["pub"], "--require-signature")
+    assert message in stderr and "nest" in stderr, stderr

@@ -211,6 +211,8 @@ def check_signature(document: bytes, manifest: bytes, trusted: Iterable[Ed25519P
             raise ValueError(f"unsupported signature {parsed.get('algorithm')!r} v{parsed.get('version')!r}")
         public = Ed25519PublicKey.from_public_bytes(base64.b64decode(parsed["public_key"], validate=True))
         signature = base64.b64decode(parsed["signature"], validate=True)
+    except RecursionError:
+        raise SignatureError("bundle signature is malformed: it nests too deeply to be read") from None
     except (ValueError, KeyError, TypeError, binascii.Error) as exc:
         raise SignatureError(f"bundle signature is malformed: {str(exc)[:120]}") from None
     try:

@@ -35,6 +35,7 @@ BUNDLE_VERSION = 1
 MANIFEST = "manifest.json"
 SIGNATURE = "manifest.sig"
 MAX_JSON_BYTES = 64 << 20
+MAX_JSON_DEPTH = 64  # arrays and objects in a manifest or record (records use under 10)
 CHUNK = 1 << 22
 FREE_SPACE_RESERVE = 32 << 20  # left free after an import, for the catalog and its journal
 PLAN_NAME = re.compile(r"plans/([0-9a-f]{64})\.plan")
@@ -104,9 +105,32 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 def _parse_json(data: bytes, what: str) -> Any:
     try:
-        return json.loads(data.decode("utf-8"), object_pairs_hook=_unique_keys)
+        document = json.loads(data.decode("utf-8"), object_pairs_hook=_unique_keys)
+    except RecursionError:
+        raise BundleError(f"{what} nests too deeply to be read") from None
     except (UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError is a ValueError
         raise BundleError(f"{what} is not valid JSON: {str(exc)[:200]}") from None
+    if _nests_deeper(document, MAX_JSON_DEPTH):
+        raise BundleError(f"{what} nests deeper than {MAX_JSON_DEPTH} levels")
+    return document
+
+
+def _nests_deeper(document: Any, limit: int) -> bool:
+    """Whether ``document`` holds arrays or objects more than ``limit`` deep. Parsed but nearly as
+    deep as the parser goes, it would crash whatever walks it recursively later (validation,
+    the catalog's JSON columns); no record of trtforge's comes close."""
+    level = [document]
+    for _ in range(limit + 1):
+        level = [child for node in level for child in _children(node)]
+        if not level:
+            return False
+    return True
+
+
+def _children(node: Any) -> list[Any]:
+    if isinstance(node, dict):
+        return list(node.values())
+    return node if isinstance(node, list) else []
 
 
 def _check_member(member: tarfile.TarInfo) -> str:
