@@ -739,3 +739,22 @@ def test_deeply_nested_json_is_refused_cleanly(
     bundle = write_tar(tmp_path / "deep.tar", deepen(read_tar(signed_bundle), origin))
     stderr = refused_untouched(cli, bundle, serving, "--trust", origin["pub"], "--require-signature")
     assert message in stderr and "nest" in stderr, stderr
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("build_seconds", float("inf")),
+        ("verifications.0.perf", [{"ms": float("nan")}]),
+        ("build_log", [{"level": "info", "message": "m", "at": -float("inf")}]),
+    ],
+    ids=["build-seconds-infinity", "perf-nan", "minus-infinity"],
+)
+def test_non_finite_numbers_in_a_record_are_refused(
+    cli, origin: dict, signed_bundle: Path, serving: Path, tmp_path: Path, field: str, value: object
+) -> None:
+    """JSON has no NaN or Infinity (json.dumps writes them anyway). Main imported them, and
+    `show --json` then printed invalid JSON ("build_seconds": Infinity)."""
+    files = resigned(rewritten(read_tar(signed_bundle), origin["id"], _set(field, value)), origin["key"])
+    stderr = refused_untouched(cli, write_tar(tmp_path / "t.tar", files), serving, "--trust", origin["pub"])
+    assert f"artifacts/{origin['id']}.json" in stderr, stderr

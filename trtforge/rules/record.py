@@ -288,7 +288,7 @@ class ArtifactRecord(_Record):
     profiles: list[dict[str, Any]]
     recipe: dict[str, Any]
     recipe_path: PathText | None = None
-    build_seconds: float = Field(ge=0)  # an int too (strict mode takes one for a float)
+    build_seconds: float = Field(ge=0, allow_inf_nan=False)  # an int too (strict mode takes one for a float)
     build_log: list[Any]
     details: dict[str, Any]
     created_at: Timestamp

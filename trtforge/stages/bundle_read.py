@@ -103,9 +103,15 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return dict(pairs)
 
 
+def _no_constant(name: str) -> Any:
+    """NaN and Infinity are not JSON (Python's json reads and writes them): a catalog holding one
+    would print invalid JSON under `--json`, and no comparison of it is equal."""
+    raise ValueError(f"{name} is not a JSON number")
+
+
 def _parse_json(data: bytes, what: str) -> Any:
     try:
-        document = json.loads(data.decode("utf-8"), object_pairs_hook=_unique_keys)
+        document = json.loads(data.decode("utf-8"), object_pairs_hook=_unique_keys, parse_constant=_no_constant)
     except RecursionError:
         raise BundleError(f"{what} nests too deeply to be read") from None
     except (UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError is a ValueError
