@@ -582,6 +582,25 @@ def test_export_bad_input_and_damaged_store(cli, source: dict, tmp_path: Path) -
     assert not (tmp_path / "b.tar").exists()
 
 
+def test_export_never_writes_into_its_store(cli, source: dict, keys: dict, tmp_path: Path) -> None:
+    """Main wrote the bundle over the store's own catalog (`-o STORE/catalog.sqlite` exited 0; every
+    command after it said "file is not a database"). A path inside the store is refused first."""
+    store = source["store"]
+    before = cli("list", "--store", store, "--json")
+    assert before.code == 0, before
+    inside = (store / "catalog.sqlite", store / "b.tar", store / "blobs" / "b.tar")
+    for output in (*inside, tmp_path / "link" / "catalog.sqlite"):
+        if output.parent.name == "link":
+            output.parent.symlink_to(store)
+        result = cli("export", source["ids"][0], "-o", output, "--sign", keys["ci"], "--store", store)
+        assert result.code == 2 and "is inside the store" in result.stderr, result
+        assert len(result.stderr.strip().splitlines()) == 2 and "hint:" in result.stderr, result.stderr
+    assert [p for p in inside[1:] if p.exists()] == []
+    assert cli("list", "--store", store, "--json").stdout == before.stdout
+    check = cli("fsck", "--store", store, "--json")
+    assert check.code == 0 and check.json()["ok"], check
+
+
 def test_verifications_before_0005_still_count(tmp_path: Path) -> None:
     """Rows written before migration 0005 were run by `trtforge verify` (or imported when every
     bundle was trusted): the upgrade makes them `local`, and lookup keeps counting them."""

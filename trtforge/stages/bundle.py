@@ -193,6 +193,7 @@ def export_bundle(store: Store, refs: list[str], destination: Path, *, sign: Pat
     signed with the Ed25519 private key file ``sign`` when given."""
     if not refs:
         raise BadInputError("export needs at least one artifact id")
+    _refuse_output_in_store(store, destination)
     key = load_private_key(sign) if sign is not None else None  # a bad key fails before any work
     artifacts: dict[str, Artifact] = {}
     for ref in refs:
@@ -235,6 +236,19 @@ def export_bundle(store: Store, refs: list[str], destination: Path, *, sign: Pat
         raise BadInputError(f"cannot write bundle {destination}: {exc.strerror or exc}") from None
     signed_by = json.loads(signature)["key_id"] if signature is not None else None
     return ExportReport(destination, sorted(artifacts), len(plans), destination.stat().st_size, signed_by)
+
+
+def _refuse_output_in_store(store: Store, destination: Path) -> None:
+    """A bundle is never written inside the store it is exported from (links followed): it would
+    replace the catalog, a blob or a lock, and the store would be lost."""
+    target = destination.expanduser().resolve()
+    url = store.catalog.url
+    catalog = Path(url.removeprefix("sqlite:///")).resolve() if url.startswith("sqlite:///") else None
+    if target.is_relative_to(store.root.resolve()) or target == catalog:
+        raise BadInputError(
+            f"bundle output {destination} is inside the store {store.root}; nothing was written",
+            hint="write the bundle outside the store directory (and not over its catalog)",
+        )
 
 
 def _write_bundle(
