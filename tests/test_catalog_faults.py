@@ -140,6 +140,77 @@ def test_the_createdb_hint_makes_the_missing_database(tmp_path: Path, cli) -> No
         admin.dispose()
 
 
+
+# -- a role without the privileges trtforge needs ----------------------------------------------------
+
+
+@pytest.fixture
+def limited_role(postgres_catalog: str) -> Iterator[Callable[..., str]]:
+    """Factory: a login role on the test server granted only SELECT on the given tables of
+    ``postgres_catalog``; returns its catalog URL (with the password the output must never show)."""
+    admin = create_engine(postgres_catalog, isolation_level="AUTOCOMMIT")
+    roles: list[str] = []
+
+    def make(*tables: str) -> str:
+        role = f"ci_{uuid.uuid4().hex[:8]}"
+        with admin.connect() as conn:
+            conn.execute(text(f"CREATE ROLE {role} LOGIN PASSWORD '{SECRET}'"))
+            roles.append(role)
+            if tables:
+                conn.execute(text(f"GRANT SELECT ON {', '.join(tables)} TO {role}"))
+        return make_url(postgres_catalog).set(username=role, password=SECRET).render_as_string(hide_password=False)
+
+    yield make
+    with admin.connect() as conn:
+        for role in roles:
+            conn.execute(text(f"DROP OWNED BY {role}"))
+            conn.execute(text(f"DROP ROLE {role}"))
+    admin.dispose()
+
+
+def test_a_statement_the_role_may_not_run_is_one_line_and_exit_2(
+    postgres_catalog: str, limited_role: Callable[..., str], mlp_recipe: Callable[..., Path], store: Path, cli
+) -> None:
+    """A role granted only SELECT on alembic_version and artifacts opens the catalog; gc (blobs),
+    show (verifications) and build --force (INSERT INTO blobs) are refused by the server. Each is
+    one line naming the table, a hint to grant the role its privileges, exit 2 (as when the same
+    fault stops the catalog from opening), well-formed JSON; nothing changes in the catalog.
+
+    Fails on 38d4c89: SQLAlchemy's ProgrammingError (InsufficientPrivilege) traceback, exit 1, and
+    no JSON on stdout."""
+    recipe = mlp_recipe("granted", seed=5)
+    [built] = cli("build", recipe, "--store", store, "--catalog", postgres_catalog, "--json").json()
+    before = cli("list", "--store", store, "--catalog", postgres_catalog, "--json").json()
+    url = limited_role("alembic_version", "artifacts")
+    role = make_url(url).username
+
+    def refused(*args: str | Path, table: str) -> None:
+        for form in ((), ("--json",)):
+            done = cli(*args, "--store", store, "--catalog", url, *form)
+            assert done.code == 2 and SECRET not in done.stdout, done
+            line = _one_error(done.stderr)
+            assert f"permission denied for table {table}" in line and ":***@" in line, line
+            hint = next(h for h in done.stderr.splitlines() if h.startswith("hint:"))
+            assert f"grant {role} its privileges on table {table}" in hint, done.stderr
+            if form:
+                data = done.json()
+                result = data[0] if isinstance(data, list) else data
+                assert result["error_kind"] == "bad_input" and table in result["error"], result
+
+    refused("gc", table="blobs")
+    refused("show", built["artifact_id"], table="verifications")
+    refused("build", recipe, "--force", table="blobs")
+    assert cli("list", "--store", store, "--catalog", postgres_catalog, "--json").json() == before
+    _fsck(cli, store, postgres_catalog)
+
+    # The same fault when the catalog opens (no right to read its schema version): the same hint.
+    opening = cli("list", "--store", store, "--catalog", limited_role(), "--json")
+    assert opening.code == 2 and SECRET not in opening.stdout, opening
+    assert "permission denied for table alembic_version" in _one_error(opening.stderr), opening
+    [failure] = opening.json()
+    assert failure["error_kind"] == "bad_input" and "its privileges on table alembic_version" in failure["hint"]
+
+
 # -- a database that restarts, or stays down, mid-batch ------------------------------------------
 
 

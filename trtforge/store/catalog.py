@@ -59,7 +59,9 @@ from trtforge.store.connections import (
     URL_HINT,
     ConnectRetry,
     checked_url,
+    denied_error,
     engine_options,
+    is_denied,
     is_unavailable,
     lost_error,
     opening_error,
@@ -630,10 +632,14 @@ class Catalog:
     @contextmanager
     def unavailable_as_error(self) -> Iterator[None]:
         """A database that stops answering inside the block is one line (CatalogUnavailableError,
-        exit 1, password hidden), never a driver's traceback; errors about the data pass as they are."""
+        exit 1, password hidden), never a driver's traceback; so is a statement refused for lack of a
+        privilege (CatalogError, exit 2: the role's grants are wrong). Errors about the data pass as
+        they are."""
         try:
             yield
         except DBAPIError as exc:
+            if is_denied(exc):
+                raise denied_error(exc, self.url) from None
             if not is_unavailable(exc):
                 raise
             raise lost_error(exc, self.url) from None

@@ -54,6 +54,8 @@ _LOGIN = re.compile(
     r"no password supplied|password is required|peer authentication failed"
 )
 _UNKNOWN_HOST = re.compile(r"failed to resolve host|could not translate host name|Name or service not known")
+INSUFFICIENT_PRIVILEGE = "42501"  # PostgreSQL's SQLSTATE for "permission denied for table ..."
+_DENIED_ON = re.compile(r"permission denied for (?P<what>table|sequence|schema|database|relation) (?P<name>\S+)")
 
 
 def checked_url(url: str) -> URL:
@@ -174,6 +176,8 @@ def opening_error(exc: BaseException, url: str) -> CatalogError:
             f"cannot open catalog {shown}: {said}",
             hint="check the host name in the catalog URL (--catalog, TRTFORGE_CATALOG)",
         )
+    if is_denied(exc):
+        return CatalogError(f"cannot open catalog {shown}: {said}", hint=grant_hint(exc, url))
     if transient(exc):
         return CatalogUnreachableError(
             f"cannot open catalog {shown}: {said}",
@@ -193,6 +197,38 @@ def lost_error(exc: BaseException, url: str) -> CatalogUnavailableError:
         hint="nothing half-written was recorded; run the command again once the database is back "
         "(what was recorded before stays: those recipes are cache hits)",
     )
+
+
+def _sqlstate(exc: BaseException) -> str | None:
+    """The driver's SQLSTATE code (psycopg 3: ``sqlstate``, psycopg2: ``pgcode``), if it gives one."""
+    orig = getattr(exc, "orig", None) or exc
+    return getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+
+
+def is_denied(exc: BaseException) -> bool:
+    """The server refused a statement because the catalog's role lacks a privilege (SQLSTATE
+    42501): the setup is wrong, so no retry helps."""
+    return _sqlstate(exc) == INSUFFICIENT_PRIVILEGE
+
+
+def grant_hint(exc: BaseException, url: str) -> str:
+    """What to grant, naming the table (or other object) the server named and the URL's role."""
+    from sqlalchemy.engine import make_url
+
+    found = _DENIED_ON.search(_driver_text(exc))
+    what = f"{found.group('what')} {found.group('name')}" if found else "the catalog's tables"
+    role = make_url(url).username or "the catalog URL's role"
+    return (
+        f"grant {role} its privileges on {what} (trtforge reads and writes every table of its catalog: "
+        f"SELECT, INSERT, UPDATE, DELETE), or use a role that has them in the catalog URL"
+    )
+
+
+def denied_error(exc: BaseException, url: str) -> CatalogError:
+    """A statement refused for lack of a privilege while the command worked: one line (exit 2, as a
+    catalog that cannot be opened for the same reason), with what to grant."""
+    said = redact(_driver_line(exc), url)
+    return CatalogError(f"the catalog {redact_url(url)} refused a statement: {said}", hint=grant_hint(exc, url))
 
 
 def createdb_command(url: str) -> str:
