@@ -147,6 +147,58 @@ def test_a_bucket_gone_mid_batch_fails_the_recipe_in_one_line(
     assert human.code == 2 and "cannot use S3 bucket" in human.stderr and "hint: create the bucket" in human.stderr
 
 
+
+@pytest.mark.parametrize(
+    ("setting", "value", "named"),
+    [
+        ("AWS_ENDPOINT_URL", f"minio:{SECRET}@127.0.0.1:{{port}}", "AWS_ENDPOINT_URL"),  # no scheme
+        ("AWS_ENDPOINT_URL", "not a url", "AWS_ENDPOINT_URL"),
+        ("AWS_PROFILE", "no-such-profile", "AWS_PROFILE"),
+        ("AWS_DEFAULT_REGION", "us east 1", "AWS_DEFAULT_REGION"),
+        ("AWS_MAX_ATTEMPTS", "abc", "AWS_MAX_ATTEMPTS"),
+        ("AWS_RETRY_MODE", "bogus", "AWS_RETRY_MODE"),
+    ],
+    ids=["endpoint-without-scheme", "endpoint-not-a-url", "profile", "region", "max-attempts", "retry-mode"],
+)
+def test_an_aws_setting_botocore_refuses_is_one_line_naming_it(
+    setting: str,
+    value: str,
+    named: str,
+    moto: MotoServer,
+    bucket: str,
+    postgres_catalog: str,
+    monkeypatch: pytest.MonkeyPatch,
+    mlp_recipe: Callable[..., Path],
+    store: Path,
+    cli: Callable[..., Any],
+) -> None:
+    """One AWS setting botocore refuses while trtforge makes its S3 client: list (human and --json)
+    and build --json are one line naming the setting, a hint, exit 2 (bad input), and never show the
+    endpoint's password.
+
+    Fails on 38d4c89: botocore's ValueError ("Invalid endpoint: minio:<password>@..."),
+    ProfileNotFound, InvalidRegionError or InvalidRetryModeError traceback, exit 1, no JSON."""
+    monkeypatch.delenv("AWS_REGION", raising=False)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "another-key")  # the secret is the endpoint's password alone
+    monkeypatch.setenv(setting, value.format(port=moto.port))
+    env = {"TRTFORGE_BLOBS": f"s3://{bucket}/team"}
+    listed = cli("list", "--store", store, "--catalog", postgres_catalog, env=env)
+    _clean(listed.stderr)
+    assert listed.code == 2 and SECRET not in listed.stdout, listed
+    [line] = [line for line in listed.stderr.splitlines() if line.startswith("error:")]
+    assert line.startswith(f"error: cannot use S3 bucket {bucket}: ") and named in line, line
+    assert "hint: " in listed.stderr, listed.stderr
+    as_json = cli("list", "--store", store, "--catalog", postgres_catalog, "--json", env=env)
+    _clean(as_json.stderr)
+    [failure] = as_json.json()
+    assert as_json.code == 2 and failure["error_kind"] == "bad_input" and named in failure["error"], failure
+    assert SECRET not in as_json.stdout
+    built = cli("build", mlp_recipe("unconfigured", seed=14), "--store", store, "--json", env=env)
+    _clean(built.stderr)
+    [result] = built.json()
+    assert built.code == 2 and (result["status"], result["error_kind"]) == ("failed", "bad_input"), result
+    assert named in result["error"] and SECRET not in built.stdout, result
+
 def _replace(bucket: str, key: str, how: str) -> None:
     """Put other bytes at ``key``: of another size, or of the same size (with no SHA-256 checksum, as
     most tools write, or with one of their own)."""

@@ -36,17 +36,20 @@ _known: set[str] = set()
 
 
 def _userinfo_passwords(url: str) -> set[str]:
-    """The password of ``scheme://user:password@host...``, parsed from the URL's structure.
+    """The password of ``scheme://user:password@host...`` (or ``user:password@host``, no scheme),
+    parsed from the URL's structure.
 
     The user name runs to the first ':' (it holds no '/' or '@'); the password runs from there to
     an '@', whatever it holds (spaces, quotes, '/', '@'). Parsers disagree on which '@' ends it
     (SQLAlchemy: the first; a password with an unescaped '@': the last), so both readings count.
     """
     scheme, sep, rest = url.strip().partition("://")
-    if not sep or not _SCHEME.fullmatch(scheme):
+    if not sep:  # user:password@host without a scheme, as an endpoint is sometimes mistyped
+        rest = url.strip()
+    elif not _SCHEME.fullmatch(scheme):
         return set()
     user, colon, after = rest.partition(":")
-    if not colon or "/" in user or "@" in user or "@" not in after:
+    if not colon or "/" in user or "@" in user or "@" not in after or any(c.isspace() for c in user):
         return set()
     return {after[: after.index("@")], after[: after.rindex("@")]} - {""}
 

@@ -117,6 +117,44 @@ def _hint_for(exc: BaseException) -> str:
     return "the S3 endpoint kept failing after botocore's retries: check AWS_ENDPOINT_URL and the service, then retry"
 
 
+def _bad_setting(exc: BaseException) -> tuple[str, str]:
+    """Which AWS setting botocore refused while making the client, and what a valid one looks like."""
+    from botocore.exceptions import (
+        InvalidMaxRetryAttemptsError,
+        InvalidRegionError,
+        InvalidRetryModeError,
+        ProfileNotFound,
+    )
+
+    said = str(exc)
+    if isinstance(exc, ProfileNotFound):
+        return "AWS_PROFILE", "name a profile of ~/.aws/config (or unset AWS_PROFILE)"
+    if isinstance(exc, InvalidRegionError):
+        return "the region (AWS_REGION, AWS_DEFAULT_REGION)", "give a region name such as us-east-1"
+    if isinstance(exc, InvalidRetryModeError):
+        return "AWS_RETRY_MODE", "use standard, adaptive or legacy (or unset it: trtforge uses standard)"
+    if isinstance(exc, InvalidMaxRetryAttemptsError) or "int()" in said:
+        return "AWS_MAX_ATTEMPTS", "give a whole number of attempts such as 4 (or unset it)"
+    if "endpoint" in said.lower():
+        name = "AWS_ENDPOINT_URL_S3" if os.environ.get("AWS_ENDPOINT_URL_S3") else "AWS_ENDPOINT_URL"
+        return name, f"give {name} as a URL with its scheme, such as https://minio.internal:9000"
+    return "the AWS configuration", "check the AWS_* environment variables and ~/.aws/config"
+
+
+def _new_client(boto3: Any, bucket: str) -> Any:
+    """boto3's S3 client; a setting botocore refuses is one line naming it (StoreError, exit 2)."""
+    from botocore.exceptions import BotoCoreError
+
+    try:
+        return boto3.client("s3", config=client_config())
+    except (ValueError, BotoCoreError) as exc:
+        setting, hint = _bad_setting(exc)
+        said = " ".join(str(exc).split()) or type(exc).__name__
+        raise StoreError(
+            redact(f"cannot use S3 bucket {bucket}: {setting} is not valid: {said}", _endpoint()), hint=hint
+        ) from None
+
+
 def part_size_for(size: int, preferred: int) -> int:
     """The part size for a ``size``-byte upload: ``preferred``, grown (in MiB) to fit 10,000 parts."""
     needed = -(-size // MAX_PARTS)
@@ -156,7 +194,7 @@ class S3BlobStore:
                 import boto3  # lazy: only S3 stores pay for it
 
             remember(_endpoint())  # a password in the endpoint URL is never printed
-            client = boto3.client("s3", config=client_config())
+            client = _new_client(boto3, bucket)
         if part_size < MIN_PART:
             raise StoreError(f"S3 part size {part_size} is below S3's minimum of {MIN_PART} bytes")
         self.client = client
