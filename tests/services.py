@@ -123,9 +123,10 @@ def _lines_until_running(proc: subprocess.Popen[str]) -> list[str]:
 
 
 class FaultyS3:
-    """An HTTP proxy in front of a moto server that answers PUTs of blobs with an S3 error while
-    ``failing`` (a throttling 503, an access denied 403), as a loaded or misconfigured S3 endpoint
-    does; every other request goes through. ``puts`` counts the blob PUTs it saw, per key."""
+    """An HTTP proxy in front of a moto server that answers PUTs of blobs (or the requests on blobs
+    of the ``methods`` given, e.g. DELETE: aborting an upload) with an S3 error while ``failing`` (a
+    throttling 503, an access denied 403), as a loaded or misconfigured S3 endpoint does; every other
+    request goes through. ``puts`` counts the blob PUTs it saw, per key."""
 
     def __init__(self, upstream: MotoServer) -> None:
         from http.server import ThreadingHTTPServer
@@ -133,6 +134,7 @@ class FaultyS3:
         self.upstream = upstream
         self.failing: tuple[int, str] | None = None  # (HTTP status, S3 error code)
         self.remaining: int | None = None  # how many PUTs fail before they go through again; None: all
+        self.methods: tuple[str, ...] = ("PUT",)  # the requests on blobs that fail while ``failing``
         self.puts: dict[str, int] = {}
         self._lock = threading.Lock()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -152,10 +154,11 @@ class FaultyS3:
 
             def _relay(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                if self.command == "PUT" and "/blobs/sha256/" in self.path:
+                if self.command in proxy.methods and "/blobs/sha256/" in self.path:
                     key = self.path.split("?")[0]
                     with proxy._lock:
-                        proxy.puts[key] = proxy.puts.get(key, 0) + 1
+                        if self.command == "PUT":
+                            proxy.puts[key] = proxy.puts.get(key, 0) + 1
                         failing = proxy.failing if proxy.remaining is None or proxy.remaining > 0 else None
                         if failing is not None and proxy.remaining is not None:
                             proxy.remaining -= 1

@@ -458,3 +458,40 @@ def test_a_throttled_upload_goes_through_on_botocores_retry(
     again = cli("build", recipe, "--store", store, "--json", env=env)
     assert again.code == 0 and again.json()[0]["status"] == "cached", again
     _fsck(cli, store, env)
+
+
+def test_an_upload_s3_refuses_to_abort_is_one_line_for_fsck_repair(
+    faulty: FaultyS3, postgres_catalog: str, monkeypatch: pytest.MonkeyPatch, store: Path, cli: Callable[..., Any]
+) -> None:
+    """A stale unfinished upload (a dead writer's) that the endpoint refuses to abort (403
+    AccessDenied on AbortMultipartUpload): fsck --repair is one `blobs_unavailable` line with a
+    hint, exit 1, JSON well-formed, no secret; the upload stays listed, and with the endpoint
+    allowing it the same command removes it.
+
+    Fails on 38d4c89: botocore's AccessDenied (ClientError) traceback, exit 1, no JSON."""
+    bucket = _new_bucket(faulty.upstream, monkeypatch)
+    key = f"team/blobs/sha256/ab/{'ab' * 32}"
+    _client().create_multipart_upload(Bucket=bucket, Key=key)  # moto dates it 2010: stale
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://minio:{SECRET}@127.0.0.1:{faulty.port}")
+    env = {"TRTFORGE_BLOBS": f"s3://{bucket}/team"}
+    catalog = ("--catalog", postgres_catalog)
+    before = cli("fsck", "--store", store, *catalog, "--json", env=env).json()
+    [stale] = before["stale_temp"]
+    faulty.failing, faulty.methods = (403, "AccessDenied"), ("DELETE",)
+
+    human = cli("fsck", "--repair", "--store", store, *catalog, env=env)
+    _clean(human.stderr)
+    [line] = [line for line in human.stderr.splitlines() if line.startswith("error:")]
+    assert human.code == 1 and line.startswith(f"error: S3 bucket {bucket}: ") and "AccessDenied" in line, human
+    assert "hint: " in human.stderr, human.stderr
+    as_json = cli("fsck", "--repair", "--store", store, *catalog, "--json", env=env)
+    _clean(as_json.stderr)
+    failure = as_json.json()
+    assert as_json.code == 1 and failure["error_kind"] == "blobs_unavailable", failure
+    assert SECRET not in as_json.stdout
+    assert cli("fsck", "--store", store, *catalog, "--json", env=env).json()["stale_temp"] == [stale]  # left as it was
+
+    faulty.failing = None
+    repaired = cli("fsck", "--repair", "--store", store, *catalog, "--json", env=env)
+    assert repaired.code == 0 and repaired.json()["repair"]["removed_temp"] == [stale], repaired
+    assert _fsck(cli, store, env, *catalog)["stale_temp"] == []

@@ -358,16 +358,20 @@ class S3BlobStore:
             raise
 
     def _abort(self, key: str, upload_id: str) -> bool:
+        """Abort an unfinished upload; False when it is gone already or the endpoint is unreachable
+        (fsck --repair or the lifecycle rule gets it later). An S3 error answer (access denied) is
+        one line (BlobsUnavailableError): the upload stays, and the user must be told why."""
         from botocore.exceptions import BotoCoreError, ClientError
 
-        try:
-            self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("NoSuchUpload", "404"):
+        with self._unavailable(f"aborting the unfinished upload of {key}"):
+            try:
+                self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") in ("NoSuchUpload", "404"):
+                    return False
+                raise
+            except BotoCoreError:
                 return False
-            raise
-        except BotoCoreError:
-            return False  # unreachable now; fsck --repair or the lifecycle rule gets it later
         return True
 
     def _copy(self, source_key: str, key: str, **extra: Any) -> None:
