@@ -120,6 +120,26 @@ def test_bad_names_and_locations_are_refused(bucket: str) -> None:
         S3BlobStore("no-such-bucket-here")
 
 
+
+@pytest.mark.parametrize("location", ["{bucket}/a//b", "{bucket}/a/../b", "{bucket}/./x", "Bad_Bucket/x"])
+def test_a_malformed_blobs_location_hints_at_the_s3_url_form(
+    location: str, bucket: str, mlp_recipe: Callable[..., Path], store: Path, cli
+) -> None:
+    """TRTFORGE_BLOBS with an empty, '.' or '..' prefix part (or a bad bucket name): one line whose
+    hint says what an S3 location looks like, exit 2, for people and in --json.
+
+    Fails on 38d4c89 for the prefixes: the hint was StoreError's default, "pass --store DIR or set
+    TRTFORGE_STORE to a writable directory", which does not help with an S3 URL."""
+    env = {"TRTFORGE_BLOBS": "s3://" + location.format(bucket=bucket)}
+    recipe = mlp_recipe("located", seed=3)
+    human = cli("build", recipe, "--store", store, env=env)
+    assert human.code == 2 and "Traceback" not in human.stderr, human
+    [hint] = [line for line in human.stderr.splitlines() if line.startswith("hint:")]
+    assert "s3://<bucket>[/<prefix>]" in hint and "--store" not in hint, human.stderr
+    [result] = cli("build", recipe, "--store", store, "--json", env=env).json()
+    assert result["error_kind"] == "bad_input" and "s3://<bucket>[/<prefix>]" in result["hint"], result
+
+
 PART = 5 << 20  # S3's smallest part: blobs above it exercise the multipart path
 BIG = b"".join(bytes([i % 251]) * 65536 for i in range(190))  # 11.9 MiB: three parts
 

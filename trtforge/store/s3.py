@@ -76,6 +76,10 @@ CONNECT_TIMEOUT_S = 5.0
 READ_TIMEOUT_S = 60.0
 DIGEST_METADATA = "trtforge-sha256"  # x-amz-meta-trtforge-sha256: the digest a multipart object holds
 _MISSING = ("404", "NoSuchKey", "NotFound")
+S3_URL_HINT = (
+    "give TRTFORGE_BLOBS as s3://<bucket>[/<prefix>], the prefix's parts separated by single '/' and "
+    "none of them '.' or '..' (e.g. s3://team-engines/trtforge)"
+)
 
 
 def client_config() -> Any:
@@ -166,10 +170,10 @@ def parse_s3_url(url: str) -> tuple[str, str]:
     rest = url.removeprefix("s3://")
     bucket, _, prefix = rest.partition("/")
     if not url.startswith("s3://") or not _BUCKET.fullmatch(bucket):
-        raise StoreError(f"not an S3 location: {redact(url, url)[:120]!r}", hint="use s3://<bucket>[/<prefix>]")
+        raise StoreError(f"not an S3 location: {redact(url, url)[:120]!r}", hint=S3_URL_HINT)
     prefix = prefix.strip("/")
     if any(part in ("", ".", "..") for part in prefix.split("/")) and prefix:
-        raise StoreError(f"S3 prefix {prefix!r} has empty, '.' or '..' parts")
+        raise StoreError(f"S3 prefix {prefix!r} has empty, '.' or '..' parts", hint=S3_URL_HINT)
     return bucket, f"{prefix}/" if prefix else ""
 
 
