@@ -9,8 +9,11 @@ and no password, the JSON, and a clean ``fsck`` afterwards.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import shlex
+import signal
 import socket
 import subprocess
 import time
@@ -27,6 +30,9 @@ from tests.services import POSTGRES_ENV, PostgresServer, _pg_bindir
 pytestmark = pytest.mark.slow  # fault injection against PostgreSQL and SQLite (.ci/run: pytest -m slow)
 
 SECRET = "s3cretPW29"  # in every URL below; the output must never show it
+# A build whose database froze: connect timeouts (5 s each, a few of them) and the rest of the
+# recipe; far below, a build waiting on the frozen server for good.
+FROZEN_LIMIT_S = 120
 
 
 def _with_password(url: str) -> str:
@@ -293,6 +299,66 @@ def test_a_database_that_stays_down_fails_each_recipe_and_records_nothing_false(
     assert rebuilt.code == 0 and [r["status"] for r in rebuilt.json()] == ["built", "built"], rebuilt
     _fsck(cli, store, url)
 
+
+
+def _server_pids(server: PostgresServer) -> list[int]:
+    """The postmaster of ``server`` and every process it started (backends, checkpointer...)."""
+    postmaster = int((server.dir / "data" / "postmaster.pid").read_text().split()[0])
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone meanwhile
+        if int(fields[1]) == postmaster:
+            children.append(int(stat.parent.name))
+    return [postmaster, *children]
+
+
+def _signal_all(pids: list[int], sig: signal.Signals) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+
+
+@pytest.mark.slow
+def test_a_database_frozen_mid_build_fails_the_recipe_without_hanging(
+    private_postgres: PostgresServer, mlp_recipe: Callable[..., Path], store: Path, tmp_path: Path, cli
+) -> None:
+    """Every PostgreSQL process is stopped (SIGSTOP: a host frozen, a VM paused) after the plan is
+    stored, before its row: the new connection times out, the recipe is `failed` with
+    `catalog_unavailable`, exit 1, in bounded time; the session holding the gc fence is closed
+    rather than asked to unlock (the server ending it releases the lock). Thawed, the store is
+    clean and the same build works.
+
+    Fails on 38d4c89: releasing the fence sent pg_advisory_unlock on the open fence connection to
+    the frozen server and waited for its answer forever (the build never exits)."""
+    url = _with_password(private_postgres.url)
+    recipe = mlp_recipe("frozen", seed=6)
+    point = CrashPoint(tmp_path / "cp", "blob-stored")
+    batch = start_build(recipe, "--store", store, "--catalog", url, "--json", env=point.env)
+    point.wait_reached(batch)  # the plan blob is written, the fence and build lock held; its row is next
+    frozen = _server_pids(private_postgres)
+    try:
+        _signal_all(frozen, signal.SIGSTOP)
+        point.resume()
+        try:
+            out, err = batch.communicate(timeout=FROZEN_LIMIT_S)
+        except subprocess.TimeoutExpired:
+            batch.kill()
+            batch.communicate()
+            pytest.fail(f"the build did not end within {FROZEN_LIMIT_S} s of the database freezing")
+    finally:
+        _signal_all(frozen, signal.SIGCONT)
+        point.close()
+    assert batch.returncode == 1 and "Traceback" not in err and SECRET not in out + err, err
+    [result] = json.loads(out)
+    assert (result["status"], result["error_kind"]) == ("failed", "catalog_unavailable"), result
+
+    _fsck(cli, store, url)
+    rebuilt = cli("build", recipe, "--store", store, "--catalog", url, "--json")
+    assert rebuilt.code == 0 and rebuilt.json()[0]["status"] == "built", rebuilt
+    _fsck(cli, store, url)
 
 # -- writers that meet ------------------------------------------------------------------------------
 

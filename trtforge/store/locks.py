@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from trtforge.core.errors import BuildInterruptedError, StoreError, StoreReadOnlyError
+from trtforge.core.errors import BuildInterruptedError, CatalogUnavailableError, StoreError, StoreReadOnlyError
 from trtforge.core.fsutil import same_file
 
 if TYPE_CHECKING:
@@ -326,10 +326,8 @@ def advisory_lock(
 
         while not conn.execute(text("SELECT pg_try_advisory_lock(:id)"), {"id": lock_id}).scalar():
             waiter.wait(who)
-        try:
+        with _releasing(conn, "SELECT pg_advisory_unlock(:id)", lock_id):
             yield
-        finally:
-            _unlock(conn, "SELECT pg_advisory_unlock(:id)", lock_id)
 
 
 @contextmanager
@@ -346,10 +344,25 @@ def advisory_fence(engine: Engine, *, exclusive: bool, notify: Callable[[str], N
             waiting = "builds to record their blobs" if exclusive else "gc to finish deleting blobs"
             notify(f"waiting for {waiting} (another runner)")
             conn.execute(text(f"SELECT pg_advisory_lock{mode}(:id)"), {"id": lock_id})
-        try:
+        with _releasing(conn, f"SELECT pg_advisory_unlock{mode}(:id)", lock_id):
             yield
-        finally:
-            _unlock(conn, f"SELECT pg_advisory_unlock{mode}(:id)", lock_id)
+
+
+@contextmanager
+def _releasing(conn: Connection, sql: str, lock_id: int) -> Iterator[None]:
+    """Release the session-level advisory lock held on ``conn`` when the block ends. When the
+    catalog stopped answering inside it, the unlock is not sent: a server that froze (host paused,
+    processes stopped) would never answer it, and the command would hang. The connection is closed
+    instead; the server ends its session, and the lock with it, once it sees the connection go."""
+    try:
+        yield
+    except CatalogUnavailableError:
+        conn.invalidate()
+        raise
+    except BaseException:
+        _unlock(conn, sql, lock_id)
+        raise
+    _unlock(conn, sql, lock_id)
 
 
 def _unlock(conn: Connection, sql: str, lock_id: int) -> None:
