@@ -342,16 +342,39 @@ def test_adopted_plan_takes_its_io_from_the_model(store: Path, repo: Path, cli: 
 
 
 def test_a_corrupt_plan_leaves_no_version_behind(store: Path, repo: Path, cli: Callable) -> None:
+    # Nor a model directory without config and version (Triton refuses to start on one): the export
+    # that created it and published nothing takes it back, lock included.
     artifact_id = add_trt_row(store, cc="8.6")
     blob = next((store / "blobs" / "sha256").glob(f"*/{plan_sha(store, artifact_id)}"))
     blob.chmod(0o644)
     blob.write_bytes(b"damaged")
+    repo.mkdir()
 
-    refused = cli("deploy", "triton", "detector", "-o", repo, "--store", store)
+    refused = cli("deploy", "triton", "detector", "-o", repo, "--store", store, "--json")
 
     assert refused.code == 1, refused
-    assert "corrupted" in refused.stderr
-    assert [p.name for p in (repo / "detector").iterdir() if not p.name.startswith(".trtforge")] == []
+    assert "corrupted" in refused.json()["error"]
+    assert tree(repo) == []
+
+
+@pytest.mark.parametrize("name", ["config.pbtxt", ".trtforge.lock", "trtforge.json"])
+def test_a_directory_where_a_model_file_belongs_is_one_line(
+    store: Path, repo: Path, cli: Callable, name: str
+) -> None:
+    add_trt_row(store, cc="8.6")
+    assert cli("deploy", "triton", "detector", "-o", repo, "--store", store).code == 0
+    model_dir = repo / "detector"
+    (model_dir / name).unlink()
+    (model_dir / name).mkdir()
+    before = tree(repo)
+
+    refused = cli("deploy", "triton", "detector", "-o", repo, "--store", store, "--json")
+
+    assert refused.code == 2, refused
+    assert "Traceback" not in refused.stderr
+    assert str(model_dir / name) in refused.json()["error"]
+    assert [line.split(":")[0] for line in refused.stderr.splitlines()] == ["error", "hint"]
+    assert tree(repo) == before
 
 
 @pytest.mark.parametrize(

@@ -40,7 +40,15 @@ from pathlib import Path
 from typing import Any
 
 from trtforge.core.errors import BadInputError, DeployError, NoCompatibleEngineError, NotFoundError
-from trtforge.core.fsutil import atomic_write, checked_copy, child_path, fsync_dir, make_temp, owner_prefix
+from trtforge.core.fsutil import (
+    atomic_write,
+    checked_copy,
+    child_path,
+    fsync_dir,
+    make_temp,
+    owner_prefix,
+    same_file,
+)
 from trtforge.resolution.targets import TargetOptions, many_targets
 from trtforge.rules.compatibility import (
     Candidate,
@@ -464,14 +472,30 @@ def _runtime(trt: str, choices: list[_Choice], needs: dict[str, dict[str, Any]])
 
 
 @contextmanager
-def _locked(model_dir: Path) -> Iterator[None]:
-    """One writer per model directory: version numbers are read and taken under this lock."""
-    fd = os.open(model_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
+def _locked(model_dir: Path) -> Iterator[bool]:
+    """One writer per model directory: version numbers are read and taken under this lock. Yields
+    whether this call created the directory (so it can take it back if it publishes nothing); a lock
+    whose file was removed by the holder before us is retaken on the directory as it now is."""
+    while True:
+        created = not model_dir.exists()
+        try:
+            model_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise BadInputError(f"cannot create {model_dir}: {exc.strerror or exc}") from None
+        lock = model_dir / LOCK_NAME
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            raise BadInputError(
+                f"cannot lock {lock}: {exc.strerror or exc}", hint="it must be a writable file (or absent)"
+            ) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            if same_file(fd, lock):
+                yield created
+                return
+        finally:
+            os.close(fd)
 
 
 def existing_versions(model_dir: Path) -> list[int]:
@@ -615,52 +639,113 @@ def _write(
     shared: dict[str, Any],
     result: TritonResult,
 ) -> None:
+    """A new version, or nothing: on any failure the model directory is left as it was (one this
+    call created is removed again), and an OSError becomes one line."""
     model_dir = result.model_dir
-    try:
-        model_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise BadInputError(f"cannot create {model_dir}: {exc.strerror or exc}") from None
-    with _locked(model_dir):
-        record = _read_record(model_dir)
-        config_path = model_dir / CONFIG_NAME
-        if config_path.exists():
-            if config_path.read_text(errors="replace") != config_text:
-                changed = _differences(record.get("shared", {}), shared) if record else ["config.pbtxt"]
-                raise DeployError(
-                    f"{config_path} is shared by every version and this export would change it "
-                    f"({', '.join(changed) or 'edited by hand'}); nothing was written",
-                    hint="export under a new model name, or move the existing model directory away",
-                )
-            result.config_status = "unchanged"
-        version = max(existing_versions(model_dir), default=0) + 1
-        fd, work = make_temp(model_dir, directory=True)  # Triton ignores it: not an integer name
+    with _locked(model_dir) as created:
+        written: list[Path] = []  # what this call put there, taken back if it fails
         try:
-            for choice in chosen:
-                source = store.blobs.local_file(choice.artifact.plan_sha256, verify=False)
-                checked_copy(
-                    source, work / plan_file_name(choice.cc), choice.artifact.plan_sha256, temp_prefix=owner_prefix()
-                )
-            os.chmod(work, default_mode(directory=True))
-            fsync_dir(work)
-            if result.config_status == "written":
-                with atomic_write(config_path) as handle:  # before the version appears: Triton polls
-                    os.fchmod(handle.fileno(), default_mode())
-                    handle.write(config_text.encode())
-            os.rename(work, model_dir / str(version))  # the version appears whole
-            fsync_dir(model_dir)
-        finally:
-            os.close(fd)
-            if work.exists():
-                shutil.rmtree(work, ignore_errors=True)
-        result.version = version
-        versions = dict(record.get("versions", {}))
-        versions[str(version)] = {
-            "created_at": datetime.now(timezone.utc).isoformat(),
-            "model": result.model,
-            "files": result.files,
-            "runtime": result.runtime,
-        }
-        document = {"format": FORMAT, "name": request.name, "shared": shared, "versions": versions}
-        with atomic_write(model_dir / RECORD_NAME) as handle:
-            os.fchmod(handle.fileno(), default_mode())
-            handle.write((json.dumps(document, indent=2, sort_keys=True) + "\n").encode())
+            _write_version(store, request, chosen, config_text, shared, result, written)
+        except BaseException as exc:
+            _take_back(written, model_dir if created else None)
+            if isinstance(exc, OSError):
+                where = exc.filename or model_dir
+                raise DeployError(
+                    f"cannot write {where}: {exc.strerror or exc}; nothing was written",
+                    hint="free space or fix permissions in the model repository, then deploy again",
+                ) from None
+            raise
+
+
+def _check_writable_files(model_dir: Path) -> None:
+    """The files trtforge keeps beside the versions must be files, else the repository is not ours to fix."""
+    for name in (CONFIG_NAME, RECORD_NAME):
+        path = model_dir / name
+        if path.exists() and not path.is_file():
+            raise BadInputError(
+                f"{path} exists and is not a file; nothing was written",
+                hint="move it away, or export under a new model name",
+            )
+
+
+def _write_version(
+    store: Store,
+    request: TritonRequest,
+    chosen: list[_Choice],
+    config_text: str,
+    shared: dict[str, Any],
+    result: TritonResult,
+    written: list[Path],
+) -> None:
+    model_dir = result.model_dir
+    _check_writable_files(model_dir)
+    record = _read_record(model_dir)
+    config_path = model_dir / CONFIG_NAME
+    if config_path.exists():
+        if config_path.read_text(errors="replace") != config_text:
+            changed = _differences(record.get("shared", {}), shared) if record else ["config.pbtxt"]
+            raise DeployError(
+                f"{config_path} is shared by every version and this export would change it "
+                f"({', '.join(changed) or 'edited by hand'}); nothing was written",
+                hint="export under a new model name, or move the existing model directory away",
+            )
+        result.config_status = "unchanged"
+    version = max(existing_versions(model_dir), default=0) + 1
+    fd, work = make_temp(model_dir, directory=True)  # Triton ignores it: not an integer name
+    try:
+        for choice in chosen:
+            source = store.blobs.local_file(choice.artifact.plan_sha256, verify=False)
+            checked_copy(
+                source, work / plan_file_name(choice.cc), choice.artifact.plan_sha256, temp_prefix=owner_prefix()
+            )
+        os.chmod(work, default_mode(directory=True))
+        fsync_dir(work)
+        if result.config_status == "written":
+            written.append(config_path)
+            with atomic_write(config_path) as handle:  # before the version appears: Triton polls
+                os.fchmod(handle.fileno(), default_mode())
+                handle.write(config_text.encode())
+        os.rename(work, model_dir / str(version))  # the version appears whole
+        written.append(model_dir / str(version))
+        fsync_dir(model_dir)
+    finally:
+        os.close(fd)
+        if work.exists():
+            shutil.rmtree(work, ignore_errors=True)
+    result.version = version
+    versions = dict(record.get("versions", {}))
+    versions[str(version)] = {
+        "created_at": datetime.now(timezone.utc).isoformat(),
+        "model": result.model,
+        "files": result.files,
+        "runtime": result.runtime,
+    }
+    document = {"format": FORMAT, "name": request.name, "shared": shared, "versions": versions}
+    with atomic_write(model_dir / RECORD_NAME) as handle:
+        os.fchmod(handle.fileno(), default_mode())
+        handle.write((json.dumps(document, indent=2, sort_keys=True) + "\n").encode())
+
+
+def _take_back(written: list[Path], created_dir: Path | None) -> None:
+    """Undo a failed export, newest first: the version (moved to a name Triton ignores before it is
+    removed, so it never sees half of it), a config nobody shared yet, and a model directory this
+    call created (with its lock; held, so no other writer is inside)."""
+    for path in reversed(written):
+        try:
+            if path.is_dir():
+                fd, hidden = make_temp(path.parent, directory=True)
+                try:
+                    os.rename(path, hidden)  # onto the empty temp directory: atomic
+                finally:
+                    os.close(fd)
+                shutil.rmtree(hidden, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+        except OSError:
+            pass  # best effort: the error being reported matters more
+    if created_dir is not None:
+        try:
+            (created_dir / LOCK_NAME).unlink(missing_ok=True)
+            created_dir.rmdir()  # only if empty: anything else is not ours
+        except OSError:
+            pass
