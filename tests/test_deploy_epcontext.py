@@ -145,6 +145,27 @@ def test_refusals_exit_2(store: Path, tmp_path: Path, cli: Callable, row: dict[s
     assert not out.exists() and not out.with_name("refused.plan").exists()
 
 
+@pytest.mark.parametrize("plan_before", [None, b"the plan an earlier export put here"])
+def test_a_model_that_cannot_be_written_leaves_the_plan_as_it_was(
+    store: Path, tmp_path: Path, cli: Callable, plan_before: bytes | None
+) -> None:
+    artifact_id = add_trt_row(store)
+    out = tmp_path / "e1" / "out.onnx"
+    out.mkdir(parents=True)  # the model cannot be written there
+    if plan_before is not None:
+        out.with_name("out.plan").write_bytes(plan_before)
+    before = sorted(p.name for p in out.parent.iterdir())
+
+    result = cli("deploy", "epcontext", artifact_id, "-o", out, "--store", store, "--json")
+
+    assert result.code == 2, result
+    assert f"cannot write {out}" in result.json()["error"] and "Traceback" not in result.stderr
+    assert [line.split(":")[0] for line in result.stderr.splitlines()] == ["error", "hint"]
+    assert sorted(p.name for p in out.parent.iterdir()) == before
+    if plan_before is not None:
+        assert out.with_name("out.plan").read_bytes() == plan_before
+
+
 def test_weight_stripped_plans_are_refused(store: Path, tmp_path: Path, cli: Callable) -> None:
     from tests.catalog_rows import add_row
     from trtforge.store import open_store

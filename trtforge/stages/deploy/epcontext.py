@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -238,6 +239,7 @@ def _export(store: Store, artifact: Any, out: Path, embed: bool) -> EpContextRes
         notes.append(f"the plan needs plugin libraries loaded by the provider's process: {libraries}")
 
     plan_path: Path | None = None
+    staged: Path | None = None
     if embed and artifact.plan_size > MAX_EMBED_BYTES:
         raise DeployError(
             f"plan of {artifact.id[:12]} has {artifact.plan_size} bytes: too large to embed in an ONNX model "
@@ -250,9 +252,13 @@ def _export(store: Store, artifact: Any, out: Path, embed: bool) -> EpContextRes
         plan_path = out.with_name(out.stem + ".plan") if out.suffix else out.with_name(out.name + ".plan")
         if plan_path == out:
             raise DeployError(f"{out} would be both the model and its plan", hint="name the model *.onnx")
+        _refuse_non_files(out, plan_path)
         blob = store.blobs.local_file(artifact.plan_sha256, verify=False)  # the copy is hashed before it appears
+        # Staged under a temp name and put in place only once the model is written: a failed
+        # export neither leaves a plan nor replaces the one an earlier export put there.
+        staged = plan_path.with_name(f"{owner_prefix()}{uuid.uuid4().hex}")
         try:
-            checked_copy(blob, plan_path, artifact.plan_sha256, temp_prefix=owner_prefix())
+            checked_copy(blob, staged, artifact.plan_sha256, temp_prefix=owner_prefix())
         except OSError as exc:
             raise DeployError(f"cannot write {plan_path}: {exc.strerror or exc}") from None
         payload = plan_path.name  # relative to the model's directory, no '..' (the providers insist)
@@ -308,8 +314,15 @@ def _export(store: Store, artifact: Any, out: Path, embed: bool) -> EpContextRes
             os.fchmod(handle.fileno(), default_mode())
             for part in model.parts:
                 handle.write(part)
+        if staged is not None and plan_path is not None:
+            os.replace(staged, plan_path)
     except OSError as exc:
-        raise DeployError(f"cannot write {out}: {exc.strerror or exc}") from None
+        named = {str(out), str(plan_path)}
+        where = exc.filename if exc.filename in named else out  # not the name of a temp file
+        raise DeployError(f"cannot write {where}: {exc.strerror or exc}") from None
+    finally:
+        if staged is not None:
+            staged.unlink(missing_ok=True)
     return EpContextResult(
         path=out,
         artifact_id=artifact.id,
@@ -325,6 +338,16 @@ def _export(store: Store, artifact: Any, out: Path, embed: bool) -> EpContextRes
         outputs=[t.as_json() for t in io.outputs],
         notes=notes,
     )
+
+
+def _refuse_non_files(*paths: Path) -> None:
+    """Checked before anything is written: a directory (or other non-file) in the way fails the export."""
+    for path in paths:
+        if path.exists() and not path.is_file():
+            raise DeployError(
+                f"cannot write {path}: it exists and is not a file; nothing was written",
+                hint="name another output (-o), or move it away",
+            )
 
 
 def _version() -> str:
