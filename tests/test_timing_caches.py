@@ -245,6 +245,24 @@ def test_cache_cli_list_export_import_prune(cli, store: Path, tmp_path: Path, rt
     assert all(not open_store(store).blobs.exists(sha) for sha in done["blobs"])
 
 
+@pytest.mark.parametrize("in_the_way", ["c.cache", "c.cache.json"])
+def test_cache_export_that_cannot_write_leaves_no_half_export(
+    cli, store: Path, tmp_path: Path, rtx_cache_bytes: bytes, in_the_way: str
+) -> None:
+    row = TimingCaches(open_store(store)).merge_in(KEY, rtx_cache_bytes, union)
+    out = tmp_path / "out"
+    (out / in_the_way).mkdir(parents=True)  # a directory where the export writes a file
+    before = sorted(p.name for p in out.iterdir())
+
+    refused = cli("cache", "export", row.id[:8], "-o", out / "c.cache", "--store", store, "--json")
+
+    assert refused.code == 2, refused
+    assert f"cannot write {out / in_the_way}" in refused.json()["error"] and "Traceback" not in refused.stderr
+    assert [line.split(":")[0] for line in refused.stderr.splitlines()] == ["error", "hint"]
+    assert sorted(p.name for p in out.iterdir()) == before
+    assert cli("fsck", "--store", store).code == 0
+
+
 def test_reproduce_reports_identical_plans(cli, mlp_recipe, store: Path) -> None:
     recipe = mlp_recipe()
     recipe.write_text(recipe.read_text() + "tactics: {sources: [jit_convolutions]}\n")

@@ -91,17 +91,29 @@ def local_cache_key() -> CacheKey:
 
 
 def export_cache(store: Store, ref: str, dest: Path) -> dict[str, Any]:
-    """Write the cache bytes to ``dest`` and its key to ``dest.json`` (both atomically)."""
+    """Write the cache bytes to ``dest`` and its key to ``dest.json``: both, or neither."""
     from trtforge.store.timing_caches import TimingCaches
 
     caches = TimingCaches(store)
     row = caches.get(ref)
     data = store.blobs.read_verified(row.blob_sha256)
     meta = {"format": EXPORT_FORMAT, **row.summary()}
-    with atomic_write(dest) as handle:
-        handle.write(data)
-    with atomic_write(_meta_path(dest)) as handle:
-        handle.write((json.dumps(meta, indent=2) + "\n").encode("utf-8"))
+    hint = "-o names the cache file to write (its metadata goes beside it as OUT.json): pick a writable path"
+    for path in (dest, _meta_path(dest)):  # refused before either is written
+        if path.exists() and not path.is_file():
+            raise BadInputError(f"cannot write {path}: it exists and is not a file; nothing was written", hint=hint)
+    try:
+        # Nested: the cache file appears only once its metadata did, so a failure leaves neither
+        # (import refuses a cache without its metadata).
+        with atomic_write(dest) as handle:
+            handle.write(data)
+            handle.flush()  # out of space shows here, before the metadata is written
+            with atomic_write(_meta_path(dest)) as meta_handle:
+                meta_handle.write((json.dumps(meta, indent=2) + "\n").encode("utf-8"))
+    except OSError as exc:
+        named = {str(dest), str(_meta_path(dest))}
+        where = exc.filename if exc.filename in named else dest  # not the name of a temp file
+        raise BadInputError(f"cannot write {where}: {exc.strerror or exc}; nothing was exported", hint=hint) from None
     return {**meta, "path": str(dest), "metadata_path": str(_meta_path(dest))}
 
 
