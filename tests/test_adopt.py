@@ -70,6 +70,24 @@ def test_adopt_rtx_plan_from_its_header_then_lookup(cli, rtx_plan: tuple[Path, P
     assert wrong_flavor.code == 2 and "plan header says tensorrt_rtx" in wrong_flavor.stderr
 
 
+def test_reproducing_an_adopted_plan_is_refused_in_one_line(cli, rtx_plan: tuple[Path, Path], tmp_path: Path) -> None:
+    plan, model = rtx_plan
+    store = ("--store", tmp_path / "store")
+    adopted = cli("adopt", plan, "--name", "detector", "--model", model, *store, "--json")
+    assert adopted.code == 0, adopted
+    listed = cli("list", *store, "--json").json()
+
+    refused = cli("build", "--reproduce", adopted.json()["artifact_id"], *store, "--json")
+
+    assert refused.code == 2, refused
+    error = refused.json()["error"]
+    assert "was adopted" in error and "no recipe to rebuild from" in error
+    assert "Traceback" not in refused.stderr
+    assert [line.split(":")[0] for line in refused.stderr.splitlines()] == ["error", "hint"]
+    assert cli("list", *store, "--json").json() == listed
+    assert cli("fsck", *store).code == 0
+
+
 def test_adopt_tensorrt_plan_with_explicit_target(cli, rtx_plan: tuple[Path, Path], tmp_path: Path) -> None:
     _, model = rtx_plan
     plan = tmp_path / "trtexec.engine"

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from trtforge.core.errors import BackendUnavailableError, CheckFailedError, ModelError, NotFoundError
+from trtforge.core.errors import BackendUnavailableError, BadInputError, CheckFailedError, ModelError, NotFoundError
 from trtforge.core.plan_diff import PlanDifference, compare_plans
 from trtforge.resolution.resolve import artifact_for, check_build_here, looks_like_recipe, resolve
 from trtforge.rules.digests import model_digest
@@ -82,6 +82,11 @@ def reproduce(ref: str, store: str | Path | None = None, *, catalog: str | None 
         else:
             artifact = opened.catalog.get_artifact(ref)
         assert opened is not None  # an artifact was found in it
+        if artifact.details.origin == "adopted" or not artifact.recipe:
+            raise BadInputError(
+                f"artifact {artifact.id[:12]} was adopted (a plan built elsewhere): it has no recipe to rebuild from",
+                hint="only artifacts trtforge built can be reproduced; build a recipe for the model instead",
+            )
         recipe = Recipe.model_validate(artifact.recipe)
         backend = find_backend(artifact.flavor)
         if backend.version != artifact.trt_version:
