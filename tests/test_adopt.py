@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -131,6 +132,32 @@ def test_adopt_bad_input(cli, rtx_plan: tuple[Path, Path], tmp_path: Path, args:
     result = cli("adopt", plan, "--model", rtx_plan[1], *args, "--store", tmp_path / "store")
     assert result.code == 2, result
     assert message in result.stderr and not (tmp_path / "store").exists()
+
+
+@pytest.mark.parametrize(
+    ("make", "args", "message"),
+    [
+        (lambda plan, model: b"", ("--trt", "10.13.3", "--cc", "8.6"), "is empty"),
+        (lambda plan, model: b"\x00garb", ("--trt", "1.1.0", "--flavor", "tensorrt_rtx"), "no TensorRT-RTX plan"),
+        (lambda plan, model: plan.read_bytes()[:1000], (), "truncated or damaged"),
+        (lambda plan, model: plan.read_bytes() + b"\x00", (), "truncated or damaged"),
+        (lambda plan, model: model.read_bytes(), ("--trt", "10.13.3", "--cc", "8.6"), "is an ONNX model"),
+    ],
+    ids=["empty", "garbage-rtx", "truncated", "appended", "onnx"],
+)
+def test_adopt_refuses_what_is_recognisably_not_a_plan(
+    cli, rtx_plan: tuple[Path, Path], tmp_path: Path, make: Any, args: tuple[str, ...], message: str
+) -> None:
+    plan = tmp_path / "x.plan"
+    plan.write_bytes(make(*rtx_plan))
+    store = tmp_path / "store"
+
+    refused = cli("adopt", plan, "--name", "detector", "--model", rtx_plan[1], *args, "--store", store, "--json")
+
+    assert refused.code == 2, refused
+    assert message in refused.json()["error"] and "Traceback" not in refused.stderr
+    assert [line.split(":")[0] for line in refused.stderr.splitlines()] == ["error", "hint"]
+    assert not store.exists()  # nothing stored: bad input never creates the store
 
 
 def test_adopt_missing_files_and_non_onnx_model(cli, tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from trtforge.core.errors import BadInputError, ModelError, TargetError
-from trtforge.core.plan_header import read_plan_header
+from trtforge.core.plan_header import plan_problem, read_plan_header
 from trtforge.rules import digests
 from trtforge.rules.compatibility import HARDWARE_LEVELS
 from trtforge.rules.flavors import parse_version, same_release
@@ -121,6 +121,13 @@ def adopt_plan(request: AdoptRequest, store: str | Path | None = None, *, catalo
         raise BadInputError(f"name {request.name[:60]!r} {problem}")
     if not request.plan.is_file():
         raise BadInputError(f"plan {request.plan} does not exist or is not a file")
+    problem = plan_problem(request.plan, request.flavor)
+    if problem is not None:
+        raise BadInputError(
+            f"plan {request.plan} {problem}; nothing was adopted",
+            hint="adopt takes a serialized engine (e.g. trtexec --saveEngine); an ONNX model is built with "
+            "`trtforge build RECIPE`",
+        )
     if not request.model.is_file():
         raise ModelError(f"model {request.model} does not exist or is not a file")
     if request.hardware not in HARDWARE_LEVELS:
