@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import subprocess_env
+from tests.conftest import MLP_RECIPE, subprocess_env
 from trtforge.core.errors import IntegrityError, RecipeError, StoreError
 from trtforge.rules.recipe import MAX_RECIPE_BYTES, parse_recipe
 from trtforge.store.blobs import BlobStore
@@ -125,3 +125,30 @@ def test_bracketed_text_in_errors_is_printed_as_given(cli, mlp_recipe, tmp_path:
         result = cli(*args, "--store", tmp_path / "store")
         assert result.code == 2, result
         assert "Traceback" not in result.stderr and "a[/b] [bold]c" in result.stderr, result
+
+
+def test_symlink_loop_in_a_recipe_path_is_bad_input_for_that_recipe_only(cli, mlp_recipe, tmp_path: Path) -> None:
+    """A path field that resolves into a symlink loop fails its own recipe (exit 2); the batch keeps the rest."""
+    good = mlp_recipe("good")
+    folder = good.parent
+    (folder / "loopa").symlink_to("loopb")
+    (folder / "loopb").symlink_to("loopa")
+    model_loop = folder / "model-loop.yaml"
+    model_loop.write_text("name: a\nmodel: {onnx: loopa}\n")
+    deny_loop = mlp_recipe("deny-loop", text=MLP_RECIPE + "tactics: {{deny_file: loopa}}\n")
+    store = tmp_path / "store"
+    built = cli("build", model_loop, good, deny_loop, "--store", store, "--json")
+    assert built.code == 2 and "Traceback" not in built.stderr, built
+    results = built.json()
+    assert [(r["status"], r["error_kind"]) for r in results] == [
+        ("failed", "bad_input"),
+        ("built", None),
+        ("failed", "bad_input"),
+    ]
+    assert "model.onnx loopa" in results[0]["error"] and "tactics.deny_file loopa" in results[2]["error"]
+    assert all("symlink loop" in r["error"] and r["hint"] for r in (results[0], results[2]))
+    planned = cli("plan", good, model_loop, "--store", store, "--json-lines")
+    assert planned.code == 2 and "Traceback" not in planned.stderr, planned
+    assert [(p["status"], p["exit_code"]) for p in planned.lines()] == [("cached", 0), ("failed", 2)]
+    reproduced = cli("build", "--reproduce", model_loop, "--store", store, "--json")
+    assert reproduced.code == 2 and reproduced.json()["error_kind"] == "bad_input", reproduced

@@ -19,7 +19,8 @@ def expand_path(value: str, base: Path, what: str) -> Path:
     ``base`` (the recipe's directory). Absolute paths and ``..`` are the user's call: the model and
     side files are inputs the user chose, and nothing is ever written to them.
 
-    Raises ValueError naming an unset (or malformed) variable.
+    Raises ValueError naming an unset (or malformed) variable, or a path that cannot be resolved
+    (UnresolvablePath: a symlink loop, a name too long).
     """
 
     def substitute(match: re.Match[str]) -> str:
@@ -32,7 +33,24 @@ def expand_path(value: str, base: Path, what: str) -> Path:
         return found
 
     expanded = os.path.expanduser(ENV_VAR.sub(substitute, value))
-    return (base / expanded).resolve()  # an absolute `expanded` replaces base
+    try:
+        return (base / expanded).resolve()  # an absolute `expanded` replaces base
+    except (OSError, RuntimeError) as exc:  # Python < 3.13 raises RuntimeError on a symlink loop
+        reason = "a symlink loop" if isinstance(exc, RuntimeError) else (exc.strerror or str(exc))
+        raise UnresolvablePath(f"{what} {value}: cannot be resolved ({reason})") from None
+
+
+class UnresolvablePath(ValueError):
+    """A recipe path the file system cannot resolve: the fix is the path, not a variable."""
+
+    hint = "fix the path (or the symlinks along it) so that it names a file"
+
+
+def path_hint(exc: ValueError) -> str:
+    """The way out of an expand_path error: its own for an unresolvable path, else the variable."""
+    if isinstance(exc, UnresolvablePath):
+        return exc.hint
+    return "set the variable, or write the path out in the recipe"
 
 
 def path_text(value: str) -> str:

@@ -20,7 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from trtforge.core.errors import RecipeError
-from trtforge.core.recipe_paths import expand_path, path_text
+from trtforge.core.recipe_paths import expand_path, path_hint, path_text
 from trtforge.core.yamlfile import (
     NUMBER_TEXT,
     YamlSpellingsSchema,
@@ -757,9 +757,7 @@ class LoadedRecipe(BaseModel):
         try:
             return expand_path(value, self.path.parent, field)
         except ValueError as exc:
-            raise RecipeError(
-                f"{self.where(*loc)} {exc}", hint="set the variable, or write the path out in the recipe"
-            ) from None
+            raise RecipeError(f"{self.where(*loc)} {exc}", hint=path_hint(exc)) from None
 
     def check_paths(self) -> LoadedRecipe:
         """Expand every path field once, so an unset variable fails at load time, naming file:line."""

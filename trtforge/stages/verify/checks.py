@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from trtforge.backend.run import RuntimeInfo
 from trtforge.core.errors import BadInputError
+from trtforge.core.recipe_paths import path_hint
 from trtforge.rules.onnx_model import ModelInfo, read_model
 from trtforge.rules.recipe import VerifySpec, expand_path
 from trtforge.rules.timing import wall_time_summary
@@ -30,7 +31,7 @@ def make_cases(subject: Subject, model: ModelInfo, data: Path | None = None) -> 
         try:
             data = expand_path(subject.spec.data, subject.base_dir, "verify.data")
         except ValueError as exc:
-            raise BadInputError(str(exc), hint="set the variable, or write the path out in the recipe") from None
+            raise BadInputError(str(exc), hint=path_hint(exc)) from None
     # No profiles (every input static): the engine's one implicit profile, at the model's shapes.
     profiles = subject.profiles or [{}]
     if data is not None:
