@@ -3,6 +3,7 @@ flags read back from a real IBuilderConfig where a CPU build cannot complete."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -293,3 +294,51 @@ def test_example_rtx_recipe_builds(cli, store: Path, tmp_path: Path) -> None:
     assert settings["tactic_sources"] == ["edge_mask_convolutions", "jit_convolutions"]
     assert settings["compute_capabilities"] == ["8.6", "8.9", "12.0"] and "DISABLE_TIMING_CACHE" in settings["flags"]
     assert any("Multi stream" in entry["message"] for entry in record["build_log"])  # the builder's own warnings
+
+
+# Past what TensorRT's setters take (int32 counts; sizes whose byte value overflows int64).
+TOO_LARGE = {
+    ("build", "max_aux_streams"): 2**31,
+    ("build", "workspace_mib"): 2**44,
+    ("build", "tactic_dram_mib"): 2**44,
+    ("build", "tactic_shared_memory_kib"): 2**54,
+    ("build", "tiling_l2_limit_kib"): 2**53,
+    ("tactics", "timing_iterations"): 2**31,
+    ("tactics", "max_tactics"): 2**31,
+}
+
+
+def test_integer_options_too_large_for_the_builder_are_refused_at_validation(
+    cli, mlp_recipe, models, store: Path
+) -> None:
+    """These passed validation and crashed the build worker (exit 1, "a bug in trtforge"): now each is
+    its recipe's error (file:line field, exit 2), and the largest value allowed still reaches a real config."""
+    recipes = []
+    for (section, field), value in TOO_LARGE.items():
+        recipe = mlp_recipe(f"{section}-{field}")
+        tail = f"  {field}: {value}\n" if section == "build" else f"{section}: {{{field}: {value}}}\n"
+        recipe.write_text(recipe.read_text() + tail)  # MLP_RECIPE ends inside its build: mapping
+        recipes.append(recipe)
+    for command in ("plan", "build"):
+        result = cli(command, *recipes, "--store", store, "--json")
+        assert result.code == 2 and "Traceback" not in result.stderr, result
+        for recipe, item, (section, field) in zip(recipes, result.json(), TOO_LARGE, strict=True):
+            assert item["error_kind"] == "bad_input" and item["hint"], item
+            assert item["error"].startswith(f"{recipe}:") and f" {section}.{field}: " in item["error"], item
+    assert not store.exists()  # refused before any work
+
+    defs = Recipe.model_json_schema()["$defs"]
+    models_of = {"build": "BuildOptions", "tactics": "Tactics"}
+    largest = {
+        (section, field): defs[models_of[section]]["properties"][field]["anyOf"][0]["maximum"]
+        for section, field in TOO_LARGE
+    }
+    build = {"optimization_level": 0, **{f: v for (s, f), v in largest.items() if s == "build"}}
+    tactics = {f: v for (s, f), v in largest.items() if s == "tactics"}
+    recipe = with_options(MLP, f"build: {json.dumps(build)}\ntactics: {json.dumps(tactics)}\n")
+    _trt, _config, settings = real_config(recipe, models["mlp"])  # every setter takes its largest value
+    # (the pools TensorRT clamps, tactic DRAM and shared memory, read back smaller: the build log says so)
+    assert settings["max_aux_streams"] == build["max_aux_streams"], settings
+    assert settings["workspace_mib"] == build["workspace_mib"], settings
+    assert settings["build.tiling_l2_limit_kib"] == build["tiling_l2_limit_kib"], settings
+    assert settings["tactics.max_tactics"] == tactics["max_tactics"], settings

@@ -143,6 +143,13 @@ class ModelSpec(_Strict):
         return sha256_pin(value)
 
 
+# TensorRT's setters take int32 counts and int64 byte sizes; a larger value passes pydantic and then
+# crashes the build worker, so the fields are bounded here, in their own units.
+INT32_MAX = 2**31 - 1
+INT64_MAX = 2**63 - 1
+MIB_MAX = INT64_MAX >> 20
+KIB_MAX = INT64_MAX >> 10
+
 TimingCachePolicy = Literal["shared", "private", "off"]
 TilingLevel = Literal["none", "fast", "moderate", "full"]
 ProfilingVerbosity = Literal["layer_names_only", "detailed", "none"]
@@ -151,16 +158,19 @@ ProfilingVerbosity = Literal["layer_names_only", "detailed", "none"]
 class BuildOptions(_Strict):
     optimization_level: int = Field(default=3, ge=0, le=5, description="Builder optimization level 0-5.")
     workspace_mib: int | None = Field(
-        default=None, gt=0, description="Workspace memory pool limit in MiB (default: the backend's)."
+        default=None, gt=0, le=MIB_MAX, description="Workspace memory pool limit in MiB (default: the backend's)."
     )
     tactic_dram_mib: int | None = Field(
-        default=None, gt=0, description="Tactic DRAM memory pool limit in MiB (default: the backend's)."
+        default=None, gt=0, le=MIB_MAX, description="Tactic DRAM memory pool limit in MiB (default: the backend's)."
     )
     tactic_shared_memory_kib: int | None = Field(
-        default=None, gt=0, description="Tactic shared memory pool limit in KiB (default: the backend's)."
+        default=None, gt=0, le=KIB_MAX, description="Tactic shared memory pool limit in KiB (default: the backend's)."
     )
     max_aux_streams: int | None = Field(
-        default=None, ge=0, description="Auxiliary CUDA streams the engine may use (0 = none; default: backend's)."
+        default=None,
+        ge=0,
+        le=INT32_MAX,
+        description="Auxiliary CUDA streams the engine may use (0 = none; default: backend's).",
     )
     tiling_optimization_level: TilingLevel | None = Field(
         default=None, description="How hard the builder searches for tiling strategies (default: backend's)."
@@ -196,7 +206,10 @@ class BuildOptions(_Strict):
         default=False, description="Results of a batch item do not depend on the other items (deterministic)."
     )
     tiling_l2_limit_kib: int | None = Field(
-        default=None, ge=0, description="L2 cache the tiling optimization may use, in KiB (default: backend's)."
+        default=None,
+        ge=0,
+        le=KIB_MAX,
+        description="L2 cache the tiling optimization may use, in KiB (default: backend's).",
     )
     preview_features: dict[str, bool] = Field(
         default_factory=dict,
@@ -320,11 +333,18 @@ class Tactics(_Strict):
         description="YAML file with more deny entries (`deny: [...]`): relative to the recipe, absolute, ~, ${VAR}.",
     )
     timing_iterations: int | None = Field(
-        default=None, ge=1, description="Times each tactic is timed and averaged (--avgTiming; default: backend's)."
+        default=None,
+        ge=1,
+        le=INT32_MAX,
+        description="Times each tactic is timed and averaged (--avgTiming; default: backend's).",
     )
     max_tactics: int | None = Field(
-        # IBuilderConfig::setMaxNbTactics: 0 "has no effect" (observed with TensorRT-RTX 1.7: reads back -1)
-        default=None, ge=1, description="At most this many tactics timed per layer (--maxTactics; default: backend's)."
+        # IBuilderConfig::setMaxNbTactics: 0 "has no effect" (observed with TensorRT-RTX 1.7: reads back -1);
+        # its valid range ends below INT32_MAX (TensorRT-RTX 1.7's parameter check)
+        default=None,
+        ge=1,
+        le=INT32_MAX - 1,
+        description="At most this many tactics timed per layer (--maxTactics; default: backend's).",
     )
 
     @field_validator("sources")
