@@ -168,3 +168,21 @@ def test_plan_refuses_what_the_target_backend_cannot_build(cli, recipes: Path, s
     assert [row["status"] for row in rows] == ["failed", "build", "failed"]
     assert "tactics.sources: cudnn is not available: TensorRT-RTX 1.7.1" in rows[0]["error"]  # the installed build
     assert "TensorRT 11.0.0 removed it" in rows[2]["error"]
+
+
+def test_an_existing_file_with_glob_characters_is_that_file(cli, tmp_path: Path, store: Path) -> None:
+    """`x[1].yaml` that exists names itself: it was read as a pattern and built x1.yaml instead
+    (and `st[1].onnx` was 'no recipe file matches', exit 2). Only a name that is no file is a pattern."""
+    folder = tmp_path / "brackets"
+    for name, file in (("other-one", "x1.yaml"), ("br", "x[1].yaml")):
+        onnx_models.save(onnx_models.mlp(len(name)), folder / "models" / f"{name}.onnx")
+        (folder / file).write_text(MLP_RECIPE.format(name=name, model=f"models/{name}.onnx", level=0))
+    model = onnx_models.save(onnx_models.mlp(7), folder / "st[1].onnx")
+    built = cli("build", "x[1].yaml", "--store", store, "--json", cwd=folder)
+    assert built.code == 0, built
+    assert statuses(built.json()) == [("br", "built")]
+    planned = cli("plan", model, "--store", store, "--json")
+    assert planned.code == 0, planned
+    assert [(p["recipe"], p["exit_code"]) for p in planned.json()] == [(str(model), 0)]
+    pattern = cli("plan", "x?.yaml", "--store", store, "--json", cwd=folder)  # no such file: still a pattern
+    assert [p["name"] for p in pattern.json()] == ["other-one"], pattern

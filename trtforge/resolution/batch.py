@@ -46,7 +46,7 @@ def expand_recipes(arguments: list[str]) -> list[Path | UnmatchedPattern]:
     seen: set[Path] = set()
     expanded: list[Path | UnmatchedPattern] = []
     for argument in arguments:
-        if _GLOB_CHARS & set(argument):
+        if is_pattern(argument):
             matches = sorted(Path(p) for p in glob.glob(argument, recursive=True) if Path(p).is_file())
         elif Path(argument).is_dir():
             matches = folder_recipes(Path(argument))
@@ -66,7 +66,13 @@ def expand_recipes(arguments: list[str]) -> list[Path | UnmatchedPattern]:
 def names_many(arguments: Sequence[str]) -> bool:
     """Whether recipe arguments may name several recipes: more than one, a glob pattern or a folder
     (a command over many items prints a list for them, even when one recipe matched)."""
-    return len(arguments) != 1 or bool(_GLOB_CHARS & set(arguments[0])) or Path(arguments[0]).is_dir()
+    return len(arguments) != 1 or is_pattern(arguments[0]) or Path(arguments[0]).is_dir()
+
+
+def is_pattern(argument: str) -> bool:
+    """Whether a recipe argument is a glob pattern: it has ``*``/``?``/``[`` and names no existing
+    file or folder (a file called ``x[1].yaml`` is that file, not a pattern matching ``x1.yaml``)."""
+    return bool(_GLOB_CHARS & set(argument)) and not Path(argument).exists()
 
 
 def exit_code_for(codes: list[int]) -> int:
