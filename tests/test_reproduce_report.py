@@ -47,3 +47,36 @@ def test_build_reproduce_reports_what_differs(cli: Callable[..., Any], model: Co
     assert data["difference"]["recorded_size"] == data["recorded_size"] == data["rebuilt_size"]
     human = cli("build", "--reproduce", artifact_id, "--store", store, env={"COLUMNS": "300"})
     assert human.code in (0, 1) and (human.code == 0 or "(known benign)" in human.stdout), human
+
+
+IGNORED_BY_REPRODUCE = [
+    ["--timeout", "5"],
+    ["--name", "other"],
+    ["--jobs", "2"],
+    ["--fail-fast"],
+    ["--force"],
+    ["--target", "tensorrt_rtx"],
+    ["--cc", "8.6"],
+    ["--executor", "ray"],
+]
+
+
+def test_build_reproduce_refuses_the_options_it_would_ignore(
+    cli: Callable[..., Any], mlp_recipe: Callable[..., Path], store: Path
+) -> None:
+    """These were accepted and silently ignored (the rebuild is as recorded): now each is bad input
+    naming the option, and nothing changes; --device is honoured (an index that is not here is refused)."""
+    [built] = cli("build", mlp_recipe(), "--store", store, "--json").json()
+    before = cli("list", "--store", store, "--json").json()
+    for extra in IGNORED_BY_REPRODUCE:
+        result = cli("build", "--reproduce", built["artifact_id"], *extra, "--store", store, "--json")
+        assert result.code == 2 and "Traceback" not in result.stderr, (extra, result)
+        report = result.json()
+        assert report["error_kind"] == "bad_input" and report["identical"] is None, (extra, report)
+        assert report["error"].startswith(f"{extra[0]}: ") and extra[0] in report["hint"], (extra, report)
+        assert result.stderr.count("error: ") == 1, (extra, result)
+    two = cli("build", "--reproduce", built["artifact_id"], "--force", "--jobs", "2", "--store", store)
+    assert two.code == 2 and two.stderr.startswith("error: --force, --jobs: "), two
+    elsewhere = cli("build", "--reproduce", built["artifact_id"], "--device", "99", "--store", store, "--json")
+    assert elsewhere.code == 2 and "--device 99" in elsewhere.json()["error"], elsewhere
+    assert cli("list", "--store", store, "--json").json() == before

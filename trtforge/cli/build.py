@@ -161,7 +161,14 @@ def build(
         target, gpu=gpu, cc=cc, flavor=flavor, trt=trt, cuda=cuda, os_name=os_name, arch=arch, fleet=fleet
     )
     if reproduce_id is not None:
-        _reproduce(output, reproduce_id, recipes, store, catalog)
+        given = {
+            "--force": force, "--fail-fast": fail_fast, "--name": name, "--jobs": jobs, "--timeout": timeout,
+            "--executor": executor is not ExecutorName.local, "--ray-address": ray_address,
+            "--ray-pin-gpu": ray_pin_gpu, "--target": target, "--fleet": fleet, "--gpu": gpu, "--cc": cc,
+            "--flavor": flavor, "--trt": trt, "--cuda": cuda, "--os": os_name, "--arch": arch,
+        }  # fmt: skip
+        refused = [flag for flag, value in given.items() if value is not None and value is not False]
+        _reproduce(output, reproduce_id, recipes, store, catalog, device, refused)
         return
     recipes = recipes or []
     if not recipes:
@@ -279,11 +286,30 @@ def _executor(name: ExecutorName, address: str | None, pin_gpu: bool) -> Executo
     return RayExecutor(RaySettings(address=address, pin_gpu=pin_gpu))
 
 
-def _reproduce(output: Output, ref: str, recipes: list[str] | None, store: str | None, catalog: str | None) -> None:
+def _reproduce(
+    output: Output,
+    ref: str,
+    recipes: list[str] | None,
+    store: str | None,
+    catalog: str | None,
+    device: int | None,
+    refused: list[str],
+) -> None:
+    """Rebuild as recorded: the build's own options (``refused``, as given) would change nothing, so
+    they are refused rather than silently ignored; the store, catalog and device are honoured."""
+
     def body() -> int:
         if recipes:
             raise BadInputError("--reproduce takes one artifact id or recipe file, not recipe arguments")
+        if refused:
+            raise BadInputError(
+                f"{', '.join(refused)}: not an option of build --reproduce (it rebuilds as the artifact was recorded)",
+                hint=f"drop {' and '.join(refused)}",
+            )
+        from trtforge.rules.target import select_device
         from trtforge.stages.reproduce import reproduce
+
+        select_device(device)
 
         result = reproduce(ref, store, catalog=catalog)
         code = 0 if result else 1
