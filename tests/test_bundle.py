@@ -457,6 +457,18 @@ def test_signature_covers_every_member(cli, source: dict, keys: dict, tmp_path: 
     assert "not trusted here" in message
 
 
+@pytest.mark.parametrize("key", [".", "", "/"])
+def test_keygen_to_a_path_without_a_file_name_is_bad_input(cli, tmp_path: Path, key: str) -> None:
+    """`keygen .` (or '' or /) ended in a traceback (PosixPath('.') has an empty name): now one line, exit 2."""
+    before = sorted(tmp_path.iterdir())
+    refused = cli("keygen", key, "--json", cwd=tmp_path)
+    assert refused.code == 2 and "Traceback" not in refused.stderr, refused
+    report = refused.json()
+    assert report["error_kind"] == "bad_input" and "names no file" in report["error"] and report["hint"], report
+    assert report["private_key"] is None and refused.stderr.count("error: ") == 1, refused
+    assert sorted(tmp_path.iterdir()) == before
+
+
 def test_keys_from_keygen_and_ssh_keygen(cli, source: dict, tmp_path: Path) -> None:
     made = cli("keygen", tmp_path / "team.key", "--json")
     assert made.code == 0, made

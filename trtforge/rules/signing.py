@@ -147,6 +147,10 @@ def generate_key_pair(private_path: Path) -> tuple[Path, str]:
         PublicFormat,
     )
 
+    if not private_path.name:  # ".", "" or "/": a folder, where no key file can be written
+        raise SigningKeyError(
+            f"cannot write key {str(private_path)!r}: it names no file", hint="give the key's file name, e.g. keys/team"
+        )
     public_path = private_path.with_name(private_path.name + ".pub")
     for path in (private_path, public_path):
         if path.exists():
