@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import resource
 import signal
 import sqlite3
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import MLP_RECIPE, subprocess_env
+from tests.conftest import MLP_RECIPE, CliResult, subprocess_env
 from trtforge.core.errors import IntegrityError, RecipeError, StoreError
 from trtforge.rules.recipe import MAX_RECIPE_BYTES, parse_recipe
 from trtforge.store.blobs import BlobStore
@@ -152,3 +153,29 @@ def test_symlink_loop_in_a_recipe_path_is_bad_input_for_that_recipe_only(cli, ml
     assert [(p["status"], p["exit_code"]) for p in planned.lines()] == [("cached", 0), ("failed", 2)]
     reproduced = cli("build", "--reproduce", model_loop, "--store", store, "--json")
     assert reproduced.code == 2 and reproduced.json()["error_kind"] == "bad_input", reproduced
+
+
+def test_fifo_as_recipe_or_deny_file_is_refused_not_read(mlp_recipe, tmp_path: Path) -> None:
+    """Reading a FIFO blocks until a writer comes: a FIFO recipe file or tactics.deny_file hung the
+    command forever. Now each is its recipe's bad input (exit 2) and the batch goes on."""
+    good = mlp_recipe("good")
+    fifo = good.parent / "fifo.yaml"
+    os.mkfifo(fifo)
+    deny_fifo = mlp_recipe("deny-fifo", text=MLP_RECIPE + "tactics: {{deny_file: fifo.yaml}}\n")
+    argv = ["build", str(fifo), str(deny_fifo), str(good), "--store", str(tmp_path / "store"), "--json"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "trtforge", *argv],
+        capture_output=True,
+        text=True,
+        env=subprocess_env(),
+        timeout=120,  # the hang: far longer than a tiny build takes
+    )
+    result = CliResult(proc, argv)
+    assert result.code == 2 and "Traceback" not in result.stderr, result
+    results = result.json()
+    assert [(r["status"], r["error_kind"]) for r in results] == [
+        ("failed", "bad_input"),
+        ("failed", "bad_input"),
+        ("built", None),
+    ]
+    assert all("fifo.yaml: is not a regular file" in r["error"] and r["hint"] for r in results[:2]), results

@@ -8,6 +8,7 @@ one mapping (YAML says keys are unique; PyYAML would silently keep the last valu
 from __future__ import annotations
 
 import json
+import stat
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -62,9 +63,14 @@ _FAST_LOADER = _with_unique_keys(getattr(yaml, "CSafeLoader", yaml.SafeLoader))
 def read_text_file(path: Path, shown: str, *, what: str, limit: int, missing_hint: str) -> str:
     """A small UTF-8 file a user pointed at (recipe, deny file); every failure is one RecipeError."""
     try:
-        if path.is_dir():
+        status = path.stat()
+        if stat.S_ISDIR(status.st_mode):
             raise RecipeError(f"{shown}: is a directory, not a {what}")
-        size = path.stat().st_size
+        if not stat.S_ISREG(status.st_mode):  # a FIFO or device would block the read, or never end
+            raise RecipeError(
+                f"{shown}: is not a regular file (a FIFO or device), not a {what}", hint="give a file's path"
+            )
+        size = status.st_size
         if size > limit:
             raise RecipeError(f"{shown}: {what} is {size} bytes; the limit is {limit}")
         return path.read_text(encoding="utf-8")

@@ -24,9 +24,11 @@ recipe, with its own checksum, so a torn write is a miss and a hit reads a few h
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -122,7 +124,7 @@ class ResolvedCache:
         if self.folder is None or path.name.lower().endswith(".onnx"):
             return None
         try:
-            text = path.read_text(encoding="utf-8")  # as the recipe loader reads it
+            text = _regular_file_text(path)  # as the recipe loader reads it
             real = str(path.resolve())
         except (OSError, UnicodeDecodeError, RuntimeError):
             return None
@@ -211,6 +213,14 @@ def _read_entry(file: Path | None) -> dict[str, Any] | None:
         return None
 
 
+def _regular_file_text(path: Path) -> str:
+    """A file's text, refusing (OSError) what is not a regular file: a FIFO would block the read
+    (the full resolution then reports it)."""
+    if not stat.S_ISREG(path.stat().st_mode):
+        raise OSError(errno.EINVAL, "not a regular file", str(path))
+    return path.read_text(encoding="utf-8")
+
+
 def _replay(entry: dict[str, Any], base: Path, digests: DigestCache) -> QuickResolution | None:
     """Redo the cheap part of a resolution (paths, backend, target, model digest) from an entry."""
     backend = find_backend(entry["backend_request"])
@@ -220,7 +230,7 @@ def _replay(entry: dict[str, Any], base: Path, digests: DigestCache) -> QuickRes
     if entry["sidecar"] is not None:
         written, digest = entry["sidecar"]
         sidecar = expand_path(written, base, "tactics.deny_file")
-        if sha256_text(sidecar.read_text(encoding="utf-8")) != digest:
+        if sha256_text(_regular_file_text(sidecar)) != digest:
             return None
     if entry["verify_data"] is not None:
         expand_path(entry["verify_data"], base, "verify.data")  # unset variable: the full path reports it
