@@ -20,10 +20,11 @@ pytestmark = pytest.mark.slow  # the benchmark's quick mode: a minute of builds 
 FIGURES = {"cache_hit", "cold_build", "lookup", "concurrency", "ingest", "daily", "workers"}
 
 
-def test_bench_quick_mode_writes_json_and_markdown(tmp_path: Path) -> None:
+def quick_bench(tmp_path: Path, *options: str) -> Path:
+    """``python -m bench --quick OPTIONS`` run to its end; the folder of its reports."""
     out = tmp_path / "results"
     proc = subprocess.run(
-        [sys.executable, "-m", "bench", "--quick", "--out", str(out), "--work", str(tmp_path / "work")],
+        [sys.executable, "-m", "bench", "--quick", *options, "--out", str(out), "--work", str(tmp_path / "work")],
         capture_output=True,
         text=True,
         cwd=REPO,
@@ -31,6 +32,11 @@ def test_bench_quick_mode_writes_json_and_markdown(tmp_path: Path) -> None:
         timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
+    return out
+
+
+def test_bench_quick_mode_writes_json_and_markdown(tmp_path: Path) -> None:
+    out = quick_bench(tmp_path)
     results = json.loads((out / "latest.json").read_text())
     assert results["quick"] is True and set(results["figures"]) == FIGURES
     assert results["machine"]["cores"] and results["machine"]["tensorrt_rtx"]
@@ -49,17 +55,7 @@ def test_bench_quick_mode_writes_json_and_markdown(tmp_path: Path) -> None:
 def test_bench_ray_figure_reports_rays_own_floor(tmp_path: Path) -> None:
     """Figure 8 times Ray alone (tasks that do nothing) both ways, and says the goal is out of Ray's
     reach exactly when that floor alone is above it."""
-    out = tmp_path / "results"
-    argv = [sys.executable, "-m", "bench", "--quick", "--only", "ray", "--jobs", "2", "--out", str(out)]
-    proc = subprocess.run(
-        [*argv, "--work", str(tmp_path / "work")],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env=subprocess_env(),
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    out = quick_bench(tmp_path, "--only", "ray", "--jobs", "2")
     figure = json.loads((out / "latest.json").read_text())["figures"]["ray"]
     assert "error" not in figure, figure
     for how in ("local Ray started and stopped", "Ray started beforehand"):

@@ -522,6 +522,7 @@ def test_build_config_is_checked_applied_keyed_recorded_and_shown(cli, mlp_recip
         ("{build_route: 1}", "build.config.build_route: holds a str, not int 1"),
     ],
 )
+@pytest.mark.slow  # seconds each: README's test command keeps its 5-minute cap (.ci/run runs it)
 def test_build_config_entries_the_backend_lacks_exit_2_naming_them(
     cli, mlp_recipe, store: Path, config: str, message: str
 ) -> None:

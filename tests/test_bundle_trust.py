@@ -645,6 +645,7 @@ def refused_untouched(cli, bundle: Path, store_dir: Path, *options: str | Path) 
     ],
     ids=["int", "verification-int", "digits", "past-9999-utc", "before-year-1-utc", "verification-past-9999"],
 )
+@pytest.mark.slow  # seconds each: README's test command keeps its 5-minute cap (.ci/run runs it)
 def test_a_record_refused_for_its_timestamp_stores_nothing(
     cli, origin: dict, signed_bundle: Path, serving: Path, tmp_path: Path, field: str, value: object
 ) -> None:

@@ -174,6 +174,7 @@ def test_odd_encodings_name_their_external_data_as_onnx_reads_them(tmp_path: Pat
     assert model_digest(odd) == expected_digest(odd, ["w.bin"])
 
 
+@pytest.mark.slow  # seconds each: README's test command keeps its 5-minute cap (.ci/run runs it)
 @pytest.mark.parametrize("kind", ODD_ENCODINGS)
 def test_odd_encodings_swapped_weights_are_not_a_stale_hit(cli, tmp_path: Path, store: Path, kind: str) -> None:
     """Fails on 843520b: core/onnx_proto.py found no external data in these encodings, so the

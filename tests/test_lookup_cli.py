@@ -207,6 +207,7 @@ def every_gpu_store(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dic
     return store_dir, rows
 
 
+@pytest.mark.slow  # seconds each: README's test command keeps its 5-minute cap (.ci/run runs it)
 @pytest.mark.parametrize("gpu", GPUS, ids=lambda gpu: gpu.name)
 def test_verified_only_finds_the_verified_engine_however_the_gpu_is_written(
     every_gpu_store: tuple[Path, dict[str, str]], gpu: GpuModel
@@ -227,6 +228,7 @@ def test_verified_only_finds_the_verified_engine_however_the_gpu_is_written(
             assert found.artifact_id == rows[gpu.name], (typed, cc)
 
 
+@pytest.mark.slow  # seconds each: README's test command keeps its 5-minute cap (.ci/run runs it)
 @pytest.mark.parametrize("gpu", GPUS, ids=lambda gpu: gpu.name)
 def test_verified_only_counts_a_mig_slices_verification_however_its_profile_is_written(
     every_gpu_store: tuple[Path, dict[str, str]], gpu: GpuModel

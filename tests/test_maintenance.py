@@ -362,6 +362,7 @@ def test_fsck_repair_mends_lost_timing_cache_and_reference_blobs(cli, store: Pat
     assert cli("cache", "list", "--store", store, "--json").json() == []
 
 
+@pytest.mark.slow  # seconds each: README's test command keeps its 5-minute cap (.ci/run runs it)
 @pytest.mark.parametrize("damage", ["truncated", "grown"])
 def test_a_hit_on_a_blob_of_the_wrong_size_rebuilds_and_marks_it(cli, mlp_recipe, store: Path, damage: str) -> None:
     """A cache hit compares the blob's size with its record (a stat, no hashing): a mismatch is a

@@ -48,6 +48,7 @@ def run_old(code: Path, *args: str | Path) -> Any:
     return json.loads(proc.stdout)
 
 
+@pytest.mark.slow  # seconds each: README's test command keeps its 5-minute cap (.ci/run runs it)
 def test_a_catalog_written_before_the_typed_record_still_reads(
     tmp_path: Path, store: Path, mlp_recipe: Callable[..., Path], cli: Callable[..., Any]
 ) -> None:

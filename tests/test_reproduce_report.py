@@ -27,6 +27,7 @@ def model(tmp_path: Path) -> CorpusModel:
     return written
 
 
+@pytest.mark.slow  # seconds each: README's test command keeps its 5-minute cap (.ci/run runs it)
 def test_build_reproduce_reports_what_differs(cli: Callable[..., Any], model: CorpusModel, store: Path) -> None:
     """Before: `build --reproduce` said only "differs". Now it says where, and whether that is a
     known benign difference, in JSON and text. Rebuilds are real; the order varies by itself."""

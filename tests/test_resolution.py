@@ -119,6 +119,7 @@ def by_name(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return {row["name"]: row for row in rows}
 
 
+@pytest.mark.slow  # seconds each: README's test command keeps its 5-minute cap (.ci/run runs it)
 def test_plan_build_verify_and_reproduce_agree_on_the_key(tmp_path: Path, store: Path, cli: Callable[..., Any]) -> None:
     paths = write_corpus(tmp_path / "corpus")
     recipes = sorted(map(str, paths.values()))

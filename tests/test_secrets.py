@@ -55,6 +55,7 @@ def test_redact_url_parses_the_userinfo(password: str) -> None:
         assert SECRET not in redact(message, f"{scheme}://user:{password}@{rest}")
 
 
+@pytest.mark.slow  # seconds each: README's test command keeps its 5-minute cap (.ci/run runs it)
 @pytest.mark.parametrize("url", UNREACHABLE)
 def test_unreachable_catalog_error_hides_the_password(cli, tmp_path: Path, url: str) -> None:
     for args in (("list",), ("show", "abcdef12"), ("list", "--json")):
