@@ -579,7 +579,8 @@ def deploy_triton(
             result.notes.append("I/O taken from the ONNX model's graph (the record holds no engine I/O)")
         if not io.profiles_known:
             result.notes.append("profiles not recorded (adopted plan): one instance group, Triton uses profile 0")
-        _write(opened, request, chosen, config_text, shared, result)
+        with _all_or_nothing(result.model_dir) as written:
+            _write_version(opened, request, chosen, config_text, shared, result, written)
         return result
     finally:
         opened.close()
@@ -631,21 +632,15 @@ def _read_ref(store: Store, request: TritonRequest, ccs: list[str], *, given: bo
     return request, [str(cc) for cc in artifact.compute_capabilities or []]
 
 
-def _write(
-    store: Store,
-    request: TritonRequest,
-    chosen: list[_Choice],
-    config_text: str,
-    shared: dict[str, Any],
-    result: TritonResult,
-) -> None:
-    """A new version, or nothing: on any failure the model directory is left as it was (one this
-    call created is removed again), and an OSError becomes one line."""
-    model_dir = result.model_dir
+@contextmanager
+def _all_or_nothing(model_dir: Path) -> Iterator[list[Path]]:
+    """Around writing a new version (under the model directory's lock): yields the list the writer
+    adds what it put there to. On any failure that is taken back, the model directory is left as it
+    was (one this call created is removed again), and an OSError becomes one line."""
     with _locked(model_dir) as created:
-        written: list[Path] = []  # what this call put there, taken back if it fails
+        written: list[Path] = []
         try:
-            _write_version(store, request, chosen, config_text, shared, result, written)
+            yield written
         except BaseException as exc:
             _take_back(written, model_dir if created else None)
             if isinstance(exc, OSError):
