@@ -65,6 +65,7 @@ from trtforge.store.connections import (
     is_unavailable,
     lost_error,
     opening_error,
+    sqlstate,
 )
 from trtforge.store.integrity import CORRUPT_STATUS, INTEGRITY_OK
 from trtforge.store.locks import advisory_fence, advisory_lock
@@ -375,7 +376,7 @@ def _read_only_sqlite_file(url: str) -> Path | None:
 def _no_version_table(exc: DBAPIError) -> bool:
     """The database answered, and has no ``alembic_version`` table (a new catalog): not a failure.
     A missing *database* is one ("database ... does not exist"), and so is every failure to connect."""
-    if getattr(exc.orig, "sqlstate", None) == "42P01":  # PostgreSQL's undefined_table
+    if sqlstate(exc) == "42P01":  # PostgreSQL's undefined_table
         return True
     said = str(exc.orig)
     return "alembic_version" in said and ("no such table" in said or "does not exist" in said)

@@ -199,7 +199,7 @@ def lost_error(exc: BaseException, url: str) -> CatalogUnavailableError:
     )
 
 
-def _sqlstate(exc: BaseException) -> str | None:
+def sqlstate(exc: BaseException) -> str | None:
     """The driver's SQLSTATE code (psycopg 3: ``sqlstate``, psycopg2: ``pgcode``), if it gives one."""
     orig = getattr(exc, "orig", None) or exc
     return getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
@@ -208,7 +208,7 @@ def _sqlstate(exc: BaseException) -> str | None:
 def is_denied(exc: BaseException) -> bool:
     """The server refused a statement because the catalog's role lacks a privilege (SQLSTATE
     42501): the setup is wrong, so no retry helps."""
-    return _sqlstate(exc) == INSUFFICIENT_PRIVILEGE
+    return sqlstate(exc) == INSUFFICIENT_PRIVILEGE
 
 
 def grant_hint(exc: BaseException, url: str) -> str:
