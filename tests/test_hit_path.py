@@ -9,6 +9,7 @@ import sqlite3
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -71,6 +72,48 @@ def test_concurrent_savers_merge_and_damaged_cache_is_ignored(tmp_path: Path) ->
     cache_file.write_text("{not json")
     assert DigestCache(cache_file).sha256(a) == hashlib.sha256(b"a.onnx").hexdigest()
 
+
+
+def test_savers_that_overlap_take_turns_and_forget_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two savers at once, as `build --jobs N`'s build processes end together: the second one's
+    read of the file comes after the first one's write, so it merges both. Fails before the
+    savers took turns: the first, paused between its read and its write, wrote back a file
+    without the second's entry, which had been saved meanwhile."""
+    import threading
+
+    from trtforge.rules import digests
+
+    (tmp_path / "store").mkdir()
+    cache_file = tmp_path / "store" / "cache" / "digests.json"
+    cache_file.parent.mkdir()
+    a, b = tmp_path / "a.onnx", tmp_path / "b.onnx"
+    for path in (a, b):
+        path.write_bytes(path.name.encode())
+        _old(path)
+    first, second = DigestCache(cache_file), DigestCache(cache_file)
+    first.sha256(a)
+    second.sha256(b)
+    has_read, go_on = threading.Event(), threading.Event()
+    real_read = digests._read_file
+
+    def pausing_read(path: Path | None) -> Any:
+        read = real_read(path)
+        if threading.current_thread().name == "first":
+            has_read.set()
+            go_on.wait(30)
+        return read
+
+    monkeypatch.setattr(digests, "_read_file", pausing_read)
+    saver = threading.Thread(target=first.save, name="first")
+    saver.start()
+    assert has_read.wait(30)
+    other = threading.Thread(target=second.save, name="second")
+    other.start()
+    other.join(1.0)  # finished by now unless it waits its turn; either way the first goes on
+    go_on.set()
+    saver.join(30)
+    other.join(30)
+    assert set(json.loads(cache_file.read_text())["entries"]) == {str(a.resolve()), str(b.resolve())}
 
 def test_no_store_no_cache_file(tmp_path: Path) -> None:
     model = tmp_path / "m.onnx"

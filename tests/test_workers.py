@@ -314,3 +314,66 @@ def test_a_worker_that_cannot_start_is_that_builds_failure(
     assert isinstance(done.error, WorkerCrashedError), done
     assert "exited with code 1 before it was ready to build" in done.error.message
     assert any("broken on purpose" in line for line in done.error.detail["log_tail"])
+
+
+def _parent_of(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+def _children_of(pid: int) -> list[int]:
+    return [int(c) for task in Path(f"/proc/{pid}/task").glob("*") for c in (task / "children").read_text().split()]
+
+
+@pytest.mark.slow  # fault injection (.ci/run: pytest -m slow)
+def test_with_jobs_a_build_process_that_dies_costs_its_recipe_alone(
+    mlp_recipe: Callable[..., Path], store: Path, tmp_path: Path, cli
+) -> None:
+    """`--jobs 2`: each recipe is worked on by a build process (`trtforge-stage`, a child of `trtforge
+    build`) whose worker builds it. That process killed (SIGKILL, as the OOM killer sends it) is its
+    recipe's `crashed` result, its worker goes with it, the other recipes are built, and the same
+    command then builds the lost one (the lock it held is taken over)."""
+    recipes = [mlp_recipe(f"p{i}", seed=70 + i) for i in range(3)]
+    point = CrashPoint(tmp_path / "cp", "trt-building")
+    batch = start_build(*recipes, "--store", store, "--json", "--jobs", "2", env=point.env)
+    worker = point.wait_reached(batch)
+    process = _parent_of(worker)
+    assert Path(f"/proc/{process}/comm").read_text().strip() == "trtforge-stage"
+    assert _parent_of(process) == batch.pid
+    os.kill(process, signal.SIGKILL)
+    code, results, err = finish(batch)
+    point.close()
+
+    assert results is not None, f"no JSON (exit {code}): {err[-3000:]}"
+    assert code == 1 and [r["recipe"] for r in results] == [str(r) for r in recipes], err
+    [lost] = [r for r in results if r["status"] == "failed"]
+    assert lost["error_kind"] == "crashed" and f"build process (pid {process}) was killed by SIGKILL" in lost["error"]
+    assert wait_gone(worker, 30), f"worker {worker} outlived its build process"
+    built = [r for r in results if r["status"] == "built"]
+    assert len(built) == 2 and sorted(key for _, key in _rows(store)) == sorted(r["build_key"] for r in built)
+
+    again = cli("build", *recipes, "--store", store, "--json", "--jobs", "2")
+    assert again.code == 0, again
+    assert [r["status"] for r in again.json()] == ["built" if r is lost else "cached" for r in results]
+    assert_store_clean(store, cli)
+
+
+@pytest.mark.slow  # fault injection (.ci/run: pytest -m slow)
+def test_with_jobs_build_processes_do_not_outlive_their_parent(
+    mlp_recipe: Callable[..., Path], store: Path, tmp_path: Path
+) -> None:
+    """`trtforge build --jobs 2` killed (SIGKILL: no cleanup of its own) mid-batch: its build
+    processes, and the worker of the build under way, go too."""
+    recipes = [mlp_recipe(f"o{i}", seed=90 + i) for i in range(3)]
+    point = CrashPoint(tmp_path / "cp", "trt-building")
+    batch = start_build(*recipes, "--store", store, "--json", "--jobs", "2", env=point.env)
+    worker = point.wait_reached(batch)
+    left = [*_children_of(batch.pid), worker]
+    batch.send_signal(signal.SIGKILL)
+    assert batch.wait() == -signal.SIGKILL
+    try:
+        assert [pid for pid in left if not wait_gone(pid, 30)] == []
+    finally:
+        point.close()
+        for pid in left:
+            if not wait_gone(pid, 0):
+                os.kill(pid, signal.SIGKILL)

@@ -183,11 +183,13 @@ def build(
         stage.close()
 
 
-def _executor(name: str, address: str | None, pin_gpu: bool) -> Executor | None:
+def _executor(name: str, address: str | None, pin_gpu: bool) -> Executor:
     if name == "local":
         if address is not None or pin_gpu:
             raise BadInputError("ray_address and ray_pin_gpu go with executor='ray'")
-        return None
+        from trtforge.stages.build_processes import LocalProcesses
+
+        return LocalProcesses()
     if name != "ray":
         raise BadInputError(f"executor {name!r} is not one of: local, ray")
     from trtforge.stages.ray_builds import RayExecutor, RaySettings

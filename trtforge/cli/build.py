@@ -192,7 +192,7 @@ def build(
 
         chosen = _executor(executor, ray_address, ray_pin_gpu)
         progress = None
-        if output.interactive and chosen is None:
+        if output.interactive and executor is ExecutorName.local:
             from trtforge.cli._progress import BuildProgress  # rich: only for a person at a terminal
 
             progress = BuildProgress(output.err)
@@ -274,13 +274,16 @@ def _build_all(
     return results, None
 
 
-def _executor(name: ExecutorName, address: str | None, pin_gpu: bool) -> Executor | None:
-    """The --executor's executor (None: this machine); Ray's options only with Ray."""
+def _executor(name: ExecutorName, address: str | None, pin_gpu: bool) -> Executor:
+    """The --executor's executor (local: this machine, a build process per build when several run at
+    once); Ray's options only with Ray."""
     if name is ExecutorName.local:
         given = [flag for flag, value in (("--ray-address", address), ("--ray-pin-gpu", pin_gpu)) if value]
         if given:
             raise BadInputError(f"{' and '.join(given)} go with --executor ray", hint="add --executor ray")
-        return None
+        from trtforge.stages.build_processes import LocalProcesses
+
+        return LocalProcesses()
     from trtforge.stages.ray_builds import RayExecutor, RaySettings
 
     return RayExecutor(RaySettings(address=address, pin_gpu=pin_gpu))

@@ -7,7 +7,8 @@ the rest of a cache hit. Two guards keep the cache honest:
 - racy timestamps: a file modified within :data:`RACY_SECONDS` of being hashed could change
   again without its mtime moving, so such digests are used once but not remembered;
 - concurrent writers: the cache file is replaced atomically (temp file + rename) and read
-  tolerantly, so the worst a race can do is forget an entry, which only costs a re-hash.
+  tolerantly; writers take turns (a lock on its folder), each merging what the one before wrote,
+  so the build processes of `build --jobs N` ending at once forget nothing.
 
 A model's digest (:meth:`DigestCache.model_digest`) covers its external data files too; its
 entry remembers the stat of the .onnx file and of every external file, and is used only when
@@ -22,10 +23,13 @@ no onnx.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -135,21 +139,23 @@ class DigestCache:
         """Merge new entries into the cache file (atomically); a no-op when nothing is new."""
         if not (self._new or self._new_locations) or self.path is None or not self.path.parent.parent.is_dir():
             return
-        entries, locations = _read_file(self.path)  # re-read: another process may have added entries
-        entries.update(self._new)
-        locations.update(self._new_locations)
-        entries = dict(list(entries.items())[-MAX_ENTRIES:])
-        locations = dict(list(locations.items())[-MAX_ENTRIES:])
-        payload = {
-            "version": CACHE_VERSION,
-            "entries": {k: [*s, d] if x is None else [*s, d, x] for k, (s, d, x) in entries.items()},
-            "locations": {k: list(v) for k, v in locations.items()},
-        }
         from trtforge.core.fsutil import atomic_write
 
         try:
-            with atomic_write(self.path) as handle:
-                handle.write(json.dumps(payload, separators=(",", ":")).encode())
+            self.path.parent.mkdir(exist_ok=True)
+            with _taking_turns(self.path.parent):
+                entries, locations = _read_file(self.path)  # re-read: another process may have added entries
+                entries.update(self._new)
+                locations.update(self._new_locations)
+                entries = dict(list(entries.items())[-MAX_ENTRIES:])
+                locations = dict(list(locations.items())[-MAX_ENTRIES:])
+                payload = {
+                    "version": CACHE_VERSION,
+                    "entries": {k: [*s, d] if x is None else [*s, d, x] for k, (s, d, x) in entries.items()},
+                    "locations": {k: list(v) for k, v in locations.items()},
+                }
+                with atomic_write(self.path) as handle:
+                    handle.write(json.dumps(payload, separators=(",", ":")).encode())
         except OSError:
             return  # a read-only store still serves hits; the digest is simply recomputed next time
         self._entries, self._locations = entries, locations
@@ -192,6 +198,18 @@ def _still(model: Path, location: str, resolved: str, *stat_key: int) -> bool:
         return str(file.resolve()) == resolved and _stat_key(file.stat()) == list(stat_key)
     except OSError:
         return False  # gone: recompute, which reports it
+
+
+@contextmanager
+def _taking_turns(folder: Path) -> Iterator[None]:
+    """An exclusive lock on ``folder`` (flock on its descriptor: no lock file to leave behind),
+    released when the block ends or the process dies."""
+    fd = os.open(folder, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def _read_file(path: Path | None) -> tuple[dict[str, Entry], dict[str, Locations]]:

@@ -9,7 +9,9 @@ plan blob is complete.
 A miss is built in a worker process (``backend/pool.py``), never here: TensorRT's crashes, hangs
 past ``timeout`` and OOM kills cost that recipe's result, not the batch. This process keeps the
 lock, the blob and the catalog row, so a dead worker leaves nothing behind. With ``jobs`` > 1,
-recipes are worked on by that many threads at once (each hit stays here, each build has a worker).
+recipes are worked on by that many threads at once (each hit stays here, each build has a worker),
+or, as `trtforge build` does it, by that many build processes, each running this stage for one
+recipe at a time (:mod:`trtforge.stages.build_processes`).
 
 A catalog or a blob store that stops answering costs the recipes that needed it then (their
 results are ``failed`` with ``error_kind`` ``catalog_unavailable`` or ``blobs_unavailable``), not
@@ -107,8 +109,10 @@ class BatchInterrupted(Interrupted):
 
 
 class Executor(Protocol):
-    """Where a stage's misses are built, when not on this machine (``build --executor ray``:
-    :class:`trtforge.stages.ray_builds.RayExecutor`). It answers hits through ``stage`` first."""
+    """How a stage's recipes are worked on, when not by this process's threads: in build processes
+    of their own (`build --jobs N`: :class:`trtforge.stages.build_processes.LocalProcesses`), or on
+    a Ray cluster (``build --executor ray``: :class:`trtforge.stages.ray_builds.RayExecutor`). It
+    answers hits through ``stage`` first."""
 
     def build_all(
         self,
@@ -116,6 +120,7 @@ class Executor(Protocol):
         items: list[str | Path | UnmatchedPattern],
         *,
         fail_fast: bool,
+        on_start: Callable[[str], None] | None,
         on_done: Callable[[BuildResult], None] | None,
     ) -> list[BuildResult]: ...
 
@@ -196,7 +201,7 @@ class BuildStage:
                 self._digests = self.store.digests()
             return self._digests
 
-    def _note(self, notes: Iterable[str]) -> None:
+    def note(self, notes: Iterable[str]) -> None:
         with self._lock:
             self.notes.extend(note for note in notes if note not in self.notes)
 
@@ -228,15 +233,35 @@ class BuildStage:
         finish, once per result (a stop makes the rest ready at once). Neither is called twice at
         once.
 
-        Up to ``jobs`` builds run at once, on ``jobs + 1`` threads: one more than the builds, so
-        that while the workers build, this process resolves the next recipe or stores a plan.
+        Without an executor, up to ``jobs`` builds run at once, on ``jobs + 1`` threads of this process:
+        one more than the builds, so that while the workers build, it resolves the next recipe or
+        stores a plan. `trtforge build` and :func:`trtforge.build` give the stage
+        :class:`~trtforge.stages.build_processes.LocalProcesses`, which does the same with one process
+        per build when more than one runs at once: one interpreter's lock paces 16 builds.
         """
         items = list(items)
         if self.executor is not None:
-            return self.executor.build_all(self, items, fail_fast=fail_fast, on_done=on_done)
+            return self.executor.build_all(self, items, fail_fast=fail_fast, on_start=on_start, on_done=on_done)
+        return self.build_here(items, fail_fast=fail_fast, on_start=on_start, on_done=on_done)
+
+    def builds_at_once(self, items: Sequence[object], fail_fast: bool) -> int:
+        """How many of ``items`` are built at once: ``jobs`` (else chosen from cores and memory), at most
+        one per item; --fail-fast builds one recipe at a time, in order (nothing after the first failure starts)."""
+        if fail_fast:
+            return 1
+        return max(1, min(self.jobs or (_default_jobs() if len(items) > 1 else 1), len(items)))
+
+    def build_here(
+        self,
+        items: list[str | Path | UnmatchedPattern],
+        *,
+        fail_fast: bool = False,
+        on_start: Callable[[str], None] | None = None,
+        on_done: Callable[[BuildResult], None] | None = None,
+    ) -> list[BuildResult]:
+        """:meth:`build_all` on this process's threads (see there)."""
         self._on_start = on_start
-        # --fail-fast builds one recipe at a time, in order: nothing after the first failure starts.
-        builds = 1 if fail_fast else min(self.jobs or (_default_jobs() if len(items) > 1 else 1), len(items))
+        builds = self.builds_at_once(items, fail_fast)
         self._builds = builds
         threads = min(builds + 1, len(items))
         if threads <= 1 or (fail_fast and builds == 1):
@@ -261,17 +286,17 @@ class BuildStage:
                 if fail_fast and not all(batch):
                     break
         except Interrupted as stop:
-            self._stop(f"interrupted by {stop.name}")
-            ended = [r for item in items[done:] for r in self._unfinished(item, stop)]
+            self.stop(f"interrupted by {stop.name}")
+            ended = [r for item in items[done:] for r in self.unfinished(item, stop)]
             self._hear_the_rest(ended, on_done)
             raise BatchInterrupted(stop.signum, results + ended) from None
         return results
 
-    def _unfinished(self, item: str | Path | UnmatchedPattern, stop: Interrupted) -> list[BuildResult]:
+    def unfinished(self, item: str | Path | UnmatchedPattern, stop: Interrupted) -> list[BuildResult]:
         """The results of a recipe the stop caught: those it recorded (or found) stay, the rest are
         ``interrupted``."""
         partial = self._partial.get(item.pattern if isinstance(item, UnmatchedPattern) else str(item), [])
-        return [_interrupted(item, stop, r) for r in partial] or [_interrupted(item, stop)]
+        return [interrupted_result(item, stop, r) for r in partial] or [interrupted_result(item, stop)]
 
     @contextmanager
     def _committing(self) -> Iterator[None]:
@@ -289,7 +314,7 @@ class BuildStage:
             self._gate_closed = True
             self._gate.release()
 
-    def _stop(self, reason: str) -> None:
+    def stop(self, reason: str) -> None:
         """Nothing more starts: running builds' workers are killed, lock waits end (a pool made
         after this is stopped as it is made: see workers)."""
         with self._lock:
@@ -308,7 +333,7 @@ class BuildStage:
         else:
             batch = self.run(item, self.targets or (None,))
         if self._stopping.is_set():  # a worker killed by the stop: its recipe was interrupted, not crashed
-            batch = [_interrupted(item, None, r) if r.error_kind == "crashed" else r for r in batch]
+            batch = [interrupted_result(item, None, r) if r.error_kind == "crashed" else r for r in batch]
         if on_done is not None:
             with self._callbacks:
                 if not self._heard_all:
@@ -345,13 +370,13 @@ class BuildStage:
             batches = [future.result() for future in futures]
         except Interrupted as interrupted:  # SIGINT/SIGTERM: stop the builds under way, keep what is recorded
             stop.set()
-            self._stop(f"interrupted by {interrupted.name}")
+            self.stop(f"interrupted by {interrupted.name}")
             executor.shutdown(wait=False, cancel_futures=True)
             settled = self._settled(items, futures, interrupted, on_done)
             raise BatchInterrupted(interrupted.signum, settled) from None
         except BaseException:  # a bug: stop the builds under way instead of waiting them out
             stop.set()
-            self._stop("stopped by an error in trtforge")
+            self.stop("stopped by an error in trtforge")
             executor.shutdown(wait=True, cancel_futures=True)
             raise
         executor.shutdown()
@@ -374,7 +399,7 @@ class BuildStage:
             done = future is not None and future.done() and not future.cancelled() and future.exception() is None
             batch = future.result() if done else []
             if not batch:
-                batch = self._unfinished(item, stop)
+                batch = self.unfinished(item, stop)
                 unheard.extend(batch)
             settled.extend(batch)
         self._hear_the_rest(unheard, on_done)
@@ -403,8 +428,8 @@ class BuildStage:
         machine cannot build, is ``skipped`` with the reason.
         """
         started = time.perf_counter()
-        if not self.force and self.name is None and list(targets) == [None]:
-            quick = self._quick_hit(recipe_path, started)
+        if list(targets) == [None]:
+            quick = self.remembered_hit(recipe_path, started)
             if quick is not None:
                 return [quick]
         from trtforge.resolution.resolve import load_effective
@@ -433,9 +458,13 @@ class BuildStage:
             started = time.perf_counter()
         return results
 
-    def _quick_hit(self, recipe_path: str | Path, started: float) -> BuildResult | None:
+    def remembered_hit(self, recipe_path: str | Path, started: float | None = None) -> BuildResult | None:
         """A hit found through a remembered resolution (trtforge.resolution.resolved_cache): no recipe models, no
-        capability table. None sends the recipe down the full path (a miss, or anything changed)."""
+        capability table. None sends the recipe down the full path (a miss, anything changed, --force,
+        --name, or targets asked for)."""
+        if self.force or self.name is not None or self.targets:
+            return None
+        started = time.perf_counter() if started is None else started
         quick = self._remembered().lookup(recipe_path, self._digest_cache())
         if quick is None:
             return None
@@ -449,7 +478,7 @@ class BuildStage:
             if kind_of(exc) in UNAVAILABLE_KINDS:  # asking again on the full path would wait again
                 return _failed(result, exc, started)
             return None  # e.g. a catalog newer than this trtforge: the full path reports it per recipe
-        self._note(quick.notes)
+        self.note(quick.notes)
         result.notes = list(quick.notes)
         result.seconds = round(time.perf_counter() - started, 4)
         return result
@@ -461,7 +490,7 @@ class BuildStage:
         result.build_key = resolution.build_key  # reported even when the recipe is refused below
         result.target = resolution.target.key_fields()
         notes = resolution.check_buildable(target)
-        self._note(notes)
+        self.note(notes)
         result.notes = list(notes)
         if target is None:
             self._remembered().remember(resolution, notes)
@@ -858,7 +887,7 @@ def _failed(result: BuildResult, exc: TrtforgeError, started: float) -> BuildRes
     return result
 
 
-def _interrupted(
+def interrupted_result(
     item: str | Path | UnmatchedPattern, stop: Interrupted | None, result: BuildResult | None = None
 ) -> BuildResult:
     """The result of a recipe the stop ended before it was recorded (``result``: what it had got to)."""

@@ -75,7 +75,8 @@ class RayExecutor:
         items: list[str | Path | UnmatchedPattern],
         *,
         fail_fast: bool,
-        on_done: Callable[[BuildResult], None] | None,
+        on_start: Callable[[str], None] | None = None,  # builds start on the nodes: not heard here
+        on_done: Callable[[BuildResult], None] | None = None,
     ) -> list[BuildResult]:
         if fail_fast:
             raise BadInputError(

@@ -46,6 +46,16 @@ class StoreHandle:
         self._sqlite_path: tuple[Path | None] | None = None  # computed once: it reads the mount table
         self._failed: TrtforgeError | None = None  # why opening the store failed, once it has
 
+    @property
+    def location(self) -> str | Path | None:
+        """The store as given (``--store``; None: ``$TRTFORGE_STORE``, else ./cache_store)."""
+        return self._location
+
+    @property
+    def catalog(self) -> str | None:
+        """The catalog URL as given (``--catalog``; None: ``$TRTFORGE_CATALOG``, else the root's SQLite file)."""
+        return self._catalog
+
     def _local_sqlite(self) -> Path | None:
         """The local SQLite catalog file (None for other catalogs); StoreError on a network file system."""
         if self._sqlite_path is None:

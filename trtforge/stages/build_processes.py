@@ -1,0 +1,478 @@
+"""`build --jobs N` (N > 1) on this machine: each recipe is worked on by one of N build processes.
+
+Why processes and not threads: resolving a recipe, asking the catalog, storing the plan and
+recording its row cost 5-10 ms of Python per recipe, under one interpreter lock. On a 16-core host
+that lock paced the batch: the whole node-test corpus took 17.9 s with 16 builds at once, 1,884
+recipes at 9.5 ms each (docs/benchmarks.md). Here each build process runs the build stage for one
+recipe at a time, exactly as ``--jobs 1`` does (resolution, the hit check, single flight through
+the store's locks, the build in a build worker of its own, the blob and the catalog row), so the
+Python work runs on as many cores as the builds. This process answers the hits it finds from
+remembered resolutions (they start no process), hands out the other recipes in order, and keeps
+the results in recipe order.
+
+Protocol: frames of pickled tuples (``backend/worker.py``'s ``send``/``receive``) on the child's
+stdin and stdout. To the child: ``("setup", StageSettings)`` once, then ``("recipe", index, item)``
+one at a time; closing its stdin ends it (it saves its caches, closes the store and exits). From
+the child: ``("started", index, file name)`` when its worker starts the build, ``("note", text)``
+for what its stage says on the way (lock waits, warnings), ``("done", index, results, notes)``.
+On a stop (SIGINT/SIGTERM here) the child gets the same signal and answers ``("stopped", index,
+results, notes)``: the recipe's results as far as they got, what it recorded staying recorded.
+
+A build process that dies (the OOM killer, a signal, a bug) costs its recipe's result (``crashed``)
+and the next recipe gets a fresh one; TensorRT's own crashes stay in the build worker below it.
+Children run in a session of their own: a terminal's Ctrl-C reaches this process, which passes
+the stop on, so that what they report is what they recorded.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from trtforge.core.errors import WorkerCrashedError
+from trtforge.core.interrupts import Interrupted, deferred, stop_on_signals
+from trtforge.resolution.batch import UnmatchedPattern
+from trtforge.stages.build import (
+    STOP_WAIT_S,
+    BatchInterrupted,
+    BuildResult,
+    BuildStage,
+    failed_with,
+    interrupted_result,
+    unmatched,
+)
+
+if TYPE_CHECKING:
+    import queue
+
+    from trtforge.rules.target import RuntimeTarget
+
+MODULE = "trtforge.stages.build_processes"
+PROCESS_NAME = b"trtforge-stage"  # /proc/<pid>/comm; the build workers below are trtforge-worker
+CLOSE_WAIT_S = 30.0  # after the batch, the most a child may take to save its caches and exit
+
+Item = str | Path | UnmatchedPattern
+
+
+@dataclass(frozen=True)
+class StageSettings:
+    """What a child's build stage is made with: this stage's store and options, one build at a time."""
+
+    store: str | Path | None
+    catalog: str | None
+    force: bool
+    name: str | None
+    timeout: float | None
+    targets: tuple[RuntimeTarget, ...]
+
+    @classmethod
+    def of(cls, stage: BuildStage) -> StageSettings:
+        return cls(stage.store.location, stage.store.catalog, stage.force, stage.name, stage.timeout, stage.targets)
+
+
+class LocalProcesses:
+    """The executor of `trtforge build` and :func:`trtforge.build`: one build at a time stays in the
+    stage's own process (``--jobs 1``, ``--fail-fast``, one recipe), more go to build processes."""
+
+    def build_all(
+        self,
+        stage: BuildStage,
+        items: list[Item],
+        *,
+        fail_fast: bool,
+        on_start: Callable[[str], None] | None = None,
+        on_done: Callable[[BuildResult], None] | None = None,
+    ) -> list[BuildResult]:
+        builds = stage.builds_at_once(items, fail_fast)
+        if builds <= 1:
+            return stage.build_here(items, fail_fast=fail_fast, on_start=on_start, on_done=on_done)
+        return _Batch(stage, items, builds, on_start, on_done).run()
+
+
+class _Child:
+    """One build process, seen from here."""
+
+    def __init__(self, settings: StageSettings) -> None:
+        from trtforge.backend.pool import worker_env
+
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", MODULE],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=worker_env(),
+            close_fds=True,
+            start_new_session=True,  # a terminal's Ctrl-C is ours to pass on (see _Batch.settle)
+        )
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.to_child = self.proc.stdin.fileno()
+        self.from_child = self.proc.stdout.fileno()
+        self.index: int | None = None  # the recipe it works on; None: idle
+        send(self.to_child, ("setup", settings))
+
+    def give(self, index: int, item: Item) -> bool:
+        """Hand it a recipe; False if it is gone (it died while idle)."""
+        self.index = index
+        try:
+            send(self.to_child, ("recipe", index, item))
+        except BrokenPipeError:
+            return False
+        return True
+
+    def signal(self, signum: int) -> None:
+        try:
+            os.kill(self.proc.pid, signum)
+        except ProcessLookupError:
+            pass
+
+    def reap(self) -> int:
+        """Wait for it to end; its wait status."""
+        _, status = os.waitpid(self.proc.pid, 0)
+        self.proc.returncode = os.waitstatus_to_exitcode(status)
+        self._close_pipes()
+        return status
+
+    def close(self, wait: float) -> None:
+        """It ends once its stdin closes (saving its caches); killed if it takes longer than ``wait``."""
+        if self.proc.returncode is not None:
+            return
+        try:
+            self.proc.stdin.close()  # type: ignore[union-attr]
+        except OSError:
+            pass
+        try:
+            self.proc.wait(timeout=wait)
+        except subprocess.TimeoutExpired:
+            self.signal(signal.SIGKILL)
+            self.proc.wait()
+        self._close_pipes()
+
+    def _close_pipes(self) -> None:
+        for stream in (self.proc.stdin, self.proc.stdout):
+            if stream is not None and not stream.closed:
+                try:
+                    stream.close()
+                except OSError:
+                    pass  # a write buffered for a child that is gone
+
+
+class _Batch:
+    """One ``build_all`` over build processes: results in recipe order, each heard once by ``on_done``."""
+
+    def __init__(
+        self,
+        stage: BuildStage,
+        items: list[Item],
+        processes: int,
+        on_start: Callable[[str], None] | None,
+        on_done: Callable[[BuildResult], None] | None,
+    ) -> None:
+        self.stage, self.items, self.processes = stage, items, processes
+        self.on_start, self.on_done = on_start, on_done
+        self.settings = StageSettings.of(stage)
+        self.results: list[list[BuildResult] | None] = [None] * len(items)
+        self.heard = [False] * len(items)
+        self.waiting = deque(range(len(items)))
+        self.misses: set[int] = set()  # waiting recipes known not to be hits here
+        self.children: list[_Child] = []
+        self.stopped: Interrupted | None = None  # the signal that stopped the batch
+
+    def run(self) -> list[BuildResult]:
+        try:
+            while self.waiting or self._busy():
+                self._hand_out()
+                if self._busy():
+                    self._take_messages(None)
+        except Interrupted as stop:  # SIGINT/SIGTERM: pass it on, keep what the children recorded
+            raise BatchInterrupted(stop.signum, self.settle(stop)) from None
+        except BaseException:  # a bug: stop the children instead of waiting them out
+            for child in self.children:
+                child.signal(signal.SIGKILL)
+            raise
+        finally:
+            self._close_all()
+        return [result for batch in self.results if batch is not None for result in batch]
+
+    # -- handing out recipes ---------------------------------------------------------------------
+
+    def _hand_out(self) -> None:
+        """Answer what can be answered here, in order; give each miss to a free child (started as needed)."""
+        while self.waiting:
+            index = self.waiting[0]
+            if index not in self.misses and self._answered_here(index):
+                self.waiting.popleft()
+                continue
+            self.misses.add(index)
+            child = self._free_child()
+            if child is None:
+                return
+            self.waiting.popleft()
+            if not child.give(index, self.items[index]):
+                self._lost(child)
+
+    def _answered_here(self, index: int) -> bool:
+        item = self.items[index]
+        if isinstance(item, UnmatchedPattern):
+            self._finish(index, [unmatched(item, BuildResult(item.pattern, None, "failed"))])
+            return True
+        hit = self.stage.remembered_hit(item)
+        if hit is None:
+            return False
+        self._finish(index, [hit])
+        return True
+
+    def _free_child(self) -> _Child | None:
+        for child in self.children:
+            if child.index is None:
+                return child
+        if len(self.children) >= self.processes:
+            return None
+        child = _Child(self.settings)
+        self.children.append(child)
+        return child
+
+    def _busy(self) -> list[_Child]:
+        return [child for child in self.children if child.index is not None]
+
+    # -- what the children say ------------------------------------------------------------------
+
+    def _take_messages(self, timeout: float | None) -> bool:
+        """Handle the messages of the busy children that have one (waiting up to ``timeout``; None:
+        until one does). False when none came in time."""
+        import select
+
+        poller = select.poll()
+        by_fd = {child.from_child: child for child in self._busy()}
+        for fd in by_fd:
+            poller.register(fd, select.POLLIN)
+        ready = poller.poll(None if timeout is None else max(0, int(timeout * 1000)))
+        for fd, _ in ready:
+            self._handle(by_fd[fd])
+        return bool(ready)
+
+    def _handle(self, child: _Child) -> None:
+        message = receive(child.from_child)
+        if message is None:
+            self._lost(child)
+            return
+        kind = message[0]
+        if kind == "started":
+            if self.on_start is not None:
+                self.on_start(message[2])
+        elif kind == "note":
+            self.stage.notify(message[1])
+        else:  # "done", or "stopped" (it got a signal; it exits after this)
+            _, index, results, notes = message
+            self.stage.note(notes)
+            child.index = None
+            self._finish(index, results)
+            if kind == "stopped":
+                self._forget(child)
+
+    def _lost(self, child: _Child) -> None:
+        """A child that died: its recipe's result says how (it recorded nothing it did not report).
+        One that the stop's signal ended before it could handle it (still starting) was interrupted."""
+        status = child.reap()
+        self._forget(child)
+        if child.index is None:
+            return
+        item = self.items[child.index]
+        if self.stopped is not None:
+            self._finish(child.index, [interrupted_result(item, self.stopped)])
+            return
+        result = BuildResult(str(item), None, "failed")
+        self._finish(child.index, [failed_with(result, _died(child.proc.pid, status))])
+
+    def _forget(self, child: _Child) -> None:
+        if child.proc.returncode is None:
+            child.reap()
+        self.children.remove(child)
+
+    def _finish(self, index: int, results: list[BuildResult]) -> None:
+        self.results[index] = results
+        self._hear(index)
+
+    def _hear(self, index: int) -> None:
+        if self.heard[index]:
+            return
+        self.heard[index] = True
+        if self.on_done is not None:
+            for result in self.results[index] or []:
+                self.on_done(result)
+
+    # -- stopping --------------------------------------------------------------------------------
+
+    def settle(self, stop: Interrupted) -> list[BuildResult]:
+        """Every recipe's result after a stop: the busy children get the same signal and report what
+        they got to (waited for up to STOP_WAIT_S, then killed: ``interrupted``); recipes not handed out
+        are ``interrupted``. Recipes not heard yet are heard now, so each is heard once."""
+        self.stopped = stop
+        self.stage.stop(f"interrupted by {stop.name}")
+        for child in self._busy():
+            child.signal(stop.signum)
+        deadline = time.monotonic() + STOP_WAIT_S
+        while self._busy() and self._take_messages(deadline - time.monotonic()):
+            pass
+        for child in self._busy():
+            child.signal(signal.SIGKILL)
+            child.reap()
+            self._forget(child)
+        settled: list[BuildResult] = []
+        for index, item in enumerate(self.items):
+            if self.results[index] is None:
+                self.results[index] = [interrupted_result(item, stop)]
+            self._hear(index)
+            settled.extend(self.results[index] or [])
+        return settled
+
+    def _close_all(self) -> None:
+        """End every child: those still running save their caches and exit (all at once)."""
+        children, self.children = self.children, []
+        for child in children:
+            if child.proc.returncode is None and child.proc.stdin is not None:
+                try:
+                    child.proc.stdin.close()
+                except OSError:
+                    pass
+        for child in children:
+            child.close(CLOSE_WAIT_S)
+
+
+def _died(pid: int, status: int) -> WorkerCrashedError:
+    from trtforge.backend.pool import signal_name
+
+    signum = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
+    if signum == signal.SIGKILL:
+        what = "was killed by SIGKILL (the out-of-memory killer, or another process)"
+    elif signum is not None:
+        what = f"was killed by {signal_name(signum)}"
+    else:
+        what = f"exited with code {os.WEXITSTATUS(status)}"
+    return WorkerCrashedError(
+        f"the build process (pid {pid}) {what} while it worked on this recipe",
+        hint="the other recipes went on; build this one again (`dmesg` says whether memory ran out)",
+        detail={"signal": signal_name(signum) if signum is not None else None, "exit_code": None, "log_tail": []},
+    )
+
+
+# -- the child --------------------------------------------------------------------------------------
+
+
+def _messages(fd: int, busy: threading.Event) -> queue.Queue[Any]:
+    """The parent's messages, read on a helper thread. Its end closing (the batch is over, or the
+    parent died) puts None; a recipe under way then is stopped as a signal stops it."""
+    import queue
+
+    messages: queue.Queue[Any] = queue.Queue()
+
+    def read() -> None:
+        while True:
+            message = receive(fd)
+            messages.put(message)
+            if message is None:
+                if busy.is_set():
+                    os.kill(os.getpid(), signal.SIGTERM)
+                return
+
+    threading.Thread(target=read, name="trtforge-stage-messages", daemon=True).start()
+    return messages
+
+
+def _say(fd: int, message: tuple[Any, ...]) -> None:
+    """A message to the parent, never cut in two by a signal."""
+    with deferred():
+        send(fd, message)
+
+
+def send(fd: int, message: tuple[Any, ...]) -> None:
+    """The build worker's framing (imported when a batch starts processes: a cache hit never does)."""
+    from trtforge.backend.worker import send as send_frame
+
+    send_frame(fd, message)
+
+
+def receive(fd: int) -> Any:
+    from trtforge.backend.worker import receive as receive_frame
+
+    return receive_frame(fd)
+
+
+def _set_process_name() -> None:
+    try:
+        with open("/proc/self/comm", "wb") as handle:
+            handle.write(PROCESS_NAME)
+    except OSError:
+        pass  # not Linux: the command line names it
+
+
+def main() -> None:
+    """The child's loop: one recipe at a time through its own build stage, until stdin closes."""
+    to_parent = os.dup(1)
+    from_parent = os.dup(0)
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
+    os.dup2(2, 1)  # anything printed goes to stderr, not the protocol
+    stop_on_signals()
+    _set_process_name()
+    busy = threading.Event()
+    messages = _messages(from_parent, busy)
+    setup = messages.get()
+    if setup is None:
+        return
+    settings: StageSettings = setup[1]
+    stage = BuildStage(
+        settings.store,
+        catalog=settings.catalog,
+        force=settings.force,
+        name=settings.name,
+        jobs=1,
+        timeout=settings.timeout,
+        targets=settings.targets,
+        notify=lambda text: _say(to_parent, ("note", text)),
+    )
+    current: tuple[int, Item] | None = None
+    try:
+        while (message := messages.get()) is not None:
+            _, index, item = message
+            current = (index, item)
+            busy.set()
+            started = _starting(to_parent, index)
+            results = stage.build_all([item], on_start=started)
+            with deferred():
+                busy.clear()
+                send(to_parent, ("done", index, results, list(stage.notes)))
+                current = None
+    except Interrupted as stop:
+        _stopped(stage, to_parent, current, stop)
+        os._exit(0)  # what it recorded is reported; nothing is left to save
+    stage.close()
+
+
+def _starting(fd: int, index: int) -> Callable[[str], None]:
+    return lambda name: _say(fd, ("started", index, name))
+
+
+def _stopped(stage: BuildStage, fd: int, current: tuple[int, Item] | None, stop: Interrupted) -> None:
+    """After a signal: the recipe under way's results as far as they got (recorded ones stay)."""
+    stage.stop(f"interrupted by {stop.name}")  # its build worker is killed
+    if current is None:
+        return
+    index, item = current
+    results = stop.results if isinstance(stop, BatchInterrupted) else stage.unfinished(item, stop)
+    try:
+        send(fd, ("stopped", index, results, list(stage.notes)))
+    except OSError:
+        pass  # the parent is gone
+
+
+if __name__ == "__main__":
+    main()
