@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from trtforge.core.errors import WorkerCrashedError
+from trtforge.core.errors import BuildError, TrtforgeError, WorkerCrashedError
 from trtforge.core.interrupts import Interrupted, deferred, stop_on_signals
 from trtforge.resolution.batch import UnmatchedPattern
 from trtforge.stages.build import (
@@ -104,14 +104,17 @@ class _Child:
     def __init__(self, settings: StageSettings) -> None:
         from trtforge.backend.pool import worker_env
 
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", MODULE],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            env=worker_env(),
-            close_fds=True,
-            start_new_session=True,  # a terminal's Ctrl-C is ours to pass on (see _Batch.settle)
-        )
+        try:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", MODULE],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                env=worker_env(),
+                close_fds=True,
+                start_new_session=True,  # a terminal's Ctrl-C is ours to pass on (see _Batch.settle)
+            )
+        except OSError as exc:
+            raise BuildError(f"cannot start a build process ({sys.executable}): {exc.strerror}") from None
         assert self.proc.stdin is not None and self.proc.stdout is not None
         self.to_child = self.proc.stdin.fileno()
         self.from_child = self.proc.stdout.fileno()
@@ -191,6 +194,7 @@ class _Batch:
                 self._hand_out()
                 if self._busy():
                     self._take_messages(None)
+            self._close_all(CLOSE_WAIT_S)  # they save their caches; a signal meanwhile keeps every result
         except Interrupted as stop:  # SIGINT/SIGTERM: pass it on, keep what the children recorded
             raise BatchInterrupted(stop.signum, self.settle(stop)) from None
         except BaseException:  # a bug: stop the children instead of waiting them out
@@ -198,7 +202,7 @@ class _Batch:
                 child.signal(signal.SIGKILL)
             raise
         finally:
-            self._close_all()
+            self._close_all(STOP_WAIT_S)  # after a stop: the idle ones, at once
         return [result for batch in self.results if batch is not None for result in batch]
 
     # -- handing out recipes ---------------------------------------------------------------------
@@ -211,7 +215,12 @@ class _Batch:
                 self.waiting.popleft()
                 continue
             self.misses.add(index)
-            child = self._free_child()
+            try:
+                child = self._free_child()
+            except TrtforgeError as exc:  # no process could be started: this recipe's failure
+                self.waiting.popleft()
+                self._finish(index, [failed_with(BuildResult(str(self.items[index]), None, "failed"), exc)])
+                continue
             if child is None:
                 return
             self.waiting.popleft()
@@ -333,17 +342,17 @@ class _Batch:
             settled.extend(self.results[index] or [])
         return settled
 
-    def _close_all(self) -> None:
-        """End every child: those still running save their caches and exit (all at once)."""
-        children, self.children = self.children, []
-        for child in children:
+    def _close_all(self, wait: float) -> None:
+        """End every child: they save their caches and exit (all at once; killed after ``wait`` seconds)."""
+        for child in self.children:
             if child.proc.returncode is None and child.proc.stdin is not None:
                 try:
                     child.proc.stdin.close()
                 except OSError:
                     pass
-        for child in children:
-            child.close(CLOSE_WAIT_S)
+        while self.children:
+            self.children[0].close(wait)
+            self.children.pop(0)
 
 
 def _died(pid: int, status: int) -> WorkerCrashedError:
