@@ -313,7 +313,7 @@ class BuildStage:
                 raise BuildInterruptedError(f"{self._stop_reason} before it was recorded")
             yield
 
-    def _close_gate(self) -> None:
+    def close_gate(self) -> None:
         """Wait (a little) for a commit under way, then let none pass."""
         if self._gate.acquire(timeout=STOP_WAIT_S):
             self._gate_closed = True
@@ -396,7 +396,7 @@ class BuildStage:
     ) -> list[BuildResult]:
         """Every recipe's result once no commit is under way: what finished, what was recorded, and
         the rest ``interrupted`` (the gate is closed: they will record nothing)."""
-        self._close_gate()
+        self.close_gate()
         settled: list[BuildResult] = []
         unheard: list[BuildResult] = []
         for index, item in enumerate(items):

@@ -15,8 +15,9 @@ stdin and stdout. To the child: ``("setup", StageSettings)`` once, then ``("reci
 one at a time; closing its stdin ends it (it saves its caches, closes the store and exits). From
 the child: ``("started", index, file name)`` when its worker starts the build, ``("note", text)``
 for what its stage says on the way (lock waits, warnings), ``("done", index, results, notes)``.
-On a stop (SIGINT/SIGTERM here) the child gets the same signal and answers ``("stopped", index,
-results, notes)``: the recipe's results as far as they got, what it recorded staying recorded.
+On a stop (SIGINT/SIGTERM here) each child working on a recipe gets the same signal, stops its
+stage as a stop stops threads (its worker killed, nothing more started), answers ``done`` with the
+recipe's results as they stand (what it recorded stays recorded and is reported) and exits.
 
 A build process that dies (the OOM killer, a signal, a bug) costs its recipe's result (``crashed``)
 and the next recipe gets a fresh one; TensorRT's own crashes stay in the build worker below it.
@@ -33,13 +34,14 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from trtforge.core.errors import BuildError, TrtforgeError, WorkerCrashedError
-from trtforge.core.interrupts import Interrupted, deferred, stop_on_signals
+from trtforge.core.interrupts import Interrupted
 from trtforge.resolution.batch import UnmatchedPattern
 from trtforge.stages.build import (
     STOP_WAIT_S,
@@ -58,7 +60,10 @@ if TYPE_CHECKING:
 
 MODULE = "trtforge.stages.build_processes"
 PROCESS_NAME = b"trtforge-stage"  # /proc/<pid>/comm; the build workers below are trtforge-worker
-CLOSE_WAIT_S = 30.0  # after the batch, the most a child may take to save its caches and exit
+STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+CLOSE_WAIT_S = 30.0  # after the batch, the most the children may take to save their caches and exit
+UNWIND_WAIT_S = 0.5  # after a stop, the most they may take to finish unwinding (their temp folders removed)
+REPLY_MARGIN_S = 0.25  # a stopped child answers once a commit under way is done (STOP_WAIT_S at most), and then some
 
 Item = str | Path | UnmatchedPattern
 
@@ -202,7 +207,7 @@ class _Batch:
                 child.signal(signal.SIGKILL)
             raise
         finally:
-            self._close_all(STOP_WAIT_S)  # after a stop: the idle ones, at once
+            self._close_all(UNWIND_WAIT_S)  # after a stop or a bug: what is left, at once
         return [result for batch in self.results if batch is not None for result in batch]
 
     # -- handing out recipes ---------------------------------------------------------------------
@@ -244,8 +249,9 @@ class _Batch:
                 return child
         if len(self.children) >= self.processes:
             return None
-        child = _Child(self.settings)
-        self.children.append(child)
+        with _held_signals():  # the child starts with them blocked; one arriving meanwhile is raised after
+            child = _Child(self.settings)
+            self.children.append(child)
         return child
 
     def _busy(self) -> list[_Child]:
@@ -278,13 +284,11 @@ class _Batch:
                 self.on_start(message[2])
         elif kind == "note":
             self.stage.notify(message[1])
-        else:  # "done", or "stopped" (it got a signal; it exits after this)
+        else:  # "done" (after a stop, with the results as they stood; it exits then)
             _, index, results, notes = message
             self.stage.note(notes)
             child.index = None
             self._finish(index, results)
-            if kind == "stopped":
-                self._forget(child)
 
     def _lost(self, child: _Child) -> None:
         """A child that died: its recipe's result says how (it recorded nothing it did not report).
@@ -327,7 +331,7 @@ class _Batch:
         self.stage.stop(f"interrupted by {stop.name}")
         for child in self._busy():
             child.signal(stop.signum)
-        deadline = time.monotonic() + STOP_WAIT_S
+        deadline = time.monotonic() + STOP_WAIT_S + REPLY_MARGIN_S
         while self._busy() and self._take_messages(deadline - time.monotonic()):
             pass
         for child in self._busy():
@@ -343,16 +347,30 @@ class _Batch:
         return settled
 
     def _close_all(self, wait: float) -> None:
-        """End every child: they save their caches and exit (all at once; killed after ``wait`` seconds)."""
+        """End every child: their stdin closes, they save their caches (or, stopped, finish unwinding)
+        and exit, all at once; those still running ``wait`` seconds later are killed."""
         for child in self.children:
             if child.proc.returncode is None and child.proc.stdin is not None:
                 try:
                     child.proc.stdin.close()
                 except OSError:
                     pass
+        deadline = time.monotonic() + wait
         while self.children:
-            self.children[0].close(wait)
+            self.children[0].close(max(0.0, deadline - time.monotonic()))
             self.children.pop(0)
+
+
+@contextmanager
+def _held_signals() -> Iterator[None]:
+    """SIGINT and SIGTERM blocked on this thread for the block (a child started in it inherits the
+    mask: a stop passed on while it starts waits for its handlers instead of killing it with a
+    traceback), delivered when it ends."""
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
 
 
 def _died(pid: int, status: int) -> WorkerCrashedError:
@@ -375,6 +393,78 @@ def _died(pid: int, status: int) -> WorkerCrashedError:
 # -- the child --------------------------------------------------------------------------------------
 
 
+class _Reports:
+    """What this child tells the parent, from its main thread and its stopper thread: one ``done``
+    per recipe, whichever thread gets there first."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.lock = threading.Lock()
+        self.current: tuple[int, Item] | None = None  # handed to us, not yet reported
+
+    def send(self, message: tuple[Any, ...]) -> None:
+        with self.lock:
+            send(self.fd, message)
+
+    def begin(self, index: int, item: Item) -> None:
+        with self.lock:
+            self.current = (index, item)
+
+    def done(self, results: Callable[[Item], list[BuildResult]], notes: list[str], index: int | None = None) -> None:
+        """Report the recipe under way (``index``: only if it is that one): ``results(item)``,
+        unless it was reported already."""
+        with self.lock:
+            if self.current is None or index not in (None, self.current[0]):
+                return
+            (index, item), self.current = self.current, None
+            send(self.fd, ("done", index, results(item), notes))
+
+
+class _Stopper:
+    """How a child stops: SIGINT or SIGTERM (passed on by the parent) never raises here. The handler
+    only writes the signal's number to a pipe; a thread then stops the stage as a stop stops threads
+    (BuildStage.stop: its build worker killed, lock waits ended, nothing more started; close_gate:
+    a commit under way finishes, none starts), reports the recipe under way as it stands (recorded
+    or ``interrupted``) at once, and lets the main thread unwind (its temp folder removed) and exit.
+    So no signal lands inside an import, a frame or a commit, and the parent hears at once."""
+
+    def __init__(self, messages: queue.Queue[Any], reports: _Reports) -> None:
+        self.messages, self.reports = messages, reports
+        self.signum: int | None = None
+        self._stage: BuildStage | None = None
+        self._lock = threading.Lock()
+        self._read, self._write = os.pipe()
+        for signum in STOP_SIGNALS:
+            signal.signal(signum, self._heard)
+        threading.Thread(target=self._wait, name="trtforge-stage-stopper", daemon=True).start()
+
+    def _heard(self, signum: int, _frame: Any) -> None:
+        os.write(self._write, bytes([signum]))
+
+    def _wait(self) -> None:
+        signum = os.read(self._read, 1)[0]
+        with self._lock:
+            self.signum = signum
+            stage = self._stage
+        if stage is not None:
+            self._stop(stage)
+        self.messages.put(None)  # an idle child ends
+
+    def watch(self, stage: BuildStage) -> None:
+        with self._lock:
+            self._stage = stage
+            stopped = self.signum is not None
+        if stopped:
+            self._stop(stage)
+
+    def _stop(self, stage: BuildStage) -> None:
+        assert self.signum is not None
+        stop = Interrupted(self.signum)
+        stage.stop(f"interrupted by {stop.name}")
+        stage.close_gate()
+        self.reports.done(lambda item: stage.unfinished(item, stop), list(stage.notes))
+
+
 def _messages(fd: int, busy: threading.Event) -> queue.Queue[Any]:
     """The parent's messages, read on a helper thread. Its end closing (the batch is over, or the
     parent died) puts None; a recipe under way then is stopped as a signal stops it."""
@@ -393,12 +483,6 @@ def _messages(fd: int, busy: threading.Event) -> queue.Queue[Any]:
 
     threading.Thread(target=read, name="trtforge-stage-messages", daemon=True).start()
     return messages
-
-
-def _say(fd: int, message: tuple[Any, ...]) -> None:
-    """A message to the parent, never cut in two by a signal."""
-    with deferred():
-        send(fd, message)
 
 
 def send(fd: int, message: tuple[Any, ...]) -> None:
@@ -423,22 +507,47 @@ def _set_process_name() -> None:
 
 
 def main() -> None:
-    """The child's loop: one recipe at a time through its own build stage, until stdin closes."""
+    """The child's loop: one recipe at a time through its own build stage, until stdin closes or a
+    stop (see :class:`_Stopper`). It starts with SIGINT and SIGTERM blocked (``_held_signals``), so
+    a stop sent while it starts waits for its handler."""
     to_parent = os.dup(1)
     from_parent = os.dup(0)
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)
     os.close(null)
     os.dup2(2, 1)  # anything printed goes to stderr, not the protocol
-    stop_on_signals()
     _set_process_name()
     busy = threading.Event()
     messages = _messages(from_parent, busy)
+    reports = _Reports(to_parent)
+    stopper = _Stopper(messages, reports)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     setup = messages.get()
     if setup is None:
         return
-    settings: StageSettings = setup[1]
-    stage = BuildStage(
+    stage = _stage(setup[1], reports)
+    stopper.watch(stage)
+    while (message := messages.get()) is not None:
+        _, index, item = message
+        busy.set()
+        reports.begin(index, item)
+        if stopper.signum is None:
+            results = stage.build_all([item], on_start=_starting(reports, index))
+            reports.done(lambda _item, results=results: results, list(stage.notes), index)
+        else:  # stopped before it began: nothing of it was done
+            reports.done(lambda item: [interrupted_result(item, Interrupted(stopper.signum or 0))], [], index)
+        busy.clear()
+        if stopper.signum is not None:
+            os._exit(0)  # reported, and unwound (its temp folder removed): the parent does not wait for caches
+    stage.close()
+
+
+def _starting(reports: _Reports, index: int) -> Callable[[str], None]:
+    return lambda name: reports.send(("started", index, name))
+
+
+def _stage(settings: StageSettings, reports: _Reports) -> BuildStage:
+    return BuildStage(
         settings.store,
         catalog=settings.catalog,
         force=settings.force,
@@ -446,41 +555,8 @@ def main() -> None:
         jobs=1,
         timeout=settings.timeout,
         targets=settings.targets,
-        notify=lambda text: _say(to_parent, ("note", text)),
+        notify=lambda text: reports.send(("note", text)),
     )
-    current: tuple[int, Item] | None = None
-    try:
-        while (message := messages.get()) is not None:
-            _, index, item = message
-            current = (index, item)
-            busy.set()
-            started = _starting(to_parent, index)
-            results = stage.build_all([item], on_start=started)
-            with deferred():
-                busy.clear()
-                send(to_parent, ("done", index, results, list(stage.notes)))
-                current = None
-    except Interrupted as stop:
-        _stopped(stage, to_parent, current, stop)
-        os._exit(0)  # what it recorded is reported; nothing is left to save
-    stage.close()
-
-
-def _starting(fd: int, index: int) -> Callable[[str], None]:
-    return lambda name: _say(fd, ("started", index, name))
-
-
-def _stopped(stage: BuildStage, fd: int, current: tuple[int, Item] | None, stop: Interrupted) -> None:
-    """After a signal: the recipe under way's results as far as they got (recorded ones stay)."""
-    stage.stop(f"interrupted by {stop.name}")  # its build worker is killed
-    if current is None:
-        return
-    index, item = current
-    results = stop.results if isinstance(stop, BatchInterrupted) else stage.unfinished(item, stop)
-    try:
-        send(fd, ("stopped", index, results, list(stage.notes)))
-    except OSError:
-        pass  # the parent is gone
 
 
 if __name__ == "__main__":
