@@ -124,7 +124,11 @@ class _Child:
         self.to_child = self.proc.stdin.fileno()
         self.from_child = self.proc.stdout.fileno()
         self.index: int | None = None  # the recipe it works on; None: idle
-        send(self.to_child, ("setup", settings))
+        self.served = 0  # recipes it reported
+        try:
+            send(self.to_child, ("setup", settings))
+        except BrokenPipeError:
+            pass  # it died at once: its first recipe's result says how
 
     def give(self, index: int, item: Item) -> bool:
         """Hand it a recipe; False if it is gone (it died while idle)."""
@@ -220,17 +224,33 @@ class _Batch:
                 self.waiting.popleft()
                 continue
             self.misses.add(index)
-            try:
-                child = self._free_child()
-            except TrtforgeError as exc:  # no process could be started: this recipe's failure
-                self.waiting.popleft()
-                self._finish(index, [failed_with(BuildResult(str(self.items[index]), None, "failed"), exc)])
-                continue
-            if child is None:
+            if not self._give(index):
                 return
+
+    def _give(self, index: int) -> bool:
+        """Give the first waiting recipe to a free child; False when none is free (it waits)."""
+        try:
+            child = self._free_child()
+        except TrtforgeError as exc:  # no process could be started: this recipe's failure
             self.waiting.popleft()
-            if not child.give(index, self.items[index]):
-                self._lost(child)
+            self._finish(index, [failed_with(BuildResult(str(self.items[index]), None, "failed"), exc)])
+            return True
+        if child is None:
+            return False
+        self.waiting.popleft()
+        if not child.give(index, self.items[index]):
+            self._gone_before(child, index)
+        return True
+
+    def _gone_before(self, child: _Child, index: int) -> None:
+        """A child found dead as it was given a recipe: one that died idle, between two recipes, is
+        replaced and the recipe waits for a fresh one; one that never worked is that recipe's crash."""
+        if not child.served:
+            self._lost(child)
+            return
+        child.index = None
+        self._forget(child)
+        self.waiting.appendleft(index)
 
     def _answered_here(self, index: int) -> bool:
         item = self.items[index]
@@ -288,6 +308,7 @@ class _Batch:
             _, index, results, notes = message
             self.stage.note(notes)
             child.index = None
+            child.served += 1
             self._finish(index, results)
 
     def _lost(self, child: _Child) -> None:
