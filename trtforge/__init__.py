@@ -149,9 +149,11 @@ def build(
     Every build runs in a worker process: a crash in TensorRT, a build running past ``timeout``
     seconds or an OOM kill is that recipe's failed result (``error_kind`` ``crashed`` or
     ``timed_out``), and the others go on. Up to ``jobs`` builds run at once (None: one per core,
-    as far as memory gives each 2 GiB); the results keep the recipes' order, and ``on_done`` hears
-    each one as it is ready. A recipe's bad input is its result too (``error_kind`` ``bad_input``);
-    a ``jobs`` below 1 or a ``timeout`` that is not positive raises ``trtforge.BadInputError``.
+    as far as memory gives each 2 GiB), then each recipe in a build process of its own (the calling
+    process answers hits and hands out the rest: docs/workers.md); the results keep the recipes'
+    order, and ``on_done`` hears each one as it is ready. A recipe's bad input is its result too
+    (``error_kind`` ``bad_input``); a ``jobs`` below 1 or a ``timeout`` that is not positive raises
+    ``trtforge.BadInputError``.
 
     ``targets`` (from :func:`runtime_target`) or ``fleet`` (a fleet manifest's path: every entry)
     build each recipe for each target, as ``--target``/``--fleet`` do. ``executor="ray"`` builds
