@@ -56,7 +56,8 @@ def test_recently_modified_file_is_hashed_but_not_remembered(tmp_path: Path) -> 
     assert not (tmp_path / "store" / "cache" / "digests.json").exists()
 
 
-def test_concurrent_savers_merge_and_damaged_cache_is_ignored(tmp_path: Path) -> None:
+def _two_savers(tmp_path: Path) -> tuple[Path, Path, Path, DigestCache, DigestCache]:
+    """The cache file, two old models, and two caches of that file, each having hashed one of them."""
     (tmp_path / "store").mkdir()
     cache_file = tmp_path / "store" / "cache" / "digests.json"
     a, b = tmp_path / "a.onnx", tmp_path / "b.onnx"
@@ -66,6 +67,11 @@ def test_concurrent_savers_merge_and_damaged_cache_is_ignored(tmp_path: Path) ->
     first, second = DigestCache(cache_file), DigestCache(cache_file)
     first.sha256(a)
     second.sha256(b)
+    return cache_file, a, b, first, second
+
+
+def test_concurrent_savers_merge_and_damaged_cache_is_ignored(tmp_path: Path) -> None:
+    cache_file, a, b, first, second = _two_savers(tmp_path)
     first.save()
     second.save()
     assert set(json.loads(cache_file.read_text())["entries"]) == {str(a.resolve()), str(b.resolve())}
@@ -83,16 +89,8 @@ def test_savers_that_overlap_take_turns_and_forget_nothing(tmp_path: Path, monke
 
     from trtforge.rules import digests
 
-    (tmp_path / "store").mkdir()
-    cache_file = tmp_path / "store" / "cache" / "digests.json"
+    cache_file, a, b, first, second = _two_savers(tmp_path)
     cache_file.parent.mkdir()
-    a, b = tmp_path / "a.onnx", tmp_path / "b.onnx"
-    for path in (a, b):
-        path.write_bytes(path.name.encode())
-        _old(path)
-    first, second = DigestCache(cache_file), DigestCache(cache_file)
-    first.sha256(a)
-    second.sha256(b)
     has_read, go_on = threading.Event(), threading.Event()
     real_read = digests._read_file
 

@@ -351,17 +351,22 @@ def signal_name(number: int) -> str:
         return f"signal {number}"
 
 
-def crash_error(status: int, tail: list[str], doing: str, stopped: str | None) -> WorkerCrashedError:
-    """A dead worker's wait status and last log lines -> one line naming the signal (and what it was
-    ``doing``), a hint, the detail."""
+def how_it_ended(status: int) -> tuple[str, int | None, int | None]:
+    """A dead process's wait status in words ("was killed by SIGSEGV (Segmentation fault)"; an
+    unexplained SIGKILL is usually the OOM killer), its signal and its exit code."""
     signum = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
     code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else None
     if signum == signal.SIGKILL:
-        what = "was killed by SIGKILL (the out-of-memory killer, or another process)"
-    elif signum is not None:
-        what = f"was killed by {signal_name(signum)} ({signal.strsignal(signum) or 'signal'})"
-    else:
-        what = f"exited with code {code}"
+        return "was killed by SIGKILL (the out-of-memory killer, or another process)", signum, code
+    if signum is not None:
+        return f"was killed by {signal_name(signum)} ({signal.strsignal(signum) or 'signal'})", signum, code
+    return f"exited with code {code}", signum, code
+
+
+def crash_error(status: int, tail: list[str], doing: str, stopped: str | None) -> WorkerCrashedError:
+    """A dead worker's wait status and last log lines -> one line naming the signal (and what it was
+    ``doing``), a hint, the detail."""
+    what, signum, code = how_it_ended(status)
     if stopped is not None:
         what = f"was stopped ({stopped})"
     said = [line for line in tail if line.startswith("[TensorRT ")]

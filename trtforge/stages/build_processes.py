@@ -395,19 +395,13 @@ def _held_signals() -> Iterator[None]:
 
 
 def _died(pid: int, status: int) -> WorkerCrashedError:
-    from trtforge.backend.pool import signal_name
+    from trtforge.backend.pool import how_it_ended, signal_name
 
-    signum = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
-    if signum == signal.SIGKILL:
-        what = "was killed by SIGKILL (the out-of-memory killer, or another process)"
-    elif signum is not None:
-        what = f"was killed by {signal_name(signum)}"
-    else:
-        what = f"exited with code {os.WEXITSTATUS(status)}"
+    what, signum, code = how_it_ended(status)
     return WorkerCrashedError(
         f"the build process (pid {pid}) {what} while it worked on this recipe",
         hint="the other recipes went on; build this one again (`dmesg` says whether memory ran out)",
-        detail={"signal": signal_name(signum) if signum is not None else None, "exit_code": None, "log_tail": []},
+        detail={"signal": signal_name(signum) if signum is not None else None, "exit_code": code, "log_tail": []},
     )
 
 
