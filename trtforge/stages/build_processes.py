@@ -416,10 +416,17 @@ class _Reports:
         self.fd = fd
         self.lock = threading.Lock()
         self.current: tuple[int, Item] | None = None  # handed to us, not yet reported
+        self.parent_gone = False  # a send found the parent's end closed: it was killed
 
     def send(self, message: tuple[Any, ...]) -> None:
         with self.lock:
+            self._send(message)
+
+    def _send(self, message: tuple[Any, ...]) -> None:
+        try:
             send(self.fd, message)
+        except OSError:  # EPIPE: nobody is left to tell (the reader thread stops the recipe under way)
+            self.parent_gone = True
 
     def begin(self, index: int, item: Item) -> None:
         with self.lock:
@@ -432,7 +439,7 @@ class _Reports:
             if self.current is None or index not in (None, self.current[0]):
                 return
             (index, item), self.current = self.current, None
-            send(self.fd, ("done", index, results(item), notes))
+            self._send(("done", index, results(item), notes))
 
 
 class _Stopper:
@@ -552,7 +559,7 @@ def main() -> None:
         else:  # stopped before it began: nothing of it was done
             reports.done(lambda item: [interrupted_result(item, Interrupted(stopper.signum or 0))], [], index)
         busy.clear()
-        if stopper.signum is not None:
+        if stopper.signum is not None or reports.parent_gone:
             os._exit(0)  # reported, and unwound (its temp folder removed): the parent does not wait for caches
     stage.close()
 
