@@ -152,6 +152,19 @@ def remove_if_unheld(path: Path, *, max_age_s: float = STALE_TEMP_AGE_S) -> bool
         return True
 
 
+def in_the_way(*outputs: Path) -> Path | None:
+    """The first of ``outputs`` (files about to be written) that exists and is not a file: a folder
+    in the way, refused before anything is written."""
+    return next((path for path in outputs if path.exists() and not path.is_file()), None)
+
+
+def output_named(exc: OSError, *outputs: Path) -> str:
+    """The output a failed write concerns: the file the error names when it is one of ``outputs``,
+    else the first (a temp file's name means nothing to the user)."""
+    named = {str(path) for path in outputs}
+    return exc.filename if exc.filename in named else str(outputs[0])
+
+
 def fsync_dir(path: Path) -> None:
     try:
         fd = os.open(path, os.O_RDONLY)

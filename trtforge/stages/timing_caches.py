@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from trtforge.core.errors import BackendUnavailableError, BadInputError, IntegrityError
-from trtforge.core.fsutil import atomic_write
+from trtforge.core.fsutil import atomic_write, in_the_way, output_named
 from trtforge.resolution.timing_cache_policy import RTX_NO_OP
 from trtforge.store import Store, open_existing_store, open_store, require_existing_store
 
@@ -99,9 +99,9 @@ def export_cache(store: Store, ref: str, dest: Path) -> dict[str, Any]:
     data = store.blobs.read_verified(row.blob_sha256)
     meta = {"format": EXPORT_FORMAT, **row.summary()}
     hint = "-o names the cache file to write (its metadata goes beside it as OUT.json): pick a writable path"
-    for path in (dest, _meta_path(dest)):  # refused before either is written
-        if path.exists() and not path.is_file():
-            raise BadInputError(f"cannot write {path}: it exists and is not a file; nothing was written", hint=hint)
+    blocked = in_the_way(dest, _meta_path(dest))  # refused before either is written
+    if blocked is not None:
+        raise BadInputError(f"cannot write {blocked}: it exists and is not a file; nothing was written", hint=hint)
     try:
         # Nested: the cache file appears only once its metadata did, so a failure leaves neither
         # (import refuses a cache without its metadata).
@@ -111,8 +111,7 @@ def export_cache(store: Store, ref: str, dest: Path) -> dict[str, Any]:
             with atomic_write(_meta_path(dest)) as meta_handle:
                 meta_handle.write((json.dumps(meta, indent=2) + "\n").encode("utf-8"))
     except OSError as exc:
-        named = {str(dest), str(_meta_path(dest))}
-        where = exc.filename if exc.filename in named else dest  # not the name of a temp file
+        where = output_named(exc, dest, _meta_path(dest))
         raise BadInputError(f"cannot write {where}: {exc.strerror or exc}; nothing was exported", hint=hint) from None
     return {**meta, "path": str(dest), "metadata_path": str(_meta_path(dest))}
 

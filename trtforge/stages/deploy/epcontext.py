@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from trtforge.core.errors import DeployError, IntegrityError
-from trtforge.core.fsutil import atomic_write, checked_copy, owner_prefix
+from trtforge.core.fsutil import atomic_write, checked_copy, in_the_way, output_named, owner_prefix
 from trtforge.resolution.targets import one_target
 from trtforge.rules.record import read_details
 from trtforge.rules.target import parse_compute_capability
@@ -317,8 +317,7 @@ def _export(store: Store, artifact: Any, out: Path, embed: bool) -> EpContextRes
         if staged is not None and plan_path is not None:
             os.replace(staged, plan_path)
     except OSError as exc:
-        named = {str(out), str(plan_path)}
-        where = exc.filename if exc.filename in named else out  # not the name of a temp file
+        where = output_named(exc, out, plan_path or out)
         raise DeployError(f"cannot write {where}: {exc.strerror or exc}") from None
     finally:
         if staged is not None:
@@ -342,12 +341,12 @@ def _export(store: Store, artifact: Any, out: Path, embed: bool) -> EpContextRes
 
 def _refuse_non_files(*paths: Path) -> None:
     """Checked before anything is written: a directory (or other non-file) in the way fails the export."""
-    for path in paths:
-        if path.exists() and not path.is_file():
-            raise DeployError(
-                f"cannot write {path}: it exists and is not a file; nothing was written",
-                hint="name another output (-o), or move it away",
-            )
+    path = in_the_way(*paths)
+    if path is not None:
+        raise DeployError(
+            f"cannot write {path}: it exists and is not a file; nothing was written",
+            hint="name another output (-o), or move it away",
+        )
 
 
 def _version() -> str:

@@ -45,6 +45,7 @@ from trtforge.core.fsutil import (
     checked_copy,
     child_path,
     fsync_dir,
+    in_the_way,
     make_temp,
     owner_prefix,
     same_file,
@@ -654,13 +655,12 @@ def _all_or_nothing(model_dir: Path) -> Iterator[list[Path]]:
 
 def _check_writable_files(model_dir: Path) -> None:
     """The files trtforge keeps beside the versions must be files, else the repository is not ours to fix."""
-    for name in (CONFIG_NAME, RECORD_NAME):
-        path = model_dir / name
-        if path.exists() and not path.is_file():
-            raise BadInputError(
-                f"{path} exists and is not a file; nothing was written",
-                hint="move it away, or export under a new model name",
-            )
+    path = in_the_way(model_dir / CONFIG_NAME, model_dir / RECORD_NAME)
+    if path is not None:
+        raise BadInputError(
+            f"{path} exists and is not a file; nothing was written",
+            hint="move it away, or export under a new model name",
+        )
 
 
 def _write_version(
