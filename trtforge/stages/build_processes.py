@@ -487,7 +487,7 @@ class _Stopper:
         self.reports.done(lambda item: stage.unfinished(item, stop), list(stage.notes))
 
 
-def _messages(fd: int, busy: threading.Event) -> queue.Queue[Any]:
+def _messages(fd: int, reports: _Reports) -> queue.Queue[Any]:
     """The parent's messages, read on a helper thread. Its end closing (the batch is over, or the
     parent died) puts None; a recipe under way then is stopped as a signal stops it."""
     import queue
@@ -499,7 +499,7 @@ def _messages(fd: int, busy: threading.Event) -> queue.Queue[Any]:
             message = receive(fd)
             messages.put(message)
             if message is None:
-                if busy.is_set():
+                if reports.current is not None:  # a recipe under way, not reported
                     os.kill(os.getpid(), signal.SIGTERM)
                 return
 
@@ -539,9 +539,8 @@ def main() -> None:
     os.close(null)
     os.dup2(2, 1)  # anything printed goes to stderr, not the protocol
     _set_process_name()
-    busy = threading.Event()
-    messages = _messages(from_parent, busy)
     reports = _Reports(to_parent)
+    messages = _messages(from_parent, reports)
     stopper = _Stopper(messages, reports)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     setup = messages.get()
@@ -551,14 +550,12 @@ def main() -> None:
     stopper.watch(stage)
     while (message := messages.get()) is not None:
         _, index, item = message
-        busy.set()
         reports.begin(index, item)
         if stopper.signum is None:
             results = stage.build_all([item], on_start=_starting(reports, index))
             reports.done(lambda _item, results=results: results, list(stage.notes), index)
         else:  # stopped before it began: nothing of it was done
             reports.done(lambda item: [interrupted_result(item, Interrupted(stopper.signum or 0))], [], index)
-        busy.clear()
         if stopper.signum is not None or reports.parent_gone:
             os._exit(0)  # reported, and unwound (its temp folder removed): the parent does not wait for caches
     stage.close()
