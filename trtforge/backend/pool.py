@@ -78,6 +78,21 @@ def worker_env() -> dict[str, str]:
     return env
 
 
+def start_module(module: str, *, stderr: int | None = None, new_session: bool = False) -> subprocess.Popen[bytes]:
+    """``python -m module`` as a child speaking frames on its stdin and stdout (``worker.send`` and
+    ``receive``), with this trtforge first on its path; ``new_session``: a terminal's Ctrl-C reaches
+    the caller alone, which decides what to pass on."""
+    return subprocess.Popen(
+        [sys.executable, "-m", module],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=stderr,
+        env=worker_env(),
+        close_fds=True,
+        start_new_session=new_session,
+    )
+
+
 class BuildWorker:
     """One worker process; ``build`` may be called from one thread at a time, ``terminate`` from any."""
 
@@ -232,14 +247,7 @@ class BuildWorker:
         self._stopped = None
         self._clear_log()
         try:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", WORKER_MODULE],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=self._log,
-                env=worker_env(),
-                close_fds=True,
-            )
+            proc = start_module(WORKER_MODULE, stderr=self._log)
         except OSError as exc:
             raise BuildError(f"cannot start a build worker ({sys.executable}): {exc.strerror}") from None
         with self._lock:

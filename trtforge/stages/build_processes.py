@@ -107,17 +107,11 @@ class _Child:
     """One build process, seen from here."""
 
     def __init__(self, settings: StageSettings) -> None:
-        from trtforge.backend.pool import worker_env
+        from trtforge.backend.pool import start_module
 
         try:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", MODULE],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                env=worker_env(),
-                close_fds=True,
-                start_new_session=True,  # a terminal's Ctrl-C is ours to pass on (see _Batch.settle)
-            )
+            # a terminal's Ctrl-C is ours to pass on (see _Batch.settle)
+            self.proc = start_module(MODULE, new_session=True)
         except OSError as exc:
             raise BuildError(f"cannot start a build process ({sys.executable}): {exc.strerror}") from None
         assert self.proc.stdin is not None and self.proc.stdout is not None

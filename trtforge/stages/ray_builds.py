@@ -185,17 +185,11 @@ class _Driver:
         return self.proc is not None
 
     def start(self, address: str | None, cpus: int) -> None:
-        from trtforge.backend.pool import worker_env
+        from trtforge.backend.pool import start_module
         from trtforge.backend.worker import send
 
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", DRIVER_MODULE],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            env=worker_env(),
-            close_fds=True,
-            start_new_session=True,  # Ctrl-C at the terminal is ours: closing its stdin stops it
-        )
+        # Ctrl-C at the terminal is ours: closing its stdin stops it
+        self.proc = start_module(DRIVER_MODULE, new_session=True)
         assert self.proc.stdin is not None
         send(self.proc.stdin.fileno(), ("start", address, cpus))
 
